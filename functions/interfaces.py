@@ -1,0 +1,71 @@
+"""The seams between the processor and its triggers, in one small place.
+
+A trigger turns native input (an HTTP request, a Kafka record, a clock tick) into a nuclio-sdk
+``Event``, hands it to a :class:`Dispatcher`, and turns the :class:`~.results.Result` back into
+native output. The processor owns the handler, the workers and the metrics; a trigger owns only
+its source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from .results import Result
+    from .spec import FunctionSpec, TriggerSpec
+
+HttpHandler = Callable[["web.BaseRequest"], Awaitable["web.StreamResponse"]]
+
+
+class Dispatcher(Protocol):
+    """Runs the handler for one trigger, bounded by that trigger's ``maxWorkers``."""
+
+    trigger_name: str
+    trigger_kind: str
+
+    async def dispatch(self, event: Any) -> Result:
+        """Run the handler on ``event``.
+
+        Raises :class:`~.errors.WorkerUnavailableError` (no slot within the availability
+        timeout), :class:`~.errors.EventTimeoutError`, or :class:`HandlerFailure` (the handler
+        raised); never anything else.
+        """
+        ...
+
+    @property
+    def in_flight(self) -> int: ...
+
+
+class TriggerHost(Protocol):
+    """What the processor offers a trigger while it runs."""
+
+    function: FunctionSpec
+    worker_index: int
+    worker_count: int
+
+    def dispatcher(self, trigger: TriggerSpec) -> Dispatcher: ...
+
+    def mount_http(self, handler: HttpHandler) -> None:
+        """Serve every non-control path of the processor's HTTP port with ``handler``."""
+        ...
+
+
+@runtime_checkable
+class Trigger(Protocol):
+    """One event source. Constructors do no I/O; ``start`` connects, ``stop`` drains."""
+
+    kind: ClassVar[str]
+    name: str
+
+    async def start(self, host: TriggerHost) -> None: ...
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        """Stop taking events, let in-flight ones finish (commit what is done), then return."""
+        ...
+
+    def ready(self) -> bool:
+        """False while the trigger cannot take events (e.g. Kafka brokers unreachable)."""
+        ...

@@ -1,0 +1,171 @@
+"""Running the handler for one trigger: slots, timeouts, errors and metrics.
+
+``maxWorkers`` bounds concurrent events per worker process. Async handlers run on the event loop;
+sync handlers run in a thread pool of that size, so a slow handler never blocks health checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+import nuclio_sdk
+
+from ..errors import EventTimeoutError, TickrunError, WorkerUnavailableError
+from ..handler import LoadedHandler
+from ..results import Result, exception_result, to_result
+from . import metrics
+
+logger = logging.getLogger(__name__)
+
+
+class HandlerFailure(TickrunError):
+    """The handler raised; the cause is chained, the message is safe to return to a caller."""
+
+    status = 500
+
+    def __init__(self, exc: BaseException, event_id: str | None) -> None:
+        super().__init__(f"handler raised {type(exc).__name__}")
+        self.exc_type = type(exc).__name__
+        self.event_id = event_id
+
+
+class _Expired(Exception):
+    """The event timeout fired (as opposed to the handler raising TimeoutError itself)."""
+
+
+class TriggerDispatcher:
+    """The :class:`~tickrun.functions.interfaces.Dispatcher` of one trigger in one worker."""
+
+    def __init__(
+        self,
+        *,
+        handler: LoadedHandler,
+        context: Any,
+        function_name: str,
+        trigger_name: str,
+        trigger_kind: str,
+        max_workers: int,
+        availability_timeout_s: float,
+        event_timeout_s: float | None,
+        executor: Executor | None,
+        on_stuck: Callable[[], None] | None = None,
+    ) -> None:
+        self.trigger_name = trigger_name
+        self.trigger_kind = trigger_kind
+        self._handler = handler
+        self._fn = handler.fn
+        self._context = context
+        self._max_workers = max_workers
+        self._availability_timeout_s = availability_timeout_s
+        self._event_timeout_s = event_timeout_s or None
+        self._executor = executor
+        self._on_stuck = on_stuck
+        self._slots = asyncio.Semaphore(max_workers)
+        self._in_flight = 0
+        self._overdue = 0
+        labels = (function_name, trigger_name, trigger_kind)
+        self._latency = metrics.LATENCY.labels(*labels)
+        self._gauge = metrics.IN_FLIGHT.labels(*labels)
+        self._outcome = {o: metrics.EVENTS.labels(*labels, o) for o in metrics.OUTCOMES}
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def _acquire(self) -> None:
+        if not self._slots.locked():
+            await self._slots.acquire()
+            return
+        try:
+            async with asyncio.timeout(self._availability_timeout_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            self._outcome["unavailable"].inc()
+            raise WorkerUnavailableError(
+                f"no worker free within {self._availability_timeout_s * 1000:.0f} ms "
+                f"({self._max_workers} busy)"
+            ) from None
+
+    def _release(self, _: object = None) -> None:
+        self._in_flight -= 1
+        self._gauge.dec()
+        self._slots.release()
+
+    def _release_overdue(self, _: object = None) -> None:
+        self._overdue -= 1
+        self._release()
+
+    async def dispatch(self, event: Any) -> Result:
+        await self._acquire()
+        self._in_flight += 1
+        self._gauge.inc()
+        started = time.perf_counter()
+        release_now = True
+        try:
+            if self._handler.is_async:
+                if self._event_timeout_s is None:
+                    out = await self._fn(self._context, event)
+                else:
+                    deadline = asyncio.timeout(self._event_timeout_s)
+                    try:
+                        async with deadline:
+                            out = await self._fn(self._context, event)
+                    except TimeoutError:
+                        if deadline.expired():
+                            raise _Expired from None
+                        raise
+            else:
+                loop = asyncio.get_running_loop()
+                fut = loop.run_in_executor(self._executor, self._fn, self._context, event)
+                if self._event_timeout_s is None:
+                    out = await fut
+                else:
+                    deadline = asyncio.timeout(self._event_timeout_s)
+                    try:
+                        async with deadline:
+                            out = await asyncio.shield(fut)
+                    except TimeoutError:
+                        if not deadline.expired():
+                            raise
+                        # A thread cannot be killed: its slot stays taken until it returns.
+                        release_now = False
+                        self._overdue += 1
+                        fut.add_done_callback(self._release_overdue)
+                        if self._overdue >= self._max_workers and self._on_stuck is not None:
+                            self._on_stuck()
+                        raise _Expired from None
+            result = to_result(out)
+            if not 100 <= result.status <= 599:
+                raise ValueError(f"handler returned an invalid status code {result.status}")
+        except nuclio_sdk.ExceptionWithResponse as exc:
+            result = exception_result(exc)
+        except _Expired:
+            self._outcome["timeout"].inc()
+            logger.warning(
+                "handler exceeded the event timeout",
+                extra={"event_id": getattr(event, "id", None), "trigger": self.trigger_name,
+                       "timeout_s": self._event_timeout_s},
+            )
+            raise EventTimeoutError(
+                f"handler exceeded the event timeout of {self._event_timeout_s:g}s"
+            ) from None
+        except Exception as exc:
+            self._outcome["error"].inc()
+            event_id = getattr(event, "id", None)
+            logger.exception(
+                "handler raised",
+                extra={"event_id": event_id, "trigger": self.trigger_name,
+                       "exc_type": type(exc).__name__},
+            )
+            raise HandlerFailure(exc, event_id) from exc
+        finally:
+            self._latency.observe(time.perf_counter() - started)
+            if release_now:
+                self._release()
+        self._outcome["ok"].inc()
+        return result

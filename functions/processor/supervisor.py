@@ -1,0 +1,205 @@
+"""The processor's parent process: N worker processes on one port, restarted when they die.
+
+Workers bind the port with SO_REUSEPORT, so the kernel spreads connections over them and a
+CPU-bound handler uses every core. The supervisor itself never touches a request: it keeps the
+port reserved, restarts workers with backoff, and on SIGTERM lets every worker drain.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import TickrunError
+from ..spec import FunctionSpec
+from .worker import CONFIG_ENV, EXIT_CONFIG, WorkerConfig
+
+logger = logging.getLogger(__name__)
+
+RESTART_BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+STABLE_AFTER_S = 30.0
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """Bind (not listen) a SO_REUSEPORT socket so the port stays ours while workers come and go."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise TickrunError(f"cannot bind {host}:{port}: {exc.strerror}") from exc
+    return sock
+
+
+@dataclass
+class _Slot:
+    index: int
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    failures: int = 0
+    restart_at: float = 0.0
+    restarts: int = 0
+    pids: list[int] = field(default_factory=list)
+
+
+class Supervisor:
+    """Constructor does no I/O; :meth:`run` blocks until SIGTERM/SIGINT or a fatal error."""
+
+    def __init__(
+        self,
+        function_dir: str | Path,
+        spec: FunctionSpec,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        workers: int | None = None,
+    ) -> None:
+        self.function_dir = Path(function_dir).resolve()
+        self.spec = spec
+        self.host = host
+        self.port = port
+        self.workers = workers or spec.spec.workers
+        self._slots = [_Slot(i) for i in range(self.workers)]
+        self._stopping = False
+        self._metrics_dir: str | None = None
+        self._reservation: socket.socket | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _spawn(self, slot: _Slot) -> None:
+        config = WorkerConfig(
+            function_dir=str(self.function_dir),
+            spec=self.spec.model_dump(by_alias=True, mode="json", exclude_none=True),
+            host=self.host,
+            port=self.port,
+            worker_index=slot.index,
+            worker_count=self.workers,
+        )
+        env = dict(os.environ)
+        env[CONFIG_ENV] = config.model_dump_json()
+        env["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_dir or ""
+        env.setdefault("TICKRUN_LOG_FORMAT", "json")
+        env["PYTHONUNBUFFERED"] = "1"
+        slot.proc = subprocess.Popen(
+            [sys.executable, "-c", "from tickrun.functions.processor.worker import main; main()"],
+            env=env,
+            cwd=str(self.function_dir),
+        )
+        slot.started_at = time.monotonic()
+        slot.pids.append(slot.proc.pid)
+
+    def _on_exit(self, slot: _Slot, code: int) -> bool:
+        """Handle a worker's exit; False when the whole processor must stop."""
+        from prometheus_client import multiprocess
+
+        assert slot.proc is not None
+        multiprocess.mark_process_dead(slot.proc.pid)  # type: ignore[no-untyped-call]
+        uptime = time.monotonic() - slot.started_at
+        slot.proc = None
+        if self._stopping:
+            return True
+        if code == EXIT_CONFIG:
+            logger.error(
+                "function cannot start; see the worker log above",
+                extra={"function": self.spec.name, "worker": slot.index},
+            )
+            return False
+        slot.failures = 0 if uptime > STABLE_AFTER_S else slot.failures + 1
+        delay = RESTART_BACKOFF_S[min(slot.failures, len(RESTART_BACKOFF_S) - 1)]
+        slot.restart_at = time.monotonic() + delay
+        slot.restarts += 1
+        logger.warning(
+            "worker exited; restarting",
+            extra={"function": self.spec.name, "worker": slot.index, "exit_code": code,
+                   "uptime_s": round(uptime, 2), "restart_in_s": delay,
+                   "restarts": slot.restarts},
+        )
+        from .metrics import WORKER_RESTARTS
+
+        WORKER_RESTARTS.labels(self.spec.name).inc()
+        return True
+
+    def _wait_ready(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not self._stopping:
+            if any(s.proc is None or s.proc.poll() is not None for s in self._slots):
+                return False
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as resp:  # noqa: S310
+                    if resp.status == 200:
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    def run(self) -> int:
+        self._metrics_dir = tempfile.mkdtemp(prefix="tickrun-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_dir
+        self._reservation = reserve_port(self.host, self.port)
+        self.port = self._reservation.getsockname()[1]
+
+        def _stop(signum: int, _frame: object) -> None:
+            self._stopping = True
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        try:
+            for slot in self._slots:
+                self._spawn(slot)
+            if self._wait_ready(self.spec.spec.readiness_timeout_s or 120):
+                logger.info(
+                    "processor ready",
+                    extra={"function": self.spec.name, "url": self.url, "workers": self.workers,
+                           "pid": os.getpid()},
+                )
+                print(json.dumps({"event": "ready", "url": self.url}), flush=True)
+            return self._loop()
+        finally:
+            self._shutdown()
+            if self._reservation is not None:
+                self._reservation.close()
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
+
+    def _loop(self) -> int:
+        while not self._stopping:
+            now = time.monotonic()
+            for slot in self._slots:
+                if slot.proc is not None:
+                    code = slot.proc.poll()
+                    if code is not None and not self._on_exit(slot, code):
+                        return EXIT_CONFIG
+                elif now >= slot.restart_at:
+                    self._spawn(slot)
+            time.sleep(0.05)
+        return 0
+
+    def _shutdown(self) -> None:
+        self._stopping = True
+        live = [s.proc for s in self._slots if s.proc is not None and s.proc.poll() is None]
+        for proc in live:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.spec.spec.drain_timeout_s + 5
+        for proc in live:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                logger.warning("worker did not drain in time; killing", extra={"pid": proc.pid})
+                proc.kill()
+                proc.wait()
+        logger.info("processor stopped", extra={"function": self.spec.name})

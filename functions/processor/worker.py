@@ -1,0 +1,230 @@
+"""One worker process: loads the handler, serves the processor's HTTP port, runs the triggers.
+
+Run by the supervisor (``main`` below) with its config in the
+``TICKRUN_WORKER_CONFIG`` environment variable. It binds the shared port with SO_REUSEPORT only
+once the handler is loaded and ``init_context`` has run, so the kernel never hands a connection
+to a worker that cannot serve it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import os
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import HandlerLoadError, TickrunError
+from ..handler import LoadedHandler, load_handler
+from ..interfaces import Dispatcher, HttpHandler, Trigger
+from ..sdk import TriggerInfo, make_context
+from ..spec import FunctionSpec, TriggerSpec, parse_spec
+from . import metrics
+from .dispatcher import TriggerDispatcher
+from .registry import trigger_class
+
+logger = logging.getLogger(__name__)
+
+CONFIG_ENV = "TICKRUN_WORKER_CONFIG"
+EXIT_CONFIG = 78  # EX_CONFIG: the function cannot start; restarting will not help
+EXIT_RESTART = 75  # EX_TEMPFAIL: the worker asks to be replaced (e.g. every slot stuck)
+
+
+class WorkerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    function_dir: str
+    spec: dict[str, Any]
+    host: str = "127.0.0.1"
+    port: int
+    worker_index: int = 0
+    worker_count: int = 1
+
+
+class Worker:
+    """A :class:`~tickrun.functions.interfaces.TriggerHost`. Constructor does no I/O."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.function: FunctionSpec = parse_spec(config.spec)
+        self.worker_index = config.worker_index
+        self.worker_count = config.worker_count
+        self._handler: LoadedHandler | None = None
+        self._context: Any = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._triggers: list[Trigger] = []
+        self._dispatchers: list[TriggerDispatcher] = []
+        self._http_handler: HttpHandler | None = None
+        self._runner: web.ServerRunner | None = None
+        self._started = False
+        self._draining = False
+        self._stopped = asyncio.Event()
+        self.exit_code = 0
+
+    # --- TriggerHost ------------------------------------------------------------------------
+
+    def dispatcher(self, trigger: TriggerSpec) -> Dispatcher:
+        if self._handler is None:
+            raise TickrunError("worker not started")
+        spec = self.function.spec
+        d = TriggerDispatcher(
+            handler=self._handler,
+            context=self._context,
+            function_name=self.function.name,
+            trigger_name=trigger.name,
+            trigger_kind=trigger.kind,
+            max_workers=trigger.workers,
+            availability_timeout_s=trigger.worker_availability_timeout_ms / 1000,
+            event_timeout_s=spec.event_timeout_s,
+            executor=self._executor,
+            on_stuck=self._on_stuck,
+        )
+        self._dispatchers.append(d)
+        return d
+
+    def mount_http(self, handler: HttpHandler) -> None:
+        self._http_handler = handler
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        spec = self.function.spec
+        os.environ.update(spec.env_dict())
+        self._handler = load_handler(self.config.function_dir, spec.handler)
+        triggers = spec.effective_triggers()
+        if not self._handler.is_async:
+            slots = sum(t.workers for t in triggers) or 1
+            self._executor = ThreadPoolExecutor(slots, thread_name_prefix="handler")
+        first = triggers[0] if triggers else None
+        self._context = make_context(
+            self.function.name,
+            worker_id=self.worker_index,
+            trigger=TriggerInfo(first.kind, first.name) if first else None,
+        )
+        pending = self._handler.run_init_context(self._context)
+        if inspect.isawaitable(pending):
+            await pending
+        for tspec in triggers:
+            trigger = trigger_class(tspec.kind)(tspec, self.function)
+            await trigger.start(self)
+            self._triggers.append(trigger)
+        server = web.Server(self._route, handler_cancellation=False, access_log=None)
+        self._runner = web.ServerRunner(server, shutdown_timeout=spec.drain_timeout_s)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_port=True)
+        await site.start()
+        self._started = True
+        logger.info(
+            "worker ready",
+            extra={"function": self.function.name, "worker": self.worker_index,
+                   "port": self.config.port, "pid": os.getpid(),
+                   "triggers": [t.name for t in self._triggers]},
+        )
+
+    async def stop(self) -> None:
+        """Drain: refuse new work, let in-flight events finish, then stop every trigger."""
+        if self._draining:
+            return
+        self._draining = True
+        timeout = self.function.spec.drain_timeout_s
+        logger.info("worker draining", extra={"worker": self.worker_index, "timeout_s": timeout})
+        stops = [t.stop(timeout) for t in self._triggers if t.kind != "http"]
+        results = await asyncio.gather(*stops, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                logger.error("trigger stop failed", exc_info=r)
+        if self._runner is not None:
+            await self._runner.cleanup()  # waits up to drain timeout for in-flight requests
+        for t in self._triggers:
+            if t.kind == "http":
+                await t.stop(timeout)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._stopped.set()
+
+    def _on_stuck(self) -> None:
+        logger.error(
+            "every handler slot is stuck past the event timeout; replacing this worker",
+            extra={"worker": self.worker_index},
+        )
+        self.exit_code = EXIT_RESTART
+        asyncio.get_running_loop().create_task(self.stop())
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    # --- HTTP -------------------------------------------------------------------------------
+
+    async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
+        path = request.path
+        if path == "/healthz":
+            return web.json_response({"status": "ok"})
+        if path == "/readyz":
+            return self._readyz()
+        if path == "/metrics":
+            body, ctype = metrics.render()
+            return web.Response(body=body, headers={"Content-Type": ctype})
+        if self._http_handler is None:
+            return web.json_response({"error": "this function has no http trigger"}, status=404)
+        return await self._http_handler(request)
+
+    def _readyz(self) -> web.Response:
+        not_ready = [t.name for t in self._triggers if not t.ready()]
+        if self._draining or not self._started or not_ready:
+            state = "draining" if self._draining else "starting"
+            body: dict[str, Any] = {"status": state if not not_ready else "not ready"}
+            if not_ready:
+                body["triggers_not_ready"] = not_ready
+            return web.json_response(body, status=503)
+        return web.json_response(
+            {"status": "ready", "in_flight": sum(d.in_flight for d in self._dispatchers)}
+        )
+
+
+def _install_loop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def _serve(worker: Worker) -> int:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: loop.create_task(worker.stop()))
+    try:
+        await worker.start()
+    except (HandlerLoadError, TickrunError) as exc:
+        logger.error("function cannot start: %s", exc.message, extra={"worker": worker.worker_index})
+        return EXIT_CONFIG
+    await worker.wait_stopped()
+    return worker.exit_code
+
+
+def main() -> None:
+    from ..logs import configure_logging
+
+    configure_logging(json_logs=os.environ.get("TICKRUN_LOG_FORMAT", "json") == "json",
+                      level=os.environ.get("TICKRUN_LOG_LEVEL", "INFO"))
+    raw = os.environ.get(CONFIG_ENV)
+    if not raw:
+        logger.error("%s is not set; workers are started by `tickrun serve`", CONFIG_ENV)
+        sys.exit(EXIT_CONFIG)
+    config = WorkerConfig.model_validate(json.loads(raw))
+    if str(Path(config.function_dir)) not in sys.path:
+        sys.path.insert(0, str(Path(config.function_dir).resolve()))
+    _install_loop()
+    sys.exit(asyncio.run(_serve(Worker(config))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""tickrun: an event-driven serverless runtime for quantitative-trading ML.
+
+Sub-packages: :mod:`tickrun.functions` (spec, SDK, processor, runs, artifacts),
+:mod:`tickrun.triggers` (http, kafka, cron), :mod:`tickrun.controller` (API, builder, platforms,
+gateway, CLI), :mod:`tickrun.hub` (``hub://`` functions).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tickrun.functions.errors import TickrunError
+
+__version__ = "0.1.0"
+__all__ = ["TickrunError", "__version__", "import_function"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported lazily so `import tickrun.functions` stays light for handlers.
+    if name == "import_function":
+        from tickrun.hub import import_function
+
+        return import_function
+    raise AttributeError(f"module 'tickrun' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+from tickrun.cli import main
+
+main()

@@ -1,0 +1,90 @@
+"""The ``tickrun`` command line: the nuctl verbs users know, plus runs and the hub.
+
+Each area registers its own sub-commands (``register(subparsers)``) so this file stays a table
+of contents. Exit codes: 0 ok, 1 the operation failed, 2 bad usage or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from tickrun.functions.errors import TickrunError
+
+logger = logging.getLogger(__name__)
+
+# Modules that add sub-commands; a module missing its optional dependencies is skipped quietly.
+COMMAND_MODULES = (
+    "tickrun.functions.cli",
+    "tickrun.controller.cli",
+    "tickrun.functions.runs.cli",
+    "tickrun.hub.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tickrun",
+        description="Serverless functions for quant ML: serve, deploy, run, track.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-format", choices=("text", "json"), default=argparse.SUPPRESS,
+                        help="log lines as text or JSON (default: text on a terminal)")
+    common.add_argument("--log-level", default=argparse.SUPPRESS, help="DEBUG, INFO, WARNING…")
+    parser.add_argument("--log-format", choices=("text", "json"), default=None)
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    add_parser = sub.add_parser
+
+    def add_with_common(*args: Any, **kwargs: Any) -> argparse.ArgumentParser:
+        # Global flags are accepted after the verb too (`tickrun serve . --log-format json`).
+        kwargs["parents"] = [*kwargs.get("parents", []), common]
+        return add_parser(*args, **kwargs)
+
+    sub.add_parser = add_with_common  # type: ignore[method-assign]
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("tickrun"):
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def _version() -> str:
+    from tickrun import __version__
+
+    return f"tickrun {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from tickrun.functions.logs import configure_logging
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    json_logs = None if args.log_format is None else args.log_format == "json"
+    configure_logging(json_logs=json_logs, level=args.log_level.upper())
+    if json_logs is not None:  # worker processes log in the same format
+        os.environ["TICKRUN_LOG_FORMAT"] = "json" if json_logs else "text"
+    try:
+        code = args.func(args)
+    except TickrunError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        detail = exc.detail
+        if isinstance(detail, list):
+            for item in detail[:20]:
+                if isinstance(item, dict) and "field" in item:
+                    print(f"  {item['field']}: {item['message']}", file=sys.stderr)
+        sys.exit(2 if exc.status in (400, 401, 404, 409, 413) else 1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code or 0)

@@ -1,0 +1,111 @@
+"""The HTTP trigger: aiohttp requests in, handler results out, Nuclio's status codes."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, ClassVar
+
+from aiohttp import web
+
+from tickrun.functions.errors import (
+    BodyTooLargeError,
+    EventTimeoutError,
+    TickrunError,
+    WorkerUnavailableError,
+)
+from tickrun.functions.processor.dispatcher import HandlerFailure
+from tickrun.functions.spec import HttpTriggerSpec
+
+from ..base import BaseTrigger
+from .config import REQUEST_ID_HEADER, HttpConfig
+from .event import content_type_header, error_response, read_body, request_id, to_event, to_response
+
+if TYPE_CHECKING:
+    from tickrun.functions.interfaces import Dispatcher, TriggerHost
+
+logger = logging.getLogger(__name__)
+
+
+class HttpTrigger(BaseTrigger[HttpTriggerSpec]):
+    kind: ClassVar[str] = "http"
+
+    def __init__(self, spec: HttpTriggerSpec, function: object) -> None:
+        super().__init__(spec, function)  # type: ignore[arg-type]
+        self.config = HttpConfig.from_spec(spec)
+        self._dispatcher: Dispatcher | None = None
+
+    async def start(self, host: TriggerHost) -> None:
+        self._dispatcher = host.dispatcher(self.spec)
+        host.mount_http(self.handle)
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        # The processor's server drains HTTP connections; nothing of the trigger's own is open.
+        self._dispatcher = None
+
+    def _cors(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
+        origins = self.config.cors_origins
+        origin = request.headers.get("Origin")
+        if origins is None or origin is None:
+            return
+        if "*" in origins or origin in origins:
+            response.headers["Access-Control-Allow-Origin"] = origin if "*" not in origins else "*"
+            response.headers["Access-Control-Expose-Headers"] = REQUEST_ID_HEADER
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        event_id = request_id(request)
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return error_response(503, "function is shutting down", event_id)
+        if request.method == "OPTIONS" and self.config.cors_origins is not None:
+            resp = web.Response(status=204, headers={
+                "Access-Control-Allow-Methods": self.config.cors_methods,
+                "Access-Control-Allow-Headers": self.config.cors_headers,
+                "Access-Control-Max-Age": str(self.config.cors_max_age_s),
+                REQUEST_ID_HEADER: event_id,
+            })
+            self._cors(request, resp)
+            return resp
+        try:
+            body = await read_body(request, self.config.max_body_bytes)
+            result = await dispatcher.dispatch(to_event(request, body, event_id, self.name))
+        except BodyTooLargeError as exc:
+            # The unread remainder of the body makes the connection unusable: close it.
+            resp = error_response(413, exc.message, event_id, Connection="close")
+            resp.force_close()
+            return resp
+        except WorkerUnavailableError as exc:
+            return error_response(503, exc.message, event_id, **{"Retry-After": "1"})
+        except EventTimeoutError as exc:
+            return error_response(504, exc.message, event_id)
+        except HandlerFailure as exc:
+            return error_response(500, exc.message, event_id)
+        except TickrunError as exc:
+            return error_response(exc.status, exc.message, event_id)
+        if result.stream is not None:
+            return await self._stream(request, result, event_id)
+        response = to_response(result, event_id)
+        if self.config.cors_origins is not None:
+            self._cors(request, response)
+        return response
+
+    async def _stream(self, request: web.BaseRequest, result: object, event_id: str) -> web.StreamResponse:
+        from tickrun.functions.results import Result
+
+        assert isinstance(result, Result) and result.stream is not None
+        resp = web.StreamResponse(status=result.status, headers={
+            **result.headers,
+            "Content-Type": content_type_header(result.content_type),
+            REQUEST_ID_HEADER: event_id,
+        })
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        try:
+            async for chunk in result.stream:
+                await resp.write(chunk)
+        except Exception:
+            # Headers are gone already; the log has the cause, the client sees a cut stream.
+            logger.exception("streaming handler output failed", extra={"event_id": event_id})
+            resp.force_close()
+            return resp
+        await resp.write_eof()
+        return resp
