@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 
-def register(sub: Any) -> None:
+def register(sub: Any, get: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "serve",
         help="serve a function (folder or .py file) over its triggers",

@@ -1,7 +1,7 @@
 """The ``tickrun`` command line: the nuctl verbs users know, plus runs and the hub.
 
-Each area registers its own sub-commands (``register(subparsers)``) so this file stays a table
-of contents. Exit codes: 0 ok, 1 the operation failed, 2 bad usage or input.
+Each area registers its own sub-commands (``register(subparsers, get_subparsers)``; the second
+is the shared ``get RESOURCE`` verb) so this file stays a table of contents. Exit codes: 0 ok, 1 the operation failed, 2 bad usage or input.
 """
 
 from __future__ import annotations
@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         return add_parser(*args, **kwargs)
 
     sub.add_parser = add_with_common  # type: ignore[method-assign]
+    # `get` is shared: functions, runs and artifacts each add a resource to it.
+    get_parser = sub.add_parser("get", help="show functions, runs or artifacts")
+    get = get_parser.add_subparsers(dest="resource", metavar="RESOURCE")
+    get.required = True
+    get.add_parser = add_with_common  # type: ignore[method-assign]
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
@@ -56,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name and exc.name.startswith("tickrun"):
                 continue
             raise
-        module.register(sub)
+        module.register(sub, get)
     return parser
 
 

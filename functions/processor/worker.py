@@ -210,9 +210,25 @@ async def _serve(worker: Worker) -> int:
     return worker.exit_code
 
 
+def _die_with_parent() -> None:
+    """A worker must not outlive its supervisor (kill -9 of a replica kills its workers too)."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(EXIT_RESTART)
+
+
 def main() -> None:
     from ..logs import configure_logging
 
+    _die_with_parent()
     configure_logging(json_logs=os.environ.get("TICKRUN_LOG_FORMAT", "json") == "json",
                       level=os.environ.get("TICKRUN_LOG_LEVEL", "INFO"))
     raw = os.environ.get(CONFIG_ENV)
