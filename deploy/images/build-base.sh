@@ -116,7 +116,7 @@ PYVER="$(chroot "$ROOTFS" python3 -c 'import sys; print("%d.%d.%d" % sys.version
 log "rootfs has Python $PYVER ($(du -sh "$ROOTFS" | cut -f1)); importing as $IMAGE"
 
 tar -C "$ROOTFS" --numeric-owner --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' -c . \
-    | podman import \
+    | podman import -q \
         --change 'CMD ["/usr/bin/python3"]' \
         --change 'ENV LANG=C.UTF-8' \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \

@@ -71,6 +71,12 @@ def _cluster_id() -> str:
             return cid
 
 
+def _leader(partition: dict[str, object]) -> int:
+    # kafka-python 2.x names the field "leader", 3.x "leader_id".
+    leader = partition.get("leader_id", partition.get("leader", -1))
+    return leader if isinstance(leader, int) else -1
+
+
 class KafkaBroker:
     """One KRaft broker+controller on loopback, with its data in a temp dir.
 
@@ -170,7 +176,7 @@ class KafkaBroker:
             while True:
                 described = admin.describe_topics([name])
                 parts = described[0].get("partitions", []) if described else []
-                if len(parts) == partitions and all(p.get("leader", -1) >= 0 for p in parts):
+                if len(parts) == partitions and all(_leader(p) >= 0 for p in parts):
                     return
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"topic {name!r} has no leaders after {timeout}s: {described}")

@@ -1,0 +1,97 @@
+"""Session-scoped real peers for integration tests: ``kafka_broker``, ``minio_server``,
+``podman_env``.
+
+A peer that cannot be provided FAILS the tests that need it (never skips): CI must not go green
+because Kafka, MinIO or podman silently went missing. Provision peers with
+``deploy/peers/ensure.sh all`` first.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(_REPO_ROOT) not in sys.path:
+    # `python -m pytest` puts the repo root on sys.path; plain `pytest` does not.
+    sys.path.insert(0, str(_REPO_ROOT))
+
+from tests.peers import (  # noqa: E402
+    KafkaBroker,
+    MinioServer,
+    PeerUnavailable,
+    require_base_image,
+)
+
+logger = logging.getLogger(__name__)
+
+# Peer start-up times, printed in the terminal summary so CI logs show where setup time goes.
+_STARTUP_SECONDS: dict[str, float] = {}
+
+
+def _unavailable(peer: str, exc: BaseException) -> NoReturn:
+    pytest.fail(f"{peer} peer unavailable: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[KafkaBroker]:
+    """A real single-node Kafka 3.9 broker (KRaft). Use ``.bootstrap_servers`` and
+    ``.create_topic()``; the broker allows consumer session timeouts down to 1 s."""
+    broker = KafkaBroker()
+    try:
+        broker.start()
+    except PeerUnavailable as exc:
+        _unavailable("Kafka", exc)
+    except BaseException:
+        broker.stop()
+        raise
+    _STARTUP_SECONDS["kafka"] = broker.startup_seconds or 0.0
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def minio_server() -> Iterator[MinioServer]:
+    """A real MinIO server with random root credentials (``.endpoint``, ``.access_key``,
+    ``.secret_key``, ``.client()``)."""
+    server = MinioServer()
+    try:
+        server.start()
+    except PeerUnavailable as exc:
+        _unavailable("MinIO", exc)
+    except BaseException:
+        server.stop()
+        raise
+    _STARTUP_SECONDS["minio"] = server.startup_seconds or 0.0
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def podman_env() -> dict[str, str]:
+    """Environment for running ``podman`` with tickrun's containers.conf and image store
+    (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF, TICKRUN_BASE_IMAGE); the base image is
+    guaranteed to exist. Tests must not mutate it: copy before changing."""
+    t0 = time.monotonic()
+    try:
+        env = require_base_image()
+    except PeerUnavailable as exc:
+        _unavailable("podman", exc)
+    _STARTUP_SECONDS["podman"] = time.monotonic() - t0
+    return env
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _STARTUP_SECONDS:
+        parts = ", ".join(f"{name} {secs:.1f}s" for name, secs in _STARTUP_SECONDS.items())
+        terminalreporter.write_line(f"peer start-up: {parts}")
