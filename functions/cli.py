@@ -24,5 +24,6 @@ def register(sub: Any, get: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from .processor import serve
 
-    return serve(args.path, spec_path=args.spec, host=args.host, port=args.port,
-                 workers=args.workers)
+    return serve(
+        args.path, spec_path=args.spec, host=args.host, port=args.port, workers=args.workers
+    )

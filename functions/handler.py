@@ -65,18 +65,15 @@ def load_handler(function_dir: str | Path, handler: str) -> LoadedHandler:
             "add it to spec.requirements"
         ) from exc
     except SyntaxError as exc:
-        raise HandlerLoadError(
-            f"syntax error in {Path(exc.filename or module_name).name}, line {exc.lineno}: {exc.msg}"
-        ) from exc
+        where = Path(exc.filename or module_name).name
+        raise HandlerLoadError(f"syntax error in {where}, line {exc.lineno}: {exc.msg}") from exc
     except Exception as exc:
         raise HandlerLoadError(
             f"importing {module_name!r} raised {type(exc).__name__}: {exc}{_last_frame(exc)}"
         ) from exc
     fn = getattr(module, entrypoint, None)
     if fn is None:
-        found = sorted(
-            n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
-        )
+        found = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
         raise HandlerLoadError(
             f"module {module_name!r} has no entrypoint {entrypoint!r} "
             f"(callables found: {', '.join(found) or 'none'})"

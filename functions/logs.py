@@ -43,7 +43,9 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = record_fields(record)
         more = " ".join(f"{k}={v}" for k, v in fields.items())
-        line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname.lower():<7} {record.name}: "
+        line = (
+            f"{self.formatTime(record, '%H:%M:%S')} {record.levelname.lower():<7} {record.name}: "
+        )
         line += record.getMessage() + (f"  {more}" if more else "")
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)

@@ -82,8 +82,7 @@ class TickrunPlatform(nuclio_sdk.Platform):  # type: ignore[misc]
 
 def make_logger(function_name: str, level: int = logging.DEBUG) -> nuclio_sdk.Logger:
     """nuclio-sdk's logger (``info_with`` & co.), emitting into tickrun's log pipeline."""
-    logger = nuclio_sdk.Logger(level, name=f"tickrun.handler.{function_name}")
-    return logger
+    return nuclio_sdk.Logger(level, name=f"tickrun.handler.{function_name}")
 
 
 def make_context(
@@ -93,10 +92,9 @@ def make_context(
     trigger: TriggerInfo | None = None,
     platform: nuclio_sdk.Platform | None = None,
 ) -> Context:
-    ctx = Context(
+    return Context(
         logger=make_logger(function_name),
         platform=platform or TickrunPlatform(),
         worker_id=worker_id,
         trigger=trigger,
     )
-    return ctx

@@ -1,7 +1,8 @@
 """The ``tickrun`` command line: the nuctl verbs users know, plus runs and the hub.
 
-Each area registers its own sub-commands (``register(subparsers, get_subparsers)``; the second
-is the shared ``get RESOURCE`` verb) so this file stays a table of contents. Exit codes: 0 ok, 1 the operation failed, 2 bad usage or input.
+Each area registers its own sub-commands with ``register(subparsers, get_subparsers)`` (the
+second is the shared ``get RESOURCE`` verb), so this file stays a table of
+contents. Exit codes: 0 ok, 1 the operation failed, 2 bad usage or input.
 """
 
 from __future__ import annotations
@@ -34,8 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version())
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--log-format", choices=("text", "json"), default=argparse.SUPPRESS,
-                        help="log lines as text or JSON (default: text on a terminal)")
+    common.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=argparse.SUPPRESS,
+        help="log lines as text or JSON (default: text on a terminal)",
+    )
     common.add_argument("--log-level", default=argparse.SUPPRESS, help="DEBUG, INFO, WARNING…")
     parser.add_argument("--log-format", choices=("text", "json"), default=None)
     parser.add_argument("--log-level", default="INFO")

@@ -148,8 +148,11 @@ class TriggerDispatcher:
             self._outcome["timeout"].inc()
             logger.warning(
                 "handler exceeded the event timeout",
-                extra={"event_id": getattr(event, "id", None), "trigger": self.trigger_name,
-                       "timeout_s": self._event_timeout_s},
+                extra={
+                    "event_id": getattr(event, "id", None),
+                    "trigger": self.trigger_name,
+                    "timeout_s": self._event_timeout_s,
+                },
             )
             raise EventTimeoutError(
                 f"handler exceeded the event timeout of {self._event_timeout_s:g}s"
@@ -159,8 +162,11 @@ class TriggerDispatcher:
             event_id = getattr(event, "id", None)
             logger.exception(
                 "handler raised",
-                extra={"event_id": event_id, "trigger": self.trigger_name,
-                       "exc_type": type(exc).__name__},
+                extra={
+                    "event_id": event_id,
+                    "trigger": self.trigger_name,
+                    "exc_type": type(exc).__name__,
+                },
             )
             raise HandlerFailure(exc, event_id) from exc
         finally:

@@ -30,7 +30,5 @@ def trigger_class(kind: str) -> Any:
     except ImportError as exc:
         extra = {"kafka-cluster": "kafka", "cron": "cron"}.get(kind)
         hint = f"; install tickrun[{extra}]" if extra else ""
-        raise TriggerConfigError(
-            f"trigger kind {kind!r} is not available: {exc}{hint}"
-        ) from exc
+        raise TriggerConfigError(f"trigger kind {kind!r} is not available: {exc}{hint}") from exc
     return getattr(module, attr)

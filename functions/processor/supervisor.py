@@ -125,9 +125,14 @@ class Supervisor:
         slot.restarts += 1
         logger.warning(
             "worker exited; restarting",
-            extra={"function": self.spec.name, "worker": slot.index, "exit_code": code,
-                   "uptime_s": round(uptime, 2), "restart_in_s": delay,
-                   "restarts": slot.restarts},
+            extra={
+                "function": self.spec.name,
+                "worker": slot.index,
+                "exit_code": code,
+                "uptime_s": round(uptime, 2),
+                "restart_in_s": delay,
+                "restarts": slot.restarts,
+            },
         )
         from .metrics import WORKER_RESTARTS
 
@@ -165,8 +170,12 @@ class Supervisor:
             if self._wait_ready(self.spec.spec.readiness_timeout_s or 120):
                 logger.info(
                     "processor ready",
-                    extra={"function": self.spec.name, "url": self.url, "workers": self.workers,
-                           "pid": os.getpid()},
+                    extra={
+                        "function": self.spec.name,
+                        "url": self.url,
+                        "workers": self.workers,
+                        "pid": os.getpid(),
+                    },
                 )
                 print(json.dumps({"event": "ready", "url": self.url}), flush=True)
             return self._loop()

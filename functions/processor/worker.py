@@ -124,9 +124,13 @@ class Worker:
         self._started = True
         logger.info(
             "worker ready",
-            extra={"function": self.function.name, "worker": self.worker_index,
-                   "port": self.config.port, "pid": os.getpid(),
-                   "triggers": [t.name for t in self._triggers]},
+            extra={
+                "function": self.function.name,
+                "worker": self.worker_index,
+                "port": self.config.port,
+                "pid": os.getpid(),
+                "triggers": [t.name for t in self._triggers],
+            },
         )
 
     async def stop(self) -> None:
@@ -204,7 +208,9 @@ async def _serve(worker: Worker) -> int:
     try:
         await worker.start()
     except (HandlerLoadError, TickrunError) as exc:
-        logger.error("function cannot start: %s", exc.message, extra={"worker": worker.worker_index})
+        logger.error(
+            "function cannot start: %s", exc.message, extra={"worker": worker.worker_index}
+        )
         return EXIT_CONFIG
     await worker.wait_stopped()
     return worker.exit_code
@@ -229,8 +235,10 @@ def main() -> None:
     from ..logs import configure_logging
 
     _die_with_parent()
-    configure_logging(json_logs=os.environ.get("TICKRUN_LOG_FORMAT", "json") == "json",
-                      level=os.environ.get("TICKRUN_LOG_LEVEL", "INFO"))
+    configure_logging(
+        json_logs=os.environ.get("TICKRUN_LOG_FORMAT", "json") == "json",
+        level=os.environ.get("TICKRUN_LOG_LEVEL", "INFO"),
+    )
     raw = os.environ.get(CONFIG_ENV)
     if not raw:
         logger.error("%s is not set; workers are started by `tickrun serve`", CONFIG_ENV)

@@ -35,5 +35,6 @@ __all__ = [
     "default_spec",
     "load_spec",
     "load_spec_text",
+    "parse_duration_s",
     "parse_spec",
 ]

@@ -1,4 +1,4 @@
-"""Nuclio writes durations as Go strings (``"10s"``, ``"1m30s"``, ``"500ms"``); tickrun keeps seconds."""
+"""Durations: Nuclio writes Go strings (``"10s"``, ``"1m30s"``); tickrun keeps seconds."""
 
 from __future__ import annotations
 

@@ -184,9 +184,7 @@ class Spec(SpecModel):
     @classmethod
     def _handler_form(cls, value: str) -> str:
         if not _HANDLER.match(value):
-            raise ValueError(
-                f"handler {value!r} is not 'module:entrypoint' (e.g. 'main:handler')"
-            )
+            raise ValueError(f"handler {value!r} is not 'module:entrypoint' (e.g. 'main:handler')")
         return value if ":" in value else f"{value}:handler"
 
     @field_validator("env", mode="before")
@@ -252,7 +250,9 @@ class FunctionSpec(SpecModel):
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The spec as a Nuclio-style mapping (camelCase keys, defaults left out)."""
-        return self.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True, mode="json") | {
+        return self.model_dump(
+            by_alias=True, exclude_none=True, exclude_defaults=True, mode="json"
+        ) | {
             "apiVersion": self.api_version,
             "kind": self.kind,
         }

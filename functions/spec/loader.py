@@ -13,8 +13,11 @@ from ..errors import SpecError
 from .function import FunctionSpec
 from .triggers import CronTriggerSpec, HttpTriggerSpec, KafkaTriggerSpec
 
-
-_KIND_MODELS = {"http": HttpTriggerSpec, "kafka-cluster": KafkaTriggerSpec, "cron": CronTriggerSpec}
+_KIND_MODELS: dict[str, type[BaseModel]] = {
+    "http": HttpTriggerSpec,
+    "kafka-cluster": KafkaTriggerSpec,
+    "cron": CronTriggerSpec,
+}
 
 
 def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
@@ -31,7 +34,9 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
         if field is None:
             return None
         candidates = [field.annotation, *getattr(field.annotation, "__args__", ())]
-        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        nxt = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
         if nxt is None:
             return None
         model = nxt

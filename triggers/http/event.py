@@ -10,7 +10,6 @@ from typing import Any
 
 from aiohttp import web
 from nuclio_sdk import Event, TriggerInfo
-
 from tickrun.functions.errors import BodyTooLargeError
 from tickrun.functions.results import Result
 

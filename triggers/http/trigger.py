@@ -6,7 +6,6 @@ import logging
 from typing import TYPE_CHECKING, ClassVar
 
 from aiohttp import web
-
 from tickrun.functions.errors import (
     BodyTooLargeError,
     EventTimeoutError,
@@ -14,7 +13,8 @@ from tickrun.functions.errors import (
     WorkerUnavailableError,
 )
 from tickrun.functions.processor.dispatcher import HandlerFailure
-from tickrun.functions.spec import HttpTriggerSpec
+from tickrun.functions.results import Result
+from tickrun.functions.spec import FunctionSpec, HttpTriggerSpec
 
 from ..base import BaseTrigger
 from .config import REQUEST_ID_HEADER, HttpConfig
@@ -29,8 +29,8 @@ logger = logging.getLogger(__name__)
 class HttpTrigger(BaseTrigger[HttpTriggerSpec]):
     kind: ClassVar[str] = "http"
 
-    def __init__(self, spec: HttpTriggerSpec, function: object) -> None:
-        super().__init__(spec, function)  # type: ignore[arg-type]
+    def __init__(self, spec: HttpTriggerSpec, function: FunctionSpec) -> None:
+        super().__init__(spec, function)
         self.config = HttpConfig.from_spec(spec)
         self._dispatcher: Dispatcher | None = None
 
@@ -57,12 +57,15 @@ class HttpTrigger(BaseTrigger[HttpTriggerSpec]):
         if dispatcher is None:
             return error_response(503, "function is shutting down", event_id)
         if request.method == "OPTIONS" and self.config.cors_origins is not None:
-            resp = web.Response(status=204, headers={
-                "Access-Control-Allow-Methods": self.config.cors_methods,
-                "Access-Control-Allow-Headers": self.config.cors_headers,
-                "Access-Control-Max-Age": str(self.config.cors_max_age_s),
-                REQUEST_ID_HEADER: event_id,
-            })
+            resp = web.Response(
+                status=204,
+                headers={
+                    "Access-Control-Allow-Methods": self.config.cors_methods,
+                    "Access-Control-Allow-Headers": self.config.cors_headers,
+                    "Access-Control-Max-Age": str(self.config.cors_max_age_s),
+                    REQUEST_ID_HEADER: event_id,
+                },
+            )
             self._cors(request, resp)
             return resp
         try:
@@ -88,15 +91,19 @@ class HttpTrigger(BaseTrigger[HttpTriggerSpec]):
             self._cors(request, response)
         return response
 
-    async def _stream(self, request: web.BaseRequest, result: object, event_id: str) -> web.StreamResponse:
-        from tickrun.functions.results import Result
-
-        assert isinstance(result, Result) and result.stream is not None
-        resp = web.StreamResponse(status=result.status, headers={
-            **result.headers,
-            "Content-Type": content_type_header(result.content_type),
-            REQUEST_ID_HEADER: event_id,
-        })
+    async def _stream(
+        self, request: web.BaseRequest, result: Result, event_id: str
+    ) -> web.StreamResponse:
+        if result.stream is None:  # pragma: no cover - the caller checked
+            return to_response(result, event_id)
+        resp = web.StreamResponse(
+            status=result.status,
+            headers={
+                **result.headers,
+                "Content-Type": content_type_header(result.content_type),
+                REQUEST_ID_HEADER: event_id,
+            },
+        )
         resp.enable_chunked_encoding()
         await resp.prepare(request)
         try:

@@ -3,7 +3,9 @@
 
 async def handler(context, event):
     return {
-        "body": event.body if not isinstance(event.body, bytes) else event.body.decode("utf-8", "replace"),
+        "body": event.body
+        if not isinstance(event.body, bytes)
+        else event.body.decode("utf-8", "replace"),
         "method": event.method,
         "path": event.path,
         "query": event.fields,
