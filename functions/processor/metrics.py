@@ -37,11 +37,25 @@ IN_FLIGHT = Gauge(
     LABELS,
     multiprocess_mode="livesum",
 )
-WORKER_RESTARTS = Counter(
-    "tickrun_worker_restarts_total", "Worker processes restarted by the supervisor.", ["function"]
-)
 
 OUTCOMES = ("ok", "error", "timeout", "unavailable")
+
+
+def supervisor_restarts_counter() -> Counter:
+    """The supervisor's restart counter, written to the multiprocess folder like the workers'.
+
+    prometheus_client picks its value class when first imported, which in the supervisor may be
+    before the folder was chosen; this counter is made afterwards with the mmap-backed class.
+    """
+    from prometheus_client import values
+
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    return Counter(
+        "tickrun_worker_restarts_total",
+        "Worker processes restarted by the supervisor.",
+        ["function"],
+        registry=None,
+    )
 
 
 def render() -> tuple[bytes, str]:

@@ -17,13 +17,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import TickrunError
 from ..spec import FunctionSpec
-from .worker import CONFIG_ENV, EXIT_CONFIG, WorkerConfig
+from .worker import CONFIG_ENV, EXIT_CONFIG, READY_DIR_ENV, WorkerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ class Supervisor:
         self._stopping = False
         self._metrics_dir: str | None = None
         self._reservation: socket.socket | None = None
+        self._restarts_counter: Any = None
+        self._ready_dir: str | None = None
 
     @property
     def url(self) -> str:
@@ -93,6 +95,7 @@ class Supervisor:
         env = dict(os.environ)
         env[CONFIG_ENV] = config.model_dump_json()
         env["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_dir or ""
+        env[READY_DIR_ENV] = self._ready_dir or ""
         env.setdefault("TICKRUN_LOG_FORMAT", "json")
         env["PYTHONUNBUFFERED"] = "1"
         slot.proc = subprocess.Popen(
@@ -134,28 +137,30 @@ class Supervisor:
                 "restarts": slot.restarts,
             },
         )
-        from .metrics import WORKER_RESTARTS
-
-        WORKER_RESTARTS.labels(self.spec.name).inc()
+        if self._restarts_counter is not None:
+            self._restarts_counter.labels(self.spec.name).inc()
         return True
 
     def _wait_ready(self, timeout_s: float) -> bool:
+        """True once every worker has bound the port (each touches a file named by its pid)."""
         deadline = time.monotonic() + timeout_s
+        ready_dir = Path(self._ready_dir or ".")
         while time.monotonic() < deadline and not self._stopping:
-            if any(s.proc is None or s.proc.poll() is not None for s in self._slots):
+            procs = [s.proc for s in self._slots]
+            if any(p is None or p.poll() is not None for p in procs):
                 return False
-            try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as resp:  # noqa: S310
-                    if resp.status == 200:
-                        return True
-            except OSError:
-                pass
-            time.sleep(0.05)
+            if all((ready_dir / str(p.pid)).exists() for p in procs if p is not None):
+                return True
+            time.sleep(0.02)
         return False
 
     def run(self) -> int:
         self._metrics_dir = tempfile.mkdtemp(prefix="tickrun-metrics-")
+        self._ready_dir = tempfile.mkdtemp(prefix="tickrun-ready-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_dir
+        from .metrics import supervisor_restarts_counter
+
+        self._restarts_counter = supervisor_restarts_counter()
         self._reservation = reserve_port(self.host, self.port)
         self.port = self._reservation.getsockname()[1]
 
@@ -184,6 +189,7 @@ class Supervisor:
             if self._reservation is not None:
                 self._reservation.close()
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
+            shutil.rmtree(self._ready_dir, ignore_errors=True)
 
     def _loop(self) -> int:
         while not self._stopping:

@@ -34,6 +34,7 @@ from .registry import trigger_class
 logger = logging.getLogger(__name__)
 
 CONFIG_ENV = "TICKRUN_WORKER_CONFIG"
+READY_DIR_ENV = "TICKRUN_READY_DIR"
 EXIT_CONFIG = 78  # EX_CONFIG: the function cannot start; restarting will not help
 EXIT_RESTART = 75  # EX_TEMPFAIL: the worker asks to be replaced (e.g. every slot stuck)
 
@@ -68,6 +69,13 @@ class Worker:
         self._draining = False
         self._stopped = asyncio.Event()
         self.exit_code = 0
+
+    @property
+    def port(self) -> int:
+        """The bound port (differs from the configured one when that was 0)."""
+        if self._runner is None or not self._runner.addresses:
+            return self.config.port
+        return int(self._runner.addresses[0][1])
 
     # --- TriggerHost ------------------------------------------------------------------------
 
@@ -122,12 +130,15 @@ class Worker:
         site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_port=True)
         await site.start()
         self._started = True
+        ready_dir = os.environ.get(READY_DIR_ENV)
+        if ready_dir:  # tells the supervisor this worker is bound and serving
+            Path(ready_dir, str(os.getpid())).touch()
         logger.info(
             "worker ready",
             extra={
                 "function": self.function.name,
                 "worker": self.worker_index,
-                "port": self.config.port,
+                "port": self.port,
                 "pid": os.getpid(),
                 "triggers": [t.name for t in self._triggers],
             },

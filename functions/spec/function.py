@@ -173,6 +173,12 @@ class Spec(SpecModel):
     target_in_flight: int = Field(default=8, alias="targetInFlight", ge=1)
     target_lag: int = Field(default=1000, alias="targetLag", ge=1)
 
+    @field_validator("event_timeout_s", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # `nuctl export` writes `eventTimeout: ""` for "no timeout".
+        return None if value == "" else value
+
     @field_validator("runtime")
     @classmethod
     def _python_only(cls, value: str) -> str:
