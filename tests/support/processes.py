@@ -42,13 +42,23 @@ class ServedFunction:
                 self._ready.set()
 
     def start(self, timeout_s: float = 60.0, expect_ready: bool = True) -> ServedFunction:
-        cmd = [sys.executable, "-m", "tickrun", "serve", str(self.path), "--port",
-               str(self.port), *self.args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "tickrun",
+            "serve",
+            str(self.path),
+            "--port",
+            str(self.port),
+            *self.args,
+        ]
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env
         )
-        for stream, sink, watch in ((self.proc.stdout, self.stdout, True),
-                                    (self.proc.stderr, self.stderr, False)):
+        for stream, sink, watch in (
+            (self.proc.stdout, self.stdout, True),
+            (self.proc.stderr, self.stderr, False),
+        ):
             t = threading.Thread(target=self._pump, args=(stream, sink, watch), daemon=True)
             t.start()
             self._readers.append(t)

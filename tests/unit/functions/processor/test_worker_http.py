@@ -10,7 +10,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from tickrun.functions.processor.worker import Worker, WorkerConfig
 
 FORMS = Path(__file__).resolve().parents[3] / "fixtures" / "functions" / "forms"
@@ -18,7 +17,9 @@ FORMS = Path(__file__).resolve().parents[3] / "fixtures" / "functions" / "forms"
 MakeWorker = Callable[..., Awaitable[str]]
 
 
-def spec_for(handler: str, *, triggers: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+def spec_for(
+    handler: str, *, triggers: dict[str, Any] | None = None, **spec: Any
+) -> dict[str, Any]:
     return {
         "metadata": {"name": "forms"},
         "spec": {
@@ -66,8 +67,12 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     ],
 )
 async def test_every_nuclio_return_form(
-    make_worker: MakeWorker, http: aiohttp.ClientSession,
-    handler: str, status: int, ctype: str, body: bytes,
+    make_worker: MakeWorker,
+    http: aiohttp.ClientSession,
+    handler: str,
+    status: int,
+    ctype: str,
+    body: bytes,
 ) -> None:
     url = await make_worker(handler)
     async with http.post(url + "/", data=b"x") as resp:
@@ -77,7 +82,9 @@ async def test_every_nuclio_return_form(
         assert len(resp.headers["X-Request-Id"]) >= 16
 
 
-async def test_response_headers_pass_through(make_worker: MakeWorker, http: aiohttp.ClientSession) -> None:
+async def test_response_headers_pass_through(
+    make_worker: MakeWorker, http: aiohttp.ClientSession
+) -> None:
     url = await make_worker("response_obj")
     async with http.get(url) as resp:
         assert resp.headers["X-Custom"] == "yes"
@@ -90,7 +97,9 @@ async def test_async_handler(make_worker: MakeWorker, http: aiohttp.ClientSessio
         assert await resp.json() == {"async": True, "worker": 0}
 
 
-async def test_event_fields_and_json_body(make_worker: MakeWorker, http: aiohttp.ClientSession) -> None:
+async def test_event_fields_and_json_body(
+    make_worker: MakeWorker, http: aiohttp.ClientSession
+) -> None:
     url = await make_worker("event_fields")
     headers = {"X-Test": "t1", "X-Request-Id": "req-123"}
     async with http.put(url + "/a/b?x=1&y=two", json={"k": [1, 2]}, headers=headers) as resp:
@@ -109,14 +118,18 @@ async def test_event_fields_and_json_body(make_worker: MakeWorker, http: aiohttp
     assert got["size"] == len(b'{"k": [1, 2]}')
 
 
-async def test_invalid_json_body_stays_bytes(make_worker: MakeWorker, http: aiohttp.ClientSession) -> None:
+async def test_invalid_json_body_stays_bytes(
+    make_worker: MakeWorker, http: aiohttp.ClientSession
+) -> None:
     url = await make_worker("event_fields")
     async with http.post(url, data=b"{not json", headers={"Content-Type": "application/json"}) as r:
         assert r.status == 200
         assert (await r.json())["body"] == {"bytes": 9}
 
 
-async def test_unsafe_request_id_is_replaced(make_worker: MakeWorker, http: aiohttp.ClientSession) -> None:
+async def test_unsafe_request_id_is_replaced(
+    make_worker: MakeWorker, http: aiohttp.ClientSession
+) -> None:
     url = await make_worker("text")
     async with http.get(url, headers={"X-Request-Id": "bad id\twith spaces"}) as resp:
         assert resp.headers["X-Request-Id"] != "bad id\twith spaces"
@@ -156,7 +169,9 @@ async def test_handler_error_is_500_without_traceback_or_message(
         assert resp.status == 500
 
 
-async def test_invalid_status_from_handler_is_500(make_worker: MakeWorker, http: aiohttp.ClientSession) -> None:
+async def test_invalid_status_from_handler_is_500(
+    make_worker: MakeWorker, http: aiohttp.ClientSession
+) -> None:
     url = await make_worker("bad_status")
     async with http.get(url) as resp:
         assert resp.status == 500
@@ -171,7 +186,9 @@ async def test_body_over_limit_is_413(make_worker: MakeWorker, http: aiohttp.Cli
         assert resp.status == 413
         assert "limit" in (await resp.json())["error"]
 
-    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit applies while streaming
+    async def chunks() -> AsyncIterator[
+        bytes
+    ]:  # no Content-Length: the limit applies while streaming
         for _ in range(8):
             yield b"y" * 512
 
@@ -201,8 +218,9 @@ async def test_event_timeout_is_504_and_worker_keeps_serving(
 
 
 async def test_no_free_worker_is_503(make_worker: MakeWorker, http: aiohttp.ClientSession) -> None:
-    triggers = {"http": {"kind": "http", "maxWorkers": 1,
-                         "workerAvailabilityTimeoutMilliseconds": 100}}
+    triggers = {
+        "http": {"kind": "http", "maxWorkers": 1, "workerAvailabilityTimeoutMilliseconds": 100}
+    }
     url = await make_worker("slow_async", triggers=triggers)
     slow = asyncio.create_task(http.get(url + "?s=1"))
     await asyncio.sleep(0.2)
@@ -214,7 +232,9 @@ async def test_no_free_worker_is_503(make_worker: MakeWorker, http: aiohttp.Clie
     first.release()
 
 
-async def test_malformed_http_is_4xx_and_server_survives(make_worker: MakeWorker, http: aiohttp.ClientSession) -> None:
+async def test_malformed_http_is_4xx_and_server_survives(
+    make_worker: MakeWorker, http: aiohttp.ClientSession
+) -> None:
     url = await make_worker("text")
     port = int(url.rsplit(":", 1)[1])
     reader, writer = await asyncio.open_connection("127.0.0.1", port)

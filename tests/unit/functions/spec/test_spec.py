@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from tickrun.functions.errors import SpecError
 from tickrun.functions.spec import (
     CronTriggerSpec,
@@ -118,6 +117,8 @@ def test_handler_without_entrypoint_defaults_to_handler() -> None:
 
 
 def test_replica_bounds() -> None:
-    assert parse_spec({"metadata": {"name": "f"}, "spec": {"replicas": 3}}).spec.replica_bounds() == (3, 3)
+    assert parse_spec(
+        {"metadata": {"name": "f"}, "spec": {"replicas": 3}}
+    ).spec.replica_bounds() == (3, 3)
     spec = parse_spec({"metadata": {"name": "f"}, "spec": {"minReplicas": 0, "maxReplicas": 4}})
     assert spec.spec.replica_bounds() == (0, 4)
