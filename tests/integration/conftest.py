@@ -36,7 +36,9 @@ _STARTUP_SECONDS: dict[str, float] = {}
 
 
 def _unavailable(peer: str, exc: BaseException) -> NoReturn:
-    pytest.fail(f"{peer} peer unavailable: {exc}", pytrace=False)
+    # `from None`: the PeerUnavailable message already says everything; chaining would print
+    # it twice under "During handling of the above exception".
+    raise pytest.fail.Exception(f"{peer} peer unavailable: {exc}", pytrace=False) from None
 
 
 @pytest.fixture(scope="session")

@@ -89,7 +89,9 @@ def test_minio_roundtrip_is_byte_exact(minio_server: MinioServer) -> None:
     client.make_bucket(bucket)
     # Larger than one 5 MiB part, so the multipart upload path is exercised as well.
     payload = os.urandom(6 * 1024 * 1024 + 13)
-    client.put_object(bucket, "blob.bin", io.BytesIO(payload), len(payload), part_size=5 * 1024 * 1024)
+    client.put_object(
+        bucket, "blob.bin", io.BytesIO(payload), len(payload), part_size=5 * 1024 * 1024
+    )
 
     response = client.get_object(bucket, "blob.bin")
     try:
@@ -125,7 +127,9 @@ def test_minio_refuses_wrong_credentials(minio_server: MinioServer) -> None:
 
 def _run(env: dict[str, str], *args: str, timeout: float = 120.0) -> str:
     proc = podman("run", "--rm", "--init", *args, env=env, timeout=timeout, check=False)
-    assert proc.returncode == 0, f"podman run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == 0, (
+        f"podman run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    )
     return proc.stdout
 
 

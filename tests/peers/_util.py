@@ -81,7 +81,11 @@ def _die_with_parent() -> None:
 
 
 def spawn(
-    argv: Sequence[str], *, log: IO[bytes], env: Mapping[str, str] | None = None, cwd: Path | None = None
+    argv: Sequence[str],
+    *,
+    log: IO[bytes],
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     logger.debug("spawning %s", " ".join(argv))
     return subprocess.Popen(

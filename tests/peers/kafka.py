@@ -166,7 +166,9 @@ class KafkaBroker:
         from kafka import KafkaAdminClient
         from kafka.admin import NewTopic
 
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id="tickrun-tests")
+        admin = KafkaAdminClient(
+            bootstrap_servers=self.bootstrap_servers, client_id="tickrun-tests"
+        )
         try:
             admin.create_topics(
                 [NewTopic(name=name, num_partitions=partitions, replication_factor=1)],
@@ -179,7 +181,9 @@ class KafkaBroker:
                 if len(parts) == partitions and all(_leader(p) >= 0 for p in parts):
                     return
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"topic {name!r} has no leaders after {timeout}s: {described}")
+                    raise TimeoutError(
+                        f"topic {name!r} has no leaders after {timeout}s: {described}"
+                    )
                 time.sleep(0.1)
         finally:
             admin.close()
@@ -195,7 +199,9 @@ class KafkaBroker:
                 f"Kafka {version} jars not found ({jar} missing). Run `{ENSURE_SH} kafka` first."
             )
         if shutil.which("java") is None:
-            raise PeerUnavailable(f"`java` is not on PATH (Java 17 needed). Run `{ENSURE_SH} kafka`.")
+            raise PeerUnavailable(
+                f"`java` is not on PATH (Java 17 needed). Run `{ENSURE_SH} kafka`."
+            )
         return libs
 
     def _java(self, libs: Path, *args: str) -> list[str]:
@@ -218,7 +224,9 @@ class KafkaBroker:
         ]
 
     def _write_config(self) -> Path:
-        assert self.workdir is not None and self.port is not None and self.controller_port is not None
+        assert (
+            self.workdir is not None and self.port is not None and self.controller_port is not None
+        )
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -256,7 +264,9 @@ class KafkaBroker:
         self.log_path = self.workdir / "broker.log"
 
         fmt = subprocess.run(
-            self._java(libs, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)),
+            self._java(
+                libs, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)
+            ),
             capture_output=True,
             text=True,
             timeout=120,

@@ -24,7 +24,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ._util import ENSURE_SH, PeerUnavailable, free_port, peers_cache, spawn, tail, terminate, versions
+from ._util import (
+    ENSURE_SH,
+    PeerUnavailable,
+    free_port,
+    peers_cache,
+    spawn,
+    tail,
+    terminate,
+    versions,
+)
 
 if TYPE_CHECKING:
     from minio import Minio
@@ -101,7 +110,9 @@ class MinioServer:
                     raise
                 logger.warning("minio port clash, retrying with new ports")
         self.startup_seconds = time.monotonic() - t0
-        logger.info("minio up at %s in %.1fs (log: %s)", self.endpoint, self.startup_seconds, self.log_path)
+        logger.info(
+            "minio up at %s in %.1fs (log: %s)", self.endpoint, self.startup_seconds, self.log_path
+        )
         return self
 
     def stop(self) -> None:
@@ -128,7 +139,9 @@ class MinioServer:
     def _check_installation(self) -> Path:
         binary = self.binary or minio_binary()
         if not (binary.is_file() and os.access(binary, os.X_OK)):
-            raise PeerUnavailable(f"MinIO binary not found at {binary}. Run `{ENSURE_SH} minio` first.")
+            raise PeerUnavailable(
+                f"MinIO binary not found at {binary}. Run `{ENSURE_SH} minio` first."
+            )
         if self.binary is None and "TICKRUN_MINIO_BIN" not in os.environ:
             stamp = binary.with_name("minio.version")
             want = versions()["MINIO_VERSION"]
