@@ -101,6 +101,11 @@ class Worker:
     def mount_http(self, handler: HttpHandler) -> None:
         self._http_handler = handler
 
+    @property
+    def context(self) -> Any:
+        """The handler's nuclio-sdk context (triggers may add APIs, e.g. ``context.kafka``)."""
+        return self._context
+
     # --- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:

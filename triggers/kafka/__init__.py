@@ -1,0 +1,35 @@
+"""The Kafka trigger (``kind: kafka-cluster``), on kafka-python.
+
+A worker process is one consumer-group member: with ``tickrun serve --workers N`` or several
+replicas, the topics' partitions spread over the processes. Within a partition, events reach the
+handler in offset order; partitions run in parallel up to the trigger's ``maxWorkers`` /
+``numWorkers``. Offsets are committed (in batches) only once handled, before a rebalance takes
+partitions away, and on shutdown; failures retry, then go to a dead-letter topic
+(see :mod:`.trigger`).
+
+What a handler sees (see :mod:`.event` for the body decoding rule)::
+
+    event.body        # dict/list for JSON values, else bytes
+    event.key         # record key, bytes or None
+    event.headers     # {name: str (UTF-8) or bytes}
+    event.topic, event.shard_id (partition), event.offset, event.id ("topic/partition/offset")
+    event.timestamp   # datetime, UTC, millisecond precision
+    event.trigger.kind == "kafka-cluster", event.trigger.name
+
+Publishing (e.g. signals of a market pipeline)::
+
+    def handler(context, event):
+        context.kafka.publish({"signal": "buy"}, key=event.key)        # to outputTopic
+        context.kafka.publish(b"raw", topic="audit")                    # any topic
+        return {"signal": "buy"}   # also produced to outputTopic when it is set; None → nothing
+
+Outputs are acknowledged by Kafka before the offset that produced them is committed.
+"""
+
+from __future__ import annotations
+
+from .config import KafkaConfig
+from .publish import KafkaContext
+from .trigger import KafkaTrigger
+
+__all__ = ["KafkaConfig", "KafkaContext", "KafkaTrigger"]

@@ -1,0 +1,183 @@
+"""The Kafka trigger's runtime settings: the spec's attributes as kafka-python arguments."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from tickrun.functions.errors import TriggerConfigError
+from tickrun.functions.spec import KafkaTriggerSpec
+from tickrun.functions.spec.triggers import SaslSpec, TlsSpec
+
+# kafka-python's consumer is told to keep at most this many fetched-but-unhandled events per
+# partition before the trigger pauses that partition (backpressure instead of unbounded memory).
+PAUSE_FACTOR = 4
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConfig:
+    """Everything the trigger needs, resolved once from the spec (no I/O here)."""
+
+    name: str
+    function: str
+    brokers: tuple[str, ...]
+    topics: tuple[str, ...]
+    group: str
+    commit_interval_s: float
+    commit_batch_size: int
+    max_retries: int
+    retry_backoff_s: float
+    retry_backoff_max_s: float
+    on_failure: str
+    dead_letter_topic: str | None
+    output_topic: str | None
+    rebalance_wait_s: float
+    pause_above: int
+    resume_below: int
+    consumer: dict[str, Any] = field(repr=False)
+    producer: dict[str, Any] = field(repr=False)
+    sasl: SaslSpec = field(repr=False, default_factory=SaslSpec)
+    tls: TlsSpec = field(repr=False, default_factory=TlsSpec)
+
+    @classmethod
+    def from_spec(cls, spec: KafkaTriggerSpec, function_name: str) -> KafkaConfig:
+        a = spec.attributes
+        name = spec.name or "kafka"
+        client_id = f"tickrun-{function_name}-{name}"
+        common: dict[str, Any] = {
+            "bootstrap_servers": list(a.brokers),
+            "client_id": client_id,
+            "security_protocol": _security_protocol(a.sasl, a.tls),
+            # Report unreachable brokers within seconds instead of kafka-python's long default.
+            "request_timeout_ms": 30_000,
+            "reconnect_backoff_max_ms": 5_000,
+        }
+        if a.sasl.enable:
+            common["sasl_mechanism"] = a.sasl.mechanism
+            common["sasl_plain_username"] = a.sasl.user
+            common["sasl_plain_password"] = a.sasl.password
+        consumer = {
+            **common,
+            "group_id": a.consumer_group,
+            "auto_offset_reset": a.initial_offset,
+            # tickrun commits itself, only offsets whose handler finished (at-least-once).
+            "enable_auto_commit": False,
+            # A missing topic is reported as an error, not silently created with defaults.
+            "allow_auto_create_topics": False,
+            "session_timeout_ms": int(a.session_timeout_s * 1000),
+            "heartbeat_interval_ms": int(a.heartbeat_interval_s * 1000),
+            "max_poll_interval_ms": max(int(a.rebalance_timeout_s * 1000), 1000),
+            "max_poll_records": a.max_poll_records,
+            "fetch_min_bytes": a.fetch_min_bytes,
+            "fetch_max_bytes": a.fetch_max_bytes,
+            "fetch_max_wait_ms": int(a.max_wait_time_s * 1000),
+            "request_timeout_ms": max(30_000, int(a.session_timeout_s * 1000) + 5_000),
+        }
+        producer = {
+            **common,
+            "acks": "all",
+            "linger_ms": 5,
+            "retries": 5,
+            # send() runs on the event loop: never let it block the loop for long.
+            "max_block_ms": 10_000,
+        }
+        dead_letter = a.dead_letter_topic if a.on_failure == "dead-letter" else None
+        pause_above = max(a.max_poll_records * PAUSE_FACTOR, 1000)
+        return cls(
+            name=name,
+            function=function_name,
+            brokers=tuple(a.brokers),
+            topics=tuple(a.topics),
+            group=a.consumer_group,
+            commit_interval_s=a.commit_interval_s,
+            commit_batch_size=a.commit_batch_size,
+            max_retries=a.max_retries,
+            retry_backoff_s=a.retry_backoff_s,
+            retry_backoff_max_s=a.retry_backoff_max_s,
+            on_failure=a.on_failure,
+            dead_letter_topic=dead_letter,
+            output_topic=a.output_topic,
+            rebalance_wait_s=a.max_wait_handler_during_rebalance_s,
+            pause_above=pause_above,
+            resume_below=pause_above // 2,
+            consumer=consumer,
+            producer=producer,
+            sasl=a.sasl,
+            tls=a.tls,
+        )
+
+    def dead_letter_topic_for(self, topic: str) -> str:
+        return self.dead_letter_topic or f"{topic}.dlq"
+
+    def backoff_s(self, attempt: int) -> float:
+        """Delay before retry number ``attempt`` (1-based): exponential, capped."""
+        return float(min(self.retry_backoff_s * (2 ** (attempt - 1)), self.retry_backoff_max_s))
+
+    def describe_brokers(self) -> str:
+        return ",".join(self.brokers)
+
+    def client_kwargs(self, role: str) -> dict[str, Any]:
+        """kafka-python arguments for ``role`` ('consumer' or 'producer'), with TLS resolved.
+
+        Builds the SSL context (it may read certificate files), so call it at start, not in a
+        constructor.
+        """
+        kwargs = dict(self.consumer if role == "consumer" else self.producer)
+        if self.tls.enable:
+            kwargs["ssl_context"] = build_ssl_context(self.tls)
+        return kwargs
+
+
+def _security_protocol(sasl: SaslSpec, tls: TlsSpec) -> str:
+    if sasl.enable:
+        return "SASL_SSL" if tls.enable else "SASL_PLAINTEXT"
+    return "SSL" if tls.enable else "PLAINTEXT"
+
+
+def _is_pem(value: str) -> bool:
+    return value.lstrip().startswith("-----BEGIN")
+
+
+def build_ssl_context(tls: TlsSpec) -> ssl.SSLContext:
+    """An SSL context from the spec's ``tls``: each certificate is PEM text or a file path."""
+    try:
+        ctx = ssl.create_default_context()
+        if tls.ca_cert:
+            if _is_pem(tls.ca_cert):
+                ctx.load_verify_locations(cadata=tls.ca_cert)
+            else:
+                ctx.load_verify_locations(cafile=tls.ca_cert)
+        if tls.insecure_skip_verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if tls.access_certificate:
+            if not tls.access_key:
+                raise TriggerConfigError("tls.accessCertificate needs tls.accessKey")
+            _load_client_cert(ctx, tls.access_certificate, tls.access_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise TriggerConfigError(f"kafka tls settings are unusable: {exc}") from exc
+    return ctx
+
+
+def _load_client_cert(ctx: ssl.SSLContext, cert: str, key: str) -> None:
+    # ssl only loads client certificates from files; PEM text goes through private temp files
+    # that are deleted right after loading.
+    paths: list[str] = []
+    try:
+        resolved = []
+        for value in (cert, key):
+            if _is_pem(value):
+                fd, path = tempfile.mkstemp(prefix="tickrun-tls-", suffix=".pem")
+                paths.append(path)
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.write(value)
+                resolved.append(path)
+            else:
+                resolved.append(value)
+        ctx.load_cert_chain(certfile=resolved[0], keyfile=resolved[1])
+    finally:
+        for path in paths:
+            os.unlink(path)

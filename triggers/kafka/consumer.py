@@ -1,0 +1,294 @@
+"""The consumer thread: the only thread that touches the ``KafkaConsumer``.
+
+kafka-python's consumer is not thread-safe, so this thread connects, subscribes, polls, pauses
+partitions whose backlog is full, commits and reacts to rebalances; records go to the event loop
+through :class:`ConsumerCallbacks`. Connection problems are retried with backoff forever: the
+replica stays up (not ready) and says why, instead of exiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Protocol
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka.structs import OffsetAndMetadata, TopicPartition
+from tickrun.functions.errors import TriggerError
+
+from . import metrics
+from .config import KafkaConfig
+from .offsets import OffsetBook
+from .publish import Publisher
+
+logger = logging.getLogger(__name__)
+
+POLL_TIMEOUT_MS = 100
+RECONNECT_BACKOFF_S = (1.0, 30.0)
+FLUSH_TIMEOUT_S = 30.0
+LAG_INTERVAL_S = 2.0
+
+
+class ConsumerCallbacks(Protocol):
+    def on_records(self, batch: dict[Any, list[Any]]) -> None:
+        """Called on the consumer thread with each poll's records; must not block."""
+
+    def on_revoked(self, tps: list[Any]) -> None:
+        """Called on the consumer thread; returns once revoked partitions' events are settled."""
+
+    def on_assigned(self, tps: list[Any]) -> None: ...
+
+    def on_state(self, connected: bool, error: str | None) -> None: ...
+
+
+def describe_error(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: ConsumerThread) -> None:
+        self._owner = owner
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self._owner.partitions_revoked(list(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self._owner.partitions_assigned(list(assigned))
+
+
+class ConsumerThread(threading.Thread):
+    """Owns the consumer for one Kafka trigger in one worker process."""
+
+    def __init__(
+        self,
+        config: KafkaConfig,
+        book: OffsetBook,
+        callbacks: ConsumerCallbacks,
+        publisher: Publisher,
+    ) -> None:
+        super().__init__(name=f"kafka-{config.name}", daemon=True)
+        self.config = config
+        self._book = book
+        self._callbacks = callbacks
+        self._publisher = publisher
+        self._stop_event = threading.Event()
+        self._consumer: Any = None
+        self._paused: set[Any] = set()
+        self._closing = False
+        labels = (config.function, config.name)
+        self._commit_latency = metrics.COMMIT_LATENCY.labels(*labels)
+        self._commit_ok = metrics.COMMITS.labels(*labels, "ok")
+        self._commit_failed = metrics.COMMITS.labels(*labels, "failed")
+        self._connected = metrics.CONNECTED.labels(*labels)
+        self._consumed = {t: metrics.CONSUMED.labels(*labels, t) for t in config.topics}
+        self.last_error: str | None = None
+
+    def request_stop(self) -> None:
+        self._stop_event.set()
+
+    # --- thread body -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        delay = RECONNECT_BACKOFF_S[0]
+        while not self._stop_event.is_set():
+            try:
+                self._connect()
+            except Exception as exc:
+                self._report_down(exc, "cannot start", delay)
+                self._close(commit=False)
+                self._stop_event.wait(delay)
+                delay = min(delay * 2, RECONNECT_BACKOFF_S[1])
+                continue
+            delay = RECONNECT_BACKOFF_S[0]
+            self.last_error = None
+            self._connected.set(1)
+            self._callbacks.on_state(True, None)
+            try:
+                self._poll_loop()
+            except Exception as exc:
+                self._report_down(exc, "lost its consumer", delay)
+                self._close(commit=False)
+                self._stop_event.wait(delay)
+                continue
+        self._close(commit=True)
+
+    def _report_down(self, exc: BaseException, what: str, delay: float) -> None:
+        cause = describe_error(exc)
+        self.last_error = f"brokers {self.config.describe_brokers()}: {cause}"
+        self._connected.set(0)
+        logger.error(
+            "kafka trigger %s %s (brokers %s): %s; retrying in %.0fs",
+            self.config.name, what, self.config.describe_brokers(), cause, delay,
+            extra={"trigger": self.config.name, "brokers": list(self.config.brokers),
+                   "topics": list(self.config.topics), "cause": cause},
+        )
+        self._callbacks.on_state(False, self.last_error)
+
+    def _connect(self) -> None:
+        cfg = self.config
+        consumer = KafkaConsumer(**cfg.client_kwargs("consumer"))
+        self._consumer = consumer
+        available = consumer.topics()
+        missing = [t for t in cfg.topics if t not in available]
+        if missing:
+            raise TriggerError(f"topic(s) {', '.join(missing)} do not exist")
+        if not self._publisher.connected:
+            producer = KafkaProducer(**cfg.client_kwargs("producer"))
+            self._publisher.attach(producer)
+            if cfg.output_topic:
+                # Fetch the output topic's metadata now so the first send() does not block
+                # the event loop on it (and a missing topic is reported at start).
+                producer.partitions_for(cfg.output_topic)
+        consumer.subscribe(topics=list(cfg.topics), listener=_Listener(self))
+        logger.info(
+            "kafka trigger %s subscribed",
+            cfg.name,
+            extra={"trigger": cfg.name, "topics": list(cfg.topics), "group": cfg.group,
+                   "brokers": list(cfg.brokers)},
+        )
+
+    def _poll_loop(self) -> None:
+        consumer = self._consumer
+        cfg = self.config
+        last_commit = last_lag = time.monotonic()
+        consumed = self._consumed
+        while not self._stop_event.is_set():
+            batch = consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
+            if batch:
+                for tp, records in batch.items():
+                    self._book.add(tp, [r.offset for r in records])
+                    consumed[tp.topic].inc(len(records))
+                self._callbacks.on_records(batch)
+            self._flow_control()
+            now = time.monotonic()
+            if (
+                self._book.uncommitted >= cfg.commit_batch_size
+                or now - last_commit >= cfg.commit_interval_s
+            ):
+                self.commit()
+                last_commit = now
+            if now - last_lag >= LAG_INTERVAL_S:
+                self._report_lag()
+                last_lag = now
+
+    # --- offsets -----------------------------------------------------------------------------
+
+    def commit(self, tps: list[Any] | None = None) -> None:
+        """Flush output, then commit every moved position (or just those of ``tps``)."""
+        positions = self._book.to_commit(tps)
+        if not positions or self._consumer is None:
+            return
+        started = time.perf_counter()
+        try:
+            self._publisher.flush(FLUSH_TIMEOUT_S)
+            self._consumer.commit(
+                {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()}
+            )
+        except Exception as exc:
+            # Typically a rebalance in progress: the partitions' next owner re-handles the
+            # events after the last commit (bounded duplicates, never a loss).
+            self._commit_failed.inc()
+            logger.warning(
+                "kafka offset commit failed: %s", describe_error(exc),
+                extra={"trigger": self.config.name, "partitions": len(positions)},
+            )
+            return
+        self._book.committed(positions)
+        self._commit_ok.inc()
+        self._commit_latency.observe(time.perf_counter() - started)
+
+    def _report_lag(self) -> None:
+        consumer = self._consumer
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            base = self._book.position(tp)
+            if base is None:
+                try:
+                    base = consumer.position(tp)
+                except Exception as exc:  # unknown until the first fetch; try next round
+                    logger.debug("no position for %s yet: %r", tp, exc)
+                    continue
+            metrics.LAG.labels(self.config.function, self.config.name, tp.topic,
+                               str(tp.partition)).set(max(high - base, 0))
+
+    def _flow_control(self) -> None:
+        cfg = self.config
+        consumer = self._consumer
+        for tp in list(self._paused):
+            if self._book.outstanding(tp) < cfg.resume_below:
+                consumer.resume(tp)
+                self._paused.discard(tp)
+        for tp in consumer.assignment():
+            if tp not in self._paused and self._book.outstanding(tp) > cfg.pause_above:
+                consumer.pause(tp)
+                self._paused.add(tp)
+
+    # --- rebalance (called inside poll, on this thread) ---------------------------------------
+
+    def partitions_revoked(self, tps: list[TopicPartition]) -> None:
+        if not tps:
+            return
+        started = time.monotonic()
+        if not self._closing:
+            self._callbacks.on_revoked(tps)
+        self.commit(tps)
+        self._book.drop(tps)
+        self._paused.difference_update(tps)
+        for tp in tps:
+            metrics.LAG.labels(self.config.function, self.config.name, tp.topic,
+                               str(tp.partition)).set(0)
+        logger.info(
+            "kafka partitions revoked",
+            extra={"trigger": self.config.name,
+                   "partitions": [f"{t.topic}/{t.partition}" for t in tps],
+                   "settle_s": round(time.monotonic() - started, 3)},
+        )
+
+    def partitions_assigned(self, tps: list[TopicPartition]) -> None:
+        self._paused.clear()
+        self._callbacks.on_assigned(tps)
+        logger.info(
+            "kafka partitions assigned",
+            extra={"trigger": self.config.name,
+                   "partitions": [f"{t.topic}/{t.partition}" for t in tps]},
+        )
+
+    # --- shutdown ----------------------------------------------------------------------------
+
+    def _close(self, *, commit: bool) -> None:
+        if not commit:
+            # The consumer died without a rebalance callback: its partitions are no longer
+            # ours (the group reassigns them), so settle and forget them here.
+            lost = self._book.partitions()
+            if lost:
+                try:
+                    self._callbacks.on_revoked(lost)
+                finally:
+                    self._book.drop(lost)
+                    self._paused.clear()
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            if commit:
+                self._consumer = consumer
+                self.commit()
+                self._consumer = None
+            self._closing = True
+            try:
+                # Leaving the group now hands our partitions over at once, not after the
+                # session timeout.
+                consumer.close(autocommit=False)
+            except Exception as exc:
+                logger.warning("kafka consumer close failed: %s", describe_error(exc))
+            self._closing = False
+        if commit:
+            producer = self._publisher.detach()
+            if producer is not None:
+                try:
+                    producer.close(timeout=FLUSH_TIMEOUT_S)
+                except Exception as exc:
+                    logger.warning("kafka producer close failed: %s", describe_error(exc))
+        self._connected.set(0)

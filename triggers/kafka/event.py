@@ -1,0 +1,127 @@
+"""Kafka records ↔ nuclio-sdk events, and the dead-letter record of a failed event.
+
+Body decoding rule (the same outcome as the HTTP trigger for JSON, without guessing at other
+payloads):
+
+- a ``content-type`` record header decides when present: ``application/json`` (or any
+  ``+json`` type) is JSON-decoded, anything else stays ``bytes``;
+- without that header, a value whose first non-blank byte is ``{`` or ``[`` and that parses as
+  JSON is decoded (market-data producers rarely set headers); every other value, including JSON
+  scalars such as ``42`` or ``"x"``, stays ``bytes`` so a numeric id is never turned into an int;
+- a value that fails to parse stays ``bytes``; an empty or null value is ``b""``.
+
+``event.content_type`` is the header's value, else ``application/json`` for decoded bodies and
+``application/octet-stream`` for the rest.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from nuclio_sdk import Event, TriggerInfo
+
+KIND = "kafka-cluster"
+JSON = "application/json"
+OCTETS = "application/octet-stream"
+
+# Headers tickrun adds to a dead-lettered record (prefixed so they never clash with the
+# producer's own headers).
+DLQ_PREFIX = "x-tickrun-"
+
+_JSON_START = frozenset(b"{[")
+_BLANK = b" \t\r\n"
+
+
+def _header_value(raw: bytes | None) -> str | bytes:
+    if raw is None:
+        return ""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+
+
+def decode_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str, str | bytes]:
+    """Record headers as a dict; UTF-8 values become ``str``, others stay ``bytes``."""
+    return {k: _header_value(v) for k, v in headers or ()}
+
+
+def decode_value(value: bytes | None, content_type: str | None) -> tuple[Any, str]:
+    """The event body and content type for a record value (see the module docstring)."""
+    if not value:
+        return b"", content_type or OCTETS
+    if content_type is not None:
+        base = content_type.split(";", 1)[0].strip().lower()
+        if base == JSON or base.endswith("+json"):
+            try:
+                return json.loads(value), content_type
+            except ValueError:
+                return value, content_type
+        return value, content_type
+    first = value.lstrip(_BLANK)[:1]
+    if first and first[0] in _JSON_START:
+        try:
+            return json.loads(value), JSON
+        except ValueError:
+            return value, OCTETS
+    return value, OCTETS
+
+
+def timestamp_utc(timestamp_ms: int | None) -> dt.datetime:
+    """A record timestamp (ms since the epoch) as an aware UTC datetime, ms precision kept."""
+    if timestamp_ms is None or timestamp_ms < 0:
+        return dt.datetime.now(dt.UTC)
+    seconds, ms = divmod(int(timestamp_ms), 1000)
+    return dt.datetime.fromtimestamp(seconds, dt.UTC) + dt.timedelta(milliseconds=ms)
+
+
+def event_id(topic: str, partition: int, offset: int) -> str:
+    return f"{topic}/{partition}/{offset}"
+
+
+def to_event(record: Any, trigger_name: str) -> Event:
+    """A nuclio-sdk ``Event`` for a kafka-python ``ConsumerRecord``.
+
+    Besides nuclio's fields (``shard_id`` is the partition), ``event.key`` holds the record key
+    (``bytes`` or ``None``).
+    """
+    headers = decode_headers(record.headers)
+    ctype = headers.get("content-type")
+    body, content_type = decode_value(record.value, ctype if isinstance(ctype, str) else None)
+    event = Event(
+        body=body,
+        content_type=content_type,
+        trigger=TriggerInfo(KIND, trigger_name),
+        headers=headers,
+        _id=event_id(record.topic, record.partition, record.offset),
+        path=record.topic,
+        size=len(record.value) if record.value else 0,
+        timestamp=timestamp_utc(record.timestamp),
+        shard_id=record.partition,
+        offset=record.offset,
+        topic=record.topic,
+    )
+    event.key = record.key
+    return event
+
+
+def dead_letter_headers(
+    record: Any, *, error: str, attempts: int, function: str, group: str
+) -> list[tuple[str, bytes]]:
+    """The original headers plus where the record came from and why it failed."""
+    meta = {
+        "error": error,
+        "topic": record.topic,
+        "partition": str(record.partition),
+        "offset": str(record.offset),
+        "timestamp": str(record.timestamp),
+        "attempts": str(attempts),
+        "function": function,
+        "consumer-group": group,
+        "failed-at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+    }
+    original = [(k, v if v is not None else b"") for k, v in record.headers or ()]
+    return original + [(DLQ_PREFIX + k, v.encode("utf-8")) for k, v in meta.items()]

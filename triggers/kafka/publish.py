@@ -1,0 +1,130 @@
+"""Producing from a Kafka-triggered function: return values, ``context.kafka``, dead letters.
+
+One ``KafkaProducer`` per trigger per worker process (kafka-python's producer is thread-safe, so
+sync handlers in the thread pool and the event loop share it). Sends are asynchronous; the
+consumer thread flushes the producer before every offset commit, so an output produced while
+handling offset N is acknowledged by Kafka before N is committed (at-least-once output).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from tickrun.functions.errors import TriggerError
+from tickrun.functions.results import json_bytes
+
+from . import metrics
+
+logger = logging.getLogger(__name__)
+
+Headers = Mapping[str, str | bytes] | list[tuple[str, bytes]] | None
+
+
+def encode_value(value: Any) -> bytes:
+    """What a handler hands over, as record bytes: bytes as-is, str as UTF-8, the rest as JSON."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    encoded: bytes = json_bytes(value)
+    return encoded
+
+
+def _encode_key(key: Any) -> bytes | None:
+    if key is None or isinstance(key, bytes):
+        return key
+    return str(key).encode("utf-8")
+
+
+def _encode_headers(headers: Headers) -> list[tuple[str, bytes]]:
+    if not headers:
+        return []
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return [(str(k), v if isinstance(v, bytes) else str(v).encode("utf-8")) for k, v in items]
+
+
+class Publisher:
+    """The trigger's producer. ``attach`` is called from the consumer thread once connected."""
+
+    def __init__(self, function: str, trigger: str) -> None:
+        self._producer: Any = None
+        self._lock = threading.Lock()
+        self._unflushed = 0
+        self._published = metrics.PUBLISHED.labels(function, trigger)
+        self._errors = metrics.PUBLISH_ERRORS.labels(function, trigger)
+
+    @property
+    def connected(self) -> bool:
+        return self._producer is not None
+
+    def attach(self, producer: Any) -> None:
+        self._producer = producer
+
+    def detach(self) -> Any:
+        producer, self._producer = self._producer, None
+        return producer
+
+    def _on_error(self, exc: BaseException) -> None:
+        self._errors.inc()
+        logger.error("kafka produce failed: %s", exc)
+
+    def send(
+        self, topic: str, value: Any, *, key: Any = None, headers: Headers = None
+    ) -> Any:
+        """Queue one record; returns kafka-python's future. Raises TriggerError when offline."""
+        producer = self._producer
+        if producer is None:
+            raise TriggerError("kafka producer is not connected")
+        try:
+            future = producer.send(
+                topic,
+                value=encode_value(value),
+                key=_encode_key(key),
+                headers=_encode_headers(headers),
+            )
+        except Exception as exc:  # kafka-python raises its own KafkaError family and ValueError
+            self._errors.inc()
+            raise TriggerError(f"cannot produce to topic {topic!r}: {exc}") from exc
+        future.add_errback(self._on_error)
+        with self._lock:
+            self._unflushed += 1
+        self._published.inc()
+        return future
+
+    def flush(self, timeout_s: float) -> None:
+        """Wait until Kafka acknowledged every queued record (called before commits)."""
+        with self._lock:
+            if not self._unflushed:
+                return
+            self._unflushed = 0
+        producer = self._producer
+        if producer is not None:
+            producer.flush(timeout=timeout_s)
+
+
+class KafkaContext:
+    """``context.kafka`` in a handler of a function with a Kafka trigger.
+
+    ``context.kafka.publish(value, topic=None, key=None, headers=None)`` produces one record;
+    ``topic`` defaults to the trigger's ``outputTopic``. ``value``: bytes, str (UTF-8) or any
+    JSON-serialisable object. Safe from sync (thread pool) and async handlers; it queues the
+    record and returns at once, and the record is acknowledged before the triggering offset is
+    committed.
+    """
+
+    def __init__(self, publisher: Publisher, output_topic: str | None) -> None:
+        self._publisher = publisher
+        self.output_topic = output_topic
+
+    def publish(
+        self, value: Any, *, topic: str | None = None, key: Any = None, headers: Headers = None
+    ) -> None:
+        target = topic or self.output_topic
+        if not target:
+            raise TriggerError("no topic given and the kafka trigger has no outputTopic")
+        self._publisher.send(target, value, key=key, headers=headers)

@@ -1,0 +1,308 @@
+"""The Kafka trigger: ordered per partition, parallel across partitions, at-least-once.
+
+Each partition this worker owns gets one asyncio task that hands its records to the handler
+strictly in offset order; the trigger's ``maxWorkers``/``numWorkers`` slots (the dispatcher)
+bound how many partitions run a handler at the same time. An offset becomes committable only
+when its handler succeeded (or the record was dead-lettered / skipped by policy) and so did
+every earlier one (:mod:`.offsets`); the consumer thread commits in batches.
+
+Failure policy per record: retry with exponential backoff up to ``maxRetries``, then
+``onFailure``: ``dead-letter`` (produce to ``deadLetterTopic``, default ``<topic>.dlq``, with
+the original key/value/headers plus ``x-tickrun-*`` metadata headers, then go on), ``skip``
+(log, count, go on) or ``block`` (keep retrying; the partition waits). A handler result with a
+5xx status (e.g. ``context.Response(status_code=500)``) counts as a failure like an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from tickrun.functions.errors import EventTimeoutError, TriggerError, WorkerUnavailableError
+from tickrun.functions.processor.dispatcher import HandlerFailure
+from tickrun.functions.spec import KafkaTriggerSpec
+
+from ..base import BaseTrigger
+from . import metrics
+from .config import KafkaConfig
+from .consumer import ConsumerThread
+from .event import dead_letter_headers, to_event
+from .offsets import OffsetBook
+from .publish import KafkaContext, Publisher
+
+if TYPE_CHECKING:
+    from tickrun.functions.interfaces import Dispatcher, TriggerHost
+    from tickrun.functions.spec import FunctionSpec
+
+logger = logging.getLogger(__name__)
+
+DEAD_LETTER_TIMEOUT_S = 30.0
+MAX_ERROR_CHARS = 1000
+
+
+class _FailedStatus(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"handler answered with status {status}")
+
+
+class _Partition:
+    """The loop-side state of one owned partition."""
+
+    __slots__ = ("closed", "interrupt", "queue", "task", "tp", "wake")
+
+    def __init__(self, tp: Any) -> None:
+        self.tp = tp
+        self.queue: deque[Any] = deque()
+        self.wake = asyncio.Event()
+        self.interrupt = asyncio.Event()  # cuts retry backoffs short on revoke / stop
+        self.closed = False
+        self.task: asyncio.Task[None] | None = None
+
+    def close(self) -> None:
+        self.closed = True
+        self.queue.clear()
+        self.interrupt.set()
+        self.wake.set()
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, HandlerFailure) and exc.__cause__ is not None:
+        cause = exc.__cause__
+        text = f"{type(cause).__name__}: {cause}"
+    elif isinstance(exc, HandlerFailure | EventTimeoutError | TriggerError):
+        text = exc.message
+    else:
+        text = str(exc)
+    return text[:MAX_ERROR_CHARS]
+
+
+class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
+    kind: ClassVar[str] = "kafka-cluster"
+
+    def __init__(self, spec: KafkaTriggerSpec, function: FunctionSpec) -> None:
+        super().__init__(spec, function)
+        self.config = KafkaConfig.from_spec(spec, function.name)
+        self.name = self.config.name
+        self._book = OffsetBook()
+        self._publisher = Publisher(function.name, self.config.name)
+        self._parts: dict[Any, _Partition] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._thread: ConsumerThread | None = None
+        self._connected = False
+        self._stopping = False
+        labels = (function.name, self.config.name)
+        self._processed = {t: metrics.PROCESSED.labels(*labels, t) for t in self.config.topics}
+        self._failed = {t: metrics.FAILED.labels(*labels, t) for t in self.config.topics}
+        self._dead = {t: metrics.DEAD_LETTERED.labels(*labels, t) for t in self.config.topics}
+        self._skipped = {t: metrics.SKIPPED.labels(*labels, t) for t in self.config.topics}
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self, host: TriggerHost) -> None:
+        """Start consuming in the background; brokers being down is not an error here."""
+        self._loop = asyncio.get_running_loop()
+        self._dispatcher = host.dispatcher(self.spec)
+        context = getattr(host, "context", None)
+        if context is not None and getattr(context, "kafka", None) is None:
+            context.kafka = KafkaContext(self._publisher, self.config.output_topic)
+        self._thread = ConsumerThread(self.config, self._book, self, self._publisher)
+        self._thread.start()
+
+    def ready(self) -> bool:
+        return self._connected and not self._stopping
+
+    @property
+    def last_error(self) -> str | None:
+        return self._thread.last_error if self._thread is not None else None
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        """Finish the events being handled, commit what is done, leave the group."""
+        self._stopping = True
+        parts = list(self._parts.values())
+        for part in parts:
+            # Not close(): the in-flight event must still complete and be committed.
+            part.closed = True
+            part.queue.clear()
+            part.interrupt.set()
+            part.wake.set()
+        tasks = [p.task for p in parts if p.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=drain_timeout_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                logger.warning(
+                    "kafka drain timed out; uncommitted events will be redelivered",
+                    extra={"trigger": self.name, "partitions": len(pending)},
+                )
+        thread = self._thread
+        if thread is not None:
+            thread.request_stop()
+            await asyncio.get_running_loop().run_in_executor(None, thread.join, drain_timeout_s)
+        self._connected = False
+
+    # --- consumer thread callbacks (called on the consumer thread) -------------------------------
+
+    def on_records(self, batch: dict[Any, list[Any]]) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._enqueue, batch)
+
+    def on_revoked(self, tps: list[Any]) -> None:
+        assert self._loop is not None
+        wait_s = self.config.rebalance_wait_s
+        future = asyncio.run_coroutine_threadsafe(self._settle(tps, wait_s), self._loop)
+        try:
+            future.result(timeout=wait_s + 5.0)
+        except Exception as exc:  # the loop is gone or wedged: commit what is known anyway
+            logger.warning("kafka revoke did not settle: %r", exc, extra={"trigger": self.name})
+
+    def on_assigned(self, tps: list[Any]) -> None:
+        """Nothing to do: a partition's task starts with its first records."""
+
+    def on_state(self, connected: bool, error: str | None) -> None:
+        self._connected = connected
+
+    # --- loop side ----------------------------------------------------------------------------
+
+    def _enqueue(self, batch: dict[Any, list[Any]]) -> None:
+        for tp, records in batch.items():
+            part = self._parts.get(tp)
+            if part is None:
+                if self._stopping:
+                    continue
+                part = self._parts[tp] = _Partition(tp)
+                part.task = asyncio.get_running_loop().create_task(
+                    self._run(part), name=f"kafka-{tp.topic}-{tp.partition}"
+                )
+            part.queue.extend(records)
+            part.wake.set()
+
+    async def _settle(self, tps: list[Any], wait_s: float) -> None:
+        """Revoke: drop queued records, let each in-flight event finish (bounded), forget."""
+        tasks = []
+        for tp in tps:
+            part = self._parts.pop(tp, None)
+            if part is not None:
+                part.close()
+                if part.task is not None:
+                    tasks.append(part.task)
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=wait_s or None)
+        for task in pending:
+            task.cancel()
+
+    async def _run(self, part: _Partition) -> None:
+        queue = part.queue
+        book = self._book
+        tp = part.tp
+        while not part.closed:
+            if not queue:
+                part.wake.clear()
+                await part.wake.wait()
+                continue
+            record = queue.popleft()
+            if not await self._handle(part, record):
+                return
+            # A revoked partition's late completion must not leak into its next owner's book.
+            if self._parts.get(tp) is part or self._stopping:
+                book.complete(tp, record.offset)
+
+    async def _handle(self, part: _Partition, record: Any) -> bool:
+        """Handle one record by policy; False if abandoned (revoke/stop), True if settled."""
+        dispatcher = self._dispatcher
+        assert dispatcher is not None
+        cfg = self.config
+        event = to_event(record, self.name)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = await dispatcher.dispatch(event)
+                if result.status >= 500:
+                    raise _FailedStatus(result.status)
+                if cfg.output_topic is not None and result.value is not None:
+                    self._publisher.send(
+                        cfg.output_topic,
+                        result.body,
+                        key=record.key,
+                        headers={"content-type": result.content_type},
+                    )
+            except WorkerUnavailableError:
+                # Every slot busy past the availability timeout: backpressure, not a failure.
+                attempt -= 1
+                if part.closed:
+                    return False
+                continue
+            except (HandlerFailure, EventTimeoutError, TriggerError, _FailedStatus) as exc:
+                self._failed[record.topic].inc()
+                if cfg.on_failure == "block" or attempt <= cfg.max_retries:
+                    delay = cfg.backoff_s(attempt)
+                    logger.warning(
+                        "kafka event failed; retrying",
+                        extra={"trigger": self.name, "event_id": event.id, "attempt": attempt,
+                               "retry_in_s": delay, "error": _error_text(exc)},
+                    )
+                    if await self._pause(part, delay):
+                        return False
+                    continue
+                return await self._give_up(part, record, exc, attempt)
+            else:
+                self._processed[record.topic].inc()
+                return True
+
+    async def _pause(self, part: _Partition, delay_s: float) -> bool:
+        """Sleep ``delay_s`` unless the partition is revoked/stopped first (returns True then)."""
+        if part.closed:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(part.interrupt.wait(), delay_s)
+        return part.closed
+
+    async def _give_up(
+        self, part: _Partition, record: Any, exc: BaseException, attempts: int
+    ) -> bool:
+        cfg = self.config
+        error = _error_text(exc)
+        where = f"{record.topic}/{record.partition}/{record.offset}"
+        if cfg.on_failure == "skip":
+            self._skipped[record.topic].inc()
+            logger.error(
+                "kafka event skipped after %d attempts: %s", attempts, error,
+                extra={"trigger": self.name, "event_id": where, "attempts": attempts},
+            )
+            return True
+        topic = cfg.dead_letter_topic_for(record.topic)
+        headers = dead_letter_headers(
+            record, error=error, attempts=attempts, function=cfg.function, group=cfg.group
+        )
+        retry = 0
+        while True:
+            try:
+                await asyncio.to_thread(self._produce_dead_letter, topic, record, headers)
+                break
+            except Exception as send_exc:
+                retry += 1
+                delay = cfg.backoff_s(retry)
+                logger.error(
+                    "cannot dead-letter %s to %s: %r; retrying in %.1fs", where, topic,
+                    send_exc, delay, extra={"trigger": self.name},
+                )
+                if await self._pause(part, delay):
+                    return False
+        self._dead[record.topic].inc()
+        logger.error(
+            "kafka event dead-lettered after %d attempts: %s", attempts, error,
+            extra={"trigger": self.name, "event_id": where, "dead_letter_topic": topic},
+        )
+        return True
+
+    def _produce_dead_letter(
+        self, topic: str, record: Any, headers: list[tuple[str, bytes]]
+    ) -> None:
+        future = self._publisher.send(topic, record.value or b"", key=record.key, headers=headers)
+        future.get(timeout=DEAD_LETTER_TIMEOUT_S)
