@@ -46,19 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    add_parser = sub.add_parser
-
-    def add_with_common(*args: Any, **kwargs: Any) -> argparse.ArgumentParser:
-        # Global flags are accepted after the verb too (`tickrun serve . --log-format json`).
-        kwargs["parents"] = [*kwargs.get("parents", []), common]
-        return add_parser(*args, **kwargs)
-
-    sub.add_parser = add_with_common  # type: ignore[method-assign]
+    _with_common(sub, common)
     # `get` is shared: functions, runs and artifacts each add a resource to it.
     get_parser = sub.add_parser("get", help="show functions, runs or artifacts")
     get = get_parser.add_subparsers(dest="resource", metavar="RESOURCE")
     get.required = True
-    get.add_parser = add_with_common  # type: ignore[method-assign]
+    _with_common(get, common)
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
@@ -68,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.register(sub, get)
     return parser
+
+
+def _with_common(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    """Accept the global flags after the verb too (`tickrun serve . --log-format json`)."""
+    add_parser = subparsers.add_parser
+
+    def add_with_common(*args: Any, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs["parents"] = [*kwargs.get("parents", []), common]
+        return add_parser(*args, **kwargs)  # type: ignore[no-any-return]
+
+    subparsers.add_parser = add_with_common
 
 
 def _version() -> str:

@@ -1,0 +1,139 @@
+"""The embedded default backend: a folder on local disk."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import ArtifactError
+from .base import (
+    CHUNK_BYTES,
+    ArtifactNotFoundError,
+    ArtifactStore,
+    HashingReader,
+    ObjectInfo,
+    sanitize_key,
+)
+
+
+class LocalArtifactStore(ArtifactStore):
+    """Objects are files under ``root``; writes land in a temp file, then an atomic rename."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.url = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        path = self.root.joinpath(*sanitize_key(key).split("/"))
+        # sanitize_key already forbids '..'; this guards against symlinked folders too.
+        if not path.resolve().is_relative_to(self.root):
+            raise ArtifactError(f"artifact key {key!r} resolves outside the store root")
+        return path
+
+    def url_for(self, key: str) -> str:
+        return str(self._path(key))
+
+    def _write(self, key: str, src: BinaryIO) -> ObjectInfo:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".put-", dir=path.parent)
+        except OSError as exc:
+            raise ArtifactError(f"cannot write artifact {key!r}: {exc.strerror}") from exc
+        reader = HashingReader(src)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := reader.read(CHUNK_BYTES):
+                    out.write(chunk)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise ArtifactError(f"cannot write artifact {key!r}: {exc.strerror}") from exc
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return ObjectInfo(key=sanitize_key(key), size_bytes=reader.size_bytes,
+                          sha256=reader.sha256, url=str(path))
+
+    def put(self, key: str, data: bytes) -> ObjectInfo:
+        import io
+
+        return self._write(key, io.BytesIO(data))
+
+    def put_file(self, key: str, path: str | Path) -> ObjectInfo:
+        try:
+            with Path(path).open("rb") as f:
+                return self._write(key, f)
+        except FileNotFoundError as exc:
+            raise ArtifactNotFoundError(f"local file {path} does not exist") from exc
+
+    def put_stream(self, key: str, stream: BinaryIO) -> ObjectInfo:
+        return self._write(key, stream)
+
+    def get(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            raise ArtifactNotFoundError(f"artifact {key!r} not found in {self.url}") from exc
+
+    def stream(self, key: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        path = self._path(key)
+        if not path.is_file():
+            raise ArtifactNotFoundError(f"artifact {key!r} not found in {self.url}")
+        return self._iter(path, chunk_bytes)
+
+    @staticmethod
+    def _iter(path: Path, chunk_bytes: int) -> Iterator[bytes]:
+        with path.open("rb") as f:
+            while chunk := f.read(chunk_bytes):
+                yield chunk
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        if base.is_file():
+            return [self._info(base)]
+        if not base.is_dir():
+            return []
+        out = [
+            self._info(p)
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        ]
+        return sorted(out, key=lambda o: o.key)
+
+    def _info(self, path: Path) -> ObjectInfo:
+        st = path.stat()
+        return ObjectInfo(
+            key=path.relative_to(self.root).as_posix(),
+            size_bytes=st.st_size,
+            modified=datetime.fromtimestamp(st.st_mtime, tz=UTC),
+            url=str(path),
+        )
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError as exc:
+            raise ArtifactNotFoundError(f"artifact {key!r} not found in {self.url}") from exc
+
+    def stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        if not path.is_file():
+            raise ArtifactNotFoundError(f"artifact {key!r} not found in {self.url}")
+        return self._info(path)
+
+    def sha256(self, key: str) -> str:
+        h = hashlib.sha256()
+        for chunk in self.stream(key):
+            h.update(chunk)
+        return h.hexdigest()

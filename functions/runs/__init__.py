@@ -1,0 +1,61 @@
+"""Tracked runs: a handler run as a job, its results and artifacts kept and comparable.
+
+::
+
+    from tickrun.functions.runs import run_function, DataItem
+
+    def train(context, lr=0.1, data: DataItem = None):
+        df = data.as_df()
+        ...
+        context.log_result("accuracy", acc)
+        context.log_model("model", clf, metrics={"accuracy": acc})
+
+    run = run_function(train, params={"lr": 0.05}, inputs={"data": "s3://bucket/btc.csv.gz"},
+                       hyperparams={"max_depth": [2, 4, 6]}, selector="max.accuracy")
+    model, info = load_model(run.outputs["model"])
+
+Runs live in a SQLite file (``$TICKRUN_HOME/runs.db``) unless ``TICKRUN_CONTROLLER_URL`` points
+at a controller; artifacts under ``$TICKRUN_ARTIFACT_PATH`` (a folder or ``s3://bucket/prefix``),
+laid out as ``<artifact_path>/<project>/<run uid>/<iteration>/<key>.<ext>`` and addressed as
+``store://<project>/<run uid>[/<iteration>]/<key>``.
+"""
+
+from __future__ import annotations
+
+from .context import RunContext
+from .dataitem import DataItem
+from .db import HttpRunDB, RunDB, SqlRunDB, open_db
+from .model import (
+    ArtifactKind,
+    ArtifactRecord,
+    RunBatch,
+    RunRecord,
+    RunState,
+    parse_store_uri,
+    store_uri,
+)
+from .models import ModelInfo, load_model
+from .runner import run_function
+from .runobject import RunObject
+from .settings import TrackingSettings
+
+__all__ = [
+    "ArtifactKind",
+    "ArtifactRecord",
+    "DataItem",
+    "HttpRunDB",
+    "ModelInfo",
+    "RunBatch",
+    "RunContext",
+    "RunDB",
+    "RunObject",
+    "RunRecord",
+    "RunState",
+    "SqlRunDB",
+    "TrackingSettings",
+    "load_model",
+    "open_db",
+    "parse_store_uri",
+    "run_function",
+    "store_uri",
+]

@@ -1,0 +1,253 @@
+"""``tickrun run``, ``tickrun get runs|run|artifacts``, ``tickrun artifact download``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadRequestError
+
+
+def register(sub: Any, get: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "run",
+        help="run a handler as a tracked job (FILE.py:fn, module:fn or hub://item)",
+        description="Run a job handler here, tracking params, results and artifacts. Runs go "
+        "to $TICKRUN_CONTROLLER_URL when set, else to a local SQLite file; artifacts to "
+        "$TICKRUN_ARTIFACT_PATH (a folder or s3://bucket/prefix).",
+    )
+    p.add_argument("target", help="path/to/file.py:handler, module:handler or hub://name[:ver]")
+    p.add_argument("--param", "-p", action="append", default=[], metavar="K=V",
+                   help="a parameter (JSON values are parsed: 3, 0.1, true, [1,2])")
+    p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=URI",
+                   help="an input: a local path, s3://bucket/key or store://project/uid/key")
+    p.add_argument("--hyper", action="append", default=[], metavar="K=V1,V2",
+                   help="a hyperparameter and its values (makes this a sweep)")
+    p.add_argument("--strategy", choices=("grid", "list", "random"), default="grid")
+    p.add_argument("--selector", help="max.<result> or min.<result>, picks the best iteration")
+    p.add_argument("--stop-condition", help="e.g. 'accuracy >= 0.95': stop the sweep early")
+    p.add_argument("--max-iterations", type=int)
+    p.add_argument("--parallel", type=int, default=1, help="iterations at once (processes)")
+    p.add_argument("--seed", type=int, help="seed of the random strategy")
+    p.add_argument("--project", default="default")
+    p.add_argument("--name")
+    p.add_argument("--label", action="append", default=[], metavar="K=V")
+    p.add_argument("--artifact-path", help="folder or s3://bucket/prefix")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--local", action="store_true", help="run in this process (default)")
+    where.add_argument("--platform", choices=("local", "process", "container"),
+                       help="where to run; only local is supported by this command so far")
+    p.add_argument("--json", action="store_true", help="print the run as JSON")
+    p.set_defaults(func=_run)
+
+    g = get.add_parser("runs", help="list tracked runs")
+    g.add_argument("--project")
+    g.add_argument("--state")
+    g.add_argument("--name")
+    g.add_argument("--limit", type=int, default=50)
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(func=_get_runs)
+
+    g = get.add_parser("run", help="show one run, its iterations and artifacts")
+    g.add_argument("uid")
+    g.add_argument("--iteration", type=int, default=0)
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(func=_get_run)
+
+    g = get.add_parser("artifacts", help="list artifacts")
+    g.add_argument("--project")
+    g.add_argument("--run", dest="uid")
+    g.add_argument("--iteration", type=int)
+    g.add_argument("--kind", choices=("model", "dataset", "plot", "table", "file"))
+    g.add_argument("--limit", type=int, default=200)
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(func=_get_artifacts)
+
+    a = sub.add_parser("artifact", help="artifact operations")
+    asub = a.add_subparsers(dest="artifact_command", metavar="ACTION")
+    asub.required = True
+    d = asub.add_parser("download", help="download an artifact (store://, s3:// or a path)")
+    d.add_argument("uri")
+    d.add_argument("-o", "--output", help="file or folder to write (default: ./<name>)")
+    d.set_defaults(func=_download)
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+
+def parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_pairs(items: list[str], what: str, *, raw: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BadRequestError(f"{what} {item!r} must look like KEY=VALUE")
+        out[key.strip()] = value if raw else parse_value(value)
+    return out
+
+
+def parse_hyper(items: list[str]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for key, value in parse_pairs(items, "--hyper", raw=True).items():
+        parsed = parse_value(value)
+        out[key] = parsed if isinstance(parsed, list) else [parse_value(v)
+                                                            for v in value.split(",")]
+    return out
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .runner import run_function
+
+    if args.platform not in (None, "local"):
+        raise BadRequestError(
+            f"--platform {args.platform} is not supported by `tickrun run` yet; use --local"
+        )
+    kwargs: dict[str, Any] = {
+        "params": parse_pairs(args.param, "--param"),
+        "inputs": parse_pairs(args.input, "--input", raw=True),
+        "project": args.project,
+        "name": args.name,
+        "labels": parse_pairs(args.label, "--label", raw=True),
+    }
+    hyper = parse_hyper(args.hyper)
+    if hyper:
+        kwargs.update(hyperparams=hyper, hyper_strategy=args.strategy, selector=args.selector,
+                      stop_condition=args.stop_condition, max_iterations=args.max_iterations,
+                      parallel=args.parallel, seed=args.seed)
+    if args.artifact_path:
+        kwargs["artifact_path"] = args.artifact_path
+    if args.target.startswith("hub://"):
+        try:
+            from tickrun.hub import import_function
+        except ImportError as exc:
+            raise BadRequestError("hub:// targets need tickrun.hub, which is not there") from exc
+        run = import_function(args.target).run(**kwargs)
+    else:
+        run = run_function(args.target, **kwargs)
+    if args.json:
+        print(json.dumps(run.to_dict(), indent=2, default=str))
+    else:
+        _print_run(run.record.model_dump(mode="json"), run.artifacts,
+                   [i.model_dump(mode="json") for i in run.iterations])
+    return 0 if run.state == "completed" else 1
+
+
+def _get_runs(args: argparse.Namespace) -> int:
+    from .db import open_db
+
+    runs = open_db().list_runs(args.project, state=args.state, name=args.name,
+                               limit=args.limit)
+    if args.json:
+        print(json.dumps([r.model_dump(mode="json") for r in runs], indent=2))
+        return 0
+    rows = [[r.uid, r.project, r.name[:24], r.state.value, _when(r.created_at),
+             _short(r.results)] for r in runs]
+    _table(["UID", "PROJECT", "NAME", "STATE", "CREATED", "RESULTS"], rows)
+    return 0
+
+
+def _get_run(args: argparse.Namespace) -> int:
+    from .db import open_db
+
+    db = open_db()
+    run = db.get_run(args.uid, args.iteration)
+    its = [r for r in db.list_runs(None, uid=args.uid, limit=10000) if r.iteration > 0]
+    arts = db.list_artifacts(run.project, uid=run.uid, iteration=run.iteration)
+    if args.json:
+        print(json.dumps({**run.model_dump(mode="json"),
+                          "iterations": [i.model_dump(mode="json") for i in its],
+                          "artifacts": [a.model_dump(mode="json") for a in arts]}, indent=2))
+        return 0
+    _print_run(run.model_dump(mode="json"), arts,
+               [i.model_dump(mode="json") for i in its] if args.iteration == 0 else [])
+    return 0
+
+
+def _get_artifacts(args: argparse.Namespace) -> int:
+    from .db import open_db
+
+    arts = open_db().list_artifacts(args.project, uid=args.uid, iteration=args.iteration,
+                                    kind=args.kind, limit=args.limit)
+    if args.json:
+        print(json.dumps([a.model_dump(mode="json") for a in arts], indent=2))
+        return 0
+    _table(["URI", "KIND", "FORMAT", "SIZE", "SHA256"],
+           [[a.uri, a.kind.value, a.format, _size(a.size_bytes), a.sha256[:12]] for a in arts])
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from .dataitem import DataItem
+
+    item = DataItem(args.uri)
+    name = Path(item.target).name
+    out = Path(args.output) if args.output else Path.cwd() / name
+    if out.is_dir():
+        out = out / name
+    path = item.download(out)
+    print(f"{args.uri} → {path} ({_size(path.stat().st_size)})")
+    return 0
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def _print_run(run: dict[str, Any], arts: list[Any], iterations: list[dict[str, Any]]) -> None:
+    out = sys.stdout
+    print(f"run {run['uid']}  project={run['project']}  name={run['name']}  "
+          f"state={run['state']}", file=out)
+    if run.get("error"):
+        print(f"  error: {run['error']}", file=out)
+    if run.get("params"):
+        print(f"  params: {_short(run['params'], 200)}", file=out)
+    for k, v in run.get("results", {}).items():
+        print(f"  result {k} = {v}", file=out)
+    if iterations:
+        print(f"  iterations ({len(iterations)}):", file=out)
+        for it in iterations:
+            tail = _short(it.get("results", {}), 80) if it["state"] == "completed" else (
+                it.get("error") or "")
+            print(f"    {it['iteration']:>3} {it['state']:<9} {_short(it['params'], 60)}  "
+                  f"{tail}", file=out)
+    for a in arts:
+        print(f"  artifact {a.key:<20} {a.kind.value:<7} {_size(a.size_bytes):>9}  {a.uri}",
+              file=out)
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> None:
+    cells = [headers, *[[str(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _short(d: dict[str, Any], limit: int = 60) -> str:
+    text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in d.items())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"

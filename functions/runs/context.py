@@ -1,0 +1,260 @@
+"""``RunContext``: what a job handler receives as ``context`` (MLRun's ``context.log_*``)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..artifacts.base import ArtifactKeyError, ArtifactStore, ObjectInfo, sanitize_key
+from ..errors import BadRequestError, NotFoundError
+from . import serialize as ser
+from .dataitem import DataItem
+from .model import ArtifactKind, ArtifactRecord
+
+if TYPE_CHECKING:
+    import nuclio_sdk
+
+    from .tracker import RunTracker
+
+_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_key(key: str) -> str:
+    """Artifact and result keys: one path segment, so store:// URIs stay unambiguous."""
+    if not isinstance(key, str) or not _KEY.match(key):
+        raise ArtifactKeyError(
+            f"artifact key {str(key)[:80]!r} is invalid: use letters, digits, '_', '-', '.' "
+            "(no '/', no '..', at most 128 characters)"
+        )
+    return key
+
+
+class RunContext:
+    """One run's (or one iteration's) view: params, inputs, results, labels, artifacts."""
+
+    def __init__(
+        self,
+        tracker: RunTracker,
+        store: ArtifactStore,
+        *,
+        inputs: dict[str, DataItem] | None = None,
+        logger: nuclio_sdk.Logger | None = None,
+    ) -> None:
+        rec = tracker.record
+        self._tracker = tracker
+        self._store = store
+        self.uid = rec.uid
+        self.project = rec.project
+        self.name = rec.name
+        self.iteration = rec.iteration
+        self.parameters: dict[str, Any] = dict(rec.params)
+        self.artifact_path = store.url
+        self._inputs = dict(inputs or {})
+        self._artifacts: dict[str, ArtifactRecord] = {}
+        if logger is None:
+            from ..sdk import make_logger
+
+            logger = make_logger(self.name or "job",
+                                 level=logging.getLogger().getEffectiveLevel())
+        self.logger = logger
+
+    def __repr__(self) -> str:
+        return f"RunContext(uid={self.uid!r}, project={self.project!r}, it={self.iteration})"
+
+    # -- params, inputs, labels, results ------------------------------------------------------
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self._tracker.record.labels)
+
+    @property
+    def results(self) -> dict[str, Any]:
+        return dict(self._tracker.record.results)
+
+    @property
+    def inputs(self) -> dict[str, DataItem]:
+        return dict(self._inputs)
+
+    @property
+    def artifacts(self) -> dict[str, ArtifactRecord]:
+        return dict(self._artifacts)
+
+    def get_param(self, key: str, default: Any = None) -> Any:
+        return self.parameters.get(key, default)
+
+    def get_input(self, name: str) -> DataItem:
+        try:
+            return self._inputs[name]
+        except KeyError:
+            raise NotFoundError(
+                f"run has no input {name!r} (inputs: {', '.join(self._inputs) or 'none'})"
+            ) from None
+
+    def set_label(self, key: str, value: Any) -> None:
+        self._tracker.set_label(str(key), str(value))
+
+    def log_result(self, key: str, value: Any) -> None:
+        self._tracker.set_result(str(key), ser.jsonable(value))
+
+    def log_results(self, results: dict[str, Any]) -> None:
+        self._tracker.set_results({str(k): ser.jsonable(v) for k, v in results.items()})
+
+    def commit(self) -> None:
+        """Write buffered results now rather than at the next flush interval."""
+        self._tracker.flush(strict=True)
+
+    # -- artifacts -----------------------------------------------------------------------------
+
+    def _object_key(self, key: str, fmt: str) -> str:
+        name = f"{key}.{fmt}" if fmt else key
+        return sanitize_key(f"{self.project}/{self.uid}/{self.iteration}/{name}")
+
+    def _record(self, key: str, kind: ArtifactKind, fmt: str, info: ObjectInfo, *,
+                preview: Any = None, meta: dict[str, Any] | None = None,
+                labels: dict[str, str] | None = None) -> ArtifactRecord:
+        rec = ArtifactRecord(
+            project=self.project, uid=self.uid, iteration=self.iteration, key=key, kind=kind,
+            target=info.url or self._store.url_for(info.key), format=fmt,
+            size_bytes=info.size_bytes, sha256=info.sha256 or "", preview=preview,
+            meta=meta or {}, labels={str(k): str(v) for k, v in (labels or {}).items()},
+        )
+        self._artifacts[key] = rec
+        self._tracker.add_artifact(rec)
+        self.logger.debug_with("logged artifact", key=key, kind=kind.value,
+                               size_bytes=info.size_bytes)
+        return rec
+
+    def log_artifact(
+        self,
+        key: str,
+        body: Any = None,
+        local_path: str | Path | None = None,
+        *,
+        kind: str | ArtifactKind | None = None,
+        format: str | None = None,
+        labels: dict[str, str] | None = None,
+        preview: Any = None,
+        meta: dict[str, Any] | None = None,
+    ) -> ArtifactRecord:
+        """Store ``body`` (bytes, str, a matplotlib Figure → PNG plot, a DataFrame → table)
+        or the file at ``local_path`` (streamed) under ``<key>.<format>``."""
+        check_key(key)
+        if (body is None) == (local_path is None):
+            raise BadRequestError("log_artifact needs exactly one of body= or local_path=")
+        if local_path is not None:
+            path = Path(local_path)
+            if not path.is_file():
+                raise NotFoundError(f"local_path {path} is not a file")
+            fmt = format or "".join(path.suffixes).lstrip(".")[:20] or ""
+            info = self._store.put_file(self._object_key(key, fmt), path)
+            return self._record(key, ArtifactKind(kind or ArtifactKind.FILE), fmt, info,
+                                preview=preview, meta=meta, labels=labels)
+        if ser.is_figure(body):
+            fmt = "png"
+            info = self._store.put(self._object_key(key, fmt), ser.figure_png(body))
+            return self._record(key, ArtifactKind(kind or ArtifactKind.PLOT), fmt, info,
+                                preview=preview, meta=meta, labels=labels)
+        if ser.is_frame(body):
+            fmt = format or "csv"
+            data = ser.frame_bytes(body, fmt)
+            info = self._store.put(self._object_key(key, fmt), data)
+            m = {"rows": len(body), "columns": [str(c) for c in body.columns], **(meta or {})}
+            return self._record(key, ArtifactKind(kind or ArtifactKind.TABLE), fmt, info,
+                                preview=ser.frame_preview(body) if preview is None else preview,
+                                meta=m, labels=labels)
+        if isinstance(body, str):
+            data, fmt = body.encode(), format or "txt"
+        elif isinstance(body, bytes | bytearray | memoryview):
+            data, fmt = bytes(body), format or "bin"
+        else:
+            raise BadRequestError(
+                f"log_artifact cannot store a {type(body).__name__}; pass bytes, str, a "
+                "matplotlib Figure, a DataFrame, or local_path= (use log_model for models)"
+            )
+        info = self._store.put(self._object_key(key, fmt), data)
+        return self._record(key, ArtifactKind(kind or ArtifactKind.FILE), fmt, info,
+                            preview=ser.text_preview(data) if preview is None else preview,
+                            meta=meta, labels=labels)
+
+    def log_dataset(
+        self,
+        key: str,
+        df: Any,
+        format: str = "parquet",
+        *,
+        labels: dict[str, str] | None = None,
+        preview_rows: int = ser.PREVIEW_ROWS,
+        stats: bool = True,
+    ) -> ArtifactRecord:
+        """A DataFrame as a dataset, with its schema, statistics and a preview of its head."""
+        check_key(key)
+        if not ser.is_frame(df):
+            raise BadRequestError("log_dataset needs a pandas DataFrame")
+        data = ser.frame_bytes(df, format)
+        info = self._store.put(self._object_key(key, format), data)
+        meta = ser.frame_stats(df) if stats else {"rows": len(df), "columns": len(df.columns)}
+        return self._record(key, ArtifactKind.DATASET, format, info,
+                            preview=ser.frame_preview(df, preview_rows), meta=meta,
+                            labels=labels)
+
+    def log_model(
+        self,
+        key: str,
+        model: Any,
+        framework: str | None = None,
+        *,
+        metrics: dict[str, Any] | None = None,
+        labels: dict[str, str] | None = None,
+        feature_names: list[str] | None = None,
+        model_format: str | None = None,
+        extra_data: dict[str, Any] | None = None,
+        parameters: dict[str, Any] | None = None,
+    ) -> ArtifactRecord:
+        """Save ``model`` in its framework's format (scikit-learn: joblib, XGBoost: JSON/UBJ).
+
+        ``extra_data`` maps names to bytes, str, DataFrames, figures or local paths; each is
+        logged as its own artifact ``<key>-<name>`` and referenced from the model's metadata.
+        """
+        check_key(key)
+        fw = framework or ser.detect_framework(model)
+        tmp = Path(tempfile.mkdtemp(prefix="tickrun-model-"))
+        try:
+            path, fmt, meta = ser.save_model(model, fw, tmp, model_format=model_format)
+            info = self._store.put_file(self._object_key(key, fmt), path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if feature_names is not None:
+            meta["feature_names"] = [str(n) for n in feature_names]
+        meta["metrics"] = ser.jsonable(metrics or {})
+        if parameters:
+            meta["parameters"] = ser.jsonable(parameters)
+        extras: dict[str, str] = {}
+        for name, value in (extra_data or {}).items():
+            sub = check_key(f"{key}-{name}")
+            if isinstance(value, str | Path) and Path(value).is_file():
+                rec = self.log_artifact(sub, local_path=value)
+            else:
+                rec = self.log_artifact(sub, value)
+            extras[str(name)] = rec.uri
+        if extras:
+            meta["extra_data"] = extras
+        preview = {"framework": fw, "metrics": meta["metrics"],
+                   "features": len(meta.get("feature_names", []))}
+        return self._record(key, ArtifactKind.MODEL, fmt, info, preview=preview, meta=meta,
+                            labels=labels)
+
+    def get_artifact_bytes(self, key: str) -> bytes:
+        """Read back an artifact this run logged (mostly for tests and chained steps)."""
+        rec = self._artifacts.get(key)
+        if rec is None:
+            raise NotFoundError(f"this run logged no artifact {key!r}")
+        buf = io.BytesIO()
+        item = DataItem(rec.target, meta=rec, s3=getattr(self._store, "settings", None))
+        for chunk in item.stream():
+            buf.write(chunk)
+        return buf.getvalue()

@@ -1,0 +1,171 @@
+"""Inputs as data items: one object over a local file, an ``s3://`` object or an earlier run's
+artifact (``store://<project>/<run uid>[/<iteration>]/<key>``)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..artifacts import S3Settings, split_url
+from ..artifacts.base import CHUNK_BYTES, ArtifactNotFoundError, ArtifactStore
+from ..errors import BadRequestError
+from .model import STORE_SCHEME, ArtifactRecord, parse_store_uri
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .db.base import RunDB
+
+_READERS = {"csv": "csv", "tsv": "csv", "parquet": "parquet", "pq": "parquet", "json": "json",
+            "jsonl": "jsonl", "ndjson": "jsonl"}
+
+
+class DataItem:
+    """A readable input. Nothing is fetched until ``get``/``local``/``as_df`` is called."""
+
+    def __init__(
+        self,
+        url: str | Path,
+        *,
+        key: str | None = None,
+        db: RunDB | None = None,
+        s3: S3Settings | None = None,
+        meta: ArtifactRecord | None = None,
+    ) -> None:
+        self.url = str(url)
+        self.key = key or Path(self.url.rstrip("/")).name
+        self._db = db
+        self._s3 = s3
+        self._meta = meta
+        self._target: str | None = None if self.url.startswith(STORE_SCHEME) else self.url
+        if meta is not None:
+            self._target = meta.target
+        self._local: Path | None = None
+        self._tmpdir: str | None = None
+
+    def __repr__(self) -> str:
+        return f"DataItem({self.url!r})"
+
+    # -- resolution ----------------------------------------------------------------------------
+
+    @property
+    def meta(self) -> ArtifactRecord | None:
+        """The artifact record, for ``store://`` items."""
+        self._resolve()
+        return self._meta
+
+    @property
+    def target(self) -> str:
+        """Where the bytes are: a local path or ``s3://bucket/key``."""
+        return self._resolve()
+
+    def _resolve(self) -> str:
+        if self._target is None:
+            project, uid, iteration, key = parse_store_uri(self.url)
+            if self._db is None:
+                from .db import open_db
+
+                self._db = open_db()
+            rec = self._db.get_artifact(project, uid, iteration, key)
+            self._meta = rec
+            self._target = rec.target
+        return self._target
+
+    def _store(self) -> tuple[ArtifactStore | None, str]:
+        target = self._resolve()
+        if target.startswith("s3://"):
+            return split_url(target, self._s3)
+        return None, target
+
+    @property
+    def suffix(self) -> str:
+        """File type from the target's name, ignoring ``.gz`` (``csv``, ``parquet``, …)."""
+        name = Path(self._resolve()).name.lower()
+        if name.endswith(".gz"):
+            name = name[:-3]
+        return name.rsplit(".", 1)[-1] if "." in name else ""
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def stream(self, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        store, key = self._store()
+        if store is not None:
+            return store.stream(key, chunk_bytes)
+        path = Path(key).expanduser()
+        if not path.is_file():
+            raise ArtifactNotFoundError(f"input {self.url!r}: {path} does not exist")
+        return _iter_file(path, chunk_bytes)
+
+    def get(self, encoding: str | None = None) -> Any:
+        """The whole object as bytes (or ``str`` with an ``encoding``)."""
+        data = b"".join(self.stream())
+        return data.decode(encoding) if encoding else data
+
+    def local(self) -> str:
+        """A local file path with the content (downloaded once for remote items)."""
+        if self._local is not None:
+            return str(self._local)
+        store, key = self._store()
+        if store is None:
+            path = Path(key).expanduser()
+            if not path.exists():
+                raise ArtifactNotFoundError(f"input {self.url!r}: {path} does not exist")
+            self._local = path
+        else:
+            self._tmpdir = tempfile.mkdtemp(prefix="tickrun-input-")
+            self._local = store.download(key, Path(self._tmpdir) / Path(key).name)
+        return str(self._local)
+
+    def download(self, dest: str | Path) -> Path:
+        target = Path(dest)
+        store, key = self._store()
+        if store is None:
+            shutil.copyfile(Path(key).expanduser(), target)
+            return target
+        return store.download(key, target)
+
+    def as_df(self, format: str | None = None, **kwargs: Any) -> pd.DataFrame:
+        """Read as a pandas DataFrame: csv, parquet, json / jsonl (any of them gzipped)."""
+        import pandas as pd
+
+        fmt = format or (self.meta.format if self.meta and self.meta.format else "") or self.suffix
+        kind = _READERS.get(fmt)
+        if kind is None:
+            raise BadRequestError(
+                f"cannot read {self.key!r} as a table: unknown format {fmt or '(none)'!r}; "
+                "pass format='csv'|'parquet'|'json'"
+            )
+        gz = self._resolve().lower().endswith(".gz")
+        source: Any = self.local()
+        if kind == "parquet":
+            if gz:
+                import gzip
+
+                with gzip.open(source, "rb") as f:
+                    source = io.BytesIO(f.read())
+            return pd.read_parquet(source, **kwargs)
+        comp = "gzip" if gz else None
+        if kind == "csv":
+            return pd.read_csv(source, compression=comp, **kwargs)
+        try:
+            return pd.read_json(source, orient="records", lines=kind == "jsonl",
+                                compression=comp, **kwargs)
+        except ValueError:
+            # A JSON Lines file named .json: retry as lines before giving up.
+            return pd.read_json(source, lines=True, compression=comp, **kwargs)
+
+    def cleanup(self) -> None:
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+            self._local = None
+
+
+def _iter_file(path: Path, chunk_bytes: int) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(chunk_bytes):
+            yield chunk

@@ -1,0 +1,293 @@
+"""The run DB on SQLAlchemy: a SQLite file (WAL) locally, the controller's DB URL on a server.
+
+Two tables of our own, ``tickrun_runs`` and ``tickrun_artifacts``, created idempotently. Each
+row keeps the full record as JSON beside the columns we filter on, so the record can grow
+without migrations.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    create_engine,
+    event,
+    select,
+    update,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+from ...errors import NotFoundError, StoreError
+from ..model import ArtifactRecord, RunBatch, RunRecord, RunState
+from .base import DbLocator, RunDB, merge_incoming, stale_reason
+
+metadata = MetaData()
+
+runs_table = Table(
+    "tickrun_runs",
+    metadata,
+    Column("uid", String(64), primary_key=True),
+    Column("iteration", Integer, primary_key=True),
+    Column("project", String(63), nullable=False, index=True),
+    Column("name", String(255), nullable=False, default=""),
+    Column("state", String(16), nullable=False, index=True),
+    Column("created_at", Float, nullable=False, index=True),
+    Column("updated_at", Float, nullable=False),
+    Column("body", Text, nullable=False),
+)
+
+artifacts_table = Table(
+    "tickrun_artifacts",
+    metadata,
+    Column("project", String(63), primary_key=True),
+    Column("uid", String(64), primary_key=True),
+    Column("iteration", Integer, primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("body", Text, nullable=False),
+)
+
+_LIVE = (RunState.CREATED.value, RunState.RUNNING.value)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL: readers never block the run's writer; NORMAL sync is durable across app crashes.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=15000")
+    cur.close()
+
+
+class SqlRunDB(RunDB):
+    """Constructor does no I/O; the engine and tables come on first use."""
+
+    def __init__(self, url: str, *, stale_after_s: float = 60.0) -> None:
+        self.url = url
+        self.stale_after_s = stale_after_s
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+        self._last_stale_check = 0.0
+
+    @property
+    def engine(self) -> Engine:
+        with self._lock:
+            if self._engine is None:
+                self._engine = self._open()
+            return self._engine
+
+    def _open(self) -> Engine:
+        try:
+            if self.url.startswith("sqlite:///"):
+                path = self.url[len("sqlite:///"):]
+                if path and path != ":memory:":
+                    Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(self.url, future=True)
+            if engine.dialect.name == "sqlite":
+                event.listen(engine, "connect", _sqlite_pragmas)
+            metadata.create_all(engine, checkfirst=True)
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"cannot open the run DB ({_safe(self.url)}): "
+                             f"{type(exc).__name__}") from exc
+        return engine
+
+    def locator(self) -> DbLocator:
+        return DbLocator("sql", self.url)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def apply(self, batch: RunBatch) -> None:
+        if not batch.runs and not batch.artifacts:
+            return
+        try:
+            with self.engine.begin() as conn:
+                self._write_runs(conn, batch.runs)
+                self._write_artifacts(conn, batch.artifacts)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot write runs to the run DB: {type(exc).__name__}") from exc
+
+    def _write_runs(self, conn: Any, runs: list[RunRecord]) -> None:
+        if not runs:
+            return
+        latest: dict[tuple[str, int], RunRecord] = {}
+        for r in runs:  # the last state of a run in the batch wins
+            latest[(r.uid, r.iteration)] = r
+        uids = {uid for uid, _ in latest}
+        existing = {
+            (row.uid, row.iteration): RunRecord.model_validate_json(row.body)
+            for row in conn.execute(
+                select(runs_table.c.uid, runs_table.c.iteration, runs_table.c.body)
+                .where(runs_table.c.uid.in_(uids))
+            )
+        }
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for k, incoming in latest.items():
+            rec = merge_incoming(existing.get(k), incoming)
+            row = _run_row(rec)
+            (updates if k in existing else inserts).append(row)
+        if inserts:
+            conn.execute(runs_table.insert(), inserts)
+        for row in updates:
+            conn.execute(
+                update(runs_table)
+                .where(and_(runs_table.c.uid == row["uid"],
+                            runs_table.c.iteration == row["iteration"]))
+                .values(**row)
+            )
+
+    def _write_artifacts(self, conn: Any, arts: list[ArtifactRecord]) -> None:
+        for a in arts:
+            key = and_(
+                artifacts_table.c.project == a.project, artifacts_table.c.uid == a.uid,
+                artifacts_table.c.iteration == a.iteration, artifacts_table.c.key == a.key,
+            )
+            row = {"project": a.project, "uid": a.uid, "iteration": a.iteration, "key": a.key,
+                   "kind": a.kind.value, "created_at": a.created_at, "body": a.model_dump_json()}
+            # A re-logged key replaces the record, as the object itself was replaced.
+            if conn.execute(update(artifacts_table).where(key).values(**row)).rowcount == 0:
+                conn.execute(artifacts_table.insert(), [row])
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def _maybe_mark_stale(self) -> None:
+        now = time.monotonic()
+        if now - self._last_stale_check >= 1.0:
+            self._last_stale_check = now
+            self.mark_stale()
+
+    def get_run(self, uid: str, iteration: int = 0) -> RunRecord:
+        self._maybe_mark_stale()
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(
+                    select(runs_table.c.body).where(
+                        and_(runs_table.c.uid == uid, runs_table.c.iteration == iteration)
+                    )
+                ).first()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read the run DB: {type(exc).__name__}") from exc
+        if row is None:
+            suffix = f" iteration {iteration}" if iteration else ""
+            raise NotFoundError(f"run {uid}{suffix} not found")
+        return RunRecord.model_validate_json(row.body)
+
+    def list_runs(
+        self,
+        project: str | None = None,
+        *,
+        uid: str | None = None,
+        state: str | None = None,
+        name: str | None = None,
+        iterations: bool = False,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        self._maybe_mark_stale()
+        q = select(runs_table.c.body)
+        if project:
+            q = q.where(runs_table.c.project == project)
+        if uid:
+            q = q.where(runs_table.c.uid == uid)
+        elif not iterations:
+            q = q.where(runs_table.c.iteration == 0)
+        if state:
+            q = q.where(runs_table.c.state == state)
+        if name:
+            q = q.where(runs_table.c.name == name)
+        q = q.order_by(runs_table.c.created_at.desc(), runs_table.c.iteration).limit(limit)
+        try:
+            with self.engine.connect() as conn:
+                return [RunRecord.model_validate_json(r.body) for r in conn.execute(q)]
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read the run DB: {type(exc).__name__}") from exc
+
+    def list_artifacts(
+        self,
+        project: str | None = None,
+        *,
+        uid: str | None = None,
+        iteration: int | None = None,
+        key: str | None = None,
+        kind: str | None = None,
+        limit: int = 1000,
+    ) -> list[ArtifactRecord]:
+        t = artifacts_table
+        q = select(t.c.body)
+        for col, val in ((t.c.project, project), (t.c.uid, uid), (t.c.key, key),
+                         (t.c.kind, kind)):
+            if val:
+                q = q.where(col == val)
+        if iteration is not None:
+            q = q.where(t.c.iteration == iteration)
+        q = q.order_by(t.c.created_at.desc()).limit(limit)
+        try:
+            with self.engine.connect() as conn:
+                return [ArtifactRecord.model_validate_json(r.body) for r in conn.execute(q)]
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read the run DB: {type(exc).__name__}") from exc
+
+    def mark_stale(self, now: float | None = None) -> list[RunRecord]:
+        t = time.time() if now is None else now
+        try:
+            with self.engine.begin() as conn:
+                rows = conn.execute(
+                    select(runs_table.c.body).where(runs_table.c.state.in_(_LIVE))
+                ).all()
+                marked = []
+                for row in rows:
+                    run = RunRecord.model_validate_json(row.body)
+                    reason = stale_reason(run, self.stale_after_s, t)
+                    if reason is None:
+                        continue
+                    dead = self.aborted(run, reason, t)
+                    conn.execute(
+                        update(runs_table)
+                        .where(and_(runs_table.c.uid == run.uid,
+                                    runs_table.c.iteration == run.iteration,
+                                    runs_table.c.state.in_(_LIVE)))
+                        .values(**_run_row(dead))
+                    )
+                    marked.append(dead)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot update the run DB: {type(exc).__name__}") from exc
+        return marked
+
+
+def _run_row(r: RunRecord) -> dict[str, Any]:
+    return {
+        "uid": r.uid, "iteration": r.iteration, "project": r.project, "name": r.name[:255],
+        "state": r.state.value, "created_at": r.created_at, "updated_at": r.updated_at,
+        "body": r.model_dump_json(),
+    }
+
+
+def _safe(url: str) -> str:
+    """The DB URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split(":", 1)[0] + "://…"
+
+
+__all__ = ["SqlRunDB", "artifacts_table", "metadata", "runs_table"]

@@ -1,0 +1,185 @@
+"""``run_function``: run a handler as a tracked job (one run, or a hyperparameter sweep)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..artifacts import ArtifactStore, S3Settings, open_store
+from ..errors import HubError, TickrunError
+from .context import RunContext
+from .dataitem import DataItem
+from .db import DbLocator, RunDB, open_db, open_locator
+from .handlers import call_handler, handler_name, handler_ref, load_callable
+from .model import ArtifactRecord, RunRecord, RunState
+from .runobject import RunObject
+from .serialize import jsonable
+from .settings import TrackingSettings
+from .tracker import RunTracker
+
+logger = logging.getLogger(__name__)
+
+Handler = str | Callable[..., Any]
+
+
+def new_uid() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class RunEnv:
+    """Everything a (child) process needs to reopen the same DB and artifact store."""
+
+    db: DbLocator | None
+    artifact_path: str
+    s3: S3Settings
+    flush_interval_s: float = 1.0
+    heartbeat_interval_s: float = 5.0
+    stale_after_s: float = 60.0
+
+    def open_db(self) -> RunDB:
+        if self.db is None:
+            raise TickrunError("this run DB cannot be reopened in another process")
+        return open_locator(self.db, self.stale_after_s)
+
+    def open_store(self) -> ArtifactStore:
+        return open_store(self.artifact_path, self.s3)
+
+
+def resolve_handler(handler: Handler) -> tuple[Callable[..., Any], str]:
+    """(callable, a reference string for the record and for child processes)."""
+    if callable(handler):
+        return handler, handler_ref(handler) or handler_name(handler)
+    if handler.startswith("hub://"):
+        try:
+            from tickrun.hub import import_function
+        except ImportError as exc:
+            raise HubError("hub:// handlers need tickrun.hub, which is not installed") from exc
+        item = import_function(handler)
+        fn = item.handler()
+        return fn, handler_ref(fn) or handler
+    return load_callable(handler), handler
+
+
+def make_inputs(
+    inputs: Mapping[str, Any] | None, db: RunDB | None, s3: S3Settings
+) -> dict[str, DataItem]:
+    items: dict[str, DataItem] = {}
+    for name, value in (inputs or {}).items():
+        if isinstance(value, DataItem):
+            items[name] = value
+        else:
+            items[name] = DataItem(str(value), key=name, db=db, s3=s3)
+    return items
+
+
+def execute(
+    fn: Callable[..., Any],
+    record: RunRecord,
+    *,
+    db: RunDB,
+    store: ArtifactStore,
+    inputs: Mapping[str, DataItem],
+    flush_interval_s: float = 1.0,
+    heartbeat_interval_s: float = 5.0,
+) -> tuple[RunRecord, list[ArtifactRecord]]:
+    """Run ``fn`` as the run ``record``; handler errors end the run in state error."""
+    tracker = RunTracker(db, record, flush_interval_s=flush_interval_s,
+                         heartbeat_interval_s=heartbeat_interval_s)
+    tracker.start()
+    ctx = RunContext(tracker, store, inputs=dict(inputs))
+    try:
+        store.prepare()
+        out = call_handler(fn, ctx, record.params, inputs)
+        if isinstance(out, dict):
+            ctx.log_results(out)
+        elif out is not None:
+            ctx.log_result("return", jsonable(out))
+    except KeyboardInterrupt:
+        tracker.finish(RunState.ABORTED, "interrupted")
+        raise
+    except Exception as exc:
+        msg = exc.message if isinstance(exc, TickrunError) else f"{type(exc).__name__}: {exc}"
+        # The traceback is for the operator's log; the record keeps the one-line message.
+        logger.error("run failed", exc_info=True,
+                     extra={"uid": record.uid, "iteration": record.iteration, "error": msg})
+        final = tracker.finish(RunState.ERROR, msg[:2000])
+    else:
+        final = tracker.finish(RunState.COMPLETED)
+    finally:
+        for item in inputs.values():
+            item.cleanup()
+    return final, list(ctx.artifacts.values())
+
+
+def run_function(
+    handler: Handler,
+    *,
+    params: Mapping[str, Any] | None = None,
+    inputs: Mapping[str, Any] | None = None,
+    project: str = "default",
+    name: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    hyperparams: Mapping[str, list[Any]] | None = None,
+    hyper_strategy: str = "grid",
+    selector: str | None = None,
+    stop_condition: str | None = None,
+    max_iterations: int | None = None,
+    parallel: int = 1,
+    artifact_path: str | Path | None = None,
+    db: RunDB | None = None,
+    store: ArtifactStore | None = None,
+    settings: TrackingSettings | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+    uid: str | None = None,
+) -> RunObject:
+    """Run ``handler`` (a callable, ``"file.py:fn"``, ``"module:fn"`` or ``"hub://item"``).
+
+    Parameters and inputs are injected by name. With ``hyperparams`` this is a sweep: one
+    iteration per parameter combination (``grid``, ``list`` or ``random``), up to ``parallel``
+    of them at once in worker processes, and a parent run (iteration 0) holding the best
+    iteration's results by ``selector`` (``"max.accuracy"``, ``"min.loss"``).
+    """
+    s = settings or TrackingSettings.from_env()
+    db = db or open_db(s)
+    store = store or open_store(str(artifact_path) if artifact_path else s.artifact_path, s.s3)
+    fn, ref = resolve_handler(handler)
+    record = RunRecord(
+        uid=uid or new_uid(),
+        project=project,
+        name=name or handler_name(handler),
+        handler=ref,
+        params={k: jsonable(v) for k, v in (params or {}).items()},
+        inputs={k: (v.url if isinstance(v, DataItem) else str(v)) for k, v in
+                (inputs or {}).items()},
+        labels={str(k): str(v) for k, v in (labels or {}).items()},
+        artifact_path=store.url,
+    )
+    # A run whose process died since the last look must not stay "running" forever.
+    db.mark_stale()
+    env = RunEnv(db=db.locator(), artifact_path=store.url,
+                 s3=getattr(store, "settings", s.s3), flush_interval_s=s.flush_interval_s,
+                 heartbeat_interval_s=s.heartbeat_interval_s, stale_after_s=s.stale_after_s)
+    if hyperparams:
+        from .hyper import run_sweep
+
+        return run_sweep(
+            fn, ref, record, dict(inputs or {}), db=db, store=store, env=env,
+            hyperparams=dict(hyperparams), strategy=hyper_strategy, selector=selector,
+            stop_condition=stop_condition, max_iterations=max_iterations,
+            parallel=parallel, seed=seed, progress=progress,
+        )
+    t0 = time.perf_counter()
+    final, arts = execute(fn, record, db=db, store=store,
+                          inputs=make_inputs(inputs, db, env.s3),
+                          flush_interval_s=s.flush_interval_s,
+                          heartbeat_interval_s=s.heartbeat_interval_s)
+    logger.info("run finished", extra={"uid": final.uid, "state": final.state.value,
+                                       "elapsed_s": round(time.perf_counter() - t0, 3)})
+    return RunObject(final, arts, db=db, s3=env.s3)

@@ -1,0 +1,195 @@
+"""Turning the objects a job logs into bytes (and back): figures, frames, models.
+
+Models: scikit-learn estimators are saved with joblib (a pickle: load only models from stores
+you trust) together with the scikit-learn version that wrote them; XGBoost models in XGBoost's
+own JSON (or UBJ) format, which is portable across XGBoost versions and needs no pickle.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import platform
+from pathlib import Path
+from typing import Any
+
+from ..errors import ArtifactError, BadRequestError
+
+PREVIEW_ROWS = 20
+TEXT_PREVIEW_CHARS = 2000
+FRAME_FORMATS = ("parquet", "csv", "json")
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-safe version of a result value (numpy scalars → Python, NaN → None)."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    for attr in ("item", "tolist"):  # numpy scalars and arrays
+        fn = getattr(value, attr, None)
+        if callable(fn):
+            try:
+                return jsonable(fn())
+            except (TypeError, ValueError):
+                continue
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def is_figure(obj: Any) -> bool:
+    return type(obj).__module__.startswith("matplotlib") and hasattr(obj, "savefig")
+
+
+def is_frame(obj: Any) -> bool:
+    return type(obj).__name__ == "DataFrame" and type(obj).__module__.startswith("pandas")
+
+
+def figure_png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", dpi=100)
+    return buf.getvalue()
+
+
+def frame_bytes(df: Any, fmt: str) -> bytes:
+    if fmt == "parquet":
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        return buf.getvalue()
+    if fmt == "csv":
+        return str(df.to_csv(index=False)).encode()
+    if fmt == "json":
+        return str(df.to_json(orient="records", date_format="iso")).encode()
+    raise BadRequestError(f"unknown table format {fmt!r}; use one of {', '.join(FRAME_FORMATS)}")
+
+
+def frame_preview(df: Any, rows: int = PREVIEW_ROWS) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = json.loads(df.head(rows).to_json(orient="records",
+                                                                 date_format="iso"))
+    return out
+
+
+def frame_stats(df: Any) -> dict[str, Any]:
+    """Shape, schema and per-column statistics (pandas ``describe``), JSON-safe."""
+    stats: dict[str, Any] = {}
+    if len(df.columns) and len(df):
+        desc = df.describe(include="all")
+        for col in desc.columns:
+            stats[str(col)] = {str(k): jsonable(v) for k, v in desc[col].dropna().items()}
+    return {
+        "rows": len(df),
+        "columns": len(df.columns),
+        "schema": {str(c): str(t) for c, t in df.dtypes.items()},
+        "stats": stats,
+        "missing": {str(c): int(n) for c, n in df.isna().sum().items() if n},
+    }
+
+
+def text_preview(data: bytes) -> str | None:
+    head = data[:TEXT_PREVIEW_CHARS]
+    try:
+        return head.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+# -- models ------------------------------------------------------------------------------------
+
+
+def detect_framework(model: Any) -> str:
+    mod = type(model).__module__
+    if mod.startswith("xgboost"):
+        return "xgboost"
+    if mod.startswith("sklearn") or (hasattr(model, "fit") and hasattr(model, "get_params")):
+        return "sklearn"
+    raise BadRequestError(
+        f"cannot tell the framework of {type(model).__name__}; pass framework='sklearn' or "
+        "'xgboost'"
+    )
+
+
+def _feature_names(model: Any) -> list[str] | None:
+    names = getattr(model, "feature_names_in_", None)
+    if names is None and hasattr(model, "get_booster"):
+        try:
+            names = model.get_booster().feature_names
+        except Exception:
+            names = None
+    if names is None:
+        names = getattr(model, "feature_names", None)
+    return [str(n) for n in names] if names is not None else None
+
+
+def save_model(model: Any, framework: str, folder: Path, *, model_format: str | None = None
+               ) -> tuple[Path, str, dict[str, Any]]:
+    """Write ``model`` into ``folder``; returns (file, format, metadata)."""
+    meta: dict[str, Any] = {
+        "framework": framework,
+        "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "python_version": platform.python_version(),
+    }
+    names = _feature_names(model)
+    if names:
+        meta["feature_names"] = names
+    if framework == "xgboost":
+        import xgboost
+
+        fmt = model_format or "json"
+        if fmt not in ("json", "ubj"):
+            raise BadRequestError("XGBoost models are saved as 'json' or 'ubj'")
+        path = folder / f"model.{fmt}"
+        model.save_model(str(path))
+        meta["framework_version"] = xgboost.__version__
+        return path, fmt, meta
+    if framework == "sklearn":
+        import joblib
+        import sklearn
+
+        path = folder / "model.joblib"
+        joblib.dump(model, path)
+        meta["framework_version"] = sklearn.__version__
+        return path, "joblib", meta
+    raise BadRequestError(f"unsupported model framework {framework!r} (sklearn, xgboost)")
+
+
+def load_model_file(path: Path, meta: dict[str, Any]) -> Any:
+    framework = meta.get("framework") or _framework_from_suffix(path)
+    if framework == "xgboost":
+        import xgboost
+
+        cls_name = str(meta.get("model_class", "xgboost.core.Booster")).rsplit(".", 1)[-1]
+        # Only XGBoost's own classes: the class name comes from stored metadata.
+        cls = getattr(xgboost, cls_name, None)
+        if not isinstance(cls, type) or not hasattr(cls, "load_model"):
+            cls = xgboost.Booster
+        model = cls()
+        model.load_model(str(path))
+        return model
+    if framework == "sklearn":
+        import joblib
+        import sklearn
+
+        saved = meta.get("framework_version")
+        if saved and saved != sklearn.__version__:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "model was saved with a different scikit-learn",
+                extra={"saved_version": saved, "running_version": sklearn.__version__},
+            )
+        return joblib.load(path)
+    raise ArtifactError(f"cannot load a model of framework {framework!r}")
+
+
+def _framework_from_suffix(path: Path) -> str:
+    if path.suffix in (".json", ".ubj"):
+        return "xgboost"
+    if path.suffix in (".joblib", ".pkl", ".pickle"):
+        return "sklearn"
+    raise ArtifactError(f"cannot tell the model framework of {path.name}")

@@ -1,0 +1,143 @@
+"""Batched persistence of one run: results are kept in memory and flushed at intervals.
+
+``log_result`` only touches a dict under a lock, so tracking is never the bottleneck; a
+background thread writes the whole run record (plus new artifact records) every
+``flush_interval_s`` and refreshes the heartbeat that tells a reader the process is alive. The
+final state is written synchronously. A crash loses at most one flush interval of results, and
+the run itself is marked aborted by the next reader (dead pid or stale heartbeat).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from ..errors import RunError, TickrunError
+from .db.base import HOST, RunDB
+from .model import ArtifactRecord, RunBatch, RunRecord, RunState
+
+logger = logging.getLogger(__name__)
+
+
+class RunTracker:
+    def __init__(
+        self,
+        db: RunDB,
+        record: RunRecord,
+        *,
+        flush_interval_s: float = 1.0,
+        heartbeat_interval_s: float = 5.0,
+    ) -> None:
+        self.db = db
+        self._rec = record
+        self._pending: list[ArtifactRecord] = []
+        self._dirty = True
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.flush_interval_s = flush_interval_s
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self._last_write = 0.0
+
+    @property
+    def record(self) -> RunRecord:
+        with self._lock:
+            return self._rec.model_copy(deep=True)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Write the run as created, then running (synchronously), and start the flusher."""
+        now = time.time()
+        with self._lock:
+            self._rec = self._rec.model_copy(update={
+                "pid": os.getpid(), "host": HOST, "heartbeat_at": now, "updated_at": now,
+                "state": RunState.CREATED,
+            })
+        self.flush(strict=True)
+        with self._lock:
+            self._rec.state = RunState.RUNNING
+            self._rec.started_at = time.time()
+            self._dirty = True
+        self.flush(strict=True)
+        self._thread = threading.Thread(target=self._loop, name=f"run-{self._rec.uid}",
+                                        daemon=True)
+        self._thread.start()
+
+    def finish(self, state: RunState, error: str | None = None) -> RunRecord:
+        """Stop the flusher and write the final state; raises RunError if that write fails."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        now = time.time()
+        with self._lock:
+            self._rec.state = state
+            self._rec.error = error
+            self._rec.ended_at = now
+            self._dirty = True
+        self.flush(strict=True)
+        return self.record
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.flush_interval_s):
+            if time.time() - self._last_write >= self.heartbeat_interval_s:
+                with self._lock:
+                    self._dirty = True
+            self.flush(strict=False)
+
+    # -- updates -------------------------------------------------------------------------------
+
+    def set_result(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._rec.results[key] = value
+            self._dirty = True
+
+    def set_results(self, values: dict[str, Any]) -> None:
+        with self._lock:
+            self._rec.results.update(values)
+            self._dirty = True
+
+    def set_label(self, key: str, value: str) -> None:
+        with self._lock:
+            self._rec.labels[key] = value
+            self._dirty = True
+
+    def update(self, **fields: Any) -> None:
+        with self._lock:
+            for k, v in fields.items():
+                setattr(self._rec, k, v)
+            self._dirty = True
+
+    def add_artifact(self, record: ArtifactRecord) -> None:
+        with self._lock:
+            self._pending.append(record)
+            self._dirty = True
+
+    def flush(self, *, strict: bool = True) -> None:
+        """Write what changed. ``strict=False`` (the background flusher) logs and retries later."""
+        with self._flush_lock:
+            with self._lock:
+                if not self._dirty:
+                    return
+                now = time.time()
+                self._rec.heartbeat_at = now
+                self._rec.updated_at = now
+                batch = RunBatch(runs=[self._rec.model_copy(deep=True)],
+                                 artifacts=list(self._pending))
+                self._pending.clear()
+                self._dirty = False
+            try:
+                self.db.apply(batch)
+                self._last_write = time.time()
+            except TickrunError as exc:
+                with self._lock:  # put them back so the next flush retries
+                    self._pending[:0] = batch.artifacts
+                    self._dirty = True
+                if strict:
+                    raise RunError(f"cannot record run {self._rec.uid}: {exc.message}") from exc
+                logger.warning("run flush failed; will retry",
+                               extra={"uid": self._rec.uid, "error": exc.message})
