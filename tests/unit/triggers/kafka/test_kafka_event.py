@@ -1,0 +1,86 @@
+"""Record → event mapping and the JSON decoding rule."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import NamedTuple
+
+import pytest
+from tickrun.triggers.kafka.event import (
+    DLQ_PREFIX,
+    dead_letter_headers,
+    decode_value,
+    timestamp_utc,
+    to_event,
+)
+
+
+class Record(NamedTuple):  # the fields of kafka-python's ConsumerRecord the trigger reads
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+
+
+KLINE = b'{"open_time": 1704067200000, "close": "42298.61"}'
+
+
+@pytest.mark.parametrize(
+    ("value", "ctype", "body", "out_ctype"),
+    [
+        (KLINE, None, {"open_time": 1704067200000, "close": "42298.61"}, "application/json"),
+        (b"  [1, 2]", None, [1, 2], "application/json"),
+        (b"42", None, b"42", "application/octet-stream"),  # scalars stay bytes
+        (b'"x"', None, b'"x"', "application/octet-stream"),
+        (b"{not json", None, b"{not json", "application/octet-stream"),
+        (b"\x00\x01", None, b"\x00\x01", "application/octet-stream"),
+        (b"", None, b"", "application/octet-stream"),
+        (None, None, b"", "application/octet-stream"),
+        (b"42", "application/json", 42, "application/json"),
+        (KLINE, "text/plain", KLINE, "text/plain"),  # the header wins
+        (b'{"a":1}', "application/vnd.kline+json", {"a": 1}, "application/vnd.kline+json"),
+        (b"{bad", "application/json", b"{bad", "application/json"),
+    ],
+)
+def test_decode_rule(value: bytes | None, ctype: str | None, body: object, out_ctype: str) -> None:
+    assert decode_value(value, ctype) == (body, out_ctype)
+
+
+def test_timestamp_keeps_milliseconds_in_utc() -> None:
+    ts = timestamp_utc(1704067259999)
+    assert ts == dt.datetime(2024, 1, 1, 0, 0, 59, 999000, tzinfo=dt.UTC)
+    assert ts.tzinfo is dt.UTC
+
+
+def test_event_fields() -> None:
+    rec = Record("klines", 3, 1234, 1704067200123, b"BTCUSDT", KLINE,
+                 [("source", b"binance"), ("blob", b"\xff\xfe"), ("empty", None)])
+    event = to_event(rec, "ticks")
+    assert event.body == {"open_time": 1704067200000, "close": "42298.61"}
+    assert event.key == b"BTCUSDT"
+    assert event.headers == {"source": "binance", "blob": b"\xff\xfe", "empty": ""}
+    assert (event.topic, event.shard_id, event.offset) == ("klines", 3, 1234)
+    assert event.id == "klines/3/1234"
+    assert event.timestamp == dt.datetime(2024, 1, 1, 0, 0, 0, 123000, tzinfo=dt.UTC)
+    assert (event.trigger.kind, event.trigger.name) == ("kafka-cluster", "ticks")
+    assert event.size == len(KLINE)
+
+
+def test_content_type_header_controls_decoding() -> None:
+    rec = Record("t", 0, 0, 0, None, b"7", [("content-type", b"application/json")])
+    assert to_event(rec, "k").body == 7
+
+
+def test_dead_letter_headers_keep_originals_and_add_metadata() -> None:
+    rec = Record("klines", 2, 99, 1704067200000, b"k", b"v", [("trace", b"abc")])
+    headers = dead_letter_headers(rec, error="ValueError: bad", attempts=4, function="f",
+                                  group="g")
+    assert headers[0] == ("trace", b"abc")
+    meta = {k.removeprefix(DLQ_PREFIX): v.decode() for k, v in headers[1:]}
+    assert meta["error"] == "ValueError: bad"
+    assert (meta["topic"], meta["partition"], meta["offset"]) == ("klines", "2", "99")
+    assert meta["attempts"] == "4"
+    assert meta["consumer-group"] == "g"

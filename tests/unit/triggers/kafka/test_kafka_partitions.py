@@ -1,0 +1,235 @@
+"""The trigger's loop side (ordering, retries, policies, revoke, drain) against a fake
+dispatcher — our own seam; the consumer thread is exercised against real Kafka in
+tests/integration/test_kafka_*.py."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
+
+import pytest
+from kafka.structs import TopicPartition
+from tickrun.functions.errors import WorkerUnavailableError
+from tickrun.functions.processor.dispatcher import HandlerFailure
+from tickrun.functions.results import Result, to_result
+from tickrun.functions.spec import parse_spec
+from tickrun.triggers.kafka import KafkaTrigger
+
+
+class Record(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+
+
+Handler = Callable[[Any], Awaitable[Any]]
+
+
+class FakeDispatcher:
+    trigger_name = "ticks"
+    trigger_kind = "kafka-cluster"
+
+    def __init__(self, handler: Handler, slots: int = 4) -> None:
+        self._handler = handler
+        self._slots = asyncio.Semaphore(slots)
+        self.in_flight = 0
+        self.peak = 0
+
+    async def dispatch(self, event: Any) -> Result:
+        async with self._slots:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            try:
+                out = await self._handler(event)
+            except WorkerUnavailableError:
+                raise
+            except Exception as exc:
+                raise HandlerFailure(exc, event.id) from exc
+            finally:
+                self.in_flight -= 1
+        return to_result(out)
+
+
+def make_trigger(handler: Handler, **attrs: Any) -> tuple[KafkaTrigger, FakeDispatcher]:
+    base: dict[str, Any] = {"brokers": "127.0.0.1:9", "topics": ["t"], "consumerGroup": "g",
+                            "retryBackoff": "10ms", "retryBackoffMax": "40ms"}
+    base.update(attrs)
+    fn = parse_spec({"metadata": {"name": "f"}, "spec": {"triggers": {
+        "ticks": {"kind": "kafka-cluster", "maxWorkers": 4, "attributes": base}}}})
+    trigger = KafkaTrigger(fn.spec.triggers["ticks"], fn)  # type: ignore[arg-type]
+    dispatcher = FakeDispatcher(handler)
+    trigger._loop = asyncio.get_running_loop()
+    trigger._dispatcher = dispatcher  # type: ignore[assignment]
+    return trigger, dispatcher
+
+
+def feed(
+    trigger: KafkaTrigger, partition: int, offsets: range, value: bytes = b"{}"
+) -> TopicPartition:
+    tp = TopicPartition("t", partition)
+    records = [Record("t", partition, o, 1_700_000_000_000 + o, None, value, []) for o in offsets]
+    trigger._book.add(tp, list(offsets))
+    trigger._enqueue({tp: records})
+    return tp
+
+
+def counter(metric: Any) -> float:
+    # Metrics are process-global, so tests compare before/after values.
+    return float(metric._value.get())
+
+
+async def until(cond: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not cond():  # noqa: ASYNC110 - polling state owned by the code under test
+            await asyncio.sleep(0.005)
+
+
+async def test_order_within_partition_parallel_across() -> None:
+    seen: dict[int, list[int]] = {0: [], 1: [], 2: []}
+
+    async def handler(event: Any) -> None:
+        await asyncio.sleep(random.uniform(0, 0.003))
+        seen[event.shard_id].append(event.offset)
+
+    trigger, dispatcher = make_trigger(handler)
+    tps = [feed(trigger, p, range(0, 60)) for p in seen]
+    for p in seen:  # a second poll's records append behind the first
+        feed(trigger, p, range(60, 100))
+    await until(lambda: all(len(v) == 100 for v in seen.values()))
+    assert all(v == list(range(100)) for v in seen.values())
+    assert dispatcher.peak >= 2, "partitions should be handled concurrently"
+    await until(lambda: trigger._book.to_commit() == {tp: 100 for tp in tps})
+
+
+async def test_fails_twice_then_succeeds_and_commits_once_done() -> None:
+    attempts: list[int] = []
+
+    async def handler(event: Any) -> str:
+        attempts.append(event.offset)
+        if event.offset == 0 and attempts.count(0) <= 2:
+            raise RuntimeError("flaky")
+        return "ok"
+
+    trigger, _ = make_trigger(handler, maxRetries=3)
+    tp = feed(trigger, 0, range(3))
+    await until(lambda: trigger._book.to_commit() == {tp: 3})
+    assert attempts == [0, 0, 0, 1, 2], "the partition waits for the retried event (order)"
+
+
+async def test_skip_policy_moves_on_after_retries() -> None:
+    calls: list[int] = []
+
+    async def handler(event: Any) -> str:
+        calls.append(event.offset)
+        if event.offset == 1:
+            raise ValueError("poison")
+        return "ok"
+
+    trigger, _ = make_trigger(handler, maxRetries=2, onFailure="skip")
+    tp = feed(trigger, 0, range(4))
+    await until(lambda: trigger._book.to_commit() == {tp: 4})
+    assert calls == [0, 1, 1, 1, 2, 3]
+
+
+async def test_5xx_result_counts_as_failure() -> None:
+    calls: list[int] = []
+
+    async def handler(event: Any) -> Any:
+        calls.append(event.offset)
+        return (503, "upstream down") if len(calls) == 1 else "ok"
+
+    trigger, _ = make_trigger(handler, maxRetries=1)
+    tp = feed(trigger, 0, range(1))
+    await until(lambda: trigger._book.to_commit() == {tp: 1})
+    assert calls == [0, 0]
+
+
+async def test_worker_unavailable_is_not_an_attempt() -> None:
+    calls: list[str] = []
+
+    async def handler(event: Any) -> str:
+        calls.append("x")
+        if len(calls) <= 3:
+            raise WorkerUnavailableError("busy")
+        return "ok"
+
+    trigger, _ = make_trigger(handler, maxRetries=0, onFailure="skip")
+    skipped_before = counter(trigger._skipped["t"])
+    tp = feed(trigger, 0, range(1))
+    await until(lambda: trigger._book.to_commit() == {tp: 1})
+    assert len(calls) == 4
+    assert counter(trigger._skipped["t"]) == skipped_before
+
+
+async def test_revoke_interrupts_a_blocked_partition_without_committing() -> None:
+    async def handler(event: Any) -> str:
+        raise RuntimeError("always")
+
+    trigger, _ = make_trigger(handler, onFailure="block", retryBackoff="5s",
+                              retryBackoffMax="5s")
+    failed_before = counter(trigger._failed["t"])
+    tp = feed(trigger, 0, range(2))
+    await until(lambda: counter(trigger._failed["t"]) > failed_before)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await trigger._settle([tp], wait_s=2.0)
+    assert loop.time() - started < 1.0, "the 5 s backoff must be cut short by the revoke"
+    assert tp not in trigger._parts
+    assert trigger._book.to_commit() == {}
+
+
+async def test_revoke_waits_for_the_in_flight_event() -> None:
+    release = asyncio.Event()
+    done: list[int] = []
+
+    async def handler(event: Any) -> str:
+        await release.wait()
+        done.append(event.offset)
+        return "ok"
+
+    trigger, _ = make_trigger(handler)
+    tp = feed(trigger, 0, range(5))
+    await until(lambda: trigger._dispatcher.in_flight == 1)  # type: ignore[union-attr]
+    settle = asyncio.create_task(trigger._settle([tp], wait_s=5.0))
+    await asyncio.sleep(0.05)
+    assert not settle.done()
+    release.set()
+    await settle
+    assert done == [0], "queued events are dropped, the in-flight one finishes"
+
+
+async def test_stop_drains_in_flight_and_keeps_it_committable() -> None:
+    release = asyncio.Event()
+
+    async def handler(event: Any) -> str:
+        await release.wait()
+        return "ok"
+
+    trigger, _ = make_trigger(handler)
+    tp = feed(trigger, 0, range(10))
+    await until(lambda: trigger._dispatcher.in_flight == 1)  # type: ignore[union-attr]
+    stopping = asyncio.create_task(trigger.stop(drain_timeout_s=5.0))
+    await asyncio.sleep(0.05)
+    release.set()
+    await stopping
+    assert trigger._book.to_commit() == {tp: 1}
+    assert not trigger.ready()
+
+
+@pytest.mark.parametrize("value", [b'{"sym": "BTCUSDT"}', b"raw"])
+async def test_handler_sees_decoded_body(value: bytes) -> None:
+    bodies: list[Any] = []
+
+    async def handler(event: Any) -> None:
+        bodies.append(event.body)
+
+    trigger, _ = make_trigger(handler)
+    feed(trigger, 0, range(1), value=value)
+    await until(lambda: len(bodies) == 1)
+    assert bodies[0] == ({"sym": "BTCUSDT"} if value.startswith(b"{") else b"raw")
