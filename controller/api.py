@@ -1,0 +1,232 @@
+"""REST routes under ``/api``: functions, builds, events, logs, export."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from tickrun.functions.errors import BadRequestError, NotFoundError, SpecError
+from tickrun.functions.spec import parse_spec
+from tickrun.functions.spec.loader import format_validation_error
+
+from .reconciler import Reconciler
+from .service import FunctionService, desired_replicas, replica_ref
+from .store import BuildRow, FunctionRow, ReplicaRow, Store
+
+STORE: web.AppKey[Store] = web.AppKey("store", Store)
+SERVICE: web.AppKey[FunctionService] = web.AppKey("service", FunctionService)
+RECONCILER: web.AppKey[Reconciler] = web.AppKey("reconciler", Reconciler)
+
+
+class DeployRequest(BaseModel):
+    """Create or update a function. Without ``code`` the stored code is kept (spec update)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec: dict[str, Any] = Field(description="the function.yaml document (Nuclio format)")
+    code: str | None = Field(default=None, description="base64 of a tar.gz of the code folder")
+    platform: Literal["process", "container"] | None = None
+
+
+def _iso(ts: float | None) -> float | None:
+    return round(ts, 3) if ts is not None else None
+
+
+def replica_json(r: ReplicaRow) -> dict[str, Any]:
+    return {"id": r.id, "state": r.state, "port": r.port, "pid": r.pid,
+            "container": r.container, "revision": r.revision, "restarts": r.restarts,
+            "exit_code": r.exit_code, "started_at": _iso(r.started_at),
+            "ready_at": _iso(r.ready_at)}
+
+
+def build_json(b: BuildRow) -> dict[str, Any]:
+    return {"id": b.id, "function": b.function, "version": b.version, "platform": b.platform,
+            "state": b.state, "cached": b.cached, "content_hash": b.content_hash,
+            "message": b.message, "started_at": _iso(b.started_at),
+            "finished_at": _iso(b.finished_at),
+            "duration_s": round(b.finished_at - b.started_at, 3) if b.finished_at else None}
+
+
+def function_json(store: Store, f: FunctionRow) -> dict[str, Any]:
+    spec = parse_spec(f.spec)
+    replicas = store.list_replicas(f.name)
+    lo, hi = spec.spec.replica_bounds()
+    builds = store.list_builds(f.name, limit=1)
+    return {
+        "name": f.name, "platform": f.platform, "version": f.version, "state": f.state,
+        "message": f.message, "url": f"/fn/{f.name}/", "image": f.image,
+        "revision": f.revision, "code_hash": f.code_hash,
+        "replicas": {"desired": desired_replicas(spec), "min": lo, "max": hi,
+                     "ready": sum(1 for r in replicas if r.state == "ready"),
+                     "items": [replica_json(r) for r in replicas]},
+        "last_build": build_json(builds[0]) if builds else None,
+        "spec": f.spec, "created_at": _iso(f.created_at), "updated_at": _iso(f.updated_at),
+    }
+
+
+async def _deploy_body(request: web.Request) -> DeployRequest:
+    try:
+        raw = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequestError("request body is not valid JSON") from exc
+    try:
+        return DeployRequest.model_validate(raw)
+    except ValidationError as exc:
+        message, fields = format_validation_error(exc)
+        raise SpecError(message.replace("invalid function spec", "invalid deploy request"),
+                        detail=fields) from exc
+
+
+def _code(body: DeployRequest) -> bytes | None:
+    if body.code is None:
+        return None
+    try:
+        return base64.b64decode(body.code, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadRequestError("code is not valid base64") from exc
+
+
+async def create_function(request: web.Request) -> web.Response:
+    body = await _deploy_body(request)
+    service = request.app[SERVICE]
+    row, build = await service.deploy(body.spec, _code(body), body.platform)
+    request.app[RECONCILER].wake()
+    return web.json_response({"function": function_json(request.app[STORE], row),
+                              "build": build_json(build)}, status=202)
+
+
+async def update_function(request: web.Request) -> web.Response:
+    body = await _deploy_body(request)
+    service = request.app[SERVICE]
+    row, build = await service.deploy(body.spec, _code(body), body.platform,
+                                      name=request.match_info["name"])
+    request.app[RECONCILER].wake()
+    return web.json_response({"function": function_json(request.app[STORE], row),
+                              "build": build_json(build)}, status=202)
+
+
+async def list_functions(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    return web.json_response({"functions": [function_json(store, f)
+                                            for f in store.list_functions()]})
+
+
+async def get_function(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    return web.json_response(function_json(store, store.get_function(request.match_info["name"])))
+
+
+async def delete_function(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    await request.app[SERVICE].delete(name)
+    return web.json_response({"deleted": name})
+
+
+async def export_function(request: web.Request) -> web.Response:
+    row = request.app[STORE].get_function(request.match_info["name"])
+    return web.json_response(parse_spec(row.spec).to_yaml_dict())
+
+
+async def function_events(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    name = request.match_info["name"]
+    after = _int_query(request, "after", 0)
+    events = store.list_events(name, after_id=after, limit=_int_query(request, "limit", 500))
+    if not events and after == 0 and store.find_function(name) is None:
+        raise NotFoundError(f"function {name!r} not found")
+    return web.json_response({"events": [
+        {"id": e.id, "time": _iso(e.time), "kind": e.kind, "message": e.message,
+         "replica": e.replica, "data": e.data} for e in events]})
+
+
+async def function_logs(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    name = request.match_info["name"]
+    store.get_function(name)
+    tail = max(1, min(_int_query(request, "tail", 200), 10000))
+    only = request.query.get("replica")
+    platforms = request.app[SERVICE].platforms
+    out = []
+    for rep in store.list_replicas(name):
+        if only and rep.id != only:
+            continue
+        platform = platforms.get(rep.platform)
+        lines = await platform.logs(replica_ref(rep), tail) if platform else []
+        out.append({"replica": rep.id, "state": rep.state, "lines": lines})
+    if only and not out:
+        raise NotFoundError(f"replica {only!r} of function {name!r} not found")
+    return web.json_response({"replicas": out})
+
+
+async def function_builds(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    name = request.match_info["name"]
+    store.get_function(name)
+    return web.json_response({"builds": [build_json(b) for b in store.list_builds(name)]})
+
+
+async def get_build(request: web.Request) -> web.Response:
+    return web.json_response(build_json(request.app[STORE].get_build(request.match_info["id"])))
+
+
+async def build_log(request: web.Request) -> web.StreamResponse:
+    """The build log; ``?follow=1`` streams it until the build ends (the CLI's progress)."""
+    store = request.app[STORE]
+    build = store.get_build(request.match_info["id"])
+    follow = request.query.get("follow") in ("1", "true")
+    path = Path(build.log_path)
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    await response.prepare(request)
+    offset = 0
+    while True:
+        running = store.get_build(build.id).state == "running"
+        # Read after checking the state, so the lines written before the build ended are sent.
+        chunk = await asyncio.to_thread(_read_from, path, offset)
+        if chunk:
+            offset += len(chunk)
+            await response.write(chunk)
+        if not follow or not running:
+            break
+        await asyncio.sleep(0.1)
+    await response.write_eof()
+    return response
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read()
+    except FileNotFoundError:
+        return b""
+
+
+def _int_query(request: web.Request, key: str, default: int) -> int:
+    raw = request.query.get(key)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise BadRequestError(f"query parameter {key!r} must be an integer") from exc
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/api/functions", list_functions)
+    r.add_post("/api/functions", create_function)
+    r.add_get("/api/functions/{name}", get_function)
+    r.add_put("/api/functions/{name}", update_function)
+    r.add_delete("/api/functions/{name}", delete_function)
+    r.add_get("/api/functions/{name}/events", function_events)
+    r.add_get("/api/functions/{name}/logs", function_logs)
+    r.add_get("/api/functions/{name}/builds", function_builds)
+    r.add_get("/api/functions/{name}/export", export_function)
+    r.add_get("/api/builds/{id}", get_build)
+    r.add_get("/api/builds/{id}/log", build_log)

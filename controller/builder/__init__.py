@@ -1,0 +1,93 @@
+"""The builder: turns (code, spec, platform) into what replicas run, skipping unchanged work.
+
+- process: a cached per-function environment (keyed by the lock hash and build commands);
+- container: an OCI image tagged by the content hash of its build context.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tickrun.functions.errors import BuildError, PlatformError
+from tickrun.functions.spec import FunctionSpec
+
+from ..settings import Settings
+from . import image as image_ctx
+from .engine import Engine
+from .env import ensure_env
+from .hashing import sha256_bytes
+from .wheels import LogFn, resolve
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    content_hash: str
+    cached: bool
+    # process: {"python", "build_dir", "code_dir"}; container: {"image", "code_dir"}
+    artifact: dict[str, Any]
+    duration_s: float
+
+
+class Builder:
+    """Constructor does no I/O; :meth:`build` blocks (run it in a thread)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def engine(self) -> Engine:
+        name = self.settings.engine()
+        if name is None:
+            raise PlatformError(
+                "no container engine found (podman, buildah or docker); install podman or "
+                "deploy with --platform process"
+            )
+        return Engine(name)
+
+    def build(self, spec: FunctionSpec, code_dir: Path, platform: str, log: LogFn,
+              *, code_hash: str) -> BuildResult:
+        t0 = time.monotonic()
+        if platform == "process":
+            result = self._build_process(spec, code_dir, log, code_hash=code_hash)
+        elif platform == "container":
+            result = self._build_image(spec, code_dir, log)
+        else:
+            raise BuildError(f"unknown platform {platform!r}")
+        took = time.monotonic() - t0
+        log(f"build {'cached' if result[1] else 'done'} in {took:.2f} s")
+        return BuildResult(result[0], result[1], result[2], took)
+
+    def _build_process(self, spec: FunctionSpec, code_dir: Path, log: LogFn, *, code_hash: str
+                       ) -> tuple[str, bool, dict[str, Any]]:
+        s = spec.spec
+        wheels = resolve(s.requirements, self.settings.wheels_cache, target="host", log=log)
+        env = ensure_env(wheels, s.build.commands, self.settings.envs_cache, log=log)
+        artifact = {"python": env.python, "build_dir": env.build_dir, "code_dir": str(code_dir)}
+        # Nothing is built for the code itself: the process platform runs it in place.
+        return sha256_bytes(code_hash, env.key), True, artifact
+
+    def _build_image(self, spec: FunctionSpec, code_dir: Path, log: LogFn
+                     ) -> tuple[str, bool, dict[str, Any]]:
+        engine = self.engine()
+        base = spec.spec.build.base_image or self.settings.base_image
+        runtime = resolve(image_ctx.runtime_requirements(), self.settings.wheels_cache,
+                          target="image", log=lambda m: log(f"runtime {m}"))
+        reqs = resolve(spec.spec.requirements, self.settings.wheels_cache, target="image",
+                       log=log)
+        plan = image_ctx.plan(spec, code_dir, base, runtime, reqs)
+        tag = f"localhost/tickrun/{spec.name}:{plan.content_hash[:16]}"
+        artifact = {"image": tag, "code_dir": str(code_dir)}
+        if not spec.spec.build.no_cache and engine.image_exists(tag):
+            log(f"image {tag} is up to date (content hash unchanged); nothing to build")
+            return plan.content_hash, True, artifact
+        ctx = self.settings.builds_dir / spec.name / "context"
+        log(f"writing build context for {tag}")
+        image_ctx.write_context(ctx, plan, code_dir, runtime, reqs)
+        log(f"{engine.name} build {tag} (base {base})")
+        engine.build(ctx, tag, log, no_cache=spec.spec.build.no_cache)
+        return plan.content_hash, False, artifact
+
+
+__all__ = ["BuildResult", "Builder"]

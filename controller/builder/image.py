@@ -1,0 +1,138 @@
+"""The container build context: Containerfile, wheelhouses, tickrun's runtime, function code.
+
+Layer order is chosen for the cache: the venv and tickrun's dependencies first, then the
+function's locked requirements, then ``build.commands``, then tickrun's own code, and the
+function's code last, so a code-only change rebuilds only the last layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import tickrun.functions
+import tickrun.triggers
+from tickrun.functions.spec import FunctionSpec
+
+import tickrun
+
+from .hashing import IGNORED, hash_tree
+from .wheels import Wheelhouse
+
+APP = "/opt/tickrun"
+# tickrun's own runtime dependencies, pinned to the controller's versions so replicas behave as
+# the controller tested them.
+RUNTIME_DISTRIBUTIONS = ("aiohttp", "pydantic", "PyYAML", "nuclio-sdk", "prometheus-client",
+                         "kafka-python", "croniter")
+
+
+def runtime_requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for dist in RUNTIME_DISTRIBUTIONS:
+        try:
+            out.append(f"{dist}=={version(dist)}")
+        except PackageNotFoundError:
+            out.append(dist)
+    return out
+
+
+def runtime_sources() -> dict[str, Path]:
+    """Folders that make up ``tickrun`` inside an image (the controller is not needed there)."""
+    return {
+        "tickrun": Path(tickrun.__file__).parent,
+        "tickrun/functions": Path(tickrun.functions.__path__[0]),
+        "tickrun/triggers": Path(tickrun.triggers.__path__[0]),
+    }
+
+
+def containerfile(spec: FunctionSpec, base_image: str, *, has_requirements: bool) -> str:
+    s = spec.spec
+    lines = [
+        f"FROM {base_image}",
+        f"ENV LANG=C.UTF-8 PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 VIRTUAL_ENV={APP}/venv "
+        f"PATH={APP}/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "
+        f"TICKRUN_BUILD_DIR={APP}/build",
+        f"RUN python3 -m venv {APP}/venv",
+        # COPY the lock first: bind-mount contents are not part of the layer cache key.
+        f"COPY runtime.lock {APP}/runtime.lock",
+        "RUN --mount=type=bind,source=runtime-wheels,target=/tmp/wheels "
+        "pip install --no-index --no-cache-dir --disable-pip-version-check "
+        f"--find-links /tmp/wheels --require-hashes -r {APP}/runtime.lock",
+    ]
+    if has_requirements:
+        lines += [
+            f"COPY requirements.lock {APP}/requirements.lock",
+            "RUN --mount=type=bind,source=wheels,target=/tmp/wheels "
+            "pip install --no-index --no-cache-dir --disable-pip-version-check "
+            f"--find-links /tmp/wheels --require-hashes -r {APP}/requirements.lock",
+        ]
+    lines.append(f"WORKDIR {APP}/build")
+    lines += [f"RUN {cmd}" for cmd in s.build.commands]
+    lines += [
+        f"COPY lib {APP}/lib",
+        f"ENV PYTHONPATH={APP}/lib",
+        f"COPY function {APP}/function",
+        f"WORKDIR {APP}/function",
+        f"LABEL tickrun.function={spec.name}",
+        'CMD ["/bin/sh", "-c", "exec python -m tickrun serve '
+        f'{APP}/function --host 127.0.0.1 --port ${{PORT:-8080}}"]',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    containerfile: str
+    content_hash: str
+
+
+def plan(spec: FunctionSpec, function_dir: Path, base_image: str, runtime: Wheelhouse,
+         requirements: Wheelhouse) -> ImagePlan:
+    """The Containerfile and the content hash of everything that goes into the image."""
+    has_reqs = requirements.lock.stat().st_size > 0
+    text = containerfile(spec, base_image, has_requirements=has_reqs)
+    h = hashlib.sha256()
+    h.update(text.encode())
+    h.update(runtime.lock_hash.encode())
+    h.update(requirements.lock_hash.encode())
+    for rel, src in sorted(runtime_sources().items()):
+        h.update(rel.encode())
+        hash_tree(src, h)
+    hash_tree(function_dir, h)
+    return ImagePlan(text, h.hexdigest())
+
+
+def _link_tree(src: Path, dest: Path) -> None:
+    """Hard-link (or copy across filesystems) a folder's files; wheelhouses are large."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in src.iterdir():
+        target = dest / item.name
+        try:
+            os.link(item, target)
+        except OSError:
+            shutil.copy2(item, target)
+
+
+def write_context(ctx: Path, image_plan: ImagePlan, function_dir: Path, runtime: Wheelhouse,
+                  requirements: Wheelhouse) -> None:
+    if ctx.exists():
+        shutil.rmtree(ctx)
+    ctx.mkdir(parents=True)
+    (ctx / "Containerfile").write_text(image_plan.containerfile, encoding="utf-8")
+    shutil.copy2(runtime.lock, ctx / "runtime.lock")
+    _link_tree(runtime.wheels, ctx / "runtime-wheels")
+    shutil.copy2(requirements.lock, ctx / "requirements.lock")
+    _link_tree(requirements.wheels, ctx / "wheels")
+    ignore = shutil.ignore_patterns(*IGNORED, "*.pyc", "examples")
+    for rel, src in sorted(runtime_sources().items()):
+        dest = ctx / "lib" / rel
+        # the sub-package folders are copied separately, so skip them inside tickrun/
+        shutil.copytree(src, dest, ignore=ignore, dirs_exist_ok=True)
+    shutil.copytree(function_dir, ctx / "function", ignore=shutil.ignore_patterns(*IGNORED))
+    (ctx / "context.json").write_text(json.dumps({"content_hash": image_plan.content_hash}))

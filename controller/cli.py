@@ -1,0 +1,263 @@
+"""Controller verbs: ``controller start``, ``deploy``, ``get functions|function``, ``invoke``,
+``logs``, ``delete``, ``export`` (the nuctl verbs users know)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tickrun.functions.errors import BadRequestError, PlatformError, SpecError
+
+
+def register(sub: Any, get: Any) -> None:
+    ctl = sub.add_parser("controller", help="run the controller (API, builder, gateway)")
+    ctl_sub = ctl.add_subparsers(dest="controller_command", metavar="ACTION")
+    ctl_sub.required = True
+    start = ctl_sub.add_parser("start", help="serve the controller in the foreground")
+    start.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
+    start.add_argument("--port", type=int, default=None, help="port (default 8070; 0 = any)")
+    start.add_argument("--state-dir", default=None, help="state folder (DB, token, logs)")
+    start.add_argument("--platform", choices=("process", "container"), default=None,
+                       help="default platform for new functions")
+    start.set_defaults(func=_start)
+
+    dep = sub.add_parser("deploy", help="build and deploy a function; prints its URL",
+                         description="Upload PATH (a folder with function.yaml), build it, start "
+                         "its replicas and wait until they are ready.")
+    dep.add_argument("path", help="function folder, handler .py or function.yaml")
+    dep.add_argument("-f", "--file", dest="spec", help="function.yaml to use")
+    dep.add_argument("--name", help="override metadata.name")
+    dep.add_argument("--platform", choices=("process", "container"), default=None)
+    dep.add_argument("--replicas", type=int, help="fixed replica count")
+    dep.add_argument("--min", dest="min_replicas", type=int, help="minimum replicas")
+    dep.add_argument("--max", dest="max_replicas", type=int, help="maximum replicas")
+    dep.add_argument("--env", action="append", default=[], metavar="K=V")
+    dep.add_argument("--trigger", action="append", default=[], metavar="NAME=KIND[,k=v…]",
+                     help="add a trigger, e.g. tick=cron,interval=10s")
+    dep.add_argument("--no-wait", action="store_true", help="return once the build started")
+    _client_args(dep)
+    dep.set_defaults(func=_deploy)
+
+    fns = get.add_parser("functions", help="list deployed functions")
+    fns.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    _client_args(fns)
+    fns.set_defaults(func=_get_functions)
+    fn = get.add_parser("function", help="show one function")
+    fn.add_argument("name")
+    fn.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    _client_args(fn)
+    fn.set_defaults(func=_get_function)
+
+    inv = sub.add_parser("invoke", help="call a function through the controller's gateway")
+    inv.add_argument("name")
+    inv.add_argument("-m", "--method", default=None, help="HTTP method (default GET, POST "
+                     "with a body)")
+    inv.add_argument("-b", "--body", default=None, help="request body (@file reads a file)")
+    inv.add_argument("-H", "--header", action="append", default=[], metavar="K:V")
+    inv.add_argument("--path", default="/", help="path below the function's URL")
+    _client_args(inv)
+    inv.set_defaults(func=_invoke)
+
+    logs = sub.add_parser("logs", help="logs of a function's replicas")
+    logs.add_argument("name")
+    logs.add_argument("--tail", type=int, default=200)
+    logs.add_argument("--replica", default=None)
+    _client_args(logs)
+    logs.set_defaults(func=_logs)
+
+    dele = sub.add_parser("delete", help="delete a function and stop its replicas")
+    dele.add_argument("name")
+    _client_args(dele)
+    dele.set_defaults(func=_delete)
+
+    exp = sub.add_parser("export", help="print a deployed function's function.yaml")
+    exp.add_argument("name")
+    _client_args(exp)
+    exp.set_defaults(func=_export)
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-dir", default=None, help=argparse.SUPPRESS)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from .client import ControllerClient
+
+    return ControllerClient.from_env(getattr(args, "state_dir", None))
+
+
+def _start(args: argparse.Namespace) -> int:
+    from .server import run
+    from .settings import Settings
+
+    settings = Settings.from_env(host=args.host, port=args.port, state_dir=args.state_dir,
+                                 default_platform=args.platform)
+    return run(settings)
+
+
+def _parse_trigger(text: str) -> tuple[str, dict[str, Any]]:
+    name, sep, rest = text.partition("=")
+    if not sep or not name:
+        raise BadRequestError(f"--trigger {text!r}: expected NAME=KIND[,key=value…]")
+    kind, *pairs = rest.split(",")
+    trigger: dict[str, Any] = {"kind": kind, "attributes": {}}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise BadRequestError(f"--trigger {text!r}: {pair!r} is not key=value")
+        target = trigger if key in ("maxWorkers", "workerAvailabilityTimeoutMilliseconds") \
+            else trigger["attributes"]
+        target[key] = yaml.safe_load(value)
+    return name, trigger
+
+
+def build_spec(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+    from tickrun.functions.source import resolve_function
+    from tickrun.functions.spec import parse_spec
+
+    code_dir, spec = resolve_function(args.path, args.spec)
+    data = spec.to_yaml_dict()
+    s = data.setdefault("spec", {})
+    if args.name:
+        data["metadata"]["name"] = args.name
+    if args.replicas is not None:
+        s["replicas"] = args.replicas
+        s.pop("minReplicas", None)
+        s.pop("maxReplicas", None)
+    if args.min_replicas is not None or args.max_replicas is not None:
+        s.pop("replicas", None)
+        if args.min_replicas is not None:
+            s["minReplicas"] = args.min_replicas
+        if args.max_replicas is not None:
+            s["maxReplicas"] = args.max_replicas
+    if args.env:
+        env = {e["name"]: e for e in s.get("env", [])}
+        for item in args.env:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise BadRequestError(f"--env {item!r}: expected KEY=VALUE")
+            env[key] = {"name": key, "value": value}
+        s["env"] = list(env.values())
+    for item in args.trigger:
+        name, trigger = _parse_trigger(item)
+        s.setdefault("triggers", {})[name] = trigger
+    parse_spec(data)  # fail here, before uploading, with the field-level message
+    return code_dir, data
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    code_dir, spec = build_spec(args)
+    client = _client(args)
+    t0 = time.monotonic()
+    result = client.deploy(spec, code_dir, platform=args.platform)
+    fn, build = result["function"], result["build"]
+    name = fn["name"]
+    print(f"deploying {name} v{fn['version']} on {fn['platform']} (build {build['id']})",
+          file=sys.stderr)
+    if args.no_wait:
+        return 0
+    for line in client.follow_build(build["id"]):
+        print(f"  {line}", file=sys.stderr)
+    final = client.get_build(build["id"])
+    if final["state"] == "failed":
+        raise PlatformError(f"build of {name} failed: {final['message']} "
+                            f"(full log above; `tickrun get function {name}` for state)")
+    ready = client.wait_ready(name, version=fn["version"])
+    took = time.monotonic() - t0
+    r = ready["replicas"]
+    print(f"{name} ready: {r['ready']}/{r['desired']} replica(s) in {took:.1f} s",
+          file=sys.stderr)
+    print(f"{client.url}{ready['url']}")
+    return 0
+
+
+def _print(data: Any, output: str) -> None:
+    if output == "json":
+        print(json.dumps(data, indent=2))
+    else:
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+
+
+def _table(fns: list[dict[str, Any]]) -> None:
+    rows = [("NAME", "STATE", "PLATFORM", "VERSION", "REPLICAS", "URL")]
+    for f in fns:
+        r = f["replicas"]
+        rows.append((f["name"], f["state"], f["platform"], str(f["version"]),
+                     f"{r['ready']}/{r['desired']}", f["url"]))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _get_functions(args: argparse.Namespace) -> int:
+    fns = _client(args).list_functions()
+    if args.output == "table":
+        _table(fns)
+    else:
+        _print(fns, args.output)
+    return 0
+
+
+def _get_function(args: argparse.Namespace) -> int:
+    fn = _client(args).get_function(args.name)
+    if args.output == "table":
+        _table([fn])
+        if fn["message"]:
+            print(f"message: {fn['message']}")
+        for rep in fn["replicas"]["items"]:
+            print(f"  replica {rep['id']}: {rep['state']} port {rep['port']} "
+                  f"restarts {rep['restarts']}")
+    else:
+        _print(fn, args.output)
+    return 0
+
+
+def _invoke(args: argparse.Namespace) -> int:
+    body: bytes | None = None
+    if args.body is not None:
+        body = Path(args.body[1:]).read_bytes() if args.body.startswith("@") \
+            else args.body.encode()
+    headers = {}
+    for h in args.header:
+        key, sep, value = h.partition(":")
+        if not sep:
+            raise SpecError(f"-H {h!r}: expected KEY:VALUE")
+        headers[key.strip()] = value.strip()
+    if body is not None and "Content-Type" not in headers:
+        stripped = body.lstrip()[:1]
+        headers["Content-Type"] = "application/json" if stripped in (b"{", b"[") \
+            else "text/plain"
+    method = args.method or ("POST" if body is not None else "GET")
+    result = _client(args).invoke(args.name, path=args.path, method=method.upper(), body=body,
+                                  headers=headers)
+    sys.stdout.buffer.write(result.body)
+    if result.body and not result.body.endswith(b"\n") and sys.stdout.isatty():
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+    if result.status >= 400:
+        print(f"HTTP {result.status}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    for rep in _client(args).logs(args.name, tail=args.tail, replica=args.replica):
+        for line in rep["lines"]:
+            print(f"[{rep['replica']}] {line}")
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    _client(args).delete_function(args.name)
+    print(f"deleted {args.name}", file=sys.stderr)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    print(yaml.safe_dump(_client(args).export(args.name), sort_keys=False), end="")
+    return 0

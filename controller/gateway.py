@@ -1,0 +1,131 @@
+"""The gateway: one stable URL per function (``/fn/<name>/…``), balanced over ready replicas.
+
+Least-in-flight with a round-robin tie-break. Small bodies are buffered (cheaper than streaming
+and replayable on another replica if a connection fails); large ones stream both ways.
+X-Request-Id is passed through (or minted), the controller's token never is.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from tickrun.functions.errors import NotFoundError
+
+from .reconciler import Endpoint, Reconciler
+from .store import Store
+
+logger = logging.getLogger(__name__)
+
+BUFFER_LIMIT = 1 << 20
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+              "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length"}
+STRIP_REQUEST = HOP_BY_HOP | {"authorization"}
+
+
+class Gateway:
+    """Constructor does no I/O; :meth:`start` opens the upstream connection pool."""
+
+    def __init__(self, reconciler: Reconciler, store: Store) -> None:
+        self.reconciler = reconciler
+        self.store = store
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=None)
+        self._session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=2.0))
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _pick(self, name: str, exclude: set[str]) -> Endpoint | None:
+        entry = self.reconciler.endpoints.get(name)
+        if entry is None:
+            return None
+        candidates = [e for e in entry.endpoints if e.replica_id not in exclude]
+        if not candidates:
+            return None
+        n = len(candidates)
+        entry.cursor = (entry.cursor + 1) % n
+        best = candidates[entry.cursor]
+        for i in range(1, n):
+            e = candidates[(entry.cursor + i) % n]
+            if e.in_flight < best.in_flight:
+                best = e
+        return best
+
+    def _unavailable(self, name: str) -> web.Response:
+        row = self.store.find_function(name)
+        if row is None:
+            raise NotFoundError(f"function {name!r} not found")
+        detail = f"function {name!r} has no ready replica (state: {row.state}"
+        detail += f"; {row.message})" if row.message else ")"
+        detail += "; try again shortly or see `tickrun get function " + name + "`"
+        return web.json_response({"error": "NoReadyReplica", "detail": detail}, status=503,
+                                 headers={"Retry-After": "1"})
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        tail = request.match_info.get("tail", "")
+        headers = CIMultiDict((k, v) for k, v in request.headers.items()
+                              if k.lower() not in STRIP_REQUEST)
+        if "X-Request-Id" not in headers:
+            headers["X-Request-Id"] = uuid.uuid4().hex
+        headers["X-Forwarded-For"] = request.remote or ""
+        headers["X-Forwarded-Prefix"] = f"/fn/{name}"
+        body: bytes | aiohttp.StreamReader | None = None
+        if request.body_exists:
+            length = request.content_length
+            body = await request.read() if length is not None and length <= BUFFER_LIMIT \
+                else request.content
+        path = "/" + tail
+        if request.query_string:
+            path += "?" + request.query_string
+        tried: set[str] = set()
+        while True:
+            endpoint = self._pick(name, tried)
+            if endpoint is None:
+                if tried:
+                    return web.json_response(
+                        {"error": "BadGateway", "detail": f"no replica of {name!r} answered"},
+                        status=502)
+                return self._unavailable(name)
+            tried.add(endpoint.replica_id)
+            endpoint.in_flight += 1
+            try:
+                return await self._forward(request, endpoint, path, headers, body)
+            except aiohttp.ClientConnectorError:
+                self.reconciler.mark_unready(name, endpoint.replica_id)
+                if not isinstance(body, bytes | None):
+                    return web.json_response(
+                        {"error": "BadGateway", "detail": f"replica of {name!r} unreachable"},
+                        status=502)
+            finally:
+                endpoint.in_flight -= 1
+
+    async def _forward(self, request: web.Request, endpoint: Endpoint, path: str,
+                       headers: CIMultiDict[str], body: bytes | aiohttp.StreamReader | None,
+                       ) -> web.StreamResponse:
+        assert self._session is not None
+        async with self._session.request(request.method, endpoint.url + path, headers=headers,
+                                         data=body, allow_redirects=False) as upstream:
+            out_headers = CIMultiDict((k, v) for k, v in upstream.headers.items()
+                                      if k.lower() not in HOP_BY_HOP)
+            length = upstream.content_length
+            if length is not None and length <= BUFFER_LIMIT:
+                data = await upstream.read()
+                return web.Response(status=upstream.status, headers=out_headers, body=data)
+            response = web.StreamResponse(status=upstream.status, headers=out_headers)
+            if length is not None:
+                response.content_length = length
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response

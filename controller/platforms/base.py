@@ -1,0 +1,101 @@
+"""The platform interface: start, inspect, stop, adopt and read logs of replicas."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything a platform needs to start one replica."""
+
+    function: str
+    replica_id: str
+    revision: str
+    port: int
+    workers: int
+    env: dict[str, str]
+    artifact: dict[str, Any]
+    cpus: float | None = None
+    memory_bytes: int | None = None
+    log_path: str | None = None
+
+
+@dataclass
+class Launched:
+    pid: int | None = None
+    pid_start: int | None = None
+    container: str | None = None
+    log_path: str | None = None
+
+
+@dataclass(frozen=True)
+class ReplicaRef:
+    """What the store remembers about a running replica (enough to find it again)."""
+
+    id: str
+    function: str
+    pid: int | None = None
+    pid_start: int | None = None
+    container: str | None = None
+    log_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Liveness:
+    running: bool
+    exit_code: int | None = None
+    detail: str = ""
+
+
+@dataclass
+class AdoptResult:
+    alive: set[str] = field(default_factory=set)
+    removed_orphans: list[str] = field(default_factory=list)
+
+
+class Platform(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    async def start(self, launch: LaunchSpec) -> Launched: ...
+
+    @abc.abstractmethod
+    async def inspect(self, refs: Sequence[ReplicaRef]) -> dict[str, Liveness]:
+        """Liveness of each replica, by id (one batched look per call)."""
+
+    @abc.abstractmethod
+    async def stop(self, ref: ReplicaRef, timeout_s: float) -> None:
+        """Stop gracefully (SIGTERM, drain), then force; leaves nothing behind."""
+
+    @abc.abstractmethod
+    async def adopt(self, refs: Sequence[ReplicaRef], controller_id: str) -> AdoptResult:
+        """After a controller restart: which recorded replicas still run; remove the ones this
+        controller started but never recorded, so nothing is ever duplicated."""
+
+    @abc.abstractmethod
+    async def logs(self, ref: ReplicaRef, tail: int) -> list[str]: ...
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release platform resources (not the replicas: they outlive the controller)."""
+
+
+# Replicas start the processor directly rather than through `tickrun serve`: the full CLI imports
+# every command module (controller, runs, hub), which costs start-up time and ties a replica to
+# code it never uses.
+_SERVE = (
+    "import sys, os\n"
+    "from tickrun.functions.logs import configure_logging\n"
+    "configure_logging(json_logs=os.environ.get('TICKRUN_LOG_FORMAT', 'json') == 'json', "
+    "level=os.environ.get('TICKRUN_LOG_LEVEL', 'INFO'))\n"
+    "from tickrun.functions.processor import serve\n"
+    "sys.exit(serve(sys.argv[1], host='127.0.0.1', port=int(sys.argv[2]), "
+    "workers=int(sys.argv[3])))\n"
+)
+
+
+def serve_command(python: str, code_dir: str, port: int | str, workers: int) -> list[str]:
+    return [python, "-c", _SERVE, code_dir, str(port), str(workers)]

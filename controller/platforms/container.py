@@ -1,0 +1,160 @@
+"""The container platform: each replica is a podman/docker container of the function's image.
+
+Host networking (each replica binds its own loopback port), ``--init`` so SIGTERM reaches the
+processor, resource limits from the spec, and labels that name the controller, function and
+replica: that is how a restarted controller finds its containers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from tickrun.functions.errors import PlatformError
+
+from ..builder.engine import Engine
+from .base import (
+    AdoptResult,
+    Launched,
+    LaunchSpec,
+    Liveness,
+    Platform,
+    ReplicaRef,
+    serve_command,
+)
+
+LABEL_CONTROLLER = "tickrun.controller"
+LABEL_FUNCTION = "tickrun.function"
+LABEL_REPLICA = "tickrun.replica"
+
+
+def container_name(function: str, replica_id: str) -> str:
+    return f"tickrun-{function}-{replica_id}"[:200]
+
+
+class ContainerPlatform(Platform):
+    name = "container"
+
+    def __init__(self, engine: Engine, controller_id: str = "") -> None:
+        self.engine = engine
+        self.controller_id = controller_id
+
+    async def _run(self, *args: str, timeout_s: float = 60.0, check: bool = True
+                   ) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            self.engine.binary(), *args, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=self.engine.env())
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+        except TimeoutError as exc:
+            proc.kill()
+            await proc.wait()
+            raise PlatformError(f"`{self.engine.name} {args[0]}` timed out") from exc
+        code = proc.returncode or 0
+        stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
+        if check and code != 0:
+            last = (stderr.strip().splitlines() or [""])[-1][:300]
+            raise PlatformError(f"`{self.engine.name} {args[0]}` failed (exit {code}): {last}")
+        return code, stdout, stderr
+
+    async def start(self, launch: LaunchSpec) -> Launched:
+        if not self.engine.can_run:
+            raise PlatformError(f"{self.engine.name} cannot run containers; install podman")
+        name = container_name(launch.function, launch.replica_id)
+        # A container left from an interrupted start under the same name would block the run.
+        await self._run("rm", "-f", name, check=False)
+        args = ["run", "-d", "--name", name, "--init", "--network", "host",
+                "--label", f"{LABEL_CONTROLLER}={self.controller_id}",
+                "--label", f"{LABEL_FUNCTION}={launch.function}",
+                "--label", f"{LABEL_REPLICA}={launch.replica_id}",
+                "--label", f"tickrun.revision={launch.revision}",
+                "-e", f"PORT={launch.port}", "-e", f"TICKRUN_FUNCTION={launch.function}",
+                "-e", f"TICKRUN_REPLICA_ID={launch.replica_id}"]
+        for key, value in launch.env.items():
+            args += ["-e", f"{key}={value}"]
+        if launch.cpus:
+            args += ["--cpus", f"{launch.cpus:g}"]
+        if launch.memory_bytes:
+            args += ["--memory", str(launch.memory_bytes)]
+        args += [launch.artifact["image"],
+                 *serve_command("python", "/opt/tickrun/function", launch.port, launch.workers)]
+        _, out, _ = await self._run(*args, timeout_s=120)
+        return Launched(container=out.strip().splitlines()[-1][:128] if out.strip() else name)
+
+    async def _list(self) -> list[dict[str, Any]]:
+        if self.engine.name == "docker":
+            _, out, _ = await self._run(
+                "ps", "-a", "--filter", f"label={LABEL_CONTROLLER}={self.controller_id}",
+                "--format", "{{json .}}")
+            rows = []
+            for line in out.splitlines():
+                if not line.strip():
+                    continue
+                raw = json.loads(line)
+                pairs = raw.get("Labels", "").split(",")
+                labels = dict(kv.split("=", 1) for kv in pairs if "=" in kv)
+                status = raw.get("Status", "")
+                code = None
+                if status.startswith("Exited ("):
+                    code = int(status[8:status.index(")")])
+                rows.append({"Id": raw.get("ID"), "Labels": labels, "State": raw.get("State"),
+                             "ExitCode": code, "Names": [raw.get("Names")]})
+            return rows
+        _, out, _ = await self._run(
+            "ps", "-a", "--filter", f"label={LABEL_CONTROLLER}={self.controller_id}",
+            "--format", "json")
+        data = json.loads(out or "[]")
+        return data if isinstance(data, list) else []
+
+    async def inspect(self, refs: Sequence[ReplicaRef]) -> dict[str, Liveness]:
+        if not refs:
+            return {}
+        by_replica: dict[str, dict[str, Any]] = {}
+        for row in await self._list():
+            rid = (row.get("Labels") or {}).get(LABEL_REPLICA)
+            if rid:
+                by_replica[rid] = row
+        out: dict[str, Liveness] = {}
+        for ref in refs:
+            found = by_replica.get(ref.id)
+            if found is None:
+                out[ref.id] = Liveness(False, None, "container is gone")
+            elif found.get("State") in ("running", "created", "configured", "initialized"):
+                out[ref.id] = Liveness(True)
+            else:
+                code = found.get("ExitCode")
+                out[ref.id] = Liveness(False, code, f"container {found.get('State')} "
+                                                    f"(exit code {code})")
+        return out
+
+    async def stop(self, ref: ReplicaRef, timeout_s: float) -> None:
+        target = ref.container or container_name(ref.function, ref.id)
+        await self._run("stop", "-t", str(max(1, int(timeout_s))), target,
+                        timeout_s=timeout_s + 30, check=False)
+        await self._run("rm", "-f", target, timeout_s=60, check=False)
+
+    async def adopt(self, refs: Sequence[ReplicaRef], controller_id: str) -> AdoptResult:
+        result = AdoptResult()
+        known = {r.id for r in refs}
+        for row in await self._list():
+            labels = row.get("Labels") or {}
+            rid = labels.get(LABEL_REPLICA, "")
+            running = row.get("State") == "running"
+            if rid in known and running:
+                result.alive.add(rid)
+                continue
+            if rid not in known:
+                target = str(row.get("Id") or (row.get("Names") or [""])[0])
+                await self._run("rm", "-f", target, check=False)
+                result.removed_orphans.append(f"{rid or '?'} ({target[:12]})")
+        return result
+
+    async def logs(self, ref: ReplicaRef, tail: int) -> list[str]:
+        target = ref.container or container_name(ref.function, ref.id)
+        code, out, err = await self._run("logs", "--tail", str(tail), target, check=False)
+        if code != 0:
+            return []
+        # Container logs interleave stdout and stderr; the processor logs to stderr.
+        return (out + err).splitlines()[-tail:]

@@ -1,0 +1,314 @@
+"""The reconciler: keeps each function's replicas at its revision and count, restarts crashed
+replicas with backoff (recording every restart), re-adopts replicas after a controller restart,
+and publishes the ready endpoints the gateway balances over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+from tickrun.functions.errors import TickrunError
+from tickrun.functions.spec import parse_spec
+
+from .platforms.base import LaunchSpec, Liveness, Platform
+from .ports import PortAllocator
+from .service import FunctionService, desired_replicas, replica_ref
+from .settings import Settings
+from .store import FunctionRow, ReplicaRow, Store
+
+logger = logging.getLogger(__name__)
+
+RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+STABLE_AFTER_S = 60.0  # a replica up this long has its backoff reset
+
+
+@dataclass
+class Endpoint:
+    replica_id: str
+    url: str
+    in_flight: int = 0
+
+
+@dataclass
+class FunctionEndpoints:
+    endpoints: list[Endpoint] = field(default_factory=list)
+    cursor: int = 0
+
+
+class Reconciler:
+    """Constructor does no I/O; :meth:`start` adopts replicas and starts the loop."""
+
+    def __init__(self, settings: Settings, store: Store, service: FunctionService,
+                 platforms: dict[str, Platform], controller_id: str) -> None:
+        self.settings = settings
+        self.store = store
+        self.service = service
+        self.platforms = platforms
+        self.controller_id = controller_id
+        self.ports = PortAllocator(*settings.port_range, in_use=self._ports_in_use)
+        self.endpoints: dict[str, FunctionEndpoints] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._wake = asyncio.Event()
+
+    def _ports_in_use(self) -> list[int]:
+        return [r.port for r in self.store.list_replicas()]
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0))
+        await self.adopt()
+        self._task = asyncio.create_task(self._loop(), name="reconciler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._session is not None:
+            await self._session.close()
+
+    # --- adoption -------------------------------------------------------------------------------
+
+    async def adopt(self) -> None:
+        rows = self.store.list_replicas()
+        for name, platform in self.platforms.items():
+            mine = [r for r in rows if r.platform == name]
+            try:
+                result = await platform.adopt([replica_ref(r) for r in mine], self.controller_id)
+            except TickrunError as exc:
+                logger.warning("cannot re-adopt replicas", extra={"platform": name,
+                                                                  "error": exc.message})
+                continue
+            for orphan in result.removed_orphans:
+                logger.warning("removed an unrecorded replica", extra={"replica": orphan})
+            for row in mine:
+                if row.id in result.alive:
+                    # re-probe readiness before routing to it
+                    row.state, row.started_at, row.ready_at = "starting", time.time(), None
+                    self.store.save_replica(row)
+                    self.store.add_event(row.function, "replica_adopted",
+                                         f"replica {row.id} re-adopted after a controller restart",
+                                         replica=row.id)
+                elif row.state != "failed":
+                    row.state, row.restart_at = "failed", 0.0
+                    self.store.save_replica(row)
+                    self.store.add_event(row.function, "replica_lost",
+                                         f"replica {row.id} stopped while the controller was down;"
+                                         " replacing it", replica=row.id)
+
+    # --- loop -----------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("reconcile pass failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.reconcile_interval_s)
+
+    async def tick(self) -> None:
+        functions = [f for f in self.store.list_functions() if f.state != "deleting"]
+        replicas = self.store.list_replicas()
+        by_fn: dict[str, list[ReplicaRow]] = {}
+        for r in replicas:
+            by_fn.setdefault(r.function, []).append(r)
+        liveness: dict[str, Liveness] = {}
+        for name, platform in self.platforms.items():
+            refs = [replica_ref(r) for r in replicas if r.platform == name]
+            if refs:
+                try:
+                    liveness.update(await platform.inspect(refs))
+                except TickrunError as exc:
+                    logger.warning("cannot inspect replicas", extra={"platform": name,
+                                                                     "error": exc.message})
+        await asyncio.gather(*(self._reconcile(fn, by_fn.get(fn.name, []), liveness)
+                               for fn in functions))
+        live_names = {f.name for f in functions}
+        for name in list(self.endpoints):
+            if name not in live_names:
+                del self.endpoints[name]
+
+    async def _reconcile(self, fn: FunctionRow, rows: list[ReplicaRow],
+                         liveness: dict[str, Liveness]) -> None:
+        lock = self.service.lock(fn.name)
+        if lock.locked():
+            return  # a delete is stopping this function's replicas
+        async with lock:
+            await self._reconcile_locked(fn, rows, liveness)
+
+    async def _reconcile_locked(self, fn: FunctionRow, rows: list[ReplicaRow],
+                                liveness: dict[str, Liveness]) -> None:
+        now = time.time()
+        platform = self.platforms.get(fn.platform)
+        # 1. exits and readiness
+        probes = []
+        for row in rows:
+            live = liveness.get(row.id)
+            if row.state in ("starting", "ready") and live is not None and not live.running:
+                await self._on_exit(row, live, now)
+            elif row.state == "starting":
+                probes.append(row)
+        results = await asyncio.gather(*(self._probe(r) for r in probes))
+        for row, ok in zip(probes, results, strict=True):
+            if ok:
+                row.state, row.ready_at = "ready", time.time()
+                self.store.save_replica(row)
+                self.store.add_event(fn.name, "replica_ready", f"replica {row.id} ready on port "
+                                     f"{row.port} after {row.ready_at - row.started_at:.2f} s",
+                                     replica=row.id)
+            elif now - row.started_at > self._ready_timeout(fn):
+                self.store.add_event(fn.name, "replica_unready",
+                                     f"replica {row.id} not ready after "
+                                     f"{self._ready_timeout(fn):.0f} s; restarting", replica=row.id)
+                if platform is not None:
+                    await platform.stop(replica_ref(row), self.settings.stop_timeout_s)
+                await self._on_exit(row, Liveness(False, None, "not ready in time"), now,
+                                    record=False)
+        if platform is None or fn.revision is None or fn.artifact is None:
+            self._publish(fn, rows)
+            return
+        # 2. restarts due
+        current = [r for r in rows if r.revision == fn.revision]
+        old = [r for r in rows if r.revision != fn.revision]
+        desired = desired_replicas(parse_spec(fn.spec))
+        for row in current:
+            if row.state == "failed" and now >= row.restart_at:
+                if sum(1 for r in current if r.state != "failed") < desired:
+                    await self._launch(fn, platform, row)
+                else:
+                    await self._remove(row, platform)
+        # 3. scale to the desired count
+        active = [r for r in current if r.state in ("starting", "ready", "failed")]
+        if len(active) < desired:
+            await asyncio.gather(*(self._launch(fn, platform, None)
+                                   for _ in range(desired - len(active))))
+        elif len(active) > desired:
+            # Failed and not-yet-ready replicas go first, then the newest.
+            order = {"failed": 0, "starting": 1, "ready": 2}
+            extra = sorted(active, key=lambda r: (order[r.state], -r.started_at))
+            for row in extra[: len(active) - desired]:
+                await self._remove(row, platform, reason="scaled down")
+        # 4. retire replicas of older revisions once the new ones serve
+        ready_now = [r for r in self.store.list_replicas(fn.name)
+                     if r.revision == fn.revision and r.state == "ready"]
+        if old and (len(ready_now) >= desired):
+            for row in old:
+                plat = self.platforms.get(row.platform, platform)
+                await self._remove(row, plat, reason="replaced by a new revision")
+        if fn.state == "deploying" and len(ready_now) >= desired:
+            self.store.update_function(fn.name, state="ready", message="")
+            self.store.add_event(fn.name, "ready", f"{len(ready_now)} replica(s) ready")
+        self._publish(fn, self.store.list_replicas(fn.name))
+
+    def _ready_timeout(self, fn: FunctionRow) -> float:
+        spec_timeout = parse_spec(fn.spec).spec.readiness_timeout_s
+        return float(spec_timeout or self.settings.ready_timeout_s)
+
+    async def _probe(self, row: ReplicaRow) -> bool:
+        assert self._session is not None
+        try:
+            async with self._session.get(f"http://127.0.0.1:{row.port}/readyz") as resp:
+                return resp.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    async def _on_exit(self, row: ReplicaRow, live: Liveness, now: float, *,
+                       record: bool = True) -> None:
+        up_s = now - (row.ready_at or row.started_at)
+        failures = 0 if row.ready_at and up_s > STABLE_AFTER_S else row.restarts
+        delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
+        row.state, row.exit_code, row.restart_at = "failed", live.exit_code, now + delay
+        self.store.save_replica(row)
+        if record:
+            self.store.add_event(row.function, "replica_exited",
+                                 f"replica {row.id} {live.detail}; restarting in {delay:g} s",
+                                 replica=row.id, data={"exit_code": live.exit_code,
+                                                       "restart_in_s": delay})
+            logger.warning("replica exited", extra={"function": row.function,
+                                                    "replica": row.id, "detail": live.detail})
+
+    async def _launch(self, fn: FunctionRow, platform: Platform, row: ReplicaRow | None) -> None:
+        spec = parse_spec(fn.spec)
+        restart = row is not None
+        if row is None:
+            rid = uuid.uuid4().hex[:10]
+            row = ReplicaRow(id=rid, function=fn.name, revision=fn.revision or "",
+                             platform=fn.platform, port=0, state="starting", restarts=0,
+                             restart_at=0.0, started_at=time.time())
+        else:
+            # The dead replica's container/process leftovers go before its replacement starts.
+            await platform.stop(replica_ref(row), 1.0)
+            row.restarts += 1
+        row.port = self.ports.allocate()
+        row.state, row.started_at, row.ready_at = "starting", time.time(), None
+        row.pid = row.pid_start = None
+        row.container = None
+        log_path = self.settings.logs_dir / fn.name / f"{row.id}.log"
+        # Recorded before the launch, so a controller crash in between leaves a trace to adopt.
+        self.store.save_replica(row)
+        assert fn.artifact is not None
+        launch = LaunchSpec(
+            function=fn.name, replica_id=row.id, revision=row.revision, port=row.port,
+            workers=spec.spec.workers, env=spec.spec.env_dict(), artifact=fn.artifact,
+            cpus=spec.spec.resources.limits.cpus,
+            memory_bytes=spec.spec.resources.limits.memory_bytes, log_path=str(log_path))
+        try:
+            launched = await platform.start(launch)
+        except TickrunError as exc:
+            row.state, row.restart_at = "failed", time.time() + RESTART_BACKOFF_S[
+                min(row.restarts, len(RESTART_BACKOFF_S) - 1)]
+            self.store.save_replica(row)
+            self.store.add_event(fn.name, "replica_failed", f"replica {row.id} could not start:"
+                                 f" {exc.message}", replica=row.id)
+            return
+        row.pid, row.pid_start = launched.pid, launched.pid_start
+        row.container, row.log_path = launched.container, launched.log_path
+        self.store.save_replica(row)
+        verb = f"restarted (restart #{row.restarts})" if restart else "started"
+        self.store.add_event(fn.name, "replica_restarted" if restart else "replica_started",
+                             f"replica {row.id} {verb} on port {row.port}", replica=row.id,
+                             data={"port": row.port, "pid": row.pid, "container": row.container,
+                                   "restarts": row.restarts})
+
+    async def _remove(self, row: ReplicaRow, platform: Platform, *, reason: str = "") -> None:
+        await platform.stop(replica_ref(row), self.settings.stop_timeout_s)
+        self.store.delete_replica(row.id)
+        if reason:
+            self.store.add_event(row.function, "replica_stopped", f"replica {row.id} {reason}",
+                                 replica=row.id)
+
+    # --- endpoints for the gateway --------------------------------------------------------------
+
+    def _publish(self, fn: FunctionRow, rows: Sequence[ReplicaRow]) -> None:
+        ready = {r.id: f"http://127.0.0.1:{r.port}" for r in rows if r.state == "ready"}
+        entry = self.endpoints.setdefault(fn.name, FunctionEndpoints())
+        keep = [e for e in entry.endpoints if ready.get(e.replica_id) == e.url]
+        have = {e.replica_id for e in keep}
+        keep += [Endpoint(rid, url) for rid, url in ready.items() if rid not in have]
+        entry.endpoints = keep
+
+    def mark_unready(self, function: str, replica_id: str) -> None:
+        """The gateway could not connect: stop routing there until the next probe says ready."""
+        entry = self.endpoints.get(function)
+        if entry is not None:
+            entry.endpoints = [e for e in entry.endpoints if e.replica_id != replica_id]
+        for row in self.store.list_replicas(function):
+            if row.id == replica_id and row.state == "ready":
+                row.state = "starting"
+                row.started_at = time.time()
+                self.store.save_replica(row)
+        self.wake()

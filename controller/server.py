@@ -1,0 +1,58 @@
+"""``tickrun controller start``: serve the controller until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+
+from aiohttp import web
+
+from .app import create_app
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+async def serve(settings: Settings) -> None:
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    await site.start()
+    port = settings.port
+    for addr in runner.addresses:  # the real port when settings.port is 0
+        port = addr[1]
+        break
+    url = f"http://{settings.host}:{port}"
+    # Local CLIs find the controller here (with the token file beside it).
+    tmp = settings.url_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    tmp.replace(settings.url_file)
+    print(json.dumps({"event": "ready", "url": url, "state_dir": str(settings.state_dir)}),
+          flush=True)
+    logger.info("controller listening", extra={"url": url})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        logger.info("controller stopping; replicas keep running and are re-adopted on restart")
+        await runner.cleanup()
+        with contextlib.suppress(OSError):
+            settings.url_file.unlink()
+
+
+def run(settings: Settings) -> int:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(settings))
+    else:
+        uvloop.run(serve(settings))
+    return 0

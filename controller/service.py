@@ -1,0 +1,263 @@
+"""Function lifecycle: create/update → build → deploy → ready | error; get, list, delete.
+
+Deploys return at once with a build id; the build runs in a thread, and the reconciler
+(``reconciler.py``) brings replicas to the function's revision and replica count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+from tickrun.functions.errors import ConflictError, SpecError, TickrunError
+from tickrun.functions.spec import FunctionSpec, parse_spec
+
+from .builder import Builder
+from .builder.hashing import hash_tree, sha256_bytes, unpack
+from .platforms.base import Platform
+from .settings import Settings
+from .store import BuildRow, FunctionRow, ReplicaRow, Store
+
+logger = logging.getLogger(__name__)
+
+PLATFORMS = ("process", "container")
+# Spec fields that only say how many replicas to run: changing them scales, never rebuilds.
+SCALE_FIELDS = ("replicas", "minReplicas", "maxReplicas")
+
+
+def runtime_spec(spec: FunctionSpec) -> dict[str, Any]:
+    """The spec as written into the function's code folder/image (without replica counts)."""
+    data: dict[str, Any] = spec.to_yaml_dict()
+    for key in SCALE_FIELDS:
+        data.get("spec", {}).pop(key, None)
+    return data
+
+
+def desired_replicas(spec: FunctionSpec) -> int:
+    """Replicas to run. The autoscaler's seam: without it, the lower bound (at least 1, since
+    nothing would wake a function scaled to zero)."""
+    lo, hi = spec.spec.replica_bounds()
+    lo, hi = int(lo), int(hi)
+    if hi == 0:
+        return 0
+    return max(lo, 1)
+
+
+class FunctionService:
+    """Constructor does no I/O."""
+
+    def __init__(self, settings: Settings, store: Store, builder: Builder,
+                 platforms: dict[str, Platform]) -> None:
+        self.settings = settings
+        self.store = store
+        self.builder = builder
+        self.platforms = platforms
+        self._builds: dict[str, asyncio.Task[None]] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
+
+    def lock(self, name: str) -> asyncio.Lock:
+        return self.locks.setdefault(name, asyncio.Lock())
+
+    # --- deploy ---------------------------------------------------------------------------------
+
+    async def deploy(self, spec_data: dict[str, Any], code: bytes | None, platform: str | None,
+                     *, name: str | None = None) -> tuple[FunctionRow, BuildRow]:
+        spec = parse_spec(spec_data)
+        if name is not None and spec.name != name:
+            raise SpecError(f"metadata.name {spec.name!r} does not match the URL's {name!r}")
+        existing = self.store.find_function(spec.name)
+        if existing is not None and existing.state == "deleting":
+            raise ConflictError(f"function {spec.name!r} is being deleted; retry in a moment")
+        platform = platform or (existing.platform if existing else self.settings.default_platform)
+        if platform not in PLATFORMS:
+            raise SpecError(f"unknown platform {platform!r}: use one of {', '.join(PLATFORMS)}",
+                            detail=[{"field": "platform", "message": "unknown platform"}])
+        if platform == "container" and "container" not in self.platforms:
+            raise SpecError("the container platform is not available on this controller: no "
+                            "podman or docker found (install podman, or use --platform process)")
+        if code is None:
+            if existing is None:
+                raise SpecError(f"function {spec.name!r} does not exist yet: send its code")
+            code_dir = self.settings.code_dir / spec.name / existing.code_hash
+            code_hash = await asyncio.to_thread(self._rewrite_spec, code_dir, spec)
+        else:
+            code_hash = await asyncio.to_thread(self._store_code, spec, code)
+        now = time.time()
+        if existing is None:
+            row = FunctionRow(name=spec.name, spec=spec.to_yaml_dict(), platform=platform,
+                              version=1, state="building", message="", code_hash=code_hash,
+                              created_at=now, updated_at=now)
+        else:
+            row = existing
+            row.spec, row.platform, row.code_hash = spec.to_yaml_dict(), platform, code_hash
+            row.version += 1
+            row.state, row.message = "building", ""
+        row = self.store.save_function(row)
+        build = self.store.add_build(BuildRow(
+            id=uuid.uuid4().hex[:16], function=spec.name, version=row.version, platform=platform,
+            content_hash="", state="running", cached=False,
+            log_path=str(self.settings.builds_dir / spec.name / "logs" / f"{row.version}.log"),
+            message="", started_at=now))
+        self.store.add_event(spec.name, "deploy", f"version {row.version} on {platform} "
+                             f"(code {code_hash[:12]})", data={"build": build.id})
+        self._start_build(row, build)
+        return row, build
+
+    def _write_spec(self, folder: Path, spec: FunctionSpec) -> None:
+        for old in ("function.yaml", "function.yml"):
+            (folder / old).unlink(missing_ok=True)
+        text = yaml.safe_dump(runtime_spec(spec), sort_keys=False)
+        (folder / "function.yaml").write_text(text, encoding="utf-8")
+
+    def _store_code(self, spec: FunctionSpec, code: bytes) -> str:
+        """Unpack uploaded code (plus the effective spec) into a content-addressed folder."""
+        root = self.settings.code_dir / spec.name
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".upload-", dir=root))
+        try:
+            unpack(code, tmp)
+            self._write_spec(tmp, spec)
+            digest = hash_tree(tmp)
+            final = root / digest
+            if final.exists():
+                shutil.rmtree(tmp)
+            else:
+                tmp.rename(final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return digest
+
+    def _rewrite_spec(self, code_dir: Path, spec: FunctionSpec) -> str:
+        """A spec-only update: same code, new function.yaml (unchanged if only replicas moved)."""
+        if not code_dir.is_dir():
+            raise SpecError(f"the stored code of {spec.name!r} is missing; deploy it again "
+                            "with its code")
+        tmp = Path(tempfile.mkdtemp(prefix=".respec-", dir=code_dir.parent))
+        shutil.rmtree(tmp)
+        shutil.copytree(code_dir, tmp)
+        self._write_spec(tmp, spec)
+        digest = hash_tree(tmp)
+        final = code_dir.parent / digest
+        if final.exists():
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(final)
+        return digest
+
+    def _start_build(self, row: FunctionRow, build: BuildRow) -> None:
+        previous = self._builds.get(row.name)
+        task = asyncio.create_task(self._build(row.name, row.version, build.id, previous),
+                                   name=f"build-{row.name}-{row.version}")
+        self._builds[row.name] = task
+
+    async def _build(self, name: str, version: int, build_id: str,
+                     previous: asyncio.Task[None] | None) -> None:
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])  # one build per function at a time, in order
+        row = self.store.get_function(name)
+        build = self.store.get_build(build_id)
+        spec = parse_spec(row.spec)
+        code_dir = self.settings.code_dir / name / row.code_hash
+        with _open_log(Path(build.log_path)) as log_file:
+            def log(line: str) -> None:
+                log_file.write(line + "\n")
+
+            try:
+                result = await asyncio.to_thread(self.builder.build, spec, code_dir,
+                                                 row.platform, log, code_hash=row.code_hash)
+            except TickrunError as exc:
+                log(f"error: {exc.message}")
+                self._build_failed(name, version, build_id, exc.message)
+                return
+            except Exception as exc:
+                logger.exception("build crashed", extra={"function": name, "build": build_id})
+                log("error: the build crashed; see the controller log")
+                self._build_failed(name, version, build_id, f"build crashed: {type(exc).__name__}")
+                return
+        self.store.update_build(build_id, state="succeeded", cached=result.cached,
+                                content_hash=result.content_hash, finished_at=time.time(),
+                                artifact=json.dumps(result.artifact))
+        current = self.store.find_function(name)
+        if current is None or current.version != version:
+            return  # superseded or deleted while building
+        revision = sha256_bytes(result.content_hash, row.platform,
+                                json.dumps(runtime_spec(spec), sort_keys=True))[:32]
+        self.store.update_function(name, state="deploying", artifact=result.artifact,
+                                   image=result.artifact.get("image"), revision=revision,
+                                   message="")
+        how = "cached" if result.cached else "built"
+        self.store.add_event(name, "build", f"build {build_id} {how} in {result.duration_s:.2f} s",
+                             data={"build": build_id})
+
+    def _build_failed(self, name: str, version: int, build_id: str, message: str) -> None:
+        self.store.update_build(build_id, state="failed", message=message,
+                                finished_at=time.time())
+        current = self.store.find_function(name)
+        if current is not None and current.version == version:
+            # Replicas of the previous revision (if any) keep serving.
+            self.store.update_function(name, state="error", message=f"build failed: {message}")
+        self.store.add_event(name, "build_failed", message, data={"build": build_id})
+
+    async def resume_builds(self) -> None:
+        """Builds interrupted by a controller restart are run again."""
+        for row in self.store.list_functions():
+            if row.state != "building":
+                continue
+            builds = self.store.list_builds(row.name, limit=1)
+            if builds and builds[0].state == "running":
+                build = builds[0]
+            else:
+                build = self.store.add_build(BuildRow(
+                    id=uuid.uuid4().hex[:16], function=row.name, version=row.version,
+                    platform=row.platform, content_hash="", state="running", cached=False,
+                    log_path=str(self.settings.builds_dir / row.name / "logs" /
+                                 f"{row.version}.log"),
+                    message="", started_at=time.time()))
+            self.store.add_event(row.name, "build", "resuming a build interrupted by a "
+                                 "controller restart", data={"build": build.id})
+            self._start_build(row, build)
+
+    # --- delete ---------------------------------------------------------------------------------
+
+    async def delete(self, name: str) -> None:
+        row = self.store.get_function(name)
+        self.store.update_function(name, state="deleting")
+        task = self._builds.pop(name, None)
+        if task is not None:
+            task.cancel()
+        async with self.lock(name):
+            platform = self.platforms.get(row.platform)
+            for rep in self.store.list_replicas(name):
+                plat = self.platforms.get(rep.platform, platform)
+                if plat is not None:
+                    await plat.stop(replica_ref(rep), self.settings.stop_timeout_s)
+                self.store.delete_replica(rep.id)
+            self.store.delete_function(name)
+            self.store.add_event(name, "deleted", "function deleted; all replicas stopped")
+        shutil.rmtree(self.settings.code_dir / name, ignore_errors=True)
+
+    async def stop(self) -> None:
+        for task in self._builds.values():
+            task.cancel()
+        await asyncio.gather(*self._builds.values(), return_exceptions=True)
+
+
+def _open_log(path: Path) -> TextIO:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("a", encoding="utf-8", buffering=1)  # line-buffered: followers see lines
+
+
+def replica_ref(row: ReplicaRow) -> Any:
+    from .platforms.base import ReplicaRef
+
+    return ReplicaRef(id=row.id, function=row.function, pid=row.pid, pid_start=row.pid_start,
+                      container=row.container, log_path=row.log_path)

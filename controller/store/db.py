@@ -1,0 +1,198 @@
+"""The store: one SQLAlchemy engine (SQLite in WAL mode by default), alembic migrations at start.
+
+Calls are short synchronous transactions; the controller runs them on its event loop because a
+local SQLite write in WAL mode takes well under a millisecond.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, delete, event, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+from tickrun.functions.errors import NotFoundError, StoreError
+
+from .models import BuildRow, EventRow, FunctionRow, Meta, ReplicaRow
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL: readers never block the writer; synchronous=NORMAL is durable across a process kill
+    # (only an OS crash can lose the last transactions).
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+class Store:
+    """Constructor does no I/O; :meth:`open` connects and migrates."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+        self._sessions: sessionmaker[Session] | None = None
+
+    def open(self) -> None:
+        if self.url.startswith("sqlite:///"):
+            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            engine = create_engine(self.url)
+            if engine.dialect.name == "sqlite":
+                event.listen(engine, "connect", _sqlite_pragmas)
+            self._engine = engine
+            self.migrate()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open the state store: {type(exc).__name__}") from exc
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def migrate(self) -> None:
+        # alembic logs every plugin it sets up at INFO; only its warnings matter here.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        from alembic import command
+        from alembic.config import Config
+
+        assert self._engine is not None
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with self._engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        if self._sessions is None:
+            raise StoreError("the state store is not open")
+        with self._sessions() as s:
+            try:
+                yield s
+                s.commit()
+            except SQLAlchemyError as exc:
+                s.rollback()
+                raise StoreError(f"state store error: {type(exc).__name__}") from exc
+
+    # --- meta -----------------------------------------------------------------------------------
+
+    def controller_id(self) -> str:
+        """A stable id for this controller's state (labels its containers)."""
+        with self.session() as s:
+            row = s.get(Meta, "controller_id")
+            if row is None:
+                row = Meta(key="controller_id", value=uuid.uuid4().hex[:12])
+                s.add(row)
+            return row.value
+
+    # --- functions ------------------------------------------------------------------------------
+
+    def get_function(self, name: str) -> FunctionRow:
+        with self.session() as s:
+            row = s.get(FunctionRow, name)
+            if row is None:
+                raise NotFoundError(f"function {name!r} not found")
+            return row
+
+    def find_function(self, name: str) -> FunctionRow | None:
+        with self.session() as s:
+            return s.get(FunctionRow, name)
+
+    def list_functions(self) -> Sequence[FunctionRow]:
+        with self.session() as s:
+            return s.scalars(select(FunctionRow).order_by(FunctionRow.name)).all()
+
+    def save_function(self, row: FunctionRow) -> FunctionRow:
+        row.updated_at = time.time()
+        with self.session() as s:
+            return s.merge(row)
+
+    def update_function(self, name: str, **values: Any) -> FunctionRow:
+        with self.session() as s:
+            row = s.get(FunctionRow, name)
+            if row is None:
+                raise NotFoundError(f"function {name!r} not found")
+            for k, v in values.items():
+                setattr(row, k, v)
+            row.updated_at = time.time()
+            return row
+
+    def delete_function(self, name: str) -> None:
+        with self.session() as s:
+            s.execute(delete(ReplicaRow).where(ReplicaRow.function == name))
+            s.execute(delete(FunctionRow).where(FunctionRow.name == name))
+
+    # --- builds ---------------------------------------------------------------------------------
+
+    def add_build(self, row: BuildRow) -> BuildRow:
+        with self.session() as s:
+            s.add(row)
+            return row
+
+    def update_build(self, build_id: str, **values: Any) -> BuildRow:
+        with self.session() as s:
+            row = s.get(BuildRow, build_id)
+            if row is None:
+                raise NotFoundError(f"build {build_id!r} not found")
+            for k, v in values.items():
+                setattr(row, k, v)
+            return row
+
+    def get_build(self, build_id: str) -> BuildRow:
+        with self.session() as s:
+            row = s.get(BuildRow, build_id)
+            if row is None:
+                raise NotFoundError(f"build {build_id!r} not found")
+            return row
+
+    def list_builds(self, function: str, limit: int = 50) -> Sequence[BuildRow]:
+        with self.session() as s:
+            q = (select(BuildRow).where(BuildRow.function == function)
+                 .order_by(BuildRow.started_at.desc()).limit(limit))
+            return s.scalars(q).all()
+
+    # --- replicas -------------------------------------------------------------------------------
+
+    def list_replicas(self, function: str | None = None) -> Sequence[ReplicaRow]:
+        with self.session() as s:
+            q = select(ReplicaRow).order_by(ReplicaRow.started_at)
+            if function is not None:
+                q = q.where(ReplicaRow.function == function)
+            return s.scalars(q).all()
+
+    def save_replica(self, row: ReplicaRow) -> ReplicaRow:
+        with self.session() as s:
+            return s.merge(row)
+
+    def delete_replica(self, replica_id: str) -> None:
+        with self.session() as s:
+            s.execute(delete(ReplicaRow).where(ReplicaRow.id == replica_id))
+
+    # --- events ---------------------------------------------------------------------------------
+
+    def add_event(
+        self, function: str, kind: str, message: str, *, replica: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        with self.session() as s:
+            s.add(EventRow(function=function, kind=kind, message=message, replica=replica,
+                           data=data, time=time.time()))
+
+    def list_events(self, function: str, *, after_id: int = 0, limit: int = 500
+                    ) -> Sequence[EventRow]:
+        with self.session() as s:
+            q = (select(EventRow).where(EventRow.function == function, EventRow.id > after_id)
+                 .order_by(EventRow.id).limit(limit))
+            return s.scalars(q).all()

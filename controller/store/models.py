@@ -1,0 +1,96 @@
+"""The controller's tables: functions, builds, replicas, events (SQLAlchemy 2 declarative)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _now() -> float:
+    return time.time()
+
+
+class Meta(Base):
+    """Key/value facts about this controller (its id, used to label containers it owns)."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class FunctionRow(Base):
+    __tablename__ = "functions"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    platform: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    # building → deploying → ready | error; deleting while replicas stop.
+    state: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text, default="")
+    code_hash: Mapped[str] = mapped_column(String(64))
+    # What replicas run: {"image", "code_dir"} (container) or {"python", "build_dir", "code_dir"}.
+    image: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    artifact: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Hash of everything a replica's behaviour depends on; replicas of another revision are
+    # replaced (rolling) and scaling alone never changes it.
+    revision: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=_now)
+    updated_at: Mapped[float] = mapped_column(Float, default=_now)
+
+
+class BuildRow(Base):
+    __tablename__ = "builds"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    function: Mapped[str] = mapped_column(String(63), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    platform: Mapped[str] = mapped_column(String(16))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))  # running | succeeded | failed
+    cached: Mapped[bool] = mapped_column(Boolean, default=False)
+    artifact: Mapped[str | None] = mapped_column(Text, nullable=True)
+    log_path: Mapped[str] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[float] = mapped_column(Float, default=_now)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class ReplicaRow(Base):
+    __tablename__ = "replicas"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    function: Mapped[str] = mapped_column(
+        String(63), ForeignKey("functions.name", ondelete="CASCADE"), index=True
+    )
+    revision: Mapped[str] = mapped_column(String(64))
+    platform: Mapped[str] = mapped_column(String(16))
+    port: Mapped[int] = mapped_column(Integer)
+    # starting → ready; stopping; failed (exited, waiting for restart).
+    state: Mapped[str] = mapped_column(String(16))
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # /proc start time of pid, so a recycled pid is never mistaken for our replica.
+    pid_start: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    container: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    log_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    restart_at: Mapped[float] = mapped_column(Float, default=0.0)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    started_at: Mapped[float] = mapped_column(Float, default=_now)
+    ready_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_function_id", "function", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    function: Mapped[str] = mapped_column(String(63))
+    time: Mapped[float] = mapped_column(Float, default=_now)
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    replica: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
