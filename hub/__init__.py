@@ -1,1 +1,27 @@
-"""tickrun.hub"""
+"""tickrun.hub: versioned ``hub://`` functions — trainers, market features, backtests, servers.
+
+``tickrun.import_function("hub://auto_trainer:1")`` resolves the newest 1.y.z against private
+hub folders (``$TICKRUN_HUB_PATH``), a remote hub (``$TICKRUN_HUB_URL``) and the bundled
+catalogue, and returns a :class:`HubFunction` to ``.run()`` or ``.deploy()``.
+"""
+
+from __future__ import annotations
+
+from .function import HubFunction, LocalDeployment
+from .resolver import Hub, ItemRef, ResolvedItem, import_function, parse_uri
+from .spec import ItemSpec, load_item
+from .versions import Version, VersionPin
+
+__all__ = [
+    "Hub",
+    "HubFunction",
+    "ItemRef",
+    "ItemSpec",
+    "LocalDeployment",
+    "ResolvedItem",
+    "Version",
+    "VersionPin",
+    "import_function",
+    "load_item",
+    "parse_uri",
+]

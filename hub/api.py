@@ -1,0 +1,74 @@
+"""Serving a hub catalogue over HTTP: ``GET /api/hub`` (the index) and the item files.
+
+The controller mounts this with ``tickrun.hub.api.add_routes(app)``; any tickrun can then use it
+as a remote hub (``TICKRUN_HUB_URL=http://controller:8070``). Only files the index lists are
+served, so a request can never read outside an item's folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .catalogue import BUNDLED_ROOT
+from .sources import API_PATH, LocalSource
+from .versions import Version
+
+HUB_KEY: web.AppKey[list[LocalSource]] = web.AppKey("tickrun.hub.sources", list)
+
+
+def add_routes(
+    app: web.Application,
+    *,
+    roots: Sequence[str | Path] | None = None,
+    prefix: str = API_PATH,
+) -> None:
+    """Serve the hub folders ``roots`` (default: the bundled catalogue) under ``prefix``.
+
+    With several roots the first one wins for a name/version present in more than one.
+    """
+    sources = [LocalSource(r) for r in (roots if roots is not None else [BUNDLED_ROOT])]
+    app[HUB_KEY] = sources
+    app.router.add_get(prefix, _index)
+    app.router.add_get(prefix + "/items/{name}/{version}/{file:.+}", _file)
+
+
+def _merged(sources: list[LocalSource]) -> tuple[dict[str, Any], dict[tuple[str, str], Path]]:
+    items: dict[str, Any] = {}
+    folders: dict[tuple[str, str], Path] = {}
+    for source in sources:
+        for name, entry in source.index()["items"].items():
+            target = items.setdefault(name, {"versions": {}})
+            for version, meta in entry["versions"].items():
+                if version not in target["versions"]:
+                    target["versions"][version] = meta
+                    folders[(name, version)] = source.root / meta["path"]
+    for entry in items.values():
+        ordered = sorted(entry["versions"], key=Version.parse, reverse=True)
+        entry["versions"] = {v: entry["versions"][v] for v in ordered}
+        entry["latest"] = ordered[0]
+    return {"schema": 1, "items": dict(sorted(items.items()))}, folders
+
+
+async def _index(request: web.Request) -> web.Response:
+    index, _ = _merged(request.app[HUB_KEY])
+    return web.json_response(index)
+
+
+async def _file(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    version = request.match_info["version"]
+    file = request.match_info["file"]
+    index, folders = _merged(request.app[HUB_KEY])
+    meta = index["items"].get(name, {}).get("versions", {}).get(version)
+    if meta is None:
+        return web.json_response({"error": "NotFoundError",
+                                  "detail": f"no hub item {name}:{version}"}, status=404)
+    if file not in meta["files"]:
+        return web.json_response({"error": "NotFoundError",
+                                  "detail": f"{name}:{version} has no file {file!r}"}, status=404)
+    return web.FileResponse(folders[(name, version)] / file,
+                            headers={"Cache-Control": "public, max-age=31536000, immutable"})

@@ -1,0 +1,126 @@
+"""The catalogue index: every item version in a hub folder, generated from the item specs.
+
+Layout of a hub folder: ``<root>/<name>/<version folder>/item.yaml`` plus the item's code. The
+version folder's name is free (the version comes from ``item.yaml``); the bundled catalogue uses
+``v1_2_0`` because setuptools skips folders with dots in their names when it builds the wheel,
+and an identifier makes the code importable as ``tickrun.hub.items.<name>.v1_2_0.<module>``.
+
+The index (``index.json``, also what ``/api/hub`` serves) lists, per item and version, the
+summary, the folder and a SHA-256 per file, so a remote client can verify what it caches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tickrun.functions.errors import SpecError
+
+from .spec import ITEM_FILE, ItemSpec, load_item
+from .versions import Version
+
+logger = logging.getLogger(__name__)
+
+INDEX_FILE = "index.json"
+INDEX_SCHEMA = 1
+BUNDLED_ROOT = Path(__file__).resolve().parent / "items"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalItem:
+    spec: ItemSpec
+    folder: Path
+
+    @property
+    def version(self) -> Version:
+        return self.spec.parsed_version
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def scan(root: str | Path) -> list[LocalItem]:
+    """Every valid item version under ``root``; invalid ones are errors, not silently skipped."""
+    base = Path(root)
+    if not base.is_dir():
+        raise SpecError(f"hub folder {base} does not exist")
+    found: list[LocalItem] = []
+    seen: dict[tuple[str, str], Path] = {}
+    for item_file in sorted(base.glob(f"*/*/{ITEM_FILE}")):
+        folder = item_file.parent
+        spec = load_item(folder)
+        if spec.name.replace("-", "_") != folder.parent.name.replace("-", "_"):
+            raise SpecError(
+                f"{item_file}: item name {spec.name!r} does not match its folder "
+                f"{folder.parent.name!r}"
+            )
+        for name in spec.code_files:
+            if not (folder / name).is_file():
+                raise SpecError(f"{item_file}: lists {name!r}, which is missing")
+        key = (spec.name, spec.version)
+        if key in seen:
+            raise SpecError(
+                f"{spec.name} {spec.version} is defined twice: {seen[key]} and {folder}"
+            )
+        seen[key] = folder
+        found.append(LocalItem(spec, folder))
+    return found
+
+
+def build_index(root: str | Path) -> dict[str, Any]:
+    base = Path(root)
+    items: dict[str, dict[str, Any]] = {}
+    for item in scan(base):
+        entry = items.setdefault(item.spec.name, {"versions": {}})
+        files = [ITEM_FILE, *item.spec.code_files]
+        entry["versions"][item.spec.version] = {
+            **item.spec.summary(),
+            "path": item.folder.relative_to(base).as_posix(),
+            "files": {name: file_sha256(item.folder / name) for name in files},
+            "requirements": item.spec.requirements,
+        }
+    for entry in items.values():
+        versions = sorted(entry["versions"], key=Version.parse)
+        entry["latest"] = versions[-1]
+        entry["versions"] = {v: entry["versions"][v] for v in reversed(versions)}
+    return {"schema": INDEX_SCHEMA, "items": dict(sorted(items.items()))}
+
+
+def write_index(root: str | Path) -> Path:
+    """Regenerate ``<root>/index.json`` (``tickrun hub index DIR``)."""
+    index = build_index(root)
+    path = Path(root) / INDEX_FILE
+    path.write_text(json.dumps(index, indent=2, sort_keys=False) + "\n")
+    logger.info("hub index written", extra={"path": str(path), "items": len(index["items"])})
+    return path
+
+
+def validate_index(data: Any, *, source: str) -> dict[str, Any]:
+    """Shape-check an index that came over the network or from the cache."""
+    if (
+        not isinstance(data, dict)
+        or data.get("schema") != INDEX_SCHEMA
+        or not isinstance(data.get("items"), dict)
+    ):
+        raise SpecError(f"{source} is not a tickrun hub index (schema {INDEX_SCHEMA})")
+    for name, entry in data["items"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("versions"), dict):
+            raise SpecError(f"{source}: item {name!r} has no versions")
+        for version, meta in entry["versions"].items():
+            Version.parse(version)
+            if not isinstance(meta, dict) or not isinstance(meta.get("files"), dict):
+                raise SpecError(f"{source}: {name} {version} lists no files")
+            for file in meta["files"]:
+                if not _safe_relative(file):
+                    raise SpecError(f"{source}: {name} {version} has an unsafe file {file!r}")
+    return data
+
+
+def _safe_relative(name: str) -> bool:
+    parts = Path(name).parts
+    return bool(parts) and not Path(name).is_absolute() and ".." not in parts

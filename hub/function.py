@@ -1,0 +1,351 @@
+"""A resolved hub item as something to run (jobs) or deploy (serving items).
+
+Runs go through :func:`tickrun.functions.runs.run_function`, labelled with the item and the
+version that was resolved, so a run made with ``hub://auto_trainer:1`` still says which 1.y.z did
+the work. Each item version's module is imported under its own name, so two versions of one item
+can be used in the same process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import types
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tickrun.functions.errors import HubError, SpecError, TickrunError
+from tickrun.functions.spec import parse_spec
+
+from .catalogue import BUNDLED_ROOT
+from .resolver import ResolvedItem
+from .spec import HandlerSpec, ItemSpec
+
+logger = logging.getLogger(__name__)
+
+LABEL_ITEM = "hub.item"
+LABEL_VERSION = "hub.version"
+LABEL_SOURCE = "hub.source"
+LABEL_HANDLER = "hub.handler"
+
+
+def _runs_api() -> types.ModuleType:
+    try:
+        return importlib.import_module("tickrun.functions.runs")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("tickrun.functions.runs"):
+            return importlib.import_module("tickrun.hub._runs")
+        raise
+
+
+class HubFunction:
+    """``tickrun.import_function("hub://name:1.2")``. Constructor does no I/O."""
+
+    def __init__(self, resolved: ResolvedItem) -> None:
+        self.resolved = resolved
+        self._module: types.ModuleType | None = None
+
+    @property
+    def spec(self) -> ItemSpec:
+        return self.resolved.spec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def version(self) -> str:
+        return self.spec.version
+
+    @property
+    def uri(self) -> str:
+        return self.resolved.uri
+
+    @property
+    def folder(self) -> Path:
+        return self.resolved.folder
+
+    @property
+    def code_path(self) -> Path:
+        return self.folder / f"{self.spec.module}.py"
+
+    def __repr__(self) -> str:
+        return f"HubFunction({self.uri!r}, source={self.resolved.source!r})"
+
+    # --- code ---------------------------------------------------------------------------------
+
+    def module(self) -> types.ModuleType:
+        """The item's Python module (e.g. market_features' feature code for a streaming handler)."""
+        if self._module is None:
+            self._module = _import_item_module(self.spec, self.folder)
+        return self._module
+
+    def handler(self, name: str | None = None) -> Callable[..., Any]:
+        chosen, _spec = self.spec.handler_spec(name)
+        fn = getattr(self.module(), chosen, None)
+        if not callable(fn):
+            raise HubError(f"{self.uri}: module {self.spec.module} has no function {chosen!r}")
+        return fn  # type: ignore[no-any-return]
+
+    # --- jobs ---------------------------------------------------------------------------------
+
+    def run(
+        self,
+        handler: str | None = None,
+        *,
+        params: Mapping[str, Any] | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        local: bool = True,
+        project: str = "default",
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run one handler as a tracked run; returns the runs API's ``RunObject``."""
+        chosen, hspec = self.spec.handler_spec(handler)
+        params = dict(params or {})
+        inputs = dict(inputs or {})
+        check_arguments(self.spec, chosen, hspec, params, inputs)
+        run_labels = {
+            **dict(labels or {}),
+            LABEL_ITEM: self.name,
+            LABEL_VERSION: self.version,
+            LABEL_SOURCE: self.resolved.source,
+            LABEL_HANDLER: chosen,
+        }
+        runs = _runs_api()
+        run_function = runs.run_function
+        target: Any = self.handler(chosen)
+        if not local:
+            accepted = inspect.signature(run_function).parameters
+            if "local" not in accepted:
+                raise HubError(
+                    "this tickrun's run_function runs handlers locally only; use local=True"
+                )
+            # Another process must be able to load the handler, so pass it by file path.
+            target = f"{self.code_path}:{chosen}"
+            kwargs["local"] = False
+        logger.info("hub run", extra={"item": self.name, "version": self.version,
+                                      "handler": chosen, "project": project})
+        return run_function(
+            target,
+            params=params,
+            inputs=inputs,
+            project=project,
+            name=name or f"{self.name}-{chosen}".replace("_", "-"),
+            labels=run_labels,
+            **kwargs,
+        )
+
+    # --- serving ------------------------------------------------------------------------------
+
+    def function_config(
+        self, *, name: str | None = None, env: Mapping[str, str] | None = None,
+        workers: int | None = None,
+    ) -> dict[str, Any]:
+        """The Nuclio ``function.yaml`` (as a dict) that serves this item."""
+        serving = self.spec.serving
+        if self.spec.kind != "serving" or serving is None:
+            raise HubError(f"{self.uri} is a job item; run it with .run(), it has no server")
+        given = dict(env or {})
+        missing = [e.name for e in serving.env if e.required and e.name not in given]
+        if missing:
+            raise HubError(f"{self.uri} needs env {', '.join(missing)} to deploy")
+        merged = {e.name: e.default for e in serving.env if e.default is not None}
+        merged.update(given)
+        fn_name = name or self.name.replace("_", "-")
+        config: dict[str, Any] = {
+            "apiVersion": "nuclio.io/v1",
+            "kind": "NuclioFunction",
+            "metadata": {
+                "name": fn_name,
+                "labels": {"tickrun.io/hub-item": self.name,
+                           "tickrun.io/hub-version": self.version},
+            },
+            "spec": {
+                "description": self.spec.description,
+                "runtime": "python:3.11",
+                "handler": serving.handler,
+                "env": [{"name": k, "value": str(v)} for k, v in merged.items()],
+                "workers": workers or serving.workers,
+                "requirements": list(self.spec.requirements),
+                "triggers": {"http": {"kind": "http", "maxWorkers": serving.max_workers}},
+            },
+        }
+        try:
+            parse_spec(config)
+        except SpecError as exc:
+            raise HubError(f"{self.uri} yields an invalid function spec: {exc.message}") from exc
+        return config
+
+    def export(self, directory: str | Path, **config: Any) -> Path:
+        """Write a deployable function folder (code + function.yaml) to ``directory``."""
+        target = Path(directory)
+        target.mkdir(parents=True, exist_ok=True)
+        spec = self.function_config(**config)
+        for file in self.spec.code_files:
+            dest = target / file
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(self.folder / file, dest)
+        (target / "function.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        return target
+
+    def deploy(
+        self,
+        *,
+        name: str | None = None,
+        env: Mapping[str, str] | None = None,
+        port: int | None = None,
+        workers: int | None = None,
+        directory: str | Path | None = None,
+        ready_timeout_s: float = 60.0,
+    ) -> LocalDeployment:
+        """Serve the item as a local replica (``python -m tickrun serve``); returns its handle."""
+        folder = Path(directory) if directory else Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
+        self.export(folder, name=name, env=env, workers=workers)
+        deployment = LocalDeployment(folder, port=port or free_port())
+        deployment.start(ready_timeout_s=ready_timeout_s)
+        return deployment
+
+
+def check_arguments(
+    item: ItemSpec, handler: str, spec: HandlerSpec, params: dict[str, Any],
+    inputs: dict[str, Any],
+) -> None:
+    """Refuse unknown or missing arguments up front, listing what the handler takes."""
+    known = {p.name for p in spec.parameters}
+    unknown = sorted(k for k in [*params, *inputs] if k not in known)
+    if unknown and not spec.accepts_extra:
+        raise HubError(
+            f"{item.name}:{item.version} {handler}() has no parameter "
+            f"{', '.join(map(repr, unknown))}; parameters: {', '.join(sorted(known)) or 'none'}"
+        )
+    given = set(params) | set(inputs)
+    missing = [p.name for p in spec.parameters if p.required and p.name not in given]
+    if missing:
+        raise HubError(f"{item.name}:{item.version} {handler}() needs {', '.join(missing)}")
+
+
+def _import_item_module(spec: ItemSpec, folder: Path) -> types.ModuleType:
+    path = folder / f"{spec.module}.py"
+    try:
+        relative = folder.resolve().relative_to(BUNDLED_ROOT)
+    except ValueError:
+        relative = None
+    try:
+        if relative is not None and all(p.isidentifier() for p in relative.parts):
+            # Bundled items are real sub-packages: the same module a streaming handler imports.
+            dotted = ".".join(("tickrun.hub.items", *relative.parts, spec.module))
+            return importlib.import_module(dotted)
+        tag = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
+        unique = f"tickrun_hub_item_{spec.name}_{spec.version.replace('.', '_')}_{tag}"
+        if unique in sys.modules:
+            return sys.modules[unique]
+        loader_spec = importlib.util.spec_from_file_location(unique, path)
+        if loader_spec is None or loader_spec.loader is None:
+            raise HubError(f"cannot load {path}")
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.modules[unique] = module
+        try:
+            loader_spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(unique, None)
+            raise
+        return module
+    except TickrunError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise HubError(
+            f"{spec.name}:{spec.version} needs {exc.name!r}, which is not installed "
+            f"(requirements: {', '.join(spec.requirements) or 'none'})"
+        ) from exc
+    except Exception as exc:
+        raise HubError(
+            f"importing {spec.name}:{spec.version} raised {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LocalDeployment:
+    """A serving item running as a local replica. Constructor does no I/O."""
+
+    def __init__(self, directory: Path, *, port: int, host: str = "127.0.0.1") -> None:
+        self.directory = directory
+        self.host = host
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, *, ready_timeout_s: float = 60.0) -> None:
+        log = (self.directory / "replica.log").open("wb")
+        cmd = [sys.executable, "-m", "tickrun", "serve", str(self.directory),
+               "--host", self.host, "--port", str(self.port)]
+        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        log.close()
+        deadline = time.monotonic() + ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = (self.directory / "replica.log").read_text(errors="replace")[-2000:]
+                raise HubError(f"the replica exited with {self.process.returncode}:\n{tail}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as r:  # noqa: S310
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise HubError(f"the replica was not ready within {ready_timeout_s:.0f}s")
+
+    def invoke(self, body: Any = None, *, path: str = "/", timeout_s: float = 30.0) -> Any:
+        data = json.dumps(body).encode()
+        request = urllib.request.Request(  # noqa: S310 - self.url is http://host:port
+            f"{self.url}{path}", data=data, method="POST",
+            headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as r:  # noqa: S310
+                return json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            raise HubError(f"POST {path} answered {exc.code}: {exc.read()[:500]!r}") from exc
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> LocalDeployment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

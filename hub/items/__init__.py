@@ -1,0 +1,1 @@
+"""The bundled hub catalogue: <name>/<version>/item.yaml + code."""

@@ -1,0 +1,278 @@
+"""backtest 1.0.0 — prices + signals (or a model + features) → positions, equity and statistics.
+
+Conventions (what the hand-computed tests check):
+
+- the signal at bar t is known at t's close; the position taken then, ``pos_t``, earns the next
+  bar's return: ``gross_{t+1} = pos_t · (P_{t+1}/P_t - 1)``; nothing is earned on bar 0;
+- a trade at t costs ``fee_rate · |pos_t - pos_{t-1}|`` of equity (``pos_{-1} = 0``), so buying
+  in and selling out each pay the fee once;
+- ``net_t = gross_t - cost_t``; ``equity_t = initial · Π (1 + net)``;
+- Sharpe = mean(net) / std(net, ddof=1) · √periods_per_year over bars 1..n-1;
+- max drawdown = max over t of 1 - equity_t / max_{s≤t} equity_s (a positive fraction);
+- hit rate = share of bars held with a position (pos_{t-1} ≠ 0) whose gross return is > 0;
+- buy-and-hold is the same engine with ``pos_t = 1`` everywhere (one entry fee).
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class BacktestResult:
+    frame: pd.DataFrame  # price, position, gross, cost, net, equity (+ bh_*)
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def positions_from_signals(signals: pd.Series, *, allow_short: bool = False,
+                           threshold: float | None = None) -> pd.Series:
+    """Signals → positions in [-1, 1] ([0, 1] long-only). With ``threshold`` the signal is a
+    probability of "up": long above it, short (or flat) below ``1 - threshold``."""
+    s = pd.to_numeric(signals, errors="coerce").fillna(0.0).astype(float)
+    if threshold is not None:
+        long = (s > threshold).astype(float)
+        short = (s < 1.0 - threshold).astype(float) if allow_short else 0.0
+        return long - short
+    return s.clip(-1.0 if allow_short else 0.0, 1.0)
+
+
+def simulate(prices: pd.Series, positions: pd.Series, *, fee_rate: float = 0.001,
+             initial_capital: float = 1.0) -> pd.DataFrame:
+    p = pd.Series(np.asarray(prices, dtype=float))
+    pos = pd.Series(np.asarray(positions, dtype=float)).fillna(0.0)
+    if len(p) != len(pos):
+        raise ValueError(f"{len(p)} prices but {len(pos)} positions")
+    if len(p) < 2:
+        raise ValueError("a backtest needs at least two bars")
+    if (p <= 0).any() or p.isna().any():
+        raise ValueError("prices must be positive and present")
+    ret = p.pct_change().fillna(0.0)
+    gross = pos.shift(1).fillna(0.0) * ret
+    cost = fee_rate * (pos - pos.shift(1).fillna(0.0)).abs()
+    net = gross - cost
+    equity = initial_capital * (1.0 + net).cumprod()
+    prev_equity = equity.shift(1).fillna(initial_capital)
+    return pd.DataFrame({
+        "price": p, "position": pos, "gross_return": gross, "cost": cost,
+        "net_return": net, "equity": equity, "fees_paid": cost * prev_equity,
+    })
+
+
+def statistics(frame: pd.DataFrame, *, periods_per_year: float = 8760.0,
+               initial_capital: float = 1.0) -> dict[str, float]:
+    net = frame["net_return"].iloc[1:]
+    equity = frame["equity"]
+    std = float(net.std(ddof=1)) if len(net) > 1 else 0.0
+    sharpe = float(net.mean()) / std * math.sqrt(periods_per_year) if std > 0 else 0.0
+    peak = equity.cummax().clip(lower=initial_capital)
+    drawdown = 1.0 - equity / peak
+    held = frame["position"].shift(1).fillna(0.0) != 0
+    hits = (frame["gross_return"] > 0) & held
+    trades = int((frame["position"].diff().fillna(frame["position"]) != 0).sum())
+    years = len(frame) / periods_per_year
+    total = float(equity.iloc[-1] / initial_capital - 1.0)
+    annual = (1.0 + total) ** (1.0 / years) - 1.0 if years > 0 and total > -1.0 else -1.0
+    return {
+        "cumulative_return": total,
+        "annualized_return": float(annual),
+        "sharpe": sharpe,
+        "max_drawdown": float(drawdown.max()),
+        "hit_rate": float(hits.sum() / held.sum()) if held.sum() else 0.0,
+        "trades": float(trades),
+        "fees_paid": float(frame["fees_paid"].sum()),
+        "exposure": float((frame["position"] != 0).mean()),
+        "final_equity": float(equity.iloc[-1]),
+    }
+
+
+def run_backtest(prices: pd.Series, positions: pd.Series, *, fee_rate: float = 0.001,
+                 periods_per_year: float = 8760.0, initial_capital: float = 1.0
+                 ) -> BacktestResult:
+    """Strategy and buy-and-hold side by side; stats of the latter are prefixed ``bh_``."""
+    frame = simulate(prices, positions, fee_rate=fee_rate, initial_capital=initial_capital)
+    stats = statistics(frame, periods_per_year=periods_per_year, initial_capital=initial_capital)
+    hold = simulate(prices, pd.Series(np.ones(len(frame))), fee_rate=fee_rate,
+                    initial_capital=initial_capital)
+    bh = statistics(hold, periods_per_year=periods_per_year, initial_capital=initial_capital)
+    frame["bh_equity"] = hold["equity"].to_numpy()
+    stats.update({f"bh_{k}": v for k, v in bh.items() if k in (
+        "cumulative_return", "annualized_return", "sharpe", "max_drawdown", "final_equity")})
+    stats["excess_return"] = stats["cumulative_return"] - stats["bh_cumulative_return"]
+    return BacktestResult(frame=frame, stats=stats)
+
+
+# --- model-driven signals ---------------------------------------------------------------------
+
+def _model_scores(model: Any, x: pd.DataFrame) -> np.ndarray:
+    if hasattr(model, "predict_proba"):
+        proba = np.asarray(model.predict_proba(x))
+        return proba[:, -1] if proba.ndim == 2 else proba
+    return np.asarray(model.predict(x), dtype=float)
+
+
+def feature_matrix(df: pd.DataFrame, model: Any = None, exclude: Any = ()) -> pd.DataFrame:
+    names = getattr(model, "feature_names_in_", None) if model is not None else None
+    if names is None and model is not None and hasattr(model, "get_booster"):
+        names = model.get_booster().feature_names
+    if names is not None:
+        missing = [c for c in names if c not in df.columns]
+        if missing:
+            raise ValueError(f"the dataset lacks feature(s) the model needs: {missing[:10]}")
+        return df[list(names)]
+    drop = [c for c in exclude if c in df.columns]
+    return df.drop(columns=drop).select_dtypes(include=["number", "bool"])
+
+
+def walk_forward_scores(df: pd.DataFrame, *, model_class: str, label_column: str = "label",
+                        n_splits: int = 5, exclude: Any = (),
+                        class_kwargs: Mapping[str, Any] | None = None) -> pd.Series:
+    """Out-of-sample scores: fold k is predicted by a model fit on folds < k (expanding window).
+    Rows of the first fold have no score (NaN)."""
+    from sklearn.model_selection import TimeSeriesSplit
+
+    module_name, _, attr = model_class.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), attr)
+    x = feature_matrix(df, None, exclude=[label_column, *exclude])
+    y = df[label_column].to_numpy()
+    scores = pd.Series(np.nan, index=df.index)
+    for train_idx, test_idx in TimeSeriesSplit(n_splits=n_splits).split(x):
+        model = cls(**dict(class_kwargs or {}))
+        model.fit(x.iloc[train_idx], y[train_idx])
+        scores.iloc[test_idx] = _model_scores(model, x.iloc[test_idx])
+    return scores
+
+
+def equity_figure(frame: pd.DataFrame, stats: Mapping[str, float], title: str = "") -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1]})
+    x = frame["timestamp"] if "timestamp" in frame.columns else frame.index
+    top.plot(x, frame["equity"], label=f"strategy ({stats['cumulative_return']:+.1%}, "
+             f"Sharpe {stats['sharpe']:.2f})")
+    top.plot(x, frame["bh_equity"], label=f"buy & hold ({stats['bh_cumulative_return']:+.1%}, "
+             f"Sharpe {stats['bh_sharpe']:.2f})", alpha=0.7)
+    top.set_ylabel("equity")
+    top.set_title(title or "equity curve")
+    top.legend(loc="upper left")
+    drawdown = 1.0 - frame["equity"] / frame["equity"].cummax()
+    bottom.fill_between(x, -drawdown, 0, color="tab:red", alpha=0.4)
+    bottom.set_ylabel("drawdown")
+    fig.tight_layout()
+    return fig
+
+
+# --- run-context wiring -----------------------------------------------------------------------
+
+def _frame(item: Any) -> pd.DataFrame | None:
+    if item is None:
+        return None
+    return item.as_df() if hasattr(item, "as_df") else pd.DataFrame(item)
+
+
+def _load_model(uri: Any) -> Any:
+    if not isinstance(uri, str):
+        return uri
+    from tickrun.functions.runs import load_model
+
+    loaded = load_model(uri)
+    return loaded[0] if isinstance(loaded, tuple) else loaded
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def backtest(
+    context: Any,
+    dataset: Any = None,
+    prices: Any = None,
+    model: Any = None,
+    signal_column: str = "signal",
+    price_column: str = "close",
+    timestamp_column: str = "timestamp",
+    label_column: str = "label",
+    threshold: float = 0.5,
+    allow_short: Any = False,
+    fee_rate: float = 0.001,
+    periods_per_year: float = 8760.0,
+    walk_forward_splits: int = 0,
+    model_class: str = "sklearn.linear_model.LogisticRegression",
+    drop_columns: Any = "future_return",
+    **kwargs: Any,
+) -> None:
+    """Backtest signals from ``dataset[signal_column]``, a logged ``model`` over the dataset's
+    features, or (``walk_forward_splits`` > 1) models refit walk-forward on the dataset.
+    Prices come from ``dataset[price_column]`` or the ``prices`` input joined on timestamp."""
+    df = _frame(dataset)
+    if df is None:
+        raise ValueError("backtest needs a dataset input (signals or features)")
+    class_kwargs = {k[len("CLASS_"):]: v for k, v in kwargs.items() if k.startswith("CLASS_")}
+    unknown = [k for k in kwargs if not k.startswith("CLASS_")]
+    if unknown:
+        raise TypeError(f"unexpected parameter(s) {unknown}")
+    if price_column not in df.columns:
+        px = _frame(prices)
+        if px is None or timestamp_column not in df.columns or timestamp_column not in px.columns:
+            raise ValueError(f"no {price_column!r} column in the dataset; give a prices input "
+                             f"that shares its {timestamp_column!r} column")
+        px = px[[timestamp_column, price_column]].copy()
+        px[timestamp_column] = pd.to_datetime(px[timestamp_column], utc=True)
+        df = df.copy()
+        df[timestamp_column] = pd.to_datetime(df[timestamp_column], utc=True)
+        df = df.merge(px, on=timestamp_column, how="inner")
+    if timestamp_column in df.columns:
+        df = df.sort_values(timestamp_column).reset_index(drop=True)
+    exclude = [c for c in [price_column, timestamp_column, signal_column,
+                           *str(drop_columns or "").split(",")] if c]
+    folds = int(walk_forward_splits)
+    mode = "signals"
+    if folds > 1:
+        scores = walk_forward_scores(df, model_class=model_class, label_column=label_column,
+                                     n_splits=folds, exclude=exclude, class_kwargs=class_kwargs)
+        df = df.loc[scores.notna()].reset_index(drop=True)
+        positions = positions_from_signals(scores.dropna().reset_index(drop=True),
+                                           allow_short=_flag(allow_short),
+                                           threshold=float(threshold))
+        mode = "walk_forward"
+    elif model is not None:
+        estimator = _load_model(model)
+        x = feature_matrix(df, estimator, exclude=[label_column, *exclude])
+        positions = positions_from_signals(pd.Series(_model_scores(estimator, x)),
+                                           allow_short=_flag(allow_short),
+                                           threshold=float(threshold))
+        mode = "model"
+    else:
+        if signal_column not in df.columns:
+            raise ValueError(f"the dataset has no {signal_column!r} column and no model is given")
+        positions = positions_from_signals(df[signal_column], allow_short=_flag(allow_short))
+    result = run_backtest(df[price_column], positions, fee_rate=float(fee_rate),
+                          periods_per_year=float(periods_per_year))
+    frame = result.frame
+    if timestamp_column in df.columns:
+        frame.insert(0, "timestamp", df[timestamp_column].to_numpy())
+    context.logger.info_with("backtest done", mode=mode, bars=len(frame), **{
+        k: round(v, 4) for k, v in result.stats.items() if k in ("cumulative_return", "sharpe")})
+    context.log_results({**result.stats, "bars": len(frame)})
+    context.set_label("backtest.mode", mode)
+    context.log_dataset("equity_curve", frame, format="parquet")
+    fig = equity_figure(frame, result.stats, title=f"backtest ({mode})")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    context.log_artifact("equity-curve", body=buf.getvalue(), kind="plot", format="png")

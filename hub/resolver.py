@@ -1,0 +1,184 @@
+"""Resolving ``hub://name[:version]`` against the configured hubs.
+
+Sources, in precedence order when two carry the same version: private hub folders
+(``$TICKRUN_HUB_PATH``, ``os.pathsep``-separated), a remote hub (``$TICKRUN_HUB_URL``, e.g. the
+controller's ``/api/hub``), then the catalogue bundled with tickrun. The newest version matching
+the pin across all of them wins, so a private hub can add versions without hiding the bundled ones.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tickrun.functions.errors import HubError
+
+from .catalogue import BUNDLED_ROOT
+from .sources import LocalSource, RemoteSource, Source, versions_of
+from .spec import ItemSpec, load_item
+from .versions import Version, VersionPin
+
+if TYPE_CHECKING:
+    from .function import HubFunction
+
+SCHEME = "hub://"
+PATH_ENV = "TICKRUN_HUB_PATH"
+URL_ENV = "TICKRUN_HUB_URL"
+CACHE_ENV = "TICKRUN_HUB_CACHE"
+_URI = re.compile(r"^(?P<name>[a-z][a-z0-9_-]*)(?::(?P<pin>[^:/]+))?$")
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRef:
+    name: str
+    pin: VersionPin
+
+    def __str__(self) -> str:
+        return f"{SCHEME}{self.name}" + (f":{self.pin}" if self.pin.parts else "")
+
+
+def parse_uri(uri: str) -> ItemRef:
+    """``hub://name``, ``hub://name:1``, ``hub://name:1.2``, ``hub://name:1.2.0`` (or bare name)."""
+    text = uri.strip()
+    body = text[len(SCHEME):] if text.startswith(SCHEME) else text
+    match = _URI.match(body)
+    if match is None:
+        raise HubError(
+            f"{uri!r} is not a hub reference such as hub://auto_trainer or hub://auto_trainer:1.2"
+        )
+    try:
+        pin = VersionPin.parse(match["pin"])
+    except ValueError as exc:
+        raise HubError(f"{uri!r}: {exc}") from exc
+    return ItemRef(match["name"], pin)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedItem:
+    spec: ItemSpec
+    folder: Path
+    source: str
+    uri: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def version(self) -> str:
+        return self.spec.version
+
+
+def default_cache_dir() -> Path:
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tickrun" / "hub"
+
+
+class Hub:
+    """The set of hubs to resolve against. Constructor does no I/O; indexes load on first use."""
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path] = (),
+        url: str | None = None,
+        *,
+        cache_dir: str | Path | None = None,
+        bundled: bool = True,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        sources: list[Source] = [LocalSource(p) for p in paths]
+        if url:
+            sources.append(RemoteSource(url, self.cache_dir, timeout_s=timeout_s))
+        if bundled:
+            sources.append(LocalSource(BUNDLED_ROOT, label="bundled"))
+        self.sources = sources
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Hub:
+        raw_paths = os.environ.get(PATH_ENV, "")
+        paths = [p for p in raw_paths.split(os.pathsep) if p.strip()]
+        kwargs: dict[str, Any] = {"paths": paths, "url": os.environ.get(URL_ENV) or None}
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    # --- catalogue ----------------------------------------------------------------------------
+
+    def catalogue(self) -> dict[str, dict[str, tuple[Source, dict[str, Any]]]]:
+        """name → version → (source, index entry); earlier sources win a tie."""
+        merged: dict[str, dict[str, tuple[Source, dict[str, Any]]]] = {}
+        for source in self.sources:
+            index = source.index()
+            for name, entry in index["items"].items():
+                versions = merged.setdefault(name, {})
+                for version, meta in entry["versions"].items():
+                    versions.setdefault(version, (source, meta))
+        return merged
+
+    def list_items(self) -> list[dict[str, Any]]:
+        """One row per item: newest version's summary plus every version and its source."""
+        rows = []
+        for name, versions in sorted(self.catalogue().items()):
+            ordered = sorted(versions, key=Version.parse, reverse=True)
+            source, meta = versions[ordered[0]]
+            rows.append({
+                "name": name,
+                "latest": ordered[0],
+                "versions": ordered,
+                "kind": meta.get("kind", "job"),
+                "description": meta.get("description", ""),
+                "categories": meta.get("categories", []),
+                "source": source.label,
+            })
+        return rows
+
+    # --- resolution ---------------------------------------------------------------------------
+
+    def resolve(self, uri: str) -> ResolvedItem:
+        ref = parse_uri(uri)
+        catalogue = self.catalogue()
+        versions = catalogue.get(ref.name)
+        if not versions:
+            known = ", ".join(sorted(catalogue)) or "none"
+            raise HubError(f"no hub item named {ref.name!r}; items: {known}")
+        parsed = {Version.parse(v): v for v in versions}
+        best = ref.pin.best(parsed)
+        if best is None:
+            have = ", ".join(str(v) for v in sorted(parsed, reverse=True))
+            raise HubError(
+                f"{ref.name} has no version matching {ref.pin}; versions: {have}"
+            )
+        version = parsed[best]
+        source, _meta = versions[version]
+        folder = source.fetch(ref.name, version)
+        spec = load_item(folder)
+        if (spec.name, spec.version) != (ref.name, version):
+            raise HubError(
+                f"{folder} holds {spec.name}:{spec.version}, but the index of {source.label} "
+                f"says {ref.name}:{version}"
+            )
+        return ResolvedItem(spec=spec, folder=folder, source=source.label,
+                            uri=f"{SCHEME}{ref.name}:{version}")
+
+    def versions(self, name: str) -> list[Version]:
+        found: set[Version] = set()
+        for source in self.sources:
+            found.update(versions_of(source.index(), name))
+        return sorted(found, reverse=True)
+
+    def import_function(self, uri: str) -> HubFunction:
+        from .function import HubFunction
+
+        return HubFunction(self.resolve(uri))
+
+
+def import_function(uri: str, *, hub: Hub | None = None) -> HubFunction:
+    """``tickrun.import_function("hub://auto_trainer:1")`` → a runnable :class:`HubFunction`."""
+    return (hub or Hub.from_env()).import_function(uri)

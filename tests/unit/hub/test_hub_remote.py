@@ -1,0 +1,131 @@
+"""A remote hub over real loopback HTTP: the catalogue served by ``tickrun.hub.api``, mirrored
+into the local cache, then used offline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from tickrun.functions.errors import HubError
+from tickrun.hub import Hub
+from tickrun.hub.api import add_routes
+
+
+class HubServer:
+    """An aiohttp app serving hub folders from a thread (the resolver's HTTP calls block)."""
+
+    def __init__(self, roots: list[Path] | None) -> None:
+        self.roots = roots
+        self.url = ""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.requests: list[str] = []
+
+    def start(self) -> None:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+
+    async def _start(self) -> None:
+        @web.middleware
+        async def record(request: web.Request, handler):  # type: ignore[no-untyped-def]
+            self.requests.append(request.path)
+            return await handler(request)
+
+        app = web.Application(middlewares=[record])
+        add_routes(app, roots=self.roots)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+@pytest.fixture
+def served_private(private_hub: Path) -> Iterator[HubServer]:
+    server = HubServer([private_hub])
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_api_serves_index_and_files(served_private: HubServer) -> None:
+    with urllib.request.urlopen(f"{served_private.url}/api/hub") as r:
+        index = json.loads(r.read())
+    assert index["items"]["toy"]["latest"] == "2.0.0"
+    with urllib.request.urlopen(f"{served_private.url}/api/hub/items/toy/1.2.0/code.py") as r:
+        assert b'VERSION = "1.2.0"' in r.read()
+    for bad in ("/api/hub/items/toy/1.2.0/../../other/0.1.0/code.py",
+                "/api/hub/items/toy/9.9.9/code.py", "/api/hub/items/toy/1.2.0/secret.txt"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{served_private.url}{bad}")
+        assert err.value.code == 404
+
+
+def test_api_serves_the_bundled_catalogue_by_default() -> None:
+    server = HubServer(None)
+    server.start()
+    try:
+        with urllib.request.urlopen(f"{server.url}/api/hub") as r:
+            index = json.loads(r.read())
+        assert "auto_trainer" in index["items"]
+    finally:
+        server.stop()
+
+
+def test_remote_import_caches_and_then_works_offline(
+    served_private: HubServer, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    hub = Hub(url=served_private.url, cache_dir=cache, bundled=False)
+    fn = hub.import_function("hub://toy:1.2")
+    assert fn.version == "1.2.3"
+    assert fn.folder.is_relative_to(cache)
+    assert fn.module().VERSION == "1.2.3"
+    assert fn.resolved.source.endswith("/api/hub")
+    served_private.stop()  # the hub goes away
+    offline = Hub(url=served_private.url, cache_dir=cache, bundled=False, timeout_s=1)
+    again = offline.import_function("hub://toy:1.2")
+    assert again.version == "1.2.3" and again.folder == fn.folder
+    # an uncached version cannot appear out of thin air
+    with pytest.raises(HubError, match="not in the local cache"):
+        offline.import_function("hub://toy:2")
+
+
+def test_cached_versions_are_not_downloaded_twice(served_private: HubServer,
+                                                  tmp_path: Path) -> None:
+    Hub(url=served_private.url, cache_dir=tmp_path, bundled=False).import_function("toy:1.0.0")
+    downloads = [p for p in served_private.requests if "/items/" in p]
+    Hub(url=served_private.url, cache_dir=tmp_path, bundled=False).import_function("toy:1.0.0")
+    assert [p for p in served_private.requests if "/items/" in p] == downloads
+    assert len(downloads) == 2  # item.yaml + code.py
+
+
+def test_tampered_file_is_refused(served_private: HubServer, private_hub: Path,
+                                  tmp_path: Path) -> None:
+    hub = Hub(url=served_private.url, cache_dir=tmp_path, bundled=False)
+    hub.sources[0].index()  # index (with checksums) fetched before the file changes
+    (private_hub / "toy" / "v2_0_0" / "code.py").write_text("VERSION = 'evil'\n")
+    with pytest.raises(HubError, match="checksum"):
+        hub.import_function("hub://toy:2.0.0")
+
+
+def test_unreachable_hub_with_empty_cache(tmp_path: Path) -> None:
+    hub = Hub(url="http://127.0.0.1:9", cache_dir=tmp_path, bundled=False, timeout_s=1)
+    with pytest.raises(HubError, match="unreachable .* nothing is cached"):
+        hub.import_function("hub://toy")
