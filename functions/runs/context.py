@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from .tracker import RunTracker
 
+_log = logging.getLogger(__name__)
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -125,8 +126,8 @@ class RunContext:
         )
         self._artifacts[key] = rec
         self._tracker.add_artifact(rec)
-        self.logger.debug_with("logged artifact", key=key, kind=kind.value,
-                               size_bytes=info.size_bytes)
+        _log.debug("logged artifact", extra={"uid": self.uid, "key": key, "kind": kind.value,
+                                             "size_bytes": info.size_bytes})
         return rec
 
     def log_artifact(

@@ -133,7 +133,7 @@ class DataItem:
         import pandas as pd
 
         fmt = format or (self.meta.format if self.meta and self.meta.format else "") or self.suffix
-        kind = _READERS.get(fmt)
+        kind = _READERS.get(fmt.removesuffix(".gz"))
         if kind is None:
             raise BadRequestError(
                 f"cannot read {self.key!r} as a table: unknown format {fmt or '(none)'!r}; "
