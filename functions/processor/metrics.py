@@ -1,7 +1,9 @@
 """Prometheus metrics of a processor, aggregated over its worker processes.
 
-The supervisor points ``PROMETHEUS_MULTIPROC_DIR`` at a private folder before any worker imports
-prometheus_client, so every worker writes its own files and ``/metrics`` on any worker sums them.
+Per-event statistics live in :mod:`.stats` (cheap on the hot path). Other metrics — the
+supervisor's restarts, trigger-specific ones — use prometheus_client directly; the supervisor
+points ``PROMETHEUS_MULTIPROC_DIR`` at a private folder before workers start, so ``/metrics`` on
+any worker sums every process's values.
 """
 
 from __future__ import annotations
@@ -13,32 +15,14 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
-    Gauge,
-    Histogram,
     generate_latest,
     multiprocess,
 )
 
-LABELS = ("function", "trigger", "kind")
-LATENCY_BUCKETS_S = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0
-)  # fmt: skip
+from .stats import StatsBook, StatsCollector
 
-EVENTS = Counter("tickrun_events_total", "Events handled, by outcome.", [*LABELS, "outcome"])
-LATENCY = Histogram(
-    "tickrun_event_duration_seconds",
-    "Handler wall time per event.",
-    LABELS,
-    buckets=LATENCY_BUCKETS_S,
-)
-IN_FLIGHT = Gauge(
-    "tickrun_events_in_flight",
-    "Events being handled now.",
-    LABELS,
-    multiprocess_mode="livesum",
-)
-
-OUTCOMES = ("ok", "error", "timeout", "unavailable")
+STATS = StatsBook()
+"""This process's event statistics (see :mod:`.stats`)."""
 
 
 def supervisor_restarts_counter() -> Counter:
@@ -59,9 +43,14 @@ def supervisor_restarts_counter() -> Counter:
 
 
 def render() -> tuple[bytes, str]:
-    """The exposition text for ``/metrics`` and its content type."""
+    """The exposition text for ``/metrics`` and its content type.
+
+    Event statistics come from :data:`STATS`; anything else registered with prometheus_client
+    (trigger-specific metrics such as Kafka lag) is included as well, summed over workers.
+    """
+    registry = CollectorRegistry()
+    registry.register(StatsCollector(STATS))
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    return generate_latest(registry) + generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import TickrunError
 from ..spec import FunctionSpec
+from .stats import STATS_DIR_ENV
 from .worker import CONFIG_ENV, EXIT_CONFIG, READY_DIR_ENV, WorkerConfig
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class Supervisor:
         env[CONFIG_ENV] = config.model_dump_json()
         env["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_dir or ""
         env[READY_DIR_ENV] = self._ready_dir or ""
+        env[STATS_DIR_ENV] = self._metrics_dir or ""
         env.setdefault("TICKRUN_LOG_FORMAT", "json")
         env["PYTHONUNBUFFERED"] = "1"
         slot.proc = subprocess.Popen(

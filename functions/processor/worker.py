@@ -9,6 +9,7 @@ to a worker that cannot serve it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_ENV = "TICKRUN_WORKER_CONFIG"
 READY_DIR_ENV = "TICKRUN_READY_DIR"
+STATS_FLUSH_INTERVAL_S = 1.0
 EXIT_CONFIG = 78  # EX_CONFIG: the function cannot start; restarting will not help
 EXIT_RESTART = 75  # EX_TEMPFAIL: the worker asks to be replaced (e.g. every slot stuck)
 
@@ -68,6 +70,7 @@ class Worker:
         self._started = False
         self._draining = False
         self._stopped = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
         self.exit_code = 0
 
     @property
@@ -135,6 +138,7 @@ class Worker:
         site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_port=True)
         await site.start()
         self._started = True
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_stats())
         ready_dir = os.environ.get(READY_DIR_ENV)
         if ready_dir:  # tells the supervisor this worker is bound and serving
             Path(ready_dir, str(os.getpid())).touch()
@@ -168,7 +172,19 @@ class Worker:
                 await t.stop(timeout)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._flusher is not None:
+            self._flusher.cancel()
+        with contextlib.suppress(OSError):
+            metrics.STATS.flush()
         self._stopped.set()
+
+    async def _flush_stats(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_FLUSH_INTERVAL_S)
+            try:
+                metrics.STATS.flush()
+            except OSError as exc:  # a full disk must not take the worker down
+                logger.warning("cannot write event statistics", extra={"error": str(exc)})
 
     def _on_stuck(self) -> None:
         logger.error(

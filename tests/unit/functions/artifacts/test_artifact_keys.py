@@ -24,8 +24,21 @@ def test_valid_keys_are_kept(key: str) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["", "/etc/passwd", "../x", "a/../../b", "a/./b", "a//b", ".hidden", "a\\b", "C:\\x",
-     "a/\x00b", "a b", "a/", "~/x"],
+    [
+        "",
+        "/etc/passwd",
+        "../x",
+        "a/../../b",
+        "a/./b",
+        "a//b",
+        ".hidden",
+        "a\\b",
+        "C:\\x",
+        "a/\x00b",
+        "a b",
+        "a/",
+        "~/x",
+    ],
 )
 def test_bad_keys_are_refused(key: str) -> None:
     with pytest.raises(ArtifactKeyError) as exc:
@@ -80,11 +93,13 @@ def test_open_store_picks_backend_without_io(tmp_path: Path) -> None:
 
 
 def test_s3_settings_from_env_hide_secrets() -> None:
-    s = S3Settings.from_env({
-        "TICKRUN_S3_ENDPOINT": "http://127.0.0.1:9000",
-        "TICKRUN_S3_ACCESS_KEY": "AKIAEXAMPLE",
-        "TICKRUN_S3_SECRET_KEY": "supersecretvalue",
-    })
+    s = S3Settings.from_env(
+        {
+            "TICKRUN_S3_ENDPOINT": "http://127.0.0.1:9000",
+            "TICKRUN_S3_ACCESS_KEY": "AKIAEXAMPLE",
+            "TICKRUN_S3_SECRET_KEY": "supersecretvalue",
+        }
+    )
     assert s.endpoint == "127.0.0.1:9000"
     assert s.secure is False
     assert "supersecretvalue" not in repr(s)

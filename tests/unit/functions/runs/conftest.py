@@ -14,8 +14,12 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private TICKRUN_HOME so nothing touches ~/.tickrun."""
     h = tmp_path / "home"
     monkeypatch.setenv("TICKRUN_HOME", str(h))
-    for var in ("TICKRUN_CONTROLLER_URL", "TICKRUN_DB_URL", "TICKRUN_ARTIFACT_PATH",
-                "TICKRUN_TOKEN"):
+    for var in (
+        "TICKRUN_CONTROLLER_URL",
+        "TICKRUN_DB_URL",
+        "TICKRUN_ARTIFACT_PATH",
+        "TICKRUN_TOKEN",
+    ):
         monkeypatch.delenv(var, raising=False)
     return h
 

@@ -19,11 +19,15 @@ def ref(name: str) -> str:
 def frame() -> pd.DataFrame:
     rng = np.random.default_rng(7)
     x = rng.normal(size=(200, 3))
-    return pd.DataFrame({
-        "f0": x[:, 0], "f1": x[:, 1], "f2": x[:, 2],
-        "label": (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int),
-        "name": [f"row{i}" for i in range(200)],
-    })
+    return pd.DataFrame(
+        {
+            "f0": x[:, 0],
+            "f1": x[:, 1],
+            "f2": x[:, 2],
+            "label": (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int),
+            "name": [f"row{i}" for i in range(200)],
+        }
+    )
 
 
 def every_kind(context: Any, blob_path: str = "", n_estimators: int = 5) -> dict[str, Any]:
@@ -45,8 +49,13 @@ def every_kind(context: Any, blob_path: str = "", n_estimators: int = 5) -> dict
     context.log_dataset("data", df, format="parquet")
     context.log_dataset("data_csv", df, format="csv")
     sk = LogisticRegression().fit(df[feats], df["label"])
-    context.log_model("sk_model", sk, metrics={"accuracy": sk.score(df[feats], df["label"])},
-                      labels={"algo": "logreg"}, extra_data={"notes": "trained on frame()"})
+    context.log_model(
+        "sk_model",
+        sk,
+        metrics={"accuracy": sk.score(df[feats], df["label"])},
+        labels={"algo": "logreg"},
+        extra_data={"notes": "trained on frame()"},
+    )
     xg = xgboost.XGBClassifier(n_estimators=n_estimators, max_depth=2, n_jobs=1)
     xg.fit(df[feats], df["label"])
     context.log_model("xgb_model", xg, feature_names=feats)
@@ -57,8 +66,7 @@ def every_kind(context: Any, blob_path: str = "", n_estimators: int = 5) -> dict
     return {"done": True}
 
 
-def sweep(context: Any, x: float = 0.0, y: float = 0.0, fail_on: float = -999.0
-          ) -> None:
+def sweep(context: Any, x: float = 0.0, y: float = 0.0, fail_on: float = -999.0) -> None:
     if x == fail_on:
         raise RuntimeError(f"x={x} is cursed")
     context.log_result("score", -((x - 2) ** 2) - (y - 1) ** 2)
@@ -105,9 +113,17 @@ def check_every_kind(run: Any, read_raw: Any = None) -> None:
     assert run.state == "completed", run.error
     kinds = {a.key: a.kind.value for a in run.artifacts}
     assert kinds == {
-        "raw": "file", "text": "file", "blob": "file", "curve": "plot", "table": "table",
-        "data": "dataset", "data_csv": "dataset", "sk_model": "model",
-        "sk_model-notes": "file", "xgb_model": "model", "xgb_booster": "model",
+        "raw": "file",
+        "text": "file",
+        "blob": "file",
+        "curve": "plot",
+        "table": "table",
+        "data": "dataset",
+        "data_csv": "dataset",
+        "sk_model": "model",
+        "sk_model-notes": "file",
+        "xgb_model": "model",
+        "xgb_booster": "model",
     }
     for rec in run.artifacts:
         data = run.artifact(rec.key).get()

@@ -29,8 +29,9 @@ def test_every_artifact_kind_local_round_trip(
 ) -> None:
     blob = tmp_path / "blob.csv.gz"
     blob.write_bytes(gzip.compress(b"a,b\n1,2\n" * 1000))
-    run = run_function(ref("every_kind"), params={"blob_path": str(blob)}, project="unit",
-                       settings=settings, db=db)
+    run = run_function(
+        ref("every_kind"), params={"blob_path": str(blob)}, project="unit", settings=settings, db=db
+    )
     check_every_kind(run, read_raw=lambda target: Path(target).read_bytes())
     assert run.artifact_record("blob").format == "csv.gz"
     assert run.artifact("blob").get() == blob.read_bytes()
@@ -42,24 +43,40 @@ def test_every_artifact_kind_local_round_trip(
     stored = db.get_run(run.uid)
     assert stored.state.value == "completed"
     assert stored.results == run.results
-    assert {a.key for a in db.list_artifacts("unit", uid=run.uid)} == {
-        a.key for a in run.artifacts}
+    assert {a.key for a in db.list_artifacts("unit", uid=run.uid)} == {a.key for a in run.artifacts}
 
 
 def test_params_injected_by_name_and_coerced(settings: TrackingSettings, db: SqlRunDB) -> None:
     seen: dict[str, Any] = {}
 
-    def job(context: RunContext, lr: float = 0.1, depth: int = 2, flag: bool = False,
-            **rest: Any) -> float:
-        seen.update(lr=lr, depth=depth, flag=flag, rest=rest,
-                    via_get=context.get_param("lr"), missing=context.get_param("zz", 7))
+    def job(
+        context: RunContext, lr: float = 0.1, depth: int = 2, flag: bool = False, **rest: Any
+    ) -> float:
+        seen.update(
+            lr=lr,
+            depth=depth,
+            flag=flag,
+            rest=rest,
+            via_get=context.get_param("lr"),
+            missing=context.get_param("zz", 7),
+        )
         return lr * depth
 
-    run = run_function(job, params={"lr": "0.5", "depth": "3", "flag": "true", "extra": 1},
-                       settings=settings, db=db)
+    run = run_function(
+        job,
+        params={"lr": "0.5", "depth": "3", "flag": "true", "extra": 1},
+        settings=settings,
+        db=db,
+    )
     assert run.state == "completed", run.error
-    assert seen == {"lr": 0.5, "depth": 3, "flag": True, "rest": {"extra": 1},
-                    "via_get": "0.5", "missing": 7}
+    assert seen == {
+        "lr": 0.5,
+        "depth": 3,
+        "flag": True,
+        "rest": {"extra": 1},
+        "via_get": "0.5",
+        "missing": 7,
+    }
     assert run.results == {"return": 1.5}
 
 
@@ -82,8 +99,10 @@ def test_inputs_local_csv_parquet_json_gz_and_store(
 ) -> None:
     df = frame()
     paths = {
-        "csv": tmp_path / "d.csv", "csv.gz": tmp_path / "d.csv.gz",
-        "parquet": tmp_path / "d.parquet", "json": tmp_path / "d.json",
+        "csv": tmp_path / "d.csv",
+        "csv.gz": tmp_path / "d.csv.gz",
+        "parquet": tmp_path / "d.parquet",
+        "json": tmp_path / "d.json",
         "json.gz": tmp_path / "d.json.gz",
     }
     df.to_csv(paths["csv"], index=False)
@@ -94,8 +113,12 @@ def test_inputs_local_csv_parquet_json_gz_and_store(
     for p in paths.values():
         assert_frame_equal(DataItem(p).as_df(), df, check_dtype=False)
     first = run_function(ref("every_kind"), settings=settings, db=db)
-    run = run_function(ref("reads_inputs"), settings=settings, db=db,
-                       inputs={"data": first.outputs["data"], "other": str(paths["csv.gz"])})
+    run = run_function(
+        ref("reads_inputs"),
+        settings=settings,
+        db=db,
+        inputs={"data": first.outputs["data"], "other": str(paths["csv.gz"])},
+    )
     assert run.state == "completed", run.error
     assert run.results["rows"] == 200
     assert run.results["cols"] == list(df.columns)
@@ -114,8 +137,9 @@ def test_store_uri_scheme() -> None:
             parse_store_uri(bad)
 
 
-def test_store_uri_of_missing_artifact_is_not_found(settings: TrackingSettings,
-                                                    db: SqlRunDB) -> None:
+def test_store_uri_of_missing_artifact_is_not_found(
+    settings: TrackingSettings, db: SqlRunDB
+) -> None:
     item = DataItem("store://default/nosuchrun/model", db=db)
     with pytest.raises(Exception, match="not found") as exc:
         item.get()
@@ -123,8 +147,7 @@ def test_store_uri_of_missing_artifact_is_not_found(settings: TrackingSettings,
 
 
 @pytest.mark.parametrize("key", ["../evil", "a/b", "/abs", "..", ""])
-def test_traversal_artifact_key_refused(settings: TrackingSettings, db: SqlRunDB,
-                                        key: str) -> None:
+def test_traversal_artifact_key_refused(settings: TrackingSettings, db: SqlRunDB, key: str) -> None:
     errors: list[BaseException] = []
 
     def job(context: RunContext) -> None:
@@ -146,11 +169,13 @@ def test_log_artifact_argument_errors(settings: TrackingSettings, db: SqlRunDB) 
     messages: list[str] = []
 
     def job(context: RunContext) -> None:
-        for call in (lambda: context.log_artifact("k"),
-                     lambda: context.log_artifact("k", b"x", local_path="/etc/hosts"),
-                     lambda: context.log_artifact("k", object()),
-                     lambda: context.log_dataset("k", [1, 2]),
-                     lambda: context.log_model("k", object())):
+        for call in (
+            lambda: context.log_artifact("k"),
+            lambda: context.log_artifact("k", b"x", local_path="/etc/hosts"),
+            lambda: context.log_artifact("k", object()),
+            lambda: context.log_dataset("k", [1, 2]),
+            lambda: context.log_model("k", object()),
+        ):
             try:
                 call()
             except Exception as exc:  # noqa: BLE001
@@ -164,8 +189,9 @@ def test_log_artifact_argument_errors(settings: TrackingSettings, db: SqlRunDB) 
     assert "framework" in messages[4]
 
 
-def test_handler_from_file_reference_errors(settings: TrackingSettings, db: SqlRunDB,
-                                            tmp_path: Path) -> None:
+def test_handler_from_file_reference_errors(
+    settings: TrackingSettings, db: SqlRunDB, tmp_path: Path
+) -> None:
     with pytest.raises(HandlerLoadError, match="does not exist"):
         run_function(str(tmp_path / "nope.py") + ":f", settings=settings, db=db)
     bad = tmp_path / "bad.py"
@@ -186,20 +212,25 @@ def test_async_handler_and_labels(settings: TrackingSettings, db: SqlRunDB) -> N
 
 
 def test_settings_defaults_and_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    env = {"TICKRUN_HOME": str(tmp_path), "TICKRUN_TOKEN": "tok-secret-1",
-           "TICKRUN_CONTROLLER_URL": "http://127.0.0.1:1/"}
+    env = {
+        "TICKRUN_HOME": str(tmp_path),
+        "TICKRUN_TOKEN": "tok-secret-1",
+        "TICKRUN_CONTROLLER_URL": "http://127.0.0.1:1/",
+    }
     s = TrackingSettings.from_env(env)
     assert s.artifact_path == str(tmp_path / "artifacts")
     assert s.db_url == f"sqlite:///{tmp_path / 'runs.db'}"
     assert s.controller_url == "http://127.0.0.1:1"
     assert "tok-secret-1" not in repr(s)
-    s2 = TrackingSettings.from_env({**env, "TICKRUN_DB_URL": "sqlite:////tmp/x.db",
-                                    "TICKRUN_ARTIFACT_PATH": "s3://b/p"})
+    s2 = TrackingSettings.from_env(
+        {**env, "TICKRUN_DB_URL": "sqlite:////tmp/x.db", "TICKRUN_ARTIFACT_PATH": "s3://b/p"}
+    )
     assert s2.controller_url is None and s2.artifact_path == "s3://b/p"
 
 
-def test_results_are_batched_not_written_per_call(settings: TrackingSettings,
-                                                  store: LocalArtifactStore) -> None:
+def test_results_are_batched_not_written_per_call(
+    settings: TrackingSettings, store: LocalArtifactStore
+) -> None:
     class CountingDB(SqlRunDB):
         writes = 0
 

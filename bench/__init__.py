@@ -1,0 +1,1 @@
+"""Benchmarks: each prints tickrun beside a baseline measured in the same run."""

@@ -1,0 +1,151 @@
+"""HTTP throughput and latency: tickrun's processor vs a bare aiohttp app.
+
+Both serve the same no-op handler with the same number of worker processes on one SO_REUSEPORT
+port; the same load generator (wrk) drives each in turn, alternating, in the same run.
+
+    python -m bench.http [--workers 1] [--duration-s 8] [--connections 32] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.processes import ServedFunction, free_port
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Sample:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        raise ValueError(text)
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def wrk(url: str, duration_s: int, connections: int) -> Sample:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{url}: {errors.group(1)} non-2xx responses")
+    return Sample(rps, p50, p99)
+
+
+def wait_http(url: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def start_baseline(workers: int) -> tuple[list[subprocess.Popen[bytes]], str]:
+    port = free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(HERE / "baseline_app.py"), str(port)], stdout=subprocess.DEVNULL
+        )
+        for _ in range(workers)
+    ]
+    url = f"http://127.0.0.1:{port}/"
+    wait_http(url)
+    time.sleep(0.5)
+    return procs, url
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--duration-s", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--handler", default="noop:handler", help="noop:handler or noop:sync_handler"
+    )
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install -y wrk")
+
+    spec = HERE / "noop" / "function.yaml"
+    spec.write_text(
+        "metadata: {name: noop}\nspec:\n"
+        f"  handler: {args.handler}\n"
+        "  triggers: {http: {kind: http, maxWorkers: 64}}\n"
+    )
+    env = {"TICKRUN_LOG_LEVEL": "WARNING"}
+    tickrun = ServedFunction(HERE / "noop", "--workers", str(args.workers), env=env).start()
+    base_procs, base_url = start_baseline(args.workers)
+    results: dict[str, list[Sample]] = {"tickrun": [], "aiohttp": []}
+    try:
+        wrk(tickrun.url + "/", 2, args.connections)  # warm-up both
+        wrk(base_url, 2, args.connections)
+        for r in range(args.rounds):
+            results["tickrun"].append(wrk(tickrun.url + "/", args.duration_s, args.connections))
+            results["aiohttp"].append(wrk(base_url, args.duration_s, args.connections))
+            print(
+                f"round {r + 1}/{args.rounds}: tickrun {results['tickrun'][-1].rps:,.0f} req/s, "
+                f"aiohttp {results['aiohttp'][-1].rps:,.0f} req/s",
+                flush=True,
+            )
+    finally:
+        tickrun.terminate()
+        for p in base_procs:
+            p.send_signal(signal.SIGINT)
+            p.wait(timeout=10)
+        spec.unlink(missing_ok=True)
+
+    med = {
+        k: Sample(
+            statistics.median(s.rps for s in v),
+            statistics.median(s.p50_ms for s in v),
+            statistics.median(s.p99_ms for s in v),
+        )
+        for k, v in results.items()
+    }
+    t, b = med["tickrun"], med["aiohttp"]
+    print()
+    print(
+        f"bench/http  handler={args.handler} workers={args.workers} "
+        f"connections={args.connections} duration={args.duration_s}s x{args.rounds} "
+        f"(medians; wrk -t1; cores={os.cpu_count()})"
+    )
+    print(f"{'':10}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
+    print(f"{'tickrun':10}{t.rps:>12,.0f}{t.p50_ms:>10.2f}{t.p99_ms:>10.2f}")
+    print(f"{'aiohttp':10}{b.rps:>12,.0f}{b.p50_ms:>10.2f}{b.p99_ms:>10.2f}")
+    print(
+        f"{'ratio':10}{t.rps / b.rps:>11.2f}x{t.p50_ms / b.p50_ms:>9.2f}x{t.p99_ms / b.p99_ms:>9.2f}x"
+        "   (goal: throughput >= 0.90x, p99 <= 1.2x)"
+    )
+
+
+if __name__ == "__main__":
+    main()

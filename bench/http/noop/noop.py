@@ -1,0 +1,6 @@
+async def handler(context, event):
+    return "ok"
+
+
+def sync_handler(context, event):
+    return "ok"
