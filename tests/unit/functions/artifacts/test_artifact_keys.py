@@ -5,7 +5,6 @@ import io
 from pathlib import Path
 
 import pytest
-
 from tickrun.functions.artifacts import (
     ArtifactKeyError,
     ArtifactNotFoundError,
