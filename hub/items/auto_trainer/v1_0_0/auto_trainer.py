@@ -56,7 +56,8 @@ def split_kwargs(
     return cls, fit, pred
 
 
-def create_model(model_class: str, class_kwargs: Mapping[str, Any] | None = None) -> Any:
+def create_model(model_class: str, class_kwargs: Mapping[str, Any] | None = None, *,
+                 scale: bool = False) -> Any:
     path = ALIASES.get(model_class, model_class)
     module_name, _, attr = path.rpartition(".")
     if not module_name:
@@ -66,11 +67,25 @@ def create_model(model_class: str, class_kwargs: Mapping[str, Any] | None = None
         cls = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"cannot import model_class {path!r}: {exc}") from exc
-    return cls(**dict(class_kwargs or {}))
+    model = cls(**dict(class_kwargs or {}))
+    if scale:
+        # Linear models on raw features (returns ~1e-3, RSI ~50) converge slowly or not at all.
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        model = make_pipeline(StandardScaler(), model)
+    return model
+
+
+def final_estimator(model: Any) -> Any:
+    steps = getattr(model, "steps", None)
+    return steps[-1][1] if steps else model
 
 
 def framework_of(model: Any) -> str:
-    root = type(model).__module__.split(".")[0]
+    root = type(final_estimator(model)).__module__.split(".")[0]
+    if getattr(model, "steps", None):
+        return "sklearn"  # a pipeline is pickled as a whole
     return {"sklearn": "sklearn", "xgboost": "xgboost"}.get(root, root)
 
 
@@ -178,6 +193,7 @@ def compute_metrics(model: Any, x: pd.DataFrame, y: pd.DataFrame,
 
 
 def feature_importance(model: Any, columns: Sequence[str]) -> pd.Series | None:
+    model = final_estimator(model)
     values = getattr(model, "feature_importances_", None)
     if values is None:
         coef = getattr(model, "coef_", None)
@@ -309,6 +325,7 @@ def train(
     time_ordered: Any = False,
     test_set_key: str = "test_set",
     plots: Any = True,
+    scale: Any = False,
     **kwargs: Any,
 ) -> None:
     """Split, fit, evaluate on the test set, log metrics, plots, the test set and the model."""
@@ -319,7 +336,7 @@ def train(
     x, y = features_and_labels(df, label_columns, drop_columns)
     if y is None:
         raise ValueError(f"label column(s) {as_list(label_columns)} not in the dataset")
-    model = create_model(model_class, class_kwargs)
+    model = create_model(model_class, class_kwargs, scale=_flag(scale))
     classifier = is_classifier(model)
     ordered = _flag(time_ordered)
     do_stratify = (classifier and not ordered) if stratify is None else _flag(stratify)
@@ -335,12 +352,13 @@ def train(
     context.log_results(metrics)
     if _flag(plots):
         _log_figures(context, make_plots(model, x_test, y_test))
-    test_set = pd.concat([x_test, y_test], axis=1)
+    # The whole rows (timestamps included), so a backtest can line the test set up with prices.
+    test_set = df.loc[x_test.index]
     context.log_dataset(test_set_key, test_set, format="parquet")
     context.log_model(
         model_name, model, framework=framework_of(model), metrics=metrics,
-        labels={"model_class": model_class, "task": "classification" if classifier
-                else "regression"},
+        labels={"model_class": model_class, "scaled": str(_flag(scale)).lower(),
+                "task": "classification" if classifier else "regression"},
         feature_names=list(x.columns),
     )
 

@@ -133,7 +133,8 @@ def feature_matrix(df: pd.DataFrame, model: Any = None, exclude: Any = ()) -> pd
 
 def walk_forward_scores(df: pd.DataFrame, *, model_class: str, label_column: str = "label",
                         n_splits: int = 5, exclude: Any = (),
-                        class_kwargs: Mapping[str, Any] | None = None) -> pd.Series:
+                        class_kwargs: Mapping[str, Any] | None = None,
+                        scale: bool = False) -> pd.Series:
     """Out-of-sample scores: fold k is predicted by a model fit on folds < k (expanding window).
     Rows of the first fold have no score (NaN)."""
     from sklearn.model_selection import TimeSeriesSplit
@@ -145,6 +146,11 @@ def walk_forward_scores(df: pd.DataFrame, *, model_class: str, label_column: str
     scores = pd.Series(np.nan, index=df.index)
     for train_idx, test_idx in TimeSeriesSplit(n_splits=n_splits).split(x):
         model = cls(**dict(class_kwargs or {}))
+        if scale:
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+
+            model = make_pipeline(StandardScaler(), model)
         model.fit(x.iloc[train_idx], y[train_idx])
         scores.iloc[test_idx] = _model_scores(model, x.iloc[test_idx])
     return scores
@@ -158,7 +164,11 @@ def equity_figure(frame: pd.DataFrame, stats: Mapping[str, float], title: str = 
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True,
                                       gridspec_kw={"height_ratios": [3, 1]})
-    x = frame["timestamp"] if "timestamp" in frame.columns else frame.index
+    x: Any = frame.index
+    if "timestamp" in frame.columns:
+        # Strings would become one categorical tick per bar (slow and unreadable).
+        stamps = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce")
+        x = stamps if stamps.notna().all() else frame.index
     top.plot(x, frame["equity"], label=f"strategy ({stats['cumulative_return']:+.1%}, "
              f"Sharpe {stats['sharpe']:.2f})")
     top.plot(x, frame["bh_equity"], label=f"buy & hold ({stats['bh_cumulative_return']:+.1%}, "
@@ -212,6 +222,7 @@ def backtest(
     walk_forward_splits: int = 0,
     model_class: str = "sklearn.linear_model.LogisticRegression",
     drop_columns: Any = "future_return",
+    scale: Any = True,
     **kwargs: Any,
 ) -> None:
     """Backtest signals from ``dataset[signal_column]``, a logged ``model`` over the dataset's
@@ -242,7 +253,8 @@ def backtest(
     mode = "signals"
     if folds > 1:
         scores = walk_forward_scores(df, model_class=model_class, label_column=label_column,
-                                     n_splits=folds, exclude=exclude, class_kwargs=class_kwargs)
+                                     n_splits=folds, exclude=exclude, class_kwargs=class_kwargs,
+                                     scale=_flag(scale))
         df = df.loc[scores.notna()].reset_index(drop=True)
         positions = positions_from_signals(scores.dropna().reset_index(drop=True),
                                            allow_short=_flag(allow_short),

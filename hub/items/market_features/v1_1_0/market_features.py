@@ -49,7 +49,8 @@ def _rsi(close: pd.Series, window: int) -> pd.Series:
     loss = (-delta.clip(upper=0)).rolling(window).mean()
     total = gain + loss
     # A flat window (no moves at all) is neutral, not undefined.
-    rsi = 100.0 * gain / total.where(total > 0)
+    # Rolling sums carry rounding (a window of only gains can give 100.0000001): clip.
+    rsi = (100.0 * gain / total.where(total > 0)).clip(0.0, 100.0)
     return rsi.where(total > 0, 50.0).where(total.notna())
 
 
@@ -60,7 +61,7 @@ def _mfi(df: pd.DataFrame, window: int) -> pd.Series:
     positive = flow.where(move > 0, 0.0).rolling(window).sum()
     negative = flow.where(move < 0, 0.0).rolling(window).sum()
     total = positive + negative
-    mfi = 100.0 * positive / total.where(total > 0)
+    mfi = (100.0 * positive / total.where(total > 0)).clip(0.0, 100.0)
     return mfi.where(total > 0, 50.0).where(total.notna() & move.rolling(window).count().eq(window))
 
 
