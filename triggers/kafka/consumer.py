@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 POLL_TIMEOUT_MS = 100
 RECONNECT_BACKOFF_S = (1.0, 30.0)
 FLUSH_TIMEOUT_S = 30.0
-LAG_INTERVAL_S = 2.0
+LAG_INTERVAL_S = 1.0
 
 
 class ConsumerCallbacks(Protocol):
@@ -76,6 +76,7 @@ class ConsumerThread(threading.Thread):
         self._stop_event = threading.Event()
         self._consumer: Any = None
         self._paused: set[Any] = set()
+        self._restart: dict[Any, int] = {}  # revoked partition → first offset not completed
         self._closing = False
         labels = (config.function, config.name)
         self._commit_latency = metrics.COMMIT_LATENCY.labels(*labels)
@@ -169,7 +170,7 @@ class ConsumerThread(threading.Thread):
             ):
                 self.commit()
                 last_commit = now
-            if now - last_lag >= LAG_INTERVAL_S:
+            if now - last_lag >= LAG_INTERVAL_S or last_commit == now:
                 self._report_lag()
                 last_lag = now
 
@@ -236,6 +237,16 @@ class ConsumerThread(threading.Thread):
         if not self._closing:
             self._callbacks.on_revoked(tps)
         self.commit(tps)
+        consumer = self._consumer
+        for tp in tps:
+            # kafka-python 3 keeps the fetch position (and pause flag) of a partition that is
+            # assigned to us again, but the records queued behind the revoked in-flight event
+            # were dropped: remember where to resume, and never leave a partition paused.
+            restart = self._book.restart_point(tp)
+            if restart is not None:
+                self._restart[tp] = restart
+            if tp in self._paused and consumer is not None:
+                consumer.resume(tp)
         self._book.drop(tps)
         self._paused.difference_update(tps)
         for tp in tps:
@@ -250,6 +261,11 @@ class ConsumerThread(threading.Thread):
 
     def partitions_assigned(self, tps: list[TopicPartition]) -> None:
         self._paused.clear()
+        restart, self._restart = self._restart, {}
+        consumer = self._consumer
+        for tp in tps:
+            if tp in restart and consumer is not None:
+                consumer.seek(tp, restart[tp])
         self._callbacks.on_assigned(tps)
         logger.info(
             "kafka partitions assigned",
@@ -270,6 +286,7 @@ class ConsumerThread(threading.Thread):
                 finally:
                     self._book.drop(lost)
                     self._paused.clear()
+        self._restart.clear()  # a new consumer starts from the committed offsets anyway
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             if commit:

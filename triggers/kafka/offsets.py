@@ -93,6 +93,15 @@ class OffsetBook:
             part = self._parts.get(tp)
             return None if part is None else part.position
 
+    def restart_point(self, tp: Hashable) -> int | None:
+        """The first offset of ``tp`` not yet completed (where a new owner must resume), or
+        None when nothing was fetched."""
+        with self._lock:
+            part = self._parts.get(tp)
+            if part is None:
+                return None
+            return part.pending[0] if part.pending else part.position
+
     def drop(self, tps: Iterable[Hashable]) -> None:
         """Forget partitions (revoked): later completions for them are ignored."""
         with self._lock:

@@ -182,19 +182,22 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
             part.wake.set()
 
     async def _settle(self, tps: list[Any], wait_s: float) -> None:
-        """Revoke: drop queued records, let each in-flight event finish (bounded), forget."""
-        tasks = []
-        for tp in tps:
-            part = self._parts.pop(tp, None)
-            if part is not None:
-                part.close()
-                if part.task is not None:
-                    tasks.append(part.task)
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=wait_s or None)
-        for task in pending:
-            task.cancel()
+        """Revoke: drop queued records, let each in-flight event finish (bounded), forget.
+
+        A partition stays registered while its in-flight event finishes, so that event's
+        offset still counts as completed and the revoke commit includes it.
+        """
+        parts = [p for p in (self._parts.get(tp) for tp in tps) if p is not None]
+        for part in parts:
+            part.close()
+        tasks = [p.task for p in parts if p.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=wait_s or None)
+            for task in pending:
+                task.cancel()
+        for part in parts:
+            if self._parts.get(part.tp) is part:
+                del self._parts[part.tp]
 
     async def _run(self, part: _Partition) -> None:
         queue = part.queue

@@ -87,3 +87,16 @@ def test_concurrent_completions_are_consistent() -> None:
         t.join()
     assert book.to_commit() == {TP: n}
     assert book.outstanding(TP) == 0
+
+
+def test_restart_point_is_the_first_unfinished_offset() -> None:
+    book = OffsetBook()
+    assert book.restart_point(TP) is None
+    book.add(TP, [4, 5, 6, 7])
+    assert book.restart_point(TP) == 4
+    book.complete(TP, 4)
+    book.complete(TP, 6)
+    assert book.restart_point(TP) == 5, "6 is done but 5 is not: resume at 5"
+    book.complete(TP, 5)
+    book.complete(TP, 7)
+    assert book.restart_point(TP) == 8

@@ -1,0 +1,165 @@
+"""The Kafka trigger in real ``tickrun serve`` replicas against the real broker: order per
+partition, retry then success, poison → dead-letter topic, outputs, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from tests.peers import KafkaBroker
+from tests.support.kafka_functions import (
+    committed,
+    done,
+    end_offsets,
+    handled,
+    metrics_text,
+    produce,
+    read_topic,
+    serve,
+    wait_for,
+    write_function,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
+
+
+def _names(prefix: str) -> tuple[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    return f"{prefix}-{tag}", f"group-{prefix}-{tag}"
+
+
+def test_order_per_partition_and_everything_committed(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    bs = kafka_broker.bootstrap_servers
+    topic, group = _names("order")
+    kafka_broker.create_topic(topic, partitions=4)
+    n = 2000
+    produce(bs, topic, ({"i": i} for i in range(n)), partition_of=lambda i: i % 4)
+    fn = serve(write_function(tmp_path, brokers=bs, topics=[topic], group=group, num_workers=4))
+    try:
+        wait_for(lambda: len(done(tmp_path)) >= n, 90, f"{n} events handled")
+        wait_for(lambda: committed(bs, group, topic) == {p: n // 4 for p in range(4)}, 30,
+                 "offsets committed up to the end of every partition")
+        text = metrics_text(fn)
+    finally:
+        assert fn.terminate() == 0
+    per_partition: dict[int, list[int]] = defaultdict(list)
+    for h in done(tmp_path):
+        per_partition[h.partition].append(h.offset)
+    assert sorted(per_partition) == [0, 1, 2, 3]
+    for partition, offsets in per_partition.items():
+        assert offsets == list(range(n // 4)), f"partition {partition} out of order"
+    assert f'tickrun_kafka_processed_total{{function="kafka-test",topic="{topic}"' in text
+    assert "tickrun_kafka_commit_duration_seconds_count" in text
+    assert "tickrun_kafka_consumer_lag{" in text, [ln for ln in text.splitlines() if "lag" in ln]
+
+
+def test_handler_failing_twice_then_succeeding(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
+    bs = kafka_broker.bootstrap_servers
+    topic, group = _names("retry")
+    kafka_broker.create_topic(topic, partitions=1)
+    produce(bs, topic, [{"i": 0}, {"i": 1, "fail_times": 2}, {"i": 2}])
+    fn = serve(write_function(tmp_path, brokers=bs, topics=[topic], group=group,
+                              attributes={"maxRetries": 3}))
+    try:
+        wait_for(lambda: len(done(tmp_path)) >= 3, 60, "3 events handled")
+        wait_for(lambda: committed(bs, group, topic) == {0: 3}, 30, "commit of offset 3")
+    finally:
+        fn.terminate()
+    sequence = [(h.kind, h.offset) for h in handled(tmp_path)]
+    assert sequence == [("A", 0), ("D", 0), ("A", 1), ("A", 1), ("A", 1), ("D", 1),
+                        ("A", 2), ("D", 2)], "retries happen in place, in order"
+    assert read_topic(bs, f"{topic}.dlq", expect=1, timeout_s=3) == []
+
+
+def test_poison_message_is_dead_lettered_and_the_partition_moves_on(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    bs = kafka_broker.bootstrap_servers
+    topic, group = _names("poison")
+    dlq = f"{topic}-dead"
+    kafka_broker.create_topic(topic, partitions=2)
+    kafka_broker.create_topic(dlq, partitions=1)
+    bodies = [{"i": i, "poison": i == 3} for i in range(10)]
+    produce(bs, topic, bodies, partition_of=lambda i: 0, key_of=lambda i: f"k{i}".encode(),
+            headers=[("source", b"test")])
+    fn = serve(write_function(tmp_path, brokers=bs, topics=[topic], group=group,
+                              attributes={"maxRetries": 2, "deadLetterTopic": dlq}))
+    try:
+        wait_for(lambda: len(done(tmp_path)) >= 9, 60, "the 9 good events")
+        wait_for(lambda: committed(bs, group, topic).get(0) == 10, 30, "commit past the poison")
+        dead = read_topic(bs, dlq, expect=1)
+        text = metrics_text(fn)
+    finally:
+        fn.terminate()
+    assert [h.offset for h in done(tmp_path)] == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    attempts = [h for h in handled(tmp_path) if h.kind == "A" and h.offset == 3]
+    assert len(attempts) == 3, "one try plus maxRetries=2"
+    assert len(dead) == 1
+    rec = dead[0]
+    assert rec.key == b"k3"
+    assert rec.value == b'{"i": 3, "poison": true}'
+    headers = dict(rec.headers)
+    assert headers["source"] == b"test", "original headers are kept"
+    assert headers["x-tickrun-topic"] == topic.encode()
+    assert headers["x-tickrun-partition"] == b"0"
+    assert headers["x-tickrun-offset"] == b"3"
+    assert headers["x-tickrun-attempts"] == b"3"
+    assert headers["x-tickrun-error"].startswith(b"ValueError: refusing")
+    assert f'tickrun_kafka_dead_lettered_total{{function="kafka-test",topic="{topic}"' in text
+
+
+def test_return_value_is_produced_to_the_output_topic(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    bs = kafka_broker.bootstrap_servers
+    topic, group = _names("out")
+    out = f"{topic}-signals"
+    kafka_broker.create_topic(topic, partitions=1)
+    kafka_broker.create_topic(out, partitions=1)
+    produce(bs, topic, [{"reply": {"signal": "buy", "i": 0}}, {"i": 1},
+                        {"reply": "sell"}], key_of=lambda i: b"BTCUSDT")
+    fn = serve(write_function(tmp_path, brokers=bs, topics=[topic], group=group,
+                              attributes={"outputTopic": out}))
+    try:
+        records = read_topic(bs, out, expect=2)
+    finally:
+        fn.terminate()
+    assert [r.value for r in records] == [b'{"signal":"buy","i":0}', b"sell"], \
+        "dict → JSON, str → text, None → nothing"
+    assert all(r.key == b"BTCUSDT" for r in records)
+    assert dict(records[0].headers)["content-type"] == b"application/json"
+
+
+def test_sigterm_drains_and_commits_what_was_done(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    bs = kafka_broker.bootstrap_servers
+    topic, group = _names("drain")
+    kafka_broker.create_topic(topic, partitions=2)
+    n = 400
+    produce(bs, topic, ({"i": i, "sleep_s": 0.01} for i in range(n)),
+            partition_of=lambda i: i % 2)
+    # A long commit interval: whatever is committed at exit was committed by the drain.
+    fn_dir = write_function(tmp_path, brokers=bs, topics=[topic], group=group, num_workers=2,
+                            attributes={"commitInterval": "60s", "commitBatchSize": 100_000})
+    fn = serve(fn_dir)
+    wait_for(lambda: len(done(tmp_path)) >= 60, 60, "some events handled")
+    assert fn.terminate() == 0
+    first = done(tmp_path)
+    assert len(first) < n, "the replica was stopped mid-stream"
+    high = {p: max(h.offset for h in first if h.partition == p) + 1 for p in (0, 1)}
+    assert committed(bs, group, topic) == high, "every handled event is committed, no more"
+
+    again = serve(fn_dir)
+    try:
+        wait_for(lambda: len(done(tmp_path)) >= n, 90, "the rest handled after restart")
+    finally:
+        again.terminate()
+    keys = [(h.partition, h.offset) for h in done(tmp_path)]
+    assert len(keys) == len(set(keys)) == n, "no event handled twice after a clean drain"
+    assert end_offsets(bs, topic, 2) == committed(bs, group, topic)
