@@ -167,9 +167,16 @@ ensure_podman() {
     t1=$(date +%s)
     if [ -f "$archive" ]; then
         log "podman: loading $BASE_IMAGE from $archive"
-        zstd -q -dc "$archive" | podman load -q >/dev/null
-        log "podman: loaded ($(elapsed "$t1"))"
-    else
+        if zstd -q -dc "$archive" | podman load -q >/dev/null; then
+            log "podman: loaded ($(elapsed "$t1"))"
+        else
+            # A truncated archive (interrupted save, partial CI cache restore) must not wedge
+            # every later run: drop it and rebuild.
+            log "podman: loading failed; deleting the archive and rebuilding"
+            rm -f "$archive"
+        fi
+    fi
+    if [ ! -f "$archive" ]; then
         log "podman: building $BASE_IMAGE with debootstrap (about 2 minutes)"
         TICKRUN_BASE_HASH="$hash" "$REPO/deploy/images/build-base.sh" "$BASE_IMAGE"
         log "podman: built ($(elapsed "$t1")); saving $archive"
