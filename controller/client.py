@@ -34,7 +34,7 @@ _BY_STATUS: dict[int, type[TickrunError]] = {400: SpecError, 401: AuthError, 404
 @dataclass
 class Invocation:
     status: int
-    headers: dict[str, str]
+    headers: dict[str, str]  # names lower-cased (HTTP header names are case-insensitive)
     body: bytes
 
 
@@ -179,8 +179,12 @@ class ControllerClient:
             url, data=body, method=method, headers=hdrs)
         try:
             with urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s) as resp:  # noqa: S310
-                return Invocation(resp.status, dict(resp.headers), resp.read())
+                return Invocation(resp.status, _lower(resp.headers.items()), resp.read())
         except urllib.error.HTTPError as exc:
-            return Invocation(exc.code, dict(exc.headers), exc.read())
+            return Invocation(exc.code, _lower(exc.headers.items()), exc.read())
         except urllib.error.URLError as exc:
             raise PlatformError(f"cannot reach the controller at {self.url}: {exc.reason}") from exc
+
+
+def _lower(items: Any) -> dict[str, str]:
+    return {str(k).lower(): str(v) for k, v in items}

@@ -66,7 +66,7 @@ class Builder:
         env = ensure_env(wheels, s.build.commands, self.settings.envs_cache, log=log)
         artifact = {"python": env.python, "build_dir": env.build_dir, "code_dir": str(code_dir)}
         # Nothing is built for the code itself: the process platform runs it in place.
-        return sha256_bytes(code_hash, env.key), True, artifact
+        return sha256_bytes(code_hash, env.key), env.cached, artifact
 
     def _build_image(self, spec: FunctionSpec, code_dir: Path, log: LogFn
                      ) -> tuple[str, bool, dict[str, Any]]:

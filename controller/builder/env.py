@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,15 +29,7 @@ class ProcessEnv:
     python: str
     build_dir: str | None
     key: str
-
-    def replica_env(self) -> dict[str, str]:
-        env: dict[str, str] = {}
-        if self.build_dir is not None:
-            venv = str(Path(self.python).parent.parent)
-            env["VIRTUAL_ENV"] = venv
-            env["PATH"] = f"{venv}/bin:{os.environ.get('PATH', '/usr/bin:/bin')}"
-            env["TICKRUN_BUILD_DIR"] = self.build_dir
-        return env
+    cached: bool = True
 
 
 def env_key(wheelhouse: Wheelhouse, commands: Sequence[str]) -> str:
@@ -91,12 +82,5 @@ def ensure_env(
                 raise
         (root / READY).write_text("ok\n")
         log(f"environment: ready {key}")
-        return ProcessEnv(str(python), str(build_dir), key)
+        return ProcessEnv(str(python), str(build_dir), key, cached=False)
 
-
-def python_works(python: str) -> bool:
-    try:
-        return subprocess.run([python, "-c", "import tickrun"], capture_output=True,
-                              timeout=60, check=False).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False

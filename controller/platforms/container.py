@@ -8,7 +8,9 @@ replica: that is how a restarted controller finds its containers again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,17 +45,24 @@ class ContainerPlatform(Platform):
 
     async def _run(self, *args: str, timeout_s: float = 60.0, check: bool = True
                    ) -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(
-            self.engine.binary(), *args, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=self.engine.env())
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-        except TimeoutError as exc:
-            proc.kill()
-            await proc.wait()
-            raise PlatformError(f"`{self.engine.name} {args[0]}` timed out") from exc
+        # Output goes to files, not pipes: `run -d` leaves conmon holding the engine's stdout,
+        # so reading a pipe to EOF would wait for the container to exit.
+        with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
+            proc = await asyncio.create_subprocess_exec(
+                self.engine.binary(), *args, stdin=asyncio.subprocess.DEVNULL, stdout=out_f,
+                stderr=err_f, env=self.engine.env())
+            try:
+                await asyncio.wait_for(proc.wait(), timeout_s)
+            except TimeoutError as exc:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+                raise PlatformError(f"`{self.engine.name} {args[0]}` timed out") from exc
+            out_f.seek(0)
+            err_f.seek(0)
+            stdout = out_f.read().decode(errors="replace")
+            stderr = err_f.read().decode(errors="replace")
         code = proc.returncode or 0
-        stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
         if check and code != 0:
             last = (stderr.strip().splitlines() or [""])[-1][:300]
             raise PlatformError(f"`{self.engine.name} {args[0]}` failed (exit {code}): {last}")

@@ -1,0 +1,241 @@
+"""The controller on the process platform, end to end: a real controller process, real replica
+processes, the gateway, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from tickrun.functions.errors import AuthError, NotFoundError, SpecError
+
+from tests.integration.test_controller_harness import (
+    TOKEN,
+    ControllerProc,
+    cleanup,
+    controller,
+    pid_alive,
+    replica_pids_of,
+    spec_of,
+    wait_for,
+    write_function,
+)
+
+pytestmark = pytest.mark.slow
+
+__all__ = ["controller"]  # the fixture, re-exported so pytest finds it here
+
+
+def _invoke_json(ctl: ControllerProc, name: str, **kw: object) -> dict[str, object]:
+    res = ctl.client.invoke(name, **kw)  # type: ignore[arg-type]
+    assert res.status == 200, res.body
+    return json.loads(res.body)
+
+
+def _ready_replicas(ctl: ControllerProc, name: str) -> list[dict[str, object]]:
+    fn = ctl.client.get_function(name)
+    return [r for r in fn["replicas"]["items"] if r["state"] == "ready"]
+
+
+def test_deploy_invoke_scale_delete(controller: ControllerProc, tmp_path: Path) -> None:
+    folder = write_function(tmp_path / "src", "scaly")
+    client = controller.client
+    result = client.deploy(spec_of(folder), folder)
+    assert result["function"]["state"] == "building"
+    fn = client.wait_ready("scaly", timeout_s=180)
+    assert fn["url"] == "/fn/scaly/"
+    body = _invoke_json(controller, "scaly", path="/some/path?x=1",
+                        headers={"X-Request-Id": "req-123"})
+    assert body["marker"] == "built-by-commands"  # build.commands ran
+    assert body["flavour"] == "vanilla"
+    assert body["request_id"] == "req-123"  # preserved through the gateway
+    res = controller.client.invoke("scaly", headers={"X-Request-Id": "req-456"})
+    assert res.headers["x-request-id"] == "req-456"
+    assert body["path"] == "/some/path"
+
+    # Scale 1 → 3 by a spec update (no code): same revision, no rebuild of the replicas.
+    first_pid = fn["replicas"]["items"][0]["pid"]
+    spec = spec_of(folder)
+    spec["spec"]["replicas"] = 3
+    client.deploy(spec, None)
+    wait_for(lambda: len(_ready_replicas(controller, "scaly")) == 3, 120, "3 ready replicas")
+    fn = client.get_function("scaly")
+    pids = {r["pid"] for r in fn["replicas"]["items"]}
+    assert len(pids) == 3 and first_pid in pids  # the first replica kept running
+    assert fn["replicas"]["desired"] == 3
+    served_by = {_invoke_json(controller, "scaly")["replica"] for _ in range(9)}
+    assert len(served_by) == 3  # the gateway balances over all ready replicas
+
+    spec["spec"]["replicas"] = 1
+    client.deploy(spec, None)
+    wait_for(lambda: len(client.get_function("scaly")["replicas"]["items"]) == 1, 60,
+             "scale down to 1")
+    gone = pids - {client.get_function("scaly")["replicas"]["items"][0]["pid"]}
+    wait_for(lambda: not any(pid_alive(p) for p in gone), 30, "scaled-down replicas to exit")
+
+    # Delete: nothing keeps running.
+    last_pid = client.get_function("scaly")["replicas"]["items"][0]["pid"]
+    client.delete_function("scaly")
+    assert not pid_alive(last_pid)
+    with pytest.raises(NotFoundError):
+        client.get_function("scaly")
+    assert controller.client.invoke("scaly").status == 404
+    kinds = [e["kind"] for e in client.events("scaly")]
+    assert "replica_stopped" in kinds and kinds[-1] == "deleted"
+
+
+def test_killed_replica_is_restarted_and_recorded(controller: ControllerProc,
+                                                  tmp_path: Path) -> None:
+    folder = write_function(tmp_path / "src", "crashy")
+    client = controller.client
+    client.deploy(spec_of(folder), folder)
+    fn = client.wait_ready("crashy", timeout_s=180)
+    replica = fn["replicas"]["items"][0]
+    os.kill(replica["pid"], signal.SIGKILL)
+
+    def restarted() -> dict[str, object] | None:
+        items = client.get_function("crashy")["replicas"]["items"]
+        return items[0] if items and items[0]["restarts"] >= 1 and \
+            items[0]["state"] == "ready" else None
+
+    new = wait_for(restarted, 60, "replica restart")
+    assert new["id"] == replica["id"] and new["pid"] != replica["pid"]
+    assert len(client.get_function("crashy")["replicas"]["items"]) == 1
+    events = client.events("crashy")
+    exited = [e for e in events if e["kind"] == "replica_exited"]
+    assert exited and "signal 9" in exited[0]["message"]
+    assert any(e["kind"] == "replica_restarted" for e in events)
+    assert _invoke_json(controller, "crashy")["marker"] == "built-by-commands"
+    logs = client.logs("crashy")
+    assert logs[0]["replica"] == replica["id"] and logs[0]["lines"]
+
+
+def test_controller_kill9_keeps_functions_replicas_and_history(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    ctl = ControllerProc(state, dict(os.environ)).start()
+    try:
+        for name, replicas in (("alpha", 1), ("beta", 2)):
+            folder = write_function(tmp_path / "src", name, replicas=replicas)
+            ctl.client.deploy(spec_of(folder), folder)
+        for name in ("alpha", "beta"):
+            ctl.client.wait_ready(name, timeout_s=180)
+        before = {n: ctl.client.get_function(n) for n in ("alpha", "beta")}
+        events_before = {n: len(ctl.client.events(n)) for n in ("alpha", "beta")}
+        pids = {n: sorted(r["pid"] for r in before[n]["replicas"]["items"]) for n in before}
+        ctl.kill9()
+        assert all(pid_alive(p) for ps in pids.values() for p in ps)  # replicas outlive it
+
+        ctl2 = ControllerProc(state, dict(os.environ)).start()
+        try:
+            for name in ("alpha", "beta"):
+                wait_for(lambda n=name: ctl2.client.get_function(n)["replicas"]["ready"] ==
+                         len(pids[n]), 60, f"{name} replicas re-adopted")
+                fn = ctl2.client.get_function(name)
+                assert sorted(r["pid"] for r in fn["replicas"]["items"]) == pids[name]
+                assert fn["version"] == before[name]["version"]
+                events = ctl2.client.events(name)
+                assert len(events) > events_before[name]  # history kept, adoption recorded
+                assert any(e["kind"] == "replica_adopted" for e in events)
+                assert not any(e["kind"] == "replica_started"
+                               for e in events[events_before[name]:])
+                assert _invoke_json(ctl2, name)["marker"] == "built-by-commands"
+            # No duplicates: exactly the recorded replica processes are running.
+            time.sleep(1.0)
+            for name in ("alpha", "beta"):
+                fn = ctl2.client.get_function(name)
+                assert len(fn["replicas"]["items"]) == len(pids[name])
+            leaders = [p for p in replica_pids_of("TICKRUN_FUNCTION", "beta")
+                       if os.getpgid(p) == p]
+            assert sorted(leaders) == pids["beta"]
+        finally:
+            cleanup(ctl2)
+        assert not any(pid_alive(p) for ps in pids.values() for p in ps)
+    finally:
+        ctl.stop()
+
+
+def test_errors_are_json_with_the_right_status(controller: ControllerProc,
+                                               tmp_path: Path) -> None:
+    client = controller.client
+    # health and the OpenAPI document are open; the API is not
+    with urllib.request.urlopen(controller.url + "/healthz") as resp:
+        assert json.loads(resp.read())["status"] == "ok"
+    with urllib.request.urlopen(controller.url + "/api/openapi.json") as resp:
+        assert json.loads(resp.read())["openapi"].startswith("3.")
+    from tickrun.controller.client import ControllerClient
+
+    with pytest.raises(AuthError, match="missing bearer token"):
+        ControllerClient(controller.url, None).list_functions()
+    with pytest.raises(AuthError, match="invalid bearer token"):
+        ControllerClient(controller.url, "wrong").list_functions()
+    assert ControllerClient(controller.url, None).invoke("x").status == 401
+    # unknown function
+    with pytest.raises(NotFoundError, match="'ghost' not found"):
+        client.get_function("ghost")
+    res = client.invoke("ghost")
+    assert res.status == 404 and json.loads(res.body)["error"] == "NotFoundError"
+    # bad spec: field-level detail
+    with pytest.raises(SpecError) as bad:
+        client.deploy({"metadata": {"name": "Bad_Name"}, "spec": {"handlr": "x:y"}},
+                      tmp_path)
+    fields = {f["field"] for f in bad.value.detail}
+    assert {"metadata.name", "spec.handlr"} <= fields
+    # unknown platform, spec update of an unknown function, malformed JSON
+    with pytest.raises(SpecError, match="platform"):
+        client._request("POST", "/api/functions", {"spec": {"metadata": {"name": "p"}},
+                                                   "platform": "mainframe"})
+    with pytest.raises(SpecError, match="does not exist yet"):
+        client._request("PUT", "/api/functions/newbie", {"spec": {"metadata": {"name": "newbie"}}})
+    req = urllib.request.Request(controller.url + "/api/functions", data=b"{nope", method="POST",
+                                 headers={"Authorization": f"Bearer {TOKEN}"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req)
+    assert err.value.code == 400
+    assert json.loads(err.value.read()) == {"error": "BadRequestError",
+                                            "detail": "request body is not valid JSON"}
+    # a handler that cannot load: the function ends in error with a message, not silence
+    folder = write_function(tmp_path / "src", "broken", extra_spec={
+        "handler": "missing_module:handler", "build": {}, "readinessTimeoutSeconds": 5})
+    client.deploy(spec_of(folder), folder)
+    time.sleep(2)
+    res = client.invoke("broken")
+    assert res.status == 503
+    assert "no ready replica" in json.loads(res.body)["detail"]
+
+
+def test_cli_deploy_get_invoke_logs_export_delete(controller: ControllerProc,
+                                                  tmp_path: Path) -> None:
+    folder = write_function(tmp_path / "src", "clif")
+    env = dict(os.environ, TICKRUN_CONTROLLER_URL=controller.url, TICKRUN_TOKEN=TOKEN)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tickrun", *args], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    out = cli("deploy", str(folder), "--replicas", "2", "--env", "FLAVOUR=mint")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{controller.url}/fn/clif/"  # the URL at the end
+    assert "environment:" in out.stderr and "build " in out.stderr  # build log streamed
+    out = cli("invoke", "clif", "--path", "/x", "-H", "X-Request-Id:cli-1")
+    assert out.returncode == 0, out.stderr
+    body = json.loads(out.stdout)
+    assert body["flavour"] == "mint" and body["request_id"] == "cli-1"
+    out = cli("get", "function", "clif", "-o", "json")
+    assert json.loads(out.stdout)["replicas"]["desired"] == 2
+    out = cli("get", "functions")
+    assert "clif" in out.stdout and "2/2" in out.stdout
+    out = cli("export", "clif")
+    assert "name: clif" in out.stdout and "replicas: 2" in out.stdout
+    out = cli("logs", "clif")
+    assert out.returncode == 0 and "processor ready" in out.stdout
+    out = cli("get", "function", "nope")
+    assert out.returncode == 2 and "error: function 'nope' not found" in out.stderr
+    out = cli("delete", "clif")
+    assert out.returncode == 0
+    assert "clif" not in cli("get", "functions").stdout
