@@ -1,0 +1,108 @@
+"""model_server's request formats and predictions, in process (the HTTP path is covered by
+tests/integration/test_hub_model_server.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from xgboost import XGBClassifier, XGBRegressor
+
+from tickrun.hub import import_function
+
+ms = import_function("hub://model_server").module()
+mf = import_function("hub://market_features").module()
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[pd.DataFrame, np.ndarray]:
+    bars = pd.read_csv("/work/shared/data/btcusdt_1h.csv.gz").iloc[-3000:]
+    frame = mf.compute_features(bars, windows="6,24")
+    x = frame[mf.feature_columns(frame)]
+    return x, frame["label"].to_numpy()
+
+
+@pytest.fixture(scope="module", params=["pipeline-lr", "xgb-clf", "xgb-reg"])
+def model(request, data) -> Any:
+    x, y = data
+    if request.param == "pipeline-lr":
+        return make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
+    if request.param == "xgb-clf":
+        return XGBClassifier(n_estimators=30, max_depth=3).fit(x, y)
+    return XGBRegressor(n_estimators=30, max_depth=3).fit(x, x["ret_1"].shift(-1).fillna(0))
+
+
+def _server(model: Any) -> Any:
+    return ms.ModelServer(ms.Predictor(model), name="btc")
+
+
+def _call(server: Any, path: str, body: Any, content_type: str = "application/json",
+          method: str = "POST") -> Any:
+    ctx = SimpleNamespace(user_data=SimpleNamespace(server=server))
+    event = SimpleNamespace(path=path, method=method, body=body, content_type=content_type,
+                            id="req-1")
+    return asyncio.run(ms.handler(ctx, event))
+
+
+def test_every_format_gives_the_model_objects_predictions(model, data) -> None:
+    x, _ = data
+    rows = x.iloc[:7]
+    expected = model.predict(rows).tolist()
+    server = _server(model)
+    cols = list(x.columns)
+    shuffled = cols[::-1]  # column order in the request must not matter
+    bodies = {
+        "dataframe_split": {"dataframe_split": {"columns": shuffled,
+                                                "data": rows[shuffled].to_numpy().tolist()}},
+        "dataframe_records": {"dataframe_records": rows.to_dict("records")},
+        "instances-lists": {"instances": rows.to_numpy().tolist()},
+        "instances-records": {"instances": rows.to_dict("records")},
+        "inputs-columns": {"inputs": rows.to_dict("list")},
+        "inputs-lists": {"inputs": rows.to_numpy().tolist()},
+    }
+    for name, body in bodies.items():
+        out = _call(server, "/invocations", body)
+        np.testing.assert_allclose(out["predictions"], expected, rtol=1e-6, err_msg=name)
+    csv_body = rows.to_csv(index=False).encode()
+    out = _call(server, "/invocations", csv_body, content_type="text/csv")
+    np.testing.assert_allclose(out["predictions"], expected, rtol=1e-6)
+    nuclio = _call(server, "/", {"inputs": rows.to_dict("records"), "proba": True})
+    np.testing.assert_allclose(nuclio["outputs"], expected, rtol=1e-6)
+    assert nuclio["model_name"] == "btc" and nuclio["id"] == "req-1"
+    if hasattr(model, "predict_proba"):
+        np.testing.assert_allclose(nuclio["probabilities"], model.predict_proba(rows), rtol=1e-6)
+    single = _call(server, "/predict", rows.iloc[0].to_dict())
+    np.testing.assert_allclose(single["outputs"], expected[:1], rtol=1e-6)
+
+
+def test_bad_requests_are_400_in_each_protocol(data) -> None:
+    x, y = data
+    server = _server(make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y))
+    status, body = _call(server, "/invocations", {"dataframe_split": {"columns": ["a"],
+                                                                      "data": [[1]]}})
+    assert status == 400 and body["error_code"] == "BAD_REQUEST"
+    assert "missing feature" in body["message"]
+    status, body = _call(server, "/invocations", {"inputs": [[1.0]], "instances": [[1.0]]})
+    assert status == 400 and "exactly one" in body["message"]
+    status, body = _call(server, "/", {"inputs": [[float("nan")] * x.shape[1]]})
+    assert status == 400 and "finite" in body["error"]
+    status, body = _call(server, "/", {"inputs": [["x"] * x.shape[1]]})
+    assert status == 400 and "numbers" in body["error"]
+    status, body = _call(server, "/", {"inputs": [[1.0, 2.0]]})
+    assert status == 400 and f"expected {x.shape[1]} features" in body["error"]
+
+
+def test_get_routes(data) -> None:
+    x, y = data
+    server = _server(XGBClassifier(n_estimators=5).fit(x, y))
+    assert _call(server, "/ping", None, method="GET") == "\n"
+    info = _call(server, "/", None, method="GET")
+    assert info["framework"] == "xgboost" and info["features"] == list(x.columns)
+    assert info["classes"] == [0, 1]
