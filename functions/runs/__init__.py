@@ -22,22 +22,26 @@ laid out as ``<artifact_path>/<project>/<run uid>/<iteration>/<key>.<ext>`` and 
 
 from __future__ import annotations
 
-from .context import RunContext
-from .dataitem import DataItem
-from .db import HttpRunDB, RunDB, SqlRunDB, open_db
-from .model import (
-    ArtifactKind,
-    ArtifactRecord,
-    RunBatch,
-    RunRecord,
-    RunState,
-    parse_store_uri,
-    store_uri,
-)
-from .models import ModelInfo, load_model
-from .runner import run_function
-from .runobject import RunObject
-from .settings import TrackingSettings
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .context import RunContext
+    from .dataitem import DataItem
+    from .db import HttpRunDB, RunDB, SqlRunDB, open_db
+    from .model import (
+        ArtifactKind,
+        ArtifactRecord,
+        RunBatch,
+        RunRecord,
+        RunState,
+        parse_store_uri,
+        store_uri,
+    )
+    from .models import ModelInfo, load_model
+    from .runner import run_function
+    from .runobject import RunObject
+    from .settings import TrackingSettings
 
 __all__ = [
     "ArtifactKind",
@@ -59,3 +63,27 @@ __all__ = [
     "run_function",
     "store_uri",
 ]
+
+# Lazy exports: `tickrun --help` and the CLI's argument parsing must not pay for SQLAlchemy,
+# pandas or the minio client; the first use of a name imports its module.
+_EXPORTS = {
+    "RunContext": ".context", "DataItem": ".dataitem", "HttpRunDB": ".db", "RunDB": ".db",
+    "SqlRunDB": ".db", "open_db": ".db", "ArtifactKind": ".model", "ArtifactRecord": ".model",
+    "RunBatch": ".model", "RunRecord": ".model", "RunState": ".model",
+    "parse_store_uri": ".model", "store_uri": ".model", "ModelInfo": ".models",
+    "load_model": ".models", "run_function": ".runner", "RunObject": ".runobject",
+    "TrackingSettings": ".settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
