@@ -42,13 +42,13 @@ def runtime_spec(spec: FunctionSpec) -> dict[str, Any]:
 
 
 def desired_replicas(spec: FunctionSpec) -> int:
-    """Replicas to run. The autoscaler's seam: without it, the lower bound (at least 1, since
-    nothing would wake a function scaled to zero)."""
-    lo, hi = spec.spec.replica_bounds()
-    lo, hi = int(lo), int(hi)
-    if hi == 0:
+    """Replicas to run. The autoscaler's seam: without it, the lower bound, at least 1 (nothing
+    would wake a function scaled to zero) unless ``replicas: 0`` stops the function outright."""
+    s = spec.spec
+    if s.replicas == 0 and s.min_replicas is None and s.max_replicas is None:
         return 0
-    return max(lo, 1)
+    lo, _hi = s.replica_bounds()
+    return max(int(lo), 1)
 
 
 class FunctionService:

@@ -45,7 +45,12 @@ class Store:
 
     def open(self) -> None:
         if self.url.startswith("sqlite:///"):
-            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(self.url.removeprefix("sqlite:///")).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the state folder {folder}: {exc.strerror}"
+                                 ) from exc
         try:
             engine = create_engine(self.url)
             if engine.dialect.name == "sqlite":

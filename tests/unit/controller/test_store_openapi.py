@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from openapi_spec_validator import validate
+from tickrun.controller.api import add_routes
+from tickrun.controller.openapi import document
+from tickrun.controller.store import FunctionRow, ReplicaRow, Store
+from tickrun.functions.errors import NotFoundError, StoreError
+
+
+def test_store_migrates_in_wal_mode_and_survives_reopen(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's' / 'db.sqlite'}"
+    store = Store(url)
+    store.open()
+    cid = store.controller_id()
+    store.save_function(FunctionRow(name="f", spec={"metadata": {"name": "f"}}, platform="process",
+                                    version=1, state="ready", message="", code_hash="c"))
+    store.save_replica(ReplicaRow(id="r1", function="f", revision="v", platform="process",
+                                  port=20000, state="ready", restarts=0, restart_at=0.0))
+    store.add_event("f", "deploy", "v1")
+    store.close()
+
+    conn = sqlite3.connect(tmp_path / "s" / "db.sqlite")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0001"
+    conn.close()
+
+    again = Store(url)
+    again.open()  # migrating an up-to-date DB is a no-op
+    assert again.controller_id() == cid
+    assert again.get_function("f").state == "ready"
+    assert [r.id for r in again.list_replicas("f")] == ["r1"]
+    assert [e.message for e in again.list_events("f")] == ["v1"]
+    again.delete_function("f")
+    assert again.list_replicas() == []
+    with pytest.raises(NotFoundError, match="'f' not found"):
+        again.get_function("f")
+    again.close()
+
+
+def test_store_unusable_url_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StoreError, match="cannot create the state folder"):
+        Store(f"sqlite:///{tmp_path}/file/sub/x.db").open()
+    with pytest.raises(StoreError, match="cannot open the state store"):
+        Store("postgresql+nosuchdriver://x/y").open()
+
+
+def test_openapi_document_is_valid_and_covers_every_route() -> None:
+    doc = document()
+    validate(doc)
+    from aiohttp import web
+
+    app = web.Application()
+    add_routes(app)
+    for route in app.router.routes():
+        if route.method == "HEAD":  # aiohttp adds HEAD beside every GET
+            continue
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("path") or info.get("formatter")
+        assert path in doc["paths"], f"{path} missing from the OpenAPI document"
+        assert route.method.lower() in doc["paths"][path], f"{route.method} {path} undocumented"
+    assert doc["components"]["schemas"]["DeployRequest"]["additionalProperties"] is False
