@@ -133,7 +133,8 @@ def plot(path: Path, r: dict[str, Any]) -> None:
     ax1.bar(names, vals, color=["tab:green", "tab:olive", "tab:gray"])
     ax1.set_yscale("log")
     ax1.set_title("results logged per second (log scale)")
-    ax2.bar(["tickrun\n(incl. sha256)", "MLflow\n(no hash)"], [r["tickrun_artifacts_per_s"], r["mlflow_artifacts_per_s"]],
+    ax2.bar(["tickrun\n(incl. sha256)", "MLflow\n(no hash)"],
+            [r["tickrun_artifacts_per_s"], r["mlflow_artifacts_per_s"]],
             color=["tab:green", "tab:gray"])
     ax2.set_title("1 MB artifacts logged per second")
     ax3.bar(["direct\ncall", "run_function\n(in-process)", "python\nfile.py", "tickrun\nrun"],
