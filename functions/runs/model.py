@@ -47,7 +47,7 @@ class RunRecord(BaseModel):
     uid: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     iteration: int = Field(default=0, ge=0)
     project: str = Field(default="default", min_length=1, max_length=63,
-                         pattern=r"^[A-Za-z0-9_.-]+$")
+                         pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
     name: str = ""
     handler: str = ""
     state: RunState = RunState.CREATED

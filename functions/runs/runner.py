@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from ..artifacts import ArtifactStore, S3Settings, open_store
-from ..errors import HubError, TickrunError
+from ..errors import BadRequestError, HubError, TickrunError
 from .context import RunContext
 from .dataitem import DataItem
 from .db import DbLocator, RunDB, open_db, open_locator
@@ -103,6 +105,12 @@ def execute(
     except KeyboardInterrupt:
         tracker.finish(RunState.ABORTED, "interrupted")
         raise
+    except SystemExit as exc:
+        # A job calling sys.exit() ends its run, not the caller (a sweep, a notebook).
+        ok = exc.code in (None, 0)
+        final = tracker.finish(RunState.COMPLETED if ok else RunState.ERROR,
+                               None if ok else f"handler called sys.exit({exc.code!r})")
+        return final, list(ctx.artifacts.values())
     except Exception as exc:
         msg = exc.message if isinstance(exc, TickrunError) else f"{type(exc).__name__}: {exc}"
         # The traceback is for the operator's log; the record keeps the one-line message.
@@ -150,17 +158,12 @@ def run_function(
     db = db or open_db(s)
     store = store or open_store(str(artifact_path) if artifact_path else s.artifact_path, s.s3)
     fn, ref = resolve_handler(handler)
-    record = RunRecord(
-        uid=uid or new_uid(),
-        project=project,
-        name=name or handler_name(handler),
-        handler=ref,
-        params={k: jsonable(v) for k, v in (params or {}).items()},
-        inputs={k: (v.url if isinstance(v, DataItem) else str(v)) for k, v in
-                (inputs or {}).items()},
-        labels={str(k): str(v) for k, v in (labels or {}).items()},
-        artifact_path=store.url,
-    )
+    try:
+        record = _new_record(handler, ref, store, params, inputs, project, name, labels, uid)
+    except ValidationError as exc:
+        bad = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                        for e in exc.errors()[:5])
+        raise BadRequestError(f"invalid run: {bad}") from None
     # A run whose process died since the last look must not stay "running" forever.
     db.mark_stale()
     env = RunEnv(db=db.locator(), artifact_path=store.url,
@@ -183,3 +186,20 @@ def run_function(
     logger.info("run finished", extra={"uid": final.uid, "state": final.state.value,
                                        "elapsed_s": round(time.perf_counter() - t0, 3)})
     return RunObject(final, arts, db=db, s3=env.s3)
+
+
+def _new_record(handler: Handler, ref: str, store: ArtifactStore,
+                params: Mapping[str, Any] | None, inputs: Mapping[str, Any] | None,
+                project: str, name: str | None, labels: Mapping[str, str] | None,
+                uid: str | None) -> RunRecord:
+    return RunRecord(
+        uid=uid or new_uid(),
+        project=project,
+        name=name or handler_name(handler),
+        handler=ref,
+        params={k: jsonable(v) for k, v in (params or {}).items()},
+        inputs={k: (v.url if isinstance(v, DataItem) else str(v)) for k, v in
+                (inputs or {}).items()},
+        labels={str(k): str(v) for k, v in (labels or {}).items()},
+        artifact_path=store.url,
+    )

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 from tickrun.functions.artifacts import ArtifactKeyError, LocalArtifactStore
-from tickrun.functions.errors import HandlerLoadError
+from tickrun.functions.errors import BadRequestError, HandlerLoadError
 from tickrun.functions.runs import (
     DataItem,
     RunContext,
@@ -249,3 +249,20 @@ def test_results_are_batched_not_written_per_call(
     # created, running, final; maybe one interval flush — never one write per result.
     assert CountingDB.writes <= 5
     assert os.path.exists(settings.db_url.removeprefix("sqlite:///"))
+
+
+def test_bad_project_name_is_a_bad_request(settings: TrackingSettings, db: SqlRunDB) -> None:
+    with pytest.raises(BadRequestError, match="project"):
+        run_function(ref("noop"), project="../etc", settings=settings, db=db)
+    assert db.list_runs() == []
+
+
+def test_sys_exit_in_handler_ends_only_the_run(settings: TrackingSettings,
+                                               db: SqlRunDB) -> None:
+    import sys
+
+    def job(context: RunContext) -> None:
+        sys.exit(3)
+
+    run = run_function(job, settings=settings, db=db)
+    assert run.state == "error" and run.error == "handler called sys.exit(3)"
