@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import nuclio_sdk
+
 from ..artifacts.base import ArtifactKeyError, ArtifactStore, ObjectInfo, sanitize_key
 from ..errors import BadRequestError, NotFoundError
 from . import serialize as ser
@@ -17,8 +19,6 @@ from .dataitem import DataItem
 from .model import ArtifactKind, ArtifactRecord
 
 if TYPE_CHECKING:
-    import nuclio_sdk
-
     from .tracker import RunTracker
 
 _log = logging.getLogger(__name__)
@@ -33,6 +33,19 @@ def check_key(key: str) -> str:
             "(no '/', no '..', at most 128 characters)"
         )
     return key
+
+
+class JobLogger(nuclio_sdk.Logger):  # type: ignore[misc]
+    """nuclio-sdk's logger (``info_with`` & co.) that, unlike nuclio-sdk's, honours levels."""
+
+    def _update_bound_vars_and_log(self, level: int, message: str, *args: Any,
+                                   **kw_args: Any) -> None:
+        if self._logger.isEnabledFor(level):
+            super()._update_bound_vars_and_log(level, message, *args, **kw_args)
+
+
+def job_logger(name: str) -> JobLogger:
+    return JobLogger(logging.NOTSET, name=f"tickrun.job.{name}")
 
 
 class RunContext:
@@ -57,12 +70,7 @@ class RunContext:
         self.artifact_path = store.url
         self._inputs = dict(inputs or {})
         self._artifacts: dict[str, ArtifactRecord] = {}
-        if logger is None:
-            from ..sdk import make_logger
-
-            logger = make_logger(self.name or "job",
-                                 level=logging.getLogger().getEffectiveLevel())
-        self.logger = logger
+        self.logger = logger or job_logger(self.name or "job")
 
     def __repr__(self) -> str:
         return f"RunContext(uid={self.uid!r}, project={self.project!r}, it={self.iteration})"
