@@ -4,6 +4,7 @@ with parameters and inputs injected by name (``def train(context, lr=0.1, data=N
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import importlib
 import importlib.util
@@ -118,7 +119,13 @@ def call_handler(
             kwargs.setdefault(k, v)
     out = fn(context, **kwargs)
     if inspect.isawaitable(out):
-        out = asyncio.run(_await(out))
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(_await(out))
+        # Called from inside an event loop (a notebook, an async app): run it on its own loop.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, _await(out)).result()
     return out
 
 

@@ -266,3 +266,13 @@ def test_sys_exit_in_handler_ends_only_the_run(settings: TrackingSettings,
 
     run = run_function(job, settings=settings, db=db)
     assert run.state == "error" and run.error == "handler called sys.exit(3)"
+
+
+async def test_async_handler_from_inside_an_event_loop(settings: TrackingSettings,
+                                                       db: SqlRunDB) -> None:
+    async def job(context: RunContext) -> int:
+        return 42
+
+    run = run_function(job, settings=settings, db=db)
+    assert run.state == "completed", run.error
+    assert run.results == {"return": 42}
