@@ -50,7 +50,7 @@ class LocalArtifactStore(ArtifactStore):
         size = 0
         try:
             with os.fdopen(fd, "wb", buffering=0) as out:
-                if hasattr(src, "readinto"):
+                if isinstance(src, io.BufferedIOBase | io.FileIO):
                     # One reused buffer: no fresh 1 MB allocation (and page faults) per chunk.
                     buf = bytearray(CHUNK_BYTES)
                     view = memoryview(buf)
@@ -58,7 +58,7 @@ class LocalArtifactStore(ArtifactStore):
                         digest.update(view[:n])
                         out.write(view[:n])
                         size += n
-                else:
+                else:  # any object with read(): user streams may not implement readinto
                     while chunk := src.read(CHUNK_BYTES):
                         digest.update(chunk)
                         out.write(chunk)
