@@ -79,7 +79,16 @@ class RunTracker:
             self._rec.error = error
             self._rec.ended_at = now
             self._dirty = True
-        self.flush(strict=True)
+        # The final state matters most: ride out a short DB/controller hiccup before giving up
+        # (the run would then be marked aborted by the next reader, never left "running").
+        for attempt in range(3):
+            try:
+                self.flush(strict=True)
+                break
+            except RunError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.5 * 2**attempt)
         return self.record
 
     def _loop(self) -> None:

@@ -172,3 +172,28 @@ def test_kill_9_during_a_run_is_marked_on_next_read(home: Path, tmp_path: Path) 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_final_write_retries_a_transient_db_failure(settings: TrackingSettings) -> None:
+    from tickrun.functions.errors import StoreError
+    from tickrun.functions.runs import run_function
+
+    class Flaky(SqlRunDB):
+        fail_next = 0
+
+        def apply(self, batch: RunBatch) -> None:
+            if any(r.state is RunState.COMPLETED for r in batch.runs) and Flaky.fail_next:
+                Flaky.fail_next -= 1
+                raise StoreError("database is locked")
+            super().apply(batch)
+
+    db = Flaky(settings.db_url)
+    Flaky.fail_next = 1
+
+    def job(context: object) -> None:
+        return None
+
+    run = run_function(job, settings=settings, db=db)
+    assert run.state == "completed"
+    assert db.get_run(run.uid).state is RunState.COMPLETED
+    assert Flaky.fail_next == 0
