@@ -60,7 +60,8 @@ def function_json(store: Store, f: FunctionRow) -> dict[str, Any]:
     builds = store.list_builds(f.name, limit=1)
     return {
         "name": f.name, "platform": f.platform, "version": f.version, "state": f.state,
-        "message": f.message, "url": f"/fn/{f.name}/", "image": f.image,
+        "message": f.message, "url": f"/fn/{f.name}/", "port": f.gateway_port,
+        "image": f.image,
         "revision": f.revision, "code_hash": f.code_hash,
         "replicas": {"desired": desired_replicas(spec), "min": lo, "max": hi,
                      "ready": sum(1 for r in replicas if r.state == "ready"),

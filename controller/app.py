@@ -21,6 +21,7 @@ from .openapi import OPENAPI_PATH, document
 from .platforms.base import Platform
 from .platforms.container import ContainerPlatform
 from .platforms.process import ProcessPlatform
+from .portgateway import PortGateway
 from .reconciler import Reconciler
 from .service import FunctionService
 from .settings import Settings
@@ -119,7 +120,10 @@ def create_app(settings: Settings) -> web.Application:
             platform.controller_id = controller_id  # type: ignore[attr-defined]
         reconciler = Reconciler(settings, store, service, platforms, controller_id)
         gateway = Gateway(reconciler, store)
+        if settings.function_ports:
+            reconciler.port_gateway = PortGateway(reconciler, settings.host)
         app[api.RECONCILER] = reconciler
+        service.on_change = reconciler.wake
         app[GATEWAY] = gateway
         await reconciler.start()
         await gateway.start()
@@ -134,7 +138,10 @@ def create_app(settings: Settings) -> web.Application:
         if GATEWAY in app:
             await app[GATEWAY].stop()
         if api.RECONCILER in app:
-            await app[api.RECONCILER].stop()
+            reconciler = app[api.RECONCILER]
+            await reconciler.stop()
+            if reconciler.port_gateway is not None:
+                await reconciler.port_gateway.stop()
         for platform in platforms.values():
             await platform.close()
         store.close()

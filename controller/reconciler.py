@@ -12,12 +12,16 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
 from tickrun.functions.errors import TickrunError
 from tickrun.functions.spec import parse_spec
 
 from .platforms.base import LaunchSpec, Liveness, Platform
+
+if TYPE_CHECKING:
+    from .portgateway import PortGateway
 from .ports import PortAllocator
 from .service import FunctionService, desired_replicas, replica_ref
 from .settings import Settings
@@ -57,9 +61,13 @@ class Reconciler:
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._wake = asyncio.Event()
+        # Set by the app when per-function ports are on (see portgateway.py).
+        self.port_gateway: PortGateway | None = None
 
     def _ports_in_use(self) -> list[int]:
-        return [r.port for r in self.store.list_replicas()]
+        ports = [r.port for r in self.store.list_replicas()]
+        ports += [f.gateway_port for f in self.store.list_functions() if f.gateway_port]
+        return ports
 
     def wake(self) -> None:
         self._wake.set()
@@ -117,8 +125,12 @@ class Reconciler:
             except Exception:
                 logger.exception("reconcile pass failed")
             self._wake.clear()
+            # A replica coming up is probed often: readiness latency is deploy latency.
+            starting = any(r.state == "starting" for r in self.store.list_replicas())
+            interval = min(0.05, self.settings.reconcile_interval_s) if starting \
+                else self.settings.reconcile_interval_s
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.reconcile_interval_s)
+                await asyncio.wait_for(self._wake.wait(), interval)
 
     async def tick(self) -> None:
         functions = [f for f in self.store.list_functions() if f.state != "deleting"]
@@ -141,6 +153,8 @@ class Reconciler:
         for name in list(self.endpoints):
             if name not in live_names:
                 del self.endpoints[name]
+                if self.port_gateway is not None:
+                    await self.port_gateway.close(name)
 
     async def _reconcile(self, fn: FunctionRow, rows: list[ReplicaRow],
                          liveness: dict[str, Liveness]) -> None:
@@ -154,6 +168,18 @@ class Reconciler:
                                 liveness: dict[str, Liveness]) -> None:
         now = time.time()
         platform = self.platforms.get(fn.platform)
+        if self.port_gateway is not None:
+            port = self.port_gateway.port_of(fn.name)
+            if port is None:
+                try:
+                    port = await self.port_gateway.ensure(
+                        fn.name, fn.gateway_port or self.ports.allocate(),
+                        on_fail=self.ports.allocate)
+                except OSError as exc:
+                    logger.warning("no function port", extra={"function": fn.name,
+                                                              "error": str(exc)})
+            if port is not None and port != fn.gateway_port:
+                self.store.update_function(fn.name, gateway_port=port)
         # 1. exits and readiness
         probes = []
         for row in rows:

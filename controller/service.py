@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -62,6 +63,8 @@ class FunctionService:
         self.platforms = platforms
         self._builds: dict[str, asyncio.Task[None]] = {}
         self.locks: dict[str, asyncio.Lock] = {}
+        # Called when a build finished, so replicas start without waiting for the next pass.
+        self.on_change: Callable[[], None] = lambda: None
 
     def lock(self, name: str) -> asyncio.Lock:
         return self.locks.setdefault(name, asyncio.Lock())
@@ -197,6 +200,7 @@ class FunctionService:
         how = "cached" if result.cached else "built"
         self.store.add_event(name, "build", f"build {build_id} {how} in {result.duration_s:.2f} s",
                              data={"build": build_id})
+        self.on_change()
 
     def _build_failed(self, name: str, version: int, build_id: str, message: str) -> None:
         self.store.update_build(build_id, state="failed", message=message,

@@ -27,6 +27,7 @@ ENV_VARS: dict[str, str] = {
     "TICKRUN_CONTAINER_ENGINE": "container_engine",
     "TICKRUN_BASE_IMAGE": "base_image",
     "TICKRUN_PUBLIC_GATEWAY": "public_gateway",
+    "TICKRUN_FUNCTION_PORTS": "function_ports",
 }
 
 
@@ -53,6 +54,7 @@ class Settings(BaseModel):
     container_engine: Engine | None = None
     base_image: str = "python:3.11-slim"
     public_gateway: bool = Field(default=False, description="serve /fn/… without the token")
+    function_ports: bool = Field(default=True, description="a TCP gateway port per function")
     reconcile_interval_s: float = Field(default=0.25, gt=0)
     ready_timeout_s: float = Field(default=120.0, gt=0)
     stop_timeout_s: float = Field(default=10.0, gt=0)
@@ -76,7 +78,7 @@ class Settings(BaseModel):
             if field == "port_range":
                 lo, _, hi = raw.partition("-")
                 values[field] = (lo, hi or lo)
-            elif field == "public_gateway":
+            elif field in ("public_gateway", "function_ports"):
                 values[field] = raw.lower() in ("1", "true", "yes", "on")
             else:
                 values[field] = raw

@@ -43,6 +43,8 @@ class FunctionRow(Base):
     revision: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=_now)
     updated_at: Mapped[float] = mapped_column(Float, default=_now)
+    # The function's own TCP port on the controller host (portgateway.py); kept across restarts.
+    gateway_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class BuildRow(Base):

@@ -24,6 +24,7 @@ from tickrun.controller.platforms.base import (
     Platform,
     ReplicaRef,
 )
+from tickrun.controller.portgateway import PortGateway
 from tickrun.controller.reconciler import Reconciler
 from tickrun.controller.service import FunctionService
 from tickrun.controller.settings import Settings
@@ -124,6 +125,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     service = FunctionService(settings, store, Builder(settings), platforms)
     reconciler = Reconciler(settings, store, service, platforms, "cid")
     gateway = Gateway(reconciler, store)
+    reconciler.port_gateway = PortGateway(reconciler, "127.0.0.1")
     await reconciler.start()
     reconciler._task.cancel()  # type: ignore[union-attr] - ticks are driven by the tests
     await gateway.start()
@@ -144,6 +146,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     finally:
         await runner.cleanup()
         await gateway.stop()
+        await reconciler.port_gateway.stop()
         await reconciler.stop()
         for rid in list(platform.runners):
             await platform.runners.pop(rid).cleanup()
@@ -245,3 +248,30 @@ async def test_restart_adopts_live_replicas_and_replaces_lost_ones(rig: Rig) -> 
         await fresh._session.close()
     assert sorted(r.id for r in rig.store.list_replicas("f")) == sorted([keep, lost])
 
+
+
+async def test_function_port_splices_to_ready_replicas_and_says_503_without(rig: Rig) -> None:
+    await rig.deploy("f", 2, rig.code)
+    await rig.until(lambda: len(rig.ready("f")) == 2)
+    port = rig.store.get_function("f").gateway_port
+    assert port is not None and rig.reconciler.port_gateway is not None
+    assert rig.reconciler.port_gateway.port_of("f") == port
+    seen = set()
+    for _ in range(4):  # one connection each: balanced per connection
+        async with aiohttp.ClientSession() as s, \
+                s.get(f"http://127.0.0.1:{port}/p?x=1", headers={"X-Request-Id": "q"}) as resp:
+            body = await resp.json()
+            assert body["path"] == "/p?x=1" and body["rid"] == "q"
+            seen.add(body["replica"])
+    assert seen == set(rig.ready("f"))
+    big = b"y" * (2 << 20)
+    async with aiohttp.ClientSession() as s, s.post(f"http://127.0.0.1:{port}/", data=big) as r:
+        assert (await r.json())["body_len"] == len(big)
+    for rid in rig.ready("f"):
+        await rig.platform.kill(rid)
+    await rig.until(lambda: not rig.ready("f"))
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/") as resp:
+        assert resp.status in (502, 503)
+        assert (await resp.json())["error"] in ("NoReadyReplica", "BadGateway")
+    await rig.service.delete("f")
+    await rig.until(lambda: rig.reconciler.port_gateway.port_of("f") is None)  # type: ignore[union-attr]

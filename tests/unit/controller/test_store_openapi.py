@@ -25,7 +25,7 @@ def test_store_migrates_in_wal_mode_and_survives_reopen(tmp_path: Path) -> None:
 
     conn = sqlite3.connect(tmp_path / "s" / "db.sqlite")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0001"
+    assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0002"
     conn.close()
 
     again = Store(url)
@@ -39,6 +39,33 @@ def test_store_migrates_in_wal_mode_and_survives_reopen(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="'f' not found"):
         again.get_function("f")
     again.close()
+
+
+def test_upgrade_from_0001_keeps_rows(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, text
+    from tickrun.controller.store.db import MIGRATIONS
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(text(
+            "INSERT INTO functions (name, spec, platform, version, state, message, code_hash, "
+            "created_at, updated_at) VALUES ('old', '{\"metadata\": {\"name\": \"old\"}}', "
+            "'process', 3, 'ready', '', 'c', 0, 0)"))
+    engine.dispose()
+    store = Store(url)
+    store.open()
+    row = store.get_function("old")
+    assert row.version == 3 and row.gateway_port is None
+    store.update_function("old", gateway_port=23456)
+    assert store.get_function("old").gateway_port == 23456
+    store.close()
 
 
 def test_store_unusable_url_is_a_store_error(tmp_path: Path) -> None:

@@ -1,0 +1,207 @@
+"""Deploy and gateway figures for the controller, each beside a baseline from the same run.
+
+    python -m bench.deploy [--platforms process,container] [--duration-s 4] [--connections 16]
+
+1. deploy → first 200 through the gateway, with a cached environment/image (the function is
+   deployed once to warm the caches, deleted, then deployed again and timed), beside the time to
+   first 200 of the same replica started by hand (``python -c serve`` / ``podman run``).
+2. rebuild time for an unchanged function and after a code-only change (container builder).
+3. gateway vs direct-replica requests/s (wrk, alternating, same run), and the ratio.
+Goals (issue 4): ≤ 1.5 s process, ≤ 3 s container, code-only rebuild ≤ 2 s, unchanged 0 s,
+gateway >= 0.8x direct.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tickrun.controller.client import ControllerClient
+from tickrun.controller.platforms.base import serve_command
+
+from tests.integration.test_controller_harness import TOKEN, ControllerProc, cleanup
+
+HANDLER = 'VERSION = "{v}"\n\ndef handler(context, event):\n    return "ok " + VERSION\n'
+
+
+def write_fn(root: Path, name: str, version: str = "1") -> Path:
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "main.py").write_text(HANDLER.format(v=version))
+    (folder / "function.yaml").write_text(json.dumps({
+        "metadata": {"name": name},
+        "spec": {"handler": "main:handler", "replicas": 1, "workers": 1,
+                 "triggers": {"http": {"kind": "http", "maxWorkers": 64}}}}))
+    return folder
+
+
+def first_200(url: str, headers: dict[str, str], t0: float, timeout_s: float = 120) -> float:
+    while time.monotonic() - t0 < timeout_s:
+        try:
+            req = urllib.request.Request(url, headers=headers)
+            with urllib.request.urlopen(req, timeout=2) as resp:
+                if resp.status == 200:
+                    return time.monotonic() - t0
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.01)
+    raise RuntimeError(f"{url} never answered 200")
+
+
+def timed_deploy(client: ControllerClient, folder: Path, platform: str) -> float:
+    spec = json.loads((folder / "function.yaml").read_text())
+    name = spec["metadata"]["name"]
+    t0 = time.monotonic()
+    client.deploy(spec, folder, platform=platform)
+    return first_200(f"{client.url}/fn/{name}/", {"Authorization": f"Bearer {TOKEN}"}, t0)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def baseline_process(folder: Path) -> float:
+    port = free_port()
+    t0 = time.monotonic()
+    proc = subprocess.Popen(serve_command(sys.executable, str(folder), port, 1),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        return first_200(f"http://127.0.0.1:{port}/", {}, t0)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def baseline_container(image: str, env: dict[str, str]) -> float:
+    port = free_port()
+    name = f"tickrun-bench-baseline-{port}"
+    t0 = time.monotonic()
+    subprocess.run(["podman", "run", "-d", "--name", name, "--init", "--network", "host",
+                    image, *serve_command("python", "/opt/tickrun/function", port, 1)],
+                   env=env, check=True, capture_output=True)
+    try:
+        return first_200(f"http://127.0.0.1:{port}/", {}, t0)
+    finally:
+        subprocess.run(["podman", "rm", "-f", "-t", "2", name], env=env, capture_output=True,
+                       check=False)
+
+
+def wrk(url: str, duration_s: int, connections: int, headers: dict[str, str]) -> float:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s"]
+    for k, v in headers.items():
+        cmd += ["-H", f"{k}: {v}"]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    if re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        raise RuntimeError(f"{url}: non-2xx responses under load:\n{out}")
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if m is None:
+        raise RuntimeError(out)
+    return float(m.group(1))
+
+
+def build_seconds(client: ControllerClient, build_id: str) -> tuple[float, bool]:
+    while True:
+        b = client.get_build(build_id)
+        if b["state"] != "running":
+            if b["state"] != "succeeded":
+                raise RuntimeError(f"build failed: {b['message']}")
+            return float(b["duration_s"]), bool(b["cached"])
+        time.sleep(0.05)
+
+
+def row(label: str, tickrun: str, baseline: str, ratio: str, goal: str) -> None:
+    print(f"{label:<38} {tickrun:>10} {baseline:>12} {ratio:>7}   {goal}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.deploy")
+    ap.add_argument("--platforms", default="process,container")
+    ap.add_argument("--duration-s", type=int, default=4)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+    platforms = args.platforms.split(",")
+    env = dict(os.environ)
+    if "container" in platforms:
+        from tests.peers.podman import require_base_image
+
+        env = require_base_image()
+    work = Path(tempfile.mkdtemp(prefix="tickrun-bench-deploy-"))
+    ctl = ControllerProc(work / "state", env).start()
+    client = ctl.client
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    print(f"controller {ctl.url}; {os.cpu_count()} CPUs; state {work}")
+    print(f"{'':<38} {'tickrun':>10} {'baseline':>12} {'ratio':>7}   goal")
+    try:
+        for platform in platforms:
+            name = f"bench-{platform}"
+            folder = write_fn(work / "src", name)
+            print(f"[{platform}] warming the cache (first deploy builds)…", file=sys.stderr)
+            timed_deploy(client, folder, platform)
+            image = client.get_function(name)["image"]
+            cold, base = [], []
+            for _ in range(args.rounds):
+                client.delete_function(name)
+                cold.append(timed_deploy(client, folder, platform))
+                code_dir = client.get_function(name)["code_hash"]
+                stored = work / "state" / "code" / name / code_dir
+                base.append(baseline_process(stored) if platform == "process"
+                            else baseline_container(image, env))
+            t, b = min(cold), min(base)
+            goal = "≤ 1.5 s" if platform == "process" else "≤ 3 s"
+            row(f"deploy→first 200, cached ({platform})", f"{t:.2f} s", f"{b:.2f} s",
+                f"{t / b:.2f}x", f"{goal} (baseline: replica started by hand)")
+
+            if platform == "container":
+                spec = json.loads((folder / "function.yaml").read_text())
+                res = client.deploy(spec, folder, platform="container")
+                unchanged, cached = build_seconds(client, res["build"]["id"])
+                row("rebuild, unchanged (container)", f"{unchanged:.2f} s", "-", "-",
+                    f"0 s (cached={cached}: content hash matched, no engine build)")
+                client.wait_ready(name)
+                write_fn(work / "src", name, version=str(time.time_ns()))
+                res = client.deploy(spec, folder, platform="container")
+                code_only, cached = build_seconds(client, res["build"]["id"])
+                row("rebuild, code-only change (container)", f"{code_only:.2f} s", "-", "-",
+                    f"≤ 2 s (cached={cached})")
+                client.wait_ready(name, version=res["function"]["version"])
+
+            fn = client.wait_ready(name)
+            direct = f"http://127.0.0.1:{fn['replicas']['items'][0]['port']}/"
+            gateway = f"{client.url}/fn/{name}/"
+            first_200(gateway, auth, time.monotonic())
+            port_url = f"http://127.0.0.1:{fn['port']}/"
+            first_200(port_url, {}, time.monotonic())
+            g_rps, p_rps, d_rps = [], [], []
+            for _ in range(args.rounds):
+                d_rps.append(wrk(direct, args.duration_s, args.connections, {}))
+                g_rps.append(wrk(gateway, args.duration_s, args.connections, auth))
+                p_rps.append(wrk(port_url, args.duration_s, args.connections, {}))
+            g, p, d = max(g_rps), max(p_rps), max(d_rps)
+            row(f"function port req/s ({platform})", f"{p:.0f}", f"{d:.0f}", f"{p / d:.2f}x",
+                ">= 0.8x (baseline: the replica directly)")
+            row(f"/fn/ gateway req/s ({platform})", f"{g:.0f}", f"{d:.0f}", f"{g / d:.2f}x",
+                ">= 0.8x (L7: token check, per-request balancing)")
+            client.delete_function(name)
+    finally:
+        cleanup(ctl)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Per-function ports: a TCP-level gateway, the fast path beside ``/fn/<name>/``.
+
+Each function gets a stable port on the controller's host (recorded in the store, so it survives
+a controller restart). A connection is spliced to the ready replica with the fewest open
+connections; bytes pass untouched (X-Request-Id included), so the per-request cost is two
+reads and two writes instead of parsing HTTP twice. Balancing is per connection, not per
+request, and there is no bearer token here: function ports serve functions the way a Nuclio
+function's own port does, on the controller's listen address (loopback by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+
+from .reconciler import Endpoint, Reconciler
+
+logger = logging.getLogger(__name__)
+
+
+def _http_error(status: int, reason: str, error: str, detail: str) -> bytes:
+    body = json.dumps({"error": error, "detail": detail}).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n")
+    return head.encode() + body
+
+
+class _Upstream(asyncio.Protocol):
+    def __init__(self, client: _Client) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.client.transport is not None:
+            self.client.transport.write(data)
+
+    def eof_received(self) -> bool:
+        if self.client.transport is not None and self.client.transport.can_write_eof():
+            self.client.transport.write_eof()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.client.transport is not None:
+            self.client.transport.close()
+
+    # The client is slow to read: stop reading from the replica until it catches up.
+    def pause_writing(self) -> None:
+        if self.client.transport is not None:
+            self.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.client.transport is not None:
+            self.client.transport.resume_reading()
+
+
+class _Client(asyncio.Protocol):
+    def __init__(self, gateway: PortGateway, name: str) -> None:
+        self.gateway = gateway
+        self.name = name
+        self.transport: asyncio.Transport | None = None
+        self.upstream: _Upstream | None = None
+        self.endpoint: Endpoint | None = None
+        self.pending: list[bytes] = []
+        self.eof = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.gateway.track(asyncio.ensure_future(self._connect()))
+
+    async def _connect(self) -> None:
+        assert self.transport is not None
+        tried: set[str] = set()
+        loop = asyncio.get_running_loop()
+        while True:
+            endpoint = self.gateway.pick(self.name, tried)
+            if endpoint is None:
+                if tried:
+                    msg = _http_error(502, "Bad Gateway", "BadGateway",
+                                      f"no replica of {self.name!r} answered")
+                else:
+                    msg = _http_error(503, "Service Unavailable", "NoReadyReplica",
+                                      f"function {self.name!r} has no ready replica")
+                self.transport.write(msg)
+                self.transport.close()
+                return
+            tried.add(endpoint.replica_id)
+            host, _, port = endpoint.url.removeprefix("http://").partition(":")
+            try:
+                _, upstream = await loop.create_connection(lambda: _Upstream(self), host,
+                                                           int(port))
+            except OSError:
+                self.gateway.reconciler.mark_unready(self.name, endpoint.replica_id)
+                continue
+            if self.transport.is_closing():
+                if upstream.transport is not None:
+                    upstream.transport.close()
+                return
+            self.endpoint = endpoint
+            endpoint.in_flight += 1
+            self.upstream = upstream
+            assert upstream.transport is not None
+            for chunk in self.pending:
+                upstream.transport.write(chunk)
+            self.pending.clear()
+            if self.eof and upstream.transport.can_write_eof():
+                upstream.transport.write_eof()
+            return
+
+    def data_received(self, data: bytes) -> None:
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.write(data)
+        else:
+            self.pending.append(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        up = self.upstream.transport if self.upstream is not None else None
+        if up is not None and up.can_write_eof():
+            up.write_eof()
+        return True  # half-close: the response may still be on its way
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.close()
+        if self.endpoint is not None:
+            self.endpoint.in_flight -= 1
+            self.endpoint = None
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.resume_reading()
+
+
+class PortGateway:
+    """Constructor does no I/O; :meth:`ensure` opens (or keeps) a function's listener."""
+
+    def __init__(self, reconciler: Reconciler, host: str) -> None:
+        self.reconciler = reconciler
+        self.host = host
+        self._servers: dict[str, tuple[int, asyncio.base_events.Server]] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    def track(self, task: asyncio.Future[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def pick(self, name: str, exclude: set[str]) -> Endpoint | None:
+        entry = self.reconciler.endpoints.get(name)
+        if entry is None:
+            return None
+        candidates = [e for e in entry.endpoints if e.replica_id not in exclude]
+        if not candidates:
+            return None
+        entry.cursor = (entry.cursor + 1) % len(candidates)
+        start = candidates[entry.cursor:] + candidates[:entry.cursor]
+        return min(start, key=lambda e: e.in_flight)
+
+    def port_of(self, name: str) -> int | None:
+        entry = self._servers.get(name)
+        return entry[0] if entry else None
+
+    def ports(self) -> list[int]:
+        return [port for port, _ in self._servers.values()]
+
+    async def ensure(self, name: str, port: int, *, on_fail: Callable[[], int]) -> int:
+        """Listen for ``name`` on ``port`` (or on ``on_fail()`` if that port is taken)."""
+        current = self._servers.get(name)
+        if current is not None:
+            return current[0]
+        loop = asyncio.get_running_loop()
+        for candidate in (port, on_fail()):
+            try:
+                server = await loop.create_server(lambda: _Client(self, name), self.host,
+                                                  candidate, reuse_address=True)
+            except OSError:
+                logger.warning("function port taken; choosing another",
+                               extra={"function": name, "port": candidate})
+                continue
+            self._servers[name] = (candidate, server)
+            return candidate
+        raise OSError(f"no port for function {name}")
+
+    async def close(self, name: str) -> None:
+        entry = self._servers.pop(name, None)
+        if entry is not None:
+            entry[1].close()
+
+    async def stop(self) -> None:
+        for name in list(self._servers):
+            await self.close(name)
+        for task in list(self._tasks):
+            task.cancel()
