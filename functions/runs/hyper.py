@@ -308,22 +308,42 @@ def _results_table(done: list[RunRecord]) -> Any:
 
 
 def _plot(done: list[RunRecord], selector: str | None, best: RunRecord | None) -> Any:
+    """Selector metric per iteration, and against each numeric hyperparameter that varied."""
     from matplotlib.figure import Figure
 
     key = parse_selector(selector)[1] if selector else next(
         (k for r in done for k, v in r.results.items() if isinstance(v, int | float)), None)
     if key is None:
         return None
-    xs = [r.iteration for r in done]
-    ys = [float(v) if isinstance(v := r.results.get(key), int | float) else 0.0 for r in done]
+    ok = [r for r in done if r.state is RunState.COMPLETED
+          and isinstance(r.results.get(key), int | float)]
+    varied = [k for k in (done[0].params if done else {})
+              if len({str(r.params.get(k)) for r in done}) > 1
+              and all(isinstance(r.params.get(k), int | float) for r in done)][:3]
+    fig = Figure(figsize=(4.5 + 3.5 * len(varied), 3.6))
+    axes = fig.subplots(1, 1 + len(varied), squeeze=False)[0]
+    ax = axes[0]
     colors = ["tab:green" if best is not None and r.iteration == best.iteration
               else ("tab:red" if r.state is not RunState.COMPLETED else "tab:blue")
               for r in done]
-    fig = Figure(figsize=(max(4.0, 0.5 * len(xs) + 2), 3.5))
-    ax = fig.subplots()
-    ax.bar(range(len(xs)), ys, color=colors)
-    ax.set_xticks(range(len(xs)), [str(x) for x in xs])
+    ys = [float(v) if isinstance(v := r.results.get(key), int | float) else float("nan")
+          for r in done]
+    ax.scatter(range(len(done)), ys, c=colors, s=40, zorder=3)
+    for x, r in enumerate(done):  # failed iterations: a red tick on the axis
+        if r.state is not RunState.COMPLETED:
+            ax.axvline(x, color="tab:red", alpha=0.3)
+    ax.set_xticks(range(len(done)), [str(r.iteration) for r in done])
     ax.set_xlabel("iteration")
     ax.set_ylabel(key)
-    ax.set_title(f"{key} by iteration (green: best, red: failed)")
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{key} by iteration (green: best, red: failed)", fontsize=9)
+    for axp, param in zip(axes[1:], varied, strict=True):
+        axp.scatter([float(r.params[param]) for r in ok], [float(r.results[key]) for r in ok],
+                    c=["tab:green" if best is not None and r.iteration == best.iteration
+                       else "tab:blue" for r in ok], s=40, zorder=3)
+        axp.set_xlabel(param)
+        axp.set_ylabel(key)
+        axp.grid(alpha=0.3)
+        axp.set_title(f"{key} vs {param}", fontsize=9)
+    fig.tight_layout()
     return fig
