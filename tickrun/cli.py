@@ -28,7 +28,12 @@ COMMAND_MODULES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Replicas start through `tickrun serve`; importing the other areas' CLIs (and with them the
+# controller's and the run tracker's libraries) would add to every replica's start-up.
+FAST_COMMANDS = {"serve": ("tickrun.functions.cli",)}
+
+
+def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tickrun",
         description="Serverless functions for quant ML: serve, deploy, run, track.",
@@ -52,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     get = get_parser.add_subparsers(dest="resource", metavar="RESOURCE")
     get.required = True
     _with_common(get, common)
-    for name in COMMAND_MODULES:
+    for name in modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -83,7 +88,9 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     from tickrun.functions.logs import configure_logging
 
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(FAST_COMMANDS.get(verb or "", COMMAND_MODULES))
     args = parser.parse_args(argv)
     json_logs = None if args.log_format is None else args.log_format == "json"
     configure_logging(json_logs=json_logs, level=args.log_level.upper())
