@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 import shutil
@@ -256,14 +255,3 @@ class RunContext:
                    "features": len(meta.get("feature_names", []))}
         return self._record(key, ArtifactKind.MODEL, fmt, info, preview=preview, meta=meta,
                             labels=labels)
-
-    def get_artifact_bytes(self, key: str) -> bytes:
-        """Read back an artifact this run logged (mostly for tests and chained steps)."""
-        rec = self._artifacts.get(key)
-        if rec is None:
-            raise NotFoundError(f"this run logged no artifact {key!r}")
-        buf = io.BytesIO()
-        item = DataItem(rec.target, meta=rec, s3=getattr(self._store, "settings", None))
-        for chunk in item.stream():
-            buf.write(chunk)
-        return buf.getvalue()
