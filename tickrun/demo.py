@@ -30,8 +30,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _call(method: str, url: str, body: bytes | None = None, ctype: str | None = None) -> tuple[int, dict[str, str], bytes]:
-    req = urllib.request.Request(url, data=body, method=method)
+def _call(
+    method: str, url: str, body: bytes | None = None, ctype: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, data=body, method=method)  # noqa: S310 - loopback
     if ctype:
         req.add_header("Content-Type", ctype)
     try:
@@ -49,9 +51,22 @@ def _serve(path: Path, workers: int) -> tuple[subprocess.Popen[str], str]:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = (LOG_DIR / f"{path.name}.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tickrun", "serve", str(path), "--port", str(port),
-         "--workers", str(workers), "--log-format", "json"],
-        stdout=subprocess.PIPE, stderr=log, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tickrun",
+            "serve",
+            str(path),
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-format",
+            "json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
     )
     assert proc.stdout is not None
     started = time.monotonic()
@@ -60,8 +75,10 @@ def _serve(path: Path, workers: int) -> tuple[subprocess.Popen[str], str]:
             break
     else:
         raise SystemExit(f"{path.name} did not start (exit code {proc.wait()})")
-    print(f"  served {path.name:<6} at http://127.0.0.1:{port} with {workers} worker process(es)"
-          f" — ready in {time.monotonic() - started:.2f}s")
+    print(
+        f"  served {path.name:<6} at http://127.0.0.1:{port} with {workers} worker process(es)"
+        f" — ready in {time.monotonic() - started:.2f}s"
+    )
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -76,21 +93,35 @@ def main() -> None:
         print()
         calls = [
             ("GET", f"{hello_url}/?name=quant", None, None),
-            ("POST", f"{hello_url}/", json.dumps({"name": "BTCUSDT desk"}).encode(), "application/json"),
-            ("POST", f"{echo_url}/orders?side=buy", json.dumps({"qty": 0.5, "px": 97000}).encode(),
-             "application/json"),
+            (
+                "POST",
+                f"{hello_url}/",
+                json.dumps({"name": "BTCUSDT desk"}).encode(),
+                "application/json",
+            ),
+            (
+                "POST",
+                f"{echo_url}/orders?side=buy",
+                json.dumps({"qty": 0.5, "px": 97000}).encode(),
+                "application/json",
+            ),
             ("POST", f"{hello_url}/", b"x" * 2_000_000, "application/octet-stream"),
         ]
         for method, url, body, ctype in calls:
             status, headers, payload = _call(method, url, body, ctype)
             shown = payload.decode(errors="replace")
-            print(f"$ {method} {url.split('//', 1)[1]}" + (f"  ({len(body):,} bytes)" if body else ""))
+            print(
+                f"$ {method} {url.split('//', 1)[1]}" + (f"  ({len(body):,} bytes)" if body else "")
+            )
             print(f"  {status}  request-id {headers.get('X-Request-Id')}")
             print(f"  {shown[:200]}\n")
         time.sleep(1.2)  # workers publish their event counts once a second
         _, _, metrics = _call("GET", f"{hello_url}/metrics")
-        lines = [ln for ln in metrics.decode().splitlines()
-                 if ln.startswith("tickrun_events_total") and not ln.endswith(" 0.0")]
+        lines = [
+            ln
+            for ln in metrics.decode().splitlines()
+            if ln.startswith("tickrun_events_total") and not ln.endswith(" 0.0")
+        ]
         print("$ GET /metrics (hello, summed over its workers)")
         for ln in lines:
             print(f"  {ln}")
