@@ -121,3 +121,25 @@ async def test_rest_shapes_and_errors(server: tuple[str, SqlRunDB],
     with pytest.raises(AuthError) as aexc:
         await asyncio.to_thread(HttpRunDB(url, "wrong-token").list_runs)
     assert "wrong-token" not in str(aexc.value)
+
+
+async def test_dead_run_marked_aborted_when_read_through_the_api(
+    server: tuple[str, SqlRunDB],
+) -> None:
+    import sys
+
+    from tickrun.functions.runs import RunBatch, RunRecord
+    from tickrun.functions.runs.db.base import HOST
+
+    url, _ = server
+    client = HttpRunDB(url, TOKEN)
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await proc.wait()
+    rec = RunRecord(uid="gone", state=RunState.RUNNING, pid=proc.pid, host=HOST)
+    await asyncio.to_thread(client.apply, RunBatch(runs=[rec]))
+    got = await asyncio.to_thread(client.get_run, "gone")
+    assert got.state is RunState.ABORTED
+    assert "died" in (got.error or "")
+    # A late write from the dead run's process cannot revive it.
+    await asyncio.to_thread(client.apply, RunBatch(runs=[rec]))
+    assert (await asyncio.to_thread(client.get_run, "gone")).state is RunState.ABORTED
