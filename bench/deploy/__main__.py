@@ -168,10 +168,16 @@ def main() -> int:
 
             if platform == "container":
                 spec = json.loads((folder / "function.yaml").read_text())
-                res = client.deploy(spec, folder, platform="container")
-                unchanged, cached = build_seconds(client, res["build"]["id"])
+                # Twice: in a shared checkout another edit to tickrun's own sources (which go
+                # into the image) legitimately forces a rebuild; the second deploy is the
+                # "unchanged" figure.
+                for _ in range(2):
+                    res = client.deploy(spec, folder, platform="container")
+                    unchanged, cached = build_seconds(client, res["build"]["id"])
+                    client.wait_ready(name, version=res["function"]["version"])
+                how = "content hash matched, no engine build" if cached else "REBUILT"
                 row("rebuild, unchanged (container)", f"{unchanged:.2f} s", "-", "-",
-                    f"0 s (cached={cached}: content hash matched, no engine build)")
+                    f"0 s ({how})")
                 client.wait_ready(name)
                 write_fn(work / "src", name, version=str(time.time_ns()))
                 res = client.deploy(spec, folder, platform="container")

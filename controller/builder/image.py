@@ -74,14 +74,16 @@ def containerfile(spec: FunctionSpec, base_image: str, *, has_requirements: bool
         ]
     lines.append(f"WORKDIR {APP}/build")
     lines += [f"RUN {cmd}" for cmd in s.build.commands]
+    # Metadata steps each commit a layer too, so they go before the code: after a code-only
+    # change the COPY of the function is the one step podman has to run.
     lines += [
         f"COPY lib {APP}/lib",
         f"ENV PYTHONPATH={APP}/lib",
-        f"COPY function {APP}/function",
         f"WORKDIR {APP}/function",
         f"LABEL tickrun.function={spec.name}",
         'CMD ["/bin/sh", "-c", "exec python -m tickrun serve '
         f'{APP}/function --host 127.0.0.1 --port ${{PORT:-8080}}"]',
+        f"COPY function {APP}/function",
     ]
     return "\n".join(lines) + "\n"
 
