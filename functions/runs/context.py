@@ -13,6 +13,7 @@ import nuclio_sdk
 
 from ..artifacts.base import ArtifactKeyError, ArtifactStore, ObjectInfo, sanitize_key
 from ..errors import BadRequestError, NotFoundError
+from ..sdk import LevelledLogger
 from . import serialize as ser
 from .dataitem import DataItem
 from .model import ArtifactKind, ArtifactRecord
@@ -34,17 +35,8 @@ def check_key(key: str) -> str:
     return key
 
 
-class JobLogger(nuclio_sdk.Logger):  # type: ignore[misc]
-    """nuclio-sdk's logger (``info_with`` & co.) that, unlike nuclio-sdk's, honours levels."""
-
-    def _update_bound_vars_and_log(self, level: int, message: str, *args: Any,
-                                   **kw_args: Any) -> None:
-        if self._logger.isEnabledFor(level):
-            super()._update_bound_vars_and_log(level, message, *args, **kw_args)
-
-
-def job_logger(name: str) -> JobLogger:
-    return JobLogger(logging.NOTSET, name=f"tickrun.job.{name}")
+def job_logger(name: str) -> LevelledLogger:
+    return LevelledLogger(logging.NOTSET, name=f"tickrun.job.{name}")
 
 
 class RunContext:
