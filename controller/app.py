@@ -33,6 +33,8 @@ SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 TOKEN: web.AppKey[str] = web.AppKey("token", str)
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
 OPEN_PATHS = {"/healthz", OPENAPI_PATH}
+# The hub catalogue is read-only and public (remote hub clients send no token).
+OPEN_PREFIXES = ("/api/hub",)
 MAX_REQUEST_BYTES = 96 * 1024 * 1024  # a deploy carries the code archive (64 MiB max) in base64
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -62,7 +64,8 @@ def auth_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamRes
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
-        if path not in OPEN_PATHS and not (settings.public_gateway and path.startswith("/fn/")):
+        open_path = path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+        if not open_path and not (settings.public_gateway and path.startswith("/fn/")):
             check_bearer(request.headers.get("Authorization"), request.app[TOKEN])
         return await handler(request)
 
@@ -108,6 +111,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/version", version)
     api.add_routes(app)
     _mount_runs(app, settings)
+    _mount_hub(app)
 
     async def startup(app: web.Application) -> None:
         t0 = time.monotonic()
@@ -157,13 +161,26 @@ def create_app(settings: Settings) -> web.Application:
 
 
 def _mount_runs(app: web.Application, settings: Settings) -> None:
-    """/api/runs and /api/artifacts come from tickrun.functions.runs when it is installed.
-
-    Hook: ``add_routes(app, db_url)`` with the controller's DB URL (the runs engineer's module
-    owns its tables and migrations).
-    """
+    """/api/runs and /api/artifacts from tickrun.functions.runs, on the controller's DB URL (its
+    tables are its own; they sit beside the controller's in the same database)."""
     try:
-        from tickrun.functions.runs.api import add_routes  # type: ignore[import-not-found,unused-ignore]
+        from tickrun.functions.runs.api import add_routes
+        from tickrun.functions.runs.db import SqlRunDB
+    except ImportError:  # tracking not installed: the controller still deploys and serves
+        return
+    db = SqlRunDB(settings.database_url)
+    add_routes(app, db)
+
+    async def close_runs(app: web.Application) -> None:
+        db.close()
+
+    app.on_cleanup.append(close_runs)
+
+
+def _mount_hub(app: web.Application) -> None:
+    """/api/hub: the bundled hub catalogue, so this controller is also a remote hub."""
+    try:
+        from tickrun.hub.api import add_routes
     except ImportError:
         return
-    add_routes(app, settings.database_url)
+    add_routes(app)

@@ -28,6 +28,10 @@ async def test_health_and_openapi_are_open_everything_else_needs_the_token(
         client: TestClient) -> None:
     assert (await client.get("/healthz")).status == 200
     assert (await client.get("/api/openapi.json")).status == 200
+    hub = await client.get("/api/hub")  # the read-only hub catalogue is public
+    assert hub.status == 200 and "items" in await hub.json()
+    runs = await client.get("/api/runs")  # tracked runs are not
+    assert runs.status == 401
     for path in ("/api/functions", "/fn/x/", "/api/version"):
         resp = await client.get(path)
         assert resp.status == 401
