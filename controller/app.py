@@ -128,6 +128,7 @@ def create_app(settings: Settings) -> web.Application:
             reconciler.port_gateway = PortGateway(reconciler, settings.host)
         app[api.RECONCILER] = reconciler
         service.on_change = reconciler.wake
+        service.on_delete = reconciler.forget
         app[GATEWAY] = gateway
         await reconciler.start()
         await gateway.start()

@@ -91,7 +91,7 @@ class Gateway:
         while True:
             endpoint = self._pick(name, tried)
             if endpoint is None:
-                if tried:
+                if tried and self.store.find_function(name) is not None:
                     return web.json_response(
                         {"error": "BadGateway", "detail": f"no replica of {name!r} answered"},
                         status=502)

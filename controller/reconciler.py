@@ -327,6 +327,12 @@ class Reconciler:
         keep += [Endpoint(rid, url) for rid, url in ready.items() if rid not in have]
         entry.endpoints = keep
 
+    async def forget(self, function: str) -> None:
+        """A function is being deleted: no more routing to it, its port closes."""
+        self.endpoints.pop(function, None)
+        if self.port_gateway is not None:
+            await self.port_gateway.close(function)
+
     def mark_unready(self, function: str, replica_id: str) -> None:
         """The gateway could not connect: stop routing there until the next probe says ready."""
         entry = self.endpoints.get(function)

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -65,6 +65,8 @@ class FunctionService:
         self.locks: dict[str, asyncio.Lock] = {}
         # Called when a build finished, so replicas start without waiting for the next pass.
         self.on_change: Callable[[], None] = lambda: None
+        # Called first thing on delete: stop routing to the function before its replicas stop.
+        self.on_delete: Callable[[str], Awaitable[None]] = _noop
 
     def lock(self, name: str) -> asyncio.Lock:
         return self.locks.setdefault(name, asyncio.Lock())
@@ -235,6 +237,7 @@ class FunctionService:
     async def delete(self, name: str) -> None:
         row = self.store.get_function(name)
         self.store.update_function(name, state="deleting")
+        await self.on_delete(name)
         task = self._builds.pop(name, None)
         if task is not None:
             task.cancel()
@@ -253,6 +256,10 @@ class FunctionService:
         for task in self._builds.values():
             task.cancel()
         await asyncio.gather(*self._builds.values(), return_exceptions=True)
+
+
+async def _noop(name: str) -> None:
+    return None
 
 
 def _open_log(path: Path) -> TextIO:
