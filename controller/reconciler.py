@@ -118,13 +118,14 @@ class Reconciler:
 
     async def _loop(self) -> None:
         while True:
+            # Cleared before the pass, so a wake-up during the pass is not lost.
+            self._wake.clear()
             try:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("reconcile pass failed")
-            self._wake.clear()
             # A replica coming up is probed often: readiness latency is deploy latency.
             starting = any(r.state == "starting" for r in self.store.list_replicas())
             interval = min(0.05, self.settings.reconcile_interval_s) if starting \
