@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -30,6 +31,25 @@ from .store import FunctionRow, ReplicaRow, Store
 logger = logging.getLogger(__name__)
 
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+EXIT_CONFIG = 78  # the processor's "handler cannot load" exit code (EX_CONFIG)
+
+
+def cannot_start_reason(log_lines: Sequence[str]) -> str:
+    """The processor's own one-line reason from a replica's JSON log (never a traceback)."""
+    errors = []
+    for line in log_lines:
+        if not line.startswith("{"):
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("level") in ("error", "critical"):
+            errors.append(str(entry.get("message", "")))
+    best = next((e for e in errors if e.startswith("function cannot start:")), None)
+    best = best or next((e for e in reversed(errors) if e), "")
+    best = best or "the handler cannot load"
+    return best[:500] + " (see `tickrun logs`)"
 STABLE_AFTER_S = 60.0  # a replica up this long has its backoff reset
 
 
@@ -258,6 +278,10 @@ class Reconciler:
         up_s = now - (row.ready_at or row.started_at)
         failures = 0 if row.ready_at and up_s > STABLE_AFTER_S else row.restarts
         delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
+        if live.exit_code == EXIT_CONFIG:
+            # The handler cannot load: restarting soon will not help, and the user must see why.
+            delay = RESTART_BACKOFF_S[-1]
+            await self._function_cannot_start(row)
         row.state, row.exit_code, row.restart_at = "failed", live.exit_code, now + delay
         self.store.save_replica(row)
         if record:
@@ -267,6 +291,15 @@ class Reconciler:
                                                        "restart_in_s": delay})
             logger.warning("replica exited", extra={"function": row.function,
                                                     "replica": row.id, "detail": live.detail})
+
+    async def _function_cannot_start(self, row: ReplicaRow) -> None:
+        platform = self.platforms.get(row.platform)
+        lines = await platform.logs(replica_ref(row), 100) if platform else []
+        reason = cannot_start_reason(lines)
+        fn = self.store.find_function(row.function)
+        if fn is not None and fn.state in ("deploying", "ready") and fn.revision == row.revision:
+            self.store.update_function(fn.name, state="error", message=reason)
+            self.store.add_event(fn.name, "error", reason, replica=row.id)
 
     async def _launch(self, fn: FunctionRow, platform: Platform, row: ReplicaRow | None) -> None:
         spec = parse_spec(fn.spec)

@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from tickrun.functions.errors import AuthError, NotFoundError, SpecError
+from tickrun.functions.errors import AuthError, NotFoundError, PlatformError, SpecError
 
 from tests.integration.test_controller_harness import (
     TOKEN,
@@ -199,11 +199,14 @@ def test_errors_are_json_with_the_right_status(controller: ControllerProc,
     assert err.value.code == 400
     assert json.loads(err.value.read()) == {"error": "BadRequestError",
                                             "detail": "request body is not valid JSON"}
-    # a handler that cannot load: the function ends in error with a message, not silence
+    # a handler that cannot load: the function ends in error with the processor's reason
     folder = write_function(tmp_path / "src", "broken", extra_spec={
-        "handler": "missing_module:handler", "build": {}, "readinessTimeoutSeconds": 5})
+        "handler": "missing_module:handler", "build": {}})
     client.deploy(spec_of(folder), folder)
-    time.sleep(2)
+    with pytest.raises(PlatformError, match="failed: function cannot start: .*missing_module"):
+        client.wait_ready("broken", timeout_s=60)
+    fn = client.get_function("broken")
+    assert fn["state"] == "error" and "Traceback" not in fn["message"]
     res = client.invoke("broken")
     assert res.status == 503
     assert "no ready replica" in json.loads(res.body)["detail"]

@@ -87,5 +87,5 @@ def test_train_on_btc_features_logs_metrics_and_plots_to_minio(
         inputs={"dataset": run.outputs["test_set"], "prices": str(bars_csv)})
     assert bt.state == "completed", bt.error
     assert bt.results["bars"] == len(test_set)
-    assert -1.0 < bt.results["cumulative_return"] and 0 <= bt.results["max_drawdown"] <= 1
+    assert bt.results["cumulative_return"] > -1.0 and 0 <= bt.results["max_drawdown"] <= 1
     assert bt.artifact("equity-curve").get()[:4] == b"\x89PNG"

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from tickrun.functions.runs import load_model
 
 import tickrun
-from tickrun.functions.runs import load_model
 
 pytestmark = pytest.mark.slow
 

@@ -275,3 +275,20 @@ async def test_function_port_splices_to_ready_replicas_and_says_503_without(rig:
         assert (await resp.json())["error"] in ("NoReadyReplica", "BadGateway")
     await rig.service.delete("f")
     await rig.until(lambda: rig.reconciler.port_gateway.port_of("f") is None)  # type: ignore[union-attr]
+
+
+def test_cannot_start_reason_takes_the_processors_own_line() -> None:
+    from tickrun.controller.reconciler import cannot_start_reason
+
+    lines = [
+        "--- replica r starting ---",
+        '{"level": "info", "message": "loading"}',
+        '{"level": "error", "message": "function cannot start: handler module \'main\' '
+        'imports \'x\', which is not installed; add it to spec.requirements"}',
+        "Traceback (most recent call last):",
+        '{"level": "error", "message": "function cannot start; see the worker log above"}',
+    ]
+    reason = cannot_start_reason(lines)
+    assert reason.startswith("function cannot start: handler module 'main' imports 'x'")
+    assert "Traceback" not in reason
+    assert cannot_start_reason(["garbage"]).startswith("the handler cannot load")
