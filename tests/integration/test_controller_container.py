@@ -28,7 +28,8 @@ def _containers(env: dict[str, str], name: str) -> list[dict[str, object]]:
 def test_container_platform_end_to_end(podman_env: dict[str, str], tmp_path: Path) -> None:
     name = "boxed"
     folder = write_function(tmp_path / "src", name, extra_spec={
-        "resources": {"limits": {"memory": "256Mi", "cpu": "1"}}})
+        "resources": {"limits": {"memory": "256Mi", "cpu": "1"}}},
+        requirements={"tabulate": "tabulate==0.9.0"})
     state = tmp_path / "state"
     ctl = ControllerProc(state, podman_env).start()
     try:
@@ -44,6 +45,7 @@ def test_container_platform_end_to_end(podman_env: dict[str, str], tmp_path: Pat
         body = json.loads(client.invoke(name).body)
         assert body["marker"] == "built-by-commands"  # build.commands ran in the image
         assert body["flavour"] == "vanilla"
+        assert body["deps"] == {"tabulate": "0.9.0"}  # locked wheel installed in the image
 
         # labels, --init, limits from the spec
         [box] = _containers(podman_env, name)
@@ -60,7 +62,8 @@ def test_container_platform_end_to_end(podman_env: dict[str, str], tmp_path: Pat
                  "unchanged build")
         assert client.get_build(again["build"]["id"])["cached"] is True
         write_function(tmp_path / "src", name, version="2", extra_spec={
-            "resources": {"limits": {"memory": "256Mi", "cpu": "1"}}})
+            "resources": {"limits": {"memory": "256Mi", "cpu": "1"}}},
+            requirements={"tabulate": "tabulate==0.9.0"})
         changed = client.deploy(spec_of(folder), folder, platform="container")
         changed_log = list(client.follow_build(changed["build"]["id"]))
         client.wait_ready(name, version=changed["function"]["version"], timeout_s=300)

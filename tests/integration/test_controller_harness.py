@@ -25,8 +25,9 @@ TOKEN = "test-token-" + "x" * 20
 
 HANDLER = textwrap.dedent('''
     import os
-
+    {imports}
     VERSION = "{version}"
+    DEPS = {deps}
 
 
     def init_context(context):
@@ -44,12 +45,14 @@ HANDLER = textwrap.dedent('''
             "replica": os.environ.get("TICKRUN_REPLICA_ID"),
             "request_id": {{k.lower(): v for k, v in event.headers.items()}}.get("x-request-id"),
             "path": event.path,
+            "deps": {{name: getattr(mod, "__version__", "?") for name, mod in DEPS.items()}},
         }}
 ''')
 
 
 def write_function(root: Path, name: str, *, version: str = "1", replicas: int = 1,
-                   extra_spec: dict[str, Any] | None = None) -> Path:
+                   extra_spec: dict[str, Any] | None = None,
+                   requirements: dict[str, str] | None = None) -> Path:
     """A Nuclio-style function folder: function.yaml with build.commands, env and a handler."""
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -66,8 +69,13 @@ def write_function(root: Path, name: str, *, version: str = "1", replicas: int =
             **(extra_spec or {}),
         },
     }
+    reqs = requirements or {}  # module name → requirement
+    if reqs:
+        spec["spec"]["requirements"] = list(reqs.values())
+    imports = "".join(f"import {mod}\n" for mod in reqs)
+    deps = "{" + ", ".join(f"{mod!r}: {mod}" for mod in reqs) + "}"
     (folder / "function.yaml").write_text(json.dumps(spec))
-    (folder / "app.py").write_text(HANDLER.format(version=version))
+    (folder / "app.py").write_text(HANDLER.format(version=version, imports=imports, deps=deps))
     return folder
 
 

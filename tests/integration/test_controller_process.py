@@ -160,6 +160,31 @@ def test_controller_kill9_keeps_functions_replicas_and_history(tmp_path: Path) -
         ctl.stop()
 
 
+def test_requirements_go_into_a_cached_env_keyed_by_the_lock(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"  # a fresh cache: the first deploy must resolve and install
+    ctl = ControllerProc(tmp_path / "state", dict(os.environ, TICKRUN_CACHE=str(cache))).start()
+    try:
+        client = ctl.client
+        reqs = {"tabulate": "tabulate==0.9.0"}
+        first = write_function(tmp_path / "src", "needy", requirements=reqs)
+        res = client.deploy(spec_of(first), first)
+        log = "\n".join(client.follow_build(res["build"]["id"]))
+        assert "resolving 1 on the host" in log and "installing locked requirements" in log
+        client.wait_ready("needy", timeout_s=300)
+        assert _invoke_json(ctl, "needy")["deps"] == {"tabulate": "0.9.0"}
+        [lock] = list((cache / "controller" / "wheels").glob("*/requirements.lock"))
+        assert lock.read_text().startswith("tabulate==0.9.0 --hash=sha256:")
+        # same requirements, another function: nothing resolved or installed again
+        second = write_function(tmp_path / "src", "needy2", requirements=reqs)
+        res = client.deploy(spec_of(second), second)
+        log = "\n".join(client.follow_build(res["build"]["id"]))
+        assert "requirements: 1 cached" in log and "environment: cached" in log
+        client.wait_ready("needy2", timeout_s=120)
+        assert _invoke_json(ctl, "needy2")["deps"] == {"tabulate": "0.9.0"}
+    finally:
+        cleanup(ctl)
+
+
 def test_errors_are_json_with_the_right_status(controller: ControllerProc,
                                                tmp_path: Path) -> None:
     client = controller.client
