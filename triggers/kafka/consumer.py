@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future
 from typing import Any, Protocol
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from tickrun.functions.errors import TriggerError
 
@@ -34,8 +35,9 @@ class ConsumerCallbacks(Protocol):
     def on_records(self, batch: dict[Any, list[Any]]) -> None:
         """Called on the consumer thread with each poll's records; must not block."""
 
-    def on_revoked(self, tps: list[Any]) -> None:
-        """Called on the consumer thread; returns once revoked partitions' events are settled."""
+    def on_revoked(self, tps: list[Any]) -> Future[None]:
+        """Start settling revoked partitions (drop queued records, finish in-flight ones);
+        the future completes when that is done. Must not block."""
 
     def on_assigned(self, tps: list[Any]) -> None: ...
 
@@ -47,14 +49,37 @@ def describe_error(exc: BaseException) -> str:
     return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+def _unpark_resumed(consumer: Any) -> None:
+    """Work around a kafka-python 3.0 fetcher bug that stalls a resumed partition forever.
+
+    The fetcher parks the records of a paused partition and restores them only while its
+    in-line slot ``_next_partition_records`` is ``None``; but an exhausted slot keeps a
+    falsy ``PartitionRecords`` object instead, so once another partition has been drained the
+    parked records are never restored and the partition is never fetched again. Clearing the
+    exhausted slot between polls (on the polling thread, where the fetcher runs) lets the
+    fetcher restore them. Harmless when the attribute is absent (other versions).
+    """
+    fetcher = getattr(consumer, "_fetcher", None)
+    slot = getattr(fetcher, "_next_partition_records", None)
+    if slot is not None and not slot:
+        fetcher._next_partition_records = None  # type: ignore[union-attr]
+
+
+class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+    """kafka-python 3 runs rebalance callbacks on its own IO thread: async ones are awaited
+    there without stopping heartbeats; blocking consumer calls would raise."""
+
     def __init__(self, owner: ConsumerThread) -> None:
         self._owner = owner
 
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self._owner.partitions_revoked(list(revoked))
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._owner.partitions_revoked(list(revoked), commit=True)
 
-    def on_partitions_assigned(self, assigned: Any) -> None:
+    async def on_partitions_lost(self, lost: Any) -> None:
+        # Evicted from the group: another member may own them already, committing is futile.
+        await self._owner.partitions_revoked(list(lost), commit=False)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
         self._owner.partitions_assigned(list(assigned))
 
 
@@ -75,7 +100,6 @@ class ConsumerThread(threading.Thread):
         self._publisher = publisher
         self._stop_event = threading.Event()
         self._consumer: Any = None
-        self._paused: set[Any] = set()
         self._restart: dict[Any, int] = {}  # revoked partition → first offset not completed
         self._closing = False
         labels = (config.function, config.name)
@@ -157,6 +181,7 @@ class ConsumerThread(threading.Thread):
         consumed = self._consumed
         while not self._stop_event.is_set():
             batch = consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
+            _unpark_resumed(consumer)
             if batch:
                 for tp, records in batch.items():
                     self._book.add(tp, [r.offset for r in records])
@@ -217,26 +242,71 @@ class ConsumerThread(threading.Thread):
                                str(tp.partition)).set(max(high - base, 0))
 
     def _flow_control(self) -> None:
+        """Pause partitions with a full backlog, resume them once it has drained.
+
+        The consumer's own pause flags are the truth: rebalance callbacks (on kafka-python's
+        IO thread) may change the assignment between two calls, and a partition that stays
+        assigned keeps its flag — a private copy could miss a resume and stall it forever.
+        """
         cfg = self.config
         consumer = self._consumer
-        for tp in list(self._paused):
-            if self._book.outstanding(tp) < cfg.resume_below:
-                consumer.resume(tp)
-                self._paused.discard(tp)
+        paused = consumer.paused()
         for tp in consumer.assignment():
-            if tp not in self._paused and self._book.outstanding(tp) > cfg.pause_above:
+            backlog = self._book.outstanding(tp)
+            if tp in paused:
+                if backlog < cfg.resume_below:
+                    consumer.resume(tp)
+            elif backlog > cfg.pause_above:
                 consumer.pause(tp)
-                self._paused.add(tp)
 
     # --- rebalance (called inside poll, on this thread) ---------------------------------------
 
-    def partitions_revoked(self, tps: list[TopicPartition]) -> None:
+    async def partitions_revoked(self, tps: list[TopicPartition], *, commit: bool) -> None:
+        """Runs on kafka-python's IO loop: settle, commit what is done, remember restarts."""
         if not tps:
             return
+        consumer = self._consumer
         started = time.monotonic()
-        if not self._closing:
-            self._callbacks.on_revoked(tps)
-        self.commit(tps)
+        if not self._closing and consumer is not None:
+            settled = self._callbacks.on_revoked(tps)
+            deadline = started + self.config.rebalance_wait_s + 5.0
+            while not settled.done() and time.monotonic() < deadline:
+                await consumer._net.sleep(0.005)  # kafka-python's loop: heartbeats go on
+        if commit and consumer is not None:
+            await self._commit_on_io_loop(consumer, tps)
+        self._forget(tps)
+        logger.info(
+            "kafka partitions revoked",
+            extra={"trigger": self.config.name,
+                   "partitions": [f"{t.topic}/{t.partition}" for t in tps],
+                   "settle_s": round(time.monotonic() - started, 3)},
+        )
+
+    async def _commit_on_io_loop(self, consumer: Any, tps: list[Any]) -> None:
+        positions = self._book.to_commit(tps)
+        if not positions:
+            return
+        started = time.perf_counter()
+        try:
+            self._publisher.flush(FLUSH_TIMEOUT_S)
+            # The public commit() blocks on this very loop; the coordinator's coroutine is
+            # what kafka-python's own pre-rebalance auto-commit awaits.
+            await consumer._coordinator._commit_offsets_sync_async(
+                {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()},
+                timeout_ms=10_000,
+            )
+        except Exception as exc:
+            self._commit_failed.inc()
+            logger.warning(
+                "kafka offset commit before rebalance failed: %s", describe_error(exc),
+                extra={"trigger": self.config.name, "partitions": len(positions)},
+            )
+            return
+        self._book.committed(positions)
+        self._commit_ok.inc()
+        self._commit_latency.observe(time.perf_counter() - started)
+
+    def _forget(self, tps: list[Any]) -> None:
         consumer = self._consumer
         for tp in tps:
             # kafka-python 3 keeps the fetch position (and pause flag) of a partition that is
@@ -245,22 +315,13 @@ class ConsumerThread(threading.Thread):
             restart = self._book.restart_point(tp)
             if restart is not None:
                 self._restart[tp] = restart
-            if tp in self._paused and consumer is not None:
+            if consumer is not None:
                 consumer.resume(tp)
-        self._book.drop(tps)
-        self._paused.difference_update(tps)
-        for tp in tps:
             metrics.LAG.labels(self.config.function, self.config.name, tp.topic,
                                str(tp.partition)).set(0)
-        logger.info(
-            "kafka partitions revoked",
-            extra={"trigger": self.config.name,
-                   "partitions": [f"{t.topic}/{t.partition}" for t in tps],
-                   "settle_s": round(time.monotonic() - started, 3)},
-        )
+        self._book.drop(tps)
 
     def partitions_assigned(self, tps: list[TopicPartition]) -> None:
-        self._paused.clear()
         restart, self._restart = self._restart, {}
         consumer = self._consumer
         for tp in tps:
@@ -282,10 +343,11 @@ class ConsumerThread(threading.Thread):
             lost = self._book.partitions()
             if lost:
                 try:
-                    self._callbacks.on_revoked(lost)
+                    self._callbacks.on_revoked(lost).result(self.config.rebalance_wait_s + 5.0)
+                except Exception as exc:
+                    logger.warning("settling lost partitions failed: %r", exc)
                 finally:
                     self._book.drop(lost)
-                    self._paused.clear()
         self._restart.clear()  # a new consumer starts from the committed offsets anyway
         consumer, self._consumer = self._consumer, None
         if consumer is not None:

@@ -16,6 +16,7 @@ the original key/value/headers plus ``x-tickrun-*`` metadata headers, then go on
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 from collections import deque
@@ -151,14 +152,11 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._enqueue, batch)
 
-    def on_revoked(self, tps: list[Any]) -> None:
+    def on_revoked(self, tps: list[Any]) -> concurrent.futures.Future[None]:
         assert self._loop is not None
-        wait_s = self.config.rebalance_wait_s
-        future = asyncio.run_coroutine_threadsafe(self._settle(tps, wait_s), self._loop)
-        try:
-            future.result(timeout=wait_s + 5.0)
-        except Exception as exc:  # the loop is gone or wedged: commit what is known anyway
-            logger.warning("kafka revoke did not settle: %r", exc, extra={"trigger": self.name})
+        return asyncio.run_coroutine_threadsafe(
+            self._settle(tps, self.config.rebalance_wait_s), self._loop
+        )
 
     def on_assigned(self, tps: list[Any]) -> None:
         """Nothing to do: a partition's task starts with its first records."""
