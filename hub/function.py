@@ -49,9 +49,7 @@ def _runs_api() -> types.ModuleType:
     try:
         return importlib.import_module("tickrun.functions.runs")
     except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("tickrun.functions.runs"):
-            return importlib.import_module("tickrun.hub._runs")
-        raise
+        raise HubError(f"running hub items needs tickrun.functions.runs ({exc})") from exc
 
 
 class HubFunction:

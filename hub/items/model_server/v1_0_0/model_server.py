@@ -20,6 +20,7 @@ and small requests run on the event loop instead of hopping to a thread pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import csv
 import io
@@ -149,10 +150,8 @@ def _strip_feature_names(model: Any) -> Any:
     while stack:
         est = stack.pop()
         if hasattr(est, "feature_names_in_"):
-            try:
+            with contextlib.suppress(AttributeError):
                 del est.feature_names_in_
-            except AttributeError:
-                pass
         for _name, step in getattr(est, "steps", []) or []:
             if step is not None and step != "passthrough":
                 stack.append(step)
@@ -194,10 +193,7 @@ class Predictor:
             raw = np.asarray(self._booster.inplace_predict(x, validate_features=False))
             if not self.is_classifier or self._booster is self.model:
                 return raw.tolist()
-            if raw.ndim == 1:
-                idx = (raw > 0.5).astype(np.int64)
-            else:
-                idx = raw.argmax(axis=1)
+            idx = (raw > 0.5).astype(np.int64) if raw.ndim == 1 else raw.argmax(axis=1)
             return np.asarray(self.classes)[idx].tolist()
         return np.asarray(self._fast.predict(x)).tolist()
 
