@@ -54,6 +54,9 @@ class KafkaConfig:
             # Report unreachable brokers within seconds instead of kafka-python's long default.
             "request_timeout_ms": 30_000,
             "reconnect_backoff_max_ms": 5_000,
+            # Give up on unreachable brokers after 10 s (kafka-python: 30 s) and say so; the
+            # consumer thread retries with backoff anyway.
+            "bootstrap_timeout_ms": 10_000,
         }
         if a.sasl.enable:
             common["sasl_mechanism"] = a.sasl.mechanism

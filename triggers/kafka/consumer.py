@@ -139,8 +139,19 @@ class ConsumerThread(threading.Thread):
                 continue
         self._close(commit=True)
 
+    def _security(self) -> str:
+        cfg = self.config
+        proto = cfg.consumer.get("security_protocol", "PLAINTEXT")
+        if cfg.sasl.enable:
+            return f"{proto}, SASL {cfg.sasl.mechanism} as user {cfg.sasl.user!r}"
+        return str(proto)
+
     def _report_down(self, exc: BaseException, what: str, delay: float) -> None:
         cause = describe_error(exc)
+        if self.config.sasl.enable or self.config.tls.enable:
+            # A security mismatch usually surfaces as a failed bootstrap: name the settings
+            # (never the password) so the cause is findable.
+            cause = f"{cause} (security: {self._security()})"
         self.last_error = f"brokers {self.config.describe_brokers()}: {cause}"
         self._connected.set(0)
         logger.error(
