@@ -53,8 +53,10 @@ def build_json(b: BuildRow) -> dict[str, Any]:
             "duration_s": round(b.finished_at - b.started_at, 3) if b.finished_at else None}
 
 
-def function_json(store: Store, f: FunctionRow) -> dict[str, Any]:
+def function_json(store: Store, f: FunctionRow, reconciler: Reconciler | None = None
+                  ) -> dict[str, Any]:
     spec = parse_spec(f.spec)
+    desired = reconciler.desired(f) if reconciler is not None else desired_replicas(spec)
     replicas = store.list_replicas(f.name)
     lo, hi = spec.spec.replica_bounds()
     builds = store.list_builds(f.name, limit=1)
@@ -63,7 +65,7 @@ def function_json(store: Store, f: FunctionRow) -> dict[str, Any]:
         "message": f.message, "url": f"/fn/{f.name}/", "port": f.gateway_port,
         "image": f.image,
         "revision": f.revision, "code_hash": f.code_hash,
-        "replicas": {"desired": desired_replicas(spec), "min": lo, "max": hi,
+        "replicas": {"desired": desired, "min": lo, "max": hi,
                      "ready": sum(1 for r in replicas if r.state == "ready"),
                      "items": [replica_json(r) for r in replicas]},
         "last_build": build_json(builds[0]) if builds else None,
@@ -98,7 +100,8 @@ async def create_function(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     row, build = await service.deploy(body.spec, _code(body), body.platform)
     request.app[RECONCILER].wake()
-    return web.json_response({"function": function_json(request.app[STORE], row),
+    fn = function_json(request.app[STORE], row, request.app[RECONCILER])
+    return web.json_response({"function": fn,
                               "build": build_json(build)}, status=202)
 
 
@@ -108,19 +111,21 @@ async def update_function(request: web.Request) -> web.Response:
     row, build = await service.deploy(body.spec, _code(body), body.platform,
                                       name=request.match_info["name"])
     request.app[RECONCILER].wake()
-    return web.json_response({"function": function_json(request.app[STORE], row),
+    fn = function_json(request.app[STORE], row, request.app[RECONCILER])
+    return web.json_response({"function": fn,
                               "build": build_json(build)}, status=202)
 
 
 async def list_functions(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    return web.json_response({"functions": [function_json(store, f)
+    return web.json_response({"functions": [function_json(store, f, request.app[RECONCILER])
                                             for f in store.list_functions()]})
 
 
 async def get_function(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    return web.json_response(function_json(store, store.get_function(request.match_info["name"])))
+    return web.json_response(function_json(store, store.get_function(request.match_info["name"]),
+                                           request.app[RECONCILER]))
 
 
 async def delete_function(request: web.Request) -> web.Response:

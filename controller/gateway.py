@@ -29,9 +29,11 @@ STRIP_REQUEST = HOP_BY_HOP | {"authorization"}
 class Gateway:
     """Constructor does no I/O; :meth:`start` opens the upstream connection pool."""
 
-    def __init__(self, reconciler: Reconciler, store: Store) -> None:
+    def __init__(self, reconciler: Reconciler, store: Store, *, hold_timeout_s: float = 30.0
+                 ) -> None:
         self.reconciler = reconciler
         self.store = store
+        self.hold_timeout_s = hold_timeout_s
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -51,6 +53,7 @@ class Gateway:
         candidates = [e for e in entry.endpoints if e.replica_id not in exclude]
         if not candidates:
             return None
+        entry.served += 1
         n = len(candidates)
         entry.cursor = (entry.cursor + 1) % n
         best = candidates[entry.cursor]
@@ -88,8 +91,13 @@ class Gateway:
         if request.query_string:
             path += "?" + request.query_string
         tried: set[str] = set()
+        held = False
         while True:
             endpoint = self._pick(name, tried)
+            if endpoint is None and not tried and not held and self.reconciler.should_hold(name):
+                held = True  # scaled to zero or starting: wait for a replica instead of a 503
+                await self.reconciler.wait_ready_endpoint(name, self.hold_timeout_s)
+                continue
             if endpoint is None:
                 if tried and self.store.find_function(name) is not None:
                     return web.json_response(

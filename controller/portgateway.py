@@ -76,8 +76,14 @@ class _Client(asyncio.Protocol):
         assert self.transport is not None
         tried: set[str] = set()
         loop = asyncio.get_running_loop()
+        held = False
+        reconciler = self.gateway.reconciler
         while True:
             endpoint = self.gateway.pick(self.name, tried)
+            if endpoint is None and not tried and not held and reconciler.should_hold(self.name):
+                held = True  # scaled to zero or starting: wait for a replica
+                await reconciler.wait_ready_endpoint(self.name, self.gateway.hold_timeout_s)
+                continue
             if endpoint is None:
                 if tried:
                     msg = _http_error(502, "Bad Gateway", "BadGateway",
@@ -143,9 +149,11 @@ class _Client(asyncio.Protocol):
 class PortGateway:
     """Constructor does no I/O; :meth:`ensure` opens (or keeps) a function's listener."""
 
-    def __init__(self, reconciler: Reconciler, host: str) -> None:
+    def __init__(self, reconciler: Reconciler, host: str, *, hold_timeout_s: float = 30.0
+                 ) -> None:
         self.reconciler = reconciler
         self.host = host
+        self.hold_timeout_s = hold_timeout_s
         self._servers: dict[str, tuple[int, asyncio.base_events.Server]] = {}
         self._tasks: set[asyncio.Future[None]] = set()
 
@@ -160,6 +168,7 @@ class PortGateway:
         candidates = [e for e in entry.endpoints if e.replica_id not in exclude]
         if not candidates:
             return None
+        entry.served += 1
         entry.cursor = (entry.cursor + 1) % len(candidates)
         start = candidates[entry.cursor:] + candidates[:entry.cursor]
         return min(start, key=lambda e: e.in_flight)

@@ -23,8 +23,9 @@ from .platforms.base import LaunchSpec, Liveness, Platform
 
 if TYPE_CHECKING:
     from .portgateway import PortGateway
+from .autoscaler import Autoscaler
 from .ports import PortAllocator
-from .service import FunctionService, desired_replicas, replica_ref
+from .service import FunctionService, replica_ref
 from .settings import Settings
 from .store import FunctionRow, ReplicaRow, Store
 
@@ -64,6 +65,7 @@ class Endpoint:
 class FunctionEndpoints:
     endpoints: list[Endpoint] = field(default_factory=list)
     cursor: int = 0
+    served: int = 0  # requests/connections routed, for the autoscaler's idle detection
 
 
 class Reconciler:
@@ -83,6 +85,10 @@ class Reconciler:
         self._wake = asyncio.Event()
         # Set by the app when per-function ports are on (see portgateway.py).
         self.port_gateway: PortGateway | None = None
+        self.autoscaler = Autoscaler()
+        self._served: dict[str, int] = {}
+        self._notify_tasks: set[asyncio.Future[None]] = set()
+        self._published = asyncio.Condition()
 
     def _ports_in_use(self) -> list[int]:
         ports = [r.port for r in self.store.list_replicas()]
@@ -231,7 +237,7 @@ class Reconciler:
         # 2. restarts due
         current = [r for r in rows if r.revision == fn.revision]
         old = [r for r in rows if r.revision != fn.revision]
-        desired = desired_replicas(parse_spec(fn.spec))
+        desired = self.desired(fn)
         for row in current:
             if row.state == "failed" and now >= row.restart_at:
                 if sum(1 for r in current if r.state != "failed") < desired:
@@ -256,10 +262,49 @@ class Reconciler:
             for row in old:
                 plat = self.platforms.get(row.platform, platform)
                 await self._remove(row, plat, reason="replaced by a new revision")
+        self._sample(fn.name)
         if fn.state == "deploying" and len(ready_now) >= desired:
             self.store.update_function(fn.name, state="ready", message="")
             self.store.add_event(fn.name, "ready", f"{len(ready_now)} replica(s) ready")
         self._publish(fn, self.store.list_replicas(fn.name))
+
+    def desired(self, fn: FunctionRow) -> int:
+        return self.autoscaler.desired(fn.name, parse_spec(fn.spec))
+
+    def _sample(self, name: str) -> None:
+        entry = self.endpoints.get(name)
+        in_flight = sum(e.in_flight for e in entry.endpoints) if entry else 0
+        served = entry.served if entry else 0
+        seen = served > self._served.get(name, 0)
+        self._served[name] = served
+        self.autoscaler.observe(name, in_flight, seen)
+
+    def should_hold(self, name: str) -> bool:
+        """Worth holding a request: the function is scaled to zero or a replica is starting."""
+        fn = self.store.find_function(name)
+        if fn is None or fn.state not in ("ready", "deploying"):
+            return False
+        spec = parse_spec(fn.spec)
+        if self.autoscaler.scales_to_zero(spec) and self.autoscaler.desired(name, spec) == 0:
+            return True
+        return any(r.state == "starting" and r.revision == fn.revision
+                   for r in self.store.list_replicas(name))
+
+    async def wait_ready_endpoint(self, name: str, timeout_s: float) -> bool:
+        """Hold a request while a function comes back from zero (or its replicas start)."""
+        self.autoscaler.wake(name)
+        self.wake()
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        async with self._published:
+            while True:
+                entry = self.endpoints.get(name)
+                if entry is not None and entry.endpoints:
+                    return True
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._published.wait(), remaining)
 
     def _ready_timeout(self, fn: FunctionRow) -> float:
         spec_timeout = parse_spec(fn.spec).spec.readiness_timeout_s
@@ -360,10 +405,22 @@ class Reconciler:
         have = {e.replica_id for e in keep}
         keep += [Endpoint(rid, url) for rid, url in ready.items() if rid not in have]
         entry.endpoints = keep
+        if keep:
+            self._notify()
+
+    def _notify(self) -> None:
+        async def notify() -> None:
+            async with self._published:
+                self._published.notify_all()
+
+        task = asyncio.ensure_future(notify())
+        self._notify_tasks.add(task)
+        task.add_done_callback(self._notify_tasks.discard)
 
     async def forget(self, function: str) -> None:
         """A function is being deleted: no more routing to it, its port closes."""
         self.endpoints.pop(function, None)
+        self.autoscaler.forget(function)
         if self.port_gateway is not None:
             await self.port_gateway.close(function)
 

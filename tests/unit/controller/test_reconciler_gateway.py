@@ -292,3 +292,27 @@ def test_cannot_start_reason_takes_the_processors_own_line() -> None:
     assert reason.startswith("function cannot start: handler module 'main' imports 'x'")
     assert "Traceback" not in reason
     assert cannot_start_reason(["garbage"]).startswith("the handler cannot load")
+
+
+async def test_scaled_to_zero_function_holds_the_request_and_comes_back(rig: Rig) -> None:
+    spec = {"metadata": {"name": "z"}, "spec": {
+        "minReplicas": 0, "maxReplicas": 2, "scaleToZeroIdleTime": "1s"}}
+    await rig.service.deploy(spec, rig.code, None)
+    await rig.until(lambda: rig.store.get_function("z").state == "ready")
+    assert len(rig.ready("z")) == 1  # starts with one replica
+    await rig.until(lambda: not rig.store.list_replicas("z"), timeout_s=10)  # idle → zero
+    assert rig.reconciler.should_hold("z")
+
+    async def drive() -> None:  # the reconciler loop, as the controller runs it
+        while True:
+            await rig.reconciler.tick()
+            await asyncio.sleep(0.05)
+
+    loop_task = asyncio.create_task(drive())
+    try:
+        status, body = await _get(rig, "/fn/z/held")
+    finally:
+        loop_task.cancel()
+    assert status == 200 and body["path"] == "/held"
+    kinds = [e.kind for e in rig.store.list_events("z")]
+    assert kinds.count("replica_started") == 2  # the second one woke up for the request
