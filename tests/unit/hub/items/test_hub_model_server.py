@@ -105,3 +105,40 @@ def test_get_routes(data) -> None:
     info = _call(server, "/", None, method="GET")
     assert info["framework"] == "xgboost" and info["features"] == list(x.columns)
     assert info["classes"] == [0, 1]
+
+
+def test_linear_models_are_compiled_and_checked(data) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LinearRegression
+
+    x, y = data
+    pipe = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
+    predictor = ms.Predictor(pipe)
+    assert predictor.compiled
+    matrix = x.to_numpy()
+    assert predictor.predict(matrix) == pipe.predict(x).tolist()
+    np.testing.assert_allclose(predictor.predict_proba(matrix), pipe.predict_proba(x),
+                               rtol=1e-9)
+    reg = LinearRegression().fit(x, x["ret_1"].shift(-1).fillna(0))
+    reg_predictor = ms.Predictor(reg)
+    assert reg_predictor.compiled
+    np.testing.assert_allclose(reg_predictor.predict(matrix), reg.predict(x), rtol=1e-9)
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(x, y)
+    fallback = ms.Predictor(forest)
+    assert not fallback.compiled  # no numpy twin: scikit-learn does the work
+    assert fallback.predict(matrix) == forest.predict(x).tolist()
+
+
+def test_a_compiled_twin_that_disagrees_is_not_used(data, monkeypatch) -> None:
+    x, y = data
+    pipe = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
+    real = ms._compile_final
+
+    def broken(est):
+        predict, _proba = real(est)
+        return (lambda m: 1 - predict(m)), None
+
+    monkeypatch.setattr(ms, "_compile_final", broken)
+    predictor = ms.Predictor(pipe)
+    assert not predictor.compiled
+    assert predictor.predict(x.to_numpy()) == pipe.predict(x).tolist()
