@@ -108,14 +108,13 @@ def start_mlflow(venv: Path, model_file: Path, workdir: Path, port: int, workers
     subprocess.run([str(venv / "bin" / "python"), str(HERE / "mlflow_export.py"),
                     str(model_file), str(folder)], check=True, capture_output=True)
     log = (workdir / "mlflow.log").open("wb")
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [str(venv / "bin" / "mlflow"), "models", "serve", "-m", str(folder), "--env-manager",
          "local", "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         # mlflow execs `uvicorn` by name: the venv's bin must be on PATH.
         env={**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
              "MLFLOW_TRACKING_URI": f"file://{workdir / 'mlruns'}"})
-    return proc
 
 
 def main() -> None:
