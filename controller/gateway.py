@@ -40,6 +40,7 @@ class Gateway:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=None)
         self._session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",),
+            cookie_jar=aiohttp.DummyCookieJar(),  # a proxy must not keep replicas' cookies
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=2.0))
 
     async def stop(self) -> None:
