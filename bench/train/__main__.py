@@ -1,0 +1,136 @@
+"""Training overhead: ``hub://auto_trainer`` (a tracked run: split, fit, metrics, the test set
+and the model logged) vs the plain scikit-learn / XGBoost script a user would otherwise write
+(read, split, fit, the same metrics), on the same features file, alternating, in the same run.
+
+Plots are off for the headline figure (the plain script draws none); the cost of auto_trainer's
+four PNGs is printed separately.
+
+    python -m bench.train [--rows 72000] [--rounds 3] [--trees 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+DATA = Path("/work/shared/data/btcusdt_1h.csv.gz")
+MODELS = {
+    "logistic": ("sklearn.linear_model.LogisticRegression", {"scale": True}),
+    "xgboost": ("xgboost.XGBClassifier", {}),
+}
+
+
+def plain(features_path: Path, model_class: str, trees: int) -> dict[str, float]:
+    """What a user writes by hand: the same split and metrics as auto_trainer computes."""
+    from sklearn import metrics as m
+
+    df = pd.read_parquet(features_path)
+    x = df.drop(columns=["label", "future_return", "timestamp"])
+    y = df["label"].to_numpy()
+    cut = round(len(x) * 0.8)
+    x_train, x_test, y_train, y_test = x.iloc[:cut], x.iloc[cut:], y[:cut], y[cut:]
+    if model_class.startswith("xgboost"):
+        from xgboost import XGBClassifier
+
+        model: Any = XGBClassifier(n_estimators=trees, max_depth=4)
+    else:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        model = make_pipeline(StandardScaler(), LogisticRegression())
+    model.fit(x_train, y_train)
+    pred = model.predict(x_test)
+    proba = model.predict_proba(x_test)
+    return {
+        "accuracy": m.accuracy_score(y_test, pred),
+        "f1_score": m.f1_score(y_test, pred),
+        "precision_score": m.precision_score(y_test, pred),
+        "recall_score": m.recall_score(y_test, pred),
+        "auc": m.roc_auc_score(y_test, proba[:, 1]),
+    }
+
+
+def hub_run(features_path: Path, model_class: str, extra: dict[str, Any], trees: int,
+            plots: bool) -> dict[str, float]:
+    import tickrun
+
+    params: dict[str, Any] = {"model_class": model_class, "drop_columns": "future_return",
+                              "time_ordered": True, "plots": plots, **extra}
+    if model_class.startswith("xgboost"):
+        params.update(CLASS_n_estimators=trees, CLASS_max_depth=4)
+    run = tickrun.import_function("hub://auto_trainer:1").run(
+        "train", params=params, inputs={"dataset": str(features_path)}, progress=False)
+    run.raise_for_state()
+    return dict(run.results)
+
+
+def timed(fn: Any, *args: Any) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - t0, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=72_000, help="hourly bars to use")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--trees", type=int, default=100)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    os.environ["TICKRUN_HOME"] = str(workdir / "home")
+    for var in ("TICKRUN_ARTIFACT_PATH", "TICKRUN_DB_URL", "TICKRUN_CONTROLLER_URL"):
+        os.environ.pop(var, None)
+    import tickrun
+
+    mf = tickrun.import_function("hub://market_features").module()
+    features = mf.compute_features(pd.read_csv(DATA).iloc[-args.rows:])
+    features_path = workdir / "features.parquet"
+    features.to_parquet(features_path)
+    print(f"features: {len(features):,} rows x {len(mf.feature_columns(features))} features",
+          flush=True)
+
+    rows = []
+    for label, (model_class, extra) in MODELS.items():
+        hub_s: list[float] = []
+        plain_s: list[float] = []
+        # one untimed warm-up each: imports, the run DB's schema
+        hub_run(features_path, model_class, extra, args.trees, False)
+        plain(features_path, model_class, args.trees)
+        for r in range(args.rounds):
+            t_hub, hub_metrics = timed(hub_run, features_path, model_class, extra, args.trees,
+                                       False)
+            t_plain, plain_metrics = timed(plain, features_path, model_class, args.trees)
+            hub_s.append(t_hub)
+            plain_s.append(t_plain)
+            same = all(abs(hub_metrics[k] - v) < 1e-9 for k, v in plain_metrics.items())
+            print(f"{label} round {r + 1}/{args.rounds}: auto_trainer {t_hub:.2f}s, plain "
+                  f"{t_plain:.2f}s, same metrics: {same}", flush=True)
+            if not same:
+                raise SystemExit(f"metrics differ: {hub_metrics} vs {plain_metrics}")
+        t_plots, _ = timed(hub_run, features_path, model_class, extra, args.trees, True)
+        rows.append((label, statistics.median(hub_s), statistics.median(plain_s), t_plots))
+
+    print()
+    print(f"bench/train  {len(features):,} rows, time-ordered 80/20 split, "
+          f"medians of {args.rounds} (cores={os.cpu_count()})")
+    print(f"{'model':<10}{'auto_trainer s':>16}{'plain s':>10}{'ratio':>8}{'with plots s':>15}")
+    for label, hub_t, plain_t, plots_t in rows:
+        print(f"{label:<10}{hub_t:>16.2f}{plain_t:>10.2f}{hub_t / plain_t:>7.2f}x{plots_t:>15.2f}")
+    worst = max(h / p for _l, h, p, _t in rows)
+    print(f"goal: auto_trainer <= 1.2x plain ({'met' if worst <= 1.2 else 'NOT met'}; "
+          f"worst {worst:.2f}x)")
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
