@@ -172,6 +172,10 @@ def _deploy(args: argparse.Namespace) -> int:
     r = ready["replicas"]
     print(f"{name} ready: {r['ready']}/{r['desired']} replica(s) in {took:.1f} s",
           file=sys.stderr)
+    if ready.get("port"):
+        host = client.url.split("://", 1)[1].rsplit(":", 1)[0]
+        print(f"function port (no token, balanced per connection): http://{host}:"
+              f"{ready['port']}/", file=sys.stderr)
     print(f"{client.url}{ready['url']}")
     return 0
 
