@@ -159,7 +159,7 @@ class HubFunction:
     ) -> dict[str, Any]:
         """The Nuclio ``function.yaml`` (as a dict) that serves this item."""
         serving = self.spec.serving
-        if self.spec.kind != "serving" or serving is None:
+        if serving is None:
             raise HubError(f"{self.uri} is a job item; run it with .run(), it has no server")
         given = dict(env or {})
         missing = [e.name for e in serving.env if e.required and e.name not in given]

@@ -59,7 +59,8 @@ class EnvSpec(_Model):
 
 
 class ServingSpec(_Model):
-    """How a serving item is deployed as an HTTP function (its Nuclio handler and env)."""
+    """How an item is deployed as a function (its Nuclio handler and env). Serving items must
+    have one; a job item may too (market_features' streaming handler)."""
 
     handler: str = Field(description="module:entrypoint of the Nuclio handler")
     env: list[EnvSpec] = Field(default_factory=list)
