@@ -22,6 +22,7 @@ from .store import BuildRow, FunctionRow, ReplicaRow, Store
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 SERVICE: web.AppKey[FunctionService] = web.AppKey("service", FunctionService)
 RECONCILER: web.AppKey[Reconciler] = web.AppKey("reconciler", Reconciler)
+STOPPING: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)
 
 
 class DeployRequest(BaseModel):
@@ -197,7 +198,7 @@ async def build_log(request: web.Request) -> web.StreamResponse:
         if chunk:
             offset += len(chunk)
             await response.write(chunk)
-        if not follow or not running:
+        if not follow or not running or request.app[STOPPING].is_set():
             break
         await asyncio.sleep(0.1)
     await response.write_eof()

@@ -3,6 +3,7 @@ the gateway, and the start/stop order of the components behind them."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -106,6 +107,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[api.STORE] = store
     app[api.SERVICE] = service
+    app[api.STOPPING] = asyncio.Event()
     app.router.add_get("/healthz", healthz)
     app.router.add_get(OPENAPI_PATH, openapi)
     app.router.add_get("/api/version", version)
@@ -137,6 +139,11 @@ def create_app(settings: Settings) -> web.Application:
             "state_dir": str(settings.state_dir), "platforms": sorted(platforms),
             "controller_id": controller_id, "startup_s": round(time.monotonic() - t0, 3)})
 
+    async def shutdown(app: web.Application) -> None:
+        # Runs before aiohttp waits for open requests: end builds and log followers now.
+        app[api.STOPPING].set()
+        await service.stop()
+
     async def cleanup(app: web.Application) -> None:
         # Replicas keep running: a restarted controller re-adopts them.
         await service.stop()
@@ -157,6 +164,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_route("*", "/fn/{name}", gateway_handler)
     app.router.add_route("*", "/fn/{name}/{tail:.*}", gateway_handler)
     app.on_startup.append(startup)
+    app.on_shutdown.append(shutdown)
     app.on_cleanup.append(cleanup)
     return app
 

@@ -23,6 +23,7 @@ from tickrun.functions.spec import FunctionSpec, parse_spec
 
 from .builder import Builder
 from .builder.hashing import hash_tree, sha256_bytes, unpack
+from .builder.wheels import kill_active
 from .platforms.base import Platform
 from .settings import Settings
 from .store import BuildRow, FunctionRow, ReplicaRow, Store
@@ -253,6 +254,8 @@ class FunctionService:
         shutil.rmtree(self.settings.code_dir / name, ignore_errors=True)
 
     async def stop(self) -> None:
+        # Interrupted builds stay "running" in the store and are resumed on the next start.
+        kill_active()
         for task in self._builds.values():
             task.cancel()
         await asyncio.gather(*self._builds.values(), return_exceptions=True)

@@ -7,6 +7,7 @@ the requirement list, so an unchanged function never touches the network again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -22,6 +23,14 @@ from tickrun.functions.errors import BuildError
 from .hashing import sha256_bytes, sha256_file
 
 LogFn = Callable[[str], None]
+# Build subprocesses running now, so a stopping controller can end them instead of waiting.
+ACTIVE: set[subprocess.Popen[str]] = set()
+
+
+def kill_active() -> None:
+    for proc in list(ACTIVE):
+        with contextlib.suppress(OSError):
+            proc.kill()
 _WHEEL = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
 
 # glibc of the base images tickrun targets (Debian bookworm: 2.36); newer wheels would not load.
@@ -120,6 +129,7 @@ def _run_logged(
     except OSError as exc:
         raise BuildError(f"{what} failed: cannot run {cmd[0]}: {exc.strerror}") from exc
     assert proc.stdout is not None
+    ACTIVE.add(proc)
     try:
         for line in proc.stdout:
             line = line.rstrip()
@@ -129,6 +139,8 @@ def _run_logged(
     except subprocess.TimeoutExpired as exc:
         proc.kill()
         raise BuildError(f"{what} timed out after {timeout_s:.0f} s") from exc
+    finally:
+        ACTIVE.discard(proc)
     if code != 0:
         last = next((t for t in reversed(tail) if t.strip()), "")
         raise BuildError(f"{what} failed (exit {code}): {last[:300]}", detail=tail)

@@ -185,6 +185,28 @@ def test_requirements_go_into_a_cached_env_keyed_by_the_lock(tmp_path: Path) -> 
         cleanup(ctl)
 
 
+def test_a_build_interrupted_by_a_controller_stop_resumes_on_start(tmp_path: Path) -> None:
+    env = dict(os.environ, TICKRUN_CACHE=str(tmp_path / "cache"))
+    state = tmp_path / "state"
+    ctl = ControllerProc(state, env).start()
+    try:
+        folder = write_function(tmp_path / "src", "slowbuild", extra_spec={"build": {
+            "commands": ["sleep 5", "echo built-by-commands > marker.txt"]}})
+        res = ctl.client.deploy(spec_of(folder), folder)
+        for line in ctl.client.follow_build(res["build"]["id"]):
+            if "build command 1/2" in line:
+                break
+        ctl.stop()  # SIGTERM mid-build: the build's subprocess is ended, not waited for
+        assert ctl.proc is not None and ctl.proc.returncode == 0
+        ctl = ControllerProc(state, env).start()
+        fn = ctl.client.wait_ready("slowbuild", timeout_s=120)
+        assert fn["version"] == 1
+        assert any("resuming a build" in e["message"] for e in ctl.client.events("slowbuild"))
+        assert _invoke_json(ctl, "slowbuild")["marker"] == "built-by-commands"
+    finally:
+        cleanup(ctl)
+
+
 def test_errors_are_json_with_the_right_status(controller: ControllerProc,
                                                tmp_path: Path) -> None:
     client = controller.client
