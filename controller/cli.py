@@ -29,7 +29,8 @@ def register(sub: Any, get: Any) -> None:
     dep = sub.add_parser("deploy", help="build and deploy a function; prints its URL",
                          description="Upload PATH (a folder with function.yaml), build it, start "
                          "its replicas and wait until they are ready.")
-    dep.add_argument("path", help="function folder, handler .py or function.yaml")
+    dep.add_argument("path", help="function folder, handler .py, function.yaml or "
+                     "hub://item[:version]")
     dep.add_argument("-f", "--file", dest="spec", help="function.yaml to use")
     dep.add_argument("--name", help="override metadata.name")
     dep.add_argument("--platform", choices=("process", "container"), default=None)
@@ -120,7 +121,10 @@ def build_spec(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     from tickrun.functions.source import resolve_function
     from tickrun.functions.spec import parse_spec
 
-    code_dir, spec = resolve_function(args.path, args.spec)
+    path = args.path
+    if path.startswith("hub://"):
+        path = _export_hub_item(args)
+    code_dir, spec = resolve_function(path, args.spec)
     data = spec.to_yaml_dict()
     s = data.setdefault("spec", {})
     if args.name:
@@ -137,10 +141,7 @@ def build_spec(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
             s["maxReplicas"] = args.max_replicas
     if args.env:
         env = {e["name"]: e for e in s.get("env", [])}
-        for item in args.env:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise BadRequestError(f"--env {item!r}: expected KEY=VALUE")
+        for key, value in _env_pairs(args.env).items():
             env[key] = {"name": key, "value": value}
         s["env"] = list(env.values())
     for item in args.trigger:
@@ -148,6 +149,28 @@ def build_spec(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
         s.setdefault("triggers", {})[name] = trigger
     parse_spec(data)  # fail here, before uploading, with the field-level message
     return code_dir, data
+
+
+def _env_pairs(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BadRequestError(f"--env {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _export_hub_item(args: argparse.Namespace) -> str:
+    """``deploy hub://item[:version]``: the hub item's serving function, exported to a folder."""
+    import tempfile
+
+    from tickrun.hub.resolver import import_function
+
+    item = import_function(args.path)
+    folder = Path(tempfile.mkdtemp(prefix="tickrun-hub-deploy-"))
+    item.export(folder, name=args.name, env=_env_pairs(args.env))
+    return str(folder)
 
 
 def _deploy(args: argparse.Namespace) -> int:

@@ -54,3 +54,15 @@ def test_verbs_are_registered() -> None:
                                                           "-H", "K:V", "--path", "/p"],
                  ["logs", "f"], ["delete", "f"], ["export", "f"]):
         assert callable(parser.parse_args(argv).func)
+
+
+def test_deploy_hub_item_exports_its_serving_function() -> None:
+    from tickrun.functions.errors import HubError
+
+    with pytest.raises(HubError, match="needs env MODEL_URI"):
+        build_spec(_args("hub://model_server"))
+    code_dir, spec = build_spec(_args("hub://model_server", "--env", "MODEL_URI=file:///m.pkl",
+                                      "--name", "ms"))
+    assert spec["metadata"]["name"] == "ms"
+    assert (code_dir / "function.yaml").is_file()
+    assert {"name": "MODEL_URI", "value": "file:///m.pkl"} in spec["spec"]["env"]
