@@ -31,6 +31,7 @@ from .base import (
 # Secrets and per-worker settings of the controller that must never reach user code.
 _SCRUB = ("TICKRUN_TOKEN", "TICKRUN_WORKER_CONFIG", "TICKRUN_DB_URL")
 REPLICA_ENV = "TICKRUN_REPLICA_ID"
+MAX_LOG_BYTES = 16 * 1024 * 1024
 CONTROLLER_ENV = "TICKRUN_CONTROLLER_ID"
 
 
@@ -87,6 +88,10 @@ class ProcessPlatform(Platform):
         log_path = Path(launch.log_path or os.devnull)
         if launch.log_path:
             log_path.parent.mkdir(parents=True, exist_ok=True)
+            # One old generation is kept; a crash-looping replica cannot fill the disk.
+            with contextlib.suppress(OSError):
+                if log_path.stat().st_size > MAX_LOG_BYTES:
+                    log_path.replace(log_path.with_suffix(".log.1"))
         with log_path.open("ab") as log:
             log.write(f"--- replica {launch.replica_id} starting on port {launch.port} at "
                       f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} ---\n".encode())
