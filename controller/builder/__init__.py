@@ -87,6 +87,9 @@ class Builder:
         image_ctx.write_context(ctx, plan, code_dir, runtime, reqs)
         log(f"{engine.name} build {tag} (base {base})")
         engine.build(ctx, tag, log, no_cache=spec.spec.build.no_cache)
+        removed = engine.prune_tags(f"localhost/tickrun/{spec.name}", keep={tag})
+        if removed:
+            log(f"removed {len(removed)} old image tag(s) of {spec.name}")
         return plan.content_hash, False, artifact
 
 

@@ -71,6 +71,20 @@ class Engine:
         cmd += ["-t", tag, "-f", str(context / "Containerfile"), str(context)]
         run_logged(cmd, log, env=self.env(), timeout_s=timeout_s, what=f"{self.name} build")
 
+    def prune_tags(self, repository: str, keep: set[str], keep_newest: int = 3) -> list[str]:
+        """Remove old content-hash tags of ``repository`` (newest ``keep_newest`` and ``keep``
+        stay). Images still used by a container are left alone by the engine."""
+        if self.name == "buildah":
+            return []
+        proc = self.run("images", "--format", "{{.Repository}}:{{.Tag}}", repository,
+                        check=False)
+        tags = [t for t in proc.stdout.split() if t.startswith(repository + ":")]
+        removed = []
+        for tag in tags[keep_newest:]:  # newest first
+            if tag not in keep and self.run("rmi", tag, check=False).returncode == 0:
+                removed.append(tag)
+        return removed
+
     def remove_image(self, tag: str) -> None:
         args = ["rmi", tag] if self.name != "podman" else ["image", "rm", tag]
         self.run(*args, check=False)

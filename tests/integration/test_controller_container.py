@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,9 @@ def test_container_platform_end_to_end(podman_env: dict[str, str], tmp_path: Pat
         wait_for(lambda: client.get_build(again["build"]["id"])["state"] == "succeeded", 120,
                  "unchanged build")
         assert client.get_build(again["build"]["id"])["cached"] is True
-        write_function(tmp_path / "src", name, version="2", extra_spec={
+        # a version no earlier run used, so the image for it cannot exist yet
+        new_version = uuid.uuid4().hex
+        write_function(tmp_path / "src", name, version=new_version, extra_spec={
             "resources": {"limits": {"memory": "256Mi", "cpu": "1"}}},
             requirements={"tabulate": "tabulate==0.9.0"})
         changed = client.deploy(spec_of(folder), folder, platform="container")
@@ -70,7 +73,7 @@ def test_container_platform_end_to_end(podman_env: dict[str, str], tmp_path: Pat
         assert client.get_build(changed["build"]["id"])["cached"] is False
         # the requirement/command layers came from the cache
         assert any("Using cache" in line for line in changed_log)
-        wait_for(lambda: json.loads(client.invoke(name).body)["version"] == "2", 60,
+        wait_for(lambda: json.loads(client.invoke(name).body)["version"] == new_version, 60,
                  "new code served")
         wait_for(lambda: len(_containers(podman_env, name)) == 1, 60, "old container removed")
 
@@ -90,7 +93,7 @@ def test_container_platform_end_to_end(podman_env: dict[str, str], tmp_path: Pat
         client = ctl.client
         wait_for(lambda: client.get_function(name)["replicas"]["ready"] == 1, 60, "re-adopted")
         assert [c["Id"] for c in _containers(podman_env, name)] == [box["Id"]]
-        assert json.loads(client.invoke(name).body)["version"] == "2"
+        assert json.loads(client.invoke(name).body)["version"] == new_version
         assert any(e["kind"] == "replica_adopted" for e in client.events(name))
         logs = client.logs(name)
         assert any("processor ready" in line for line in logs[0]["lines"])
