@@ -95,7 +95,7 @@ class HubFunction:
         return self._module
 
     def handler(self, name: str | None = None) -> Callable[..., Any]:
-        chosen, _spec = self.spec.handler_spec(name)
+        chosen, _spec = self.spec.handler_spec(name or self.resolved.handler)
         fn = getattr(self.module(), chosen, None)
         if not callable(fn):
             raise HubError(f"{self.uri}: module {self.spec.module} has no function {chosen!r}")
@@ -116,17 +116,11 @@ class HubFunction:
         **kwargs: Any,
     ) -> Any:
         """Run one handler as a tracked run; returns the runs API's ``RunObject``."""
-        chosen, hspec = self.spec.handler_spec(handler)
+        chosen, hspec = self.spec.handler_spec(handler or self.resolved.handler)
         params = dict(params or {})
         inputs = dict(inputs or {})
         check_arguments(self.spec, chosen, hspec, params, inputs)
-        run_labels = {
-            **dict(labels or {}),
-            LABEL_ITEM: self.name,
-            LABEL_VERSION: self.version,
-            LABEL_SOURCE: self.resolved.source,
-            LABEL_HANDLER: chosen,
-        }
+        run_labels = {**dict(labels or {}), **self.run_labels(chosen)}
         runs = _runs_api()
         run_function = runs.run_function
         target: Any = self.handler(chosen)
@@ -150,6 +144,12 @@ class HubFunction:
             labels=run_labels,
             **kwargs,
         )
+
+    def run_labels(self, handler: str | None = None) -> dict[str, str]:
+        """The labels that record which item, version and handler a run used."""
+        chosen, _spec = self.spec.handler_spec(handler or self.resolved.handler)
+        return {LABEL_ITEM: self.name, LABEL_VERSION: self.version,
+                LABEL_SOURCE: self.resolved.source, LABEL_HANDLER: chosen}
 
     # --- serving ------------------------------------------------------------------------------
 

@@ -29,20 +29,26 @@ SCHEME = "hub://"
 PATH_ENV = "TICKRUN_HUB_PATH"
 URL_ENV = "TICKRUN_HUB_URL"
 CACHE_ENV = "TICKRUN_HUB_CACHE"
-_URI = re.compile(r"^(?P<name>[a-z][a-z0-9_-]*)(?::(?P<pin>[^:/]+))?$")
+_URI = re.compile(
+    r"^(?P<name>[a-z][a-z0-9_-]*)(?::(?P<pin>[^:/#]+))?(?:#(?P<handler>[A-Za-z_]\w*))?$"
+)
 
 
 @dataclass(frozen=True, slots=True)
 class ItemRef:
     name: str
     pin: VersionPin
+    handler: str | None = None
 
     def __str__(self) -> str:
-        return f"{SCHEME}{self.name}" + (f":{self.pin}" if self.pin.parts else "")
+        text = f"{SCHEME}{self.name}" + (f":{self.pin}" if self.pin.parts else "")
+        return text + (f"#{self.handler}" if self.handler else "")
 
 
 def parse_uri(uri: str) -> ItemRef:
-    """``hub://name``, ``hub://name:1``, ``hub://name:1.2``, ``hub://name:1.2.0`` (or bare name)."""
+    """``hub://name``, ``hub://name:1``, ``hub://name:1.2``, ``hub://name:1.2.0`` (or a bare
+    name); ``#handler`` picks a handler (``hub://auto_trainer:1#evaluate``), so a plain string
+    reference such as ``tickrun run hub://…`` can name one."""
     text = uri.strip()
     body = text[len(SCHEME):] if text.startswith(SCHEME) else text
     match = _URI.match(body)
@@ -54,7 +60,7 @@ def parse_uri(uri: str) -> ItemRef:
         pin = VersionPin.parse(match["pin"])
     except ValueError as exc:
         raise HubError(f"{uri!r}: {exc}") from exc
-    return ItemRef(match["name"], pin)
+    return ItemRef(match["name"], pin, match["handler"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +69,7 @@ class ResolvedItem:
     folder: Path
     source: str
     uri: str
+    handler: str | None = None
 
     @property
     def name(self) -> str:
@@ -164,8 +171,10 @@ class Hub:
                 f"{folder} holds {spec.name}:{spec.version}, but the index of {source.label} "
                 f"says {ref.name}:{version}"
             )
+        if ref.handler is not None:
+            spec.handler_spec(ref.handler)  # an unknown handler fails here, listing the real ones
         return ResolvedItem(spec=spec, folder=folder, source=source.label,
-                            uri=f"{SCHEME}{ref.name}:{version}")
+                            uri=f"{SCHEME}{ref.name}:{version}", handler=ref.handler)
 
     def versions(self, name: str) -> list[Version]:
         found: set[Version] = set()

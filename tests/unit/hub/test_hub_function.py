@@ -73,3 +73,12 @@ def test_handler_lookup_and_module_identity() -> None:
 
     assert fn.module() is direct  # a streaming handler can import the very same code
     assert fn.handler() is direct.featurize
+
+
+def test_uri_fragment_picks_the_handler(private_hub: Path, item_writer) -> None:
+    fn = import_function("hub://auto_trainer:1#evaluate")
+    assert fn.handler().__name__ == "evaluate"
+    assert fn.run_labels()["hub.handler"] == "evaluate"
+    assert fn.run_labels("predict")["hub.handler"] == "predict"
+    with pytest.raises(HubError, match="handler 'nope'; handlers: evaluate, predict, train"):
+        import_function("hub://auto_trainer#nope")

@@ -111,3 +111,10 @@ def test_item_name_must_match_folder(tmp_path: Path, item_writer: Any) -> None:
     folder.parent.rename(tmp_path / "beta")
     with pytest.raises(SpecError, match="does not match its folder"):
         scan(tmp_path)
+
+
+def test_parse_uri_with_handler() -> None:
+    ref = parse_uri("hub://auto_trainer:1.2#evaluate")
+    assert (ref.name, ref.pin.parts, ref.handler) == ("auto_trainer", (1, 2), "evaluate")
+    assert str(ref) == "hub://auto_trainer:1.2#evaluate"
+    assert parse_uri("hub://x#train").handler == "train"
