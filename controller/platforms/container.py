@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import tempfile
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,9 +40,13 @@ def container_name(function: str, replica_id: str) -> str:
 class ContainerPlatform(Platform):
     name = "container"
 
+    # `podman ps` costs ~0.1 s of CPU: exits are noticed within this, not on every pass.
+    LIST_EVERY_S = 1.0
+
     def __init__(self, engine: Engine, controller_id: str = "") -> None:
         self.engine = engine
         self.controller_id = controller_id
+        self._listed: tuple[float, list[dict[str, Any]]] | None = None
 
     async def _run(self, *args: str, timeout_s: float = 60.0, check: bool = True
                    ) -> tuple[int, str, str]:
@@ -90,6 +95,7 @@ class ContainerPlatform(Platform):
         args += [launch.artifact["image"],
                  *serve_command("python", "/opt/tickrun/function", launch.port, launch.workers)]
         _, out, _ = await self._run(*args, timeout_s=120)
+        self._listed = None
         return Launched(container=out.strip().splitlines()[-1][:128] if out.strip() else name)
 
     async def _list(self) -> list[dict[str, Any]]:
@@ -120,8 +126,11 @@ class ContainerPlatform(Platform):
     async def inspect(self, refs: Sequence[ReplicaRef]) -> dict[str, Liveness]:
         if not refs:
             return {}
+        now = time.monotonic()
+        if self._listed is None or now - self._listed[0] > self.LIST_EVERY_S:
+            self._listed = (now, await self._list())
         by_replica: dict[str, dict[str, Any]] = {}
-        for row in await self._list():
+        for row in self._listed[1]:
             rid = (row.get("Labels") or {}).get(LABEL_REPLICA)
             if rid:
                 by_replica[rid] = row
@@ -143,6 +152,7 @@ class ContainerPlatform(Platform):
         await self._run("stop", "-t", str(max(1, int(timeout_s))), target,
                         timeout_s=timeout_s + 30, check=False)
         await self._run("rm", "-f", target, timeout_s=60, check=False)
+        self._listed = None
 
     async def adopt(self, refs: Sequence[ReplicaRef], controller_id: str) -> AdoptResult:
         result = AdoptResult()
