@@ -319,6 +319,7 @@ def train(
     label_columns: Any = "label",
     drop_columns: Any = None,
     model_name: str = "model",
+    test_set: Any = None,
     train_test_split_size: float = 0.2,
     random_state: int | None = 42,
     stratify: Any = None,
@@ -328,7 +329,8 @@ def train(
     scale: Any = False,
     **kwargs: Any,
 ) -> None:
-    """Split, fit, evaluate on the test set, log metrics, plots, the test set and the model."""
+    """Split (or use the ``test_set`` input), fit, evaluate on the test set, and log metrics,
+    plots, the test set and the model."""
     if dataset is None:
         raise ValueError("train needs a dataset input")
     class_kwargs, fit_kwargs, predict_kwargs = split_kwargs(kwargs)
@@ -340,11 +342,21 @@ def train(
     classifier = is_classifier(model)
     ordered = _flag(time_ordered)
     do_stratify = (classifier and not ordered) if stratify is None else _flag(stratify)
-    x_train, x_test, y_train, y_test = split(
-        x, y, test_size=float(train_test_split_size),
-        random_state=None if random_state is None else int(random_state),
-        stratify=do_stratify and not ordered, time_ordered=ordered,
-    )
+    if test_set is not None:
+        # A given test set (MLRun's test_set input): train on all of dataset.
+        test_df = test_set.as_df() if hasattr(test_set, "as_df") else test_set
+        x_test, y_test = features_and_labels(test_df, label_columns, drop_columns)
+        if y_test is None:
+            raise ValueError(f"label column(s) {as_list(label_columns)} not in the test set")
+        x_test = x_test[list(x.columns)]
+        x_train, y_train = x, y
+    else:
+        test_df = df
+        x_train, x_test, y_train, y_test = split(
+            x, y, test_size=float(train_test_split_size),
+            random_state=None if random_state is None else int(random_state),
+            stratify=do_stratify and not ordered, time_ordered=ordered,
+        )
     context.logger.info_with("training", model_class=model_class, train_rows=len(x_train),
                              test_rows=len(x_test), features=x.shape[1])
     fit(model, x_train, y_train, fit_kwargs)
@@ -353,8 +365,7 @@ def train(
     if _flag(plots):
         _log_figures(context, make_plots(model, x_test, y_test))
     # The whole rows (timestamps included), so a backtest can line the test set up with prices.
-    test_set = df.loc[x_test.index]
-    context.log_dataset(test_set_key, test_set, format="parquet")
+    context.log_dataset(test_set_key, test_df.loc[x_test.index], format="parquet")
     context.log_model(
         model_name, model, framework=framework_of(model), metrics=metrics,
         labels={"model_class": model_class, "scaled": str(_flag(scale)).lower(),

@@ -134,9 +134,9 @@ def feature_matrix(df: pd.DataFrame, model: Any = None, exclude: Any = ()) -> pd
 def walk_forward_scores(df: pd.DataFrame, *, model_class: str, label_column: str = "label",
                         n_splits: int = 5, exclude: Any = (),
                         class_kwargs: Mapping[str, Any] | None = None,
-                        scale: bool = False) -> pd.Series:
-    """Out-of-sample scores: fold k is predicted by a model fit on folds < k (expanding window).
-    Rows of the first fold have no score (NaN)."""
+                        scale: bool = False) -> tuple[pd.Series, pd.Series]:
+    """Out-of-sample scores and fold numbers: fold k is predicted by a model fit on folds < k
+    (expanding window). Rows of the first fold have no score (NaN) and fold 0."""
     from sklearn.model_selection import TimeSeriesSplit
 
     module_name, _, attr = model_class.rpartition(".")
@@ -144,7 +144,9 @@ def walk_forward_scores(df: pd.DataFrame, *, model_class: str, label_column: str
     x = feature_matrix(df, None, exclude=[label_column, *exclude])
     y = df[label_column].to_numpy()
     scores = pd.Series(np.nan, index=df.index)
-    for train_idx, test_idx in TimeSeriesSplit(n_splits=n_splits).split(x):
+    folds = pd.Series(0, index=df.index)
+    splits = TimeSeriesSplit(n_splits=n_splits).split(x)
+    for fold, (train_idx, test_idx) in enumerate(splits, start=1):
         model = cls(**dict(class_kwargs or {}))
         if scale:
             from sklearn.pipeline import make_pipeline
@@ -153,7 +155,26 @@ def walk_forward_scores(df: pd.DataFrame, *, model_class: str, label_column: str
             model = make_pipeline(StandardScaler(), model)
         model.fit(x.iloc[train_idx], y[train_idx])
         scores.iloc[test_idx] = _model_scores(model, x.iloc[test_idx])
-    return scores
+        folds.iloc[test_idx] = fold
+    return scores, folds
+
+
+def fold_statistics(frame: pd.DataFrame, folds: pd.Series, *, periods_per_year: float
+                    ) -> pd.DataFrame:
+    """Per walk-forward fold: the strategy's and buy-and-hold's return over the fold, Sharpe."""
+    rows = []
+    bh_net = frame["bh_equity"].pct_change().fillna(frame["bh_equity"].iloc[0] - 1.0)
+    for fold in sorted(set(folds.tolist())):
+        mask = (folds == fold).to_numpy()
+        net = frame.loc[mask, "net_return"]
+        std = float(net.std(ddof=1)) if len(net) > 1 else 0.0
+        rows.append({
+            "fold": int(fold), "bars": int(mask.sum()),
+            "cumulative_return": float((1.0 + net).prod() - 1.0),
+            "sharpe": float(net.mean()) / std * math.sqrt(periods_per_year) if std > 0 else 0.0,
+            "bh_cumulative_return": float((1.0 + bh_net[mask]).prod() - 1.0),
+        })
+    return pd.DataFrame(rows)
 
 
 def equity_figure(frame: pd.DataFrame, stats: Mapping[str, float], title: str = "") -> Any:
@@ -252,9 +273,10 @@ def backtest(
     folds = int(walk_forward_splits)
     mode = "signals"
     if folds > 1:
-        scores = walk_forward_scores(df, model_class=model_class, label_column=label_column,
-                                     n_splits=folds, exclude=exclude, class_kwargs=class_kwargs,
-                                     scale=_flag(scale))
+        scores, fold_ids = walk_forward_scores(
+            df, model_class=model_class, label_column=label_column, n_splits=folds,
+            exclude=exclude, class_kwargs=class_kwargs, scale=_flag(scale))
+        fold_ids = fold_ids[scores.notna()].reset_index(drop=True)
         df = df.loc[scores.notna()].reset_index(drop=True)
         positions = positions_from_signals(scores.dropna().reset_index(drop=True),
                                            allow_short=_flag(allow_short),
@@ -279,6 +301,15 @@ def backtest(
     context.logger.info_with("backtest done", mode=mode, bars=len(frame), **{
         k: round(v, 4) for k, v in result.stats.items() if k in ("cumulative_return", "sharpe")})
     context.log_results({**result.stats, "bars": len(frame)})
+    if mode == "walk_forward":
+        per_fold = fold_statistics(frame, fold_ids, periods_per_year=float(periods_per_year))
+        context.log_dataset("walk_forward_folds", per_fold, format="csv")
+        context.log_results({
+            "wf_folds": len(per_fold),
+            "wf_positive_folds": int((per_fold["cumulative_return"] > 0).sum()),
+            "wf_beat_bh_folds": int((per_fold["cumulative_return"]
+                                     > per_fold["bh_cumulative_return"]).sum()),
+        })
     context.set_label("backtest.mode", mode)
     context.log_dataset("equity_curve", frame, format="parquet")
     fig = equity_figure(frame, result.stats, title=f"backtest ({mode})")

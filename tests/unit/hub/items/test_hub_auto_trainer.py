@@ -103,3 +103,17 @@ def test_predict_and_evaluate_with_a_model_object(features, fake_context, frame_
     assert np.allclose(out["proba_1"], model.predict_proba(x)[:, 1])
     at.evaluate(fake_context, model=model, dataset=frame_item(features), plots=False)
     assert fake_context.results["accuracy"] == pytest.approx((out["predicted_label"] == features["label"]).mean())
+
+
+def test_a_given_test_set_replaces_the_split(features, fake_context, frame_item) -> None:
+    train_part, test_part = features.iloc[:4000], features.iloc[4000:]
+    at.train(fake_context, dataset=frame_item(train_part), test_set=frame_item(test_part),
+             model_class="xgboost.XGBClassifier", CLASS_n_estimators=10,
+             drop_columns="future_return", plots=False)
+    logged = fake_context.datasets["test_set"]
+    assert len(logged) == len(test_part)
+    assert logged["timestamp"].tolist() == test_part["timestamp"].tolist()
+    model = fake_context.models["model"]["model"]
+    x = test_part[fake_context.models["model"]["feature_names"]]
+    assert fake_context.results["accuracy"] == pytest.approx(
+        (model.predict(x) == test_part["label"].to_numpy()).mean())

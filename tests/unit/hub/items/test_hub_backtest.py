@@ -85,3 +85,12 @@ def test_walk_forward_on_features(hourly_bars, fake_context, frame_item) -> None
     # the first of 5 folds has no out-of-sample score and is left out
     assert fake_context.results["bars"] == len(feats) - len(feats) // 5
     assert np.isfinite(fake_context.results["sharpe"])
+    folds = fake_context.datasets["walk_forward_folds"]
+    assert folds["fold"].tolist() == [1, 2, 3, 4]
+    assert folds["bars"].sum() == fake_context.results["bars"]
+    # the folds chain into the whole out-of-sample run
+    assert (1 + folds["cumulative_return"]).prod() - 1 == pytest.approx(
+        fake_context.results["cumulative_return"])
+    assert (1 + folds["bh_cumulative_return"]).prod() - 1 == pytest.approx(
+        fake_context.results["bh_cumulative_return"])
+    assert 0 <= fake_context.results["wf_positive_folds"] <= 4
