@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -283,6 +284,7 @@ async def test_control_endpoints(make_worker: MakeWorker, http: aiohttp.ClientSe
 async def test_nuclio_logger_fields_reach_the_log(
     make_worker: MakeWorker, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     url = await make_worker("log_with")
     async with http.get(url) as resp:
         assert await resp.text() == "logged"
