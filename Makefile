@@ -32,8 +32,18 @@ test: $(STAMP) peers
 	$(VENV)/bin/mypy
 	$(PY) -m pytest tests
 
-bench: $(STAMP) peers
-	$(PY) -m bench.http
+# Benchmarks print tickrun beside a baseline measured in the same run. The MLflow baselines
+# (tracking, serving) run MLflow from its own venv so its pins never touch tickrun's.
+BENCHES ?= http kafka tracking deploy serving train
+MLFLOW_VENV ?= .venv-mlflow
+
+$(MLFLOW_VENV)/.installed:
+	$(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/pip install -q mlflow scikit-learn xgboost-cpu pandas
+	touch $@
+
+bench: $(STAMP) peers $(MLFLOW_VENV)/.installed
+	for b in $(BENCHES); do TICKRUN_MLFLOW_PYTHON=$(CURDIR)/$(MLFLOW_VENV)/bin/python $(PY) -m bench.$$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(MLFLOW_VENV) build *.egg-info .mypy_cache .ruff_cache
