@@ -14,7 +14,9 @@ file) once per worker. Requests:
 Why it is fast: rows go straight into a float64 matrix in the model's feature order (no pandas
 per request), scikit-learn is called on that matrix with its per-call validation relaxed (the
 server checks finiteness itself), XGBoost is called through ``inplace_predict`` on one thread,
-and small requests run on the event loop instead of hopping to a thread pool.
+and small requests run on the event loop instead of hopping to a thread pool. Scalers and
+linear models get numpy twins, and one-row requests to them a pure-Python scorer; every twin is
+checked against the model on probe rows when it loads and dropped if it disagrees.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import contextlib
 import copy
 import csv
 import io
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -236,6 +239,55 @@ def compile_model(model: Any) -> tuple[Any, Any]:
     return chain(predict), chain(proba)
 
 
+def compile_row(model: Any) -> Any:
+    """For the commonest request, one row: a pure-Python scorer (no numpy call overhead) for a
+    [StandardScaler →] binary LogisticRegression or linear regressor. Returns a function
+    row → (prediction, P(last class) or None), or None. Verified like the numpy twins."""
+    steps = [s for _n, s in getattr(model, "steps", [("", model)])
+             if s is not None and s != "passthrough"]
+    if len(steps) > 2 or (len(steps) == 2 and type(steps[0]).__name__ != "StandardScaler"):
+        return None
+    final = steps[-1]
+    coef = getattr(final, "coef_", None)
+    intercept = getattr(final, "intercept_", None)
+    if not isinstance(coef, np.ndarray) or intercept is None:
+        return None
+    classes = getattr(final, "classes_", None)
+    name = type(final).__name__
+    if classes is not None:
+        if name != "LogisticRegression" or len(classes) != 2 or coef.shape[0] != 1:
+            return None
+        weights = coef[0].tolist()
+    else:
+        if name not in ("LinearRegression", "Ridge", "Lasso", "ElasticNet") or coef.ndim != 1:
+            return None
+        weights = coef.tolist()
+    bias = float(np.ravel(intercept)[0])
+    n = len(weights)
+    scaler = steps[0] if len(steps) == 2 else None
+    mean = scaler.mean_.tolist() if scaler is not None and scaler.with_mean else [0.0] * n
+    scale = scaler.scale_.tolist() if scaler is not None and scaler.with_std else [1.0] * n
+    labels = np.asarray(classes).tolist() if classes is not None else None
+    terms = list(zip(mean, scale, weights, strict=True))
+
+    def score(row: Sequence[Any]) -> tuple[Any, float | None]:
+        d = bias
+        for v, (m, sd, w) in zip(row, terms, strict=True):
+            d += (float(v) - m) / sd * w
+        if not math.isfinite(d):
+            raise RequestError("feature values must be finite numbers (no NaN/inf)")
+        if labels is None:
+            return d, None
+        if d >= 0:
+            p1 = 1.0 / (1.0 + math.exp(-d))
+        else:
+            e = math.exp(d)
+            p1 = e / (1.0 + e)
+        return labels[1] if d > 0 else labels[0], p1
+
+    return score
+
+
 def _probe_rows(model: Any, n_features: int, rows: int = 256) -> np.ndarray:
     rng = np.random.default_rng(0)
     first = getattr(model, "steps", [("", model)])[0][1]
@@ -265,6 +317,26 @@ def _verified(model: Any, n_features: int | None) -> tuple[Any, Any]:
     return predict, proba
 
 
+def _verified_row(model: Any, n_features: int | None) -> Any:
+    if n_features is None:
+        return None
+    score = compile_row(model)
+    if score is None:
+        return None
+    x = _probe_rows(model, n_features)
+    try:
+        expected = np.asarray(model.predict(x)).tolist()
+        got = [score(row) for row in x.tolist()]
+        if [g[0] for g in got] != expected:
+            return None
+        if got[0][1] is not None and not np.allclose(
+                model.predict_proba(x)[:, -1], [g[1] for g in got], rtol=1e-9, atol=1e-12):
+            return None
+    except Exception:
+        return None
+    return score
+
+
 class Predictor:
     """Wraps a model for matrix-in, list-out prediction; knows its feature order."""
 
@@ -289,12 +361,14 @@ class Predictor:
         self.classes = getattr(model, "classes_", None)
         self._booster = booster
         self._compiled: tuple[Any, Any] = (None, None)
+        self.row_scorer: Any = None
         if booster is not None:
             booster.set_param({"nthread": 1})  # one row: threads cost more than they give
             self._fast = None
         else:
             self._fast = _strip_feature_names(model)
             self._compiled = _verified(self._fast, self.n_features)
+            self.row_scorer = _verified_row(self._fast, self.n_features)
         self.is_classifier = self.classes is not None
 
     @property
@@ -349,12 +423,11 @@ class ModelServer:
                 "classes": None if self.predictor.classes is None
                 else np.asarray(self.predictor.classes).tolist()}
 
-    def parse(self, path: str, body: Any, content_type: str) -> tuple[str, np.ndarray, bool]:
-        """(protocol, matrix, want probabilities)."""
+    def parse(self, path: str, body: Any, content_type: str) -> tuple[str, Any, bool]:
+        """(protocol, rows in feature order, want probabilities)."""
         features = self.predictor.feature_names
         if path.rstrip("/").endswith("/invocations"):
-            rows = parse_mlflow(body, content_type, features)
-            return "mlflow", to_matrix(rows, self.predictor.n_features), False
+            return "mlflow", parse_mlflow(body, content_type, features), False
         if isinstance(body, bytes | str):
             raise RequestError("send JSON (Content-Type: application/json)")
         proba = False
@@ -362,15 +435,32 @@ class ModelServer:
         if isinstance(body, Mapping) and "inputs" in body:
             data = body["inputs"]
             proba = bool(body.get("proba", False))
-        return "nuclio", to_matrix(rows_from_any(data, features), self.predictor.n_features), proba
+        return "nuclio", rows_from_any(data, features), proba
 
-    def respond(self, protocol: str, x: np.ndarray, proba: bool, event_id: Any) -> Any:
-        outputs = self.predictor.predict(x)
+    def predict(self, rows: Any, proba: bool) -> tuple[list[Any], list[Any] | None]:
+        p = self.predictor
+        if (p.row_scorer is not None and isinstance(rows, list) and len(rows) == 1
+                and isinstance(rows[0], list | tuple)):
+            row = rows[0]
+            if len(row) != p.n_features:
+                raise RequestError(f"expected {p.n_features} features per row, got {len(row)}")
+            try:
+                label, p1 = p.row_scorer(row)
+            except (TypeError, ValueError) as exc:
+                if isinstance(exc, RequestError):
+                    raise
+                raise RequestError(f"feature values must be numbers: {exc}") from exc
+            return [label], ([[1.0 - p1, p1]] if proba and p1 is not None else None)
+        x = to_matrix(rows, p.n_features)
+        return p.predict(x), (p.predict_proba(x) if proba else None)
+
+    def respond(self, protocol: str, rows: Any, proba: bool, event_id: Any) -> Any:
+        outputs, probabilities = self.predict(rows, proba)
         if protocol == "mlflow":
             return {"predictions": outputs}
         out: dict[str, Any] = {"id": event_id, "model_name": self.name, "outputs": outputs}
         if proba:
-            out["probabilities"] = self.predictor.predict_proba(x)
+            out["probabilities"] = probabilities
         return out
 
 
@@ -413,9 +503,9 @@ async def handler(context: Any, event: Any) -> Any:
         return server.info()
     mlflow = path.rstrip("/").endswith("/invocations")
     try:
-        protocol, x, proba = server.parse(path, event.body, event.content_type or "")
-        if x.shape[0] <= INLINE_ROWS:
-            return server.respond(protocol, x, proba, event.id)
-        return await asyncio.to_thread(server.respond, protocol, x, proba, event.id)
+        protocol, rows, proba = server.parse(path, event.body, event.content_type or "")
+        if len(rows) <= INLINE_ROWS:
+            return server.respond(protocol, rows, proba, event.id)
+        return await asyncio.to_thread(server.respond, protocol, rows, proba, event.id)
     except RequestError as exc:
         return _error(mlflow, str(exc))

@@ -142,3 +142,36 @@ def test_a_compiled_twin_that_disagrees_is_not_used(data, monkeypatch) -> None:
     predictor = ms.Predictor(pipe)
     assert not predictor.compiled
     assert predictor.predict(x.to_numpy()) == pipe.predict(x).tolist()
+
+
+def test_one_row_requests_use_the_checked_python_scorer(data) -> None:
+    x, y = data
+    pipe = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
+    server = _server(pipe)
+    assert server.predictor.row_scorer is not None
+    rows = x.iloc[:300]
+    expected = pipe.predict(rows).tolist()
+    proba = pipe.predict_proba(rows)
+    for i, row in enumerate(rows.to_numpy().tolist()):
+        out = _call(server, "/", {"inputs": [row], "proba": True})
+        assert out["outputs"] == [expected[i]]
+        np.testing.assert_allclose(out["probabilities"][0], proba[i], rtol=1e-9)
+    status, body = _call(server, "/", {"inputs": [[None] * x.shape[1]]})
+    assert status == 400 and "numbers" in body["error"]
+
+
+def test_a_python_scorer_that_disagrees_is_not_used(data, monkeypatch) -> None:
+    x, y = data
+    pipe = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
+    real = ms.compile_row
+
+    def broken(model):
+        score = real(model)
+        return lambda row: (1 - score(row)[0], score(row)[1])
+
+    monkeypatch.setattr(ms, "compile_row", broken)
+    server = _server(pipe)
+    assert server.predictor.row_scorer is None
+    row = x.iloc[[5]]
+    assert _call(server, "/", {"inputs": row.to_numpy().tolist()})["outputs"] == \
+        pipe.predict(row).tolist()
