@@ -22,6 +22,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from nuclio_sdk import TriggerInfo
 from tickrun.functions.errors import EventTimeoutError, TriggerError, WorkerUnavailableError
 from tickrun.functions.processor.dispatcher import HandlerFailure
 from tickrun.functions.spec import KafkaTriggerSpec
@@ -30,7 +31,7 @@ from ..base import BaseTrigger
 from . import metrics
 from .config import KafkaConfig
 from .consumer import ConsumerThread
-from .event import dead_letter_headers, to_event
+from .event import KIND, dead_letter_headers, to_event
 from .offsets import OffsetBook
 from .publish import KafkaContext, Publisher
 
@@ -88,6 +89,7 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         self.config = KafkaConfig.from_spec(spec, function.name)
         self.name = self.config.name
         self._book = OffsetBook()
+        self._trigger_info = TriggerInfo(KIND, self.name)
         self._publisher = Publisher(function.name, self.config.name)
         self._parts: dict[Any, _Partition] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -218,7 +220,7 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         dispatcher = self._dispatcher
         assert dispatcher is not None
         cfg = self.config
-        event = to_event(record, self.name)
+        event = to_event(record, self.name, self._trigger_info)
         attempt = 0
         while True:
             attempt += 1

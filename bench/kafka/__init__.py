@@ -1,0 +1,1 @@
+"""Kafka trigger throughput vs a raw kafka-python consumer loop (``python -m bench.kafka``)."""

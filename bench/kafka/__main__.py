@@ -1,0 +1,278 @@
+"""Kafka trigger throughput: tickrun vs a raw kafka-python consumer loop, same broker, same
+topic, same run.
+
+N real 1-minute BTCUSDT klines (``/work/shared/data/btcusdt_1m_2024-01.csv.gz``) as JSON are
+produced once to a P-partition topic of a real broker (started here from tests/peers/kafka.py
+unless ``--bootstrap`` is given). Each round then consumes the whole topic with a fresh
+consumer group:
+
+- ``raw``: one KafkaConsumer, ``poll()`` loop, JSON-decode and call the handler per record,
+  commit after handling (same at-least-once contract, same fetch settings as the trigger);
+- ``tickrun``: a real ``tickrun serve`` replica (1 worker process) with the Kafka trigger and
+  the same handler; the clock runs from the first to the N-th processed event, read from its
+  ``/metrics``.
+
+Rounds alternate raw / tickrun; the best round of each is reported (the box is shared).
+
+    python -m bench.kafka [--messages 44640] [--partitions 4] [--rounds 2] [--plot PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import re
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.structs import OffsetAndMetadata
+
+from tests.support.processes import ServedFunction
+
+from .handlers import function_code, kline_row, noop
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = Path("/work/shared/data/btcusdt_1m_2024-01.csv.gz")
+FETCH_MAX_WAIT_MS = 50  # the trigger's default maxWaitTime; the raw loop gets the same
+MAX_POLL_RECORDS = 500
+COMMIT_INTERVAL_S = 1.0
+
+WORK: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "noop": ("noop(event.body)", noop),
+    "async-noop": ("noop(event.body)", noop),
+    "dataframe": ("kline_row(event.body) and None", kline_row),
+}
+
+
+@dataclass
+class Result:
+    label: str
+    events: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+
+def load_klines(n: int) -> list[bytes]:
+    with gzip.open(DATA, "rt", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    out = [json.dumps({"symbol": "BTCUSDT", **r}).encode() for r in rows]
+    while len(out) < n:  # more than a month requested: replay the month
+        out.extend(out[: n - len(out)])
+    return out[:n]
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes], partitions: int) -> float:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, partitions, 1)])
+    admin.close()
+    time.sleep(1.0)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024)
+    t0 = time.perf_counter()
+    for i, value in enumerate(values):
+        producer.send(topic, value, key=b"BTCUSDT", partition=i % partitions)
+    producer.flush()
+    producer.close()
+    return time.perf_counter() - t0
+
+
+def raw_loop(bootstrap: str, topic: str, n: int, fn: Callable[[Any], Any]) -> Result:
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"raw-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        max_poll_records=MAX_POLL_RECORDS,
+    )
+    seen = 0
+    t0: float | None = None
+    last_commit = time.monotonic()
+    done: dict[Any, int] = {}
+    try:
+        while seen < n:
+            batch = consumer.poll(timeout_ms=100)
+            if batch and t0 is None:
+                t0 = time.perf_counter()
+            for tp, records in batch.items():
+                for record in records:
+                    fn(json.loads(record.value))
+                    done[tp] = record.offset + 1
+                seen += len(records)
+            if done and (time.monotonic() - last_commit >= COMMIT_INTERVAL_S or seen >= n):
+                consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in done.items()})
+                last_commit = time.monotonic()
+        assert t0 is not None
+        return Result("raw", seen, time.perf_counter() - t0)
+    finally:
+        consumer.close()
+
+
+def write_function(root: Path, bootstrap: str, topic: str, work: str, num_workers: int) -> Path:
+    fn_dir = root / f"fn-{work}-{num_workers}-{uuid.uuid4().hex[:6]}"
+    fn_dir.mkdir(parents=True)
+    (fn_dir / "main.py").write_text(function_code(WORK[work][0], is_async=work == "async-noop"))
+    spec = {
+        "metadata": {"name": "bench-kafka"},
+        "spec": {
+            "handler": "main:handler",
+            "triggers": {"ticks": {
+                "kind": "kafka-cluster",
+                "numWorkers": num_workers,
+                "attributes": {
+                    "brokers": bootstrap,
+                    "topics": [topic],
+                    "consumerGroup": f"tickrun-{uuid.uuid4().hex[:8]}",
+                    "initialOffset": "earliest",
+                    "maxPollRecords": MAX_POLL_RECORDS,
+                    "maxWaitTime": f"{FETCH_MAX_WAIT_MS}ms",
+                    "commitInterval": f"{COMMIT_INTERVAL_S}s",
+                },
+            }},
+        },
+    }
+    (fn_dir / "function.yaml").write_text(yaml.safe_dump(spec))
+    return fn_dir
+
+
+_PROCESSED = re.compile(r"^tickrun_kafka_processed_total\{[^}]*\} ([0-9.e+]+)$", re.M)
+
+
+def _processed(url: str) -> int:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return int(sum(float(v) for v in _PROCESSED.findall(text)))
+
+
+def tickrun_replica(fn_dir: Path, n: int, label: str, timeout_s: float = 600) -> Result:
+    fn = ServedFunction(fn_dir, "--workers", "1").start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        t0: float | None = None
+        while True:
+            count = _processed(fn.url)
+            now = time.perf_counter()
+            if t0 is None and count > 0:
+                t0, first = now, count
+            if count >= n:
+                assert t0 is not None
+                # The first sample already counted `first` events; time the rest.
+                return Result(label, n - first, now - t0)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{label}: only {count}/{n} events in {timeout_s:.0f}s")
+            time.sleep(0.02)
+    finally:
+        fn.terminate()
+
+
+def plot(results: dict[str, Result], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(results)
+    rates = [results[k].rate for k in labels]
+    colors = ["#888888" if k.startswith("raw") else "#1f77b4" for k in labels]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    bars = ax.barh(labels, rates, color=colors)
+    ax.bar_label(bars, labels=[f"{r:,.0f}/s" for r in rates], padding=3)
+    ax.set_xlabel("events per second (higher is better)")
+    ax.set_title(title)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(rates) * 1.25)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.kafka", description=__doc__.split("\n")[0])
+    ap.add_argument("--messages", type=int, default=44_640, help="klines to consume per round")
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--num-workers", type=int, nargs="+", default=[1, 4],
+                    help="trigger numWorkers values to measure with the no-op handler")
+    ap.add_argument("--work-messages", type=int, default=10_000,
+                    help="klines for the DataFrame-row handler rounds")
+    ap.add_argument("--bootstrap", help="use this broker instead of starting one")
+    ap.add_argument("--plot", type=Path, default=Path(tempfile.gettempdir()) / "bench-kafka.png")
+    args = ap.parse_args(argv)
+
+    broker = None
+    bootstrap = args.bootstrap
+    if bootstrap is None:
+        from tests.peers.kafka import KafkaBroker
+
+        print("starting a Kafka broker (tests/peers/kafka.py) …", flush=True)
+        broker = KafkaBroker().start()
+        bootstrap = broker.bootstrap_servers
+    root = Path(tempfile.mkdtemp(prefix="bench-kafka-"))
+    try:
+        n, p = args.messages, args.partitions
+        values = load_klines(max(n, args.work_messages))
+        topic = f"bench-klines-{uuid.uuid4().hex[:6]}"
+        secs = produce(bootstrap, topic, values[:n], p)
+        work_topic = f"bench-work-{uuid.uuid4().hex[:6]}"
+        produce(bootstrap, work_topic, values[: args.work_messages], p)
+        print(f"produced {n:,} klines ({sum(map(len, values[:n])) / n:.0f} B each) to "
+              f"{topic} ({p} partitions) in {secs:.1f}s; broker {bootstrap}", flush=True)
+
+        best: dict[str, Result] = {}
+
+        def keep(r: Result) -> None:
+            print(f"  {r.label:<32} {r.events:>7,} events in {r.seconds:6.2f}s = "
+                  f"{r.rate:>9,.0f} events/s", flush=True)
+            if r.label not in best or r.rate > best[r.label].rate:
+                best[r.label] = r
+
+        for rnd in range(1, args.rounds + 1):
+            print(f"round {rnd}/{args.rounds}: no-op handler, {n:,} events", flush=True)
+            keep(raw_loop(bootstrap, topic, n, noop))
+            for w in args.num_workers:
+                fn_dir = write_function(root, bootstrap, topic, "noop", w)
+                keep(tickrun_replica(fn_dir, n, f"tickrun noop numWorkers={w}"))
+            # The same no-op as `async def`: no thread-pool hop per event, which isolates the
+            # trigger's own cost from the processor's sync-handler executor.
+            fn_dir = write_function(root, bootstrap, topic, "async-noop", max(args.num_workers))
+            label = f"tickrun async noop numWorkers={max(args.num_workers)}"
+            keep(tickrun_replica(fn_dir, n, label))
+            m, wk = args.work_messages, max(args.num_workers)
+            print(f"round {rnd}/{args.rounds}: DataFrame-row handler, {m:,} events", flush=True)
+            r = raw_loop(bootstrap, work_topic, m, kline_row)
+            keep(Result("raw dataframe", r.events, r.seconds))
+            for w in sorted({1, wk}):
+                fn_dir = write_function(root, bootstrap, work_topic, "dataframe", w)
+                keep(tickrun_replica(fn_dir, m, f"tickrun dataframe numWorkers={w}"))
+
+        print("\nbest of each (events/s):")
+        raw = best["raw"].rate
+        raw_work = best["raw dataframe"].rate
+        for label, r in best.items():
+            base = raw_work if "dataframe" in label else raw
+            ratio = "" if label.startswith("raw") else f"  {r.rate / base:5.2f}x raw"
+            print(f"  {label:<32} {r.rate:>9,.0f}{ratio}")
+        plot(best, args.plot, f"Kafka → handler, {p} partitions, 1 process (same broker, same run)")
+        print(f"\nplot: {args.plot}")
+    finally:
+        if broker is not None:
+            broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
