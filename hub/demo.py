@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
-
-DATA = Path(os.environ.get("TICKRUN_DATA_DIR", "/work/shared/data")) / "btcusdt_1h.csv.gz"
 
 
 def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def run_demo(*, rows: int = 20_000, data: Path = DATA, model_class: str = "xgboost.XGBClassifier"
-             ) -> dict[str, Any]:
+def run_demo(*, rows: int = 20_000, data: Path | None = None,
+             model_class: str = "xgboost.XGBClassifier") -> dict[str, Any]:
     """Run the pipeline as tracked runs (in ``$TICKRUN_HOME`` / ``$TICKRUN_ARTIFACT_PATH``);
     returns the URIs and figures it printed."""
     import pandas as pd
@@ -29,6 +26,10 @@ def run_demo(*, rows: int = 20_000, data: Path = DATA, model_class: str = "xgboo
 
     from .resolver import import_function
 
+    if data is None:
+        from tickrun.functions.sampledata import market_data
+
+        data = market_data()
     workdir = Path(tempfile.mkdtemp(prefix="tickrun-hub-demo-"))
     bars_path = workdir / "btcusdt_1h.csv"
     pd.read_csv(data).iloc[-rows:].to_csv(bars_path, index=False)

@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tickrun.functions.sampledata import market_data
 
 HERE = Path(__file__).resolve().parent
-DATA = Path("/work/shared/data/btcusdt_1h.csv.gz")
+DATA = market_data()
 
 
 @dataclass

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tickrun.functions.sampledata import market_data
 
-DATA = Path("/work/shared/data/btcusdt_1h.csv.gz")
+DATA = market_data()
 MODELS = {
     "logistic": ("sklearn.linear_model.LogisticRegression", {"scale": True}),
     "xgboost": ("xgboost.XGBClassifier", {}),

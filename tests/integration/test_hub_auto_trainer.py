@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tickrun.functions.sampledata import market_data
 
 import tickrun
 from tests.peers import MinioServer
 
 pytestmark = [pytest.mark.minio, pytest.mark.slow]
 
-DATA = Path("/work/shared/data/btcusdt_1h.csv.gz")
+DATA = market_data()
 
 
 @pytest.fixture

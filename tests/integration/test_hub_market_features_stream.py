@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tickrun.functions.sampledata import market_data
 
 import tickrun
 
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_streamed_klines_give_the_batch_features(tmp_path: Path) -> None:
-    bars = pd.read_csv("/work/shared/data/btcusdt_1h.csv.gz").iloc[-120:].reset_index(drop=True)
+    bars = pd.read_csv(market_data()).iloc[-120:].reset_index(drop=True)
     fn = tickrun.import_function("hub://market_features:1.1")
     batch = fn.module().compute_features(bars, windows="6,24", label=None, dropna=False)
     with fn.deploy(env={"FEATURE_WINDOWS": "6,24"}, directory=tmp_path / "fn") as server:

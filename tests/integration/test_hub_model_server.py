@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from tickrun.functions.runs import load_model
+from tickrun.functions.sampledata import market_data
 
 import tickrun
 
 pytestmark = pytest.mark.slow
 
-DATA = Path("/work/shared/data/btcusdt_1h.csv.gz")
+DATA = market_data()
 
 
 def _post(url: str, body: Any, content_type: str = "application/json") -> tuple[int, Any]:

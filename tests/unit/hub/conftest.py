@@ -9,9 +9,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from tickrun.functions.sampledata import market_data
 
-DATA_DIR = Path("/work/shared/data")
-HOURLY = DATA_DIR / "btcusdt_1h.csv.gz"
+HOURLY = market_data()
 
 
 def write_item(root: Path, name: str, version: str, *, body: str | None = None,

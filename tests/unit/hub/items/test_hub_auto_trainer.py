@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from tickrun.functions.sampledata import market_data
 from tickrun.hub import import_function
 
 at = import_function("hub://auto_trainer:1").module()
@@ -11,7 +12,7 @@ mf = import_function("hub://market_features").module()
 
 @pytest.fixture(scope="module")
 def features() -> pd.DataFrame:
-    bars = pd.read_csv("/work/shared/data/btcusdt_1h.csv.gz").iloc[-5000:]
+    bars = pd.read_csv(market_data()).iloc[-5000:]
     return mf.compute_features(bars, windows="6,24,72")
 
 

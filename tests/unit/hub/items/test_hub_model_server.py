@@ -13,6 +13,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from tickrun.functions.sampledata import market_data
 from tickrun.hub import import_function
 from xgboost import XGBClassifier, XGBRegressor
 
@@ -22,7 +23,7 @@ mf = import_function("hub://market_features").module()
 
 @pytest.fixture(scope="module")
 def data() -> tuple[pd.DataFrame, np.ndarray]:
-    bars = pd.read_csv("/work/shared/data/btcusdt_1h.csv.gz").iloc[-3000:]
+    bars = pd.read_csv(market_data()).iloc[-3000:]
     frame = mf.compute_features(bars, windows="6,24")
     x = frame[mf.feature_columns(frame)]
     return x, frame["label"].to_numpy()
