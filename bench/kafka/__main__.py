@@ -41,7 +41,7 @@ from kafka.structs import OffsetAndMetadata
 
 from tests.support.processes import ServedFunction
 
-from .handlers import function_code, kline_row, noop
+from .handlers import dataframe_work, function_code, noop
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path("/work/shared/data/btcusdt_1m_2024-01.csv.gz")
@@ -52,7 +52,7 @@ COMMIT_INTERVAL_S = 1.0
 WORK: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "noop": ("noop(event.body)", noop),
     "async-noop": ("noop(event.body)", noop),
-    "dataframe": ("kline_row(event.body) and None", kline_row),
+    "dataframe": ("dataframe_work(event.body)", dataframe_work),
 }
 
 
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             keep(tickrun_replica(fn_dir, n, label))
             m, wk = args.work_messages, max(args.num_workers)
             print(f"round {rnd}/{args.rounds}: DataFrame-row handler, {m:,} events", flush=True)
-            r = raw_loop(bootstrap, work_topic, m, kline_row)
+            r = raw_loop(bootstrap, work_topic, m, dataframe_work)
             keep(Result("raw dataframe", r.events, r.seconds))
             for w in sorted({1, wk}):
                 fn_dir = write_function(root, bootstrap, work_topic, "dataframe", w)

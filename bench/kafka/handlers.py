@@ -29,6 +29,11 @@ def kline_row(body: dict[str, Any]) -> pd.DataFrame:
     return frame
 
 
+def dataframe_work(body: dict[str, Any]) -> None:
+    """The real-work handler body: build the row, return nothing (nothing to publish)."""
+    kline_row(body)
+
+
 HANDLER_CODE = '''
 
 {prefix}def handler(context, event):

@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 DEAD_LETTER_TIMEOUT_S = 30.0
 MAX_ERROR_CHARS = 1000
+MAX_REMEMBERED_ATTEMPTS = 10_000
 
 
 class _FailedStatus(Exception):
@@ -92,6 +93,7 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         self._trigger_info = TriggerInfo(KIND, self.name)
         self._publisher = Publisher(function.name, self.config.name)
         self._parts: dict[Any, _Partition] = {}
+        self._attempts: dict[tuple[str, int, int], int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dispatcher: Dispatcher | None = None
         self._thread: ConsumerThread | None = None
@@ -221,7 +223,10 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         assert dispatcher is not None
         cfg = self.config
         event = to_event(record, self.name, self._trigger_info)
-        attempt = 0
+        key = (record.topic, record.partition, record.offset)
+        # Attempts survive a revoke/reassign of the partition within this process, so a
+        # rebalance does not hand a poison message a fresh retry budget.
+        attempt = self._attempts.pop(key, 0)
         while True:
             attempt += 1
             try:
@@ -251,12 +256,18 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
                                "retry_in_s": delay, "error": _error_text(exc)},
                     )
                     if await self._pause(part, delay):
+                        self._remember_attempts(key, attempt)
                         return False
                     continue
                 return await self._give_up(part, record, exc, attempt)
             else:
                 self._processed[record.topic].inc()
                 return True
+
+    def _remember_attempts(self, key: tuple[str, int, int], attempts: int) -> None:
+        if len(self._attempts) >= MAX_REMEMBERED_ATTEMPTS:
+            self._attempts.clear()  # a bound, not a cache policy: this is rare
+        self._attempts[key] = attempts
 
     async def _pause(self, part: _Partition, delay_s: float) -> bool:
         """Sleep ``delay_s`` unless the partition is revoked/stopped first (returns True then)."""

@@ -233,3 +233,21 @@ async def test_handler_sees_decoded_body(value: bytes) -> None:
     feed(trigger, 0, range(1), value=value)
     await until(lambda: len(bodies) == 1)
     assert bodies[0] == ({"sym": "BTCUSDT"} if value.startswith(b"{") else b"raw")
+
+
+async def test_retry_budget_survives_a_rebalance() -> None:
+    calls: list[int] = []
+
+    async def handler(event: Any) -> str:
+        calls.append(event.offset)
+        raise RuntimeError("poison")
+
+    trigger, _ = make_trigger(handler, maxRetries=2, onFailure="skip", retryBackoff="2s",
+                              retryBackoffMax="2s")
+    tp = feed(trigger, 0, range(1))
+    await until(lambda: len(calls) == 1)
+    await trigger._settle([tp], wait_s=1.0)  # revoked during the first backoff
+    trigger._book.drop([tp])
+    tp = feed(trigger, 0, range(1))  # assigned again: the same record comes back
+    await until(lambda: trigger._book.to_commit() == {tp: 1}, timeout_s=10)
+    assert calls == [0, 0, 0], "3 attempts in all (1 + maxRetries), not 1 + 3"
