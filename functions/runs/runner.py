@@ -53,10 +53,13 @@ class RunEnv:
         return open_store(self.artifact_path, self.s3)
 
 
-def resolve_handler(handler: Handler) -> tuple[Callable[..., Any], str]:
-    """(callable, a reference string for the record and for child processes)."""
+def resolve_handler(handler: Handler) -> tuple[Callable[..., Any], str, dict[str, str]]:
+    """(callable, a reference string for the record and for child processes, labels).
+
+    For ``hub://`` handlers the labels record the resolved item, version, source and handler.
+    """
     if callable(handler):
-        return handler, handler_ref(handler) or handler_name(handler)
+        return handler, handler_ref(handler) or handler_name(handler), {}
     if handler.startswith("hub://"):
         try:
             from tickrun.hub import import_function
@@ -64,8 +67,8 @@ def resolve_handler(handler: Handler) -> tuple[Callable[..., Any], str]:
             raise HubError("hub:// handlers need tickrun.hub, which is not installed") from exc
         item = import_function(handler)
         fn = item.handler()
-        return fn, handler_ref(fn) or handler
-    return load_callable(handler), handler
+        return fn, handler_ref(fn) or handler, item.run_labels()
+    return load_callable(handler), handler, {}
 
 
 def make_inputs(
@@ -157,7 +160,8 @@ def run_function(
     s = settings or TrackingSettings.from_env()
     db = db or open_db(s)
     store = store or open_store(str(artifact_path) if artifact_path else s.artifact_path, s.s3)
-    fn, ref = resolve_handler(handler)
+    fn, ref, resolved_labels = resolve_handler(handler)
+    labels = {**resolved_labels, **(labels or {})}
     try:
         record = _new_record(handler, ref, store, params, inputs, project, name, labels, uid)
     except ValidationError as exc:

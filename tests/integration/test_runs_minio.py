@@ -16,13 +16,14 @@ from tickrun.functions.runs import (
     load_model,
     run_function,
 )
+from tickrun.functions.sampledata import HOURLY, market_data
 
 from tests.peers import MinioServer
 from tests.unit.functions.runs.jobs_for_tests import check_every_kind, ref
 
 pytestmark = pytest.mark.minio
 
-DATA = Path("/work/shared/data/btcusdt_1h.csv.gz")
+DATA = market_data(HOURLY)
 EXAMPLE = Path(__file__).resolve().parents[2] / "functions/examples/train_job/train.py"
 
 

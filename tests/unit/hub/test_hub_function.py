@@ -82,3 +82,16 @@ def test_uri_fragment_picks_the_handler(private_hub: Path, item_writer) -> None:
     assert fn.run_labels("predict")["hub.handler"] == "predict"
     with pytest.raises(HubError, match="handler 'nope'; handlers: evaluate, predict, train"):
         import_function("hub://auto_trainer#nope")
+
+
+def test_run_function_with_a_hub_uri_records_the_item(
+    private_hub: Path, tracked: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tickrun.functions.runs import run_function
+
+    monkeypatch.setenv("TICKRUN_HUB_PATH", str(private_hub))
+    run = run_function("hub://toy:1.2", params={"x": 2}, labels={"team": "quant"}, progress=False)
+    assert run.state == "completed", run.error
+    labels = run.record.labels
+    assert labels["hub.item"] == "toy" and labels["hub.version"] == "1.2.3"
+    assert labels["team"] == "quant"
