@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 from tickrun.controller.client import ControllerClient
 from tickrun.controller.platforms.base import serve_command
 
+from bench.wrk import wrk
 from tests.integration.test_controller_harness import TOKEN, ControllerProc, cleanup
 
 HANDLER = 'VERSION = "{v}"\n\ndef handler(context, event):\n    return "ok " + VERSION\n'
@@ -38,10 +38,19 @@ def write_fn(root: Path, name: str, version: str = "1") -> Path:
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "main.py").write_text(HANDLER.format(v=version))
-    (folder / "function.yaml").write_text(json.dumps({
-        "metadata": {"name": name},
-        "spec": {"handler": "main:handler", "replicas": 1, "workers": 1,
-                 "triggers": {"http": {"kind": "http", "maxWorkers": 64}}}}))
+    (folder / "function.yaml").write_text(
+        json.dumps(
+            {
+                "metadata": {"name": name},
+                "spec": {
+                    "handler": "main:handler",
+                    "replicas": 1,
+                    "workers": 1,
+                    "triggers": {"http": {"kind": "http", "maxWorkers": 64}},
+                },
+            }
+        )
+    )
     return folder
 
 
@@ -77,8 +86,11 @@ def free_port() -> int:
 def baseline_process(folder: Path) -> float:
     port = free_port()
     t0 = time.monotonic()
-    proc = subprocess.Popen(serve_command(sys.executable, str(folder), port, 1),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        serve_command(sys.executable, str(folder), port, 1),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         return first_200(f"http://127.0.0.1:{port}/", {}, t0)
     finally:
@@ -90,27 +102,29 @@ def baseline_container(image: str, env: dict[str, str]) -> float:
     port = free_port()
     name = f"tickrun-bench-baseline-{port}"
     t0 = time.monotonic()
-    subprocess.run(["podman", "run", "-d", "--name", name, "--init", "--network", "host",
-                    image, *serve_command("python", "/opt/tickrun/function", port, 1)],
-                   env=env, check=True, capture_output=True)
+    subprocess.run(
+        [
+            "podman",
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--init",
+            "--network",
+            "host",
+            image,
+            *serve_command("python", "/opt/tickrun/function", port, 1),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     try:
         return first_200(f"http://127.0.0.1:{port}/", {}, t0)
     finally:
-        subprocess.run(["podman", "rm", "-f", "-t", "2", name], env=env, capture_output=True,
-                       check=False)
-
-
-def wrk(url: str, duration_s: int, connections: int, headers: dict[str, str]) -> float:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s"]
-    for k, v in headers.items():
-        cmd += ["-H", f"{k}: {v}"]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
-    if re.search(r"Non-2xx or 3xx responses: (\d+)", out):
-        raise RuntimeError(f"{url}: non-2xx responses under load:\n{out}")
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if m is None:
-        raise RuntimeError(out)
-    return float(m.group(1))
+        subprocess.run(
+            ["podman", "rm", "-f", "-t", "2", name], env=env, capture_output=True, check=False
+        )
 
 
 def build_seconds(client: ControllerClient, build_id: str) -> tuple[float, bool]:
@@ -159,12 +173,20 @@ def main() -> int:
                 cold.append(timed_deploy(client, folder, platform))
                 code_dir = client.get_function(name)["code_hash"]
                 stored = work / "state" / "code" / name / code_dir
-                base.append(baseline_process(stored) if platform == "process"
-                            else baseline_container(image, env))
+                base.append(
+                    baseline_process(stored)
+                    if platform == "process"
+                    else baseline_container(image, env)
+                )
             t, b = min(cold), min(base)
             goal = "≤ 1.5 s" if platform == "process" else "≤ 3 s"
-            row(f"deploy→first 200, cached ({platform})", f"{t:.2f} s", f"{b:.2f} s",
-                f"{t / b:.2f}x", f"{goal} (baseline: replica started by hand)")
+            row(
+                f"deploy→first 200, cached ({platform})",
+                f"{t:.2f} s",
+                f"{b:.2f} s",
+                f"{t / b:.2f}x",
+                f"{goal} (baseline: replica started by hand)",
+            )
 
             if platform == "container":
                 spec = json.loads((folder / "function.yaml").read_text())
@@ -176,14 +198,20 @@ def main() -> int:
                     unchanged, cached = build_seconds(client, res["build"]["id"])
                     client.wait_ready(name, version=res["function"]["version"])
                 how = "content hash matched, no engine build" if cached else "REBUILT"
-                row("rebuild, unchanged (container)", f"{unchanged:.2f} s", "-", "-",
-                    f"0 s ({how})")
+                row(
+                    "rebuild, unchanged (container)", f"{unchanged:.2f} s", "-", "-", f"0 s ({how})"
+                )
                 client.wait_ready(name)
                 write_fn(work / "src", name, version=str(time.time_ns()))
                 res = client.deploy(spec, folder, platform="container")
                 code_only, cached = build_seconds(client, res["build"]["id"])
-                row("rebuild, code-only change (container)", f"{code_only:.2f} s", "-", "-",
-                    f"≤ 2 s (cached={cached})")
+                row(
+                    "rebuild, code-only change (container)",
+                    f"{code_only:.2f} s",
+                    "-",
+                    "-",
+                    f"≤ 2 s (cached={cached})",
+                )
                 client.wait_ready(name, version=res["function"]["version"])
 
             fn = client.wait_ready(name)
@@ -194,14 +222,24 @@ def main() -> int:
             first_200(port_url, {}, time.monotonic())
             g_rps, p_rps, d_rps = [], [], []
             for _ in range(args.rounds):
-                d_rps.append(wrk(direct, args.duration_s, args.connections, {}))
-                g_rps.append(wrk(gateway, args.duration_s, args.connections, auth))
-                p_rps.append(wrk(port_url, args.duration_s, args.connections, {}))
+                d_rps.append(wrk(direct, args.duration_s, args.connections).rps)
+                g_rps.append(wrk(gateway, args.duration_s, args.connections, headers=auth).rps)
+                p_rps.append(wrk(port_url, args.duration_s, args.connections).rps)
             g, p, d = max(g_rps), max(p_rps), max(d_rps)
-            row(f"function port req/s ({platform})", f"{p:.0f}", f"{d:.0f}", f"{p / d:.2f}x",
-                ">= 0.8x (baseline: the replica directly)")
-            row(f"/fn/ gateway req/s ({platform})", f"{g:.0f}", f"{d:.0f}", f"{g / d:.2f}x",
-                ">= 0.8x (L7: token check, per-request balancing)")
+            row(
+                f"function port req/s ({platform})",
+                f"{p:.0f}",
+                f"{d:.0f}",
+                f"{p / d:.2f}x",
+                ">= 0.8x (baseline: the replica directly)",
+            )
+            row(
+                f"/fn/ gateway req/s ({platform})",
+                f"{g:.0f}",
+                f"{d:.0f}",
+                f"{g / d:.2f}x",
+                ">= 0.8x (L7: token check, per-request balancing)",
+            )
             client.delete_function(name)
     finally:
         cleanup(ctl)

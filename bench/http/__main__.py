@@ -10,51 +10,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
+from bench.wrk import Sample, wrk
 from tests.support.processes import ServedFunction, free_port
 
 HERE = Path(__file__).resolve().parent
-
-
-@dataclass
-class Sample:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-
-
-def _ms(text: str) -> float:
-    m = re.match(r"([\d.]+)(us|ms|s)", text)
-    if not m:
-        raise ValueError(text)
-    value, unit = float(m.group(1)), m.group(2)
-    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-
-def wrk(url: str, duration_s: int, connections: int) -> Sample:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:
-        raise RuntimeError(f"{url}: {errors.group(1)} non-2xx responses")
-    return Sample(rps, p50, p99)
 
 
 def wait_http(url: str, timeout_s: float = 30) -> None:
@@ -92,8 +59,6 @@ def main() -> None:
         "--handler", default="noop:handler", help="noop:handler or noop:sync_handler"
     )
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed: apt-get install -y wrk")
 
     spec = HERE / "noop" / "function.yaml"
     spec.write_text(
@@ -141,10 +106,8 @@ def main() -> None:
     print(f"{'':10}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
     print(f"{'tickrun':10}{t.rps:>12,.0f}{t.p50_ms:>10.2f}{t.p99_ms:>10.2f}")
     print(f"{'aiohttp':10}{b.rps:>12,.0f}{b.p50_ms:>10.2f}{b.p99_ms:>10.2f}")
-    print(
-        f"{'ratio':10}{t.rps / b.rps:>11.2f}x{t.p50_ms / b.p50_ms:>9.2f}x{t.p99_ms / b.p99_ms:>9.2f}x"
-        "   (goal: throughput >= 0.90x, p99 <= 1.2x)"
-    )
+    ratios = f"{t.rps / b.rps:>11.2f}x{t.p50_ms / b.p50_ms:>9.2f}x{t.p99_ms / b.p99_ms:>9.2f}x"
+    print(f"{'ratio':10}{ratios}   (goal: throughput >= 0.90x, p99 <= 1.2x)")
 
 
 if __name__ == "__main__":

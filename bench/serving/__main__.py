@@ -23,52 +23,25 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from tickrun.functions.sampledata import market_data
 
+from bench.wrk import Sample, wrk
+
 HERE = Path(__file__).resolve().parent
 DATA = market_data()
 
 
-@dataclass
-class Sample:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-
-
-def _ms(text: str) -> float:
-    import re
-
-    m = re.match(r"([\d.]+)(us|ms|s)", text)
-    if not m:
-        raise ValueError(text)
-    value, unit = float(m.group(1)), m.group(2)
-    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-
-def wrk(url: str, script: Path, duration_s: int, connections: int) -> Sample:
-    import re
-
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", "-s", str(script),
-         url], capture_output=True, text=True, check=True).stdout
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:
-        raise RuntimeError(f"{url}: {errors.group(1)} non-2xx responses")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    return Sample(rps, p50, p99)
-
-
 def post(url: str, body: Any) -> Any:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
 
@@ -92,30 +65,72 @@ def train(workdir: Path) -> tuple[str, pd.DataFrame]:
     bars = workdir / "bars.csv"
     pd.read_csv(DATA).iloc[-20000:].to_csv(bars, index=False)
     print("training the model through hub://market_features → hub://auto_trainer …", flush=True)
-    feats = tickrun.import_function("hub://market_features").run(
-        inputs={"dataset": str(bars)}, progress=False).raise_for_state()
-    run = tickrun.import_function("hub://auto_trainer").run(
-        "train", params={"model_class": "sklearn.linear_model.LogisticRegression",
-                         "scale": True, "drop_columns": "future_return", "plots": False,
-                         "time_ordered": True},
-        inputs={"dataset": feats.outputs["features"]}, progress=False).raise_for_state()
+    feats = (
+        tickrun.import_function("hub://market_features")
+        .run(inputs={"dataset": str(bars)}, progress=False)
+        .raise_for_state()
+    )
+    run = (
+        tickrun.import_function("hub://auto_trainer")
+        .run(
+            "train",
+            params={
+                "model_class": "sklearn.linear_model.LogisticRegression",
+                "scale": True,
+                "drop_columns": "future_return",
+                "plots": False,
+                "time_ordered": True,
+            },
+            inputs={"dataset": feats.outputs["features"]},
+            progress=False,
+        )
+        .raise_for_state()
+    )
     print(f"  model {run.outputs['model']}  accuracy {run.results['accuracy']:.4f}", flush=True)
     return str(run.outputs["model"]), run.artifact("test_set").as_df()
 
 
-def start_mlflow(venv: Path, model_file: Path, workdir: Path, port: int, workers: int
-                 ) -> subprocess.Popen[bytes]:
+def start_mlflow(
+    venv: Path, model_file: Path, workdir: Path, port: int, workers: int
+) -> subprocess.Popen[bytes]:
     folder = workdir / "mlflow-model"
-    subprocess.run([str(venv / "bin" / "python"), str(HERE / "mlflow_export.py"),
-                    str(model_file), str(folder)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            str(HERE / "mlflow_export.py"),
+            str(model_file),
+            str(folder),
+        ],
+        check=True,
+        capture_output=True,
+    )
     log = (workdir / "mlflow.log").open("wb")
     return subprocess.Popen(
-        [str(venv / "bin" / "mlflow"), "models", "serve", "-m", str(folder), "--env-manager",
-         "local", "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            str(venv / "bin" / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            str(folder),
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            str(workers),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
         # mlflow execs `uvicorn` by name: the venv's bin must be on PATH.
-        env={**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-             "MLFLOW_TRACKING_URI": f"file://{workdir / 'mlruns'}"})
+        env={
+            **os.environ,
+            "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+            "MLFLOW_TRACKING_URI": f"file://{workdir / 'mlruns'}",
+        },
+    )
 
 
 def main() -> None:
@@ -129,8 +144,10 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
     if not (args.mlflow_venv / "bin" / "mlflow").exists():
-        sys.exit(f"no MLflow in {args.mlflow_venv}: python -m venv {args.mlflow_venv} && "
-                 f"{args.mlflow_venv}/bin/pip install mlflow scikit-learn")
+        sys.exit(
+            f"no MLflow in {args.mlflow_venv}: python -m venv {args.mlflow_venv} && "
+            f"{args.mlflow_venv}/bin/pip install mlflow scikit-learn"
+        )
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     os.environ["TICKRUN_HOME"] = str(workdir / "home")
@@ -151,7 +168,8 @@ def main() -> None:
     mlflow_port = free_port()
     mlflow_proc = start_mlflow(args.mlflow_venv, model_file, workdir, mlflow_port, args.workers)
     server = tickrun.import_function("hub://model_server").deploy(
-        env={"MODEL_URI": model_uri}, workers=args.workers, directory=workdir / "fn")
+        env={"MODEL_URI": model_uri}, workers=args.workers, directory=workdir / "fn"
+    )
     mlflow_url = f"http://127.0.0.1:{mlflow_port}/invocations"
     tickrun_url = f"{server.url}/invocations"
     try:
@@ -163,22 +181,28 @@ def main() -> None:
             raise SystemExit("the two servers disagree on predictions; not benchmarking")
         print(f"both servers agree on {len(sample)} predictions", flush=True)
 
-        one_row = {"dataframe_split": {"columns": features,
-                                       "data": [sample.iloc[0].tolist()]}}
+        one_row = {"dataframe_split": {"columns": features, "data": [sample.iloc[0].tolist()]}}
         script = workdir / "post.lua"
         script.write_text(
             'wrk.method = "POST"\n'
             'wrk.headers["Content-Type"] = "application/json"\n'
-            f"wrk.body = {json.dumps(json.dumps(one_row))}\n")
+            f"wrk.body = {json.dumps(json.dumps(one_row))}\n"
+        )
         results: dict[str, list[Sample]] = {"tickrun": [], "mlflow": []}
-        wrk(tickrun_url, script, 2, args.connections)  # warm-up both
-        wrk(mlflow_url, script, 2, args.connections)
+        wrk(tickrun_url, 2, args.connections, script=script)  # warm-up both
+        wrk(mlflow_url, 2, args.connections, script=script)
         for r in range(args.rounds):
-            results["tickrun"].append(wrk(tickrun_url, script, args.duration_s,
-                                          args.connections))
-            results["mlflow"].append(wrk(mlflow_url, script, args.duration_s, args.connections))
-            print(f"round {r + 1}/{args.rounds}: tickrun {results['tickrun'][-1].rps:,.0f} "
-                  f"req/s, mlflow {results['mlflow'][-1].rps:,.0f} req/s", flush=True)
+            results["tickrun"].append(
+                wrk(tickrun_url, args.duration_s, args.connections, script=script)
+            )
+            results["mlflow"].append(
+                wrk(mlflow_url, args.duration_s, args.connections, script=script)
+            )
+            print(
+                f"round {r + 1}/{args.rounds}: tickrun {results['tickrun'][-1].rps:,.0f} "
+                f"req/s, mlflow {results['mlflow'][-1].rps:,.0f} req/s",
+                flush=True,
+            )
     except BaseException:
         print(f"(logs kept in {workdir})", file=sys.stderr)
         raise
@@ -190,20 +214,32 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             os.killpg(mlflow_proc.pid, signal.SIGKILL)
 
-    med = {k: Sample(statistics.median(s.rps for s in v), statistics.median(s.p50_ms for s in v),
-                     statistics.median(s.p99_ms for s in v)) for k, v in results.items()}
+    med = {
+        k: Sample(
+            statistics.median(s.rps for s in v),
+            statistics.median(s.p50_ms for s in v),
+            statistics.median(s.p99_ms for s in v),
+        )
+        for k, v in results.items()
+    }
     t, m = med["tickrun"], med["mlflow"]
     print()
-    print(f"bench/serving  1-row dataframe_split POST /invocations, {len(features)} features, "
-          f"workers={args.workers} connections={args.connections} "
-          f"duration={args.duration_s}s x{args.rounds} (medians; wrk -t1; cores={os.cpu_count()})")
+    print(
+        f"bench/serving  1-row dataframe_split POST /invocations, {len(features)} features, "
+        f"workers={args.workers} connections={args.connections} "
+        f"duration={args.duration_s}s x{args.rounds} (medians; wrk -t1; cores={os.cpu_count()})"
+    )
     print(f"{'':<22}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
     print(f"{'tickrun model_server':<22}{t.rps:>12,.0f}{t.p50_ms:>10.2f}{t.p99_ms:>10.2f}")
     print(f"{'mlflow models serve':<22}{m.rps:>12,.0f}{m.p50_ms:>10.2f}{m.p99_ms:>10.2f}")
-    print(f"{'ratio tickrun/mlflow':<22}{t.rps / m.rps:>11.1f}x{t.p50_ms / m.p50_ms:>10.3f}"
-          f"{t.p99_ms / m.p99_ms:>10.3f}")
-    print(f"goal: throughput >= 20x ({'met' if t.rps >= 20 * m.rps else 'NOT met'}), "
-          f"p99 <= 1/5 ({'met' if t.p99_ms <= m.p99_ms / 5 else 'NOT met'})")
+    print(
+        f"{'ratio tickrun/mlflow':<22}{t.rps / m.rps:>11.1f}x{t.p50_ms / m.p50_ms:>10.3f}"
+        f"{t.p99_ms / m.p99_ms:>10.3f}"
+    )
+    print(
+        f"goal: throughput >= 20x ({'met' if t.rps >= 20 * m.rps else 'NOT met'}), "
+        f"p99 <= 1/5 ({'met' if t.p99_ms <= m.p99_ms / 5 else 'NOT met'})"
+    )
     shutil.rmtree(workdir, ignore_errors=True)
 
 

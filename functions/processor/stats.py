@@ -20,6 +20,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from ..processes import pid_alive
+
 LATENCY_BUCKETS_S = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0
 )  # fmt: skip
@@ -93,16 +95,6 @@ class StatsBook:
         return out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class StatsCollector(Collector):
     """Renders every worker's snapshot as Prometheus metric families."""
 
@@ -122,7 +114,7 @@ class StatsCollector(Collector):
         )
         totals: dict[tuple[str, ...], dict[str, Any]] = {}
         for snap in self.book.snapshots():
-            alive = _alive(int(snap.get("pid", 0)))
+            alive = pid_alive(int(snap.get("pid", 0)))
             for t in snap.get("triggers", []):
                 key = tuple(t["labels"])
                 agg = totals.setdefault(

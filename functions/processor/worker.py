@@ -141,7 +141,7 @@ class Worker:
         self._flusher = asyncio.get_running_loop().create_task(self._flush_stats())
         ready_dir = os.environ.get(READY_DIR_ENV)
         if ready_dir:  # tells the supervisor this worker is bound and serving
-            Path(ready_dir, str(os.getpid())).touch()
+            Path(ready_dir, str(os.getpid())).touch()  # noqa: ASYNC240 - once, at start
         logger.info(
             "worker ready",
             extra={

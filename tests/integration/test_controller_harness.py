@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from tickrun.controller.client import ControllerClient
+from tickrun.functions.processes import pid_alive
 
 TOKEN = "test-token-" + "x" * 20
 
@@ -156,14 +157,6 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float = 60.0, what: str = 
             return last
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZX"
 
 
 def replica_pids_of(controller_id_env: str, value: str) -> list[int]:

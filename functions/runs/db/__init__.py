@@ -3,8 +3,9 @@ controller's REST API."""
 
 from __future__ import annotations
 
+from ...processes import pid_alive
 from ..settings import TrackingSettings
-from .base import DbLocator, RunDB, pid_alive, stale_reason
+from .base import DbLocator, RunDB, stale_reason
 from .http import HttpRunDB
 from .sql import SqlRunDB
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from ...processes import pid_alive
 from ..model import ArtifactRecord, RunBatch, RunRecord, RunState
 
 HOST = socket.gethostname()
@@ -23,20 +23,6 @@ class DbLocator:
 
     def __repr__(self) -> str:  # never show the token
         return f"DbLocator(kind={self.kind!r}, url={self.url!r})"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (killed, not yet reaped) is dead for our purposes
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def stale_reason(run: RunRecord, stale_after_s: float, now: float) -> str | None:
