@@ -1,7 +1,7 @@
 """Kafka trigger throughput: tickrun vs a raw kafka-python consumer loop, same broker, same
 topic, same run.
 
-N real 1-minute BTCUSDT klines (``/work/shared/data/btcusdt_1m_2024-01.csv.gz``) as JSON are
+N real 1-minute BTCUSDT klines (``shared/data/btcusdt_1m_2024-01.csv.gz``) as JSON are
 produced once to a P-partition topic of a real broker (started here from tests/peers/kafka.py
 unless ``--bootstrap`` is given). Each round then consumes the whole topic with a fresh
 consumer group:
@@ -38,13 +38,13 @@ import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
+from tickrun.functions.sampledata import MINUTE, market_data
 
 from tests.support.processes import ServedFunction
 
 from .handlers import dataframe_work, function_code, noop
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = Path("/work/shared/data/btcusdt_1m_2024-01.csv.gz")
 FETCH_MAX_WAIT_MS = 50  # the trigger's default maxWaitTime; the raw loop gets the same
 MAX_POLL_RECORDS = 500
 COMMIT_INTERVAL_S = 1.0
@@ -68,7 +68,7 @@ class Result:
 
 
 def load_klines(n: int) -> list[bytes]:
-    with gzip.open(DATA, "rt", newline="") as fh:
+    with gzip.open(market_data(MINUTE), "rt", newline="") as fh:
         rows = list(csv.DictReader(fh))
     out = [json.dumps({"symbol": "BTCUSDT", **r}).encode() for r in rows]
     while len(out) < n:  # more than a month requested: replay the month

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from tickrun.functions.sampledata import MINUTE, market_data
 
 from tests.peers import KafkaBroker
 from tests.support.kafka_functions import produce, read_topic, serve
@@ -21,12 +22,11 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "functions" / "examples" / "market_signals"
-DATA = Path("/work/shared/data/btcusdt_1m_2024-01.csv.gz")
 N = 600
 
 
 def _klines() -> list[dict[str, str]]:
-    with gzip.open(DATA, "rt", newline="") as fh:
+    with gzip.open(market_data(MINUTE), "rt", newline="") as fh:
         return list(csv.DictReader(fh))[:N]
 
 
@@ -47,8 +47,6 @@ def _expected(rows: list[dict[str, str]], fast: int, slow: int) -> list[tuple[st
 
 
 def test_signals_from_real_klines(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
-    if not DATA.exists():
-        pytest.fail(f"market data missing: {DATA}")
     bs = kafka_broker.bootstrap_servers
     tag = uuid.uuid4().hex[:8]
     klines, signals, alerts = f"klines-{tag}", f"signals-{tag}", f"alerts-{tag}"
