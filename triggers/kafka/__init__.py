@@ -7,6 +7,32 @@ handler in offset order; partitions run in parallel up to the trigger's ``maxWor
 partitions away, and on shutdown; failures retry, then go to a dead-letter topic
 (see :mod:`.trigger`).
 
+In ``function.yaml`` (Nuclio's attribute names, plus tickrun's commit and failure policy)::
+
+    triggers:
+      klines:
+        kind: kafka-cluster
+        numWorkers: 4                  # partitions handled at once per worker process
+        attributes:
+          brokers: "kafka-0:9092,kafka-1:9092"
+          topics: [market.klines]
+          consumerGroup: market-signals
+          initialOffset: earliest      # or latest
+          sessionTimeout: 10s
+          heartbeatInterval: 3s
+          maxWaitHandlerDuringRebalance: 5s
+          maxWaitTime: 50ms            # fetch wait (kafka-python's 500 ms default is slow)
+          commitInterval: 1s           # commit at least this often …
+          commitBatchSize: 1000        # … or after this many handled events
+          maxRetries: 3                # then onFailure:
+          retryBackoff: 200ms          # doubled per attempt up to retryBackoffMax
+          retryBackoffMax: 10s
+          onFailure: dead-letter       # or skip, or block
+          deadLetterTopic: market.klines.dlq   # default <topic>.dlq
+          outputTopic: market.signals  # handler return values go here
+          sasl: {enable: true, user: svc, password: "…", mechanism: SCRAM-SHA-256}
+          tls: {enable: true, caCert: /etc/kafka/ca.pem}
+
 What a handler sees (see :mod:`.event` for the body decoding rule)::
 
     event.body        # dict/list for JSON values, else bytes
