@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -40,7 +41,10 @@ def register(sub: Any, get: Any) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--local", action="store_true", help="run in this process (default)")
     where.add_argument("--platform", choices=("local", "process", "container"),
-                       help="where to run; only local is supported by this command so far")
+                       help="where to run: local (this process), process (a fresh Python "
+                       "interpreter) or container (podman/docker, an image built from the "
+                       "file's folder); the run is tracked the same way everywhere")
+    p.add_argument("--uid", help=argparse.SUPPRESS)  # set by a --platform parent for its child
     p.add_argument("--json", action="store_true", help="print the run as JSON")
     p.set_defaults(func=_run)
 
@@ -112,9 +116,7 @@ def _run(args: argparse.Namespace) -> int:
     from .runner import run_function
 
     if args.platform not in (None, "local"):
-        raise BadRequestError(
-            f"--platform {args.platform} is not supported by `tickrun run` yet; use --local"
-        )
+        return _run_elsewhere(args)
     kwargs: dict[str, Any] = {
         "params": parse_pairs(args.param, "--param"),
         "inputs": parse_pairs(args.input, "--input", raw=True),
@@ -129,6 +131,8 @@ def _run(args: argparse.Namespace) -> int:
                       parallel=args.parallel, seed=args.seed)
     if args.artifact_path:
         kwargs["artifact_path"] = args.artifact_path
+    if args.uid:
+        kwargs["uid"] = args.uid
     if args.target.startswith("hub://"):
         try:
             from tickrun.hub import import_function
@@ -143,6 +147,38 @@ def _run(args: argparse.Namespace) -> int:
         _print_run(run.record.model_dump(mode="json"), run.artifacts,
                    [i.model_dump(mode="json") for i in run.iterations])
     return 0 if run.state == "completed" else 1
+
+
+def _run_elsewhere(args: argparse.Namespace) -> int:
+    """``--platform process|container``: the controller's job runner starts ``tickrun run
+    --local`` in another process or a container and waits for it."""
+    inputs = parse_pairs(args.input, "--input", raw=True)
+    parse_pairs(args.param, "--param")  # bad usage fails here, not in the child
+    parse_hyper(args.hyper)
+    parse_pairs(args.label, "--label", raw=True)
+    options: list[str] = ["--project", args.project, "--strategy", args.strategy,
+                          "--parallel", str(args.parallel)]
+    for flag, values in (("--param", args.param), ("--hyper", args.hyper),
+                         ("--label", args.label)):
+        for value in values:
+            options += [flag, value]
+    for flag, value in (("--selector", args.selector), ("--stop-condition", args.stop_condition),
+                        ("--max-iterations", args.max_iterations), ("--seed", args.seed),
+                        ("--name", args.name)):
+        if value is not None:
+            options += [flag, str(value)]
+    if args.json:
+        options.append("--json")
+    try:
+        # Lazily, by name: tickrun.functions must not depend on tickrun.controller.
+        jobs = importlib.import_module("tickrun.controller.jobs")
+    except ImportError as exc:
+        raise BadRequestError(
+            f"--platform {args.platform} needs tickrun.controller, which is not installed; "
+            "use --local") from exc
+    code: int = jobs.run_job(args.platform, args.target, inputs=inputs, options=options,
+                             artifact_path=args.artifact_path, uid=args.uid)
+    return code
 
 
 def _get_runs(args: argparse.Namespace) -> int:

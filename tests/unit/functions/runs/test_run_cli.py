@@ -68,7 +68,8 @@ def test_run_sweep_then_get_and_download(
 def test_cli_errors(settings: TrackingSettings, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli("run", ref("noop"), "--param", "novalue") == 2
     assert "must look like KEY=VALUE" in capsys.readouterr().err
-    assert cli("run", ref("noop"), "--platform", "container") == 2
+    # containers run FILE.py:handler targets only (tests/integration/test_runs_platforms.py)
+    assert cli("run", "some_module:noop", "--platform", "container") == 2
     assert "--local" in capsys.readouterr().err
     assert cli("get", "run", "doesnotexist") == 2
     assert "not found" in capsys.readouterr().err

@@ -1,0 +1,385 @@
+"""Tracked jobs (``tickrun run … --platform process|container``) away from the calling process.
+
+The job itself always runs through the local runner (``tickrun run … --local``) in another
+process: a fresh Python interpreter (``process``) or ``python`` inside an OCI image built by the
+controller's :class:`~tickrun.controller.builder.Builder` (``container``). The parent picks the
+run's uid, passes the tracking settings by environment, streams the job's output (inherited
+stdout/stderr), waits and exits with the job's status.
+
+Where the run is recorded inside a container:
+
+- ``TICKRUN_CONTROLLER_URL`` set: the controller's REST run DB (host networking reaches loopback;
+  the token goes by name, ``-e TICKRUN_TOKEN``, so it is never on a command line);
+- otherwise the embedded default: the SQLite file's folder and a local artifact folder are
+  bind-mounted at the same absolute paths, so the host reads the run exactly as it would a local
+  one. Other ``TICKRUN_DB_URL`` values and ``s3://`` artifact paths are passed as they are.
+
+Ctrl-C / SIGTERM of the parent sends SIGINT to the job (the runner marks the run aborted), kills
+it after a grace period, and marks the run aborted itself if the job could not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from tickrun.functions.errors import BadRequestError, NotFoundError, PlatformError, TickrunError
+from tickrun.functions.runs.db import RunDB, open_db
+from tickrun.functions.runs.model import RunBatch, RunState
+from tickrun.functions.runs.settings import TrackingSettings
+
+logger = logging.getLogger(__name__)
+
+PLATFORMS = ("process", "container")
+APP_FUNCTION = "/opt/tickrun/function"
+GRACE_S = 10.0
+# Passed into a container by name only (values never appear on a command line or in logs).
+PASS_BY_NAME = ("TICKRUN_TOKEN", "TICKRUN_S3_ENDPOINT", "TICKRUN_S3_ACCESS_KEY",
+                "TICKRUN_S3_SECRET_KEY", "TICKRUN_S3_SECURE", "TICKRUN_S3_REGION",
+                "TICKRUN_S3_CA_BUNDLE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+# The job's entry point: `python -c BOOT run …`. SIGINT and SIGTERM both raise
+# KeyboardInterrupt (the runner then marks the run aborted), even when the parent was started
+# with SIGINT ignored (a background job of a non-interactive shell passes that on). On Linux
+# the job also gets SIGTERM when its parent dies (kill -9 of the CLI): no orphaned jobs.
+BOOT = ("import os, signal, sys\n"
+        "def _stop(signum, frame):\n"
+        "    raise KeyboardInterrupt\n"
+        "signal.signal(signal.SIGINT, _stop)\n"
+        "signal.signal(signal.SIGTERM, _stop)\n"
+        "if sys.platform == 'linux':\n"
+        "    import ctypes\n"
+        "    try:\n"
+        "        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
+        "    except (OSError, AttributeError):\n"
+        "        pass\n"
+        "    want = os.environ.pop('TICKRUN_JOB_PARENT', '')\n"
+        "    if want and str(os.getppid()) != want:\n"
+        "        raise SystemExit(130)  # the parent died before prctl\n"
+        "from tickrun.cli import main\n"
+        "main()\n")
+
+
+def _say(msg: str) -> None:
+    print(f"tickrun: {msg}", file=sys.stderr, flush=True)
+
+
+def is_local_path(value: str) -> bool:
+    return "://" not in value
+
+
+def tracking_env(settings: TrackingSettings, artifact_path: str) -> dict[str, str]:
+    """The variables that make a child track into the same run DB and artifact store."""
+    env = {"TICKRUN_HOME": str(settings.home.resolve()), "TICKRUN_ARTIFACT_PATH": artifact_path,
+           "TICKRUN_FLUSH_INTERVAL_S": str(settings.flush_interval_s),
+           "TICKRUN_STALE_AFTER_S": str(settings.stale_after_s)}
+    if settings.controller_url:
+        env["TICKRUN_CONTROLLER_URL"] = settings.controller_url
+    else:
+        env["TICKRUN_DB_URL"] = settings.db_url
+    return env
+
+
+def sqlite_path(db_url: str) -> Path | None:
+    """The file of a ``sqlite:///…`` URL, None for other databases or in-memory SQLite."""
+    m = re.match(r"^sqlite(\+\w+)?:///(.+)$", db_url)
+    if m is None or m.group(2) in (":memory:", ""):
+        return None
+    return Path(m.group(2).split("?", 1)[0]).resolve()
+
+
+def run_job(
+    platform: str,
+    target: str,
+    *,
+    inputs: Mapping[str, str],
+    options: Sequence[str],
+    artifact_path: str | None = None,
+    uid: str | None = None,
+) -> int:
+    """Run ``tickrun run TARGET --local OPTIONS`` on ``platform``; the job's exit status.
+
+    ``options`` are the remaining ``tickrun run`` flags (params, hyperparameters, project…),
+    passed on unchanged.
+    """
+    if platform not in PLATFORMS:
+        raise BadRequestError(f"unknown job platform {platform!r}: use one of {PLATFORMS}")
+    settings = TrackingSettings.from_env()
+    uid = uid or uuid.uuid4().hex
+    art = artifact_path or settings.artifact_path
+    if is_local_path(art):
+        art = str(Path(art).expanduser().resolve())
+    env = tracking_env(settings, art)
+    db = open_db(settings)
+    if platform == "process":
+        job: _Job = _ProcessJob(target, dict(inputs), options, uid, env)
+    else:
+        job = _ContainerJob(target, dict(inputs), options, uid, env, settings, art)
+    return _supervise(job, db, uid, platform)
+
+
+# -- supervision -------------------------------------------------------------------------------
+
+
+class _Job:
+    """One job process (the interpreter, or the engine's foreground ``run`` client)."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def interrupt(self) -> None:
+        """Ask the job to stop (SIGINT: the runner marks the run aborted)."""
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        raise NotImplementedError
+
+    def _popen(self, cmd: list[str], env: dict[str, str], cwd: str | None = None) -> None:
+        try:
+            # Own session: a terminal's Ctrl-C reaches the parent only, which forwards it once.
+            self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+        except OSError as exc:
+            raise PlatformError(f"cannot start the job: {cmd[0]}: {exc.strerror}") from exc
+
+
+def _supervise(job: _Job, db: RunDB, uid: str, platform: str) -> int:
+    stop: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if not stop:
+            _say(f"{signal.Signals(signum).name}: stopping run {uid}")
+            with contextlib.suppress(TickrunError, OSError):
+                job.interrupt()
+        stop.append(signum)
+
+    job.start()
+    assert job.proc is not None
+    _say(f"run {uid} started on platform {platform} (pid {job.proc.pid})")
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread: no forwarding
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        code = _wait(job, stop)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    state = _settle(db, uid, platform, code, interrupted=bool(stop))
+    if stop:
+        return 128 + stop[0]
+    if state is None:
+        return code or 1
+    return 0 if state == RunState.COMPLETED else 1
+
+
+def _wait(job: _Job, stop: list[int]) -> int:
+    assert job.proc is not None
+    deadline: float | None = None
+    while True:
+        try:
+            return job.proc.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            pass
+        if stop and deadline is None:
+            deadline = time.monotonic() + GRACE_S
+        if deadline is not None and (time.monotonic() > deadline or len(stop) > 1):
+            _say("the job did not stop in time; killing it")
+            job.kill()
+            deadline = time.monotonic() + GRACE_S  # kill() again if even that hangs
+
+
+def _settle(db: RunDB, uid: str, platform: str, code: int, *, interrupted: bool
+            ) -> RunState | None:
+    """The run's final state; a run the job left unfinished is marked aborted here."""
+    try:
+        run = db.get_run(uid)
+    except NotFoundError:
+        _say(f"the job exited ({code}) before run {uid} was recorded")
+        return None
+    if run.state.terminal:
+        return run.state
+    why = "interrupted" if interrupted else f"the {platform} job exited ({code}) mid-run"
+    db.apply(RunBatch(runs=[RunDB.aborted(run, why)]))
+    logger.warning("run marked aborted", extra={"uid": uid, "reason": why})
+    _say(f"run {uid} aborted: {why}")
+    return RunState.ABORTED
+
+
+# -- process -----------------------------------------------------------------------------------
+
+
+def _child_args(target: str, inputs: Mapping[str, str], options: Sequence[str], uid: str
+                ) -> list[str]:
+    args = ["run", target, "--local", "--uid", uid, *options]
+    for name, value in inputs.items():
+        args += ["--input", f"{name}={value}"]
+    return args
+
+
+class _ProcessJob(_Job):
+    def __init__(self, target: str, inputs: dict[str, str], options: Sequence[str], uid: str,
+                 tracking: dict[str, str]) -> None:
+        self.cmd = [sys.executable, "-c", BOOT, *_child_args(target, inputs, options, uid)]
+        self.env = {**os.environ, **tracking, "PYTHONUNBUFFERED": "1",
+                    "TICKRUN_JOB_PARENT": str(os.getpid())}
+
+    def start(self) -> None:
+        self._popen(self.cmd, self.env)
+
+    def _signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+
+    def interrupt(self) -> None:
+        self._signal(signal.SIGINT)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+
+# -- container ---------------------------------------------------------------------------------
+
+
+def container_name(uid: str) -> str:
+    return f"tickrun-job-{uid[:16]}"
+
+
+class _ContainerJob(_Job):
+    def __init__(self, target: str, inputs: dict[str, str], options: Sequence[str], uid: str,
+                 tracking: dict[str, str], settings: TrackingSettings, artifact_path: str
+                 ) -> None:
+        from .builder.engine import Engine
+        from .settings import Settings
+
+        path, sep, handler = target.rpartition(":")
+        if not sep or not path.endswith(".py") or target.startswith("hub://"):
+            raise BadRequestError(
+                f"--platform container runs FILE.py:handler targets, not {target!r}; use "
+                "--platform process or --local for module:handler and hub:// targets")
+        self.file = Path(path).expanduser().resolve()
+        if not self.file.is_file():
+            raise BadRequestError(f"{path} is not a file")
+        self.handler = handler
+        self.controller = Settings.from_env()
+        engine = self.controller.engine()
+        if engine is None:
+            raise PlatformError("no container engine found: install podman (or docker)")
+        self.engine = Engine(engine)
+        if not self.engine.can_run:
+            raise PlatformError(f"{engine} cannot run containers; install podman")
+        self.uid = uid
+        self.name = container_name(uid)
+        mounts: set[Path] = set()
+        db_file = None if settings.controller_url else sqlite_path(settings.db_url)
+        if db_file is not None:
+            db_file.parent.mkdir(parents=True, exist_ok=True)
+            mounts.add(db_file.parent)
+        if is_local_path(artifact_path):
+            Path(artifact_path).mkdir(parents=True, exist_ok=True)
+            mounts.add(Path(artifact_path))
+        local_inputs: dict[str, str] = {}
+        for key, value in inputs.items():
+            p = Path(value).expanduser()
+            if is_local_path(value) and p.exists():
+                local_inputs[key] = str(p.resolve())
+                mounts.add(p.resolve())
+            else:
+                local_inputs[key] = value
+        self.mounts = _outermost(mounts)
+        self.tracking = tracking
+        self.job_args = _child_args(f"{APP_FUNCTION}/{self.file.name}:{handler}", local_inputs,
+                                    options, uid)
+        self.image = ""
+
+    def build(self) -> str:
+        from tickrun.functions.source import resolve_function
+        from tickrun.functions.spec import parse_spec
+
+        from .builder import Builder
+
+        code_dir, spec = resolve_function(self.file)
+        if self.controller.builds_dir.resolve().is_relative_to(code_dir):
+            raise BadRequestError(
+                f"the build folder {self.controller.builds_dir} is inside the job's folder "
+                f"{code_dir}, which is copied into the image: set TICKRUN_STATE_DIR elsewhere")
+        data = spec.to_yaml_dict()
+        data["metadata"]["name"] = f"job-{spec.name}"[:63].rstrip("-")
+        # The run tracker's SQL DB needs SQLAlchemy, which function images do not carry.
+        reqs = list(data.get("spec", {}).get("requirements", []))
+        if not any(r.lower().startswith("sqlalchemy") for r in reqs):
+            reqs.append(_pinned("SQLAlchemy"))
+        data.setdefault("spec", {})["requirements"] = reqs
+        job_spec = parse_spec(data)
+        result = Builder(self.controller).build(
+            job_spec, code_dir, "container", lambda line: _say(f"build: {line}"), code_hash="")
+        return str(result.artifact["image"])
+
+    def start(self) -> None:
+        self.image = self.build()
+        env = {**self.engine.env(), **{k: v for k, v in os.environ.items()
+                                       if k in PASS_BY_NAME}}
+        cmd = [self.engine.binary(), "run", "--rm", "--init", "--network", "host",
+               "--name", self.name, "--label", f"tickrun.run={self.uid}",
+               # Not the host's name: the host's stale-run check must not test the
+               # container's pids against its own.
+               "--hostname", self.name, "--stop-signal", "SIGINT",
+               "-e", "PYTHONUNBUFFERED=1"]
+        for key, value in self.tracking.items():
+            cmd += ["-e", f"{key}={value}"]
+        for key in PASS_BY_NAME:
+            if key in env:
+                cmd += ["-e", key]
+        for mount in self.mounts:
+            cmd += ["-v", f"{mount}:{mount}"]
+        cmd += [self.image, "python", "-c", BOOT, *self.job_args]
+        with contextlib.suppress(PlatformError):
+            self.engine.run("rm", "-f", self.name, check=False)
+        self._popen(cmd, env)
+
+    def interrupt(self) -> None:
+        self.engine.run("kill", "--signal", "INT", self.name, check=False, timeout_s=30)
+
+    def kill(self) -> None:
+        with contextlib.suppress(PlatformError):
+            self.engine.run("kill", "--signal", "KILL", self.name, check=False, timeout_s=30)
+            self.engine.run("rm", "-f", self.name, check=False, timeout_s=60)
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def _pinned(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{dist}=={version(dist)}"
+    except PackageNotFoundError:
+        return dist
+
+
+def _outermost(paths: set[Path]) -> list[Path]:
+    """Mount points without those already inside another one."""
+    out: list[Path] = []
+    for p in sorted(paths, key=lambda q: len(q.parts)):
+        if not any(p.is_relative_to(o) for o in out):
+            out.append(p)
+    return out
+
+
+__all__ = ["PLATFORMS", "container_name", "run_job", "sqlite_path", "tracking_env"]
