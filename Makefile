@@ -29,6 +29,7 @@ peers:
 
 test: $(STAMP) peers
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(PY) -m pytest tests
 

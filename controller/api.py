@@ -40,37 +40,66 @@ def _iso(ts: float | None) -> float | None:
 
 
 def replica_json(r: ReplicaRow) -> dict[str, Any]:
-    return {"id": r.id, "state": r.state, "port": r.port, "pid": r.pid,
-            "container": r.container, "revision": r.revision, "restarts": r.restarts,
-            "exit_code": r.exit_code, "started_at": _iso(r.started_at),
-            "ready_at": _iso(r.ready_at)}
+    return {
+        "id": r.id,
+        "state": r.state,
+        "port": r.port,
+        "pid": r.pid,
+        "container": r.container,
+        "revision": r.revision,
+        "restarts": r.restarts,
+        "exit_code": r.exit_code,
+        "started_at": _iso(r.started_at),
+        "ready_at": _iso(r.ready_at),
+    }
 
 
 def build_json(b: BuildRow) -> dict[str, Any]:
-    return {"id": b.id, "function": b.function, "version": b.version, "platform": b.platform,
-            "state": b.state, "cached": b.cached, "content_hash": b.content_hash,
-            "message": b.message, "started_at": _iso(b.started_at),
-            "finished_at": _iso(b.finished_at),
-            "duration_s": round(b.finished_at - b.started_at, 3) if b.finished_at else None}
+    return {
+        "id": b.id,
+        "function": b.function,
+        "version": b.version,
+        "platform": b.platform,
+        "state": b.state,
+        "cached": b.cached,
+        "content_hash": b.content_hash,
+        "message": b.message,
+        "started_at": _iso(b.started_at),
+        "finished_at": _iso(b.finished_at),
+        "duration_s": round(b.finished_at - b.started_at, 3) if b.finished_at else None,
+    }
 
 
-def function_json(store: Store, f: FunctionRow, reconciler: Reconciler | None = None
-                  ) -> dict[str, Any]:
+def function_json(
+    store: Store, f: FunctionRow, reconciler: Reconciler | None = None
+) -> dict[str, Any]:
     spec = parse_spec(f.spec)
     desired = reconciler.desired(f) if reconciler is not None else desired_replicas(spec)
     replicas = store.list_replicas(f.name)
     lo, hi = spec.spec.replica_bounds()
     builds = store.list_builds(f.name, limit=1)
     return {
-        "name": f.name, "platform": f.platform, "version": f.version, "state": f.state,
-        "message": f.message, "url": f"/fn/{f.name}/", "port": f.gateway_port,
+        "name": f.name,
+        "platform": f.platform,
+        "version": f.version,
+        "state": f.state,
+        "message": f.message,
+        "url": f"/fn/{f.name}/",
+        "port": f.gateway_port,
         "image": f.image,
-        "revision": f.revision, "code_hash": f.code_hash,
-        "replicas": {"desired": desired, "min": lo, "max": hi,
-                     "ready": sum(1 for r in replicas if r.state == "ready"),
-                     "items": [replica_json(r) for r in replicas]},
+        "revision": f.revision,
+        "code_hash": f.code_hash,
+        "replicas": {
+            "desired": desired,
+            "min": lo,
+            "max": hi,
+            "ready": sum(1 for r in replicas if r.state == "ready"),
+            "items": [replica_json(r) for r in replicas],
+        },
         "last_build": build_json(builds[0]) if builds else None,
-        "spec": f.spec, "created_at": _iso(f.created_at), "updated_at": _iso(f.updated_at),
+        "spec": f.spec,
+        "created_at": _iso(f.created_at),
+        "updated_at": _iso(f.updated_at),
     }
 
 
@@ -83,8 +112,9 @@ async def _deploy_body(request: web.Request) -> DeployRequest:
         return DeployRequest.model_validate(raw)
     except ValidationError as exc:
         message, fields = format_validation_error(exc)
-        raise SpecError(message.replace("invalid function spec", "invalid deploy request"),
-                        detail=fields) from exc
+        raise SpecError(
+            message.replace("invalid function spec", "invalid deploy request"), detail=fields
+        ) from exc
 
 
 def _code(body: DeployRequest) -> bytes | None:
@@ -102,31 +132,38 @@ async def create_function(request: web.Request) -> web.Response:
     row, build = await service.deploy(body.spec, _code(body), body.platform)
     request.app[RECONCILER].wake()
     fn = function_json(request.app[STORE], row, request.app[RECONCILER])
-    return web.json_response({"function": fn,
-                              "build": build_json(build)}, status=202)
+    return web.json_response({"function": fn, "build": build_json(build)}, status=202)
 
 
 async def update_function(request: web.Request) -> web.Response:
     body = await _deploy_body(request)
     service = request.app[SERVICE]
-    row, build = await service.deploy(body.spec, _code(body), body.platform,
-                                      name=request.match_info["name"])
+    row, build = await service.deploy(
+        body.spec, _code(body), body.platform, name=request.match_info["name"]
+    )
     request.app[RECONCILER].wake()
     fn = function_json(request.app[STORE], row, request.app[RECONCILER])
-    return web.json_response({"function": fn,
-                              "build": build_json(build)}, status=202)
+    return web.json_response({"function": fn, "build": build_json(build)}, status=202)
 
 
 async def list_functions(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    return web.json_response({"functions": [function_json(store, f, request.app[RECONCILER])
-                                            for f in store.list_functions()]})
+    return web.json_response(
+        {
+            "functions": [
+                function_json(store, f, request.app[RECONCILER]) for f in store.list_functions()
+            ]
+        }
+    )
 
 
 async def get_function(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    return web.json_response(function_json(store, store.get_function(request.match_info["name"]),
-                                           request.app[RECONCILER]))
+    return web.json_response(
+        function_json(
+            store, store.get_function(request.match_info["name"]), request.app[RECONCILER]
+        )
+    )
 
 
 async def delete_function(request: web.Request) -> web.Response:
@@ -147,9 +184,21 @@ async def function_events(request: web.Request) -> web.Response:
     events = store.list_events(name, after_id=after, limit=_int_query(request, "limit", 500))
     if not events and after == 0 and store.find_function(name) is None:
         raise NotFoundError(f"function {name!r} not found")
-    return web.json_response({"events": [
-        {"id": e.id, "time": _iso(e.time), "kind": e.kind, "message": e.message,
-         "replica": e.replica, "data": e.data} for e in events]})
+    return web.json_response(
+        {
+            "events": [
+                {
+                    "id": e.id,
+                    "time": _iso(e.time),
+                    "kind": e.kind,
+                    "message": e.message,
+                    "replica": e.replica,
+                    "data": e.data,
+                }
+                for e in events
+            ]
+        }
+    )
 
 
 async def function_logs(request: web.Request) -> web.Response:

@@ -50,15 +50,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return web.json_response({"error": exc.reason, "detail": exc.text or exc.reason},
-                                 status=exc.status, headers={
-                                     k: v for k, v in exc.headers.items()
-                                     if k.lower() == "allow"})
+        return web.json_response(
+            {"error": exc.reason, "detail": exc.text or exc.reason},
+            status=exc.status,
+            headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
+        )
     except Exception:
-        logger.exception("request failed", extra={"path": request.path,
-                                                  "method": request.method})
-        return web.json_response({"error": "InternalError",
-                                  "detail": "internal error; see the controller log"}, status=500)
+        logger.exception("request failed", extra={"path": request.path, "method": request.method})
+        return web.json_response(
+            {"error": "InternalError", "detail": "internal error; see the controller log"},
+            status=500,
+        )
 
 
 def auth_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -83,9 +85,13 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def version(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    return web.json_response({"version": __version__,
-                              "platforms": sorted(request.app[api.SERVICE].platforms),
-                              "default_platform": settings.default_platform})
+    return web.json_response(
+        {
+            "version": __version__,
+            "platforms": sorted(request.app[api.SERVICE].platforms),
+            "default_platform": settings.default_platform,
+        }
+    )
 
 
 def _platforms(settings: Settings, builder: Builder) -> dict[str, Platform]:
@@ -98,8 +104,9 @@ def _platforms(settings: Settings, builder: Builder) -> dict[str, Platform]:
 
 def create_app(settings: Settings) -> web.Application:
     """Wire the components (no I/O here; it all happens in the startup hook)."""
-    app = web.Application(middlewares=[error_middleware, auth_middleware(settings)],
-                          client_max_size=MAX_REQUEST_BYTES)
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware(settings)], client_max_size=MAX_REQUEST_BYTES
+    )
     store = Store(settings.database_url)
     builder = Builder(settings)
     platforms = _platforms(settings, builder)
@@ -135,9 +142,15 @@ def create_app(settings: Settings) -> web.Application:
         await reconciler.start()
         await gateway.start()
         await service.resume_builds()
-        logger.info("controller started", extra={
-            "state_dir": str(settings.state_dir), "platforms": sorted(platforms),
-            "controller_id": controller_id, "startup_s": round(time.monotonic() - t0, 3)})
+        logger.info(
+            "controller started",
+            extra={
+                "state_dir": str(settings.state_dir),
+                "platforms": sorted(platforms),
+                "controller_id": controller_id,
+                "startup_s": round(time.monotonic() - t0, 3),
+            },
+        )
 
     async def shutdown(app: web.Application) -> None:
         # Runs before aiohttp waits for open requests: end builds and log followers now.

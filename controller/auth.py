@@ -41,9 +41,12 @@ def read_token_file(path: Path) -> str | None:
 
 def check_bearer(header: str | None, token: str) -> None:
     if not header:
-        raise AuthError("missing bearer token: send 'Authorization: Bearer <token>' (the token "
-                        "is in TICKRUN_TOKEN or the controller's state dir, file 'token')")
+        raise AuthError(
+            "missing bearer token: send 'Authorization: Bearer <token>' (the token "
+            "is in TICKRUN_TOKEN or the controller's state dir, file 'token')"
+        )
     scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
-                                                             token.encode()):
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        value.strip().encode(), token.encode()
+    ):
         raise AuthError("invalid bearer token")

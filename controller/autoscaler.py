@@ -32,8 +32,9 @@ class Autoscaler:
         self.window_s = window_s
         self._history: dict[str, _History] = {}
 
-    def observe(self, name: str, in_flight: int, requests_seen: bool,
-                now: float | None = None) -> None:
+    def observe(
+        self, name: str, in_flight: int, requests_seen: bool, now: float | None = None
+    ) -> None:
         now = time.monotonic() if now is None else now
         h = self._history.setdefault(name, _History(last_active=now))
         h.samples.append((now, in_flight))

@@ -22,15 +22,23 @@ def register(sub: Any, get: Any) -> None:
     start.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
     start.add_argument("--port", type=int, default=None, help="port (default 8070; 0 = any)")
     start.add_argument("--state-dir", default=None, help="state folder (DB, token, logs)")
-    start.add_argument("--platform", choices=("process", "container"), default=None,
-                       help="default platform for new functions")
+    start.add_argument(
+        "--platform",
+        choices=("process", "container"),
+        default=None,
+        help="default platform for new functions",
+    )
     start.set_defaults(func=_start)
 
-    dep = sub.add_parser("deploy", help="build and deploy a function; prints its URL",
-                         description="Upload PATH (a folder with function.yaml), build it, start "
-                         "its replicas and wait until they are ready.")
-    dep.add_argument("path", help="function folder, handler .py, function.yaml or "
-                     "hub://item[:version]")
+    dep = sub.add_parser(
+        "deploy",
+        help="build and deploy a function; prints its URL",
+        description="Upload PATH (a folder with function.yaml), build it, start "
+        "its replicas and wait until they are ready.",
+    )
+    dep.add_argument(
+        "path", help="function folder, handler .py, function.yaml or hub://item[:version]"
+    )
     dep.add_argument("-f", "--file", dest="spec", help="function.yaml to use")
     dep.add_argument("--name", help="override metadata.name")
     dep.add_argument("--platform", choices=("process", "container"), default=None)
@@ -38,8 +46,13 @@ def register(sub: Any, get: Any) -> None:
     dep.add_argument("--min", dest="min_replicas", type=int, help="minimum replicas")
     dep.add_argument("--max", dest="max_replicas", type=int, help="maximum replicas")
     dep.add_argument("--env", action="append", default=[], metavar="K=V")
-    dep.add_argument("--trigger", action="append", default=[], metavar="NAME=KIND[,k=v…]",
-                     help="add a trigger, e.g. tick=cron,interval=10s")
+    dep.add_argument(
+        "--trigger",
+        action="append",
+        default=[],
+        metavar="NAME=KIND[,k=v…]",
+        help="add a trigger, e.g. tick=cron,interval=10s",
+    )
     dep.add_argument("--no-wait", action="store_true", help="return once the build started")
     _client_args(dep)
     dep.set_defaults(func=_deploy)
@@ -56,8 +69,9 @@ def register(sub: Any, get: Any) -> None:
 
     inv = sub.add_parser("invoke", help="call a function through the controller's gateway")
     inv.add_argument("name")
-    inv.add_argument("-m", "--method", default=None, help="HTTP method (default GET, POST "
-                     "with a body)")
+    inv.add_argument(
+        "-m", "--method", default=None, help="HTTP method (default GET, POST with a body)"
+    )
     inv.add_argument("-b", "--body", default=None, help="request body (@file reads a file)")
     inv.add_argument("-H", "--header", action="append", default=[], metavar="K:V")
     inv.add_argument("--path", default="/", help="path below the function's URL")
@@ -96,8 +110,9 @@ def _start(args: argparse.Namespace) -> int:
     from .server import run
     from .settings import Settings
 
-    settings = Settings.from_env(host=args.host, port=args.port, state_dir=args.state_dir,
-                                 default_platform=args.platform)
+    settings = Settings.from_env(
+        host=args.host, port=args.port, state_dir=args.state_dir, default_platform=args.platform
+    )
     return run(settings)
 
 
@@ -111,8 +126,11 @@ def _parse_trigger(text: str) -> tuple[str, dict[str, Any]]:
         key, sep, value = pair.partition("=")
         if not sep:
             raise BadRequestError(f"--trigger {text!r}: {pair!r} is not key=value")
-        target = trigger if key in ("maxWorkers", "workerAvailabilityTimeoutMilliseconds") \
+        target = (
+            trigger
+            if key in ("maxWorkers", "workerAvailabilityTimeoutMilliseconds")
             else trigger["attributes"]
+        )
         target[key] = yaml.safe_load(value)
     return name, trigger
 
@@ -180,25 +198,30 @@ def _deploy(args: argparse.Namespace) -> int:
     result = client.deploy(spec, code_dir, platform=args.platform)
     fn, build = result["function"], result["build"]
     name = fn["name"]
-    print(f"deploying {name} v{fn['version']} on {fn['platform']} (build {build['id']})",
-          file=sys.stderr)
+    print(
+        f"deploying {name} v{fn['version']} on {fn['platform']} (build {build['id']})",
+        file=sys.stderr,
+    )
     if args.no_wait:
         return 0
     for line in client.follow_build(build["id"]):
         print(f"  {line}", file=sys.stderr)
     final = client.get_build(build["id"])
     if final["state"] == "failed":
-        raise PlatformError(f"build of {name} failed: {final['message']} "
-                            f"(full log above; `tickrun get function {name}` for state)")
+        raise PlatformError(
+            f"build of {name} failed: {final['message']} "
+            f"(full log above; `tickrun get function {name}` for state)"
+        )
     ready = client.wait_ready(name, version=fn["version"])
     took = time.monotonic() - t0
     r = ready["replicas"]
-    print(f"{name} ready: {r['ready']}/{r['desired']} replica(s) in {took:.1f} s",
-          file=sys.stderr)
+    print(f"{name} ready: {r['ready']}/{r['desired']} replica(s) in {took:.1f} s", file=sys.stderr)
     if ready.get("port"):
         host = client.url.split("://", 1)[1].rsplit(":", 1)[0]
-        print(f"function port (no token, balanced per connection): http://{host}:"
-              f"{ready['port']}/", file=sys.stderr)
+        print(
+            f"function port (no token, balanced per connection): http://{host}:{ready['port']}/",
+            file=sys.stderr,
+        )
     print(f"{client.url}{ready['url']}")
     return 0
 
@@ -214,8 +237,16 @@ def _table(fns: list[dict[str, Any]]) -> None:
     rows = [("NAME", "STATE", "PLATFORM", "VERSION", "REPLICAS", "URL")]
     for f in fns:
         r = f["replicas"]
-        rows.append((f["name"], f["state"], f["platform"], str(f["version"]),
-                     f"{r['ready']}/{r['desired']}", f["url"]))
+        rows.append(
+            (
+                f["name"],
+                f["state"],
+                f["platform"],
+                str(f["version"]),
+                f"{r['ready']}/{r['desired']}",
+                f["url"],
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
@@ -237,8 +268,10 @@ def _get_function(args: argparse.Namespace) -> int:
         if fn["message"]:
             print(f"message: {fn['message']}")
         for rep in fn["replicas"]["items"]:
-            print(f"  replica {rep['id']}: {rep['state']} port {rep['port']} "
-                  f"restarts {rep['restarts']}")
+            print(
+                f"  replica {rep['id']}: {rep['state']} port {rep['port']} "
+                f"restarts {rep['restarts']}"
+            )
     else:
         _print(fn, args.output)
     return 0
@@ -247,8 +280,7 @@ def _get_function(args: argparse.Namespace) -> int:
 def _invoke(args: argparse.Namespace) -> int:
     body: bytes | None = None
     if args.body is not None:
-        body = Path(args.body[1:]).read_bytes() if args.body.startswith("@") \
-            else args.body.encode()
+        body = Path(args.body[1:]).read_bytes() if args.body.startswith("@") else args.body.encode()
     headers = {}
     for h in args.header:
         key, sep, value = h.partition(":")
@@ -257,11 +289,11 @@ def _invoke(args: argparse.Namespace) -> int:
         headers[key.strip()] = value.strip()
     if body is not None and "Content-Type" not in headers:
         stripped = body.lstrip()[:1]
-        headers["Content-Type"] = "application/json" if stripped in (b"{", b"[") \
-            else "text/plain"
+        headers["Content-Type"] = "application/json" if stripped in (b"{", b"[") else "text/plain"
     method = args.method or ("POST" if body is not None else "GET")
-    result = _client(args).invoke(args.name, path=args.path, method=method.upper(), body=body,
-                                  headers=headers)
+    result = _client(args).invoke(
+        args.name, path=args.path, method=method.upper(), body=body, headers=headers
+    )
     sys.stdout.buffer.write(result.body)
     if result.body and not result.body.endswith(b"\n") and sys.stdout.isatty():
         sys.stdout.write("\n")

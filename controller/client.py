@@ -27,8 +27,13 @@ from .auth import read_token_file
 from .builder.hashing import pack_dir
 from .settings import Settings
 
-_BY_STATUS: dict[int, type[TickrunError]] = {400: SpecError, 401: AuthError, 404: NotFoundError,
-                                             409: ConflictError, 413: BadRequestError}
+_BY_STATUS: dict[int, type[TickrunError]] = {
+    400: SpecError,
+    401: AuthError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: BadRequestError,
+}
 
 
 @dataclass
@@ -61,17 +66,31 @@ class ControllerClient:
         token = os.environ.get("TICKRUN_TOKEN") or read_token_file(settings.token_file)
         return cls(url, token)
 
-    def _request(self, method: str, path: str, body: Any = None, *,
-                 headers: dict[str, str] | None = None, raw: bytes | None = None,
-                 timeout_s: float | None = None) -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        timeout_s: float | None = None,
+    ) -> Any:
         resp = self._open(method, path, body, headers=headers, raw=raw, timeout_s=timeout_s)
         with resp:
             data = resp.read()
         return json.loads(data) if data else None
 
-    def _open(self, method: str, path: str, body: Any = None, *,
-              headers: dict[str, str] | None = None, raw: bytes | None = None,
-              timeout_s: float | None = None) -> Any:
+    def _open(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        timeout_s: float | None = None,
+    ) -> Any:
         hdrs = dict(headers or {})
         if self.token:
             hdrs.setdefault("Authorization", f"Bearer {self.token}")
@@ -80,7 +99,8 @@ class ControllerClient:
             data = json.dumps(body).encode()
             hdrs["Content-Type"] = "application/json"
         req = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
-            self.url + path, data=data, method=method, headers=hdrs)
+            self.url + path, data=data, method=method, headers=hdrs
+        )
         try:
             return urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s)  # noqa: S310
         except urllib.error.HTTPError as exc:
@@ -88,7 +108,8 @@ class ControllerClient:
         except urllib.error.URLError as exc:
             raise PlatformError(
                 f"cannot reach the controller at {self.url} ({exc.reason}); start it with "
-                "`tickrun controller start` or set TICKRUN_CONTROLLER_URL") from exc
+                "`tickrun controller start` or set TICKRUN_CONTROLLER_URL"
+            ) from exc
 
     @staticmethod
     def _error(exc: urllib.error.HTTPError) -> TickrunError:
@@ -107,8 +128,9 @@ class ControllerClient:
     def health(self) -> dict[str, Any]:
         return dict(self._request("GET", "/healthz"))
 
-    def deploy(self, spec: dict[str, Any], code_dir: Path | None, *,
-               platform: str | None = None) -> dict[str, Any]:
+    def deploy(
+        self, spec: dict[str, Any], code_dir: Path | None, *, platform: str | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"spec": spec}
         if code_dir is not None:
             body["code"] = base64.b64encode(pack_dir(code_dir)).decode()
@@ -152,8 +174,9 @@ class ControllerClient:
     def get_build(self, build_id: str) -> dict[str, Any]:
         return dict(self._request("GET", f"/api/builds/{build_id}"))
 
-    def wait_ready(self, name: str, *, version: int | None = None, timeout_s: float = 600,
-                   poll_s: float = 0.05) -> dict[str, Any]:
+    def wait_ready(
+        self, name: str, *, version: int | None = None, timeout_s: float = 600, poll_s: float = 0.05
+    ) -> dict[str, Any]:
         """Until the function is ready (or error: raised as PlatformError with the message)."""
         deadline = time.monotonic() + timeout_s
         while True:
@@ -164,19 +187,29 @@ class ControllerClient:
             if current and fn["state"] == "error":
                 raise PlatformError(f"function {name!r} failed: {fn['message']}")
             if time.monotonic() > deadline:
-                raise PlatformError(f"function {name!r} not ready after {timeout_s:.0f} s "
-                                    f"(state {fn['state']}); see `tickrun logs {name}`")
+                raise PlatformError(
+                    f"function {name!r} not ready after {timeout_s:.0f} s "
+                    f"(state {fn['state']}); see `tickrun logs {name}`"
+                )
             time.sleep(poll_s)
 
-    def invoke(self, name: str, *, path: str = "/", method: str = "GET",
-               body: bytes | None = None, headers: dict[str, str] | None = None,
-               timeout_s: float | None = None) -> Invocation:
+    def invoke(
+        self,
+        name: str,
+        *,
+        path: str = "/",
+        method: str = "GET",
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> Invocation:
         hdrs = dict(headers or {})
         if self.token:
             hdrs.setdefault("Authorization", f"Bearer {self.token}")
         url = f"{self.url}/fn/{name}/{path.lstrip('/')}"
         req = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
-            url, data=body, method=method, headers=hdrs)
+            url, data=body, method=method, headers=hdrs
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s) as resp:  # noqa: S310
                 return Invocation(resp.status, _lower(resp.headers.items()), resp.read())

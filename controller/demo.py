@@ -33,9 +33,23 @@ def _start_controller(state: Path, token: str) -> tuple[subprocess.Popen[bytes],
     env.pop("TICKRUN_CONTROLLER_URL", None)
     log = (state.parent / "controller.log").open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tickrun", "controller", "start", "--port", "0",
-         "--state-dir", str(state), "--platform", "process"],
-        stdout=subprocess.PIPE, stderr=log, env=env)
+        [
+            sys.executable,
+            "-m",
+            "tickrun",
+            "controller",
+            "start",
+            "--port",
+            "0",
+            "--state-dir",
+            str(state),
+            "--platform",
+            "process",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        env=env,
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith(b"{") and b'"ready"' in line:
@@ -57,21 +71,31 @@ def main(examples: Sequence[str] = ("hello", "echo")) -> int:
             t1 = time.monotonic()
             result = client.deploy(spec.to_yaml_dict(), code_dir, platform="process")
             fn = client.wait_ready(spec.name, version=result["function"]["version"])
-            print(f"  deployed {spec.name:<6} → {url}{fn['url']}  "
-                  f"(ready in {time.monotonic() - t1:.2f} s, {fn['replicas']['ready']} "
-                  f"replica(s), function port {fn['port']})")
+            print(
+                f"  deployed {spec.name:<6} → {url}{fn['url']}  "
+                f"(ready in {time.monotonic() - t1:.2f} s, {fn['replicas']['ready']} "
+                f"replica(s), function port {fn['port']})"
+            )
         print()
-        calls = [("hello", "GET", "/?name=quant", None),
-                 ("hello", "POST", "/", json.dumps({"name": "BTCUSDT desk"}).encode()),
-                 ("echo", "POST", "/orders?side=buy",
-                  json.dumps({"qty": 0.5, "px": 97000}).encode())]
+        calls = [
+            ("hello", "GET", "/?name=quant", None),
+            ("hello", "POST", "/", json.dumps({"name": "BTCUSDT desk"}).encode()),
+            ("echo", "POST", "/orders?side=buy", json.dumps({"qty": 0.5, "px": 97000}).encode()),
+        ]
         for name, method, path, body in calls:
             if name not in examples:
                 continue
-            res = client.invoke(name, method=method, path=path, body=body, headers={
-                "Content-Type": "application/json", "X-Request-Id": f"demo-{name}"})
-            print(f"$ tickrun invoke {name} -m {method} --path '{path}'"
-                  + (f" -b '{body.decode()}'" if body else ""))
+            res = client.invoke(
+                name,
+                method=method,
+                path=path,
+                body=body,
+                headers={"Content-Type": "application/json", "X-Request-Id": f"demo-{name}"},
+            )
+            print(
+                f"$ tickrun invoke {name} -m {method} --path '{path}'"
+                + (f" -b '{body.decode()}'" if body else "")
+            )
             print(f"  {res.status}  request-id {res.headers.get('x-request-id')}")
             print(f"  {res.body.decode(errors='replace')[:200]}\n")
         if "hello" in examples:
@@ -83,14 +107,18 @@ def main(examples: Sequence[str] = ("hello", "echo")) -> int:
             t2 = time.monotonic()
             while client.get_function("hello")["replicas"]["ready"] < 2:
                 time.sleep(0.05)
-            print(f"  scaled hello to 2 replicas in {time.monotonic() - t2:.2f} s "
-                  "(spec update, no rebuild)")
+            print(
+                f"  scaled hello to 2 replicas in {time.monotonic() - t2:.2f} s "
+                "(spec update, no rebuild)"
+            )
             ok = sum(client.invoke("hello").status == 200 for _ in range(4))
             print(f"  {ok}/4 calls through the gateway answered (balanced over both)\n")
         for fn in client.list_functions():
             r = fn["replicas"]
-            print(f"  {fn['name']:<6} {fn['state']:<6} {fn['platform']:<8} "
-                  f"{r['ready']}/{r['desired']}  {fn['url']}")
+            print(
+                f"  {fn['name']:<6} {fn['state']:<6} {fn['platform']:<8} "
+                f"{r['ready']}/{r['desired']}  {fn['url']}"
+            )
     finally:
         for fn in client.list_functions():
             client.delete_function(fn["name"])

@@ -21,16 +21,28 @@ from .store import Store
 logger = logging.getLogger(__name__)
 
 BUFFER_LIMIT = 1 << 20
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-              "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length"}
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
 STRIP_REQUEST = HOP_BY_HOP | {"authorization"}
 
 
 class Gateway:
     """Constructor does no I/O; :meth:`start` opens the upstream connection pool."""
 
-    def __init__(self, reconciler: Reconciler, store: Store, *, hold_timeout_s: float = 30.0
-                 ) -> None:
+    def __init__(
+        self, reconciler: Reconciler, store: Store, *, hold_timeout_s: float = 30.0
+    ) -> None:
         self.reconciler = reconciler
         self.store = store
         self.hold_timeout_s = hold_timeout_s
@@ -39,9 +51,12 @@ class Gateway:
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=None)
         self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",),
+            connector=connector,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
             cookie_jar=aiohttp.DummyCookieJar(),  # a proxy must not keep replicas' cookies
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=2.0))
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=2.0),
+        )
 
     async def stop(self) -> None:
         if self._session is not None:
@@ -71,14 +86,16 @@ class Gateway:
         detail = f"function {name!r} has no ready replica (state: {row.state}"
         detail += f"; {row.message})" if row.message else ")"
         detail += "; try again shortly or see `tickrun get function " + name + "`"
-        return web.json_response({"error": "NoReadyReplica", "detail": detail}, status=503,
-                                 headers={"Retry-After": "1"})
+        return web.json_response(
+            {"error": "NoReadyReplica", "detail": detail}, status=503, headers={"Retry-After": "1"}
+        )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         tail = request.match_info.get("tail", "")
-        headers = CIMultiDict((k, v) for k, v in request.headers.items()
-                              if k.lower() not in STRIP_REQUEST)
+        headers = CIMultiDict(
+            (k, v) for k, v in request.headers.items() if k.lower() not in STRIP_REQUEST
+        )
         if "X-Request-Id" not in headers:
             headers["X-Request-Id"] = uuid.uuid4().hex
         headers["X-Forwarded-For"] = request.remote or ""
@@ -86,8 +103,11 @@ class Gateway:
         body: bytes | aiohttp.StreamReader | None = None
         if request.body_exists:
             length = request.content_length
-            body = await request.read() if length is not None and length <= BUFFER_LIMIT \
+            body = (
+                await request.read()
+                if length is not None and length <= BUFFER_LIMIT
                 else request.content
+            )
         path = "/" + tail
         if request.query_string:
             path += "?" + request.query_string
@@ -103,7 +123,8 @@ class Gateway:
                 if tried and self.store.find_function(name) is not None:
                     return web.json_response(
                         {"error": "BadGateway", "detail": f"no replica of {name!r} answered"},
-                        status=502)
+                        status=502,
+                    )
                 return self._unavailable(name)
             tried.add(endpoint.replica_id)
             endpoint.in_flight += 1
@@ -114,18 +135,26 @@ class Gateway:
                 if not isinstance(body, bytes | None):
                     return web.json_response(
                         {"error": "BadGateway", "detail": f"replica of {name!r} unreachable"},
-                        status=502)
+                        status=502,
+                    )
             finally:
                 endpoint.in_flight -= 1
 
-    async def _forward(self, request: web.Request, endpoint: Endpoint, path: str,
-                       headers: CIMultiDict[str], body: bytes | aiohttp.StreamReader | None,
-                       ) -> web.StreamResponse:
+    async def _forward(
+        self,
+        request: web.Request,
+        endpoint: Endpoint,
+        path: str,
+        headers: CIMultiDict[str],
+        body: bytes | aiohttp.StreamReader | None,
+    ) -> web.StreamResponse:
         assert self._session is not None
-        async with self._session.request(request.method, endpoint.url + path, headers=headers,
-                                         data=body, allow_redirects=False) as upstream:
-            out_headers = CIMultiDict((k, v) for k, v in upstream.headers.items()
-                                      if k.lower() not in HOP_BY_HOP)
+        async with self._session.request(
+            request.method, endpoint.url + path, headers=headers, data=body, allow_redirects=False
+        ) as upstream:
+            out_headers = CIMultiDict(
+                (k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP
+            )
             length = upstream.content_length
             if length is not None and length <= BUFFER_LIMIT:
                 data = await upstream.read()

@@ -45,31 +45,41 @@ PLATFORMS = ("process", "container")
 APP_FUNCTION = "/opt/tickrun/function"
 GRACE_S = 10.0
 # Passed into a container by name only (values never appear on a command line or in logs).
-PASS_BY_NAME = ("TICKRUN_TOKEN", "TICKRUN_S3_ENDPOINT", "TICKRUN_S3_ACCESS_KEY",
-                "TICKRUN_S3_SECRET_KEY", "TICKRUN_S3_SECURE", "TICKRUN_S3_REGION",
-                "TICKRUN_S3_CA_BUNDLE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+PASS_BY_NAME = (
+    "TICKRUN_TOKEN",
+    "TICKRUN_S3_ENDPOINT",
+    "TICKRUN_S3_ACCESS_KEY",
+    "TICKRUN_S3_SECRET_KEY",
+    "TICKRUN_S3_SECURE",
+    "TICKRUN_S3_REGION",
+    "TICKRUN_S3_CA_BUNDLE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+)
 
 
 # The job's entry point: `python -c BOOT run …`. SIGINT and SIGTERM both raise
 # KeyboardInterrupt (the runner then marks the run aborted), even when the parent was started
 # with SIGINT ignored (a background job of a non-interactive shell passes that on). On Linux
 # the job also gets SIGTERM when its parent dies (kill -9 of the CLI): no orphaned jobs.
-BOOT = ("import os, signal, sys\n"
-        "def _stop(signum, frame):\n"
-        "    raise KeyboardInterrupt\n"
-        "signal.signal(signal.SIGINT, _stop)\n"
-        "signal.signal(signal.SIGTERM, _stop)\n"
-        "if sys.platform == 'linux':\n"
-        "    import ctypes\n"
-        "    try:\n"
-        "        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
-        "    except (OSError, AttributeError):\n"
-        "        pass\n"
-        "    want = os.environ.pop('TICKRUN_JOB_PARENT', '')\n"
-        "    if want and str(os.getppid()) != want:\n"
-        "        raise SystemExit(130)  # the parent died before prctl\n"
-        "from tickrun.cli import main\n"
-        "main()\n")
+BOOT = (
+    "import os, signal, sys\n"
+    "def _stop(signum, frame):\n"
+    "    raise KeyboardInterrupt\n"
+    "signal.signal(signal.SIGINT, _stop)\n"
+    "signal.signal(signal.SIGTERM, _stop)\n"
+    "if sys.platform == 'linux':\n"
+    "    import ctypes\n"
+    "    try:\n"
+    "        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
+    "    except (OSError, AttributeError):\n"
+    "        pass\n"
+    "    want = os.environ.pop('TICKRUN_JOB_PARENT', '')\n"
+    "    if want and str(os.getppid()) != want:\n"
+    "        raise SystemExit(130)  # the parent died before prctl\n"
+    "from tickrun.cli import main\n"
+    "main()\n"
+)
 
 
 def _say(msg: str) -> None:
@@ -82,9 +92,12 @@ def is_local_path(value: str) -> bool:
 
 def tracking_env(settings: TrackingSettings, artifact_path: str) -> dict[str, str]:
     """The variables that make a child track into the same run DB and artifact store."""
-    env = {"TICKRUN_HOME": str(settings.home.resolve()), "TICKRUN_ARTIFACT_PATH": artifact_path,
-           "TICKRUN_FLUSH_INTERVAL_S": str(settings.flush_interval_s),
-           "TICKRUN_STALE_AFTER_S": str(settings.stale_after_s)}
+    env = {
+        "TICKRUN_HOME": str(settings.home.resolve()),
+        "TICKRUN_ARTIFACT_PATH": artifact_path,
+        "TICKRUN_FLUSH_INTERVAL_S": str(settings.flush_interval_s),
+        "TICKRUN_STALE_AFTER_S": str(settings.stale_after_s),
+    }
     if settings.controller_url:
         env["TICKRUN_CONTROLLER_URL"] = settings.controller_url
     else:
@@ -151,8 +164,9 @@ class _Job:
     def _popen(self, cmd: list[str], env: dict[str, str], cwd: str | None = None) -> None:
         try:
             # Own session: a terminal's Ctrl-C reaches the parent only, which forwards it once.
-            self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         except OSError as exc:
             raise PlatformError(f"cannot start the job: {cmd[0]}: {exc.strerror}") from exc
 
@@ -203,8 +217,7 @@ def _wait(job: _Job, stop: list[int]) -> int:
             deadline = time.monotonic() + GRACE_S  # kill() again if even that hangs
 
 
-def _settle(db: RunDB, uid: str, platform: str, code: int, *, interrupted: bool
-            ) -> RunState | None:
+def _settle(db: RunDB, uid: str, platform: str, code: int, *, interrupted: bool) -> RunState | None:
     """The run's final state; a run the job left unfinished is marked aborted here."""
     try:
         run = db.get_run(uid)
@@ -223,8 +236,9 @@ def _settle(db: RunDB, uid: str, platform: str, code: int, *, interrupted: bool
 # -- process -----------------------------------------------------------------------------------
 
 
-def _child_args(target: str, inputs: Mapping[str, str], options: Sequence[str], uid: str
-                ) -> list[str]:
+def _child_args(
+    target: str, inputs: Mapping[str, str], options: Sequence[str], uid: str
+) -> list[str]:
     args = ["run", target, "--local", "--uid", uid, *options]
     for name, value in inputs.items():
         args += ["--input", f"{name}={value}"]
@@ -232,11 +246,21 @@ def _child_args(target: str, inputs: Mapping[str, str], options: Sequence[str], 
 
 
 class _ProcessJob(_Job):
-    def __init__(self, target: str, inputs: dict[str, str], options: Sequence[str], uid: str,
-                 tracking: dict[str, str]) -> None:
+    def __init__(
+        self,
+        target: str,
+        inputs: dict[str, str],
+        options: Sequence[str],
+        uid: str,
+        tracking: dict[str, str],
+    ) -> None:
         self.cmd = [sys.executable, "-c", BOOT, *_child_args(target, inputs, options, uid)]
-        self.env = {**os.environ, **tracking, "PYTHONUNBUFFERED": "1",
-                    "TICKRUN_JOB_PARENT": str(os.getpid())}
+        self.env = {
+            **os.environ,
+            **tracking,
+            "PYTHONUNBUFFERED": "1",
+            "TICKRUN_JOB_PARENT": str(os.getpid()),
+        }
 
     def start(self) -> None:
         self._popen(self.cmd, self.env)
@@ -261,9 +285,16 @@ def container_name(uid: str) -> str:
 
 
 class _ContainerJob(_Job):
-    def __init__(self, target: str, inputs: dict[str, str], options: Sequence[str], uid: str,
-                 tracking: dict[str, str], settings: TrackingSettings, artifact_path: str
-                 ) -> None:
+    def __init__(
+        self,
+        target: str,
+        inputs: dict[str, str],
+        options: Sequence[str],
+        uid: str,
+        tracking: dict[str, str],
+        settings: TrackingSettings,
+        artifact_path: str,
+    ) -> None:
         from .builder.engine import Engine
         from .settings import Settings
 
@@ -271,7 +302,8 @@ class _ContainerJob(_Job):
         if not sep or not path.endswith(".py") or target.startswith("hub://"):
             raise BadRequestError(
                 f"--platform container runs FILE.py:handler targets, not {target!r}; use "
-                "--platform process or --local for module:handler and hub:// targets")
+                "--platform process or --local for module:handler and hub:// targets"
+            )
         self.file = Path(path).expanduser().resolve()
         if not self.file.is_file():
             raise BadRequestError(f"{path} is not a file")
@@ -303,8 +335,9 @@ class _ContainerJob(_Job):
                 local_inputs[key] = value
         self.mounts = _outermost(mounts)
         self.tracking = tracking
-        self.job_args = _child_args(f"{APP_FUNCTION}/{self.file.name}:{handler}", local_inputs,
-                                    options, uid)
+        self.job_args = _child_args(
+            f"{APP_FUNCTION}/{self.file.name}:{handler}", local_inputs, options, uid
+        )
         self.image = ""
 
     def build(self) -> str:
@@ -317,7 +350,8 @@ class _ContainerJob(_Job):
         if self.controller.builds_dir.resolve().is_relative_to(code_dir):
             raise BadRequestError(
                 f"the build folder {self.controller.builds_dir} is inside the job's folder "
-                f"{code_dir}, which is copied into the image: set TICKRUN_STATE_DIR elsewhere")
+                f"{code_dir}, which is copied into the image: set TICKRUN_STATE_DIR elsewhere"
+            )
         data = spec.to_yaml_dict()
         data["metadata"]["name"] = f"job-{spec.name}"[:63].rstrip("-")
         # The run tracker's SQL DB needs SQLAlchemy, which function images do not carry.
@@ -327,19 +361,33 @@ class _ContainerJob(_Job):
         data.setdefault("spec", {})["requirements"] = reqs
         job_spec = parse_spec(data)
         result = Builder(self.controller).build(
-            job_spec, code_dir, "container", lambda line: _say(f"build: {line}"), code_hash="")
+            job_spec, code_dir, "container", lambda line: _say(f"build: {line}"), code_hash=""
+        )
         return str(result.artifact["image"])
 
     def start(self) -> None:
         self.image = self.build()
-        env = {**self.engine.env(), **{k: v for k, v in os.environ.items()
-                                       if k in PASS_BY_NAME}}
-        cmd = [self.engine.binary(), "run", "--rm", "--init", "--network", "host",
-               "--name", self.name, "--label", f"tickrun.run={self.uid}",
-               # Not the host's name: the host's stale-run check must not test the
-               # container's pids against its own.
-               "--hostname", self.name, "--stop-signal", "SIGINT",
-               "-e", "PYTHONUNBUFFERED=1"]
+        env = {**self.engine.env(), **{k: v for k, v in os.environ.items() if k in PASS_BY_NAME}}
+        cmd = [
+            self.engine.binary(),
+            "run",
+            "--rm",
+            "--init",
+            "--network",
+            "host",
+            "--name",
+            self.name,
+            "--label",
+            f"tickrun.run={self.uid}",
+            # Not the host's name: the host's stale-run check must not test the
+            # container's pids against its own.
+            "--hostname",
+            self.name,
+            "--stop-signal",
+            "SIGINT",
+            "-e",
+            "PYTHONUNBUFFERED=1",
+        ]
         for key, value in self.tracking.items():
             cmd += ["-e", f"{key}={value}"]
         for key in PASS_BY_NAME:

@@ -22,9 +22,14 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "invalid request or spec", 401: "missing or wrong bearer token",
-            404: "not found", 409: "conflicts with the current state",
-            502: "no replica answered", 503: "no ready replica"}
+    text = {
+        400: "invalid request or spec",
+        401: "missing or wrong bearer token",
+        404: "not found",
+        409: "conflicts with the current state",
+        502: "no replica answered",
+        503: "no ready replica",
+    }
     return {str(c): _json(_ERROR, text[c]) for c in codes}
 
 
@@ -32,8 +37,14 @@ _OBJ: dict[str, Any] = {"type": "object"}
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
-def _op(summary: str, ok: dict[str, Any], *errors: int, params: list[dict[str, Any]] | None = None,
-        body: dict[str, Any] | None = None, ok_code: str = "200") -> dict[str, Any]:
+def _op(
+    summary: str,
+    ok: dict[str, Any],
+    *errors: int,
+    params: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+    ok_code: str = "200",
+) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": {ok_code: ok, **_errors(401, *errors)}}
     if params:
         op["parameters"] = params
@@ -44,93 +55,240 @@ def _op(summary: str, ok: dict[str, Any], *errors: int, params: list[dict[str, A
 
 def document() -> dict[str, Any]:
     deploy = {"$ref": "#/components/schemas/DeployRequest"}
-    accepted = _json({"type": "object", "properties": {
-        "function": {"$ref": "#/components/schemas/Function"},
-        "build": {"$ref": "#/components/schemas/Build"}}}, "accepted: the build runs")
+    accepted = _json(
+        {
+            "type": "object",
+            "properties": {
+                "function": {"$ref": "#/components/schemas/Function"},
+                "build": {"$ref": "#/components/schemas/Build"},
+            },
+        },
+        "accepted: the build runs",
+    )
     fn = _json({"$ref": "#/components/schemas/Function"}, "the function")
+
     def qint(name: str, text: str) -> dict[str, Any]:
-        return {"name": name, "in": "query", "required": False, "description": text,
-                "schema": {"type": "integer"}}
+        return {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": text,
+            "schema": {"type": "integer"},
+        }
 
     paths: dict[str, Any] = {
-        "/healthz": {"get": {"summary": "liveness (no token needed)", "security": [],
-                             "responses": {"200": _json(_OBJ, "alive")}}},
-        OPENAPI_PATH: {"get": {"summary": "this document", "security": [],
-                               "responses": {"200": _json(_OBJ, "OpenAPI document")}}},
+        "/healthz": {
+            "get": {
+                "summary": "liveness (no token needed)",
+                "security": [],
+                "responses": {"200": _json(_OBJ, "alive")},
+            }
+        },
+        OPENAPI_PATH: {
+            "get": {
+                "summary": "this document",
+                "security": [],
+                "responses": {"200": _json(_OBJ, "OpenAPI document")},
+            }
+        },
         "/api/functions": {
-            "get": _op("list functions", _json({"type": "object", "properties": {"functions": {
-                "type": "array", "items": {"$ref": "#/components/schemas/Function"}}}}, "list")),
-            "post": _op("create or update a function (build and deploy)", accepted, 400, 409,
-                        body=deploy, ok_code="202"),
+            "get": _op(
+                "list functions",
+                _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "functions": {
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/Function"},
+                            }
+                        },
+                    },
+                    "list",
+                ),
+            ),
+            "post": _op(
+                "create or update a function (build and deploy)",
+                accepted,
+                400,
+                409,
+                body=deploy,
+                ok_code="202",
+            ),
         },
         "/api/functions/{name}": {
             "get": _op("get a function", fn, 404, params=[_NAME]),
-            "put": _op("update a function; without code the stored code is kept", accepted,
-                       400, 404, 409, params=[_NAME], body=deploy, ok_code="202"),
-            "delete": _op("delete a function and stop all its replicas",
-                          _json(_OBJ, "deleted"), 404, params=[_NAME]),
+            "put": _op(
+                "update a function; without code the stored code is kept",
+                accepted,
+                400,
+                404,
+                409,
+                params=[_NAME],
+                body=deploy,
+                ok_code="202",
+            ),
+            "delete": _op(
+                "delete a function and stop all its replicas",
+                _json(_OBJ, "deleted"),
+                404,
+                params=[_NAME],
+            ),
         },
-        "/api/functions/{name}/events": {"get": _op(
-            "events/history of a function", _json(_OBJ, "events"), 400, 404,
-            params=[_NAME, qint("after", "only events with a larger id"),
-                    qint("limit", "at most this many")])},
-        "/api/functions/{name}/logs": {"get": _op(
-            "logs of each replica", _json(_OBJ, "log lines per replica"), 400, 404,
-            params=[_NAME, qint("tail", "last N lines"),
-                    {"name": "replica", "in": "query", "required": False,
-                     "schema": {"type": "string"}}])},
-        "/api/functions/{name}/builds": {"get": _op(
-            "builds of a function", _json(_OBJ, "builds"), 404, params=[_NAME])},
-        "/api/functions/{name}/export": {"get": _op(
-            "the function's spec as function.yaml content", _json(_OBJ, "spec"), 404,
-            params=[_NAME])},
-        "/api/builds/{id}": {"get": _op(
-            "a build", _json({"$ref": "#/components/schemas/Build"}, "build"), 404,
-            params=[{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}])},
-        "/api/builds/{id}/log": {"get": _op(
-            "a build's log; follow=1 streams until the build ends",
-            {"description": "log text", "content": {"text/plain": {"schema": {"type": "string"}}}},
-            404, params=[{"name": "id", "in": "path", "required": True,
-                          "schema": {"type": "string"}},
-                         {"name": "follow", "in": "query", "required": False,
-                          "schema": {"type": "string", "enum": ["0", "1", "true", "false"]}}])},
-        "/fn/{name}/{path}": {m: _op(
-            "invoke the function through the gateway (balanced over ready replicas)",
-            {"description": "the function's own response"}, 404, 502, 503,
-            params=[_NAME, {"name": "path", "in": "path", "required": True,
-                            "schema": {"type": "string"}}])
-            for m in ("get", "post", "put", "patch", "delete")},
+        "/api/functions/{name}/events": {
+            "get": _op(
+                "events/history of a function",
+                _json(_OBJ, "events"),
+                400,
+                404,
+                params=[
+                    _NAME,
+                    qint("after", "only events with a larger id"),
+                    qint("limit", "at most this many"),
+                ],
+            )
+        },
+        "/api/functions/{name}/logs": {
+            "get": _op(
+                "logs of each replica",
+                _json(_OBJ, "log lines per replica"),
+                400,
+                404,
+                params=[
+                    _NAME,
+                    qint("tail", "last N lines"),
+                    {
+                        "name": "replica",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    },
+                ],
+            )
+        },
+        "/api/functions/{name}/builds": {
+            "get": _op("builds of a function", _json(_OBJ, "builds"), 404, params=[_NAME])
+        },
+        "/api/functions/{name}/export": {
+            "get": _op(
+                "the function's spec as function.yaml content",
+                _json(_OBJ, "spec"),
+                404,
+                params=[_NAME],
+            )
+        },
+        "/api/builds/{id}": {
+            "get": _op(
+                "a build",
+                _json({"$ref": "#/components/schemas/Build"}, "build"),
+                404,
+                params=[
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+            )
+        },
+        "/api/builds/{id}/log": {
+            "get": _op(
+                "a build's log; follow=1 streams until the build ends",
+                {
+                    "description": "log text",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                404,
+                params=[
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {
+                        "name": "follow",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["0", "1", "true", "false"]},
+                    },
+                ],
+            )
+        },
+        "/fn/{name}/{path}": {
+            m: _op(
+                "invoke the function through the gateway (balanced over ready replicas)",
+                {"description": "the function's own response"},
+                404,
+                502,
+                503,
+                params=[
+                    _NAME,
+                    {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}},
+                ],
+            )
+            for m in ("get", "post", "put", "patch", "delete")
+        },
     }
     schemas: dict[str, Any] = {
-        "Error": {"type": "object", "required": ["error", "detail"], "properties": {
-            "error": {"type": "string"}, "detail": {"type": "string"},
-            "fields": {"type": "array", "items": {"type": "object"}}}},
+        "Error": {
+            "type": "object",
+            "required": ["error", "detail"],
+            "properties": {
+                "error": {"type": "string"},
+                "detail": {"type": "string"},
+                "fields": {"type": "array", "items": {"type": "object"}},
+            },
+        },
         "DeployRequest": DeployRequest.model_json_schema(),
-        "Replica": {"type": "object", "properties": {
-            "id": {"type": "string"}, "state": {"type": "string",
-                                                "enum": ["starting", "ready", "failed"]},
-            "port": {"type": "integer"}, "pid": {"type": ["integer", "null"]},
-            "container": {"type": ["string", "null"]}, "restarts": {"type": "integer"}}},
-        "Build": {"type": "object", "properties": {
-            "id": {"type": "string"}, "state": {"type": "string",
-                                                "enum": ["running", "succeeded", "failed"]},
-            "cached": {"type": "boolean"}, "duration_s": {"type": ["number", "null"]}}},
-        "Function": {"type": "object", "properties": {
-            "name": {"type": "string"}, "platform": {"type": "string"},
-            "state": {"type": "string",
-                      "enum": ["building", "deploying", "ready", "error", "deleting"]},
-            "url": {"type": "string"}, "version": {"type": "integer"},
-            "replicas": {"type": "object", "properties": {
-                "desired": {"type": "integer"}, "ready": {"type": "integer"},
-                "items": {"type": "array", "items": {"$ref": "#/components/schemas/Replica"}}}},
-            "spec": {"type": "object"}}},
+        "Replica": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "state": {"type": "string", "enum": ["starting", "ready", "failed"]},
+                "port": {"type": "integer"},
+                "pid": {"type": ["integer", "null"]},
+                "container": {"type": ["string", "null"]},
+                "restarts": {"type": "integer"},
+            },
+        },
+        "Build": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "state": {"type": "string", "enum": ["running", "succeeded", "failed"]},
+                "cached": {"type": "boolean"},
+                "duration_s": {"type": ["number", "null"]},
+            },
+        },
+        "Function": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "platform": {"type": "string"},
+                "state": {
+                    "type": "string",
+                    "enum": ["building", "deploying", "ready", "error", "deleting"],
+                },
+                "url": {"type": "string"},
+                "version": {"type": "integer"},
+                "replicas": {
+                    "type": "object",
+                    "properties": {
+                        "desired": {"type": "integer"},
+                        "ready": {"type": "integer"},
+                        "items": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Replica"},
+                        },
+                    },
+                },
+                "spec": {"type": "object"},
+            },
+        },
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "tickrun controller", "version": __version__,
-                 "description": "Deploy, scale and invoke tickrun functions."},
+        "info": {
+            "title": "tickrun controller",
+            "version": __version__,
+            "description": "Deploy, scale and invoke tickrun functions.",
+        },
         "paths": paths,
-        "components": {"schemas": schemas, "securitySchemes": {
-            "bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
         "security": [{"bearer": []}],
     }

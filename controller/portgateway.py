@@ -22,8 +22,10 @@ logger = logging.getLogger(__name__)
 
 def _http_error(status: int, reason: str, error: str, detail: str) -> bytes:
     body = json.dumps({"error": error, "detail": detail}).encode()
-    head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n")
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
+    )
     return head.encode() + body
 
 
@@ -86,19 +88,23 @@ class _Client(asyncio.Protocol):
                 continue
             if endpoint is None:
                 if tried:
-                    msg = _http_error(502, "Bad Gateway", "BadGateway",
-                                      f"no replica of {self.name!r} answered")
+                    msg = _http_error(
+                        502, "Bad Gateway", "BadGateway", f"no replica of {self.name!r} answered"
+                    )
                 else:
-                    msg = _http_error(503, "Service Unavailable", "NoReadyReplica",
-                                      f"function {self.name!r} has no ready replica")
+                    msg = _http_error(
+                        503,
+                        "Service Unavailable",
+                        "NoReadyReplica",
+                        f"function {self.name!r} has no ready replica",
+                    )
                 self.transport.write(msg)
                 self.transport.close()
                 return
             tried.add(endpoint.replica_id)
             host, _, port = endpoint.url.removeprefix("http://").partition(":")
             try:
-                _, upstream = await loop.create_connection(lambda: _Upstream(self), host,
-                                                           int(port))
+                _, upstream = await loop.create_connection(lambda: _Upstream(self), host, int(port))
             except OSError:
                 self.gateway.reconciler.mark_unready(self.name, endpoint.replica_id)
                 continue
@@ -149,8 +155,7 @@ class _Client(asyncio.Protocol):
 class PortGateway:
     """Constructor does no I/O; :meth:`ensure` opens (or keeps) a function's listener."""
 
-    def __init__(self, reconciler: Reconciler, host: str, *, hold_timeout_s: float = 30.0
-                 ) -> None:
+    def __init__(self, reconciler: Reconciler, host: str, *, hold_timeout_s: float = 30.0) -> None:
         self.reconciler = reconciler
         self.host = host
         self.hold_timeout_s = hold_timeout_s
@@ -170,7 +175,7 @@ class PortGateway:
             return None
         entry.served += 1
         entry.cursor = (entry.cursor + 1) % len(candidates)
-        start = candidates[entry.cursor:] + candidates[:entry.cursor]
+        start = candidates[entry.cursor :] + candidates[: entry.cursor]
         return min(start, key=lambda e: e.in_flight)
 
     def port_of(self, name: str) -> int | None:
@@ -188,11 +193,14 @@ class PortGateway:
         loop = asyncio.get_running_loop()
         for candidate in (port, on_fail()):
             try:
-                server = await loop.create_server(lambda: _Client(self, name), self.host,
-                                                  candidate, reuse_address=True)
+                server = await loop.create_server(
+                    lambda: _Client(self, name), self.host, candidate, reuse_address=True
+                )
             except OSError:
-                logger.warning("function port taken; choosing another",
-                               extra={"function": name, "port": candidate})
+                logger.warning(
+                    "function port taken; choosing another",
+                    extra={"function": name, "port": candidate},
+                )
                 continue
             self._servers[name] = (candidate, server)
             return candidate

@@ -21,8 +21,14 @@ class PortAllocator:
     """Hands out ports round-robin over ``[lo, hi]`` so a just-freed port is not reused at once
     (a dying replica may still hold it). Constructor does no I/O."""
 
-    def __init__(self, lo: int, hi: int, *, in_use: Callable[[], Iterable[int]],
-                 probe: Callable[[int], bool] = port_free) -> None:
+    def __init__(
+        self,
+        lo: int,
+        hi: int,
+        *,
+        in_use: Callable[[], Iterable[int]],
+        probe: Callable[[int], bool] = port_free,
+    ) -> None:
         if lo > hi:
             raise PlatformError(f"empty port range {lo}-{hi}")
         self.lo, self.hi = lo, hi

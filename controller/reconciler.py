@@ -51,6 +51,8 @@ def cannot_start_reason(log_lines: Sequence[str]) -> str:
     best = best or next((e for e in reversed(errors) if e), "")
     best = best or "the handler cannot load"
     return best[:500] + " (see `tickrun logs`)"
+
+
 STABLE_AFTER_S = 60.0  # a replica up this long has its backoff reset
 
 
@@ -71,8 +73,14 @@ class FunctionEndpoints:
 class Reconciler:
     """Constructor does no I/O; :meth:`start` adopts replicas and starts the loop."""
 
-    def __init__(self, settings: Settings, store: Store, service: FunctionService,
-                 platforms: dict[str, Platform], controller_id: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        service: FunctionService,
+        platforms: dict[str, Platform],
+        controller_id: str,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.service = service
@@ -120,8 +128,9 @@ class Reconciler:
             try:
                 result = await platform.adopt([replica_ref(r) for r in mine], self.controller_id)
             except TickrunError as exc:
-                logger.warning("cannot re-adopt replicas", extra={"platform": name,
-                                                                  "error": exc.message})
+                logger.warning(
+                    "cannot re-adopt replicas", extra={"platform": name, "error": exc.message}
+                )
                 continue
             for orphan in result.removed_orphans:
                 logger.warning("removed an unrecorded replica", extra={"replica": orphan})
@@ -130,15 +139,21 @@ class Reconciler:
                     # re-probe readiness before routing to it
                     row.state, row.started_at, row.ready_at = "starting", time.time(), None
                     self.store.save_replica(row)
-                    self.store.add_event(row.function, "replica_adopted",
-                                         f"replica {row.id} re-adopted after a controller restart",
-                                         replica=row.id)
+                    self.store.add_event(
+                        row.function,
+                        "replica_adopted",
+                        f"replica {row.id} re-adopted after a controller restart",
+                        replica=row.id,
+                    )
                 elif row.state != "failed":
                     row.state, row.restart_at = "failed", 0.0
                     self.store.save_replica(row)
-                    self.store.add_event(row.function, "replica_lost",
-                                         f"replica {row.id} stopped while the controller was down;"
-                                         " replacing it", replica=row.id)
+                    self.store.add_event(
+                        row.function,
+                        "replica_lost",
+                        f"replica {row.id} stopped while the controller was down; replacing it",
+                        replica=row.id,
+                    )
 
     # --- loop -----------------------------------------------------------------------------------
 
@@ -154,8 +169,11 @@ class Reconciler:
                 logger.exception("reconcile pass failed")
             # A replica coming up is probed often: readiness latency is deploy latency.
             starting = any(r.state == "starting" for r in self.store.list_replicas())
-            interval = min(0.05, self.settings.reconcile_interval_s) if starting \
+            interval = (
+                min(0.05, self.settings.reconcile_interval_s)
+                if starting
                 else self.settings.reconcile_interval_s
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval)
 
@@ -172,10 +190,12 @@ class Reconciler:
                 try:
                     liveness.update(await platform.inspect(refs))
                 except TickrunError as exc:
-                    logger.warning("cannot inspect replicas", extra={"platform": name,
-                                                                     "error": exc.message})
-        await asyncio.gather(*(self._reconcile(fn, by_fn.get(fn.name, []), liveness)
-                               for fn in functions))
+                    logger.warning(
+                        "cannot inspect replicas", extra={"platform": name, "error": exc.message}
+                    )
+        await asyncio.gather(
+            *(self._reconcile(fn, by_fn.get(fn.name, []), liveness) for fn in functions)
+        )
         live_names = {f.name for f in functions}
         for name in list(self.endpoints):
             if name not in live_names:
@@ -183,16 +203,18 @@ class Reconciler:
                 if self.port_gateway is not None:
                     await self.port_gateway.close(name)
 
-    async def _reconcile(self, fn: FunctionRow, rows: list[ReplicaRow],
-                         liveness: dict[str, Liveness]) -> None:
+    async def _reconcile(
+        self, fn: FunctionRow, rows: list[ReplicaRow], liveness: dict[str, Liveness]
+    ) -> None:
         lock = self.service.lock(fn.name)
         if lock.locked():
             return  # a delete is stopping this function's replicas
         async with lock:
             await self._reconcile_locked(fn, rows, liveness)
 
-    async def _reconcile_locked(self, fn: FunctionRow, rows: list[ReplicaRow],
-                                liveness: dict[str, Liveness]) -> None:
+    async def _reconcile_locked(
+        self, fn: FunctionRow, rows: list[ReplicaRow], liveness: dict[str, Liveness]
+    ) -> None:
         now = time.time()
         platform = self.platforms.get(fn.platform)
         if self.port_gateway is not None:
@@ -200,11 +222,14 @@ class Reconciler:
             if port is None:
                 try:
                     port = await self.port_gateway.ensure(
-                        fn.name, fn.gateway_port or self.ports.allocate(),
-                        on_fail=self.ports.allocate)
+                        fn.name,
+                        fn.gateway_port or self.ports.allocate(),
+                        on_fail=self.ports.allocate,
+                    )
                 except OSError as exc:
-                    logger.warning("no function port", extra={"function": fn.name,
-                                                              "error": str(exc)})
+                    logger.warning(
+                        "no function port", extra={"function": fn.name, "error": str(exc)}
+                    )
             if port is not None and port != fn.gateway_port:
                 self.store.update_function(fn.name, gateway_port=port)
         # 1. exits and readiness
@@ -220,17 +245,25 @@ class Reconciler:
             if ok:
                 row.state, row.ready_at = "ready", time.time()
                 self.store.save_replica(row)
-                self.store.add_event(fn.name, "replica_ready", f"replica {row.id} ready on port "
-                                     f"{row.port} after {row.ready_at - row.started_at:.2f} s",
-                                     replica=row.id)
+                self.store.add_event(
+                    fn.name,
+                    "replica_ready",
+                    f"replica {row.id} ready on port "
+                    f"{row.port} after {row.ready_at - row.started_at:.2f} s",
+                    replica=row.id,
+                )
             elif now - row.started_at > self._ready_timeout(fn):
-                self.store.add_event(fn.name, "replica_unready",
-                                     f"replica {row.id} not ready after "
-                                     f"{self._ready_timeout(fn):.0f} s; restarting", replica=row.id)
+                self.store.add_event(
+                    fn.name,
+                    "replica_unready",
+                    f"replica {row.id} not ready after {self._ready_timeout(fn):.0f} s; restarting",
+                    replica=row.id,
+                )
                 if platform is not None:
                     await platform.stop(replica_ref(row), self.settings.stop_timeout_s)
-                await self._on_exit(row, Liveness(False, None, "not ready in time"), now,
-                                    record=False)
+                await self._on_exit(
+                    row, Liveness(False, None, "not ready in time"), now, record=False
+                )
         if platform is None or fn.revision is None or fn.artifact is None:
             self._publish(fn, rows)
             return
@@ -247,8 +280,9 @@ class Reconciler:
         # 3. scale to the desired count
         active = [r for r in current if r.state in ("starting", "ready", "failed")]
         if len(active) < desired:
-            await asyncio.gather(*(self._launch(fn, platform, None)
-                                   for _ in range(desired - len(active))))
+            await asyncio.gather(
+                *(self._launch(fn, platform, None) for _ in range(desired - len(active)))
+            )
         elif len(active) > desired:
             # Failed and not-yet-ready replicas go first, then the newest.
             order = {"failed": 0, "starting": 1, "ready": 2}
@@ -256,8 +290,11 @@ class Reconciler:
             for row in extra[: len(active) - desired]:
                 await self._remove(row, platform, reason="scaled down")
         # 4. retire replicas of older revisions once the new ones serve
-        ready_now = [r for r in self.store.list_replicas(fn.name)
-                     if r.revision == fn.revision and r.state == "ready"]
+        ready_now = [
+            r
+            for r in self.store.list_replicas(fn.name)
+            if r.revision == fn.revision and r.state == "ready"
+        ]
         if old and (len(ready_now) >= desired):
             for row in old:
                 plat = self.platforms.get(row.platform, platform)
@@ -287,8 +324,10 @@ class Reconciler:
         spec = parse_spec(fn.spec)
         if self.autoscaler.scales_to_zero(spec) and self.autoscaler.desired(name, spec) == 0:
             return True
-        return any(r.state == "starting" and r.revision == fn.revision
-                   for r in self.store.list_replicas(name))
+        return any(
+            r.state == "starting" and r.revision == fn.revision
+            for r in self.store.list_replicas(name)
+        )
 
     async def wait_ready_endpoint(self, name: str, timeout_s: float) -> bool:
         """Hold a request while a function comes back from zero (or its replicas start)."""
@@ -318,8 +357,9 @@ class Reconciler:
         except (aiohttp.ClientError, TimeoutError):
             return False
 
-    async def _on_exit(self, row: ReplicaRow, live: Liveness, now: float, *,
-                       record: bool = True) -> None:
+    async def _on_exit(
+        self, row: ReplicaRow, live: Liveness, now: float, *, record: bool = True
+    ) -> None:
         up_s = now - (row.ready_at or row.started_at)
         failures = 0 if row.ready_at and up_s > STABLE_AFTER_S else row.restarts
         delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
@@ -330,12 +370,17 @@ class Reconciler:
         row.state, row.exit_code, row.restart_at = "failed", live.exit_code, now + delay
         self.store.save_replica(row)
         if record:
-            self.store.add_event(row.function, "replica_exited",
-                                 f"replica {row.id} {live.detail}; restarting in {delay:g} s",
-                                 replica=row.id, data={"exit_code": live.exit_code,
-                                                       "restart_in_s": delay})
-            logger.warning("replica exited", extra={"function": row.function,
-                                                    "replica": row.id, "detail": live.detail})
+            self.store.add_event(
+                row.function,
+                "replica_exited",
+                f"replica {row.id} {live.detail}; restarting in {delay:g} s",
+                replica=row.id,
+                data={"exit_code": live.exit_code, "restart_in_s": delay},
+            )
+            logger.warning(
+                "replica exited",
+                extra={"function": row.function, "replica": row.id, "detail": live.detail},
+            )
 
     async def _function_cannot_start(self, row: ReplicaRow) -> None:
         platform = self.platforms.get(row.platform)
@@ -351,9 +396,17 @@ class Reconciler:
         restart = row is not None
         if row is None:
             rid = uuid.uuid4().hex[:10]
-            row = ReplicaRow(id=rid, function=fn.name, revision=fn.revision or "",
-                             platform=fn.platform, port=0, state="starting", restarts=0,
-                             restart_at=0.0, started_at=time.time())
+            row = ReplicaRow(
+                id=rid,
+                function=fn.name,
+                revision=fn.revision or "",
+                platform=fn.platform,
+                port=0,
+                state="starting",
+                restarts=0,
+                restart_at=0.0,
+                started_at=time.time(),
+            )
         else:
             # The dead replica's container/process leftovers go before its replacement starts.
             await platform.stop(replica_ref(row), 1.0)
@@ -367,34 +420,56 @@ class Reconciler:
         self.store.save_replica(row)
         assert fn.artifact is not None
         launch = LaunchSpec(
-            function=fn.name, replica_id=row.id, revision=row.revision, port=row.port,
-            workers=spec.spec.workers, env=spec.spec.env_dict(), artifact=fn.artifact,
+            function=fn.name,
+            replica_id=row.id,
+            revision=row.revision,
+            port=row.port,
+            workers=spec.spec.workers,
+            env=spec.spec.env_dict(),
+            artifact=fn.artifact,
             cpus=spec.spec.resources.limits.cpus,
-            memory_bytes=spec.spec.resources.limits.memory_bytes, log_path=str(log_path))
+            memory_bytes=spec.spec.resources.limits.memory_bytes,
+            log_path=str(log_path),
+        )
         try:
             launched = await platform.start(launch)
         except TickrunError as exc:
-            row.state, row.restart_at = "failed", time.time() + RESTART_BACKOFF_S[
-                min(row.restarts, len(RESTART_BACKOFF_S) - 1)]
+            row.state, row.restart_at = (
+                "failed",
+                time.time() + RESTART_BACKOFF_S[min(row.restarts, len(RESTART_BACKOFF_S) - 1)],
+            )
             self.store.save_replica(row)
-            self.store.add_event(fn.name, "replica_failed", f"replica {row.id} could not start:"
-                                 f" {exc.message}", replica=row.id)
+            self.store.add_event(
+                fn.name,
+                "replica_failed",
+                f"replica {row.id} could not start: {exc.message}",
+                replica=row.id,
+            )
             return
         row.pid, row.pid_start = launched.pid, launched.pid_start
         row.container, row.log_path = launched.container, launched.log_path
         self.store.save_replica(row)
         verb = f"restarted (restart #{row.restarts})" if restart else "started"
-        self.store.add_event(fn.name, "replica_restarted" if restart else "replica_started",
-                             f"replica {row.id} {verb} on port {row.port}", replica=row.id,
-                             data={"port": row.port, "pid": row.pid, "container": row.container,
-                                   "restarts": row.restarts})
+        self.store.add_event(
+            fn.name,
+            "replica_restarted" if restart else "replica_started",
+            f"replica {row.id} {verb} on port {row.port}",
+            replica=row.id,
+            data={
+                "port": row.port,
+                "pid": row.pid,
+                "container": row.container,
+                "restarts": row.restarts,
+            },
+        )
 
     async def _remove(self, row: ReplicaRow, platform: Platform, *, reason: str = "") -> None:
         await platform.stop(replica_ref(row), self.settings.stop_timeout_s)
         self.store.delete_replica(row.id)
         if reason:
-            self.store.add_event(row.function, "replica_stopped", f"replica {row.id} {reason}",
-                                 replica=row.id)
+            self.store.add_event(
+                row.function, "replica_stopped", f"replica {row.id} {reason}", replica=row.id
+            )
 
     # --- endpoints for the gateway --------------------------------------------------------------
 

@@ -32,8 +32,9 @@ async def serve(settings: Settings) -> None:
     tmp = settings.url_file.with_suffix(".tmp")
     tmp.write_text(json.dumps({"url": url, "pid": os.getpid()}))
     tmp.replace(settings.url_file)
-    print(json.dumps({"event": "ready", "url": url, "state_dir": str(settings.state_dir)}),
-          flush=True)
+    print(
+        json.dumps({"event": "ready", "url": url, "state_dir": str(settings.state_dir)}), flush=True
+    )
     logger.info("controller listening", extra={"url": url})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

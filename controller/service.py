@@ -56,8 +56,9 @@ def desired_replicas(spec: FunctionSpec) -> int:
 class FunctionService:
     """Constructor does no I/O."""
 
-    def __init__(self, settings: Settings, store: Store, builder: Builder,
-                 platforms: dict[str, Platform]) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, builder: Builder, platforms: dict[str, Platform]
+    ) -> None:
         self.settings = settings
         self.store = store
         self.builder = builder
@@ -74,8 +75,14 @@ class FunctionService:
 
     # --- deploy ---------------------------------------------------------------------------------
 
-    async def deploy(self, spec_data: dict[str, Any], code: bytes | None, platform: str | None,
-                     *, name: str | None = None) -> tuple[FunctionRow, BuildRow]:
+    async def deploy(
+        self,
+        spec_data: dict[str, Any],
+        code: bytes | None,
+        platform: str | None,
+        *,
+        name: str | None = None,
+    ) -> tuple[FunctionRow, BuildRow]:
         spec = parse_spec(spec_data)
         if name is not None and spec.name != name:
             raise SpecError(f"metadata.name {spec.name!r} does not match the URL's {name!r}")
@@ -84,11 +91,15 @@ class FunctionService:
             raise ConflictError(f"function {spec.name!r} is being deleted; retry in a moment")
         platform = platform or (existing.platform if existing else self.settings.default_platform)
         if platform not in PLATFORMS:
-            raise SpecError(f"unknown platform {platform!r}: use one of {', '.join(PLATFORMS)}",
-                            detail=[{"field": "platform", "message": "unknown platform"}])
+            raise SpecError(
+                f"unknown platform {platform!r}: use one of {', '.join(PLATFORMS)}",
+                detail=[{"field": "platform", "message": "unknown platform"}],
+            )
         if platform == "container" and "container" not in self.platforms:
-            raise SpecError("the container platform is not available on this controller: no "
-                            "podman or docker found (install podman, or use --platform process)")
+            raise SpecError(
+                "the container platform is not available on this controller: no "
+                "podman or docker found (install podman, or use --platform process)"
+            )
         if code is None:
             if existing is None:
                 raise SpecError(f"function {spec.name!r} does not exist yet: send its code")
@@ -98,22 +109,43 @@ class FunctionService:
             code_hash = await asyncio.to_thread(self._store_code, spec, code)
         now = time.time()
         if existing is None:
-            row = FunctionRow(name=spec.name, spec=spec.to_yaml_dict(), platform=platform,
-                              version=1, state="building", message="", code_hash=code_hash,
-                              created_at=now, updated_at=now)
+            row = FunctionRow(
+                name=spec.name,
+                spec=spec.to_yaml_dict(),
+                platform=platform,
+                version=1,
+                state="building",
+                message="",
+                code_hash=code_hash,
+                created_at=now,
+                updated_at=now,
+            )
         else:
             row = existing
             row.spec, row.platform, row.code_hash = spec.to_yaml_dict(), platform, code_hash
             row.version += 1
             row.state, row.message = "building", ""
         row = self.store.save_function(row)
-        build = self.store.add_build(BuildRow(
-            id=uuid.uuid4().hex[:16], function=spec.name, version=row.version, platform=platform,
-            content_hash="", state="running", cached=False,
-            log_path=str(self.settings.builds_dir / spec.name / "logs" / f"{row.version}.log"),
-            message="", started_at=now))
-        self.store.add_event(spec.name, "deploy", f"version {row.version} on {platform} "
-                             f"(code {code_hash[:12]})", data={"build": build.id})
+        build = self.store.add_build(
+            BuildRow(
+                id=uuid.uuid4().hex[:16],
+                function=spec.name,
+                version=row.version,
+                platform=platform,
+                content_hash="",
+                state="running",
+                cached=False,
+                log_path=str(self.settings.builds_dir / spec.name / "logs" / f"{row.version}.log"),
+                message="",
+                started_at=now,
+            )
+        )
+        self.store.add_event(
+            spec.name,
+            "deploy",
+            f"version {row.version} on {platform} (code {code_hash[:12]})",
+            data={"build": build.id},
+        )
         self._start_build(row, build)
         return row, build
 
@@ -145,8 +177,9 @@ class FunctionService:
     def _rewrite_spec(self, code_dir: Path, spec: FunctionSpec) -> str:
         """A spec-only update: same code, new function.yaml (unchanged if only replicas moved)."""
         if not code_dir.is_dir():
-            raise SpecError(f"the stored code of {spec.name!r} is missing; deploy it again "
-                            "with its code")
+            raise SpecError(
+                f"the stored code of {spec.name!r} is missing; deploy it again with its code"
+            )
         tmp = Path(tempfile.mkdtemp(prefix=".respec-", dir=code_dir.parent))
         shutil.rmtree(tmp)
         shutil.copytree(code_dir, tmp)
@@ -161,12 +194,15 @@ class FunctionService:
 
     def _start_build(self, row: FunctionRow, build: BuildRow) -> None:
         previous = self._builds.get(row.name)
-        task = asyncio.create_task(self._build(row.name, row.version, build.id, previous),
-                                   name=f"build-{row.name}-{row.version}")
+        task = asyncio.create_task(
+            self._build(row.name, row.version, build.id, previous),
+            name=f"build-{row.name}-{row.version}",
+        )
         self._builds[row.name] = task
 
-    async def _build(self, name: str, version: int, build_id: str,
-                     previous: asyncio.Task[None] | None) -> None:
+    async def _build(
+        self, name: str, version: int, build_id: str, previous: asyncio.Task[None] | None
+    ) -> None:
         if previous is not None and not previous.done():
             await asyncio.wait([previous])  # one build per function at a time, in order
         row = self.store.get_function(name)
@@ -174,12 +210,14 @@ class FunctionService:
         spec = parse_spec(row.spec)
         code_dir = self.settings.code_dir / name / row.code_hash
         with _open_log(Path(build.log_path)) as log_file:
+
             def log(line: str) -> None:
                 log_file.write(line + "\n")
 
             try:
-                result = await asyncio.to_thread(self.builder.build, spec, code_dir,
-                                                 row.platform, log, code_hash=row.code_hash)
+                result = await asyncio.to_thread(
+                    self.builder.build, spec, code_dir, row.platform, log, code_hash=row.code_hash
+                )
             except TickrunError as exc:
                 log(f"error: {exc.message}")
                 self._build_failed(name, version, build_id, exc.message)
@@ -189,25 +227,39 @@ class FunctionService:
                 log("error: the build crashed; see the controller log")
                 self._build_failed(name, version, build_id, f"build crashed: {type(exc).__name__}")
                 return
-        self.store.update_build(build_id, state="succeeded", cached=result.cached,
-                                content_hash=result.content_hash, finished_at=time.time(),
-                                artifact=json.dumps(result.artifact))
+        self.store.update_build(
+            build_id,
+            state="succeeded",
+            cached=result.cached,
+            content_hash=result.content_hash,
+            finished_at=time.time(),
+            artifact=json.dumps(result.artifact),
+        )
         current = self.store.find_function(name)
         if current is None or current.version != version:
             return  # superseded or deleted while building
-        revision = sha256_bytes(result.content_hash, row.platform,
-                                json.dumps(runtime_spec(spec), sort_keys=True))[:32]
-        self.store.update_function(name, state="deploying", artifact=result.artifact,
-                                   image=result.artifact.get("image"), revision=revision,
-                                   message="")
+        revision = sha256_bytes(
+            result.content_hash, row.platform, json.dumps(runtime_spec(spec), sort_keys=True)
+        )[:32]
+        self.store.update_function(
+            name,
+            state="deploying",
+            artifact=result.artifact,
+            image=result.artifact.get("image"),
+            revision=revision,
+            message="",
+        )
         how = "cached" if result.cached else "built"
-        self.store.add_event(name, "build", f"build {build_id} {how} in {result.duration_s:.2f} s",
-                             data={"build": build_id})
+        self.store.add_event(
+            name,
+            "build",
+            f"build {build_id} {how} in {result.duration_s:.2f} s",
+            data={"build": build_id},
+        )
         self.on_change()
 
     def _build_failed(self, name: str, version: int, build_id: str, message: str) -> None:
-        self.store.update_build(build_id, state="failed", message=message,
-                                finished_at=time.time())
+        self.store.update_build(build_id, state="failed", message=message, finished_at=time.time())
         current = self.store.find_function(name)
         if current is not None and current.version == version:
             # Replicas of the previous revision (if any) keep serving.
@@ -223,14 +275,28 @@ class FunctionService:
             if builds and builds[0].state == "running":
                 build = builds[0]
             else:
-                build = self.store.add_build(BuildRow(
-                    id=uuid.uuid4().hex[:16], function=row.name, version=row.version,
-                    platform=row.platform, content_hash="", state="running", cached=False,
-                    log_path=str(self.settings.builds_dir / row.name / "logs" /
-                                 f"{row.version}.log"),
-                    message="", started_at=time.time()))
-            self.store.add_event(row.name, "build", "resuming a build interrupted by a "
-                                 "controller restart", data={"build": build.id})
+                build = self.store.add_build(
+                    BuildRow(
+                        id=uuid.uuid4().hex[:16],
+                        function=row.name,
+                        version=row.version,
+                        platform=row.platform,
+                        content_hash="",
+                        state="running",
+                        cached=False,
+                        log_path=str(
+                            self.settings.builds_dir / row.name / "logs" / f"{row.version}.log"
+                        ),
+                        message="",
+                        started_at=time.time(),
+                    )
+                )
+            self.store.add_event(
+                row.name,
+                "build",
+                "resuming a build interrupted by a controller restart",
+                data={"build": build.id},
+            )
             self._start_build(row, build)
 
     # --- delete ---------------------------------------------------------------------------------
@@ -273,5 +339,11 @@ def _open_log(path: Path) -> TextIO:
 def replica_ref(row: ReplicaRow) -> Any:
     from .platforms.base import ReplicaRef
 
-    return ReplicaRef(id=row.id, function=row.function, pid=row.pid, pid_start=row.pid_start,
-                      container=row.container, log_path=row.log_path)
+    return ReplicaRef(
+        id=row.id,
+        function=row.function,
+        pid=row.pid,
+        pid_start=row.pid_start,
+        container=row.container,
+        log_path=row.log_path,
+    )

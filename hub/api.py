@@ -65,10 +65,15 @@ async def _file(request: web.Request) -> web.StreamResponse:
     index, folders = _merged(request.app[HUB_KEY])
     meta = index["items"].get(name, {}).get("versions", {}).get(version)
     if meta is None:
-        return web.json_response({"error": "NotFoundError",
-                                  "detail": f"no hub item {name}:{version}"}, status=404)
+        return web.json_response(
+            {"error": "NotFoundError", "detail": f"no hub item {name}:{version}"}, status=404
+        )
     if file not in meta["files"]:
-        return web.json_response({"error": "NotFoundError",
-                                  "detail": f"{name}:{version} has no file {file!r}"}, status=404)
-    return web.FileResponse(folders[(name, version)] / file,
-                            headers={"Cache-Control": "public, max-age=31536000, immutable"})
+        return web.json_response(
+            {"error": "NotFoundError", "detail": f"{name}:{version} has no file {file!r}"},
+            status=404,
+        )
+    return web.FileResponse(
+        folders[(name, version)] / file,
+        headers={"Cache-Control": "public, max-age=31536000, immutable"},
+    )

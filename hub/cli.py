@@ -9,26 +9,38 @@ from typing import Any
 
 
 def register(sub: Any, get: Any) -> None:
-    hub = sub.add_parser("hub", help="browse the function hub (hub://…)",
-                         description="List, inspect and cache hub items.")
+    hub = sub.add_parser(
+        "hub",
+        help="browse the function hub (hub://…)",
+        description="List, inspect and cache hub items.",
+    )
     verbs = hub.add_subparsers(dest="hub_command", metavar="VERB")
     verbs.required = True
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--hub-path", action="append", default=None,
-                        help="private hub folder (repeatable; default $TICKRUN_HUB_PATH)")
-    common.add_argument("--hub-url", default=None,
-                        help="remote hub, e.g. http://controller:8070 (default $TICKRUN_HUB_URL)")
+    common.add_argument(
+        "--hub-path",
+        action="append",
+        default=None,
+        help="private hub folder (repeatable; default $TICKRUN_HUB_PATH)",
+    )
+    common.add_argument(
+        "--hub-url",
+        default=None,
+        help="remote hub, e.g. http://controller:8070 (default $TICKRUN_HUB_URL)",
+    )
     common.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = verbs.add_parser("list", parents=[common], help="list items and their versions")
     p.set_defaults(func=_list)
-    p = verbs.add_parser("show", parents=[common],
-                         help="show an item: versions, handlers, parameters, requirements")
+    p = verbs.add_parser(
+        "show", parents=[common], help="show an item: versions, handlers, parameters, requirements"
+    )
     p.add_argument("name", help="NAME, NAME:VERSION or hub://NAME[:VERSION]")
     p.set_defaults(func=_show)
-    p = verbs.add_parser("pull", parents=[common],
-                         help="resolve an item now and cache it for offline use")
+    p = verbs.add_parser(
+        "pull", parents=[common], help="resolve an item now and cache it for offline use"
+    )
     p.add_argument("uri", help="hub://NAME[:VERSION]")
     p.set_defaults(func=_pull)
     p = verbs.add_parser("index", help="(re)generate index.json for a hub folder")
@@ -56,8 +68,10 @@ def _list(args: argparse.Namespace) -> int:
     print(f"{'NAME':<{width}}  {'LATEST':<8} {'KIND':<8} {'VERSIONS':<20} DESCRIPTION")
     for r in rows:
         versions = ", ".join(r["versions"])
-        print(f"{r['name']:<{width}}  {r['latest']:<8} {r['kind']:<8} {versions:<20} "
-              f"{r['description']}")
+        print(
+            f"{r['name']:<{width}}  {r['latest']:<8} {r['kind']:<8} {versions:<20} "
+            f"{r['description']}"
+        )
     return 0
 
 

@@ -133,8 +133,15 @@ class HubFunction:
             # Another process must be able to load the handler, so pass it by file path.
             target = f"{self.code_path}:{chosen}"
             kwargs["local"] = False
-        logger.info("hub run", extra={"item": self.name, "version": self.version,
-                                      "handler": chosen, "project": project})
+        logger.info(
+            "hub run",
+            extra={
+                "item": self.name,
+                "version": self.version,
+                "handler": chosen,
+                "project": project,
+            },
+        )
         return run_function(
             target,
             params=params,
@@ -148,13 +155,20 @@ class HubFunction:
     def run_labels(self, handler: str | None = None) -> dict[str, str]:
         """The labels that record which item, version and handler a run used."""
         chosen, _spec = self.spec.handler_spec(handler or self.resolved.handler)
-        return {LABEL_ITEM: self.name, LABEL_VERSION: self.version,
-                LABEL_SOURCE: self.resolved.source, LABEL_HANDLER: chosen}
+        return {
+            LABEL_ITEM: self.name,
+            LABEL_VERSION: self.version,
+            LABEL_SOURCE: self.resolved.source,
+            LABEL_HANDLER: chosen,
+        }
 
     # --- serving ------------------------------------------------------------------------------
 
     def function_config(
-        self, *, name: str | None = None, env: Mapping[str, str] | None = None,
+        self,
+        *,
+        name: str | None = None,
+        env: Mapping[str, str] | None = None,
         workers: int | None = None,
     ) -> dict[str, Any]:
         """The Nuclio ``function.yaml`` (as a dict) that serves this item."""
@@ -173,8 +187,10 @@ class HubFunction:
             "kind": "NuclioFunction",
             "metadata": {
                 "name": fn_name,
-                "labels": {"tickrun.io/hub-item": self.name,
-                           "tickrun.io/hub-version": self.version},
+                "labels": {
+                    "tickrun.io/hub-item": self.name,
+                    "tickrun.io/hub-version": self.version,
+                },
             },
             "spec": {
                 "description": self.spec.description,
@@ -223,7 +239,10 @@ class HubFunction:
 
 
 def check_arguments(
-    item: ItemSpec, handler: str, spec: HandlerSpec, params: dict[str, Any],
+    item: ItemSpec,
+    handler: str,
+    spec: HandlerSpec,
+    params: dict[str, Any],
     inputs: dict[str, Any],
 ) -> None:
     """Refuse unknown or missing arguments up front, listing what the handler takes."""
@@ -301,10 +320,20 @@ class LocalDeployment:
 
     def start(self, *, ready_timeout_s: float = 60.0) -> None:
         log = (self.directory / "replica.log").open("wb")
-        cmd = [sys.executable, "-m", "tickrun", "serve", str(self.directory),
-               "--host", self.host, "--port", str(self.port)]
-        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        cmd = [
+            sys.executable,
+            "-m",
+            "tickrun",
+            "serve",
+            str(self.directory),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+        ]
+        self.process = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
         log.close()
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:
@@ -324,8 +353,11 @@ class LocalDeployment:
     def invoke(self, body: Any = None, *, path: str = "/", timeout_s: float = 30.0) -> Any:
         data = json.dumps(body).encode()
         request = urllib.request.Request(  # noqa: S310 - self.url is http://host:port
-            f"{self.url}{path}", data=data, method="POST",
-            headers={"Content-Type": "application/json"})
+            f"{self.url}{path}",
+            data=data,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as r:  # noqa: S310
                 return json.loads(r.read())

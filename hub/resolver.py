@@ -50,7 +50,7 @@ def parse_uri(uri: str) -> ItemRef:
     name); ``#handler`` picks a handler (``hub://auto_trainer:1#evaluate``), so a plain string
     reference such as ``tickrun run hub://…`` can name one."""
     text = uri.strip()
-    body = text[len(SCHEME):] if text.startswith(SCHEME) else text
+    body = text[len(SCHEME) :] if text.startswith(SCHEME) else text
     match = _URI.match(body)
     if match is None:
         raise HubError(
@@ -135,15 +135,17 @@ class Hub:
         for name, versions in sorted(self.catalogue().items()):
             ordered = sorted(versions, key=Version.parse, reverse=True)
             source, meta = versions[ordered[0]]
-            rows.append({
-                "name": name,
-                "latest": ordered[0],
-                "versions": ordered,
-                "kind": meta.get("kind", "job"),
-                "description": meta.get("description", ""),
-                "categories": meta.get("categories", []),
-                "source": source.label,
-            })
+            rows.append(
+                {
+                    "name": name,
+                    "latest": ordered[0],
+                    "versions": ordered,
+                    "kind": meta.get("kind", "job"),
+                    "description": meta.get("description", ""),
+                    "categories": meta.get("categories", []),
+                    "source": source.label,
+                }
+            )
         return rows
 
     # --- resolution ---------------------------------------------------------------------------
@@ -159,9 +161,7 @@ class Hub:
         best = ref.pin.best(parsed)
         if best is None:
             have = ", ".join(str(v) for v in sorted(parsed, reverse=True))
-            raise HubError(
-                f"{ref.name} has no version matching {ref.pin}; versions: {have}"
-            )
+            raise HubError(f"{ref.name} has no version matching {ref.pin}; versions: {have}")
         version = parsed[best]
         source, _meta = versions[version]
         folder = source.fetch(ref.name, version)
@@ -173,8 +173,13 @@ class Hub:
             )
         if ref.handler is not None:
             spec.handler_spec(ref.handler)  # an unknown handler fails here, listing the real ones
-        return ResolvedItem(spec=spec, folder=folder, source=source.label,
-                            uri=f"{SCHEME}{ref.name}:{version}", handler=ref.handler)
+        return ResolvedItem(
+            spec=spec,
+            folder=folder,
+            source=source.label,
+            uri=f"{SCHEME}{ref.name}:{version}",
+            handler=ref.handler,
+        )
 
     def versions(self, name: str) -> list[Version]:
         found: set[Version] = set()

@@ -138,8 +138,9 @@ class RemoteSource:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
-        logger.info("hub item cached", extra={"item": name, "version": version,
-                                               "path": str(target)})
+        logger.info(
+            "hub item cached", extra={"item": name, "version": version, "path": str(target)}
+        )
         return target
 
     def _get(self, url: str) -> bytes:

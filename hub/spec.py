@@ -65,8 +65,12 @@ class ServingSpec(_Model):
     handler: str = Field(description="module:entrypoint of the Nuclio handler")
     env: list[EnvSpec] = Field(default_factory=list)
     workers: int = Field(default=1, ge=1, le=64)
-    max_workers: int = Field(default=16, ge=1, alias="maxWorkers",
-                             description="concurrent handler slots per worker process")
+    max_workers: int = Field(
+        default=16,
+        ge=1,
+        alias="maxWorkers",
+        description="concurrent handler slots per worker process",
+    )
 
 
 class ItemSpec(_Model):
@@ -80,8 +84,9 @@ class ItemSpec(_Model):
     handlers: dict[str, HandlerSpec] = Field(default_factory=dict)
     serving: ServingSpec | None = None
     requirements: list[str] = Field(default_factory=list)
-    files: list[str] = Field(default_factory=list,
-                             description="extra files shipped with the item besides the module")
+    files: list[str] = Field(
+        default_factory=list, description="extra files shipped with the item besides the module"
+    )
     labels: dict[str, str] = Field(default_factory=dict)
     maintainers: list[str] = Field(default_factory=list)
     doc: str = ""
@@ -132,8 +137,10 @@ class ItemSpec(_Model):
 
     def handler_spec(self, handler: str | None) -> tuple[str, HandlerSpec]:
         """(name, spec) of ``handler`` or the default; a clear error lists the handlers."""
-        chosen = handler or self.default_handler or (
-            next(iter(self.handlers)) if len(self.handlers) == 1 else None
+        chosen = (
+            handler
+            or self.default_handler
+            or (next(iter(self.handlers)) if len(self.handlers) == 1 else None)
         )
         if chosen is None or chosen not in self.handlers:
             what = f"handler {chosen!r}" if chosen else "no handler given and no default"
@@ -165,9 +172,7 @@ def parse_item(data: Any, *, source: str = "item.yaml") -> ItemSpec:
             for err in exc.errors()
         ]
         first = fields[0]
-        raise SpecError(
-            f"{source}: {first['field']}: {first['message']}", detail=fields
-        ) from exc
+        raise SpecError(f"{source}: {first['field']}: {first['message']}", detail=fields) from exc
 
 
 def load_item(folder: str | Path) -> ItemSpec:

@@ -131,19 +131,21 @@ def write_function(root: Path, bootstrap: str, topic: str, work: str, num_worker
         "metadata": {"name": "bench-kafka"},
         "spec": {
             "handler": "main:handler",
-            "triggers": {"ticks": {
-                "kind": "kafka-cluster",
-                "numWorkers": num_workers,
-                "attributes": {
-                    "brokers": bootstrap,
-                    "topics": [topic],
-                    "consumerGroup": f"tickrun-{uuid.uuid4().hex[:8]}",
-                    "initialOffset": "earliest",
-                    "maxPollRecords": MAX_POLL_RECORDS,
-                    "maxWaitTime": f"{FETCH_MAX_WAIT_MS}ms",
-                    "commitInterval": f"{COMMIT_INTERVAL_S}s",
-                },
-            }},
+            "triggers": {
+                "ticks": {
+                    "kind": "kafka-cluster",
+                    "numWorkers": num_workers,
+                    "attributes": {
+                        "brokers": bootstrap,
+                        "topics": [topic],
+                        "consumerGroup": f"tickrun-{uuid.uuid4().hex[:8]}",
+                        "initialOffset": "earliest",
+                        "maxPollRecords": MAX_POLL_RECORDS,
+                        "maxWaitTime": f"{FETCH_MAX_WAIT_MS}ms",
+                        "commitInterval": f"{COMMIT_INTERVAL_S}s",
+                    },
+                }
+            },
         },
     }
     (fn_dir / "function.yaml").write_text(yaml.safe_dump(spec))
@@ -197,9 +199,10 @@ def plot(results: dict[str, Result], path: Path, title: str) -> None:
         base = rates[0] if labels and labels[0].startswith("raw") else None
         colors = ["#888888" if k.startswith("raw") else "#1f77b4" for k in labels]
         bars = ax.barh(labels, rates, color=colors)
-        texts = [f"{r:,.0f}/s" + ("" if base is None or k.startswith("raw")
-                                  else f" ({r / base:.2f}x)") for k, r in zip(labels, rates,
-                                                                             strict=True)]
+        texts = [
+            f"{r:,.0f}/s" + ("" if base is None or k.startswith("raw") else f" ({r / base:.2f}x)")
+            for k, r in zip(labels, rates, strict=True)
+        ]
         ax.bar_label(bars, labels=texts, padding=3)
         ax.set_title(name)
         ax.set_xlabel("events per second (higher is better)")
@@ -215,10 +218,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--messages", type=int, default=44_640, help="klines to consume per round")
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--num-workers", type=int, nargs="+", default=[1, 4],
-                    help="trigger numWorkers values to measure with the no-op handler")
-    ap.add_argument("--work-messages", type=int, default=10_000,
-                    help="klines for the DataFrame-row handler rounds")
+    ap.add_argument(
+        "--num-workers",
+        type=int,
+        nargs="+",
+        default=[1, 4],
+        help="trigger numWorkers values to measure with the no-op handler",
+    )
+    ap.add_argument(
+        "--work-messages",
+        type=int,
+        default=10_000,
+        help="klines for the DataFrame-row handler rounds",
+    )
     ap.add_argument("--bootstrap", help="use this broker instead of starting one")
     ap.add_argument("--plot", type=Path, default=Path(tempfile.gettempdir()) / "bench-kafka.png")
     args = ap.parse_args(argv)
@@ -239,14 +251,20 @@ def main(argv: list[str] | None = None) -> int:
         secs = produce(bootstrap, topic, values[:n], p)
         work_topic = f"bench-work-{uuid.uuid4().hex[:6]}"
         produce(bootstrap, work_topic, values[: args.work_messages], p)
-        print(f"produced {n:,} klines ({sum(map(len, values[:n])) / n:.0f} B each) to "
-              f"{topic} ({p} partitions) in {secs:.1f}s; broker {bootstrap}", flush=True)
+        print(
+            f"produced {n:,} klines ({sum(map(len, values[:n])) / n:.0f} B each) to "
+            f"{topic} ({p} partitions) in {secs:.1f}s; broker {bootstrap}",
+            flush=True,
+        )
 
         best: dict[str, Result] = {}
 
         def keep(r: Result) -> None:
-            print(f"  {r.label:<32} {r.events:>7,} events in {r.seconds:6.2f}s = "
-                  f"{r.rate:>9,.0f} events/s", flush=True)
+            print(
+                f"  {r.label:<32} {r.events:>7,} events in {r.seconds:6.2f}s = "
+                f"{r.rate:>9,.0f} events/s",
+                flush=True,
+            )
             if r.label not in best or r.rate > best[r.label].rate:
                 best[r.label] = r
 
@@ -276,12 +294,22 @@ def main(argv: list[str] | None = None) -> int:
             base = raw_work if "dataframe" in label else raw
             ratio = "" if label.startswith("raw") else f"  {r.rate / base:5.2f}x raw"
             print(f"  {label:<32} {r.rate:>9,.0f}{ratio}")
-        plot(best, args.plot, f"Kafka → handler, {p} partitions, 1 worker process "
-                              "(raw kafka-python loop in grey; same broker, same run)")
+        plot(
+            best,
+            args.plot,
+            f"Kafka → handler, {p} partitions, 1 worker process "
+            "(raw kafka-python loop in grey; same broker, same run)",
+        )
         json_path = args.plot.with_suffix(".json")
-        json_path.write_text(json.dumps(
-            {k: {"events": r.events, "seconds": r.seconds, "events_per_s": r.rate}
-             for k, r in best.items()}, indent=2))
+        json_path.write_text(
+            json.dumps(
+                {
+                    k: {"events": r.events, "seconds": r.seconds, "events_per_s": r.rate}
+                    for k, r in best.items()
+                },
+                indent=2,
+            )
+        )
         print(f"\nplot: {args.plot}\nnumbers: {json_path}")
     finally:
         if broker is not None:

@@ -34,11 +34,11 @@ def dataframe_work(body: dict[str, Any]) -> None:
     kline_row(body)
 
 
-HANDLER_CODE = '''
+HANDLER_CODE = """
 
 {prefix}def handler(context, event):
     return {call}
-'''
+"""
 
 
 def function_code(call: str, is_async: bool = False) -> str:

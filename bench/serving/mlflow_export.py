@@ -1,6 +1,6 @@
 """Run in the MLflow venv: save a joblib'd scikit-learn model as an MLflow model folder.
 
-    /tmp/mlflow-venv/bin/python mlflow_export.py MODEL.joblib OUT_DIR
+/tmp/mlflow-venv/bin/python mlflow_export.py MODEL.joblib OUT_DIR
 """
 
 import sys

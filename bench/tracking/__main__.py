@@ -37,22 +37,28 @@ def progress(msg: str) -> None:
 
 
 def mlflow_python() -> str:
-    for cand in (os.environ.get("TICKRUN_MLFLOW_PYTHON"), "/tmp/mlflow-venv/bin/python",
-                 sys.executable):
+    for cand in (
+        os.environ.get("TICKRUN_MLFLOW_PYTHON"),
+        "/tmp/mlflow-venv/bin/python",
+        sys.executable,
+    ):
         if cand and Path(cand).exists():
             ok = subprocess.run([cand, "-c", "import mlflow"], capture_output=True).returncode
             if ok == 0:
                 return cand
-    raise SystemExit("MLflow not found: python -m venv /tmp/mlflow-venv && "
-                     "/tmp/mlflow-venv/bin/pip install mlflow (or set TICKRUN_MLFLOW_PYTHON)")
+    raise SystemExit(
+        "MLflow not found: python -m venv /tmp/mlflow-venv && "
+        "/tmp/mlflow-venv/bin/pip install mlflow (or set TICKRUN_MLFLOW_PYTHON)"
+    )
 
 
 def bench_tickrun(work: Path, n_results: int, n_durable: int, n_arts: int) -> dict[str, float]:
     from tickrun.functions.artifacts import LocalArtifactStore
     from tickrun.functions.runs import SqlRunDB, TrackingSettings, run_function
 
-    settings = TrackingSettings(home=work, artifact_path=str(work / "artifacts"),
-                                db_url=f"sqlite:///{work / 'runs.db'}")
+    settings = TrackingSettings(
+        home=work, artifact_path=str(work / "artifacts"), db_url=f"sqlite:///{work / 'runs.db'}"
+    )
     db = SqlRunDB(settings.db_url)
     store = LocalArtifactStore(settings.artifact_path)
     work.mkdir(parents=True, exist_ok=True)
@@ -96,8 +102,9 @@ def bench_overhead(work: Path, n_inproc: int, n_cli: int) -> dict[str, float]:
     for _ in range(loops):
         fn(None)
     direct = (time.perf_counter() - t0) / loops
-    settings = TrackingSettings(home=work, artifact_path=str(work / "ovh-artifacts"),
-                                db_url=f"sqlite:///{work / 'ovh.db'}")
+    settings = TrackingSettings(
+        home=work, artifact_path=str(work / "ovh-artifacts"), db_url=f"sqlite:///{work / 'ovh.db'}"
+    )
     db = SqlRunDB(settings.db_url)
     run_function(fn, settings=settings, db=db)  # warm: tables, imports
     times = []
@@ -109,14 +116,22 @@ def bench_overhead(work: Path, n_inproc: int, n_cli: int) -> dict[str, float]:
     cli, plain = [], []
     for _ in range(n_cli):
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "tickrun", "--log-level", "WARNING", "run",
-                        f"{NOOP}:noop"], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "tickrun", "--log-level", "WARNING", "run", f"{NOOP}:noop"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         cli.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         subprocess.run([sys.executable, str(NOOP)], check=True, capture_output=True)
         plain.append(time.perf_counter() - t0)
-    return {"direct_s": direct, "run_function_s": statistics.median(times),
-            "cli_s": statistics.median(cli), "python_script_s": statistics.median(plain)}
+    return {
+        "direct_s": direct,
+        "run_function_s": statistics.median(times),
+        "cli_s": statistics.median(cli),
+        "python_script_s": statistics.median(plain),
+    }
 
 
 def plot(path: Path, r: dict[str, Any]) -> None:
@@ -128,18 +143,25 @@ def plot(path: Path, r: dict[str, Any]) -> None:
     fig = Figure(figsize=(11, 3.8))
     ax1, ax2, ax3 = fig.subplots(1, 3)
     names = ["tickrun\nbuffered", "tickrun\ncommit/call", "MLflow\nlog_metric"]
-    vals = [r["tickrun_results_per_s"], r["tickrun_durable_results_per_s"],
-            r["mlflow_results_per_s"]]
+    vals = [
+        r["tickrun_results_per_s"],
+        r["tickrun_durable_results_per_s"],
+        r["mlflow_results_per_s"],
+    ]
     ax1.bar(names, vals, color=["tab:green", "tab:olive", "tab:gray"])
     ax1.set_yscale("log")
     ax1.set_title("results logged per second (log scale)")
-    ax2.bar(["tickrun\n(incl. sha256)", "MLflow\n(no hash)"],
-            [r["tickrun_artifacts_per_s"], r["mlflow_artifacts_per_s"]],
-            color=["tab:green", "tab:gray"])
+    ax2.bar(
+        ["tickrun\n(incl. sha256)", "MLflow\n(no hash)"],
+        [r["tickrun_artifacts_per_s"], r["mlflow_artifacts_per_s"]],
+        color=["tab:green", "tab:gray"],
+    )
     ax2.set_title("1 MB artifacts logged per second")
-    ax3.bar(["direct\ncall", "run_function\n(in-process)", "python\nfile.py", "tickrun\nrun"],
-            [r["direct_ms"], r["run_function_ms"], r["python_script_ms"], r["cli_ms"]],
-            color=["tab:gray", "tab:green", "tab:gray", "tab:green"])
+    ax3.bar(
+        ["direct\ncall", "run_function\n(in-process)", "python\nfile.py", "tickrun\nrun"],
+        [r["direct_ms"], r["run_function_ms"], r["python_script_ms"], r["cli_ms"]],
+        color=["tab:gray", "tab:green", "tab:gray", "tab:green"],
+    )
     ax3.set_title("no-op job wall time (ms)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -151,15 +173,24 @@ def main() -> None:
     ap.add_argument("--plot", default="tracking-bench.png", help="PNG to write ('' for none)")
     ap.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = ap.parse_args()
-    n_res, n_dur, n_ml, n_arts = ((20000, 200, 200, 5) if args.quick
-                                  else (200000, 1000, 1000, 20))
+    n_res, n_dur, n_ml, n_arts = (20000, 200, 200, 5) if args.quick else (200000, 1000, 1000, 20)
     py = mlflow_python()
     with tempfile.TemporaryDirectory(prefix="tickrun-bench-") as tmp:
         work = Path(tmp)
         progress(f"MLflow: {n_ml} log_metric, {n_arts} x 1 MB log_artifact (sqlite store)")
-        proc = subprocess.run([py, str(HERE / "mlflow_driver.py"), str(work / "mlflow"),
-                               str(n_ml), str(n_arts), str(MB)],
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [
+                py,
+                str(HERE / "mlflow_driver.py"),
+                str(work / "mlflow"),
+                str(n_ml),
+                str(n_arts),
+                str(MB),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if proc.returncode != 0:
             raise SystemExit(f"MLflow driver failed:\n{proc.stderr[-2000:]}")
         ml = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -174,26 +205,44 @@ def main() -> None:
         "mlflow_results_per_s": n_ml / ml["log_metric_s"],
         "tickrun_artifacts_per_s": n_arts / tk["log_artifact_s"],
         "mlflow_artifacts_per_s": n_arts / ml["log_artifact_s"],
-        "direct_ms": ov["direct_s"] * 1e3, "run_function_ms": ov["run_function_s"] * 1e3,
-        "cli_ms": ov["cli_s"] * 1e3, "python_script_ms": ov["python_script_s"] * 1e3,
+        "direct_ms": ov["direct_s"] * 1e3,
+        "run_function_ms": ov["run_function_s"] * 1e3,
+        "cli_ms": ov["cli_s"] * 1e3,
+        "python_script_ms": ov["python_script_s"] * 1e3,
     }
     rows = [
-        ("log_result/s (buffered, flushed)", r["tickrun_results_per_s"],
-         r["mlflow_results_per_s"], "MLflow log_metric/s"),
-        ("log_result/s (commit every call)", r["tickrun_durable_results_per_s"],
-         r["mlflow_results_per_s"], "MLflow log_metric/s"),
-        ("log_artifact(1 MB)/s", r["tickrun_artifacts_per_s"], r["mlflow_artifacts_per_s"],
-         "MLflow log_artifact/s"),
+        (
+            "log_result/s (buffered, flushed)",
+            r["tickrun_results_per_s"],
+            r["mlflow_results_per_s"],
+            "MLflow log_metric/s",
+        ),
+        (
+            "log_result/s (commit every call)",
+            r["tickrun_durable_results_per_s"],
+            r["mlflow_results_per_s"],
+            "MLflow log_metric/s",
+        ),
+        (
+            "log_artifact(1 MB)/s",
+            r["tickrun_artifacts_per_s"],
+            r["mlflow_artifacts_per_s"],
+            "MLflow log_artifact/s",
+        ),
     ]
     print(f"\ntracking benchmark (MLflow {r['mlflow_version']}, SQLite stores, local artifacts)")
     print(f"{'metric':<36}{'tickrun':>14}{'baseline':>14}  ratio  baseline is")
     for name, ours, base, what in rows:
         print(f"{name:<36}{ours:>14,.0f}{base:>14,.1f}  {ours / base:5.1f}x  {what}")
     print("\nrun overhead, no-op job (median wall time)")
-    print(f"  run_function(noop)         {r['run_function_ms']:8.2f} ms   vs direct call "
-          f"{r['direct_ms'] * 1e3:.2f} µs  → overhead {r['run_function_ms']:.2f} ms")
-    print(f"  tickrun run noop_job.py    {r['cli_ms']:8.0f} ms   vs python noop_job.py "
-          f"{r['python_script_ms']:.0f} ms  → ratio {r['cli_ms'] / r['python_script_ms']:.1f}x")
+    print(
+        f"  run_function(noop)         {r['run_function_ms']:8.2f} ms   vs direct call "
+        f"{r['direct_ms'] * 1e3:.2f} µs  → overhead {r['run_function_ms']:.2f} ms"
+    )
+    print(
+        f"  tickrun run noop_job.py    {r['cli_ms']:8.0f} ms   vs python noop_job.py "
+        f"{r['python_script_ms']:.0f} ms  → ratio {r['cli_ms'] / r['python_script_ms']:.1f}x"
+    )
     goal = r["tickrun_results_per_s"] / r["mlflow_results_per_s"]
     print(f"\ngoal ≥ 10x MLflow for results: {'met' if goal >= 10 else 'NOT met'} ({goal:,.0f}x)")
     if args.plot:

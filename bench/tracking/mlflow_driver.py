@@ -12,8 +12,12 @@ import time
 
 
 def main() -> None:
-    workdir, n_metrics, n_arts, art_bytes = (sys.argv[1], int(sys.argv[2]), int(sys.argv[3]),
-                                             int(sys.argv[4]))
+    workdir, n_metrics, n_arts, art_bytes = (
+        sys.argv[1],
+        int(sys.argv[2]),
+        int(sys.argv[3]),
+        int(sys.argv[4]),
+    )
     import logging
 
     logging.disable(logging.WARNING)

@@ -60,16 +60,23 @@ def plain(features_path: Path, model_class: str, trees: int) -> dict[str, float]
     }
 
 
-def hub_run(features_path: Path, model_class: str, extra: dict[str, Any], trees: int,
-            plots: bool) -> dict[str, float]:
+def hub_run(
+    features_path: Path, model_class: str, extra: dict[str, Any], trees: int, plots: bool
+) -> dict[str, float]:
     import tickrun
 
-    params: dict[str, Any] = {"model_class": model_class, "drop_columns": "future_return",
-                              "time_ordered": True, "plots": plots, **extra}
+    params: dict[str, Any] = {
+        "model_class": model_class,
+        "drop_columns": "future_return",
+        "time_ordered": True,
+        "plots": plots,
+        **extra,
+    }
     if model_class.startswith("xgboost"):
         params.update(CLASS_n_estimators=trees, CLASS_max_depth=4)
     run = tickrun.import_function("hub://auto_trainer:1").run(
-        "train", params=params, inputs={"dataset": str(features_path)}, progress=False)
+        "train", params=params, inputs={"dataset": str(features_path)}, progress=False
+    )
     run.raise_for_state()
     return dict(run.results)
 
@@ -94,11 +101,13 @@ def main() -> None:
     import tickrun
 
     mf = tickrun.import_function("hub://market_features").module()
-    features = mf.compute_features(pd.read_csv(DATA).iloc[-args.rows:])
+    features = mf.compute_features(pd.read_csv(DATA).iloc[-args.rows :])
     features_path = workdir / "features.parquet"
     features.to_parquet(features_path)
-    print(f"features: {len(features):,} rows x {len(mf.feature_columns(features))} features",
-          flush=True)
+    print(
+        f"features: {len(features):,} rows x {len(mf.feature_columns(features))} features",
+        flush=True,
+    )
 
     rows = []
     for label, (model_class, extra) in MODELS.items():
@@ -108,28 +117,36 @@ def main() -> None:
         hub_run(features_path, model_class, extra, args.trees, False)
         plain(features_path, model_class, args.trees)
         for r in range(args.rounds):
-            t_hub, hub_metrics = timed(hub_run, features_path, model_class, extra, args.trees,
-                                       False)
+            t_hub, hub_metrics = timed(
+                hub_run, features_path, model_class, extra, args.trees, False
+            )
             t_plain, plain_metrics = timed(plain, features_path, model_class, args.trees)
             hub_s.append(t_hub)
             plain_s.append(t_plain)
             same = all(abs(hub_metrics[k] - v) < 1e-9 for k, v in plain_metrics.items())
-            print(f"{label} round {r + 1}/{args.rounds}: auto_trainer {t_hub:.2f}s, plain "
-                  f"{t_plain:.2f}s, same metrics: {same}", flush=True)
+            print(
+                f"{label} round {r + 1}/{args.rounds}: auto_trainer {t_hub:.2f}s, plain "
+                f"{t_plain:.2f}s, same metrics: {same}",
+                flush=True,
+            )
             if not same:
                 raise SystemExit(f"metrics differ: {hub_metrics} vs {plain_metrics}")
         t_plots, _ = timed(hub_run, features_path, model_class, extra, args.trees, True)
         rows.append((label, statistics.median(hub_s), statistics.median(plain_s), t_plots))
 
     print()
-    print(f"bench/train  {len(features):,} rows, time-ordered 80/20 split, "
-          f"medians of {args.rounds} (cores={os.cpu_count()})")
+    print(
+        f"bench/train  {len(features):,} rows, time-ordered 80/20 split, "
+        f"medians of {args.rounds} (cores={os.cpu_count()})"
+    )
     print(f"{'model':<10}{'auto_trainer s':>16}{'plain s':>10}{'ratio':>8}{'with plots s':>15}")
     for label, hub_t, plain_t, plots_t in rows:
         print(f"{label:<10}{hub_t:>16.2f}{plain_t:>10.2f}{hub_t / plain_t:>7.2f}x{plots_t:>15.2f}")
     worst = max(h / p for _l, h, p, _t in rows)
-    print(f"goal: auto_trainer <= 1.2x plain ({'met' if worst <= 1.2 else 'NOT met'}; "
-          f"worst {worst:.2f}x)")
+    print(
+        f"goal: auto_trainer <= 1.2x plain ({'met' if worst <= 1.2 else 'NOT met'}; "
+        f"worst {worst:.2f}x)"
+    )
     shutil.rmtree(workdir, ignore_errors=True)
 
 

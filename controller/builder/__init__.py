@@ -46,8 +46,9 @@ class Builder:
             )
         return Engine(name)
 
-    def build(self, spec: FunctionSpec, code_dir: Path, platform: str, log: LogFn,
-              *, code_hash: str) -> BuildResult:
+    def build(
+        self, spec: FunctionSpec, code_dir: Path, platform: str, log: LogFn, *, code_hash: str
+    ) -> BuildResult:
         t0 = time.monotonic()
         if platform == "process":
             result = self._build_process(spec, code_dir, log, code_hash=code_hash)
@@ -59,8 +60,9 @@ class Builder:
         log(f"build {'cached' if result[1] else 'done'} in {took:.2f} s")
         return BuildResult(result[0], result[1], result[2], took)
 
-    def _build_process(self, spec: FunctionSpec, code_dir: Path, log: LogFn, *, code_hash: str
-                       ) -> tuple[str, bool, dict[str, Any]]:
+    def _build_process(
+        self, spec: FunctionSpec, code_dir: Path, log: LogFn, *, code_hash: str
+    ) -> tuple[str, bool, dict[str, Any]]:
         s = spec.spec
         wheels = resolve(s.requirements, self.settings.wheels_cache, target="host", log=log)
         env = ensure_env(wheels, s.build.commands, self.settings.envs_cache, log=log)
@@ -68,14 +70,18 @@ class Builder:
         # Nothing is built for the code itself: the process platform runs it in place.
         return sha256_bytes(code_hash, env.key), env.cached, artifact
 
-    def _build_image(self, spec: FunctionSpec, code_dir: Path, log: LogFn
-                     ) -> tuple[str, bool, dict[str, Any]]:
+    def _build_image(
+        self, spec: FunctionSpec, code_dir: Path, log: LogFn
+    ) -> tuple[str, bool, dict[str, Any]]:
         engine = self.engine()
         base = spec.spec.build.base_image or self.settings.base_image
-        runtime = resolve(image_ctx.runtime_requirements(), self.settings.wheels_cache,
-                          target="image", log=lambda m: log(f"runtime {m}"))
-        reqs = resolve(spec.spec.requirements, self.settings.wheels_cache, target="image",
-                       log=log)
+        runtime = resolve(
+            image_ctx.runtime_requirements(),
+            self.settings.wheels_cache,
+            target="image",
+            log=lambda m: log(f"runtime {m}"),
+        )
+        reqs = resolve(spec.spec.requirements, self.settings.wheels_cache, target="image", log=log)
         plan = image_ctx.plan(spec, code_dir, base, runtime, reqs)
         tag = f"localhost/tickrun/{spec.name}:{plan.content_hash[:16]}"
         artifact = {"image": tag, "code_dir": str(code_dir)}

@@ -39,14 +39,22 @@ class Engine:
             env.setdefault("DOCKER_BUILDKIT", "1")  # RUN --mount needs BuildKit
         return env
 
-    def run(self, *args: str, timeout_s: float = 60.0, check: bool = True
-            ) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, timeout_s: float = 60.0, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         try:
-            proc = subprocess.run([self.binary(), *args], capture_output=True, text=True,
-                                  env=self.env(), timeout=timeout_s, check=False)
+            proc = subprocess.run(
+                [self.binary(), *args],
+                capture_output=True,
+                text=True,
+                env=self.env(),
+                timeout=timeout_s,
+                check=False,
+            )
         except subprocess.TimeoutExpired as exc:
             raise PlatformError(
-                f"`{self.name} {args[0]}` timed out after {timeout_s:.0f} s") from exc
+                f"`{self.name} {args[0]}` timed out after {timeout_s:.0f} s"
+            ) from exc
         if check and proc.returncode != 0:
             msg = (proc.stderr.strip().splitlines() or [""])[-1][:300]
             raise PlatformError(f"`{self.name} {args[0]}` failed (exit {proc.returncode}): {msg}")
@@ -61,8 +69,15 @@ class Engine:
             args = ["image", "inspect", tag]
         return self.run(*args, check=False).returncode == 0
 
-    def build(self, context: Path, tag: str, log: LogFn, *, no_cache: bool = False,
-              timeout_s: float = 1800) -> None:
+    def build(
+        self,
+        context: Path,
+        tag: str,
+        log: LogFn,
+        *,
+        no_cache: bool = False,
+        timeout_s: float = 1800,
+    ) -> None:
         cmd = [self.binary(), "bud" if self.name == "buildah" else "build"]
         if self.name != "docker":
             cmd.append("--layers")
@@ -76,8 +91,7 @@ class Engine:
         stay). Images still used by a container are left alone by the engine."""
         if self.name == "buildah":
             return []
-        proc = self.run("images", "--format", "{{.Repository}}:{{.Tag}}", repository,
-                        check=False)
+        proc = self.run("images", "--format", "{{.Repository}}:{{.Tag}}", repository, check=False)
         tags = [t for t in proc.stdout.split() if t.startswith(repository + ":")]
         removed = []
         for tag in tags[keep_newest:]:  # newest first

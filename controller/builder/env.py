@@ -37,7 +37,11 @@ def env_key(wheelhouse: Wheelhouse, commands: Sequence[str]) -> str:
 
 
 def ensure_env(
-    wheelhouse: Wheelhouse, commands: Sequence[str], cache: Path, *, log: LogFn,
+    wheelhouse: Wheelhouse,
+    commands: Sequence[str],
+    cache: Path,
+    *,
+    log: LogFn,
     timeout_s: float = 1800,
 ) -> ProcessEnv:
     has_reqs = wheelhouse.lock.stat().st_size > 0
@@ -64,23 +68,48 @@ def ensure_env(
         if has_reqs:
             log("environment: installing locked requirements")
             run_logged(
-                [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-index",
-                 "--find-links", str(wheelhouse.wheels), "--require-hashes", "-r",
-                 str(wheelhouse.lock), "--progress-bar", "off"],
-                log, env=clean_pip_env(), timeout_s=timeout_s, what="installing requirements")
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "--python",
+                    str(python),
+                    "install",
+                    "--no-index",
+                    "--find-links",
+                    str(wheelhouse.wheels),
+                    "--require-hashes",
+                    "-r",
+                    str(wheelhouse.lock),
+                    "--progress-bar",
+                    "off",
+                ],
+                log,
+                env=clean_pip_env(),
+                timeout_s=timeout_s,
+                what="installing requirements",
+            )
         build_dir = root / "build"
         build_dir.mkdir()
-        env = clean_pip_env() | {"VIRTUAL_ENV": str(root), "TICKRUN_BUILD_DIR": str(build_dir),
-                                 "PATH": f"{root}/bin:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+        env = clean_pip_env() | {
+            "VIRTUAL_ENV": str(root),
+            "TICKRUN_BUILD_DIR": str(build_dir),
+            "PATH": f"{root}/bin:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        }
         for i, cmd in enumerate(commands, 1):
             log(f"build command {i}/{len(commands)}: {cmd}")
             try:
-                run_logged(["/bin/sh", "-c", cmd], log, env=env, cwd=build_dir,
-                           timeout_s=timeout_s, what=f"build command {i}")
+                run_logged(
+                    ["/bin/sh", "-c", cmd],
+                    log,
+                    env=env,
+                    cwd=build_dir,
+                    timeout_s=timeout_s,
+                    what=f"build command {i}",
+                )
             except BuildError:
                 shutil.rmtree(root, ignore_errors=True)
                 raise
         (root / READY).write_text("ok\n")
         log(f"environment: ready {key}")
         return ProcessEnv(str(python), str(build_dir), key, cached=False)
-

@@ -12,8 +12,19 @@ from pathlib import Path
 from tickrun.functions.errors import SpecError
 
 # Never part of a function's code: caches, VCS data, virtual environments.
-IGNORED = {"__pycache__", ".git", ".hg", ".svn", ".venv", "venv", ".mypy_cache", ".ruff_cache",
-           ".pytest_cache", ".DS_Store", "node_modules"}
+IGNORED = {
+    "__pycache__",
+    ".git",
+    ".hg",
+    ".svn",
+    ".venv",
+    "venv",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    ".DS_Store",
+    "node_modules",
+}
 MAX_CODE_BYTES = 64 * 1024 * 1024
 
 

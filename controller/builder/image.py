@@ -26,8 +26,15 @@ from .wheels import Wheelhouse
 APP = "/opt/tickrun"
 # tickrun's own runtime dependencies, pinned to the controller's versions so replicas behave as
 # the controller tested them.
-RUNTIME_DISTRIBUTIONS = ("aiohttp", "pydantic", "PyYAML", "nuclio-sdk", "prometheus-client",
-                         "kafka-python", "croniter")
+RUNTIME_DISTRIBUTIONS = (
+    "aiohttp",
+    "pydantic",
+    "PyYAML",
+    "nuclio-sdk",
+    "prometheus-client",
+    "kafka-python",
+    "croniter",
+)
 
 
 def runtime_requirements() -> list[str]:
@@ -94,8 +101,13 @@ class ImagePlan:
     content_hash: str
 
 
-def plan(spec: FunctionSpec, function_dir: Path, base_image: str, runtime: Wheelhouse,
-         requirements: Wheelhouse) -> ImagePlan:
+def plan(
+    spec: FunctionSpec,
+    function_dir: Path,
+    base_image: str,
+    runtime: Wheelhouse,
+    requirements: Wheelhouse,
+) -> ImagePlan:
     """The Containerfile and the content hash of everything that goes into the image."""
     has_reqs = requirements.lock.stat().st_size > 0
     text = containerfile(spec, base_image, has_requirements=has_reqs)
@@ -121,8 +133,13 @@ def _link_tree(src: Path, dest: Path) -> None:
             shutil.copy2(item, target)
 
 
-def write_context(ctx: Path, image_plan: ImagePlan, function_dir: Path, runtime: Wheelhouse,
-                  requirements: Wheelhouse) -> None:
+def write_context(
+    ctx: Path,
+    image_plan: ImagePlan,
+    function_dir: Path,
+    runtime: Wheelhouse,
+    requirements: Wheelhouse,
+) -> None:
     if ctx.exists():
         shutil.rmtree(ctx)
     ctx.mkdir(parents=True)

@@ -31,6 +31,8 @@ def kill_active() -> None:
     for proc in list(ACTIVE):
         with contextlib.suppress(OSError):
             proc.kill()
+
+
 _WHEEL = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
 
 # glibc of the base images tickrun targets (Debian bookworm: 2.36); newer wheels would not load.
@@ -97,13 +99,26 @@ def resolve(
     try:
         (tmp / "wheels").mkdir()
         if requirements:
-            log(f"requirements: resolving {len(requirements)} on the host: "
-                + ", ".join(requirements))
-            cmd = [sys.executable, "-m", "pip", "download", "--only-binary=:all:",
-                   "--progress-bar", "off", "-d", str(tmp / "wheels"),
-                   *_platform_args(target), *requirements]
-            _run_logged(cmd, log, env=clean_pip_env(), timeout_s=timeout_s,
-                        what="resolving requirements")
+            log(
+                f"requirements: resolving {len(requirements)} on the host: "
+                + ", ".join(requirements)
+            )
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--only-binary=:all:",
+                "--progress-bar",
+                "off",
+                "-d",
+                str(tmp / "wheels"),
+                *_platform_args(target),
+                *requirements,
+            ]
+            _run_logged(
+                cmd, log, env=clean_pip_env(), timeout_s=timeout_s, what="resolving requirements"
+            )
         _write_lock(tmp / "wheels", tmp / "requirements.lock")
         try:
             os.replace(tmp, final)
@@ -118,14 +133,26 @@ def resolve(
 
 
 def _run_logged(
-    cmd: Sequence[str], log: LogFn, *, env: dict[str, str] | None = None,
-    cwd: Path | None = None, timeout_s: float, what: str,
+    cmd: Sequence[str],
+    log: LogFn,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout_s: float,
+    what: str,
 ) -> None:
     """Run ``cmd``, passing each output line to ``log``; BuildError with the tail on failure."""
     tail: list[str] = []
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=env, cwd=cwd, text=True, bufsize=1)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            text=True,
+            bufsize=1,
+        )
     except OSError as exc:
         raise BuildError(f"{what} failed: cannot run {cmd[0]}: {exc.strerror}") from exc
     assert proc.stdout is not None

@@ -48,14 +48,20 @@ class ContainerPlatform(Platform):
         self.controller_id = controller_id
         self._listed: tuple[float, list[dict[str, Any]]] | None = None
 
-    async def _run(self, *args: str, timeout_s: float = 60.0, check: bool = True
-                   ) -> tuple[int, str, str]:
+    async def _run(
+        self, *args: str, timeout_s: float = 60.0, check: bool = True
+    ) -> tuple[int, str, str]:
         # Output goes to files, not pipes: `run -d` leaves conmon holding the engine's stdout,
         # so reading a pipe to EOF would wait for the container to exit.
         with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
             proc = await asyncio.create_subprocess_exec(
-                self.engine.binary(), *args, stdin=asyncio.subprocess.DEVNULL, stdout=out_f,
-                stderr=err_f, env=self.engine.env())
+                self.engine.binary(),
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out_f,
+                stderr=err_f,
+                env=self.engine.env(),
+            )
             try:
                 await asyncio.wait_for(proc.wait(), timeout_s)
             except TimeoutError as exc:
@@ -79,21 +85,39 @@ class ContainerPlatform(Platform):
         name = container_name(launch.function, launch.replica_id)
         # A container left from an interrupted start under the same name would block the run.
         await self._run("rm", "-f", name, check=False)
-        args = ["run", "-d", "--name", name, "--init", "--network", "host",
-                "--label", f"{LABEL_CONTROLLER}={self.controller_id}",
-                "--label", f"{LABEL_FUNCTION}={launch.function}",
-                "--label", f"{LABEL_REPLICA}={launch.replica_id}",
-                "--label", f"tickrun.revision={launch.revision}",
-                "-e", f"PORT={launch.port}", "-e", f"TICKRUN_FUNCTION={launch.function}",
-                "-e", f"TICKRUN_REPLICA_ID={launch.replica_id}"]
+        args = [
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--init",
+            "--network",
+            "host",
+            "--label",
+            f"{LABEL_CONTROLLER}={self.controller_id}",
+            "--label",
+            f"{LABEL_FUNCTION}={launch.function}",
+            "--label",
+            f"{LABEL_REPLICA}={launch.replica_id}",
+            "--label",
+            f"tickrun.revision={launch.revision}",
+            "-e",
+            f"PORT={launch.port}",
+            "-e",
+            f"TICKRUN_FUNCTION={launch.function}",
+            "-e",
+            f"TICKRUN_REPLICA_ID={launch.replica_id}",
+        ]
         for key, value in launch.env.items():
             args += ["-e", f"{key}={value}"]
         if launch.cpus:
             args += ["--cpus", f"{launch.cpus:g}"]
         if launch.memory_bytes:
             args += ["--memory", str(launch.memory_bytes)]
-        args += [launch.artifact["image"],
-                 *serve_command("python", "/opt/tickrun/function", launch.port, launch.workers)]
+        args += [
+            launch.artifact["image"],
+            *serve_command("python", "/opt/tickrun/function", launch.port, launch.workers),
+        ]
         _, out, _ = await self._run(*args, timeout_s=120)
         self._listed = None
         return Launched(container=out.strip().splitlines()[-1][:128] if out.strip() else name)
@@ -101,8 +125,13 @@ class ContainerPlatform(Platform):
     async def _list(self) -> list[dict[str, Any]]:
         if self.engine.name == "docker":
             _, out, _ = await self._run(
-                "ps", "-a", "--filter", f"label={LABEL_CONTROLLER}={self.controller_id}",
-                "--format", "{{json .}}")
+                "ps",
+                "-a",
+                "--filter",
+                f"label={LABEL_CONTROLLER}={self.controller_id}",
+                "--format",
+                "{{json .}}",
+            )
             rows = []
             for line in out.splitlines():
                 if not line.strip():
@@ -113,13 +142,25 @@ class ContainerPlatform(Platform):
                 status = raw.get("Status", "")
                 code = None
                 if status.startswith("Exited ("):
-                    code = int(status[8:status.index(")")])
-                rows.append({"Id": raw.get("ID"), "Labels": labels, "State": raw.get("State"),
-                             "ExitCode": code, "Names": [raw.get("Names")]})
+                    code = int(status[8 : status.index(")")])
+                rows.append(
+                    {
+                        "Id": raw.get("ID"),
+                        "Labels": labels,
+                        "State": raw.get("State"),
+                        "ExitCode": code,
+                        "Names": [raw.get("Names")],
+                    }
+                )
             return rows
         _, out, _ = await self._run(
-            "ps", "-a", "--filter", f"label={LABEL_CONTROLLER}={self.controller_id}",
-            "--format", "json")
+            "ps",
+            "-a",
+            "--filter",
+            f"label={LABEL_CONTROLLER}={self.controller_id}",
+            "--format",
+            "json",
+        )
         data = json.loads(out or "[]")
         return data if isinstance(data, list) else []
 
@@ -143,14 +184,16 @@ class ContainerPlatform(Platform):
                 out[ref.id] = Liveness(True)
             else:
                 code = found.get("ExitCode")
-                out[ref.id] = Liveness(False, code, f"container {found.get('State')} "
-                                                    f"(exit code {code})")
+                out[ref.id] = Liveness(
+                    False, code, f"container {found.get('State')} (exit code {code})"
+                )
         return out
 
     async def stop(self, ref: ReplicaRef, timeout_s: float) -> None:
         target = ref.container or container_name(ref.function, ref.id)
-        await self._run("stop", "-t", str(max(1, int(timeout_s))), target,
-                        timeout_s=timeout_s + 30, check=False)
+        await self._run(
+            "stop", "-t", str(max(1, int(timeout_s))), target, timeout_s=timeout_s + 30, check=False
+        )
         await self._run("rm", "-f", target, timeout_s=60, check=False)
         self._listed = None
 

@@ -41,7 +41,7 @@ def proc_start_time(pid: int) -> int | None:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = raw[raw.rfind(")") + 2:].split()
+    fields = raw[raw.rfind(")") + 2 :].split()
     if fields[0] in ("Z", "X"):  # zombie / dead: gone for our purposes
         return None
     return int(fields[19])
@@ -76,9 +76,15 @@ class ProcessPlatform(Platform):
         code_dir = art["code_dir"]
         env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
         env.update(launch.env)
-        env.update({"PYTHONUNBUFFERED": "1", "PORT": str(launch.port),
-                    REPLICA_ENV: launch.replica_id, CONTROLLER_ENV: self.controller_id,
-                    "TICKRUN_FUNCTION": launch.function})
+        env.update(
+            {
+                "PYTHONUNBUFFERED": "1",
+                "PORT": str(launch.port),
+                REPLICA_ENV: launch.replica_id,
+                CONTROLLER_ENV: self.controller_id,
+                "TICKRUN_FUNCTION": launch.function,
+            }
+        )
         if art.get("build_dir"):
             venv = str(Path(art["python"]).parent.parent)
             env["VIRTUAL_ENV"] = venv
@@ -93,19 +99,27 @@ class ProcessPlatform(Platform):
                 if log_path.stat().st_size > MAX_LOG_BYTES:
                     log_path.replace(log_path.with_suffix(".log.1"))
         with log_path.open("ab") as log:
-            log.write(f"--- replica {launch.replica_id} starting on port {launch.port} at "
-                      f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} ---\n".encode())
+            log.write(
+                f"--- replica {launch.replica_id} starting on port {launch.port} at "
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} ---\n".encode()
+            )
             log.flush()
             try:
-                proc = subprocess.Popen(cmd, cwd=code_dir, env=env, stdin=subprocess.DEVNULL,
-                                        stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+                proc = subprocess.Popen(
+                    cmd,
+                    cwd=code_dir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             except OSError as exc:
-                raise PlatformError(f"cannot start a replica of {launch.function}: "
-                                    f"{exc.strerror}") from exc
+                raise PlatformError(
+                    f"cannot start a replica of {launch.function}: {exc.strerror}"
+                ) from exc
         self._children[launch.replica_id] = proc
-        return Launched(pid=proc.pid, pid_start=proc_start_time(proc.pid),
-                        log_path=launch.log_path)
+        return Launched(pid=proc.pid, pid_start=proc_start_time(proc.pid), log_path=launch.log_path)
 
     def _liveness(self, ref: ReplicaRef) -> Liveness:
         child = self._children.get(ref.id)
@@ -113,16 +127,20 @@ class ProcessPlatform(Platform):
             code = child.poll()
             if code is None:
                 return Liveness(True)
-            return Liveness(False, code, f"exited with code {code}" if code >= 0
-                            else f"killed by signal {-code}")
+            return Liveness(
+                False,
+                code,
+                f"exited with code {code}" if code >= 0 else f"killed by signal {-code}",
+            )
         if ref.pid is None:
             return Liveness(False, None, "never started")
         start = proc_start_time(ref.pid)
         if start is not None and start == ref.pid_start:
             return Liveness(True)
         # Adopted (not our child): the exit code went to init.
-        return Liveness(False, None, "exited (exit code unknown: started before a controller "
-                                     "restart)")
+        return Liveness(
+            False, None, "exited (exit code unknown: started before a controller restart)"
+        )
 
     async def inspect(self, refs: Sequence[ReplicaRef]) -> dict[str, Liveness]:
         return {ref.id: self._liveness(ref) for ref in refs}
@@ -202,4 +220,3 @@ def _tail(path: str, lines: int) -> list[str]:
             return [line.rstrip("\n") for line in deque(f, maxlen=lines)]
     except OSError:
         return []
-

@@ -49,8 +49,9 @@ class Store:
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise StoreError(f"cannot create the state folder {folder}: {exc.strerror}"
-                                 ) from exc
+                raise StoreError(
+                    f"cannot create the state folder {folder}: {exc.strerror}"
+                ) from exc
         try:
             engine = create_engine(self.url)
             if engine.dialect.name == "sqlite":
@@ -164,8 +165,12 @@ class Store:
 
     def list_builds(self, function: str, limit: int = 50) -> Sequence[BuildRow]:
         with self.session() as s:
-            q = (select(BuildRow).where(BuildRow.function == function)
-                 .order_by(BuildRow.started_at.desc()).limit(limit))
+            q = (
+                select(BuildRow)
+                .where(BuildRow.function == function)
+                .order_by(BuildRow.started_at.desc())
+                .limit(limit)
+            )
             return s.scalars(q).all()
 
     # --- replicas -------------------------------------------------------------------------------
@@ -188,16 +193,34 @@ class Store:
     # --- events ---------------------------------------------------------------------------------
 
     def add_event(
-        self, function: str, kind: str, message: str, *, replica: str | None = None,
+        self,
+        function: str,
+        kind: str,
+        message: str,
+        *,
+        replica: str | None = None,
         data: dict[str, Any] | None = None,
     ) -> None:
         with self.session() as s:
-            s.add(EventRow(function=function, kind=kind, message=message, replica=replica,
-                           data=data, time=time.time()))
+            s.add(
+                EventRow(
+                    function=function,
+                    kind=kind,
+                    message=message,
+                    replica=replica,
+                    data=data,
+                    time=time.time(),
+                )
+            )
 
-    def list_events(self, function: str, *, after_id: int = 0, limit: int = 500
-                    ) -> Sequence[EventRow]:
+    def list_events(
+        self, function: str, *, after_id: int = 0, limit: int = 500
+    ) -> Sequence[EventRow]:
         with self.session() as s:
-            q = (select(EventRow).where(EventRow.function == function, EventRow.id > after_id)
-                 .order_by(EventRow.id).limit(limit))
+            q = (
+                select(EventRow)
+                .where(EventRow.function == function, EventRow.id > after_id)
+                .order_by(EventRow.id)
+                .limit(limit)
+            )
             return s.scalars(q).all()

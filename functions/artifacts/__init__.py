@@ -44,7 +44,7 @@ def open_store(url: str | Path, s3: S3Settings | None = None) -> ArtifactStore:
     if text.startswith("s3://"):
         return S3ArtifactStore(text, s3)
     if text.startswith("file://"):
-        text = text[len("file://"):]
+        text = text[len("file://") :]
     return LocalArtifactStore(text)
 
 
@@ -55,5 +55,5 @@ def split_url(url: str, s3: S3Settings | None = None) -> tuple[ArtifactStore, st
         if not key:
             raise ArtifactKeyError(f"{url!r} names a bucket, not an object")
         return S3ArtifactStore(f"s3://{bucket}", s3), key
-    path = Path(url[len("file://"):] if url.startswith("file://") else url).expanduser().resolve()
+    path = Path(url[len("file://") :] if url.startswith("file://") else url).expanduser().resolve()
     return LocalArtifactStore(path.parent), path.name

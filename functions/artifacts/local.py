@@ -69,8 +69,9 @@ class LocalArtifactStore(ArtifactStore):
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        return ObjectInfo(key=sanitize_key(key), size_bytes=size, sha256=digest.hexdigest(),
-                          url=str(path))
+        return ObjectInfo(
+            key=sanitize_key(key), size_bytes=size, sha256=digest.hexdigest(), url=str(path)
+        )
 
     def put(self, key: str, data: bytes) -> ObjectInfo:
         return self._write(key, io.BytesIO(data))
@@ -110,11 +111,7 @@ class LocalArtifactStore(ArtifactStore):
             return [self._info(base)]
         if not base.is_dir():
             return []
-        out = [
-            self._info(p)
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.startswith(".")
-        ]
+        out = [self._info(p) for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")]
         return sorted(out, key=lambda o: o.key)
 
     def _info(self, path: Path) -> ObjectInfo:

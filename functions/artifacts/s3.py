@@ -73,8 +73,9 @@ class S3ArtifactStore(ArtifactStore):
             s = self.settings
             http = urllib3.PoolManager(
                 timeout=urllib3.Timeout(connect=s.connect_timeout_s, read=s.read_timeout_s),
-                retries=urllib3.Retry(total=s.retries, backoff_factor=0.2,
-                                      status_forcelist=[500, 502, 503, 504]),
+                retries=urllib3.Retry(
+                    total=s.retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+                ),
                 maxsize=10,
                 cert_reqs="CERT_REQUIRED" if s.secure else "CERT_NONE",
                 ca_certs=s.ca_bundle,
@@ -144,12 +145,21 @@ class S3ArtifactStore(ArtifactStore):
         part = self.settings.part_size_bytes
         self._call(
             f"upload {key}",
-            lambda: self.client.put_object(self.bucket, name, reader,  # type: ignore[arg-type]
-                                           length=length, part_size=part),
+            lambda: self.client.put_object(
+                self.bucket,
+                name,
+                reader,  # type: ignore[arg-type]
+                length=length,
+                part_size=part,
+            ),
             key,
         )
-        return ObjectInfo(key=sanitize_key(key), size_bytes=reader.size_bytes,
-                          sha256=reader.sha256, url=self.url_for(key))
+        return ObjectInfo(
+            key=sanitize_key(key),
+            size_bytes=reader.size_bytes,
+            sha256=reader.sha256,
+            url=self.url_for(key),
+        )
 
     def put(self, key: str, data: bytes) -> ObjectInfo:
         return self._upload(key, io.BytesIO(data), len(data))
@@ -171,8 +181,9 @@ class S3ArtifactStore(ArtifactStore):
 
     def stream(self, key: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
         name = self._object(key)
-        resp: Any = self._call(f"read {key}", lambda: self.client.get_object(self.bucket, name),
-                               key)
+        resp: Any = self._call(
+            f"read {key}", lambda: self.client.get_object(self.bucket, name), key
+        )
         return self._iter(resp, key, chunk_bytes)
 
     def _iter(self, resp: Any, key: str, chunk_bytes: int) -> Iterator[bytes]:
@@ -191,8 +202,12 @@ class S3ArtifactStore(ArtifactStore):
             if not self.client.bucket_exists(self.bucket):
                 return []
             return [
-                ObjectInfo(key=o.object_name[strip:], size_bytes=int(o.size or 0),
-                           modified=o.last_modified, url=f"s3://{self.bucket}/{o.object_name}")
+                ObjectInfo(
+                    key=o.object_name[strip:],
+                    size_bytes=int(o.size or 0),
+                    modified=o.last_modified,
+                    url=f"s3://{self.bucket}/{o.object_name}",
+                )
                 for o in self.client.list_objects(self.bucket, prefix=full, recursive=True)
                 if o.object_name and not o.is_dir
             ]
@@ -206,7 +221,10 @@ class S3ArtifactStore(ArtifactStore):
 
     def stat(self, key: str) -> ObjectInfo:
         name = self._object(key)
-        st: Any = self._call(f"stat {key}", lambda: self.client.stat_object(self.bucket, name),
-                             key)
-        return ObjectInfo(key=sanitize_key(key), size_bytes=int(st.size or 0),
-                          modified=st.last_modified, url=self.url_for(key))
+        st: Any = self._call(f"stat {key}", lambda: self.client.stat_object(self.bucket, name), key)
+        return ObjectInfo(
+            key=sanitize_key(key),
+            size_bytes=int(st.size or 0),
+            modified=st.last_modified,
+            url=self.url_for(key),
+        )

@@ -67,11 +67,23 @@ __all__ = [
 # Lazy exports: `tickrun --help` and the CLI's argument parsing must not pay for SQLAlchemy,
 # pandas or the minio client; the first use of a name imports its module.
 _EXPORTS = {
-    "RunContext": ".context", "DataItem": ".dataitem", "HttpRunDB": ".db", "RunDB": ".db",
-    "SqlRunDB": ".db", "open_db": ".db", "ArtifactKind": ".model", "ArtifactRecord": ".model",
-    "RunBatch": ".model", "RunRecord": ".model", "RunState": ".model",
-    "parse_store_uri": ".model", "store_uri": ".model", "ModelInfo": ".models",
-    "load_model": ".models", "run_function": ".runner", "RunObject": ".runobject",
+    "RunContext": ".context",
+    "DataItem": ".dataitem",
+    "HttpRunDB": ".db",
+    "RunDB": ".db",
+    "SqlRunDB": ".db",
+    "open_db": ".db",
+    "ArtifactKind": ".model",
+    "ArtifactRecord": ".model",
+    "RunBatch": ".model",
+    "RunRecord": ".model",
+    "RunState": ".model",
+    "parse_store_uri": ".model",
+    "store_uri": ".model",
+    "ModelInfo": ".models",
+    "load_model": ".models",
+    "run_function": ".runner",
+    "RunObject": ".runobject",
     "TrackingSettings": ".settings",
 }
 

@@ -46,8 +46,10 @@ def _guard(fn: Handler) -> Handler:
         except TickrunError as exc:
             return _json_error(exc)
         except ValidationError as exc:
-            fields = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
-                      for e in exc.errors()[:20]]
+            fields = [
+                {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                for e in exc.errors()[:20]
+            ]
             return _json_error(BadRequestError("invalid run batch", detail=fields))
 
     return wrapped
@@ -75,8 +77,11 @@ async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 async def list_runs(request: web.Request) -> web.StreamResponse:
     q = request.query
     runs = await _call(
-        _db(request).list_runs, q.get("project") or None, uid=q.get("uid") or None,
-        state=q.get("state") or None, name=q.get("name") or None,
+        _db(request).list_runs,
+        q.get("project") or None,
+        uid=q.get("uid") or None,
+        state=q.get("state") or None,
+        name=q.get("name") or None,
         iterations=q.get("iterations") in ("1", "true"),
         limit=min(_int(request, "limit", 100) or 100, 10000),
     )
@@ -121,9 +126,13 @@ async def mark_stale(request: web.Request) -> web.StreamResponse:
 async def list_artifacts(request: web.Request) -> web.StreamResponse:
     q = request.query
     arts = await _call(
-        _db(request).list_artifacts, q.get("project") or None, uid=q.get("uid") or None,
-        iteration=_int(request, "iteration"), key=q.get("key") or None,
-        kind=q.get("kind") or None, limit=min(_int(request, "limit", 1000) or 1000, 10000),
+        _db(request).list_artifacts,
+        q.get("project") or None,
+        uid=q.get("uid") or None,
+        iteration=_int(request, "iteration"),
+        key=q.get("key") or None,
+        kind=q.get("kind") or None,
+        limit=min(_int(request, "limit", 1000) or 1000, 10000),
     )
     return web.json_response({"artifacts": [a.model_dump(mode="json") for a in arts]})
 

@@ -22,12 +22,29 @@ def register(sub: Any, get: Any) -> None:
         "$TICKRUN_ARTIFACT_PATH (a folder or s3://bucket/prefix).",
     )
     p.add_argument("target", help="path/to/file.py:handler, module:handler or hub://name[:ver]")
-    p.add_argument("--param", "-p", action="append", default=[], metavar="K=V",
-                   help="a parameter (JSON values are parsed: 3, 0.1, true, [1,2])")
-    p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=URI",
-                   help="an input: a local path, s3://bucket/key or store://project/uid/key")
-    p.add_argument("--hyper", action="append", default=[], metavar="K=V1,V2",
-                   help="a hyperparameter and its values (makes this a sweep)")
+    p.add_argument(
+        "--param",
+        "-p",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a parameter (JSON values are parsed: 3, 0.1, true, [1,2])",
+    )
+    p.add_argument(
+        "--input",
+        "-i",
+        action="append",
+        default=[],
+        metavar="NAME=URI",
+        help="an input: a local path, s3://bucket/key or store://project/uid/key",
+    )
+    p.add_argument(
+        "--hyper",
+        action="append",
+        default=[],
+        metavar="K=V1,V2",
+        help="a hyperparameter and its values (makes this a sweep)",
+    )
     p.add_argument("--strategy", choices=("grid", "list", "random"), default="grid")
     p.add_argument("--selector", help="max.<result> or min.<result>, picks the best iteration")
     p.add_argument("--stop-condition", help="e.g. 'accuracy >= 0.95': stop the sweep early")
@@ -40,10 +57,13 @@ def register(sub: Any, get: Any) -> None:
     p.add_argument("--artifact-path", help="folder or s3://bucket/prefix")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--local", action="store_true", help="run in this process (default)")
-    where.add_argument("--platform", choices=("local", "process", "container"),
-                       help="where to run: local (this process), process (a fresh Python "
-                       "interpreter) or container (podman/docker, an image built from the "
-                       "file's folder); the run is tracked the same way everywhere")
+    where.add_argument(
+        "--platform",
+        choices=("local", "process", "container"),
+        help="where to run: local (this process), process (a fresh Python "
+        "interpreter) or container (podman/docker, an image built from the "
+        "file's folder); the run is tracked the same way everywhere",
+    )
     p.add_argument("--uid", help=argparse.SUPPRESS)  # set by a --platform parent for its child
     p.add_argument("--json", action="store_true", help="print the run as JSON")
     p.set_defaults(func=_run)
@@ -104,8 +124,9 @@ def parse_hyper(items: list[str]) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
     for key, value in parse_pairs(items, "--hyper", raw=True).items():
         parsed = parse_value(value)
-        out[key] = parsed if isinstance(parsed, list) else [parse_value(v)
-                                                            for v in value.split(",")]
+        out[key] = (
+            parsed if isinstance(parsed, list) else [parse_value(v) for v in value.split(",")]
+        )
     return out
 
 
@@ -126,9 +147,15 @@ def _run(args: argparse.Namespace) -> int:
     }
     hyper = parse_hyper(args.hyper)
     if hyper:
-        kwargs.update(hyperparams=hyper, hyper_strategy=args.strategy, selector=args.selector,
-                      stop_condition=args.stop_condition, max_iterations=args.max_iterations,
-                      parallel=args.parallel, seed=args.seed)
+        kwargs.update(
+            hyperparams=hyper,
+            hyper_strategy=args.strategy,
+            selector=args.selector,
+            stop_condition=args.stop_condition,
+            max_iterations=args.max_iterations,
+            parallel=args.parallel,
+            seed=args.seed,
+        )
     if args.artifact_path:
         kwargs["artifact_path"] = args.artifact_path
     if args.uid:
@@ -144,8 +171,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(run.to_dict(), indent=2, default=str))
     else:
-        _print_run(run.record.model_dump(mode="json"), run.artifacts,
-                   [i.model_dump(mode="json") for i in run.iterations])
+        _print_run(
+            run.record.model_dump(mode="json"),
+            run.artifacts,
+            [i.model_dump(mode="json") for i in run.iterations],
+        )
     return 0 if run.state == "completed" else 1
 
 
@@ -156,15 +186,24 @@ def _run_elsewhere(args: argparse.Namespace) -> int:
     parse_pairs(args.param, "--param")  # bad usage fails here, not in the child
     parse_hyper(args.hyper)
     parse_pairs(args.label, "--label", raw=True)
-    options: list[str] = ["--project", args.project, "--strategy", args.strategy,
-                          "--parallel", str(args.parallel)]
-    for flag, values in (("--param", args.param), ("--hyper", args.hyper),
-                         ("--label", args.label)):
+    options: list[str] = [
+        "--project",
+        args.project,
+        "--strategy",
+        args.strategy,
+        "--parallel",
+        str(args.parallel),
+    ]
+    for flag, values in (("--param", args.param), ("--hyper", args.hyper), ("--label", args.label)):
         for value in values:
             options += [flag, value]
-    for flag, value in (("--selector", args.selector), ("--stop-condition", args.stop_condition),
-                        ("--max-iterations", args.max_iterations), ("--seed", args.seed),
-                        ("--name", args.name)):
+    for flag, value in (
+        ("--selector", args.selector),
+        ("--stop-condition", args.stop_condition),
+        ("--max-iterations", args.max_iterations),
+        ("--seed", args.seed),
+        ("--name", args.name),
+    ):
         if value is not None:
             options += [flag, str(value)]
     if args.json:
@@ -175,22 +214,30 @@ def _run_elsewhere(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise BadRequestError(
             f"--platform {args.platform} needs tickrun.controller, which is not installed; "
-            "use --local") from exc
-    code: int = jobs.run_job(args.platform, args.target, inputs=inputs, options=options,
-                             artifact_path=args.artifact_path, uid=args.uid)
+            "use --local"
+        ) from exc
+    code: int = jobs.run_job(
+        args.platform,
+        args.target,
+        inputs=inputs,
+        options=options,
+        artifact_path=args.artifact_path,
+        uid=args.uid,
+    )
     return code
 
 
 def _get_runs(args: argparse.Namespace) -> int:
     from .db import open_db
 
-    runs = open_db().list_runs(args.project, state=args.state, name=args.name,
-                               limit=args.limit)
+    runs = open_db().list_runs(args.project, state=args.state, name=args.name, limit=args.limit)
     if args.json:
         print(json.dumps([r.model_dump(mode="json") for r in runs], indent=2))
         return 0
-    rows = [[r.uid, r.project, r.name[:24], r.state.value, _when(r.created_at),
-             _short(r.results)] for r in runs]
+    rows = [
+        [r.uid, r.project, r.name[:24], r.state.value, _when(r.created_at), _short(r.results)]
+        for r in runs
+    ]
     _table(["UID", "PROJECT", "NAME", "STATE", "CREATED", "RESULTS"], rows)
     return 0
 
@@ -203,25 +250,38 @@ def _get_run(args: argparse.Namespace) -> int:
     its = [r for r in db.list_runs(None, uid=args.uid, limit=10000) if r.iteration > 0]
     arts = db.list_artifacts(run.project, uid=run.uid, iteration=run.iteration)
     if args.json:
-        print(json.dumps({**run.model_dump(mode="json"),
-                          "iterations": [i.model_dump(mode="json") for i in its],
-                          "artifacts": [a.model_dump(mode="json") for a in arts]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    **run.model_dump(mode="json"),
+                    "iterations": [i.model_dump(mode="json") for i in its],
+                    "artifacts": [a.model_dump(mode="json") for a in arts],
+                },
+                indent=2,
+            )
+        )
         return 0
-    _print_run(run.model_dump(mode="json"), arts,
-               [i.model_dump(mode="json") for i in its] if args.iteration == 0 else [])
+    _print_run(
+        run.model_dump(mode="json"),
+        arts,
+        [i.model_dump(mode="json") for i in its] if args.iteration == 0 else [],
+    )
     return 0
 
 
 def _get_artifacts(args: argparse.Namespace) -> int:
     from .db import open_db
 
-    arts = open_db().list_artifacts(args.project, uid=args.uid, iteration=args.iteration,
-                                    kind=args.kind, limit=args.limit)
+    arts = open_db().list_artifacts(
+        args.project, uid=args.uid, iteration=args.iteration, kind=args.kind, limit=args.limit
+    )
     if args.json:
         print(json.dumps([a.model_dump(mode="json") for a in arts], indent=2))
         return 0
-    _table(["URI", "KIND", "FORMAT", "SIZE", "SHA256"],
-           [[a.uri, a.kind.value, a.format, _size(a.size_bytes), a.sha256[:12]] for a in arts])
+    _table(
+        ["URI", "KIND", "FORMAT", "SIZE", "SHA256"],
+        [[a.uri, a.kind.value, a.format, _size(a.size_bytes), a.sha256[:12]] for a in arts],
+    )
     return 0
 
 
@@ -243,8 +303,10 @@ def _download(args: argparse.Namespace) -> int:
 
 def _print_run(run: dict[str, Any], arts: list[Any], iterations: list[dict[str, Any]]) -> None:
     out = sys.stdout
-    print(f"run {run['uid']}  project={run['project']}  name={run['name']}  "
-          f"state={run['state']}", file=out)
+    print(
+        f"run {run['uid']}  project={run['project']}  name={run['name']}  state={run['state']}",
+        file=out,
+    )
     if run.get("error"):
         print(f"  error: {run['error']}", file=out)
     if run.get("params"):
@@ -254,13 +316,19 @@ def _print_run(run: dict[str, Any], arts: list[Any], iterations: list[dict[str, 
     if iterations:
         print(f"  iterations ({len(iterations)}):", file=out)
         for it in iterations:
-            tail = _short(it.get("results", {}), 80) if it["state"] == "completed" else (
-                it.get("error") or "")
-            print(f"    {it['iteration']:>3} {it['state']:<9} {_short(it['params'], 60)}  "
-                  f"{tail}", file=out)
+            tail = (
+                _short(it.get("results", {}), 80)
+                if it["state"] == "completed"
+                else (it.get("error") or "")
+            )
+            print(
+                f"    {it['iteration']:>3} {it['state']:<9} {_short(it['params'], 60)}  {tail}",
+                file=out,
+            )
     for a in arts:
-        print(f"  artifact {a.key:<20} {a.kind.value:<7} {_size(a.size_bytes):>9}  {a.uri}",
-              file=out)
+        print(
+            f"  artifact {a.key:<20} {a.kind.value:<7} {_size(a.size_bytes):>9}  {a.uri}", file=out
+        )
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> None:
@@ -271,8 +339,7 @@ def _table(headers: list[str], rows: list[list[Any]]) -> None:
 
 
 def _short(d: dict[str, Any], limit: int = 60) -> str:
-    text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in d.items())
+    text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in d.items())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -114,19 +114,37 @@ class RunContext:
         name = f"{key}.{fmt}" if fmt else key
         return sanitize_key(f"{self.project}/{self.uid}/{self.iteration}/{name}")
 
-    def _record(self, key: str, kind: ArtifactKind, fmt: str, info: ObjectInfo, *,
-                preview: Any = None, meta: dict[str, Any] | None = None,
-                labels: dict[str, str] | None = None) -> ArtifactRecord:
+    def _record(
+        self,
+        key: str,
+        kind: ArtifactKind,
+        fmt: str,
+        info: ObjectInfo,
+        *,
+        preview: Any = None,
+        meta: dict[str, Any] | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> ArtifactRecord:
         rec = ArtifactRecord(
-            project=self.project, uid=self.uid, iteration=self.iteration, key=key, kind=kind,
-            target=info.url or self._store.url_for(info.key), format=fmt,
-            size_bytes=info.size_bytes, sha256=info.sha256 or "", preview=preview,
-            meta=meta or {}, labels={str(k): str(v) for k, v in (labels or {}).items()},
+            project=self.project,
+            uid=self.uid,
+            iteration=self.iteration,
+            key=key,
+            kind=kind,
+            target=info.url or self._store.url_for(info.key),
+            format=fmt,
+            size_bytes=info.size_bytes,
+            sha256=info.sha256 or "",
+            preview=preview,
+            meta=meta or {},
+            labels={str(k): str(v) for k, v in (labels or {}).items()},
         )
         self._artifacts[key] = rec
         self._tracker.add_artifact(rec)
-        _log.debug("logged artifact", extra={"uid": self.uid, "key": key, "kind": kind.value,
-                                             "size_bytes": info.size_bytes})
+        _log.debug(
+            "logged artifact",
+            extra={"uid": self.uid, "key": key, "kind": kind.value, "size_bytes": info.size_bytes},
+        )
         return rec
 
     def log_artifact(
@@ -152,21 +170,41 @@ class RunContext:
                 raise NotFoundError(f"local_path {path} is not a file")
             fmt = format or "".join(path.suffixes).lstrip(".")[:20] or ""
             info = self._store.put_file(self._object_key(key, fmt), path)
-            return self._record(key, ArtifactKind(kind or ArtifactKind.FILE), fmt, info,
-                                preview=preview, meta=meta, labels=labels)
+            return self._record(
+                key,
+                ArtifactKind(kind or ArtifactKind.FILE),
+                fmt,
+                info,
+                preview=preview,
+                meta=meta,
+                labels=labels,
+            )
         if ser.is_figure(body):
             fmt = "png"
             info = self._store.put(self._object_key(key, fmt), ser.figure_png(body))
-            return self._record(key, ArtifactKind(kind or ArtifactKind.PLOT), fmt, info,
-                                preview=preview, meta=meta, labels=labels)
+            return self._record(
+                key,
+                ArtifactKind(kind or ArtifactKind.PLOT),
+                fmt,
+                info,
+                preview=preview,
+                meta=meta,
+                labels=labels,
+            )
         if ser.is_frame(body):
             fmt = format or "csv"
             data = ser.frame_bytes(body, fmt)
             info = self._store.put(self._object_key(key, fmt), data)
             m = {"rows": len(body), "columns": [str(c) for c in body.columns], **(meta or {})}
-            return self._record(key, ArtifactKind(kind or ArtifactKind.TABLE), fmt, info,
-                                preview=ser.frame_preview(body) if preview is None else preview,
-                                meta=m, labels=labels)
+            return self._record(
+                key,
+                ArtifactKind(kind or ArtifactKind.TABLE),
+                fmt,
+                info,
+                preview=ser.frame_preview(body) if preview is None else preview,
+                meta=m,
+                labels=labels,
+            )
         if isinstance(body, str):
             data, fmt = body.encode(), format or "txt"
         elif isinstance(body, bytes | bytearray | memoryview):
@@ -177,9 +215,15 @@ class RunContext:
                 "matplotlib Figure, a DataFrame, or local_path= (use log_model for models)"
             )
         info = self._store.put(self._object_key(key, fmt), data)
-        return self._record(key, ArtifactKind(kind or ArtifactKind.FILE), fmt, info,
-                            preview=ser.text_preview(data) if preview is None else preview,
-                            meta=meta, labels=labels)
+        return self._record(
+            key,
+            ArtifactKind(kind or ArtifactKind.FILE),
+            fmt,
+            info,
+            preview=ser.text_preview(data) if preview is None else preview,
+            meta=meta,
+            labels=labels,
+        )
 
     def log_dataset(
         self,
@@ -198,9 +242,15 @@ class RunContext:
         data = ser.frame_bytes(df, format)
         info = self._store.put(self._object_key(key, format), data)
         meta = ser.frame_stats(df) if stats else {"rows": len(df), "columns": len(df.columns)}
-        return self._record(key, ArtifactKind.DATASET, format, info,
-                            preview=ser.frame_preview(df, preview_rows), meta=meta,
-                            labels=labels)
+        return self._record(
+            key,
+            ArtifactKind.DATASET,
+            format,
+            info,
+            preview=ser.frame_preview(df, preview_rows),
+            meta=meta,
+            labels=labels,
+        )
 
     def log_model(
         self,
@@ -243,7 +293,11 @@ class RunContext:
             extras[str(name)] = rec.uri
         if extras:
             meta["extra_data"] = extras
-        preview = {"framework": fw, "metrics": meta["metrics"],
-                   "features": len(meta.get("feature_names", []))}
-        return self._record(key, ArtifactKind.MODEL, fmt, info, preview=preview, meta=meta,
-                            labels=labels)
+        preview = {
+            "framework": fw,
+            "metrics": meta["metrics"],
+            "features": len(meta.get("feature_names", [])),
+        }
+        return self._record(
+            key, ArtifactKind.MODEL, fmt, info, preview=preview, meta=meta, labels=labels
+        )

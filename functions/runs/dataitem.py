@@ -20,8 +20,15 @@ if TYPE_CHECKING:
 
     from .db.base import RunDB
 
-_READERS = {"csv": "csv", "tsv": "csv", "parquet": "parquet", "pq": "parquet", "json": "json",
-            "jsonl": "jsonl", "ndjson": "jsonl"}
+_READERS = {
+    "csv": "csv",
+    "tsv": "csv",
+    "parquet": "parquet",
+    "pq": "parquet",
+    "json": "json",
+    "jsonl": "jsonl",
+    "ndjson": "jsonl",
+}
 
 
 class DataItem:
@@ -152,8 +159,9 @@ class DataItem:
         if kind == "csv":
             return pd.read_csv(source, compression=comp, **kwargs)
         try:
-            return pd.read_json(source, orient="records", lines=kind == "jsonl",
-                                compression=comp, **kwargs)
+            return pd.read_json(
+                source, orient="records", lines=kind == "jsonl", compression=comp, **kwargs
+            )
         except ValueError:
             # A JSON Lines file named .json: retry as lines before giving up.
             return pd.read_json(source, lines=True, compression=comp, **kwargs)

@@ -107,8 +107,11 @@ def call_handler(
         raise HandlerLoadError(f"handler {getattr(fn, '__name__', fn)} must accept a context")
     kwargs: dict[str, Any] = {}
     takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in plist)
-    named = {p.name: p for p in plist[1:]
-             if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)}
+    named = {
+        p.name: p
+        for p in plist[1:]
+        if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    }
     for name, p in named.items():
         if name in inputs:
             kwargs[name] = inputs[name]

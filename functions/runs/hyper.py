@@ -36,14 +36,22 @@ logger = logging.getLogger(__name__)
 STRATEGIES = ("grid", "list", "random")
 DEFAULT_RANDOM_ITERATIONS = 10
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
-    ">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
-    ">": operator.gt, "<": operator.lt,
+    ">=": operator.ge,
+    "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
+    ">": operator.gt,
+    "<": operator.lt,
 }
 _COND = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*$")
 
 
-def expand(hyperparams: dict[str, list[Any]], strategy: str = "grid",
-           max_iterations: int | None = None, seed: int | None = None) -> list[dict[str, Any]]:
+def expand(
+    hyperparams: dict[str, list[Any]],
+    strategy: str = "grid",
+    max_iterations: int | None = None,
+    seed: int | None = None,
+) -> list[dict[str, Any]]:
     """The parameter combination of each iteration, in order."""
     if strategy not in STRATEGIES:
         raise BadRequestError(f"hyper strategy must be one of {', '.join(STRATEGIES)}")
@@ -52,14 +60,18 @@ def expand(hyperparams: dict[str, list[Any]], strategy: str = "grid",
             raise BadRequestError(f"hyperparameter {k!r} needs a non-empty list of values")
     keys = list(hyperparams)
     if strategy == "grid":
-        combos = [dict(zip(keys, vals, strict=True))
-                  for vals in itertools.product(*(hyperparams[k] for k in keys))]
+        combos = [
+            dict(zip(keys, vals, strict=True))
+            for vals in itertools.product(*(hyperparams[k] for k in keys))
+        ]
     elif strategy == "list":
         lengths = {len(v) for v in hyperparams.values()}
         if len(lengths) != 1:
             raise BadRequestError("the 'list' strategy needs value lists of equal length")
-        combos = [dict(zip(keys, vals, strict=True))
-                  for vals in zip(*(hyperparams[k] for k in keys), strict=True)]
+        combos = [
+            dict(zip(keys, vals, strict=True))
+            for vals in zip(*(hyperparams[k] for k in keys), strict=True)
+        ]
     else:
         rng = random.Random(seed)
         n = max_iterations or DEFAULT_RANDOM_ITERATIONS
@@ -112,8 +124,12 @@ def select_best(children: list[RunRecord], selector: str | None) -> RunRecord | 
     if not scored:
         return None
     pick = max if op == "max" else min
-    return pick(scored, key=lambda c: (c.results[key], -c.iteration) if op == "max"
-                else (c.results[key], c.iteration))
+    return pick(
+        scored,
+        key=lambda c: (
+            (c.results[key], -c.iteration) if op == "max" else (c.results[key], c.iteration)
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -135,11 +151,15 @@ def run_task(task: IterationTask) -> tuple[RunRecord, list[ArtifactRecord]]:
         configure_logging(json_logs=None if fmt is None else fmt == "json")
     db = task.env.open_db()
     try:
-        return execute(load_callable(task.handler), task.record, db=db,
-                       store=task.env.open_store(),
-                       inputs=make_inputs(task.inputs, db, task.env.s3),
-                       flush_interval_s=task.env.flush_interval_s,
-                       heartbeat_interval_s=task.env.heartbeat_interval_s)
+        return execute(
+            load_callable(task.handler),
+            task.record,
+            db=db,
+            store=task.env.open_store(),
+            inputs=make_inputs(task.inputs, db, task.env.s3),
+            flush_interval_s=task.env.flush_interval_s,
+            heartbeat_interval_s=task.env.heartbeat_interval_s,
+        )
     finally:
         db.close()
 
@@ -175,21 +195,33 @@ def run_sweep(
         parse_selector(selector)
     stop = parse_condition(stop_condition) if stop_condition else None
     parent.labels.setdefault("hyper.strategy", strategy)
-    tracker = RunTracker(db, parent, flush_interval_s=env.flush_interval_s,
-                         heartbeat_interval_s=env.heartbeat_interval_s)
+    tracker = RunTracker(
+        db,
+        parent,
+        flush_interval_s=env.flush_interval_s,
+        heartbeat_interval_s=env.heartbeat_interval_s,
+    )
     tracker.start()
     str_inputs = {k: getattr(v, "url", str(v)) for k, v in inputs.items()}
     children = [
-        parent.model_copy(deep=True, update={
-            "iteration": i, "params": {**parent.params, **combo}, "state": RunState.CREATED,
-            "created_at": time.time(),
-        })
+        parent.model_copy(
+            deep=True,
+            update={
+                "iteration": i,
+                "params": {**parent.params, **combo},
+                "state": RunState.CREATED,
+                "created_at": time.time(),
+            },
+        )
         for i, combo in enumerate(combos, start=1)
     ]
     use_pool = parallel > 1 and env.db is not None and _loadable(ref)
     if parallel > 1 and not use_pool:
-        logger.warning("running iterations one at a time: the handler or the run DB cannot "
-                       "be opened in a worker process", extra={"handler": ref})
+        logger.warning(
+            "running iterations one at a time: the handler or the run DB cannot "
+            "be opened in a worker process",
+            extra={"handler": ref},
+        )
     done: list[RunRecord] = []
     arts: dict[int, list[ArtifactRecord]] = {}
     t0 = time.monotonic()
@@ -198,13 +230,20 @@ def run_sweep(
         done.append(rec)
         arts[rec.iteration] = a
         best = select_best(done, selector)
-        line = (f"[{len(done)}/{len(children)}] iteration {rec.iteration} {rec.state.value}"
-                + (f" {_metric(rec, selector)}" if rec.state is RunState.COMPLETED else
-                   f": {rec.error}")
-                + (f"  best: iteration {best.iteration}" if best else "")
-                + f"  ({time.monotonic() - t0:.1f}s)")
-        logger.info("iteration finished", extra={"uid": parent.uid, "iteration": rec.iteration,
-                                                 "state": rec.state.value})
+        line = (
+            f"[{len(done)}/{len(children)}] iteration {rec.iteration} {rec.state.value}"
+            + (
+                f" {_metric(rec, selector)}"
+                if rec.state is RunState.COMPLETED
+                else f": {rec.error}"
+            )
+            + (f"  best: iteration {best.iteration}" if best else "")
+            + f"  ({time.monotonic() - t0:.1f}s)"
+        )
+        logger.info(
+            "iteration finished",
+            extra={"uid": parent.uid, "iteration": rec.iteration, "state": rec.state.value},
+        )
         if progress:
             print(line, file=sys.stderr, flush=True)
         return bool(stop and rec.state is RunState.COMPLETED and stop(rec.results))
@@ -215,9 +254,15 @@ def run_sweep(
         else:
             items = make_inputs(inputs, db, env.s3)
             for child in children:
-                rec, a = execute(fn, child, db=db, store=store, inputs=items,
-                                 flush_interval_s=env.flush_interval_s,
-                                 heartbeat_interval_s=env.heartbeat_interval_s)
+                rec, a = execute(
+                    fn,
+                    child,
+                    db=db,
+                    store=store,
+                    inputs=items,
+                    flush_interval_s=env.flush_interval_s,
+                    heartbeat_interval_s=env.heartbeat_interval_s,
+                )
                 if finished(rec, a):
                     break
         return _conclude(tracker, store, done, arts, selector, db, env)
@@ -234,9 +279,14 @@ def _metric(rec: RunRecord, selector: str | None) -> str:
     return " ".join(f"{k}={v}" for k, v in list(rec.results.items())[:3])
 
 
-def _run_pool(children: list[RunRecord], ref: str, inputs: dict[str, str], env: RunEnv,
-              parallel: int, finished: Callable[[RunRecord, list[ArtifactRecord]], bool]
-              ) -> None:
+def _run_pool(
+    children: list[RunRecord],
+    ref: str,
+    inputs: dict[str, str],
+    env: RunEnv,
+    parallel: int,
+    finished: Callable[[RunRecord, list[ArtifactRecord]], bool],
+) -> None:
     # spawn, not fork: the parent holds DB connections and a flusher thread.
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(parallel, len(children)), mp_context=ctx) as pool:
@@ -251,9 +301,13 @@ def _run_pool(children: list[RunRecord], ref: str, inputs: dict[str, str], env: 
                     rec, a = fut.result()
                 except Exception as exc:  # the worker died or could not record the run
                     msg = exc.message if isinstance(exc, TickrunError) else type(exc).__name__
-                    rec = child.model_copy(update={
-                        "state": RunState.ERROR, "error": f"iteration failed to run: {msg}",
-                        "ended_at": time.time()})
+                    rec = child.model_copy(
+                        update={
+                            "state": RunState.ERROR,
+                            "error": f"iteration failed to run: {msg}",
+                            "ended_at": time.time(),
+                        }
+                    )
                     a = []
                 if finished(rec, a):
                     for f in pending:
@@ -261,9 +315,15 @@ def _run_pool(children: list[RunRecord], ref: str, inputs: dict[str, str], env: 
                     pending = {f: c for f, c in pending.items() if not f.cancelled()}
 
 
-def _conclude(tracker: RunTracker, store: ArtifactStore, done: list[RunRecord],
-              arts: dict[int, list[ArtifactRecord]], selector: str | None, db: RunDB,
-              env: RunEnv) -> RunObject:
+def _conclude(
+    tracker: RunTracker,
+    store: ArtifactStore,
+    done: list[RunRecord],
+    arts: dict[int, list[ArtifactRecord]],
+    selector: str | None,
+    db: RunDB,
+    env: RunEnv,
+) -> RunObject:
     done.sort(key=lambda r: r.iteration)
     ctx = RunContext(tracker, store)
     best = select_best(done, selector)
@@ -279,16 +339,20 @@ def _conclude(tracker: RunTracker, store: ArtifactStore, done: list[RunRecord],
         for a in arts.get(best.iteration, []):
             # The parent lists the best iteration's artifacts, so store://project/uid/key
             # resolves to the winner.
-            copy = a.model_copy(update={"iteration": 0,
-                                        "meta": {**a.meta, "from_iteration": best.iteration}})
+            copy = a.model_copy(
+                update={"iteration": 0, "meta": {**a.meta, "from_iteration": best.iteration}}
+            )
             tracker.add_artifact(copy)
             best_arts.append(copy)
         final = tracker.finish(RunState.COMPLETED)
     else:
         failed = [r for r in done if r.state is not RunState.COMPLETED]
         first = failed[0].error if failed else "no iteration ran"
-        why = (f"no iteration has a numeric {selector!r} result" if selector and not failed
-               else f"{len(failed)} of {len(done)} iterations failed; first error: {first}")
+        why = (
+            f"no iteration has a numeric {selector!r} result"
+            if selector and not failed
+            else f"{len(failed)} of {len(done)} iterations failed; first error: {first}"
+        )
         final = tracker.finish(RunState.ERROR, why[:2000])
     return RunObject(final, own + best_arts, iterations=done, db=db, s3=env.s3)
 
@@ -300,8 +364,13 @@ def _results_table(done: list[RunRecord]) -> Any:
     for r in done:
         row: dict[str, Any] = {"iteration": r.iteration, "state": r.state.value}
         row.update({f"param.{k}": v for k, v in r.params.items()})
-        row.update({f"result.{k}": v for k, v in r.results.items()
-                    if isinstance(v, int | float | str | bool) or v is None})
+        row.update(
+            {
+                f"result.{k}": v
+                for k, v in r.results.items()
+                if isinstance(v, int | float | str | bool) or v is None
+            }
+        )
         row["error"] = r.error or ""
         rows.append(row)
     return pd.DataFrame(rows)
@@ -311,23 +380,38 @@ def _plot(done: list[RunRecord], selector: str | None, best: RunRecord | None) -
     """Selector metric per iteration, and against each numeric hyperparameter that varied."""
     from matplotlib.figure import Figure
 
-    key = parse_selector(selector)[1] if selector else next(
-        (k for r in done for k, v in r.results.items() if isinstance(v, int | float)), None)
+    key = (
+        parse_selector(selector)[1]
+        if selector
+        else next(
+            (k for r in done for k, v in r.results.items() if isinstance(v, int | float)), None
+        )
+    )
     if key is None:
         return None
-    ok = [r for r in done if r.state is RunState.COMPLETED
-          and isinstance(r.results.get(key), int | float)]
-    varied = [k for k in (done[0].params if done else {})
-              if len({str(r.params.get(k)) for r in done}) > 1
-              and all(isinstance(r.params.get(k), int | float) for r in done)][:3]
+    ok = [
+        r
+        for r in done
+        if r.state is RunState.COMPLETED and isinstance(r.results.get(key), int | float)
+    ]
+    varied = [
+        k
+        for k in (done[0].params if done else {})
+        if len({str(r.params.get(k)) for r in done}) > 1
+        and all(isinstance(r.params.get(k), int | float) for r in done)
+    ][:3]
     fig = Figure(figsize=(4.5 + 3.5 * len(varied), 3.6))
     axes = fig.subplots(1, 1 + len(varied), squeeze=False)[0]
     ax = axes[0]
-    colors = ["tab:green" if best is not None and r.iteration == best.iteration
-              else ("tab:red" if r.state is not RunState.COMPLETED else "tab:blue")
-              for r in done]
-    ys = [float(v) if isinstance(v := r.results.get(key), int | float) else float("nan")
-          for r in done]
+    colors = [
+        "tab:green"
+        if best is not None and r.iteration == best.iteration
+        else ("tab:red" if r.state is not RunState.COMPLETED else "tab:blue")
+        for r in done
+    ]
+    ys = [
+        float(v) if isinstance(v := r.results.get(key), int | float) else float("nan") for r in done
+    ]
     ax.scatter(range(len(done)), ys, c=colors, s=40, zorder=3)
     for x, r in enumerate(done):  # failed iterations: a red tick on the axis
         if r.state is not RunState.COMPLETED:
@@ -338,9 +422,16 @@ def _plot(done: list[RunRecord], selector: str | None, best: RunRecord | None) -
     ax.grid(alpha=0.3)
     ax.set_title(f"{key} by iteration (green: best, red: failed)", fontsize=9)
     for axp, param in zip(axes[1:], varied, strict=True):
-        axp.scatter([float(r.params[param]) for r in ok], [float(r.results[key]) for r in ok],
-                    c=["tab:green" if best is not None and r.iteration == best.iteration
-                       else "tab:blue" for r in ok], s=40, zorder=3)
+        axp.scatter(
+            [float(r.params[param]) for r in ok],
+            [float(r.results[key]) for r in ok],
+            c=[
+                "tab:green" if best is not None and r.iteration == best.iteration else "tab:blue"
+                for r in ok
+            ],
+            s=40,
+            zorder=3,
+        )
         axp.set_xlabel(param)
         axp.set_ylabel(key)
         axp.grid(alpha=0.3)

@@ -46,8 +46,9 @@ class RunRecord(BaseModel):
 
     uid: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     iteration: int = Field(default=0, ge=0)
-    project: str = Field(default="default", min_length=1, max_length=63,
-                         pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    project: str = Field(
+        default="default", min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+    )
     name: str = ""
     handler: str = ""
     state: RunState = RunState.CREATED
@@ -111,7 +112,7 @@ def parse_store_uri(uri: str) -> tuple[str, str, int, str]:
     """``store://project/uid[/iteration]/key`` → (project, uid, iteration, key)."""
     if not uri.startswith(STORE_SCHEME):
         raise BadRequestError(f"not a store:// URI: {uri[:100]!r}")
-    parts = uri[len(STORE_SCHEME):].split("/")
+    parts = uri[len(STORE_SCHEME) :].split("/")
     if len(parts) == 3 and all(parts):
         return parts[0], parts[1], 0, parts[2]
     if len(parts) == 4 and all(parts) and parts[2].isdigit():

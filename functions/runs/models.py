@@ -56,14 +56,20 @@ def load_model(
         model = load_model_file(path, meta)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    framework = meta.get("framework") or ("xgboost" if path.suffix in (".json", ".ubj")
-                                          else "sklearn")
+    framework = meta.get("framework") or (
+        "xgboost" if path.suffix in (".json", ".ubj") else "sklearn"
+    )
     info = ModelInfo(
-        uri=uri, framework=framework, framework_version=meta.get("framework_version"),
-        model_class=meta.get("model_class") or f"{type(model).__module__}."
-                                                f"{type(model).__qualname__}",
-        feature_names=meta.get("feature_names"), metrics=meta.get("metrics") or {},
-        parameters=meta.get("parameters") or {}, extra_data=meta.get("extra_data") or {},
-        sha256=sha, labels=labels,
+        uri=uri,
+        framework=framework,
+        framework_version=meta.get("framework_version"),
+        model_class=meta.get("model_class")
+        or f"{type(model).__module__}.{type(model).__qualname__}",
+        feature_names=meta.get("feature_names"),
+        metrics=meta.get("metrics") or {},
+        parameters=meta.get("parameters") or {},
+        extra_data=meta.get("extra_data") or {},
+        sha256=sha,
+        labels=labels,
     )
     return model, info

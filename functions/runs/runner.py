@@ -94,8 +94,9 @@ def execute(
     heartbeat_interval_s: float = 5.0,
 ) -> tuple[RunRecord, list[ArtifactRecord]]:
     """Run ``fn`` as the run ``record``; handler errors end the run in state error."""
-    tracker = RunTracker(db, record, flush_interval_s=flush_interval_s,
-                         heartbeat_interval_s=heartbeat_interval_s)
+    tracker = RunTracker(
+        db, record, flush_interval_s=flush_interval_s, heartbeat_interval_s=heartbeat_interval_s
+    )
     tracker.start()
     ctx = RunContext(tracker, store, inputs=dict(inputs))
     try:
@@ -111,14 +112,19 @@ def execute(
     except SystemExit as exc:
         # A job calling sys.exit() ends its run, not the caller (a sweep, a notebook).
         ok = exc.code in (None, 0)
-        final = tracker.finish(RunState.COMPLETED if ok else RunState.ERROR,
-                               None if ok else f"handler called sys.exit({exc.code!r})")
+        final = tracker.finish(
+            RunState.COMPLETED if ok else RunState.ERROR,
+            None if ok else f"handler called sys.exit({exc.code!r})",
+        )
         return final, list(ctx.artifacts.values())
     except Exception as exc:
         msg = exc.message if isinstance(exc, TickrunError) else f"{type(exc).__name__}: {exc}"
         # The traceback is for the operator's log; the record keeps the one-line message.
-        logger.error("run failed", exc_info=True,
-                     extra={"uid": record.uid, "iteration": record.iteration, "error": msg})
+        logger.error(
+            "run failed",
+            exc_info=True,
+            extra={"uid": record.uid, "iteration": record.iteration, "error": msg},
+        )
         final = tracker.finish(RunState.ERROR, msg[:2000])
     else:
         final = tracker.finish(RunState.COMPLETED)
@@ -165,45 +171,81 @@ def run_function(
     try:
         record = _new_record(handler, ref, store, params, inputs, project, name, labels, uid)
     except ValidationError as exc:
-        bad = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                        for e in exc.errors()[:5])
+        bad = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
+        )
         raise BadRequestError(f"invalid run: {bad}") from None
     # A run whose process died since the last look must not stay "running" forever.
     db.mark_stale()
-    env = RunEnv(db=db.locator(), artifact_path=store.url,
-                 s3=getattr(store, "settings", s.s3), flush_interval_s=s.flush_interval_s,
-                 heartbeat_interval_s=s.heartbeat_interval_s, stale_after_s=s.stale_after_s)
+    env = RunEnv(
+        db=db.locator(),
+        artifact_path=store.url,
+        s3=getattr(store, "settings", s.s3),
+        flush_interval_s=s.flush_interval_s,
+        heartbeat_interval_s=s.heartbeat_interval_s,
+        stale_after_s=s.stale_after_s,
+    )
     if hyperparams:
         from .hyper import run_sweep
 
         return run_sweep(
-            fn, ref, record, dict(inputs or {}), db=db, store=store, env=env,
-            hyperparams=dict(hyperparams), strategy=hyper_strategy, selector=selector,
-            stop_condition=stop_condition, max_iterations=max_iterations,
-            parallel=parallel, seed=seed, progress=progress,
+            fn,
+            ref,
+            record,
+            dict(inputs or {}),
+            db=db,
+            store=store,
+            env=env,
+            hyperparams=dict(hyperparams),
+            strategy=hyper_strategy,
+            selector=selector,
+            stop_condition=stop_condition,
+            max_iterations=max_iterations,
+            parallel=parallel,
+            seed=seed,
+            progress=progress,
         )
     t0 = time.perf_counter()
-    final, arts = execute(fn, record, db=db, store=store,
-                          inputs=make_inputs(inputs, db, env.s3),
-                          flush_interval_s=s.flush_interval_s,
-                          heartbeat_interval_s=s.heartbeat_interval_s)
-    logger.info("run finished", extra={"uid": final.uid, "state": final.state.value,
-                                       "elapsed_s": round(time.perf_counter() - t0, 3)})
+    final, arts = execute(
+        fn,
+        record,
+        db=db,
+        store=store,
+        inputs=make_inputs(inputs, db, env.s3),
+        flush_interval_s=s.flush_interval_s,
+        heartbeat_interval_s=s.heartbeat_interval_s,
+    )
+    logger.info(
+        "run finished",
+        extra={
+            "uid": final.uid,
+            "state": final.state.value,
+            "elapsed_s": round(time.perf_counter() - t0, 3),
+        },
+    )
     return RunObject(final, arts, db=db, s3=env.s3)
 
 
-def _new_record(handler: Handler, ref: str, store: ArtifactStore,
-                params: Mapping[str, Any] | None, inputs: Mapping[str, Any] | None,
-                project: str, name: str | None, labels: Mapping[str, str] | None,
-                uid: str | None) -> RunRecord:
+def _new_record(
+    handler: Handler,
+    ref: str,
+    store: ArtifactStore,
+    params: Mapping[str, Any] | None,
+    inputs: Mapping[str, Any] | None,
+    project: str,
+    name: str | None,
+    labels: Mapping[str, str] | None,
+    uid: str | None,
+) -> RunRecord:
     return RunRecord(
         uid=uid or new_uid(),
         project=project,
         name=name or handler_name(handler),
         handler=ref,
         params={k: jsonable(v) for k, v in (params or {}).items()},
-        inputs={k: (v.url if isinstance(v, DataItem) else str(v)) for k, v in
-                (inputs or {}).items()},
+        inputs={
+            k: (v.url if isinstance(v, DataItem) else str(v)) for k, v in (inputs or {}).items()
+        },
         labels={str(k): str(v) for k, v in (labels or {}).items()},
         artifact_path=store.url,
     )

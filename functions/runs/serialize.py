@@ -70,8 +70,9 @@ def frame_bytes(df: Any, fmt: str) -> bytes:
 
 
 def frame_preview(df: Any, rows: int = PREVIEW_ROWS) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = json.loads(df.head(rows).to_json(orient="records",
-                                                                 date_format="iso"))
+    out: list[dict[str, Any]] = json.loads(
+        df.head(rows).to_json(orient="records", date_format="iso")
+    )
     return out
 
 
@@ -126,8 +127,9 @@ def _feature_names(model: Any) -> list[str] | None:
     return [str(n) for n in names] if names is not None else None
 
 
-def save_model(model: Any, framework: str, folder: Path, *, model_format: str | None = None
-               ) -> tuple[Path, str, dict[str, Any]]:
+def save_model(
+    model: Any, framework: str, folder: Path, *, model_format: str | None = None
+) -> tuple[Path, str, dict[str, Any]]:
     """Write ``model`` into ``folder``; returns (file, format, metadata)."""
     meta: dict[str, Any] = {
         "framework": framework,

@@ -54,18 +54,22 @@ class RunTracker:
         """Write the run as created, then running (synchronously), and start the flusher."""
         now = time.time()
         with self._lock:
-            self._rec = self._rec.model_copy(update={
-                "pid": os.getpid(), "host": HOST, "heartbeat_at": now, "updated_at": now,
-                "state": RunState.CREATED,
-            })
+            self._rec = self._rec.model_copy(
+                update={
+                    "pid": os.getpid(),
+                    "host": HOST,
+                    "heartbeat_at": now,
+                    "updated_at": now,
+                    "state": RunState.CREATED,
+                }
+            )
         self.flush(strict=True)
         with self._lock:
             self._rec.state = RunState.RUNNING
             self._rec.started_at = time.time()
             self._dirty = True
         self.flush(strict=True)
-        self._thread = threading.Thread(target=self._loop, name=f"run-{self._rec.uid}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"run-{self._rec.uid}", daemon=True)
         self._thread.start()
 
     def finish(self, state: RunState, error: str | None = None) -> RunRecord:
@@ -135,8 +139,9 @@ class RunTracker:
                 now = time.time()
                 self._rec.heartbeat_at = now
                 self._rec.updated_at = now
-                batch = RunBatch(runs=[self._rec.model_copy(deep=True)],
-                                 artifacts=list(self._pending))
+                batch = RunBatch(
+                    runs=[self._rec.model_copy(deep=True)], artifacts=list(self._pending)
+                )
                 self._pending.clear()
                 self._dirty = False
             try:
@@ -148,5 +153,7 @@ class RunTracker:
                     self._dirty = True
                 if strict:
                     raise RunError(f"cannot record run {self._rec.uid}: {exc.message}") from exc
-                logger.warning("run flush failed; will retry",
-                               extra={"uid": self._rec.uid, "error": exc.message})
+                logger.warning(
+                    "run flush failed; will retry",
+                    extra={"uid": self._rec.uid, "error": exc.message},
+                )

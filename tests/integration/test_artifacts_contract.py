@@ -25,9 +25,13 @@ from tests.peers import MinioServer
 
 
 def s3_settings(server: MinioServer, *, secret: str | None = None) -> S3Settings:
-    return S3Settings(endpoint=server.endpoint, access_key=SecretStr(server.access_key),
-                      secret_key=SecretStr(secret or server.secret_key), secure=False,
-                      part_size_bytes=5 * 1024 * 1024)
+    return S3Settings(
+        endpoint=server.endpoint,
+        access_key=SecretStr(server.access_key),
+        secret_key=SecretStr(secret or server.secret_key),
+        secure=False,
+        part_size_bytes=5 * 1024 * 1024,
+    )
 
 
 @pytest.fixture(params=["local", pytest.param("minio", marks=pytest.mark.minio)])
@@ -36,8 +40,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ArtifactSt
         yield LocalArtifactStore(tmp_path / "artifacts")
     else:
         server: MinioServer = request.getfixturevalue("minio_server")
-        yield S3ArtifactStore(f"s3://contract-{uuid.uuid4().hex[:8]}/pre/fix",
-                              s3_settings(server))
+        yield S3ArtifactStore(f"s3://contract-{uuid.uuid4().hex[:8]}/pre/fix", s3_settings(server))
 
 
 def test_put_get_stat_list_delete(store: ArtifactStore) -> None:

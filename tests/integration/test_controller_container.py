@@ -21,16 +21,20 @@ pytestmark = [pytest.mark.podman, pytest.mark.slow]
 
 
 def _containers(env: dict[str, str], name: str) -> list[dict[str, object]]:
-    out = podman("ps", "-a", "--filter", f"label=tickrun.function={name}", "--format", "json",
-                 env=env).stdout
+    out = podman(
+        "ps", "-a", "--filter", f"label=tickrun.function={name}", "--format", "json", env=env
+    ).stdout
     return list(json.loads(out or "[]"))
 
 
 def test_container_platform_end_to_end(podman_env: dict[str, str], tmp_path: Path) -> None:
     name = "boxed"
-    folder = write_function(tmp_path / "src", name, extra_spec={
-        "resources": {"limits": {"memory": "256Mi", "cpu": "1"}}},
-        requirements={"tabulate": "tabulate==0.9.0"})
+    folder = write_function(
+        tmp_path / "src",
+        name,
+        extra_spec={"resources": {"limits": {"memory": "256Mi", "cpu": "1"}}},
+        requirements={"tabulate": "tabulate==0.9.0"},
+    )
     state = tmp_path / "state"
     ctl = ControllerProc(state, podman_env).start()
     try:
@@ -59,29 +63,45 @@ def test_container_platform_end_to_end(podman_env: dict[str, str], tmp_path: Pat
 
         # unchanged → no build; code-only change → a new image, only the last layers rebuilt
         again = client.deploy(spec_of(folder), folder, platform="container")
-        wait_for(lambda: client.get_build(again["build"]["id"])["state"] == "succeeded", 120,
-                 "unchanged build")
+        wait_for(
+            lambda: client.get_build(again["build"]["id"])["state"] == "succeeded",
+            120,
+            "unchanged build",
+        )
         assert client.get_build(again["build"]["id"])["cached"] is True
         # a version no earlier run used, so the image for it cannot exist yet
         new_version = uuid.uuid4().hex
-        write_function(tmp_path / "src", name, version=new_version, extra_spec={
-            "resources": {"limits": {"memory": "256Mi", "cpu": "1"}}},
-            requirements={"tabulate": "tabulate==0.9.0"})
+        write_function(
+            tmp_path / "src",
+            name,
+            version=new_version,
+            extra_spec={"resources": {"limits": {"memory": "256Mi", "cpu": "1"}}},
+            requirements={"tabulate": "tabulate==0.9.0"},
+        )
         changed = client.deploy(spec_of(folder), folder, platform="container")
         changed_log = list(client.follow_build(changed["build"]["id"]))
         client.wait_ready(name, version=changed["function"]["version"], timeout_s=300)
         assert client.get_build(changed["build"]["id"])["cached"] is False
         # the requirement/command layers came from the cache
         assert any("Using cache" in line for line in changed_log)
-        wait_for(lambda: json.loads(client.invoke(name).body)["version"] == new_version, 60,
-                 "new code served")
+        wait_for(
+            lambda: json.loads(client.invoke(name).body)["version"] == new_version,
+            60,
+            "new code served",
+        )
         wait_for(lambda: len(_containers(podman_env, name)) == 1, 60, "old container removed")
 
         # kill the replica's container → restarted with backoff and recorded
         [box] = _containers(podman_env, name)
         podman("kill", str(box["Id"]), env=podman_env)
-        wait_for(lambda: client.get_function(name)["replicas"]["items"][0]["restarts"] >= 1
-                 and client.get_function(name)["replicas"]["ready"] == 1, 120, "restart")
+        wait_for(
+            lambda: (
+                client.get_function(name)["replicas"]["items"][0]["restarts"] >= 1
+                and client.get_function(name)["replicas"]["ready"] == 1
+            ),
+            120,
+            "restart",
+        )
         events = client.events(name)
         assert any(e["kind"] == "replica_exited" for e in events)
         assert any(e["kind"] == "replica_restarted" for e in events)
@@ -105,4 +125,3 @@ def test_container_platform_end_to_end(podman_env: dict[str, str], tmp_path: Pat
         cleanup(ctl)
         for box in _containers(podman_env, name):
             podman("rm", "-f", str(box["Id"]), env=podman_env, check=False)
-

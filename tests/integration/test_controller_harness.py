@@ -24,7 +24,7 @@ from tickrun.functions.processes import pid_alive
 
 TOKEN = "test-token-" + "x" * 20
 
-HANDLER = textwrap.dedent('''
+HANDLER = textwrap.dedent("""
     import os
     {imports}
     VERSION = "{version}"
@@ -48,12 +48,18 @@ HANDLER = textwrap.dedent('''
             "path": event.path,
             "deps": {{name: getattr(mod, "__version__", "?") for name, mod in DEPS.items()}},
         }}
-''')
+""")
 
 
-def write_function(root: Path, name: str, *, version: str = "1", replicas: int = 1,
-                   extra_spec: dict[str, Any] | None = None,
-                   requirements: dict[str, str] | None = None) -> Path:
+def write_function(
+    root: Path,
+    name: str,
+    *,
+    version: str = "1",
+    replicas: int = 1,
+    extra_spec: dict[str, Any] | None = None,
+    requirements: dict[str, str] | None = None,
+) -> Path:
     """A Nuclio-style function folder: function.yaml with build.commands, env and a handler."""
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -99,16 +105,30 @@ class ControllerProc:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tickrun", "controller", "start", "--port", "0",
-             "--state-dir", str(self.state_dir)],
-            stdout=subprocess.PIPE, stderr=log, env=self.env)
+            [
+                sys.executable,
+                "-m",
+                "tickrun",
+                "controller",
+                "start",
+                "--port",
+                "0",
+                "--state-dir",
+                str(self.state_dir),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=self.env,
+        )
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout_s
         buf = b""
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"controller exited {self.proc.returncode}; log: "
-                                     f"{self.log_path.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"controller exited {self.proc.returncode}; log: "
+                    f"{self.log_path.read_text()[-3000:]}"
+                )
             ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
             if ready:
                 buf += os.read(self.proc.stdout.fileno(), 4096)
@@ -147,8 +167,7 @@ def cleanup(ctl: ControllerProc) -> None:
         ctl.stop()
 
 
-def wait_for(predicate: Callable[[], Any], timeout_s: float = 60.0, what: str = "condition"
-             ) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 60.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout_s
     last: Any = None
     while time.monotonic() < deadline:

@@ -50,8 +50,9 @@ def test_deploy_invoke_scale_delete(controller: ControllerProc, tmp_path: Path) 
     assert result["function"]["state"] == "building"
     fn = client.wait_ready("scaly", timeout_s=180)
     assert fn["url"] == "/fn/scaly/"
-    body = _invoke_json(controller, "scaly", path="/some/path?x=1",
-                        headers={"X-Request-Id": "req-123"})
+    body = _invoke_json(
+        controller, "scaly", path="/some/path?x=1", headers={"X-Request-Id": "req-123"}
+    )
     assert body["marker"] == "built-by-commands"  # build.commands ran
     assert body["flavour"] == "vanilla"
     assert body["request_id"] == "req-123"  # preserved through the gateway
@@ -74,8 +75,9 @@ def test_deploy_invoke_scale_delete(controller: ControllerProc, tmp_path: Path) 
 
     spec["spec"]["replicas"] = 1
     client.deploy(spec, None)
-    wait_for(lambda: len(client.get_function("scaly")["replicas"]["items"]) == 1, 60,
-             "scale down to 1")
+    wait_for(
+        lambda: len(client.get_function("scaly")["replicas"]["items"]) == 1, 60, "scale down to 1"
+    )
     gone = pids - {client.get_function("scaly")["replicas"]["items"][0]["pid"]}
     wait_for(lambda: not any(pid_alive(p) for p in gone), 30, "scaled-down replicas to exit")
 
@@ -90,8 +92,9 @@ def test_deploy_invoke_scale_delete(controller: ControllerProc, tmp_path: Path) 
     assert "replica_stopped" in kinds and kinds[-1] == "deleted"
 
 
-def test_killed_replica_is_restarted_and_recorded(controller: ControllerProc,
-                                                  tmp_path: Path) -> None:
+def test_killed_replica_is_restarted_and_recorded(
+    controller: ControllerProc, tmp_path: Path
+) -> None:
     folder = write_function(tmp_path / "src", "crashy")
     client = controller.client
     client.deploy(spec_of(folder), folder)
@@ -101,8 +104,11 @@ def test_killed_replica_is_restarted_and_recorded(controller: ControllerProc,
 
     def restarted() -> dict[str, object] | None:
         items = client.get_function("crashy")["replicas"]["items"]
-        return items[0] if items and items[0]["restarts"] >= 1 and \
-            items[0]["state"] == "ready" else None
+        return (
+            items[0]
+            if items and items[0]["restarts"] >= 1 and items[0]["state"] == "ready"
+            else None
+        )
 
     new = wait_for(restarted, 60, "replica restart")
     assert new["id"] == replica["id"] and new["pid"] != replica["pid"]
@@ -134,24 +140,27 @@ def test_controller_kill9_keeps_functions_replicas_and_history(tmp_path: Path) -
         ctl2 = ControllerProc(state, dict(os.environ)).start()
         try:
             for name in ("alpha", "beta"):
-                wait_for(lambda n=name: ctl2.client.get_function(n)["replicas"]["ready"] ==
-                         len(pids[n]), 60, f"{name} replicas re-adopted")
+                wait_for(
+                    lambda n=name: ctl2.client.get_function(n)["replicas"]["ready"] == len(pids[n]),
+                    60,
+                    f"{name} replicas re-adopted",
+                )
                 fn = ctl2.client.get_function(name)
                 assert sorted(r["pid"] for r in fn["replicas"]["items"]) == pids[name]
                 assert fn["version"] == before[name]["version"]
                 events = ctl2.client.events(name)
                 assert len(events) > events_before[name]  # history kept, adoption recorded
                 assert any(e["kind"] == "replica_adopted" for e in events)
-                assert not any(e["kind"] == "replica_started"
-                               for e in events[events_before[name]:])
+                assert not any(
+                    e["kind"] == "replica_started" for e in events[events_before[name] :]
+                )
                 assert _invoke_json(ctl2, name)["marker"] == "built-by-commands"
             # No duplicates: exactly the recorded replica processes are running.
             time.sleep(1.0)
             for name in ("alpha", "beta"):
                 fn = ctl2.client.get_function(name)
                 assert len(fn["replicas"]["items"]) == len(pids[name])
-            leaders = [p for p in replica_pids_of("TICKRUN_FUNCTION", "beta")
-                       if os.getpgid(p) == p]
+            leaders = [p for p in replica_pids_of("TICKRUN_FUNCTION", "beta") if os.getpgid(p) == p]
             assert sorted(leaders) == pids["beta"]
         finally:
             cleanup(ctl2)
@@ -190,8 +199,11 @@ def test_a_build_interrupted_by_a_controller_stop_resumes_on_start(tmp_path: Pat
     state = tmp_path / "state"
     ctl = ControllerProc(state, env).start()
     try:
-        folder = write_function(tmp_path / "src", "slowbuild", extra_spec={"build": {
-            "commands": ["sleep 5", "echo built-by-commands > marker.txt"]}})
+        folder = write_function(
+            tmp_path / "src",
+            "slowbuild",
+            extra_spec={"build": {"commands": ["sleep 5", "echo built-by-commands > marker.txt"]}},
+        )
         res = ctl.client.deploy(spec_of(folder), folder)
         for line in ctl.client.follow_build(res["build"]["id"]):
             if "build command 1/2" in line:
@@ -207,8 +219,7 @@ def test_a_build_interrupted_by_a_controller_stop_resumes_on_start(tmp_path: Pat
         cleanup(ctl)
 
 
-def test_errors_are_json_with_the_right_status(controller: ControllerProc,
-                                               tmp_path: Path) -> None:
+def test_errors_are_json_with_the_right_status(controller: ControllerProc, tmp_path: Path) -> None:
     client = controller.client
     # health and the OpenAPI document are open; the API is not
     with urllib.request.urlopen(controller.url + "/healthz") as resp:
@@ -229,26 +240,33 @@ def test_errors_are_json_with_the_right_status(controller: ControllerProc,
     assert res.status == 404 and json.loads(res.body)["error"] == "NotFoundError"
     # bad spec: field-level detail
     with pytest.raises(SpecError) as bad:
-        client.deploy({"metadata": {"name": "Bad_Name"}, "spec": {"handlr": "x:y"}},
-                      tmp_path)
+        client.deploy({"metadata": {"name": "Bad_Name"}, "spec": {"handlr": "x:y"}}, tmp_path)
     fields = {f["field"] for f in bad.value.detail}
     assert {"metadata.name", "spec.handlr"} <= fields
     # unknown platform, spec update of an unknown function, malformed JSON
     with pytest.raises(SpecError, match="platform"):
-        client._request("POST", "/api/functions", {"spec": {"metadata": {"name": "p"}},
-                                                   "platform": "mainframe"})
+        client._request(
+            "POST", "/api/functions", {"spec": {"metadata": {"name": "p"}}, "platform": "mainframe"}
+        )
     with pytest.raises(SpecError, match="does not exist yet"):
         client._request("PUT", "/api/functions/newbie", {"spec": {"metadata": {"name": "newbie"}}})
-    req = urllib.request.Request(controller.url + "/api/functions", data=b"{nope", method="POST",
-                                 headers={"Authorization": f"Bearer {TOKEN}"})
+    req = urllib.request.Request(
+        controller.url + "/api/functions",
+        data=b"{nope",
+        method="POST",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req)
     assert err.value.code == 400
-    assert json.loads(err.value.read()) == {"error": "BadRequestError",
-                                            "detail": "request body is not valid JSON"}
+    assert json.loads(err.value.read()) == {
+        "error": "BadRequestError",
+        "detail": "request body is not valid JSON",
+    }
     # a handler that cannot load: the function ends in error with the processor's reason
-    folder = write_function(tmp_path / "src", "broken", extra_spec={
-        "handler": "missing_module:handler", "build": {}})
+    folder = write_function(
+        tmp_path / "src", "broken", extra_spec={"handler": "missing_module:handler", "build": {}}
+    )
     client.deploy(spec_of(folder), folder)
     with pytest.raises(PlatformError, match="failed: function cannot start: .*missing_module"):
         client.wait_ready("broken", timeout_s=60)
@@ -259,14 +277,20 @@ def test_errors_are_json_with_the_right_status(controller: ControllerProc,
     assert "no ready replica" in json.loads(res.body)["detail"]
 
 
-def test_cli_deploy_get_invoke_logs_export_delete(controller: ControllerProc,
-                                                  tmp_path: Path) -> None:
+def test_cli_deploy_get_invoke_logs_export_delete(
+    controller: ControllerProc, tmp_path: Path
+) -> None:
     folder = write_function(tmp_path / "src", "clif")
     env = dict(os.environ, TICKRUN_CONTROLLER_URL=controller.url, TICKRUN_TOKEN=TOKEN)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "tickrun", *args], env=env,
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "tickrun", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     out = cli("deploy", str(folder), "--replicas", "2", "--env", "FLAVOUR=mint")
     assert out.returncode == 0, out.stderr

@@ -15,7 +15,7 @@ from tests.support.processes import ServedFunction
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
-HANDLER = '''
+HANDLER = """
 import json, os, time
 
 def handler(context, event):
@@ -28,7 +28,7 @@ def handler(context, event):
             "started": started, "ended": time.time()}
     with open(os.path.join(os.environ["RESULTS_DIR"], "fires.jsonl"), "a") as fh:
         fh.write(json.dumps(line) + "\\n")
-'''
+"""
 
 
 def _serve(tmp_path: Path) -> ServedFunction:
@@ -41,12 +41,14 @@ def _serve(tmp_path: Path) -> ServedFunction:
             "handler": "main:handler",
             "env": [{"name": "RESULTS_DIR", "value": str(tmp_path)}],
             "triggers": {
-                "every2s": {"kind": "cron", "attributes": {
-                    "schedule": "*/2 * * * * *",
-                    "event": {"body": {"job": "rebalance"}, "headers": {"X-Job": "rb"}},
-                }},
-                "slow": {"kind": "cron", "maxWorkers": 4,
-                         "attributes": {"interval": "300ms"}},
+                "every2s": {
+                    "kind": "cron",
+                    "attributes": {
+                        "schedule": "*/2 * * * * *",
+                        "event": {"body": {"job": "rebalance"}, "headers": {"X-Job": "rb"}},
+                    },
+                },
+                "slow": {"kind": "cron", "maxWorkers": 4, "attributes": {"interval": "300ms"}},
             },
         },
     }

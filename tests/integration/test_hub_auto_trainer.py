@@ -26,8 +26,7 @@ def minio_env(minio_server: MinioServer, tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("TICKRUN_S3_ENDPOINT", f"http://{minio_server.endpoint}")
     monkeypatch.setenv("TICKRUN_S3_ACCESS_KEY", minio_server.access_key)
     monkeypatch.setenv("TICKRUN_S3_SECRET_KEY", minio_server.secret_key)
-    for var in ("TICKRUN_DB_URL", "TICKRUN_CONTROLLER_URL", "TICKRUN_HUB_PATH",
-                "TICKRUN_HUB_URL"):
+    for var in ("TICKRUN_DB_URL", "TICKRUN_CONTROLLER_URL", "TICKRUN_HUB_PATH", "TICKRUN_HUB_URL"):
         monkeypatch.delenv(var, raising=False)
     return bucket
 
@@ -45,30 +44,49 @@ def _objects(server: MinioServer, bucket: str) -> dict[str, int]:
 
 @pytest.mark.parametrize(
     ("model_class", "params"),
-    [("sklearn.linear_model.LogisticRegression", {"scale": True}),
-     ("xgboost.XGBClassifier", {"CLASS_n_estimators": 60, "CLASS_max_depth": 3})],
+    [
+        ("sklearn.linear_model.LogisticRegression", {"scale": True}),
+        ("xgboost.XGBClassifier", {"CLASS_n_estimators": 60, "CLASS_max_depth": 3}),
+    ],
 )
 def test_train_on_btc_features_logs_metrics_and_plots_to_minio(
-    minio_server: MinioServer, minio_env: str, bars_csv: Path, model_class: str,
+    minio_server: MinioServer,
+    minio_env: str,
+    bars_csv: Path,
+    model_class: str,
     params: dict[str, object],
 ) -> None:
     features = tickrun.import_function("hub://market_features:1.1").run(
-        params={"windows": "6,24,72"}, inputs={"dataset": str(bars_csv)})
+        params={"windows": "6,24,72"}, inputs={"dataset": str(bars_csv)}
+    )
     assert features.state == "completed", features.error
     assert features.record.labels["hub.version"] == "1.1.0"
 
     fn = tickrun.import_function("hub://auto_trainer:1")
-    run = fn.run("train", params={"model_class": model_class, "drop_columns": "future_return",
-                                  "time_ordered": True, **params},
-                 inputs={"dataset": features.outputs["features"]})
+    run = fn.run(
+        "train",
+        params={
+            "model_class": model_class,
+            "drop_columns": "future_return",
+            "time_ordered": True,
+            **params,
+        },
+        inputs={"dataset": features.outputs["features"]},
+    )
     assert run.state == "completed", run.error
     labels = run.record.labels
     assert (labels["hub.item"], labels["hub.version"]) == ("auto_trainer", "1.0.0")
     for key in ("accuracy", "f1_score", "precision_score", "recall_score", "auc"):
         assert 0.0 <= run.results[key] <= 1.0
     objects = _objects(minio_server, minio_env)
-    for key in ("confusion-matrix", "roc-curves", "calibration-curve", "feature-importance",
-                "test_set", "model"):
+    for key in (
+        "confusion-matrix",
+        "roc-curves",
+        "calibration-curve",
+        "feature-importance",
+        "test_set",
+        "model",
+    ):
         target = run.artifact_record(key).target
         assert target.startswith(f"s3://{minio_env}/"), target
         name = target.split("/", 3)[3]
@@ -85,7 +103,8 @@ def test_train_on_btc_features_logs_metrics_and_plots_to_minio(
 
     bt = tickrun.import_function("hub://backtest").run(
         params={"model": run.outputs["model"], "fee_rate": 0.0005},
-        inputs={"dataset": run.outputs["test_set"], "prices": str(bars_csv)})
+        inputs={"dataset": run.outputs["test_set"], "prices": str(bars_csv)},
+    )
     assert bt.state == "completed", bt.error
     assert bt.results["bars"] == len(test_set)
     assert bt.results["cumulative_return"] > -1.0 and 0 <= bt.results["max_drawdown"] <= 1

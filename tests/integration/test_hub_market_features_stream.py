@@ -21,8 +21,17 @@ def test_streamed_klines_give_the_batch_features(tmp_path: Path) -> None:
     with fn.deploy(env={"FEATURE_WINDOWS": "6,24"}, directory=tmp_path / "fn") as server:
         replies = []
         for row in bars.itertuples():
-            kline = [row.timestamp, row.open, row.high, row.low, row.close, row.volume, 0, 0,
-                     row.trades]
+            kline = [
+                row.timestamp,
+                row.open,
+                row.high,
+                row.low,
+                row.close,
+                row.volume,
+                0,
+                0,
+                row.trades,
+            ]
             replies.append(server.invoke(kline))
     assert replies[0] == {"ready": False, "bars": 1, "needed": 25}
     ready = [r for r in replies if r["ready"]]

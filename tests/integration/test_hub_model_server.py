@@ -23,8 +23,9 @@ DATA = market_data()
 
 def _post(url: str, body: Any, content_type: str = "application/json") -> tuple[int, Any]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method="POST",
-                                 headers={"Content-Type": content_type})
+    req = urllib.request.Request(
+        url, data=data, method="POST", headers={"Content-Type": content_type}
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, json.loads(r.read())
@@ -41,23 +42,31 @@ def trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     pd.read_csv(DATA).iloc[-4000:].to_csv(bars, index=False)
     feats = tickrun.import_function("hub://market_features").run(inputs={"dataset": str(bars)})
     run = tickrun.import_function("hub://auto_trainer").run(
-        "train", params={"model_class": "xgboost.XGBClassifier", "CLASS_n_estimators": 40,
-                         "drop_columns": "future_return", "plots": False},
-        inputs={"dataset": feats.outputs["features"]})
+        "train",
+        params={
+            "model_class": "xgboost.XGBClassifier",
+            "CLASS_n_estimators": 40,
+            "drop_columns": "future_return",
+            "plots": False,
+        },
+        inputs={"dataset": feats.outputs["features"]},
+    )
     assert run.state == "completed", run.error
     return str(run.outputs["model"])
 
 
 def test_served_model_answers_like_the_model_object(trained: str, tmp_path: Path) -> None:
     model, info = load_model(trained)
-    rows = pd.read_parquet(tickrun.functions.runs.DataItem(
-        trained.rsplit("/", 1)[0] + "/test_set").local()).iloc[:5]
+    rows = pd.read_parquet(
+        tickrun.functions.runs.DataItem(trained.rsplit("/", 1)[0] + "/test_set").local()
+    ).iloc[:5]
     x = rows[info.feature_names]
     expected = model.predict(x).tolist()
     proba = model.predict_proba(x)
     fn = tickrun.import_function("hub://model_server:1")
-    with fn.deploy(env={"MODEL_URI": trained, "MODEL_NAME": "btc-updown"},
-                   directory=tmp_path / "fn") as server:
+    with fn.deploy(
+        env={"MODEL_URI": trained, "MODEL_NAME": "btc-updown"}, directory=tmp_path / "fn"
+    ) as server:
         url = server.url
         cols = list(x.columns)
         bodies = [
@@ -77,8 +86,9 @@ def test_served_model_answers_like_the_model_object(trained: str, tmp_path: Path
         assert out["model_name"] == "btc-updown"
         np.testing.assert_allclose(out["probabilities"], proba, rtol=1e-6)
         assert server.invoke({"inputs": x.to_numpy().tolist()})["outputs"] == expected
-        status, out = _post(f"{url}/invocations", {"dataframe_split": {"columns": ["x"],
-                                                                       "data": [[1]]}})
+        status, out = _post(
+            f"{url}/invocations", {"dataframe_split": {"columns": ["x"], "data": [[1]]}}
+        )
         assert status == 400 and out["error_code"] == "BAD_REQUEST"
         with urllib.request.urlopen(f"{url}/ping") as r:
             assert r.status == 200

@@ -56,8 +56,13 @@ def test_signals_from_real_klines(kafka_broker: KafkaBroker, tmp_path: Path) -> 
     shutil.copytree(EXAMPLE, fn_dir)
     spec = yaml.safe_load((fn_dir / "function.yaml").read_text())
     attrs = spec["spec"]["triggers"]["klines"]["attributes"]
-    attrs.update(brokers=bs, topics=[klines], outputTopic=signals,
-                 deadLetterTopic=f"{klines}.dlq", consumerGroup=f"signals-{tag}")
+    attrs.update(
+        brokers=bs,
+        topics=[klines],
+        outputTopic=signals,
+        deadLetterTopic=f"{klines}.dlq",
+        consumerGroup=f"signals-{tag}",
+    )
     for env in spec["spec"]["env"]:
         if env["name"] == "ALERT_TOPIC":
             env["value"] = alerts

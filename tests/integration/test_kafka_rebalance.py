@@ -61,15 +61,23 @@ def test_two_replicas_share_four_partitions_and_rebalance_when_one_stops(
         assert b.terminate() == 0
         mark = end_offsets(bs, topic, 4)
         produce(bs, topic, ({"i": i} for i in range(400)), partition_of=lambda i: i % 4)
-        wait_for(lambda: len({(h.partition, h.offset) for h in done(tmp_path)})
-                 >= sum(end_offsets(bs, topic, 4).values()), 60,
-                 "every event handled after the rebalance")
+        wait_for(
+            lambda: (
+                len({(h.partition, h.offset) for h in done(tmp_path)})
+                >= sum(end_offsets(bs, topic, 4).values())
+            ),
+            60,
+            "every event handled after the rebalance",
+        )
         after = _owners(tmp_path, mark)
         assert sorted(after) == [0, 1, 2, 3]
         survivors = {pid for pids in after.values() for pid in pids}
         assert len(survivors) == 1, f"the remaining replica took every partition: {after}"
-        wait_for(lambda: committed(bs, group, topic) == end_offsets(bs, topic, 4), 30,
-                 "commits up to the end")
+        wait_for(
+            lambda: committed(bs, group, topic) == end_offsets(bs, topic, 4),
+            30,
+            "commits up to the end",
+        )
     finally:
         a.terminate()
         b.terminate()
@@ -88,12 +96,16 @@ def test_kill_9_mid_stream_loses_nothing_and_bounds_duplicates(
     batch, workers, slots = 500, 2, 2
     kafka_broker.create_topic(topic, partitions=partitions)
     produce(bs, topic, ({"i": i} for i in range(n)), partition_of=lambda i: i % partitions)
-    fn_dir = write_function(tmp_path, brokers=bs, topics=[topic], group=group,
-                            num_workers=slots,
-                            attributes={"commitBatchSize": batch, "commitInterval": "1s"})
+    fn_dir = write_function(
+        tmp_path,
+        brokers=bs,
+        topics=[topic],
+        group=group,
+        num_workers=slots,
+        attributes={"commitBatchSize": batch, "commitInterval": "1s"},
+    )
     replica = serve(fn_dir, workers=workers)
-    wait_for(lambda: len(done(tmp_path)) >= n * 0.3, 180, "30% of the events handled",
-             step_s=0.05)
+    wait_for(lambda: len(done(tmp_path)) >= n * 0.3, 180, "30% of the events handled", step_s=0.05)
     assert replica.proc is not None
     os.kill(replica.proc.pid, signal.SIGKILL)  # workers follow via PDEATHSIG
     replica.proc.wait(timeout=10)
@@ -103,10 +115,17 @@ def test_kill_9_mid_stream_loses_nothing_and_bounds_duplicates(
 
     again = serve(fn_dir, workers=workers)
     try:
-        wait_for(lambda: len({(h.partition, h.offset) for h in done(tmp_path)}) >= n, 240,
-                 "every event handled after the restart", step_s=0.5)
-        wait_for(lambda: committed(bs, group, topic) == end_offsets(bs, topic, partitions), 30,
-                 "commits up to the end")
+        wait_for(
+            lambda: len({(h.partition, h.offset) for h in done(tmp_path)}) >= n,
+            240,
+            "every event handled after the restart",
+            step_s=0.5,
+        )
+        wait_for(
+            lambda: committed(bs, group, topic) == end_offsets(bs, topic, partitions),
+            30,
+            "commits up to the end",
+        )
     finally:
         again.terminate()
     records = done(tmp_path)
@@ -115,13 +134,20 @@ def test_kill_9_mid_stream_loses_nothing_and_bounds_duplicates(
     # What was handled but not yet committed at the kill is handled again: at most one
     # commit window (the size trigger, plus what finishes during one poll round) per worker,
     # plus the events in flight.
-    uncommitted_at_kill = len({(h.partition, h.offset) for h in before_restart
-                               if h.offset >= committed_at_kill.get(h.partition, 0)})
+    uncommitted_at_kill = len(
+        {
+            (h.partition, h.offset)
+            for h in before_restart
+            if h.offset >= committed_at_kill.get(h.partition, 0)
+        }
+    )
     bound = workers * (2 * batch + slots)
-    print(f"\nkill -9 at {len(before_restart)} handled / {n}; committed then: "
-          f"{sum(committed_at_kill.values())}; handled-but-uncommitted: {uncommitted_at_kill}; "
-          f"total handled {len(records)}, distinct {len(distinct)}, duplicates {dups} "
-          f"(bound {bound})")
+    print(
+        f"\nkill -9 at {len(before_restart)} handled / {n}; committed then: "
+        f"{sum(committed_at_kill.values())}; handled-but-uncommitted: {uncommitted_at_kill}; "
+        f"total handled {len(records)}, distinct {len(distinct)}, duplicates {dups} "
+        f"(bound {bound})"
+    )
     assert len(distinct) == n, "nothing lost"
     expected = {(p, o) for p in range(partitions) for o in range(n // partitions)}
     assert distinct == expected

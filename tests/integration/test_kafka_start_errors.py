@@ -23,13 +23,20 @@ pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 
 
 def _errors(fn: ServedFunction) -> list[dict[str, object]]:
-    return [r for r in fn.log_records() if r.get("level") == "error"
-            and str(r.get("logger", "")).startswith("tickrun.triggers.kafka")]
+    return [
+        r
+        for r in fn.log_records()
+        if r.get("level") == "error"
+        and str(r.get("logger", "")).startswith("tickrun.triggers.kafka")
+    ]
 
 
 def _not_ready_with_error(fn: ServedFunction, needle: str) -> dict[str, object]:
-    wait_for(lambda: any(needle in str(r.get("message")) for r in _errors(fn)), 60,
-             f"an error log mentioning {needle!r}")
+    wait_for(
+        lambda: any(needle in str(r.get("message")) for r in _errors(fn)),
+        60,
+        f"an error log mentioning {needle!r}",
+    )
     status, body = readyz(fn)
     assert status == 503
     assert body.get("triggers_not_ready") == ["ticks"]
@@ -68,11 +75,22 @@ def test_unknown_topic_then_created(kafka_broker: KafkaBroker, tmp_path: Path) -
 
 def test_sasl_against_a_plaintext_listener(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
     bs = kafka_broker.bootstrap_servers
-    fn = serve(write_function(
-        tmp_path, brokers=bs, topics=["t"], group="g-sasl",
-        attributes={"sasl": {"enable": True, "user": "alice", "password": "not-logged-42",
-                             "mechanism": "SCRAM-SHA-256"}},
-    ))
+    fn = serve(
+        write_function(
+            tmp_path,
+            brokers=bs,
+            topics=["t"],
+            group="g-sasl",
+            attributes={
+                "sasl": {
+                    "enable": True,
+                    "user": "alice",
+                    "password": "not-logged-42",
+                    "mechanism": "SCRAM-SHA-256",
+                }
+            },
+        )
+    )
     try:
         record = _not_ready_with_error(fn, bs)
     finally:

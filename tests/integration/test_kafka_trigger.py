@@ -42,8 +42,11 @@ def test_order_per_partition_and_everything_committed(
     fn = serve(write_function(tmp_path, brokers=bs, topics=[topic], group=group, num_workers=4))
     try:
         wait_for(lambda: len(done(tmp_path)) >= n, 90, f"{n} events handled")
-        wait_for(lambda: committed(bs, group, topic) == {p: n // 4 for p in range(4)}, 30,
-                 "offsets committed up to the end of every partition")
+        wait_for(
+            lambda: committed(bs, group, topic) == {p: n // 4 for p in range(4)},
+            30,
+            "offsets committed up to the end of every partition",
+        )
         text = metrics_text(fn)
     finally:
         assert fn.terminate() == 0
@@ -63,16 +66,27 @@ def test_handler_failing_twice_then_succeeding(kafka_broker: KafkaBroker, tmp_pa
     topic, group = _names("retry")
     kafka_broker.create_topic(topic, partitions=1)
     produce(bs, topic, [{"i": 0}, {"i": 1, "fail_times": 2}, {"i": 2}])
-    fn = serve(write_function(tmp_path, brokers=bs, topics=[topic], group=group,
-                              attributes={"maxRetries": 3}))
+    fn = serve(
+        write_function(
+            tmp_path, brokers=bs, topics=[topic], group=group, attributes={"maxRetries": 3}
+        )
+    )
     try:
         wait_for(lambda: len(done(tmp_path)) >= 3, 60, "3 events handled")
         wait_for(lambda: committed(bs, group, topic) == {0: 3}, 30, "commit of offset 3")
     finally:
         fn.terminate()
     sequence = [(h.kind, h.offset) for h in handled(tmp_path)]
-    assert sequence == [("A", 0), ("D", 0), ("A", 1), ("A", 1), ("A", 1), ("D", 1),
-                        ("A", 2), ("D", 2)], "retries happen in place, in order"
+    assert sequence == [
+        ("A", 0),
+        ("D", 0),
+        ("A", 1),
+        ("A", 1),
+        ("A", 1),
+        ("D", 1),
+        ("A", 2),
+        ("D", 2),
+    ], "retries happen in place, in order"
     assert read_topic(bs, f"{topic}.dlq", expect=1, timeout_s=3) == []
 
 
@@ -85,10 +99,23 @@ def test_poison_message_is_dead_lettered_and_the_partition_moves_on(
     kafka_broker.create_topic(topic, partitions=2)
     kafka_broker.create_topic(dlq, partitions=1)
     bodies = [{"i": i, "poison": i == 3} for i in range(10)]
-    produce(bs, topic, bodies, partition_of=lambda i: 0, key_of=lambda i: f"k{i}".encode(),
-            headers=[("source", b"test")])
-    fn = serve(write_function(tmp_path, brokers=bs, topics=[topic], group=group,
-                              attributes={"maxRetries": 2, "deadLetterTopic": dlq}))
+    produce(
+        bs,
+        topic,
+        bodies,
+        partition_of=lambda i: 0,
+        key_of=lambda i: f"k{i}".encode(),
+        headers=[("source", b"test")],
+    )
+    fn = serve(
+        write_function(
+            tmp_path,
+            brokers=bs,
+            topics=[topic],
+            group=group,
+            attributes={"maxRetries": 2, "deadLetterTopic": dlq},
+        )
+    )
     try:
         wait_for(lambda: len(done(tmp_path)) >= 9, 60, "the 9 good events")
         wait_for(lambda: committed(bs, group, topic).get(0) == 10, 30, "commit past the poison")
@@ -121,16 +148,24 @@ def test_return_value_is_produced_to_the_output_topic(
     out = f"{topic}-signals"
     kafka_broker.create_topic(topic, partitions=1)
     kafka_broker.create_topic(out, partitions=1)
-    produce(bs, topic, [{"reply": {"signal": "buy", "i": 0}}, {"i": 1},
-                        {"reply": "sell"}], key_of=lambda i: b"BTCUSDT")
-    fn = serve(write_function(tmp_path, brokers=bs, topics=[topic], group=group,
-                              attributes={"outputTopic": out}))
+    produce(
+        bs,
+        topic,
+        [{"reply": {"signal": "buy", "i": 0}}, {"i": 1}, {"reply": "sell"}],
+        key_of=lambda i: b"BTCUSDT",
+    )
+    fn = serve(
+        write_function(
+            tmp_path, brokers=bs, topics=[topic], group=group, attributes={"outputTopic": out}
+        )
+    )
     try:
         records = read_topic(bs, out, expect=2)
     finally:
         fn.terminate()
-    assert [r.value for r in records] == [b'{"signal":"buy","i":0}', b"sell"], \
+    assert [r.value for r in records] == [b'{"signal":"buy","i":0}', b"sell"], (
         "dict → JSON, str → text, None → nothing"
+    )
     assert all(r.key == b"BTCUSDT" for r in records)
     assert dict(records[0].headers)["content-type"] == b"application/json"
 
@@ -142,11 +177,16 @@ def test_sigterm_drains_and_commits_what_was_done(
     topic, group = _names("drain")
     kafka_broker.create_topic(topic, partitions=2)
     n = 400
-    produce(bs, topic, ({"i": i, "sleep_s": 0.01} for i in range(n)),
-            partition_of=lambda i: i % 2)
+    produce(bs, topic, ({"i": i, "sleep_s": 0.01} for i in range(n)), partition_of=lambda i: i % 2)
     # A long commit interval: whatever is committed at exit was committed by the drain.
-    fn_dir = write_function(tmp_path, brokers=bs, topics=[topic], group=group, num_workers=2,
-                            attributes={"commitInterval": "60s", "commitBatchSize": 100_000})
+    fn_dir = write_function(
+        tmp_path,
+        brokers=bs,
+        topics=[topic],
+        group=group,
+        num_workers=2,
+        attributes={"commitInterval": "60s", "commitBatchSize": 100_000},
+    )
     fn = serve(fn_dir)
     wait_for(lambda: len(done(tmp_path)) >= 60, 60, "some events handled")
     assert fn.terminate() == 0

@@ -27,13 +27,20 @@ DATA = market_data(HOURLY)
 EXAMPLE = Path(__file__).resolve().parents[2] / "functions/examples/train_job/train.py"
 
 
-def settings_for(server: MinioServer, tmp_path: Path, *, secret: str | None = None,
-                 bucket: str | None = None) -> TrackingSettings:
-    s3 = S3Settings(endpoint=server.endpoint, access_key=SecretStr(server.access_key),
-                    secret_key=SecretStr(secret or server.secret_key), secure=False)
+def settings_for(
+    server: MinioServer, tmp_path: Path, *, secret: str | None = None, bucket: str | None = None
+) -> TrackingSettings:
+    s3 = S3Settings(
+        endpoint=server.endpoint,
+        access_key=SecretStr(server.access_key),
+        secret_key=SecretStr(secret or server.secret_key),
+        secure=False,
+    )
     return TrackingSettings(
-        home=tmp_path, artifact_path=f"s3://{bucket or 'runs-' + uuid.uuid4().hex[:8]}/tickrun",
-        db_url=f"sqlite:///{tmp_path / 'runs.db'}", s3=s3,
+        home=tmp_path,
+        artifact_path=f"s3://{bucket or 'runs-' + uuid.uuid4().hex[:8]}/tickrun",
+        db_url=f"sqlite:///{tmp_path / 'runs.db'}",
+        s3=s3,
     )
 
 
@@ -57,8 +64,9 @@ def test_every_kind_to_minio_round_trip(minio_server: MinioServer, tmp_path: Pat
     blob = tmp_path / "blob.csv.gz"
     blob.write_bytes(gzip.compress(b"a,b\n1,2\n" * 1000))
     db = SqlRunDB(s.db_url)
-    run = run_function(ref("every_kind"), params={"blob_path": str(blob)}, project="minio",
-                       settings=s, db=db)
+    run = run_function(
+        ref("every_kind"), params={"blob_path": str(blob)}, project="minio", settings=s, db=db
+    )
     check_every_kind(run, read_raw=raw_reader(minio_server))
     assert all(a.target.startswith(s.artifact_path + "/minio/") for a in run.artifacts)
     assert run.artifact("blob").get() == blob.read_bytes()
@@ -72,15 +80,22 @@ def test_inputs_from_s3_and_store(minio_server: MinioServer, tmp_path: Path) -> 
     client.make_bucket(bucket)
     client.fput_object(bucket, "binance/btcusdt_1h.csv.gz", str(DATA))
     db = SqlRunDB(s.db_url)
-    run = run_function(ref("reads_inputs"), settings=s, db=db,
-                       inputs={"data": f"s3://{bucket}/binance/btcusdt_1h.csv.gz"})
+    run = run_function(
+        ref("reads_inputs"),
+        settings=s,
+        db=db,
+        inputs={"data": f"s3://{bucket}/binance/btcusdt_1h.csv.gz"},
+    )
     assert run.state == "completed", run.error
     assert run.results["rows"] == 72540
     assert run.results["cols"][:2] == ["timestamp", "open"]
     first = run_function(ref("every_kind"), settings=s, db=db)
-    chained = run_function(ref("reads_inputs"), settings=s, db=db,
-                           inputs={"data": first.outputs["data"],
-                                   "other": first.outputs["raw"]})
+    chained = run_function(
+        ref("reads_inputs"),
+        settings=s,
+        db=db,
+        inputs={"data": first.outputs["data"], "other": first.outputs["raw"]},
+    )
     assert chained.state == "completed", chained.error
     assert chained.results["rows"] == 200
     assert chained.results["other_bytes"] == len(b"\x00\x01binary\xff")
@@ -103,14 +118,20 @@ def test_wrong_minio_credentials_fail_the_run_clearly(
     assert db.list_artifacts(uid=run.uid) == []
 
 
-def test_example_train_job_sweep_on_real_data(minio_server: MinioServer,
-                                             tmp_path: Path) -> None:
+def test_example_train_job_sweep_on_real_data(minio_server: MinioServer, tmp_path: Path) -> None:
     s = settings_for(minio_server, tmp_path)
     db = SqlRunDB(s.db_url)
     run = run_function(
-        f"{EXAMPLE}:train", params={"rows": 3000, "n_estimators": 20},
-        inputs={"bars": str(DATA)}, hyperparams={"max_depth": [2, 3]},
-        selector="max.accuracy", parallel=2, settings=s, db=db, project="btc", progress=False,
+        f"{EXAMPLE}:train",
+        params={"rows": 3000, "n_estimators": 20},
+        inputs={"bars": str(DATA)},
+        hyperparams={"max_depth": [2, 3]},
+        selector="max.accuracy",
+        parallel=2,
+        settings=s,
+        db=db,
+        project="btc",
+        progress=False,
     )
     assert run.state == "completed", run.error
     accs = {i.iteration: i.results["accuracy"] for i in run.iterations}

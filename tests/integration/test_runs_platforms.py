@@ -20,7 +20,7 @@ from tickrun.functions.runs.model import RunRecord
 
 from tests.peers import podman
 
-JOB = '''\
+JOB = """\
 import os
 import socket
 import time
@@ -42,7 +42,7 @@ def bad(context):
 def slow(context):
     context.log_result("started", 1)
     time.sleep(120)
-'''
+"""
 
 _STARTED = re.compile(r"run ([0-9a-f]{32}) started on platform (\w+) \(pid (\d+)\)")
 
@@ -56,8 +56,12 @@ def _job(tmp_path: Path) -> Path:
 
 def _env(tmp_path: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
-    for var in ("TICKRUN_DB_URL", "TICKRUN_CONTROLLER_URL", "TICKRUN_TOKEN",
-                "TICKRUN_ARTIFACT_PATH"):
+    for var in (
+        "TICKRUN_DB_URL",
+        "TICKRUN_CONTROLLER_URL",
+        "TICKRUN_TOKEN",
+        "TICKRUN_ARTIFACT_PATH",
+    ):
         env.pop(var, None)
     env["TICKRUN_HOME"] = str(tmp_path / "home")
     env["TICKRUN_STATE_DIR"] = str(tmp_path / "controller")  # image build contexts
@@ -70,8 +74,13 @@ def _db(tmp_path: Path) -> SqlRunDB:
 
 
 def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "tickrun", "run", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tickrun", "run", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _finish(proc: subprocess.Popen[str], timeout: float) -> tuple[int, str, str]:
@@ -111,13 +120,14 @@ def _running(db: SqlRunDB, name: str) -> RunRecord | None:
 
 def test_process_job_is_tracked_completed(tmp_path: Path) -> None:
     job = _job(tmp_path)
-    proc = _start([f"{job}:train", "--param", "lr=0.25", "--platform", "process", "--json"],
-                  _env(tmp_path))
+    proc = _start(
+        [f"{job}:train", "--param", "lr=0.25", "--platform", "process", "--json"], _env(tmp_path)
+    )
     code, out, err = _finish(proc, 120)
     assert code == 0, err
     uid, child_pid = _started(err)
     assert "training with 0.25" in out  # the job's own output reached the parent's stdout
-    printed = json.loads(out[out.index("{"):])
+    printed = json.loads(out[out.index("{") :])
     assert printed["uid"] == uid
     run = _db(tmp_path).get_run(uid)
     assert run.state.value == "completed"
@@ -127,13 +137,13 @@ def test_process_job_is_tracked_completed(tmp_path: Path) -> None:
     assert run.results["pid"] == child_pid == run.pid
     assert child_pid != proc.pid
     assert DataItem(f"store://default/{uid}/notes", db=_db(tmp_path)).get() == (
-        b"hello from the job")
+        b"hello from the job"
+    )
 
 
 def test_process_job_failure_is_recorded_as_error(tmp_path: Path) -> None:
     job = _job(tmp_path)
-    code, out, err = _finish(_start([f"{job}:bad", "--platform", "process"], _env(tmp_path)),
-                             120)
+    code, out, err = _finish(_start([f"{job}:bad", "--platform", "process"], _env(tmp_path)), 120)
     assert code == 1
     uid, _ = _started(err)
     run = _db(tmp_path).get_run(uid)
@@ -182,8 +192,9 @@ def test_process_job_parent_killed_takes_the_job_with_it(tmp_path: Path) -> None
 
 def test_bad_param_fails_before_any_child(tmp_path: Path) -> None:
     job = _job(tmp_path)
-    code, _, err = _finish(_start([f"{job}:train", "--param", "oops", "--platform", "process"],
-                                  _env(tmp_path)), 60)
+    code, _, err = _finish(
+        _start([f"{job}:train", "--param", "oops", "--platform", "process"], _env(tmp_path)), 60
+    )
     assert code == 2
     assert "KEY=VALUE" in err and "started on platform" not in err
 
@@ -193,8 +204,7 @@ def test_bad_param_fails_before_any_child(tmp_path: Path) -> None:
 
 @pytest.mark.podman
 @pytest.mark.slow
-def test_container_job_tracked_into_host_store(podman_env: dict[str, str],
-                                               tmp_path: Path) -> None:
+def test_container_job_tracked_into_host_store(podman_env: dict[str, str], tmp_path: Path) -> None:
     job = _job(tmp_path)
     env = _env(tmp_path, podman_env)
     proc = _start([f"{job}:train", "--param", "lr=0.125", "--platform", "container"], env)
@@ -214,15 +224,17 @@ def test_container_job_tracked_into_host_store(podman_env: dict[str, str],
     assert DataItem(f"store://default/{uid}/notes", db=db).get() == b"hello from the job"
     # the artifact landed in the host's artifact folder
     assert list((tmp_path / "home" / "artifacts" / "default" / uid).rglob("notes*"))
-    left = podman("ps", "-a", "--filter", f"label=tickrun.run={uid}", "--format", "{{.ID}}",
-                  env=podman_env).stdout.strip()
+    left = podman(
+        "ps", "-a", "--filter", f"label=tickrun.run={uid}", "--format", "{{.ID}}", env=podman_env
+    ).stdout.strip()
     assert left == ""  # --rm
 
 
 @pytest.mark.podman
 @pytest.mark.slow
 def test_container_job_sigterm_aborts_run_and_removes_container(
-        podman_env: dict[str, str], tmp_path: Path) -> None:
+    podman_env: dict[str, str], tmp_path: Path
+) -> None:
     job = _job(tmp_path)
     db = _db(tmp_path)
     proc = _start([f"{job}:slow", "--platform", "container"], _env(tmp_path, podman_env))
@@ -230,8 +242,14 @@ def test_container_job_sigterm_aborts_run_and_removes_container(
         _wait_for(lambda: _running(db, "job-slow") is not None, 900, "the container job")
         running = _running(db, "job-slow")
         assert running is not None
-        listed = podman("ps", "--filter", f"label=tickrun.run={running.uid}", "--format",
-                        "{{.ID}}", env=podman_env).stdout.strip()
+        listed = podman(
+            "ps",
+            "--filter",
+            f"label=tickrun.run={running.uid}",
+            "--format",
+            "{{.ID}}",
+            env=podman_env,
+        ).stdout.strip()
         assert listed != ""
         proc.send_signal(signal.SIGTERM)
         code, _, err = _finish(proc, 120)
@@ -240,6 +258,19 @@ def test_container_job_sigterm_aborts_run_and_removes_container(
             proc.kill()
     assert code == 128 + signal.SIGTERM, err[-3000:]
     assert db.get_run(running.uid).state.value == "aborted"
-    _wait_for(lambda: podman("ps", "-a", "--filter", f"label=tickrun.run={running.uid}",
-                             "--format", "{{.ID}}", env=podman_env).stdout.strip() == "",
-              60, "the container to be removed")
+    _wait_for(
+        lambda: (
+            podman(
+                "ps",
+                "-a",
+                "--filter",
+                f"label=tickrun.run={running.uid}",
+                "--format",
+                "{{.ID}}",
+                env=podman_env,
+            ).stdout.strip()
+            == ""
+        ),
+        60,
+        "the container to be removed",
+    )

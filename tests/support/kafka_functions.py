@@ -25,7 +25,7 @@ from kafka.structs import TopicPartition
 
 from tests.support.processes import ServedFunction
 
-HANDLER = '''
+HANDLER = """
 import json, os, threading, time
 
 _fd = None
@@ -54,7 +54,7 @@ def handler(context, event):
         raise ValueError(f"refusing {event.id} on attempt {n}")
     _line("D", event)
     return body.get("reply")
-'''
+"""
 
 
 @dataclass(frozen=True)
@@ -188,8 +188,11 @@ def committed(brokers: str, group: str, topic: str) -> dict[int, int]:
 
 def read_topic(brokers: str, topic: str, expect: int, timeout_s: float = 30.0) -> list[Any]:
     consumer = KafkaConsumer(
-        topic, bootstrap_servers=brokers, auto_offset_reset="earliest",
-        consumer_timeout_ms=1000, enable_auto_commit=False,
+        topic,
+        bootstrap_servers=brokers,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=1000,
+        enable_auto_commit=False,
     )
     records: list[Any] = []
     deadline = time.monotonic() + timeout_s

@@ -82,8 +82,11 @@ class CronTrigger(BaseTrigger[CronTriggerSpec]):
         )
         logger.info(
             "cron trigger scheduled",
-            extra={"trigger": self.name, "schedule": self.config.schedule,
-                   "interval_s": self.config.interval_s},
+            extra={
+                "trigger": self.name,
+                "schedule": self.config.schedule,
+                "interval_s": self.config.interval_s,
+            },
         )
 
     async def stop(self, drain_timeout_s: float) -> None:
@@ -139,6 +142,7 @@ class CronTrigger(BaseTrigger[CronTriggerSpec]):
         except TickrunError as exc:
             # The dispatcher logged the handler's traceback; one line here ties it to the tick.
             logger.warning(
-                "cron run failed: %s", exc.message,
+                "cron run failed: %s",
+                exc.message,
                 extra={"trigger": self.name, "scheduled": scheduled.isoformat()},
             )

@@ -156,9 +156,17 @@ class ConsumerThread(threading.Thread):
         self._connected.set(0)
         logger.error(
             "kafka trigger %s %s (brokers %s): %s; retrying in %.0fs",
-            self.config.name, what, self.config.describe_brokers(), cause, delay,
-            extra={"trigger": self.config.name, "brokers": list(self.config.brokers),
-                   "topics": list(self.config.topics), "cause": cause},
+            self.config.name,
+            what,
+            self.config.describe_brokers(),
+            cause,
+            delay,
+            extra={
+                "trigger": self.config.name,
+                "brokers": list(self.config.brokers),
+                "topics": list(self.config.topics),
+                "cause": cause,
+            },
         )
         self._callbacks.on_state(False, self.last_error)
 
@@ -181,8 +189,12 @@ class ConsumerThread(threading.Thread):
         logger.info(
             "kafka trigger %s subscribed",
             cfg.name,
-            extra={"trigger": cfg.name, "topics": list(cfg.topics), "group": cfg.group,
-                   "brokers": list(cfg.brokers)},
+            extra={
+                "trigger": cfg.name,
+                "topics": list(cfg.topics),
+                "group": cfg.group,
+                "brokers": list(cfg.brokers),
+            },
         )
 
     def _poll_loop(self) -> None:
@@ -228,7 +240,8 @@ class ConsumerThread(threading.Thread):
             # events after the last commit (bounded duplicates, never a loss).
             self._commit_failed.inc()
             logger.warning(
-                "kafka offset commit failed: %s", describe_error(exc),
+                "kafka offset commit failed: %s",
+                describe_error(exc),
                 extra={"trigger": self.config.name, "partitions": len(positions)},
             )
             return
@@ -249,8 +262,9 @@ class ConsumerThread(threading.Thread):
                 except Exception as exc:  # unknown until the first fetch; try next round
                     logger.debug("no position for %s yet: %r", tp, exc)
                     continue
-            metrics.LAG.labels(self.config.function, self.config.name, tp.topic,
-                               str(tp.partition)).set(max(high - base, 0))
+            metrics.LAG.labels(
+                self.config.function, self.config.name, tp.topic, str(tp.partition)
+            ).set(max(high - base, 0))
 
     def _flow_control(self) -> None:
         """Pause partitions with a full backlog, resume them once it has drained.
@@ -288,9 +302,11 @@ class ConsumerThread(threading.Thread):
         self._forget(tps)
         logger.info(
             "kafka partitions revoked",
-            extra={"trigger": self.config.name,
-                   "partitions": [f"{t.topic}/{t.partition}" for t in tps],
-                   "settle_s": round(time.monotonic() - started, 3)},
+            extra={
+                "trigger": self.config.name,
+                "partitions": [f"{t.topic}/{t.partition}" for t in tps],
+                "settle_s": round(time.monotonic() - started, 3),
+            },
         )
 
     async def _commit_on_io_loop(self, consumer: Any, tps: list[Any]) -> None:
@@ -309,7 +325,8 @@ class ConsumerThread(threading.Thread):
         except Exception as exc:
             self._commit_failed.inc()
             logger.warning(
-                "kafka offset commit before rebalance failed: %s", describe_error(exc),
+                "kafka offset commit before rebalance failed: %s",
+                describe_error(exc),
                 extra={"trigger": self.config.name, "partitions": len(positions)},
             )
             return
@@ -328,8 +345,9 @@ class ConsumerThread(threading.Thread):
                 self._restart[tp] = restart
             if consumer is not None:
                 consumer.resume(tp)
-            metrics.LAG.labels(self.config.function, self.config.name, tp.topic,
-                               str(tp.partition)).set(0)
+            metrics.LAG.labels(
+                self.config.function, self.config.name, tp.topic, str(tp.partition)
+            ).set(0)
         self._book.drop(tps)
 
     def partitions_assigned(self, tps: list[TopicPartition]) -> None:
@@ -341,8 +359,10 @@ class ConsumerThread(threading.Thread):
         self._callbacks.on_assigned(tps)
         logger.info(
             "kafka partitions assigned",
-            extra={"trigger": self.config.name,
-                   "partitions": [f"{t.topic}/{t.partition}" for t in tps]},
+            extra={
+                "trigger": self.config.name,
+                "partitions": [f"{t.topic}/{t.partition}" for t in tps],
+            },
         )
 
     # --- shutdown ----------------------------------------------------------------------------

@@ -22,7 +22,8 @@ FAILED = Counter(
     "tickrun_kafka_failed_total", "Handler attempts that failed (each retry counts).", LABELS
 )
 DEAD_LETTERED = Counter(
-    "tickrun_kafka_dead_lettered_total", "Records given up on and produced to a dead-letter topic.",
+    "tickrun_kafka_dead_lettered_total",
+    "Records given up on and produced to a dead-letter topic.",
     LABELS,
 )
 SKIPPED = Counter(
@@ -34,7 +35,8 @@ PUBLISHED = Counter(
     ("function", "trigger"),
 )
 PUBLISH_ERRORS = Counter(
-    "tickrun_kafka_publish_errors_total", "Produce requests Kafka did not acknowledge.",
+    "tickrun_kafka_publish_errors_total",
+    "Produce requests Kafka did not acknowledge.",
     ("function", "trigger"),
 )
 COMMIT_LATENCY = Histogram(

@@ -73,9 +73,7 @@ class Publisher:
         self._errors.inc()
         logger.error("kafka produce failed: %s", exc)
 
-    def send(
-        self, topic: str, value: Any, *, key: Any = None, headers: Headers = None
-    ) -> Any:
+    def send(self, topic: str, value: Any, *, key: Any = None, headers: Headers = None) -> Any:
         """Queue one record; returns kafka-python's future. Raises TriggerError when offline."""
         producer = self._producer
         if producer is None:

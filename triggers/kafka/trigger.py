@@ -252,8 +252,13 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
                     delay = cfg.backoff_s(attempt)
                     logger.warning(
                         "kafka event failed; retrying",
-                        extra={"trigger": self.name, "event_id": event.id, "attempt": attempt,
-                               "retry_in_s": delay, "error": _error_text(exc)},
+                        extra={
+                            "trigger": self.name,
+                            "event_id": event.id,
+                            "attempt": attempt,
+                            "retry_in_s": delay,
+                            "error": _error_text(exc),
+                        },
                     )
                     if await self._pause(part, delay):
                         self._remember_attempts(key, attempt)
@@ -286,7 +291,9 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         if cfg.on_failure == "skip":
             self._skipped[record.topic].inc()
             logger.error(
-                "kafka event skipped after %d attempts: %s", attempts, error,
+                "kafka event skipped after %d attempts: %s",
+                attempts,
+                error,
                 extra={"trigger": self.name, "event_id": where, "attempts": attempts},
             )
             return True
@@ -303,14 +310,20 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
                 retry += 1
                 delay = cfg.backoff_s(retry)
                 logger.error(
-                    "cannot dead-letter %s to %s: %r; retrying in %.1fs", where, topic,
-                    send_exc, delay, extra={"trigger": self.name},
+                    "cannot dead-letter %s to %s: %r; retrying in %.1fs",
+                    where,
+                    topic,
+                    send_exc,
+                    delay,
+                    extra={"trigger": self.name},
                 )
                 if await self._pause(part, delay):
                     return False
         self._dead[record.topic].inc()
         logger.error(
-            "kafka event dead-lettered after %d attempts: %s", attempts, error,
+            "kafka event dead-lettered after %d attempts: %s",
+            attempts,
+            error,
             extra={"trigger": self.name, "event_id": where, "dead_letter_topic": topic},
         )
         return True

@@ -77,7 +77,7 @@ def handler(context: Any, event: Any) -> dict[str, Any] | None:
         if len(series.closes) < ud.slow:
             return None
         closes = list(series.closes)
-        fast = sum(closes[-ud.fast:]) / ud.fast
+        fast = sum(closes[-ud.fast :]) / ud.fast
         slow = sum(closes) / len(closes)
         above = fast > slow
         crossed = series.above is not None and above != series.above

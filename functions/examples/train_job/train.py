@@ -51,21 +51,30 @@ def train(
         import xgboost
 
         model: Any = xgboost.XGBClassifier(
-            max_depth=max_depth, n_estimators=n_estimators, learning_rate=learning_rate,
-            n_jobs=1, tree_method="hist",
+            max_depth=max_depth,
+            n_estimators=n_estimators,
+            learning_rate=learning_rate,
+            n_jobs=1,
+            tree_method="hist",
         )
     else:
         from sklearn.ensemble import GradientBoostingClassifier
 
-        model = GradientBoostingClassifier(max_depth=max_depth, n_estimators=n_estimators,
-                                           learning_rate=learning_rate)
+        model = GradientBoostingClassifier(
+            max_depth=max_depth, n_estimators=n_estimators, learning_rate=learning_rate
+        )
     model.fit(x_train, y_train)
     accuracy = float((model.predict(x_test) == y_test).mean())
     base_rate = float(max(y_test.mean(), 1 - y_test.mean()))
     context.logger.info_with("trained", accuracy=accuracy, rows=len(data))
-    context.log_model("model", model, framework=framework,
-                      metrics={"accuracy": accuracy}, feature_names=FEATURES,
-                      labels={"target": "up_next_hour"})
+    context.log_model(
+        "model",
+        model,
+        framework=framework,
+        metrics={"accuracy": accuracy},
+        feature_names=FEATURES,
+        labels={"target": "up_next_hour"},
+    )
     context.log_artifact("importance", _importance_plot(model))
     return {"accuracy": accuracy, "base_rate": base_rate, "test_rows": len(x_test)}
 
@@ -83,8 +92,13 @@ def _importance_plot(model: Any) -> Any:
 def _synthetic(rows: int) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     close = 30000 * np.exp(np.cumsum(rng.normal(0, 0.01, rows)))
-    return pd.DataFrame({
-        "timestamp": pd.date_range("2024-01-01", periods=rows, freq="h"),
-        "open": close, "high": close * 1.005, "low": close * 0.995, "close": close,
-        "volume": rng.uniform(10, 100, rows),
-    })
+    return pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2024-01-01", periods=rows, freq="h"),
+            "open": close,
+            "high": close * 1.005,
+            "low": close * 0.995,
+            "close": close,
+            "volume": rng.uniform(10, 100, rows),
+        }
+    )

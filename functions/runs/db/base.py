@@ -40,9 +40,13 @@ def stale_reason(run: RunRecord, stale_after_s: float, now: float) -> str | None
 def merge_incoming(existing: RunRecord | None, incoming: RunRecord) -> RunRecord:
     """A late write from a run already marked terminal must not bring it back to life."""
     if existing is not None and existing.state.terminal and not incoming.state.terminal:
-        return incoming.model_copy(update={
-            "state": existing.state, "error": existing.error, "ended_at": existing.ended_at,
-        })
+        return incoming.model_copy(
+            update={
+                "state": existing.state,
+                "error": existing.error,
+                "ended_at": existing.ended_at,
+            }
+        )
     return incoming
 
 
@@ -104,6 +108,11 @@ class RunDB(ABC):
     @staticmethod
     def aborted(run: RunRecord, reason: str, now: float | None = None) -> RunRecord:
         t = time.time() if now is None else now
-        return run.model_copy(update={
-            "state": RunState.ABORTED, "error": reason, "ended_at": t, "updated_at": t,
-        })
+        return run.model_copy(
+            update={
+                "state": RunState.ABORTED,
+                "error": reason,
+                "ended_at": t,
+                "updated_at": t,
+            }
+        )

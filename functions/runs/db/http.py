@@ -36,8 +36,11 @@ class HttpRunDB(RunDB):
     def _conn(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            cls = (http.client.HTTPSConnection if self._scheme == "https"
-                   else http.client.HTTPConnection)
+            cls = (
+                http.client.HTTPSConnection
+                if self._scheme == "https"
+                else http.client.HTTPConnection
+            )
             conn = cls(self._netloc, timeout=self._timeout_s)
             self._local.conn = conn
         return conn
@@ -92,8 +95,14 @@ class HttpRunDB(RunDB):
         iterations: bool = False,
         limit: int = 100,
     ) -> list[RunRecord]:
-        q = _query(project=project, uid=uid, state=state, name=name,
-                   iterations="1" if iterations else None, limit=str(limit))
+        q = _query(
+            project=project,
+            uid=uid,
+            state=state,
+            name=name,
+            iterations="1" if iterations else None,
+            limit=str(limit),
+        )
         data = self._request("GET", f"/api/runs{q}")
         return [RunRecord.model_validate(r) for r in data["runs"]]
 
@@ -107,8 +116,14 @@ class HttpRunDB(RunDB):
         kind: str | None = None,
         limit: int = 1000,
     ) -> list[ArtifactRecord]:
-        q = _query(project=project, uid=uid, key=key, kind=kind, limit=str(limit),
-                   iteration=None if iteration is None else str(iteration))
+        q = _query(
+            project=project,
+            uid=uid,
+            key=key,
+            kind=kind,
+            limit=str(limit),
+            iteration=None if iteration is None else str(iteration),
+        )
         data = self._request("GET", f"/api/artifacts{q}")
         return [ArtifactRecord.model_validate(a) for a in data["artifacts"]]
 

@@ -92,7 +92,7 @@ class SqlRunDB(RunDB):
     def _open(self) -> Engine:
         try:
             if self.url.startswith("sqlite:///"):
-                path = self.url[len("sqlite:///"):]
+                path = self.url[len("sqlite:///") :]
                 if path and path != ":memory:":
                     Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(self.url, future=True)
@@ -100,8 +100,9 @@ class SqlRunDB(RunDB):
                 event.listen(engine, "connect", _sqlite_pragmas)
             metadata.create_all(engine, checkfirst=True)
         except (SQLAlchemyError, OSError) as exc:
-            raise StoreError(f"cannot open the run DB ({_safe(self.url)}): "
-                             f"{type(exc).__name__}") from exc
+            raise StoreError(
+                f"cannot open the run DB ({_safe(self.url)}): {type(exc).__name__}"
+            ) from exc
         return engine
 
     def locator(self) -> DbLocator:
@@ -135,8 +136,9 @@ class SqlRunDB(RunDB):
         existing = {
             (row.uid, row.iteration): RunRecord.model_validate_json(row.body)
             for row in conn.execute(
-                select(runs_table.c.uid, runs_table.c.iteration, runs_table.c.body)
-                .where(runs_table.c.uid.in_(uids))
+                select(runs_table.c.uid, runs_table.c.iteration, runs_table.c.body).where(
+                    runs_table.c.uid.in_(uids)
+                )
             )
         }
         inserts: list[dict[str, Any]] = []
@@ -150,19 +152,29 @@ class SqlRunDB(RunDB):
         for row in updates:
             conn.execute(
                 update(runs_table)
-                .where(and_(runs_table.c.uid == row["uid"],
-                            runs_table.c.iteration == row["iteration"]))
+                .where(
+                    and_(runs_table.c.uid == row["uid"], runs_table.c.iteration == row["iteration"])
+                )
                 .values(**row)
             )
 
     def _write_artifacts(self, conn: Any, arts: list[ArtifactRecord]) -> None:
         for a in arts:
             key = and_(
-                artifacts_table.c.project == a.project, artifacts_table.c.uid == a.uid,
-                artifacts_table.c.iteration == a.iteration, artifacts_table.c.key == a.key,
+                artifacts_table.c.project == a.project,
+                artifacts_table.c.uid == a.uid,
+                artifacts_table.c.iteration == a.iteration,
+                artifacts_table.c.key == a.key,
             )
-            row = {"project": a.project, "uid": a.uid, "iteration": a.iteration, "key": a.key,
-                   "kind": a.kind.value, "created_at": a.created_at, "body": a.model_dump_json()}
+            row = {
+                "project": a.project,
+                "uid": a.uid,
+                "iteration": a.iteration,
+                "key": a.key,
+                "kind": a.kind.value,
+                "created_at": a.created_at,
+                "body": a.model_dump_json(),
+            }
             # A re-logged key replaces the record, as the object itself was replaced.
             if conn.execute(update(artifacts_table).where(key).values(**row)).rowcount == 0:
                 conn.execute(artifacts_table.insert(), [row])
@@ -232,8 +244,7 @@ class SqlRunDB(RunDB):
     ) -> list[ArtifactRecord]:
         t = artifacts_table
         q = select(t.c.body)
-        for col, val in ((t.c.project, project), (t.c.uid, uid), (t.c.key, key),
-                         (t.c.kind, kind)):
+        for col, val in ((t.c.project, project), (t.c.uid, uid), (t.c.key, key), (t.c.kind, kind)):
             if val:
                 q = q.where(col == val)
         if iteration is not None:
@@ -261,9 +272,13 @@ class SqlRunDB(RunDB):
                     dead = self.aborted(run, reason, t)
                     conn.execute(
                         update(runs_table)
-                        .where(and_(runs_table.c.uid == run.uid,
-                                    runs_table.c.iteration == run.iteration,
-                                    runs_table.c.state.in_(_LIVE)))
+                        .where(
+                            and_(
+                                runs_table.c.uid == run.uid,
+                                runs_table.c.iteration == run.iteration,
+                                runs_table.c.state.in_(_LIVE),
+                            )
+                        )
                         .values(**_run_row(dead))
                     )
                     marked.append(dead)
@@ -274,8 +289,13 @@ class SqlRunDB(RunDB):
 
 def _run_row(r: RunRecord) -> dict[str, Any]:
     return {
-        "uid": r.uid, "iteration": r.iteration, "project": r.project, "name": r.name[:255],
-        "state": r.state.value, "created_at": r.created_at, "updated_at": r.updated_at,
+        "uid": r.uid,
+        "iteration": r.iteration,
+        "project": r.project,
+        "name": r.name[:255],
+        "state": r.state.value,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
         "body": r.model_dump_json(),
     }
 

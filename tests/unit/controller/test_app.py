@@ -17,15 +17,20 @@ AUTH = {"Authorization": "Bearer sekret"}
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[TestClient]:
-    settings = Settings(state_dir=tmp_path / "state", cache_dir=tmp_path / "cache",
-                        token="sekret", container_engine="podman")
+    settings = Settings(
+        state_dir=tmp_path / "state",
+        cache_dir=tmp_path / "cache",
+        token="sekret",
+        container_engine="podman",
+    )
     app = create_app(settings)
     async with TestClient(TestServer(app)) as c:
         yield c
 
 
 async def test_health_and_openapi_are_open_everything_else_needs_the_token(
-        client: TestClient) -> None:
+    client: TestClient,
+) -> None:
     assert (await client.get("/healthz")).status == 200
     assert (await client.get("/api/openapi.json")).status == 200
     hub = await client.get("/api/hub")  # the read-only hub catalogue is public
@@ -53,8 +58,9 @@ async def test_errors_are_json(client: TestClient) -> None:
     assert resp.status == 400
     body = await resp.json()
     assert body["error"] == "SpecError" and {f["field"] for f in body["fields"]} == {"junk"}
-    resp = await client.post("/api/functions", headers=AUTH,
-                             json={"spec": {"metadata": {"name": "x"}}, "code": "!!!"})
+    resp = await client.post(
+        "/api/functions", headers=AUTH, json={"spec": {"metadata": {"name": "x"}}, "code": "!!!"}
+    )
     assert resp.status == 400 and "base64" in (await resp.json())["detail"]
     resp = await client.get("/api/functions/ghost/events?after=abc", headers=AUTH)
     assert resp.status == 400
@@ -62,8 +68,7 @@ async def test_errors_are_json(client: TestClient) -> None:
     assert resp.status == 404
 
 
-async def test_deploy_records_function_build_and_events(client: TestClient,
-                                                        tmp_path: Path) -> None:
+async def test_deploy_records_function_build_and_events(client: TestClient, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "main.py").write_text("def handler(context, event):\n    return 'hi'\n")
@@ -79,11 +84,11 @@ async def test_deploy_records_function_build_and_events(client: TestClient,
         if fn["state"] == "ready":
             break
         import asyncio
+
         await asyncio.sleep(0.05)
     assert fn["state"] == "ready" and fn["replicas"]["desired"] == 0
     assert fn["last_build"]["state"] == "succeeded"
-    log = await (await client.get(f"/api/builds/{body['build']['id']}/log",
-                                  headers=AUTH)).text()
+    log = await (await client.get(f"/api/builds/{body['build']['id']}/log", headers=AUTH)).text()
     assert "environment:" in log
     events = (await (await client.get("/api/functions/hi/events", headers=AUTH)).json())["events"]
     assert [e["kind"] for e in events][:2] == ["deploy", "build"]

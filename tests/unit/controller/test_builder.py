@@ -73,16 +73,35 @@ def _house(tmp_path: Path, name: str, lock: str) -> Wheelhouse:
 
 
 def test_containerfile_layers_put_code_last_and_commands_before_it(tmp_path: Path) -> None:
-    spec = parse_spec({"metadata": {"name": "f"}, "spec": {
-        "handler": "main:handler", "build": {"commands": ["apt-get -v", "echo hi > x"]}}})
+    spec = parse_spec(
+        {
+            "metadata": {"name": "f"},
+            "spec": {
+                "handler": "main:handler",
+                "build": {"commands": ["apt-get -v", "echo hi > x"]},
+            },
+        }
+    )
     text = image.containerfile(spec, "localhost/base:3.11", has_requirements=True)
     lines = text.splitlines()
     assert lines[0] == "FROM localhost/base:3.11"
-    idx = {key: next(i for i, ln in enumerate(lines) if ln.startswith(key)) for key in
-           ("COPY runtime.lock", "COPY requirements.lock", "RUN apt-get -v", "COPY lib",
-            "COPY function")}
-    assert idx["COPY runtime.lock"] < idx["COPY requirements.lock"] < idx["RUN apt-get -v"] \
-        < idx["COPY lib"] < idx["COPY function"]
+    idx = {
+        key: next(i for i, ln in enumerate(lines) if ln.startswith(key))
+        for key in (
+            "COPY runtime.lock",
+            "COPY requirements.lock",
+            "RUN apt-get -v",
+            "COPY lib",
+            "COPY function",
+        )
+    }
+    assert (
+        idx["COPY runtime.lock"]
+        < idx["COPY requirements.lock"]
+        < idx["RUN apt-get -v"]
+        < idx["COPY lib"]
+        < idx["COPY function"]
+    )
     assert "--require-hashes" in text and "--no-index" in text
     assert "COPY requirements.lock" not in image.containerfile(spec, "b", has_requirements=False)
 

@@ -13,9 +13,14 @@ from tickrun.cli import build_parser
 
 def _fn(tmp_path: Path) -> Path:
     (tmp_path / "main.py").write_text("def handler(c, e): return 1\n")
-    (tmp_path / "function.yaml").write_text(json.dumps({
-        "metadata": {"name": "f"}, "spec": {"minReplicas": 1, "maxReplicas": 3,
-                                            "env": [{"name": "A", "value": "1"}]}}))
+    (tmp_path / "function.yaml").write_text(
+        json.dumps(
+            {
+                "metadata": {"name": "f"},
+                "spec": {"minReplicas": 1, "maxReplicas": 3, "env": [{"name": "A", "value": "1"}]},
+            }
+        )
+    )
     return tmp_path
 
 
@@ -25,9 +30,21 @@ def _args(*argv: str) -> argparse.Namespace:
 
 def test_deploy_flags_shape_the_spec(tmp_path: Path) -> None:
     folder = _fn(tmp_path)
-    code_dir, spec = build_spec(_args(str(folder), "--replicas", "2", "--env", "A=9",
-                                      "--env", "B=x=y", "--trigger",
-                                      "tick=cron,interval=10s", "--name", "g"))
+    code_dir, spec = build_spec(
+        _args(
+            str(folder),
+            "--replicas",
+            "2",
+            "--env",
+            "A=9",
+            "--env",
+            "B=x=y",
+            "--trigger",
+            "tick=cron,interval=10s",
+            "--name",
+            "g",
+        )
+    )
     s = spec["spec"]
     assert code_dir == folder and spec["metadata"]["name"] == "g"
     assert s["replicas"] == 2 and "minReplicas" not in s and "maxReplicas" not in s
@@ -49,10 +66,15 @@ def test_bad_flags_fail_before_uploading(tmp_path: Path) -> None:
 
 def test_verbs_are_registered() -> None:
     parser = build_parser()
-    for argv in (["controller", "start", "--port", "0"], ["get", "functions", "-o", "json"],
-                 ["get", "function", "f", "-o", "yaml"], ["invoke", "f", "-m", "POST", "-b", "x",
-                                                          "-H", "K:V", "--path", "/p"],
-                 ["logs", "f"], ["delete", "f"], ["export", "f"]):
+    for argv in (
+        ["controller", "start", "--port", "0"],
+        ["get", "functions", "-o", "json"],
+        ["get", "function", "f", "-o", "yaml"],
+        ["invoke", "f", "-m", "POST", "-b", "x", "-H", "K:V", "--path", "/p"],
+        ["logs", "f"],
+        ["delete", "f"],
+        ["export", "f"],
+    ):
         assert callable(parser.parse_args(argv).func)
 
 
@@ -61,8 +83,9 @@ def test_deploy_hub_item_exports_its_serving_function() -> None:
 
     with pytest.raises(HubError, match="needs env MODEL_URI"):
         build_spec(_args("hub://model_server"))
-    code_dir, spec = build_spec(_args("hub://model_server", "--env", "MODEL_URI=file:///m.pkl",
-                                      "--name", "ms"))
+    code_dir, spec = build_spec(
+        _args("hub://model_server", "--env", "MODEL_URI=file:///m.pkl", "--name", "ms")
+    )
     assert spec["metadata"]["name"] == "ms"
     assert (code_dir / "function.yaml").is_file()
     assert {"name": "MODEL_URI", "value": "file:///m.pkl"} in spec["spec"]["env"]

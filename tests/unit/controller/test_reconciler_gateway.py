@@ -44,12 +44,19 @@ class FakePlatform(Platform):
             body = await request.read()
             if request.path == "/slow":
                 await asyncio.sleep(0.3)
-            return web.json_response({
-                "replica": launch.replica_id, "revision": launch.revision,
-                "path": request.path_qs, "rid": request.headers.get("X-Request-Id"),
-                "auth": request.headers.get("Authorization"), "body_len": len(body)})
+            return web.json_response(
+                {
+                    "replica": launch.replica_id,
+                    "revision": launch.revision,
+                    "path": request.path_qs,
+                    "rid": request.headers.get("X-Request-Id"),
+                    "auth": request.headers.get("Authorization"),
+                    "body_len": len(body),
+                }
+            )
 
         app = web.Application(client_max_size=64 << 20)
+
         async def readyz(request: web.Request) -> web.Response:
             return web.Response(text="ok")
 
@@ -68,8 +75,12 @@ class FakePlatform(Platform):
         self.exits[replica_id] = 137
 
     async def inspect(self, refs: Sequence[ReplicaRef]) -> dict[str, Liveness]:
-        return {r.id: Liveness(True) if r.id in self.runners else
-                Liveness(False, self.exits.get(r.id), "exited") for r in refs}
+        return {
+            r.id: Liveness(True)
+            if r.id in self.runners
+            else Liveness(False, self.exits.get(r.id), "exited")
+            for r in refs
+        }
 
     async def stop(self, ref: ReplicaRef, timeout_s: float) -> None:
         runner = self.runners.pop(ref.id, None)
@@ -106,18 +117,22 @@ class Rig:
     def ready(self, name: str) -> list[str]:
         return [r.id for r in self.store.list_replicas(name) if r.state == "ready"]
 
-    async def deploy(self, name: str, replicas: int, code: bytes | None = None,
-                     env: str = "a") -> None:
-        spec = {"metadata": {"name": name}, "spec": {
-            "replicas": replicas, "env": [{"name": "E", "value": env}]}}
+    async def deploy(
+        self, name: str, replicas: int, code: bytes | None = None, env: str = "a"
+    ) -> None:
+        spec = {
+            "metadata": {"name": name},
+            "spec": {"replicas": replicas, "env": [{"name": "E", "value": env}]},
+        }
         await self.service.deploy(spec, code, None)
         await self.until(lambda: self.store.get_function(name).state in ("deploying", "ready"))
 
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    settings = Settings(state_dir=tmp_path / "state", cache_dir=tmp_path / "cache",
-                        port_range=(41000, 41999))
+    settings = Settings(
+        state_dir=tmp_path / "state", cache_dir=tmp_path / "cache", port_range=(41000, 41999)
+    )
     store = Store(settings.database_url)
     store.open()
     platform = FakePlatform()
@@ -139,8 +154,16 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     src = tmp_path / "src"
     src.mkdir()
     (src / "main.py").write_text("def handler(c, e): return 1\n")
-    rig = Rig(settings, store, service, reconciler, gateway, platform,
-              f"http://127.0.0.1:{port}", pack_dir(src))
+    rig = Rig(
+        settings,
+        store,
+        service,
+        reconciler,
+        gateway,
+        platform,
+        f"http://127.0.0.1:{port}",
+        pack_dir(src),
+    )
     try:
         yield rig
     finally:
@@ -175,8 +198,11 @@ async def test_scale_balance_and_scale_down(rig: Rig) -> None:
 async def test_gateway_passes_request_id_strips_token_and_streams_big_bodies(rig: Rig) -> None:
     await rig.deploy("f", 1, rig.code)
     await rig.until(lambda: bool(rig.ready("f")))
-    status, body = await _get(rig, "/fn/f/a/b?q=1", headers={
-        "X-Request-Id": "r-1", "Authorization": "Bearer controller-secret"})
+    status, body = await _get(
+        rig,
+        "/fn/f/a/b?q=1",
+        headers={"X-Request-Id": "r-1", "Authorization": "Bearer controller-secret"},
+    )
     assert status == 200 and body["path"] == "/a/b?q=1" and body["rid"] == "r-1"
     assert body["auth"] is None  # the controller's token never reaches the function
     _, minted = await _get(rig, "/fn/f/")
@@ -225,8 +251,12 @@ async def test_new_revision_replaces_replicas_after_the_new_ones_are_ready(rig: 
     await rig.deploy("f", 2, env="b")  # env change → new revision
     new_rev = rig.store.get_function("f").revision
     assert new_rev != old_rev
-    await rig.until(lambda: {r.revision for r in rig.store.list_replicas("f")} == {new_rev}
-                    and len(rig.ready("f")) == 2)
+    await rig.until(
+        lambda: (
+            {r.revision for r in rig.store.list_replicas("f")} == {new_rev}
+            and len(rig.ready("f")) == 2
+        )
+    )
     _, body = await _get(rig, "/fn/f/")
     assert body["revision"] == new_rev
 
@@ -249,7 +279,6 @@ async def test_restart_adopts_live_replicas_and_replaces_lost_ones(rig: Rig) -> 
     assert sorted(r.id for r in rig.store.list_replicas("f")) == sorted([keep, lost])
 
 
-
 async def test_function_port_splices_to_ready_replicas_and_says_503_without(rig: Rig) -> None:
     await rig.deploy("f", 2, rig.code)
     await rig.until(lambda: len(rig.ready("f")) == 2)
@@ -258,8 +287,10 @@ async def test_function_port_splices_to_ready_replicas_and_says_503_without(rig:
     assert rig.reconciler.port_gateway.port_of("f") == port
     seen = set()
     for _ in range(4):  # one connection each: balanced per connection
-        async with aiohttp.ClientSession() as s, \
-                s.get(f"http://127.0.0.1:{port}/p?x=1", headers={"X-Request-Id": "q"}) as resp:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(f"http://127.0.0.1:{port}/p?x=1", headers={"X-Request-Id": "q"}) as resp,
+        ):
             body = await resp.json()
             assert body["path"] == "/p?x=1" and body["rid"] == "q"
             seen.add(body["replica"])
@@ -284,7 +315,7 @@ def test_cannot_start_reason_takes_the_processors_own_line() -> None:
         "--- replica r starting ---",
         '{"level": "info", "message": "loading"}',
         '{"level": "error", "message": "function cannot start: handler module \'main\' '
-        'imports \'x\', which is not installed; add it to spec.requirements"}',
+        "imports 'x', which is not installed; add it to spec.requirements\"}",
         "Traceback (most recent call last):",
         '{"level": "error", "message": "function cannot start; see the worker log above"}',
     ]
@@ -295,8 +326,10 @@ def test_cannot_start_reason_takes_the_processors_own_line() -> None:
 
 
 async def test_scaled_to_zero_function_holds_the_request_and_comes_back(rig: Rig) -> None:
-    spec = {"metadata": {"name": "z"}, "spec": {
-        "minReplicas": 0, "maxReplicas": 2, "scaleToZeroIdleTime": "1s"}}
+    spec = {
+        "metadata": {"name": "z"},
+        "spec": {"minReplicas": 0, "maxReplicas": 2, "scaleToZeroIdleTime": "1s"},
+    }
     await rig.service.deploy(spec, rig.code, None)
     await rig.until(lambda: rig.store.get_function("z").state == "ready")
     assert len(rig.ready("z")) == 1  # starts with one replica

@@ -11,22 +11,32 @@ from tickrun.functions.errors import AuthError, PlatformError, SpecError
 
 
 def test_settings_from_env_and_overrides(tmp_path: Path) -> None:
-    s = Settings.from_env({"TICKRUN_STATE_DIR": str(tmp_path), "TICKRUN_PORT_RANGE": "30000-30010",
-                           "TICKRUN_PLATFORM": "container", "TICKRUN_PUBLIC_GATEWAY": "yes"},
-                          port=9999)
+    s = Settings.from_env(
+        {
+            "TICKRUN_STATE_DIR": str(tmp_path),
+            "TICKRUN_PORT_RANGE": "30000-30010",
+            "TICKRUN_PLATFORM": "container",
+            "TICKRUN_PUBLIC_GATEWAY": "yes",
+        },
+        port=9999,
+    )
     assert s.state_dir == tmp_path and s.port == 9999
     assert s.port_range == (30000, 30010)
     assert s.default_platform == "container" and s.public_gateway is True
     assert s.database_url == f"sqlite:///{tmp_path / 'tickrun.db'}"
-    assert Settings.from_env({"TICKRUN_DB_URL": "postgresql://x/y"}).database_url == \
-        "postgresql://x/y"
+    assert (
+        Settings.from_env({"TICKRUN_DB_URL": "postgresql://x/y"}).database_url == "postgresql://x/y"
+    )
 
 
-@pytest.mark.parametrize(("var", "value", "needle"), [
-    ("TICKRUN_PLATFORM", "mainframe", "default_platform"),
-    ("TICKRUN_PORT_RANGE", "10-20", "port range"),
-    ("TICKRUN_CONTAINER_ENGINE", "lxc", "container_engine"),
-])
+@pytest.mark.parametrize(
+    ("var", "value", "needle"),
+    [
+        ("TICKRUN_PLATFORM", "mainframe", "default_platform"),
+        ("TICKRUN_PORT_RANGE", "10-20", "port range"),
+        ("TICKRUN_CONTAINER_ENGINE", "lxc", "container_engine"),
+    ],
+)
 def test_bad_settings_name_the_field(var: str, value: str, needle: str) -> None:
     with pytest.raises(SpecError, match=needle):
         Settings.from_env({var: value})

@@ -16,10 +16,29 @@ def test_store_migrates_in_wal_mode_and_survives_reopen(tmp_path: Path) -> None:
     store = Store(url)
     store.open()
     cid = store.controller_id()
-    store.save_function(FunctionRow(name="f", spec={"metadata": {"name": "f"}}, platform="process",
-                                    version=1, state="ready", message="", code_hash="c"))
-    store.save_replica(ReplicaRow(id="r1", function="f", revision="v", platform="process",
-                                  port=20000, state="ready", restarts=0, restart_at=0.0))
+    store.save_function(
+        FunctionRow(
+            name="f",
+            spec={"metadata": {"name": "f"}},
+            platform="process",
+            version=1,
+            state="ready",
+            message="",
+            code_hash="c",
+        )
+    )
+    store.save_replica(
+        ReplicaRow(
+            id="r1",
+            function="f",
+            revision="v",
+            platform="process",
+            port=20000,
+            state="ready",
+            restarts=0,
+            restart_at=0.0,
+        )
+    )
     store.add_event("f", "deploy", "v1")
     store.close()
 
@@ -54,10 +73,13 @@ def test_upgrade_from_0001_keeps_rows(tmp_path: Path) -> None:
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0001")
-        conn.execute(text(
-            "INSERT INTO functions (name, spec, platform, version, state, message, code_hash, "
-            "created_at, updated_at) VALUES ('old', '{\"metadata\": {\"name\": \"old\"}}', "
-            "'process', 3, 'ready', '', 'c', 0, 0)"))
+        conn.execute(
+            text(
+                "INSERT INTO functions (name, spec, platform, version, state, message, code_hash, "
+                'created_at, updated_at) VALUES (\'old\', \'{"metadata": {"name": "old"}}\', '
+                "'process', 3, 'ready', '', 'c', 0, 0)"
+            )
+        )
     engine.dispose()
     store = Store(url)
     store.open()

@@ -14,11 +14,19 @@ from tickrun.functions.sampledata import market_data
 HOURLY = market_data()
 
 
-def write_item(root: Path, name: str, version: str, *, body: str | None = None,
-               folder: str | None = None, extra: str = "") -> Path:
+def write_item(
+    root: Path,
+    name: str,
+    version: str,
+    *,
+    body: str | None = None,
+    folder: str | None = None,
+    extra: str = "",
+) -> Path:
     target = root / name / (folder or "v" + version.replace(".", "_"))
     target.mkdir(parents=True)
-    (target / "item.yaml").write_text(textwrap.dedent(f"""\
+    (target / "item.yaml").write_text(
+        textwrap.dedent(f"""\
         name: {name}
         version: {version}
         description: test item {name} {version}
@@ -29,15 +37,20 @@ def write_item(root: Path, name: str, version: str, *, body: str | None = None,
             doc: returns its version
             parameters:
               - {{name: x, type: int, default: 1}}
-        """) + extra)
-    (target / "code.py").write_text(body or textwrap.dedent(f"""\
+        """)
+        + extra
+    )
+    (target / "code.py").write_text(
+        body
+        or textwrap.dedent(f"""\
         VERSION = "{version}"
 
         def main(context, x=1):
             context.log_result("version", VERSION)
             context.log_result("x", x)
             return VERSION
-        """))
+        """)
+    )
     return target
 
 

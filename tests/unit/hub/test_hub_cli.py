@@ -45,6 +45,5 @@ def test_hub_show_unknown_is_a_clean_error(capsys: pytest.CaptureFixture[str]) -
 def test_hub_index_and_pull(capsys: pytest.CaptureFixture[str], private_hub: Path) -> None:
     code, out, _ = _run(["hub", "index", str(private_hub)], capsys)
     assert code == 0 and json.loads(Path(out.strip()).read_text())["items"]["toy"]
-    code, out, _ = _run(["hub", "pull", "toy:1", "--hub-path", str(private_hub), "--json"],
-                        capsys)
+    code, out, _ = _run(["hub", "pull", "toy:1", "--hub-path", str(private_hub), "--json"], capsys)
     assert json.loads(out)["uri"] == "hub://toy:1.2.3"

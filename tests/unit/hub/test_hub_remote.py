@@ -70,8 +70,11 @@ def test_api_serves_index_and_files(served_private: HubServer) -> None:
     assert index["items"]["toy"]["latest"] == "2.0.0"
     with urllib.request.urlopen(f"{served_private.url}/api/hub/items/toy/1.2.0/code.py") as r:
         assert b'VERSION = "1.2.0"' in r.read()
-    for bad in ("/api/hub/items/toy/1.2.0/../../other/0.1.0/code.py",
-                "/api/hub/items/toy/9.9.9/code.py", "/api/hub/items/toy/1.2.0/secret.txt"):
+    for bad in (
+        "/api/hub/items/toy/1.2.0/../../other/0.1.0/code.py",
+        "/api/hub/items/toy/9.9.9/code.py",
+        "/api/hub/items/toy/1.2.0/secret.txt",
+    ):
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(f"{served_private.url}{bad}")
         assert err.value.code == 404
@@ -107,8 +110,9 @@ def test_remote_import_caches_and_then_works_offline(
         offline.import_function("hub://toy:2")
 
 
-def test_cached_versions_are_not_downloaded_twice(served_private: HubServer,
-                                                  tmp_path: Path) -> None:
+def test_cached_versions_are_not_downloaded_twice(
+    served_private: HubServer, tmp_path: Path
+) -> None:
     Hub(url=served_private.url, cache_dir=tmp_path, bundled=False).import_function("toy:1.0.0")
     downloads = [p for p in served_private.requests if "/items/" in p]
     Hub(url=served_private.url, cache_dir=tmp_path, bundled=False).import_function("toy:1.0.0")
@@ -116,8 +120,9 @@ def test_cached_versions_are_not_downloaded_twice(served_private: HubServer,
     assert len(downloads) == 2  # item.yaml + code.py
 
 
-def test_tampered_file_is_refused(served_private: HubServer, private_hub: Path,
-                                  tmp_path: Path) -> None:
+def test_tampered_file_is_refused(
+    served_private: HubServer, private_hub: Path, tmp_path: Path
+) -> None:
     hub = Hub(url=served_private.url, cache_dir=tmp_path, bundled=False)
     hub.sources[0].index()  # index (with checksums) fetched before the file changes
     (private_hub / "toy" / "v2_0_0" / "code.py").write_text("VERSION = 'evil'\n")

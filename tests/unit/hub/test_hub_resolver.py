@@ -90,8 +90,14 @@ def test_index_is_generated_from_items(private_hub: Path) -> None:
 
 def test_bundled_catalogue_is_valid_and_complete() -> None:
     names = {item.spec.name for item in scan(BUNDLED_ROOT)}
-    assert {"auto_trainer", "describe", "market_features", "backtest", "model_server",
-            "batch_predict"} <= names
+    assert {
+        "auto_trainer",
+        "describe",
+        "market_features",
+        "backtest",
+        "model_server",
+        "batch_predict",
+    } <= names
     versions = {i.spec.version for i in scan(BUNDLED_ROOT) if i.spec.name == "market_features"}
     assert len(versions) >= 2  # several versions side by side
 

@@ -55,8 +55,11 @@ def upgrade() -> None:
         "replicas",
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column(
-            "function", sa.String(63), sa.ForeignKey("functions.name", ondelete="CASCADE"),
-            nullable=False, index=True,
+            "function",
+            sa.String(63),
+            sa.ForeignKey("functions.name", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
         ),
         sa.Column("revision", sa.String(64), nullable=False),
         sa.Column("platform", sa.String(16), nullable=False),

@@ -36,6 +36,7 @@ ALIASES = {
 
 # --- pure logic ------------------------------------------------------------------------------
 
+
 def split_kwargs(
     kwargs: Mapping[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -46,7 +47,7 @@ def split_kwargs(
     for key, value in kwargs.items():
         for prefix, target in ((CLASS_PREFIX, cls), (FIT_PREFIX, fit), (PREDICT_PREFIX, pred)):
             if key.startswith(prefix):
-                target[key[len(prefix):]] = value
+                target[key[len(prefix) :]] = value
                 break
         else:
             raise TypeError(
@@ -56,13 +57,16 @@ def split_kwargs(
     return cls, fit, pred
 
 
-def create_model(model_class: str, class_kwargs: Mapping[str, Any] | None = None, *,
-                 scale: bool = False) -> Any:
+def create_model(
+    model_class: str, class_kwargs: Mapping[str, Any] | None = None, *, scale: bool = False
+) -> Any:
     path = ALIASES.get(model_class, model_class)
     module_name, _, attr = path.rpartition(".")
     if not module_name:
-        raise ValueError(f"model_class {model_class!r} is not an import path such as "
-                         "sklearn.linear_model.LogisticRegression")
+        raise ValueError(
+            f"model_class {model_class!r} is not an import path such as "
+            "sklearn.linear_model.LogisticRegression"
+        )
     try:
         cls = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
@@ -152,14 +156,16 @@ def _target(y: pd.DataFrame) -> Any:
     return y.iloc[:, 0].to_numpy() if y.shape[1] == 1 else y.to_numpy()
 
 
-def fit(model: Any, x: pd.DataFrame, y: pd.DataFrame, fit_kwargs: Mapping[str, Any] | None = None
-        ) -> Any:
+def fit(
+    model: Any, x: pd.DataFrame, y: pd.DataFrame, fit_kwargs: Mapping[str, Any] | None = None
+) -> Any:
     model.fit(x, _target(y), **dict(fit_kwargs or {}))
     return model
 
 
-def compute_metrics(model: Any, x: pd.DataFrame, y: pd.DataFrame,
-                    predict_kwargs: Mapping[str, Any] | None = None) -> dict[str, float]:
+def compute_metrics(
+    model: Any, x: pd.DataFrame, y: pd.DataFrame, predict_kwargs: Mapping[str, Any] | None = None
+) -> dict[str, float]:
     from sklearn import metrics as m
 
     target = _target(y)
@@ -171,8 +177,7 @@ def compute_metrics(model: Any, x: pd.DataFrame, y: pd.DataFrame,
         out = {
             "accuracy": float(m.accuracy_score(target, pred)),
             "f1_score": float(m.f1_score(target, pred, average=avg, zero_division=0)),
-            "precision_score": float(m.precision_score(target, pred, average=avg,
-                                                       zero_division=0)),
+            "precision_score": float(m.precision_score(target, pred, average=avg, zero_division=0)),
             "recall_score": float(m.recall_score(target, pred, average=avg, zero_division=0)),
         }
         if hasattr(model, "predict_proba") and len(classes) > 1:
@@ -204,8 +209,9 @@ def feature_importance(model: Any, columns: Sequence[str]) -> pd.Series | None:
     return series.sort_values(ascending=False)
 
 
-def make_plots(model: Any, x: pd.DataFrame, y: pd.DataFrame, *, max_features: int = 25
-               ) -> dict[str, Any]:
+def make_plots(
+    model: Any, x: pd.DataFrame, y: pd.DataFrame, *, max_features: int = 25
+) -> dict[str, Any]:
     """Matplotlib figures keyed by artifact name (caller closes them)."""
     import matplotlib
 
@@ -264,7 +270,11 @@ def make_plots(model: Any, x: pd.DataFrame, y: pd.DataFrame, *, max_features: in
 
 
 def predictions_frame(
-    model: Any, x: pd.DataFrame, *, proba: bool = False, label_columns: Any = "label",
+    model: Any,
+    x: pd.DataFrame,
+    *,
+    proba: bool = False,
+    label_columns: Any = "label",
     predict_kwargs: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     labels = as_list(label_columns) or ["label"]
@@ -284,6 +294,7 @@ def predictions_frame(
 
 
 # --- run-context wiring ----------------------------------------------------------------------
+
 
 def _load_model(uri: Any) -> Any:
     if not isinstance(uri, str):  # a DataItem or an already-loaded model
@@ -353,12 +364,20 @@ def train(
     else:
         test_df = df
         x_train, x_test, y_train, y_test = split(
-            x, y, test_size=float(train_test_split_size),
+            x,
+            y,
+            test_size=float(train_test_split_size),
             random_state=None if random_state is None else int(random_state),
-            stratify=do_stratify and not ordered, time_ordered=ordered,
+            stratify=do_stratify and not ordered,
+            time_ordered=ordered,
         )
-    context.logger.info_with("training", model_class=model_class, train_rows=len(x_train),
-                             test_rows=len(x_test), features=x.shape[1])
+    context.logger.info_with(
+        "training",
+        model_class=model_class,
+        train_rows=len(x_train),
+        test_rows=len(x_test),
+        features=x.shape[1],
+    )
     fit(model, x_train, y_train, fit_kwargs)
     metrics = compute_metrics(model, x_test, y_test, predict_kwargs)
     context.log_results(metrics)
@@ -367,15 +386,28 @@ def train(
     # The whole rows (timestamps included), so a backtest can line the test set up with prices.
     context.log_dataset(test_set_key, test_df.loc[x_test.index], format="parquet")
     context.log_model(
-        model_name, model, framework=framework_of(model), metrics=metrics,
-        labels={"model_class": model_class, "scaled": str(_flag(scale)).lower(),
-                "task": "classification" if classifier else "regression"},
+        model_name,
+        model,
+        framework=framework_of(model),
+        metrics=metrics,
+        labels={
+            "model_class": model_class,
+            "scaled": str(_flag(scale)).lower(),
+            "task": "classification" if classifier else "regression",
+        },
         feature_names=list(x.columns),
     )
 
 
-def evaluate(context: Any, model: Any = None, dataset: Any = None, label_columns: Any = "label",
-             drop_columns: Any = None, plots: Any = True, **kwargs: Any) -> None:
+def evaluate(
+    context: Any,
+    model: Any = None,
+    dataset: Any = None,
+    label_columns: Any = "label",
+    drop_columns: Any = None,
+    plots: Any = True,
+    **kwargs: Any,
+) -> None:
     """Metrics and plots of a logged model on a labelled dataset."""
     if model is None or dataset is None:
         raise ValueError("evaluate needs a model (URI) and a dataset")
@@ -391,9 +423,16 @@ def evaluate(context: Any, model: Any = None, dataset: Any = None, label_columns
         _log_figures(context, make_plots(estimator, x, y))
 
 
-def predict(context: Any, model: Any = None, dataset: Any = None, label_columns: Any = "label",
-            drop_columns: Any = None, result_set: str = "prediction", proba: Any = False,
-            **kwargs: Any) -> None:
+def predict(
+    context: Any,
+    model: Any = None,
+    dataset: Any = None,
+    label_columns: Any = "label",
+    drop_columns: Any = None,
+    result_set: str = "prediction",
+    proba: Any = False,
+    **kwargs: Any,
+) -> None:
     """Predictions of a logged model over a dataset, logged as the ``prediction`` dataset."""
     if model is None or dataset is None:
         raise ValueError("predict needs a model (URI) and a dataset")
@@ -402,9 +441,19 @@ def predict(context: Any, model: Any = None, dataset: Any = None, label_columns:
     df = dataset.as_df()
     x, _y = features_and_labels(df, label_columns, drop_columns)
     x = _align(estimator, x)
-    out = pd.concat([df, predictions_frame(estimator, x, proba=_flag(proba),
-                                           label_columns=label_columns,
-                                           predict_kwargs=predict_kwargs)], axis=1)
+    out = pd.concat(
+        [
+            df,
+            predictions_frame(
+                estimator,
+                x,
+                proba=_flag(proba),
+                label_columns=label_columns,
+                predict_kwargs=predict_kwargs,
+            ),
+        ],
+        axis=1,
+    )
     context.log_dataset(result_set, out, format="parquet")
     context.log_result("rows", len(out))
 

@@ -32,8 +32,9 @@ class BacktestResult:
     stats: dict[str, float] = field(default_factory=dict)
 
 
-def positions_from_signals(signals: pd.Series, *, allow_short: bool = False,
-                           threshold: float | None = None) -> pd.Series:
+def positions_from_signals(
+    signals: pd.Series, *, allow_short: bool = False, threshold: float | None = None
+) -> pd.Series:
     """Signals → positions in [-1, 1] ([0, 1] long-only). With ``threshold`` the signal is a
     probability of "up": long above it, short (or flat) below ``1 - threshold``."""
     s = pd.to_numeric(signals, errors="coerce").fillna(0.0).astype(float)
@@ -44,8 +45,13 @@ def positions_from_signals(signals: pd.Series, *, allow_short: bool = False,
     return s.clip(-1.0 if allow_short else 0.0, 1.0)
 
 
-def simulate(prices: pd.Series, positions: pd.Series, *, fee_rate: float = 0.001,
-             initial_capital: float = 1.0) -> pd.DataFrame:
+def simulate(
+    prices: pd.Series,
+    positions: pd.Series,
+    *,
+    fee_rate: float = 0.001,
+    initial_capital: float = 1.0,
+) -> pd.DataFrame:
     p = pd.Series(np.asarray(prices, dtype=float))
     pos = pd.Series(np.asarray(positions, dtype=float)).fillna(0.0)
     if len(p) != len(pos):
@@ -60,14 +66,22 @@ def simulate(prices: pd.Series, positions: pd.Series, *, fee_rate: float = 0.001
     net = gross - cost
     equity = initial_capital * (1.0 + net).cumprod()
     prev_equity = equity.shift(1).fillna(initial_capital)
-    return pd.DataFrame({
-        "price": p, "position": pos, "gross_return": gross, "cost": cost,
-        "net_return": net, "equity": equity, "fees_paid": cost * prev_equity,
-    })
+    return pd.DataFrame(
+        {
+            "price": p,
+            "position": pos,
+            "gross_return": gross,
+            "cost": cost,
+            "net_return": net,
+            "equity": equity,
+            "fees_paid": cost * prev_equity,
+        }
+    )
 
 
-def statistics(frame: pd.DataFrame, *, periods_per_year: float = 8760.0,
-               initial_capital: float = 1.0) -> dict[str, float]:
+def statistics(
+    frame: pd.DataFrame, *, periods_per_year: float = 8760.0, initial_capital: float = 1.0
+) -> dict[str, float]:
     net = frame["net_return"].iloc[1:]
     equity = frame["equity"]
     std = float(net.std(ddof=1)) if len(net) > 1 else 0.0
@@ -93,23 +107,36 @@ def statistics(frame: pd.DataFrame, *, periods_per_year: float = 8760.0,
     }
 
 
-def run_backtest(prices: pd.Series, positions: pd.Series, *, fee_rate: float = 0.001,
-                 periods_per_year: float = 8760.0, initial_capital: float = 1.0
-                 ) -> BacktestResult:
+def run_backtest(
+    prices: pd.Series,
+    positions: pd.Series,
+    *,
+    fee_rate: float = 0.001,
+    periods_per_year: float = 8760.0,
+    initial_capital: float = 1.0,
+) -> BacktestResult:
     """Strategy and buy-and-hold side by side; stats of the latter are prefixed ``bh_``."""
     frame = simulate(prices, positions, fee_rate=fee_rate, initial_capital=initial_capital)
     stats = statistics(frame, periods_per_year=periods_per_year, initial_capital=initial_capital)
-    hold = simulate(prices, pd.Series(np.ones(len(frame))), fee_rate=fee_rate,
-                    initial_capital=initial_capital)
+    hold = simulate(
+        prices, pd.Series(np.ones(len(frame))), fee_rate=fee_rate, initial_capital=initial_capital
+    )
     bh = statistics(hold, periods_per_year=periods_per_year, initial_capital=initial_capital)
     frame["bh_equity"] = hold["equity"].to_numpy()
-    stats.update({f"bh_{k}": v for k, v in bh.items() if k in (
-        "cumulative_return", "annualized_return", "sharpe", "max_drawdown", "final_equity")})
+    stats.update(
+        {
+            f"bh_{k}": v
+            for k, v in bh.items()
+            if k
+            in ("cumulative_return", "annualized_return", "sharpe", "max_drawdown", "final_equity")
+        }
+    )
     stats["excess_return"] = stats["cumulative_return"] - stats["bh_cumulative_return"]
     return BacktestResult(frame=frame, stats=stats)
 
 
 # --- model-driven signals ---------------------------------------------------------------------
+
 
 def _model_scores(model: Any, x: pd.DataFrame) -> np.ndarray:
     if hasattr(model, "predict_proba"):
@@ -131,10 +158,16 @@ def feature_matrix(df: pd.DataFrame, model: Any = None, exclude: Any = ()) -> pd
     return df.drop(columns=drop).select_dtypes(include=["number", "bool"])
 
 
-def walk_forward_scores(df: pd.DataFrame, *, model_class: str, label_column: str = "label",
-                        n_splits: int = 5, exclude: Any = (),
-                        class_kwargs: Mapping[str, Any] | None = None,
-                        scale: bool = False) -> tuple[pd.Series, pd.Series]:
+def walk_forward_scores(
+    df: pd.DataFrame,
+    *,
+    model_class: str,
+    label_column: str = "label",
+    n_splits: int = 5,
+    exclude: Any = (),
+    class_kwargs: Mapping[str, Any] | None = None,
+    scale: bool = False,
+) -> tuple[pd.Series, pd.Series]:
     """Out-of-sample scores and fold numbers: fold k is predicted by a model fit on folds < k
     (expanding window). Rows of the first fold have no score (NaN) and fold 0."""
     from sklearn.model_selection import TimeSeriesSplit
@@ -159,8 +192,9 @@ def walk_forward_scores(df: pd.DataFrame, *, model_class: str, label_column: str
     return scores, folds
 
 
-def fold_statistics(frame: pd.DataFrame, folds: pd.Series, *, periods_per_year: float
-                    ) -> pd.DataFrame:
+def fold_statistics(
+    frame: pd.DataFrame, folds: pd.Series, *, periods_per_year: float
+) -> pd.DataFrame:
     """Per walk-forward fold: the strategy's and buy-and-hold's return over the fold, Sharpe."""
     rows = []
     bh_net = frame["bh_equity"].pct_change().fillna(frame["bh_equity"].iloc[0] - 1.0)
@@ -168,12 +202,15 @@ def fold_statistics(frame: pd.DataFrame, folds: pd.Series, *, periods_per_year: 
         mask = (folds == fold).to_numpy()
         net = frame.loc[mask, "net_return"]
         std = float(net.std(ddof=1)) if len(net) > 1 else 0.0
-        rows.append({
-            "fold": int(fold), "bars": int(mask.sum()),
-            "cumulative_return": float((1.0 + net).prod() - 1.0),
-            "sharpe": float(net.mean()) / std * math.sqrt(periods_per_year) if std > 0 else 0.0,
-            "bh_cumulative_return": float((1.0 + bh_net[mask]).prod() - 1.0),
-        })
+        rows.append(
+            {
+                "fold": int(fold),
+                "bars": int(mask.sum()),
+                "cumulative_return": float((1.0 + net).prod() - 1.0),
+                "sharpe": float(net.mean()) / std * math.sqrt(periods_per_year) if std > 0 else 0.0,
+                "bh_cumulative_return": float((1.0 + bh_net[mask]).prod() - 1.0),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -183,17 +220,25 @@ def equity_figure(frame: pd.DataFrame, stats: Mapping[str, float], title: str = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True,
-                                      gridspec_kw={"height_ratios": [3, 1]})
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(9, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
     x: Any = frame.index
     if "timestamp" in frame.columns:
         # Strings would become one categorical tick per bar (slow and unreadable).
         stamps = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce")
         x = stamps if stamps.notna().all() else frame.index
-    top.plot(x, frame["equity"], label=f"strategy ({stats['cumulative_return']:+.1%}, "
-             f"Sharpe {stats['sharpe']:.2f})")
-    top.plot(x, frame["bh_equity"], label=f"buy & hold ({stats['bh_cumulative_return']:+.1%}, "
-             f"Sharpe {stats['bh_sharpe']:.2f})", alpha=0.7)
+    top.plot(
+        x,
+        frame["equity"],
+        label=f"strategy ({stats['cumulative_return']:+.1%}, Sharpe {stats['sharpe']:.2f})",
+    )
+    top.plot(
+        x,
+        frame["bh_equity"],
+        label=f"buy & hold ({stats['bh_cumulative_return']:+.1%}, Sharpe {stats['bh_sharpe']:.2f})",
+        alpha=0.7,
+    )
     top.set_ylabel("equity")
     top.set_title(title or "equity curve")
     top.legend(loc="upper left")
@@ -205,6 +250,7 @@ def equity_figure(frame: pd.DataFrame, stats: Mapping[str, float], title: str = 
 
 
 # --- run-context wiring -----------------------------------------------------------------------
+
 
 def _frame(item: Any) -> pd.DataFrame | None:
     if item is None:
@@ -252,15 +298,17 @@ def backtest(
     df = _frame(dataset)
     if df is None:
         raise ValueError("backtest needs a dataset input (signals or features)")
-    class_kwargs = {k[len("CLASS_"):]: v for k, v in kwargs.items() if k.startswith("CLASS_")}
+    class_kwargs = {k[len("CLASS_") :]: v for k, v in kwargs.items() if k.startswith("CLASS_")}
     unknown = [k for k in kwargs if not k.startswith("CLASS_")]
     if unknown:
         raise TypeError(f"unexpected parameter(s) {unknown}")
     if price_column not in df.columns:
         px = _frame(prices)
         if px is None or timestamp_column not in df.columns or timestamp_column not in px.columns:
-            raise ValueError(f"no {price_column!r} column in the dataset; give a prices input "
-                             f"that shares its {timestamp_column!r} column")
+            raise ValueError(
+                f"no {price_column!r} column in the dataset; give a prices input "
+                f"that shares its {timestamp_column!r} column"
+            )
         px = px[[timestamp_column, price_column]].copy()
         px[timestamp_column] = pd.to_datetime(px[timestamp_column], utc=True)
         df = df.copy()
@@ -268,48 +316,77 @@ def backtest(
         df = df.merge(px, on=timestamp_column, how="inner")
     if timestamp_column in df.columns:
         df = df.sort_values(timestamp_column).reset_index(drop=True)
-    exclude = [c for c in [price_column, timestamp_column, signal_column,
-                           *str(drop_columns or "").split(",")] if c]
+    exclude = [
+        c
+        for c in [
+            price_column,
+            timestamp_column,
+            signal_column,
+            *str(drop_columns or "").split(","),
+        ]
+        if c
+    ]
     folds = int(walk_forward_splits)
     mode = "signals"
     if folds > 1:
         scores, fold_ids = walk_forward_scores(
-            df, model_class=model_class, label_column=label_column, n_splits=folds,
-            exclude=exclude, class_kwargs=class_kwargs, scale=_flag(scale))
+            df,
+            model_class=model_class,
+            label_column=label_column,
+            n_splits=folds,
+            exclude=exclude,
+            class_kwargs=class_kwargs,
+            scale=_flag(scale),
+        )
         fold_ids = fold_ids[scores.notna()].reset_index(drop=True)
         df = df.loc[scores.notna()].reset_index(drop=True)
-        positions = positions_from_signals(scores.dropna().reset_index(drop=True),
-                                           allow_short=_flag(allow_short),
-                                           threshold=float(threshold))
+        positions = positions_from_signals(
+            scores.dropna().reset_index(drop=True),
+            allow_short=_flag(allow_short),
+            threshold=float(threshold),
+        )
         mode = "walk_forward"
     elif model is not None:
         estimator = _load_model(model)
         x = feature_matrix(df, estimator, exclude=[label_column, *exclude])
-        positions = positions_from_signals(pd.Series(_model_scores(estimator, x)),
-                                           allow_short=_flag(allow_short),
-                                           threshold=float(threshold))
+        positions = positions_from_signals(
+            pd.Series(_model_scores(estimator, x)),
+            allow_short=_flag(allow_short),
+            threshold=float(threshold),
+        )
         mode = "model"
     else:
         if signal_column not in df.columns:
             raise ValueError(f"the dataset has no {signal_column!r} column and no model is given")
         positions = positions_from_signals(df[signal_column], allow_short=_flag(allow_short))
-    result = run_backtest(df[price_column], positions, fee_rate=float(fee_rate),
-                          periods_per_year=float(periods_per_year))
+    result = run_backtest(
+        df[price_column],
+        positions,
+        fee_rate=float(fee_rate),
+        periods_per_year=float(periods_per_year),
+    )
     frame = result.frame
     if timestamp_column in df.columns:
         frame.insert(0, "timestamp", df[timestamp_column].to_numpy())
-    context.logger.info_with("backtest done", mode=mode, bars=len(frame), **{
-        k: round(v, 4) for k, v in result.stats.items() if k in ("cumulative_return", "sharpe")})
+    context.logger.info_with(
+        "backtest done",
+        mode=mode,
+        bars=len(frame),
+        **{k: round(v, 4) for k, v in result.stats.items() if k in ("cumulative_return", "sharpe")},
+    )
     context.log_results({**result.stats, "bars": len(frame)})
     if mode == "walk_forward":
         per_fold = fold_statistics(frame, fold_ids, periods_per_year=float(periods_per_year))
         context.log_dataset("walk_forward_folds", per_fold, format="csv")
-        context.log_results({
-            "wf_folds": len(per_fold),
-            "wf_positive_folds": int((per_fold["cumulative_return"] > 0).sum()),
-            "wf_beat_bh_folds": int((per_fold["cumulative_return"]
-                                     > per_fold["bh_cumulative_return"]).sum()),
-        })
+        context.log_results(
+            {
+                "wf_folds": len(per_fold),
+                "wf_positive_folds": int((per_fold["cumulative_return"] > 0).sum()),
+                "wf_beat_bh_folds": int(
+                    (per_fold["cumulative_return"] > per_fold["bh_cumulative_return"]).sum()
+                ),
+            }
+        )
     context.set_label("backtest.mode", mode)
     context.log_dataset("equity_curve", frame, format="parquet")
     fig = equity_figure(frame, result.stats, title=f"backtest ({mode})")

@@ -27,20 +27,26 @@ def model_features(model: Any, df: pd.DataFrame, exclude: Sequence[str]) -> list
     if names is None and hasattr(model, "get_booster"):
         names = model.get_booster().feature_names
     if names is None:
-        return [c for c in df.select_dtypes(include=["number", "bool"]).columns
-                if c not in exclude]
+        return [c for c in df.select_dtypes(include=["number", "bool"]).columns if c not in exclude]
     missing = [c for c in names if c not in df.columns]
     if missing:
         raise ValueError(f"the dataset lacks feature(s) the model needs: {missing[:10]}")
     return [str(n) for n in names]
 
 
-def predict_frame(model: Any, df: pd.DataFrame, *, label: str = "label", proba: bool = False,
-                  batch_size: int = 100_000, exclude: Sequence[str] = ()) -> pd.DataFrame:
+def predict_frame(
+    model: Any,
+    df: pd.DataFrame,
+    *,
+    label: str = "label",
+    proba: bool = False,
+    batch_size: int = 100_000,
+    exclude: Sequence[str] = (),
+) -> pd.DataFrame:
     features = model_features(model, df, [label, *exclude])
     parts = []
     for start in range(0, len(df), max(1, int(batch_size))):
-        chunk = df.iloc[start:start + int(batch_size)][features]
+        chunk = df.iloc[start : start + int(batch_size)][features]
         out = pd.DataFrame(index=chunk.index)
         out[f"predicted_{label}"] = np.asarray(model.predict(chunk))
         if proba and hasattr(model, "predict_proba"):
@@ -52,10 +58,18 @@ def predict_frame(model: Any, df: pd.DataFrame, *, label: str = "label", proba: 
     return pd.concat(parts) if parts else pd.DataFrame(index=df.index)
 
 
-def batch_predict(context: Any, model: Any = None, dataset: Any = None,
-                  label_column: str = "label", drop_columns: Any = None,
-                  keep_columns: Any = None, proba: Any = False, batch_size: int = 100_000,
-                  result_set: str = "prediction", format: str = "parquet") -> None:
+def batch_predict(
+    context: Any,
+    model: Any = None,
+    dataset: Any = None,
+    label_column: str = "label",
+    drop_columns: Any = None,
+    keep_columns: Any = None,
+    proba: Any = False,
+    batch_size: int = 100_000,
+    result_set: str = "prediction",
+    format: str = "parquet",
+) -> None:
     if model is None or dataset is None:
         raise ValueError("batch_predict needs a model (URI) and a dataset")
     if isinstance(model, str):
@@ -65,8 +79,14 @@ def batch_predict(context: Any, model: Any = None, dataset: Any = None,
         model = loaded[0] if isinstance(loaded, tuple) else loaded
     df = dataset.as_df() if hasattr(dataset, "as_df") else dataset
     want_proba = proba if isinstance(proba, bool) else str(proba).lower() in ("1", "true", "yes")
-    preds = predict_frame(model, df, label=label_column, proba=want_proba,
-                          batch_size=int(batch_size), exclude=_names(drop_columns))
+    preds = predict_frame(
+        model,
+        df,
+        label=label_column,
+        proba=want_proba,
+        batch_size=int(batch_size),
+        exclude=_names(drop_columns),
+    )
     keep = _names(keep_columns) or list(df.columns)
     out = pd.concat([df[keep], preds], axis=1)
     context.log_dataset(result_set, out, format=format)

@@ -19,10 +19,13 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     stats["unique"] = numeric.nunique()
     others = [c for c in df.columns if c not in numeric.columns]
     if others:
-        extra = pd.DataFrame({
-            "count": df[others].notna().sum(), "missing": df[others].isna().sum(),
-            "unique": df[others].nunique(),
-        })
+        extra = pd.DataFrame(
+            {
+                "count": df[others].notna().sum(),
+                "missing": df[others].isna().sum(),
+                "unique": df[others].nunique(),
+            }
+        )
         stats = pd.concat([stats, extra])
     stats.index.name = "column"
     return stats.reset_index()
@@ -30,8 +33,13 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
 
 def class_balance(labels: pd.Series) -> pd.DataFrame:
     counts = labels.value_counts(dropna=False).sort_index()
-    return pd.DataFrame({"class": counts.index.astype(str), "count": counts.to_numpy(),
-                         "fraction": (counts / counts.sum()).to_numpy()})
+    return pd.DataFrame(
+        {
+            "class": counts.index.astype(str),
+            "count": counts.to_numpy(),
+            "fraction": (counts / counts.sum()).to_numpy(),
+        }
+    )
 
 
 def _png(fig: Any) -> bytes:
@@ -56,8 +64,9 @@ def histograms_figure(df: pd.DataFrame, columns: list[str], bins: int = 50) -> A
     for ax, col in zip(axes.flat, columns, strict=False):
         values = df[col].dropna().astype(float)
         # clip the 0.1% tails so one outlier bar does not flatten the histogram
-        lo, hi = values.quantile([0.001, 0.999]) if len(values) > 100 else (values.min(),
-                                                                              values.max())
+        lo, hi = (
+            values.quantile([0.001, 0.999]) if len(values) > 100 else (values.min(), values.max())
+        )
         ax.hist(values.clip(lo, hi), bins=bins)
         ax.set_title(col, fontsize=9)
         ax.tick_params(labelsize=7)
@@ -84,8 +93,14 @@ def correlation_figure(corr: pd.DataFrame) -> Any:
     return fig
 
 
-def describe(context: Any, table: Any = None, label_column: str | None = None,
-             max_histograms: int = 24, bins: int = 50, plots: Any = True) -> None:
+def describe(
+    context: Any,
+    table: Any = None,
+    label_column: str | None = None,
+    max_histograms: int = 24,
+    bins: int = 50,
+    plots: Any = True,
+) -> None:
     """Log statistics (``summary``), correlations (``correlation`` table + PNG), histograms and,
     with ``label_column``, the class balance."""
     if table is None:
@@ -97,7 +112,9 @@ def describe(context: Any, table: Any = None, label_column: str | None = None,
     corr = numeric.corr()
     context.log_dataset("correlation", corr.reset_index(names="column"), format="csv")
     results: dict[str, Any] = {
-        "rows": len(df), "columns": df.shape[1], "numeric_columns": numeric.shape[1],
+        "rows": len(df),
+        "columns": df.shape[1],
+        "numeric_columns": numeric.shape[1],
         "missing_cells": int(df.isna().sum().sum()),
         "missing_fraction": float(df.isna().to_numpy().mean()) if df.size else 0.0,
     }
@@ -117,11 +134,16 @@ def describe(context: Any, table: Any = None, label_column: str | None = None,
         return
     columns = [c for c in numeric.columns if numeric[c].nunique() > 1][: int(max_histograms)]
     if columns:
-        context.log_artifact("histograms", body=_png(histograms_figure(df, columns, int(bins))),
-                             kind="plot", format="png")
+        context.log_artifact(
+            "histograms",
+            body=_png(histograms_figure(df, columns, int(bins))),
+            kind="plot",
+            format="png",
+        )
     if len(corr) > 1:
-        context.log_artifact("correlation-matrix", body=_png(correlation_figure(corr)),
-                             kind="plot", format="png")
+        context.log_artifact(
+            "correlation-matrix", body=_png(correlation_figure(corr)), kind="plot", format="png"
+        )
     if label_column:
         import matplotlib.pyplot as plt
 

@@ -15,8 +15,9 @@ import pandas as pd
 DEFAULT_WINDOWS = (6, 24, 72)
 
 
-def compute_features(bars: pd.DataFrame, *, windows: Any = None, rsi_window: int = 14,
-                     dropna: bool = True) -> pd.DataFrame:
+def compute_features(
+    bars: pd.DataFrame, *, windows: Any = None, rsi_window: int = 14, dropna: bool = True
+) -> pd.DataFrame:
     for col in ("open", "high", "low", "close", "volume"):
         if col not in bars.columns:
             raise ValueError(f"bars lack column {col!r}")
@@ -48,8 +49,13 @@ def compute_features(bars: pd.DataFrame, *, windows: Any = None, rsi_window: int
     return frame
 
 
-def featurize(context: Any, dataset: Any = None, windows: Any = "6,24,72",
-              rsi_window: int = 14, features_key: str = "features") -> None:
+def featurize(
+    context: Any,
+    dataset: Any = None,
+    windows: Any = "6,24,72",
+    rsi_window: int = 14,
+    features_key: str = "features",
+) -> None:
     """Job: OHLCV dataset → features dataset (``features``)."""
     if dataset is None:
         raise ValueError("featurize needs an OHLCV dataset input")

@@ -160,9 +160,14 @@ class FeatureWindow:
         self._bars.append(row)
         if not self.ready:
             return None
-        frame = compute_features(pd.DataFrame(list(self._bars)), windows=self.windows,
-                                 rsi_window=self.rsi_window, mfi_window=self.mfi_window,
-                                 label=None, dropna=False)
+        frame = compute_features(
+            pd.DataFrame(list(self._bars)),
+            windows=self.windows,
+            rsi_window=self.rsi_window,
+            mfi_window=self.mfi_window,
+            label=None,
+            dropna=False,
+        )
         last = frame.iloc[-1]
         return {k: (v.item() if hasattr(v, "item") else v) for k, v in last.items()}
 
@@ -172,11 +177,24 @@ def bar_from_event(body: Any) -> dict[str, Any]:
     with open/high/low/close/volume."""
     if isinstance(body, Mapping) and isinstance(body.get("k"), Mapping):
         k = body["k"]
-        return {"timestamp": k.get("t"), "open": k["o"], "high": k["h"], "low": k["l"],
-                "close": k["c"], "volume": k["v"], "trades": k.get("n", 0)}
+        return {
+            "timestamp": k.get("t"),
+            "open": k["o"],
+            "high": k["h"],
+            "low": k["l"],
+            "close": k["c"],
+            "volume": k["v"],
+            "trades": k.get("n", 0),
+        }
     if isinstance(body, Sequence) and not isinstance(body, str | bytes) and len(body) >= 6:
-        bar = {"timestamp": body[0], "open": body[1], "high": body[2], "low": body[3],
-               "close": body[4], "volume": body[5]}
+        bar = {
+            "timestamp": body[0],
+            "open": body[1],
+            "high": body[2],
+            "low": body[3],
+            "close": body[4],
+            "volume": body[5],
+        }
         if len(body) > 8:
             bar["trades"] = body[8]
         return bar
@@ -186,6 +204,7 @@ def bar_from_event(body: Any) -> dict[str, Any]:
 
 
 # --- Nuclio streaming handler (Kafka klines → features) --------------------------------------
+
 
 def init_context(context: Any) -> None:
     context.user_data.features = FeatureWindow(
@@ -214,6 +233,7 @@ def handler(context: Any, event: Any) -> Any:
 
 # --- job handler -----------------------------------------------------------------------------
 
+
 def featurize(
     context: Any,
     dataset: Any = None,
@@ -230,11 +250,18 @@ def featurize(
     if dataset is None:
         raise ValueError("featurize needs an OHLCV dataset input")
     bars = dataset.as_df()
-    frame = compute_features(bars, windows=windows, rsi_window=int(rsi_window),
-                             mfi_window=int(mfi_window), label=label, horizon=int(horizon),
-                             threshold=float(threshold))
-    context.logger.info_with("features computed", rows=len(frame),
-                             features=len(feature_columns(frame)))
+    frame = compute_features(
+        bars,
+        windows=windows,
+        rsi_window=int(rsi_window),
+        mfi_window=int(mfi_window),
+        label=label,
+        horizon=int(horizon),
+        threshold=float(threshold),
+    )
+    context.logger.info_with(
+        "features computed", rows=len(frame), features=len(feature_columns(frame))
+    )
     context.log_dataset(features_key, frame, format=format)
     results: dict[str, Any] = {
         "rows": len(frame),

@@ -43,6 +43,7 @@ class RequestError(ValueError):
 
 # --- request parsing (pure) ------------------------------------------------------------------
 
+
 def _rows_from_records(records: Sequence[Any], features: Sequence[str]) -> list[list[Any]]:
     try:
         return [[rec[f] for f in features] for rec in records]
@@ -52,8 +53,9 @@ def _rows_from_records(records: Sequence[Any], features: Sequence[str]) -> list[
         raise RequestError("records must be objects keyed by feature name") from exc
 
 
-def _rows_from_columns(columns: Mapping[str, Sequence[Any]], features: Sequence[str]
-                       ) -> list[list[Any]]:
+def _rows_from_columns(
+    columns: Mapping[str, Sequence[Any]], features: Sequence[str]
+) -> list[list[Any]]:
     missing = [f for f in features if f not in columns]
     if missing:
         raise RequestError(f"missing feature column(s): {', '.join(missing[:10])}")
@@ -91,16 +93,20 @@ def parse_mlflow(body: Any, content_type: str, features: Sequence[str] | None) -
         if len(reader) < 2:
             raise RequestError("CSV needs a header row and at least one data row")
         header, data = reader[0], reader[1:]
-        return parse_mlflow({"dataframe_split": {"columns": header, "data": data}},
-                            "application/json", features)
+        return parse_mlflow(
+            {"dataframe_split": {"columns": header, "data": data}}, "application/json", features
+        )
     if not isinstance(body, Mapping):
-        raise RequestError("the body must be a JSON object with one of dataframe_split, "
-                           "dataframe_records, instances, inputs")
-    keys = [k for k in ("dataframe_split", "dataframe_records", "instances", "inputs")
-            if k in body]
+        raise RequestError(
+            "the body must be a JSON object with one of dataframe_split, "
+            "dataframe_records, instances, inputs"
+        )
+    keys = [k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in body]
     if len(keys) != 1:
-        raise RequestError("the body must have exactly one of dataframe_split, "
-                           "dataframe_records, instances, inputs")
+        raise RequestError(
+            "the body must have exactly one of dataframe_split, "
+            "dataframe_records, instances, inputs"
+        )
     key = keys[0]
     data = body[key]
     if key == "dataframe_split":
@@ -145,6 +151,7 @@ def to_matrix(rows: Any, n_features: int | None) -> np.ndarray:
 
 # --- prediction ------------------------------------------------------------------------------
 
+
 def _strip_feature_names(model: Any) -> Any:
     """A copy of a scikit-learn model that takes a plain matrix without warning per call (the
     server already put the columns in the fitted order)."""
@@ -165,6 +172,7 @@ def _strip_feature_names(model: Any) -> Any:
 # a linear model is ~1 µs. Those estimators are therefore "compiled" to the same numpy
 # expressions, and every compiled path is checked against scikit-learn on probe rows at load
 # time: any disagreement and the server keeps using scikit-learn for that model.
+
 
 def _compile_step(est: Any) -> Any:
     name = type(est).__name__
@@ -216,8 +224,11 @@ def _compile_final(est: Any) -> tuple[Any, Any]:
 
 def compile_model(model: Any) -> tuple[Any, Any]:
     """(predict, predict_proba) numpy closures equivalent to ``model``'s, or Nones."""
-    steps = [s for _n, s in getattr(model, "steps", [("", model)])
-             if s is not None and s != "passthrough"]
+    steps = [
+        s
+        for _n, s in getattr(model, "steps", [("", model)])
+        if s is not None and s != "passthrough"
+    ]
     transforms = [_compile_step(s) for s in steps[:-1]]
     if any(t is None for t in transforms):
         return None, None
@@ -243,8 +254,11 @@ def compile_row(model: Any) -> Any:
     """For the commonest request, one row: a pure-Python scorer (no numpy call overhead) for a
     [StandardScaler →] binary LogisticRegression or linear regressor. Returns a function
     row → (prediction, P(last class) or None), or None. Verified like the numpy twins."""
-    steps = [s for _n, s in getattr(model, "steps", [("", model)])
-             if s is not None and s != "passthrough"]
+    steps = [
+        s
+        for _n, s in getattr(model, "steps", [("", model)])
+        if s is not None and s != "passthrough"
+    ]
     if len(steps) > 2 or (len(steps) == 2 and type(steps[0]).__name__ != "StandardScaler"):
         return None
     final = steps[-1]
@@ -309,8 +323,9 @@ def _verified(model: Any, n_features: int | None) -> tuple[Any, Any]:
     try:
         if not np.array_equal(np.asarray(model.predict(x)), predict(x)):
             return None, None
-        if proba is not None and not np.allclose(model.predict_proba(x), proba(x),
-                                                 rtol=1e-9, atol=1e-12):
+        if proba is not None and not np.allclose(
+            model.predict_proba(x), proba(x), rtol=1e-9, atol=1e-12
+        ):
             proba = None
     except Exception:  # an exotic estimator: keep scikit-learn
         return None, None
@@ -330,7 +345,8 @@ def _verified_row(model: Any, n_features: int | None) -> Any:
         if [g[0] for g in got] != expected:
             return None
         if got[0][1] is not None and not np.allclose(
-                model.predict_proba(x)[:, -1], [g[1] for g in got], rtol=1e-9, atol=1e-12):
+            model.predict_proba(x)[:, -1], [g[1] for g in got], rtol=1e-9, atol=1e-12
+        ):
             return None
     except Exception:
         return None
@@ -352,11 +368,13 @@ class Predictor:
         elif type(model).__module__.startswith("xgboost") and hasattr(model, "inplace_predict"):
             booster = model
             names = names if names is not None else booster.feature_names
-        self.feature_names: list[str] | None = [str(n) for n in names] if names is not None \
-            else None
+        self.feature_names: list[str] | None = (
+            [str(n) for n in names] if names is not None else None
+        )
         n = getattr(model, "n_features_in_", None)
-        self.n_features = len(self.feature_names) if self.feature_names else (
-            int(n) if n is not None else None)
+        self.n_features = (
+            len(self.feature_names) if self.feature_names else (int(n) if n is not None else None)
+        )
         self.framework = "xgboost" if booster is not None else type(model).__module__.split(".")[0]
         self.classes = getattr(model, "classes_", None)
         self._booster = booster
@@ -411,6 +429,7 @@ def relax_sklearn_checks() -> None:
 
 # --- HTTP (Nuclio handler) -------------------------------------------------------------------
 
+
 class ModelServer:
     def __init__(self, predictor: Predictor, name: str = "model", uri: str | None = None) -> None:
         self.predictor = predictor
@@ -418,10 +437,15 @@ class ModelServer:
         self.uri = uri
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "uri": self.uri, "framework": self.predictor.framework,
-                "features": self.predictor.feature_names,
-                "classes": None if self.predictor.classes is None
-                else np.asarray(self.predictor.classes).tolist()}
+        return {
+            "name": self.name,
+            "uri": self.uri,
+            "framework": self.predictor.framework,
+            "features": self.predictor.feature_names,
+            "classes": None
+            if self.predictor.classes is None
+            else np.asarray(self.predictor.classes).tolist(),
+        }
 
     def parse(self, path: str, body: Any, content_type: str) -> tuple[str, Any, bool]:
         """(protocol, rows in feature order, want probabilities)."""
@@ -439,8 +463,12 @@ class ModelServer:
 
     def predict(self, rows: Any, proba: bool) -> tuple[list[Any], list[Any] | None]:
         p = self.predictor
-        if (p.row_scorer is not None and isinstance(rows, list) and len(rows) == 1
-                and isinstance(rows[0], list | tuple)):
+        if (
+            p.row_scorer is not None
+            and isinstance(rows, list)
+            and len(rows) == 1
+            and isinstance(rows[0], list | tuple)
+        ):
             row = rows[0]
             if len(row) != p.n_features:
                 raise RequestError(f"expected {p.n_features} features per row, got {len(row)}")
@@ -479,10 +507,12 @@ def init_context(context: Any) -> None:
         raise RuntimeError("set MODEL_URI to the model to serve (store://…, s3://… or a file)")
     model, names = load(uri)
     relax_sklearn_checks()
-    context.user_data.server = ModelServer(Predictor(model, names),
-                                           name=os.environ.get("MODEL_NAME", "model"), uri=uri)
-    context.logger.info_with("model loaded", uri=uri,
-                             framework=context.user_data.server.predictor.framework)
+    context.user_data.server = ModelServer(
+        Predictor(model, names), name=os.environ.get("MODEL_NAME", "model"), uri=uri
+    )
+    context.logger.info_with(
+        "model loaded", uri=uri, framework=context.user_data.server.predictor.framework
+    )
 
 
 def _error(protocol_mlflow: bool, message: str) -> tuple[int, dict[str, Any]]:

@@ -29,9 +29,9 @@ TOKEN = "t0ken-for-tests"
 
 
 @web.middleware
-async def bearer(request: web.Request,
-                 handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                 ) -> web.StreamResponse:
+async def bearer(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     # Stands in for the controller's auth middleware.
     if request.headers.get("Authorization") != f"Bearer {TOKEN}":
         return web.json_response({"error": "AuthError", "detail": "bad token"}, status=401)
@@ -52,12 +52,14 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[str, SqlRunDB]]:
         db.close()
 
 
-async def test_runs_tracked_through_the_api(server: tuple[str, SqlRunDB],
-                                            settings: TrackingSettings) -> None:
+async def test_runs_tracked_through_the_api(
+    server: tuple[str, SqlRunDB], settings: TrackingSettings
+) -> None:
     url, server_db = server
     client = HttpRunDB(url, TOKEN)
-    run = await asyncio.to_thread(run_function, ref("every_kind"), project="api",
-                                  settings=settings, db=client)
+    run = await asyncio.to_thread(
+        run_function, ref("every_kind"), project="api", settings=settings, db=client
+    )
     await asyncio.to_thread(check_every_kind, run)
     # Stored server-side, readable through the client.
     assert server_db.get_run(run.uid).state is RunState.COMPLETED
@@ -76,8 +78,14 @@ async def test_sweep_with_worker_processes_reports_to_the_api(
 ) -> None:
     url, server_db = server
     run = await asyncio.to_thread(
-        run_function, ref("sweep"), hyperparams={"x": [1.0, 2.0, 3.0]}, selector="max.score",
-        parallel=2, settings=settings, db=HttpRunDB(url, TOKEN), progress=False,
+        run_function,
+        ref("sweep"),
+        hyperparams={"x": [1.0, 2.0, 3.0]},
+        selector="max.score",
+        parallel=2,
+        settings=settings,
+        db=HttpRunDB(url, TOKEN),
+        progress=False,
     )
     assert run.state == "completed", run.error
     its = server_db.list_runs(uid=run.uid)
@@ -95,19 +103,25 @@ def _get(url: str, token: str | None = TOKEN) -> tuple[int, Any]:
         return exc.code, json.loads(exc.read())
 
 
-async def test_rest_shapes_and_errors(server: tuple[str, SqlRunDB],
-                                      settings: TrackingSettings) -> None:
+async def test_rest_shapes_and_errors(
+    server: tuple[str, SqlRunDB], settings: TrackingSettings
+) -> None:
     url, _ = server
     client = HttpRunDB(url, TOKEN)
-    run = await asyncio.to_thread(run_function, ref("sweep"), hyperparams={"x": [1.0, 2.0]},
-                                  settings=settings, db=client, progress=False)
+    run = await asyncio.to_thread(
+        run_function,
+        ref("sweep"),
+        hyperparams={"x": [1.0, 2.0]},
+        settings=settings,
+        db=client,
+        progress=False,
+    )
     status, body = await asyncio.to_thread(_get, f"{url}/api/runs/{run.uid}")
     assert status == 200
     assert body["run"]["uid"] == run.uid and len(body["iterations"]) == 2
     status, body = await asyncio.to_thread(_get, f"{url}/api/runs?project=default&limit=5")
     assert status == 200 and [r["uid"] for r in body["runs"]] == [run.uid]
-    status, body = await asyncio.to_thread(
-        _get, f"{url}/api/artifacts/default/{run.uid}/1/note")
+    status, body = await asyncio.to_thread(_get, f"{url}/api/artifacts/default/{run.uid}/1/note")
     assert status == 200 and body["artifact"]["kind"] == "file"
     status, body = await asyncio.to_thread(_get, f"{url}/api/runs/nope")
     assert status == 404 and body["error"] == "NotFoundError"

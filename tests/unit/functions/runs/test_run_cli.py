@@ -24,14 +24,31 @@ def test_run_sweep_then_get_and_download(
 ) -> None:
     data = tmp_path / "data.csv"
     frame().to_csv(data, index=False)
-    assert cli("run", ref("reads_inputs"), "--input", f"data={data}", "--json",
-               "--project", "clip") == 0
+    assert (
+        cli("run", ref("reads_inputs"), "--input", f"data={data}", "--json", "--project", "clip")
+        == 0
+    )
     single = json.loads(capsys.readouterr().out)
     assert single["state"] == "completed" and single["results"]["rows"] == 200
     assert single["inputs"] == {"data": str(data)}
 
-    assert cli("run", ref("sweep"), "--param", "fail_on=3", "--hyper", "x=1,2,3",
-               "--hyper", "y=[0.5, 1]", "--selector", "max.score", "--project", "clip") == 0
+    assert (
+        cli(
+            "run",
+            ref("sweep"),
+            "--param",
+            "fail_on=3",
+            "--hyper",
+            "x=1,2,3",
+            "--hyper",
+            "y=[0.5, 1]",
+            "--selector",
+            "max.score",
+            "--project",
+            "clip",
+        )
+        == 0
+    )
     cap = capsys.readouterr()
     assert "state=completed" in cap.out and "result best_iteration" in cap.out
     assert "iterations (6):" in cap.out
@@ -59,8 +76,9 @@ def test_run_sweep_then_get_and_download(
 
     dest = tmp_path / "dl"
     dest.mkdir()
-    assert cli("artifact", "download", f"store://clip/{uid}/iteration_results",
-               "-o", str(dest)) == 0
+    assert (
+        cli("artifact", "download", f"store://clip/{uid}/iteration_results", "-o", str(dest)) == 0
+    )
     got = dest / "iteration_results.csv"
     assert got.read_text().startswith("iteration,state,")
 

@@ -257,8 +257,7 @@ def test_bad_project_name_is_a_bad_request(settings: TrackingSettings, db: SqlRu
     assert db.list_runs() == []
 
 
-def test_sys_exit_in_handler_ends_only_the_run(settings: TrackingSettings,
-                                               db: SqlRunDB) -> None:
+def test_sys_exit_in_handler_ends_only_the_run(settings: TrackingSettings, db: SqlRunDB) -> None:
     import sys
 
     def job(context: RunContext) -> None:
@@ -268,8 +267,9 @@ def test_sys_exit_in_handler_ends_only_the_run(settings: TrackingSettings,
     assert run.state == "error" and run.error == "handler called sys.exit(3)"
 
 
-async def test_async_handler_from_inside_an_event_loop(settings: TrackingSettings,
-                                                       db: SqlRunDB) -> None:
+async def test_async_handler_from_inside_an_event_loop(
+    settings: TrackingSettings, db: SqlRunDB
+) -> None:
     async def job(context: RunContext) -> int:
         return 42
 

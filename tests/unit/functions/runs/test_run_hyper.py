@@ -39,9 +39,13 @@ def test_grid_sweep_picks_best_and_survives_failing_iteration(
     settings: TrackingSettings, db: SqlRunDB
 ) -> None:
     run = run_function(
-        ref("sweep"), params={"fail_on": 3.0},
+        ref("sweep"),
+        params={"fail_on": 3.0},
         hyperparams={"x": [1.0, 2.0, 3.0], "y": [0.0, 1.0]},
-        selector="max.score", settings=settings, db=db, progress=False,
+        selector="max.score",
+        settings=settings,
+        db=db,
+        progress=False,
     )
     assert run.state == "completed", run.error
     assert len(run.iterations) == 6
@@ -64,14 +68,18 @@ def test_grid_sweep_picks_best_and_survives_failing_iteration(
     children = [r for r in db.list_runs(uid=run.uid) if r.iteration > 0]
     assert len(children) == 6
     assert db.get_run(run.uid).results["best_iteration"] == best.iteration
-    assert db.get_artifact(run.project, run.uid, 0, "note").meta["from_iteration"] == \
-        best.iteration
+    assert db.get_artifact(run.project, run.uid, 0, "note").meta["from_iteration"] == best.iteration
 
 
 def test_min_selector_and_stop_condition(settings: TrackingSettings, db: SqlRunDB) -> None:
     run = run_function(
-        ref("sweep"), hyperparams={"x": [0.0, 2.0, 5.0, 6.0], "y": [1.0]}, selector="min.loss",
-        stop_condition="loss <= 0", settings=settings, db=db, progress=False,
+        ref("sweep"),
+        hyperparams={"x": [0.0, 2.0, 5.0, 6.0], "y": [1.0]},
+        selector="min.loss",
+        stop_condition="loss <= 0",
+        settings=settings,
+        db=db,
+        progress=False,
     )
     assert run.state == "completed"
     assert [i.params["x"] for i in run.iterations] == [0.0, 2.0]  # stopped after x=2
@@ -79,16 +87,29 @@ def test_min_selector_and_stop_condition(settings: TrackingSettings, db: SqlRunD
 
 
 def test_list_strategy_max_iterations(settings: TrackingSettings, db: SqlRunDB) -> None:
-    run = run_function(ref("sweep"), hyperparams={"x": [1.0, 2.0, 3.0], "y": [5.0, 6.0, 7.0]},
-                       hyper_strategy="list", max_iterations=2, selector="max.score",
-                       settings=settings, db=db, progress=False)
+    run = run_function(
+        ref("sweep"),
+        hyperparams={"x": [1.0, 2.0, 3.0], "y": [5.0, 6.0, 7.0]},
+        hyper_strategy="list",
+        max_iterations=2,
+        selector="max.score",
+        settings=settings,
+        db=db,
+        progress=False,
+    )
     assert [(i.params["x"], i.params["y"]) for i in run.iterations] == [(1.0, 5.0), (2.0, 6.0)]
 
 
-def test_all_iterations_failing_fails_the_parent(settings: TrackingSettings,
-                                                 db: SqlRunDB) -> None:
-    run = run_function(ref("sweep"), params={"fail_on": 1.0}, hyperparams={"x": [1.0]},
-                       selector="max.score", settings=settings, db=db, progress=False)
+def test_all_iterations_failing_fails_the_parent(settings: TrackingSettings, db: SqlRunDB) -> None:
+    run = run_function(
+        ref("sweep"),
+        params={"fail_on": 1.0},
+        hyperparams={"x": [1.0]},
+        selector="max.score",
+        settings=settings,
+        db=db,
+        progress=False,
+    )
     assert run.state == "error"
     assert "1 of 1 iterations failed" in (run.error or "")
     assert db.get_run(run.uid).state is RunState.ERROR
@@ -97,14 +118,21 @@ def test_all_iterations_failing_fails_the_parent(settings: TrackingSettings,
 def test_parallel_iterations_in_processes_with_progress(
     settings: TrackingSettings, db: SqlRunDB, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run = run_function(ref("sweep"), params={"fail_on": 1.0},
-                       hyperparams={"x": [1.0, 2.0, 3.0, 4.0]}, selector="max.score",
-                       parallel=2, settings=settings, db=db)
+    run = run_function(
+        ref("sweep"),
+        params={"fail_on": 1.0},
+        hyperparams={"x": [1.0, 2.0, 3.0, 4.0]},
+        selector="max.score",
+        parallel=2,
+        settings=settings,
+        db=db,
+    )
     assert run.state == "completed", run.error
     assert {i.pid for i in run.iterations}.isdisjoint({run.record.pid})
     assert len({i.pid for i in run.iterations}) <= 2  # bounded pool
     assert run.results["best_iteration"] == next(
-        i.iteration for i in run.iterations if i.params["x"] == 2.0)
+        i.iteration for i in run.iterations if i.params["x"] == 2.0
+    )
     assert sum(i.state is RunState.ERROR for i in run.iterations) == 1
     err = capsys.readouterr().err
     assert err.count("] iteration ") == 4

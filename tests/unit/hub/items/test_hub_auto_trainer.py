@@ -17,8 +17,9 @@ def features() -> pd.DataFrame:
 
 
 def test_kwarg_prefixes() -> None:
-    cls, fit, pred = at.split_kwargs({"CLASS_C": 0.5, "FIT_sample_weight": None,
-                                      "PREDICT_validate_features": False})
+    cls, fit, pred = at.split_kwargs(
+        {"CLASS_C": 0.5, "FIT_sample_weight": None, "PREDICT_validate_features": False}
+    )
     assert cls == {"C": 0.5} and fit == {"sample_weight": None}
     assert pred == {"validate_features": False}
     with pytest.raises(TypeError, match="CLASS_"):
@@ -37,7 +38,7 @@ def test_time_ordered_split_tests_on_the_latest_rows(features: pd.DataFrame) -> 
     x, y = at.features_and_labels(features, "label", "future_return")
     assert "timestamp" not in x.columns and "future_return" not in x.columns
     _, x_test, _, _ = at.split(x, y, test_size=0.25, time_ordered=True)
-    assert list(x_test.index) == list(x.index[-len(x_test):])
+    assert list(x_test.index) == list(x.index[-len(x_test) :])
     assert len(x_test) == round(len(x) * 0.25)
 
 
@@ -49,13 +50,22 @@ def test_stratified_split_keeps_the_class_balance(features: pd.DataFrame) -> Non
 
 @pytest.mark.parametrize(
     ("model_class", "extra"),
-    [("sklearn.linear_model.LogisticRegression", {"scale": True, "CLASS_C": 0.5}),
-     ("xgboost.XGBClassifier", {"CLASS_n_estimators": 40, "CLASS_max_depth": 3})],
+    [
+        ("sklearn.linear_model.LogisticRegression", {"scale": True, "CLASS_C": 0.5}),
+        ("xgboost.XGBClassifier", {"CLASS_n_estimators": 40, "CLASS_max_depth": 3}),
+    ],
 )
-def test_train_classifier_on_btc_features(features, fake_context, frame_item, model_class,
-                                          extra) -> None:
-    at.train(fake_context, dataset=frame_item(features), model_class=model_class,
-             drop_columns="future_return", time_ordered=True, **extra)
+def test_train_classifier_on_btc_features(
+    features, fake_context, frame_item, model_class, extra
+) -> None:
+    at.train(
+        fake_context,
+        dataset=frame_item(features),
+        model_class=model_class,
+        drop_columns="future_return",
+        time_ordered=True,
+        **extra,
+    )
     r = fake_context.results
     for key in ("accuracy", "f1_score", "precision_score", "recall_score", "auc"):
         assert 0.0 <= r[key] <= 1.0, key
@@ -66,7 +76,10 @@ def test_train_classifier_on_btc_features(features, fake_context, frame_item, mo
         assert art["body"][:8] == b"\x89PNG\r\n\x1a\n" and art["kind"] == "plot"
     test_set = fake_context.datasets["test_set"]
     assert len(test_set) == round(len(features) * 0.2)
-    assert test_set["timestamp"].iloc[0] > features["timestamp"].iloc[len(features) - len(test_set) - 1]
+    assert (
+        test_set["timestamp"].iloc[0]
+        > features["timestamp"].iloc[len(features) - len(test_set) - 1]
+    )
     logged = fake_context.models["model"]
     assert logged["framework"] == ("xgboost" if "xgb" in model_class else "sklearn")
     assert logged["metrics"]["accuracy"] == r["accuracy"]
@@ -78,9 +91,16 @@ def test_train_classifier_on_btc_features(features, fake_context, frame_item, mo
 
 
 def test_train_regressor(features, fake_context, frame_item) -> None:
-    at.train(fake_context, dataset=frame_item(features), model_class="xgboost.XGBRegressor",
-             label_columns="future_return", drop_columns="label", time_ordered=True,
-             CLASS_n_estimators=30, plots=False)
+    at.train(
+        fake_context,
+        dataset=frame_item(features),
+        model_class="xgboost.XGBRegressor",
+        label_columns="future_return",
+        drop_columns="label",
+        time_ordered=True,
+        CLASS_n_estimators=30,
+        plots=False,
+    )
     r = fake_context.results
     assert {"mae", "rmse", "r2_score"} <= set(r)
     assert r["rmse"] >= r["mae"] > 0
@@ -94,8 +114,14 @@ def test_missing_label_is_a_clear_error(features, fake_context, frame_item) -> N
 
 
 def test_predict_and_evaluate_with_a_model_object(features, fake_context, frame_item) -> None:
-    at.train(fake_context, dataset=frame_item(features), model_class="LogisticRegression",
-             drop_columns="future_return", scale=True, plots=False)
+    at.train(
+        fake_context,
+        dataset=frame_item(features),
+        model_class="LogisticRegression",
+        drop_columns="future_return",
+        scale=True,
+        plots=False,
+    )
     model = fake_context.models["model"]["model"]
     at.predict(fake_context, model=model, dataset=frame_item(features), proba=True)
     out = fake_context.datasets["prediction"]
@@ -103,18 +129,27 @@ def test_predict_and_evaluate_with_a_model_object(features, fake_context, frame_
     assert (out["predicted_label"].to_numpy() == model.predict(x)).all()
     assert np.allclose(out["proba_1"], model.predict_proba(x)[:, 1])
     at.evaluate(fake_context, model=model, dataset=frame_item(features), plots=False)
-    assert fake_context.results["accuracy"] == pytest.approx((out["predicted_label"] == features["label"]).mean())
+    assert fake_context.results["accuracy"] == pytest.approx(
+        (out["predicted_label"] == features["label"]).mean()
+    )
 
 
 def test_a_given_test_set_replaces_the_split(features, fake_context, frame_item) -> None:
     train_part, test_part = features.iloc[:4000], features.iloc[4000:]
-    at.train(fake_context, dataset=frame_item(train_part), test_set=frame_item(test_part),
-             model_class="xgboost.XGBClassifier", CLASS_n_estimators=10,
-             drop_columns="future_return", plots=False)
+    at.train(
+        fake_context,
+        dataset=frame_item(train_part),
+        test_set=frame_item(test_part),
+        model_class="xgboost.XGBClassifier",
+        CLASS_n_estimators=10,
+        drop_columns="future_return",
+        plots=False,
+    )
     logged = fake_context.datasets["test_set"]
     assert len(logged) == len(test_part)
     assert logged["timestamp"].tolist() == test_part["timestamp"].tolist()
     model = fake_context.models["model"]["model"]
     x = test_part[fake_context.models["model"]["feature_names"]]
     assert fake_context.results["accuracy"] == pytest.approx(
-        (model.predict(x) == test_part["label"].to_numpy()).mean())
+        (model.predict(x) == test_part["label"].to_numpy()).mean()
+    )

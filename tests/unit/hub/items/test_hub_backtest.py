@@ -15,8 +15,9 @@ FEE = 0.01
 
 
 def test_small_case_by_hand() -> None:
-    result = bt.run_backtest(pd.Series(PRICES), pd.Series(SIGNALS, dtype=float), fee_rate=FEE,
-                             periods_per_year=1)
+    result = bt.run_backtest(
+        pd.Series(PRICES), pd.Series(SIGNALS, dtype=float), fee_rate=FEE, periods_per_year=1
+    )
     # bar returns +10%, -10%, 0, +10%; held over bars 1, 2 (long), 3 (flat→ bought at 3's close), 4
     net = [-0.01, 0.10, -0.10 - 0.01, 0.0 - 0.01, 0.10]  # fees: buy@0, sell@2, buy@3
     equity = np.cumprod([1 + n for n in net])
@@ -27,7 +28,9 @@ def test_small_case_by_hand() -> None:
     assert s["trades"] == 3
     assert s["hit_rate"] == pytest.approx(2 / 3)  # held over bars 1, 2, 4; bar 2 lost
     assert s["exposure"] == pytest.approx(4 / 5)
-    assert s["fees_paid"] == pytest.approx(0.01 * 1.0 + 0.01 * (0.99 * 1.1) + 0.01 * (0.99 * 1.1 * 0.89))
+    assert s["fees_paid"] == pytest.approx(
+        0.01 * 1.0 + 0.01 * (0.99 * 1.1) + 0.01 * (0.99 * 1.1 * 0.89)
+    )
     peak = 0.99 * 1.1
     assert s["max_drawdown"] == pytest.approx(1 - 0.99 * 1.1 * 0.89 * 0.99 / peak)
     rest = net[1:]
@@ -40,8 +43,9 @@ def test_small_case_by_hand() -> None:
 
 
 def test_short_positions_and_probability_signals() -> None:
-    pos = bt.positions_from_signals(pd.Series([0.9, 0.2, 0.5, 0.61]), allow_short=True,
-                                    threshold=0.6)
+    pos = bt.positions_from_signals(
+        pd.Series([0.9, 0.2, 0.5, 0.61]), allow_short=True, threshold=0.6
+    )
     assert pos.tolist() == [1.0, -1.0, 0.0, 1.0]
     long_only = bt.positions_from_signals(pd.Series([0.9, 0.2]), threshold=0.6)
     assert long_only.tolist() == [1.0, 0.0]
@@ -65,11 +69,20 @@ def test_handler_on_real_signals(hourly_bars, fake_context, frame_item) -> None:
     bt.backtest(fake_context, dataset=frame_item(data), fee_rate=0.0005)
     r = fake_context.results
     assert r["bars"] == 2000
-    for key in ("cumulative_return", "sharpe", "max_drawdown", "hit_rate", "fees_paid",
-                "bh_cumulative_return", "bh_sharpe", "bh_max_drawdown"):
+    for key in (
+        "cumulative_return",
+        "sharpe",
+        "max_drawdown",
+        "hit_rate",
+        "fees_paid",
+        "bh_cumulative_return",
+        "bh_sharpe",
+        "bh_max_drawdown",
+    ):
         assert np.isfinite(r[key]), key
     assert r["bh_cumulative_return"] == pytest.approx(
-        (1 - 0.0005) * bars["close"].iloc[-1] / bars["close"].iloc[0] - 1)
+        (1 - 0.0005) * bars["close"].iloc[-1] / bars["close"].iloc[0] - 1
+    )
     assert 0 <= r["max_drawdown"] < 1 and 0 <= r["hit_rate"] <= 1
     assert fake_context.artifacts["equity-curve"]["body"][:4] == b"\x89PNG"
     curve = fake_context.datasets["equity_curve"]
@@ -79,8 +92,12 @@ def test_handler_on_real_signals(hourly_bars, fake_context, frame_item) -> None:
 def test_walk_forward_on_features(hourly_bars, fake_context, frame_item) -> None:
     mf = import_function("hub://market_features").module()
     feats = mf.compute_features(hourly_bars.iloc[-3000:], windows="6,24")
-    bt.backtest(fake_context, dataset=frame_item(feats), prices=frame_item(hourly_bars),
-                walk_forward_splits=4)
+    bt.backtest(
+        fake_context,
+        dataset=frame_item(feats),
+        prices=frame_item(hourly_bars),
+        walk_forward_splits=4,
+    )
     assert fake_context.labels["backtest.mode"] == "walk_forward"
     # the first of 5 folds has no out-of-sample score and is left out
     assert fake_context.results["bars"] == len(feats) - len(feats) // 5
@@ -90,7 +107,9 @@ def test_walk_forward_on_features(hourly_bars, fake_context, frame_item) -> None
     assert folds["bars"].sum() == fake_context.results["bars"]
     # the folds chain into the whole out-of-sample run
     assert (1 + folds["cumulative_return"]).prod() - 1 == pytest.approx(
-        fake_context.results["cumulative_return"])
+        fake_context.results["cumulative_return"]
+    )
     assert (1 + folds["bh_cumulative_return"]).prod() - 1 == pytest.approx(
-        fake_context.results["bh_cumulative_return"])
+        fake_context.results["bh_cumulative_return"]
+    )
     assert 0 <= fake_context.results["wf_positive_folds"] <= 4

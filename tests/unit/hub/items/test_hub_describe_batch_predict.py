@@ -46,22 +46,29 @@ def test_describe_counts_missing_cells(fake_context, frame_item) -> None:
 def test_batch_predict_in_chunks_matches_the_model(features, fake_context, frame_item) -> None:
     cols = mf.feature_columns(features)
     model = XGBClassifier(n_estimators=20, max_depth=3).fit(features[cols], features["label"])
-    bp.batch_predict(fake_context, model=model, dataset=frame_item(features), proba=True,
-                     batch_size=700, keep_columns="timestamp")
+    bp.batch_predict(
+        fake_context,
+        model=model,
+        dataset=frame_item(features),
+        proba=True,
+        batch_size=700,
+        keep_columns="timestamp",
+    )
     out = fake_context.datasets["prediction"]
     assert list(out.columns[:2]) == ["timestamp", "predicted_label"]
     assert (out["predicted_label"].to_numpy() == model.predict(features[cols])).all()
-    np.testing.assert_allclose(out["proba_1"], model.predict_proba(features[cols])[:, 1],
-                               rtol=1e-6)
+    np.testing.assert_allclose(out["proba_1"], model.predict_proba(features[cols])[:, 1], rtol=1e-6)
     r = fake_context.results
     assert r["rows"] == len(features)
     assert r["agreement"] == pytest.approx(
-        (model.predict(features[cols]) == features["label"]).mean())
+        (model.predict(features[cols]) == features["label"]).mean()
+    )
 
 
 def test_batch_predict_needs_the_models_features(features, fake_context, frame_item) -> None:
     cols = mf.feature_columns(features)
     model = XGBClassifier(n_estimators=5).fit(features[cols], features["label"])
     with pytest.raises(ValueError, match="lacks feature"):
-        bp.batch_predict(fake_context, model=model,
-                         dataset=frame_item(features.drop(columns=["rsi_14"])))
+        bp.batch_predict(
+            fake_context, model=model, dataset=frame_item(features.drop(columns=["rsi_14"]))
+        )

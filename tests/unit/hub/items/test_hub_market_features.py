@@ -22,7 +22,7 @@ def test_changing_future_bars_never_changes_past_features(module, bars: pd.DataF
     changed = bars.copy()
     factor = rng.uniform(0.5, 1.5, size=len(bars) - cut - 1)
     for col in ("open", "high", "low", "close", "volume"):
-        changed.loc[cut + 1:, col] = changed.loc[cut + 1:, col].to_numpy() * factor
+        changed.loc[cut + 1 :, col] = changed.loc[cut + 1 :, col].to_numpy() * factor
     other = module.compute_features(changed)
     features = [c for c in base.columns if c not in ("label", "future_return", "timestamp")]
     past_base = base[base["timestamp"] <= bars["timestamp"][cut]].set_index("timestamp")
@@ -39,8 +39,15 @@ def test_changing_future_bars_never_changes_past_features(module, bars: pd.DataF
 def test_features_on_the_full_hourly_history(hourly_bars: pd.DataFrame) -> None:
     frame = mf.compute_features(hourly_bars, windows="6,24")
     cols = mf.feature_columns(frame)
-    assert {"ret_1", "sma_ratio_24", "volatility_6", "rsi_14", "mfi_14", "volume_ratio_24",
-            "trades_ratio_6"} <= set(cols)
+    assert {
+        "ret_1",
+        "sma_ratio_24",
+        "volatility_6",
+        "rsi_14",
+        "mfi_14",
+        "volume_ratio_24",
+        "trades_ratio_6",
+    } <= set(cols)
     assert not frame[cols].isna().any().any()
     assert np.isfinite(frame[cols].to_numpy()).all()
     assert frame["rsi_14"].between(0, 100).all() and frame["mfi_14"].between(0, 100).all()
@@ -57,10 +64,12 @@ def test_features_on_the_full_hourly_history(hourly_bars: pd.DataFrame) -> None:
 
 def test_rsi_and_returns_by_hand() -> None:
     closes = [10.0, 11.0, 10.5, 11.5, 11.0, 12.0]
-    bars = pd.DataFrame({"open": closes, "high": closes, "low": closes, "close": closes,
-                         "volume": [1.0] * 6})
-    frame = mf.compute_features(bars, windows=[2], rsi_window=3, mfi_window=3, label=None,
-                                dropna=False)
+    bars = pd.DataFrame(
+        {"open": closes, "high": closes, "low": closes, "close": closes, "volume": [1.0] * 6}
+    )
+    frame = mf.compute_features(
+        bars, windows=[2], rsi_window=3, mfi_window=3, label=None, dropna=False
+    )
     # last 3 moves: +1.0, -0.5, +1.0 → gains 2.0, losses 0.5 → RSI = 100·2/2.5
     assert frame["rsi_3"].iloc[-1] == pytest.approx(80.0)
     assert frame["ret_2"].iloc[-1] == pytest.approx(12.0 / 11.5 - 1)
@@ -85,10 +94,11 @@ def test_streaming_window_gives_the_batch_features(bars: pd.DataFrame) -> None:
         outputs.append(window.update(row))
     assert outputs[window.size - 2] is None and outputs[window.size - 1] is not None
     streamed = pd.DataFrame([o for o in outputs if o is not None])
-    expected = batch.iloc[-len(streamed):].reset_index(drop=True)
+    expected = batch.iloc[-len(streamed) :].reset_index(drop=True)
     cols = mf.feature_columns(expected)
-    np.testing.assert_allclose(streamed[cols].to_numpy(float), expected[cols].to_numpy(float),
-                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        streamed[cols].to_numpy(float), expected[cols].to_numpy(float), rtol=1e-9, atol=1e-12
+    )
 
 
 def test_streaming_handler_accepts_binance_klines(bars: pd.DataFrame) -> None:
@@ -100,13 +110,23 @@ def test_streaming_handler_accepts_binance_klines(bars: pd.DataFrame) -> None:
     mf.init_context(ctx)
     reply = None
     for row in bars.iloc[:80].itertuples():
-        kline = {"e": "kline", "k": {"t": row.timestamp, "o": str(row.open), "h": str(row.high),
-                                     "l": str(row.low), "c": str(row.close),
-                                     "v": str(row.volume), "n": row.trades}}
+        kline = {
+            "e": "kline",
+            "k": {
+                "t": row.timestamp,
+                "o": str(row.open),
+                "h": str(row.high),
+                "l": str(row.low),
+                "c": str(row.close),
+                "v": str(row.volume),
+                "n": row.trades,
+            },
+        }
         reply = mf.handler(ctx, type("E", (), {"body": kline})())
     assert reply["ready"] is True
     assert reply["features"]["rsi_14"] == pytest.approx(
-        mf.compute_features(bars.iloc[:80], label=None, dropna=False)["rsi_14"].iloc[-1])
+        mf.compute_features(bars.iloc[:80], label=None, dropna=False)["rsi_14"].iloc[-1]
+    )
     bad = mf.handler(ctx, type("E", (), {"body": {"k": {"o": 1}}})())
     assert bad[0] == 400
 

@@ -43,11 +43,13 @@ def _server(model: Any) -> Any:
     return ms.ModelServer(ms.Predictor(model), name="btc")
 
 
-def _call(server: Any, path: str, body: Any, content_type: str = "application/json",
-          method: str = "POST") -> Any:
+def _call(
+    server: Any, path: str, body: Any, content_type: str = "application/json", method: str = "POST"
+) -> Any:
     ctx = SimpleNamespace(user_data=SimpleNamespace(server=server))
-    event = SimpleNamespace(path=path, method=method, body=body, content_type=content_type,
-                            id="req-1")
+    event = SimpleNamespace(
+        path=path, method=method, body=body, content_type=content_type, id="req-1"
+    )
     return asyncio.run(ms.handler(ctx, event))
 
 
@@ -59,8 +61,9 @@ def test_every_format_gives_the_model_objects_predictions(model, data) -> None:
     cols = list(x.columns)
     shuffled = cols[::-1]  # column order in the request must not matter
     bodies = {
-        "dataframe_split": {"dataframe_split": {"columns": shuffled,
-                                                "data": rows[shuffled].to_numpy().tolist()}},
+        "dataframe_split": {
+            "dataframe_split": {"columns": shuffled, "data": rows[shuffled].to_numpy().tolist()}
+        },
         "dataframe_records": {"dataframe_records": rows.to_dict("records")},
         "instances-lists": {"instances": rows.to_numpy().tolist()},
         "instances-records": {"instances": rows.to_dict("records")},
@@ -85,8 +88,9 @@ def test_every_format_gives_the_model_objects_predictions(model, data) -> None:
 def test_bad_requests_are_400_in_each_protocol(data) -> None:
     x, y = data
     server = _server(make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y))
-    status, body = _call(server, "/invocations", {"dataframe_split": {"columns": ["a"],
-                                                                      "data": [[1]]}})
+    status, body = _call(
+        server, "/invocations", {"dataframe_split": {"columns": ["a"], "data": [[1]]}}
+    )
     assert status == 400 and body["error_code"] == "BAD_REQUEST"
     assert "missing feature" in body["message"]
     status, body = _call(server, "/invocations", {"inputs": [[1.0]], "instances": [[1.0]]})
@@ -118,8 +122,7 @@ def test_linear_models_are_compiled_and_checked(data) -> None:
     assert predictor.compiled
     matrix = x.to_numpy()
     assert predictor.predict(matrix) == pipe.predict(x).tolist()
-    np.testing.assert_allclose(predictor.predict_proba(matrix), pipe.predict_proba(x),
-                               rtol=1e-9)
+    np.testing.assert_allclose(predictor.predict_proba(matrix), pipe.predict_proba(x), rtol=1e-9)
     reg = LinearRegression().fit(x, x["ret_1"].shift(-1).fillna(0))
     reg_predictor = ms.Predictor(reg)
     assert reg_predictor.compiled
@@ -174,5 +177,7 @@ def test_a_python_scorer_that_disagrees_is_not_used(data, monkeypatch) -> None:
     server = _server(pipe)
     assert server.predictor.row_scorer is None
     row = x.iloc[[5]]
-    assert _call(server, "/", {"inputs": row.to_numpy().tolist()})["outputs"] == \
-        pipe.predict(row).tolist()
+    assert (
+        _call(server, "/", {"inputs": row.to_numpy().tolist()})["outputs"]
+        == pipe.predict(row).tolist()
+    )

@@ -14,8 +14,12 @@ from tickrun.triggers.cron import CronConfig, CronTrigger
 
 
 def _fn(**attrs: Any) -> Any:
-    return parse_spec({"metadata": {"name": "job"}, "spec": {"triggers": {
-        "tick": {"kind": "cron", "attributes": attrs}}}})
+    return parse_spec(
+        {
+            "metadata": {"name": "job"},
+            "spec": {"triggers": {"tick": {"kind": "cron", "attributes": attrs}}},
+        }
+    )
 
 
 def _config(**attrs: Any) -> CronConfig:
@@ -94,8 +98,9 @@ def _trigger(**attrs: Any) -> CronTrigger:
 
 
 async def test_fires_with_configured_event() -> None:
-    trigger = _trigger(interval="50ms", event={"body": {"job": "retrain"},
-                                               "headers": {"X-Job": "r"}})
+    trigger = _trigger(
+        interval="50ms", event={"body": {"job": "retrain"}, "headers": {"X-Job": "r"}}
+    )
     host = Host(_noop)
     await trigger.start(host)  # type: ignore[arg-type]
     await asyncio.sleep(0.33)

@@ -17,10 +17,12 @@ def _spec(**attrs: Any) -> Any:
         "consumerGroup": "signals",
     }
     base.update(attrs)
-    fn = parse_spec({
-        "metadata": {"name": "sig"},
-        "spec": {"triggers": {"ticks": {"kind": "kafka-cluster", "attributes": base}}},
-    })
+    fn = parse_spec(
+        {
+            "metadata": {"name": "sig"},
+            "spec": {"triggers": {"ticks": {"kind": "kafka-cluster", "attributes": base}}},
+        }
+    )
     return fn, fn.spec.triggers["ticks"]
 
 
@@ -39,9 +41,16 @@ def test_defaults_map_to_manual_commits() -> None:
 
 
 def test_nuclio_durations_and_sasl() -> None:
-    fn, trig = _spec(sessionTimeout="6s", heartbeatInterval="500ms",
-                     sasl={"enable": True, "user": "u", "password": "hunter2-secret",
-                           "mechanism": "SCRAM-SHA-512"})
+    fn, trig = _spec(
+        sessionTimeout="6s",
+        heartbeatInterval="500ms",
+        sasl={
+            "enable": True,
+            "user": "u",
+            "password": "hunter2-secret",
+            "mechanism": "SCRAM-SHA-512",
+        },
+    )
     cfg = KafkaConfig.from_spec(trig, fn.name)
     assert cfg.consumer["session_timeout_ms"] == 6000
     assert cfg.consumer["heartbeat_interval_ms"] == 500

@@ -56,8 +56,15 @@ def test_timestamp_keeps_milliseconds_in_utc() -> None:
 
 
 def test_event_fields() -> None:
-    rec = Record("klines", 3, 1234, 1704067200123, b"BTCUSDT", KLINE,
-                 [("source", b"binance"), ("blob", b"\xff\xfe"), ("empty", None)])
+    rec = Record(
+        "klines",
+        3,
+        1234,
+        1704067200123,
+        b"BTCUSDT",
+        KLINE,
+        [("source", b"binance"), ("blob", b"\xff\xfe"), ("empty", None)],
+    )
     event = to_event(rec, "ticks")
     assert event.body == {"open_time": 1704067200000, "close": "42298.61"}
     assert event.key == b"BTCUSDT"
@@ -76,8 +83,7 @@ def test_content_type_header_controls_decoding() -> None:
 
 def test_dead_letter_headers_keep_originals_and_add_metadata() -> None:
     rec = Record("klines", 2, 99, 1704067200000, b"k", b"v", [("trace", b"abc")])
-    headers = dead_letter_headers(rec, error="ValueError: bad", attempts=4, function="f",
-                                  group="g")
+    headers = dead_letter_headers(rec, error="ValueError: bad", attempts=4, function="f", group="g")
     assert headers[0] == ("trace", b"abc")
     meta = {k.removeprefix(DLQ_PREFIX): v.decode() for k, v in headers[1:]}
     assert meta["error"] == "ValueError: bad"

@@ -57,11 +57,24 @@ class FakeDispatcher:
 
 
 def make_trigger(handler: Handler, **attrs: Any) -> tuple[KafkaTrigger, FakeDispatcher]:
-    base: dict[str, Any] = {"brokers": "127.0.0.1:9", "topics": ["t"], "consumerGroup": "g",
-                            "retryBackoff": "10ms", "retryBackoffMax": "40ms"}
+    base: dict[str, Any] = {
+        "brokers": "127.0.0.1:9",
+        "topics": ["t"],
+        "consumerGroup": "g",
+        "retryBackoff": "10ms",
+        "retryBackoffMax": "40ms",
+    }
     base.update(attrs)
-    fn = parse_spec({"metadata": {"name": "f"}, "spec": {"triggers": {
-        "ticks": {"kind": "kafka-cluster", "maxWorkers": 4, "attributes": base}}}})
+    fn = parse_spec(
+        {
+            "metadata": {"name": "f"},
+            "spec": {
+                "triggers": {
+                    "ticks": {"kind": "kafka-cluster", "maxWorkers": 4, "attributes": base}
+                }
+            },
+        }
+    )
     trigger = KafkaTrigger(fn.spec.triggers["ticks"], fn)  # type: ignore[arg-type]
     dispatcher = FakeDispatcher(handler)
     trigger._loop = asyncio.get_running_loop()
@@ -171,8 +184,7 @@ async def test_revoke_interrupts_a_blocked_partition_without_committing() -> Non
     async def handler(event: Any) -> str:
         raise RuntimeError("always")
 
-    trigger, _ = make_trigger(handler, onFailure="block", retryBackoff="5s",
-                              retryBackoffMax="5s")
+    trigger, _ = make_trigger(handler, onFailure="block", retryBackoff="5s", retryBackoffMax="5s")
     failed_before = counter(trigger._failed["t"])
     tp = feed(trigger, 0, range(2))
     await until(lambda: counter(trigger._failed["t"]) > failed_before)
@@ -242,8 +254,9 @@ async def test_retry_budget_survives_a_rebalance() -> None:
         calls.append(event.offset)
         raise RuntimeError("poison")
 
-    trigger, _ = make_trigger(handler, maxRetries=2, onFailure="skip", retryBackoff="2s",
-                              retryBackoffMax="2s")
+    trigger, _ = make_trigger(
+        handler, maxRetries=2, onFailure="skip", retryBackoff="2s", retryBackoffMax="2s"
+    )
     tp = feed(trigger, 0, range(1))
     await until(lambda: len(calls) == 1)
     await trigger._settle([tp], wait_s=1.0)  # revoked during the first backoff
