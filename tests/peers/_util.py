@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,7 +15,8 @@ import time
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
-from typing import IO
+from types import TracebackType
+from typing import IO, Any, ClassVar, Self
 
 logger = logging.getLogger(__name__)
 
@@ -115,3 +118,64 @@ def terminate(proc: subprocess.Popen[bytes] | None, grace: float) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+class PeerProcess:
+    """The lifecycle every peer server shares: start (one retry when a freshly probed port was
+    taken before the server bound it), stop (SIGTERM, SIGKILL after a grace, delete the data
+    dir), and use as a context manager. Subclasses provide the installation check, one start
+    attempt, and a line describing where they listen."""
+
+    peer_name: ClassVar[str] = "peer"
+    stop_grace_s: ClassVar[float] = 10.0
+
+    _proc: subprocess.Popen[bytes] | None = None
+    workdir: Path | None = None
+    startup_seconds: float | None = None
+
+    def _check_installation(self) -> Any:
+        raise NotImplementedError
+
+    def _start_once(self, installation: Any) -> None:
+        raise NotImplementedError
+
+    def _describe(self) -> str:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        if self._proc is not None:
+            raise RuntimeError(f"{type(self).__name__} already started")
+        installation = self._check_installation()
+        t0 = time.monotonic()
+        for attempt in (1, 2):
+            try:
+                self._start_once(installation)
+                break
+            except PeerUnavailable as exc:
+                port_clash = "address already in use" in str(exc).lower()
+                self.stop()
+                if attempt == 2 or not port_clash:
+                    raise
+                logger.warning("%s port clash, retrying with new ports", self.peer_name)
+        self.startup_seconds = time.monotonic() - t0
+        logger.info("%s in %.1fs", self._describe(), self.startup_seconds)
+        return self
+
+    def stop(self) -> None:
+        atexit.unregister(self.stop)
+        terminate(self._proc, grace=self.stop_grace_s)
+        self._proc = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -22,16 +22,15 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from types import TracebackType
 
 from ._util import (
     ENSURE_SH,
+    PeerProcess,
     PeerUnavailable,
     free_port,
     peers_cache,
     spawn,
     tail,
-    terminate,
     versions,
     wait_for_port,
 )
@@ -77,12 +76,15 @@ def _leader(partition: dict[str, object]) -> int:
     return leader if isinstance(leader, int) else -1
 
 
-class KafkaBroker:
+class KafkaBroker(PeerProcess):
     """One KRaft broker+controller on loopback, with its data in a temp dir.
 
     The constructor does no I/O; ``start()`` formats storage, launches the JVM and returns once
     a kafka-python client can fetch cluster metadata.
     """
+
+    peer_name = "kafka"
+    stop_grace_s = 20.0
 
     def __init__(
         self,
@@ -111,52 +113,8 @@ class KafkaBroker:
             raise RuntimeError("KafkaBroker is not started")
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> KafkaBroker:
-        if self._proc is not None:
-            raise RuntimeError("KafkaBroker already started")
-        libs = self._check_installation()
-        t0 = time.monotonic()
-        # A free port can be grabbed by someone else before the JVM binds it; one retry with
-        # fresh ports makes that race harmless.
-        for attempt in (1, 2):
-            try:
-                self._start_once(libs)
-                break
-            except PeerUnavailable as exc:
-                port_clash = "Address already in use" in str(exc)
-                self.stop()
-                if attempt == 2 or not port_clash:
-                    raise
-                logger.warning("kafka port clash, retrying with new ports")
-        self.startup_seconds = time.monotonic() - t0
-        logger.info(
-            "kafka %s broker up at %s in %.1fs (log: %s)",
-            versions()["KAFKA_VERSION"],
-            self.bootstrap_servers,
-            self.startup_seconds,
-            self.log_path,
-        )
-        return self
-
-    def stop(self) -> None:
-        """SIGTERM (controlled shutdown), SIGKILL after 20 s, then delete the data dir."""
-        atexit.unregister(self.stop)
-        terminate(self._proc, grace=20.0)
-        self._proc = None
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
-
-    def __enter__(self) -> KafkaBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _describe(self) -> str:
+        return f"kafka {versions()['KAFKA_VERSION']} broker up at {self.bootstrap_servers} (log: {self.log_path})"
 
     # -- topics ------------------------------------------------------------------------------
 

@@ -14,24 +14,22 @@ import atexit
 import logging
 import os
 import secrets
-import shutil
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ._util import (
     ENSURE_SH,
+    PeerProcess,
     PeerUnavailable,
     free_port,
     peers_cache,
     spawn,
     tail,
-    terminate,
     versions,
 )
 
@@ -51,12 +49,15 @@ def minio_binary() -> Path:
     return Path(override) if override else peers_cache() / "bin" / "minio"
 
 
-class MinioServer:
+class MinioServer(PeerProcess):
     """One MinIO server on loopback with random root credentials and a temp data dir.
 
     The constructor does no I/O; ``start()`` returns once ``/minio/health/live`` (and
     ``/minio/health/ready``) answer 200.
     """
+
+    peer_name = "minio"
+    stop_grace_s = 10.0
 
     def __init__(self, *, binary: Path | None = None, startup_timeout: float = 60.0) -> None:
         self.binary = binary
@@ -93,46 +94,8 @@ class MinioServer:
             secure=False,
         )
 
-    def start(self) -> MinioServer:
-        if self._proc is not None:
-            raise RuntimeError("MinioServer already started")
-        binary = self._check_installation()
-        t0 = time.monotonic()
-        for attempt in (1, 2):
-            try:
-                self._start_once(binary)
-                break
-            except PeerUnavailable as exc:
-                # A free port can be taken between probing and MinIO binding it: retry once.
-                port_clash = "address already in use" in str(exc).lower()
-                self.stop()
-                if attempt == 2 or not port_clash:
-                    raise
-                logger.warning("minio port clash, retrying with new ports")
-        self.startup_seconds = time.monotonic() - t0
-        logger.info(
-            "minio up at %s in %.1fs (log: %s)", self.endpoint, self.startup_seconds, self.log_path
-        )
-        return self
-
-    def stop(self) -> None:
-        atexit.unregister(self.stop)
-        terminate(self._proc, grace=10.0)
-        self._proc = None
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
-
-    def __enter__(self) -> MinioServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _describe(self) -> str:
+        return f"minio up at {self.endpoint} (log: {self.log_path})"
 
     # -- internals ---------------------------------------------------------------------------
 
