@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import statistics
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,3 +57,26 @@ def wrk(
         p50_ms=_ms(_field(r"^\s+50%\s+(\S+)", out)),
         p99_ms=_ms(_field(r"^\s+99%\s+(\S+)", out)),
     )
+
+
+def median(samples: list[Sample]) -> Sample:
+    """Per-figure medians over rounds (a single slow round does not decide the result)."""
+    return Sample(
+        statistics.median(s.rps for s in samples),
+        statistics.median(s.p50_ms for s in samples),
+        statistics.median(s.p99_ms for s in samples),
+    )
+
+
+def print_table(rows: list[tuple[str, Sample]], width: int = 22) -> None:
+    """req/s, p50 and p99 per row, then each row's ratio to the last one (the baseline)."""
+    print(f"{'':<{width}}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
+    for name, s in rows:
+        print(f"{name:<{width}}{s.rps:>12,.0f}{s.p50_ms:>10.2f}{s.p99_ms:>10.2f}")
+    base_name, b = rows[-1]
+    for name, s in rows[:-1]:
+        label = f"ratio vs {base_name}"
+        print(
+            f"{label:<{width}}{s.rps / b.rps:>11.2f}x{s.p50_ms / b.p50_ms:>9.2f}x"
+            f"{s.p99_ms / b.p99_ms:>9.2f}x   ({name})"
+        )

@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from bench.wrk import Sample, wrk
+from bench.wrk import Sample, median, print_table, wrk
 from tests.support.processes import ServedFunction, free_port
 
 HERE = Path(__file__).resolve().parent
@@ -88,14 +87,7 @@ def main() -> None:
             p.wait(timeout=10)
         spec.unlink(missing_ok=True)
 
-    med = {
-        k: Sample(
-            statistics.median(s.rps for s in v),
-            statistics.median(s.p50_ms for s in v),
-            statistics.median(s.p99_ms for s in v),
-        )
-        for k, v in results.items()
-    }
+    med = {k: median(v) for k, v in results.items()}
     t, b = med["tickrun"], med["aiohttp"]
     print()
     print(
@@ -103,11 +95,8 @@ def main() -> None:
         f"connections={args.connections} duration={args.duration_s}s x{args.rounds} "
         f"(medians; wrk -t1; cores={os.cpu_count()})"
     )
-    print(f"{'':10}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
-    print(f"{'tickrun':10}{t.rps:>12,.0f}{t.p50_ms:>10.2f}{t.p99_ms:>10.2f}")
-    print(f"{'aiohttp':10}{b.rps:>12,.0f}{b.p50_ms:>10.2f}{b.p99_ms:>10.2f}")
-    ratios = f"{t.rps / b.rps:>11.2f}x{t.p50_ms / b.p50_ms:>9.2f}x{t.p99_ms / b.p99_ms:>9.2f}x"
-    print(f"{'ratio':10}{ratios}   (goal: throughput >= 0.90x, p99 <= 1.2x)")
+    print_table([("tickrun", t), ("aiohttp", b)], width=18)
+    print("goal: throughput >= 0.90x, p99 <= 1.2x")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from typing import Any
 import pandas as pd
 from tickrun.functions.sampledata import market_data
 
-from bench.wrk import Sample, wrk
+from bench.wrk import Sample, median, print_table, wrk
 
 HERE = Path(__file__).resolve().parent
 DATA = market_data()
@@ -214,14 +213,7 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             os.killpg(mlflow_proc.pid, signal.SIGKILL)
 
-    med = {
-        k: Sample(
-            statistics.median(s.rps for s in v),
-            statistics.median(s.p50_ms for s in v),
-            statistics.median(s.p99_ms for s in v),
-        )
-        for k, v in results.items()
-    }
+    med = {k: median(v) for k, v in results.items()}
     t, m = med["tickrun"], med["mlflow"]
     print()
     print(
@@ -229,13 +221,7 @@ def main() -> None:
         f"workers={args.workers} connections={args.connections} "
         f"duration={args.duration_s}s x{args.rounds} (medians; wrk -t1; cores={os.cpu_count()})"
     )
-    print(f"{'':<22}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
-    print(f"{'tickrun model_server':<22}{t.rps:>12,.0f}{t.p50_ms:>10.2f}{t.p99_ms:>10.2f}")
-    print(f"{'mlflow models serve':<22}{m.rps:>12,.0f}{m.p50_ms:>10.2f}{m.p99_ms:>10.2f}")
-    print(
-        f"{'ratio tickrun/mlflow':<22}{t.rps / m.rps:>11.1f}x{t.p50_ms / m.p50_ms:>10.3f}"
-        f"{t.p99_ms / m.p99_ms:>10.3f}"
-    )
+    print_table([("tickrun model_server", t), ("mlflow models serve", m)])
     print(
         f"goal: throughput >= 20x ({'met' if t.rps >= 20 * m.rps else 'NOT met'}), "
         f"p99 <= 1/5 ({'met' if t.p99_ms <= m.p99_ms / 5 else 'NOT met'})"
