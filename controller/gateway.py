@@ -64,20 +64,7 @@ class Gateway:
 
     def _pick(self, name: str, exclude: set[str]) -> Endpoint | None:
         entry = self.reconciler.endpoints.get(name)
-        if entry is None:
-            return None
-        candidates = [e for e in entry.endpoints if e.replica_id not in exclude]
-        if not candidates:
-            return None
-        entry.served += 1
-        n = len(candidates)
-        entry.cursor = (entry.cursor + 1) % n
-        best = candidates[entry.cursor]
-        for i in range(1, n):
-            e = candidates[(entry.cursor + i) % n]
-            if e.in_flight < best.in_flight:
-                best = e
-        return best
+        return entry.pick(exclude) if entry is not None else None
 
     def _unavailable(self, name: str) -> web.Response:
         row = self.store.find_function(name)

@@ -168,15 +168,7 @@ class PortGateway:
 
     def pick(self, name: str, exclude: set[str]) -> Endpoint | None:
         entry = self.reconciler.endpoints.get(name)
-        if entry is None:
-            return None
-        candidates = [e for e in entry.endpoints if e.replica_id not in exclude]
-        if not candidates:
-            return None
-        entry.served += 1
-        entry.cursor = (entry.cursor + 1) % len(candidates)
-        start = candidates[entry.cursor :] + candidates[: entry.cursor]
-        return min(start, key=lambda e: e.in_flight)
+        return entry.pick(exclude) if entry is not None else None
 
     def port_of(self, name: str) -> int | None:
         entry = self._servers.get(name)

@@ -69,6 +69,16 @@ class FunctionEndpoints:
     cursor: int = 0
     served: int = 0  # requests/connections routed, for the autoscaler's idle detection
 
+    def pick(self, exclude: set[str]) -> Endpoint | None:
+        """The ready replica with the fewest in flight; ties go round-robin from a cursor."""
+        candidates = [e for e in self.endpoints if e.replica_id not in exclude]
+        if not candidates:
+            return None
+        self.served += 1
+        self.cursor = (self.cursor + 1) % len(candidates)
+        rotated = candidates[self.cursor :] + candidates[: self.cursor]
+        return min(rotated, key=lambda e: e.in_flight)
+
 
 class Reconciler:
     """Constructor does no I/O; :meth:`start` adopts replicas and starts the loop."""
