@@ -8,12 +8,13 @@ its source.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from .processor.dispatcher import BatchOutcome
     from .results import Result
     from .spec import FunctionSpec, TriggerSpec
 
@@ -37,6 +38,17 @@ class Dispatcher(Protocol):
 
     @property
     def in_flight(self) -> int: ...
+
+    @property
+    def batches(self) -> bool:
+        """True when :meth:`dispatch_batch` is worth using (sync handlers)."""
+        ...
+
+    async def dispatch_batch(
+        self, events: Sequence[Any], should_stop: Callable[[], bool] | None = None
+    ) -> BatchOutcome:
+        """Run ordered events in one thread hop, stopping at the first failure."""
+        ...
 
 
 class TriggerHost(Protocol):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import site
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from .hashing import sha256_bytes
 from .wheels import LogFn, Wheelhouse, clean_pip_env, run_logged
 
 READY = ".tickrun-ready"
+LAYOUT = "2"  # bump when the way an environment is made changes: cached ones are then remade
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,26 @@ class ProcessEnv:
     cached: bool = True
 
 
+def _see_host_packages(root: Path) -> None:
+    """Let the function's venv import tickrun and its dependencies from the controller's.
+
+    ``--system-site-packages`` only reaches the *base* interpreter's packages; when the
+    controller itself runs from a venv (the usual install), tickrun lives there instead. A
+    ``.pth`` hook adds those folders after the function's own, so locked requirements win,
+    and ``addsitedir`` processes their ``.pth`` files (editable installs need that).
+    """
+    own = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    if sys.prefix == sys.base_prefix or not own:
+        return
+    for target in (root / "lib").glob("python*/site-packages"):
+        # One statement, no comprehension: site exec()s the line with separate locals.
+        line = f"import site; list(map(site.addsitedir, {own!r}))\n"
+        (target / "zz-tickrun-host.pth").write_text(line)
+
+
 def env_key(wheelhouse: Wheelhouse, commands: Sequence[str]) -> str:
-    return sha256_bytes(sys.version, wheelhouse.lock_hash, *commands)[:24]
+    # sys.prefix: the .pth hook names the controller's own site folders.
+    return sha256_bytes(LAYOUT, sys.version, sys.prefix, wheelhouse.lock_hash, *commands)[:24]
 
 
 def ensure_env(
@@ -65,6 +85,7 @@ def ensure_env(
         if not commands:
             venv_cmd.append("--without-pip")  # the host's pip installs into it (--python)
         run_logged([*venv_cmd, str(root)], log, timeout_s=300, what="creating the environment")
+        _see_host_packages(root)
         if has_reqs:
             log("environment: installing locked requirements")
             run_logged(

@@ -11,8 +11,9 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any
 
 import nuclio_sdk
@@ -21,6 +22,7 @@ from ..errors import EventTimeoutError, TickrunError, WorkerUnavailableError
 from ..handler import LoadedHandler
 from ..results import Result, exception_result, to_result
 from . import metrics
+from .batch import BatchState, run_batch
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,14 @@ class HandlerFailure(TickrunError):
         super().__init__(f"handler raised {type(exc).__name__}")
         self.exc_type = type(exc).__name__
         self.event_id = event_id
+
+
+@dataclass
+class BatchOutcome:
+    """``results`` for the first events of a batch; ``error`` for the event right after them."""
+
+    results: list[Result]
+    error: TickrunError | None = None
 
 
 class _Expired(Exception):
@@ -195,3 +205,96 @@ class TriggerDispatcher:
                 self._release()
         self._outcomes["ok"] += 1
         return result
+
+    @property
+    def batches(self) -> bool:
+        """True when :meth:`dispatch_batch` saves thread hops (sync handlers)."""
+        return not self._handler.is_async
+
+    async def dispatch_batch(
+        self, events: Sequence[Any], should_stop: Callable[[], bool] | None = None
+    ) -> BatchOutcome:
+        """Run ``events`` in order in one thread-pool call, stopping at the first failure.
+
+        The batch takes one slot. Failures are reported for the event that failed, as
+        :meth:`dispatch` would raise them; a 5xx answer ends the batch too (its result is the
+        last one returned). Raises :class:`WorkerUnavailableError` before running anything.
+        """
+        if not self.batches:
+            raise TypeError("dispatch_batch is for sync handlers; use dispatch")
+        await self._acquire()
+        self._in_flight += 1
+        self._stats.in_flight += 1
+        timeout = self._event_timeout_s
+        state = BatchState(events, timeout, should_stop)
+        release_now = True
+        try:
+            loop = asyncio.get_running_loop()
+            fut = loop.run_in_executor(self._executor, run_batch, self._fn, self._context, state)
+            expired = await self._await_batch(fut, state)
+            if expired:
+                # The thread cannot be killed: its slot stays taken until it returns.
+                release_now = False
+                self._overdue += 1
+                fut.add_done_callback(self._release_overdue)
+                if self._overdue >= self._max_workers and self._on_stuck is not None:
+                    self._on_stuck()
+        finally:
+            if release_now:
+                self._release()
+        # An overdue event never gets a result (the thread checks its elapsed time), so this
+        # snapshot is final for every event before it.
+        results = list(state.results)
+        for latency in state.latencies_s[: len(results) + 1]:
+            self._stats.observe(latency)
+        self._outcomes["ok"] += len(results)
+        failed = events[len(results)] if len(results) < len(events) else None
+        if expired or state.timed_out:
+            self._outcomes["timeout"] += 1
+            logger.warning(
+                "handler exceeded the event timeout",
+                extra={
+                    "event_id": getattr(failed, "id", None),
+                    "trigger": self.trigger_name,
+                    "timeout_s": timeout,
+                },
+            )
+            return BatchOutcome(
+                results, EventTimeoutError(f"handler exceeded the event timeout of {timeout:g}s")
+            )
+        if state.error is not None and failed is not None:
+            self._outcomes["error"] += 1
+            event_id = getattr(failed, "id", None)
+            logger.error(
+                "handler raised",
+                exc_info=state.error,
+                extra={
+                    "event_id": event_id,
+                    "trigger": self.trigger_name,
+                    "exc_type": type(state.error).__name__,
+                },
+            )
+            failure = HandlerFailure(state.error, event_id)
+            failure.__cause__ = state.error
+            return BatchOutcome(results, failure)
+        return BatchOutcome(results)
+
+    @staticmethod
+    async def _await_batch(fut: asyncio.Future[None], state: BatchState) -> bool:
+        """Wait for the batch; True if the running event passed its own deadline first.
+
+        Each event's deadline is checked where it starts, so a hung event is noticed after one
+        event timeout, not after the time the whole batch was allowed.
+        """
+        if state.timeout_s is None:
+            await fut
+            return False
+        while not fut.done():
+            if state.expire(time.perf_counter()):
+                return True
+            left = state.overdue_s(time.perf_counter())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(state.timeout_s if left is None else left, 0.001)):
+                    await asyncio.shield(fut)
+        fut.result()
+        return False

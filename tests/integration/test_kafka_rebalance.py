@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from tickrun.triggers.kafka.trigger import BATCH_MAX_EVENTS
 
 from tests.peers import KafkaBroker
 from tests.support.kafka_functions import (
@@ -133,7 +134,8 @@ def test_kill_9_mid_stream_loses_nothing_and_bounds_duplicates(
     dups = duplicates(records)
     # What was handled but not yet committed at the kill is handled again: at most one
     # commit window (the size trigger, plus what finishes during one poll round) per worker,
-    # plus the events in flight.
+    # plus the events in flight (a sync handler's slot runs a batch of up to
+    # BATCH_MAX_EVENTS queued events of one partition).
     uncommitted_at_kill = len(
         {
             (h.partition, h.offset)
@@ -141,7 +143,7 @@ def test_kill_9_mid_stream_loses_nothing_and_bounds_duplicates(
             if h.offset >= committed_at_kill.get(h.partition, 0)
         }
     )
-    bound = workers * (2 * batch + slots)
+    bound = workers * (2 * batch + slots * BATCH_MAX_EVENTS)
     print(
         f"\nkill -9 at {len(before_restart)} handled / {n}; committed then: "
         f"{sum(committed_at_kill.values())}; handled-but-uncommitted: {uncommitted_at_kill}; "

@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 DEAD_LETTER_TIMEOUT_S = 30.0
 MAX_ERROR_CHARS = 1000
 MAX_REMEMBERED_ATTEMPTS = 10_000
+BATCH_MAX_EVENTS = 64  # per thread hop; its events count as in flight for duplicates at a crash
 
 
 class _FailedStatus(Exception):
@@ -205,10 +206,16 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         queue = part.queue
         book = self._book
         tp = part.tp
+        dispatcher = self._dispatcher
+        batches = dispatcher is not None and dispatcher.batches
         while not part.closed:
             if not queue:
                 part.wake.clear()
                 await part.wake.wait()
+                continue
+            if batches and len(queue) > 1 and not self._retried(queue[0]):
+                if not await self._run_batch(part):
+                    return
                 continue
             record = queue.popleft()
             if not await self._handle(part, record):
@@ -217,8 +224,66 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
             if self._parts.get(tp) is part or self._stopping:
                 book.complete(tp, record.offset)
 
-    async def _handle(self, part: _Partition, record: Any) -> bool:
-        """Handle one record by policy; False if abandoned (revoke/stop), True if settled."""
+    async def _run_batch(self, part: _Partition) -> bool:
+        """Sync handlers: queued records in one thread hop; a failed one goes the slow way.
+
+        Results are settled in offset order. A record whose handler failed (or answered 5xx)
+        or whose result could not be published is retried by policy before any later record
+        is settled; records the batch did not reach go back to the front of the queue.
+
+        Returns False if the partition was abandoned (revoke/stop).
+        """
+        dispatcher = self._dispatcher
+        assert dispatcher is not None
+        queue = part.queue
+        records = [queue.popleft() for _ in range(min(len(queue), BATCH_MAX_EVENTS))]
+        events = [to_event(r, self.name, self._trigger_info) for r in records]
+        try:
+            outcome = await dispatcher.dispatch_batch(events, lambda: part.closed)
+        except WorkerUnavailableError:
+            queue.extendleft(reversed(records))  # nothing ran: backpressure, try again
+            return not part.closed
+        results = outcome.results
+        for i, record in enumerate(records):
+            failure: BaseException | None = None
+            if i < len(results):
+                try:
+                    if results[i].status >= 500:
+                        raise _FailedStatus(results[i].status)
+                    self._publish(record, results[i])
+                except (_FailedStatus, TriggerError) as exc:
+                    failure = exc
+            elif i == len(results) and outcome.error is not None:
+                failure = outcome.error
+            else:
+                # Not run (a failure before it, or revoke/stop): back to the queue, in order.
+                queue.extendleft(reversed(records[i:]))
+                return not part.closed
+            if failure is None:
+                self._processed[record.topic].inc()
+            elif not await self._handle(part, record, first_failure=failure):
+                return False
+            # A revoked partition's late completion must not leak into its next owner's book.
+            if self._parts.get(part.tp) is part or self._stopping:
+                self._book.complete(part.tp, record.offset)
+        return True
+
+    def _publish(self, record: Any, result: Any) -> None:
+        """Produce a handler's result to the output topic; TriggerError if it cannot be queued."""
+        topic = self.config.output_topic
+        if topic is not None and result.value is not None:
+            self._publisher.send(
+                topic, result.body, key=record.key, headers={"content-type": result.content_type}
+            )
+
+    async def _handle(
+        self, part: _Partition, record: Any, first_failure: BaseException | None = None
+    ) -> bool:
+        """Handle one record by policy; False if abandoned (revoke/stop), True if settled.
+
+        ``first_failure``: the record already failed once (in a batch); that counts as its
+        first attempt.
+        """
         dispatcher = self._dispatcher
         assert dispatcher is not None
         cfg = self.config
@@ -230,16 +295,13 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         while True:
             attempt += 1
             try:
+                if first_failure is not None:
+                    failed, first_failure = first_failure, None
+                    raise failed
                 result = await dispatcher.dispatch(event)
                 if result.status >= 500:
                     raise _FailedStatus(result.status)
-                if cfg.output_topic is not None and result.value is not None:
-                    self._publisher.send(
-                        cfg.output_topic,
-                        result.body,
-                        key=record.key,
-                        headers={"content-type": result.content_type},
-                    )
+                self._publish(record, result)
             except WorkerUnavailableError:
                 # Every slot busy past the availability timeout: backpressure, not a failure.
                 attempt -= 1
@@ -268,6 +330,12 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
             else:
                 self._processed[record.topic].inc()
                 return True
+
+    def _retried(self, record: Any) -> bool:
+        """True if ``record`` failed here before (it resumes its retries one at a time)."""
+        return bool(self._attempts) and (
+            (record.topic, record.partition, record.offset) in self._attempts
+        )
 
     def _remember_attempts(self, key: tuple[str, int, int], attempts: int) -> None:
         if len(self._attempts) >= MAX_REMEMBERED_ATTEMPTS:

@@ -5,14 +5,15 @@ tests/integration/test_kafka_*.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 import pytest
 from kafka.structs import TopicPartition
-from tickrun.functions.errors import WorkerUnavailableError
-from tickrun.functions.processor.dispatcher import HandlerFailure
+from tickrun.functions.errors import TriggerError, WorkerUnavailableError
+from tickrun.functions.processor.dispatcher import BatchOutcome, HandlerFailure
 from tickrun.functions.results import Result, to_result
 from tickrun.functions.spec import parse_spec
 from tickrun.triggers.kafka import KafkaTrigger
@@ -41,6 +42,8 @@ class FakeDispatcher:
         self.in_flight = 0
         self.peak = 0
 
+    batches = False
+
     async def dispatch(self, event: Any) -> Result:
         async with self._slots:
             self.in_flight += 1
@@ -54,6 +57,52 @@ class FakeDispatcher:
             finally:
                 self.in_flight -= 1
         return to_result(out)
+
+
+class FakeBatchDispatcher(FakeDispatcher):
+    """The same seam with batching, as the real dispatcher offers it for sync handlers: one
+    slot per batch, events in order, stop at the first failure (raise or 5xx)."""
+
+    batches = True
+
+    def __init__(self, handler: Handler, slots: int = 4) -> None:
+        super().__init__(handler, slots)
+        self.batch_sizes: list[int] = []
+
+    async def dispatch_batch(
+        self, events: Any, should_stop: Callable[[], bool] | None = None
+    ) -> BatchOutcome:
+        self.batch_sizes.append(len(events))
+        results: list[Result] = []
+        async with self._slots:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            try:
+                for event in events:
+                    if should_stop is not None and should_stop():
+                        break
+                    try:
+                        result = to_result(await self._handler(event))
+                    except WorkerUnavailableError:
+                        raise
+                    except Exception as exc:
+                        return BatchOutcome(results, HandlerFailure(exc, event.id))
+                    results.append(result)
+                    if result.status >= 500:
+                        break
+            finally:
+                self.in_flight -= 1
+        return BatchOutcome(results)
+
+
+BATCHING = {"on": False}
+
+
+@pytest.fixture(autouse=True, params=["per-event", "batched"])
+def dispatch_mode(request: pytest.FixtureRequest) -> str:
+    """Every loop-side test runs over both dispatch paths."""
+    BATCHING["on"] = request.param == "batched"
+    return str(request.param)
 
 
 def make_trigger(handler: Handler, **attrs: Any) -> tuple[KafkaTrigger, FakeDispatcher]:
@@ -76,7 +125,7 @@ def make_trigger(handler: Handler, **attrs: Any) -> tuple[KafkaTrigger, FakeDisp
         }
     )
     trigger = KafkaTrigger(fn.spec.triggers["ticks"], fn)  # type: ignore[arg-type]
-    dispatcher = FakeDispatcher(handler)
+    dispatcher = (FakeBatchDispatcher if BATCHING["on"] else FakeDispatcher)(handler)
     trigger._loop = asyncio.get_running_loop()
     trigger._dispatcher = dispatcher  # type: ignore[assignment]
     return trigger, dispatcher
@@ -264,3 +313,30 @@ async def test_retry_budget_survives_a_rebalance() -> None:
     tp = feed(trigger, 0, range(1))  # assigned again: the same record comes back
     await until(lambda: trigger._book.to_commit() == {tp: 1}, timeout_s=10)
     assert calls == [0, 0, 0], "3 attempts in all (1 + maxRetries), not 1 + 3"
+
+
+async def test_a_result_that_cannot_be_published_is_retried_not_lost() -> None:
+    calls: list[int] = []
+    sent: list[tuple[str, Any]] = []
+
+    async def handler(event: Any) -> dict[str, int]:
+        calls.append(event.offset)
+        return {"signal": event.offset}
+
+    trigger, _ = make_trigger(handler, outputTopic="signals", maxRetries=3)
+    failures = {"left": 1}
+
+    def send(topic: str, value: Any, **kwargs: Any) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise TriggerError("kafka producer is not connected")
+        sent.append((topic, value))
+
+    trigger._publisher.send = send  # type: ignore[method-assign]
+    tp = feed(trigger, 0, range(3))
+    await until(lambda: trigger._book.to_commit() == {tp: 3})
+    # Only the event whose publish failed runs again (a batch may already have run the rest),
+    # and results still reach the output topic in offset order.
+    assert sorted(calls) == [0, 0, 1, 2]
+    assert [json.loads(v)["signal"] for _, v in sent] == [0, 1, 2]
+    assert {t for t, _ in sent} == {"signals"}

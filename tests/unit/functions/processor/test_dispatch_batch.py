@@ -1,0 +1,131 @@
+"""The dispatcher's batch path for sync handlers: order, stop at the first failure, timeouts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import nuclio_sdk
+import pytest
+from tickrun.functions.errors import EventTimeoutError
+from tickrun.functions.handler import LoadedHandler
+from tickrun.functions.processor.dispatcher import HandlerFailure, TriggerDispatcher
+
+
+def events(n: int) -> list[nuclio_sdk.Event]:
+    return [nuclio_sdk.Event(body=i, _id=f"e{i}") for i in range(n)]
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(2)
+    yield pool
+    pool.shutdown(wait=True)
+
+
+def dispatcher(
+    fn: Any, executor: ThreadPoolExecutor, timeout_s: float | None = None
+) -> TriggerDispatcher:
+    return TriggerDispatcher(
+        handler=LoadedHandler(
+            fn=fn, is_async=False, init_context=None, module_name="m", entrypoint="h"
+        ),
+        context=object(),
+        function_name="f",
+        trigger_name="t",
+        trigger_kind="kafka-cluster",
+        max_workers=1,
+        availability_timeout_s=1.0,
+        event_timeout_s=timeout_s,
+        executor=executor,
+    )
+
+
+async def test_runs_all_in_order(executor: ThreadPoolExecutor) -> None:
+    seen: list[int] = []
+
+    def handler(context: Any, event: Any) -> Any:
+        seen.append(event.body)
+        return {"n": event.body}
+
+    d = dispatcher(handler, executor)
+    assert d.batches
+    outcome = await d.dispatch_batch(events(50))
+    assert outcome.error is None
+    assert seen == list(range(50))
+    assert [r.json()["n"] for r in outcome.results] == list(range(50))
+    assert d.in_flight == 0
+
+
+async def test_stops_at_the_first_exception(executor: ThreadPoolExecutor) -> None:
+    seen: list[int] = []
+
+    def handler(context: Any, event: Any) -> Any:
+        seen.append(event.body)
+        if event.body == 3:
+            raise ValueError("boom")
+        return "ok"
+
+    outcome = await dispatcher(handler, executor).dispatch_batch(events(10))
+    assert len(outcome.results) == 3
+    assert isinstance(outcome.error, HandlerFailure)
+    assert outcome.error.event_id == "e3"
+    assert seen == [0, 1, 2, 3]  # nothing after the failed event ran
+
+
+async def test_stops_after_a_5xx_answer(executor: ThreadPoolExecutor) -> None:
+    def handler(context: Any, event: Any) -> Any:
+        return (503, "later") if event.body == 2 else "ok"
+
+    outcome = await dispatcher(handler, executor).dispatch_batch(events(6))
+    assert [r.status for r in outcome.results] == [200, 200, 503]
+    assert outcome.error is None
+
+
+async def test_event_over_the_timeout_fails_that_event(executor: ThreadPoolExecutor) -> None:
+    def handler(context: Any, event: Any) -> Any:
+        if event.body == 1:
+            time.sleep(0.3)
+        return "ok"
+
+    outcome = await dispatcher(handler, executor, timeout_s=0.1).dispatch_batch(events(4))
+    assert len(outcome.results) == 1
+    assert isinstance(outcome.error, EventTimeoutError)
+
+
+async def test_should_stop_halts_between_events(executor: ThreadPoolExecutor) -> None:
+    seen: list[int] = []
+    stop = {"now": False}
+
+    def handler(context: Any, event: Any) -> Any:
+        seen.append(event.body)
+        if event.body == 4:
+            stop["now"] = True
+        return "ok"
+
+    outcome = await dispatcher(handler, executor).dispatch_batch(events(20), lambda: stop["now"])
+    assert seen == [0, 1, 2, 3, 4]
+    assert len(outcome.results) == 5 and outcome.error is None
+
+
+async def test_a_hung_event_is_noticed_after_its_own_timeout(executor: ThreadPoolExecutor) -> None:
+    release = {"go": False}
+
+    def handler(context: Any, event: Any) -> Any:
+        if event.body == 2:
+            deadline = time.monotonic() + 5
+            while not release["go"] and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return "ok"
+
+    d = dispatcher(handler, executor, timeout_s=0.2)
+    started = time.monotonic()
+    outcome = await d.dispatch_batch(events(60))
+    waited = time.monotonic() - started
+    release["go"] = True
+    # One event timeout (plus slack), not the 61 timeouts a whole-batch bound would allow.
+    assert waited < 1.5
+    assert len(outcome.results) == 2
+    assert isinstance(outcome.error, EventTimeoutError)
