@@ -79,6 +79,7 @@ class Supervisor:
         self._reservation: socket.socket | None = None
         self._restarts_counter: Any = None
         self._ready_dir: str | None = None
+        self._announced = False
 
     @property
     def url(self) -> str:
@@ -146,12 +147,11 @@ class Supervisor:
     def _wait_ready(self, timeout_s: float) -> bool:
         """True once every worker has bound the port (each touches a file named by its pid)."""
         deadline = time.monotonic() + timeout_s
-        ready_dir = Path(self._ready_dir or ".")
         while time.monotonic() < deadline and not self._stopping:
             procs = [s.proc for s in self._slots]
             if any(p is None or p.poll() is not None for p in procs):
                 return False
-            if all((ready_dir / str(p.pid)).exists() for p in procs if p is not None):
+            if self._all_bound():
                 return True
             time.sleep(0.02)
         return False
@@ -175,16 +175,7 @@ class Supervisor:
             for slot in self._slots:
                 self._spawn(slot)
             if self._wait_ready(self.spec.spec.readiness_timeout_s or 120):
-                logger.info(
-                    "processor ready",
-                    extra={
-                        "function": self.spec.name,
-                        "url": self.url,
-                        "workers": self.workers,
-                        "pid": os.getpid(),
-                    },
-                )
-                print(json.dumps({"event": "ready", "url": self.url}), flush=True)
+                self._announce_ready()
             return self._loop()
         finally:
             self._shutdown()
@@ -193,8 +184,29 @@ class Supervisor:
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
             shutil.rmtree(self._ready_dir, ignore_errors=True)
 
+    def _all_bound(self) -> bool:
+        ready_dir = Path(self._ready_dir or ".")
+        procs = [s.proc for s in self._slots]
+        return all(p is not None and (ready_dir / str(p.pid)).exists() for p in procs)
+
+    def _announce_ready(self) -> None:
+        self._announced = True
+        logger.info(
+            "processor ready",
+            extra={
+                "function": self.spec.name,
+                "url": self.url,
+                "workers": self.workers,
+                "pid": os.getpid(),
+            },
+        )
+        print(json.dumps({"event": "ready", "url": self.url}), flush=True)
+
     def _loop(self) -> int:
         while not self._stopping:
+            # A worker that died during start-up was restarted: announce once all are bound.
+            if not self._announced and self._all_bound():
+                self._announce_ready()
             now = time.monotonic()
             for slot in self._slots:
                 if slot.proc is not None:

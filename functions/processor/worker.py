@@ -27,7 +27,7 @@ from ..errors import HandlerLoadError, TickrunError
 from ..handler import LoadedHandler, load_handler
 from ..interfaces import Dispatcher, HttpHandler, Trigger
 from ..sdk import TriggerInfo, make_context
-from ..spec import FunctionSpec, TriggerSpec, parse_spec
+from ..spec import FunctionSpec, HttpTriggerSpec, TriggerSpec, parse_spec
 from . import metrics
 from .dispatcher import TriggerDispatcher
 from .registry import trigger_class
@@ -132,7 +132,14 @@ class Worker:
             trigger = trigger_class(tspec.kind)(tspec, self.function)
             await trigger.start(self)
             self._triggers.append(trigger)
-        server = web.Server(self._route, handler_cancellation=False, access_log=None)
+        http = next((t for t in triggers if isinstance(t, HttpTriggerSpec)), None)
+        keepalive_s = http.attributes.keep_alive_timeout_s if http is not None else 75.0
+        server = web.Server(
+            self._route,
+            handler_cancellation=False,
+            access_log=None,
+            keepalive_timeout=keepalive_s,
+        )
         self._runner = web.ServerRunner(server, shutdown_timeout=spec.drain_timeout_s)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_port=True)
@@ -160,16 +167,13 @@ class Worker:
         self._draining = True
         timeout = self.function.spec.drain_timeout_s
         logger.info("worker draining", extra={"worker": self.worker_index, "timeout_s": timeout})
+        # HTTP and the other triggers drain side by side: the supervisor allows one drain
+        # timeout (plus a margin) in all, not one per trigger kind.
         stops = [t.stop(timeout) for t in self._triggers if t.kind != "http"]
-        results = await asyncio.gather(*stops, return_exceptions=True)
+        results = await asyncio.gather(*stops, self._stop_http(timeout), return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException):
                 logger.error("trigger stop failed", exc_info=r)
-        if self._runner is not None:
-            await self._runner.cleanup()  # waits up to drain timeout for in-flight requests
-        for t in self._triggers:
-            if t.kind == "http":
-                await t.stop(timeout)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._flusher is not None:
@@ -177,6 +181,13 @@ class Worker:
         with contextlib.suppress(OSError):
             metrics.STATS.flush()
         self._stopped.set()
+
+    async def _stop_http(self, timeout_s: float) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()  # waits up to the drain timeout for in-flight requests
+        for t in self._triggers:
+            if t.kind == "http":
+                await t.stop(timeout_s)
 
     async def _flush_stats(self) -> None:
         while True:

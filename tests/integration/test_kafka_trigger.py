@@ -203,3 +203,75 @@ def test_sigterm_drains_and_commits_what_was_done(
     keys = [(h.partition, h.offset) for h in done(tmp_path)]
     assert len(keys) == len(set(keys)) == n, "no event handled twice after a clean drain"
     assert end_offsets(bs, topic, 2) == committed(bs, group, topic)
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        head, _, value = line.rpartition(" ")
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+def test_several_topics_one_group_with_counted_metrics(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    bs = kafka_broker.bootstrap_servers
+    klines, group = _names("klines")
+    trades = klines.replace("klines", "trades")
+    kafka_broker.create_topic(klines, partitions=2)
+    kafka_broker.create_topic(trades, partitions=3)
+    produce(bs, klines, ({"i": i} for i in range(300)), partition_of=lambda i: i % 2)
+    produce(
+        bs,
+        trades,
+        ({"i": i, "fail_times": 1 if i == 7 else 0} for i in range(200)),
+        partition_of=lambda i: i % 3,
+    )
+    fn = serve(
+        write_function(
+            tmp_path,
+            brokers=bs,
+            topics=[klines, trades],
+            group=group,
+            num_workers=2,
+            attributes={"maxRetries": 2},
+        )
+    )
+    try:
+        wait_for(lambda: len(done(tmp_path)) >= 500, 90, "500 events from both topics")
+        wait_for(
+            lambda: (
+                sum(committed(bs, group, klines).values()) == 300
+                and sum(committed(bs, group, trades).values()) == 200
+            ),
+            30,
+            "both topics committed to the end",
+        )
+        # Lag is published once a poll round; it reaches 0 once everything is handled.
+        wait_for(
+            lambda: _metric(metrics_text(fn), "tickrun_kafka_consumer_lag") == 0,
+            20,
+            "lag 0",
+        )
+        text = metrics_text(fn)
+    finally:
+        assert fn.terminate() == 0
+    by_topic: dict[str, set[tuple[int, int]]] = defaultdict(set)
+    for h in done(tmp_path):
+        by_topic[h.topic].add((h.partition, h.offset))
+    assert len(by_topic[klines]) == 300 and len(by_topic[trades]) == 200
+    assert {p for p, _ in by_topic[trades]} == {0, 1, 2}
+    for topic, n in ((klines, 300), (trades, 200)):
+        assert _metric(text, "tickrun_kafka_consumed_total", topic=topic) == n
+        assert _metric(text, "tickrun_kafka_processed_total", topic=topic) == n
+    assert _metric(text, "tickrun_kafka_failed_total", topic=trades) == 1
+    assert _metric(text, "tickrun_kafka_failed_total", topic=klines) == 0
+    assert _metric(text, "tickrun_kafka_dead_lettered_total") == 0
+    lag_series = [ln for ln in text.splitlines() if ln.startswith("tickrun_kafka_consumer_lag{")]
+    assert len(lag_series) == 5, lag_series  # one per assigned partition of both topics
+    assert _metric(text, "tickrun_kafka_commits_total", outcome="ok") >= 1

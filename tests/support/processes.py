@@ -66,9 +66,14 @@ class ServedFunction:
             deadline = time.monotonic() + timeout_s
             while not self._ready.wait(0.05):
                 if self.proc.poll() is not None or time.monotonic() > deadline:
+                    code = self.proc.poll()
+                    if code is None:
+                        self.proc.kill()  # never leave a half-started replica behind
+                        self.proc.wait()
+                    # Start-up errors come first; the tail shows where it got to.
+                    log = self.stderr[:20] + ["...\n"] + self.stderr[-20:]
                     raise RuntimeError(
-                        f"tickrun serve did not become ready (exit {self.proc.poll()}):\n"
-                        + "".join(self.stderr[-40:])
+                        f"tickrun serve did not become ready (exit {code}):\n" + "".join(log)
                     )
         return self
 

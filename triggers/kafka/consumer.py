@@ -26,6 +26,9 @@ from .publish import Publisher
 logger = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 100
+# While handlers complete events, poll often enough that a size-triggered commit is not held
+# back by a poll waiting on paused partitions (it bounds redelivery after a crash).
+BUSY_POLL_TIMEOUT_MS = 10
 RECONNECT_BACKOFF_S = (1.0, 30.0)
 FLUSH_TIMEOUT_S = 30.0
 LAG_INTERVAL_S = 1.0
@@ -203,7 +206,8 @@ class ConsumerThread(threading.Thread):
         last_commit = last_lag = time.monotonic()
         consumed = self._consumed
         while not self._stop_event.is_set():
-            batch = consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
+            busy = self._book.uncommitted > 0
+            batch = consumer.poll(timeout_ms=BUSY_POLL_TIMEOUT_MS if busy else POLL_TIMEOUT_MS)
             _unpark_resumed(consumer)
             if batch:
                 for tp, records in batch.items():

@@ -50,7 +50,7 @@ COMMITS = Counter(
 )
 LAG = Gauge(
     "tickrun_kafka_consumer_lag",
-    "Records in the partition after the committed offset (log end - committed).",
+    "Records in the partition not yet handled here (log end - next offset to complete).",
     ("function", "trigger", "topic", "partition"),
     multiprocess_mode="livesum",
 )

@@ -33,6 +33,7 @@ class OffsetBook:
         self._lock = threading.Lock()
         self._parts: dict[Hashable, _Partition] = {}
         self._uncommitted = 0  # completions since the last commit, for size-based batching
+        self._in_commit = 0  # of those, the ones the commit in progress covers
 
     def add(self, tp: Hashable, offsets: Iterable[int]) -> None:
         with self._lock:
@@ -78,6 +79,7 @@ class OffsetBook:
                 part = self._parts[tp]
                 if part.position is not None and part.position != part.committed:
                     out[tp] = part.position
+            self._in_commit = self._uncommitted
             return out
 
     def committed(self, positions: dict[Hashable, int]) -> None:
@@ -86,7 +88,9 @@ class OffsetBook:
                 part = self._parts.get(tp)
                 if part is not None:
                     part.committed = position
-            self._uncommitted = 0
+            # Completions that came in while the commit was on the wire still count.
+            self._uncommitted = max(self._uncommitted - self._in_commit, 0)
+            self._in_commit = 0
 
     def position(self, tp: Hashable) -> int | None:
         with self._lock:

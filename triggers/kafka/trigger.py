@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEAD_LETTER_TIMEOUT_S = 30.0
+COMMIT_RESERVE_S = 2.0
+COMMIT_WAIT_S = 0.005
 MAX_ERROR_CHARS = 1000
 MAX_REMEMBERED_ATTEMPTS = 10_000
 BATCH_MAX_EVENTS = 64  # per thread hop; its events count as in flight for duplicates at a crash
@@ -135,9 +137,14 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
             part.queue.clear()
             part.interrupt.set()
             part.wake.set()
+        loop = asyncio.get_running_loop()
+        # The final commit and the group leave need time of their own inside the supervisor's
+        # budget (drain timeout + a few seconds): handlers get the drain timeout less that.
+        reserve_s = min(COMMIT_RESERVE_S, drain_timeout_s / 4)
+        deadline = loop.time() + drain_timeout_s
         tasks = [p.task for p in parts if p.task is not None]
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=drain_timeout_s)
+            _, pending = await asyncio.wait(tasks, timeout=drain_timeout_s - reserve_s)
             for task in pending:
                 task.cancel()
             if pending:
@@ -148,7 +155,8 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         thread = self._thread
         if thread is not None:
             thread.request_stop()
-            await asyncio.get_running_loop().run_in_executor(None, thread.join, drain_timeout_s)
+            join_s = max(deadline - loop.time(), reserve_s)
+            await loop.run_in_executor(None, thread.join, join_s)
         self._connected = False
 
     # --- consumer thread callbacks (called on the consumer thread) -------------------------------
@@ -208,10 +216,16 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         tp = part.tp
         dispatcher = self._dispatcher
         batches = dispatcher is not None and dispatcher.batches
+        limit = 2 * self.config.commit_batch_size
         while not part.closed:
             if not queue:
                 part.wake.clear()
                 await part.wake.wait()
+                continue
+            if book.uncommitted >= limit:
+                # Handlers ran a commit window ahead of the consumer thread's commits (it
+                # shares the GIL with them): wait, so a crash never redoes more than that.
+                await self._pause(part, COMMIT_WAIT_S)
                 continue
             if batches and len(queue) > 1 and not self._retried(queue[0]):
                 if not await self._run_batch(part):

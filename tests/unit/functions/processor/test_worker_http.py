@@ -290,3 +290,25 @@ async def test_nuclio_logger_fields_reach_the_log(
         assert await resp.text() == "logged"
     rec = next(r for r in caplog.records if r.getMessage() == "handled")
     assert getattr(rec, "with") == {"symbol": "BTCUSDT", "price": 42000.5}
+
+
+async def test_keep_alive_timeout_closes_idle_connections(make_worker: MakeWorker) -> None:
+    url = await make_worker(
+        "text",
+        triggers={"http": {"kind": "http", "attributes": {"keepAliveTimeout": "300ms"}}},
+    )
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert b" 200 " in head.split(b"\r\n")[0]
+    length = int(re.search(rb"Content-Length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
+    await reader.readexactly(length)
+    loop = asyncio.get_running_loop()
+    idle_from = loop.time()
+    # The server closes the idle connection after keepAliveTimeout (aiohttp's default is 75 s).
+    async with asyncio.timeout(5):
+        assert await reader.read() == b""
+    assert loop.time() - idle_from < 3
+    writer.close()

@@ -340,3 +340,26 @@ async def test_a_result_that_cannot_be_published_is_retried_not_lost() -> None:
     assert sorted(calls) == [0, 0, 1, 2]
     assert [json.loads(v)["signal"] for _, v in sent] == [0, 1, 2]
     assert {t for t, _ in sent} == {"signals"}
+
+
+async def test_handlers_wait_when_two_commit_windows_are_uncommitted() -> None:
+    seen: list[int] = []
+
+    async def handler(event: Any) -> str:
+        seen.append(event.offset)
+        return "ok"
+
+    trigger, _ = make_trigger(handler, commitBatchSize=10)
+    tp = feed(trigger, 0, range(100))
+    await until(lambda: len(seen) >= 20)
+    await asyncio.sleep(0.1)
+    # At most two windows run ahead of the commits (a batch may finish the one it started).
+    assert 20 <= len(seen) < 20 + 64
+    stalled_at = len(seen)
+    trigger._book.committed(trigger._book.to_commit())  # what the consumer thread does
+    await until(lambda: len(seen) > stalled_at)
+    while len(seen) < 100:
+        trigger._book.committed(trigger._book.to_commit())
+        await asyncio.sleep(0.01)
+    assert seen == list(range(100))
+    await until(lambda: trigger._book.to_commit() == {tp: 100})
