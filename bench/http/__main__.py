@@ -34,11 +34,13 @@ def wait_http(url: str, timeout_s: float = 30) -> None:
     raise RuntimeError(f"{url} did not answer")
 
 
-def start_baseline(workers: int) -> tuple[list[subprocess.Popen[bytes]], str]:
+def start_baseline(workers: int, threaded: bool) -> tuple[list[subprocess.Popen[bytes]], str]:
     port = free_port()
+    mode = ["threaded"] if threaded else []
     procs = [
         subprocess.Popen(
-            [sys.executable, str(HERE / "baseline_app.py"), str(port)], stdout=subprocess.DEVNULL
+            [sys.executable, str(HERE / "baseline_app.py"), str(port), *mode],
+            stdout=subprocess.DEVNULL,
         )
         for _ in range(workers)
     ]
@@ -67,7 +69,10 @@ def main() -> None:
     )
     env = {"TICKRUN_LOG_LEVEL": "WARNING"}
     tickrun = ServedFunction(HERE / "noop", "--workers", str(args.workers), env=env).start()
-    base_procs, base_url = start_baseline(args.workers)
+    # A sync handler runs in a thread pool in tickrun (the loop keeps serving health checks);
+    # the fair baseline is an aiohttp app that does the same with its blocking code.
+    threaded = args.handler.startswith("noop:sync")
+    base_procs, base_url = start_baseline(args.workers, threaded)
     results: dict[str, list[Sample]] = {"tickrun": [], "aiohttp": []}
     try:
         wrk(tickrun.url + "/", 2, args.connections)  # warm-up both
@@ -93,6 +98,7 @@ def main() -> None:
     print(
         f"bench/http  handler={args.handler} workers={args.workers} "
         f"connections={args.connections} duration={args.duration_s}s x{args.rounds} "
+        f"baseline={'aiohttp+run_in_executor' if threaded else 'aiohttp'} "
         f"(medians; wrk -t1; cores={os.cpu_count()})"
     )
     print_table([("tickrun", t), ("aiohttp", b)], width=18)

@@ -9,13 +9,24 @@ import sys
 from aiohttp import web
 
 
+def noop() -> str:
+    return "ok"
+
+
 async def handler(request: web.Request) -> web.Response:
     await request.read()
-    return web.Response(text="ok")
+    return web.Response(text=noop())
+
+
+async def threaded_handler(request: web.Request) -> web.Response:
+    # What an aiohttp app does with blocking code: a thread hop per request.
+    await request.read()
+    return web.Response(text=await asyncio.get_running_loop().run_in_executor(None, noop))
 
 
 def main() -> None:
     port = int(sys.argv[1])
+    threaded = len(sys.argv) > 2 and sys.argv[2] == "threaded"
     try:
         import uvloop
 
@@ -23,7 +34,7 @@ def main() -> None:
     except ImportError:
         pass
     app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
+    app.router.add_route("*", "/{tail:.*}", threaded_handler if threaded else handler)
     web.run_app(
         app,
         host="127.0.0.1",
