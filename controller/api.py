@@ -7,7 +7,7 @@ import base64
 import binascii
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -78,6 +78,7 @@ def function_json(
     replicas = store.list_replicas(f.name)
     lo, hi = spec.spec.replica_bounds()
     builds = store.list_builds(f.name, limit=1)
+    port_gateway = reconciler.port_gateway if reconciler is not None else None
     return {
         "name": f.name,
         "platform": f.platform,
@@ -86,6 +87,9 @@ def function_json(
         "message": f.message,
         "url": f"/fn/{f.name}/",
         "port": f.gateway_port,
+        # Where the function port listens (loopback unless the controller's address is public
+        # and the gateway needs no token; see portgateway.py).
+        "port_host": port_gateway.host if port_gateway is not None and f.gateway_port else None,
         "image": f.image,
         "revision": f.revision,
         "code_hash": f.code_hash,
@@ -239,28 +243,39 @@ async def build_log(request: web.Request) -> web.StreamResponse:
     path = Path(build.log_path)
     response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await response.prepare(request)
-    offset = 0
-    while True:
-        running = store.get_build(build.id).state == "running"
-        # Read after checking the state, so the lines written before the build ended are sent.
-        chunk = await asyncio.to_thread(_read_from, path, offset)
-        if chunk:
-            offset += len(chunk)
-            await response.write(chunk)
-        if not follow or not running or request.app[STOPPING].is_set():
-            break
-        await asyncio.sleep(0.1)
+    # Kept open: a delete removes the log, and the lines written up to then (the "aborted"
+    # one included) are still read through this handle.
+    log: BinaryIO | None = None
+    try:
+        while True:
+            try:
+                running = store.get_build(build.id).state == "running"
+            except NotFoundError:
+                running = None  # its function was deleted, and its builds with it
+            # Read after checking the state, so the lines written before the build ended go out.
+            if log is None:
+                log = await asyncio.to_thread(_open_or_none, path)
+            chunk = await asyncio.to_thread(log.read) if log is not None else b""
+            if chunk:
+                await response.write(chunk)
+            if running is None:
+                await response.write(b"build ended: its function was deleted\n")
+                break
+            if not follow or not running or request.app[STOPPING].is_set():
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        if log is not None:
+            log.close()
     await response.write_eof()
     return response
 
 
-def _read_from(path: Path, offset: int) -> bytes:
+def _open_or_none(path: Path) -> BinaryIO | None:
     try:
-        with path.open("rb") as f:
-            f.seek(offset)
-            return f.read()
+        return path.open("rb")
     except FileNotFoundError:
-        return b""
+        return None
 
 
 def _int_query(request: web.Request, key: str, default: int) -> int:

@@ -134,13 +134,17 @@ def create_app(settings: Settings) -> web.Application:
         reconciler = Reconciler(settings, store, service, platforms, controller_id)
         gateway = Gateway(reconciler, store)
         if settings.function_ports:
-            reconciler.port_gateway = PortGateway(reconciler, settings.host)
+            reconciler.port_gateway = PortGateway(
+                reconciler, settings.host, public=settings.public_gateway
+            )
         app[api.RECONCILER] = reconciler
         service.on_change = reconciler.wake
         service.on_delete = reconciler.forget
         app[GATEWAY] = gateway
         await reconciler.start()
         await gateway.start()
+        # After adoption: the replicas of a half-deleted function are known, so they stop.
+        await service.finish_deletes()
         await service.resume_builds()
         logger.info(
             "controller started",

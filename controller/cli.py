@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tickrun.functions.errors import BadRequestError, PlatformError, SpecError
+from tickrun.functions.errors import BadRequestError, NotFoundError, PlatformError, SpecError
 
 
 def register(sub: Any, get: Any) -> None:
@@ -206,18 +206,26 @@ def _deploy(args: argparse.Namespace) -> int:
         return 0
     for line in client.follow_build(build["id"]):
         print(f"  {line}", file=sys.stderr)
-    final = client.get_build(build["id"])
+    try:
+        final = client.get_build(build["id"])
+    except NotFoundError as exc:
+        # The delete removed the build with the function.
+        raise PlatformError(f"build of {name} aborted: function deleted") from exc
     if final["state"] == "failed":
         raise PlatformError(
             f"build of {name} failed: {final['message']} "
             f"(full log above; `tickrun get function {name}` for state)"
         )
+    if final["state"] == "aborted":
+        raise PlatformError(f"build of {name} aborted: {final['message']}")
     ready = client.wait_ready(name, version=fn["version"])
     took = time.monotonic() - t0
     r = ready["replicas"]
     print(f"{name} ready: {r['ready']}/{r['desired']} replica(s) in {took:.1f} s", file=sys.stderr)
     if ready.get("port"):
-        host = client.url.split("://", 1)[1].rsplit(":", 1)[0]
+        host = ready.get("port_host") or client.url.split("://", 1)[1].rsplit(":", 1)[0]
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
         print(
             f"function port (no token, balanced per connection): http://{host}:{ready['port']}/",
             file=sys.stderr,

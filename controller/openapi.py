@@ -34,6 +34,7 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 
 _OBJ: dict[str, Any] = {"type": "object"}
+_INVOKE_METHODS = ("get", "post", "put", "patch", "delete")
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
@@ -90,6 +91,29 @@ def document() -> dict[str, Any]:
                 "security": [],
                 "responses": {"200": _json(_OBJ, "OpenAPI document")},
             }
+        },
+        "/api/version": {
+            "get": _op(
+                "the controller's version and platforms",
+                _json(
+                    {
+                        "type": "object",
+                        "required": ["version", "platforms", "default_platform"],
+                        "properties": {
+                            "version": {"type": "string"},
+                            "platforms": {
+                                "type": "array",
+                                "items": {"type": "string", "enum": ["process", "container"]},
+                            },
+                            "default_platform": {
+                                "type": "string",
+                                "enum": ["process", "container"],
+                            },
+                        },
+                    },
+                    "version",
+                ),
+            )
         },
         "/api/functions": {
             "get": _op(
@@ -206,6 +230,17 @@ def document() -> dict[str, Any]:
                 ],
             )
         },
+        "/fn/{name}": {
+            m: _op(
+                "invoke the function at its root path through the gateway",
+                {"description": "the function's own response"},
+                404,
+                502,
+                503,
+                params=[_NAME],
+            )
+            for m in _INVOKE_METHODS
+        },
         "/fn/{name}/{path}": {
             m: _op(
                 "invoke the function through the gateway (balanced over ready replicas)",
@@ -218,7 +253,7 @@ def document() -> dict[str, Any]:
                     {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}},
                 ],
             )
-            for m in ("get", "post", "put", "patch", "delete")
+            for m in _INVOKE_METHODS
         },
     }
     schemas: dict[str, Any] = {
@@ -247,7 +282,7 @@ def document() -> dict[str, Any]:
             "type": "object",
             "properties": {
                 "id": {"type": "string"},
-                "state": {"type": "string", "enum": ["running", "succeeded", "failed"]},
+                "state": {"type": "string", "enum": ["running", "succeeded", "failed", "aborted"]},
                 "cached": {"type": "boolean"},
                 "duration_s": {"type": ["number", "null"]},
             },
@@ -262,6 +297,8 @@ def document() -> dict[str, Any]:
                     "enum": ["building", "deploying", "ready", "error", "deleting"],
                 },
                 "url": {"type": "string"},
+                "port": {"type": ["integer", "null"]},
+                "port_host": {"type": ["string", "null"]},
                 "version": {"type": "integer"},
                 "replicas": {
                     "type": "object",

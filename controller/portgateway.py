@@ -1,16 +1,24 @@
 """Per-function ports: a TCP-level gateway, the fast path beside ``/fn/<name>/``.
 
-Each function gets a stable port on the controller's host (recorded in the store, so it survives
-a controller restart). A connection is spliced to the ready replica with the fewest open
-connections; bytes pass untouched (X-Request-Id included), so the per-request cost is two
-reads and two writes instead of parsing HTTP twice. Balancing is per connection, not per
-request, and there is no bearer token here: function ports serve functions the way a Nuclio
-function's own port does, on the controller's listen address (loopback by default).
+Each function gets a stable port (recorded in the store, so it survives a controller restart).
+A connection is spliced to the ready replica with the fewest open connections; bytes pass
+untouched (X-Request-Id included), so the per-request cost is two reads and two writes instead
+of parsing HTTP twice. Balancing is per connection, not per request.
+
+There is no bearer token here (an L4 splice cannot check one without parsing HTTP), so the
+listen address decides who may call:
+
+- the controller listens on loopback, or ``TICKRUN_PUBLIC_GATEWAY`` is on (``/fn/`` is open
+  too): function ports listen on the controller's address, like a Nuclio function's own port;
+- otherwise (a non-loopback controller whose gateway needs the token) function ports listen on
+  loopback only, so they never open a token-free way around ``/fn/``; remote callers use
+  ``/fn/<name>/`` with the token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 from collections.abc import Callable
@@ -152,12 +160,45 @@ class _Client(asyncio.Protocol):
             self.upstream.transport.resume_reading()
 
 
-class PortGateway:
-    """Constructor does no I/O; :meth:`ensure` opens (or keeps) a function's listener."""
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
-    def __init__(self, reconciler: Reconciler, host: str, *, hold_timeout_s: float = 30.0) -> None:
+
+def listen_host(controller_host: str, *, public: bool) -> str:
+    """Where function ports listen (see the module docstring)."""
+    if public or is_loopback(controller_host):
+        return controller_host
+    return "::1" if ":" in controller_host else "127.0.0.1"
+
+
+class PortGateway:
+    """Constructor does no I/O; :meth:`ensure` opens (or keeps) a function's listener.
+
+    ``host`` is the controller's listen address; function ports listen there only when it is
+    loopback or ``public`` (the token-free gateway) is on, else on loopback.
+    """
+
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        host: str,
+        *,
+        public: bool = False,
+        hold_timeout_s: float = 30.0,
+    ) -> None:
         self.reconciler = reconciler
-        self.host = host
+        self.host = listen_host(host, public=public)
+        if self.host != host:
+            logger.info(
+                "function ports listen on loopback only: the controller is not on loopback and "
+                "the gateway needs the token (TICKRUN_PUBLIC_GATEWAY=1 opens them)",
+                extra={"controller_host": host, "listen": self.host},
+            )
         self.hold_timeout_s = hold_timeout_s
         self._servers: dict[str, tuple[int, asyncio.base_events.Server]] = {}
         self._tasks: set[asyncio.Future[None]] = set()

@@ -7,6 +7,7 @@ Deploys return at once with a build id; the build runs in a thread, and the reco
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import shutil
@@ -14,6 +15,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,7 +25,7 @@ from tickrun.functions.spec import FunctionSpec, parse_spec
 
 from .builder import Builder
 from .builder.hashing import hash_tree, sha256_bytes, unpack
-from .builder.wheels import kill_active
+from .builder.wheels import BuildScope, kill_active
 from .platforms.base import Platform
 from .settings import Settings
 from .store import BuildRow, FunctionRow, ReplicaRow, Store
@@ -33,6 +35,9 @@ logger = logging.getLogger(__name__)
 PLATFORMS = ("process", "container")
 # Spec fields that only say how many replicas to run: changing them scales, never rebuilds.
 SCALE_FIELDS = ("replicas", "minReplicas", "maxReplicas")
+# How long a cancelled build may take to notice (its subprocess is killed at once; a step
+# between subprocesses, such as hashing, runs to its end).
+BUILD_STOP_GRACE_S = 10.0
 
 
 def runtime_spec(spec: FunctionSpec) -> dict[str, Any]:
@@ -53,6 +58,13 @@ def desired_replicas(spec: FunctionSpec) -> int:
     return max(int(lo), 1)
 
 
+@dataclass
+class _RunningBuild:
+    function: str
+    task: asyncio.Task[None]
+    scope: BuildScope
+
+
 class FunctionService:
     """Constructor does no I/O."""
 
@@ -63,7 +75,10 @@ class FunctionService:
         self.store = store
         self.builder = builder
         self.platforms = platforms
+        # The newest build task per function (the next one waits for it) and every build
+        # task by build id (a delete aborts them all).
         self._builds: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, _RunningBuild] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         # Called when a build finished, so replicas start without waiting for the next pass.
         self.on_change: Callable[[], None] = lambda: None
@@ -126,16 +141,17 @@ class FunctionService:
             row.version += 1
             row.state, row.message = "building", ""
         row = self.store.save_function(row)
+        build_id = uuid.uuid4().hex[:16]
         build = self.store.add_build(
             BuildRow(
-                id=uuid.uuid4().hex[:16],
+                id=build_id,
                 function=spec.name,
                 version=row.version,
                 platform=platform,
                 content_hash="",
                 state="running",
                 cached=False,
-                log_path=str(self.settings.builds_dir / spec.name / "logs" / f"{row.version}.log"),
+                log_path=str(self._log_path(spec.name, row.version, build_id)),
                 message="",
                 started_at=now,
             )
@@ -148,6 +164,10 @@ class FunctionService:
         )
         self._start_build(row, build)
         return row, build
+
+    def _log_path(self, name: str, version: int, build_id: str) -> Path:
+        # The build id keeps logs apart even if a folder of a deleted namesake survived.
+        return self.settings.builds_dir / name / "logs" / f"{version}-{build_id}.log"
 
     def _write_spec(self, folder: Path, spec: FunctionSpec) -> None:
         for old in ("function.yaml", "function.yml"):
@@ -194,14 +214,28 @@ class FunctionService:
 
     def _start_build(self, row: FunctionRow, build: BuildRow) -> None:
         previous = self._builds.get(row.name)
+        scope = BuildScope()
         task = asyncio.create_task(
-            self._build(row.name, row.version, build.id, previous),
+            self._build(row.name, row.version, build.id, previous, scope),
             name=f"build-{row.name}-{row.version}",
         )
         self._builds[row.name] = task
+        self._running[build.id] = _RunningBuild(row.name, task, scope)
+
+        def done(_task: asyncio.Task[None]) -> None:
+            self._running.pop(build.id, None)
+            if self._builds.get(row.name) is _task:
+                del self._builds[row.name]
+
+        task.add_done_callback(done)
 
     async def _build(
-        self, name: str, version: int, build_id: str, previous: asyncio.Task[None] | None
+        self,
+        name: str,
+        version: int,
+        build_id: str,
+        previous: asyncio.Task[None] | None,
+        scope: BuildScope,
     ) -> None:
         if previous is not None and not previous.done():
             await asyncio.wait([previous])  # one build per function at a time, in order
@@ -212,12 +246,29 @@ class FunctionService:
         with _open_log(Path(build.log_path)) as log_file:
 
             def log(line: str) -> None:
-                log_file.write(line + "\n")
+                # The builder's thread may outlive a cancelled build by a moment.
+                with contextlib.suppress(ValueError):
+                    log_file.write(line + "\n")
 
-            try:
-                result = await asyncio.to_thread(
-                    self.builder.build, spec, code_dir, row.platform, log, code_hash=row.code_hash
+            work = asyncio.ensure_future(
+                asyncio.to_thread(
+                    scope.run,
+                    self.builder.build,
+                    spec,
+                    code_dir,
+                    row.platform,
+                    log,
+                    code_hash=row.code_hash,
                 )
+            )
+            work.add_done_callback(_retrieve)
+            try:
+                # Shielded: on cancel the thread is told to stop and given time to do so.
+                result = await asyncio.shield(work)
+            except asyncio.CancelledError:
+                scope.cancel()
+                await asyncio.wait([work], timeout=BUILD_STOP_GRACE_S)
+                raise
             except TickrunError as exc:
                 log(f"error: {exc.message}")
                 self._build_failed(name, version, build_id, exc.message)
@@ -275,18 +326,17 @@ class FunctionService:
             if builds and builds[0].state == "running":
                 build = builds[0]
             else:
+                build_id = uuid.uuid4().hex[:16]
                 build = self.store.add_build(
                     BuildRow(
-                        id=uuid.uuid4().hex[:16],
+                        id=build_id,
                         function=row.name,
                         version=row.version,
                         platform=row.platform,
                         content_hash="",
                         state="running",
                         cached=False,
-                        log_path=str(
-                            self.settings.builds_dir / row.name / "logs" / f"{row.version}.log"
-                        ),
+                        log_path=str(self._log_path(row.name, row.version, build_id)),
                         message="",
                         started_at=time.time(),
                     )
@@ -299,15 +349,55 @@ class FunctionService:
             )
             self._start_build(row, build)
 
+    async def _abort_builds(self, name: str, reason: str) -> None:
+        """End every build of ``name``: kill its subprocess, wait for its task, and record it
+        as aborted (also builds that were waiting their turn or never started)."""
+        running = [r for r in self._running.values() if r.function == name]
+        for r in running:
+            r.scope.cancel()
+            r.task.cancel()
+        if running:
+            await asyncio.wait([r.task for r in running], timeout=BUILD_STOP_GRACE_S + 5)
+        for build in self.store.list_builds(name, limit=1000):
+            if build.state != "running":
+                continue
+            with contextlib.suppress(OSError, ValueError), _open_log(Path(build.log_path)) as f:
+                f.write(f"build aborted: {reason}\n")
+            self.store.update_build(
+                build.id, state="aborted", message=reason, finished_at=time.time()
+            )
+            self.store.add_event(
+                name,
+                "build_aborted",
+                f"build {build.id} aborted: {reason}",
+                data={"build": build.id},
+            )
+
     # --- delete ---------------------------------------------------------------------------------
 
     async def delete(self, name: str) -> None:
-        row = self.store.get_function(name)
+        self.store.get_function(name)
         self.store.update_function(name, state="deleting")
+        await self._finish_delete(name)
+
+    async def finish_deletes(self) -> None:
+        """Deletes interrupted by a controller crash are finished (run after adoption, so the
+        replicas that survived are known and stopped)."""
+        for row in self.store.list_functions():
+            if row.state != "deleting":
+                continue
+            logger.info("finishing an interrupted delete", extra={"function": row.name})
+            try:
+                await self._finish_delete(row.name)
+            except TickrunError as exc:
+                logger.warning(
+                    "cannot finish a delete", extra={"function": row.name, "error": exc.message}
+                )
+
+    async def _finish_delete(self, name: str) -> None:
+        row = self.store.get_function(name)
         await self.on_delete(name)
-        task = self._builds.pop(name, None)
-        if task is not None:
-            task.cancel()
+        await self._abort_builds(name, "function deleted")
         async with self.lock(name):
             platform = self.platforms.get(row.platform)
             for rep in self.store.list_replicas(name):
@@ -315,16 +405,32 @@ class FunctionService:
                 if plat is not None:
                     await plat.stop(replica_ref(rep), self.settings.stop_timeout_s)
                 self.store.delete_replica(rep.id)
+            self.store.delete_builds(name)
             self.store.delete_function(name)
             self.store.add_event(name, "deleted", "function deleted; all replicas stopped")
-        shutil.rmtree(self.settings.code_dir / name, ignore_errors=True)
+        # Code, build logs/contexts and replica logs go with the function: a re-created
+        # namesake starts clean.
+        await asyncio.to_thread(self._remove_files, name)
+
+    def _remove_files(self, name: str) -> None:
+        for root in (self.settings.code_dir, self.settings.builds_dir, self.settings.logs_dir):
+            shutil.rmtree(root / name, ignore_errors=True)
 
     async def stop(self) -> None:
         # Interrupted builds stay "running" in the store and are resumed on the next start.
+        running = list(self._running.values())
+        for r in running:
+            r.scope.cancel()
         kill_active()
-        for task in self._builds.values():
-            task.cancel()
-        await asyncio.gather(*self._builds.values(), return_exceptions=True)
+        for r in running:
+            r.task.cancel()
+        await asyncio.gather(*(r.task for r in running), return_exceptions=True)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    # A cancelled build's thread may still fail (its subprocess was killed): nobody awaits it.
+    if not task.cancelled():
+        task.exception()
 
 
 async def _noop(name: str) -> None:

@@ -11,26 +11,73 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from tickrun.functions.errors import BuildError
 
 from .hashing import sha256_bytes, sha256_file
 
 LogFn = Callable[[str], None]
+P = ParamSpec("P")
+R = TypeVar("R")
 # Build subprocesses running now, so a stopping controller can end them instead of waiting.
 ACTIVE: set[subprocess.Popen[str]] = set()
 
 
-def kill_active() -> None:
-    for proc in list(ACTIVE):
+def _kill(proc: subprocess.Popen[str]) -> None:
+    # Each build subprocess leads its own process group: a build command's children (the
+    # `sleep` of `sh -c`, pip's workers) hold the output pipe too and must end with it.
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
         with contextlib.suppress(OSError):
             proc.kill()
+
+
+def kill_active() -> None:
+    for proc in list(ACTIVE):
+        _kill(proc)
+
+
+class BuildScope:
+    """The subprocesses of one build, so that build alone can be stopped (a deleted function).
+
+    :meth:`run` runs a blocking build step with this scope current; :meth:`cancel` (from any
+    thread) kills the subprocess running now and refuses to start another one.
+    """
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self._procs: set[subprocess.Popen[str]] = set()
+        self._lock = threading.Lock()
+
+    def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        token = _SCOPE.set(self)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _SCOPE.reset(token)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            procs = list(self._procs)
+        for proc in procs:
+            _kill(proc)
+
+
+_SCOPE: ContextVar[BuildScope | None] = ContextVar("tickrun_build_scope", default=None)
 
 
 _WHEEL = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
@@ -143,20 +190,28 @@ def _run_logged(
 ) -> None:
     """Run ``cmd``, passing each output line to ``log``; BuildError with the tail on failure."""
     tail: list[str] = []
-    try:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=cwd,
-            text=True,
-            bufsize=1,
-        )
-    except OSError as exc:
-        raise BuildError(f"{what} failed: cannot run {cmd[0]}: {exc.strerror}") from exc
+    scope = _SCOPE.get()
+    # Under the scope's lock, so a cancel either sees this process or stops it being started.
+    with scope._lock if scope is not None else contextlib.nullcontext():
+        if scope is not None and scope.cancelled:
+            raise BuildError(f"{what} not started: the build was cancelled")
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=cwd,
+                text=True,
+                bufsize=1,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise BuildError(f"{what} failed: cannot run {cmd[0]}: {exc.strerror}") from exc
+        ACTIVE.add(proc)
+        if scope is not None:
+            scope._procs.add(proc)
     assert proc.stdout is not None
-    ACTIVE.add(proc)
     try:
         for line in proc.stdout:
             line = line.rstrip()
@@ -164,10 +219,16 @@ def _run_logged(
             tail = [*tail[-19:], line]
         code = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired as exc:
-        proc.kill()
+        _kill(proc)
         raise BuildError(f"{what} timed out after {timeout_s:.0f} s") from exc
     finally:
         ACTIVE.discard(proc)
+        if scope is not None:
+            with scope._lock:
+                scope._procs.discard(proc)
+        proc.stdout.close()
+    if scope is not None and scope.cancelled:
+        raise BuildError(f"{what} stopped: the build was cancelled")
     if code != 0:
         last = next((t for t in reversed(tail) if t.strip()), "")
         raise BuildError(f"{what} failed (exit {code}): {last[:300]}", detail=tail)

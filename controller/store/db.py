@@ -156,6 +156,10 @@ class Store:
                 setattr(row, k, v)
             return row
 
+    def delete_builds(self, function: str) -> None:
+        with self.session() as s:
+            s.execute(delete(BuildRow).where(BuildRow.function == function))
+
     def get_build(self, build_id: str) -> BuildRow:
         with self.session() as s:
             row = s.get(BuildRow, build_id)

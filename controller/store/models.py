@@ -54,7 +54,8 @@ class BuildRow(Base):
     version: Mapped[int] = mapped_column(Integer)
     platform: Mapped[str] = mapped_column(String(16))
     content_hash: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16))  # running | succeeded | failed
+    # running | succeeded | failed | aborted (its function was deleted while it ran)
+    state: Mapped[str] = mapped_column(String(16))
     cached: Mapped[bool] = mapped_column(Boolean, default=False)
     artifact: Mapped[str | None] = mapped_column(Text, nullable=True)
     log_path: Mapped[str] = mapped_column(Text)

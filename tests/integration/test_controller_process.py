@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -313,3 +314,90 @@ def test_cli_deploy_get_invoke_logs_export_delete(
     out = cli("delete", "clif")
     assert out.returncode == 0
     assert "clif" not in cli("get", "functions").stdout
+
+
+def _processes_with_args(*args: str) -> list[int]:
+    wanted = "\0".join(args).encode()
+    out = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and wanted in (entry / "cmdline").read_bytes():
+                out.append(int(entry.name))
+        except OSError:
+            continue
+    return [p for p in out if pid_alive(p)]
+
+
+def test_delete_during_a_build_ends_the_deploy_and_a_recreate_starts_clean(
+    controller: ControllerProc, tmp_path: Path
+) -> None:
+    slow = ("sleep", "47.25")  # a duration no other process here uses
+    folder = write_function(
+        tmp_path / "slow",
+        "doomed",
+        extra_spec={"build": {"commands": ["echo doomed-build; " + " ".join(slow)]}},
+    )
+    env = dict(os.environ, TICKRUN_CONTROLLER_URL=controller.url, TICKRUN_TOKEN=TOKEN)
+    deploy = subprocess.Popen(
+        [sys.executable, "-m", "tickrun", "deploy", str(folder)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: _processes_with_args(*slow), 180, "the build command to run")
+        controller.client.delete_function("doomed")
+        _, err = deploy.communicate(timeout=30)  # following the build log used to hang
+    finally:
+        if deploy.poll() is None:
+            deploy.kill()
+            deploy.wait()
+    assert deploy.returncode != 0
+    assert "doomed-build" in err and "build of doomed aborted: function deleted" in err
+    wait_for(lambda: not _processes_with_args(*slow), 15, "the build's subprocess to end")
+    state = controller.state_dir
+    assert not (state / "builds" / "doomed").exists() and not (state / "code" / "doomed").exists()
+
+    # The same name again: its build log is its own, not the deleted function's as well.
+    fresh = write_function(tmp_path / "fresh", "doomed")
+    res = controller.client.deploy(spec_of(fresh), fresh)
+    log = "\n".join(controller.client.follow_build(res["build"]["id"]))
+    assert log.startswith("requirements:"), log  # this build's first line, nothing before it
+    assert "doomed-build" not in log and "sleep" not in log and "aborted" not in log
+    controller.client.wait_ready("doomed", timeout_s=180)
+    assert _invoke_json(controller, "doomed")["marker"] == "built-by-commands"
+    assert [
+        b["state"]
+        for b in controller.client._request("GET", "/api/functions/doomed/builds")["builds"]
+    ] == ["succeeded"]
+
+
+def test_a_delete_cut_short_by_kill9_is_finished_on_restart(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    ctl = ControllerProc(state, dict(os.environ)).start()
+    try:
+        folder = write_function(tmp_path / "src", "halfway")
+        ctl.client.deploy(spec_of(folder), folder)
+        fn = ctl.client.wait_ready("halfway", timeout_s=180)
+        pids = [r["pid"] for r in fn["replicas"]["items"]]
+        ctl.kill9()
+        # What a kill -9 between marking the function deleting and stopping its replicas
+        # leaves: the row says deleting, the replicas still run.
+        db = sqlite3.connect(state / "tickrun.db")
+        with db:
+            db.execute("UPDATE functions SET state = 'deleting' WHERE name = 'halfway'")
+        db.close()
+        assert all(pid_alive(p) for p in pids)
+
+        ctl2 = ControllerProc(state, dict(os.environ)).start()
+        try:
+            with pytest.raises(NotFoundError):
+                ctl2.client.get_function("halfway")
+            wait_for(lambda: not any(pid_alive(p) for p in pids), 30, "the replicas to stop")
+            ctl2.client.deploy(spec_of(folder), folder)  # used to be 409 forever
+            assert ctl2.client.wait_ready("halfway", timeout_s=180)["version"] == 1
+        finally:
+            cleanup(ctl2)
+    finally:
+        ctl.stop()

@@ -24,7 +24,7 @@ from tickrun.controller.platforms.base import (
     Platform,
     ReplicaRef,
 )
-from tickrun.controller.portgateway import PortGateway
+from tickrun.controller.portgateway import PortGateway, listen_host
 from tickrun.controller.reconciler import Reconciler
 from tickrun.controller.service import FunctionService
 from tickrun.controller.settings import Settings
@@ -306,6 +306,26 @@ async def test_function_port_splices_to_ready_replicas_and_says_503_without(rig:
         assert (await resp.json())["error"] in ("NoReadyReplica", "BadGateway")
     await rig.service.delete("f")
     await rig.until(lambda: rig.reconciler.port_gateway.port_of("f") is None)  # type: ignore[union-attr]
+
+
+async def test_function_ports_stay_on_loopback_unless_the_gateway_is_public(rig: Rig) -> None:
+    # No token on a function port: on a non-loopback controller it must not become a way
+    # around the token that /fn/ asks for.
+    assert listen_host("0.0.0.0", public=False) == "127.0.0.1"
+    assert listen_host("::", public=False) == "::1"
+    assert listen_host("10.1.2.3", public=False) == "127.0.0.1"
+    assert listen_host("127.0.0.1", public=False) == "127.0.0.1"
+    assert listen_host("localhost", public=False) == "localhost"
+    assert listen_host("0.0.0.0", public=True) == "0.0.0.0"
+    for public, expected in ((False, {"127.0.0.1"}), (True, {"0.0.0.0"})):
+        gateway = PortGateway(rig.reconciler, "0.0.0.0", public=public)
+        try:
+            port = await gateway.ensure("f", rig.reconciler.ports.allocate(), on_fail=lambda: 0)
+            server = gateway._servers["f"][1]
+            assert {sock.getsockname()[0] for sock in server.sockets} == expected
+            assert port == gateway.port_of("f")
+        finally:
+            await gateway.stop()
 
 
 def test_cannot_start_reason_takes_the_processors_own_line() -> None:
