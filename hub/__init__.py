@@ -7,12 +7,13 @@ catalogue, and returns a :class:`HubFunction` to ``.run()`` or ``.deploy()``.
 
 from __future__ import annotations
 
-from .function import HubFunction, LocalDeployment
+from .function import ControllerDeployment, HubFunction, LocalDeployment
 from .resolver import Hub, ItemRef, ResolvedItem, import_function, parse_uri
 from .spec import ItemSpec, load_item
 from .versions import Version, VersionPin
 
 __all__ = [
+    "ControllerDeployment",
     "Hub",
     "HubFunction",
     "ItemRef",

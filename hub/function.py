@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import inspect
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ import time
 import types
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -110,29 +110,25 @@ class HubFunction:
         params: Mapping[str, Any] | None = None,
         inputs: Mapping[str, Any] | None = None,
         local: bool = True,
+        platform: str | None = None,
         project: str = "default",
         name: str | None = None,
         labels: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Run one handler as a tracked run; returns the runs API's ``RunObject``."""
+        """Run one handler as a tracked run; returns the runs API's ``RunObject``.
+
+        ``platform`` ``"local"`` (the default) runs it in this process; ``"process"`` (also
+        ``local=False``) or ``"container"`` run it as ``tickrun run hub://… --platform …``
+        does, through :mod:`tickrun.controller.jobs`, and wait for it.
+        """
         chosen, hspec = self.spec.handler_spec(handler or self.resolved.handler)
         params = dict(params or {})
         inputs = dict(inputs or {})
         check_arguments(self.spec, chosen, hspec, params, inputs)
         run_labels = {**dict(labels or {}), **self.run_labels(chosen)}
-        runs = _runs_api()
-        run_function = runs.run_function
-        target: Any = self.handler(chosen)
-        if not local:
-            accepted = inspect.signature(run_function).parameters
-            if "local" not in accepted:
-                raise HubError(
-                    "this tickrun's run_function runs handlers locally only; use local=True"
-                )
-            # Another process must be able to load the handler, so pass it by file path.
-            target = f"{self.code_path}:{chosen}"
-            kwargs["local"] = False
+        run_name = name or f"{self.name}-{chosen}".replace("_", "-")
+        where = platform or ("local" if local else "process")
         logger.info(
             "hub run",
             extra={
@@ -140,17 +136,84 @@ class HubFunction:
                 "version": self.version,
                 "handler": chosen,
                 "project": project,
+                "platform": where,
             },
         )
-        return run_function(
-            target,
+        if where != "local":
+            return self._run_elsewhere(
+                where, chosen, params, inputs, project, run_name, run_labels, kwargs
+            )
+        return _runs_api().run_function(
+            self.handler(chosen),
             params=params,
             inputs=inputs,
             project=project,
-            name=name or f"{self.name}-{chosen}".replace("_", "-"),
+            name=run_name,
             labels=run_labels,
             **kwargs,
         )
+
+    def job_target(self, handler: str, platform: str = "process") -> str:
+        """What another process runs: this exact version as ``hub://name:x.y.z#handler`` when
+        its hub settings (the environment) resolve that to the same folder, else the item's
+        file (a hub object built in code, e.g. ``Hub([folder])``, is not in the environment)."""
+        pinned = f"hub://{self.name}:{self.version}#{handler}"
+        if platform == "container":
+            return pinned  # the job runner decides what a container can run
+        from .resolver import Hub
+
+        try:
+            same = Hub.from_env().resolve(pinned).folder.resolve() == self.folder.resolve()
+        except TickrunError:
+            same = False
+        return pinned if same else f"{self.code_path}:{handler}"
+
+    def _run_elsewhere(
+        self,
+        platform: str,
+        handler: str,
+        params: dict[str, Any],
+        inputs: dict[str, Any],
+        project: str,
+        name: str,
+        labels: dict[str, str],
+        extra: dict[str, Any],
+    ) -> Any:
+        runs = _runs_api()
+        unsupported = sorted(set(extra) - set(_JOB_OPTIONS) - {"artifact_path", "uid", "progress"})
+        if unsupported:
+            raise HubError(
+                f"run(platform={platform!r}) cannot hand {', '.join(unsupported)} to another "
+                "process; the job uses the environment's run DB and artifact store"
+            )
+        options = ["--project", project, "--name", name]
+        for key, value in params.items():
+            options += ["--param", f"{key}={_json_arg(key, value)}"]
+        for key, value in labels.items():
+            options += ["--label", f"{key}={value}"]
+        for key, values in (extra.get("hyperparams") or {}).items():
+            options += ["--hyper", f"{key}={_json_arg(key, list(values))}"]
+        for kwarg, flag in _JOB_OPTIONS.items():
+            if kwarg != "hyperparams" and extra.get(kwarg) is not None:
+                options += [flag, str(extra[kwarg])]
+        try:
+            # By name and lazily: the hub does not depend on the controller package.
+            jobs = importlib.import_module("tickrun.controller.jobs")
+        except ImportError as exc:
+            raise HubError(
+                f"platform {platform!r} needs tickrun.controller, which is not installed"
+            ) from exc
+        uid = str(extra.get("uid") or uuid.uuid4().hex)
+        artifact_path = extra.get("artifact_path")
+        code: int = jobs.run_job(
+            platform,
+            self.job_target(handler, platform),
+            inputs={k: str(getattr(v, "url", v)) for k, v in inputs.items()},
+            options=options,
+            artifact_path=str(artifact_path) if artifact_path else None,
+            uid=uid,
+        )
+        return _finished_run(runs, uid, platform, code)
 
     def run_labels(self, handler: str | None = None) -> dict[str, str]:
         """The labels that record which item, version and handler a run used."""
@@ -229,13 +292,72 @@ class HubFunction:
         workers: int | None = None,
         directory: str | Path | None = None,
         ready_timeout_s: float = 60.0,
-    ) -> LocalDeployment:
-        """Serve the item as a local replica (``python -m tickrun serve``); returns its handle."""
+        controller: bool | str | None = None,
+        platform: str | None = None,
+    ) -> LocalDeployment | ControllerDeployment:
+        """Serve the item; returns a handle with ``url``, ``invoke()`` and ``stop()``.
+
+        With a controller configured (``$TICKRUN_CONTROLLER_URL``, or ``controller=True`` for
+        the local controller's state files, or ``controller="http://…"``) the function is
+        deployed through the controller's API — built, run on its ``platform`` and served
+        behind its gateway, as ``tickrun deploy hub://…`` does. Otherwise (or
+        ``controller=False``) it runs as a local replica (``python -m tickrun serve``).
+        """
         folder = Path(directory) if directory else Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
         self.export(folder, name=name, env=env, workers=workers)
+        client = controller_client(controller)
+        if client is not None:
+            if port is not None:
+                raise HubError("port= is for local replicas; the controller assigns ports")
+            return ControllerDeployment.create(
+                client, folder, platform=platform, ready_timeout_s=ready_timeout_s
+            )
+        if platform not in (None, "local"):
+            raise HubError(
+                f"platform={platform!r} needs a controller: set TICKRUN_CONTROLLER_URL or "
+                "pass controller=…"
+            )
         deployment = LocalDeployment(folder, port=port or free_port())
         deployment.start(ready_timeout_s=ready_timeout_s)
         return deployment
+
+
+# run_function keyword → `tickrun run` flag, for runs on another platform.
+_JOB_OPTIONS = {
+    "hyperparams": "--hyper",
+    "hyper_strategy": "--strategy",
+    "selector": "--selector",
+    "stop_condition": "--stop-condition",
+    "max_iterations": "--max-iterations",
+    "parallel": "--parallel",
+    "seed": "--seed",
+}
+
+
+def _json_arg(key: str, value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise HubError(
+            f"parameter {key!r} must be a JSON value to run on another platform "
+            f"({type(value).__name__} is not)"
+        ) from exc
+
+
+def _finished_run(runs: types.ModuleType, uid: str, platform: str, code: int) -> Any:
+    """The run a job recorded, read back as a ``RunObject`` like a local run returns."""
+    settings = runs.TrackingSettings.from_env()
+    db = runs.open_db(settings)
+    try:
+        record = db.get_run(uid)
+    except TickrunError as exc:
+        raise HubError(
+            f"the {platform} job exited with {code} before run {uid} was recorded"
+        ) from exc
+    iterations = [r for r in db.list_runs(None, uid=uid, limit=100_000) if r.iteration > 0]
+    iterations.sort(key=lambda r: r.iteration)
+    artifacts = db.list_artifacts(record.project, uid=uid, iteration=0)
+    return runs.RunObject(record, artifacts, iterations, db=db, s3=settings.s3)
 
 
 def check_arguments(
@@ -303,6 +425,100 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+CONTROLLER_ENV = "TICKRUN_CONTROLLER_URL"
+
+
+def controller_client(controller: bool | str | None = None) -> Any:
+    """The controller client ``deploy()`` goes through, or None for a local replica.
+
+    None: ``$TICKRUN_CONTROLLER_URL`` decides (the setting runs and the CLI use too); True: the
+    configured controller, else the local one's state files; a URL: that controller; False:
+    never (local replica).
+    """
+    if controller is False:
+        return None
+    url = controller if isinstance(controller, str) else os.environ.get(CONTROLLER_ENV)
+    if controller is None and not url:
+        return None
+    try:
+        # By name and lazily: the hub does not depend on the controller package.
+        client_mod = importlib.import_module("tickrun.controller.client")
+    except ImportError as exc:
+        raise HubError(
+            f"deploying through a controller needs tickrun.controller ({exc}); "
+            "pass controller=False for a local replica"
+        ) from exc
+    if isinstance(controller, str):
+        return client_mod.ControllerClient(controller, os.environ.get("TICKRUN_TOKEN"))
+    return client_mod.ControllerClient.from_env()
+
+
+class ControllerDeployment:
+    """A serving item deployed through the controller's API. Constructor does no I/O."""
+
+    def __init__(self, client: Any, name: str, *, port: int | None = None) -> None:
+        self.client = client
+        self.name = name
+        self.port = port
+
+    @classmethod
+    def create(
+        cls,
+        client: Any,
+        folder: Path,
+        *,
+        platform: str | None = None,
+        ready_timeout_s: float = 60.0,
+    ) -> ControllerDeployment:
+        """Upload ``folder`` (code + function.yaml), wait for the build and a ready replica."""
+        spec = yaml.safe_load((folder / "function.yaml").read_text())
+        result = client.deploy(spec, folder, platform=platform)
+        fn, build = result["function"], result["build"]
+        name = str(fn["name"])
+        logger.info(
+            "hub deploy through the controller",
+            extra={"function": name, "controller": client.url, "build": build["id"]},
+        )
+        for line in client.follow_build(build["id"]):
+            logger.debug("build", extra={"function": name, "line": line})
+        final = client.get_build(build["id"])
+        if final["state"] != "succeeded":
+            raise HubError(
+                f"the controller's build of {name} ended {final['state']}: "
+                f"{final.get('message') or 'see `tickrun logs ' + name + '`'}"
+            )
+        ready = client.wait_ready(name, version=fn["version"], timeout_s=ready_timeout_s)
+        return cls(client, name, port=ready.get("port"))
+
+    @property
+    def url(self) -> str:
+        """The function's URL behind the controller's gateway."""
+        return f"{self.client.url}/fn/{self.name}"
+
+    def invoke(self, body: Any = None, *, path: str = "/", timeout_s: float = 30.0) -> Any:
+        reply = self.client.invoke(
+            self.name,
+            path=path,
+            method="POST",
+            body=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            timeout_s=timeout_s,
+        )
+        if reply.status >= 400:
+            raise HubError(f"POST {path} answered {reply.status}: {reply.body[:500]!r}")
+        return json.loads(reply.body)
+
+    def stop(self) -> None:
+        """Delete the function from the controller (what leaving a ``with`` block does)."""
+        self.client.delete_function(self.name)
+
+    def __enter__(self) -> ControllerDeployment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class LocalDeployment:

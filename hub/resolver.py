@@ -8,6 +8,7 @@ the pin across all of them wins, so a private hub can add versions without hidin
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -18,12 +19,21 @@ from typing import TYPE_CHECKING, Any
 from tickrun.functions.errors import HubError
 
 from .catalogue import BUNDLED_ROOT
-from .sources import LocalSource, RemoteSource, Source, versions_of
+from .sources import (
+    LocalSource,
+    NotCachedError,
+    RemoteSource,
+    Source,
+    SourceUnavailableError,
+    versions_of,
+)
 from .spec import ItemSpec, load_item
 from .versions import Version, VersionPin
 
 if TYPE_CHECKING:
     from .function import HubFunction
+
+logger = logging.getLogger(__name__)
 
 SCHEME = "hub://"
 PATH_ENV = "TICKRUN_HUB_PATH"
@@ -107,6 +117,7 @@ class Hub:
         if bundled:
             sources.append(LocalSource(BUNDLED_ROOT, label="bundled"))
         self.sources = sources
+        self.skipped: dict[str, str] = {}  # source label → why it could not be listed
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Hub:
@@ -118,16 +129,43 @@ class Hub:
 
     # --- catalogue ----------------------------------------------------------------------------
 
+    def indexes(self) -> list[tuple[Source, dict[str, Any]]]:
+        """Each source with its index, in precedence order. A source that cannot be listed (a
+        stale hub folder, a remote hub unreachable with nothing cached) is skipped with a
+        warning, so the others — the bundled catalogue at least — still resolve."""
+        found: list[tuple[Source, dict[str, Any]]] = []
+        for source in self.sources:
+            try:
+                found.append((source, source.index()))
+            except SourceUnavailableError as exc:
+                if source.label not in self.skipped:
+                    logger.warning(
+                        "hub source skipped", extra={"hub": source.label, "reason": exc.message}
+                    )
+                self.skipped[source.label] = exc.message
+        return found
+
     def catalogue(self) -> dict[str, dict[str, tuple[Source, dict[str, Any]]]]:
         """name → version → (source, index entry); earlier sources win a tie."""
         merged: dict[str, dict[str, tuple[Source, dict[str, Any]]]] = {}
-        for source in self.sources:
-            index = source.index()
+        for name, versions in self._offers().items():
+            merged[name] = {v: offers[0] for v, offers in versions.items()}
+        return merged
+
+    def _offers(self) -> dict[str, dict[str, list[tuple[Source, dict[str, Any]]]]]:
+        """name → version → every (source, index entry) that has it, in precedence order."""
+        merged: dict[str, dict[str, list[tuple[Source, dict[str, Any]]]]] = {}
+        for source, index in self.indexes():
             for name, entry in index["items"].items():
                 versions = merged.setdefault(name, {})
                 for version, meta in entry["versions"].items():
-                    versions.setdefault(version, (source, meta))
+                    versions.setdefault(version, []).append((source, meta))
         return merged
+
+    def _skipped_note(self) -> str:
+        if not self.skipped:
+            return ""
+        return " (skipped: " + "; ".join(self.skipped.values()) + ")"
 
     def list_items(self) -> list[dict[str, Any]]:
         """One row per item: newest version's summary plus every version and its source."""
@@ -152,19 +190,20 @@ class Hub:
 
     def resolve(self, uri: str) -> ResolvedItem:
         ref = parse_uri(uri)
-        catalogue = self.catalogue()
-        versions = catalogue.get(ref.name)
+        offers = self._offers()
+        versions = offers.get(ref.name)
         if not versions:
-            known = ", ".join(sorted(catalogue)) or "none"
-            raise HubError(f"no hub item named {ref.name!r}; items: {known}")
+            known = ", ".join(sorted(offers)) or "none"
+            raise HubError(f"no hub item named {ref.name!r}; items: {known}{self._skipped_note()}")
         parsed = {Version.parse(v): v for v in versions}
-        best = ref.pin.best(parsed)
-        if best is None:
+        matching = sorted((v for v in parsed if ref.pin.matches(v)), reverse=True)
+        if not matching:
             have = ", ".join(str(v) for v in sorted(parsed, reverse=True))
-            raise HubError(f"{ref.name} has no version matching {ref.pin}; versions: {have}")
-        version = parsed[best]
-        source, _meta = versions[version]
-        folder = source.fetch(ref.name, version)
+            raise HubError(
+                f"{ref.name} has no version matching {ref.pin}; versions: {have}"
+                f"{self._skipped_note()}"
+            )
+        source, folder, version = self._fetch_newest(ref, [parsed[v] for v in matching], versions)
         spec = load_item(folder)
         if (spec.name, spec.version) != (ref.name, version):
             raise HubError(
@@ -181,10 +220,44 @@ class Hub:
             handler=ref.handler,
         )
 
+    def _fetch_newest(
+        self,
+        ref: ItemRef,
+        candidates: list[str],
+        versions: dict[str, list[tuple[Source, dict[str, Any]]]],
+    ) -> tuple[Source, Path, str]:
+        """The newest matching version some source can deliver. Offline, a remote hub's index
+        may list versions that were never cached: fall back to the newest cached or bundled
+        version matching the pin, with a warning, rather than fail."""
+        missing: list[str] = []
+        for version in candidates:  # newest first
+            for source, _meta in versions[version]:
+                try:
+                    folder = source.fetch(ref.name, version)
+                except NotCachedError as exc:
+                    missing.append(exc.message)
+                    continue
+                if missing:
+                    logger.warning(
+                        "hub offline: newest matching version not cached; using the newest that is",
+                        extra={
+                            "item": ref.name,
+                            "pin": str(ref.pin),
+                            "wanted": candidates[0],
+                            "using": version,
+                            "hub": source.label,
+                        },
+                    )
+                return source, folder, version
+        raise HubError(
+            f"{ref.name}: no version matching {ref.pin} is available offline — {missing[0]}; "
+            f"no older matching version is cached or bundled (listed: {', '.join(candidates)})"
+        )
+
     def versions(self, name: str) -> list[Version]:
         found: set[Version] = set()
-        for source in self.sources:
-            found.update(versions_of(source.index(), name))
+        for _source, index in self.indexes():
+            found.update(versions_of(index, name))
         return sorted(found, reverse=True)
 
     def import_function(self, uri: str) -> HubFunction:

@@ -31,6 +31,16 @@ API_PATH = "/api/hub"
 _COMPLETE = ".complete"
 
 
+class SourceUnavailableError(HubError):  # type: ignore[misc]  # (mypy sees tickrun.* as Any)
+    """A hub source cannot be listed at all (a missing folder, an unreachable remote hub with
+    nothing cached): resolution skips it, with a warning, and goes on with the others."""
+
+
+class NotCachedError(HubError):  # type: ignore[misc]
+    """Offline, and this item version was never cached: an older cached (or bundled) version
+    matching the pin may still do."""
+
+
 class Source(Protocol):
     label: str
 
@@ -53,6 +63,10 @@ class LocalSource:
 
     def index(self) -> dict[str, Any]:
         if self._index is None:
+            if not self.root.is_dir():
+                # A stale $TICKRUN_HUB_PATH entry; a folder that exists but holds a broken item
+                # is still an error (scan), not something to skip quietly.
+                raise SourceUnavailableError(f"hub folder {self.root} does not exist")
             self._index = build_index(self.root)
         return self._index
 
@@ -83,26 +97,41 @@ class RemoteSource:
         cached = self.cache_root / "index.json"
         try:
             raw = self._get(self.api_url)
+            try:
+                data = validate_index(json.loads(raw), source=self.api_url)
+            except (ValueError, SpecError) as exc:
+                raise HubError(f"{self.api_url} did not return a hub index: {exc}") from exc
         except HubError as exc:
-            if not cached.exists():
-                raise HubError(
-                    f"remote hub {self.api_url} is unreachable ({exc.message}) and nothing is "
-                    "cached from it yet"
-                ) from exc
-            logger.warning(
-                "remote hub unreachable; using the cached index",
-                extra={"hub": self.api_url, "reason": exc.message},
-            )
-            self.offline = True
-            self._index = validate_index(json.loads(cached.read_text()), source=str(cached))
+            self._index = self._cached_index(cached, exc.message)
             return self._index
         try:
-            data = validate_index(json.loads(raw), source=self.api_url)
-        except ValueError as exc:
-            raise HubError(f"{self.api_url} did not return a hub index: {exc}") from exc
-        self.cache_root.mkdir(parents=True, exist_ok=True)
-        _atomic_write(cached, json.dumps(data).encode())
+            self.cache_root.mkdir(parents=True, exist_ok=True)
+            _atomic_write(cached, json.dumps(data).encode())
+        except OSError as exc:  # a read-only cache costs offline use, not this resolution
+            logger.warning(
+                "cannot cache the hub index", extra={"hub": self.api_url, "reason": str(exc)}
+            )
         self._index = data
+        return data
+
+    def _cached_index(self, cached: Path, reason: str) -> dict[str, Any]:
+        if not cached.exists():
+            raise SourceUnavailableError(
+                f"remote hub {self.api_url} is unreachable ({reason}) and nothing is "
+                "cached from it yet"
+            )
+        try:
+            data = validate_index(json.loads(cached.read_text()), source=str(cached))
+        except (OSError, ValueError, SpecError) as exc:
+            raise SourceUnavailableError(
+                f"remote hub {self.api_url} is unreachable ({reason}) and its cached index "
+                f"{cached} is unreadable ({exc})"
+            ) from exc
+        logger.warning(
+            "remote hub unreachable; using the cached index",
+            extra={"hub": self.api_url, "reason": reason},
+        )
+        self.offline = True
         return data
 
     def fetch(self, name: str, version: str) -> Path:
@@ -112,7 +141,7 @@ class RemoteSource:
         if _cached_ok(target, files):
             return target
         if self.offline:
-            raise HubError(
+            raise NotCachedError(
                 f"{name}:{version} is not in the local cache and the remote hub "
                 f"{self.api_url} is unreachable"
             )

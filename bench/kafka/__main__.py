@@ -161,8 +161,10 @@ def _processed(url: str) -> int:
     return int(sum(float(v) for v in _PROCESSED.findall(text)))
 
 
-def tickrun_replica(fn_dir: Path, n: int, label: str, timeout_s: float = 600) -> Result:
-    fn = ServedFunction(fn_dir, "--workers", "1").start()
+def tickrun_replica(
+    fn_dir: Path, n: int, label: str, timeout_s: float = 600, processes: int = 1
+) -> Result:
+    fn = ServedFunction(fn_dir, "--workers", str(processes)).start()
     try:
         deadline = time.monotonic() + timeout_s
         t0: float | None = None
@@ -231,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         default=10_000,
         help="klines for the DataFrame-row handler rounds",
     )
+    ap.add_argument(
+        "--processes",
+        type=int,
+        default=2,
+        help="also measure the no-op with a replica of this many worker processes (0: skip)",
+    )
     ap.add_argument("--bootstrap", help="use this broker instead of starting one")
     ap.add_argument("--plot", type=Path, default=Path(tempfile.gettempdir()) / "bench-kafka.png")
     args = ap.parse_args(argv)
@@ -279,6 +287,12 @@ def main(argv: list[str] | None = None) -> int:
             fn_dir = write_function(root, bootstrap, topic, "async-noop", max(args.num_workers))
             label = f"tickrun async noop numWorkers={max(args.num_workers)}"
             keep(tickrun_replica(fn_dir, n, label))
+            if args.processes > 1:
+                # Each worker process is a consumer-group member: partitions spread over cores.
+                w = max(args.num_workers)
+                fn_dir = write_function(root, bootstrap, topic, "noop", w)
+                label = f"tickrun noop numWorkers={w} x{args.processes} proc"
+                keep(tickrun_replica(fn_dir, n, label, processes=args.processes))
             m, wk = args.work_messages, max(args.num_workers)
             print(f"round {rnd}/{args.rounds}: DataFrame-row handler, {m:,} events", flush=True)
             r = raw_loop(bootstrap, work_topic, m, dataframe_work)

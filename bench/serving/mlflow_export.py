@@ -1,13 +1,28 @@
-"""Run in the MLflow venv: save a joblib'd scikit-learn model as an MLflow model folder.
+"""Run in the MLflow venv: save a model tickrun logged as an MLflow model folder.
 
-/tmp/mlflow-venv/bin/python mlflow_export.py MODEL.joblib OUT_DIR
+$TICKRUN_MLFLOW_PYTHON mlflow_export.py MODEL_FILE OUT_DIR [sklearn|xgboost] [MODEL_CLASS]
+
+scikit-learn models are tickrun's joblib files; XGBoost models are XGBoost's own JSON, reloaded
+into the class tickrun recorded (``xgboost.sklearn.XGBClassifier`` by default).
 """
 
 import sys
 
-import joblib
-import mlflow.sklearn
+model_file, out = sys.argv[1], sys.argv[2]
+flavor = sys.argv[3] if len(sys.argv) > 3 else "sklearn"
+if flavor == "sklearn":
+    import joblib
+    import mlflow.sklearn
 
-model = joblib.load(sys.argv[1])
-mlflow.sklearn.save_model(model, sys.argv[2])
-print(sys.argv[2])
+    mlflow.sklearn.save_model(joblib.load(model_file), out)
+elif flavor == "xgboost":
+    import mlflow.xgboost
+    import xgboost
+
+    cls_name = (sys.argv[4] if len(sys.argv) > 4 else "XGBClassifier").rsplit(".", 1)[-1]
+    model = getattr(xgboost, cls_name)()
+    model.load_model(model_file)
+    mlflow.xgboost.save_model(model, out)
+else:
+    sys.exit(f"unknown model flavor {flavor!r}: sklearn or xgboost")
+print(out)

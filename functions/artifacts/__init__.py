@@ -15,10 +15,11 @@ from .base import (
     ArtifactNotFoundError,
     ArtifactStore,
     ObjectInfo,
+    check_object_key,
     sanitize_key,
 )
 from .local import LocalArtifactStore
-from .s3 import S3ArtifactStore, parse_s3_url
+from .s3 import S3ArtifactStore, parse_s3_object_url, parse_s3_url
 from .settings import S3Settings
 
 __all__ = [
@@ -31,7 +32,9 @@ __all__ = [
     "ObjectInfo",
     "S3ArtifactStore",
     "S3Settings",
+    "check_object_key",
     "open_store",
+    "parse_s3_object_url",
     "parse_s3_url",
     "sanitize_key",
     "split_url",
@@ -49,11 +52,13 @@ def open_store(url: str | Path, s3: S3Settings | None = None) -> ArtifactStore:
 
 
 def split_url(url: str, s3: S3Settings | None = None) -> tuple[ArtifactStore, str]:
-    """(store, key) for one object URL: ``s3://bucket/key`` or a local file path."""
+    """(store, key) for reading one existing object: ``s3://bucket/key`` or a local file path.
+
+    An S3 key may be anything S3 accepts except a ``..`` segment or a leading ``/``; keys that
+    tickrun writes keep the strict :func:`sanitize_key` rule.
+    """
     if url.startswith("s3://"):
-        bucket, key = parse_s3_url(url)
-        if not key:
-            raise ArtifactKeyError(f"{url!r} names a bucket, not an object")
+        bucket, key = parse_s3_object_url(url)
         return S3ArtifactStore(f"s3://{bucket}", s3), key
     path = Path(url[len("file://") :] if url.startswith("file://") else url).expanduser().resolve()
     return LocalArtifactStore(path.parent), path.name

@@ -2,7 +2,8 @@
 
 A store is rooted at a URL (a local folder or ``s3://bucket/prefix``); keys are relative,
 ``/``-separated paths below that root. Keys are sanitised once, here, so no backend can be
-talked into writing outside its root.
+talked into writing outside its root. Reads of existing S3 objects (inputs, ``tickrun artifact
+download``) accept any valid S3 key but a traversal (:func:`check_object_key`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,30 @@ def sanitize_key(key: str) -> str:
                 "(allowed: letters, digits and ._=+@- ; no '..', no leading dot)"
             )
     return "/".join(segments)
+
+
+MAX_OBJECT_KEY_BYTES = 1024  # S3's limit on a key's UTF-8 length
+
+
+def check_object_key(key: str) -> str:
+    """Return the key of an existing object to *read*, or raise :class:`ArtifactKeyError`.
+
+    :func:`sanitize_key` is for keys tickrun creates; inputs name objects that others wrote,
+    and S3 allows any UTF-8 key (``:``, spaces, ``~``, parentheses…). Only what could climb out
+    of a folder when a key is mirrored onto a filesystem is refused: a ``..`` segment (``/`` or
+    ``\\`` separated) and a leading ``/``.
+    """
+    if not isinstance(key, str) or not key:
+        raise ArtifactKeyError("object key must be a non-empty string")
+    if key.startswith("/"):
+        raise ArtifactKeyError(f"object key {key[:80]!r} must not start with '/'")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_OBJECT_KEY_BYTES:
+        raise ArtifactKeyError(
+            f"object key {key[:80]!r}… is longer than {MAX_OBJECT_KEY_BYTES} bytes"
+        )
+    if ".." in re.split(r"[/\\]", key):
+        raise ArtifactKeyError(f"object key {key[:80]!r} has a '..' segment")
+    return key
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,12 @@ from ..errors import ArtifactError
 from .base import (
     CHUNK_BYTES,
     ArtifactAuthError,
+    ArtifactKeyError,
     ArtifactNotFoundError,
     ArtifactStore,
     HashingReader,
     ObjectInfo,
+    check_object_key,
     sanitize_key,
 )
 from .settings import S3Settings
@@ -45,6 +47,22 @@ def parse_s3_url(url: str) -> tuple[str, str]:
         raise ArtifactError(f"s3 URL {url[:100]!r} has no bucket")
     prefix = prefix.strip("/")
     return bucket, sanitize_key(prefix) if prefix else ""
+
+
+def parse_s3_object_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/any key`` of an existing object → (bucket, key), for reading.
+
+    Unlike :func:`parse_s3_url` (a root tickrun writes under), the key may be any valid S3 key
+    except one with a ``..`` segment or a leading ``/`` (see :func:`check_object_key`).
+    """
+    if not url.startswith("s3://"):
+        raise ArtifactError(f"not an s3:// URL: {url[:100]!r}")
+    bucket, _, key = url[5:].partition("/")
+    if not bucket:
+        raise ArtifactError(f"s3 URL {url[:100]!r} has no bucket")
+    if not key:
+        raise ArtifactKeyError(f"{url[:100]!r} names a bucket, not an object")
+    return bucket, check_object_key(key)
 
 
 class S3ArtifactStore(ArtifactStore):
@@ -94,6 +112,11 @@ class S3ArtifactStore(ArtifactStore):
         key = sanitize_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    def _existing(self, key: str) -> str:
+        # Reads may name objects tickrun did not write: any S3 key but a traversal.
+        key = check_object_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
     def url_for(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._object(key)}"
 
@@ -139,9 +162,9 @@ class S3ArtifactStore(ArtifactStore):
     # -- interface -----------------------------------------------------------------------------
 
     def _upload(self, key: str, stream: BinaryIO, length: int) -> ObjectInfo:
+        name = self._object(key)  # a bad key fails before any network call
         self._ensure_bucket()
         reader = HashingReader(stream)
-        name = self._object(key)
         part = self.settings.part_size_bytes
         self._call(
             f"upload {key}",
@@ -180,7 +203,7 @@ class S3ArtifactStore(ArtifactStore):
         return b"".join(self.stream(key))
 
     def stream(self, key: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
-        name = self._object(key)
+        name = self._existing(key)
         resp: Any = self._call(
             f"read {key}", lambda: self.client.get_object(self.bucket, name), key
         )
@@ -215,16 +238,16 @@ class S3ArtifactStore(ArtifactStore):
         return sorted(self._call(f"list {prefix or '/'}", run), key=lambda o: o.key)
 
     def delete(self, key: str) -> None:
+        name = self._object(key)  # deletes keep the strict rule of keys tickrun writes
         self.stat(key)  # S3 deletes of missing keys succeed silently; callers expect 404
-        name = self._object(key)
         self._call(f"delete {key}", lambda: self.client.remove_object(self.bucket, name), key)
 
     def stat(self, key: str) -> ObjectInfo:
-        name = self._object(key)
+        name = self._existing(key)
         st: Any = self._call(f"stat {key}", lambda: self.client.stat_object(self.bucket, name), key)
         return ObjectInfo(
-            key=sanitize_key(key),
+            key=key,
             size_bytes=int(st.size or 0),
             modified=st.last_modified,
-            url=self.url_for(key),
+            url=f"s3://{self.bucket}/{name}",
         )

@@ -4,29 +4,40 @@ iterations in a bounded pool of worker processes.
 The sweep is one run uid: iteration 0 is the parent (best iteration's results, an
 ``iteration_results`` table and an ``iteration_plot``), iterations 1..N are the children. A failing
 iteration is recorded as error and the sweep goes on.
+
+Every iteration is in the run DB from the start, as ``created``; each one ends ``completed``,
+``error`` or ``aborted`` (not run: the stop condition was met, or the sweep was interrupted). A
+worker process that dies (``kill -9``, the OOM killer, ``os._exit``) fails only the iteration it
+was running; a fresh worker takes the next one.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import itertools
 import logging
 import multiprocessing
+import multiprocessing.connection
 import operator
+import os
 import random
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from ..artifacts import ArtifactStore
-from ..errors import BadRequestError, TickrunError
+from ..errors import BadRequestError, RunError, TickrunError
 from .context import RunContext
-from .db.base import RunDB
+from .db.base import HOST, RunDB
 from .handlers import load_callable
-from .model import ArtifactRecord, RunRecord, RunState
+from .model import ArtifactRecord, RunBatch, RunRecord, RunState
 from .runner import RunEnv, execute, make_inputs
 from .runobject import RunObject
 from .tracker import RunTracker
@@ -215,6 +226,8 @@ def run_sweep(
         )
         for i, combo in enumerate(combos, start=1)
     ]
+    queued = _Queued(db, children, env.heartbeat_interval_s)
+    queued.start()
     use_pool = parallel > 1 and env.db is not None and _loadable(ref)
     if parallel > 1 and not use_pool:
         logger.warning(
@@ -250,10 +263,11 @@ def run_sweep(
 
     try:
         if use_pool:
-            _run_pool(children, ref, str_inputs, env, parallel, finished)
+            _run_pool(children, queued, ref, str_inputs, env, db, parallel, finished)
         else:
             items = make_inputs(inputs, db, env.s3)
             for child in children:
+                queued.take(child)
                 rec, a = execute(
                     fn,
                     child,
@@ -265,9 +279,12 @@ def run_sweep(
                 )
                 if finished(rec, a):
                     break
+        queued.close("not run: the sweep's stop condition was met")
         return _conclude(tracker, store, done, arts, selector, db, env)
     except BaseException as exc:
-        state = RunState.ABORTED if isinstance(exc, KeyboardInterrupt) else RunState.ERROR
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        queued.close("not run: the sweep was " + ("interrupted" if interrupted else "stopped"))
+        state = RunState.ABORTED if interrupted else RunState.ERROR
         tracker.finish(state, f"sweep failed: {type(exc).__name__}: {exc}"[:2000])
         raise
 
@@ -279,40 +296,263 @@ def _metric(rec: RunRecord, selector: str | None) -> str:
     return " ".join(f"{k}={v}" for k, v in list(rec.results.items())[:3])
 
 
+class _Queued:
+    """Iterations not started yet, in the run DB as ``created`` from the start of the sweep.
+
+    They carry the sweep's pid, and their heartbeat is refreshed here until an iteration is
+    taken to run, so that stale-run marking (dead pid or silent heartbeat) leaves a long queue
+    alone yet still catches a sweep that died. Once taken, the iteration's own tracker writes it.
+    """
+
+    def __init__(self, db: RunDB, children: list[RunRecord], heartbeat_interval_s: float) -> None:
+        self._db = db
+        self._interval_s = heartbeat_interval_s
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        pid = os.getpid()
+        self._waiting = {
+            c.iteration: c.model_copy(deep=True, update={"pid": pid, "host": HOST})
+            for c in children
+        }
+
+    def start(self) -> None:
+        with self._lock:
+            self._write(strict=True)
+        self._thread = threading.Thread(target=self._loop, name="sweep-queue", daemon=True)
+        self._thread.start()
+
+    def take(self, child: RunRecord) -> None:
+        # Under the lock: a heartbeat write in flight must not land after the worker's first.
+        with self._lock:
+            self._waiting.pop(child.iteration, None)
+
+    def close(self, reason: str) -> list[RunRecord]:
+        """Stop the heartbeat; the iterations that never started end ``aborted``."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        with self._lock:
+            left = [RunDB.aborted(r, reason) for r in self._waiting.values()]
+            self._waiting.clear()
+        if left:
+            try:
+                self._db.apply(RunBatch(runs=left))
+            except TickrunError as exc:
+                logger.warning(
+                    "cannot record iterations that did not run; stale-run marking will",
+                    extra={"uid": left[0].uid, "error": exc.message},
+                )
+        return left
+
+    def _write(self, *, strict: bool) -> None:
+        if not self._waiting:
+            return
+        now = time.time()
+        for rec in self._waiting.values():
+            rec.heartbeat_at = now
+            rec.updated_at = now
+        batch = RunBatch(runs=[r.model_copy(deep=True) for r in self._waiting.values()])
+        try:
+            self._db.apply(batch)
+        except TickrunError as exc:
+            if strict:
+                raise RunError(f"cannot record the sweep's iterations: {exc.message}") from exc
+            logger.warning("queued iterations' heartbeat failed", extra={"error": exc.message})
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            with self._lock:
+                self._write(strict=False)
+
+
+Outcome = tuple[RunRecord, list[ArtifactRecord]] | str  # a result, or why the iteration failed
+
+
+def _worker_main(conn: multiprocessing.connection.Connection) -> None:
+    """A pool worker: runs the iterations it is sent, one at a time, until sent None."""
+    try:
+        while True:
+            try:
+                task = conn.recv()
+            except EOFError:  # the sweep is gone
+                return
+            if task is None:
+                return
+            try:
+                reply: Outcome = run_task(task)
+            except Exception as exc:  # the iteration could not even be set up or recorded
+                reply = exc.message if isinstance(exc, TickrunError) else type(exc).__name__
+                reply = f"iteration failed to run: {reply}"
+            conn.send(reply)
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the sweep cleans up
+        return
+
+
+def _death(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (out of memory?)" if -exitcode == signal.SIGKILL else ""
+        return f"the iteration's worker process was killed by {name}{hint}"
+    return f"the iteration's worker process exited with code {exitcode} mid-run"
+
+
+@dataclass
+class _Worker:
+    proc: BaseProcess
+    conn: multiprocessing.connection.Connection
+    child: RunRecord | None = field(default=None)
+
+
+class _Pool:
+    """Worker processes, each behind its own pipe, so the death of one is seen as exactly the
+    loss of the iteration it held (a ProcessPoolExecutor breaks as a whole and fails every
+    pending iteration with it)."""
+
+    def __init__(self) -> None:
+        # spawn, not fork: the parent holds DB connections and a flusher thread.
+        self._ctx = multiprocessing.get_context("spawn")
+        self.idle: list[_Worker] = []
+        self.busy: list[_Worker] = []
+
+    def _spawn(self) -> _Worker:
+        mine, theirs = self._ctx.Pipe()
+        proc = self._ctx.Process(target=_worker_main, args=(theirs,), name="tickrun-iteration")
+        proc.start()
+        theirs.close()
+        return _Worker(proc, mine)
+
+    def submit(self, task: IterationTask) -> None:
+        while self.idle:
+            worker = self.idle.pop()
+            try:
+                worker.conn.send(task)
+            except OSError:  # it died while idle: never mind, use another
+                self._discard(worker)
+                continue
+            break
+        else:
+            worker = self._spawn()
+            worker.conn.send(task)
+        worker.child = task.record
+        self.busy.append(worker)
+
+    def wait(self) -> list[tuple[RunRecord, Outcome]]:
+        """Block until a busy worker replies or dies; (iteration, outcome) of each that did."""
+        handles: list[Any] = [w.conn for w in self.busy] + [w.proc.sentinel for w in self.busy]
+        multiprocessing.connection.wait(handles)
+        out: list[tuple[RunRecord, Outcome]] = []
+        for worker in list(self.busy):
+            child = worker.child
+            if child is None:  # cannot happen: busy workers hold an iteration
+                continue
+            reply: Outcome | None = None
+            try:
+                if worker.conn.poll():
+                    reply = worker.conn.recv()
+            except (EOFError, OSError):
+                reply = None
+            if reply is not None:
+                self.busy.remove(worker)
+                worker.child = None
+                self.idle.append(worker)
+                out.append((child, reply))
+            elif not worker.proc.is_alive():
+                self.busy.remove(worker)
+                worker.proc.join(timeout=5)
+                out.append((child, _death(worker.proc.exitcode)))
+                self._discard(worker)
+        return out
+
+    def running(self) -> list[RunRecord]:
+        return [w.child for w in self.busy if w.child is not None]
+
+    def close(self, *, grace_s: float = 5.0) -> None:
+        for worker in self.idle:
+            with contextlib.suppress(OSError):
+                worker.conn.send(None)
+        for worker in self.busy:  # only when the sweep itself failed: stop them
+            if worker.proc.is_alive():
+                worker.proc.terminate()
+        deadline = time.monotonic() + grace_s
+        for worker in [*self.idle, *self.busy]:
+            worker.proc.join(timeout=max(0.0, deadline - time.monotonic()))
+            self._discard(worker)
+        self.idle.clear()
+        self.busy.clear()
+
+    @staticmethod
+    def _discard(worker: _Worker) -> None:
+        if worker.proc.is_alive():
+            worker.proc.kill()
+            worker.proc.join(timeout=5)
+        worker.conn.close()
+
+
+def _failed(db: RunDB, child: RunRecord, why: str, state: RunState = RunState.ERROR) -> RunRecord:
+    """Record an iteration whose worker gave no result; keeps what it had written so far."""
+    try:
+        current = db.get_run(child.uid, child.iteration)
+    except TickrunError:
+        current = child
+    if current.state in (RunState.COMPLETED, RunState.ERROR):  # it recorded its own end
+        return current
+    # "aborted" may be a reader's stale-run mark (dead pid): we know better why it ended.
+    now = time.time()
+    rec = current.model_copy(
+        update={"state": state, "error": why[:2000], "ended_at": now, "updated_at": now}
+    )
+    try:
+        db.apply(RunBatch(runs=[rec]))
+    except TickrunError as exc:
+        logger.warning(
+            "cannot record a failed iteration",
+            extra={"uid": rec.uid, "iteration": rec.iteration, "error": exc.message},
+        )
+    return rec
+
+
 def _run_pool(
     children: list[RunRecord],
+    queued: _Queued,
     ref: str,
     inputs: dict[str, str],
     env: RunEnv,
+    db: RunDB,
     parallel: int,
     finished: Callable[[RunRecord, list[ArtifactRecord]], bool],
 ) -> None:
-    # spawn, not fork: the parent holds DB connections and a flusher thread.
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(parallel, len(children)), mp_context=ctx) as pool:
-        pending: dict[Future[tuple[RunRecord, list[ArtifactRecord]]], RunRecord] = {
-            pool.submit(run_task, IterationTask(ref, c, inputs, env)): c for c in children
-        }
-        while pending:
-            ready, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in ready:
-                child = pending.pop(fut)
-                try:
-                    rec, a = fut.result()
-                except Exception as exc:  # the worker died or could not record the run
-                    msg = exc.message if isinstance(exc, TickrunError) else type(exc).__name__
-                    rec = child.model_copy(
-                        update={
-                            "state": RunState.ERROR,
-                            "error": f"iteration failed to run: {msg}",
-                            "ended_at": time.time(),
-                        }
+    pool = _Pool()
+    waiting = collections.deque(children)
+    try:
+        while waiting or pool.busy:
+            while waiting and len(pool.busy) < parallel:
+                child = waiting.popleft()
+                queued.take(child)
+                pool.submit(IterationTask(ref, child, inputs, env))
+            for child, outcome in pool.wait():
+                if isinstance(outcome, str):
+                    logger.error(
+                        "iteration failed",
+                        extra={"uid": child.uid, "iteration": child.iteration, "error": outcome},
                     )
-                    a = []
+                    rec = _failed(db, child, outcome)
+                    a: list[ArtifactRecord] = []
+                else:
+                    rec, a = outcome
                 if finished(rec, a):
-                    for f in pending:
-                        f.cancel()
-                    pending = {f: c for f, c in pending.items() if not f.cancelled()}
+                    waiting.clear()  # the rest stay queued and end "not run"
+    except BaseException as exc:
+        running = pool.running()
+        # On Ctrl-C the workers got SIGINT too: give their runners a moment to record it.
+        pool.close(grace_s=2.0 if isinstance(exc, KeyboardInterrupt) else 0.0)
+        for child in running:
+            _failed(db, child, f"the sweep stopped ({type(exc).__name__})", RunState.ABORTED)
+        raise
+    pool.close()
 
 
 def _conclude(

@@ -95,3 +95,159 @@ def test_run_function_with_a_hub_uri_records_the_item(
     labels = run.record.labels
     assert labels["hub.item"] == "toy" and labels["hub.version"] == "1.2.3"
     assert labels["team"] == "quant"
+
+
+def test_run_on_the_process_platform_records_the_item(
+    private_hub: Path, tracked: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    monkeypatch.setenv("TICKRUN_HUB_PATH", str(private_hub))
+    monkeypatch.delenv("TICKRUN_HUB_URL", raising=False)
+    fn = import_function("hub://toy:1.2")
+    assert fn.job_target("main") == "hub://toy:1.2.3#main"  # the exact version, by name
+    run = fn.run(params={"x": 7}, labels={"team": "quant"}, platform="process")
+    assert run.state == "completed", run.error
+    assert run.results == {"version": "1.2.3", "x": 7, "return": "1.2.3"}
+    assert run.record.pid != os.getpid()  # it ran in another interpreter
+    labels = run.record.labels
+    assert labels["hub.item"] == "toy" and labels["hub.version"] == "1.2.3"
+    assert labels["hub.source"] == str(private_hub) and labels["hub.handler"] == "main"
+    assert labels["team"] == "quant"
+    assert run.name == "toy-main"
+
+
+def test_local_false_runs_a_hub_object_built_in_code_elsewhere(
+    private_hub: Path, tracked: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    monkeypatch.delenv("TICKRUN_HUB_PATH", raising=False)
+    monkeypatch.delenv("TICKRUN_HUB_URL", raising=False)
+    fn = Hub([private_hub], bundled=False).import_function("hub://toy:1.0")
+    # Not in the environment's hubs: the child gets the item's file, the labels by flag.
+    assert fn.job_target("main") == f"{fn.code_path}:main"
+    run = fn.run(params={"x": 3}, local=False)
+    assert run.state == "completed", run.error
+    assert run.results["version"] == "1.0.0" and run.results["x"] == 3
+    assert run.record.pid != os.getpid()
+    assert run.record.labels["hub.version"] == "1.0.0"
+    assert run.record.labels["hub.source"] == str(private_hub)
+
+
+def test_run_elsewhere_refuses_what_cannot_cross_processes(private_hub: Path) -> None:
+    fn = Hub([private_hub], bundled=False).import_function("hub://toy")
+    with pytest.raises(HubError, match="cannot hand db"):
+        fn.run(platform="process", db=object())
+    with pytest.raises(HubError, match="must be a JSON value"):
+        fn.run(params={"x": object()}, platform="process")
+
+
+class FakeControllerClient:
+    """Stands in for tickrun.controller.client.ControllerClient at the deploy seam."""
+
+    instances: list[FakeControllerClient] = []
+
+    def __init__(self, url: str = "http://controller.test:8070", token: str | None = None) -> None:
+        self.url = url
+        self.token = token
+        self.calls: list[tuple[str, object]] = []
+        FakeControllerClient.instances.append(self)
+
+    @classmethod
+    def from_env(cls, state_dir: str | None = None) -> FakeControllerClient:
+        import os
+
+        return cls(os.environ.get("TICKRUN_CONTROLLER_URL", "http://from-state-files:1"))
+
+    def deploy(self, spec: dict, code_dir: Path | None, *, platform: str | None = None) -> dict:
+        self.calls.append(("deploy", (spec, code_dir, platform)))
+        name = spec["metadata"]["name"]
+        return {"function": {"name": name, "version": 3}, "build": {"id": "b1"}}
+
+    def follow_build(self, build_id: str):  # type: ignore[no-untyped-def]
+        yield "step 1/1"
+
+    def get_build(self, build_id: str) -> dict:
+        return {"id": build_id, "state": "succeeded", "message": ""}
+
+    def wait_ready(self, name: str, *, version: int | None = None, timeout_s: float = 600) -> dict:
+        self.calls.append(("wait_ready", (name, version)))
+        return {"name": name, "state": "ready", "port": 41234}
+
+    def invoke(self, name: str, **kw: object):  # type: ignore[no-untyped-def]
+        from tickrun.controller.client import Invocation
+
+        self.calls.append(("invoke", (name, kw["path"])))
+        return Invocation(200, {}, b'{"predictions": [1]}')
+
+    def delete_function(self, name: str) -> None:
+        self.calls.append(("delete", name))
+
+
+@pytest.fixture
+def deploy_seam(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Fakes both ends: the controller client, and the local replica's start."""
+    import tickrun.controller.client as client_mod
+    from tickrun.hub.function import LocalDeployment
+
+    FakeControllerClient.instances.clear()
+    monkeypatch.setattr(client_mod, "ControllerClient", FakeControllerClient)
+    started: list[Path] = []
+    monkeypatch.setattr(LocalDeployment, "start", lambda self, **kw: started.append(self.directory))
+    monkeypatch.delenv("TICKRUN_CONTROLLER_URL", raising=False)
+    return started
+
+
+def test_deploy_without_a_controller_starts_a_local_replica(
+    deploy_seam: list[Path], tmp_path: Path
+) -> None:
+    from tickrun.hub.function import LocalDeployment
+
+    fn = import_function("hub://model_server")
+    server = fn.deploy(env={"MODEL_URI": "/m.joblib"}, directory=tmp_path / "fn")
+    assert isinstance(server, LocalDeployment)
+    assert deploy_seam == [tmp_path / "fn"]
+    assert FakeControllerClient.instances == []
+
+
+def test_deploy_goes_through_the_configured_controller(
+    deploy_seam: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tickrun.hub.function import ControllerDeployment
+
+    monkeypatch.setenv("TICKRUN_CONTROLLER_URL", "http://ctl.test:8070")
+    fn = import_function("hub://model_server")
+    with fn.deploy(
+        env={"MODEL_URI": "s3://models/m.joblib"}, directory=tmp_path / "fn", platform="process"
+    ) as server:
+        assert isinstance(server, ControllerDeployment)
+        assert server.url == "http://ctl.test:8070/fn/model-server" and server.port == 41234
+        assert server.invoke({"inputs": [[1.0]]}, path="/invocations") == {"predictions": [1]}
+    assert deploy_seam == []  # no local replica
+    (client,) = FakeControllerClient.instances
+    kind, (spec, code_dir, platform) = client.calls[0]
+    assert kind == "deploy" and platform == "process" and code_dir == tmp_path / "fn"
+    assert spec["metadata"]["labels"]["tickrun.io/hub-version"] == fn.version
+    assert {"name": "MODEL_URI", "value": "s3://models/m.joblib"} in spec["spec"]["env"]
+    assert ("wait_ready", ("model-server", 3)) in client.calls
+    assert client.calls[-1] == ("delete", "model-server")  # leaving `with` removes it
+
+
+def test_deploy_path_can_be_forced_either_way(
+    deploy_seam: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tickrun.hub.function import ControllerDeployment, LocalDeployment
+
+    monkeypatch.setenv("TICKRUN_CONTROLLER_URL", "http://ctl.test:8070")
+    fn = import_function("hub://model_server")
+    env = {"MODEL_URI": "/m.joblib"}
+    local = fn.deploy(env=env, directory=tmp_path / "a", controller=False)
+    assert isinstance(local, LocalDeployment)
+    other = fn.deploy(env=env, directory=tmp_path / "b", controller="http://other:9")
+    assert isinstance(other, ControllerDeployment) and other.url == "http://other:9/fn/model-server"
+    with pytest.raises(HubError, match="controller assigns ports"):
+        fn.deploy(env=env, directory=tmp_path / "c", port=8080)
+    monkeypatch.delenv("TICKRUN_CONTROLLER_URL")
+    with pytest.raises(HubError, match="needs a controller"):
+        fn.deploy(env=env, directory=tmp_path / "d", platform="container")

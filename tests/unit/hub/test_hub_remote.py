@@ -9,6 +9,7 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -134,3 +135,66 @@ def test_unreachable_hub_with_empty_cache(tmp_path: Path) -> None:
     hub = Hub(url="http://127.0.0.1:9", cache_dir=tmp_path, bundled=False, timeout_s=1)
     with pytest.raises(HubError, match="unreachable .* nothing is cached"):
         hub.import_function("hub://toy")
+
+
+def test_unreachable_hub_with_empty_cache_does_not_hide_bundled_items(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = Hub(url="http://127.0.0.1:9", cache_dir=tmp_path, timeout_s=1)
+    with caplog.at_level("WARNING", logger="tickrun.hub"):
+        fn = hub.import_function("hub://backtest:1")
+    assert fn.resolved.source == "bundled"
+    assert any(r.getMessage() == "hub source skipped" for r in caplog.records)
+    assert "auto_trainer" in {row["name"] for row in hub.list_items()}
+    # an item only the unreachable hub could have had: the error says why it is missing
+    with pytest.raises(HubError, match="no hub item named 'toy'.*skipped: remote hub"):
+        hub.import_function("hub://toy")
+
+
+def test_stale_hub_path_folder_is_skipped(
+    private_hub: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    import tickrun
+
+    gone = tmp_path / "moved-away"
+    monkeypatch.setenv("TICKRUN_HUB_PATH", os.pathsep.join([str(gone), str(private_hub)]))
+    monkeypatch.delenv("TICKRUN_HUB_URL", raising=False)
+    assert tickrun.import_function("hub://market_features").resolved.source == "bundled"
+    assert tickrun.import_function("hub://toy:1").version == "1.2.3"
+    assert tickrun.import_function("hub://toy:1").resolved.source == str(private_hub)
+
+
+def test_offline_falls_back_to_the_newest_cached_version(
+    served_private: HubServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = tmp_path / "cache"
+    online = Hub(url=served_private.url, cache_dir=cache, bundled=False)
+    assert online.import_function("hub://toy:1.2").version == "1.2.3"  # cached; 2.0.0 is not
+    served_private.stop()
+    offline = Hub(url=served_private.url, cache_dir=cache, bundled=False, timeout_s=1)
+    with caplog.at_level("WARNING", logger="tickrun.hub"):
+        fn = offline.import_function("hub://toy")  # the index's newest, 2.0.0, is not cached
+    assert fn.version == "1.2.3" and fn.module().VERSION == "1.2.3"
+    fallback = [r for r in caplog.records if "not cached" in r.getMessage()]
+    assert fallback and fallback[0].__dict__["wanted"] == "2.0.0"
+    with pytest.raises(HubError, match="not in the local cache.*no older matching version"):
+        offline.import_function("hub://toy:2")
+    with pytest.raises(HubError, match="no version matching 1.0"):
+        offline.import_function("hub://toy:1.0")  # 1.0.0 was never cached either
+
+
+def test_offline_falls_back_to_bundled_versions(tmp_path: Path, item_writer: Any) -> None:
+    root = tmp_path / "remote-hub"
+    item_writer(root, "backtest", "9.0.0")
+    server = HubServer([root])
+    server.start()
+    cache = tmp_path / "cache"
+    try:
+        Hub(url=server.url, cache_dir=cache).indexes()  # the index is cached, no item is
+    finally:
+        server.stop()
+    offline = Hub(url=server.url, cache_dir=cache, timeout_s=1)
+    fn = offline.import_function("hub://backtest")
+    assert fn.resolved.source == "bundled" and fn.version.startswith("1.")

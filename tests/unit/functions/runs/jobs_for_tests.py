@@ -74,6 +74,26 @@ def sweep(context: Any, x: float = 0.0, y: float = 0.0, fail_on: float = -999.0)
     context.log_artifact("note", f"x={x} y={y}")
 
 
+def crashes(context: Any, x: float = 0.0, crash_on: float = -999.0) -> None:
+    """Kills its own process (no cleanup, as kill -9 or the OOM killer would) when x == crash_on."""
+    if x == crash_on:
+        os._exit(1)
+    context.log_result("score", x)
+
+
+def peeks(context: Any, x: float = 0.0) -> None:
+    """Logs the state of every iteration of its sweep as the run DB has it right now."""
+    from tickrun.functions.runs.db import open_db
+
+    db = open_db()
+    try:
+        runs = db.list_runs(uid=context.uid, limit=100)
+    finally:
+        db.close()
+    context.log_result("seen", {str(r.iteration): r.state.value for r in runs})
+    context.log_result("score", x)
+
+
 def reads_inputs(context: Any, data: Any = None, other: Any = None) -> None:
     df = data.as_df()
     context.log_result("rows", len(df))

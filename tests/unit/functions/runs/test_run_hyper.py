@@ -137,3 +137,69 @@ def test_parallel_iterations_in_processes_with_progress(
     err = capsys.readouterr().err
     assert err.count("] iteration ") == 4
     assert "[4/4]" in err
+
+
+def test_a_crashed_worker_fails_only_its_own_iteration(
+    settings: TrackingSettings, db: SqlRunDB
+) -> None:
+    run = run_function(
+        ref("crashes"),
+        params={"crash_on": 2.0},
+        hyperparams={"x": [1.0, 2.0, 3.0, 4.0, 5.0]},
+        selector="max.score",
+        parallel=2,
+        settings=settings,
+        db=db,
+        progress=False,
+    )
+    assert run.state == "completed", run.error
+    by_x = {i.params["x"]: i for i in run.iterations}
+    assert sorted(by_x) == [1.0, 2.0, 3.0, 4.0, 5.0]
+    crashed = by_x.pop(2.0)
+    assert crashed.state is RunState.ERROR
+    assert "worker process exited with code 1" in (crashed.error or "")
+    assert all(i.state is RunState.COMPLETED for i in by_x.values()), [
+        (i.params, i.state, i.error) for i in by_x.values()
+    ]
+    assert run.results["score"] == 5.0
+    # The run DB has every iteration's final state, the crashed one included.
+    stored = {r.iteration: r for r in db.list_runs(uid=run.uid) if r.iteration > 0}
+    assert {i: r.state for i, r in stored.items()} == {i.iteration: i.state for i in run.iterations}
+    assert stored[crashed.iteration].error == crashed.error
+
+
+def test_queued_iterations_are_recorded_as_created(
+    settings: TrackingSettings, db: SqlRunDB
+) -> None:
+    run = run_function(
+        ref("peeks"),
+        hyperparams={"x": [1.0, 2.0, 3.0]},
+        selector="max.score",
+        settings=settings,
+        db=db,
+        progress=False,
+    )
+    assert run.state == "completed", run.error
+    first = next(i for i in run.iterations if i.iteration == 1)
+    assert first.results["seen"] == {"0": "running", "1": "running", "2": "created", "3": "created"}
+    queued = db.get_run(run.uid, 3)
+    assert queued.state is RunState.COMPLETED
+
+
+def test_iterations_skipped_by_the_stop_condition_end_aborted(
+    settings: TrackingSettings, db: SqlRunDB
+) -> None:
+    run = run_function(
+        ref("sweep"),
+        hyperparams={"x": [2.0, 3.0, 4.0], "y": [1.0]},
+        selector="min.loss",
+        stop_condition="loss <= 0",
+        settings=settings,
+        db=db,
+        progress=False,
+    )
+    assert [i.params["x"] for i in run.iterations] == [2.0]
+    stored = {r.iteration: r for r in db.list_runs(uid=run.uid) if r.iteration > 0}
+    assert stored[1].state is RunState.COMPLETED
+    assert {stored[2].state, stored[3].state} == {RunState.ABORTED}
+    assert "stop condition" in (stored[2].error or "")
