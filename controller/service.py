@@ -141,21 +141,7 @@ class FunctionService:
             row.version += 1
             row.state, row.message = "building", ""
         row = self.store.save_function(row)
-        build_id = uuid.uuid4().hex[:16]
-        build = self.store.add_build(
-            BuildRow(
-                id=build_id,
-                function=spec.name,
-                version=row.version,
-                platform=platform,
-                content_hash="",
-                state="running",
-                cached=False,
-                log_path=str(self._log_path(spec.name, row.version, build_id)),
-                message="",
-                started_at=now,
-            )
-        )
+        build = self._add_build(spec.name, row.version, platform, now)
         self.store.add_event(
             spec.name,
             "deploy",
@@ -165,9 +151,24 @@ class FunctionService:
         self._start_build(row, build)
         return row, build
 
-    def _log_path(self, name: str, version: int, build_id: str) -> Path:
+    def _add_build(self, name: str, version: int, platform: str, started_at: float) -> BuildRow:
+        build_id = uuid.uuid4().hex[:16]
         # The build id keeps logs apart even if a folder of a deleted namesake survived.
-        return self.settings.builds_dir / name / "logs" / f"{version}-{build_id}.log"
+        log_path = self.settings.builds_dir / name / "logs" / f"{version}-{build_id}.log"
+        return self.store.add_build(
+            BuildRow(
+                id=build_id,
+                function=name,
+                version=version,
+                platform=platform,
+                content_hash="",
+                state="running",
+                cached=False,
+                log_path=str(log_path),
+                message="",
+                started_at=started_at,
+            )
+        )
 
     def _write_spec(self, folder: Path, spec: FunctionSpec) -> None:
         for old in ("function.yaml", "function.yml"):
@@ -326,21 +327,7 @@ class FunctionService:
             if builds and builds[0].state == "running":
                 build = builds[0]
             else:
-                build_id = uuid.uuid4().hex[:16]
-                build = self.store.add_build(
-                    BuildRow(
-                        id=build_id,
-                        function=row.name,
-                        version=row.version,
-                        platform=row.platform,
-                        content_hash="",
-                        state="running",
-                        cached=False,
-                        log_path=str(self._log_path(row.name, row.version, build_id)),
-                        message="",
-                        started_at=time.time(),
-                    )
-                )
+                build = self._add_build(row.name, row.version, row.platform, time.time())
             self.store.add_event(
                 row.name,
                 "build",

@@ -14,22 +14,16 @@ was running; a fresh worker takes the next one.
 from __future__ import annotations
 
 import collections
-import contextlib
 import itertools
 import logging
-import multiprocessing
-import multiprocessing.connection
 import operator
 import os
 import random
 import re
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from multiprocessing.process import BaseProcess
 from typing import Any
 
 from ..artifacts import ArtifactStore
@@ -38,6 +32,7 @@ from .context import RunContext
 from .db.base import HOST, RunDB
 from .handlers import load_callable
 from .model import ArtifactRecord, RunBatch, RunRecord, RunState
+from .pool import IterationPool, IterationTask
 from .runner import RunEnv, execute, make_inputs
 from .runobject import RunObject
 from .tracker import RunTracker
@@ -141,38 +136,6 @@ def select_best(children: list[RunRecord], selector: str | None) -> RunRecord | 
             (c.results[key], -c.iteration) if op == "max" else (c.results[key], c.iteration)
         ),
     )
-
-
-@dataclass(frozen=True)
-class IterationTask:
-    handler: str
-    record: RunRecord
-    inputs: dict[str, str]
-    env: RunEnv
-
-
-def run_task(task: IterationTask) -> tuple[RunRecord, list[ArtifactRecord]]:
-    """Entry point of a worker process: reopen DB and store, run one iteration."""
-    if not logging.getLogger().handlers:  # a spawned worker logs like its parent
-        import os
-
-        from ..logs import configure_logging
-
-        fmt = os.environ.get("TICKRUN_LOG_FORMAT")
-        configure_logging(json_logs=None if fmt is None else fmt == "json")
-    db = task.env.open_db()
-    try:
-        return execute(
-            load_callable(task.handler),
-            task.record,
-            db=db,
-            store=task.env.open_store(),
-            inputs=make_inputs(task.inputs, db, task.env.s3),
-            flush_interval_s=task.env.flush_interval_s,
-            heartbeat_interval_s=task.env.heartbeat_interval_s,
-        )
-    finally:
-        db.close()
 
 
 def _loadable(ref: str) -> bool:
@@ -366,132 +329,6 @@ class _Queued:
                 self._write(strict=False)
 
 
-Outcome = tuple[RunRecord, list[ArtifactRecord]] | str  # a result, or why the iteration failed
-
-
-def _worker_main(conn: multiprocessing.connection.Connection) -> None:
-    """A pool worker: runs the iterations it is sent, one at a time, until sent None."""
-    try:
-        while True:
-            try:
-                task = conn.recv()
-            except EOFError:  # the sweep is gone
-                return
-            if task is None:
-                return
-            try:
-                reply: Outcome = run_task(task)
-            except Exception as exc:  # the iteration could not even be set up or recorded
-                reply = exc.message if isinstance(exc, TickrunError) else type(exc).__name__
-                reply = f"iteration failed to run: {reply}"
-            conn.send(reply)
-    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the sweep cleans up
-        return
-
-
-def _death(exitcode: int | None) -> str:
-    if exitcode is not None and exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        hint = " (out of memory?)" if -exitcode == signal.SIGKILL else ""
-        return f"the iteration's worker process was killed by {name}{hint}"
-    return f"the iteration's worker process exited with code {exitcode} mid-run"
-
-
-@dataclass
-class _Worker:
-    proc: BaseProcess
-    conn: multiprocessing.connection.Connection
-    child: RunRecord | None = field(default=None)
-
-
-class _Pool:
-    """Worker processes, each behind its own pipe, so the death of one is seen as exactly the
-    loss of the iteration it held (a ProcessPoolExecutor breaks as a whole and fails every
-    pending iteration with it)."""
-
-    def __init__(self) -> None:
-        # spawn, not fork: the parent holds DB connections and a flusher thread.
-        self._ctx = multiprocessing.get_context("spawn")
-        self.idle: list[_Worker] = []
-        self.busy: list[_Worker] = []
-
-    def _spawn(self) -> _Worker:
-        mine, theirs = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_worker_main, args=(theirs,), name="tickrun-iteration")
-        proc.start()
-        theirs.close()
-        return _Worker(proc, mine)
-
-    def submit(self, task: IterationTask) -> None:
-        while self.idle:
-            worker = self.idle.pop()
-            try:
-                worker.conn.send(task)
-            except OSError:  # it died while idle: never mind, use another
-                self._discard(worker)
-                continue
-            break
-        else:
-            worker = self._spawn()
-            worker.conn.send(task)
-        worker.child = task.record
-        self.busy.append(worker)
-
-    def wait(self) -> list[tuple[RunRecord, Outcome]]:
-        """Block until a busy worker replies or dies; (iteration, outcome) of each that did."""
-        handles: list[Any] = [w.conn for w in self.busy] + [w.proc.sentinel for w in self.busy]
-        multiprocessing.connection.wait(handles)
-        out: list[tuple[RunRecord, Outcome]] = []
-        for worker in list(self.busy):
-            child = worker.child
-            if child is None:  # cannot happen: busy workers hold an iteration
-                continue
-            reply: Outcome | None = None
-            try:
-                if worker.conn.poll():
-                    reply = worker.conn.recv()
-            except (EOFError, OSError):
-                reply = None
-            if reply is not None:
-                self.busy.remove(worker)
-                worker.child = None
-                self.idle.append(worker)
-                out.append((child, reply))
-            elif not worker.proc.is_alive():
-                self.busy.remove(worker)
-                worker.proc.join(timeout=5)
-                out.append((child, _death(worker.proc.exitcode)))
-                self._discard(worker)
-        return out
-
-    def running(self) -> list[RunRecord]:
-        return [w.child for w in self.busy if w.child is not None]
-
-    def close(self, *, grace_s: float = 5.0) -> None:
-        for worker in self.idle:
-            with contextlib.suppress(OSError):
-                worker.conn.send(None)
-        for worker in self.busy:  # only when the sweep itself failed: stop them
-            if worker.proc.is_alive():
-                worker.proc.terminate()
-        deadline = time.monotonic() + grace_s
-        for worker in [*self.idle, *self.busy]:
-            worker.proc.join(timeout=max(0.0, deadline - time.monotonic()))
-            self._discard(worker)
-        self.idle.clear()
-        self.busy.clear()
-
-    @staticmethod
-    def _discard(worker: _Worker) -> None:
-        if worker.proc.is_alive():
-            worker.proc.kill()
-            worker.proc.join(timeout=5)
-        worker.conn.close()
-
-
 def _failed(db: RunDB, child: RunRecord, why: str, state: RunState = RunState.ERROR) -> RunRecord:
     """Record an iteration whose worker gave no result; keeps what it had written so far."""
     try:
@@ -525,7 +362,7 @@ def _run_pool(
     parallel: int,
     finished: Callable[[RunRecord, list[ArtifactRecord]], bool],
 ) -> None:
-    pool = _Pool()
+    pool = IterationPool()
     waiting = collections.deque(children)
     try:
         while waiting or pool.busy:
