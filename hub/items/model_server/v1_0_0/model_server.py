@@ -15,8 +15,9 @@ Why it is fast: rows go straight into a float64 matrix in the model's feature or
 per request), scikit-learn is called on that matrix with its per-call validation relaxed (the
 server checks finiteness itself), XGBoost is called through ``inplace_predict`` on one thread,
 and small requests run on the event loop instead of hopping to a thread pool. Scalers and
-linear models get numpy twins, and one-row requests to them a pure-Python scorer; every twin is
-checked against the model on probe rows when it loads and dropped if it disagrees.
+linear models get numpy twins, and one-row requests to them a pure-Python scorer; one-row
+requests to XGBoost models walk all trees at once in numpy (``tickrun.functions.runs.trees``);
+every twin is checked against the model on probe rows when it loads and dropped if it disagrees.
 """
 
 from __future__ import annotations
@@ -383,6 +384,10 @@ class Predictor:
         if booster is not None:
             booster.set_param({"nthread": 1})  # one row: threads cost more than they give
             self._fast = None
+            if self.n_features is not None and booster is not model:
+                from tickrun.functions.runs.trees import compile_xgboost_row
+
+                self.row_scorer = compile_xgboost_row(model, self.n_features)
         else:
             self._fast = _strip_feature_names(model)
             self._compiled = _verified(self._fast, self.n_features)

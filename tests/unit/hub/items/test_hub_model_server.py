@@ -181,3 +181,19 @@ def test_a_python_scorer_that_disagrees_is_not_used(data, monkeypatch) -> None:
         _call(server, "/", {"inputs": row.to_numpy().tolist()})["outputs"]
         == pipe.predict(row).tolist()
     )
+
+
+def test_one_row_requests_to_xgboost_use_the_checked_tree_walk(data) -> None:
+    x, y = data
+    clf = XGBClassifier(n_estimators=40, max_depth=4).fit(x, y)
+    server = _server(clf)
+    assert server.predictor.row_scorer is not None
+    rows = x.iloc[-200:]
+    expected = clf.predict(rows).tolist()
+    proba = clf.predict_proba(rows)
+    for i, row in enumerate(rows.to_numpy().tolist()):
+        out = _call(server, "/", {"inputs": [row], "proba": True})
+        assert out["outputs"] == [expected[i]]
+        np.testing.assert_allclose(out["probabilities"][0], proba[i], rtol=1e-5, atol=1e-6)
+    status, body = _call(server, "/", {"inputs": [[float("nan")] * x.shape[1]]})
+    assert status == 400 and "finite" in body["error"]
