@@ -139,9 +139,10 @@ class RunTracker:
                 now = time.time()
                 self._rec.heartbeat_at = now
                 self._rec.updated_at = now
-                batch = RunBatch(
-                    runs=[self._rec.model_copy(deep=True)], artifacts=list(self._pending)
-                )
+                # A snapshot the job cannot change while it is written; a JSON round trip
+                # (pydantic's Rust core) is half the cost of model_copy(deep=True).
+                snapshot = RunRecord.model_validate_json(self._rec.model_dump_json())
+                batch = RunBatch(runs=[snapshot], artifacts=list(self._pending))
                 self._pending.clear()
                 self._dirty = False
             try:

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     create_engine,
     event,
     select,
@@ -61,6 +62,23 @@ artifacts_table = Table(
 )
 
 _LIVE = (RunState.CREATED.value, RunState.RUNNING.value)
+
+# Built once: a run is flushed often (every commit() of a job), and building and cache-keying
+# a fresh SQLAlchemy statement per flush cost more than SQLite's own work.
+_RUN_VALUES = ("project", "name", "state", "created_at", "updated_at", "body")
+_SELECT_STATES = select(runs_table.c.uid, runs_table.c.iteration, runs_table.c.state).where(
+    runs_table.c.uid.in_(bindparam("uids", expanding=True))
+)
+_SELECT_BODY = select(runs_table.c.body).where(
+    and_(runs_table.c.uid == bindparam("k_uid"), runs_table.c.iteration == bindparam("k_iter"))
+)
+_UPDATE_RUN = (
+    update(runs_table)
+    .where(
+        and_(runs_table.c.uid == bindparam("k_uid"), runs_table.c.iteration == bindparam("k_iter"))
+    )
+    .values({c: bindparam(f"v_{c}") for c in _RUN_VALUES})
+)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -132,31 +150,30 @@ class SqlRunDB(RunDB):
         latest: dict[tuple[str, int], RunRecord] = {}
         for r in runs:  # the last state of a run in the batch wins
             latest[(r.uid, r.iteration)] = r
-        uids = {uid for uid, _ in latest}
-        existing = {
-            (row.uid, row.iteration): RunRecord.model_validate_json(row.body)
-            for row in conn.execute(
-                select(runs_table.c.uid, runs_table.c.iteration, runs_table.c.body).where(
-                    runs_table.c.uid.in_(uids)
-                )
-            )
+        # Only a terminal state can change what is written (merge_incoming), so read the
+        # state column and parse a stored body just for the rare late write to a finished run.
+        states = {
+            (row.uid, row.iteration): row.state
+            for row in conn.execute(_SELECT_STATES, {"uids": sorted({u for u, _ in latest})})
         }
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         for k, incoming in latest.items():
-            rec = merge_incoming(existing.get(k), incoming)
+            state = states.get(k)
+            rec = incoming
+            if state is not None and RunState(state).terminal and not incoming.state.terminal:
+                body = conn.execute(_SELECT_BODY, {"k_uid": k[0], "k_iter": k[1]}).scalar_one()
+                rec = merge_incoming(RunRecord.model_validate_json(body), incoming)
             row = _run_row(rec)
-            (updates if k in existing else inserts).append(row)
+            if state is None:
+                inserts.append(row)
+            else:
+                params = {f"v_{c}": row[c] for c in _RUN_VALUES}
+                updates.append({"k_uid": row["uid"], "k_iter": row["iteration"], **params})
         if inserts:
             conn.execute(runs_table.insert(), inserts)
-        for row in updates:
-            conn.execute(
-                update(runs_table)
-                .where(
-                    and_(runs_table.c.uid == row["uid"], runs_table.c.iteration == row["iteration"])
-                )
-                .values(**row)
-            )
+        if updates:
+            conn.execute(_UPDATE_RUN, updates)
 
     def _write_artifacts(self, conn: Any, arts: list[ArtifactRecord]) -> None:
         for a in arts:

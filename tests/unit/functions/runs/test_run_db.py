@@ -84,6 +84,17 @@ def test_late_write_cannot_revive_a_terminal_run() -> None:
     assert merge_incoming(old, rec(state=RunState.COMPLETED)).state is RunState.COMPLETED
 
 
+def test_late_write_through_the_db_keeps_the_terminal_state(db: SqlRunDB) -> None:
+    db.apply(RunBatch(runs=[rec("t", state=RunState.RUNNING), rec("live")]))
+    db.apply(RunBatch(runs=[rec("t", state=RunState.ABORTED, error="killed")]))
+    late = [rec("t", state=RunState.RUNNING, results={"x": 2}), rec("live", results={"y": 1})]
+    db.apply(RunBatch(runs=late))
+    t = db.get_run("t")
+    assert (t.state, t.error, t.results) == (RunState.ABORTED, "killed", {"x": 2})
+    assert [r.uid for r in db.list_runs(state="aborted")] == ["t"], "state column agrees"
+    assert db.get_run("live").results == {"y": 1}
+
+
 def test_dead_pid_marked_aborted_on_read(db: SqlRunDB) -> None:
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     db.apply(
