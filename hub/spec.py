@@ -175,6 +175,9 @@ def parse_item(data: Any, *, source: str = "item.yaml") -> ItemSpec:
         raise SpecError(f"{source}: {first['field']}: {first['message']}", detail=fields) from exc
 
 
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_item(folder: str | Path) -> ItemSpec:
     path = Path(folder) / ITEM_FILE
     try:
@@ -182,7 +185,8 @@ def load_item(folder: str | Path) -> ItemSpec:
     except OSError as exc:
         raise SpecError(f"cannot read {path}: {exc.strerror}") from exc
     try:
-        data = yaml.safe_load(text)
+        # libyaml when present: resolving hub:// parses every item spec of the catalogue.
+        data = yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader either way
     except yaml.YAMLError as exc:
         raise SpecError(f"{path} is not valid YAML: {exc}") from exc
     return parse_item(data, source=str(path))

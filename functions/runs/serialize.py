@@ -76,13 +76,62 @@ def frame_preview(df: Any, rows: int = PREVIEW_ROWS) -> list[dict[str, Any]]:
     return out
 
 
+_NUMERIC_STATS = ("count", "mean", "std", "min", "25%", "50%", "75%", "max")
+
+
+def _numeric_stats(df: Any, columns: list[Any]) -> dict[Any, dict[str, Any]]:
+    """pandas ``describe`` for int/float columns, computed for all of them at once in numpy
+    (describe's per-column overhead made logging a test set cost more than the fit)."""
+    import warnings
+
+    import numpy as np
+
+    arr = df[columns].to_numpy(dtype=np.float64)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN or 1-value columns
+        count = (~np.isnan(arr)).sum(axis=0).astype(np.float64)
+        q25, q50, q75 = np.nanpercentile(arr, [25, 50, 75], axis=0)
+        rows = (
+            count,
+            np.nanmean(arr, axis=0),
+            np.nanstd(arr, axis=0, ddof=1),
+            np.nanmin(arr, axis=0),
+            q25,
+            q50,
+            q75,
+            np.nanmax(arr, axis=0),
+        )
+    table = np.vstack(rows).T.tolist()
+    return {
+        col: {k: v for k, v in zip(_NUMERIC_STATS, values, strict=True) if not math.isnan(v)}
+        for col, values in zip(columns, table, strict=True)
+    }
+
+
+def _dup_index(df: Any) -> list[tuple[Any, int]]:
+    """Each column label with how many times it occurred before."""
+    seen: dict[Any, int] = {}
+    out = []
+    for c in df.columns:
+        out.append((c, seen.get(c, 0)))
+        seen[c] = seen.get(c, 0) + 1
+    return out
+
+
 def frame_stats(df: Any) -> dict[str, Any]:
     """Shape, schema and per-column statistics (pandas ``describe``), JSON-safe."""
     stats: dict[str, Any] = {}
     if len(df.columns) and len(df):
-        desc = df.describe(include="all")
-        for col in desc.columns:
-            stats[str(col)] = {str(k): jsonable(v) for k, v in desc[col].dropna().items()}
+        if not df.columns.is_unique:  # label lookups would return frames: number them
+            df = df.set_axis([f"{c}.{i}" if i else str(c) for c, i in _dup_index(df)], axis=1)
+        numeric = [c for c, t in df.dtypes.items() if t.kind in "iuf"]
+        found = _numeric_stats(df, numeric) if numeric else {}
+        others = [c for c in df.columns if c not in found]
+        if others:
+            desc = df[others].describe(include="all")
+            for col in desc.columns:
+                found[col] = {str(k): jsonable(v) for k, v in desc[col].dropna().items()}
+        stats = {str(c): found[c] for c in df.columns if c in found}
     return {
         "rows": len(df),
         "columns": len(df.columns),
