@@ -81,6 +81,8 @@ def _chunk(item: Any) -> bytes:
 
 def to_result(output: Any) -> Result:
     """Map a handler's return value to a :class:`Result`."""
+    if output is None:  # the commonest answer of a stream handler: skip the type checks
+        return Result()
     if isinstance(output, str):
         return Result(body=output.encode(), value=output)
     if isinstance(output, dict | list):

@@ -23,7 +23,7 @@ import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
-from tests.support.processes import ServedFunction
+from tests.support.processes import ServedFunction, live_logs
 
 HANDLER = """
 import json, os, threading, time
@@ -132,7 +132,9 @@ def wait_for(cond: Callable[[], bool], timeout_s: float, what: str, step_s: floa
     deadline = time.monotonic() + timeout_s
     while not cond():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+            raise AssertionError(
+                f"timed out after {timeout_s:.0f}s waiting for {what}\n{live_logs()}"
+            )
         time.sleep(step_s)
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# Replicas started and not yet terminated: a test that times out shows what they logged.
+LIVE: weakref.WeakSet[ServedFunction] = weakref.WeakSet()
+
+
+def live_logs(lines: int | None = None) -> str:
+    """The last ``lines`` of stderr of every live replica, for a timeout's message."""
+    if lines is None:
+        lines = int(os.environ.get("TICKRUN_TEST_LOG_TAIL", "25"))
+    parts = []
+    for fn in list(LIVE):
+        parts.append(f"--- {fn.path.name} (pid {fn.proc.pid if fn.proc else '-'}) stderr tail:")
+        parts.extend(line.rstrip("\n") for line in fn.stderr[-lines:])
+    return "\n".join(parts)
 
 
 class ServedFunction:
@@ -55,6 +71,7 @@ class ServedFunction:
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env
         )
+        LIVE.add(self)
         for stream, sink, watch in (
             (self.proc.stdout, self.stdout, True),
             (self.proc.stderr, self.stderr, False),
@@ -78,6 +95,7 @@ class ServedFunction:
         return self
 
     def terminate(self, timeout_s: float = 30.0) -> int:
+        LIVE.discard(self)
         if self.proc is None:
             return 0
         if self.proc.poll() is None:

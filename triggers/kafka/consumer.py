@@ -29,6 +29,8 @@ POLL_TIMEOUT_MS = 100
 # While handlers complete events, poll often enough that a size-triggered commit is not held
 # back by a poll waiting on paused partitions (it bounds redelivery after a crash).
 BUSY_POLL_TIMEOUT_MS = 10
+# While the group is (re)joining; see _joining().
+JOIN_POLL_TIMEOUT_MS = 500
 RECONNECT_BACKOFF_S = (1.0, 30.0)
 FLUSH_TIMEOUT_S = 30.0
 LAG_INTERVAL_S = 1.0
@@ -66,6 +68,34 @@ def _unpark_resumed(consumer: Any) -> None:
     slot = getattr(fetcher, "_next_partition_records", None)
     if slot is not None and not slot:
         fetcher._next_partition_records = None  # type: ignore[union-attr]
+
+
+def _joining(consumer: Any) -> bool:
+    """True while this member has to (re)join its group; polls are long meanwhile.
+
+    Works around two kafka-python 3.0 races around a rejoin, both seen in CI:
+
+    - A rejoin caused by new topic metadata is only remembered by comparing snapshots, and the
+      group leader updates its snapshot while it computes the assignment. A poll that timed
+      out just before the join finished then finds nothing to rejoin, never applies the
+      assignment, and the member keeps polling with no partitions, forever. Asking for the
+      rejoin explicitly keeps it wanted until the assignment is applied.
+    - A join that finishes between two polls is thrown away and a new JoinGroup is sent; long
+      polls during a join make that rare.
+
+    Reads the coordinator's private state; False when the attributes are absent (other
+    versions).
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is None or not hasattr(coordinator, "rejoin_needed"):
+        return False
+    if not coordinator.rejoin_needed and coordinator.need_rejoin():
+        coordinator.request_rejoin()
+    return bool(
+        coordinator.rejoin_needed
+        or getattr(coordinator, "rejoining", False)
+        or getattr(coordinator, "_join_task", None) is not None
+    )
 
 
 class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
@@ -206,8 +236,13 @@ class ConsumerThread(threading.Thread):
         last_commit = last_lag = time.monotonic()
         consumed = self._consumed
         while not self._stop_event.is_set():
-            busy = self._book.uncommitted > 0
-            batch = consumer.poll(timeout_ms=BUSY_POLL_TIMEOUT_MS if busy else POLL_TIMEOUT_MS)
+            if _joining(consumer):
+                timeout_ms = JOIN_POLL_TIMEOUT_MS
+            elif self._book.uncommitted > 0:
+                timeout_ms = BUSY_POLL_TIMEOUT_MS
+            else:
+                timeout_ms = POLL_TIMEOUT_MS
+            batch = consumer.poll(timeout_ms=timeout_ms)
             _unpark_resumed(consumer)
             if batch:
                 for tp, records in batch.items():
@@ -259,12 +294,18 @@ class ConsumerThread(threading.Thread):
             high = consumer.highwater(tp)
             if high is None:
                 continue
-            base = self._book.position(tp)
+            # The first offset not handled yet: what the trigger still owes this partition.
+            base = self._book.restart_point(tp)
             if base is None:
                 try:
-                    base = consumer.position(tp)
+                    # Never block here: position() waits for committed offsets without a
+                    # timeout, and during a rebalance those wait for the rejoin that only
+                    # this thread's next poll() completes (a deadlock, seen in CI).
+                    base = consumer.position(tp, timeout_ms=0)
                 except Exception as exc:  # unknown until the first fetch; try next round
                     logger.debug("no position for %s yet: %r", tp, exc)
+                    continue
+                if base is None:
                     continue
             metrics.LAG.labels(
                 self.config.function, self.config.name, tp.topic, str(tp.partition)

@@ -33,6 +33,7 @@ DLQ_PREFIX = "x-tickrun-"
 
 _JSON_START = frozenset(b"{[")
 _BLANK = b" \t\r\n"
+_BLANK_BYTES = frozenset(_BLANK)
 
 
 def _header_value(raw: bytes | None) -> str | bytes:
@@ -61,8 +62,11 @@ def decode_value(value: bytes | None, content_type: str | None) -> tuple[Any, st
             except ValueError:
                 return value, content_type
         return value, content_type
-    first = value.lstrip(_BLANK)[:1]
-    if first and first[0] in _JSON_START:
+    first = value[0]
+    if first in _BLANK_BYTES:
+        stripped = value.lstrip(_BLANK)
+        first = stripped[0] if stripped else 0
+    if first in _JSON_START:
         try:
             return json.loads(value), JSON
         except ValueError:
@@ -93,21 +97,35 @@ def to_event(record: Any, trigger_name: str, trigger: TriggerInfo | None = None)
     """
     headers = decode_headers(record.headers) if record.headers else {}
     ctype = headers.get("content-type")
-    body, content_type = decode_value(record.value, ctype if isinstance(ctype, str) else None)
-    event = Event(
-        body=body,
-        content_type=content_type,
-        trigger=trigger or TriggerInfo(KIND, trigger_name),
-        headers=headers,
-        _id=event_id(record.topic, record.partition, record.offset),
-        path=record.topic,
-        size=len(record.value) if record.value else 0,
-        timestamp=timestamp_utc(record.timestamp),
-        shard_id=record.partition,
-        offset=record.offset,
-        topic=record.topic,
-    )
-    event.key = record.key
+    value = record.value
+    body, content_type = decode_value(value, ctype if isinstance(ctype, str) else None)
+    topic, partition, offset = record.topic, record.partition, record.offset
+    # Every attribute Event.__init__ sets, filled in one dict: this runs once per record, and
+    # the keyword call with its `or` defaults costs as much as the rest of the mapping.
+    # tests/unit/triggers/kafka/test_kafka_event.py keeps the names in step with nuclio-sdk.
+    event = Event.__new__(Event)
+    event.__dict__ = {
+        "body": body,
+        "content_type": content_type,
+        "trigger": trigger or TriggerInfo(KIND, trigger_name),
+        "fields": {},
+        "headers": headers,
+        "id": f"{topic}/{partition}/{offset}",
+        "method": None,
+        "path": topic,
+        "size": len(value) if value else 0,
+        "timestamp": timestamp_utc(record.timestamp),
+        "url": None,
+        "shard_id": partition,
+        "num_shards": None,
+        "type": None,
+        "type_version": None,
+        "version": None,
+        "last_in_batch": False,
+        "offset": offset,
+        "topic": topic,
+        "key": record.key,
+    }
     return event
 
 

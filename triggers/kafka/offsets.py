@@ -43,22 +43,28 @@ class OffsetBook:
             part.pending.extend(offsets)
 
     def complete(self, tp: Hashable, offset: int) -> None:
+        self.complete_many(tp, (offset,))
+
+    def complete_many(self, tp: Hashable, offsets: Iterable[int]) -> None:
+        """:meth:`complete` for several offsets of one partition, under one lock."""
         with self._lock:
             part = self._parts.get(tp)
-            if part is None:  # the partition was revoked meanwhile; its owner redoes it
+            if part is None:
                 return
-            self._uncommitted += 1
-            pending = part.pending
-            if pending and pending[0] == offset:
-                pending.popleft()
-                last = offset
-                done = part.done
-                while pending and pending[0] in done:
-                    last = pending.popleft()
-                    done.discard(last)
+            pending, done = part.pending, part.done
+            last = None
+            for offset in offsets:
+                self._uncommitted += 1
+                if pending and pending[0] == offset:
+                    pending.popleft()
+                    last = offset
+                    while pending and pending[0] in done:
+                        last = pending.popleft()
+                        done.discard(last)
+                else:
+                    done.add(offset)
+            if last is not None:
                 part.position = last + 1
-            else:
-                part.done.add(offset)
 
     def outstanding(self, tp: Hashable) -> int:
         """Fetched offsets of ``tp`` not yet completed (what the trigger still has to do)."""

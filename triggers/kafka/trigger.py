@@ -258,29 +258,47 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
             queue.extendleft(reversed(records))  # nothing ran: backpressure, try again
             return not part.closed
         results = outcome.results
+        output_topic = self.config.output_topic
+        done: list[int] = []  # settled offsets not yet in the book (one lock per batch)
         for i, record in enumerate(records):
             failure: BaseException | None = None
             if i < len(results):
-                try:
-                    if results[i].status >= 500:
-                        raise _FailedStatus(results[i].status)
-                    self._publish(record, results[i])
-                except (_FailedStatus, TriggerError) as exc:
-                    failure = exc
+                result = results[i]
+                if result.status >= 500:
+                    failure = _FailedStatus(result.status)
+                elif output_topic is not None and result.value is not None:
+                    try:
+                        self._publish(record, result)
+                    except TriggerError as exc:
+                        failure = exc
             elif i == len(results) and outcome.error is not None:
                 failure = outcome.error
             else:
                 # Not run (a failure before it, or revoke/stop): back to the queue, in order.
                 queue.extendleft(reversed(records[i:]))
+                self._settled(part, done)
                 return not part.closed
             if failure is None:
-                self._processed[record.topic].inc()
-            elif not await self._handle(part, record, first_failure=failure):
+                done.append(record.offset)
+                continue
+            # Earlier records are done: commit them while this one retries.
+            self._settled(part, done)
+            done = []
+            if not await self._handle(part, record, first_failure=failure):
                 return False
-            # A revoked partition's late completion must not leak into its next owner's book.
-            if self._parts.get(part.tp) is part or self._stopping:
-                self._book.complete(part.tp, record.offset)
+            self._settled(part, [record.offset], processed=False)
+        self._settled(part, done)
         return True
+
+    def _settled(self, part: _Partition, offsets: list[int], processed: bool = True) -> None:
+        """Record handled offsets of ``part`` (``processed``: count them as processed too)."""
+        if not offsets:
+            return
+        if processed:
+            self._processed[part.tp.topic].inc(len(offsets))
+        # A revoked partition's late completion must not leak into its next owner's book.
+        if self._parts.get(part.tp) is part or self._stopping:
+            self._book.complete_many(part.tp, offsets)
 
     def _publish(self, record: Any, result: Any) -> None:
         """Produce a handler's result to the output topic; TriggerError if it cannot be queued."""

@@ -33,6 +33,8 @@ KLINE = b'{"open_time": 1704067200000, "close": "42298.61"}'
     [
         (KLINE, None, {"open_time": 1704067200000, "close": "42298.61"}, "application/json"),
         (b"  [1, 2]", None, [1, 2], "application/json"),
+        (b"\n\t {}", None, {}, "application/json"),
+        (b"   ", None, b"   ", "application/octet-stream"),
         (b"42", None, b"42", "application/octet-stream"),  # scalars stay bytes
         (b'"x"', None, b'"x"', "application/octet-stream"),
         (b"{not json", None, b"{not json", "application/octet-stream"),
@@ -74,6 +76,20 @@ def test_event_fields() -> None:
     assert event.timestamp == dt.datetime(2024, 1, 1, 0, 0, 0, 123000, tzinfo=dt.UTC)
     assert (event.trigger.kind, event.trigger.name) == ("kafka-cluster", "ticks")
     assert event.size == len(KLINE)
+
+
+def test_events_have_exactly_nuclio_sdks_attributes_plus_key() -> None:
+    # to_event fills Event's __dict__ directly (it is hot): a new nuclio-sdk attribute must
+    # show up here rather than be missing on Kafka events.
+    from nuclio_sdk import Event
+
+    event = to_event(Record("t", 0, 5, 0, None, b"{}", []), "ticks")
+    assert set(vars(event)) == set(vars(Event())) | {"key"}
+    assert event.to_json()  # nuclio-sdk's own methods work on it
+    assert (
+        event.fields == {}
+        and event.fields is not to_event(Record("t", 0, 6, 0, None, b"", []), "x").fields
+    )
 
 
 def test_content_type_header_controls_decoding() -> None:
