@@ -26,11 +26,15 @@ from .publish import Publisher
 logger = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 100
-# While handlers complete events, poll often enough that a size-triggered commit is not held
-# back by a poll waiting on paused partitions (it bounds redelivery after a crash).
+# Once half a commit batch is done, poll often enough that the size-triggered commit is not
+# held back by a poll waiting on paused partitions (it bounds redelivery after a crash). Not
+# sooner: each poll costs kafka-python's threads GIL time that slow handlers need (a 10 ms
+# poll whenever anything was uncommitted made a pandas handler 2x slower).
 BUSY_POLL_TIMEOUT_MS = 10
 # While the group is (re)joining; see _joining().
 JOIN_POLL_TIMEOUT_MS = 500
+# Poll at least this often even when every partition is paused (metadata, group state).
+MAX_POLL_GAP_S = 1.0
 RECONNECT_BACKOFF_S = (1.0, 30.0)
 FLUSH_TIMEOUT_S = 30.0
 LAG_INTERVAL_S = 1.0
@@ -132,6 +136,7 @@ class ConsumerThread(threading.Thread):
         self._callbacks = callbacks
         self._publisher = publisher
         self._stop_event = threading.Event()
+        self._wake = threading.Event()
         self._consumer: Any = None
         self._restart: dict[Any, int] = {}  # revoked partition → first offset not completed
         self._closing = False
@@ -230,26 +235,40 @@ class ConsumerThread(threading.Thread):
             },
         )
 
+    def wake(self) -> None:
+        """Handlers drained a backlog or finished a commit batch: look again now (any thread)."""
+        self._wake.set()
+
     def _poll_loop(self) -> None:
         consumer = self._consumer
         cfg = self.config
-        last_commit = last_lag = time.monotonic()
+        last_commit = last_lag = last_poll = time.monotonic()
         consumed = self._consumed
+        saturated = paused_any = False
         while not self._stop_event.is_set():
-            if _joining(consumer):
-                timeout_ms = JOIN_POLL_TIMEOUT_MS
-            elif self._book.uncommitted > 0:
-                timeout_ms = BUSY_POLL_TIMEOUT_MS
+            joining = _joining(consumer)
+            if saturated and not joining and time.monotonic() - last_poll < MAX_POLL_GAP_S:
+                # Every partition's backlog is full, so a poll could fetch nothing; it would
+                # only cost kafka-python's threads GIL time the handlers need. Wait for them
+                # to drain a backlog or complete a commit batch (wake()) instead.
+                self._wake.wait(POLL_TIMEOUT_MS / 1000)
+                self._wake.clear()
             else:
-                timeout_ms = POLL_TIMEOUT_MS
-            batch = consumer.poll(timeout_ms=timeout_ms)
-            _unpark_resumed(consumer)
-            if batch:
-                for tp, records in batch.items():
-                    self._book.add(tp, [r.offset for r in records])
-                    consumed[tp.topic].inc(len(records))
-                self._callbacks.on_records(batch)
-            self._flow_control()
+                if joining:
+                    timeout_ms = JOIN_POLL_TIMEOUT_MS
+                elif paused_any or self._book.uncommitted * 2 >= cfg.commit_batch_size:
+                    timeout_ms = BUSY_POLL_TIMEOUT_MS
+                else:
+                    timeout_ms = POLL_TIMEOUT_MS
+                batch = consumer.poll(timeout_ms=timeout_ms)
+                last_poll = time.monotonic()
+                _unpark_resumed(consumer)
+                if batch:
+                    for tp, records in batch.items():
+                        self._book.add(tp, [r.offset for r in records])
+                        consumed[tp.topic].inc(len(records))
+                    self._callbacks.on_records(batch)
+            saturated, paused_any = self._flow_control()
             now = time.monotonic()
             if (
                 self._book.uncommitted >= cfg.commit_batch_size
@@ -311,8 +330,10 @@ class ConsumerThread(threading.Thread):
                 self.config.function, self.config.name, tp.topic, str(tp.partition)
             ).set(max(high - base, 0))
 
-    def _flow_control(self) -> None:
+    def _flow_control(self) -> tuple[bool, bool]:
         """Pause partitions with a full backlog, resume them once it has drained.
+
+        Returns (every assigned partition is paused, some partition is paused).
 
         The consumer's own pause flags are the truth: rebalance callbacks (on kafka-python's
         IO thread) may change the assignment between two calls, and a partition that stays
@@ -321,13 +342,19 @@ class ConsumerThread(threading.Thread):
         cfg = self.config
         consumer = self._consumer
         paused = consumer.paused()
-        for tp in consumer.assignment():
+        assigned = consumer.assignment()
+        n_paused = 0
+        for tp in assigned:
             backlog = self._book.outstanding(tp)
             if tp in paused:
                 if backlog < cfg.resume_below:
                     consumer.resume(tp)
+                else:
+                    n_paused += 1
             elif backlog > cfg.pause_above:
                 consumer.pause(tp)
+                n_paused += 1
+        return bool(assigned) and n_paused == len(assigned), n_paused > 0
 
     # --- rebalance (called inside poll, on this thread) ---------------------------------------
 

@@ -45,12 +45,13 @@ class OffsetBook:
     def complete(self, tp: Hashable, offset: int) -> None:
         self.complete_many(tp, (offset,))
 
-    def complete_many(self, tp: Hashable, offsets: Iterable[int]) -> None:
-        """:meth:`complete` for several offsets of one partition, under one lock."""
+    def complete_many(self, tp: Hashable, offsets: Iterable[int]) -> int:
+        """:meth:`complete` for several offsets of one partition, under one lock; returns
+        how many fetched offsets of ``tp`` are still outstanding."""
         with self._lock:
             part = self._parts.get(tp)
             if part is None:
-                return
+                return 0
             pending, done = part.pending, part.done
             last = None
             for offset in offsets:
@@ -65,6 +66,7 @@ class OffsetBook:
                     done.add(offset)
             if last is not None:
                 part.position = last + 1
+            return len(pending) - len(done)
 
     def outstanding(self, tp: Hashable) -> int:
         """Fetched offsets of ``tp`` not yet completed (what the trigger still has to do)."""

@@ -213,7 +213,6 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
     async def _run(self, part: _Partition) -> None:
         queue = part.queue
         book = self._book
-        tp = part.tp
         dispatcher = self._dispatcher
         batches = dispatcher is not None and dispatcher.batches
         limit = 2 * self.config.commit_batch_size
@@ -234,9 +233,7 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
             record = queue.popleft()
             if not await self._handle(part, record):
                 return
-            # A revoked partition's late completion must not leak into its next owner's book.
-            if self._parts.get(tp) is part or self._stopping:
-                book.complete(tp, record.offset)
+            self._settled(part, [record.offset], processed=False)
 
     async def _run_batch(self, part: _Partition) -> bool:
         """Sync handlers: queued records in one thread hop; a failed one goes the slow way.
@@ -298,7 +295,13 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
             self._processed[part.tp.topic].inc(len(offsets))
         # A revoked partition's late completion must not leak into its next owner's book.
         if self._parts.get(part.tp) is part or self._stopping:
-            self._book.complete_many(part.tp, offsets)
+            left = self._book.complete_many(part.tp, offsets)
+            thread = self._thread
+            if thread is not None and (
+                left < self.config.resume_below
+                or self._book.uncommitted >= self.config.commit_batch_size
+            ):
+                thread.wake()
 
     def _publish(self, record: Any, result: Any) -> None:
         """Produce a handler's result to the output topic; TriggerError if it cannot be queued."""
