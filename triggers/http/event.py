@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 from nuclio_sdk import Event, TriggerInfo
+from tickrun.functions import jsonbody
 from tickrun.functions.errors import BodyTooLargeError
 from tickrun.functions.results import Result
 
@@ -56,7 +57,7 @@ def decode_body(body: bytes, content_type: str) -> Any:
     """JSON bodies are decoded as nuclio-sdk does; undecodable ones stay bytes."""
     if content_type == "application/json" and body:
         try:
-            return json.loads(body)
+            return jsonbody.loads(body)
         except ValueError:
             return body
     return body

@@ -17,11 +17,11 @@ payloads):
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from nuclio_sdk import Event, TriggerInfo
+from tickrun.functions import jsonbody
 
 KIND = "kafka-cluster"
 JSON = "application/json"
@@ -58,7 +58,7 @@ def decode_value(value: bytes | None, content_type: str | None) -> tuple[Any, st
         base = content_type.split(";", 1)[0].strip().lower()
         if base == JSON or base.endswith("+json"):
             try:
-                return json.loads(value), content_type
+                return jsonbody.loads(value), content_type
             except ValueError:
                 return value, content_type
         return value, content_type
@@ -68,7 +68,7 @@ def decode_value(value: bytes | None, content_type: str | None) -> tuple[Any, st
         first = stripped[0] if stripped else 0
     if first in _JSON_START:
         try:
-            return json.loads(value), JSON
+            return jsonbody.loads(value), JSON
         except ValueError:
             return value, OCTETS
     return value, OCTETS
