@@ -32,7 +32,9 @@ RUNTIME_DISTRIBUTIONS = (
     "PyYAML",
     "nuclio-sdk",
     "prometheus-client",
+    "orjson",
     "kafka-python",
+    "crc32c",
     "croniter",
 )
 
