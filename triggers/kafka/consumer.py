@@ -212,6 +212,11 @@ class ConsumerThread(threading.Thread):
         cfg = self.config
         consumer = KafkaConsumer(**cfg.client_kwargs("consumer"))
         self._consumer = consumer
+        # Subscribe before fetching metadata: the fetch then also gives kafka-python's group
+        # coordinator the subscribed topics' partitions before the first join. Without it the
+        # member joins knowing none, and rebalances again as soon as the metadata arrives
+        # (records fetched in between are fetched twice).
+        consumer.subscribe(topics=list(cfg.topics), listener=_Listener(self))
         available = consumer.topics()
         missing = [t for t in cfg.topics if t not in available]
         if missing:
@@ -223,7 +228,6 @@ class ConsumerThread(threading.Thread):
                 # Fetch the output topic's metadata now so the first send() does not block
                 # the event loop on it (and a missing topic is reported at start).
                 producer.partitions_for(cfg.output_topic)
-        consumer.subscribe(topics=list(cfg.topics), listener=_Listener(self))
         logger.info(
             "kafka trigger %s subscribed",
             cfg.name,
