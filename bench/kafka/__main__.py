@@ -104,7 +104,8 @@ def raw_loop(bootstrap: str, topic: str, n: int, fn: Callable[[Any], Any]) -> Re
         fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         max_poll_records=MAX_POLL_RECORDS,
     )
-    seen = start = 0
+    seen = 0
+    warm = max(int(n * WARMUP), 1)  # the clock starts after this many records
     t0: float | None = None
     last_commit = time.monotonic()
     done: dict[Any, int] = {}
@@ -115,14 +116,14 @@ def raw_loop(bootstrap: str, topic: str, n: int, fn: Callable[[Any], Any]) -> Re
                 for record in records:
                     fn(json.loads(record.value))
                     done[tp] = record.offset + 1
-                seen += len(records)
-            if t0 is None and seen >= n * WARMUP:
-                t0, start = time.perf_counter(), seen
+                    seen += 1
+                    if seen == warm:
+                        t0 = time.perf_counter()
             if done and (time.monotonic() - last_commit >= COMMIT_INTERVAL_S or seen >= n):
                 consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in done.items()})
                 last_commit = time.monotonic()
         assert t0 is not None
-        return Result("raw", seen - start, time.perf_counter() - t0)
+        return Result("raw", seen - warm, time.perf_counter() - t0)
     finally:
         consumer.close()
 
