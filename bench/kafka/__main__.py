@@ -8,9 +8,10 @@ consumer group:
 
 - ``raw``: one KafkaConsumer, ``poll()`` loop, JSON-decode and call the handler per record,
   commit after handling (same at-least-once contract, same fetch settings as the trigger);
-- ``tickrun``: a real ``tickrun serve`` replica (1 worker process) with the Kafka trigger and
-  the same handler; the clock runs from the first to the N-th processed event, read from its
-  ``/metrics`` every 100 ms (interpolated at the end).
+- ``tickrun``: a real ``tickrun serve`` replica (1 worker process; 2 in the ``x2 proc`` rounds,
+  each a consumer-group member) with the Kafka trigger and the same handler; the clock runs
+  to the N-th processed event, read from its ``/metrics`` every 100 ms (interpolated at the
+  end).
 
 Rounds alternate raw / tickrun; the best round of each is reported (the box is shared). Both
 sides start their clock after the first 10% of the events (start-up, group join).
@@ -334,11 +335,11 @@ def main(argv: list[str] | None = None) -> int:
         for label, r in best.items():
             base = raw_work if "dataframe" in label else raw
             ratio = "" if label.startswith("raw") else f"  {r.rate / base:5.2f}x raw"
-            print(f"  {label:<32} {r.rate:>9,.0f}{ratio}")
+            print(f"  {label:<40} {r.rate:>9,.0f}{ratio}")
         plot(
             best,
             args.plot,
-            f"Kafka → handler, {p} partitions, 1 worker process "
+            f"Kafka → handler, {p} partitions, 1 worker process unless 'xN proc' "
             "(raw kafka-python loop in grey; same broker, same run)",
         )
         json_path = args.plot.with_suffix(".json")
