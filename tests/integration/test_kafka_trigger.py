@@ -259,6 +259,11 @@ def test_several_topics_one_group_with_counted_metrics(
             "lag 0",
         )
         text = metrics_text(fn)
+        # One member, topics created before it started: one assignment, never a rebalance
+        # (kafka-python used to join before knowing the partitions, then rebalance again).
+        messages = [r.get("message") for r in fn.log_records()]
+        assert messages.count("kafka partitions assigned") == 1
+        assert "kafka partitions revoked" not in messages
     finally:
         assert fn.terminate() == 0
     by_topic: dict[str, set[tuple[int, int]]] = defaultdict(set)
