@@ -28,8 +28,10 @@ from tickrun.controller.platforms.base import (
     ReplicaRef,
 )
 from tickrun.controller.settings import Settings
-from tickrun.controller.store import FunctionRow, ReplicaRow, Store
+from tickrun.controller.store import Store
 from tickrun.functions.spec import FunctionSpec
+
+from tests.support.controller_rows import function_row, replica_row
 
 AUTH = {"Authorization": "Bearer sekret"}
 Client = TestClient[web.Request, web.Application]
@@ -189,30 +191,8 @@ async def test_a_delete_interrupted_by_a_controller_crash_is_finished_on_start(
     # The state a kill -9 in the middle of a delete leaves behind.
     store = Store(settings.database_url)
     store.open()
-    store.save_function(
-        FunctionRow(
-            name="halfgone",
-            spec={"metadata": {"name": "halfgone"}},
-            platform="process",
-            version=2,
-            state="deleting",
-            message="",
-            code_hash="c",
-        )
-    )
-    store.save_replica(
-        ReplicaRow(
-            id="r1",
-            function="halfgone",
-            revision="v",
-            platform="process",
-            port=20000,
-            state="ready",
-            restarts=0,
-            restart_at=0.0,
-            pid=os.getpid(),
-        )
-    )
+    store.save_function(function_row("halfgone", version=2, state="deleting"))
+    store.save_replica(replica_row("r1", "halfgone", pid=os.getpid()))
     store.close()
     (settings.code_dir / "halfgone" / "c").mkdir(parents=True)
     app = create_app(settings)

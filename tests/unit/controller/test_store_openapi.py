@@ -8,8 +8,10 @@ from openapi_spec_validator import validate
 from tickrun.controller.app import create_app
 from tickrun.controller.openapi import document
 from tickrun.controller.settings import Settings
-from tickrun.controller.store import FunctionRow, ReplicaRow, Store
+from tickrun.controller.store import Store
 from tickrun.functions.errors import NotFoundError, StoreError
+
+from tests.support.controller_rows import function_row, replica_row
 
 
 def test_store_migrates_in_wal_mode_and_survives_reopen(tmp_path: Path) -> None:
@@ -17,29 +19,8 @@ def test_store_migrates_in_wal_mode_and_survives_reopen(tmp_path: Path) -> None:
     store = Store(url)
     store.open()
     cid = store.controller_id()
-    store.save_function(
-        FunctionRow(
-            name="f",
-            spec={"metadata": {"name": "f"}},
-            platform="process",
-            version=1,
-            state="ready",
-            message="",
-            code_hash="c",
-        )
-    )
-    store.save_replica(
-        ReplicaRow(
-            id="r1",
-            function="f",
-            revision="v",
-            platform="process",
-            port=20000,
-            state="ready",
-            restarts=0,
-            restart_at=0.0,
-        )
-    )
+    store.save_function(function_row("f"))
+    store.save_replica(replica_row("r1", "f"))
     store.add_event("f", "deploy", "v1")
     store.close()
 

@@ -47,6 +47,26 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> str:
     return "backtest_recorder.Recorder"
 
 
+@pytest.fixture
+def walk_forward(hourly_bars, fake_context, frame_item, recorder) -> Any:
+    """Run a backtest version's walk-forward mode over ``feats`` with the Recorder model."""
+
+    def run(module: Any, feats: pd.DataFrame, splits: int, **kwargs: Any) -> None:
+        Recorder.fits.clear()
+        Recorder.scored.clear()
+        module.backtest(
+            fake_context,
+            dataset=frame_item(feats),
+            prices=frame_item(hourly_bars),
+            walk_forward_splits=splits,
+            model_class=recorder,
+            scale=False,
+            **kwargs,
+        )
+
+    return run
+
+
 def features(hourly_bars: pd.DataFrame, n: int = 1500) -> pd.DataFrame:
     feats = mf.compute_features(hourly_bars.iloc[-n:], windows="6,24", horizon=HORIZON)
     return feats.assign(bar=np.arange(len(feats)))  # a feature that names the row
@@ -68,9 +88,7 @@ def leaks(feats: pd.DataFrame, prices: pd.DataFrame) -> list[str]:
     return out
 
 
-def test_walk_forward_purges_the_label_horizon(
-    hourly_bars, fake_context, frame_item, recorder
-) -> None:
+def test_walk_forward_purges_the_label_horizon(hourly_bars, fake_context, walk_forward) -> None:
     feats = features(hourly_bars)
     # the target really looks HORIZON bars ahead
     close = hourly_bars.set_index(pd.to_datetime(hourly_bars["timestamp"], utc=True))["close"]
@@ -79,14 +97,7 @@ def test_walk_forward_purges_the_label_horizon(
     assert feats["future_return"].iloc[0] == pytest.approx(
         close.iloc[i0 + HORIZON] / close.iloc[i0] - 1
     )
-    bt.backtest(
-        fake_context,
-        dataset=frame_item(feats),
-        prices=frame_item(hourly_bars),
-        walk_forward_splits=4,
-        model_class=recorder,
-        scale=False,
-    )
+    walk_forward(bt, feats, 4)
     assert fake_context.results["wf_purge_bars"] == HORIZON  # inferred from future_return
     assert len(Recorder.fits) == 4
     assert leaks(feats, hourly_bars) == []
@@ -98,46 +109,22 @@ def test_walk_forward_purges_the_label_horizon(
 
 
 def test_without_the_purge_training_labels_look_into_the_test_fold(
-    hourly_bars, fake_context, frame_item, recorder
+    hourly_bars, walk_forward
 ) -> None:
     feats = features(hourly_bars)
-    bt_1_0.backtest(
-        fake_context,
-        dataset=frame_item(feats),
-        prices=frame_item(hourly_bars),
-        walk_forward_splits=4,
-        model_class=recorder,
-        scale=False,
-    )
+    walk_forward(bt_1_0, feats, 4)
     assert len(leaks(feats, hourly_bars)) == 4 * HORIZON  # what 1.1.0 fixes
 
 
 def test_explicit_horizon_and_the_default_of_one_bar(
-    hourly_bars, fake_context, frame_item, recorder
+    hourly_bars, fake_context, walk_forward
 ) -> None:
     feats = features(hourly_bars)
-    bt.backtest(
-        fake_context,
-        dataset=frame_item(feats),
-        prices=frame_item(hourly_bars),
-        walk_forward_splits=3,
-        model_class=recorder,
-        scale=False,
-        horizon=7,
-    )
+    walk_forward(bt, feats, 3, horizon=7)
     assert fake_context.results["wf_purge_bars"] == 7
     assert all(tr.max() + 7 < te.min() for tr, te in zip(Recorder.fits, Recorder.scored))
-    Recorder.fits.clear()
-    Recorder.scored.clear()
     no_target = feats.drop(columns=["future_return"])  # nothing to infer from: 1 bar
-    bt.backtest(
-        fake_context,
-        dataset=frame_item(no_target),
-        prices=frame_item(hourly_bars),
-        walk_forward_splits=3,
-        model_class=recorder,
-        scale=False,
-    )
+    walk_forward(bt, no_target, 3)
     assert fake_context.results["wf_purge_bars"] == 1
     assert all(tr.max() + 1 < te.min() for tr, te in zip(Recorder.fits, Recorder.scored))
 
