@@ -22,6 +22,7 @@ from tickrun.functions.errors import (
     SpecError,
     TickrunError,
 )
+from tickrun.functions.runs.settings import CONTROLLER_URL_ENV
 
 from .auth import read_token_file
 from .builder.hashing import pack_dir
@@ -57,7 +58,7 @@ class ControllerClient:
     def from_env(cls, state_dir: str | None = None) -> ControllerClient:
         """URL/token from TICKRUN_CONTROLLER_URL / TICKRUN_TOKEN, else the state dir's files."""
         settings = Settings.from_env(state_dir=state_dir)
-        url = os.environ.get("TICKRUN_CONTROLLER_URL")
+        url = os.environ.get(CONTROLLER_URL_ENV)
         if not url:
             try:
                 url = json.loads(settings.url_file.read_text())["url"]

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 from tickrun.functions.errors import HubError, SpecError, TickrunError
+from tickrun.functions.runs.settings import CONTROLLER_URL_ENV
 from tickrun.functions.spec import parse_spec
 
 from .catalogue import BUNDLED_ROOT
@@ -427,9 +428,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-CONTROLLER_ENV = "TICKRUN_CONTROLLER_URL"
-
-
 def controller_client(controller: bool | str | None = None) -> Any:
     """The controller client ``deploy()`` goes through, or None for a local replica.
 
@@ -439,7 +437,7 @@ def controller_client(controller: bool | str | None = None) -> Any:
     """
     if controller is False:
         return None
-    url = controller if isinstance(controller, str) else os.environ.get(CONTROLLER_ENV)
+    url = controller if isinstance(controller, str) else os.environ.get(CONTROLLER_URL_ENV)
     if controller is None and not url:
         return None
     try:

@@ -26,6 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ..artifacts.settings import S3Settings
 
+# Where a controller is: runs are tracked there, and hub deploys go through it.
+CONTROLLER_URL_ENV = "TICKRUN_CONTROLLER_URL"
+
 
 class TrackingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -45,7 +48,7 @@ class TrackingSettings(BaseModel):
         e = os.environ if env is None else env
         home = Path(e.get("TICKRUN_HOME") or Path.home() / ".tickrun").expanduser()
         explicit_db = e.get("TICKRUN_DB_URL")
-        controller = (e.get("TICKRUN_CONTROLLER_URL") or "").rstrip("/") or None
+        controller = (e.get(CONTROLLER_URL_ENV) or "").rstrip("/") or None
         token = e.get("TICKRUN_TOKEN")
         return cls(
             home=home,
