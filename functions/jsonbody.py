@@ -1,11 +1,11 @@
 """Decoding JSON event bodies: orjson's speed with the standard library's results.
 
 Every JSON body of every event (HTTP or Kafka) is decoded, so the parser is on the hot path:
-orjson takes a kline in a quarter of ``json.loads``'s time. What orjson refuses but
-``json.loads`` accepts (``NaN``/``Infinity`` literals, UTF-16/32 input) is handed to
-``json.loads``. orjson also turns integers beyond 64 bits into floats, silently: a result
-holding a float that large is decoded again by ``json.loads``, which keeps such integers
-exact. A body decodes to the same value either way.
+orjson parses a kline in a quarter of ``json.loads``'s time (half, with the check below).
+What orjson refuses but ``json.loads`` accepts (``NaN``/``Infinity`` literals, UTF-16/32
+input) is handed to ``json.loads``. orjson also turns integers beyond 64 bits into floats,
+silently: a result holding a float that large is decoded again by ``json.loads``, which keeps
+such integers exact. A body decodes to the same value either way.
 """
 
 from __future__ import annotations
