@@ -50,6 +50,17 @@ class Dispatcher(Protocol):
         """Run ordered events in one thread hop, stopping at the first failure."""
         ...
 
+    def run_here(
+        self, events: Sequence[Any], should_stop: Callable[[], bool] | None = None
+    ) -> BatchOutcome:
+        """:meth:`dispatch_batch` on the calling thread, for a one-slot trigger whose other
+        paths are idle meanwhile (the caller's guarantee)."""
+        ...
+
+    async def watch_here(self) -> None:
+        """Until cancelled: replace the worker if a :meth:`run_here` event hangs."""
+        ...
+
 
 class TriggerHost(Protocol):
     """What the processor offers a trigger while it runs."""

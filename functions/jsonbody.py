@@ -22,7 +22,13 @@ except ImportError:  # pragma: no cover - a base dependency; kept optional for o
 _INT64_LIMIT = 2.0**63
 
 
+# Flat objects of these (a kline with string fields) cannot hold such a float: checked in C.
+_NO_FLOAT = frozenset((str, int, bool, type(None)))
+
+
 def _has_huge_float(value: Any) -> bool:
+    if type(value) is dict and _NO_FLOAT.issuperset(map(type, value.values())):
+        return False
     stack = [value]
     while stack:
         item = stack.pop()

@@ -81,6 +81,7 @@ class TriggerDispatcher:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._in_flight = 0
         self._overdue = 0
+        self._here: BatchState | None = None  # the batch run_here is running
         self._stats = metrics.STATS.trigger(function_name, trigger_name, trigger_kind)
         self._outcomes = self._stats.outcomes
 
@@ -242,6 +243,56 @@ class TriggerDispatcher:
         finally:
             if release_now:
                 self._release()
+        return self._batch_outcome(events, state, expired)
+
+    def run_here(
+        self, events: Sequence[Any], should_stop: Callable[[], bool] | None = None
+    ) -> BatchOutcome:
+        """:meth:`dispatch_batch` on the calling thread, with no slot and no thread hop.
+
+        For a trigger whose source thread may run the handler itself because nothing else runs
+        it meanwhile (one slot, and the trigger's other paths idle): the caller guarantees
+        that. An event that hangs cannot be interrupted here either; :meth:`watch_here` on
+        the event loop notices it after the event timeout.
+        """
+        if not self.batches:
+            raise TypeError("run_here is for sync handlers")
+        state = BatchState(events, self._event_timeout_s, should_stop)
+        self._in_flight += 1
+        self._stats.in_flight += 1
+        self._here = state
+        try:
+            run_batch(self._fn, self._context, state)
+        finally:
+            self._here = None
+            self._in_flight -= 1
+            self._stats.in_flight -= 1
+        # stop is only set by expire(): the watchdog declared the running event overdue.
+        return self._batch_outcome(events, state, expired=state.stop)
+
+    async def watch_here(self) -> None:
+        """Until cancelled: restart the worker if an event run by :meth:`run_here` hangs past
+        the event timeout (its thread, the trigger's source, cannot go on without it)."""
+        timeout = self._event_timeout_s
+        if timeout is None:
+            return
+        while True:
+            await asyncio.sleep(min(max(timeout / 4, 0.01), 1.0))
+            state = self._here
+            if state is not None and state.expire(time.perf_counter()):
+                logger.error(
+                    "handler exceeded the event timeout on the trigger's own thread",
+                    extra={"trigger": self.trigger_name, "timeout_s": timeout},
+                )
+                if self._on_stuck is not None:
+                    self._on_stuck()
+                return
+
+    def _batch_outcome(
+        self, events: Sequence[Any], state: BatchState, expired: bool
+    ) -> BatchOutcome:
+        """Metrics, logs and the :class:`BatchOutcome` of a finished batch."""
+        timeout = state.timeout_s
         # An overdue event never gets a result (the thread checks its elapsed time), so this
         # snapshot is final for every event before it.
         results = list(state.results)

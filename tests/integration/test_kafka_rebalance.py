@@ -27,6 +27,12 @@ from tests.support.kafka_functions import (
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(420)]
 
 
+@pytest.fixture(params=[1, 2], ids=["consumer-thread", "handler-pool"])
+def slots(request: pytest.FixtureRequest) -> int:
+    """numWorkers: 1 runs a sync handler on the consumer thread itself, more on a pool."""
+    return int(request.param)
+
+
 def _owners(root: Path, start: dict[int, int]) -> dict[int, set[int]]:
     """Which processes handled each partition's events at or after ``start[partition]``."""
     out: dict[int, set[int]] = {}
@@ -37,13 +43,13 @@ def _owners(root: Path, start: dict[int, int]) -> dict[int, set[int]]:
 
 
 def test_two_replicas_share_four_partitions_and_rebalance_when_one_stops(
-    kafka_broker: KafkaBroker, tmp_path: Path
+    kafka_broker: KafkaBroker, tmp_path: Path, slots: int
 ) -> None:
     bs = kafka_broker.bootstrap_servers
     tag = uuid.uuid4().hex[:8]
     topic, group = f"share-{tag}", f"group-share-{tag}"
     kafka_broker.create_topic(topic, partitions=4)
-    fn_dir = write_function(tmp_path, brokers=bs, topics=[topic], group=group, num_workers=2)
+    fn_dir = write_function(tmp_path, brokers=bs, topics=[topic], group=group, num_workers=slots)
     a = serve(fn_dir)
     b = serve(fn_dir)
     try:
@@ -88,13 +94,13 @@ def test_two_replicas_share_four_partitions_and_rebalance_when_one_stops(
 
 
 def test_kill_9_mid_stream_loses_nothing_and_bounds_duplicates(
-    kafka_broker: KafkaBroker, tmp_path: Path
+    kafka_broker: KafkaBroker, tmp_path: Path, slots: int
 ) -> None:
     bs = kafka_broker.bootstrap_servers
     tag = uuid.uuid4().hex[:8]
     topic, group = f"kill-{tag}", f"group-kill-{tag}"
     partitions, n = 4, 20_000
-    batch, workers, slots = 500, 2, 2
+    batch, workers = 500, 2
     kafka_broker.create_topic(topic, partitions=partitions)
     produce(bs, topic, ({"i": i} for i in range(n)), partition_of=lambda i: i % partitions)
     fn_dir = write_function(

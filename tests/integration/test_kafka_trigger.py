@@ -26,20 +26,26 @@ from tests.support.kafka_functions import (
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
 
+@pytest.fixture(params=[1, 4], ids=["consumer-thread", "handler-pool"])
+def slots(request: pytest.FixtureRequest) -> int:
+    """numWorkers: 1 runs a sync handler on the consumer thread itself, more on a pool."""
+    return int(request.param)
+
+
 def _names(prefix: str) -> tuple[str, str]:
     tag = uuid.uuid4().hex[:8]
     return f"{prefix}-{tag}", f"group-{prefix}-{tag}"
 
 
 def test_order_per_partition_and_everything_committed(
-    kafka_broker: KafkaBroker, tmp_path: Path
+    kafka_broker: KafkaBroker, tmp_path: Path, slots: int
 ) -> None:
     bs = kafka_broker.bootstrap_servers
     topic, group = _names("order")
     kafka_broker.create_topic(topic, partitions=4)
     n = 2000
     produce(bs, topic, ({"i": i} for i in range(n)), partition_of=lambda i: i % 4)
-    fn = serve(write_function(tmp_path, brokers=bs, topics=[topic], group=group, num_workers=4))
+    fn = serve(write_function(tmp_path, brokers=bs, topics=[topic], group=group, num_workers=slots))
     try:
         wait_for(lambda: len(done(tmp_path)) >= n, 90, f"{n} events handled")
         wait_for(
@@ -61,14 +67,21 @@ def test_order_per_partition_and_everything_committed(
     assert "tickrun_kafka_consumer_lag{" in text, [ln for ln in text.splitlines() if "lag" in ln]
 
 
-def test_handler_failing_twice_then_succeeding(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
+def test_handler_failing_twice_then_succeeding(
+    kafka_broker: KafkaBroker, tmp_path: Path, slots: int
+) -> None:
     bs = kafka_broker.bootstrap_servers
     topic, group = _names("retry")
     kafka_broker.create_topic(topic, partitions=1)
     produce(bs, topic, [{"i": 0}, {"i": 1, "fail_times": 2}, {"i": 2}])
     fn = serve(
         write_function(
-            tmp_path, brokers=bs, topics=[topic], group=group, attributes={"maxRetries": 3}
+            tmp_path,
+            brokers=bs,
+            topics=[topic],
+            group=group,
+            num_workers=slots,
+            attributes={"maxRetries": 3},
         )
     )
     try:
@@ -91,7 +104,7 @@ def test_handler_failing_twice_then_succeeding(kafka_broker: KafkaBroker, tmp_pa
 
 
 def test_poison_message_is_dead_lettered_and_the_partition_moves_on(
-    kafka_broker: KafkaBroker, tmp_path: Path
+    kafka_broker: KafkaBroker, tmp_path: Path, slots: int
 ) -> None:
     bs = kafka_broker.bootstrap_servers
     topic, group = _names("poison")
@@ -113,6 +126,7 @@ def test_poison_message_is_dead_lettered_and_the_partition_moves_on(
             brokers=bs,
             topics=[topic],
             group=group,
+            num_workers=slots,
             attributes={"maxRetries": 2, "deadLetterTopic": dlq},
         )
     )
@@ -141,7 +155,7 @@ def test_poison_message_is_dead_lettered_and_the_partition_moves_on(
 
 
 def test_return_value_is_produced_to_the_output_topic(
-    kafka_broker: KafkaBroker, tmp_path: Path
+    kafka_broker: KafkaBroker, tmp_path: Path, slots: int
 ) -> None:
     bs = kafka_broker.bootstrap_servers
     topic, group = _names("out")
@@ -156,7 +170,12 @@ def test_return_value_is_produced_to_the_output_topic(
     )
     fn = serve(
         write_function(
-            tmp_path, brokers=bs, topics=[topic], group=group, attributes={"outputTopic": out}
+            tmp_path,
+            brokers=bs,
+            topics=[topic],
+            group=group,
+            num_workers=slots,
+            attributes={"outputTopic": out},
         )
     )
     try:
@@ -171,7 +190,7 @@ def test_return_value_is_produced_to_the_output_topic(
 
 
 def test_sigterm_drains_and_commits_what_was_done(
-    kafka_broker: KafkaBroker, tmp_path: Path
+    kafka_broker: KafkaBroker, tmp_path: Path, slots: int
 ) -> None:
     bs = kafka_broker.bootstrap_servers
     topic, group = _names("drain")
@@ -184,7 +203,7 @@ def test_sigterm_drains_and_commits_what_was_done(
         brokers=bs,
         topics=[topic],
         group=group,
-        num_workers=2,
+        num_workers=slots,
         attributes={"commitInterval": "60s", "commitBatchSize": 100_000},
     )
     fn = serve(fn_dir)
@@ -192,7 +211,10 @@ def test_sigterm_drains_and_commits_what_was_done(
     assert fn.terminate() == 0
     first = done(tmp_path)
     assert len(first) < n, "the replica was stopped mid-stream"
-    high = {p: max(h.offset for h in first if h.partition == p) + 1 for p in (0, 1)}
+    high = {
+        p: max(h.offset for h in first if h.partition == p) + 1
+        for p in {h.partition for h in first}
+    }
     assert committed(bs, group, topic) == high, "every handled event is committed, no more"
 
     again = serve(fn_dir)
@@ -218,7 +240,7 @@ def _metric(text: str, name: str, **labels: str) -> float:
 
 
 def test_several_topics_one_group_with_counted_metrics(
-    kafka_broker: KafkaBroker, tmp_path: Path
+    kafka_broker: KafkaBroker, tmp_path: Path, slots: int
 ) -> None:
     bs = kafka_broker.bootstrap_servers
     klines, group = _names("klines")
@@ -238,7 +260,7 @@ def test_several_topics_one_group_with_counted_metrics(
             brokers=bs,
             topics=[klines, trades],
             group=group,
-            num_workers=2,
+            num_workers=slots,
             attributes={"maxRetries": 2},
         )
     )

@@ -140,6 +140,7 @@ class ConsumerThread(threading.Thread):
         self._consumer: Any = None
         self._restart: dict[Any, int] = {}  # revoked partition → first offset not completed
         self._closing = False
+        self._last_commit = 0.0
         labels = (config.function, config.name)
         self._commit_latency = metrics.COMMIT_LATENCY.labels(*labels)
         self._commit_ok = metrics.COMMITS.labels(*labels, "ok")
@@ -239,6 +240,16 @@ class ConsumerThread(threading.Thread):
             },
         )
 
+    def rejoin_pending(self) -> bool:
+        """The group wants this member to (re)join: stop handling, poll (consumer thread)."""
+        return self._consumer is not None and _joining(self._consumer)
+
+    def commit_if_due(self) -> None:
+        """Commit if a commit batch is complete (on this thread, between handler chunks)."""
+        if self._book.uncommitted >= self.config.commit_batch_size:
+            self.commit()
+            self._last_commit = time.monotonic()
+
     def wake(self) -> None:
         """Handlers drained a backlog or finished a commit batch: look again now (any thread)."""
         self._wake.set()
@@ -246,7 +257,7 @@ class ConsumerThread(threading.Thread):
     def _poll_loop(self) -> None:
         consumer = self._consumer
         cfg = self.config
-        last_commit = last_lag = last_poll = time.monotonic()
+        self._last_commit = last_lag = last_poll = time.monotonic()
         consumed = self._consumed
         saturated = paused_any = False
         while not self._stop_event.is_set():
@@ -276,11 +287,12 @@ class ConsumerThread(threading.Thread):
             now = time.monotonic()
             if (
                 self._book.uncommitted >= cfg.commit_batch_size
-                or now - last_commit >= cfg.commit_interval_s
+                or now - self._last_commit >= cfg.commit_interval_s
             ):
                 self.commit()
-                last_commit = now
-            if now - last_lag >= LAG_INTERVAL_S or last_commit == now:
+                self._last_commit = now
+            # After every commit too (also those between handler chunks): lag moved.
+            if now - last_lag >= LAG_INTERVAL_S or self._last_commit > last_lag:
                 self._report_lag()
                 last_lag = now
 

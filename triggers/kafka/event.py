@@ -89,43 +89,107 @@ def event_id(topic: str, partition: int, offset: int) -> str:
     return f"{topic}/{partition}/{offset}"
 
 
-def to_event(record: Any, trigger_name: str, trigger: TriggerInfo | None = None) -> Event:
-    """A nuclio-sdk ``Event`` for a kafka-python ``ConsumerRecord``.
+class _Once:
+    """An attribute computed from the record on first read, then a plain (settable) one.
+
+    A non-data descriptor: the value lands in the instance dict, which shadows it afterwards.
+    """
+
+    __slots__ = ("compute", "name")
+
+    def __init__(self, compute: Any) -> None:
+        self.compute = compute
+        self.name = compute.__name__
+
+    def __get__(self, event: Any, owner: type | None = None) -> Any:
+        if event is None:
+            return self
+        return event.__dict__.setdefault(self.name, self.compute(event))
+
+
+def _decode(event: KafkaEvent) -> tuple[Any, str]:
+    ctype = event.headers.get("content-type")
+    return decode_value(event._record.value, ctype if isinstance(ctype, str) else None)
+
+
+class KafkaEvent(Event):  # type: ignore[misc]
+    """A nuclio-sdk ``Event`` for a Kafka record, plus ``key`` (the record key).
+
+    Built once per record on the trigger's hot path, so it stores the record and a few fields,
+    keeps nuclio's constant fields on the class, and computes the rest (body, headers,
+    timestamp, id) when a handler first reads them. ``vars()``-based nuclio-sdk code sees
+    every field through :meth:`to_json`, which materialises them first.
+    """
+
+    method = None
+    url = None
+    num_shards = None
+    type = None
+    type_version = None
+    version = None
+    last_in_batch = False
+
+    @_Once
+    def body(self) -> Any:
+        body, ctype = _decode(self)
+        self.__dict__.setdefault("content_type", ctype)
+        return body
+
+    @_Once
+    def content_type(self) -> str:
+        body, ctype = _decode(self)
+        self.__dict__.setdefault("body", body)
+        return ctype
+
+    @_Once
+    def headers(self) -> dict[str, str | bytes]:
+        raw = self._record.headers
+        return decode_headers(raw) if raw else {}
+
+    @_Once
+    def timestamp(self) -> dt.datetime:
+        return timestamp_utc(self._record.timestamp)
+
+    @_Once
+    def id(self) -> str:
+        return f"{self.topic}/{self.shard_id}/{self.offset}"
+
+    @_Once
+    def fields(self) -> dict[str, Any]:
+        return {}
+
+    def to_json(self) -> str:
+        for name in EVENT_FIELDS:
+            if name not in self.__dict__:
+                self.__dict__[name] = getattr(self, name)
+        return str(super().to_json())
+
+
+EVENT_FIELDS = tuple(vars(Event()))
+
+
+def to_event(record: Any, trigger_name: str, trigger: TriggerInfo | None = None) -> KafkaEvent:
+    """A nuclio-sdk ``Event`` (:class:`KafkaEvent`) for a kafka-python ``ConsumerRecord``.
 
     Besides nuclio's fields (``shard_id`` is the partition), ``event.key`` holds the record key
     (``bytes`` or ``None``). ``trigger`` lets a caller reuse one ``TriggerInfo`` per trigger.
     """
-    headers = decode_headers(record.headers) if record.headers else {}
-    ctype = headers.get("content-type")
     value = record.value
-    body, content_type = decode_value(value, ctype if isinstance(ctype, str) else None)
-    topic, partition, offset = record.topic, record.partition, record.offset
-    # Every attribute Event.__init__ sets, filled in one dict: this runs once per record, and
-    # the keyword call with its `or` defaults costs as much as the rest of the mapping.
-    # tests/unit/triggers/kafka/test_kafka_event.py keeps the names in step with nuclio-sdk.
-    event = Event.__new__(Event)
+    event = KafkaEvent.__new__(KafkaEvent)
+    # tests/unit/triggers/kafka/test_kafka_event.py keeps the fields in step with nuclio-sdk.
     event.__dict__ = {
-        "body": body,
-        "content_type": content_type,
+        "_record": record,
         "trigger": trigger or TriggerInfo(KIND, trigger_name),
-        "fields": {},
-        "headers": headers,
-        "id": f"{topic}/{partition}/{offset}",
-        "method": None,
-        "path": topic,
+        "path": record.topic,
         "size": len(value) if value else 0,
-        "timestamp": timestamp_utc(record.timestamp),
-        "url": None,
-        "shard_id": partition,
-        "num_shards": None,
-        "type": None,
-        "type_version": None,
-        "version": None,
-        "last_in_batch": False,
-        "offset": offset,
-        "topic": topic,
+        "shard_id": record.partition,
+        "offset": record.offset,
+        "topic": record.topic,
         "key": record.key,
     }
+    timestamp_ms = record.timestamp
+    if timestamp_ms is None or timestamp_ms < 0:
+        event.timestamp = dt.datetime.now(dt.UTC)  # no broker time: when it arrived
     return event
 
 

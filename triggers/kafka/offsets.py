@@ -74,6 +74,11 @@ class OffsetBook:
             part = self._parts.get(tp)
             return 0 if part is None else len(part.pending) - len(part.done)
 
+    def outstanding_total(self) -> int:
+        """Fetched offsets not yet completed, over every partition."""
+        with self._lock:
+            return sum(len(p.pending) - len(p.done) for p in self._parts.values())
+
     @property
     def uncommitted(self) -> int:
         return self._uncommitted

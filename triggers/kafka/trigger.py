@@ -2,9 +2,19 @@
 
 Each partition this worker owns gets one asyncio task that hands its records to the handler
 strictly in offset order; the trigger's ``maxWorkers``/``numWorkers`` slots (the dispatcher)
-bound how many partitions run a handler at the same time. An offset becomes committable only
-when its handler succeeded (or the record was dead-lettered / skipped by policy) and so did
-every earlier one (:mod:`.offsets`); the consumer thread commits in batches.
+bound how many partitions run a handler at the same time.
+
+With one slot and a sync handler (the default, and what CPU-bound Python handlers want) the
+consumer thread runs the handler itself, in chunks between two polls, as a plain consumer loop
+would: no hop to the event loop and a handler thread per chunk, which cost half the throughput
+of a no-op handler. That direct path only runs while the loop side has nothing to do, so the
+one slot is never used twice at once; a failure, a record with earlier attempts, or a pending
+rebalance hands the rest of the poll to the loop side, which retries, dead-letters and settles
+revoked partitions as usual, and the consumer thread takes over again once it has caught up.
+
+An offset becomes committable only when its handler succeeded (or the record was dead-lettered /
+skipped by policy) and so did every earlier one (:mod:`.offsets`); the consumer thread commits
+in batches.
 
 Failure policy per record: retry with exponential backoff up to ``maxRetries``, then
 ``onFailure``: ``dead-letter`` (produce to ``deadLetterTopic``, default ``<topic>.dlq``, with
@@ -24,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from nuclio_sdk import TriggerInfo
 from tickrun.functions.errors import EventTimeoutError, TriggerError, WorkerUnavailableError
-from tickrun.functions.processor.dispatcher import HandlerFailure
+from tickrun.functions.processor.dispatcher import BatchOutcome, HandlerFailure
 from tickrun.functions.spec import KafkaTriggerSpec
 
 from ..base import BaseTrigger
@@ -57,7 +67,7 @@ class _FailedStatus(Exception):
 class _Partition:
     """The loop-side state of one owned partition."""
 
-    __slots__ = ("closed", "interrupt", "queue", "task", "tp", "wake")
+    __slots__ = ("closed", "failed_first", "interrupt", "queue", "task", "tp", "wake")
 
     def __init__(self, tp: Any) -> None:
         self.tp = tp
@@ -66,6 +76,8 @@ class _Partition:
         self.interrupt = asyncio.Event()  # cuts retry backoffs short on revoke / stop
         self.closed = False
         self.task: asyncio.Task[None] | None = None
+        # (offset, failure): that queued record already failed once on the consumer thread.
+        self.failed_first: tuple[int, BaseException] | None = None
 
     def close(self) -> None:
         self.closed = True
@@ -102,6 +114,10 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         self._thread: ConsumerThread | None = None
         self._connected = False
         self._stopping = False
+        self._direct = False  # run on the consumer thread (see the module docstring)
+        self._revoking: set[Any] = set()  # partitions being (or last) revoked, for that path
+        self._here_tp: Any = None  # the partition the consumer thread is handling, if any
+        self._watch: asyncio.Task[None] | None = None
         labels = (function.name, self.config.name)
         self._processed = {t: metrics.PROCESSED.labels(*labels, t) for t in self.config.topics}
         self._failed = {t: metrics.FAILED.labels(*labels, t) for t in self.config.topics}
@@ -113,7 +129,10 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
     async def start(self, host: TriggerHost) -> None:
         """Start consuming in the background; brokers being down is not an error here."""
         self._loop = asyncio.get_running_loop()
-        self._dispatcher = host.dispatcher(self.spec)
+        self._dispatcher = dispatcher = host.dispatcher(self.spec)
+        self._direct = self.spec.workers == 1 and dispatcher.batches
+        if self._direct:
+            self._watch = self._loop.create_task(dispatcher.watch_here())
         context = getattr(host, "context", None)
         if context is not None and getattr(context, "kafka", None) is None:
             context.kafka = KafkaContext(self._publisher, self.config.output_topic)
@@ -130,6 +149,8 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
     async def stop(self, drain_timeout_s: float) -> None:
         """Finish the events being handled, commit what is done, leave the group."""
         self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
         parts = list(self._parts.values())
         for part in parts:
             # Not close(): the in-flight event must still complete and be committed.
@@ -163,23 +184,92 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
 
     def on_records(self, batch: dict[Any, list[Any]]) -> None:
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._enqueue, batch)
+        if (
+            self._direct
+            and not self._stopping
+            # Nothing else outstanding: the loop side is idle, the one slot is free.
+            and self._book.outstanding_total() == sum(len(r) for r in batch.values())
+        ):
+            self._run_here(batch)
+        else:
+            self._loop.call_soon_threadsafe(self._enqueue, batch)
 
     def on_revoked(self, tps: list[Any]) -> concurrent.futures.Future[None]:
         assert self._loop is not None
+        self._revoking.update(tps)
         return asyncio.run_coroutine_threadsafe(
             self._settle(tps, self.config.rebalance_wait_s), self._loop
         )
 
     def on_assigned(self, tps: list[Any]) -> None:
-        """Nothing to do: a partition's task starts with its first records."""
+        """A partition's task starts with its first records; the direct path may take it."""
+        self._revoking.difference_update(tps)
+
+    # --- the direct path (on the consumer thread) -----------------------------------------------
+
+    def _run_here(self, batch: dict[Any, list[Any]]) -> None:
+        """Handle a poll's records on this thread, committing when due.
+
+        Partitions take turns a chunk at a time, so one partition's long fetch does not hold
+        the others back (the pool path interleaves them the same way).
+        """
+        dispatcher, thread = self._dispatcher, self._thread
+        assert dispatcher is not None
+        assert thread is not None
+        todo = dict(batch)  # partition -> its records not handled yet
+        while todo:
+            for tp, records in list(todo.items()):
+                if self._stopping or tp in self._revoking:
+                    del todo[tp]  # not completed, so not committed: the next owner has them
+                    continue
+                if thread.rejoin_pending() or self._retried(records[0]):
+                    # The loop side settles a rebalance and paces retries.
+                    self._hand_off(todo, tp, None)
+                    return
+                chunk = records[:BATCH_MAX_EVENTS]
+                events = [to_event(r, self.name, self._trigger_info) for r in chunk]
+                self._here_tp = tp
+                try:
+                    outcome = dispatcher.run_here(events, self._here_abandoned)
+                finally:
+                    self._here_tp = None
+                done, stopped_at, failure = self._sort_out(chunk, outcome)
+                if done:
+                    self._processed[tp.topic].inc(len(done))
+                    self._book.complete_many(tp, done)  # ignored once the partition is dropped
+                todo[tp] = records[stopped_at:]
+                if failure is not None:
+                    # A failed publish's later results are dropped: those events run again
+                    # on the loop side (at-least-once; nothing was produced for them yet).
+                    self._hand_off(todo, tp, failure)
+                    return
+                if stopped_at < len(chunk) or not todo[tp]:
+                    del todo[tp]  # done, or stopping / revoked
+                thread.commit_if_due()
+
+    def _here_abandoned(self) -> bool:
+        return self._stopping or self._here_tp in self._revoking
+
+    def _hand_off(
+        self, todo: dict[Any, list[Any]], failed_tp: Any, failure: BaseException | None
+    ) -> None:
+        """Give the rest of a poll to the loop side; ``failure``: the first record left of
+        ``failed_tp`` failed once already."""
+        assert self._loop is not None
+        failed = (todo[failed_tp][0].offset, failure) if failure is not None else None
+        self._loop.call_soon_threadsafe(self._enqueue, todo, failed_tp, failed)
 
     def on_state(self, connected: bool, error: str | None) -> None:
         self._connected = connected
 
     # --- loop side ----------------------------------------------------------------------------
 
-    def _enqueue(self, batch: dict[Any, list[Any]]) -> None:
+    def _enqueue(
+        self,
+        batch: dict[Any, list[Any]],
+        failed_tp: Any = None,
+        failed: tuple[int, BaseException] | None = None,
+    ) -> None:
         for tp, records in batch.items():
             part = self._parts.get(tp)
             if part is None:
@@ -190,6 +280,8 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
                     self._run(part), name=f"kafka-{tp.topic}-{tp.partition}"
                 )
             part.queue.extend(records)
+            if failed is not None and tp == failed_tp:
+                part.failed_first = failed
             part.wake.set()
 
     async def _settle(self, tps: list[Any], wait_s: float) -> None:
@@ -198,6 +290,8 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         A partition stays registered while its in-flight event finishes, so that event's
         offset still counts as completed and the revoke commit includes it.
         """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (wait_s or float("inf"))
         parts = [p for p in (self._parts.get(tp) for tp in tps) if p is not None]
         for part in parts:
             part.close()
@@ -206,6 +300,10 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
             _, pending = await asyncio.wait(tasks, timeout=wait_s or None)
             for task in pending:
                 task.cancel()
+        # The consumer thread stops after its current event (it checks _revoking).
+        # Set by another thread, so polled rather than awaited.
+        while self._here_tp is not None and self._here_tp in tps and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(COMMIT_WAIT_S)
         for part in parts:
             if self._parts.get(part.tp) is part:
                 del self._parts[part.tp]
@@ -225,6 +323,14 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
                 # Handlers ran a commit window ahead of the consumer thread's commits (it
                 # shares the GIL with them): wait, so a crash never redoes more than that.
                 await self._pause(part, COMMIT_WAIT_S)
+                continue
+            failed = part.failed_first
+            if failed is not None and queue[0].offset == failed[0]:
+                part.failed_first = None
+                record = queue.popleft()
+                if not await self._handle(part, record, first_failure=failed[1]):
+                    return
+                self._settled(part, [record.offset], processed=False)
                 continue
             if batches and len(queue) > 1 and not self._retried(queue[0]):
                 if not await self._run_batch(part):
@@ -254,38 +360,48 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         except WorkerUnavailableError:
             queue.extendleft(reversed(records))  # nothing ran: backpressure, try again
             return not part.closed
+        at = 0
+        while True:
+            done, at, failure = self._sort_out(records, outcome, at)
+            self._settled(part, done)
+            if at == len(records):
+                return True
+            if failure is None:
+                # Not run (revoke/stop): back to the queue, in order.
+                queue.extendleft(reversed(records[at:]))
+                return not part.closed
+            # Earlier records are settled (committable) while this one retries; the results
+            # after it (if its publish failed) are still used.
+            if not await self._handle(part, records[at], first_failure=failure):
+                return False
+            self._settled(part, [records[at].offset], processed=False)
+            at += 1
+
+    def _sort_out(
+        self, records: list[Any], outcome: BatchOutcome, start: int = 0
+    ) -> tuple[list[int], int, BaseException | None]:
+        """Publish a batch's results from ``start`` in order: (offsets done, where that
+        stopped, why).
+
+        It stops at a record whose handler failed or answered 5xx, or whose result could not
+        be published (the failure is returned), or that the batch did not reach (None).
+        """
         results = outcome.results
         output_topic = self.config.output_topic
-        done: list[int] = []  # settled offsets not yet in the book (one lock per batch)
-        for i, record in enumerate(records):
-            failure: BaseException | None = None
-            if i < len(results):
-                result = results[i]
-                if result.status >= 500:
-                    failure = _FailedStatus(result.status)
-                elif output_topic is not None and result.value is not None:
-                    try:
-                        self._publish(record, result)
-                    except TriggerError as exc:
-                        failure = exc
-            elif i == len(results) and outcome.error is not None:
-                failure = outcome.error
-            else:
-                # Not run (a failure before it, or revoke/stop): back to the queue, in order.
-                queue.extendleft(reversed(records[i:]))
-                self._settled(part, done)
-                return not part.closed
-            if failure is None:
-                done.append(record.offset)
-                continue
-            # Earlier records are done: commit them while this one retries.
-            self._settled(part, done)
-            done = []
-            if not await self._handle(part, record, first_failure=failure):
-                return False
-            self._settled(part, [record.offset], processed=False)
-        self._settled(part, done)
-        return True
+        done: list[int] = []
+        for i in range(start, len(records)):
+            if i >= len(results):
+                return done, i, outcome.error if i == len(results) else None
+            record, result = records[i], results[i]
+            if result.status >= 500:
+                return done, i, _FailedStatus(result.status)
+            if output_topic is not None and result.value is not None:
+                try:
+                    self._publish(record, result)
+                except TriggerError as exc:
+                    return done, i, exc
+            done.append(record.offset)
+        return done, len(records), None
 
     def _settled(self, part: _Partition, offsets: list[int], processed: bool = True) -> None:
         """Record handled offsets of ``part`` (``processed``: count them as processed too)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import NamedTuple
 
 import pytest
@@ -79,17 +80,45 @@ def test_event_fields() -> None:
 
 
 def test_events_have_exactly_nuclio_sdks_attributes_plus_key() -> None:
-    # to_event fills Event's __dict__ directly (it is hot): a new nuclio-sdk attribute must
-    # show up here rather than be missing on Kafka events.
+    # to_event stores a few fields and computes the rest on first read (it is hot): a new
+    # nuclio-sdk attribute must show up here rather than be missing on Kafka events.
     from nuclio_sdk import Event
 
-    event = to_event(Record("t", 0, 5, 0, None, b"{}", []), "ticks")
-    assert set(vars(event)) == set(vars(Event())) | {"key"}
-    assert event.to_json()  # nuclio-sdk's own methods work on it
-    assert (
-        event.fields == {}
-        and event.fields is not to_event(Record("t", 0, 6, 0, None, b"", []), "x").fields
-    )
+    event = to_event(Record("t", 0, 5, 1704067200123, None, b"{}", []), "ticks")
+    assert isinstance(event, Event)
+    nuclio = vars(Event())
+    per_record = {"body", "content_type", "trigger", "id", "path", "size", "timestamp"}
+    per_record |= {"shard_id", "offset", "topic"}
+    for name, default in nuclio.items():
+        if name not in per_record:
+            assert getattr(event, name) == default, name
+    # nuclio-sdk's vars()-based methods see every field, with the values a handler reads.
+    decoded = json.loads(event.to_json())
+    assert set(decoded) == set(nuclio) | {"key"}
+    assert decoded["body"] == {} and decoded["content_type"] == "application/json"
+    assert decoded["id"] == "t/0/5" and decoded["timestamp"] == str(event.timestamp)
+    assert event.fields == {}
+    assert event.fields is not to_event(Record("t", 0, 6, 0, None, b"", []), "x").fields
+
+
+def test_lazy_fields_are_settable_and_computed_once() -> None:
+    event = to_event(Record("t", 0, 5, 0, None, KLINE, [("h", b"v")]), "ticks")
+    first = event.body
+    assert event.body is first  # decoded once, then a plain attribute
+    event.body = {"replaced": True}
+    assert event.body == {"replaced": True}
+    assert event.content_type == "application/json"  # still from the record
+    event.headers["extra"] = "x"
+    assert event.headers == {"h": "v", "extra": "x"}
+    other = to_event(Record("t", 0, 6, 0, None, KLINE, []), "ticks")
+    other.content_type = "text/plain"  # set before the body was read: body still decodes
+    assert other.body == {"open_time": 1704067200000, "close": "42298.61"}
+
+
+def test_a_record_without_a_timestamp_gets_its_arrival_time() -> None:
+    before = dt.datetime.now(dt.UTC)
+    event = to_event(Record("t", 0, 5, -1, None, b"", []), "ticks")
+    assert before <= event.timestamp <= dt.datetime.now(dt.UTC)
 
 
 def test_content_type_header_controls_decoding() -> None:
