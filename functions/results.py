@@ -79,10 +79,15 @@ def _chunk(item: Any) -> bytes:
     return _body_bytes(raw)[0]
 
 
+# The commonest answer of a stream handler, shared: results are read, never changed in place
+# (triggers copy their headers), and one allocation per event is a measurable share of it.
+NO_OUTPUT = Result()
+
+
 def to_result(output: Any) -> Result:
     """Map a handler's return value to a :class:`Result`."""
-    if output is None:  # the commonest answer of a stream handler: skip the type checks
-        return Result()
+    if output is None:
+        return NO_OUTPUT
     if isinstance(output, str):
         return Result(body=output.encode(), value=output)
     if isinstance(output, dict | list):

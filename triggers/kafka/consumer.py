@@ -38,6 +38,9 @@ MAX_POLL_GAP_S = 1.0
 RECONNECT_BACKOFF_S = (1.0, 30.0)
 FLUSH_TIMEOUT_S = 30.0
 LAG_INTERVAL_S = 1.0
+# After a commit the lag moved: report it then too, but not more often than this (the
+# multiprocess gauges cost tens of microseconds per report).
+LAG_MIN_INTERVAL_S = 0.2
 
 
 class ConsumerCallbacks(Protocol):
@@ -257,7 +260,8 @@ class ConsumerThread(threading.Thread):
     def _poll_loop(self) -> None:
         consumer = self._consumer
         cfg = self.config
-        self._last_commit = last_lag = last_poll = time.monotonic()
+        self._last_commit = last_poll = time.monotonic()
+        last_lag = 0.0  # the first commit reports at once
         consumed = self._consumed
         saturated = paused_any = False
         while not self._stop_event.is_set():
@@ -291,8 +295,10 @@ class ConsumerThread(threading.Thread):
             ):
                 self.commit()
                 self._last_commit = now
-            # After every commit too (also those between handler chunks): lag moved.
-            if now - last_lag >= LAG_INTERVAL_S or self._last_commit > last_lag:
+            since_lag = now - last_lag
+            if since_lag >= LAG_INTERVAL_S or (
+                self._last_commit > last_lag and since_lag >= LAG_MIN_INTERVAL_S
+            ):
                 self._report_lag()
                 last_lag = now
 

@@ -108,8 +108,11 @@ class _Once:
 
 
 def _decode(event: KafkaEvent) -> tuple[Any, str]:
+    record = event._record
+    if not record.headers:  # the common case: no header lookup (and no headers dict) needed
+        return decode_value(record.value, None)
     ctype = event.headers.get("content-type")
-    return decode_value(event._record.value, ctype if isinstance(ctype, str) else None)
+    return decode_value(record.value, ctype if isinstance(ctype, str) else None)
 
 
 class KafkaEvent(Event):  # type: ignore[misc]
@@ -131,7 +134,16 @@ class KafkaEvent(Event):  # type: ignore[misc]
 
     @_Once
     def body(self) -> Any:
-        body, ctype = _decode(self)
+        record = self._record
+        value = record.value
+        if not record.headers and value and value[0] in _JSON_START:
+            # decode_value's commonest case, inlined: a headerless JSON object or array.
+            try:
+                body, ctype = jsonbody.loads(value), JSON
+            except ValueError:
+                body, ctype = value, OCTETS
+        else:
+            body, ctype = _decode(self)
         self.__dict__.setdefault("content_type", ctype)
         return body
 
