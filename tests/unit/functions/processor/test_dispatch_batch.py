@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -128,4 +130,51 @@ async def test_a_hung_event_is_noticed_after_its_own_timeout(executor: ThreadPoo
     # One event timeout (plus slack), not the 61 timeouts a whole-batch bound would allow.
     assert waited < 1.5
     assert len(outcome.results) == 2
+    assert isinstance(outcome.error, EventTimeoutError)
+
+
+async def test_run_here_runs_on_the_calling_thread_like_a_batch(
+    executor: ThreadPoolExecutor,
+) -> None:
+    threads: set[str] = set()
+
+    def handler(context: Any, event: Any) -> Any:
+        threads.add(threading.current_thread().name)
+        if event.body == 3:
+            raise ValueError("boom")
+        return {"n": event.body}
+
+    d = dispatcher(handler, executor)
+    outcome = await asyncio.to_thread(d.run_here, events(10))
+    assert [r.json()["n"] for r in outcome.results] == [0, 1, 2]
+    assert isinstance(outcome.error, HandlerFailure)
+    assert outcome.error.event_id == "e3"
+    assert len(threads) == 1 and not next(iter(threads)).startswith("ThreadPoolExecutor")
+    assert d.in_flight == 0
+
+
+async def test_watch_here_replaces_the_worker_when_a_direct_event_hangs(
+    executor: ThreadPoolExecutor,
+) -> None:
+    release = threading.Event()
+    stuck: list[float] = []
+
+    def handler(context: Any, event: Any) -> Any:
+        if event.body == 1:
+            release.wait(5)
+        return "ok"
+
+    d = dispatcher(handler, executor, timeout_s=0.2)
+    d._on_stuck = lambda: stuck.append(time.monotonic())
+    watch = asyncio.get_running_loop().create_task(d.watch_here())
+    started = time.monotonic()
+    running = asyncio.get_running_loop().run_in_executor(None, d.run_here, events(5))
+    async with asyncio.timeout(3):
+        while not stuck:  # noqa: ASYNC110 - set by the watchdog under test
+            await asyncio.sleep(0.01)
+    assert stuck[0] - started < 1.5, "noticed after about one event timeout"
+    release.set()
+    outcome = await running
+    await watch
+    assert len(outcome.results) == 1, "the hung event and those after it have no result"
     assert isinstance(outcome.error, EventTimeoutError)
