@@ -41,7 +41,8 @@ from ..base import BaseTrigger
 from . import metrics
 from .config import KafkaConfig
 from .consumer import ConsumerThread
-from .event import KIND, dead_letter_headers, to_event
+from .event import KIND, to_event
+from .failures import FailedStatus, FailurePolicy, error_text
 from .offsets import OffsetBook
 from .publish import KafkaContext, Publisher
 
@@ -51,17 +52,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEAD_LETTER_TIMEOUT_S = 30.0
 COMMIT_RESERVE_S = 2.0
 COMMIT_WAIT_S = 0.005
-MAX_ERROR_CHARS = 1000
 MAX_REMEMBERED_ATTEMPTS = 10_000
 BATCH_MAX_EVENTS = 64  # per thread hop; its events count as in flight for duplicates at a crash
-
-
-class _FailedStatus(Exception):
-    def __init__(self, status: int) -> None:
-        super().__init__(f"handler answered with status {status}")
 
 
 class _Partition:
@@ -84,17 +78,6 @@ class _Partition:
         self.queue.clear()
         self.interrupt.set()
         self.wake.set()
-
-
-def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, HandlerFailure) and exc.__cause__ is not None:
-        cause = exc.__cause__
-        text = f"{type(cause).__name__}: {cause}"
-    elif isinstance(exc, HandlerFailure | EventTimeoutError | TriggerError):
-        text = exc.message
-    else:
-        text = str(exc)
-    return text[:MAX_ERROR_CHARS]
 
 
 class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
@@ -121,8 +104,7 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         labels = (function.name, self.config.name)
         self._processed = {t: metrics.PROCESSED.labels(*labels, t) for t in self.config.topics}
         self._failed = {t: metrics.FAILED.labels(*labels, t) for t in self.config.topics}
-        self._dead = {t: metrics.DEAD_LETTERED.labels(*labels, t) for t in self.config.topics}
-        self._skipped = {t: metrics.SKIPPED.labels(*labels, t) for t in self.config.topics}
+        self._failures = FailurePolicy(self.config, self._publisher)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -404,7 +386,7 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
                 return done, i, outcome.error if i == len(results) else None
             record, result = records[i], results[i]
             if result.status >= 500:
-                return done, i, _FailedStatus(result.status)
+                return done, i, FailedStatus(result.status)
             if output_topic is not None and result.value is not None:
                 try:
                     self._publish(record, result)
@@ -461,7 +443,7 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
                     raise failed
                 result = await dispatcher.dispatch(event)
                 if result.status >= 500:
-                    raise _FailedStatus(result.status)
+                    raise FailedStatus(result.status)
                 self._publish(record, result)
             except WorkerUnavailableError:
                 # Every slot busy past the availability timeout: backpressure, not a failure.
@@ -469,7 +451,7 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
                 if part.closed:
                     return False
                 continue
-            except (HandlerFailure, EventTimeoutError, TriggerError, _FailedStatus) as exc:
+            except (HandlerFailure, EventTimeoutError, TriggerError, FailedStatus) as exc:
                 self._failed[record.topic].inc()
                 if cfg.on_failure == "block" or attempt <= cfg.max_retries:
                     delay = cfg.backoff_s(attempt)
@@ -480,14 +462,16 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
                             "event_id": event.id,
                             "attempt": attempt,
                             "retry_in_s": delay,
-                            "error": _error_text(exc),
+                            "error": error_text(exc),
                         },
                     )
                     if await self._pause(part, delay):
                         self._remember_attempts(key, attempt)
                         return False
                     continue
-                return await self._give_up(part, record, exc, attempt)
+                return await self._failures.give_up(
+                    record, exc, attempt, lambda delay: self._pause(part, delay)
+                )
             else:
                 self._processed[record.topic].inc()
                 return True
@@ -510,55 +494,3 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(part.interrupt.wait(), delay_s)
         return part.closed
-
-    async def _give_up(
-        self, part: _Partition, record: Any, exc: BaseException, attempts: int
-    ) -> bool:
-        cfg = self.config
-        error = _error_text(exc)
-        where = f"{record.topic}/{record.partition}/{record.offset}"
-        if cfg.on_failure == "skip":
-            self._skipped[record.topic].inc()
-            logger.error(
-                "kafka event skipped after %d attempts: %s",
-                attempts,
-                error,
-                extra={"trigger": self.name, "event_id": where, "attempts": attempts},
-            )
-            return True
-        topic = cfg.dead_letter_topic_for(record.topic)
-        headers = dead_letter_headers(
-            record, error=error, attempts=attempts, function=cfg.function, group=cfg.group
-        )
-        retry = 0
-        while True:
-            try:
-                await asyncio.to_thread(self._produce_dead_letter, topic, record, headers)
-                break
-            except Exception as send_exc:
-                retry += 1
-                delay = cfg.backoff_s(retry)
-                logger.error(
-                    "cannot dead-letter %s to %s: %r; retrying in %.1fs",
-                    where,
-                    topic,
-                    send_exc,
-                    delay,
-                    extra={"trigger": self.name},
-                )
-                if await self._pause(part, delay):
-                    return False
-        self._dead[record.topic].inc()
-        logger.error(
-            "kafka event dead-lettered after %d attempts: %s",
-            attempts,
-            error,
-            extra={"trigger": self.name, "event_id": where, "dead_letter_topic": topic},
-        )
-        return True
-
-    def _produce_dead_letter(
-        self, topic: str, record: Any, headers: list[tuple[str, bytes]]
-    ) -> None:
-        future = self._publisher.send(topic, record.value or b"", key=record.key, headers=headers)
-        future.get(timeout=DEAD_LETTER_TIMEOUT_S)

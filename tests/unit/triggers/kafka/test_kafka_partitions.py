@@ -222,11 +222,11 @@ async def test_worker_unavailable_is_not_an_attempt() -> None:
         return "ok"
 
     trigger, _ = make_trigger(handler, maxRetries=0, onFailure="skip")
-    skipped_before = counter(trigger._skipped["t"])
+    skipped_before = counter(trigger._failures.skipped["t"])
     tp = feed(trigger, 0, range(1))
     await until(lambda: trigger._book.to_commit() == {tp: 1})
     assert len(calls) == 4
-    assert counter(trigger._skipped["t"]) == skipped_before
+    assert counter(trigger._failures.skipped["t"]) == skipped_before
 
 
 async def test_revoke_interrupts_a_blocked_partition_without_committing() -> None:
