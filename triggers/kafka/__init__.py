@@ -7,12 +7,19 @@ handler in offset order; partitions run in parallel up to the trigger's ``maxWor
 partitions away, and on shutdown; failures retry, then go to a dead-letter topic
 (see :mod:`.trigger`).
 
+``numWorkers: 1`` (the default) with a sync handler is the fast path: the consumer thread runs
+the handler itself between polls, as a hand-written consumer loop would, at 0.9-1.0x the
+throughput of a raw kafka-python loop (``python -m bench.kafka``). More workers (or an
+``async def`` handler) go through the event loop and a handler thread pool: worth it for
+handlers that wait on I/O, not for CPU-bound Python, whose threads share one GIL; for those,
+add worker processes instead (``spec.workers``).
+
 In ``function.yaml`` (Nuclio's attribute names, plus tickrun's commit and failure policy)::
 
     triggers:
       klines:
         kind: kafka-cluster
-        numWorkers: 4                  # partitions handled at once per worker process
+        numWorkers: 1                  # partitions handled at once per worker process
         attributes:
           brokers: "kafka-0:9092,kafka-1:9092"
           topics: [market.klines]

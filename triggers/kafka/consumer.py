@@ -19,6 +19,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from tickrun.functions.errors import TriggerError
 
 from . import metrics
+from .compat import joining, unpark_resumed
 from .config import KafkaConfig
 from .offsets import OffsetBook
 from .publish import Publisher
@@ -31,13 +32,15 @@ POLL_TIMEOUT_MS = 100
 # sooner: each poll costs kafka-python's threads GIL time that slow handlers need (py-spy
 # showed those threads busy with constant 10 ms polls while a pandas handler crawled).
 BUSY_POLL_TIMEOUT_MS = 10
-# While the group is (re)joining; see _joining().
+# While the group is (re)joining; see compat.joining().
 JOIN_POLL_TIMEOUT_MS = 500
 # Poll at least this often even when every partition is paused (metadata, group state).
 MAX_POLL_GAP_S = 1.0
 RECONNECT_BACKOFF_S = (1.0, 30.0)
 FLUSH_TIMEOUT_S = 30.0
 LAG_INTERVAL_S = 1.0
+# An async commit whose callback has not come after this long is given up on (a new one goes).
+COMMIT_STALE_S = 60.0
 # After a commit the lag moved: report it then too, but not more often than this (the
 # multiprocess gauges cost tens of microseconds per report).
 LAG_MIN_INTERVAL_S = 0.2
@@ -59,50 +62,6 @@ class ConsumerCallbacks(Protocol):
 def describe_error(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
-
-
-def _unpark_resumed(consumer: Any) -> None:
-    """Work around a kafka-python 3.0 fetcher bug that stalls a resumed partition forever.
-
-    The fetcher parks the records of a paused partition and restores them only while its
-    in-line slot ``_next_partition_records`` is ``None``; but an exhausted slot keeps a
-    falsy ``PartitionRecords`` object instead, so once another partition has been drained the
-    parked records are never restored and the partition is never fetched again. Clearing the
-    exhausted slot between polls (on the polling thread, where the fetcher runs) lets the
-    fetcher restore them. Harmless when the attribute is absent (other versions).
-    """
-    fetcher = getattr(consumer, "_fetcher", None)
-    slot = getattr(fetcher, "_next_partition_records", None)
-    if slot is not None and not slot:
-        fetcher._next_partition_records = None  # type: ignore[union-attr]
-
-
-def _joining(consumer: Any) -> bool:
-    """True while this member has to (re)join its group; polls are long meanwhile.
-
-    Works around two kafka-python 3.0 races around a rejoin, both seen in CI:
-
-    - A rejoin caused by new topic metadata is only remembered by comparing snapshots, and the
-      group leader updates its snapshot while it computes the assignment. A poll that timed
-      out just before the join finished then finds nothing to rejoin, never applies the
-      assignment, and the member keeps polling with no partitions, forever. Asking for the
-      rejoin explicitly keeps it wanted until the assignment is applied.
-    - A join that finishes between two polls is thrown away and a new JoinGroup is sent; long
-      polls during a join make that rare.
-
-    Reads the coordinator's private state; False when the attributes are absent (other
-    versions).
-    """
-    coordinator = getattr(consumer, "_coordinator", None)
-    if coordinator is None or not hasattr(coordinator, "rejoin_needed"):
-        return False
-    if not coordinator.rejoin_needed and coordinator.need_rejoin():
-        coordinator.request_rejoin()
-    return bool(
-        coordinator.rejoin_needed
-        or getattr(coordinator, "rejoining", False)
-        or getattr(coordinator, "_join_task", None) is not None
-    )
 
 
 class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
@@ -144,6 +103,8 @@ class ConsumerThread(threading.Thread):
         self._restart: dict[Any, int] = {}  # revoked partition → first offset not completed
         self._closing = False
         self._last_commit = 0.0
+        self._commit_sent: float | None = None  # when the async commit in flight was sent
+        self._commit_acked: float | None = None  # when the broker answered it
         labels = (config.function, config.name)
         self._commit_latency = metrics.COMMIT_LATENCY.labels(*labels)
         self._commit_ok = metrics.COMMITS.labels(*labels, "ok")
@@ -216,6 +177,7 @@ class ConsumerThread(threading.Thread):
         cfg = self.config
         consumer = KafkaConsumer(**cfg.client_kwargs("consumer"))
         self._consumer = consumer
+        self._commit_sent = None  # a request of the previous consumer never calls back
         # Subscribe before fetching metadata: the fetch then also gives kafka-python's group
         # coordinator the subscribed topics' partitions before the first join. Without it the
         # member joins knowing none, and rebalances again as soon as the metadata arrives
@@ -245,12 +207,12 @@ class ConsumerThread(threading.Thread):
 
     def rejoin_pending(self) -> bool:
         """The group wants this member to (re)join: stop handling, poll (consumer thread)."""
-        return self._consumer is not None and _joining(self._consumer)
+        return self._consumer is not None and joining(self._consumer)
 
     def commit_if_due(self) -> None:
         """Commit if a commit batch is complete (on this thread, between handler chunks)."""
         if self._book.uncommitted >= self.config.commit_batch_size:
-            self.commit()
+            self.commit_soon()
             self._last_commit = time.monotonic()
 
     def wake(self) -> None:
@@ -265,15 +227,15 @@ class ConsumerThread(threading.Thread):
         consumed = self._consumed
         saturated = paused_any = False
         while not self._stop_event.is_set():
-            joining = _joining(consumer)
-            if saturated and not joining and time.monotonic() - last_poll < MAX_POLL_GAP_S:
+            rejoin = joining(consumer)
+            if saturated and not rejoin and time.monotonic() - last_poll < MAX_POLL_GAP_S:
                 # Every partition's backlog is full, so a poll could fetch nothing; it would
                 # only cost kafka-python's threads GIL time the handlers need. Wait for them
                 # to drain a backlog or complete a commit batch (wake()) instead.
                 self._wake.wait(POLL_TIMEOUT_MS / 1000)
                 self._wake.clear()
             else:
-                if joining:
+                if rejoin:
                     timeout_ms = JOIN_POLL_TIMEOUT_MS
                 elif paused_any or self._book.uncommitted * 2 >= cfg.commit_batch_size:
                     timeout_ms = BUSY_POLL_TIMEOUT_MS
@@ -281,7 +243,7 @@ class ConsumerThread(threading.Thread):
                     timeout_ms = POLL_TIMEOUT_MS
                 batch = consumer.poll(timeout_ms=timeout_ms)
                 last_poll = time.monotonic()
-                _unpark_resumed(consumer)
+                unpark_resumed(consumer)
                 if batch:
                     for tp, records in batch.items():
                         self._book.add(tp, [r.offset for r in records])
@@ -293,7 +255,7 @@ class ConsumerThread(threading.Thread):
                 self._book.uncommitted >= cfg.commit_batch_size
                 or now - self._last_commit >= cfg.commit_interval_s
             ):
-                self.commit()
+                self.commit_soon()
                 self._last_commit = now
             since_lag = now - last_lag
             if since_lag >= LAG_INTERVAL_S or (
@@ -303,6 +265,60 @@ class ConsumerThread(threading.Thread):
                 last_lag = now
 
     # --- offsets -----------------------------------------------------------------------------
+
+    def commit_soon(self) -> None:
+        """Commit every moved position without waiting for the broker (this thread goes on).
+
+        For the size and interval commits: a blocking commit costs this thread a round trip
+        (~2 ms) per commit batch, which was a seventh of a no-op handler's time. One request
+        is in flight at a time; its callback (run by kafka-python on this thread, in the next
+        poll) records it. Revokes and shutdown still commit synchronously.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return
+        sent = self._commit_sent
+        if sent is not None:
+            if time.monotonic() - sent < COMMIT_STALE_S:
+                return
+            logger.warning("kafka async commit never completed; sending another")
+        positions = self._book.to_commit()
+        if not positions:
+            return
+        started = time.perf_counter()
+        self._commit_acked = None
+        try:
+            self._publisher.flush(FLUSH_TIMEOUT_S)  # outputs acknowledged before their offsets
+            future = consumer.commit_async(
+                {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()},
+                callback=lambda _offsets, response: self._committed(positions, started, response),
+            )
+            # The callback waits for the next poll; the broker's answer time is the latency.
+            future.add_both(lambda _response: setattr(self, "_commit_acked", time.perf_counter()))
+        except Exception as exc:
+            self._commit_failure(exc, len(positions))
+            return
+        self._commit_sent = time.monotonic()
+
+    def _committed(self, positions: dict[Any, int], started: float, response: Any) -> None:
+        self._commit_sent = None
+        if isinstance(response, BaseException):
+            self._commit_failure(response, len(positions))
+            return
+        self._book.committed(positions)
+        self._commit_ok.inc()
+        acked = self._commit_acked
+        self._commit_latency.observe((acked or time.perf_counter()) - started)
+
+    def _commit_failure(self, exc: BaseException, partitions: int) -> None:
+        # Typically a rebalance in progress: the partitions' next owner re-handles the events
+        # after the last commit (bounded duplicates, never a loss).
+        self._commit_failed.inc()
+        logger.warning(
+            "kafka offset commit failed: %s",
+            describe_error(exc),
+            extra={"trigger": self.config.name, "partitions": partitions},
+        )
 
     def commit(self, tps: list[Any] | None = None) -> None:
         """Flush output, then commit every moved position (or just those of ``tps``)."""
@@ -316,14 +332,7 @@ class ConsumerThread(threading.Thread):
                 {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()}
             )
         except Exception as exc:
-            # Typically a rebalance in progress: the partitions' next owner re-handles the
-            # events after the last commit (bounded duplicates, never a loss).
-            self._commit_failed.inc()
-            logger.warning(
-                "kafka offset commit failed: %s",
-                describe_error(exc),
-                extra={"trigger": self.config.name, "partitions": len(positions)},
-            )
+            self._commit_failure(exc, len(positions))
             return
         self._book.committed(positions)
         self._commit_ok.inc()

@@ -1,0 +1,54 @@
+"""Workarounds for kafka-python 3.0 bugs seen in CI, in one place.
+
+Both read or set the consumer's private state, and both do nothing when the attributes they
+need are absent (another kafka-python version), so upgrading cannot break the trigger, only
+bring the bugs back: tests/integration/test_kafka_*.py would show it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def unpark_resumed(consumer: Any) -> None:
+    """Work around a kafka-python 3.0 fetcher bug that stalls a resumed partition forever.
+
+    The fetcher parks the records of a paused partition and restores them only while its
+    in-line slot ``_next_partition_records`` is ``None``; but an exhausted slot keeps a
+    falsy ``PartitionRecords`` object instead, so once another partition has been drained the
+    parked records are never restored and the partition is never fetched again. Clearing the
+    exhausted slot between polls (on the polling thread, where the fetcher runs) lets the
+    fetcher restore them. Harmless when the attribute is absent (other versions).
+    """
+    fetcher = getattr(consumer, "_fetcher", None)
+    slot = getattr(fetcher, "_next_partition_records", None)
+    if slot is not None and not slot:
+        fetcher._next_partition_records = None  # type: ignore[union-attr]
+
+
+def joining(consumer: Any) -> bool:
+    """True while this member has to (re)join its group; polls are long meanwhile.
+
+    Works around two kafka-python 3.0 races around a rejoin, both seen in CI:
+
+    - A rejoin caused by new topic metadata is only remembered by comparing snapshots, and the
+      group leader updates its snapshot while it computes the assignment. A poll that timed
+      out just before the join finished then finds nothing to rejoin, never applies the
+      assignment, and the member keeps polling with no partitions, forever. Asking for the
+      rejoin explicitly keeps it wanted until the assignment is applied.
+    - A join that finishes between two polls is thrown away and a new JoinGroup is sent; long
+      polls during a join make that rare.
+
+    Reads the coordinator's private state; False when the attributes are absent (other
+    versions).
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is None or not hasattr(coordinator, "rejoin_needed"):
+        return False
+    if not coordinator.rejoin_needed and coordinator.need_rejoin():
+        coordinator.request_rejoin()
+    return bool(
+        coordinator.rejoin_needed
+        or getattr(coordinator, "rejoining", False)
+        or getattr(coordinator, "_join_task", None) is not None
+    )
