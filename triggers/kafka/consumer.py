@@ -228,7 +228,14 @@ class ConsumerThread(threading.Thread):
         saturated = paused_any = False
         while not self._stop_event.is_set():
             rejoin = joining(consumer)
-            if saturated and not rejoin and time.monotonic() - last_poll < MAX_POLL_GAP_S:
+            if (
+                saturated
+                and not rejoin
+                # An async commit's callback only runs inside a poll, and handlers may be
+                # waiting for it (they stay within two commit windows): poll meanwhile.
+                and self._commit_sent is None
+                and time.monotonic() - last_poll < MAX_POLL_GAP_S
+            ):
                 # Every partition's backlog is full, so a poll could fetch nothing; it would
                 # only cost kafka-python's threads GIL time the handlers need. Wait for them
                 # to drain a backlog or complete a commit batch (wake()) instead.
