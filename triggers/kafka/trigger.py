@@ -187,6 +187,9 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         """A partition's task starts with its first records; the direct path may take it."""
         self._revoking.difference_update(tps)
 
+    def on_state(self, connected: bool, error: str | None) -> None:
+        self._connected = connected
+
     # --- the direct path (on the consumer thread) -----------------------------------------------
 
     def _run_here(self, batch: dict[Any, list[Any]]) -> None:
@@ -250,9 +253,6 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         assert self._loop is not None
         failed = (todo[failed_tp][0].offset, failure) if failure is not None else None
         self._loop.call_soon_threadsafe(self._enqueue, todo, failed_tp, failed)
-
-    def on_state(self, connected: bool, error: str | None) -> None:
-        self._connected = connected
 
     # --- loop side ----------------------------------------------------------------------------
 
