@@ -227,6 +227,46 @@ def test_sigterm_drains_and_commits_what_was_done(
     assert end_offsets(bs, topic, 2) == committed(bs, group, topic)
 
 
+def test_a_handler_hung_past_the_event_timeout_does_not_stall_the_partition(
+    kafka_broker: KafkaBroker, tmp_path: Path, slots: int
+) -> None:
+    bs = kafka_broker.bootstrap_servers
+    topic, group = _names("hung")
+    kafka_broker.create_topic(topic, partitions=1)
+    produce(bs, topic, [{"i": 0}, {"i": 1, "hang_once_s": 120}, {"i": 2}, {"i": 3}])
+    fn = serve(
+        write_function(
+            tmp_path,
+            brokers=bs,
+            topics=[topic],
+            group=group,
+            num_workers=slots,
+            event_timeout="1s",
+            drain_timeout="2s",
+            attributes={"maxRetries": 3},
+        )
+    )
+    try:
+        wait_for(lambda: len({h.offset for h in done(tmp_path)}) >= 4, 120, "all 4 events")
+        wait_for(lambda: committed(bs, group, topic) == {0: 4}, 30, "commit past the hang")
+        assert fn.proc is not None and fn.proc.poll() is None, "the replica stays up"
+    finally:
+        fn.terminate()
+    hung = [h for h in handled(tmp_path) if h.kind == "A" and h.offset == 1]
+    finished = [h for h in done(tmp_path) if h.offset == 1]
+    assert len(hung) >= 2 and finished, "the hung event was tried again and then handled"
+    if slots == 1:
+        # The consumer thread itself was stuck: the worker process was replaced.
+        assert finished[0].pid != hung[0].pid
+    else:
+        # A pool thread was stuck: another slot retried it in the same worker.
+        assert finished[0].pid == hung[0].pid
+    offsets = [h.offset for h in done(tmp_path)]
+    assert sorted(set(offsets)) == [0, 1, 2, 3]
+    # Only what was not committed when the worker went may run twice; nothing after the hang.
+    assert offsets.count(2) == offsets.count(3) == 1
+
+
 def _metric(text: str, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels``."""
     total = 0.0

@@ -4,7 +4,7 @@ The handler (``HANDLER`` below) appends one line per attempt and per success to 
 process (``<pid>.log`` in ``$RESULTS_DIR``) with an O_APPEND write, so the record survives a
 ``kill -9`` of the replica a microsecond later. Each event's JSON body steers the handler:
 ``{"fail_times": n}`` raises on the first n attempts, ``{"poison": true}`` always raises,
-``{"sleep_s": x}`` sleeps.
+``{"sleep_s": x}`` sleeps, ``{"hang_once_s": x}`` sleeps on its first attempt in any process.
 """
 
 from __future__ import annotations
@@ -50,6 +50,14 @@ def handler(context, event):
         n = _attempts[event.id] = _attempts.get(event.id, 0) + 1
     if body.get("sleep_s"):
         time.sleep(body["sleep_s"])
+    if body.get("hang_once_s"):
+        marker = os.path.join(os.environ["RESULTS_DIR"], f"hung-{event.shard_id}-{event.offset}")
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            pass
+        else:
+            time.sleep(body["hang_once_s"])
     if body.get("poison") or n <= body.get("fail_times", 0):
         raise ValueError(f"refusing {event.id} on attempt {n}")
     _line("D", event)
@@ -76,6 +84,7 @@ def write_function(
     num_workers: int = 4,
     attributes: dict[str, Any] | None = None,
     drain_timeout: str = "20s",
+    event_timeout: str | None = None,
 ) -> Path:
     fn_dir = root / name
     fn_dir.mkdir(parents=True, exist_ok=True)
@@ -99,6 +108,7 @@ def write_function(
         "spec": {
             "handler": "main:handler",
             "drainTimeout": drain_timeout,
+            **({"eventTimeout": event_timeout} if event_timeout else {}),
             "env": [{"name": "RESULTS_DIR", "value": str(root / "results")}],
             "triggers": {
                 "ticks": {"kind": "kafka-cluster", "numWorkers": num_workers, "attributes": attrs}
