@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from ..errors import HandlerLoadError, TickrunError
 from ..handler import LoadedHandler, load_handler
 from ..interfaces import Dispatcher, HttpHandler, Trigger
+from ..requestid import REQUEST_ID_HEADER, request_id
 from ..sdk import TriggerInfo, make_context
 from ..spec import FunctionSpec, HttpTriggerSpec, TriggerSpec, parse_spec
 from . import metrics
@@ -33,6 +34,8 @@ from .dispatcher import TriggerDispatcher
 from .registry import trigger_class
 
 logger = logging.getLogger(__name__)
+
+CONTROL_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # the processor's own
 
 CONFIG_ENV = "TICKRUN_WORKER_CONFIG"
 READY_DIR_ENV = "TICKRUN_READY_DIR"
@@ -212,6 +215,14 @@ class Worker:
 
     async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
+        if path in CONTROL_PATHS or self._http_handler is None:
+            # The processor's own answers carry a request id too (the HTTP trigger sets its own).
+            response = self._control(path)
+            response.headers[REQUEST_ID_HEADER] = request_id(request.headers)
+            return response
+        return await self._http_handler(request)
+
+    def _control(self, path: str) -> web.Response:
         if path == "/healthz":
             return web.json_response({"status": "ok"})
         if path == "/readyz":
@@ -219,9 +230,7 @@ class Worker:
         if path == "/metrics":
             body, ctype = metrics.render()
             return web.Response(body=body, headers={"Content-Type": ctype})
-        if self._http_handler is None:
-            return web.json_response({"error": "this function has no http trigger"}, status=404)
-        return await self._http_handler(request)
+        return web.json_response({"error": "this function has no http trigger"}, status=404)
 
     def _readyz(self) -> web.Response:
         not_ready = [t.name for t in self._triggers if not t.ready()]

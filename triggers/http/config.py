@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tickrun.functions.requestid import REQUEST_ID_HEADER
 from tickrun.functions.spec import HttpTriggerSpec
 
-REQUEST_ID_HEADER = "X-Request-Id"
+__all__ = ["REQUEST_ID_HEADER", "HttpConfig"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,34 +4,23 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import itertools
 import json
-import os
-import re
 import time
 from typing import Any
 
 from aiohttp import web
 from nuclio_sdk import Event, TriggerInfo
-from tickrun.functions import jsonbody
+from tickrun.functions import jsonbody, requestid
 from tickrun.functions.errors import BodyTooLargeError
 from tickrun.functions.results import Result
 
 from .config import REQUEST_ID_HEADER
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-
-_ID_PREFIX = os.urandom(6).hex()
-_id_counter = itertools.count(1)
-
 
 def request_id(request: web.BaseRequest) -> str:
     """The caller's X-Request-Id when it is sane, else a fresh one (unique per process)."""
-    given = request.headers.get(REQUEST_ID_HEADER)
-    if given and _SAFE_ID.match(given):
-        return given
-    return f"{_ID_PREFIX}{next(_id_counter):010x}"
+    rid: str = requestid.request_id(request.headers)
+    return rid
 
 
 async def read_body(request: web.BaseRequest, limit: int) -> bytes:

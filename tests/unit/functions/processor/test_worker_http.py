@@ -265,11 +265,15 @@ async def test_control_endpoints(make_worker: MakeWorker, http: aiohttp.ClientSe
     url = await make_worker("text")
     async with http.get(url) as resp:
         await resp.read()
-    async with http.get(url + "/healthz") as resp:
+    async with http.get(url + "/healthz", headers={"X-Request-Id": "probe-1"}) as resp:
         assert resp.status == 200
+        assert resp.headers["X-Request-Id"] == "probe-1"
     async with http.get(url + "/readyz") as resp:
         assert resp.status == 200
         assert (await resp.json())["status"] == "ready"
+        assert resp.headers["X-Request-Id"], "a fresh id when the caller sent none"
+    async with http.get(url + "/metrics", headers={"X-Request-Id": "not <safe>"}) as resp:
+        assert resp.headers["X-Request-Id"] not in ("", "not <safe>")
     async with http.get(url + "/metrics") as resp:
         text = await resp.text()
     ok = re.search(
