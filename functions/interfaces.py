@@ -41,13 +41,19 @@ class Dispatcher(Protocol):
 
     @property
     def batches(self) -> bool:
-        """True when :meth:`dispatch_batch` is worth using (sync handlers)."""
+        """True when :meth:`dispatch_batch` is worth using."""
+        ...
+
+    @property
+    def sync(self) -> bool:
+        """True when the handler is a plain function (:meth:`run_here` may run it)."""
         ...
 
     async def dispatch_batch(
         self, events: Sequence[Any], should_stop: Callable[[], bool] | None = None
     ) -> BatchOutcome:
-        """Run ordered events in one thread hop, stopping at the first failure."""
+        """Run ordered events in one slot (one thread hop for sync handlers), stopping at the
+        first failure."""
         ...
 
     def run_here(

@@ -20,7 +20,7 @@ import nuclio_sdk
 
 from ..errors import EventTimeoutError, TickrunError, WorkerUnavailableError
 from ..handler import LoadedHandler
-from ..results import Result, exception_result, to_result
+from ..results import NO_OUTPUT, Result, exception_result, to_result
 from . import metrics
 from .batch import BatchState, run_batch
 
@@ -209,20 +209,27 @@ class TriggerDispatcher:
 
     @property
     def batches(self) -> bool:
-        """True when :meth:`dispatch_batch` saves thread hops (sync handlers)."""
+        """:meth:`dispatch_batch` saves a thread hop (sync handlers) or a slot and a task
+        switch (async handlers) per event: always worth it for ordered streams."""
+        return True
+
+    @property
+    def sync(self) -> bool:
+        """The handler is a plain function, so :meth:`run_here` may run it."""
         return not self._handler.is_async
 
     async def dispatch_batch(
         self, events: Sequence[Any], should_stop: Callable[[], bool] | None = None
     ) -> BatchOutcome:
-        """Run ``events`` in order in one thread-pool call, stopping at the first failure.
+        """Run ``events`` in order in one thread-pool call (sync handlers) or one coroutine
+        (async handlers), stopping at the first failure.
 
         The batch takes one slot. Failures are reported for the event that failed, as
         :meth:`dispatch` would raise them; a 5xx answer ends the batch too (its result is the
         last one returned). Raises :class:`WorkerUnavailableError` before running anything.
         """
-        if not self.batches:
-            raise TypeError("dispatch_batch is for sync handlers; use dispatch")
+        if self._handler.is_async:
+            return await self._dispatch_batch_async(events, should_stop)
         await self._acquire()
         self._in_flight += 1
         self._stats.in_flight += 1
@@ -245,6 +252,52 @@ class TriggerDispatcher:
                 self._release()
         return self._batch_outcome(events, state, expired)
 
+    async def _dispatch_batch_async(
+        self, events: Sequence[Any], should_stop: Callable[[], bool] | None
+    ) -> BatchOutcome:
+        await self._acquire()
+        self._in_flight += 1
+        self._stats.in_flight += 1
+        timeout = self._event_timeout_s
+        state = BatchState(events, timeout, should_stop)
+        fn, context, results, latencies = self._fn, self._context, state.results, state.latencies_s
+        clock = time.perf_counter
+        try:
+            for event in events:
+                if should_stop is not None and should_stop():
+                    break
+                started = clock()
+                try:
+                    if timeout is None:
+                        out = await fn(context, event)
+                    else:
+                        deadline = asyncio.timeout(timeout)
+                        try:
+                            async with deadline:
+                                out = await fn(context, event)
+                        except TimeoutError:
+                            if not deadline.expired():
+                                raise
+                            latencies.append(clock() - started)
+                            state.timed_out = True
+                            break
+                    result = NO_OUTPUT if out is None else to_result(out)
+                    if not 100 <= result.status <= 599:
+                        raise ValueError(f"handler returned an invalid status code {result.status}")
+                except nuclio_sdk.ExceptionWithResponse as exc:
+                    result = exception_result(exc)
+                except Exception as exc:
+                    latencies.append(clock() - started)
+                    state.error = exc
+                    break
+                latencies.append(clock() - started)
+                results.append(result)
+                if result.status >= 500:
+                    break
+        finally:
+            self._release()
+        return self._batch_outcome(events, state, expired=False)
+
     def run_here(
         self, events: Sequence[Any], should_stop: Callable[[], bool] | None = None
     ) -> BatchOutcome:
@@ -255,7 +308,7 @@ class TriggerDispatcher:
         that. An event that hangs cannot be interrupted here either; :meth:`watch_here` on
         the event loop notices it after the event timeout.
         """
-        if not self.batches:
+        if not self.sync:
             raise TypeError("run_here is for sync handlers")
         state = BatchState(events, self._event_timeout_s, should_stop)
         self._in_flight += 1

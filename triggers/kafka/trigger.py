@@ -112,7 +112,7 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         """Start consuming in the background; brokers being down is not an error here."""
         self._loop = asyncio.get_running_loop()
         self._dispatcher = dispatcher = host.dispatcher(self.spec)
-        self._direct = self.spec.workers == 1 and dispatcher.batches
+        self._direct = self.spec.workers == 1 and dispatcher.sync
         if self._direct:
             self._watch = self._loop.create_task(dispatcher.watch_here())
         context = getattr(host, "context", None)

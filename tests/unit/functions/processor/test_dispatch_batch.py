@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
 from collections.abc import Iterator
@@ -32,7 +33,11 @@ def dispatcher(
 ) -> TriggerDispatcher:
     return TriggerDispatcher(
         handler=LoadedHandler(
-            fn=fn, is_async=False, init_context=None, module_name="m", entrypoint="h"
+            fn=fn,
+            is_async=inspect.iscoroutinefunction(fn),
+            init_context=None,
+            module_name="m",
+            entrypoint="h",
         ),
         context=object(),
         function_name="f",
@@ -177,4 +182,42 @@ async def test_watch_here_replaces_the_worker_when_a_direct_event_hangs(
     outcome = await running
     await watch
     assert len(outcome.results) == 1, "the hung event and those after it have no result"
+    assert isinstance(outcome.error, EventTimeoutError)
+
+
+async def test_async_handlers_batch_in_one_slot_and_stop_at_the_first_failure(
+    executor: ThreadPoolExecutor,
+) -> None:
+    seen: list[int] = []
+
+    async def handler(context: Any, event: Any) -> Any:
+        seen.append(event.body)
+        await asyncio.sleep(0)
+        if event.body == 4:
+            raise ValueError("boom")
+        return None if event.body % 2 else {"n": event.body}
+
+    d = dispatcher(handler, executor)
+    assert d.batches and not d.sync
+    outcome = await d.dispatch_batch(events(10))
+    assert seen == [0, 1, 2, 3, 4]
+    assert [r.value for r in outcome.results] == [{"n": 0}, None, {"n": 2}, None]
+    assert isinstance(outcome.error, HandlerFailure)
+    assert outcome.error.event_id == "e4"
+    assert d.in_flight == 0
+    with pytest.raises(TypeError):
+        d.run_here(events(1))
+
+
+async def test_async_batch_times_out_the_slow_event_only(executor: ThreadPoolExecutor) -> None:
+    async def handler(context: Any, event: Any) -> Any:
+        if event.body == 2:
+            await asyncio.sleep(1)
+        return "ok"
+
+    d = dispatcher(handler, executor, timeout_s=0.1)
+    started = time.monotonic()
+    outcome = await d.dispatch_batch(events(5), lambda: False)
+    assert time.monotonic() - started < 0.8
+    assert len(outcome.results) == 2
     assert isinstance(outcome.error, EventTimeoutError)
