@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -26,10 +27,17 @@ from tests.support.kafka_functions import (
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
 
-@pytest.fixture(params=[1, 4], ids=["consumer-thread", "handler-pool"])
-def slots(request: pytest.FixtureRequest) -> int:
-    """numWorkers: 1 runs a sync handler on the consumer thread itself, more on a pool."""
-    return int(request.param)
+class Mode(NamedTuple):
+    slots: int  # numWorkers: 1 runs a sync handler on the consumer thread itself
+    is_async: bool  # `async def` handlers run on the event loop
+
+
+@pytest.fixture(
+    params=[Mode(1, False), Mode(4, False), Mode(4, True)],
+    ids=["consumer-thread", "handler-pool", "async-handler"],
+)
+def mode(request: pytest.FixtureRequest) -> Mode:
+    return Mode(*request.param)
 
 
 def _names(prefix: str) -> tuple[str, str]:
@@ -38,14 +46,23 @@ def _names(prefix: str) -> tuple[str, str]:
 
 
 def test_order_per_partition_and_everything_committed(
-    kafka_broker: KafkaBroker, tmp_path: Path, slots: int
+    kafka_broker: KafkaBroker, tmp_path: Path, mode: Mode
 ) -> None:
     bs = kafka_broker.bootstrap_servers
     topic, group = _names("order")
     kafka_broker.create_topic(topic, partitions=4)
     n = 2000
     produce(bs, topic, ({"i": i} for i in range(n)), partition_of=lambda i: i % 4)
-    fn = serve(write_function(tmp_path, brokers=bs, topics=[topic], group=group, num_workers=slots))
+    fn = serve(
+        write_function(
+            tmp_path,
+            brokers=bs,
+            topics=[topic],
+            group=group,
+            num_workers=mode.slots,
+            async_handler=mode.is_async,
+        )
+    )
     try:
         wait_for(lambda: len(done(tmp_path)) >= n, 90, f"{n} events handled")
         wait_for(
@@ -68,7 +85,7 @@ def test_order_per_partition_and_everything_committed(
 
 
 def test_handler_failing_twice_then_succeeding(
-    kafka_broker: KafkaBroker, tmp_path: Path, slots: int
+    kafka_broker: KafkaBroker, tmp_path: Path, mode: Mode
 ) -> None:
     bs = kafka_broker.bootstrap_servers
     topic, group = _names("retry")
@@ -80,7 +97,8 @@ def test_handler_failing_twice_then_succeeding(
             brokers=bs,
             topics=[topic],
             group=group,
-            num_workers=slots,
+            num_workers=mode.slots,
+            async_handler=mode.is_async,
             attributes={"maxRetries": 3},
         )
     )
@@ -104,7 +122,7 @@ def test_handler_failing_twice_then_succeeding(
 
 
 def test_poison_message_is_dead_lettered_and_the_partition_moves_on(
-    kafka_broker: KafkaBroker, tmp_path: Path, slots: int
+    kafka_broker: KafkaBroker, tmp_path: Path, mode: Mode
 ) -> None:
     bs = kafka_broker.bootstrap_servers
     topic, group = _names("poison")
@@ -126,7 +144,8 @@ def test_poison_message_is_dead_lettered_and_the_partition_moves_on(
             brokers=bs,
             topics=[topic],
             group=group,
-            num_workers=slots,
+            num_workers=mode.slots,
+            async_handler=mode.is_async,
             attributes={"maxRetries": 2, "deadLetterTopic": dlq},
         )
     )
@@ -155,7 +174,7 @@ def test_poison_message_is_dead_lettered_and_the_partition_moves_on(
 
 
 def test_return_value_is_produced_to_the_output_topic(
-    kafka_broker: KafkaBroker, tmp_path: Path, slots: int
+    kafka_broker: KafkaBroker, tmp_path: Path, mode: Mode
 ) -> None:
     bs = kafka_broker.bootstrap_servers
     topic, group = _names("out")
@@ -174,7 +193,8 @@ def test_return_value_is_produced_to_the_output_topic(
             brokers=bs,
             topics=[topic],
             group=group,
-            num_workers=slots,
+            num_workers=mode.slots,
+            async_handler=mode.is_async,
             attributes={"outputTopic": out},
         )
     )
@@ -190,7 +210,7 @@ def test_return_value_is_produced_to_the_output_topic(
 
 
 def test_sigterm_drains_and_commits_what_was_done(
-    kafka_broker: KafkaBroker, tmp_path: Path, slots: int
+    kafka_broker: KafkaBroker, tmp_path: Path, mode: Mode
 ) -> None:
     bs = kafka_broker.bootstrap_servers
     topic, group = _names("drain")
@@ -203,7 +223,8 @@ def test_sigterm_drains_and_commits_what_was_done(
         brokers=bs,
         topics=[topic],
         group=group,
-        num_workers=slots,
+        num_workers=mode.slots,
+        async_handler=mode.is_async,
         attributes={"commitInterval": "60s", "commitBatchSize": 100_000},
     )
     fn = serve(fn_dir)
@@ -228,7 +249,7 @@ def test_sigterm_drains_and_commits_what_was_done(
 
 
 def test_a_handler_hung_past_the_event_timeout_does_not_stall_the_partition(
-    kafka_broker: KafkaBroker, tmp_path: Path, slots: int
+    kafka_broker: KafkaBroker, tmp_path: Path, mode: Mode
 ) -> None:
     bs = kafka_broker.bootstrap_servers
     topic, group = _names("hung")
@@ -240,7 +261,8 @@ def test_a_handler_hung_past_the_event_timeout_does_not_stall_the_partition(
             brokers=bs,
             topics=[topic],
             group=group,
-            num_workers=slots,
+            num_workers=mode.slots,
+            async_handler=mode.is_async,
             event_timeout="1s",
             drain_timeout="2s",
             attributes={"maxRetries": 3},
@@ -255,11 +277,11 @@ def test_a_handler_hung_past_the_event_timeout_does_not_stall_the_partition(
     hung = [h for h in handled(tmp_path) if h.kind == "A" and h.offset == 1]
     finished = [h for h in done(tmp_path) if h.offset == 1]
     assert len(hung) >= 2 and finished, "the hung event was tried again and then handled"
-    if slots == 1:
+    if mode.slots == 1 and not mode.is_async:
         # The consumer thread itself was stuck: the worker process was replaced.
         assert finished[0].pid != hung[0].pid
     else:
-        # A pool thread was stuck: another slot retried it in the same worker.
+        # A pool thread (or a coroutine, cancelled) was stuck: the same worker retried it.
         assert finished[0].pid == hung[0].pid
     offsets = [h.offset for h in done(tmp_path)]
     assert sorted(set(offsets)) == [0, 1, 2, 3]
@@ -280,7 +302,7 @@ def _metric(text: str, name: str, **labels: str) -> float:
 
 
 def test_several_topics_one_group_with_counted_metrics(
-    kafka_broker: KafkaBroker, tmp_path: Path, slots: int
+    kafka_broker: KafkaBroker, tmp_path: Path, mode: Mode
 ) -> None:
     bs = kafka_broker.bootstrap_servers
     klines, group = _names("klines")
@@ -300,7 +322,8 @@ def test_several_topics_one_group_with_counted_metrics(
             brokers=bs,
             topics=[klines, trades],
             group=group,
-            num_workers=slots,
+            num_workers=mode.slots,
+            async_handler=mode.is_async,
             attributes={"maxRetries": 2},
         )
     )

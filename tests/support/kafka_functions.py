@@ -5,6 +5,7 @@ process (``<pid>.log`` in ``$RESULTS_DIR``) with an O_APPEND write, so the recor
 ``kill -9`` of the replica a microsecond later. Each event's JSON body steers the handler:
 ``{"fail_times": n}`` raises on the first n attempts, ``{"poison": true}`` always raises,
 ``{"sleep_s": x}`` sleeps, ``{"hang_once_s": x}`` sleeps on its first attempt in any process.
+``main:async_handler`` (``async_handler=True``) does the same as a coroutine.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from kafka.structs import TopicPartition
 from tests.support.processes import ServedFunction, live_logs
 
 HANDLER = """
-import json, os, threading, time
+import asyncio, json, os, threading, time
 
 _fd = None
 _attempts = {}
@@ -43,25 +44,48 @@ def _line(kind, event):
     os.write(_fd, f"{kind} {event.topic} {event.shard_id} {event.offset}\\n".encode())
 
 
-def handler(context, event):
+def _attempt(event):
     body = event.body if isinstance(event.body, dict) else {}
     _line("A", event)
     with _lock:
         n = _attempts[event.id] = _attempts.get(event.id, 0) + 1
-    if body.get("sleep_s"):
-        time.sleep(body["sleep_s"])
-    if body.get("hang_once_s"):
-        marker = os.path.join(os.environ["RESULTS_DIR"], f"hung-{event.shard_id}-{event.offset}")
-        try:
-            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
-        except FileExistsError:
-            pass
-        else:
-            time.sleep(body["hang_once_s"])
+    return body, n
+
+
+def _first_hang(event, body):
+    if not body.get("hang_once_s"):
+        return False
+    marker = os.path.join(os.environ["RESULTS_DIR"], f"hung-{event.shard_id}-{event.offset}")
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return False
+    return True
+
+
+def _finish(event, body, n):
     if body.get("poison") or n <= body.get("fail_times", 0):
         raise ValueError(f"refusing {event.id} on attempt {n}")
     _line("D", event)
     return body.get("reply")
+
+
+def handler(context, event):
+    body, n = _attempt(event)
+    if body.get("sleep_s"):
+        time.sleep(body["sleep_s"])
+    if _first_hang(event, body):
+        time.sleep(body["hang_once_s"])
+    return _finish(event, body, n)
+
+
+async def async_handler(context, event):
+    body, n = _attempt(event)
+    if body.get("sleep_s"):
+        await asyncio.sleep(body["sleep_s"])
+    if _first_hang(event, body):
+        await asyncio.sleep(body["hang_once_s"])
+    return _finish(event, body, n)
 """
 
 
@@ -85,6 +109,7 @@ def write_function(
     attributes: dict[str, Any] | None = None,
     drain_timeout: str = "20s",
     event_timeout: str | None = None,
+    async_handler: bool = False,
 ) -> Path:
     fn_dir = root / name
     fn_dir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +131,7 @@ def write_function(
     spec = {
         "metadata": {"name": name},
         "spec": {
-            "handler": "main:handler",
+            "handler": "main:async_handler" if async_handler else "main:handler",
             "drainTimeout": drain_timeout,
             **({"eventTimeout": event_timeout} if event_timeout else {}),
             "env": [{"name": "RESULTS_DIR", "value": str(root / "results")}],
