@@ -16,7 +16,9 @@ consumer group:
   end).
 
 Rounds alternate raw / tickrun; the best round of each is reported (the box is shared), and
-the median of each round's ratio to the raw round just before it. Both
+the median of each round's ratio to the raw round just before it. The ``x2 proc`` rounds
+include the rebalance when the second worker process joins the group: events handled again
+across it count twice, so their best round overstates; read their median. Both
 sides start their clock after the first 10% of the events (start-up, group join).
 
     python -m bench.kafka [--messages 200000] [--partitions 4] [--rounds 2] [--plot PATH]
