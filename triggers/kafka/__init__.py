@@ -9,11 +9,12 @@ partitions away, and on shutdown; failures retry, then go to a dead-letter topic
 
 ``numWorkers: 1`` (the default) with a sync handler is the fast path: the consumer thread runs
 the handler itself between polls, as a hand-written consumer loop would: with a no-op handler
-it kept 0.94x a raw kafka-python loop's events/s (best of 5 rounds; median per round 0.92x;
-``python -m bench.kafka --rounds 5``). More workers (or an
-``async def`` handler) go through the event loop and a handler thread pool: worth it for
-handlers that wait on I/O, not for CPU-bound Python, whose threads share one GIL; for those,
-add worker processes instead (``spec.workers``).
+it kept 0.92-0.94x a raw kafka-python loop's events/s (best of 5 rounds; per-round median
+0.92-0.99x; two runs of ``python -m bench.kafka --rounds 5``). More workers (or an
+``async def`` handler) go through the event loop (and a handler thread pool for sync ones),
+a batch of a partition's events per hop: worth it for handlers that wait on I/O, not for
+CPU-bound Python, whose threads share one GIL; for those, add worker processes instead
+(``spec.workers``).
 
 In ``function.yaml`` (Nuclio's attribute names, plus tickrun's commit and failure policy)::
 
