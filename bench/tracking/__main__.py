@@ -1,6 +1,6 @@
 """Tracking benchmark: tickrun's run tracking vs MLflow's, measured in the same run.
 
-    python -m bench.tracking [--quick] [--plot tracking-bench.png]
+    python -m bench.tracking [--quick] [--plot /tmp/tracking-bench.png]
 
 - results/s: ``context.log_result`` (buffered, flushed to SQLite at the end and every second)
   and, for a like-for-like durable number, ``log_result`` + ``commit()`` per call; against
@@ -170,7 +170,11 @@ def plot(path: Path, r: dict[str, Any]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.tracking")
     ap.add_argument("--quick", action="store_true", help="fewer iterations (CI smoke)")
-    ap.add_argument("--plot", default="tracking-bench.png", help="PNG to write ('' for none)")
+    ap.add_argument(
+        "--plot",
+        default=str(Path(tempfile.gettempdir()) / "tracking-bench.png"),
+        help="PNG to write ('' for none)",
+    )
     ap.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = ap.parse_args()
     n_res, n_dur, n_ml, n_arts = (20000, 200, 200, 5) if args.quick else (200000, 1000, 1000, 20)
