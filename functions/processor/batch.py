@@ -16,7 +16,7 @@ from typing import Any
 
 import nuclio_sdk
 
-from ..results import NO_OUTPUT, Result, exception_result, to_result
+from ..results import Result, exception_result, to_result
 
 
 @dataclass
@@ -72,13 +72,9 @@ def run_batch(fn: Callable[[Any, Any], Any], context: Any, state: BatchState) ->
             return
         started = state.current_started = ended
         try:
-            out = fn(context, event)
-            if out is None:
-                result = NO_OUTPUT
-            else:
-                result = to_result(out)
-                if not 100 <= result.status <= 599:
-                    raise ValueError(f"handler returned an invalid status code {result.status}")
+            result = to_result(fn(context, event))
+            if not 100 <= result.status <= 599:
+                raise ValueError(f"handler returned an invalid status code {result.status}")
         except nuclio_sdk.ExceptionWithResponse as exc:
             result = exception_result(exc)
         except Exception as exc:

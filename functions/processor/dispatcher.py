@@ -20,7 +20,7 @@ import nuclio_sdk
 
 from ..errors import EventTimeoutError, TickrunError, WorkerUnavailableError
 from ..handler import LoadedHandler
-from ..results import NO_OUTPUT, Result, exception_result, to_result
+from ..results import Result, exception_result, to_result
 from . import metrics
 from .batch import BatchState, run_batch
 
@@ -122,10 +122,27 @@ class TriggerDispatcher:
                 return
         self._free += 1
 
+    def _busy(self, delta: int) -> None:
+        self._in_flight += delta
+        self._stats.in_flight += delta
+
     def _release(self, _: object = None) -> None:
-        self._in_flight -= 1
-        self._stats.in_flight -= 1
+        self._busy(-1)
         self._release_slot()
+
+    async def _await_async_handler(self, event: Any) -> Any:
+        """An async handler's answer; :class:`_Expired` when the event timeout fired (as
+        opposed to the handler raising TimeoutError itself)."""
+        if self._event_timeout_s is None:
+            return await self._fn(self._context, event)
+        deadline = asyncio.timeout(self._event_timeout_s)
+        try:
+            async with deadline:
+                return await self._fn(self._context, event)
+        except TimeoutError:
+            if deadline.expired():
+                raise _Expired from None
+            raise
 
     def _release_overdue(self, _: object = None) -> None:
         self._overdue -= 1
@@ -133,23 +150,12 @@ class TriggerDispatcher:
 
     async def dispatch(self, event: Any) -> Result:
         await self._acquire()
-        self._in_flight += 1
-        self._stats.in_flight += 1
+        self._busy(1)
         started = time.perf_counter()
         release_now = True
         try:
             if self._handler.is_async:
-                if self._event_timeout_s is None:
-                    out = await self._fn(self._context, event)
-                else:
-                    deadline = asyncio.timeout(self._event_timeout_s)
-                    try:
-                        async with deadline:
-                            out = await self._fn(self._context, event)
-                    except TimeoutError:
-                        if deadline.expired():
-                            raise _Expired from None
-                        raise
+                out = await self._await_async_handler(event)
             else:
                 loop = asyncio.get_running_loop()
                 fut = loop.run_in_executor(self._executor, self._fn, self._context, event)
@@ -231,10 +237,8 @@ class TriggerDispatcher:
         if self._handler.is_async:
             return await self._dispatch_batch_async(events, should_stop)
         await self._acquire()
-        self._in_flight += 1
-        self._stats.in_flight += 1
-        timeout = self._event_timeout_s
-        state = BatchState(events, timeout, should_stop)
+        self._busy(1)
+        state = BatchState(events, self._event_timeout_s, should_stop)
         release_now = True
         try:
             loop = asyncio.get_running_loop()
@@ -256,11 +260,8 @@ class TriggerDispatcher:
         self, events: Sequence[Any], should_stop: Callable[[], bool] | None
     ) -> BatchOutcome:
         await self._acquire()
-        self._in_flight += 1
-        self._stats.in_flight += 1
-        timeout = self._event_timeout_s
-        state = BatchState(events, timeout, should_stop)
-        fn, context, results, latencies = self._fn, self._context, state.results, state.latencies_s
+        self._busy(1)
+        state = BatchState(events, self._event_timeout_s, should_stop)
         clock = time.perf_counter
         try:
             for event in events:
@@ -268,30 +269,19 @@ class TriggerDispatcher:
                     break
                 started = clock()
                 try:
-                    if timeout is None:
-                        out = await fn(context, event)
-                    else:
-                        deadline = asyncio.timeout(timeout)
-                        try:
-                            async with deadline:
-                                out = await fn(context, event)
-                        except TimeoutError:
-                            if not deadline.expired():
-                                raise
-                            latencies.append(clock() - started)
-                            state.timed_out = True
-                            break
-                    result = NO_OUTPUT if out is None else to_result(out)
+                    result = to_result(await self._await_async_handler(event))
                     if not 100 <= result.status <= 599:
                         raise ValueError(f"handler returned an invalid status code {result.status}")
                 except nuclio_sdk.ExceptionWithResponse as exc:
                     result = exception_result(exc)
+                except _Expired:
+                    state.timed_out = True
                 except Exception as exc:
-                    latencies.append(clock() - started)
                     state.error = exc
+                state.latencies_s.append(clock() - started)
+                if state.timed_out or state.error is not None:
                     break
-                latencies.append(clock() - started)
-                results.append(result)
+                state.results.append(result)
                 if result.status >= 500:
                     break
         finally:
@@ -311,15 +301,13 @@ class TriggerDispatcher:
         if not self.sync:
             raise TypeError("run_here is for sync handlers")
         state = BatchState(events, self._event_timeout_s, should_stop)
-        self._in_flight += 1
-        self._stats.in_flight += 1
+        self._busy(1)
         self._here = state
         try:
             run_batch(self._fn, self._context, state)
         finally:
             self._here = None
-            self._in_flight -= 1
-            self._stats.in_flight -= 1
+            self._busy(-1)
         # stop is only set by expire(): the watchdog declared the running event overdue.
         return self._batch_outcome(events, state, expired=state.stop)
 

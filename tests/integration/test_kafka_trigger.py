@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -31,6 +31,20 @@ class Mode(NamedTuple):
     slots: int  # numWorkers: 1 runs a sync handler on the consumer thread itself
     is_async: bool  # `async def` handlers run on the event loop
 
+    def function(
+        self, root: Path, brokers: str, topics: list[str], group: str, **options: Any
+    ) -> Path:
+        """The test function's folder, served in this mode."""
+        return write_function(
+            root,
+            brokers=brokers,
+            topics=topics,
+            group=group,
+            num_workers=self.slots,
+            async_handler=self.is_async,
+            **options,
+        )
+
 
 @pytest.fixture(
     params=[Mode(1, False), Mode(4, False), Mode(4, True)],
@@ -54,13 +68,11 @@ def test_order_per_partition_and_everything_committed(
     n = 2000
     produce(bs, topic, ({"i": i} for i in range(n)), partition_of=lambda i: i % 4)
     fn = serve(
-        write_function(
+        mode.function(
             tmp_path,
-            brokers=bs,
-            topics=[topic],
-            group=group,
-            num_workers=mode.slots,
-            async_handler=mode.is_async,
+            bs,
+            [topic],
+            group,
         )
     )
     try:
@@ -92,13 +104,11 @@ def test_handler_failing_twice_then_succeeding(
     kafka_broker.create_topic(topic, partitions=1)
     produce(bs, topic, [{"i": 0}, {"i": 1, "fail_times": 2}, {"i": 2}])
     fn = serve(
-        write_function(
+        mode.function(
             tmp_path,
-            brokers=bs,
-            topics=[topic],
-            group=group,
-            num_workers=mode.slots,
-            async_handler=mode.is_async,
+            bs,
+            [topic],
+            group,
             attributes={"maxRetries": 3},
         )
     )
@@ -139,13 +149,11 @@ def test_poison_message_is_dead_lettered_and_the_partition_moves_on(
         headers=[("source", b"test")],
     )
     fn = serve(
-        write_function(
+        mode.function(
             tmp_path,
-            brokers=bs,
-            topics=[topic],
-            group=group,
-            num_workers=mode.slots,
-            async_handler=mode.is_async,
+            bs,
+            [topic],
+            group,
             attributes={"maxRetries": 2, "deadLetterTopic": dlq},
         )
     )
@@ -188,13 +196,11 @@ def test_return_value_is_produced_to_the_output_topic(
         key_of=lambda i: b"BTCUSDT",
     )
     fn = serve(
-        write_function(
+        mode.function(
             tmp_path,
-            brokers=bs,
-            topics=[topic],
-            group=group,
-            num_workers=mode.slots,
-            async_handler=mode.is_async,
+            bs,
+            [topic],
+            group,
             attributes={"outputTopic": out},
         )
     )
@@ -218,13 +224,11 @@ def test_sigterm_drains_and_commits_what_was_done(
     n = 400
     produce(bs, topic, ({"i": i, "sleep_s": 0.01} for i in range(n)), partition_of=lambda i: i % 2)
     # A long commit interval: whatever is committed at exit was committed by the drain.
-    fn_dir = write_function(
+    fn_dir = mode.function(
         tmp_path,
-        brokers=bs,
-        topics=[topic],
-        group=group,
-        num_workers=mode.slots,
-        async_handler=mode.is_async,
+        bs,
+        [topic],
+        group,
         attributes={"commitInterval": "60s", "commitBatchSize": 100_000},
     )
     fn = serve(fn_dir)
@@ -256,13 +260,11 @@ def test_a_handler_hung_past_the_event_timeout_does_not_stall_the_partition(
     kafka_broker.create_topic(topic, partitions=1)
     produce(bs, topic, [{"i": 0}, {"i": 1, "hang_once_s": 120}, {"i": 2}, {"i": 3}])
     fn = serve(
-        write_function(
+        mode.function(
             tmp_path,
-            brokers=bs,
-            topics=[topic],
-            group=group,
-            num_workers=mode.slots,
-            async_handler=mode.is_async,
+            bs,
+            [topic],
+            group,
             event_timeout="1s",
             drain_timeout="2s",
             attributes={"maxRetries": 3},
@@ -317,13 +319,11 @@ def test_several_topics_one_group_with_counted_metrics(
         partition_of=lambda i: i % 3,
     )
     fn = serve(
-        write_function(
+        mode.function(
             tmp_path,
-            brokers=bs,
-            topics=[klines, trades],
-            group=group,
-            num_workers=mode.slots,
-            async_handler=mode.is_async,
+            bs,
+            [klines, trades],
+            group,
             attributes={"maxRetries": 2},
         )
     )

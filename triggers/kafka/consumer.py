@@ -64,6 +64,10 @@ def describe_error(exc: BaseException) -> str:
     return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
 
 
+def _offsets(positions: dict[Any, int]) -> dict[Any, OffsetAndMetadata]:
+    return {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()}
+
+
 class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
     """kafka-python 3 runs rebalance callbacks on its own IO thread: async ones are awaited
     there without stopping heartbeats; blocking consumer calls would raise."""
@@ -210,10 +214,15 @@ class ConsumerThread(threading.Thread):
         return self._consumer is not None and joining(self._consumer)
 
     def commit_if_due(self) -> None:
-        """Commit if a commit batch is complete (on this thread, between handler chunks)."""
-        if self._book.uncommitted >= self.config.commit_batch_size:
+        """Commit once a commit batch is complete or the commit interval has passed (on this
+        thread: each poll round, and between handler chunks on the direct path)."""
+        now = time.monotonic()
+        if (
+            self._book.uncommitted >= self.config.commit_batch_size
+            or now - self._last_commit >= self.config.commit_interval_s
+        ):
             self.commit_soon()
-            self._last_commit = time.monotonic()
+            self._last_commit = now
 
     def wake(self) -> None:
         """Handlers drained a backlog or finished a commit batch: look again now (any thread)."""
@@ -257,13 +266,8 @@ class ConsumerThread(threading.Thread):
                         consumed[tp.topic].inc(len(records))
                     self._callbacks.on_records(batch)
             saturated, paused_any = self._flow_control()
+            self.commit_if_due()
             now = time.monotonic()
-            if (
-                self._book.uncommitted >= cfg.commit_batch_size
-                or now - self._last_commit >= cfg.commit_interval_s
-            ):
-                self.commit_soon()
-                self._last_commit = now
             since_lag = now - last_lag
             if since_lag >= LAG_INTERVAL_S or (
                 self._last_commit > last_lag and since_lag >= LAG_MIN_INTERVAL_S
@@ -297,7 +301,7 @@ class ConsumerThread(threading.Thread):
         try:
             self._publisher.flush(FLUSH_TIMEOUT_S)  # outputs acknowledged before their offsets
             future = consumer.commit_async(
-                {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()},
+                _offsets(positions),
                 callback=lambda _offsets, response: self._committed(positions, started, response),
             )
             # The callback waits for the next poll; the broker's answer time is the latency.
@@ -312,10 +316,12 @@ class ConsumerThread(threading.Thread):
         if isinstance(response, BaseException):
             self._commit_failure(response, len(positions))
             return
+        self._record_commit(positions, (self._commit_acked or time.perf_counter()) - started)
+
+    def _record_commit(self, positions: dict[Any, int], seconds: float) -> None:
         self._book.committed(positions)
         self._commit_ok.inc()
-        acked = self._commit_acked
-        self._commit_latency.observe((acked or time.perf_counter()) - started)
+        self._commit_latency.observe(seconds)
 
     def _commit_failure(self, exc: BaseException, partitions: int) -> None:
         # Typically a rebalance in progress: the partitions' next owner re-handles the events
@@ -335,15 +341,11 @@ class ConsumerThread(threading.Thread):
         started = time.perf_counter()
         try:
             self._publisher.flush(FLUSH_TIMEOUT_S)
-            self._consumer.commit(
-                {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()}
-            )
+            self._consumer.commit(_offsets(positions))
         except Exception as exc:
             self._commit_failure(exc, len(positions))
             return
-        self._book.committed(positions)
-        self._commit_ok.inc()
-        self._commit_latency.observe(time.perf_counter() - started)
+        self._record_commit(positions, time.perf_counter() - started)
 
     def _report_lag(self) -> None:
         consumer = self._consumer
@@ -429,8 +431,7 @@ class ConsumerThread(threading.Thread):
             # The public commit() blocks on this very loop; the coordinator's coroutine is
             # what kafka-python's own pre-rebalance auto-commit awaits.
             await consumer._coordinator._commit_offsets_sync_async(
-                {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()},
-                timeout_ms=10_000,
+                _offsets(positions), timeout_ms=10_000
             )
         except Exception as exc:
             self._commit_failed.inc()
@@ -440,9 +441,7 @@ class ConsumerThread(threading.Thread):
                 extra={"trigger": self.config.name, "partitions": len(positions)},
             )
             return
-        self._book.committed(positions)
-        self._commit_ok.inc()
-        self._commit_latency.observe(time.perf_counter() - started)
+        self._record_commit(positions, time.perf_counter() - started)
 
     def _forget(self, tps: list[Any]) -> None:
         consumer = self._consumer

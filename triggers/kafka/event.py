@@ -134,16 +134,7 @@ class KafkaEvent(Event):  # type: ignore[misc]
 
     @_Once
     def body(self) -> Any:
-        record = self._record
-        value = record.value
-        if not record.headers and value and value[0] in _JSON_START:
-            # decode_value's commonest case, inlined: a headerless JSON object or array.
-            try:
-                body, ctype = jsonbody.loads(value), JSON
-            except ValueError:
-                body, ctype = value, OCTETS
-        else:
-            body, ctype = _decode(self)
+        body, ctype = _decode(self)
         self.__dict__.setdefault("content_type", ctype)
         return body
 
@@ -164,7 +155,7 @@ class KafkaEvent(Event):  # type: ignore[misc]
 
     @_Once
     def id(self) -> str:
-        return f"{self.topic}/{self.shard_id}/{self.offset}"
+        return event_id(self.topic, self.shard_id, self.offset)
 
     @_Once
     def fields(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from tickrun.functions.processor.dispatcher import HandlerFailure
 
 from . import metrics
 from .config import KafkaConfig
-from .event import dead_letter_headers
+from .event import dead_letter_headers, event_id
 from .publish import Publisher
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class FailurePolicy:
         dead-letter retries) says the partition was revoked or the trigger is stopping."""
         cfg = self.config
         error = error_text(exc)
-        where = f"{record.topic}/{record.partition}/{record.offset}"
+        where = event_id(record.topic, record.partition, record.offset)
         if cfg.on_failure == "skip":
             self.skipped[record.topic].inc()
             logger.error(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import threading
 import time
 from collections.abc import Iterator
@@ -13,8 +12,9 @@ from typing import Any
 import nuclio_sdk
 import pytest
 from tickrun.functions.errors import EventTimeoutError
-from tickrun.functions.handler import LoadedHandler
 from tickrun.functions.processor.dispatcher import HandlerFailure, TriggerDispatcher
+
+from tests.support.kafka_units import real_dispatcher
 
 
 def events(n: int) -> list[nuclio_sdk.Event]:
@@ -31,23 +31,7 @@ def executor() -> Iterator[ThreadPoolExecutor]:
 def dispatcher(
     fn: Any, executor: ThreadPoolExecutor, timeout_s: float | None = None
 ) -> TriggerDispatcher:
-    return TriggerDispatcher(
-        handler=LoadedHandler(
-            fn=fn,
-            is_async=inspect.iscoroutinefunction(fn),
-            init_context=None,
-            module_name="m",
-            entrypoint="h",
-        ),
-        context=object(),
-        function_name="f",
-        trigger_name="t",
-        trigger_kind="kafka-cluster",
-        max_workers=1,
-        availability_timeout_s=1.0,
-        event_timeout_s=timeout_s,
-        executor=executor,
-    )
+    return real_dispatcher(fn, executor, timeout_s=timeout_s)
 
 
 async def test_runs_all_in_order(executor: ThreadPoolExecutor) -> None:

@@ -9,25 +9,14 @@ import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 from kafka.structs import TopicPartition
-from tickrun.functions.handler import LoadedHandler
-from tickrun.functions.processor.dispatcher import TriggerDispatcher
-from tickrun.functions.spec import parse_spec
 from tickrun.triggers.kafka import KafkaTrigger
 from tickrun.triggers.kafka.trigger import BATCH_MAX_EVENTS
 
-
-class Record(NamedTuple):
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]]
+from tests.support.kafka_units import Record, real_dispatcher, unstarted_trigger
 
 
 class FakeConsumerThread:
@@ -61,42 +50,12 @@ def pool() -> Iterator[ThreadPoolExecutor]:
 def make_trigger(
     handler: Handler, pool: ThreadPoolExecutor, **attrs: Any
 ) -> tuple[KafkaTrigger, FakeConsumerThread]:
-    base: dict[str, Any] = {
-        "brokers": "127.0.0.1:9",
-        "topics": ["t"],
-        "consumerGroup": "g",
-        "retryBackoff": "10ms",
-        "retryBackoffMax": "40ms",
-    }
-    base.update(attrs)
-    fn = parse_spec(
-        {
-            "metadata": {"name": "f"},
-            "spec": {
-                "triggers": {
-                    "ticks": {"kind": "kafka-cluster", "numWorkers": 1, "attributes": base}
-                }
-            },
-        }
-    )
-    trigger = KafkaTrigger(fn.spec.triggers["ticks"], fn)  # type: ignore[arg-type]
-    trigger._loop = asyncio.get_running_loop()
-    trigger._dispatcher = TriggerDispatcher(
-        handler=LoadedHandler(
-            fn=lambda context, event: handler(event),
-            is_async=False,
-            init_context=None,
-            module_name="m",
-            entrypoint="h",
-        ),
-        context=object(),
-        function_name="f",
-        trigger_name="ticks",
-        trigger_kind="kafka-cluster",
-        max_workers=1,
+    trigger = unstarted_trigger(1, **attrs)
+    trigger._dispatcher = real_dispatcher(
+        lambda context, event: handler(event),
+        pool,
         availability_timeout_s=5.0,
-        event_timeout_s=None,
-        executor=pool,
+        trigger_name="ticks",
     )
     trigger._direct = True
     thread = FakeConsumerThread()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import NamedTuple
 
 import pytest
 from tickrun.triggers.kafka.event import (
@@ -15,16 +14,7 @@ from tickrun.triggers.kafka.event import (
     to_event,
 )
 
-
-class Record(NamedTuple):  # the fields of kafka-python's ConsumerRecord the trigger reads
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]]
-
+from tests.support.kafka_units import Record
 
 KLINE = b'{"open_time": 1704067200000, "close": "42298.61"}'
 

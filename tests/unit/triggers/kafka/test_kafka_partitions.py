@@ -8,26 +8,16 @@ import asyncio
 import json
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 from kafka.structs import TopicPartition
 from tickrun.functions.errors import TriggerError, WorkerUnavailableError
 from tickrun.functions.processor.dispatcher import BatchOutcome, HandlerFailure
 from tickrun.functions.results import Result, to_result
-from tickrun.functions.spec import parse_spec
 from tickrun.triggers.kafka import KafkaTrigger
 
-
-class Record(NamedTuple):
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]]
-
+from tests.support.kafka_units import Record, unstarted_trigger
 
 Handler = Callable[[Any], Awaitable[Any]]
 
@@ -106,27 +96,8 @@ def dispatch_mode(request: pytest.FixtureRequest) -> str:
 
 
 def make_trigger(handler: Handler, **attrs: Any) -> tuple[KafkaTrigger, FakeDispatcher]:
-    base: dict[str, Any] = {
-        "brokers": "127.0.0.1:9",
-        "topics": ["t"],
-        "consumerGroup": "g",
-        "retryBackoff": "10ms",
-        "retryBackoffMax": "40ms",
-    }
-    base.update(attrs)
-    fn = parse_spec(
-        {
-            "metadata": {"name": "f"},
-            "spec": {
-                "triggers": {
-                    "ticks": {"kind": "kafka-cluster", "maxWorkers": 4, "attributes": base}
-                }
-            },
-        }
-    )
-    trigger = KafkaTrigger(fn.spec.triggers["ticks"], fn)  # type: ignore[arg-type]
+    trigger = unstarted_trigger(4, **attrs)
     dispatcher = (FakeBatchDispatcher if BATCHING["on"] else FakeDispatcher)(handler)
-    trigger._loop = asyncio.get_running_loop()
     trigger._dispatcher = dispatcher  # type: ignore[assignment]
     return trigger, dispatcher
 
