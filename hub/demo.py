@@ -28,7 +28,7 @@ def run_demo(
     from .resolver import import_function
 
     if data is None:
-        from tickrun.functions.sampledata import market_data
+        from tickrun.hub.sampledata import market_data
 
         data = market_data()
     workdir = Path(tempfile.mkdtemp(prefix="tickrun-hub-demo-"))

@@ -1,7 +1,7 @@
 """Kafka trigger throughput: tickrun vs a raw kafka-python consumer loop, same broker, same
 topic, same run.
 
-N real 1-minute BTCUSDT klines (``shared/data/btcusdt_1m_2024-01.csv.gz``) as JSON are
+N real 1-minute BTCUSDT klines (``hub/data/btcusdt_1m_2024-01.csv.gz``, bundled) as JSON are
 produced once to a P-partition topic of a real broker (started here from tests/peers/kafka.py
 unless ``--bootstrap`` is given). Each round then consumes the whole topic with a fresh
 consumer group:
@@ -46,7 +46,7 @@ import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
-from tickrun.functions.sampledata import MINUTE, market_data
+from tickrun.hub.sampledata import MINUTE, market_data
 
 from tests.support.processes import ServedFunction
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tickrun.functions.sampledata import market_data
+from tickrun.hub.sampledata import market_data
 
 from bench.wrk import Sample, median, print_table, wrk
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from tickrun.functions.sampledata import market_data
+from tickrun.hub.sampledata import market_data
 
 import tickrun
 from tests.peers import MinioServer

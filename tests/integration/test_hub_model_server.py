@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from tickrun.functions.runs import load_model
-from tickrun.functions.sampledata import market_data
+from tickrun.hub.sampledata import market_data
 
 import tickrun
 

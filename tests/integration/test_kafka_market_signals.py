@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from tickrun.functions.sampledata import MINUTE, market_data
+from tickrun.hub.sampledata import MINUTE, market_data
 
 from tests.peers import KafkaBroker
 from tests.support.kafka_functions import produce, read_topic, serve

@@ -16,7 +16,7 @@ from tickrun.functions.runs import (
     load_model,
     run_function,
 )
-from tickrun.functions.sampledata import HOURLY, market_data
+from tickrun.hub.sampledata import HOURLY, market_data
 
 from tests.peers import MinioServer
 from tests.unit.functions.runs.jobs_for_tests import check_every_kind, ref

@@ -1,7 +1,7 @@
 """Example job: hourly BTCUSDT up/down classifier, tracked as a run.
 
     tickrun run functions/examples/train_job/train.py:train \\
-        --input bars=../shared/data/btcusdt_1h.csv.gz --param rows=20000 \\
+        --input bars=hub/data/btcusdt_1h.csv.gz --param rows=20000 \\
         --hyper max_depth=2,4,6 --selector max.accuracy --parallel 2
 
 Logs the feature table as a dataset, the model (XGBoost native JSON, or scikit-learn via joblib

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from tickrun.functions.runs import trees
-from tickrun.functions.sampledata import market_data
+from tickrun.hub.sampledata import market_data
 from tickrun.hub import import_function
 from xgboost import XGBClassifier, XGBRegressor
 

@@ -13,7 +13,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from tickrun.functions.sampledata import market_data
+from tickrun.hub.sampledata import market_data
 from tickrun.hub import import_function
 from xgboost import XGBClassifier, XGBRegressor
 
