@@ -40,7 +40,7 @@ def main() -> int:
     from tickrun.hub.sampledata import market_data
 
     try:
-        code = controller_demo()
+        code: int = controller_demo()
     except Exception as exc:
         return _fail("the controller demo", exc)
     if code:
