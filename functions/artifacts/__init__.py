@@ -21,13 +21,16 @@ from .base import (
 from .local import LocalArtifactStore
 from .s3 import S3ArtifactStore, parse_s3_object_url, parse_s3_url
 from .settings import S3Settings
+from .targets import ArtifactRoots, ArtifactTargetError
 
 __all__ = [
     "CHUNK_BYTES",
     "ArtifactAuthError",
     "ArtifactKeyError",
     "ArtifactNotFoundError",
+    "ArtifactRoots",
     "ArtifactStore",
+    "ArtifactTargetError",
     "LocalArtifactStore",
     "ObjectInfo",
     "S3ArtifactStore",

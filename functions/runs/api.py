@@ -10,7 +10,9 @@
 =========================================  ====================================================
 
 Authentication is the controller's middleware; these handlers only validate and store. The DB
-calls are blocking (SQLAlchemy), so they run in a thread, off the event loop.
+calls are blocking (SQLAlchemy), so they run in a thread, off the event loop. An artifact record
+whose ``target`` lies outside the configured artifact stores (:class:`ArtifactRoots`) is refused
+with a 400: a record is where readers go to fetch bytes, so it must not name any other file.
 """
 
 from __future__ import annotations
@@ -23,14 +25,20 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from ..artifacts.targets import ArtifactRoots, ArtifactTargetError
 from ..errors import BadRequestError, BodyTooLargeError, TickrunError
+from ..queryparams import int_param
 from .db.base import RunDB
 from .model import RunBatch
+from .settings import TrackingSettings
 
 logger = logging.getLogger(__name__)
 
 DB_KEY: web.AppKey[RunDB] = web.AppKey("tickrun_runs_db", RunDB)
+ROOTS_KEY: web.AppKey[ArtifactRoots] = web.AppKey("tickrun_artifact_roots", ArtifactRoots)
 MAX_BATCH_BYTES = 32 * 1024 * 1024
+MAX_LIMIT = 10000
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -55,14 +63,10 @@ def _guard(fn: Handler) -> Handler:
     return wrapped
 
 
-def _int(request: web.Request, name: str, default: int | None = None) -> int | None:
-    raw = request.query.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise BadRequestError(f"query parameter {name} must be an integer") from None
+def _limit(request: web.Request, default: int) -> int:
+    # Above MAX_LIMIT is clamped (clients ask for "everything"); below 1 or beyond int64 is a 400.
+    value = int_param(request.query, "limit", default, lo=1)
+    return min(value if value is not None else default, MAX_LIMIT)
 
 
 def _db(request: web.Request) -> RunDB:
@@ -83,7 +87,7 @@ async def list_runs(request: web.Request) -> web.StreamResponse:
         state=q.get("state") or None,
         name=q.get("name") or None,
         iterations=q.get("iterations") in ("1", "true"),
-        limit=min(_int(request, "limit", 100) or 100, 10000),
+        limit=_limit(request, 100),
     )
     return web.json_response({"runs": [r.model_dump(mode="json") for r in runs]})
 
@@ -91,7 +95,7 @@ async def list_runs(request: web.Request) -> web.StreamResponse:
 @_guard
 async def get_run(request: web.Request) -> web.StreamResponse:
     uid = request.match_info["uid"]
-    iteration = _int(request, "iteration", 0) or 0
+    iteration = int_param(request.query, "iteration", 0) or 0
     db = _db(request)
     run = await _call(db.get_run, uid, iteration)
     out: dict[str, Any] = {"run": run.model_dump(mode="json")}
@@ -112,6 +116,15 @@ async def post_runs(request: web.Request) -> web.StreamResponse:
             raise BodyTooLargeError(f"run batch over {MAX_BATCH_BYTES} bytes")
     raw = bytes(buf)
     batch = RunBatch.model_validate_json(raw)
+    roots = request.app[ROOTS_KEY]
+    for art in batch.artifacts:
+        try:
+            # In a thread: resolving a path stats the filesystem.
+            await _call(roots.check, art.target)
+        except ArtifactTargetError as exc:
+            raise ArtifactTargetError(
+                f"artifact {art.project}/{art.uid}/{art.iteration}/{art.key}: {exc.message}"
+            ) from None
     await _call(_db(request).apply, batch)
     return web.json_response({"runs": len(batch.runs), "artifacts": len(batch.artifacts)})
 
@@ -129,10 +142,10 @@ async def list_artifacts(request: web.Request) -> web.StreamResponse:
         _db(request).list_artifacts,
         q.get("project") or None,
         uid=q.get("uid") or None,
-        iteration=_int(request, "iteration"),
+        iteration=int_param(q, "iteration"),
         key=q.get("key") or None,
         kind=q.get("kind") or None,
-        limit=min(_int(request, "limit", 1000) or 1000, 10000),
+        limit=_limit(request, 1000),
     )
     return web.json_response({"artifacts": [a.model_dump(mode="json") for a in arts]})
 
@@ -140,17 +153,20 @@ async def list_artifacts(request: web.Request) -> web.StreamResponse:
 @_guard
 async def get_artifact(request: web.Request) -> web.StreamResponse:
     m = request.match_info
-    try:
-        iteration = int(m["iteration"])
-    except ValueError:
-        raise BadRequestError("iteration must be an integer") from None
+    iteration = int_param(m, "iteration", 0) or 0
     rec = await _call(_db(request).get_artifact, m["project"], m["uid"], iteration, m["key"])
     return web.json_response({"artifact": rec.model_dump(mode="json")})
 
 
-def add_routes(app: web.Application, db: RunDB) -> None:
-    """Mount ``/api/runs`` and ``/api/artifacts`` on ``app``, backed by ``db``."""
+def add_routes(app: web.Application, db: RunDB, roots: ArtifactRoots | None = None) -> None:
+    """Mount ``/api/runs`` and ``/api/artifacts`` on ``app``, backed by ``db``.
+
+    Artifact records must point into ``roots``; by default the stores this process is configured
+    with (``TICKRUN_ARTIFACT_PATH`` or ``$TICKRUN_HOME/artifacts``, plus
+    ``TICKRUN_ARTIFACT_STORES``).
+    """
     app[DB_KEY] = db
+    app[ROOTS_KEY] = roots if roots is not None else TrackingSettings.from_env().artifact_roots()
     r = app.router
     r.add_get("/api/runs", list_runs)
     r.add_post("/api/runs", post_runs)

@@ -1,5 +1,11 @@
 """Inputs as data items: one object over a local file, an ``s3://`` object or an earlier run's
-artifact (``store://<project>/<run uid>[/<iteration>]/<key>``)."""
+artifact (``store://<project>/<run uid>[/<iteration>]/<key>``).
+
+A ``store://`` item's target comes from a run record, which whoever can write the run DB chose;
+it is read only when it lies in one of the configured artifact stores (:class:`ArtifactRoots`),
+checked here, on the reading host, with symlinks resolved. A plain path or ``s3://`` URL given by
+the caller is the caller's own choice and is read as given.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..artifacts import S3Settings, split_url
 from ..artifacts.base import CHUNK_BYTES, ArtifactNotFoundError, ArtifactStore
+from ..artifacts.targets import ArtifactRoots
 from ..errors import BadRequestError
 from .model import STORE_SCHEME, ArtifactRecord, parse_store_uri
 
@@ -42,8 +49,13 @@ class DataItem:
         db: RunDB | None = None,
         s3: S3Settings | None = None,
         meta: ArtifactRecord | None = None,
+        roots: ArtifactRoots | None = None,
     ) -> None:
+        """``roots``: the stores a ``store://`` target may lie in (default: the configured
+        ones, :meth:`TrackingSettings.artifact_roots`). ``meta`` given by the caller (a run's
+        own records) is trusted as it is."""
         self.url = str(url)
+        self._roots = roots
         self.key = key or Path(self.url.rstrip("/")).name
         self._db = db
         self._s3 = s3
@@ -78,8 +90,13 @@ class DataItem:
 
                 self._db = open_db()
             rec = self._db.get_artifact(project, uid, iteration, key)
+            if self._roots is None:
+                from .settings import TrackingSettings
+
+                self._roots = TrackingSettings.from_env().artifact_roots()
+            target = self._roots.check(rec.target)
             self._meta = rec
-            self._target = rec.target
+            self._target = target
         return self._target
 
     def _store(self) -> tuple[ArtifactStore | None, str]:

@@ -228,7 +228,7 @@ def run_sweep(
         if use_pool:
             _run_pool(children, queued, ref, str_inputs, env, db, parallel, finished)
         else:
-            items = make_inputs(inputs, db, env.s3)
+            items = make_inputs(inputs, db, env.s3, env.artifact_roots)
             for child in children:
                 queued.take(child)
                 rec, a = execute(

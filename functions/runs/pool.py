@@ -45,7 +45,7 @@ def run_task(task: IterationTask) -> tuple[RunRecord, list[ArtifactRecord]]:
             task.record,
             db=db,
             store=task.env.open_store(),
-            inputs=make_inputs(task.inputs, db, task.env.s3),
+            inputs=make_inputs(task.inputs, db, task.env.s3, task.env.artifact_roots),
             flush_interval_s=task.env.flush_interval_s,
             heartbeat_interval_s=task.env.heartbeat_interval_s,
         )

@@ -6,13 +6,13 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from ..artifacts import ArtifactStore, S3Settings, open_store
+from ..artifacts import ArtifactRoots, ArtifactStore, S3Settings, open_store
 from ..errors import BadRequestError, HubError, TickrunError
 from .context import RunContext
 from .dataitem import DataItem
@@ -43,6 +43,8 @@ class RunEnv:
     flush_interval_s: float = 1.0
     heartbeat_interval_s: float = 5.0
     stale_after_s: float = 60.0
+    # Where store:// inputs may point: the configured stores plus this run's own.
+    artifact_roots: ArtifactRoots = field(default_factory=ArtifactRoots)
 
     def open_db(self) -> RunDB:
         if self.db is None:
@@ -72,14 +74,17 @@ def resolve_handler(handler: Handler) -> tuple[Callable[..., Any], str, dict[str
 
 
 def make_inputs(
-    inputs: Mapping[str, Any] | None, db: RunDB | None, s3: S3Settings
+    inputs: Mapping[str, Any] | None,
+    db: RunDB | None,
+    s3: S3Settings,
+    roots: ArtifactRoots | None = None,
 ) -> dict[str, DataItem]:
     items: dict[str, DataItem] = {}
     for name, value in (inputs or {}).items():
         if isinstance(value, DataItem):
             items[name] = value
         else:
-            items[name] = DataItem(str(value), key=name, db=db, s3=s3)
+            items[name] = DataItem(str(value), key=name, db=db, s3=s3, roots=roots)
     return items
 
 
@@ -184,6 +189,7 @@ def run_function(
         flush_interval_s=s.flush_interval_s,
         heartbeat_interval_s=s.heartbeat_interval_s,
         stale_after_s=s.stale_after_s,
+        artifact_roots=s.artifact_roots(store.url),
     )
     if hyperparams:
         from .hyper import run_sweep
@@ -211,7 +217,7 @@ def run_function(
         record,
         db=db,
         store=store,
-        inputs=make_inputs(inputs, db, env.s3),
+        inputs=make_inputs(inputs, db, env.s3, env.artifact_roots),
         flush_interval_s=s.flush_interval_s,
         heartbeat_interval_s=s.heartbeat_interval_s,
     )

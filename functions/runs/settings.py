@@ -11,6 +11,9 @@
 ``TICKRUN_TOKEN``         bearer token for the controller
 ``TICKRUN_FLUSH_INTERVAL_S`` how often buffered results reach the DB (default 1.0)
 ``TICKRUN_STALE_AFTER_S`` a running run whose heartbeat is older is marked aborted (60)
+``TICKRUN_ARTIFACT_STORES`` more artifact stores (comma-separated folders or
+                          ``s3://bucket[/prefix]``) that artifact records may point into,
+                          besides ``TICKRUN_ARTIFACT_PATH``
 ======================== =============================================================
 
 S3 endpoint and keys: see :mod:`tickrun.functions.artifacts.settings`.
@@ -25,6 +28,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ..artifacts.settings import S3Settings
+from ..artifacts.targets import ArtifactRoots
 
 # Where a controller is: runs are tracked there, and hub deploys go through it.
 CONTROLLER_URL_ENV = "TICKRUN_CONTROLLER_URL"
@@ -35,6 +39,7 @@ class TrackingSettings(BaseModel):
 
     home: Path
     artifact_path: str
+    artifact_stores: tuple[str, ...] = ()
     db_url: str
     controller_url: str | None = None
     token: SecretStr | None = None
@@ -53,6 +58,9 @@ class TrackingSettings(BaseModel):
         return cls(
             home=home,
             artifact_path=e.get("TICKRUN_ARTIFACT_PATH") or str(home / "artifacts"),
+            artifact_stores=tuple(
+                u.strip() for u in e.get("TICKRUN_ARTIFACT_STORES", "").split(",") if u.strip()
+            ),
             db_url=explicit_db or f"sqlite:///{home / 'runs.db'}",
             controller_url=None if explicit_db else controller,
             token=SecretStr(token) if token else None,
@@ -61,3 +69,8 @@ class TrackingSettings(BaseModel):
             heartbeat_interval_s=min(5.0, float(e.get("TICKRUN_STALE_AFTER_S", "60")) / 4),
             s3=S3Settings.from_env(e),
         )
+
+    def artifact_roots(self, *extra: str | Path) -> ArtifactRoots:
+        """The stores an artifact record may point into: the artifact path, the extra
+        ``TICKRUN_ARTIFACT_STORES`` and ``extra`` (e.g. a run's explicit ``artifact_path``)."""
+        return ArtifactRoots.of([self.artifact_path, *self.artifact_stores, *extra])

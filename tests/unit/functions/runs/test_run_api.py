@@ -39,7 +39,8 @@ async def bearer(
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[tuple[str, SqlRunDB]]:
+async def server(tmp_path: Path, home: Path) -> AsyncIterator[tuple[str, SqlRunDB]]:
+    # After `home`: the API takes its artifact stores from the environment when mounted.
     db = SqlRunDB(f"sqlite:///{tmp_path / 'server.db'}")
     app = web.Application(middlewares=[bearer])
     add_routes(app, db)
