@@ -13,6 +13,8 @@ import io
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,33 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .db.base import RunDB
+
+# The stores of the run being executed: a handler's own load_model / DataItem calls check
+# store:// targets against the run's stores (which may be an explicit artifact_path).
+_CURRENT_ROOTS: ContextVar[ArtifactRoots | None] = ContextVar(
+    "tickrun_artifact_roots", default=None
+)
+
+
+@contextmanager
+def using_roots(roots: ArtifactRoots | None) -> Iterator[None]:
+    token = _CURRENT_ROOTS.set(roots) if roots is not None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _CURRENT_ROOTS.reset(token)
+
+
+def default_roots() -> ArtifactRoots:
+    """The running run's stores, else the configured ones."""
+    current = _CURRENT_ROOTS.get()
+    if current is not None:
+        return current
+    from .settings import TrackingSettings
+
+    return TrackingSettings.from_env().artifact_roots()
+
 
 _READERS = {
     "csv": "csv",
@@ -51,9 +80,9 @@ class DataItem:
         meta: ArtifactRecord | None = None,
         roots: ArtifactRoots | None = None,
     ) -> None:
-        """``roots``: the stores a ``store://`` target may lie in (default: the configured
-        ones, :meth:`TrackingSettings.artifact_roots`). ``meta`` given by the caller (a run's
-        own records) is trusted as it is."""
+        """``roots``: the stores a ``store://`` target may lie in (default: the running run's,
+        else the configured ones, :meth:`TrackingSettings.artifact_roots`). ``meta`` given by
+        the caller (a run's own records) is trusted as it is."""
         self.url = str(url)
         self._roots = roots
         self.key = key or Path(self.url.rstrip("/")).name
@@ -91,9 +120,7 @@ class DataItem:
                 self._db = open_db()
             rec = self._db.get_artifact(project, uid, iteration, key)
             if self._roots is None:
-                from .settings import TrackingSettings
-
-                self._roots = TrackingSettings.from_env().artifact_roots()
+                self._roots = default_roots()
             target = self._roots.check(rec.target)
             self._meta = rec
             self._target = target

@@ -239,6 +239,7 @@ def run_sweep(
                     inputs=items,
                     flush_interval_s=env.flush_interval_s,
                     heartbeat_interval_s=env.heartbeat_interval_s,
+                    roots=env.artifact_roots,
                 )
                 if finished(rec, a):
                     break
@@ -431,7 +432,9 @@ def _conclude(
             else f"{len(failed)} of {len(done)} iterations failed; first error: {first}"
         )
         final = tracker.finish(RunState.ERROR, why[:2000])
-    return RunObject(final, own + best_arts, iterations=done, db=db, s3=env.s3)
+    return RunObject(
+        final, own + best_arts, iterations=done, db=db, s3=env.s3, roots=env.artifact_roots
+    )
 
 
 def _results_table(done: list[RunRecord]) -> Any:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..artifacts import S3Settings
+from ..artifacts import ArtifactRoots, S3Settings
 from ..errors import BadRequestError
 from .dataitem import DataItem
 from .model import STORE_SCHEME, ArtifactKind
@@ -35,13 +35,19 @@ class ModelInfo(BaseModel):
 
 
 def load_model(
-    uri: str, *, db: RunDB | None = None, s3: S3Settings | None = None
+    uri: str,
+    *,
+    db: RunDB | None = None,
+    s3: S3Settings | None = None,
+    roots: ArtifactRoots | None = None,
 ) -> tuple[Any, ModelInfo]:
     """(model, info) for ``store://project/uid[/iteration]/key``, an ``s3://`` or local file.
 
-    scikit-learn models are joblib pickles: load only models from a store you trust.
+    scikit-learn models are joblib pickles: load only models from a store you trust. A
+    ``store://`` model must lie in ``roots`` (default: the configured artifact stores, or the
+    running run's; ``RunObject.roots`` for a run's own).
     """
-    item = DataItem(uri, db=db, s3=s3)
+    item = DataItem(uri, db=db, s3=s3, roots=roots)
     meta: dict[str, Any] = {}
     sha, labels = "", {}
     if uri.startswith(STORE_SCHEME):

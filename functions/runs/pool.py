@@ -48,6 +48,7 @@ def run_task(task: IterationTask) -> tuple[RunRecord, list[ArtifactRecord]]:
             inputs=make_inputs(task.inputs, db, task.env.s3, task.env.artifact_roots),
             flush_interval_s=task.env.flush_interval_s,
             heartbeat_interval_s=task.env.heartbeat_interval_s,
+            roots=task.env.artifact_roots,
         )
     finally:
         db.close()

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from ..artifacts import ArtifactRoots, ArtifactStore, S3Settings, open_store
 from ..errors import BadRequestError, HubError, TickrunError
 from .context import RunContext
-from .dataitem import DataItem
+from .dataitem import DataItem, using_roots
 from .db import DbLocator, RunDB, open_db, open_locator
 from .handlers import call_handler, handler_name, handler_ref, load_callable
 from .model import ArtifactRecord, RunRecord, RunState
@@ -97,8 +97,11 @@ def execute(
     inputs: Mapping[str, DataItem],
     flush_interval_s: float = 1.0,
     heartbeat_interval_s: float = 5.0,
+    roots: ArtifactRoots | None = None,
 ) -> tuple[RunRecord, list[ArtifactRecord]]:
-    """Run ``fn`` as the run ``record``; handler errors end the run in state error."""
+    """Run ``fn`` as the run ``record``; handler errors end the run in state error.
+
+    ``roots``: the artifact stores the handler's own ``store://`` reads may point into."""
     tracker = RunTracker(
         db, record, flush_interval_s=flush_interval_s, heartbeat_interval_s=heartbeat_interval_s
     )
@@ -106,7 +109,8 @@ def execute(
     ctx = RunContext(tracker, store, inputs=dict(inputs))
     try:
         store.prepare()
-        out = call_handler(fn, ctx, record.params, inputs)
+        with using_roots(roots):
+            out = call_handler(fn, ctx, record.params, inputs)
         if isinstance(out, dict):
             ctx.log_results(out)
         elif out is not None:
@@ -220,6 +224,7 @@ def run_function(
         inputs=make_inputs(inputs, db, env.s3, env.artifact_roots),
         flush_interval_s=s.flush_interval_s,
         heartbeat_interval_s=s.heartbeat_interval_s,
+        roots=env.artifact_roots,
     )
     logger.info(
         "run finished",
@@ -229,7 +234,7 @@ def run_function(
             "elapsed_s": round(time.perf_counter() - t0, 3),
         },
     )
-    return RunObject(final, arts, db=db, s3=env.s3)
+    return RunObject(final, arts, db=db, s3=env.s3, roots=env.artifact_roots)
 
 
 def _new_record(

@@ -10,7 +10,7 @@ from .dataitem import DataItem
 from .model import ArtifactRecord, RunRecord, RunState
 
 if TYPE_CHECKING:
-    from ..artifacts import S3Settings
+    from ..artifacts import ArtifactRoots, S3Settings
     from .db.base import RunDB
 
 
@@ -21,6 +21,8 @@ class RunObject:
     iterations: list[RunRecord] = field(default_factory=list)
     db: RunDB | None = field(default=None, repr=False)
     s3: S3Settings | None = field(default=None, repr=False)
+    # The stores this run's artifacts may be read from (its own store among them).
+    roots: ArtifactRoots | None = field(default=None, repr=False)
 
     @property
     def uid(self) -> str:
@@ -65,7 +67,7 @@ class RunObject:
 
     def artifact(self, key: str) -> DataItem:
         rec = self.artifact_record(key)
-        return DataItem(rec.uri, key=key, db=self.db, s3=self.s3, meta=rec)
+        return DataItem(rec.uri, key=key, db=self.db, s3=self.s3, meta=rec, roots=self.roots)
 
     def raise_for_state(self) -> RunObject:
         if self.record.state is not RunState.COMPLETED:

@@ -136,7 +136,7 @@ def test_example_train_job_sweep_on_real_data(minio_server: MinioServer, tmp_pat
     assert run.state == "completed", run.error
     accs = {i.iteration: i.results["accuracy"] for i in run.iterations}
     assert run.results["best_iteration"] == max(accs, key=lambda k: (accs[k], -k))
-    model, info = load_model(run.outputs["model"], db=db, s3=s.s3)
+    model, info = load_model(run.outputs["model"], db=db, s3=s.s3, roots=s.artifact_roots())
     assert info.framework == "xgboost" and info.metrics["accuracy"] == run.results["accuracy"]
     feats = run.artifact("features").as_df()
     assert list(feats.columns[1:8]) == info.feature_names

@@ -167,7 +167,7 @@ def check_every_kind(run: Any, read_raw: Any = None) -> None:
     assert ds.meta["stats"]["f0"]["count"] == 200
     assert len(ds.preview) == 20 and ds.preview[0]["name"] == "row0"
     feats = ["f0", "f1", "f2"]
-    sk, info = load_model(run.outputs["sk_model"], db=run.db, s3=run.s3)
+    sk, info = load_model(run.outputs["sk_model"], db=run.db, s3=run.s3, roots=run.roots)
     ref_model = LogisticRegression().fit(df[feats], df["label"])
     assert (sk.predict_proba(df[feats]) == ref_model.predict_proba(df[feats])).all()
     assert info.framework == "sklearn" and info.feature_names == feats
@@ -175,14 +175,14 @@ def check_every_kind(run: Any, read_raw: Any = None) -> None:
     assert info.labels == {"algo": "logreg"}
     assert set(info.extra_data) == {"notes"}
     assert run.artifact_record("sk_model").format == "joblib"
-    xg, xinfo = load_model(run.outputs["xgb_model"], db=run.db, s3=run.s3)
+    xg, xinfo = load_model(run.outputs["xgb_model"], db=run.db, s3=run.s3, roots=run.roots)
     assert isinstance(xg, xgboost.XGBClassifier)
     ref_xg = xgboost.XGBClassifier(n_estimators=5, max_depth=2, n_jobs=1)
     ref_xg.fit(df[feats], df["label"])
     assert (xg.predict_proba(df[feats]) == ref_xg.predict_proba(df[feats])).all()
     assert xinfo.framework == "xgboost" and xinfo.feature_names == feats
     assert run.artifact_record("xgb_model").format == "json"
-    booster, binfo = load_model(run.outputs["xgb_booster"], db=run.db, s3=run.s3)
+    booster, binfo = load_model(run.outputs["xgb_booster"], db=run.db, s3=run.s3, roots=run.roots)
     assert isinstance(booster, xgboost.Booster)
     assert run.artifact_record("xgb_booster").format == "ubj"
     pred = booster.predict(xgboost.DMatrix(df[feats]))
