@@ -1,8 +1,9 @@
 """tickrun.hub: versioned ``hub://`` functions — trainers, market features, backtests, servers.
 
 ``tickrun.import_function("hub://auto_trainer:1")`` resolves the newest 1.y.z against private
-hub folders (``$TICKRUN_HUB_PATH``), a remote hub (``$TICKRUN_HUB_URL``) and the bundled
-catalogue, and returns a :class:`HubFunction` to ``.run()`` or ``.deploy()``.
+hub folders (``$TICKRUN_HUB_PATH``), the bundled catalogue and a remote hub
+(``$TICKRUN_HUB_URL``, https; pinned with ``$TICKRUN_HUB_PINS``), and returns a
+:class:`HubFunction` to ``.run()`` or ``.deploy()``.
 """
 
 from __future__ import annotations

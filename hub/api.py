@@ -1,8 +1,9 @@
 """Serving a hub catalogue over HTTP: ``GET /api/hub`` (the index) and the item files.
 
 The controller mounts this with ``tickrun.hub.api.add_routes(app)``; any tickrun can then use it
-as a remote hub (``TICKRUN_HUB_URL=http://controller:8070``). Only files the index lists are
-served, so a request can never read outside an item's folder.
+as a remote hub (``TICKRUN_HUB_URL=https://controller:8070``; plain http needs
+``TICKRUN_HUB_ALLOW_HTTP=1`` on the client). Only files the index lists are served, and only when
+they resolve inside their item's folder, so a request can never read outside it.
 """
 
 from __future__ import annotations
@@ -73,7 +74,15 @@ async def _file(request: web.Request) -> web.StreamResponse:
             {"error": "NotFoundError", "detail": f"{name}:{version} has no file {file!r}"},
             status=404,
         )
+    folder = folders[(name, version)].resolve()
+    path = (folder / file).resolve()
+    if not path.is_relative_to(folder) or not path.is_file():
+        # Listed, but swapped for a link out of the item since the index was built.
+        return web.json_response(
+            {"error": "NotFoundError", "detail": f"{name}:{version} has no file {file!r}"},
+            status=404,
+        )
     return web.FileResponse(
-        folders[(name, version)] / file,
+        path,
         headers={"Cache-Control": "public, max-age=31536000, immutable"},
     )

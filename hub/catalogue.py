@@ -14,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tickrun.functions.errors import SpecError
 
-from .spec import ITEM_FILE, ItemSpec, load_item
+from .spec import ITEM_FILE, ItemSpec, check_item_file, check_item_name, load_item
 from .versions import Version
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 INDEX_FILE = "index.json"
 INDEX_SCHEMA = 1
 BUNDLED_ROOT = Path(__file__).resolve().parent / "items"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +43,8 @@ class LocalItem:
 
 
 def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def scan(root: str | Path) -> list[LocalItem]:
@@ -59,9 +62,13 @@ def scan(root: str | Path) -> list[LocalItem]:
                 f"{item_file}: item name {spec.name!r} does not match its folder "
                 f"{folder.parent.name!r}"
             )
-        for name in spec.code_files:
+        inside = folder.resolve()
+        for name in (ITEM_FILE, *spec.code_files):
             if not (folder / name).is_file():
                 raise SpecError(f"{item_file}: lists {name!r}, which is missing")
+            if not (folder / name).resolve().is_relative_to(inside):
+                # A symlink out of the item would be served, cached and exported as its code.
+                raise SpecError(f"{item_file}: {name!r} is a link out of the item's folder")
         key = (spec.name, spec.version)
         if key in seen:
             raise SpecError(
@@ -109,18 +116,21 @@ def validate_index(data: Any, *, source: str) -> dict[str, Any]:
     ):
         raise SpecError(f"{source} is not a tickrun hub index (schema {INDEX_SCHEMA})")
     for name, entry in data["items"].items():
+        try:
+            check_item_name(name)  # names become cache folder names
+        except ValueError as exc:
+            raise SpecError(f"{source}: {exc}") from None
         if not isinstance(entry, dict) or not isinstance(entry.get("versions"), dict):
             raise SpecError(f"{source}: item {name!r} has no versions")
         for version, meta in entry["versions"].items():
             Version.parse(version)
             if not isinstance(meta, dict) or not isinstance(meta.get("files"), dict):
                 raise SpecError(f"{source}: {name} {version} lists no files")
-            for file in meta["files"]:
-                if not _safe_relative(file):
-                    raise SpecError(f"{source}: {name} {version} has an unsafe file {file!r}")
+            for file, digest in meta["files"].items():
+                try:
+                    check_item_file(file)
+                except ValueError as exc:
+                    raise SpecError(f"{source}: {name} {version}: {exc}") from None
+                if not isinstance(digest, str) or not _SHA256.match(digest):
+                    raise SpecError(f"{source}: {name} {version}/{file} has no SHA-256")
     return data
-
-
-def _safe_relative(name: str) -> bool:
-    parts = Path(name).parts
-    return bool(parts) and not Path(name).is_absolute() and ".." not in parts

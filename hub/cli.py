@@ -1,4 +1,4 @@
-"""``tickrun hub list|show|index|pull``: browse and manage hub items from the shell."""
+"""``tickrun hub list|show|index|pull|pins``: browse and manage hub items from the shell."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def register(sub: Any, get: Any) -> None:
     common.add_argument(
         "--hub-url",
         default=None,
-        help="remote hub, e.g. http://controller:8070 (default $TICKRUN_HUB_URL)",
+        help="remote hub, e.g. https://controller:8070 (default $TICKRUN_HUB_URL; plain "
+        "http needs TICKRUN_HUB_ALLOW_HTTP=1)",
     )
     common.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -46,6 +47,12 @@ def register(sub: Any, get: Any) -> None:
     p = verbs.add_parser("index", help="(re)generate index.json for a hub folder")
     p.add_argument("directory", help="hub folder: NAME/VERSION/item.yaml + code")
     p.set_defaults(func=_index)
+    p = verbs.add_parser(
+        "pins",
+        help="print a pin file trusting every item version in a hub folder (for TICKRUN_HUB_PINS)",
+    )
+    p.add_argument("directory", help="hub folder: NAME/VERSION/item.yaml + code")
+    p.set_defaults(func=_pins)
 
 
 def _hub(args: argparse.Namespace) -> Any:
@@ -127,4 +134,13 @@ def _index(args: argparse.Namespace) -> int:
 
     path = write_index(Path(args.directory))
     print(path)
+    return 0
+
+
+def _pins(args: argparse.Namespace) -> int:
+    from .pins import pin_lines
+
+    print(f"# tickrun hub pins for {Path(args.directory).resolve()}")
+    for line in pin_lines(Path(args.directory)):
+        print(line)
     return 0

@@ -14,7 +14,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -36,6 +35,7 @@ from tickrun.functions.spec import parse_spec
 
 from .catalogue import BUNDLED_ROOT
 from .resolver import ResolvedItem
+from .safefiles import copy_inside, write_inside
 from .spec import HandlerSpec, ItemSpec
 
 logger = logging.getLogger(__name__)
@@ -273,15 +273,17 @@ class HubFunction:
         return config
 
     def export(self, directory: str | Path, **config: Any) -> Path:
-        """Write a deployable function folder (code + function.yaml) to ``directory``."""
+        """Write a deployable function folder (code + function.yaml) to ``directory``.
+
+        Every write lands inside ``directory`` (resolved; symlinks in it are replaced, not
+        followed) and every file copied lies inside the item's folder.
+        """
         target = Path(directory)
         target.mkdir(parents=True, exist_ok=True)
         spec = self.function_config(**config)
         for file in self.spec.code_files:
-            dest = target / file
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(self.folder / file, dest)
-        (target / "function.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+            copy_inside(self.folder, target, file)
+        write_inside(target, "function.yaml", yaml.safe_dump(spec, sort_keys=False).encode())
         return target
 
     def deploy(

@@ -1,9 +1,15 @@
 """Resolving ``hub://name[:version]`` against the configured hubs.
 
 Sources, in precedence order when two carry the same version: private hub folders
-(``$TICKRUN_HUB_PATH``, ``os.pathsep``-separated), a remote hub (``$TICKRUN_HUB_URL``, e.g. the
-controller's ``/api/hub``), then the catalogue bundled with tickrun. The newest version matching
-the pin across all of them wins, so a private hub can add versions without hiding the bundled ones.
+(``$TICKRUN_HUB_PATH``, ``os.pathsep``-separated), the catalogue bundled with tickrun, then a
+remote hub (``$TICKRUN_HUB_URL``, e.g. the controller's ``/api/hub``; https unless
+``$TICKRUN_HUB_ALLOW_HTTP``). The newest version matching the pin across all of them wins, so a
+private hub can add versions without hiding the bundled ones.
+
+A remote hub never shadows a bundled item version: the bundled copy wins the tie, and a remote
+copy of a bundled name and version with other content is ignored (with a warning) even when the
+bundled catalogue is not a source. With ``$TICKRUN_HUB_PINS`` (see :mod:`tickrun.hub.pins`) items
+from private folders and remote hubs resolve only when their files match the pinned SHA-256s.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from tickrun.functions.errors import HubError
 
 from .catalogue import BUNDLED_ROOT
+from .pins import PINS_ENV, HubPins
 from .sources import (
     LocalSource,
     NotCachedError,
@@ -39,6 +46,8 @@ SCHEME = "hub://"
 PATH_ENV = "TICKRUN_HUB_PATH"
 URL_ENV = "TICKRUN_HUB_URL"
 CACHE_ENV = "TICKRUN_HUB_CACHE"
+ALLOW_HTTP_ENV = "TICKRUN_HUB_ALLOW_HTTP"
+_TRUE = {"1", "true", "yes", "on"}
 _URI = re.compile(
     r"^(?P<name>[a-z][a-z0-9_-]*)(?::(?P<pin>[^:/#]+))?(?:#(?P<handler>[A-Za-z_]\w*))?$"
 )
@@ -109,15 +118,30 @@ class Hub:
         cache_dir: str | Path | None = None,
         bundled: bool = True,
         timeout_s: float = 10.0,
+        allow_http: bool | None = None,
+        pins: str | Path | HubPins | None = None,
     ) -> None:
+        """``allow_http``: let a remote hub be plain http (default ``$TICKRUN_HUB_ALLOW_HTTP``).
+        ``pins``: a pin file (default ``$TICKRUN_HUB_PINS``) that private and remote items
+        must match."""
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        if allow_http is None:
+            allow_http = os.environ.get(ALLOW_HTTP_ENV, "").strip().lower() in _TRUE
+        self._bundled = LocalSource(BUNDLED_ROOT, label="bundled")
         sources: list[Source] = [LocalSource(p) for p in paths]
-        if url:
-            sources.append(RemoteSource(url, self.cache_dir, timeout_s=timeout_s))
         if bundled:
-            sources.append(LocalSource(BUNDLED_ROOT, label="bundled"))
+            sources.append(self._bundled)
+        if url:
+            sources.append(
+                RemoteSource(url, self.cache_dir, timeout_s=timeout_s, allow_http=allow_http)
+            )
         self.sources = sources
         self.skipped: dict[str, str] = {}  # source label → why it could not be listed
+        self._pins_from: str | Path | HubPins | None = (
+            pins if pins is not None else (os.environ.get(PINS_ENV) or None)
+        )
+        self._pins: HubPins | None = None
+        self._warned: set[tuple[str, str, str]] = set()
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Hub:
@@ -155,12 +179,39 @@ class Hub:
     def _offers(self) -> dict[str, dict[str, list[tuple[Source, dict[str, Any]]]]]:
         """name → version → every (source, index entry) that has it, in precedence order."""
         merged: dict[str, dict[str, list[tuple[Source, dict[str, Any]]]]] = {}
-        for source, index in self.indexes():
+        indexes = self.indexes()
+        remote = any(isinstance(source, RemoteSource) for source, _ in indexes)
+        reserved = self._bundled.index()["items"] if remote else {}
+        for source, index in indexes:
             for name, entry in index["items"].items():
                 versions = merged.setdefault(name, {})
                 for version, meta in entry["versions"].items():
+                    if isinstance(source, RemoteSource) and self._shadows(
+                        source, name, version, meta, reserved
+                    ):
+                        continue
                     versions.setdefault(version, []).append((source, meta))
-        return merged
+        return {name: versions for name, versions in merged.items() if versions}
+
+    def _shadows(
+        self,
+        source: Source,
+        name: str,
+        version: str,
+        meta: dict[str, Any],
+        reserved: dict[str, Any],
+    ) -> bool:
+        """A remote copy of a bundled name:version whose files differ from the bundled ones."""
+        bundled = reserved.get(name, {}).get("versions", {}).get(version)
+        if bundled is None or bundled["files"] == meta["files"]:
+            return False
+        if (source.label, name, version) not in self._warned:
+            self._warned.add((source.label, name, version))
+            logger.warning(
+                "remote hub item differs from the bundled item of the same version; ignored",
+                extra={"hub": source.label, "item": name, "version": version},
+            )
+        return True
 
     def _skipped_note(self) -> str:
         if not self.skipped:
@@ -231,12 +282,15 @@ class Hub:
         version matching the pin, with a warning, rather than fail."""
         missing: list[str] = []
         for version in candidates:  # newest first
-            for source, _meta in versions[version]:
+            for source, meta in versions[version]:
                 try:
                     folder = source.fetch(ref.name, version)
                 except NotCachedError as exc:
                     missing.append(exc.message)
                     continue
+                pins = self.pins()
+                if pins is not None and source is not self._bundled:
+                    pins.verify(ref.name, version, folder, meta["files"])
                 if missing:
                     logger.warning(
                         "hub offline: newest matching version not cached; using the newest that is",
@@ -253,6 +307,13 @@ class Hub:
             f"{ref.name}: no version matching {ref.pin} is available offline — {missing[0]}; "
             f"no older matching version is cached or bundled (listed: {', '.join(candidates)})"
         )
+
+    def pins(self) -> HubPins | None:
+        """The pin file's digests, read on first use."""
+        if self._pins is None and self._pins_from is not None:
+            given = self._pins_from
+            self._pins = given if isinstance(given, HubPins) else HubPins.load(given)
+        return self._pins
 
     def versions(self, name: str) -> list[Version]:
         found: set[Version] = set()

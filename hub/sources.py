@@ -4,6 +4,10 @@ A remote item is downloaded once into the local cache (``$TICKRUN_HUB_CACHE``, d
 ``~/.cache/tickrun/hub``), each file checked against the SHA-256 in the index. The last index
 fetched is cached too, so when the remote hub is unreachable the cached items still resolve:
 imports work offline.
+
+A remote hub is code this process will import, so it must be reached over https (redirects
+included); plain http needs ``allow_http`` (``TICKRUN_HUB_ALLOW_HTTP=1``), e.g. a controller on
+loopback.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any, Protocol
 from tickrun.functions.errors import HubError, SpecError
 
 from .catalogue import build_index, validate_index
+from .safefiles import write_inside
 from .versions import Version
 
 logger = logging.getLogger(__name__)
@@ -34,6 +39,24 @@ _COMPLETE = ".complete"
 class SourceUnavailableError(HubError):  # type: ignore[misc]  # (mypy sees tickrun.* as Any)
     """A hub source cannot be listed at all (a missing folder, an unreachable remote hub with
     nothing cached): resolution skips it, with a warning, and goes on with the others."""
+
+
+class HubConfigError(HubError):  # type: ignore[misc]
+    """The hub settings are unsafe or malformed (plain http without allow_http, a bad pin
+    file)."""
+
+    status = 400
+
+
+class _NoDowngrade(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, but never from https to plain http."""
+
+    def redirect_request(  # type: ignore[no-untyped-def]
+        self, req, fp, code, msg, headers, newurl
+    ):
+        if not newurl.lower().startswith("https://"):
+            raise HubError(f"{req.full_url} redirected to a non-https URL; refused")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 class NotCachedError(HubError):  # type: ignore[misc]
@@ -78,10 +101,26 @@ class LocalSource:
 class RemoteSource:
     """A hub served over HTTP (``<url>/api/hub``), mirrored into a local cache."""
 
-    def __init__(self, url: str, cache_dir: str | Path, *, timeout_s: float = 10.0) -> None:
-        base = url.rstrip("/")
+    def __init__(
+        self,
+        url: str,
+        cache_dir: str | Path,
+        *,
+        timeout_s: float = 10.0,
+        allow_http: bool = False,
+    ) -> None:
+        scheme, sep, rest = url.rstrip("/").partition("://")
+        base = f"{scheme.lower()}{sep}{rest}"
         if not base.startswith(("http://", "https://")):
-            raise HubError(f"hub URL {url!r} must start with http:// or https://")
+            raise HubConfigError(f"hub URL {url[:100]!r} must start with https://")
+        if base.startswith("http://") and not allow_http:
+            raise HubConfigError(
+                f"remote hub {base[:100]} is plain http: its items are code this process "
+                "imports, so use https, or set TICKRUN_HUB_ALLOW_HTTP=1 to allow plain http "
+                "(e.g. a controller on loopback)"
+            )
+        handlers: list[urllib.request.BaseHandler] = [] if allow_http else [_NoDowngrade()]
+        self._opener = urllib.request.build_opener(*handlers)
         self.api_url = base if base.endswith(API_PATH) else base + API_PATH
         self.label = self.api_url
         self.timeout_s = timeout_s
@@ -156,9 +195,7 @@ class RemoteSource:
                         f"{name}:{version}/{file} from {self.api_url} does not match the "
                         "index's checksum; refusing to cache it"
                     )
-                path = staging / file
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(body)
+                write_inside(staging, file, body)
             (staging / _COMPLETE).write_text(json.dumps(files))
             if target.exists():  # a stale or partial copy
                 shutil.rmtree(target)
@@ -175,8 +212,8 @@ class RemoteSource:
     def _get(self, url: str) -> bytes:
         request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310
         try:
-            # The scheme was checked in __init__: only http(s) URLs reach here.
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
+            # The scheme was checked in __init__ (and redirects by the opener).
+            with self._opener.open(request, timeout=self.timeout_s) as response:
                 body: bytes = response.read()
                 return body
         except urllib.error.HTTPError as exc:

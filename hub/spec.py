@@ -20,6 +20,36 @@ from .versions import Version
 ITEM_FILE = "item.yaml"
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _MODULE = re.compile(r"^[A-Za-z_]\w*$")
+# One segment of an item file's path: no leading dot (so no '.', '..' or hidden files), no
+# backslash, colon or control character (no Windows separators, drive letters or ADS tricks).
+_FILE_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}$")
+_MAX_FILE_SEGMENTS = 8
+
+
+def check_item_file(name: Any) -> str:
+    """``name`` if it is a safe relative item file path (``data/table.csv``), else ValueError.
+
+    Item files are copied into caches and exported folders by joining them to a folder, so a
+    name must not be absolute, climb out with ``..`` or hide a separator in a backslash.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError("an item file must be a non-empty relative path")
+    segments = name.split("/")
+    if len(segments) > _MAX_FILE_SEGMENTS or not all(_FILE_SEGMENT.match(s) for s in segments):
+        raise ValueError(
+            f"item file {name[:80]!r} must be a relative path of segments made of letters, "
+            "digits and ._+- (no leading dot, no '..', no absolute path, no backslash)"
+        )
+    return name
+
+
+def check_item_name(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(
+            f"{str(name)[:80]!r} is not a valid item name: lowercase letters, digits, '_' and "
+            "'-', starting with a letter"
+        )
+    return name
 
 
 class _Model(BaseModel):
@@ -94,12 +124,12 @@ class ItemSpec(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError(
-                f"{value!r} is not a valid item name: lowercase letters, digits, '_' and '-', "
-                "starting with a letter"
-            )
-        return value
+        return check_item_name(value)
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, value: list[str]) -> list[str]:
+        return [check_item_file(f) for f in value]
 
     @field_validator("version")
     @classmethod

@@ -22,6 +22,7 @@ def test_controller_serves_the_hub_and_imports_work_offline(
 ) -> None:
     cache = tmp_path / "hub-cache"
     monkeypatch.setenv("TICKRUN_HUB_URL", controller.url)
+    monkeypatch.setenv("TICKRUN_HUB_ALLOW_HTTP", "1")  # the test controller is plain http
     monkeypatch.setenv("TICKRUN_HUB_CACHE", str(cache))
     monkeypatch.delenv("TICKRUN_HUB_PATH", raising=False)
     remote_only = Hub.from_env(bundled=False)
@@ -31,8 +32,8 @@ def test_controller_serves_the_hub_and_imports_work_offline(
     assert fn.folder.is_relative_to(cache)
     assert fn.resolved.source == f"{controller.url}/api/hub"
     assert fn.module().compute_features.__module__.startswith("tickrun_hub_item_market_features")
-    # through the public API the remote copy wins a tie with the bundled one
-    assert tickrun.import_function("hub://backtest").resolved.source.endswith("/api/hub")
+    # through the public API a remote hub never shadows a bundled item version
+    assert tickrun.import_function("hub://backtest").resolved.source == "bundled"
 
     controller.stop()
     offline = Hub.from_env(bundled=False, timeout_s=1)

@@ -57,6 +57,12 @@ class HubServer:
         self._thread.join(5)
 
 
+@pytest.fixture(autouse=True)
+def allow_plain_http(monkeypatch: pytest.MonkeyPatch) -> None:
+    # These hubs are served over plain http on loopback; a remote hub needs https otherwise.
+    monkeypatch.setenv("TICKRUN_HUB_ALLOW_HTTP", "1")
+
+
 @pytest.fixture
 def served_private(private_hub: Path) -> Iterator[HubServer]:
     server = HubServer([private_hub])
