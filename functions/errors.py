@@ -65,6 +65,12 @@ class BadRequestError(TickrunError):
     status = 400
 
 
+class RequestTimeoutError(BadRequestError):
+    """A client stopped sending its request before it was complete."""
+
+    status = 408
+
+
 class TriggerError(TickrunError):
     """A trigger failed to start, or lost its source."""
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .errors import BadRequestError
+
 try:
     import orjson
 except ImportError:  # pragma: no cover - a base dependency; kept optional for odd platforms
@@ -46,8 +48,21 @@ def _has_huge_float(value: Any) -> bool:
     return False
 
 
+class UnsafeJsonError(BadRequestError, ValueError):
+    """JSON this process refuses to decode: nested too deeply, or an integer too long to convert.
+
+    A ``ValueError`` too, so callers that keep undecodable bodies as bytes (Kafka records) go on
+    doing so; the HTTP trigger answers 400 instead.
+    """
+
+
 def loads(data: bytes | str) -> Any:
-    """``json.loads`` semantics; raises ``ValueError`` for what is not JSON."""
+    """``json.loads`` semantics; raises ``ValueError`` for what is not JSON.
+
+    :class:`UnsafeJsonError` (a ``ValueError``) for JSON nested deeper than the interpreter's
+    recursion limit allows or holding an integer past Python's digit limit: ``json.loads``
+    raises ``RecursionError`` for the first, which no caller expects of a decoder.
+    """
     if orjson is not None:
         try:
             value = orjson.loads(data)
@@ -58,4 +73,14 @@ def loads(data: bytes | str) -> Any:
             flat = type(value) is dict and _NO_FLOAT.issuperset(map(type, value.values()))
             if flat or not _has_huge_float(value):
                 return value
-    return json.loads(data)
+    try:
+        return json.loads(data)
+    except RecursionError as exc:
+        raise UnsafeJsonError("JSON body is nested too deeply") from exc
+    except json.JSONDecodeError:
+        raise
+    except UnicodeDecodeError:
+        raise  # not UTF-8 (or UTF-16/32): not JSON, as for any other syntax error
+    except ValueError as exc:
+        # The only other ValueError json.loads raises: an integer past sys.get_int_max_str_digits.
+        raise UnsafeJsonError("JSON body has a number too large to decode") from exc

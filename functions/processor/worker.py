@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..errors import HandlerLoadError, TickrunError
 from ..handler import LoadedHandler, load_handler
+from ..httpserver import HardenedServer, ServerLimits
 from ..interfaces import Dispatcher, HttpHandler, Trigger
 from ..requestid import REQUEST_ID_HEADER, request_id
 from ..sdk import TriggerInfo, make_context
@@ -136,12 +137,17 @@ class Worker:
             await trigger.start(self)
             self._triggers.append(trigger)
         http = next((t for t in triggers if isinstance(t, HttpTriggerSpec)), None)
-        keepalive_s = http.attributes.keep_alive_timeout_s if http is not None else 75.0
-        server = web.Server(
+        attrs = (http or HttpTriggerSpec(kind="http")).attributes
+        limits = ServerLimits(
+            header_timeout_s=attrs.read_header_timeout_s,
+            keepalive_timeout_s=attrs.keep_alive_timeout_s,
+            max_connections=attrs.max_connections,
+        )
+        server = HardenedServer(
             self._route,
+            limits=limits,
             handler_cancellation=False,
             access_log=None,
-            keepalive_timeout=keepalive_s,
         )
         self._runner = web.ServerRunner(server, shutdown_timeout=spec.drain_timeout_s)
         await self._runner.setup()

@@ -77,6 +77,10 @@ class HttpAttributes(SpecModel):
     read_buffer_size_bytes: int | None = Field(default=None, alias="readBufferSize", ge=1)
     reduce_memory_usage: bool = Field(default=False, alias="reduceMemoryUsage")
     keep_alive_timeout_s: DurationS = Field(default=75.0, alias="keepAliveTimeout")
+    # tickrun's own (Go http.Server's names): slow clients must not hold connections open.
+    read_header_timeout_s: DurationS = Field(default=10.0, alias="readHeaderTimeout")
+    read_timeout_s: DurationS = Field(default=30.0, alias="readTimeout")  # max gap in a body
+    max_connections: int | None = Field(default=None, alias="maxConnections", ge=1)
     cors: CorsSpec | None = None
     service_type: str | None = Field(default=None, alias="serviceType")
     ingresses: dict[str, IngressSpec] = Field(default_factory=dict)

@@ -14,6 +14,7 @@ __all__ = ["REQUEST_ID_HEADER", "HttpConfig"]
 class HttpConfig:
     name: str
     max_body_bytes: int
+    body_idle_timeout_s: float
     cors_origins: tuple[str, ...] | None
     cors_methods: str
     cors_headers: str
@@ -26,6 +27,7 @@ class HttpConfig:
         return cls(
             name=spec.name,
             max_body_bytes=spec.attributes.max_request_body_size_bytes,
+            body_idle_timeout_s=spec.attributes.read_timeout_s,
             cors_origins=tuple(cors.allow_origins) if enabled and cors else None,
             cors_methods=", ".join(cors.allow_methods) if cors else "",
             cors_headers=", ".join(cors.allow_headers) if cors else "",

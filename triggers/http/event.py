@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
+import logging
 import time
 from typing import Any
 
 from aiohttp import web
 from nuclio_sdk import Event, TriggerInfo
 from tickrun.functions import jsonbody, requestid
-from tickrun.functions.errors import BodyTooLargeError
+from tickrun.functions.errors import BodyTooLargeError, RequestTimeoutError
 from tickrun.functions.results import Result
 
 from .config import REQUEST_ID_HEADER
+from .headers import response_headers, wire_safe
+
+logger = logging.getLogger(__name__)
 
 
 def request_id(request: web.BaseRequest) -> str:
@@ -23,8 +28,11 @@ def request_id(request: web.BaseRequest) -> str:
     return rid
 
 
-async def read_body(request: web.BaseRequest, limit: int) -> bytes:
-    """Read the body, refusing it past ``limit`` bytes; chunks are joined once, never re-copied."""
+async def read_body(request: web.BaseRequest, limit: int, idle_timeout_s: float) -> bytes:
+    """Read the body, refusing it past ``limit`` bytes or after ``idle_timeout_s`` without data.
+
+    Chunks are joined once, never re-copied.
+    """
     declared = request.content_length
     if declared is not None and declared > limit:
         raise BodyTooLargeError(f"request body of {declared} bytes is over the {limit}-byte limit")
@@ -32,21 +40,36 @@ async def read_body(request: web.BaseRequest, limit: int) -> bytes:
         return b""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError(f"request body is over the {limit}-byte limit")
-        chunks.append(chunk)
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(idle_timeout_s) as deadline:
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLargeError(f"request body is over the {limit}-byte limit")
+                chunks.append(chunk)
+                deadline.reschedule(loop.time() + idle_timeout_s)
+    except TimeoutError as exc:
+        raise RequestTimeoutError(
+            f"no request body data for {idle_timeout_s:g} s; request abandoned"
+        ) from exc
     if len(chunks) == 1:
         return chunks[0]
     return b"".join(chunks)
 
 
 def decode_body(body: bytes, content_type: str) -> Any:
-    """JSON bodies are decoded as nuclio-sdk does; undecodable ones stay bytes."""
+    """JSON bodies are decoded as nuclio-sdk does; undecodable ones stay bytes.
+
+    JSON that cannot be decoded safely (nested too deeply, an integer too long) is refused
+    with :class:`~tickrun.functions.jsonbody.UnsafeJsonError` (400): handing the handler bytes
+    it was told are JSON would only move the failure into user code.
+    """
     if content_type == "application/json" and body:
         try:
             return jsonbody.loads(body)
+        except jsonbody.UnsafeJsonError:
+            raise
         except ValueError:
             return body
     return body
@@ -149,19 +172,52 @@ def content_type_header(content_type: str) -> str:
     return content_type
 
 
-def to_response(result: Result, event_id: str) -> web.Response:
-    headers = {**result.headers} if result.headers else {}
-    headers["Content-Type"] = _CONTENT_TYPES.get(result.content_type) or content_type_header(
-        result.content_type
+def _headers(result: Result, event_id: str) -> dict[str, str]:
+    """The one place a result's headers become response headers: the server frames the body."""
+    headers: dict[str, str] = {}
+    if result.headers:
+        headers, dropped = response_headers(result.headers)
+        if dropped:
+            logger.warning(
+                "dropped response headers that cannot be sent",
+                extra={"event_id": event_id, "headers": [n[:64] for n in dropped[:8]]},
+            )
+    content_type = result.content_type
+    headers["Content-Type"] = _CONTENT_TYPES.get(content_type) or (
+        content_type_header(content_type) if wire_safe("Content-Type", content_type) else _OCTETS
     )
     headers[REQUEST_ID_HEADER] = event_id
-    return web.Response(body=result.body, status=result.status, headers=headers)
+    return headers
+
+
+def _valid_status(result: Result, event_id: str) -> web.Response | None:
+    if 200 <= result.status <= 599:
+        return None
+    # A 1xx or out-of-range final status cannot be framed; it is the handler's error.
+    return error_response(500, f"handler returned HTTP status {result.status}", event_id)
+
+
+def to_response(result: Result, event_id: str) -> web.Response:
+    return _valid_status(result, event_id) or web.Response(
+        body=result.body, status=result.status, headers=_headers(result, event_id)
+    )
+
+
+def stream_response(result: Result, event_id: str) -> web.StreamResponse:
+    """A chunked response for a streaming result; the caller prepares it and writes the chunks."""
+    invalid = _valid_status(result, event_id)
+    if invalid is not None:
+        return invalid
+    resp = web.StreamResponse(status=result.status, headers=_headers(result, event_id))
+    resp.enable_chunked_encoding()
+    return resp
 
 
 _CONTENT_TYPES = {
     "text/plain": "text/plain; charset=utf-8",
     "application/json": "application/json",
 }
+_OCTETS = "application/octet-stream"
 
 
 def error_response(status: int, message: str, event_id: str, **extra: str) -> web.Response:

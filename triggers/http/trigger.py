@@ -9,6 +9,7 @@ from aiohttp import web
 from tickrun.functions.errors import (
     BodyTooLargeError,
     EventTimeoutError,
+    RequestTimeoutError,
     TickrunError,
     WorkerUnavailableError,
 )
@@ -18,7 +19,14 @@ from tickrun.functions.spec import FunctionSpec, HttpTriggerSpec
 
 from ..base import BaseTrigger
 from .config import REQUEST_ID_HEADER, HttpConfig
-from .event import content_type_header, error_response, read_body, request_id, to_event, to_response
+from .event import (
+    error_response,
+    read_body,
+    request_id,
+    stream_response,
+    to_event,
+    to_response,
+)
 
 if TYPE_CHECKING:
     from tickrun.functions.interfaces import Dispatcher, TriggerHost
@@ -56,6 +64,11 @@ class HttpTrigger(BaseTrigger[HttpTriggerSpec]):
         dispatcher = self._dispatcher
         if dispatcher is None:
             return error_response(503, "function is shutting down", event_id)
+        if request.method == "CONNECT":
+            # A 2xx to CONNECT turns the connection into a tunnel: a function is not a proxy.
+            resp = error_response(405, "CONNECT is not supported", event_id, Connection="close")
+            resp.force_close()
+            return resp
         if request.method == "OPTIONS" and self.config.cors_origins is not None:
             resp = web.Response(
                 status=204,
@@ -69,11 +82,13 @@ class HttpTrigger(BaseTrigger[HttpTriggerSpec]):
             self._cors(request, resp)
             return resp
         try:
-            body = await read_body(request, self.config.max_body_bytes)
+            body = await read_body(
+                request, self.config.max_body_bytes, self.config.body_idle_timeout_s
+            )
             result = await dispatcher.dispatch(to_event(request, body, event_id, self.name))
-        except BodyTooLargeError as exc:
+        except (BodyTooLargeError, RequestTimeoutError) as exc:
             # The unread remainder of the body makes the connection unusable: close it.
-            resp = error_response(413, exc.message, event_id, Connection="close")
+            resp = error_response(exc.status, exc.message, event_id, Connection="close")
             resp.force_close()
             return resp
         except WorkerUnavailableError as exc:
@@ -96,15 +111,11 @@ class HttpTrigger(BaseTrigger[HttpTriggerSpec]):
     ) -> web.StreamResponse:
         if result.stream is None:  # pragma: no cover - the caller checked
             return to_response(result, event_id)
-        resp = web.StreamResponse(
-            status=result.status,
-            headers={
-                **result.headers,
-                "Content-Type": content_type_header(result.content_type),
-                REQUEST_ID_HEADER: event_id,
-            },
-        )
-        resp.enable_chunked_encoding()
+        resp = stream_response(result, event_id)
+        if isinstance(resp, web.Response):  # refused (an unframeable status): nothing to stream
+            return resp
+        if self.config.cors_origins is not None:
+            self._cors(request, resp)
         await resp.prepare(request)
         try:
             async for chunk in result.stream:
