@@ -49,6 +49,8 @@ class ServerLimits:
     keepalive_timeout_s: float = 75.0
     max_connections: int | None = None
     """``None``: as many as the file-descriptor limit allows, less :data:`FD_RESERVE`."""
+    lingering_s: float = 2.0
+    """How long the unread rest of a refused body is drained before closing (aiohttp: 10 s)."""
 
     def connection_cap(self) -> int:
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -89,12 +91,27 @@ def warn_once(message: str, **fields: Any) -> None:
     logger.warning(message, extra=fields)
 
 
+# aiohttp's errors that format the offending bytes into their message: a fixed reason instead.
+_FIXED_REASONS = {
+    "BadStatusLine": "invalid request line",
+    "BadHttpMethod": "invalid method",
+    "InvalidHeader": "invalid header",
+    "InvalidURLError": "invalid URL",
+    "LineTooLong": "request line or header too long",
+}
+_QUOTED = re.compile(r"\s(?:b?['\"`]).*")
+
+
 def short_reason(exc: BaseException | None) -> str:
-    """A parser error's description without the request bytes aiohttp puts after it."""
+    """A parser error's description, never the request bytes aiohttp puts in its message."""
     if exc is None:
         return "malformed request"
+    fixed = _FIXED_REASONS.get(type(exc).__name__)
+    if fixed is not None:
+        return fixed
+    # llhttp's errors read "<description>:\n\n  <the bytes>\n  ^": keep the description.
     text = str(getattr(exc, "message", "") or exc)
-    text = text.split("\n", 1)[0].split(":", 1)[0]
+    text = _QUOTED.sub("", text.split("\n", 1)[0].split(":", 1)[0])
     text = _REASON.sub("?", text).strip()[:120]
     if "authorization" in text.lower():
         return "malformed header"
@@ -187,6 +204,7 @@ class HardenedServer(web.Server):
     def __init__(self, handler: Any, *, limits: ServerLimits | None = None, **kwargs: Any) -> None:
         self.limits = limits or ServerLimits()
         kwargs.setdefault("keepalive_timeout", self.limits.keepalive_timeout_s)
+        kwargs.setdefault("lingering_time", self.limits.lingering_s)
         super().__init__(handler, **kwargs)
         self.max_connections = self.limits.connection_cap()
         self.refused = 0
@@ -211,7 +229,9 @@ class HardenedServer(web.Server):
         self.refused += 1
         warn_once("connection limit reached; refusing a connection", limit=self.max_connections)
         transport.write(_REFUSED)
-        newcomer.force_close()
+        # Not closed here: the handler's own start-up (its task) runs after this returns and
+        # expects a live connection; it finds the connection closing and ends at once.
+        self._loop.call_soon(newcomer.force_close)
 
 
 class HardenedAppRunner(web.AppRunner):

@@ -432,34 +432,43 @@ _MAX_HEAD = 1 << 20
 _MAX_BODY = 1 << 20
 
 
-async def _read_response(reader: asyncio.StreamReader, head: bool) -> tuple[int, bytes]:
+@dataclass(frozen=True, slots=True)
+class RawResponse:
+    status: int
+    headers: list[tuple[str, str]]  # as sent: order, case and repeats kept
+    body: bytes
+
+    def values(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+
+async def read_response(reader: asyncio.StreamReader, *, head: bool = False) -> RawResponse:
+    """One response as the wire framed it (after any 1xx), trusting its own framing headers."""
     while True:
         block = await reader.readuntil(b"\r\n\r\n")
         status_line, _, rest = block.partition(CRLF)
         status = int(status_line.split(b" ", 2)[1])
-        headers: dict[bytes, bytes] = {}
+        headers: list[tuple[str, str]] = []
         for line in rest.split(CRLF):
             name, sep, value = line.partition(b":")
             if sep:
-                headers[name.strip().lower()] = value.strip()
-        if 100 <= status < 200:
-            continue  # 100 Continue: the final answer follows
-        if head or status in (204, 304):
-            return status, b""
-        if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
-            body = bytearray()
-            while True:
-                size = int((await reader.readuntil(CRLF)).split(b";")[0], 16)
-                if size == 0:
-                    await reader.readuntil(CRLF)
-                    return status, bytes(body)
-                body += (await reader.readexactly(size + 2))[:-2]
-                del body[_MAX_BODY:]
-        if b"content-length" in headers:
-            length = int(headers[b"content-length"])
-            data = await reader.readexactly(min(length, _MAX_BODY))
-            return status, data
-        return status, await reader.read(_MAX_BODY)
+                headers.append((name.decode("latin-1"), value.strip().decode("latin-1")))
+        if not 100 <= status < 200:
+            break  # a 1xx (100 Continue) is followed by the final answer
+    framing = {k.lower(): v for k, v in headers}
+    if head or status in (204, 304):
+        return RawResponse(status, headers, b"")
+    if "chunked" in framing.get("transfer-encoding", "").lower():
+        body = bytearray()
+        while size := int((await reader.readuntil(CRLF)).split(b";")[0], 16):
+            body += (await reader.readexactly(size + 2))[:-2]
+            del body[_MAX_BODY:]
+        await reader.readuntil(CRLF)
+        return RawResponse(status, headers, bytes(body))
+    if "content-length" in framing:
+        length = int(framing["content-length"])
+        return RawResponse(status, headers, await reader.readexactly(min(length, _MAX_BODY)))
+    return RawResponse(status, headers, await reader.read(_MAX_BODY))
 
 
 async def _send_one(
@@ -482,8 +491,8 @@ async def _send_one(
     sending = asyncio.create_task(_write())
     try:
         async with asyncio.timeout(timeout_s):
-            status, body = await _read_response(reader, req.head)
-        return Outcome(req.kind, status, body=body)
+            resp = await read_response(reader, head=req.head)
+        return Outcome(req.kind, resp.status, body=resp.body)
     except TimeoutError:
         return Outcome(req.kind, None, "timeout")
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError):

@@ -36,3 +36,33 @@ def test_same_values_as_json_loads(raw: bytes | str) -> None:
 def test_invalid_json_raises_value_error(raw: bytes) -> None:
     with pytest.raises(ValueError):
         jsonbody.loads(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 5000 + b"]" * 5000,  # orjson stops at 1024 levels; json.loads raises RecursionError
+        b'{"a":' * 2000 + b"1" + b"}" * 2000,
+        b"[" * 200_000,  # unclosed as well: refused for its depth before its syntax
+        b"9" * 4301,  # past sys.get_int_max_str_digits
+        b'{"n": [1, -' + b"1" * 50_000 + b"]}",
+    ],
+)
+def test_unsafe_json_is_refused_as_a_bad_request(raw: bytes) -> None:
+    with pytest.raises(jsonbody.UnsafeJsonError) as info:
+        jsonbody.loads(raw)
+    # A ValueError too (Kafka keeps such records as bytes) and a 400 for the HTTP trigger.
+    assert isinstance(info.value, ValueError)
+    assert info.value.status == 400
+
+
+@pytest.mark.parametrize("raw", [b'{"s": "\xff"}', b"\xc0\xaf{}", b"\xed\xa0\x80"])
+def test_invalid_utf8_is_not_json_and_not_unsafe(raw: bytes) -> None:
+    with pytest.raises(ValueError) as info:
+        jsonbody.loads(raw)
+    assert not isinstance(info.value, jsonbody.UnsafeJsonError)
+
+
+def test_nesting_within_limits_still_decodes() -> None:
+    raw = b"[" * 500 + b"1" + b"]" * 500
+    assert jsonbody.loads(raw) == json.loads(raw)

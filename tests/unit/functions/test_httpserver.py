@@ -1,0 +1,64 @@
+"""The hardened server's pieces that need no socket: limits, log budget, error reasons."""
+
+from __future__ import annotations
+
+import logging
+import resource
+
+import pytest
+from aiohttp import http_exceptions
+from tickrun.functions import httpserver
+from tickrun.functions.httpserver import ServerLimits, short_reason
+
+
+def test_the_connection_cap_never_exceeds_the_descriptor_limit() -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    by_fds = max(16, soft - httpserver.FD_RESERVE)
+    assert ServerLimits().connection_cap() == by_fds
+    assert ServerLimits(max_connections=5).connection_cap() == min(5, by_fds)
+    assert ServerLimits(max_connections=10**9).connection_cap() == by_fds
+
+
+def test_warnings_past_the_budget_are_counted_into_the_next_line(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budget = httpserver._Budget(3)
+    monkeypatch.setattr(httpserver, "_WARNINGS", budget)
+    now = [1000.0]
+    monkeypatch.setattr(httpserver.time, "monotonic", lambda: now[0])
+    caplog.set_level(logging.WARNING, logger=httpserver.__name__)
+    for _ in range(10):
+        httpserver.warn_once("malformed request", status=400)
+    assert len(caplog.records) == 3 and budget.suppressed == 7
+    now[0] += 1.0
+    httpserver.warn_once("malformed request", status=400)
+    assert len(caplog.records) == 4
+    assert getattr(caplog.records[-1], "suppressed", None) == 7 and budget.suppressed == 0
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (http_exceptions.BadStatusLine("GET /s3cr3t\x00 HTTP/1.1"), "invalid request line"),
+        (http_exceptions.InvalidHeader(b"Authorization: Bearer s3cr3t"), "invalid header"),
+        (http_exceptions.BadHttpMethod("G\x00T s3cr3t"), "invalid method"),
+        (http_exceptions.LineTooLong("x" * 9000, "8190"), "request line or header too long"),
+        (http_exceptions.BadHttpMessage("Authorization value bad"), "malformed header"),
+        (
+            http_exceptions.BadHttpMessage("Invalid header value char:\n\n  b's3cr3t'\n  ^"),
+            "Invalid header value char",
+        ),
+        (
+            http_exceptions.BadHttpMessage(
+                "Transfer-Encoding can't be present with Content-Length"
+            ),
+            "Transfer-Encoding can't be present with Content-Length",
+        ),
+        (http_exceptions.BadHttpMessage("Unexpected value 's3cr3t'"), "Unexpected value"),
+        (None, "malformed request"),
+    ],
+)
+def test_reasons_never_carry_the_request(exc: BaseException | None, expected: str) -> None:
+    reason = short_reason(exc)
+    assert reason == expected
+    assert "s3cr3t" not in reason and len(reason) <= 120
