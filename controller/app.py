@@ -7,16 +7,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
-from tickrun.functions.errors import TickrunError
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
+from tickrun.functions.errors import BadRequestError, TickrunError
+from tickrun.functions.requestid import REQUEST_ID_HEADER
 
 from tickrun import __version__
 
-from . import api
-from .auth import check_bearer, load_or_create_token
+from . import api, secrets_api
+from .auth import authorization, check_bearer, load_or_create_token
 from .builder import Builder
 from .builder.engine import Engine
+from .edge import ConnectionGuard, connection_budget, request_id_of
 from .gateway import Gateway
 from .openapi import OPENAPI_PATH, document
 from .platforms.base import Platform
@@ -24,7 +29,7 @@ from .platforms.container import ContainerPlatform
 from .platforms.process import ProcessPlatform
 from .portgateway import PortGateway
 from .reconciler import Reconciler
-from .service import FunctionService
+from .service import FunctionService, make_private_dirs
 from .settings import Settings
 from .store import Store
 
@@ -33,6 +38,7 @@ logger = logging.getLogger(__name__)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 TOKEN: web.AppKey[str] = web.AppKey("token", str)
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
+GUARD: web.AppKey[ConnectionGuard] = web.AppKey("guard", ConnectionGuard)
 OPEN_PATHS = {"/healthz", OPENAPI_PATH}
 # The hub catalogue is read-only and public (remote hub clients send no token).
 OPEN_PREFIXES = ("/api/hub",)
@@ -41,26 +47,46 @@ MAX_REQUEST_BYTES = 96 * 1024 * 1024  # a deploy carries the code archive (64 Mi
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _error(request: web.Request, body: dict[str, object], status: int, **kw: Any) -> web.Response:
+    return web.json_response({**body, "request_id": request_id_of(request)}, status=status, **kw)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except TickrunError as exc:
-        return web.json_response(exc.to_dict(), status=exc.status)
+        return _error(request, exc.to_dict(), exc.status)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return web.json_response(
+        return _error(
+            request,
             {"error": exc.reason, "detail": exc.text or exc.reason},
-            status=exc.status,
+            exc.status,
             headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
         )
+    except (RequestPayloadError, HttpProcessingError) as exc:
+        # A broken body (chunked garbage, a short Content-Length): the client's fault. The
+        # exception's text quotes the raw bytes, so only its kind is logged and answered.
+        logger.warning(
+            "malformed request body",
+            extra={"path": request.path, "method": request.method, "reason": type(exc).__name__},
+        )
+        err = BadRequestError(f"malformed request body ({type(exc).__name__})")
+        return _error(request, err.to_dict(), err.status)
     except Exception:
         logger.exception("request failed", extra={"path": request.path, "method": request.method})
-        return web.json_response(
+        return _error(
+            request,
             {"error": "InternalError", "detail": "internal error; see the controller log"},
-            status=500,
+            500,
         )
+
+
+async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    # Exactly one: whatever a replica answered through /fn/ is replaced by the id it was sent.
+    response.headers[REQUEST_ID_HEADER] = request_id_of(request)
 
 
 def auth_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -69,7 +95,7 @@ def auth_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamRes
         path = request.path
         open_path = path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
         if not open_path and not (settings.public_gateway and path.startswith("/fn/")):
-            check_bearer(request.headers.get("Authorization"), request.app[TOKEN])
+            check_bearer(authorization(request.headers), request.app[TOKEN])
         return await handler(request)
 
     return middleware
@@ -90,12 +116,13 @@ async def version(request: web.Request) -> web.Response:
             "version": __version__,
             "platforms": sorted(request.app[api.SERVICE].platforms),
             "default_platform": settings.default_platform,
+            "isolation": {n: p.isolation() for n, p in request.app[api.SERVICE].platforms.items()},
         }
     )
 
 
 def _platforms(settings: Settings, builder: Builder) -> dict[str, Platform]:
-    platforms: dict[str, Platform] = {"process": ProcessPlatform()}
+    platforms: dict[str, Platform] = {"process": ProcessPlatform(settings=settings)}
     engine_name = settings.engine()
     if engine_name is not None and engine_name != "buildah":
         platforms["container"] = ContainerPlatform(Engine(engine_name))
@@ -111,7 +138,13 @@ def create_app(settings: Settings) -> web.Application:
     builder = Builder(settings)
     platforms = _platforms(settings, builder)
     service = FunctionService(settings, store, builder, platforms)
+    guard = ConnectionGuard(
+        connection_budget(settings.max_connections),
+        header_timeout_s=settings.header_timeout_s,
+        keepalive_timeout_s=settings.keepalive_timeout_s,
+    )
     app[SETTINGS] = settings
+    app[GUARD] = guard
     app[api.STORE] = store
     app[api.SERVICE] = service
     app[api.STOPPING] = asyncio.Event()
@@ -119,23 +152,24 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get(OPENAPI_PATH, openapi)
     app.router.add_get("/api/version", version)
     api.add_routes(app)
+    secrets_api.add_routes(app)
     _mount_runs(app, settings)
     _mount_hub(app)
 
     async def startup(app: web.Application) -> None:
         t0 = time.monotonic()
         app[TOKEN] = load_or_create_token(settings)
-        for d in (settings.code_dir, settings.logs_dir, settings.builds_dir):
-            d.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(settings)
         store.open()
         controller_id = store.controller_id()
         for platform in platforms.values():
             platform.controller_id = controller_id  # type: ignore[attr-defined]
+            platform.isolation()  # probed now: replicas without a sandbox are reported at start
         reconciler = Reconciler(settings, store, service, platforms, controller_id)
-        gateway = Gateway(reconciler, store)
+        gateway = Gateway(reconciler, store, max_connections=guard.limit)
         if settings.function_ports:
             reconciler.port_gateway = PortGateway(
-                reconciler, settings.host, public=settings.public_gateway
+                reconciler, settings.host, public=settings.public_gateway, guard=guard
             )
         app[api.RECONCILER] = reconciler
         service.on_change = reconciler.wake
@@ -174,12 +208,14 @@ def create_app(settings: Settings) -> web.Application:
         for platform in platforms.values():
             await platform.close()
         store.close()
+        guard.close()
 
     async def gateway_handler(request: web.Request) -> web.StreamResponse:
         return await request.app[GATEWAY].handle(request)
 
     app.router.add_route("*", "/fn/{name}", gateway_handler)
     app.router.add_route("*", "/fn/{name}/{tail:.*}", gateway_handler)
+    app.on_response_prepare.append(_stamp_request_id)
     app.on_startup.append(startup)
     app.on_shutdown.append(shutdown)
     app.on_cleanup.append(cleanup)

@@ -8,6 +8,7 @@ import os
 import secrets
 from pathlib import Path
 
+from multidict import CIMultiDictProxy
 from tickrun.functions.errors import AuthError
 
 from .settings import Settings
@@ -39,6 +40,14 @@ def read_token_file(path: Path) -> str | None:
         return None
 
 
+def authorization(headers: CIMultiDictProxy[str]) -> str | None:
+    """The one Authorization header; two are refused (proxies and servers may pick either)."""
+    values = headers.getall("Authorization", [])
+    if len(values) > 1:
+        raise AuthError("more than one Authorization header")
+    return values[0] if values else None
+
+
 def check_bearer(header: str | None, token: str) -> None:
     if not header:
         raise AuthError(
@@ -46,7 +55,9 @@ def check_bearer(header: str | None, token: str) -> None:
             "is in TICKRUN_TOKEN or the controller's state dir, file 'token')"
         )
     scheme, _, value = header.partition(" ")
+    # Header bytes that are not UTF-8 arrive as surrogates: compared as the bytes they were.
     if scheme.lower() != "bearer" or not hmac.compare_digest(
-        value.strip().encode(), token.encode()
+        value.strip().encode("utf-8", "surrogateescape"),
+        token.encode("utf-8", "surrogateescape"),
     ):
         raise AuthError("invalid bearer token")

@@ -2,54 +2,88 @@
 
 Least-in-flight with a round-robin tie-break. Small bodies are buffered (cheaper than streaming
 and replayable on another replica if a connection fails); large ones stream both ways.
-X-Request-Id is passed through (or minted), the controller's token never is.
+Framing and hop-by-hop headers are dropped in both directions (each side frames its own body:
+a copied Content-Length that disagrees with the body corrupts the connection). X-Request-Id is
+the caller's (when sane) or minted, sent once to the replica and answered once; the controller's
+token is never forwarded.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
+from collections.abc import Iterable
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from tickrun.functions.errors import NotFoundError
+from tickrun.functions.requestid import REQUEST_ID_HEADER
 
+from .edge import request_id_of
 from .reconciler import Endpoint, Reconciler
 from .store import Store
 
 logger = logging.getLogger(__name__)
 
 BUFFER_LIMIT = 1 << 20
-HOP_BY_HOP = {
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "trailers",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-}
+# RFC 9110 §7.6.1 and framing (RFC 9112 §6); Proxy-* by prefix. Host and X-Request-Id are set
+# by the gateway (and the response's id by the app), never copied.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        REQUEST_ID_HEADER.lower(),
+    }
+)
 STRIP_REQUEST = HOP_BY_HOP | {"authorization"}
+
+
+def end_to_end(
+    headers: CIMultiDictProxy[str], strip: Iterable[str] = HOP_BY_HOP
+) -> CIMultiDict[str]:
+    """``headers`` without framing and hop-by-hop ones (those a Connection header names too)."""
+    named = {
+        token.strip().lower()
+        for value in headers.getall("Connection", [])
+        for token in value.split(",")
+    }
+    dropped = named.union(strip)
+    return CIMultiDict(
+        (k, v)
+        for k, v in headers.items()
+        if k.lower() not in dropped and not k.lower().startswith("proxy-")
+    )
 
 
 class Gateway:
     """Constructor does no I/O; :meth:`start` opens the upstream connection pool."""
 
     def __init__(
-        self, reconciler: Reconciler, store: Store, *, hold_timeout_s: float = 30.0
+        self,
+        reconciler: Reconciler,
+        store: Store,
+        *,
+        hold_timeout_s: float = 30.0,
+        max_connections: int = 0,
     ) -> None:
         self.reconciler = reconciler
         self.store = store
         self.hold_timeout_s = hold_timeout_s
+        # Upstream connections share the controller's descriptors with its clients (0: no cap).
+        self.max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=None)
+        connector = aiohttp.TCPConnector(
+            limit=self.max_connections, keepalive_timeout=30, ttl_dns_cache=None
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
@@ -80,11 +114,8 @@ class Gateway:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         tail = request.match_info.get("tail", "")
-        headers = CIMultiDict(
-            (k, v) for k, v in request.headers.items() if k.lower() not in STRIP_REQUEST
-        )
-        if "X-Request-Id" not in headers:
-            headers["X-Request-Id"] = uuid.uuid4().hex
+        headers = end_to_end(request.headers, STRIP_REQUEST)
+        headers[REQUEST_ID_HEADER] = request_id_of(request)
         headers["X-Forwarded-For"] = request.remote or ""
         headers["X-Forwarded-Prefix"] = f"/fn/{name}"
         body: bytes | aiohttp.StreamReader | None = None
@@ -139,9 +170,7 @@ class Gateway:
         async with self._session.request(
             request.method, endpoint.url + path, headers=headers, data=body, allow_redirects=False
         ) as upstream:
-            out_headers = CIMultiDict(
-                (k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP
-            )
+            out_headers = end_to_end(upstream.headers)
             length = upstream.content_length
             if length is not None and length <= BUFFER_LIMIT:
                 data = await upstream.read()

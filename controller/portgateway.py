@@ -3,7 +3,10 @@
 Each function gets a stable port (recorded in the store, so it survives a controller restart).
 A connection is spliced to the ready replica with the fewest open connections; bytes pass
 untouched (X-Request-Id included), so the per-request cost is two reads and two writes instead
-of parsing HTTP twice. Balancing is per connection, not per request.
+of parsing HTTP twice. Balancing is per connection, not per request. Framing is therefore the
+replica's (it frames its own responses); this gateway only waits for the end of the first request
+head before dialling a replica, within the header timeout, closes connections idle past the
+keep-alive timeout, and counts connections in the controller's :class:`ConnectionGuard`.
 
 There is no bearer token here (an L4 splice cannot check one without parsing HTTP), so the
 listen address decides who may call:
@@ -23,9 +26,15 @@ import json
 import logging
 from collections.abc import Callable
 
+from .edge import ConnectionGuard
 from .reconciler import Endpoint, Reconciler
 
 logger = logging.getLogger(__name__)
+
+# A first request head longer than this is forwarded as it is (the replica refuses it).
+MAX_HEAD_BYTES = 64 * 1024
+# An answered connection counts as idle (evictable at the connection cap) after this quiet time.
+IDLE_GRACE_S = 1.0
 
 
 def _http_error(status: int, reason: str, error: str, detail: str) -> bytes:
@@ -46,6 +55,7 @@ class _Upstream(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.client.last_out = asyncio.get_running_loop().time()
         if self.client.transport is not None:
             self.client.transport.write(data)
 
@@ -69,6 +79,9 @@ class _Upstream(asyncio.Protocol):
 
 
 class _Client(asyncio.Protocol):
+    """A caller's connection: its first request head is read here before a replica is dialled
+    (a half-open connection costs the replica nothing), then bytes are spliced both ways."""
+
     def __init__(self, gateway: PortGateway, name: str) -> None:
         self.gateway = gateway
         self.name = name
@@ -76,11 +89,66 @@ class _Client(asyncio.Protocol):
         self.upstream: _Upstream | None = None
         self.endpoint: Endpoint | None = None
         self.pending: list[bytes] = []
+        self.head_bytes = 0
+        self.head_tail = b""
+        self.head_done = False
         self.eof = False
+        self.last_in = self.last_out = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    # --- the guard's view ---------------------------------------------------------------------
+
+    def between_requests(self) -> bool:
+        # Before its first head, or answered and quiet since (then closing it loses nothing).
+        if not self.head_done:
+            return True
+        now = asyncio.get_running_loop().time()
+        return self.last_out >= self.last_in and now - self.last_out >= IDLE_GRACE_S
+
+    def evict(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _tick(self) -> None:
+        """Header deadline, then idle keep-alive: one timer, re-armed as time moves on."""
+        self._timer = None
+        if self.transport is None or self.transport.is_closing():
+            return
+        loop = asyncio.get_running_loop()
+        guard = self.gateway.guard
+        if not self.head_done:
+            guard.note("header_timeout")
+            self.transport.close()
+            return
+        now = loop.time()
+        if self.last_out >= self.last_in:  # answered: the connection idles until the next head
+            due = self.last_out + guard.keepalive_timeout_s
+            if now >= due:
+                self.transport.close()
+                return
+        else:  # a request is in flight (the replica's own timeouts bound it)
+            due = now + guard.keepalive_timeout_s
+        self._timer = loop.call_at(due, self._tick)
+
+    # --- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.gateway.track(asyncio.ensure_future(self._connect()))
+        guard = self.gateway.guard
+        if not guard.admit(self):
+            transport.close()
+            return
+        loop = asyncio.get_running_loop()
+        self.last_in = self.last_out = loop.time()
+        self._timer = loop.call_later(guard.header_timeout_s, self._tick)
+
+    def _head_received(self, data: bytes) -> bool:
+        """True once the first request head is complete (or too long to be one: the replica
+        answers that)."""
+        window = self.head_tail + data
+        self.head_tail = window[-3:]
+        self.head_bytes += len(data)
+        return b"\r\n\r\n" in window or b"\n\n" in window or self.head_bytes > MAX_HEAD_BYTES
 
     async def _connect(self) -> None:
         assert self.transport is not None
@@ -129,22 +197,36 @@ class _Client(asyncio.Protocol):
             self.pending.clear()
             if self.eof and upstream.transport.can_write_eof():
                 upstream.transport.write_eof()
+            elif not self.eof:
+                self.transport.resume_reading()
             return
 
     def data_received(self, data: bytes) -> None:
+        self.last_in = asyncio.get_running_loop().time()
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.write(data)
-        else:
-            self.pending.append(data)
+            return
+        self.pending.append(data)
+        if not self.head_done and self._head_received(data):
+            self.head_done = True
+            assert self.transport is not None
+            self.transport.pause_reading()  # until the replica is dialled: nothing piles up here
+            self.gateway.track(asyncio.ensure_future(self._connect()))
 
     def eof_received(self) -> bool:
         self.eof = True
         up = self.upstream.transport if self.upstream is not None else None
         if up is not None and up.can_write_eof():
             up.write_eof()
+        elif not self.head_done and self.transport is not None:
+            self.transport.close()  # gone before finishing a request: nothing to answer
         return True  # half-close: the response may still be on its way
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.gateway.guard.release(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.close()
         if self.endpoint is not None:
@@ -190,8 +272,11 @@ class PortGateway:
         *,
         public: bool = False,
         hold_timeout_s: float = 30.0,
+        guard: ConnectionGuard | None = None,
     ) -> None:
         self.reconciler = reconciler
+        # Shared with the controller's HTTP server: one connection budget for the process.
+        self.guard = guard or ConnectionGuard(1000, header_timeout_s=10.0, keepalive_timeout_s=30.0)
         self.host = listen_host(host, public=public)
         if self.host != host:
             logger.info(

@@ -11,17 +11,19 @@ import signal
 
 from aiohttp import web
 
-from .app import create_app
+from .app import GUARD, create_app
+from .edge import GuardedSite, raise_fd_limit
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
 async def serve(settings: Settings) -> None:
+    fd_limit = raise_fd_limit()  # before the app sizes its connection budget from it
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10.0)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    site = GuardedSite(runner, settings.host, settings.port, app[GUARD])
     await site.start()
     port = settings.port
     for addr in runner.addresses:  # the real port when settings.port is 0
@@ -35,7 +37,10 @@ async def serve(settings: Settings) -> None:
     print(
         json.dumps({"event": "ready", "url": url, "state_dir": str(settings.state_dir)}), flush=True
     )
-    logger.info("controller listening", extra={"url": url})
+    logger.info(
+        "controller listening",
+        extra={"url": url, "max_connections": app[GUARD].limit, "fd_limit": fd_limit},
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

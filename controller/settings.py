@@ -28,6 +28,10 @@ ENV_VARS: dict[str, str] = {
     "TICKRUN_BASE_IMAGE": "base_image",
     "TICKRUN_PUBLIC_GATEWAY": "public_gateway",
     "TICKRUN_FUNCTION_PORTS": "function_ports",
+    "TICKRUN_REPLICA_LOG_MAX_BYTES": "replica_log_max_bytes",
+    "TICKRUN_HEADER_TIMEOUT_S": "header_timeout_s",
+    "TICKRUN_KEEPALIVE_TIMEOUT_S": "keepalive_timeout_s",
+    "TICKRUN_MAX_CONNECTIONS": "max_connections",
 }
 
 
@@ -58,6 +62,19 @@ class Settings(BaseModel):
     reconcile_interval_s: float = Field(default=0.25, gt=0)
     ready_timeout_s: float = Field(default=120.0, gt=0)
     stop_timeout_s: float = Field(default=10.0, gt=0)
+    # A replica's log is rotated when it passes this (one old generation kept), while it runs.
+    replica_log_max_bytes: int = Field(default=16 * 1024 * 1024, ge=4096)
+    # The HTTP edge (API, /fn/ and function ports): a slow or idle client holds a connection
+    # (two descriptors through a gateway) only this long, and never more than this many at once.
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="close a connection whose request head is unfinished"
+    )
+    keepalive_timeout_s: float = Field(
+        default=30.0, gt=0, description="close a connection idle between requests"
+    )
+    max_connections: int = Field(
+        default=1000, ge=8, description="client connections at once (also bounded by the fd limit)"
+    )
 
     @model_validator(mode="after")
     def _range(self) -> Settings:

@@ -98,6 +98,7 @@ class ControllerProc:
         self.env["TICKRUN_TOKEN"] = TOKEN
         self.env.pop("TICKRUN_CONTROLLER_URL", None)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.preexec_fn: Callable[[], None] | None = None  # e.g. a lower fd limit
         self.url = ""
         self.log_path = state_dir.parent / f"{state_dir.name}-controller.log"
 
@@ -119,6 +120,7 @@ class ControllerProc:
             stdout=subprocess.PIPE,
             stderr=log,
             env=self.env,
+            preexec_fn=self.preexec_fn,
         )
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout_s

@@ -47,9 +47,17 @@ async def test_health_and_openapi_are_open_everything_else_needs_the_token(
 
 
 async def test_errors_are_json(client: TestClient) -> None:
-    resp = await client.get("/api/functions/ghost", headers=AUTH)
+    resp = await client.get("/api/functions/ghost", headers={**AUTH, "X-Request-Id": "rq-1"})
     assert resp.status == 404
-    assert await resp.json() == {"error": "NotFoundError", "detail": "function 'ghost' not found"}
+    assert await resp.json() == {
+        "error": "NotFoundError",
+        "detail": "function 'ghost' not found",
+        "request_id": "rq-1",
+    }
+    assert resp.headers.getall("X-Request-Id") == ["rq-1"]
+    resp = await client.get("/api/functions/ghost", headers={**AUTH, "X-Request-Id": "a b/c"})
+    minted = (await resp.json())["request_id"]  # not a sane id: a fresh one instead
+    assert minted != "a b/c" and resp.headers.getall("X-Request-Id") == [minted]
     resp = await client.get("/api/nothing-here", headers=AUTH)
     assert resp.status == 404 and (await resp.json())["error"] == "Not Found"
     resp = await client.patch("/api/functions", headers=AUTH)

@@ -1,0 +1,258 @@
+"""The controller's HTTP edge against slow, abusive and malformed clients.
+
+Every client connection (API, ``/fn/`` and the function ports) is counted by one
+:class:`ConnectionGuard`. At its cap a new connection closes the oldest one that is between
+requests (half-open, unfinished head or idle keep-alive) instead of being refused, so a flood of
+half-open connections cannot lock out ``/healthz`` or a real caller, and the descriptors never run
+out (the cap follows ``RLIMIT_NOFILE``: past it, accept() fails and everything resets).
+
+:class:`GuardedRequestHandler` is aiohttp's connection handler with what aiohttp lacks: a deadline
+for an unfinished request head (aiohttp's keep-alive timer starts at connect and after a response,
+so a client trickling bytes keeps a slot for the whole keep-alive), and a malformed-request answer
+that is JSON and logs one short WARNING. aiohttp's own answer logs the parser's error at ERROR with
+a traceback, and that error quotes the raw request bytes around the fault: often the
+``Authorization`` line, token included. Its 400 body echoed the same bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import resource
+import time
+from collections import Counter
+from typing import Any, Protocol
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_server import Server
+from tickrun.functions.requestid import REQUEST_ID_HEADER, request_id
+
+logger = logging.getLogger(__name__)
+
+# Descriptors kept for everything but client connections: the store, logs, replicas' pipes.
+FD_RESERVE = 64
+# A busy-but-sane soft limit to raise to (as Go's runtime does at start); the hard limit wins.
+FD_TARGET = 65536
+REPORT_INTERVAL_S = 10.0
+MAX_REASON_CHARS = 200
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft ``RLIMIT_NOFILE`` towards the hard one; returns the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = FD_TARGET if hard == resource.RLIM_INFINITY else min(hard, FD_TARGET)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError):
+            pass  # keep the limit we were given
+    return soft
+
+
+def connection_budget(max_connections: int, soft_fd_limit: int | None = None) -> int:
+    """How many client connections fit: a connection through a gateway holds two descriptors."""
+    if soft_fd_limit is None:
+        soft_fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft_fd_limit == resource.RLIM_INFINITY:
+        return max_connections
+    return max(8, min(max_connections, (soft_fd_limit - FD_RESERVE) // 2))
+
+
+class Guarded(Protocol):
+    def between_requests(self) -> bool:
+        """True when no request is being read or answered (it may be closed to make room)."""
+
+    def evict(self) -> None:
+        """Close now."""
+
+
+class ConnectionGuard:
+    """Counts client connections; at ``limit`` the oldest one between requests makes room."""
+
+    def __init__(self, limit: int, *, header_timeout_s: float, keepalive_timeout_s: float) -> None:
+        self.limit = limit
+        self.header_timeout_s = header_timeout_s
+        self.keepalive_timeout_s = keepalive_timeout_s
+        self._open: dict[Guarded, None] = {}  # insertion order: oldest first
+        self._closed: Counter[str] = Counter()
+        self._reported_at = 0.0
+        self._report: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def admit(self, conn: Guarded) -> bool:
+        """Count ``conn`` in; False when every slot is busy with a request (close ``conn``)."""
+        if len(self._open) >= self.limit:
+            victim = next((c for c in self._open if c.between_requests()), None)
+            if victim is None:
+                self.note("refused_at_cap")
+                return False
+            self.release(victim)
+            victim.evict()
+            self.note("evicted_at_cap")
+        self._open[conn] = None
+        return True
+
+    def release(self, conn: Guarded) -> None:
+        self._open.pop(conn, None)
+
+    def note(self, reason: str) -> None:
+        """Count a connection closed for ``reason``; reported in one line per interval."""
+        self._closed[reason] += 1
+        now = time.monotonic()
+        if now - self._reported_at >= REPORT_INTERVAL_S:
+            self._flush()
+        elif self._report is None:
+            loop = asyncio.get_running_loop()
+            self._report = loop.call_later(self._reported_at + REPORT_INTERVAL_S - now, self._flush)
+
+    def _flush(self) -> None:
+        self._report = None
+        if not self._closed:
+            return
+        self._reported_at = time.monotonic()
+        logger.warning(
+            "closed connections of slow or abusive clients",
+            extra={"closed": dict(self._closed), "open": len(self._open), "limit": self.limit},
+        )
+        self._closed.clear()
+
+    def close(self) -> None:
+        if self._report is not None:
+            self._report.cancel()
+            self._report = None
+        self._flush()
+
+
+def request_id_of(request: web.BaseRequest) -> str:
+    """This request's id: the caller's X-Request-Id when sane, else a fresh one (one per request,
+    sent to the replica by the gateway and answered in X-Request-Id and every error body)."""
+    rid = request.get(REQUEST_ID)
+    if rid is None:
+        rid = request[REQUEST_ID] = request_id(request.headers)
+    return rid
+
+
+def _reason(exc: BaseException | None) -> str:
+    """The kind of fault, never its text: parser messages quote the raw request."""
+    return type(exc).__name__[:MAX_REASON_CHARS] if exc is not None else "unknown"
+
+
+class GuardedRequestHandler(RequestHandler):
+    """aiohttp's handler, counted by a guard, with a head deadline and JSON error answers."""
+
+    __slots__ = ("_guard", "_head_count", "_head_deadline")
+
+    def __init__(self, manager: Server, *, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(manager, keepalive_timeout=guard.keepalive_timeout_s, **kwargs)
+        self._guard = guard
+        self._head_deadline: asyncio.TimerHandle | None = None
+        self._head_count = 0
+
+    def between_requests(self) -> bool:
+        # aiohttp waits on this future only while no request is queued or being handled.
+        waiter = self._waiter
+        return waiter is not None and not waiter.done()
+
+    def evict(self) -> None:
+        self.force_close()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if not self._guard.admit(self):
+            self.force_close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._guard.release(self)
+        self._cancel_head_deadline()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_deadline is None and self.between_requests():
+            # The first bytes of a request head: the whole head must follow in time.
+            self._head_count = self._request_count
+            self._head_deadline = self._loop.call_later(
+                self._guard.header_timeout_s, self._head_timed_out
+            )
+        super().data_received(data)
+        if self._head_deadline is not None and self._request_count != self._head_count:
+            self._cancel_head_deadline()
+
+    def _cancel_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_timed_out(self) -> None:
+        self._head_deadline = None
+        if self._request_count == self._head_count and self.transport is not None:
+            self._guard.note("header_timeout")
+            self.force_close()
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500:
+            # A bug, not bad input: the traceback is the operator's (it quotes no request bytes).
+            logger.error("request failed", exc_info=exc, extra={"status": status})
+            error, detail = "InternalError", "internal error; see the controller log"
+        else:
+            logger.warning(
+                "malformed request",
+                extra={"status": status, "reason": _reason(exc), "remote": request.remote},
+            )
+            error, detail = "BadRequest", f"malformed HTTP request ({_reason(exc)})"
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response had started; closing the connection")
+        rid = request_id({})
+        body = json.dumps({"error": error, "detail": detail, "request_id": rid})
+        resp = web.Response(
+            status=status,
+            text=body,
+            content_type="application/json",
+            headers={REQUEST_ID_HEADER: rid},
+        )
+        resp.force_close()
+        return resp
+
+
+class GuardedSite(web.BaseSite):
+    """A TCP site whose connections are :class:`GuardedRequestHandler` s."""
+
+    __slots__ = ("_guard", "_host", "_port")
+
+    def __init__(
+        self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard
+    ) -> None:
+        super().__init__(runner, backlog=512)
+        self._host = host
+        self._port = port
+        self._guard = guard
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        assert server is not None  # the runner is set up before its sites start
+        guard = self._guard
+
+        def factory() -> GuardedRequestHandler:
+            return GuardedRequestHandler(server, guard=guard, loop=loop, access_log=None)
+
+        self._server = await loop.create_server(
+            factory, self._host, self._port, backlog=self._backlog, reuse_address=True
+        )
