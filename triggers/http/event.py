@@ -6,7 +6,6 @@ import asyncio
 import base64
 import datetime as dt
 import json
-import logging
 import time
 from typing import Any
 
@@ -14,12 +13,11 @@ from aiohttp import web
 from nuclio_sdk import Event, TriggerInfo
 from tickrun.functions import jsonbody, requestid
 from tickrun.functions.errors import BodyTooLargeError, RequestTimeoutError
+from tickrun.functions.httpserver import warn_once
 from tickrun.functions.results import Result
 
 from .config import REQUEST_ID_HEADER
 from .headers import response_headers, wire_safe
-
-logger = logging.getLogger(__name__)
 
 
 def request_id(request: web.BaseRequest) -> str:
@@ -38,12 +36,18 @@ async def read_body(request: web.BaseRequest, limit: int, idle_timeout_s: float)
         raise BodyTooLargeError(f"request body of {declared} bytes is over the {limit}-byte limit")
     if not request.body_exists:
         return b""
+    content = request.content
+    if content.is_eof():  # all of it arrived with the headers (most small requests): no waiting
+        body = content.read_nowait()
+        if len(body) > limit:
+            raise BodyTooLargeError(f"request body is over the {limit}-byte limit")
+        return body
     chunks: list[bytes] = []
     size = 0
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(idle_timeout_s) as deadline:
-            async for chunk in request.content.iter_any():
+            async for chunk in content.iter_any():
                 size += len(chunk)
                 if size > limit:
                     raise BodyTooLargeError(f"request body is over the {limit}-byte limit")
@@ -178,9 +182,10 @@ def _headers(result: Result, event_id: str) -> dict[str, str]:
     if result.headers:
         headers, dropped = response_headers(result.headers)
         if dropped:
-            logger.warning(
+            warn_once(
                 "dropped response headers that cannot be sent",
-                extra={"event_id": event_id, "headers": [n[:64] for n in dropped[:8]]},
+                event_id=event_id,
+                headers=[n[:64] for n in dropped[:8]],
             )
     content_type = result.content_type
     headers["Content-Type"] = _CONTENT_TYPES.get(content_type) or (

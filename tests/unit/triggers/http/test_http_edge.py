@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from tickrun.functions import httpserver
 from tickrun.functions.processor.worker import Worker, WorkerConfig
 
 from tests.support.hostile import read_response
@@ -46,6 +47,12 @@ async def slow(context, event):
 """
 
 MakeWorker = Callable[..., Awaitable[int]]
+
+
+@pytest.fixture(autouse=True)
+def fresh_warning_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The budget is per second and process-wide: earlier tests must not eat this test's lines.
+    monkeypatch.setattr(httpserver, "_WARNINGS", httpserver._Budget(httpserver.WARNINGS_PER_S))
 
 
 @pytest.fixture(scope="module")
