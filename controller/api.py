@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from tickrun.functions import jsonbody
 from tickrun.functions.errors import BadRequestError, NotFoundError, SpecError
+from tickrun.functions.queryparams import int_param
 from tickrun.functions.spec import parse_spec
 from tickrun.functions.spec.loader import format_validation_error
 
@@ -108,10 +109,7 @@ def function_json(
 
 
 async def _deploy_body(request: web.Request) -> DeployRequest:
-    try:
-        raw = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequestError("request body is not valid JSON") from exc
+    raw = await read_json(request)
     try:
         return DeployRequest.model_validate(raw)
     except ValidationError as exc:
@@ -208,8 +206,8 @@ async def function_events(request: web.Request) -> web.Response:
 async def function_logs(request: web.Request) -> web.Response:
     store = request.app[STORE]
     name = request.match_info["name"]
-    store.get_function(name)
     tail = max(1, min(_int_query(request, "tail", 200), 10000))
+    store.get_function(name)
     only = request.query.get("replica")
     platforms = request.app[SERVICE].platforms
     out = []
@@ -278,14 +276,19 @@ def _open_or_none(path: Path) -> BinaryIO | None:
         return None
 
 
-def _int_query(request: web.Request, key: str, default: int) -> int:
-    raw = request.query.get(key)
-    if raw is None:
-        return default
+async def read_json(request: web.Request) -> Any:
+    """The request body as JSON; anything else (nesting past the parser's depth, integers past
+    Python's digit limit, invalid UTF-8) is a 400."""
+    body = await request.read()
     try:
-        return int(raw)
-    except ValueError as exc:
-        raise BadRequestError(f"query parameter {key!r} must be an integer") from exc
+        return jsonbody.loads(body)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
+        raise BadRequestError("request body is not valid JSON") from exc
+
+
+def _int_query(request: web.Request, key: str, default: int, *, lo: int = 0) -> int:
+    value = int_param(request.query, key, default, lo=lo)
+    return default if value is None else value
 
 
 def add_routes(app: web.Application) -> None:

@@ -133,10 +133,9 @@ class ConnectionGuard:
 def request_id_of(request: web.BaseRequest) -> str:
     """This request's id: the caller's X-Request-Id when sane, else a fresh one (one per request,
     sent to the replica by the gateway and answered in X-Request-Id and every error body)."""
-    rid = request.get(REQUEST_ID)
-    if rid is None:
-        rid = request[REQUEST_ID] = request_id(request.headers)
-    return rid
+    if REQUEST_ID not in request:
+        request[REQUEST_ID] = request_id(request.headers)
+    return request[REQUEST_ID]
 
 
 def _reason(exc: BaseException | None) -> str:
