@@ -3,6 +3,9 @@ nothing answers 5xx, no body shows a traceback or a path, and the function serve
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import resource
 import shutil
 import urllib.request
 from collections import Counter
@@ -85,3 +88,50 @@ def test_hostile_requests_get_4xx_and_the_server_lives_on(served: ServedFunction
     log = "".join(served.stderr)
     assert "Bearer" not in log and "Traceback" not in log
     assert max(len(line) for line in served.stderr) <= 1024
+
+
+SLOW_SPEC = SPEC.replace("readHeaderTimeout: 2s", "readHeaderTimeout: 60s")
+FD_LIMIT = 160  # each worker may then hold 160 - 64 client connections
+
+
+@pytest.fixture
+def low_fd_served(tmp_path: Path) -> Iterator[ServedFunction]:
+    shutil.copy(EXAMPLE / "echo_headers.py", tmp_path / "echo_headers.py")
+    (tmp_path / "function.yaml").write_text(SLOW_SPEC)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, hard))  # inherited by the replica
+    try:
+        fn = ServedFunction(tmp_path)
+        fn.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    yield fn
+    fn.terminate()
+
+
+async def _half_open(port: int, n: int) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    conns = []
+    for _ in range(n):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # never finished
+        conns.append((reader, writer))
+    await asyncio.sleep(0.5)
+    return conns
+
+
+async def test_half_open_connections_past_the_fd_limit_do_not_lock_callers_out(
+    low_fd_served: ServedFunction,
+) -> None:
+    conns = await _half_open(low_fd_served.port, 300)
+    loop = asyncio.get_running_loop()
+    for path in ("/healthz", "/work"):  # the processor's own path, then the function
+        status, body = await loop.run_in_executor(None, _get, low_fd_served.url + path)
+        assert status == 200 if path == "/healthz" else (status, body) == (201, b"response body")
+    closed = 0
+    for reader, writer in conns:
+        with contextlib.suppress(TimeoutError):  # still open: the read times out
+            closed += await asyncio.wait_for(reader.read(), 0.01) == b""
+        writer.close()
+    assert closed >= 300 - 2 * (FD_LIMIT - 64)  # the oldest half-open ones made room
+    assert low_fd_served.proc is not None and low_fd_served.proc.poll() is None
+    assert not any('"exit_code"' in line for line in low_fd_served.stderr), "a worker died"

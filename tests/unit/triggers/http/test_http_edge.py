@@ -75,7 +75,7 @@ async def make_worker(function_dir: Path) -> AsyncIterator[MakeWorker]:
         w = Worker(WorkerConfig(function_dir=str(function_dir), spec=spec, port=0))
         await w.start()
         workers.append(w)
-        return w.port
+        return int(w.port)
 
     yield _make
     for w in workers:
