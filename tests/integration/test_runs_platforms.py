@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+from tickrun.functions.artifacts import ArtifactRoots
 from tickrun.functions.processes import pid_alive
 from tickrun.functions.runs.dataitem import DataItem
 from tickrun.functions.runs.db import SqlRunDB
@@ -67,6 +68,11 @@ def _env(tmp_path: Path, base: Mapping[str, str] | None = None) -> dict[str, str
     env["TICKRUN_STATE_DIR"] = str(tmp_path / "controller")  # image build contexts
     env["TICKRUN_FLUSH_INTERVAL_S"] = "0.1"
     return env
+
+
+def _roots(tmp_path: Path) -> ArtifactRoots:
+    # The jobs' artifact store ($TICKRUN_HOME/artifacts of _env), not this process's.
+    return ArtifactRoots.of([tmp_path / "home" / "artifacts"])
 
 
 def _db(tmp_path: Path) -> SqlRunDB:
@@ -136,9 +142,8 @@ def test_process_job_is_tracked_completed(tmp_path: Path) -> None:
     # a separate interpreter, not the CLI process
     assert run.results["pid"] == child_pid == run.pid
     assert child_pid != proc.pid
-    assert DataItem(f"store://default/{uid}/notes", db=_db(tmp_path)).get() == (
-        b"hello from the job"
-    )
+    item = DataItem(f"store://default/{uid}/notes", db=_db(tmp_path), roots=_roots(tmp_path))
+    assert item.get() == (b"hello from the job")
 
 
 def test_process_job_failure_is_recorded_as_error(tmp_path: Path) -> None:
@@ -221,7 +226,8 @@ def test_container_job_tracked_into_host_store(podman_env: dict[str, str], tmp_p
     assert run.results["hostname"] == f"tickrun-job-{uid[:16]}" == run.host
     [art] = db.list_artifacts("default", uid=uid)
     assert art.key == "notes"
-    assert DataItem(f"store://default/{uid}/notes", db=db).get() == b"hello from the job"
+    item = DataItem(f"store://default/{uid}/notes", db=db, roots=_roots(tmp_path))
+    assert item.get() == b"hello from the job"
     # the artifact landed in the host's artifact folder
     assert list((tmp_path / "home" / "artifacts" / "default" / uid).rglob("notes*"))
     left = podman(
