@@ -118,9 +118,16 @@ class KafkaBroker(PeerProcess):
 
     # -- topics ------------------------------------------------------------------------------
 
-    def create_topic(self, name: str, partitions: int = 1, timeout: float = 30.0) -> None:
-        """Create a topic and wait until every partition has a leader, so producing right
-        after this call does not race the metadata propagation."""
+    def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        timeout: float = 30.0,
+        configs: dict[str, str] | None = None,
+    ) -> None:
+        """Create a topic (``configs``: topic-level settings such as ``max.message.bytes``)
+        and wait until every partition has a leader, so producing right after this call does
+        not race the metadata propagation."""
         from kafka import KafkaAdminClient
         from kafka.admin import NewTopic
 
@@ -129,7 +136,14 @@ class KafkaBroker(PeerProcess):
         )
         try:
             admin.create_topics(
-                [NewTopic(name=name, num_partitions=partitions, replication_factor=1)],
+                [
+                    NewTopic(
+                        name=name,
+                        num_partitions=partitions,
+                        replication_factor=1,
+                        topic_configs=configs or {},
+                    )
+                ],
                 timeout_ms=int(timeout * 1000),
             )
             deadline = time.monotonic() + timeout

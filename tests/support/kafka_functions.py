@@ -181,8 +181,13 @@ def produce(
     partition_of: Callable[[int], int] | None = None,
     key_of: Callable[[int], bytes | None] | None = None,
     headers: list[tuple[str, bytes]] | None = None,
+    **producer_options: Any,
 ) -> int:
-    producer = KafkaProducer(bootstrap_servers=brokers, linger_ms=10, acks="all")
+    """Produce ``bodies`` (bytes as-is, the rest as JSON); ``producer_options`` go to the
+    ``KafkaProducer`` (e.g. ``max_request_size`` for big records)."""
+    producer = KafkaProducer(
+        bootstrap_servers=brokers, linger_ms=10, acks="all", **producer_options
+    )
     n = 0
     try:
         for i, body in enumerate(bodies):

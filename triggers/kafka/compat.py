@@ -1,6 +1,6 @@
 """Workarounds for kafka-python 3.0 bugs seen in CI, in one place.
 
-Both read or set the consumer's private state, and both do nothing when the attributes they
+All read or set the consumer's private state, and both do nothing when the attributes they
 need are absent (another kafka-python version), so upgrading cannot break the trigger, only
 bring the bugs back: tests/integration/test_kafka_*.py would show it.
 """
@@ -52,3 +52,18 @@ def joining(consumer: Any) -> bool:
         or getattr(coordinator, "rejoining", False)
         or getattr(coordinator, "_join_task", None) is not None
     )
+
+
+def unreadable_partition(consumer: Any) -> Any:
+    """The partition whose next record just failed to decode in ``poll()``, or None.
+
+    kafka-python raises ``CorruptRecordError`` from ``poll()`` without saying where (a failed
+    CRC, a header name that is not UTF-8), and from then on returns nothing for that
+    partition's fetch, nor for any fetch queued behind it: one bad record would stop the
+    consumer for good. The fetcher's in-line slot still holds the failed partition's records;
+    its position is the bad record's offset, so the caller can seek past it (which discards
+    the slot). None when the attribute is absent (other versions): the caller reconnects.
+    """
+    fetcher = getattr(consumer, "_fetcher", None)
+    part = getattr(fetcher, "_next_partition_records", None)
+    return getattr(part, "topic_partition", None)

@@ -15,12 +15,14 @@ from concurrent.futures import Future
 from typing import Any, Protocol
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka.errors import CorruptRecordError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from tickrun.functions.errors import TriggerError
 
 from . import metrics
-from .compat import joining, unpark_resumed
+from .compat import joining, unpark_resumed, unreadable_partition
 from .config import KafkaConfig
+from .limits import read_limits
 from .offsets import OffsetBook
 from .publish import Publisher
 
@@ -55,6 +57,10 @@ class ConsumerCallbacks(Protocol):
         the future completes when that is done. Must not block."""
 
     def on_assigned(self, tps: list[Any]) -> None: ...
+
+    def on_unreadable(self, tp: Any, offset: int, exc: BaseException) -> None:
+        """A record the client cannot decode, already added to the book: dead-letter (or
+        skip) it and complete its offset. Must not block."""
 
     def on_state(self, connected: bool, error: str | None) -> None: ...
 
@@ -192,8 +198,11 @@ class ConsumerThread(threading.Thread):
         if missing:
             raise TriggerError(f"topic(s) {', '.join(missing)} do not exist")
         if not self._publisher.connected:
-            producer = KafkaProducer(**cfg.client_kwargs("producer"))
-            self._publisher.attach(producer)
+            kwargs = cfg.client_kwargs("producer")
+            targets = [cfg.dead_letter_topic_for(t) for t in cfg.topics]
+            limits = read_limits(kwargs, [*targets, *filter(None, [cfg.output_topic])])
+            producer = KafkaProducer(**kwargs, max_request_size=limits.max_request_bytes)
+            self._publisher.attach(producer, limits)
             if cfg.output_topic:
                 # Fetch the output topic's metadata now so the first send() does not block
                 # the event loop on it (and a missing topic is reported at start).
@@ -257,7 +266,10 @@ class ConsumerThread(threading.Thread):
                     timeout_ms = BUSY_POLL_TIMEOUT_MS
                 else:
                     timeout_ms = POLL_TIMEOUT_MS
-                batch = consumer.poll(timeout_ms=timeout_ms)
+                try:
+                    batch = consumer.poll(timeout_ms=timeout_ms)
+                except CorruptRecordError as exc:
+                    batch = self._skip_unreadable(consumer, exc)
                 last_poll = time.monotonic()
                 unpark_resumed(consumer)
                 if batch:
@@ -274,6 +286,26 @@ class ConsumerThread(threading.Thread):
             ):
                 self._report_lag()
                 last_lag = now
+
+    def _skip_unreadable(self, consumer: Any, exc: CorruptRecordError) -> dict[Any, list[Any]]:
+        """Seek past a record the client cannot decode and hand it to the failure policy."""
+        tp = unreadable_partition(consumer)
+        if tp is None:
+            raise exc  # cannot tell where: reconnect, as for any consumer failure
+        offset = consumer.position(tp, timeout_ms=1000)
+        logger.error(
+            "kafka record %s/%d/%d cannot be read: %s",
+            tp.topic,
+            tp.partition,
+            offset,
+            describe_error(exc)[:1000],
+            extra={"trigger": self.config.name},
+        )
+        self._book.add(tp, [offset])
+        consumer.seek(tp, offset + 1)
+        self._consumed[tp.topic].inc()
+        self._callbacks.on_unreadable(tp, offset, exc)
+        return {}
 
     # --- offsets -----------------------------------------------------------------------------
 

@@ -8,7 +8,8 @@ payloads):
 - without that header, a value whose first non-blank byte is ``{`` or ``[`` and that parses as
   JSON is decoded (market-data producers rarely set headers); every other value, including JSON
   scalars such as ``42`` or ``"x"``, stays ``bytes`` so a numeric id is never turned into an int;
-- a value that fails to parse stays ``bytes``; an empty or null value is ``b""``.
+- a value that fails to parse (including JSON nested too deep for the parser) stays ``bytes``;
+  an empty or null value is ``b""``.
 
 ``event.content_type`` is the header's value, else ``application/json`` for decoded bodies and
 ``application/octet-stream`` for the rest.
@@ -59,7 +60,7 @@ def decode_value(value: bytes | None, content_type: str | None) -> tuple[Any, st
         if base == JSON or base.endswith("+json"):
             try:
                 return jsonbody.loads(value), content_type
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nesting json gives up on
                 return value, content_type
         return value, content_type
     first = value[0]
@@ -69,7 +70,7 @@ def decode_value(value: bytes | None, content_type: str | None) -> tuple[Any, st
     if first in _JSON_START:
         try:
             return jsonbody.loads(value), JSON
-        except ValueError:
+        except (ValueError, RecursionError):
             return value, OCTETS
     return value, OCTETS
 
@@ -196,10 +197,10 @@ def to_event(record: Any, trigger_name: str, trigger: TriggerInfo | None = None)
     return event
 
 
-def dead_letter_headers(
+def dead_letter_meta(
     record: Any, *, error: str, attempts: int, function: str, group: str
 ) -> list[tuple[str, bytes]]:
-    """The original headers plus where the record came from and why it failed."""
+    """The ``x-tickrun-*`` headers: where the record came from and why it failed."""
     meta = {
         "error": error,
         "topic": record.topic,
@@ -211,5 +212,13 @@ def dead_letter_headers(
         "consumer-group": group,
         "failed-at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
     }
+    return [(DLQ_PREFIX + k, v.encode("utf-8")) for k, v in meta.items()]
+
+
+def dead_letter_headers(
+    record: Any, *, error: str, attempts: int, function: str, group: str
+) -> list[tuple[str, bytes]]:
+    """The original headers plus where the record came from and why it failed."""
     original = [(k, v if v is not None else b"") for k, v in record.headers or ()]
-    return original + [(DLQ_PREFIX + k, v.encode("utf-8")) for k, v in meta.items()]
+    meta = dead_letter_meta(record, error=error, attempts=attempts, function=function, group=group)
+    return original + meta

@@ -60,3 +60,8 @@ CONNECTED = Gauge(
     ("function", "trigger"),
     multiprocess_mode="livesum",
 )
+ENVELOPED = Counter(
+    "tickrun_kafka_dead_letter_envelopes_total",
+    "Records dead-lettered as an envelope (too big, refused, or unreadable), not as they were.",
+    LABELS,
+)

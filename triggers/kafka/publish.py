@@ -13,10 +13,12 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from kafka.errors import MessageSizeTooLargeError
 from tickrun.functions.errors import TriggerError
 from tickrun.functions.results import json_bytes
 
 from . import metrics
+from .limits import SizeLimits, record_size
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +59,29 @@ class Publisher:
         self._unflushed = 0
         self._published = metrics.PUBLISHED.labels(function, trigger)
         self._errors = metrics.PUBLISH_ERRORS.labels(function, trigger)
+        self.limits = SizeLimits()
+        # A value below this fits every topic: the common case costs one comparison.
+        self._fits_all = self.limits.smallest_bytes - 64 * 1024
 
     @property
     def connected(self) -> bool:
         return self._producer is not None
 
-    def attach(self, producer: Any) -> None:
+    def attach(self, producer: Any, limits: SizeLimits | None = None) -> None:
+        if limits is not None:
+            self.limits = limits
+            self._fits_all = limits.smallest_bytes - 64 * 1024
         self._producer = producer
+
+    def too_large(
+        self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> str | None:
+        """Why ``topic`` would refuse this record for its size, or None if it fits."""
+        limit = self.limits.for_topic(topic)
+        size = record_size(key, value, headers)
+        if size <= limit:
+            return None
+        return f"the record is {size} bytes, above the {limit} bytes topic {topic!r} accepts"
 
     def detach(self) -> Any:
         producer, self._producer = self._producer, None
@@ -78,13 +96,18 @@ class Publisher:
         producer = self._producer
         if producer is None:
             raise TriggerError("kafka producer is not connected")
+        data, raw_key, raw_headers = encode_value(value), _encode_key(key), _encode_headers(headers)
+        if len(data) > self._fits_all:
+            # Refused here, not later by the broker in the background where the handler's
+            # event would already count as done: the event fails and goes by its policy.
+            why = self.too_large(topic, data, raw_key, raw_headers)
+            if why is not None:
+                self._errors.inc()
+                raise TriggerError(f"cannot produce to topic {topic!r}: {why}") from (
+                    MessageSizeTooLargeError(why)
+                )
         try:
-            future = producer.send(
-                topic,
-                value=encode_value(value),
-                key=_encode_key(key),
-                headers=_encode_headers(headers),
-            )
+            future = producer.send(topic, value=data, key=raw_key, headers=raw_headers)
         except Exception as exc:  # kafka-python raises its own KafkaError family and ValueError
             self._errors.inc()
             raise TriggerError(f"cannot produce to topic {topic!r}: {exc}") from exc

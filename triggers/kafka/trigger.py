@@ -187,6 +187,9 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         """A partition's task starts with its first records; the direct path may take it."""
         self._revoking.difference_update(tps)
 
+    def on_unreadable(self, tp: Any, offset: int, exc: BaseException) -> None:
+        self._failures.unreadable_soon(self._loop, self._book, tp, offset, exc)
+
     def on_state(self, connected: bool, error: str | None) -> None:
         self._connected = connected
 
