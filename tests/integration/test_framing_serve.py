@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.hostile import RawResponse, read_response
 from tests.support.processes import ServedFunction
+from tests.support.rawhttp import RawResponse, read_response
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "functions" / "examples" / "echo_headers"
 HOP_BY_HOP = ("transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer")

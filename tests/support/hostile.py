@@ -23,7 +23,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-CRLF = b"\r\n"
+from .rawhttp import CRLF, read_response
+
 # What a response body must never show: a traceback or the layout of the serving machine.
 INTERNAL_MARKERS = (
     b"Traceback",
@@ -429,46 +430,6 @@ def generate(
 # --- sending ---------------------------------------------------------------------------------
 
 _MAX_HEAD = 1 << 20
-_MAX_BODY = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class RawResponse:
-    status: int
-    headers: list[tuple[str, str]]  # as sent: order, case and repeats kept
-    body: bytes
-
-    def values(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k.lower() == name.lower()]
-
-
-async def read_response(reader: asyncio.StreamReader, *, head: bool = False) -> RawResponse:
-    """One response as the wire framed it (after any 1xx), trusting its own framing headers."""
-    while True:
-        block = await reader.readuntil(b"\r\n\r\n")
-        status_line, _, rest = block.partition(CRLF)
-        status = int(status_line.split(b" ", 2)[1])
-        headers: list[tuple[str, str]] = []
-        for line in rest.split(CRLF):
-            name, sep, value = line.partition(b":")
-            if sep:
-                headers.append((name.decode("latin-1"), value.strip().decode("latin-1")))
-        if not 100 <= status < 200:
-            break  # a 1xx (100 Continue) is followed by the final answer
-    framing = {k.lower(): v for k, v in headers}
-    if head or status in (204, 304):
-        return RawResponse(status, headers, b"")
-    if "chunked" in framing.get("transfer-encoding", "").lower():
-        body = bytearray()
-        while size := int((await reader.readuntil(CRLF)).split(b";")[0], 16):
-            body += (await reader.readexactly(size + 2))[:-2]
-            del body[_MAX_BODY:]
-        await reader.readuntil(CRLF)
-        return RawResponse(status, headers, bytes(body))
-    if "content-length" in framing:
-        length = int(framing["content-length"])
-        return RawResponse(status, headers, await reader.readexactly(min(length, _MAX_BODY)))
-    return RawResponse(status, headers, await reader.read(_MAX_BODY))
 
 
 async def _send_one(

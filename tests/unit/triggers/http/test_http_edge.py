@@ -17,7 +17,7 @@ import pytest
 from tickrun.functions import httpserver
 from tickrun.functions.processor.worker import Worker, WorkerConfig
 
-from tests.support.hostile import read_response
+from tests.support.rawhttp import read_response
 
 HANDLERS = """
 import asyncio
