@@ -18,7 +18,7 @@ from tickrun.functions.errors import HubError, SpecError
 from tickrun.hub import Hub
 from tickrun.hub.catalogue import build_index, validate_index
 from tickrun.hub.pins import HubPinError, HubPins, pin_lines
-from tickrun.hub.sources import HubConfigError, RemoteSource
+from tickrun.hub.sources import HubConfigError, RemoteSource, _NoDowngrade
 from tickrun.hub.spec import parse_item
 
 from tickrun.cli import main
@@ -304,3 +304,14 @@ def test_the_hub_api_does_not_serve_a_file_swapped_for_a_link(
         assert b"keep out" not in err.value.read()
     finally:
         server.stop()
+
+
+def test_https_hub_redirects_never_downgrade_to_http(tmp_path: Path) -> None:
+    source = Hub(url="https://hub.example", cache_dir=tmp_path, bundled=False).sources[0]
+    assert isinstance(source, RemoteSource)
+    handler = next(h for h in source._opener.handlers if isinstance(h, _NoDowngrade))
+    req = urllib.request.Request("https://hub.example/api/hub")
+    with pytest.raises(HubError, match="non-https"):
+        handler.redirect_request(req, None, 302, "Found", {}, "http://hub.example/api/hub")
+    follow = handler.redirect_request(req, None, 302, "Found", {}, "https://mirror.example/x")
+    assert follow is not None and follow.full_url == "https://mirror.example/x"
