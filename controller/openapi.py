@@ -10,6 +10,7 @@ from typing import Any
 
 from tickrun import __version__
 
+from . import secrets_api
 from .api import DeployRequest
 
 OPENAPI_PATH = "/api/openapi.json"
@@ -108,6 +109,11 @@ def document() -> dict[str, Any]:
                             "default_platform": {
                                 "type": "string",
                                 "enum": ["process", "container"],
+                            },
+                            "isolation": {
+                                "type": "object",
+                                "description": "per platform: how replicas are kept from the "
+                                "controller's secrets (mechanism: bubblewrap | container | none)",
                             },
                         },
                     },
@@ -256,6 +262,7 @@ def document() -> dict[str, Any]:
             for m in _INVOKE_METHODS
         },
     }
+    paths.update(secrets_api.openapi_paths(_op, _json))
     schemas: dict[str, Any] = {
         "Error": {
             "type": "object",

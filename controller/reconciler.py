@@ -429,19 +429,21 @@ class Reconciler:
         # Recorded before the launch, so a controller crash in between leaves a trace to adopt.
         self.store.save_replica(row)
         assert fn.artifact is not None
-        launch = LaunchSpec(
-            function=fn.name,
-            replica_id=row.id,
-            revision=row.revision,
-            port=row.port,
-            workers=spec.spec.workers,
-            env=spec.spec.env_dict(),
-            artifact=fn.artifact,
-            cpus=spec.spec.resources.limits.cpus,
-            memory_bytes=spec.spec.resources.limits.memory_bytes,
-            log_path=str(log_path),
-        )
         try:
+            # Secret values are read only now, and live only in the replica's environment.
+            secrets = self.service.secrets.resolve(spec.spec.secret_refs())
+            launch = LaunchSpec(
+                function=fn.name,
+                replica_id=row.id,
+                revision=row.revision,
+                port=row.port,
+                workers=spec.spec.workers,
+                env=spec.spec.env_dict() | secrets,
+                artifact=fn.artifact,
+                cpus=spec.spec.resources.limits.cpus,
+                memory_bytes=spec.spec.resources.limits.memory_bytes,
+                log_path=str(log_path),
+            )
             launched = await platform.start(launch)
         except TickrunError as exc:
             row.state, row.restart_at = (

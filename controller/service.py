@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -24,11 +25,12 @@ from tickrun.functions.errors import ConflictError, SpecError, TickrunError
 from tickrun.functions.spec import FunctionSpec, parse_spec
 
 from .builder import Builder
-from .builder.hashing import hash_tree, sha256_bytes, unpack
+from .builder.hashing import hash_tree, private, sha256_bytes, unpack
 from .builder.wheels import BuildScope, kill_active
 from .platforms.base import Platform
 from .settings import Settings
 from .store import BuildRow, FunctionRow, ReplicaRow, Store
+from .store.secrets import SecretStore
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,14 @@ def runtime_spec(spec: FunctionSpec) -> dict[str, Any]:
     for key in SCALE_FIELDS:
         data.get("spec", {}).pop(key, None)
     return data
+
+
+def make_private_dirs(settings: Settings) -> None:
+    """The state dir and its code, logs and builds folders: 0700, the controller's alone (it
+    holds the token, the database and the secret store)."""
+    for d in (settings.state_dir, settings.code_dir, settings.logs_dir, settings.builds_dir):
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        d.chmod(0o700)
 
 
 def desired_replicas(spec: FunctionSpec) -> int:
@@ -75,6 +85,7 @@ class FunctionService:
         self.store = store
         self.builder = builder
         self.platforms = platforms
+        self.secrets = SecretStore(settings.state_dir / "secrets.json")
         # The newest build task per function (the next one waits for it) and every build
         # task by build id (a delete aborts them all).
         self._builds: dict[str, asyncio.Task[None]] = {}
@@ -101,6 +112,8 @@ class FunctionService:
         spec = parse_spec(spec_data)
         if name is not None and spec.name != name:
             raise SpecError(f"metadata.name {spec.name!r} does not match the URL's {name!r}")
+        # Every secretKeyRef must name a secret key that is set (the values stay in the store).
+        await asyncio.to_thread(self.secrets.resolve, spec.spec.secret_refs())
         existing = self.store.find_function(spec.name)
         if existing is not None and existing.state == "deleting":
             raise ConflictError(f"function {spec.name!r} is being deleted; retry in a moment")
@@ -179,11 +192,12 @@ class FunctionService:
     def _store_code(self, spec: FunctionSpec, code: bytes) -> str:
         """Unpack uploaded code (plus the effective spec) into a content-addressed folder."""
         root = self.settings.code_dir / spec.name
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".upload-", dir=root))
         try:
             unpack(code, tmp)
             self._write_spec(tmp, spec)
+            private(tmp)
             digest = hash_tree(tmp)
             final = root / digest
             if final.exists():
@@ -205,6 +219,7 @@ class FunctionService:
         shutil.rmtree(tmp)
         shutil.copytree(code_dir, tmp)
         self._write_spec(tmp, spec)
+        private(tmp)
         digest = hash_tree(tmp)
         final = code_dir.parent / digest
         if final.exists():
@@ -425,8 +440,9 @@ async def _noop(name: str) -> None:
 
 
 def _open_log(path: Path) -> TextIO:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("a", encoding="utf-8", buffering=1)  # line-buffered: followers see lines
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    return os.fdopen(fd, "a", encoding="utf-8", buffering=1)  # line-buffered: followers see lines
 
 
 def replica_ref(row: ReplicaRow) -> Any:

@@ -6,10 +6,11 @@ import hashlib
 import io
 import os
 import tarfile
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
-from tickrun.functions.errors import SpecError
+from tickrun.functions.errors import BodyTooLargeError, SpecError
 
 # Never part of a function's code: caches, VCS data, virtual environments.
 IGNORED = {
@@ -26,6 +27,9 @@ IGNORED = {
     "node_modules",
 }
 MAX_CODE_BYTES = 64 * 1024 * 1024
+# What an uploaded archive may unpack to (a few hundred KB of gzip can hold gigabytes).
+MAX_UNPACKED_BYTES = 256 * 1024 * 1024
+MAX_FILES = 20_000
 
 
 def iter_files(root: Path) -> Iterable[Path]:
@@ -45,7 +49,10 @@ def hash_tree(root: Path, h: hashlib._Hash | None = None) -> str:
         rel = path.relative_to(root).as_posix()
         h.update(rel.encode() + b"\0")
         h.update(b"x" if os.access(path, os.X_OK) else b"-")
-        h.update(path.read_bytes() if not path.is_symlink() else os.readlink(path).encode())
+        if path.is_symlink():
+            h.update(os.readlink(path).encode())
+        else:
+            _update_from_file(h, path)
         h.update(b"\0")
     return h.hexdigest()
 
@@ -58,11 +65,16 @@ def sha256_bytes(*parts: bytes | str) -> str:
     return h.hexdigest()
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
+def _update_from_file(h: hashlib._Hash, path: Path) -> None:
+    # In chunks: a big file never sits in memory whole.
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    _update_from_file(h, path)
     return h.hexdigest()
 
 
@@ -87,11 +99,50 @@ def pack_dir(root: Path) -> bytes:
     return data
 
 
-def unpack(data: bytes, dest: Path) -> None:
-    """Extract an uploaded archive; members escaping ``dest`` or special files are refused."""
-    dest.mkdir(parents=True, exist_ok=True)
+def unpack(
+    data: bytes,
+    dest: Path,
+    *,
+    max_bytes: int = MAX_UNPACKED_BYTES,
+    max_files: int = MAX_FILES,
+) -> None:
+    """Extract an uploaded archive; members escaping ``dest`` or special files are refused, and
+    so is an archive whose members add up to more than ``max_bytes`` or ``max_files`` (checked
+    on the headers, before anything is written: a small bomb never unpacks)."""
+    dest.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError) as exc:
-        raise SpecError(f"function code archive is invalid: {exc}") from exc
+            members: list[tarfile.TarInfo] = []
+            total = 0
+            for member in tar:  # lazily, header by header
+                members.append(member)
+                total += max(member.size, 0)
+                if len(members) > max_files:
+                    raise BodyTooLargeError(
+                        f"function code archive has more than {max_files} entries"
+                    )
+                if total > max_bytes:
+                    raise BodyTooLargeError(
+                        f"function code unpacks to more than {max_bytes >> 20} MiB; keep data "
+                        "and models in the artifact store"
+                    )
+            tar.extractall(dest, members=members, filter="data")
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise SpecError(f"function code archive is invalid: {type(exc).__name__}") from exc
+    private(dest)
+
+
+def private(root: Path) -> None:
+    """Folders 0700, files 0600 (0700 when executable): code is the controller's alone."""
+    os.chmod(root, 0o700)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            full = os.path.join(dirpath, d)
+            if not os.path.islink(full):
+                os.chmod(full, 0o700)
+        for f in filenames:
+            full = os.path.join(dirpath, f)
+            if os.path.islink(full):
+                continue
+            mode = os.stat(full).st_mode
+            os.chmod(full, 0o700 if mode & 0o111 else 0o600)

@@ -79,6 +79,10 @@ class Platform(abc.ABC):
     @abc.abstractmethod
     async def logs(self, ref: ReplicaRef, tail: int) -> list[str]: ...
 
+    def isolation(self) -> dict[str, Any]:
+        """How this platform keeps replicas from the controller's secrets (for /api/version)."""
+        return {"mechanism": "none"}
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release platform resources (not the replicas: they outlive the controller)."""
 

@@ -48,6 +48,10 @@ class ContainerPlatform(Platform):
         self.controller_id = controller_id
         self._listed: tuple[float, list[dict[str, Any]]] | None = None
 
+    def isolation(self) -> dict[str, Any]:
+        # Own mount and pid namespaces; the environment is the image's plus the spec's.
+        return {"mechanism": "container", "engine": self.engine.name}
+
     async def _run(
         self, *args: str, timeout_s: float = 60.0, check: bool = True
     ) -> tuple[int, str, str]:

@@ -1,20 +1,27 @@
-"""The process platform: each replica is a local ``python -m tickrun serve`` process group.
+"""The process platform: each replica is a local processor process group, sandboxed.
 
 Replicas run in their own session so they outlive a controller crash; the controller finds them
-again by pid plus the kernel's start time for that pid (a recycled pid never matches).
+again by pid plus the kernel's start time for that pid (a recycled pid never matches). The
+tracked pid is bubblewrap's (``sandbox.py``), which carries the replica's environment; the
+replica's output goes through a pipe to a log writer that rotates its file while it runs
+(``logwriter.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tickrun.functions.errors import PlatformError
 
@@ -27,12 +34,17 @@ from .base import (
     ReplicaRef,
     serve_command,
 )
+from .sandbox import Isolation, bwrap_command, give_to, probe, replica_env, sandbox_child
 
-# Secrets and per-worker settings of the controller that must never reach user code.
-_SCRUB = ("TICKRUN_TOKEN", "TICKRUN_WORKER_CONFIG", "TICKRUN_DB_URL")
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+logger = logging.getLogger(__name__)
+
 REPLICA_ENV = "TICKRUN_REPLICA_ID"
 MAX_LOG_BYTES = 16 * 1024 * 1024
 CONTROLLER_ENV = "TICKRUN_CONTROLLER_ID"
+LOG_WRITER = str(Path(__file__).with_name("logwriter.py"))
 
 
 def proc_start_time(pid: int) -> int | None:
@@ -45,6 +57,26 @@ def proc_start_time(pid: int) -> int | None:
     if fields[0] in ("Z", "X"):  # zombie / dead: gone for our purposes
         return None
     return int(fields[19])
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(raw[raw.rfind(")") + 2 :].split()[2])
+
+
+def _kill_leftovers(ref: ReplicaRef) -> None:
+    """SIGKILL what is left of a replica whose tracked process is gone: processes of its old
+    process group that carry its replica id (the id check makes a recycled number harmless)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if _pgid(pid) == ref.pid and _environ(pid).get(REPLICA_ENV) == ref.id:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _environ(pid: int) -> dict[str, str]:
@@ -63,54 +95,115 @@ def _environ(pid: int) -> dict[str, str]:
 class ProcessPlatform(Platform):
     name = "process"
 
-    def __init__(self, controller_id: str = "") -> None:
+    def __init__(self, controller_id: str = "", *, settings: Settings | None = None) -> None:
         self.controller_id = controller_id
+        self.settings = settings
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._isolation: Isolation | None = None
+
+    def isolation(self) -> dict[str, Any]:
+        return self.sandbox().describe()
+
+    def sandbox(self) -> Isolation:
+        """Probed once; the controller's start-up calls this, so the warning comes at start."""
+        if self._isolation is None:
+            self._isolation = probe()
+            if self._isolation.mechanism == "none":
+                logger.warning(
+                    "process-platform replicas are NOT isolated from the controller "
+                    "(they run as its user and can read its state dir): %s; install the "
+                    "bubblewrap package",
+                    self._isolation.reason,
+                )
+            elif self._isolation.reason:
+                logger.warning("process-platform isolation is partial: %s", self._isolation.reason)
+        return self._isolation
 
     async def start(self, launch: LaunchSpec) -> Launched:
-        # Popen of a small command line is a fork+exec: microseconds, fine on the loop.
+        # A fork+exec of bwrap and of the log writer: milliseconds, fine on the loop.
         return self._spawn(launch)
 
-    def _spawn(self, launch: LaunchSpec) -> Launched:
+    def _runtime_env(self, launch: LaunchSpec) -> dict[str, str]:
         art = launch.artifact
-        code_dir = art["code_dir"]
-        env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
-        env.update(launch.env)
-        env.update(
-            {
-                "PYTHONUNBUFFERED": "1",
-                "PORT": str(launch.port),
-                REPLICA_ENV: launch.replica_id,
-                CONTROLLER_ENV: self.controller_id,
-                "TICKRUN_FUNCTION": launch.function,
-            }
-        )
+        runtime = {
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",  # the code folder is read-only in the sandbox
+            "PORT": str(launch.port),
+            REPLICA_ENV: launch.replica_id,
+            CONTROLLER_ENV: self.controller_id,
+            "TICKRUN_FUNCTION": launch.function,
+        }
+        url = self._controller_url()
+        if url:
+            runtime["TICKRUN_GATEWAY_URL"] = url  # context.platform.call_function goes here
         if art.get("build_dir"):
             venv = str(Path(art["python"]).parent.parent)
-            env["VIRTUAL_ENV"] = venv
-            env["PATH"] = f"{venv}/bin:{env.get('PATH', '/usr/bin:/bin')}"
-            env["TICKRUN_BUILD_DIR"] = art["build_dir"]
+            runtime["VIRTUAL_ENV"] = venv
+            path = launch.env.get("PATH") or os.environ.get("PATH") or "/usr/bin:/bin"
+            runtime["PATH"] = f"{venv}/bin:{path}"
+            runtime["TICKRUN_BUILD_DIR"] = art["build_dir"]
+        return replica_env(os.environ, launch.env, runtime)
+
+    def _controller_url(self) -> str | None:
+        if self.settings is None:
+            return None
+        try:
+            url = json.loads(self.settings.url_file.read_text())["url"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return url if isinstance(url, str) else None
+
+    def _command(self, launch: LaunchSpec) -> list[str]:
+        art = launch.artifact
+        code_dir = art["code_dir"]
         cmd = serve_command(art["python"], code_dir, launch.port, launch.workers)
-        log_path = Path(launch.log_path or os.devnull)
+        iso = self.sandbox()
+        if iso.mechanism != "bubblewrap":
+            return cmd
+        if iso.uid is not None and iso.gid is not None:
+            give_to(iso.uid, iso.gid, Path(code_dir))
+        hidden: list[str] = []
+        readable: list[str] = []
+        if self.settings is not None:
+            hidden = [str(self.settings.state_dir), str(self.settings.cache_dir)]
+        store = os.environ.get("TICKRUN_ARTIFACT_PATH", "")
+        if store and "://" not in store and os.path.isdir(store):
+            readable.append(os.path.abspath(store))  # the local artifact store: models to load
+        env_root = str(Path(art["python"]).parent.parent) if art.get("build_dir") else None
+        return bwrap_command(
+            iso, cmd, code_dir=code_dir, env_root=env_root, hidden=hidden, readable=readable
+        )
+
+    def _spawn(self, launch: LaunchSpec) -> Launched:
+        code_dir = launch.artifact["code_dir"]
+        env = self._runtime_env(launch)
+        cmd = self._command(launch)
+        cap = self.settings.replica_log_max_bytes if self.settings else MAX_LOG_BYTES
+        read_end: int | None = None
+        out: int = subprocess.DEVNULL
         if launch.log_path:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_path = Path(launch.log_path)
+            log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # One old generation is kept; a crash-looping replica cannot fill the disk.
             with contextlib.suppress(OSError):
-                if log_path.stat().st_size > MAX_LOG_BYTES:
+                if log_path.stat().st_size > cap:
                     log_path.replace(log_path.with_suffix(".log.1"))
-        with log_path.open("ab") as log:
-            log.write(
+            header = (
                 f"--- replica {launch.replica_id} starting on port {launch.port} at "
-                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} ---\n".encode()
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} ---\n"
             )
-            log.flush()
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "ab") as log:
+                log.write(header.encode())
+            read_end, out = os.pipe()
+        try:
             try:
                 proc = subprocess.Popen(
                     cmd,
                     cwd=code_dir,
                     env=env,
                     stdin=subprocess.DEVNULL,
-                    stdout=log,
+                    stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
@@ -118,8 +211,31 @@ class ProcessPlatform(Platform):
                 raise PlatformError(
                     f"cannot start a replica of {launch.function}: {exc.strerror}"
                 ) from exc
+            if read_end is not None and launch.log_path:
+                self._start_log_writer(read_end, launch.log_path, cap)
+        finally:
+            for end in (read_end, out):
+                if end is not None and end >= 0:
+                    os.close(end)
         self._children[launch.replica_id] = proc
         return Launched(pid=proc.pid, pid_start=proc_start_time(proc.pid), log_path=launch.log_path)
+
+    @staticmethod
+    def _start_log_writer(read_end: int, log_path: str, cap: int) -> None:
+        # Its own session: it outlives a controller crash, as the replica does, and ends when
+        # the replica's last process closes the pipe.
+        try:
+            subprocess.Popen(
+                [sys.executable, "-I", "-S", LOG_WRITER, log_path, str(cap)],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={"PATH": "/usr/bin:/bin"},
+                cwd="/",
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise PlatformError(f"cannot start the replica's log writer: {exc.strerror}") from exc
 
     def _liveness(self, ref: ReplicaRef) -> Liveness:
         child = self._children.get(ref.id)
@@ -150,9 +266,18 @@ class ProcessPlatform(Platform):
         if ref.pid is None or not self._liveness_raw(ref, child):
             if child is not None:
                 child.poll()
+            if ref.pid is not None:
+                # A bwrap killed on its own leaves its sandbox running (and its port bound).
+                await asyncio.to_thread(_kill_leftovers, ref)
             return
         pid = ref.pid
-        self._signal_group(pid, signal.SIGTERM)
+        # In a sandbox, the replica's own process drains on SIGTERM; bwrap would not wait.
+        inner = sandbox_child(pid)
+        if inner is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(inner, signal.SIGTERM)
+        else:
+            self._signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self._liveness_raw(ref, child):
@@ -195,16 +320,19 @@ class ProcessPlatform(Platform):
             env = _environ(pid)
             if env.get(CONTROLLER_ENV) != controller_id or REPLICA_ENV not in env:
                 continue
-            try:
-                if os.getpgid(pid) != pid:
-                    continue  # only the group leader (the replica's supervisor) matters
-            except ProcessLookupError:
-                continue
+            group = _pgid(pid)
             rid = env[REPLICA_ENV]
             recorded = known.get(rid)
-            if recorded is not None and recorded.pid == pid and rid in result.alive:
-                continue
-            self._signal_group(pid, signal.SIGKILL)
+            if recorded is not None and recorded.pid == group and rid in result.alive:
+                continue  # a recorded replica's process (its supervisor, workers, sandbox)
+            if group == pid:
+                self._signal_group(pid, signal.SIGKILL)
+            elif group is not None and proc_start_time(group) is not None:
+                continue  # a member of a live group: its leader is judged on its own
+            else:
+                # Inside a sandbox whose bwrap is gone: not a group leader, still an orphan.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
             result.removed_orphans.append(f"{rid} (pid {pid})")
         return result
 

@@ -7,6 +7,7 @@ local SQLite write in WAL mode takes well under a millisecond.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -45,12 +46,21 @@ class Store:
 
     def open(self) -> None:
         if self.url.startswith("sqlite:///"):
-            folder = Path(self.url.removeprefix("sqlite:///")).parent
+            path = Path(self.url.removeprefix("sqlite:///"))
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                # SQLite gives its -wal and -shm files the database file's mode: 0600 for all.
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+                for f in (
+                    path,
+                    path.with_name(path.name + "-wal"),
+                    path.with_name(path.name + "-shm"),
+                ):
+                    if f.exists():
+                        f.chmod(0o600)
             except OSError as exc:
                 raise StoreError(
-                    f"cannot create the state folder {folder}: {exc.strerror}"
+                    f"cannot create the state folder {path.parent}: {exc.strerror}"
                 ) from exc
         try:
             engine = create_engine(self.url)

@@ -67,6 +67,30 @@ class EnvVar(SpecModel):
     def _stringify(cls, value: Any) -> Any:
         return value if value is None or isinstance(value, str) else str(value)
 
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVar:
+        if self.value_from is None:
+            return self
+        if self.value is not None:
+            raise ValueError(f"env {self.name}: give value or valueFrom, not both")
+        ref = self.value_from.get("secretKeyRef")
+        if set(self.value_from) != {"secretKeyRef"} or not isinstance(ref, dict):
+            raise ValueError(
+                f"env {self.name}: valueFrom supports secretKeyRef only "
+                "({secretKeyRef: {name: <secret>, key: <key>}})"
+            )
+        if not all(isinstance(ref.get(k), str) and ref.get(k) for k in ("name", "key")):
+            raise ValueError(f"env {self.name}: secretKeyRef needs a name and a key")
+        return self
+
+    @property
+    def secret_ref(self) -> tuple[str, str] | None:
+        """(secret, key) for a ``valueFrom.secretKeyRef`` entry: resolved at replica launch."""
+        if self.value_from is None:
+            return None
+        ref = self.value_from["secretKeyRef"]
+        return str(ref["name"]), str(ref["key"])
+
 
 class ResourceAmounts(SpecModel):
     cpu: str | None = None
@@ -222,6 +246,10 @@ class Spec(SpecModel):
 
     def env_dict(self) -> dict[str, str]:
         return {e.name: e.value for e in self.env if e.value is not None}
+
+    def secret_refs(self) -> dict[str, tuple[str, str]]:
+        """Env name → (secret, key) of the entries whose value lives in the secret store."""
+        return {e.name: ref for e in self.env if (ref := e.secret_ref) is not None}
 
     def effective_triggers(self) -> list[TriggerSpec]:
         """Enabled triggers, with Nuclio's default HTTP trigger added when none is configured."""
