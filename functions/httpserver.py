@@ -132,12 +132,14 @@ class HardenedHandler(RequestHandler):
             self._arm_header_timer()
 
     def data_received(self, data: bytes) -> None:
-        if self._header_handle is None and self._waiter is not None and data:
-            self._arm_header_timer()  # the first bytes of the next request on this connection
+        waiting = self._waiter is not None  # between requests: these bytes start the next one
         super().data_received(data)
-        if self._messages and self._header_handle is not None:
-            self._header_handle.cancel()
-            self._header_handle = None
+        if self._messages:  # headers complete (the common case: in one segment, no timer)
+            if self._header_handle is not None:
+                self._header_handle.cancel()
+                self._header_handle = None
+        elif waiting and data and self._header_handle is None:
+            self._arm_header_timer()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._header_handle is not None:
