@@ -217,7 +217,8 @@ for target in "$@"; do
         kafka) ensure_kafka ;;
         minio) ensure_minio ;;
         podman) ensure_podman ;;
-        all) ensure_kafka; ensure_minio; ensure_podman ;;
+        # bubblewrap: the process platform's replica sandbox (controller/platforms/sandbox.py)
+        all) ensure_kafka; ensure_minio; ensure_podman; apt_install_missing bubblewrap ;;
         *) usage ;;
     esac
 done
