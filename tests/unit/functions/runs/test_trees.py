@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from tickrun.functions.runs import trees
-from tickrun.hub.sampledata import market_data
 from tickrun.hub import import_function
+from tickrun.hub.sampledata import market_data
 from xgboost import XGBClassifier, XGBRegressor
 
 mf = import_function("hub://market_features").module()

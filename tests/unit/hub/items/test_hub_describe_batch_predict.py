@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from tickrun.hub.sampledata import market_data
 from tickrun.hub import import_function
+from tickrun.hub.sampledata import market_data
 from xgboost import XGBClassifier
 
 describe = import_function("hub://describe").module()

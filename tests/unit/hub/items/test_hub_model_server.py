@@ -13,8 +13,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from tickrun.hub.sampledata import market_data
 from tickrun.hub import import_function
+from tickrun.hub.sampledata import market_data
 from xgboost import XGBClassifier, XGBRegressor
 
 ms = import_function("hub://model_server").module()
