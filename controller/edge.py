@@ -17,11 +17,14 @@ a traceback, and that error quotes the raw request bytes around the fault: often
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import resource
+import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -37,6 +40,12 @@ FD_RESERVE = 64
 # A busy-but-sane soft limit to raise to (as Go's runtime does at start); the hard limit wins.
 FD_TARGET = 65536
 REPORT_INTERVAL_S = 10.0
+# Connections accepted per wake-up of a listener: an evicted connection's descriptor is released
+# on a later loop turn, so an unbounded accept burst would still run out of descriptors.
+ACCEPT_BATCH = 16
+ACCEPT_BACKOFF_S = 0.05
+LISTEN_BACKLOG = 1024
+_OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 MAX_REASON_CHARS = 200
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 
@@ -225,15 +234,127 @@ class GuardedRequestHandler(RequestHandler):
         return resp
 
 
+def listen_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bound, listening, non-blocking sockets for ``host`` (every address it resolves to)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, addr in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(addr)
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+class GuardedServer(asyncio.AbstractServer):
+    """A listener that accepts in small batches and backs off when descriptors run out (the
+    connection stays queued in the kernel instead of being dropped, as libuv does)."""
+
+    def __init__(
+        self,
+        socks: list[socket.socket],
+        factory: Callable[[], asyncio.Protocol],
+        guard: ConnectionGuard,
+    ) -> None:
+        self._socks = socks
+        self._factory = factory
+        self._guard = guard
+        self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._serving = False
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return tuple(self._socks)
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    async def start_serving(self) -> None:
+        if not self._serving:
+            self._serving = True
+            for sock in self._socks:
+                self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    async def serve_forever(self) -> None:
+        await self.start_serving()
+        await asyncio.Event().wait()
+
+    def close(self) -> None:
+        self._serving = False
+        for sock in self._socks:
+            if sock.fileno() >= 0:
+                self._loop.remove_reader(sock.fileno())
+                sock.close()
+
+    async def wait_closed(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _resume(self, sock: socket.socket) -> None:
+        if self._serving and sock.fileno() >= 0:
+            self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _accept(self, sock: socket.socket) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _OUT_OF_DESCRIPTORS:
+                    # Leave the rest queued until closing connections give descriptors back.
+                    self._guard.note("accept_deferred")
+                    self._loop.remove_reader(sock.fileno())
+                    self._loop.call_later(ACCEPT_BACKOFF_S, self._resume, sock)
+                    return
+                continue  # ECONNABORTED and kin: that client is gone already
+            conn.setblocking(False)
+            task = self._loop.create_task(self._serve(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, conn: socket.socket) -> None:
+        try:
+            transport, _ = await self._loop.connect_accepted_socket(self._factory, conn)
+        except OSError:
+            conn.close()
+            return
+        used = transport.get_extra_info("socket")
+        if used is None or used.fileno() != conn.fileno():
+            conn.close()  # uvloop serves a duplicate of the descriptor: drop ours
+
+
+async def serve_guarded(
+    host: str, port: int, factory: Callable[[], asyncio.Protocol], guard: ConnectionGuard
+) -> GuardedServer:
+    server = GuardedServer(listen_sockets(host, port), factory, guard)
+    await server.start_serving()
+    return server
+
+
 class GuardedSite(web.BaseSite):
-    """A TCP site whose connections are :class:`GuardedRequestHandler` s."""
+    """A TCP site whose connections are :class:`GuardedRequestHandler` s behind a
+    :class:`GuardedServer`."""
 
     __slots__ = ("_guard", "_host", "_port")
 
     def __init__(
         self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard
     ) -> None:
-        super().__init__(runner, backlog=512)
+        super().__init__(runner)
         self._host = host
         self._port = port
         self._guard = guard
@@ -252,6 +373,4 @@ class GuardedSite(web.BaseSite):
         def factory() -> GuardedRequestHandler:
             return GuardedRequestHandler(server, guard=guard, loop=loop, access_log=None)
 
-        self._server = await loop.create_server(
-            factory, self._host, self._port, backlog=self._backlog, reuse_address=True
-        )
+        self._server = await serve_guarded(self._host, self._port, factory, guard)

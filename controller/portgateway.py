@@ -26,7 +26,7 @@ import json
 import logging
 from collections.abc import Callable
 
-from .edge import ConnectionGuard
+from .edge import ConnectionGuard, GuardedServer, serve_guarded
 from .reconciler import Endpoint, Reconciler
 
 logger = logging.getLogger(__name__)
@@ -276,7 +276,11 @@ class PortGateway:
     ) -> None:
         self.reconciler = reconciler
         # Shared with the controller's HTTP server: one connection budget for the process.
-        self.guard = guard or ConnectionGuard(1000, header_timeout_s=10.0, keepalive_timeout_s=30.0)
+        self.guard = (
+            guard
+            if guard is not None
+            else ConnectionGuard(1000, header_timeout_s=10.0, keepalive_timeout_s=30.0)
+        )
         self.host = listen_host(host, public=public)
         if self.host != host:
             logger.info(
@@ -285,7 +289,7 @@ class PortGateway:
                 extra={"controller_host": host, "listen": self.host},
             )
         self.hold_timeout_s = hold_timeout_s
-        self._servers: dict[str, tuple[int, asyncio.base_events.Server]] = {}
+        self._servers: dict[str, tuple[int, GuardedServer]] = {}
         self._tasks: set[asyncio.Future[None]] = set()
 
     def track(self, task: asyncio.Future[None]) -> None:
@@ -308,11 +312,10 @@ class PortGateway:
         current = self._servers.get(name)
         if current is not None:
             return current[0]
-        loop = asyncio.get_running_loop()
         for candidate in (port, on_fail()):
             try:
-                server = await loop.create_server(
-                    lambda: _Client(self, name), self.host, candidate, reuse_address=True
+                server = await serve_guarded(
+                    self.host, candidate, lambda: _Client(self, name), self.guard
                 )
             except OSError:
                 logger.warning(
