@@ -263,18 +263,18 @@ def sandbox_child(pid: int) -> int | None:
     """The replica's own process inside a bwrap ``pid`` (it receives SIGTERM to drain:
     a SIGTERM to bwrap itself would tear the sandbox down at once). bwrap runs as the pid
     namespace's init, so the replica is found below one or more bwrap processes."""
-    current, inner = pid, None
-    for _ in range(4):
+    current = pid
+    for depth in range(4):
         try:
             if Path(f"/proc/{current}/comm").read_text().strip() != "bwrap":
-                return inner
+                return current if depth else None
             children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
         except OSError:
-            return inner
+            return None
         if not children:
-            return inner
-        current = inner = int(children[0])
-    return inner
+            return None  # still setting up: nothing inside to drain yet
+        current = int(children[0])
+    return None
 
 
 def give_to(uid: int, gid: int, root: Path) -> None:
