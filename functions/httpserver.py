@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from .requestid import REQUEST_ID_HEADER, request_id
 
@@ -40,6 +41,7 @@ _REFUSED = (
     b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s"
     % (len(_REFUSED_BODY), _REFUSED_BODY)
 )
+_CLIENT_FAULTS = (RequestPayloadError, HttpProcessingError, ConnectionError)
 _REASON = re.compile(r"[^ -~]")
 
 
@@ -169,7 +171,11 @@ class HardenedHandler(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         rid = request_id(request.headers)
-        if status >= 500:
+        if isinstance(exc, ConnectionError):
+            # The client went away mid-request: nobody will read an answer, nothing is wrong.
+            logger.debug("client disconnected during its request", extra={"event_id": rid})
+            reason = "connection lost"
+        elif status >= 500:
             # A fault of ours, not the client's: the traceback is for the operator's log.
             logger.error(
                 "error handling request", exc_info=exc, extra={"event_id": rid, "status": status}
@@ -197,7 +203,13 @@ class HardenedHandler(RequestHandler):
         # aiohttp's own faults outside a handler ("Unhandled exception", a handler that
         # returned no response): one line and the traceback, never the request.
         msg = str(args[0]) if args else "aiohttp error"
-        logger.error(msg[:200], exc_info=kw.get("exc_info"))
+        exc = kw.get("exc_info")
+        if isinstance(exc, _CLIENT_FAULTS):
+            # e.g. draining the rest of a body whose encoding was garbage, after the 400 went
+            # out (and its warning was logged): the client's fault, already answered.
+            logger.debug("%s: %s", msg[:200], short_reason(exc))
+            return
+        logger.error(msg[:200], exc_info=exc)
 
 
 class HardenedServer(web.Server):

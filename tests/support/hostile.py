@@ -42,6 +42,7 @@ class HostileRequest:
     kind: str  # the category, for summaries
     raw: bytes
     head: bool = False  # a HEAD request: the answer has no body whatever its headers say
+    pause_at: int = 0  # the sender pauses after this many bytes (the headers) when not 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,6 +399,10 @@ def _case(b: _Builder, rng: random.Random, n: int) -> HostileRequest:
                 (b"application/gzip", b"\x1f\x8b\x08\x00garbage"),
             )
         )
+        if rng.random() < 0.4:  # a body its declared Content-Encoding cannot decode
+            coding = rng.choice((b"gzip", b"deflate", b"br", b"zstd", b"x-unknown", b"gzip, gzip"))
+            more = b"Content-Encoding: " + coding
+            return b.with_body("content-encoding", m, target, body or b"junk", ctype, more)
         return b.with_body("content-type", m, target, body, ctype)
     # HTTP/1.0, HTTP/0.9-style and pipelined leftovers after a valid request
     variant = rng.randrange(3)
@@ -424,10 +429,20 @@ def generate(
     """
     rng = random.Random(seed)
     b = _Builder(paths, prefix, auth, host)
-    return [_case(b, rng, n) for n in range(count)]
+    out = []
+    for n in range(count):
+        req = _case(b, rng, n)
+        end = req.raw.find(b"\r\n\r\n") + 4
+        if 4 <= end < len(req.raw) and rng.random() < 0.3:
+            # The body after a pause: a server then meets its faults mid-request, not at parse.
+            req = HostileRequest(req.kind, req.raw, head=req.head, pause_at=end)
+        out.append(req)
+    return out
 
 
 # --- sending ---------------------------------------------------------------------------------
+
+PAUSE_S = 0.05
 
 _MAX_HEAD = 1 << 20
 
@@ -444,7 +459,11 @@ async def _send_one(
 
     async def _write() -> None:
         try:
-            writer.write(req.raw)
+            if req.pause_at:
+                writer.write(req.raw[: req.pause_at])
+                await writer.drain()
+                await asyncio.sleep(PAUSE_S)
+            writer.write(req.raw[req.pause_at :])
             await writer.drain()
         except (OSError, RuntimeError):
             pass  # the server answered early (413) and closed: read what it said

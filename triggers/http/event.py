@@ -10,10 +10,11 @@ import time
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from nuclio_sdk import Event, TriggerInfo
 from tickrun.functions import jsonbody, requestid
-from tickrun.functions.errors import BodyTooLargeError, RequestTimeoutError
-from tickrun.functions.httpserver import warn_once
+from tickrun.functions.errors import BadRequestError, BodyTooLargeError, RequestTimeoutError
+from tickrun.functions.httpserver import short_reason, warn_once
 from tickrun.functions.results import Result
 
 from .config import REQUEST_ID_HEADER
@@ -57,6 +58,9 @@ async def read_body(request: web.BaseRequest, limit: int, idle_timeout_s: float)
         raise RequestTimeoutError(
             f"no request body data for {idle_timeout_s:g} s; request abandoned"
         ) from exc
+    except RequestPayloadError as exc:  # bad chunk framing or Content-Encoding, mid-body
+        reason = short_reason(exc.__cause__ or exc)
+        raise BadRequestError(f"request body cannot be read: {reason}") from exc
     if len(chunks) == 1:
         return chunks[0]
     return b"".join(chunks)

@@ -7,12 +7,11 @@ from typing import TYPE_CHECKING, ClassVar
 
 from aiohttp import web
 from tickrun.functions.errors import (
-    BodyTooLargeError,
     EventTimeoutError,
-    RequestTimeoutError,
     TickrunError,
     WorkerUnavailableError,
 )
+from tickrun.functions.httpserver import warn_once
 from tickrun.functions.processor.dispatcher import HandlerFailure
 from tickrun.functions.results import Result
 from tickrun.functions.spec import FunctionSpec, HttpTriggerSpec
@@ -85,12 +84,15 @@ class HttpTrigger(BaseTrigger[HttpTriggerSpec]):
             body = await read_body(
                 request, self.config.max_body_bytes, self.config.body_idle_timeout_s
             )
-            result = await dispatcher.dispatch(to_event(request, body, event_id, self.name))
-        except (BodyTooLargeError, RequestTimeoutError) as exc:
-            # The unread remainder of the body makes the connection unusable: close it.
+        except TickrunError as exc:  # too large, stalled or garbled (413, 408, 400)
+            if exc.status == 400:
+                warn_once("malformed request body", reason=exc.message, event_id=event_id)
+            # The unread or unparsable remainder of the body makes the connection unusable.
             resp = error_response(exc.status, exc.message, event_id, Connection="close")
             resp.force_close()
             return resp
+        try:
+            result = await dispatcher.dispatch(to_event(request, body, event_id, self.name))
         except WorkerUnavailableError as exc:
             return error_response(503, exc.message, event_id, **{"Retry-After": "1"})
         except EventTimeoutError as exc:

@@ -256,3 +256,36 @@ async def test_a_malformed_request_is_one_short_warning_without_credentials(
     text = str(vars(records[0]))
     assert "s3cr3t" not in text and "Authorization" not in text and len(text) < 1024
     assert records[0].exc_info is None
+
+
+@pytest.mark.parametrize("coding", [b"gzip", b"deflate"])
+async def test_a_body_its_encoding_cannot_decode_is_a_400_mid_request(
+    make_worker: MakeWorker, caplog: pytest.LogCaptureFixture, coding: bytes
+) -> None:
+    port = await make_worker("echo")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\nContent-Encoding: " + coding
+    writer.write(head + b"\r\n\r\n")
+    await writer.drain()
+    await asyncio.sleep(0.1)  # the handler is already reading when the garbage arrives
+    writer.write(b"not-gzipped!")
+    resp = await asyncio.wait_for(read_response(reader), 5)
+    assert resp.status == 400 and "cannot be read" in json.loads(resp.body)["error"]
+    assert await _closed_after(reader, 5) < 3.5
+    writer.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_client_leaving_mid_body_logs_no_error(
+    make_worker: MakeWorker, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = await make_worker("echo")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\npart")
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.transport.abort()
+    await asyncio.sleep(0.2)
+    status, _, _ = await _post(port, b"{}")  # and the worker serves on
+    assert status == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
