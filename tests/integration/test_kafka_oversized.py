@@ -94,10 +94,16 @@ def _bodies(big: bytes) -> list[Any]:
 
 
 def _serve_until_past(
-    broker: KafkaBroker, root: Path, topic: str, dlq: str, group: str, slots: int
+    broker: KafkaBroker,
+    root: Path,
+    topic: str,
+    dlq: str,
+    group: str,
+    slots: int,
+    **attributes: Any,
 ) -> tuple[list[Any], str]:
-    """Serve the test function until the 4 good records are done and offset 5 is committed;
-    returns the dead-letter topic's records and the replica's metrics."""
+    """Serve the test function until offset 4 is done and offset 5 committed; returns the
+    dead-letter topic's records and the replica's metrics."""
     bs = broker.bootstrap_servers
     fn = serve(
         write_function(
@@ -106,17 +112,16 @@ def _serve_until_past(
             topics=[topic],
             group=group,
             num_workers=slots,
-            attributes={"maxRetries": 1, "deadLetterTopic": dlq},
+            attributes={"maxRetries": 1, "deadLetterTopic": dlq, **attributes},
         )
     )
     try:
-        wait_for(lambda: len(done(root)) >= 4, 90, "the 4 good records")
+        wait_for(lambda: 4 in {h.offset for h in done(root)}, 90, "the records after offset 2")
         wait_for(lambda: committed(bs, group, topic).get(0) == 5, 60, "commit past offset 2")
         dead = read_topic(bs, dlq, expect=1)
         text = metrics_text(fn)
     finally:
         assert fn.terminate() == 0
-    assert [h.offset for h in done(root)] == [0, 1, 3, 4]
     return dead, text
 
 
@@ -138,6 +143,7 @@ def test_a_record_too_big_for_the_dead_letter_topic_goes_as_an_envelope(
     )
     dead, text = _serve_until_past(big_broker, tmp_path, topic, dlq, group, slots)
 
+    assert [h.offset for h in done(tmp_path)] == [0, 1, 3, 4]
     attempts = [h for h in handled(tmp_path) if h.kind == "A" and h.offset == 2]
     assert len(attempts) == 2, "one try plus maxRetries=1, then the dead letter"
     assert len(dead) == 1
@@ -186,6 +192,7 @@ def test_the_producer_follows_the_brokers_raised_limit(
     )
     dead, text = _serve_until_past(big_broker, tmp_path, topic, dlq, group, 1)
 
+    assert [h.offset for h in done(tmp_path)] == [0, 1, 3, 4]
     assert len(dead) == 1
     rec = dead[0]
     assert rec.value == big, "dead-lettered as it is, all 5 MB"
@@ -196,6 +203,32 @@ def test_the_producer_follows_the_brokers_raised_limit(
     assert headers["x-tickrun-error"].startswith(b"ValueError: refusing")
     assert _count(text, "tickrun_kafka_dead_letter_envelopes_total", topic) == 0
     assert _count(text, "tickrun_kafka_dead_lettered_total", topic) == 1
+
+
+def test_a_result_too_big_for_the_output_topic_fails_its_event_and_the_partition_moves_on(
+    big_broker: KafkaBroker, tmp_path: Path, slots: int
+) -> None:
+    bs = big_broker.bootstrap_servers
+    topic, dlq, group = _names("bigout")
+    out = f"{topic}-out"
+    big_broker.create_topic(topic)
+    big_broker.create_topic(dlq)
+    big_broker.create_topic(out, configs={"max.message.bytes": str(DLQ_MAX_BYTES)})
+    huge_reply = "y" * (2 * DLQ_MAX_BYTES)
+    bodies = [{"i": i, "reply": huge_reply if i == 2 else f"r{i}"} for i in range(5)]
+    produce(bs, topic, bodies, max_request_size=BROKER_MAX_BYTES)
+    dead, _ = _serve_until_past(big_broker, tmp_path, topic, dlq, group, slots, outputTopic=out)
+    outputs = read_topic(bs, out, expect=4)
+
+    assert [r.value for r in outputs] == [b"r0", b"r1", b"r3", b"r4"]
+    attempts = [h for h in handled(tmp_path) if h.kind == "A" and h.offset == 2]
+    assert len(attempts) == 2, "the refused output fails its event: one retry, then dead letter"
+    assert len(dead) == 1
+    rec = dead[0]
+    assert json.loads(rec.value) == bodies[2], "the input, as it was"
+    error = dict(rec.headers)["x-tickrun-error"].decode()
+    assert f"cannot produce to topic {out!r}" in error
+    assert str(DLQ_MAX_BYTES) in error
 
 
 class _NotUtf8(str):
@@ -225,6 +258,7 @@ def test_a_record_the_client_cannot_decode_goes_as_an_envelope(
         producer.close()
     dead, text = _serve_until_past(big_broker, tmp_path, topic, dlq, group, slots)
 
+    assert [h.offset for h in done(tmp_path)] == [0, 1, 3, 4]
     assert not [h for h in handled(tmp_path) if h.offset == 2], "never reaches the handler"
     assert len(dead) == 1
     rec = dead[0]

@@ -59,6 +59,13 @@ Publishing (e.g. signals of a market pipeline)::
         return {"signal": "buy"}   # also produced to outputTopic when it is set; None → nothing
 
 Outputs are acknowledged by Kafka before the offset that produced them is committed.
+
+One bad record never stops a partition: a failed record the dead-letter topic cannot take as it
+is (too big, refused) goes there as a JSON envelope (where it came from, key, size, error,
+headers; not the value, see :mod:`.envelope`), and so does a record the client cannot decode.
+The producer's size limit follows the brokers' ``message.max.bytes`` and the topics'
+``max.message.bytes`` (read once at start, :mod:`.limits`); a result bigger than the output
+topic takes fails its event, which then retries and is dead-lettered like any failure.
 """
 
 from __future__ import annotations

@@ -63,6 +63,11 @@ def unreadable_partition(consumer: Any) -> Any:
     consumer for good. The fetcher's in-line slot still holds the failed partition's records;
     its position is the bad record's offset, so the caller can seek past it (which discards
     the slot). None when the attribute is absent (other versions): the caller reconnects.
+
+    kafka-python reads a batch from its first record, so when the bad record shares a batch
+    with later ones those cannot be read either: each is reported in turn (one dead-letter
+    envelope per offset, nothing silently lost). A hostile client's record is usually a batch
+    of its own.
     """
     fetcher = getattr(consumer, "_fetcher", None)
     part = getattr(fetcher, "_next_partition_records", None)

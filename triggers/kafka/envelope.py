@@ -11,16 +11,20 @@ to a bound, so the record can be found again in its source partition by topic an
      "topic": "klines", "partition": 0, "offset": 41, "timestamp": 1700000000000,
      "size": 5242880, "record_size": 5242990,
      "key": {"size": 7, "text": "BTCUSDT", "truncated": false},
-     "value": {"size": 5242880, "text": "{\"bars\": [...", "truncated": true},
+     "value": {"size": 5242880, "text": "[[1700000000000, 42298.61, ...", "truncated": true},
      "headers": [{"name": "source", "size": 4, "text": "feed", "truncated": false}],
      "headers_truncated": false,
      "error": "ValueError: ...", "dead_letter_error": "...", "attempts": 4,
-     "function": "signals", "consumer_group": "g", "failed_at": "2026-...Z"}
+     "function": "signals", "consumer_group": "g", "failed_at": "2026-12-04T16:55:28.921+00:00"}
 
-Byte strings are ``{"size", "text" | "base64", "truncated"}``: ``text`` when the kept bytes are
-UTF-8, else ``base64``. The envelope record carries the original key when that is small (so the
-dead-letter topic keeps the key's partitioning), ``content-type: application/json`` and the
-same ``x-tickrun-*`` headers as a record dead-lettered as is, plus ``x-tickrun-envelope``.
+``reason`` is ``too-large`` (for the topic, the producer or the broker), ``refused`` (the
+dead-letter topic kept failing it for another reason) or ``unreadable`` (the client could not
+decode it; then only topic, partition and offset are known). Byte strings are ``{"size",
+"text" | "base64", "truncated"}``: ``text`` when the kept bytes are UTF-8, else ``base64``.
+The envelope record carries the original key when that is small (so the dead-letter topic
+keeps the key's partitioning), ``content-type: application/json`` and the same
+``x-tickrun-*`` headers as a record dead-lettered as is, plus ``x-tickrun-envelope`` (the
+reason).
 """
 
 from __future__ import annotations

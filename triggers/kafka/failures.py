@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, NamedTuple
 
+from kafka.errors import MessageSizeTooLargeError
 from tickrun.functions.errors import EventTimeoutError, TriggerError
 from tickrun.functions.processor.dispatcher import HandlerFailure
 
@@ -103,6 +104,7 @@ class FailurePolicy:
             record, error=error, attempts=attempts, function=cfg.function, group=cfg.group
         )
         value = record.value or b""
+        reason = "too-large"
         why = self._publisher.too_large(topic, value, record.key, headers)
         if why is None:
             outcome = await self._send_as_is(topic, record, value, headers, pause)
@@ -117,9 +119,11 @@ class FailurePolicy:
                     extra={"trigger": cfg.name, "event_id": where, "dead_letter_topic": topic},
                 )
                 return True
-            why = outcome
+            why = error_text(outcome)
+            if not isinstance(outcome.__cause__ or outcome, MessageSizeTooLargeError):
+                reason = "refused"
         return await self._send_envelope(
-            topic, record, error, attempts, pause, reason="too-large", why=why
+            topic, record, error, attempts, pause, reason=reason, why=why
         )
 
     async def unreadable(
@@ -177,8 +181,8 @@ class FailurePolicy:
         value: bytes,
         headers: list[tuple[str, bytes]],
         pause: Pause,
-    ) -> Literal[True] | str | None:
-        """True once sent; why not (a text) when it should go as an envelope; None when
+    ) -> Literal[True] | Exception | None:
+        """True once sent; the failure when it should go as an envelope instead; None when
         abandoned (revoke / stop)."""
         where = event_id(record.topic, record.partition, record.offset)
         attempt = 0
@@ -188,15 +192,14 @@ class FailurePolicy:
                 await asyncio.to_thread(self._produce, topic, value, record.key, headers)
                 return True
             except Exception as send_exc:
-                why = error_text(send_exc)
                 if not retriable(send_exc) or attempt >= AS_IS_TRIES:
-                    return why
+                    return send_exc
                 delay = self.config.backoff_s(attempt)
                 logger.error(
                     "cannot dead-letter %s to %s: %s; retrying in %.1fs",
                     where,
                     topic,
-                    why,
+                    error_text(send_exc),
                     delay,
                     extra={"trigger": self.config.name},
                 )
