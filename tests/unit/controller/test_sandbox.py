@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 from tickrun.controller.platforms.sandbox import (
     Isolation,
     bwrap_command,
@@ -139,3 +141,17 @@ def test_sandbox_child_finds_the_process_below_bwrap(tmp_path: Path) -> None:
             os.killpg(proc.pid, 9)
             proc.wait()
     assert sandbox_child(os.getpid()) is None  # not a bwrap
+
+
+def test_without_bubblewrap_the_platform_says_so_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tickrun.controller.platforms.process import ProcessPlatform
+
+    monkeypatch.setenv("PATH", "/nonexistent")  # no bwrap to be found
+    platform = ProcessPlatform()
+    with caplog.at_level(logging.WARNING):
+        assert platform.isolation()["mechanism"] == "none"
+        assert platform.isolation()["mechanism"] == "none"
+    warnings = [r for r in caplog.records if "NOT isolated" in r.getMessage()]
+    assert len(warnings) == 1 and "bubblewrap" in warnings[0].getMessage()
