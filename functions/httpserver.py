@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestHandler, RequestPayloadError
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 
 from .requestid import REQUEST_ID_HEADER, request_id
 
@@ -135,13 +135,30 @@ class HardenedHandler(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         waiting = self._waiter is not None  # between requests: these bytes start the next one
+        queued = len(self._messages)
         super().data_received(data)
+        if not waiting and len(self._messages) > queued:
+            self._fail_current_body()
         if self._messages:  # headers complete (the common case: in one segment, no timer)
             if self._header_handle is not None:
                 self._header_handle.cancel()
                 self._header_handle = None
         elif waiting and data and self._header_handle is None:
             self._arm_header_timer()
+
+    def _fail_current_body(self) -> None:
+        """A parse error in the body of the request being served belongs to that request.
+
+        aiohttp queues it as if it were the next request and leaves the handler waiting for
+        body bytes that will never parse, until its read timeout; the handler is told now.
+        """
+        info = self._messages[-1][0]
+        request = self._current_request
+        if not isinstance(info, _ErrInfo) or request is None or request.content.is_eof():
+            return
+        error = RequestPayloadError(info.message)
+        error.__cause__ = info.exc
+        request.content.set_exception(error)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._header_handle is not None:

@@ -289,3 +289,20 @@ async def test_a_client_leaving_mid_body_logs_no_error(
     status, _, _ = await _post(port, b"{}")  # and the worker serves on
     assert status == 200
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_chunk_garbage_mid_body_is_a_400_at_once(
+    make_worker: MakeWorker, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = await make_worker("echo", readTimeout="30s")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    start = time.monotonic()
+    writer.write(b"loXX\r\n0\r\n\r\n")  # the chunk is longer than its size said
+    resp = await asyncio.wait_for(read_response(reader), 5)
+    assert resp.status == 400 and time.monotonic() - start < 2  # not after the read timeout
+    assert "cannot be read" in json.loads(resp.body)["error"]
+    writer.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
