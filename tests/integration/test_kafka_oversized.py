@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.peers import KafkaBroker, PeerUnavailable
@@ -82,6 +83,14 @@ def _count(text: str, name: str, topic: str) -> float:
     )
 
 
+def _committed(brokers: str, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offsets; none yet while a fresh broker has no group coordinator."""
+    try:
+        return committed(brokers, group, topic)
+    except KafkaError:
+        return {}
+
+
 def _big_body() -> bytes:
     """A 5 MB JSON body the test handler refuses on every attempt."""
     head = b'{"poison": true, "pad": "'
@@ -100,11 +109,16 @@ def _serve_until_past(
     dlq: str,
     group: str,
     slots: int,
+    *,
+    commit_to: dict[int, int] | None = None,
+    dead_letters: int = 1,
     **attributes: Any,
 ) -> tuple[list[Any], str]:
-    """Serve the test function until offset 4 is done and offset 5 committed; returns the
-    dead-letter topic's records and the replica's metrics."""
+    """Serve the test function until the group's offsets reach ``commit_to`` (default: 5 on
+    partition 0, past every record); returns the dead-letter topic's records and the
+    replica's metrics."""
     bs = broker.bootstrap_servers
+    expected = commit_to or {0: 5}
     fn = serve(
         write_function(
             root,
@@ -116,9 +130,8 @@ def _serve_until_past(
         )
     )
     try:
-        wait_for(lambda: 4 in {h.offset for h in done(root)}, 90, "the records after offset 2")
-        wait_for(lambda: committed(bs, group, topic).get(0) == 5, 60, "commit past offset 2")
-        dead = read_topic(bs, dlq, expect=1)
+        wait_for(lambda: _committed(bs, group, topic) == expected, 90, f"commits {expected}")
+        dead = read_topic(bs, dlq, expect=dead_letters)
         text = metrics_text(fn)
     finally:
         assert fn.terminate() == 0
@@ -246,28 +259,36 @@ def test_a_record_the_client_cannot_decode_goes_as_an_envelope(
 ) -> None:
     bs = big_broker.bootstrap_servers
     topic, dlq, group = _names("unreadable")
-    big_broker.create_topic(topic)
+    big_broker.create_topic(topic, partitions=2)
     big_broker.create_topic(dlq)
+    bad = {(0, 2), (1, 0)}  # (partition, offset)
     producer = KafkaProducer(bootstrap_servers=bs, acks="all")
     try:
-        # One request per record, so the bad one is a batch of its own.
-        for i in range(5):
-            headers = [(_NotUtf8("bad-name"), b"v")] if i == 2 else []
-            producer.send(topic, json.dumps({"i": i}).encode(), headers=headers).get(30)
+        # One request per record, so each bad one is a batch of its own.
+        for partition, count in ((0, 5), (1, 3)):
+            for i in range(count):
+                headers = [(_NotUtf8("bad-name"), b"v")] if (partition, i) in bad else []
+                value = json.dumps({"i": i}).encode()
+                producer.send(topic, value, partition=partition, headers=headers).get(30)
     finally:
         producer.close()
-    dead, text = _serve_until_past(big_broker, tmp_path, topic, dlq, group, slots)
+    dead, text = _serve_until_past(
+        big_broker, tmp_path, topic, dlq, group, slots, commit_to={0: 5, 1: 3}, dead_letters=2
+    )
 
-    assert [h.offset for h in done(tmp_path)] == [0, 1, 3, 4]
-    assert not [h for h in handled(tmp_path) if h.offset == 2], "never reaches the handler"
-    assert len(dead) == 1
-    rec = dead[0]
-    assert dict(rec.headers)["x-tickrun-envelope"] == b"unreadable"
-    env = json.loads(rec.value)
-    assert (env["topic"], env["partition"], env["offset"]) == (topic, 0, 2)
-    assert env["reason"] == "unreadable"
-    assert env["size"] is None
-    assert "cannot be read" in env["error"]
-    assert "UnicodeDecodeError" in env["error"]
-    assert _count(text, "tickrun_kafka_dead_letter_envelopes_total", topic) == 1
-    assert _count(text, "tickrun_kafka_consumed_total", topic) == 5
+    seen = {(h.partition, h.offset) for h in done(tmp_path)}
+    assert seen == {(0, 0), (0, 1), (0, 3), (0, 4), (1, 1), (1, 2)}
+    assert not [h for h in handled(tmp_path) if (h.partition, h.offset) in bad]
+    assert len(dead) == 2
+    envelopes = [json.loads(rec.value) for rec in dead]
+    assert {(e["topic"], e["partition"], e["offset"]) for e in envelopes} == {
+        (topic, p, o) for p, o in bad
+    }
+    for rec, env in zip(dead, envelopes, strict=True):
+        assert dict(rec.headers)["x-tickrun-envelope"] == b"unreadable"
+        assert env["reason"] == "unreadable"
+        assert env["size"] is None
+        assert "cannot be read" in env["error"]
+        assert "UnicodeDecodeError" in env["error"]
+    assert _count(text, "tickrun_kafka_dead_letter_envelopes_total", topic) == 2
+    assert _count(text, "tickrun_kafka_consumed_total", topic) == 8

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kafka.errors import CorruptRecordError
+
 
 def unpark_resumed(consumer: Any) -> None:
     """Work around a kafka-python 3.0 fetcher bug that stalls a resumed partition forever.
@@ -72,3 +74,20 @@ def unreadable_partition(consumer: Any) -> Any:
     fetcher = getattr(consumer, "_fetcher", None)
     part = getattr(fetcher, "_next_partition_records", None)
     return getattr(part, "topic_partition", None)
+
+
+def deferred_unreadable(consumer: Any) -> tuple[Any, BaseException] | None:
+    """Take a decode failure ``poll()`` kept for its next call: (partition, error), or None.
+
+    When a poll had records of other partitions to return, kafka-python keeps the failure for
+    the next poll, and drops it unseen if that partition is paused by then: its dead record
+    iterator would then make a later ``poll()`` spin forever. Taking it right after the poll
+    that hit it (before flow control can pause the partition) leaves the fetcher as an
+    immediate raise would. None when nothing is kept or the attributes are absent.
+    """
+    fetcher = getattr(consumer, "_fetcher", None)
+    kept = getattr(fetcher, "_next_in_line_exception_metadata", None)
+    if kept is None or not isinstance(getattr(kept, "exception", None), CorruptRecordError):
+        return None
+    fetcher._next_in_line_exception_metadata = None  # type: ignore[union-attr]
+    return kept.partition, kept.exception

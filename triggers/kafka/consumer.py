@@ -20,7 +20,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from tickrun.functions.errors import TriggerError
 
 from . import metrics
-from .compat import joining, unpark_resumed, unreadable_partition
+from .compat import deferred_unreadable, joining, unpark_resumed, unreadable_partition
 from .config import KafkaConfig
 from .limits import read_limits
 from .offsets import OffsetBook
@@ -277,6 +277,9 @@ class ConsumerThread(threading.Thread):
                         self._book.add(tp, [r.offset for r in records])
                         consumed[tp.topic].inc(len(records))
                     self._callbacks.on_records(batch)
+                    deferred = deferred_unreadable(consumer)
+                    if deferred is not None:
+                        self._skip_unreadable(consumer, deferred[1], deferred[0])
             saturated, paused_any = self._flow_control()
             self.commit_if_due()
             now = time.monotonic()
@@ -287,9 +290,12 @@ class ConsumerThread(threading.Thread):
                 self._report_lag()
                 last_lag = now
 
-    def _skip_unreadable(self, consumer: Any, exc: CorruptRecordError) -> dict[Any, list[Any]]:
-        """Seek past a record the client cannot decode and hand it to the failure policy."""
-        tp = unreadable_partition(consumer)
+    def _skip_unreadable(
+        self, consumer: Any, exc: BaseException, tp: Any = None
+    ) -> dict[Any, list[Any]]:
+        """Seek past a record the client cannot decode (of ``tp``, else the partition the
+        fetcher was reading) and hand it to the failure policy."""
+        tp = tp or unreadable_partition(consumer)
         if tp is None:
             raise exc  # cannot tell where: reconnect, as for any consumer failure
         offset = consumer.position(tp, timeout_ms=1000)
