@@ -42,13 +42,19 @@ GUARD: web.AppKey[ConnectionGuard] = web.AppKey("guard", ConnectionGuard)
 OPEN_PATHS = {"/healthz", OPENAPI_PATH}
 # The hub catalogue is read-only and public (remote hub clients send no token).
 OPEN_PREFIXES = ("/api/hub",)
-MAX_REQUEST_BYTES = 96 * 1024 * 1024  # a deploy carries the code archive (64 MiB max) in base64
+MAX_REQUEST_BYTES = 96 * 1024 * 1024
+MAX_LOGGED_PATH = 200  # a deploy carries the code archive (64 MiB max) in base64
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _error(request: web.Request, body: dict[str, object], status: int, **kw: Any) -> web.Response:
     return web.json_response({**body, "request_id": request_id_of(request)}, status=status, **kw)
+
+
+def _where(request: web.Request) -> dict[str, str]:
+    # A path can be as long as the request line allows: a log line stays short.
+    return {"path": request.path[:MAX_LOGGED_PATH], "method": request.method[:32]}
 
 
 @web.middleware
@@ -71,12 +77,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         # exception's text quotes the raw bytes, so only its kind is logged and answered.
         logger.warning(
             "malformed request body",
-            extra={"path": request.path, "method": request.method, "reason": type(exc).__name__},
+            extra={**_where(request), "reason": type(exc).__name__},
         )
         err = BadRequestError(f"malformed request body ({type(exc).__name__})")
         return _error(request, err.to_dict(), err.status)
+    except ConnectionResetError:
+        # The client went away mid-request (a truncated body): nobody is left to answer.
+        logger.info("client closed the connection mid-request", extra=_where(request))
+        return _error(request, {"error": "ClientGone", "detail": "connection lost"}, 400)
     except Exception:
-        logger.exception("request failed", extra={"path": request.path, "method": request.method})
+        logger.exception("request failed", extra=_where(request))
         return _error(
             request,
             {"error": "InternalError", "detail": "internal error; see the controller log"},

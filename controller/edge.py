@@ -28,7 +28,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 from tickrun.functions.requestid import REQUEST_ID_HEADER, request_id
@@ -203,6 +204,15 @@ class GuardedRequestHandler(RequestHandler):
             self._guard.note("header_timeout")
             self.force_close()
 
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        exc = kw.get("exc_info")
+        if isinstance(exc, RequestPayloadError | HttpProcessingError):
+            # A body the client broke, found while draining it after the answer: its fault, and
+            # the exception's text quotes the raw bytes.
+            logger.warning("malformed request body", extra={"reason": _reason(exc)})
+            return
+        super().log_exception(*args, **kw)
+
     def handle_error(
         self,
         request: BaseRequest,
@@ -371,6 +381,9 @@ class GuardedSite(web.BaseSite):
         guard = self._guard
 
         def factory() -> GuardedRequestHandler:
-            return GuardedRequestHandler(server, guard=guard, loop=loop, access_log=None)
+            # Bodies stay as sent: /fn/ forwards them with their Content-Encoding.
+            return GuardedRequestHandler(
+                server, guard=guard, loop=loop, access_log=None, auto_decompress=False
+            )
 
         self._server = await serve_guarded(self._host, self._port, factory, guard)

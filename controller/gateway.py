@@ -15,8 +15,10 @@ from collections.abc import Iterable
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict, CIMultiDictProxy
-from tickrun.functions.errors import NotFoundError
+from tickrun.functions.errors import BadRequestError, NotFoundError
 from tickrun.functions.requestid import REQUEST_ID_HEADER
 
 from .edge import request_id_of
@@ -155,8 +157,26 @@ class Gateway:
                         {"error": "BadGateway", "detail": f"replica of {name!r} unreachable"},
                         status=502,
                     )
+            except aiohttp.ClientError as exc:
+                return self._failed(name, exc)
             finally:
                 endpoint.in_flight -= 1
+
+    def _failed(self, name: str, exc: aiohttp.ClientError) -> web.Response:
+        """An exchange with a replica that broke after connecting: whose fault it was."""
+        cause = exc.__cause__
+        if isinstance(cause, RequestPayloadError | HttpProcessingError):
+            # The caller's body was malformed (chunked garbage, a short Content-Length).
+            raise BadRequestError(f"malformed request body ({type(cause).__name__})") from exc
+        if isinstance(cause, ConnectionResetError) and cause.errno is None:
+            raise cause  # the caller went away while its body was being forwarded
+        logger.warning(
+            "replica exchange failed", extra={"function": name, "reason": type(exc).__name__}
+        )
+        return web.json_response(
+            {"error": "BadGateway", "detail": f"the replica of {name!r} broke off the exchange"},
+            status=502,
+        )
 
     async def _forward(
         self,
