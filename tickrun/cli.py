@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 COMMAND_MODULES = (
     "tickrun.functions.cli",
     "tickrun.controller.cli",
+    "tickrun.controller.secrets_cli",
     "tickrun.functions.runs.cli",
     "tickrun.hub.cli",
 )

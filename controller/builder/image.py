@@ -89,6 +89,8 @@ def containerfile(spec: FunctionSpec, base_image: str, *, has_requirements: bool
         f"COPY lib {APP}/lib",
         f"ENV PYTHONPATH={APP}/lib",
         f"WORKDIR {APP}/function",
+        # Replicas run unprivileged (the container platform passes the same --user).
+        "USER 65534:65534",
         f"LABEL tickrun.function={spec.name}",
         'CMD ["/bin/sh", "-c", "exec python -m tickrun serve '
         f'{APP}/function --host 127.0.0.1 --port ${{PORT:-8080}}"]',
@@ -156,4 +158,12 @@ def write_context(
         # the sub-package folders are copied separately, so skip them inside tickrun/
         shutil.copytree(src, dest, ignore=ignore, dirs_exist_ok=True)
     shutil.copytree(function_dir, ctx / "function", ignore=shutil.ignore_patterns(*IGNORED))
+    # The stored code is 0600/0700 (the controller's alone); in the image it must be readable
+    # by the unprivileged user replicas run as. COPY keeps these modes.
+    for dirpath, _dirs, files in os.walk(ctx / "function"):
+        os.chmod(dirpath, 0o755)  # noqa: S103 - inside the image, for its replica user
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o755 if os.stat(path).st_mode & 0o111 else 0o644)
     (ctx / "context.json").write_text(json.dumps({"content_hash": image_plan.content_hash}))

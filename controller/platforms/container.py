@@ -29,6 +29,8 @@ from .base import (
 )
 
 LABEL_CONTROLLER = "tickrun.controller"
+MAX_LOG_BYTES = 16 * 1024 * 1024
+REPLICA_USER = "65534:65534"  # nobody:nogroup
 LABEL_FUNCTION = "tickrun.function"
 LABEL_REPLICA = "tickrun.replica"
 
@@ -105,6 +107,15 @@ class ContainerPlatform(Platform):
             f"{LABEL_REPLICA}={launch.replica_id}",
             "--label",
             f"tickrun.revision={launch.revision}",
+            # An unprivileged user without capabilities: the image's files are read-only to it.
+            "--user",
+            REPLICA_USER,
+            "--cap-drop",
+            "all",
+            "--security-opt",
+            "no-new-privileges",
+            "-e",
+            "HOME=/tmp",
             "-e",
             f"PORT={launch.port}",
             "-e",
@@ -112,8 +123,16 @@ class ContainerPlatform(Platform):
             "-e",
             f"TICKRUN_REPLICA_ID={launch.replica_id}",
         ]
+        # Through a 0600 file, not the command line: env values (secrets among them) would
+        # show in any host user's `ps`. A multi-line value cannot go in an env file.
+        env_lines = []
         for key, value in launch.env.items():
-            args += ["-e", f"{key}={value}"]
+            if "\n" in value:
+                args += ["-e", f"{key}={value}"]
+            else:
+                env_lines.append(f"{key}={value}\n")
+        # k8s-file and json-file logs are capped by the engine while the container runs.
+        args += ["--log-opt", f"max-size={MAX_LOG_BYTES}"]
         if launch.cpus:
             args += ["--cpus", f"{launch.cpus:g}"]
         if launch.memory_bytes:
@@ -122,7 +141,12 @@ class ContainerPlatform(Platform):
             launch.artifact["image"],
             *serve_command("python", "/opt/tickrun/function", launch.port, launch.workers),
         ]
-        _, out, _ = await self._run(*args, timeout_s=120)
+        with tempfile.NamedTemporaryFile("w", prefix="tickrun-env-", encoding="utf-8") as env_file:
+            env_file.writelines(env_lines)
+            env_file.flush()
+            image_at = args.index(launch.artifact["image"])
+            args[image_at:image_at] = ["--env-file", env_file.name]
+            _, out, _ = await self._run(*args, timeout_s=120)
         self._listed = None
         return Launched(container=out.strip().splitlines()[-1][:128] if out.strip() else name)
 

@@ -142,6 +142,10 @@ class ProcessPlatform(Platform):
             path = launch.env.get("PATH") or os.environ.get("PATH") or "/usr/bin:/bin"
             runtime["PATH"] = f"{venv}/bin:{path}"
             runtime["TICKRUN_BUILD_DIR"] = art["build_dir"]
+        store = local_artifact_store()
+        if store is not None and "TICKRUN_ARTIFACT_PATH" not in launch.env:
+            # The replica's own default would be under its private HOME.
+            runtime.setdefault("TICKRUN_ARTIFACT_PATH", store)
         return replica_env(os.environ, launch.env, runtime)
 
     def _controller_url(self) -> str | None:
@@ -166,9 +170,9 @@ class ProcessPlatform(Platform):
         readable: list[str] = []
         if self.settings is not None:
             hidden = [str(self.settings.state_dir), str(self.settings.cache_dir)]
-        store = os.environ.get("TICKRUN_ARTIFACT_PATH", "")
-        if store and "://" not in store and os.path.isdir(store):
-            readable.append(os.path.abspath(store))  # the local artifact store: models to load
+        store = local_artifact_store()
+        if store is not None:
+            readable.append(store)  # models and datasets a function loads (read-only)
         env_root = str(Path(art["python"]).parent.parent) if art.get("build_dir") else None
         return bwrap_command(
             iso, cmd, code_dir=code_dir, env_root=env_root, hidden=hidden, readable=readable
@@ -340,6 +344,23 @@ class ProcessPlatform(Platform):
         if not ref.log_path:
             return []
         return await asyncio.to_thread(_tail, ref.log_path, tail)
+
+
+def local_artifact_store() -> str | None:
+    """The controller host's local artifact folder (``$TICKRUN_ARTIFACT_PATH``, default
+    ``$TICKRUN_HOME/artifacts``) when it exists; an ``s3://`` store needs nothing bound."""
+    try:
+        from tickrun.functions.runs.settings import TrackingSettings
+    except ImportError:  # tracking not installed
+        return None
+    try:
+        path = TrackingSettings.from_env().artifact_path
+    except ValueError:  # a malformed tracking setting: the controller's own runs report it
+        return None
+    if "://" in path and not path.startswith("file://"):
+        return None
+    path = os.path.abspath(path.removeprefix("file://"))
+    return path if os.path.isdir(path) else None
 
 
 def _tail(path: str, lines: int) -> list[str]:

@@ -64,3 +64,23 @@ def test_spec_secret_key_refs_are_validated_and_kept_as_references() -> None:
     for bad, message in cases:
         with pytest.raises(SpecError, match=message):
             parse_spec(_spec([bad]))
+
+
+def test_cli_pairs_read_values_inline_from_a_file_or_stdin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from tickrun.controller.secrets_cli import parse_pairs
+
+    (tmp_path / "v").write_text("from-file\n")
+    monkeypatch.setattr("sys.stdin", io.StringIO("from-stdin\n"))
+    assert parse_pairs(["a=inline=x", f"b=@{tmp_path / 'v'}", "c=-"]) == {
+        "a": "inline=x",
+        "b": "from-file",
+        "c": "from-stdin",
+    }
+    with pytest.raises(SpecError, match="KEY=VALUE"):
+        parse_pairs(["novalue"])
+    with pytest.raises(SpecError, match="cannot read"):
+        parse_pairs([f"k=@{tmp_path / 'missing'}"])
