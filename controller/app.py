@@ -152,6 +152,7 @@ def create_app(settings: Settings) -> web.Application:
         connection_budget(settings.max_connections),
         header_timeout_s=settings.header_timeout_s,
         keepalive_timeout_s=settings.keepalive_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
     )
     app[SETTINGS] = settings
     app[GUARD] = guard

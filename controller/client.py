@@ -118,7 +118,11 @@ class ControllerClient:
             payload = json.loads(exc.read() or b"{}")
         except ValueError:
             payload = {}
-        message = payload.get("detail") or f"HTTP {exc.code}"
+        if not isinstance(payload, dict):  # e.g. a proxy's own error page in front
+            payload = {}
+        message = str(payload.get("detail") or f"HTTP {exc.code}")
+        if exc.code >= 500 and payload.get("request_id"):
+            message += f" (request id {payload['request_id']}: see the controller log)"
         cls = _BY_STATUS.get(exc.code, TickrunError)
         err = cls(str(message), detail=payload.get("fields"))
         err.status = exc.code

@@ -41,6 +41,7 @@ FD_RESERVE = 64
 # A busy-but-sane soft limit to raise to (as Go's runtime does at start); the hard limit wins.
 FD_TARGET = 65536
 REPORT_INTERVAL_S = 10.0
+SWEEP_INTERVAL_S = 1.0
 # Connections accepted per wake-up of a listener: an evicted connection's descriptor is released
 # on a later loop turn, so an unbounded accept burst would still run out of descriptors.
 ACCEPT_BATCH = 16
@@ -80,14 +81,26 @@ class Guarded(Protocol):
     def evict(self) -> None:
         """Close now."""
 
+    def stalled(self, now: float) -> bool:
+        """True when a request body has sent nothing for the body timeout."""
+
 
 class ConnectionGuard:
     """Counts client connections; at ``limit`` the oldest one between requests makes room."""
 
-    def __init__(self, limit: int, *, header_timeout_s: float, keepalive_timeout_s: float) -> None:
+    def __init__(
+        self,
+        limit: int,
+        *,
+        header_timeout_s: float,
+        keepalive_timeout_s: float,
+        body_timeout_s: float = 30.0,
+    ) -> None:
         self.limit = limit
         self.header_timeout_s = header_timeout_s
         self.keepalive_timeout_s = keepalive_timeout_s
+        self.body_timeout_s = body_timeout_s
+        self._sweep: asyncio.TimerHandle | None = None
         self._open: dict[Guarded, None] = {}  # insertion order: oldest first
         self._closed: Counter[str] = Counter()
         self._reported_at = 0.0
@@ -107,7 +120,22 @@ class ConnectionGuard:
             victim.evict()
             self.note("evicted_at_cap")
         self._open[conn] = None
+        if self._sweep is None:
+            self._sweep = asyncio.get_running_loop().call_later(SWEEP_INTERVAL_S, self._sweeper)
         return True
+
+    def _sweeper(self) -> None:
+        """Close connections whose request body stalled (a slow POST holds a slot that the cap
+        cannot take back, as it is mid-request)."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for conn in [c for c in self._open if c.stalled(now)]:
+            self.release(conn)
+            conn.evict()
+            self.note("body_timeout")
+        if self._open:
+            self._sweep = loop.call_later(SWEEP_INTERVAL_S, self._sweeper)
 
     def release(self, conn: Guarded) -> None:
         self._open.pop(conn, None)
@@ -134,6 +162,9 @@ class ConnectionGuard:
         self._closed.clear()
 
     def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         if self._report is not None:
             self._report.cancel()
             self._report = None
@@ -156,13 +187,14 @@ def _reason(exc: BaseException | None) -> str:
 class GuardedRequestHandler(RequestHandler):
     """aiohttp's handler, counted by a guard, with a head deadline and JSON error answers."""
 
-    __slots__ = ("_guard", "_head_count", "_head_deadline")
+    __slots__ = ("_guard", "_head_count", "_head_deadline", "_last_data")
 
     def __init__(self, manager: Server, *, guard: ConnectionGuard, **kwargs: Any) -> None:
         super().__init__(manager, keepalive_timeout=guard.keepalive_timeout_s, **kwargs)
         self._guard = guard
         self._head_deadline: asyncio.TimerHandle | None = None
         self._head_count = 0
+        self._last_data = 0.0
 
     def between_requests(self) -> bool:
         # aiohttp waits on this future only while no request is queued or being handled.
@@ -171,6 +203,14 @@ class GuardedRequestHandler(RequestHandler):
 
     def evict(self) -> None:
         self.force_close()
+
+    def stalled(self, now: float) -> bool:
+        request = self._current_request
+        if request is None or request.content.is_eof():
+            return False  # no request, or its whole body has arrived
+        if self._reading_paused or self._buffer_paused:
+            return False  # we stopped reading (back-pressure): the client is not at fault
+        return now - self._last_data >= self._guard.body_timeout_s
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -183,6 +223,7 @@ class GuardedRequestHandler(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        self._last_data = self._loop.time()
         if self._head_deadline is None and self.between_requests():
             # The first bytes of a request head: the whole head must follow in time.
             self._head_count = self._request_count

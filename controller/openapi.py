@@ -271,6 +271,8 @@ def document() -> dict[str, Any]:
                 "error": {"type": "string"},
                 "detail": {"type": "string"},
                 "fields": {"type": "array", "items": {"type": "object"}},
+                # Also in the X-Request-Id header of every answer: quote it when reporting.
+                "request_id": {"type": "string"},
             },
         },
         "DeployRequest": DeployRequest.model_json_schema(),

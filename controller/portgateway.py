@@ -109,6 +109,9 @@ class _Client(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def stalled(self, now: float) -> bool:
+        return False  # bodies are the replica's to time out: bytes here pass through untouched
+
     def _tick(self) -> None:
         """Header deadline, then idle keep-alive: one timer, re-armed as time moves on."""
         self._timer = None

@@ -13,14 +13,13 @@ and ``PUT /api/secrets/exchange`` with ``{"data": {"api-key": "..."}}`` stores t
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from tickrun.functions.errors import BadRequestError, NotFoundError, SpecError
+from tickrun.functions.errors import NotFoundError, SpecError
 
-from .api import SERVICE
+from .api import SERVICE, read_json
 
 
 class SecretRequest(BaseModel):
@@ -33,10 +32,9 @@ class SecretRequest(BaseModel):
 
 async def put_secret(request: web.Request) -> web.Response:
     name = request.match_info["name"]
+    raw = await read_json(request)  # deep nesting and huge integers are a 400 there too
     try:
-        body = SecretRequest.model_validate(await request.json())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequestError("request body is not valid JSON") from exc
+        body = SecretRequest.model_validate(raw)
     except ValidationError as exc:
         # The message names the field, never the values (they are secrets).
         raise SpecError('invalid secret request: send {"data": {key: value, ...}}') from exc

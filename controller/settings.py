@@ -31,6 +31,7 @@ ENV_VARS: dict[str, str] = {
     "TICKRUN_REPLICA_LOG_MAX_BYTES": "replica_log_max_bytes",
     "TICKRUN_HEADER_TIMEOUT_S": "header_timeout_s",
     "TICKRUN_KEEPALIVE_TIMEOUT_S": "keepalive_timeout_s",
+    "TICKRUN_BODY_TIMEOUT_S": "body_timeout_s",
     "TICKRUN_MAX_CONNECTIONS": "max_connections",
 }
 
@@ -71,6 +72,9 @@ class Settings(BaseModel):
     )
     keepalive_timeout_s: float = Field(
         default=30.0, gt=0, description="close a connection idle between requests"
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="close a connection whose request body stalls this long"
     )
     max_connections: int = Field(
         default=1000, ge=8, description="client connections at once (also bounded by the fd limit)"

@@ -263,6 +263,7 @@ def test_errors_are_json_with_the_right_status(controller: ControllerProc, tmp_p
     assert json.loads(err.value.read()) == {
         "error": "BadRequestError",
         "detail": "request body is not valid JSON",
+        "request_id": err.value.headers["X-Request-Id"],
     }
     # a handler that cannot load: the function ends in error with the processor's reason
     folder = write_function(

@@ -33,6 +33,9 @@ class FakeConn:
     def evict(self) -> None:
         self.evicted.append(self)
 
+    def stalled(self, now: float) -> bool:
+        return False
+
 
 async def test_guard_evicts_the_oldest_idle_connection_and_refuses_when_all_are_busy() -> None:
     guard = ConnectionGuard(3, header_timeout_s=1, keepalive_timeout_s=1)
@@ -107,6 +110,7 @@ async def edge(tmp_path: Path) -> AsyncIterator[Edge]:
         function_ports=False,
         header_timeout_s=0.5,
         keepalive_timeout_s=1.0,
+        body_timeout_s=1.0,
         max_connections=8,
     )
     app = create_app(settings)
@@ -156,6 +160,22 @@ async def test_unfinished_head_and_idle_keep_alive_are_closed(edge: Edge) -> Non
     writer.close()
 
 
+async def test_a_stalled_body_is_closed_a_slow_one_is_not(edge: Edge) -> None:
+    head = b"POST /api/functions HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n" + AUTH + b"\r\n"
+    reader, writer = await edge.open()
+    writer.write(head + b'{"spec": ')  # then nothing
+    assert await closed_by_server(reader, 3.0)  # the 1 s body timeout (swept each second)
+    writer.close()
+
+    reader, writer = await edge.open()
+    writer.write(head)
+    for _ in range(5):  # 2.5 s in all, never 1 s without a byte
+        writer.write(b"        ")
+        await asyncio.sleep(0.5)
+    assert (await read_response(reader))[0] == 400  # answered (blank JSON), not cut off
+    writer.close()
+
+
 async def test_malformed_request_is_json_and_one_short_warning_without_the_token(
     edge: Edge, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -195,6 +215,7 @@ async def test_bad_input_on_the_api_is_400_or_401_never_500(edge: Edge) -> None:
         (req("POST", "/api/functions", body=b"[" * 100_000 + b"]" * 100_000), 400),
         (req("POST", "/api/functions", body=b'{"spec": ' + b"9" * 10_000 + b"}"), 400),
         (req("POST", "/api/functions", body=b'{"spec": "\xff\xfe"}'), 400),
+        (req("PUT", "/api/secrets/s", body=b'{"data": ' * 50_000 + b"}" * 50_000), 400),
         (
             b"POST /api/functions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
             + AUTH
