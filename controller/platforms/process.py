@@ -201,6 +201,9 @@ class ProcessPlatform(Platform):
                 log.write(header.encode())
             read_end, out = os.pipe()
         try:
+            # The writer first: if it cannot start, no replica is left writing into nothing.
+            if read_end is not None and launch.log_path:
+                self._start_log_writer(read_end, launch.log_path, cap)
             try:
                 proc = subprocess.Popen(
                     cmd,
@@ -215,9 +218,7 @@ class ProcessPlatform(Platform):
                 raise PlatformError(
                     f"cannot start a replica of {launch.function}: {exc.strerror}"
                 ) from exc
-            if read_end is not None and launch.log_path:
-                self._start_log_writer(read_end, launch.log_path, cap)
-        finally:
+        finally:  # the writer ends at EOF: once the replica's copies of the pipe close
             for end in (read_end, out):
                 if end is not None and end >= 0:
                     os.close(end)
