@@ -81,7 +81,8 @@ def test_hostile_requests_get_4xx_and_the_controller_lives_on(
     for label, port, reqs in targets:
         address = host if port == api_port else str(fn["port_host"])
         outcomes = hostile.send(reqs, address, port, concurrency=32, timeout_s=6.0)
-        report.append(f"{label}: {hostile.summary(outcomes)}")
+        unanswered = Counter(o.kind for o in outcomes if o.status is None)
+        report.append(f"{label}: {hostile.summary(outcomes)}; unanswered by kind: {unanswered}")
         server_errors = [o for o in outcomes if o.status is not None and o.status >= 500]
         assert not server_errors, (label, Counter((o.kind, o.status) for o in server_errors))
         leaked = [(o.kind, hostile.leaks(o.body)) for o in outcomes if hostile.leaks(o.body)]

@@ -4,7 +4,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from tickrun.controller.auth import check_bearer, load_or_create_token
+from multidict import CIMultiDict, CIMultiDictProxy
+from tickrun.controller.auth import authorization, check_bearer, load_or_create_token
 from tickrun.controller.ports import PortAllocator
 from tickrun.controller.settings import Settings
 from tickrun.functions.errors import AuthError, PlatformError, SpecError
@@ -29,12 +30,31 @@ def test_settings_from_env_and_overrides(tmp_path: Path) -> None:
     )
 
 
+def test_edge_settings_from_env() -> None:
+    s = Settings.from_env(
+        {
+            "TICKRUN_HEADER_TIMEOUT_S": "2.5",
+            "TICKRUN_KEEPALIVE_TIMEOUT_S": "7",
+            "TICKRUN_BODY_TIMEOUT_S": "9",
+            "TICKRUN_MAX_CONNECTIONS": "64",
+        }
+    )
+    assert (s.header_timeout_s, s.keepalive_timeout_s, s.body_timeout_s) == (2.5, 7.0, 9.0)
+    assert s.max_connections == 64
+    defaults = Settings()
+    assert (defaults.header_timeout_s, defaults.keepalive_timeout_s) == (10.0, 30.0)
+    assert (defaults.body_timeout_s, defaults.max_connections) == (30.0, 1000)
+
+
 @pytest.mark.parametrize(
     ("var", "value", "needle"),
     [
         ("TICKRUN_PLATFORM", "mainframe", "default_platform"),
         ("TICKRUN_PORT_RANGE", "10-20", "port range"),
         ("TICKRUN_CONTAINER_ENGINE", "lxc", "container_engine"),
+        ("TICKRUN_HEADER_TIMEOUT_S", "0", "header_timeout_s"),
+        ("TICKRUN_KEEPALIVE_TIMEOUT_S", "soon", "keepalive_timeout_s"),
+        ("TICKRUN_MAX_CONNECTIONS", "2", "max_connections"),
     ],
 )
 def test_bad_settings_name_the_field(var: str, value: str, needle: str) -> None:
@@ -75,3 +95,16 @@ def test_check_bearer() -> None:
     for bad in ("Bearer abd", "Basic abc", "abc"):
         with pytest.raises(AuthError, match="invalid"):
             check_bearer(bad, "abc")
+    # Header bytes that are not UTF-8 arrive as surrogates; latin-1 text, as text: a 401 each.
+    for odd in ("Bearer \udcff\udcfe", "Bearer \u00e9t\u00e9", "Bearer abc\udc80"):
+        with pytest.raises(AuthError, match="invalid"):
+            check_bearer(odd, "abc")
+
+
+def test_a_duplicated_authorization_header_is_refused() -> None:
+    one = CIMultiDictProxy(CIMultiDict([("Authorization", "Bearer abc")]))
+    assert authorization(one) == "Bearer abc"
+    assert authorization(CIMultiDictProxy(CIMultiDict())) is None
+    two = CIMultiDictProxy(CIMultiDict([("Authorization", "Bearer abc"), ("authorization", "x")]))
+    with pytest.raises(AuthError, match="more than one"):
+        authorization(two)
