@@ -106,7 +106,8 @@ class ConnectionGuard:
         self._reported_at = 0.0
         self._report: asyncio.TimerHandle | None = None
 
-    def __len__(self) -> int:
+    @property
+    def open_count(self) -> int:
         return len(self._open)
 
     def admit(self, conn: Guarded) -> bool:

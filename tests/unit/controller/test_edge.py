@@ -47,9 +47,9 @@ async def test_guard_evicts_the_oldest_idle_connection_and_refuses_when_all_are_
     assert guard.admit(newcomer) and log == [idle_old]  # the oldest idle one, not the busy one
     assert guard.admit(FakeConn(False, log)) and log == [idle_old, idle_new]
     assert not guard.admit(FakeConn(True, log))  # every slot serves a request: refused
-    assert len(guard) == 3
+    assert guard.open_count == 3
     guard.release(busy)
-    assert guard.admit(FakeConn(True, log)) and len(guard) == 3
+    assert guard.admit(FakeConn(True, log)) and guard.open_count == 3
     guard.close()
 
 
@@ -137,7 +137,7 @@ async def test_half_open_flood_does_not_lock_out_healthz_or_the_api(edge: Edge) 
         b"GET /api/functions HTTP/1.1\r\nHost: x\r\n" + AUTH + b"\r\n"
     )
     assert status == 200
-    assert len(edge.app[GUARD]) <= 8
+    assert edge.app[GUARD].open_count <= 8
     evicted = [await closed_by_server(r, 0.2) for r, _ in flood[:20]]
     assert all(evicted)  # the oldest half-open ones made room
     for _, writer in flood:
