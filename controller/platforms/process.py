@@ -173,6 +173,9 @@ class ProcessPlatform(Platform):
         store = local_artifact_store()
         if store is not None:
             readable.append(store)  # models and datasets a function loads (read-only)
+        data = os.environ.get("TICKRUN_DATA_DIR", "")
+        if data and os.path.isdir(data):
+            readable.append(os.path.abspath(data))  # the market data's folder, when overridden
         env_root = str(Path(art["python"]).parent.parent) if art.get("build_dir") else None
         return bwrap_command(
             iso, cmd, code_dir=code_dir, env_root=env_root, hidden=hidden, readable=readable

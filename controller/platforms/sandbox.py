@@ -39,9 +39,10 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "
 # else (tokens, database URLs, cloud keys, the user's shell) stays behind.
 ENV_ALLOW = ("PATH", "LANG", "LANGUAGE", "TZ", "TICKRUN_LOG_FORMAT", "TICKRUN_LOG_LEVEL")
 ENV_ALLOW_PREFIX = ("LC_",)
-# Where artifacts go, without credentials (those reach a function through its spec's env,
-# e.g. a secretKeyRef).
+# Where artifacts and market data are, without credentials (those reach a function through
+# its spec's env, e.g. a secretKeyRef).
 ENV_ARTIFACTS = (
+    "TICKRUN_DATA_DIR",
     "TICKRUN_ARTIFACT_PATH",
     "TICKRUN_S3_ENDPOINT",
     "TICKRUN_S3_SECURE",
@@ -191,15 +192,17 @@ def bwrap_command(
     assert isolation.bwrap is not None
     plan = _Mounts([isolation.bwrap, *_system_binds()], [(d, "bind") for d in SYSTEM_DIRS])
     plan.mounts.append(("/tmp", "tmpfs"))
-    bound = runtime_paths()
+    home = str(Path.home())
+    # Data folders, but never one holding the whole home or root (its keys, its history).
+    extra = [p for p in readable if os.path.isdir(p) and not _under(home, [p])]
+    bound = runtime_paths() + extra
     for p in bound:
         plan.bind(p)
     for h in hidden:
         if _under(h, bound) or _under(h, ["/tmp"]):
             plan.tmpfs(h)
-    for extra in (*readable, env_root):
-        if extra and os.path.exists(extra):
-            plan.bind(extra)
+    if env_root and os.path.exists(env_root):
+        plan.bind(env_root)
     plan.bind(code_dir)
     args = [*plan.args, "--chdir", code_dir]
     # No --die-with-parent: it ends the sandbox with the controller (measured), and replicas

@@ -155,3 +155,32 @@ def test_without_bubblewrap_the_platform_says_so_once(
         assert platform.isolation()["mechanism"] == "none"
     warnings = [r for r in caplog.records if "NOT isolated" in r.getMessage()]
     assert len(warnings) == 1 and "bubblewrap" in warnings[0].getMessage()
+
+
+def test_a_data_folder_holding_the_state_dir_does_not_uncover_it(tmp_path: Path) -> None:
+    iso = probe()
+    state = tmp_path / "state"
+    code = state / "code" / "fn" / "abc"
+    code.mkdir(parents=True)
+    (state / "token").write_text("secret-token")
+    (tmp_path / "data.csv").write_text("a,b\n")
+    os.chmod(tmp_path / "data.csv", 0o644)
+    os.chmod(tmp_path, 0o755)  # a data folder the replica user may read
+    if iso.uid is not None:
+        os.chown(code, iso.uid, iso.gid or iso.uid)
+    cmd = bwrap_command(
+        iso,
+        [
+            sys.executable,
+            "-c",
+            f"import os; print(open('{tmp_path}/data.csv').read().strip(),"
+            f" os.path.exists('{state}/token'), os.path.exists('/root/.bash_history'))",
+        ],
+        code_dir=str(code),
+        env_root=None,
+        hidden=[str(state)],
+        readable=[str(tmp_path), "/", str(Path.home())],  # the last two are refused
+    )
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["a,b", "False", "False"]
