@@ -170,7 +170,9 @@ def runtime_paths() -> list[str]:
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.submodule_search_locations:
             paths.update(spec.submodule_search_locations)
-    return sorted(p for p in paths if os.path.exists(p))
+    # A path entry such as $HOME (PYTHONPATH=~) would bring the home's keys along.
+    home = str(Path.home())
+    return sorted(p for p in paths if os.path.exists(p) and not _under(home, [p]))
 
 
 def _under(path: str, roots: Iterable[str]) -> bool:

@@ -184,3 +184,12 @@ def test_a_data_folder_holding_the_state_dir_does_not_uncover_it(tmp_path: Path)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["a,b", "False", "False"]
+
+
+def test_runtime_paths_never_include_the_home_or_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tickrun.controller.platforms.sandbox import runtime_paths
+
+    monkeypatch.setattr(sys, "path", [*sys.path, str(Path.home()), "/"])
+    paths = runtime_paths()
+    assert str(Path.home()) not in paths and "/" not in paths
+    assert sys.base_prefix in paths  # the interpreter itself is there
