@@ -129,3 +129,37 @@ def test_a_killed_bwrap_leaves_no_replica_behind(tmp_path: Path) -> None:
         time.sleep(0.1)
     else:
         raise AssertionError("the sandboxed replica kept serving after its bwrap was killed")
+
+
+def test_rotation_goes_on_for_a_replica_adopted_by_a_new_controller(tmp_path: Path) -> None:
+    settings = Settings(
+        state_dir=tmp_path / "state", cache_dir=tmp_path / "cache", replica_log_max_bytes=CAP
+    )
+    code = _function(tmp_path)
+    log = settings.logs_dir / "chatty" / "r3.log"
+    port = free_port()
+    launch = LaunchSpec(
+        function="chatty",
+        replica_id="r3",
+        revision="rev",
+        port=port,
+        workers=1,
+        env={},
+        artifact={"python": sys.executable, "build_dir": None, "code_dir": str(code)},
+        log_path=str(log),
+    )
+    launched = asyncio.run(ProcessPlatform("ctl-a", settings=settings).start(launch))
+    ref = ReplicaRef("r3", "chatty", launched.pid, launched.pid_start, None, str(log))
+    # A restarted controller: a new platform object that never started this replica.
+    platform = ProcessPlatform("ctl-a", settings=settings)
+    try:
+        _wait_ready(port)
+        assert asyncio.run(platform.adopt([ref], "ctl-a")).alive == {"r3"}
+        for _ in range(20):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
+                assert resp.read() == b"ok"
+            assert _size(log) <= CAP
+        assert log.with_suffix(".log.1").exists()
+    finally:
+        asyncio.run(platform.stop(ref, 10.0))
+    assert not pid_alive(launched.pid or 0)
