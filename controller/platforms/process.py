@@ -151,6 +151,12 @@ class ProcessPlatform(Platform):
     def _controller_url(self) -> str | None:
         if self.settings is None:
             return None
+        if self.settings.port:
+            # Known before the controller listens (its url file may be a previous run's).
+            host = self.settings.host
+            host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+            host = f"[{host}]" if ":" in host else host
+            return f"http://{host}:{self.settings.port}"
         try:
             url = json.loads(self.settings.url_file.read_text())["url"]
         except (OSError, ValueError, KeyError, TypeError):

@@ -155,6 +155,7 @@ def test_process_replica_cannot_reach_the_controllers_secrets(tmp_path: Path) ->
         _assert_nothing_leaked(report)
         assert report["listings"]["state_dir"] == "LISTED ['code']"
         assert report["listings"]["code_root"] == "LISTED ['spy']"
+        assert report["env"]["TICKRUN_GATEWAY_URL"] == ctl.url  # call_function reaches it
         if os.geteuid() == 0:
             assert report["uid"] != 0
         assert ctl.proc is not None and ctl.proc.pid not in report["pids_visible"]
