@@ -1,0 +1,132 @@
+"""The function port against slow clients, in-process over real sockets: a connection reaches a
+replica only once its first request head is complete, unfinished heads and idle connections are
+closed, and the shared connection cap evicts half-open ones first."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+from tickrun.controller.edge import ConnectionGuard
+from tickrun.controller.portgateway import PortGateway
+from tickrun.controller.reconciler import Endpoint, FunctionEndpoints
+
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+
+
+@dataclass
+class FakeReconciler:
+    """What the port gateway asks of the reconciler: endpoints, and never a hold."""
+
+    endpoints: dict[str, FunctionEndpoints] = field(default_factory=dict)
+
+    def should_hold(self, name: str) -> bool:
+        return False
+
+    async def wait_ready_endpoint(self, name: str, timeout_s: float) -> bool:
+        return False
+
+    def mark_unready(self, function: str, replica_id: str) -> None:
+        pass
+
+
+@dataclass
+class Rig:
+    port: int
+    guard: ConnectionGuard
+    replica_connections: list[int]
+
+    async def open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection("127.0.0.1", self.port)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    seen = [0]
+
+    async def replica(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen[0] += 1
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(ANSWER)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    upstream = await asyncio.start_server(replica, "127.0.0.1", 0)
+    up_port = upstream.sockets[0].getsockname()[1]
+    reconciler = FakeReconciler(
+        {"f": FunctionEndpoints([Endpoint("r1", f"http://127.0.0.1:{up_port}")])}
+    )
+    guard = ConnectionGuard(8, header_timeout_s=0.5, keepalive_timeout_s=1.0)
+    gateway = PortGateway(reconciler, "127.0.0.1", guard=guard)  # type: ignore[arg-type]
+    port = await gateway.ensure("f", _free_port(), on_fail=_free_port)
+    try:
+        yield Rig(port, guard, seen)
+    finally:
+        await gateway.stop()
+        guard.close()
+        upstream.close()
+
+
+async def _closed(reader: asyncio.StreamReader, within_s: float) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(1024), within_s) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+async def _ask(rig: Rig) -> bytes:
+    reader, writer = await rig.open()
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = await asyncio.wait_for(reader.readexactly(len(ANSWER)), 5)
+    writer.close()
+    return answer
+
+
+async def test_half_open_connections_never_reach_the_replica_and_make_room(rig: Rig) -> None:
+    flood = []
+    for _ in range(20):  # past the cap of 8
+        reader, writer = await rig.open()
+        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Le")
+        flood.append((reader, writer))
+    await asyncio.sleep(0.1)
+    assert rig.replica_connections == [0]  # no replica descriptor spent on them
+    assert await _ask(rig) == ANSWER
+    assert rig.replica_connections == [1]
+    assert rig.guard.open_count <= 8
+    assert all([await _closed(r, 0.2) for r, _ in flood[:12]])  # the oldest made room
+    for _, writer in flood:
+        writer.close()
+
+
+async def test_unfinished_head_and_idle_connection_are_closed(rig: Rig) -> None:
+    reader, writer = await rig.open()
+    writer.write(b"GET / HTTP/1.1\r\n")
+    writer.write(b"X-Slow: 1\r\n")  # and never the blank line
+    assert not await _closed(reader, 0.3)
+    assert await _closed(reader, 1.0)  # the 0.5 s head deadline
+    writer.close()
+    assert rig.replica_connections == [0]
+
+    reader, writer = await rig.open()
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert await asyncio.wait_for(reader.readexactly(len(ANSWER)), 5) == ANSWER
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive: the next one goes through
+    assert await asyncio.wait_for(reader.readexactly(len(ANSWER)), 5) == ANSWER
+    assert not await _closed(reader, 0.5)
+    assert await _closed(reader, 1.5)  # idle past the 1 s keep-alive timeout
+    writer.close()
