@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from tickrun.functions.errors import PlatformError
 
+from ..builder.hashing import private
 from .base import (
     AdoptResult,
     Launched,
@@ -167,6 +168,7 @@ class ProcessPlatform(Platform):
         art = launch.artifact
         code_dir = art["code_dir"]
         cmd = serve_command(art["python"], code_dir, launch.port, launch.workers)
+        private(Path(code_dir))  # code stored by an older version may still be 0644
         iso = self.sandbox()
         if iso.mechanism != "bubblewrap":
             return cmd
@@ -206,6 +208,7 @@ class ProcessPlatform(Platform):
                 f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} ---\n"
             )
             fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.fchmod(fd, 0o600)  # also a log left by an older version
             with os.fdopen(fd, "ab") as log:
                 log.write(header.encode())
             read_end, out = os.pipe()

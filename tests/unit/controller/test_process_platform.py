@@ -90,6 +90,7 @@ def test_a_chatty_replicas_log_is_rotated_while_it_runs(tmp_path: Path) -> None:
         rotated = log.with_suffix(".log.1")
         assert rotated.exists() and rotated.stat().st_size <= CAP
         assert oct(log.stat().st_mode & 0o777) == "0o600"
+        assert oct((code / "main.py").stat().st_mode & 0o777) == "0o600"  # was written 0644
         assert asyncio.run(platform.inspect([ref]))["r1"].running
     finally:
         asyncio.run(platform.stop(ref, 10.0))
