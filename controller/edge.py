@@ -288,7 +288,8 @@ class GuardedRequestHandler(RequestHandler):
 
 def listen_sockets(host: str, port: int) -> list[socket.socket]:
     """Bound, listening, non-blocking sockets for ``host`` (every address it resolves to)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    # "" means every interface, as in asyncio's create_server.
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     socks: list[socket.socket] = []
     try:
         for family, kind, proto, _, addr in dict.fromkeys(infos):
