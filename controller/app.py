@@ -13,6 +13,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 from tickrun.functions.errors import BadRequestError, TickrunError
+from tickrun.functions.httpserver import request_id_of
+from tickrun.functions.httpserver_guard import ConnectionGuard
 from tickrun.functions.requestid import REQUEST_ID_HEADER
 
 from tickrun import __version__
@@ -21,7 +23,7 @@ from . import api, secrets_api
 from .auth import authorization, check_bearer, load_or_create_token
 from .builder import Builder
 from .builder.engine import Engine
-from .edge import ConnectionGuard, connection_budget, request_id_of
+from .edge import make_guard
 from .gateway import Gateway
 from .openapi import OPENAPI_PATH, document
 from .platforms.base import Platform
@@ -148,12 +150,7 @@ def create_app(settings: Settings) -> web.Application:
     builder = Builder(settings)
     platforms = _platforms(settings, builder)
     service = FunctionService(settings, store, builder, platforms)
-    guard = ConnectionGuard(
-        connection_budget(settings.max_connections),
-        header_timeout_s=settings.header_timeout_s,
-        keepalive_timeout_s=settings.keepalive_timeout_s,
-        body_timeout_s=settings.body_timeout_s,
-    )
+    guard = make_guard(settings)
     app[SETTINGS] = settings
     app[GUARD] = guard
     app[api.STORE] = store

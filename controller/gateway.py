@@ -19,9 +19,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict, CIMultiDictProxy
 from tickrun.functions.errors import BadRequestError, NotFoundError
+from tickrun.functions.httpserver import request_id_of
 from tickrun.functions.requestid import REQUEST_ID_HEADER
 
-from .edge import request_id_of
 from .reconciler import Endpoint, Reconciler
 from .store import Store
 

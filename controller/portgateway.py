@@ -26,7 +26,8 @@ import json
 import logging
 from collections.abc import Callable
 
-from .edge import ConnectionGuard, GuardedServer, serve_guarded
+from tickrun.functions.httpserver_guard import ConnectionGuard, GuardedServer, serve_guarded
+
 from .reconciler import Endpoint, Reconciler
 
 logger = logging.getLogger(__name__)

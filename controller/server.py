@@ -9,10 +9,11 @@ import logging
 import os
 import signal
 
-from aiohttp import web
+from tickrun.functions.httpserver import HardenedSite
+from tickrun.functions.httpserver_guard import raise_fd_limit
 
 from .app import GUARD, create_app
-from .edge import GuardedSite, raise_fd_limit
+from .edge import make_runner
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -21,9 +22,9 @@ logger = logging.getLogger(__name__)
 async def serve(settings: Settings) -> None:
     fd_limit = raise_fd_limit()  # before the app sizes its connection budget from it
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10.0)
+    runner = make_runner(app, app[GUARD], shutdown_timeout=10.0)
     await runner.setup()
-    site = GuardedSite(runner, settings.host, settings.port, app[GUARD])
+    site = HardenedSite(runner, settings.host, settings.port)
     await site.start()
     port = settings.port
     for addr in runner.addresses:  # the real port when settings.port is 0

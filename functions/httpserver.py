@@ -1,18 +1,26 @@
 """aiohttp's HTTP server, hardened against slow, abusive and malformed clients.
 
-aiohttp alone waits up to its keep-alive timeout (an hour by default) for a request's headers,
-accepts connections until the process runs out of file descriptors, and answers a malformed
-request with a text body that can echo the request while logging it at ERROR with a traceback.
-:class:`HardenedServer` (a drop-in ``web.Server``) and :class:`HardenedAppRunner` (for a
-``web.Application``) change that:
+Used by the replica's worker and by the controller (API, ``/fn/``). aiohttp alone waits up to its
+keep-alive timeout (an hour by default) for a request's head, accepts connections until the
+process runs out of file descriptors, and answers a malformed request with a text body that can
+echo the request while logging the parser's error, which quotes the raw bytes around the fault
+(often the ``Authorization`` line, token included), at ERROR with a traceback. Here:
 
-- a request's headers must arrive within ``header_timeout_s`` of the connection opening, or of
-  the request's first byte on a kept-alive connection; an idle keep-alive ends after
-  ``keepalive_timeout_s``;
-- at ``max_connections`` a new connection evicts the oldest one that is not serving a request
-  (idle, or still sending headers); when every connection is busy it gets a bare 503;
-- a malformed request gets the usual JSON error with a request id, and logs one WARNING line of
-  bounded size (never the request, never its headers), at most :data:`WARNINGS_PER_S` a second.
+- a request head must be complete within the guard's ``header_timeout_s`` of the connection
+  opening, or of its first byte on a kept-alive connection; an idle keep-alive ends after
+  ``keepalive_timeout_s``; a body that sends nothing for ``body_timeout_s`` is cut off;
+- connections are counted by a :class:`~.httpserver_guard.ConnectionGuard` (at its cap the oldest
+  connection between requests makes room; when all are busy the newcomer gets a bare 503) and
+  accepted in batches by its listener, which backs off when descriptors run out;
+- a malformed request gets a JSON error with a request id, and logs one WARNING line of bounded
+  size (never the request, never its headers), at most :data:`WARNINGS_PER_S` a second.
+
+aiohttp's private attributes are used in this module only (:class:`HardenedHandler`,
+:class:`HardenedServer`, :class:`HardenedAppRunner`, :class:`HardenedSite`), checked against
+aiohttp 3.14.5 (pyproject pins ``<3.15``): ``RequestHandler._manager``, ``_loop``, ``_waiter``,
+``_messages``, ``_request_count``, ``_current_request``, ``_force_close``, ``_reading_paused``,
+``_buffer_paused``; ``web_protocol._ErrInfo``; ``Server._loop``/``_kwargs``;
+``BaseSite._runner``/``_server``.
 """
 
 from __future__ import annotations
@@ -20,44 +28,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import resource
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 
+from .httpserver_guard import REFUSED, ConnectionGuard, serve_guarded
 from .requestid import REQUEST_ID_HEADER, request_id
 
 logger = logging.getLogger(__name__)
 
 WARNINGS_PER_S = 20
-FD_RESERVE = 64  # descriptors kept for the handler's own files, sockets and logs
-_REFUSED_BODY = b'{"error":"too many open connections"}'
-_REFUSED = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-    b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s"
-    % (len(_REFUSED_BODY), _REFUSED_BODY)
-)
 _CLIENT_FAULTS = (RequestPayloadError, HttpProcessingError, ConnectionError)
 _REASON = re.compile(r"[^ -~]")
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+
+ErrorBody = Callable[[int, str], dict[str, str]]
+"""``(status, reason)`` → the JSON error of a request that never reached a handler."""
 
 
-@dataclass(frozen=True, slots=True)
-class ServerLimits:
-    header_timeout_s: float = 10.0
-    keepalive_timeout_s: float = 75.0
-    max_connections: int | None = None
-    """``None``: as many as the file-descriptor limit allows, less :data:`FD_RESERVE`."""
-    lingering_s: float = 2.0
-    """How long the unread rest of a refused body is drained before closing (aiohttp: 10 s)."""
-
-    def connection_cap(self) -> int:
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        by_fds = max(16, soft - FD_RESERVE) if soft != resource.RLIM_INFINITY else 1 << 20
-        return min(self.max_connections or by_fds, by_fds)
+def plain_error_body(status: int, reason: str) -> dict[str, str]:
+    return {"error": reason}
 
 
 class _Budget:
@@ -120,31 +114,94 @@ def short_reason(exc: BaseException | None) -> str:
     return text or type(exc).__name__
 
 
+def request_id_of(request: web.BaseRequest) -> str:
+    """This request's id: the caller's X-Request-Id when sane, else a fresh one (one per request,
+    answered in X-Request-Id and every error body, and sent on by the controller's gateway)."""
+    if REQUEST_ID not in request:
+        request[REQUEST_ID] = request_id(request.headers)
+    return request[REQUEST_ID]
+
+
 class HardenedHandler(RequestHandler):
-    """One connection: aiohttp's protocol plus a header timeout and bounded error logging."""
+    """One connection: aiohttp's protocol, counted by the server's guard, with a head deadline,
+    a stalled-body check and bounded error answers and logging."""
 
-    __slots__ = ("_header_handle",)
+    __slots__ = ("_error_body", "_guard", "_head_count", "_head_deadline", "_last_data")
 
-    _header_handle: asyncio.TimerHandle | None
+    def __init__(self, manager: HardenedServer, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._guard = manager.guard
+        self._error_body = manager.error_body
+        self._head_deadline: asyncio.TimerHandle | None = None
+        self._head_count = 0
+        self._last_data = 0.0
+
+    # --- the guard's view -------------------------------------------------------------------
+
+    def between_requests(self) -> bool:
+        # aiohttp waits on this future only while no request is queued or being handled.
+        waiter = self._waiter
+        return waiter is not None and not waiter.done()
+
+    def evict(self) -> None:
+        self.force_close()
+
+    def stalled(self, now: float) -> bool:
+        timeout_s = self._guard.body_timeout_s
+        request = self._current_request
+        if timeout_s is None or request is None or request.content.is_eof():
+            return False  # no request, or its whole body has arrived
+        if self._reading_paused or self._buffer_paused:
+            return False  # we stopped reading (back-pressure): the client is not at fault
+        return now - self._last_data >= timeout_s
+
+    # --- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._header_handle = None
         super().connection_made(transport)
-        if not self._force_close:
-            self._arm_header_timer()
+        if not self._guard.admit(self):
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.write(REFUSED)
+            # Not closed here: the handler's task starts after this returns, finds the
+            # connection closing and ends at once.
+            self.force_close()
+            return
+        self._arm_head_deadline()  # a connection that never sends a byte is half-open too
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._guard.release(self)
+        self._cancel_head_deadline()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        waiting = self._waiter is not None  # between requests: these bytes start the next one
+        self._last_data = self._loop.time()
+        waiting = self.between_requests()  # these bytes start the next request
         queued = len(self._messages)
+        if waiting and self._head_deadline is None:
+            self._arm_head_deadline()
         super().data_received(data)
         if not waiting and len(self._messages) > queued:
             self._fail_current_body()
-        if self._messages:  # headers complete (the common case: in one segment, no timer)
-            if self._header_handle is not None:
-                self._header_handle.cancel()
-                self._header_handle = None
-        elif waiting and data and self._header_handle is None:
-            self._arm_header_timer()
+        if self._head_deadline is not None and self._request_count != self._head_count:
+            self._cancel_head_deadline()  # the head is complete (usually in one segment)
+
+    def _arm_head_deadline(self) -> None:
+        if self._guard.header_timeout_s > 0:
+            self._head_count = self._request_count
+            self._head_deadline = self._loop.call_later(
+                self._guard.header_timeout_s, self._head_timed_out
+            )
+
+    def _cancel_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_timed_out(self) -> None:
+        self._head_deadline = None
+        if self._request_count == self._head_count and not self._force_close:
+            self._guard.note("header_timeout")
+            self.force_close()
 
     def _fail_current_body(self) -> None:
         """A parse error in the body of the request being served belongs to that request.
@@ -160,25 +217,7 @@ class HardenedHandler(RequestHandler):
         error.__cause__ = info.exc
         request.content.set_exception(error)
 
-    def connection_lost(self, exc: BaseException | None) -> None:
-        if self._header_handle is not None:
-            self._header_handle.cancel()
-            self._header_handle = None
-        super().connection_lost(exc)
-
-    def _arm_header_timer(self) -> None:
-        manager = self._manager
-        timeout_s = manager.limits.header_timeout_s if isinstance(manager, HardenedServer) else 0
-        if timeout_s > 0:
-            self._header_handle = self._loop.call_later(timeout_s, self._header_timeout)
-
-    def _header_timeout(self) -> None:
-        self._header_handle = None
-        # Headers complete (a request is queued or being served): the timer has no say.
-        if self._force_close or self._messages or self._waiter is None:
-            return
-        logger.debug("request headers not received in time; closing the connection")
-        self.force_close()
+    # --- aiohttp's error hooks --------------------------------------------------------------
 
     def handle_error(
         self,
@@ -187,13 +226,13 @@ class HardenedHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        rid = request_id(request.headers)
+        rid = request_id_of(request)
         if isinstance(exc, ConnectionError):
             # The client went away mid-request: nobody will read an answer, nothing is wrong.
             logger.debug("client disconnected during its request", extra={"event_id": rid})
             reason = "connection lost"
         elif status >= 500:
-            # A fault of ours, not the client's: the traceback is for the operator's log.
+            # A fault of ours, not the client's: the traceback (no request bytes) is the operator's.
             logger.error(
                 "error handling request", exc_info=exc, extra={"event_id": rid, "status": status}
             )
@@ -210,9 +249,8 @@ class HardenedHandler(RequestHandler):
             )
         if request.writer.output_size > 0:
             raise ConnectionError("response already started; cannot send the error")
-        resp = web.json_response(
-            {"error": reason, "request_id": rid}, status=status, headers={REQUEST_ID_HEADER: rid}
-        )
+        body = {**self._error_body(status, reason), "request_id": rid}
+        resp = web.json_response(body, status=status, headers={REQUEST_ID_HEADER: rid})
         resp.force_close()
         return resp
 
@@ -230,55 +268,80 @@ class HardenedHandler(RequestHandler):
 
 
 class HardenedServer(web.Server):
-    """``web.Server`` with :class:`ServerLimits`; every other argument is aiohttp's."""
+    """``web.Server`` whose connections are :class:`HardenedHandler` s counted by ``guard``;
+    every other argument is aiohttp's."""
 
-    def __init__(self, handler: Any, *, limits: ServerLimits | None = None, **kwargs: Any) -> None:
-        self.limits = limits or ServerLimits()
-        kwargs.setdefault("keepalive_timeout", self.limits.keepalive_timeout_s)
-        kwargs.setdefault("lingering_time", self.limits.lingering_s)
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        guard: ConnectionGuard,
+        error_body: ErrorBody = plain_error_body,
+        lingering_s: float = 2.0,
+        **kwargs: Any,
+    ) -> None:
+        self.guard = guard
+        self.error_body = error_body
+        kwargs.setdefault("keepalive_timeout", guard.keepalive_timeout_s)
+        # How long the unread rest of a refused body is drained before closing (aiohttp: 10 s).
+        kwargs.setdefault("lingering_time", lingering_s)
         super().__init__(handler, **kwargs)
-        self.max_connections = self.limits.connection_cap()
-        self.refused = 0
-        self.evicted = 0
 
     def __call__(self) -> RequestHandler:
         return HardenedHandler(self, loop=self._loop, **self._kwargs)
-
-    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
-        super().connection_made(handler, transport)
-        if len(self._connections) > self.max_connections:
-            self._make_room(handler, transport)
-
-    def _make_room(self, newcomer: RequestHandler, transport: asyncio.Transport) -> None:
-        for conn in self._connections:  # oldest first
-            if conn is newcomer or conn._force_close:
-                continue
-            if conn._waiter is not None and not conn._messages:  # idle, or sending headers
-                self.evicted += 1
-                conn.force_close()
-                return
-        self.refused += 1
-        warn_once("connection limit reached; refusing a connection", limit=self.max_connections)
-        transport.write(_REFUSED)
-        # Not closed here: the handler's own start-up (its task) runs after this returns and
-        # expects a live connection; it finds the connection closing and ends at once.
-        self._loop.call_soon(newcomer.force_close)
 
 
 class HardenedAppRunner(web.AppRunner):
     """``web.AppRunner`` serving its application through a :class:`HardenedServer`."""
 
-    def __init__(self, app: web.Application, *, limits: ServerLimits, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        guard: ConnectionGuard,
+        error_body: ErrorBody = plain_error_body,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(app, **kwargs)
-        self._limits = limits
+        self._guard = guard
+        self._error_body = error_body
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()  # runs the app's startup hooks and freezes it
         return HardenedServer(
             plain.request_handler,
-            limits=self._limits,
+            guard=self._guard,
+            error_body=self._error_body,
             request_factory=plain.request_factory,
             handler_cancellation=plain.handler_cancellation,
             loop=plain._loop,
             **plain._kwargs,
+        )
+
+
+class HardenedSite(web.BaseSite):
+    """A TCP site for a runner whose server is a :class:`HardenedServer`, behind the guard's
+    batched accept listener."""
+
+    __slots__ = ("_host", "_port", "_reuse_port")
+
+    def __init__(
+        self, runner: web.BaseRunner, host: str, port: int, *, reuse_port: bool = False
+    ) -> None:
+        super().__init__(runner)
+        self._host = host
+        self._port = port
+        self._reuse_port = reuse_port
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        if not isinstance(server, HardenedServer):
+            raise TypeError("HardenedSite serves a HardenedServer (HardenedAppRunner)")
+        self._server = await serve_guarded(
+            self._host, self._port, server, server.guard, reuse_port=self._reuse_port
         )

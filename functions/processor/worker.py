@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict
 
 from ..errors import HandlerLoadError, TickrunError
 from ..handler import LoadedHandler, load_handler
-from ..httpserver import HardenedServer, ServerLimits
+from ..httpserver import HardenedServer, HardenedSite
+from ..httpserver_guard import ConnectionGuard, connection_cap
 from ..interfaces import Dispatcher, HttpHandler, Trigger
 from ..requestid import REQUEST_ID_HEADER, request_id
 from ..sdk import TriggerInfo, make_context
@@ -71,6 +72,7 @@ class Worker:
         self._dispatchers: list[TriggerDispatcher] = []
         self._http_handler: HttpHandler | None = None
         self._runner: web.ServerRunner | None = None
+        self._guard: ConnectionGuard | None = None
         self._started = False
         self._draining = False
         self._stopped = asyncio.Event()
@@ -138,20 +140,19 @@ class Worker:
             self._triggers.append(trigger)
         http = next((t for t in triggers if isinstance(t, HttpTriggerSpec)), None)
         attrs = (http or HttpTriggerSpec(kind="http")).attributes
-        limits = ServerLimits(
+        guard = ConnectionGuard(
+            connection_cap(attrs.max_connections),
             header_timeout_s=attrs.read_header_timeout_s,
             keepalive_timeout_s=attrs.keep_alive_timeout_s,
-            max_connections=attrs.max_connections,
+            body_timeout_s=None,  # the HTTP trigger times out a body read itself
         )
+        self._guard = guard
         server = HardenedServer(
-            self._route,
-            limits=limits,
-            handler_cancellation=False,
-            access_log=None,
+            self._route, guard=guard, handler_cancellation=False, access_log=None
         )
         self._runner = web.ServerRunner(server, shutdown_timeout=spec.drain_timeout_s)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_port=True)
+        site = HardenedSite(self._runner, self.config.host, self.config.port, reuse_port=True)
         await site.start()
         self._started = True
         self._flusher = asyncio.get_running_loop().create_task(self._flush_stats())
@@ -194,6 +195,8 @@ class Worker:
     async def _stop_http(self, timeout_s: float) -> None:
         if self._runner is not None:
             await self._runner.cleanup()  # waits up to the drain timeout for in-flight requests
+        if self._guard is not None:
+            self._guard.close()  # its last report of closed connections
         for t in self._triggers:
             if t.kind == "http":
                 await t.stop(timeout_s)

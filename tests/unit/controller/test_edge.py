@@ -15,8 +15,11 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from tickrun.controller.app import GUARD, create_app
-from tickrun.controller.edge import ConnectionGuard, GuardedSite, connection_budget
+from tickrun.controller.edge import connection_budget, make_runner
 from tickrun.controller.settings import Settings
+from tickrun.functions import httpserver
+from tickrun.functions.httpserver import HardenedSite
+from tickrun.functions.httpserver_guard import ConnectionGuard
 
 TOKEN = "sekret-token-0123456789"
 AUTH = f"Authorization: Bearer {TOKEN}\r\n".encode()
@@ -101,7 +104,9 @@ async def closed_by_server(reader: asyncio.StreamReader, within_s: float) -> boo
 
 
 @pytest.fixture
-async def edge(tmp_path: Path) -> AsyncIterator[Edge]:
+async def edge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Edge]:
+    # A fresh warning budget: earlier tests may have spent this second's.
+    monkeypatch.setattr(httpserver, "_WARNINGS", httpserver._Budget(httpserver.WARNINGS_PER_S))
     settings = Settings(
         state_dir=tmp_path / "state",
         cache_dir=tmp_path / "cache",
@@ -114,9 +119,9 @@ async def edge(tmp_path: Path) -> AsyncIterator[Edge]:
         max_connections=8,
     )
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None)
+    runner = make_runner(app, app[GUARD])
     await runner.setup()
-    site = GuardedSite(runner, "127.0.0.1", 0, app[GUARD])
+    site = HardenedSite(runner, "127.0.0.1", 0)
     await site.start()
     try:
         yield Edge(runner.addresses[0][1], app)

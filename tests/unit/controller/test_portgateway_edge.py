@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
-from tickrun.controller.edge import ConnectionGuard
 from tickrun.controller.portgateway import PortGateway
 from tickrun.controller.reconciler import Endpoint, FunctionEndpoints
+from tickrun.functions.httpserver_guard import ConnectionGuard
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 

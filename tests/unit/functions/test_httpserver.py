@@ -7,16 +7,21 @@ import resource
 
 import pytest
 from aiohttp import http_exceptions
-from tickrun.functions import httpserver
-from tickrun.functions.httpserver import ServerLimits, short_reason
+from tickrun.functions import httpserver, httpserver_guard
+from tickrun.functions.httpserver import short_reason
+from tickrun.functions.httpserver_guard import connection_cap
 
 
 def test_the_connection_cap_never_exceeds_the_descriptor_limit() -> None:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    by_fds = max(16, soft - httpserver.FD_RESERVE)
-    assert ServerLimits().connection_cap() == by_fds
-    assert ServerLimits(max_connections=5).connection_cap() == min(5, by_fds)
-    assert ServerLimits(max_connections=10**9).connection_cap() == by_fds
+    by_fds = max(httpserver_guard.MIN_CONNECTIONS, soft - httpserver_guard.FD_RESERVE)
+    assert connection_cap(None) == by_fds
+    assert connection_cap(5) == min(5, by_fds)
+    assert connection_cap(10**9) == by_fds
+    # A connection spliced to an upstream holds two descriptors; never below a usable minimum.
+    assert connection_cap(1000, fds_per_connection=2, soft_fd_limit=256) == 96
+    assert connection_cap(None, soft_fd_limit=10) == httpserver_guard.MIN_CONNECTIONS
+    assert connection_cap(50, soft_fd_limit=resource.RLIM_INFINITY) == 50
 
 
 def test_warnings_past_the_budget_are_counted_into_the_next_line(
