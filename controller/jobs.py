@@ -385,6 +385,10 @@ class _ContainerJob(_Job):
             self.name,
             "--stop-signal",
             "SIGINT",
+            # A job writes results into the invoking user's own store through the mounts below,
+            # so it runs as that user, not as the image's unprivileged replica user.
+            "--user",
+            f"{os.getuid()}:{os.getgid()}",
             "-e",
             "PYTHONUNBUFFERED=1",
         ]
