@@ -26,7 +26,12 @@ import json
 import logging
 from collections.abc import Callable
 
-from tickrun.functions.httpserver_guard import ConnectionGuard, GuardedServer, serve_guarded
+from tickrun.functions.httpserver_guard import (
+    REFUSED,
+    ConnectionGuard,
+    GuardedServer,
+    serve_guarded,
+)
 
 from .reconciler import Endpoint, Reconciler
 
@@ -140,6 +145,8 @@ class _Client(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         guard = self.gateway.guard
         if not guard.admit(self):
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.write(REFUSED)  # every slot serves a request: the API's same 503
             transport.close()
             return
         loop = asyncio.get_running_loop()

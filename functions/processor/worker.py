@@ -25,10 +25,10 @@ from pydantic import BaseModel, ConfigDict
 
 from ..errors import HandlerLoadError, TickrunError
 from ..handler import LoadedHandler, load_handler
-from ..httpserver import HardenedServer, HardenedSite
+from ..httpserver import HardenedServer, HardenedSite, request_id_of
 from ..httpserver_guard import ConnectionGuard, connection_cap
 from ..interfaces import Dispatcher, HttpHandler, Trigger
-from ..requestid import REQUEST_ID_HEADER, request_id
+from ..requestid import REQUEST_ID_HEADER
 from ..sdk import TriggerInfo, make_context
 from ..spec import FunctionSpec, HttpTriggerSpec, TriggerSpec, parse_spec
 from . import metrics
@@ -227,7 +227,7 @@ class Worker:
         if path in CONTROL_PATHS or self._http_handler is None:
             # The processor's own answers carry a request id too (the HTTP trigger sets its own).
             response = self._control(path)
-            response.headers[REQUEST_ID_HEADER] = request_id(request.headers)
+            response.headers[REQUEST_ID_HEADER] = request_id_of(request)
             return response
         return await self._http_handler(request)
 

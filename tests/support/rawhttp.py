@@ -50,3 +50,13 @@ async def read_response(reader: asyncio.StreamReader, *, head: bool = False) -> 
         length = int(framing["content-length"])
         return RawResponse(status, headers, await reader.readexactly(min(length, MAX_BODY)))
     return RawResponse(status, headers, await reader.read(MAX_BODY))
+
+
+async def closed_by_server(reader: asyncio.StreamReader, within_s: float) -> bool:
+    """True when the server closes (or resets) the connection within ``within_s``."""
+    try:
+        return await asyncio.wait_for(reader.read(1024), within_s) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False

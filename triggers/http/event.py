@@ -12,19 +12,13 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from nuclio_sdk import Event, TriggerInfo
-from tickrun.functions import jsonbody, requestid
+from tickrun.functions import jsonbody
 from tickrun.functions.errors import BadRequestError, BodyTooLargeError, RequestTimeoutError
 from tickrun.functions.httpserver import short_reason, warn_once
 from tickrun.functions.results import Result
 
 from .config import REQUEST_ID_HEADER
 from .headers import response_headers, wire_safe
-
-
-def request_id(request: web.BaseRequest) -> str:
-    """The caller's X-Request-Id when it is sane, else a fresh one (unique per process)."""
-    rid: str = requestid.request_id(request.headers)
-    return rid
 
 
 async def read_body(request: web.BaseRequest, limit: int, idle_timeout_s: float) -> bytes:

@@ -11,7 +11,7 @@ from tickrun.functions.errors import (
     TickrunError,
     WorkerUnavailableError,
 )
-from tickrun.functions.httpserver import warn_once
+from tickrun.functions.httpserver import request_id_of, warn_once
 from tickrun.functions.processor.dispatcher import HandlerFailure
 from tickrun.functions.results import Result
 from tickrun.functions.spec import FunctionSpec, HttpTriggerSpec
@@ -21,7 +21,6 @@ from .config import REQUEST_ID_HEADER, HttpConfig
 from .event import (
     error_response,
     read_body,
-    request_id,
     stream_response,
     to_event,
     to_response,
@@ -59,7 +58,7 @@ class HttpTrigger(BaseTrigger[HttpTriggerSpec]):
             response.headers["Access-Control-Expose-Headers"] = REQUEST_ID_HEADER
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        event_id = request_id(request)
+        event_id = request_id_of(request)  # the id handle_error answers with too
         dispatcher = self._dispatcher
         if dispatcher is None:
             return error_response(503, "function is shutting down", event_id)

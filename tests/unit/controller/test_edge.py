@@ -21,6 +21,8 @@ from tickrun.functions import httpserver
 from tickrun.functions.httpserver import HardenedSite
 from tickrun.functions.httpserver_guard import ConnectionGuard
 
+from tests.support.rawhttp import closed_by_server
+
 TOKEN = "sekret-token-0123456789"
 AUTH = f"Authorization: Bearer {TOKEN}\r\n".encode()
 
@@ -94,15 +96,6 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
     return status, headers, body
 
 
-async def closed_by_server(reader: asyncio.StreamReader, within_s: float) -> bool:
-    try:
-        return await asyncio.wait_for(reader.read(1024), within_s) == b""
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
-
-
 @pytest.fixture
 async def edge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Edge]:
     # A fresh warning budget: earlier tests may have spent this second's.
@@ -150,6 +143,10 @@ async def test_half_open_flood_does_not_lock_out_healthz_or_the_api(edge: Edge) 
 
 
 async def test_unfinished_head_and_idle_keep_alive_are_closed(edge: Edge) -> None:
+    reader, writer = await edge.open()  # sends nothing at all: half-open from the start
+    assert await closed_by_server(reader, 1.0)
+    writer.close()
+
     reader, writer = await edge.open()
     for piece in (b"GET /hea", b"lthz HTTP/1.1\r\n", b"Host: x\r\n"):  # trickled, never done
         writer.write(piece)
@@ -163,6 +160,24 @@ async def test_unfinished_head_and_idle_keep_alive_are_closed(edge: Edge) -> Non
     assert not await closed_by_server(reader, 0.5)  # kept alive for a while…
     assert await closed_by_server(reader, 1.5)  # …then closed once idle past 1 s
     writer.close()
+
+
+async def test_when_every_slot_serves_a_request_a_newcomer_gets_a_503(edge: Edge) -> None:
+    head = b"POST /api/functions HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n" + AUTH + b"\r\n"
+    busy = []
+    for _ in range(8):  # the cap: each one mid-body, so none may be evicted
+        reader, writer = await edge.open()
+        writer.write(head + b'{"spec"')
+        busy.append((reader, writer))
+    await asyncio.sleep(0.1)
+    reader, writer = await edge.open()
+    status, headers, body = await read_response(reader)
+    assert status == 503 and json.loads(body)["error"] == "too many open connections"
+    assert headers["connection"] == "close" and await closed_by_server(reader, 1.0)
+    writer.close()
+    for r, w in busy:
+        assert not r.at_eof()  # the requests being served were left alone
+        w.close()
 
 
 async def test_a_stalled_body_is_closed_a_slow_one_is_not(edge: Edge) -> None:

@@ -14,6 +14,8 @@ from tickrun.controller.portgateway import PortGateway
 from tickrun.controller.reconciler import Endpoint, FunctionEndpoints
 from tickrun.functions.httpserver_guard import ConnectionGuard
 
+from tests.support.rawhttp import closed_by_server
+
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 
 
@@ -80,15 +82,6 @@ async def rig() -> AsyncIterator[Rig]:
         upstream.close()
 
 
-async def _closed(reader: asyncio.StreamReader, within_s: float) -> bool:
-    try:
-        return await asyncio.wait_for(reader.read(1024), within_s) == b""
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
-
-
 async def _ask(rig: Rig) -> bytes:
     reader, writer = await rig.open()
     writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -108,17 +101,17 @@ async def test_half_open_connections_never_reach_the_replica_and_make_room(rig: 
     assert await _ask(rig) == ANSWER
     assert rig.replica_connections == [1]
     assert rig.guard.open_count <= 8
-    assert all([await _closed(r, 0.2) for r, _ in flood[:12]])  # the oldest made room
+    assert all([await closed_by_server(r, 0.2) for r, _ in flood[:12]])  # the oldest made room
     for _, writer in flood:
         writer.close()
 
 
-async def test_unfinished_head_and_idle_connection_are_closed(rig: Rig) -> None:
+async def test_unfinished_head_and_idle_connection_areclosed_by_server(rig: Rig) -> None:
     reader, writer = await rig.open()
     writer.write(b"GET / HTTP/1.1\r\n")
     writer.write(b"X-Slow: 1\r\n")  # and never the blank line
-    assert not await _closed(reader, 0.3)
-    assert await _closed(reader, 1.0)  # the 0.5 s head deadline
+    assert not await closed_by_server(reader, 0.3)
+    assert await closed_by_server(reader, 1.0)  # the 0.5 s head deadline
     writer.close()
     assert rig.replica_connections == [0]
 
@@ -127,6 +120,6 @@ async def test_unfinished_head_and_idle_connection_are_closed(rig: Rig) -> None:
     assert await asyncio.wait_for(reader.readexactly(len(ANSWER)), 5) == ANSWER
     writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive: the next one goes through
     assert await asyncio.wait_for(reader.readexactly(len(ANSWER)), 5) == ANSWER
-    assert not await _closed(reader, 0.5)
-    assert await _closed(reader, 1.5)  # idle past the 1 s keep-alive timeout
+    assert not await closed_by_server(reader, 0.5)
+    assert await closed_by_server(reader, 1.5)  # idle past the 1 s keep-alive timeout
     writer.close()
