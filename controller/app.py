@@ -12,12 +12,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
+
+from tickrun import __version__
 from tickrun.functions.errors import BadRequestError, TickrunError
 from tickrun.functions.httpserver import request_id_of
 from tickrun.functions.httpserver_guard import ConnectionGuard
 from tickrun.functions.requestid import REQUEST_ID_HEADER
-
-from tickrun import __version__
 
 from . import api, secrets_api
 from .auth import authorization, check_bearer, load_or_create_token
@@ -174,10 +174,11 @@ def create_app(settings: Settings) -> web.Application:
             platform.controller_id = controller_id  # type: ignore[attr-defined]
             platform.isolation()  # probed now: replicas without a sandbox are reported at start
         reconciler = Reconciler(settings, store, service, platforms, controller_id)
-        gateway = Gateway(reconciler, store, max_connections=guard.limit)
+        # The reconciler publishes ready replicas into its table; both gateways route by it.
+        gateway = Gateway(reconciler.endpoints, store, max_connections=guard.limit)
         if settings.function_ports:
             reconciler.port_gateway = PortGateway(
-                reconciler, settings.host, public=settings.public_gateway, guard=guard
+                reconciler.endpoints, settings.host, public=settings.public_gateway, guard=guard
             )
         app[api.RECONCILER] = reconciler
         service.on_change = reconciler.wake

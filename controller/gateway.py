@@ -1,6 +1,8 @@
 """The gateway: one stable URL per function (``/fn/<name>/…``), balanced over ready replicas.
 
-Least-in-flight with a round-robin tie-break. Small bodies are buffered (cheaper than streaming
+Which replica (least in flight, round-robin tie-break), holding while a function comes up and
+retrying a refused connection are the :class:`EndpointTable`'s (``endpoints.py``, shared with the
+function port); this module is the HTTP side. Small bodies are buffered (cheaper than streaming
 and replayable on another replica if a connection fails); large ones stream both ways.
 Framing and hop-by-hop headers are dropped in both directions (each side frames its own body:
 a copied Content-Length that disagrees with the body corrupts the connection). X-Request-Id is
@@ -18,11 +20,12 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict, CIMultiDictProxy
+
 from tickrun.functions.errors import BadRequestError, NotFoundError
 from tickrun.functions.httpserver import request_id_of
 from tickrun.functions.requestid import REQUEST_ID_HEADER
 
-from .reconciler import Endpoint, Reconciler
+from .endpoints import Endpoint, EndpointTable, Miss
 from .store import Store
 
 logger = logging.getLogger(__name__)
@@ -69,13 +72,13 @@ class Gateway:
 
     def __init__(
         self,
-        reconciler: Reconciler,
+        endpoints: EndpointTable,
         store: Store,
         *,
         hold_timeout_s: float = 30.0,
         max_connections: int = 0,
     ) -> None:
-        self.reconciler = reconciler
+        self.endpoints = endpoints
         self.store = store
         self.hold_timeout_s = hold_timeout_s
         # Upstream connections share the controller's descriptors with its clients (0: no cap).
@@ -97,10 +100,6 @@ class Gateway:
     async def stop(self) -> None:
         if self._session is not None:
             await self._session.close()
-
-    def _pick(self, name: str, exclude: set[str]) -> Endpoint | None:
-        entry = self.reconciler.endpoints.get(name)
-        return entry.pick(exclude) if entry is not None else None
 
     def _unavailable(self, name: str) -> web.Response:
         row = self.store.find_function(name)
@@ -131,36 +130,34 @@ class Gateway:
         path = "/" + tail
         if request.query_string:
             path += "?" + request.query_string
-        tried: set[str] = set()
-        held = False
-        while True:
-            endpoint = self._pick(name, tried)
-            if endpoint is None and not tried and not held and self.reconciler.should_hold(name):
-                held = True  # scaled to zero or starting: wait for a replica instead of a 503
-                await self.reconciler.wait_ready_endpoint(name, self.hold_timeout_s)
-                continue
-            if endpoint is None:
-                if tried and self.store.find_function(name) is not None:
-                    return web.json_response(
-                        {"error": "BadGateway", "detail": f"no replica of {name!r} answered"},
-                        status=502,
-                    )
-                return self._unavailable(name)
-            tried.add(endpoint.replica_id)
+
+        async def attempt(endpoint: Endpoint) -> web.StreamResponse | None:
             endpoint.in_flight += 1
             try:
                 return await self._forward(request, endpoint, path, headers, body)
             except aiohttp.ClientConnectorError:
-                self.reconciler.mark_unready(name, endpoint.replica_id)
-                if not isinstance(body, bytes | None):
-                    return web.json_response(
-                        {"error": "BadGateway", "detail": f"replica of {name!r} unreachable"},
-                        status=502,
-                    )
+                return None  # refused: nothing was sent, so another replica may take it
             except aiohttp.ClientError as exc:
                 return self._failed(name, exc)
             finally:
                 endpoint.in_flight -= 1
+
+        # A streamed body is read once: it cannot go to a second replica.
+        replayable = isinstance(body, bytes | None)
+        outcome = await self.endpoints.route(
+            name, attempt, hold_timeout_s=self.hold_timeout_s, replayable=replayable
+        )
+        if not isinstance(outcome, Miss):
+            return outcome
+        if outcome.tried and not replayable:
+            return web.json_response(
+                {"error": "BadGateway", "detail": f"replica of {name!r} unreachable"}, status=502
+            )
+        if outcome.tried and self.store.find_function(name) is not None:
+            return web.json_response(
+                {"error": "BadGateway", "detail": f"no replica of {name!r} answered"}, status=502
+            )
+        return self._unavailable(name)
 
     def _failed(self, name: str, exc: aiohttp.ClientError) -> web.Response:
         """An exchange with a replica that broke after connecting: whose fault it was."""

@@ -7,6 +7,8 @@ of parsing HTTP twice. Balancing is per connection, not per request. Framing is 
 replica's (it frames its own responses); this gateway only waits for the end of the first request
 head before dialling a replica, within the header timeout, closes connections idle past the
 keep-alive timeout, and counts connections in the controller's :class:`ConnectionGuard`.
+Which replica, holding while a function comes up and retrying a refused connection are the
+:class:`EndpointTable`'s (``endpoints.py``), as for ``/fn/``.
 
 There is no bearer token here (an L4 splice cannot check one without parsing HTTP), so the
 listen address decides who may call:
@@ -33,7 +35,7 @@ from tickrun.functions.httpserver_guard import (
     serve_guarded,
 )
 
-from .reconciler import Endpoint, Reconciler
+from .endpoints import Endpoint, EndpointTable, Miss
 
 logger = logging.getLogger(__name__)
 
@@ -161,56 +163,52 @@ class _Client(asyncio.Protocol):
         self.head_bytes += len(data)
         return b"\r\n\r\n" in window or b"\n\n" in window or self.head_bytes > MAX_HEAD_BYTES
 
+    async def _dial(self, endpoint: Endpoint) -> tuple[Endpoint, _Upstream] | None:
+        host, _, port = endpoint.url.removeprefix("http://").partition(":")
+        loop = asyncio.get_running_loop()
+        try:
+            _, upstream = await loop.create_connection(lambda: _Upstream(self), host, int(port))
+        except OSError:
+            return None  # refused: the table tries the next replica
+        return endpoint, upstream
+
     async def _connect(self) -> None:
         assert self.transport is not None
-        tried: set[str] = set()
-        loop = asyncio.get_running_loop()
-        held = False
-        reconciler = self.gateway.reconciler
-        while True:
-            endpoint = self.gateway.pick(self.name, tried)
-            if endpoint is None and not tried and not held and reconciler.should_hold(self.name):
-                held = True  # scaled to zero or starting: wait for a replica
-                await reconciler.wait_ready_endpoint(self.name, self.gateway.hold_timeout_s)
-                continue
-            if endpoint is None:
-                if tried:
-                    msg = _http_error(
-                        502, "Bad Gateway", "BadGateway", f"no replica of {self.name!r} answered"
-                    )
-                else:
-                    msg = _http_error(
-                        503,
-                        "Service Unavailable",
-                        "NoReadyReplica",
-                        f"function {self.name!r} has no ready replica",
-                    )
-                self.transport.write(msg)
-                self.transport.close()
-                return
-            tried.add(endpoint.replica_id)
-            host, _, port = endpoint.url.removeprefix("http://").partition(":")
-            try:
-                _, upstream = await loop.create_connection(lambda: _Upstream(self), host, int(port))
-            except OSError:
-                self.gateway.reconciler.mark_unready(self.name, endpoint.replica_id)
-                continue
-            if self.transport.is_closing():
-                if upstream.transport is not None:
-                    upstream.transport.close()
-                return
-            self.endpoint = endpoint
-            endpoint.in_flight += 1
-            self.upstream = upstream
-            assert upstream.transport is not None
-            for chunk in self.pending:
-                upstream.transport.write(chunk)
-            self.pending.clear()
-            if self.eof and upstream.transport.can_write_eof():
-                upstream.transport.write_eof()
-            elif not self.eof:
-                self.transport.resume_reading()
+        # The bytes read so far are kept (self.pending), so a refused dial is replayable.
+        outcome = await self.gateway.endpoints.route(
+            self.name, self._dial, hold_timeout_s=self.gateway.hold_timeout_s
+        )
+        if isinstance(outcome, Miss):
+            if outcome.tried:
+                msg = _http_error(
+                    502, "Bad Gateway", "BadGateway", f"no replica of {self.name!r} answered"
+                )
+            else:
+                msg = _http_error(
+                    503,
+                    "Service Unavailable",
+                    "NoReadyReplica",
+                    f"function {self.name!r} has no ready replica",
+                )
+            self.transport.write(msg)
+            self.transport.close()
             return
+        endpoint, upstream = outcome
+        if self.transport.is_closing():
+            if upstream.transport is not None:
+                upstream.transport.close()
+            return
+        self.endpoint = endpoint
+        endpoint.in_flight += 1
+        self.upstream = upstream
+        assert upstream.transport is not None
+        for chunk in self.pending:
+            upstream.transport.write(chunk)
+        self.pending.clear()
+        if self.eof and upstream.transport.can_write_eof():
+            upstream.transport.write_eof()
+        elif not self.eof:
+            self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         self.last_in = asyncio.get_running_loop().time()
@@ -278,14 +276,14 @@ class PortGateway:
 
     def __init__(
         self,
-        reconciler: Reconciler,
+        endpoints: EndpointTable,
         host: str,
         *,
         public: bool = False,
         hold_timeout_s: float = 30.0,
         guard: ConnectionGuard | None = None,
     ) -> None:
-        self.reconciler = reconciler
+        self.endpoints = endpoints
         # Shared with the controller's HTTP server: one connection budget for the process.
         self.guard = (
             guard
@@ -306,10 +304,6 @@ class PortGateway:
     def track(self, task: asyncio.Future[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def pick(self, name: str, exclude: set[str]) -> Endpoint | None:
-        entry = self.reconciler.endpoints.get(name)
-        return entry.pick(exclude) if entry is not None else None
 
     def port_of(self, name: str) -> int | None:
         entry = self._servers.get(name)

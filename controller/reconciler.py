@@ -1,6 +1,8 @@
 """The reconciler: keeps each function's replicas at its revision and count, restarts crashed
 replicas with backoff (recording every restart), re-adopts replicas after a controller restart,
-and publishes the ready endpoints the gateway balances over.
+and publishes each function's ready replicas into the :class:`EndpointTable` the gateways route
+by (``endpoints.py``); it answers the table's questions (hold a request? bring a replica back?
+re-probe one that refused?) as its :class:`ReplicaSource`.
 """
 
 from __future__ import annotations
@@ -12,18 +14,16 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import aiohttp
+
 from tickrun.functions.errors import TickrunError
 from tickrun.functions.spec import parse_spec
 
-from .platforms.base import LaunchSpec, Liveness, Platform
-
-if TYPE_CHECKING:
-    from .portgateway import PortGateway
 from .autoscaler import Autoscaler
+from .endpoints import EndpointTable
+from .platforms.base import LaunchSpec, Liveness, Platform
+from .portgateway import PortGateway
 from .ports import PortAllocator
 from .service import FunctionService, replica_ref
 from .settings import Settings
@@ -56,30 +56,6 @@ def cannot_start_reason(log_lines: Sequence[str]) -> str:
 STABLE_AFTER_S = 60.0  # a replica up this long has its backoff reset
 
 
-@dataclass
-class Endpoint:
-    replica_id: str
-    url: str
-    in_flight: int = 0
-
-
-@dataclass
-class FunctionEndpoints:
-    endpoints: list[Endpoint] = field(default_factory=list)
-    cursor: int = 0
-    served: int = 0  # requests/connections routed, for the autoscaler's idle detection
-
-    def pick(self, exclude: set[str]) -> Endpoint | None:
-        """The ready replica with the fewest in flight; ties go round-robin from a cursor."""
-        candidates = [e for e in self.endpoints if e.replica_id not in exclude]
-        if not candidates:
-            return None
-        self.served += 1
-        self.cursor = (self.cursor + 1) % len(candidates)
-        rotated = candidates[self.cursor :] + candidates[: self.cursor]
-        return min(rotated, key=lambda e: e.in_flight)
-
-
 class Reconciler:
     """Constructor does no I/O; :meth:`start` adopts replicas and starts the loop."""
 
@@ -97,7 +73,8 @@ class Reconciler:
         self.platforms = platforms
         self.controller_id = controller_id
         self.ports = PortAllocator(*settings.port_range, in_use=self._ports_in_use)
-        self.endpoints: dict[str, FunctionEndpoints] = {}
+        # What the gateways route by: published here, read there.
+        self.endpoints = EndpointTable(self)
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._wake = asyncio.Event()
@@ -105,8 +82,6 @@ class Reconciler:
         self.port_gateway: PortGateway | None = None
         self.autoscaler = Autoscaler()
         self._served: dict[str, int] = {}
-        self._notify_tasks: set[asyncio.Future[None]] = set()
-        self._published = asyncio.Condition()
 
     def _ports_in_use(self) -> list[int]:
         ports = [r.port for r in self.store.list_replicas()]
@@ -207,9 +182,9 @@ class Reconciler:
             *(self._reconcile(fn, by_fn.get(fn.name, []), liveness) for fn in functions)
         )
         live_names = {f.name for f in functions}
-        for name in list(self.endpoints):
+        for name in self.endpoints.names():
             if name not in live_names:
-                del self.endpoints[name]
+                self.endpoints.drop(name)
                 if self.port_gateway is not None:
                     await self.port_gateway.close(name)
 
@@ -227,21 +202,7 @@ class Reconciler:
     ) -> None:
         now = time.time()
         platform = self.platforms.get(fn.platform)
-        if self.port_gateway is not None:
-            port = self.port_gateway.port_of(fn.name)
-            if port is None:
-                try:
-                    port = await self.port_gateway.ensure(
-                        fn.name,
-                        fn.gateway_port or self.ports.allocate(),
-                        on_fail=self.ports.allocate,
-                    )
-                except OSError as exc:
-                    logger.warning(
-                        "no function port", extra={"function": fn.name, "error": str(exc)}
-                    )
-            if port is not None and port != fn.gateway_port:
-                self.store.update_function(fn.name, gateway_port=port)
+        await self._ensure_port(fn)
         # 1. exits and readiness
         probes = []
         for row in rows:
@@ -315,16 +276,31 @@ class Reconciler:
             self.store.add_event(fn.name, "ready", f"{len(ready_now)} replica(s) ready")
         self._publish(fn, self.store.list_replicas(fn.name))
 
+    async def _ensure_port(self, fn: FunctionRow) -> None:
+        """The function's own port listens (on the port it had, so callers keep it)."""
+        if self.port_gateway is None:
+            return
+        port = self.port_gateway.port_of(fn.name)
+        if port is None:
+            try:
+                port = await self.port_gateway.ensure(
+                    fn.name, fn.gateway_port or self.ports.allocate(), on_fail=self.ports.allocate
+                )
+            except OSError as exc:
+                logger.warning("no function port", extra={"function": fn.name, "error": str(exc)})
+        if port is not None and port != fn.gateway_port:
+            self.store.update_function(fn.name, gateway_port=port)
+
     def desired(self, fn: FunctionRow) -> int:
         return self.autoscaler.desired(fn.name, parse_spec(fn.spec))
 
     def _sample(self, name: str) -> None:
-        entry = self.endpoints.get(name)
-        in_flight = sum(e.in_flight for e in entry.endpoints) if entry else 0
-        served = entry.served if entry else 0
+        in_flight, served = self.endpoints.load(name)
         seen = served > self._served.get(name, 0)
         self._served[name] = served
         self.autoscaler.observe(name, in_flight, seen)
+
+    # --- the endpoint table's ReplicaSource ------------------------------------------------------
 
     def should_hold(self, name: str) -> bool:
         """Worth holding a request: the function is scaled to zero or a replica is starting."""
@@ -339,21 +315,20 @@ class Reconciler:
             for r in self.store.list_replicas(name)
         )
 
-    async def wait_ready_endpoint(self, name: str, timeout_s: float) -> bool:
-        """Hold a request while a function comes back from zero (or its replicas start)."""
+    def want_replica(self, name: str) -> None:
+        """A request is held for ``name``: the next pass brings a replica back from zero."""
         self.autoscaler.wake(name)
         self.wake()
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        async with self._published:
-            while True:
-                entry = self.endpoints.get(name)
-                if entry is not None and entry.endpoints:
-                    return True
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    return False
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._published.wait(), remaining)
+
+    def recheck(self, name: str, replica_id: str) -> None:
+        """A gateway could not connect (the table stopped routing there): probe the replica
+        again, as a starting one, until it says ready."""
+        for row in self.store.list_replicas(name):
+            if row.id == replica_id and row.state == "ready":
+                row.state = "starting"
+                row.started_at = time.time()
+                self.store.save_replica(row)
+        self.wake()
 
     def _ready_timeout(self, fn: FunctionRow) -> float:
         spec_timeout = parse_spec(fn.spec).spec.readiness_timeout_s
@@ -483,42 +458,15 @@ class Reconciler:
                 row.function, "replica_stopped", f"replica {row.id} {reason}", replica=row.id
             )
 
-    # --- endpoints for the gateway --------------------------------------------------------------
+    # --- publishing ------------------------------------------------------------------------------
 
     def _publish(self, fn: FunctionRow, rows: Sequence[ReplicaRow]) -> None:
         ready = {r.id: f"http://127.0.0.1:{r.port}" for r in rows if r.state == "ready"}
-        entry = self.endpoints.setdefault(fn.name, FunctionEndpoints())
-        keep = [e for e in entry.endpoints if ready.get(e.replica_id) == e.url]
-        have = {e.replica_id for e in keep}
-        keep += [Endpoint(rid, url) for rid, url in ready.items() if rid not in have]
-        entry.endpoints = keep
-        if keep:
-            self._notify()
-
-    def _notify(self) -> None:
-        async def notify() -> None:
-            async with self._published:
-                self._published.notify_all()
-
-        task = asyncio.ensure_future(notify())
-        self._notify_tasks.add(task)
-        task.add_done_callback(self._notify_tasks.discard)
+        self.endpoints.publish(fn.name, ready)
 
     async def forget(self, function: str) -> None:
         """A function is being deleted: no more routing to it, its port closes."""
-        self.endpoints.pop(function, None)
+        self.endpoints.drop(function)
         self.autoscaler.forget(function)
         if self.port_gateway is not None:
             await self.port_gateway.close(function)
-
-    def mark_unready(self, function: str, replica_id: str) -> None:
-        """The gateway could not connect: stop routing there until the next probe says ready."""
-        entry = self.endpoints.get(function)
-        if entry is not None:
-            entry.endpoints = [e for e in entry.endpoints if e.replica_id != replica_id]
-        for row in self.store.list_replicas(function):
-            if row.id == replica_id and row.state == "ready":
-                row.state = "starting"
-                row.started_at = time.time()
-                self.store.save_replica(row)
-        self.wake()

@@ -7,32 +7,16 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
-from tickrun.controller.portgateway import PortGateway
-from tickrun.controller.reconciler import Endpoint, FunctionEndpoints
-from tickrun.functions.httpserver_guard import ConnectionGuard
 
 from tests.support.rawhttp import closed_by_server
+from tickrun.controller.endpoints import EndpointTable
+from tickrun.controller.portgateway import PortGateway
+from tickrun.functions.httpserver_guard import ConnectionGuard
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
-
-
-@dataclass
-class FakeReconciler:
-    """What the port gateway asks of the reconciler: endpoints, and never a hold."""
-
-    endpoints: dict[str, FunctionEndpoints] = field(default_factory=dict)
-
-    def should_hold(self, name: str) -> bool:
-        return False
-
-    async def wait_ready_endpoint(self, name: str, timeout_s: float) -> bool:
-        return False
-
-    def mark_unready(self, function: str, replica_id: str) -> None:
-        pass
 
 
 @dataclass
@@ -68,11 +52,10 @@ async def rig() -> AsyncIterator[Rig]:
 
     upstream = await asyncio.start_server(replica, "127.0.0.1", 0)
     up_port = upstream.sockets[0].getsockname()[1]
-    reconciler = FakeReconciler(
-        {"f": FunctionEndpoints([Endpoint("r1", f"http://127.0.0.1:{up_port}")])}
-    )
+    endpoints = EndpointTable()  # no replica source: never holds
+    endpoints.publish("f", {"r1": f"http://127.0.0.1:{up_port}"})
     guard = ConnectionGuard(8, header_timeout_s=0.5, keepalive_timeout_s=1.0)
-    gateway = PortGateway(reconciler, "127.0.0.1", guard=guard)  # type: ignore[arg-type]
+    gateway = PortGateway(endpoints, "127.0.0.1", guard=guard)
     port = await gateway.ensure("f", _free_port(), on_fail=_free_port)
     try:
         yield Rig(port, guard, seen)

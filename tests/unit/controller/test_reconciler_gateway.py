@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+
 from tickrun.controller.builder import Builder
 from tickrun.controller.builder.hashing import pack_dir
 from tickrun.controller.gateway import Gateway
@@ -139,10 +140,11 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     platforms: dict[str, Platform] = {"process": platform}
     service = FunctionService(settings, store, Builder(settings), platforms)
     reconciler = Reconciler(settings, store, service, platforms, "cid")
-    gateway = Gateway(reconciler, store)
-    reconciler.port_gateway = PortGateway(reconciler, "127.0.0.1")
+    gateway = Gateway(reconciler.endpoints, store)
+    reconciler.port_gateway = PortGateway(reconciler.endpoints, "127.0.0.1")
     await reconciler.start()
-    reconciler._task.cancel()  # type: ignore[union-attr] - ticks are driven by the tests
+    assert reconciler._task is not None
+    reconciler._task.cancel()  # ticks are driven by the tests
     await gateway.start()
     app = web.Application()
     app.router.add_route("*", "/fn/{name}/{tail:.*}", gateway.handle)
@@ -218,7 +220,9 @@ async def test_least_in_flight_prefers_the_idle_replica(rig: Rig) -> None:
     slow = asyncio.create_task(_get(rig, "/fn/f/slow"))
     await asyncio.sleep(0.1)
     busy = None
-    for e in rig.reconciler.endpoints["f"].endpoints:
+    published = rig.reconciler.endpoints.get("f")
+    assert published is not None
+    for e in published.endpoints:
         if e.in_flight:
             busy = e.replica_id
     assert busy is not None
@@ -318,7 +322,7 @@ async def test_function_ports_stay_on_loopback_unless_the_gateway_is_public(rig:
     assert listen_host("localhost", public=False) == "localhost"
     assert listen_host("0.0.0.0", public=True) == "0.0.0.0"
     for public, expected in ((False, {"127.0.0.1"}), (True, {"0.0.0.0"})):
-        gateway = PortGateway(rig.reconciler, "0.0.0.0", public=public)
+        gateway = PortGateway(rig.reconciler.endpoints, "0.0.0.0", public=public)
         try:
             port = await gateway.ensure("f", rig.reconciler.ports.allocate(), on_fail=lambda: 0)
             server = gateway._servers["f"][1]
