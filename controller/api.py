@@ -10,8 +10,10 @@ from typing import Any, BinaryIO, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from tickrun.functions import jsonbody
 from tickrun.functions.errors import BadRequestError, NotFoundError, SpecError
+from tickrun.functions.processor.exitcodes import ExitCode, ExitStatus
 from tickrun.functions.queryparams import int_param
 from tickrun.functions.spec import parse_spec
 from tickrun.functions.spec.loader import format_validation_error
@@ -40,7 +42,18 @@ def _iso(ts: float | None) -> float | None:
     return round(ts, 3) if ts is not None else None
 
 
-def replica_json(r: ReplicaRow) -> dict[str, Any]:
+def exit_json(r: ReplicaRow, status: ExitStatus | None) -> dict[str, Any] | None:
+    """Why a replica last stopped: its exit code by name, and the processor's own reason
+    when it gave one (see ``functions/processor/exitcodes.py``)."""
+    if r.exit_code is None and status is None:
+        return None
+    out: dict[str, Any] = {"code": r.exit_code, "name": ExitCode.describe(r.exit_code)}
+    if status is not None:
+        out |= {"reason": status.reason.value, "detail": status.detail}
+    return out
+
+
+def replica_json(r: ReplicaRow, status: ExitStatus | None = None) -> dict[str, Any]:
     return {
         "id": r.id,
         "state": r.state,
@@ -50,6 +63,7 @@ def replica_json(r: ReplicaRow) -> dict[str, Any]:
         "revision": r.revision,
         "restarts": r.restarts,
         "exit_code": r.exit_code,
+        "exit": exit_json(r, status),
         "started_at": _iso(r.started_at),
         "ready_at": _iso(r.ready_at),
     }
@@ -80,6 +94,7 @@ def function_json(
     lo, hi = spec.spec.replica_bounds()
     builds = store.list_builds(f.name, limit=1)
     port_gateway = reconciler.port_gateway if reconciler is not None else None
+    exits = reconciler.exits if reconciler is not None else {}
     return {
         "name": f.name,
         "platform": f.platform,
@@ -99,7 +114,7 @@ def function_json(
             "min": lo,
             "max": hi,
             "ready": sum(1 for r in replicas if r.state == "ready"),
-            "items": [replica_json(r) for r in replicas],
+            "items": [replica_json(r, exits.get(r.id)) for r in replicas],
         },
         "last_build": build_json(builds[0]) if builds else None,
         "spec": f.spec,

@@ -276,9 +276,12 @@ def _get_function(args: argparse.Namespace) -> int:
         if fn["message"]:
             print(f"message: {fn['message']}")
         for rep in fn["replicas"]["items"]:
+            why = rep.get("exit") if rep["state"] == "failed" else None
             print(
                 f"  replica {rep['id']}: {rep['state']} port {rep['port']} "
                 f"restarts {rep['restarts']}"
+                + (f" exit {why['name']}" if why else "")
+                + (f" ({why['reason']}: {why['detail']})" if why and why.get("reason") else "")
             )
     else:
         _print(fn, args.output)

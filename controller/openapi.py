@@ -285,6 +285,19 @@ def document() -> dict[str, Any]:
                 "pid": {"type": ["integer", "null"]},
                 "container": {"type": ["string", "null"]},
                 "restarts": {"type": "integer"},
+                "exit_code": {"type": ["integer", "null"]},
+                "exit": {
+                    "description": "why the replica last stopped: its exit code by name "
+                    "(ok, failure, restart, config, signal N) and, when the processor said, "
+                    "a reason (e.g. handler-load-error) with a one-line detail",
+                    "type": ["object", "null"],
+                    "properties": {
+                        "code": {"type": ["integer", "null"]},
+                        "name": {"type": "string"},
+                        "reason": {"type": "string"},
+                        "detail": {"type": "string"},
+                    },
+                },
             },
         },
         "Build": {

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -18,6 +17,7 @@ from collections.abc import Sequence
 import aiohttp
 
 from tickrun.functions.errors import TickrunError
+from tickrun.functions.processor.exitcodes import ExitCode, ExitStatus
 from tickrun.functions.spec import parse_spec
 
 from .autoscaler import Autoscaler
@@ -32,25 +32,6 @@ from .store import FunctionRow, ReplicaRow, Store
 logger = logging.getLogger(__name__)
 
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
-EXIT_CONFIG = 78  # the processor's "handler cannot load" exit code (EX_CONFIG)
-
-
-def cannot_start_reason(log_lines: Sequence[str]) -> str:
-    """The processor's own one-line reason from a replica's JSON log (never a traceback)."""
-    errors = []
-    for line in log_lines:
-        if not line.startswith("{"):
-            continue
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("level") in ("error", "critical"):
-            errors.append(str(entry.get("message", "")))
-    best = next((e for e in errors if e.startswith("function cannot start:")), None)
-    best = best or next((e for e in reversed(errors) if e), "")
-    best = best or "the handler cannot load"
-    return best[:500] + " (see `tickrun logs`)"
 
 
 STABLE_AFTER_S = 60.0  # a replica up this long has its backoff reset
@@ -82,6 +63,8 @@ class Reconciler:
         self.port_gateway: PortGateway | None = None
         self.autoscaler = Autoscaler()
         self._served: dict[str, int] = {}
+        # Each replica's last exit status, for the API (why a replica failed).
+        self.exits: dict[str, ExitStatus] = {}
 
     def _ports_in_use(self) -> list[int]:
         ports = [r.port for r in self.store.list_replicas()]
@@ -348,29 +331,45 @@ class Reconciler:
         up_s = now - (row.ready_at or row.started_at)
         failures = 0 if row.ready_at and up_s > STABLE_AFTER_S else row.restarts
         delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
-        if live.exit_code == EXIT_CONFIG:
+        code, status = live.exit_code, None
+        platform = self.platforms.get(row.platform)
+        if record and platform is not None:
+            code, status = await platform.why_stopped(replica_ref(row), live)
+        if code == ExitCode.CONFIG:
             # The handler cannot load: restarting soon will not help, and the user must see why.
             delay = RESTART_BACKOFF_S[-1]
-            await self._function_cannot_start(row)
-        row.state, row.exit_code, row.restart_at = "failed", live.exit_code, now + delay
+            self._function_cannot_start(row, status)
+        row.state, row.exit_code, row.restart_at = "failed", code, now + delay
         self.store.save_replica(row)
+        if status is not None:
+            self.exits[row.id] = status
+        else:
+            self.exits.pop(row.id, None)
         if record:
+            why = f" ({status.summary()})" if status is not None else ""
             self.store.add_event(
                 row.function,
                 "replica_exited",
-                f"replica {row.id} {live.detail}; restarting in {delay:g} s",
+                f"replica {row.id} {live.detail}{why}; restarting in {delay:g} s",
                 replica=row.id,
-                data={"exit_code": live.exit_code, "restart_in_s": delay},
+                data={
+                    "exit_code": code,
+                    "exit": ExitCode.describe(code),
+                    "reason": status.reason.value if status is not None else None,
+                    "restart_in_s": delay,
+                },
             )
             logger.warning(
                 "replica exited",
                 extra={"function": row.function, "replica": row.id, "detail": live.detail},
             )
 
-    async def _function_cannot_start(self, row: ReplicaRow) -> None:
-        platform = self.platforms.get(row.platform)
-        lines = await platform.logs(replica_ref(row), 100) if platform else []
-        reason = cannot_start_reason(lines)
+    def _function_cannot_start(self, row: ReplicaRow, status: ExitStatus | None) -> None:
+        if status is not None:
+            reason = f"function cannot start ({status.summary()})"
+        else:
+            reason = f"function cannot start (exit code {int(ExitCode.CONFIG)})"
+        reason += "; see `tickrun logs`"
         fn = self.store.find_function(row.function)
         if fn is not None and fn.state in ("deploying", "ready") and fn.revision == row.revision:
             self.store.update_function(fn.name, state="error", message=reason)
@@ -453,6 +452,7 @@ class Reconciler:
     async def _remove(self, row: ReplicaRow, platform: Platform, *, reason: str = "") -> None:
         await platform.stop(replica_ref(row), self.settings.stop_timeout_s)
         self.store.delete_replica(row.id)
+        self.exits.pop(row.id, None)
         if reason:
             self.store.add_event(
                 row.function, "replica_stopped", f"replica {row.id} {reason}", replica=row.id

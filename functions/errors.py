@@ -53,6 +53,16 @@ class WorkerUnavailableError(TickrunError):
     status = 503
 
 
+class HandlerStatusError(TickrunError):
+    """A handler answered with a 5xx status: to a trigger that retries, a failure like a raise."""
+
+    status = 502
+
+    def __init__(self, handler_status: int) -> None:
+        super().__init__(f"handler answered with status {handler_status}")
+        self.handler_status = handler_status
+
+
 class BodyTooLargeError(TickrunError):
     """A request body is over the trigger's limit."""
 

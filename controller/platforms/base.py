@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tickrun.functions.processor.exitcodes import ExitStatus
+
 
 @dataclass(frozen=True)
 class LaunchSpec:
@@ -78,6 +80,25 @@ class Platform(abc.ABC):
 
     @abc.abstractmethod
     async def logs(self, ref: ReplicaRef, tail: int) -> list[str]: ...
+
+    async def exit_status(self, ref: ReplicaRef) -> ExitStatus | None:
+        """What a stopped replica's processor said about why it stopped (its status line),
+        or None. Display data: the caller keeps it only when its code is the exit code."""
+        return None
+
+    async def why_stopped(
+        self, ref: ReplicaRef, live: Liveness
+    ) -> tuple[int | None, ExitStatus | None]:
+        """A stopped replica's exit code and, when it agrees with that code, its status.
+        The platform's own code wins; the status's stands in only when the platform lost it
+        (a replica adopted after a controller restart is not the new controller's child)."""
+        status = await self.exit_status(ref)
+        code = live.exit_code
+        if code is None and status is not None:
+            code = status.code
+        if status is not None and status.code != code:
+            status = None  # an older run's, or a line the handler printed
+        return code, status
 
     def isolation(self) -> dict[str, Any]:
         """How this platform keeps replicas from the controller's secrets (for /api/version)."""

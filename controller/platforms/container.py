@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tickrun.functions.errors import PlatformError
+from tickrun.functions.processor.exitcodes import ExitStatus
 
 from ..builder.engine import Engine
 from .base import (
@@ -248,3 +249,10 @@ class ContainerPlatform(Platform):
             return []
         # Container logs interleave stdout and stderr; the processor logs to stderr.
         return (out + err).splitlines()[-tail:]
+
+    async def exit_status(self, ref: ReplicaRef) -> ExitStatus | None:
+        # The engine keeps the container's stdout, where the processor's status line is the
+        # last it writes (the log messages go to stderr).
+        target = ref.container or container_name(ref.function, ref.id)
+        code, out, _ = await self._run("logs", "--tail", "20", target, check=False)
+        return ExitStatus.last_in(out.splitlines()) if code == 0 else None

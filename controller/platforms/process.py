@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tickrun.functions.errors import PlatformError
+from tickrun.functions.processor.exitcodes import STATUS_PREFIX, ExitStatus
 
 from ..builder.hashing import private
 from .base import (
@@ -46,6 +47,11 @@ REPLICA_ENV = "TICKRUN_REPLICA_ID"
 MAX_LOG_BYTES = 16 * 1024 * 1024
 CONTROLLER_ENV = "TICKRUN_CONTROLLER_ID"
 LOG_WRITER = str(Path(__file__).with_name("logwriter.py"))
+
+
+def status_path(log_path: str) -> str:
+    """Where the log writer keeps a replica's exit status (beside its log, outside its sandbox)."""
+    return str(Path(log_path).with_suffix(".status"))
 
 
 def proc_start_time(pid: int) -> int | None:
@@ -100,6 +106,7 @@ class ProcessPlatform(Platform):
         self.controller_id = controller_id
         self.settings = settings
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._writers: dict[str, subprocess.Popen[bytes]] = {}  # log writers, by replica
         self._isolation: Isolation | None = None
 
     def isolation(self) -> dict[str, Any]:
@@ -211,11 +218,15 @@ class ProcessPlatform(Platform):
             os.fchmod(fd, 0o600)  # also a log left by an older version
             with os.fdopen(fd, "ab") as log:
                 log.write(header.encode())
+            # A restart reuses the replica's log: its last exit status is not this start's.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(status_path(launch.log_path))
             read_end, out = os.pipe()
         try:
             # The writer first: if it cannot start, no replica is left writing into nothing.
             if read_end is not None and launch.log_path:
-                self._start_log_writer(read_end, launch.log_path, cap)
+                writer = self._start_log_writer(read_end, launch.log_path, cap)
+                self._writers[launch.replica_id] = writer
             try:
                 proc = subprocess.Popen(
                     cmd,
@@ -238,12 +249,21 @@ class ProcessPlatform(Platform):
         return Launched(pid=proc.pid, pid_start=proc_start_time(proc.pid), log_path=launch.log_path)
 
     @staticmethod
-    def _start_log_writer(read_end: int, log_path: str, cap: int) -> None:
+    def _start_log_writer(read_end: int, log_path: str, cap: int) -> subprocess.Popen[bytes]:
         # Its own session: it outlives a controller crash, as the replica does, and ends when
         # the replica's last process closes the pipe.
         try:
-            subprocess.Popen(
-                [sys.executable, "-I", "-S", LOG_WRITER, log_path, str(cap)],
+            return subprocess.Popen(
+                [
+                    sys.executable,
+                    "-I",
+                    "-S",
+                    LOG_WRITER,
+                    log_path,
+                    str(cap),
+                    status_path(log_path),
+                    STATUS_PREFIX,
+                ],
                 stdin=read_end,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -280,6 +300,7 @@ class ProcessPlatform(Platform):
 
     async def stop(self, ref: ReplicaRef, timeout_s: float) -> None:
         child = self._children.pop(ref.id, None)
+        self._writers.pop(ref.id, None)
         if ref.pid is None or not self._liveness_raw(ref, child):
             if child is not None:
                 child.poll()
@@ -358,6 +379,19 @@ class ProcessPlatform(Platform):
             return []
         return await asyncio.to_thread(_tail, ref.log_path, tail)
 
+    async def exit_status(self, ref: ReplicaRef) -> ExitStatus | None:
+        if not ref.log_path:
+            return None
+        writer = self._writers.pop(ref.id, None)
+        # The writer may still be draining the pipe's last bytes when the exit is seen; it
+        # ends at the pipe's end, moments after the replica (not our child if adopted).
+        for _ in range(40):
+            if writer is None or writer.poll() is not None:
+                break
+            await asyncio.sleep(0.025)
+        raw = await asyncio.to_thread(_read_status, ref.log_path)
+        return ExitStatus.parse(raw) if raw else None
+
 
 def local_artifact_store() -> str | None:
     """The controller host's local artifact folder (``$TICKRUN_ARTIFACT_PATH``, default
@@ -374,6 +408,14 @@ def local_artifact_store() -> str | None:
         return None
     path = os.path.abspath(path.removeprefix("file://"))
     return path if os.path.isdir(path) else None
+
+
+def _read_status(log_path: str) -> bytes:
+    try:
+        with open(status_path(log_path), "rb") as f:
+            return f.read(8192)
+    except OSError:
+        return b""
 
 
 def _tail(path: str, lines: int) -> list[str]:

@@ -23,8 +23,9 @@ from typing import Any
 
 from ..errors import TickrunError
 from ..spec import FunctionSpec
+from .exitcodes import ExitCode, ExitStatus, Reason
 from .stats import STATS_DIR_ENV
-from .worker import CONFIG_ENV, EXIT_CONFIG, READY_DIR_ENV, WorkerConfig
+from .worker import CONFIG_ENV, FAILED_SUFFIX, READY_DIR_ENV, WorkerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class Supervisor:
         self._restarts_counter: Any = None
         self._ready_dir: str | None = None
         self._announced = False
+        self._failed: ExitStatus | None = None  # why the processor stops, for its status line
 
     @property
     def url(self) -> str:
@@ -114,12 +116,14 @@ class Supervisor:
         from prometheus_client import multiprocess
 
         assert slot.proc is not None
-        multiprocess.mark_process_dead(slot.proc.pid)  # type: ignore[no-untyped-call]
+        pid = slot.proc.pid
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
         uptime = time.monotonic() - slot.started_at
         slot.proc = None
         if self._stopping:
             return True
-        if code == EXIT_CONFIG:
+        if code == ExitCode.CONFIG:
+            self._failed = self._worker_failure(pid)
             logger.error(
                 "function cannot start; see the worker log above",
                 extra={"function": self.spec.name, "worker": slot.index},
@@ -143,6 +147,15 @@ class Supervisor:
         if self._restarts_counter is not None:
             self._restarts_counter.labels(self.spec.name).inc()
         return True
+
+    def _worker_failure(self, pid: int) -> ExitStatus:
+        """The reason a worker left before exiting with the config code (or a generic one)."""
+        try:
+            raw = Path(self._ready_dir or ".", f"{pid}{FAILED_SUFFIX}").read_text()
+        except OSError:
+            raw = ""
+        fallback = ExitStatus(code=ExitCode.CONFIG, reason=Reason.START)
+        return ExitStatus.parse(raw) or fallback
 
     def _wait_ready(self, timeout_s: float) -> bool:
         """True once every worker has bound the port (each touches a file named by its pid)."""
@@ -176,13 +189,17 @@ class Supervisor:
                 self._spawn(slot)
             if self._wait_ready(self.spec.spec.readiness_timeout_s or 120):
                 self._announce_ready()
-            return self._loop()
+            code = self._loop()
         finally:
             self._shutdown()
             if self._reservation is not None:
                 self._reservation.close()
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
             shutil.rmtree(self._ready_dir, ignore_errors=True)
+        if self._failed is not None:
+            # Last on stdout: the platform keeps this line as the replica's exit status.
+            print(self._failed.line(), end="", flush=True)
+        return code
 
     def _all_bound(self) -> bool:
         ready_dir = Path(self._ready_dir or ".")
@@ -212,11 +229,11 @@ class Supervisor:
                 if slot.proc is not None:
                     code = slot.proc.poll()
                     if code is not None and not self._on_exit(slot, code):
-                        return EXIT_CONFIG
+                        return ExitCode.CONFIG
                 elif now >= slot.restart_at:
                     self._spawn(slot)
             time.sleep(0.05)
-        return 0
+        return ExitCode.OK
 
     def _shutdown(self) -> None:
         self._stopping = True

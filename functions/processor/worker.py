@@ -33,6 +33,7 @@ from ..sdk import TriggerInfo, make_context
 from ..spec import FunctionSpec, HttpTriggerSpec, TriggerSpec, parse_spec
 from . import metrics
 from .dispatcher import TriggerDispatcher
+from .exitcodes import ExitCode, ExitStatus, Reason
 from .registry import trigger_class
 
 logger = logging.getLogger(__name__)
@@ -42,8 +43,7 @@ CONTROL_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # the processor'
 CONFIG_ENV = "TICKRUN_WORKER_CONFIG"
 READY_DIR_ENV = "TICKRUN_READY_DIR"
 STATS_FLUSH_INTERVAL_S = 1.0
-EXIT_CONFIG = 78  # EX_CONFIG: the function cannot start; restarting will not help
-EXIT_RESTART = 75  # EX_TEMPFAIL: the worker asks to be replaced (e.g. every slot stuck)
+FAILED_SUFFIX = ".failed"  # <ready dir>/<pid>.failed: why the worker could not start
 
 
 class WorkerConfig(BaseModel):
@@ -77,7 +77,7 @@ class Worker:
         self._draining = False
         self._stopped = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
-        self.exit_code = 0
+        self.exit_code = int(ExitCode.OK)
 
     @property
     def port(self) -> int:
@@ -214,7 +214,7 @@ class Worker:
             "every handler slot is stuck past the event timeout; replacing this worker",
             extra={"worker": self.worker_index},
         )
-        self.exit_code = EXIT_RESTART
+        self.exit_code = ExitCode.RESTART
         asyncio.get_running_loop().create_task(self.stop())
 
     async def wait_stopped(self) -> None:
@@ -242,16 +242,27 @@ class Worker:
         return web.json_response({"error": "this function has no http trigger"}, status=404)
 
     def _readyz(self) -> web.Response:
+        """200 when serving; otherwise 503 with the state and a structured reason (a
+        :class:`~.exitcodes.Reason`) that a platform can show without reading logs."""
+        if self._draining or not self._started:
+            reason = Reason.DRAINING if self._draining else Reason.STARTING
+            return self._not_ready(reason, reason.value, {})
         not_ready = [t.name for t in self._triggers if not t.ready()]
-        if self._draining or not self._started or not_ready:
-            state = "draining" if self._draining else "starting"
-            body: dict[str, Any] = {"status": state if not not_ready else "not ready"}
-            if not_ready:
-                body["triggers_not_ready"] = not_ready
-            return web.json_response(body, status=503)
-        return web.json_response(
-            {"status": "ready", "in_flight": sum(d.in_flight for d in self._dispatchers)}
-        )
+        if not_ready:
+            detail = "waiting for trigger(s): " + ", ".join(not_ready)
+            extra = {"triggers_not_ready": not_ready}
+            return self._not_ready(Reason.TRIGGERS_NOT_READY, "not ready", extra, detail)
+        in_flight = sum(d.in_flight for d in self._dispatchers)
+        return web.json_response({"ready": True, "status": "ready", "in_flight": in_flight})
+
+    @staticmethod
+    def _not_ready(
+        reason: Reason, status: str, extra: dict[str, Any], detail: str = ""
+    ) -> web.Response:
+        body: dict[str, Any] = {"ready": False, "status": status, "reason": reason.value}
+        if detail:
+            body["detail"] = detail
+        return web.json_response({**body, **extra}, status=503)
 
 
 def _install_loop() -> None:
@@ -272,9 +283,22 @@ async def _serve(worker: Worker) -> int:
         logger.error(
             "function cannot start: %s", exc.message, extra={"worker": worker.worker_index}
         )
-        return EXIT_CONFIG
+        _report_start_failure(ExitStatus.of(exc, ExitCode.CONFIG))
+        return ExitCode.CONFIG
     await worker.wait_stopped()
     return worker.exit_code
+
+
+def _report_start_failure(status: ExitStatus) -> None:
+    """Leave the reason beside the ready marks, for the supervisor's status line: its code
+    tells a start failure, this file tells which one (the log is for people)."""
+    ready_dir = os.environ.get(READY_DIR_ENV)
+    if not ready_dir:
+        return
+    try:
+        Path(ready_dir, f"{os.getpid()}{FAILED_SUFFIX}").write_text(status.model_dump_json())
+    except OSError as exc:  # the exit code still says it; only the detail is lost
+        logger.warning("cannot record the start failure", extra={"error": str(exc)})
 
 
 def _die_with_parent() -> None:
@@ -289,7 +313,7 @@ def _die_with_parent() -> None:
     except OSError:
         return
     if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(EXIT_RESTART)
+        os._exit(ExitCode.RESTART)
 
 
 def main() -> None:
@@ -303,7 +327,7 @@ def main() -> None:
     raw = os.environ.get(CONFIG_ENV)
     if not raw:
         logger.error("%s is not set; workers are started by `tickrun serve`", CONFIG_ENV)
-        sys.exit(EXIT_CONFIG)
+        sys.exit(ExitCode.CONFIG)
     config = WorkerConfig.model_validate(json.loads(raw))
     if str(Path(config.function_dir)) not in sys.path:
         sys.path.insert(0, str(Path(config.function_dir).resolve()))

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal, NamedTuple
 
 from kafka.errors import MessageSizeTooLargeError
-from tickrun.functions.errors import EventTimeoutError, TriggerError
+from tickrun.functions.errors import EventTimeoutError, HandlerStatusError, TriggerError
 from tickrun.functions.processor.dispatcher import HandlerFailure
 
 from . import metrics
@@ -59,20 +59,13 @@ def retriable(exc: BaseException) -> bool:
     return bool(getattr(exc, "retriable", False))
 
 
-class FailedStatus(Exception):
-    """A handler answered 5xx: a failure like an exception."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(f"handler answered with status {status}")
-
-
 def error_text(exc: BaseException) -> str:
     """The failure as logs and the dead-letter header show it: the handler's exception type
     and message (never a traceback), bounded."""
     if isinstance(exc, HandlerFailure) and exc.__cause__ is not None:
         cause = exc.__cause__
         text = f"{type(cause).__name__}: {cause}"
-    elif isinstance(exc, HandlerFailure | EventTimeoutError | TriggerError):
+    elif isinstance(exc, HandlerFailure | EventTimeoutError | TriggerError | HandlerStatusError):
         text = exc.message
     else:
         text = str(exc)

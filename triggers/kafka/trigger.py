@@ -33,7 +33,12 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from nuclio_sdk import TriggerInfo
-from tickrun.functions.errors import EventTimeoutError, TriggerError, WorkerUnavailableError
+from tickrun.functions.errors import (
+    EventTimeoutError,
+    HandlerStatusError,
+    TriggerError,
+    WorkerUnavailableError,
+)
 from tickrun.functions.processor.dispatcher import BatchOutcome, HandlerFailure
 from tickrun.functions.spec import KafkaTriggerSpec
 
@@ -42,7 +47,7 @@ from . import metrics
 from .config import KafkaConfig
 from .consumer import ConsumerThread
 from .event import KIND, to_event
-from .failures import FailedStatus, FailurePolicy, error_text
+from .failures import FailurePolicy, error_text
 from .offsets import OffsetBook
 from .publish import KafkaContext, Publisher
 
@@ -389,7 +394,7 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
                 return done, i, outcome.error if i == len(results) else None
             record, result = records[i], results[i]
             if result.status >= 500:
-                return done, i, FailedStatus(result.status)
+                return done, i, HandlerStatusError(result.status)
             if output_topic is not None and result.value is not None:
                 try:
                     self._publish(record, result)
@@ -446,7 +451,7 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
                     raise failed
                 result = await dispatcher.dispatch(event)
                 if result.status >= 500:
-                    raise FailedStatus(result.status)
+                    raise HandlerStatusError(result.status)
                 self._publish(record, result)
             except WorkerUnavailableError:
                 # Every slot busy past the availability timeout: backpressure, not a failure.
@@ -454,7 +459,7 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
                 if part.closed:
                     return False
                 continue
-            except (HandlerFailure, EventTimeoutError, TriggerError, FailedStatus) as exc:
+            except (HandlerFailure, EventTimeoutError, TriggerError, HandlerStatusError) as exc:
                 self._failed[record.topic].inc()
                 if cfg.on_failure == "block" or attempt <= cfg.max_retries:
                     delay = cfg.backoff_s(attempt)

@@ -332,23 +332,6 @@ async def test_function_ports_stay_on_loopback_unless_the_gateway_is_public(rig:
             await gateway.stop()
 
 
-def test_cannot_start_reason_takes_the_processors_own_line() -> None:
-    from tickrun.controller.reconciler import cannot_start_reason
-
-    lines = [
-        "--- replica r starting ---",
-        '{"level": "info", "message": "loading"}',
-        '{"level": "error", "message": "function cannot start: handler module \'main\' '
-        "imports 'x', which is not installed; add it to spec.requirements\"}",
-        "Traceback (most recent call last):",
-        '{"level": "error", "message": "function cannot start; see the worker log above"}',
-    ]
-    reason = cannot_start_reason(lines)
-    assert reason.startswith("function cannot start: handler module 'main' imports 'x'")
-    assert "Traceback" not in reason
-    assert cannot_start_reason(["garbage"]).startswith("the handler cannot load")
-
-
 async def test_scaled_to_zero_function_holds_the_request_and_comes_back(rig: Rig) -> None:
     spec = {
         "metadata": {"name": "z"},

@@ -7,11 +7,13 @@ import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.processes import ServedFunction
+from tickrun.functions.processor.exitcodes import STATUS_PREFIX, ExitCode, ExitStatus, Reason
 
 FORMS = Path(__file__).resolve().parents[3] / "fixtures" / "functions" / "forms"
 
@@ -36,7 +38,7 @@ def get(url: str, timeout: float = 10) -> tuple[int, bytes]:
 
 
 @pytest.fixture
-def served() -> list[ServedFunction]:
+def served() -> Iterator[list[ServedFunction]]:
     procs: list[ServedFunction] = []
     yield procs
     for p in procs:
@@ -108,9 +110,14 @@ def test_unloadable_handler_exits_with_clear_error(tmp_path: Path) -> None:
     assert fn.proc is not None
     code = fn.proc.wait(timeout=60)
     fn.terminate()
-    assert code == 78
+    assert code == ExitCode.CONFIG
     messages = " ".join(str(r.get("message")) for r in fn.log_records())
     assert "has no entrypoint 'no_such_entrypoint'" in messages
+    # The reason, for whoever started the processor, is its last line on stdout.
+    status = ExitStatus.parse(fn.stdout[-1])
+    assert fn.stdout[-1].startswith(STATUS_PREFIX) and status is not None
+    assert status.code == code and status.reason is Reason.HANDLER_LOAD
+    assert "has no entrypoint 'no_such_entrypoint'" in status.detail
 
 
 def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
@@ -118,7 +125,9 @@ def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     (fn_dir / "forms.py").write_text("def handler(context, event):\n    return (\n")
     fn = ServedFunction(fn_dir).start(expect_ready=False)
     assert fn.proc is not None
-    assert fn.proc.wait(timeout=60) == 78
+    assert fn.proc.wait(timeout=60) == ExitCode.CONFIG
     fn.terminate()
     messages = " ".join(str(r.get("message")) for r in fn.log_records())
     assert "syntax error in forms.py" in messages
+    status = ExitStatus.last_in(fn.stdout)
+    assert status is not None and status.detail.startswith("syntax error in forms.py, line ")

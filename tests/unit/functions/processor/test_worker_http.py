@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+
 from tickrun.functions.processor.worker import Worker, WorkerConfig
 
 FORMS = Path(__file__).resolve().parents[3] / "fixtures" / "functions" / "forms"
@@ -270,7 +271,8 @@ async def test_control_endpoints(make_worker: MakeWorker, http: aiohttp.ClientSe
         assert resp.headers["X-Request-Id"] == "probe-1"
     async with http.get(url + "/readyz") as resp:
         assert resp.status == 200
-        assert (await resp.json())["status"] == "ready"
+        body = await resp.json()
+        assert body["ready"] is True and body["status"] == "ready"
         assert resp.headers["X-Request-Id"], "a fresh id when the caller sent none"
     async with http.get(url + "/metrics", headers={"X-Request-Id": "not <safe>"}) as resp:
         assert resp.headers["X-Request-Id"] not in ("", "not <safe>")
@@ -283,6 +285,20 @@ async def test_control_endpoints(make_worker: MakeWorker, http: aiohttp.ClientSe
     assert ok and float(ok.group(1)) >= 1
     assert "tickrun_event_duration_seconds_bucket" in text
     assert "tickrun_events_in_flight" in text
+
+
+async def test_readyz_says_why_it_is_not_ready(http: aiohttp.ClientSession) -> None:
+    w = Worker(WorkerConfig(function_dir=str(FORMS), spec=spec_for("text"), port=0))
+    await w.start()
+    try:
+        w._draining = True  # noqa: SLF001 - the state stop() enters, while still serving
+        async with http.get(f"http://127.0.0.1:{w.port}/readyz") as resp:
+            assert resp.status == 503
+            body = await resp.json()
+        assert body == {"ready": False, "status": "draining", "reason": "draining"}
+    finally:
+        w._draining = False  # noqa: SLF001
+        await w.stop()
 
 
 async def test_nuclio_logger_fields_reach_the_log(
