@@ -53,6 +53,17 @@ class WorkerUnavailableError(TickrunError):
     status = 503
 
 
+class HandlerFailure(TickrunError):
+    """The handler raised; the cause is chained, the message is safe to return to a caller."""
+
+    status = 500
+
+    def __init__(self, exc: BaseException, event_id: str | None) -> None:
+        super().__init__(f"handler raised {type(exc).__name__}")
+        self.exc_type = type(exc).__name__
+        self.event_id = event_id
+
+
 class HandlerStatusError(TickrunError):
     """A handler answered with a 5xx status: to a trigger that retries, a failure like a raise."""
 

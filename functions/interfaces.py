@@ -9,16 +9,38 @@ its source.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from .errors import HandlerFailure, TickrunError
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from .processor.dispatcher import BatchOutcome
     from .results import Result
     from .spec import FunctionSpec, TriggerSpec
+    from .spec.triggers import TriggerSpecBase
+
+__all__ = [
+    "BatchOutcome",
+    "Dispatcher",
+    "HandlerFailure",
+    "HttpHandler",
+    "Trigger",
+    "TriggerFactory",
+    "TriggerHost",
+    "TriggerKind",
+]
 
 HttpHandler = Callable[["web.BaseRequest"], Awaitable["web.StreamResponse"]]
+
+
+@dataclass
+class BatchOutcome:
+    """``results`` for the first events of a batch; ``error`` for the event right after them."""
+
+    results: list[Result]
+    error: TickrunError | None = None
 
 
 class Dispatcher(Protocol):
@@ -98,3 +120,24 @@ class Trigger(Protocol):
     def ready(self) -> bool:
         """False while the trigger cannot take events (e.g. Kafka brokers unreachable)."""
         ...
+
+
+TriggerFactory = Callable[[Any, "FunctionSpec"], Trigger]
+"""Builds a trigger from its spec (its kind's model) and the function's spec."""
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerKind:
+    """One trigger kind, as its package registers it (see :mod:`tickrun.functions.spec.triggers`).
+
+    ``spec`` is imported with the registration, so it must stay light (pydantic only): every
+    spec parse needs it. ``load_trigger`` imports the implementation, and with it the kind's
+    client library, only when a function actually runs a trigger of this kind.
+    """
+
+    name: str
+    """The ``kind:`` value in ``function.yaml``; ``spec.kind`` is ``Literal[name]``."""
+    spec: type[TriggerSpecBase]
+    load_trigger: Callable[[], TriggerFactory]
+    extra: str | None = None
+    """The ``tickrun[...]`` extra that installs the client library, for error messages."""

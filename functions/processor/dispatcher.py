@@ -13,37 +13,18 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from typing import Any
 
 import nuclio_sdk
 
-from ..errors import EventTimeoutError, TickrunError, WorkerUnavailableError
+from ..errors import EventTimeoutError, HandlerFailure, WorkerUnavailableError
 from ..handler import LoadedHandler
+from ..interfaces import BatchOutcome
 from ..results import Result, exception_result, to_result
 from . import metrics
 from .batch import BatchState, run_batch
 
 logger = logging.getLogger(__name__)
-
-
-class HandlerFailure(TickrunError):
-    """The handler raised; the cause is chained, the message is safe to return to a caller."""
-
-    status = 500
-
-    def __init__(self, exc: BaseException, event_id: str | None) -> None:
-        super().__init__(f"handler raised {type(exc).__name__}")
-        self.exc_type = type(exc).__name__
-        self.event_id = event_id
-
-
-@dataclass
-class BatchOutcome:
-    """``results`` for the first events of a batch; ``error`` for the event right after them."""
-
-    results: list[Result]
-    error: TickrunError | None = None
 
 
 class _Expired(Exception):

@@ -1,34 +1,21 @@
-"""Trigger kinds → implementing classes.
+"""Trigger kind → the class that runs it, through the kinds registry of :mod:`..spec.triggers`.
 
-``functions`` must not import ``triggers`` (the dependency runs the other way), so kinds are
-named here as import paths and loaded only when a function uses them.
+The processor imports no trigger package itself (``functions`` sits below ``triggers``): the
+kind's registration says how to load its implementation, and only kinds a function uses load.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from ..errors import TriggerConfigError
-
-TRIGGER_CLASSES: dict[str, str] = {
-    "http": "tickrun.triggers.http:HttpTrigger",
-    "kafka-cluster": "tickrun.triggers.kafka:KafkaTrigger",
-    "cron": "tickrun.triggers.cron:CronTrigger",
-}
+from ..interfaces import TriggerFactory
+from ..spec.triggers import trigger_kind
 
 
-def trigger_class(kind: str) -> Any:
-    target = TRIGGER_CLASSES.get(kind)
-    if target is None:
-        raise TriggerConfigError(
-            f"unknown trigger kind {kind!r} (known: {', '.join(sorted(TRIGGER_CLASSES))})"
-        )
-    module_name, _, attr = target.partition(":")
+def trigger_class(kind: str) -> TriggerFactory:
+    """The trigger implementation of ``kind``; :class:`TriggerConfigError` if it cannot load."""
+    registered = trigger_kind(kind)
     try:
-        module = importlib.import_module(module_name)
+        return registered.load_trigger()
     except ImportError as exc:
-        extra = {"kafka-cluster": "kafka", "cron": "cron"}.get(kind)
-        hint = f"; install tickrun[{extra}]" if extra else ""
+        hint = f"; install tickrun[{registered.extra}]" if registered.extra else ""
         raise TriggerConfigError(f"trigger kind {kind!r} is not available: {exc}{hint}") from exc
-    return getattr(module, attr)

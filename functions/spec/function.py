@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .durations import DurationS
-from .triggers import HttpTriggerSpec, SpecModel, TriggerSpec
+from .triggers import SpecModel, TriggerSpec, trigger_kind
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _HANDLER = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$")
@@ -160,6 +160,10 @@ class BuildSpec(SpecModel):
 
 
 class Spec(SpecModel):
+    # `triggers` is a union over the registered kinds, whose packages import this one: build the
+    # validator on first use, when they are importable (see .triggers).
+    model_config = ConfigDict(defer_build=True)
+
     runtime: str = "python:3.11"
     handler: str = "main:handler"
     description: str | None = None
@@ -256,7 +260,7 @@ class Spec(SpecModel):
         triggers: list[TriggerSpec] = [t for t in self.triggers.values() if not t.disabled]
         has_http = any(t.kind == "http" for t in self.triggers.values())
         if not has_http and not self.disable_default_http_trigger:
-            triggers.insert(0, HttpTriggerSpec(kind="http", name="default-http"))
+            triggers.insert(0, trigger_kind("http").spec(kind="http", name="default-http"))
         return triggers
 
     def replica_bounds(self) -> tuple[int, int]:
@@ -269,6 +273,8 @@ class Spec(SpecModel):
 
 
 class FunctionSpec(SpecModel):
+    model_config = ConfigDict(defer_build=True)  # holds Spec (see there)
+
     api_version: Literal["nuclio.io/v1", "nuclio.io/v1beta1"] = Field(
         default="nuclio.io/v1", alias="apiVersion"
     )

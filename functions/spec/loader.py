@@ -11,13 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import SpecError
 from .function import FunctionSpec
-from .triggers import CronTriggerSpec, HttpTriggerSpec, KafkaTriggerSpec
-
-_KIND_MODELS: dict[str, type[BaseModel]] = {
-    "http": HttpTriggerSpec,
-    "kafka-cluster": KafkaTriggerSpec,
-    "cron": CronTriggerSpec,
-}
+from .triggers import trigger_kinds
 
 
 def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
@@ -25,10 +19,10 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     model: type[BaseModel] = FunctionSpec
     parts = list(loc)
     if parts[:2] == ["spec", "triggers"] and len(parts) >= 4:
-        kind_model = _KIND_MODELS.get(str(parts[3]))
-        if kind_model is None:
+        kind = trigger_kinds().get(str(parts[3]))
+        if kind is None:
             return None
-        model, parts = kind_model, parts[4:]
+        model, parts = kind.spec, parts[4:]
     for part in parts:
         field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
         if field is None:
@@ -55,7 +49,7 @@ def _hint(loc: tuple[int | str, ...]) -> str:
 def _display(loc: tuple[int | str, ...]) -> str:
     # pydantic puts the union tag (`http`) after the trigger name; users never wrote it.
     parts = list(loc)
-    if parts[:2] == ["spec", "triggers"] and len(parts) >= 4 and parts[3] in _KIND_MODELS:
+    if parts[:2] == ["spec", "triggers"] and len(parts) >= 4 and parts[3] in trigger_kinds():
         del parts[3]
     return ".".join(str(p) for p in parts) or "<root>"
 

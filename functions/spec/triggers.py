@@ -1,17 +1,45 @@
-"""Trigger specs: one model per kind, chosen by ``kind`` (a discriminated union).
+"""Trigger specs: the fields every kind shares, and the registry of kinds.
+
+Each trigger kind is one package under ``tickrun.triggers`` (its spec model, runtime config,
+event mapping and trigger) that registers itself with a :class:`~..interfaces.TriggerKind`.
+The function spec's ``triggers`` map is a discriminated union over the registered kinds' models,
+chosen by ``kind`` and assembled when the first spec is validated (not at import: a kind's spec
+module imports this one, so building the union here at import time would be circular).
+
+Kinds are found through the ``tickrun.triggers`` entry-point group, so another distribution can
+add one; the built-in kinds are also listed below for a source tree copied without its
+distribution metadata (a replica image copies the folders). This module is the one place that
+names a trigger package as a string: ``functions`` must not import ``triggers``.
 
 Field names on the YAML side are Nuclio's (``maxWorkers``, ``attributes.consumerGroup``, …);
-on the Python side they are snake_case with units in the name. Each kind's ``attributes`` parse
-into a typed model of its own, so a misspelt attribute is an error, not a silently ignored key.
+on the Python side they are snake_case with units in the name.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import functools
+import logging
+import pkgutil
+from importlib.metadata import entry_points
+from typing import Annotated, Any, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, GetCoreSchemaHandler
+from pydantic_core import CoreSchema
 
+from ..errors import TriggerConfigError
+from ..interfaces import TriggerKind
 from .durations import DurationS
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "tickrun.triggers"
+
+BUILTIN_KINDS: dict[str, str] = {
+    "http": "tickrun.triggers.http:KIND",
+    "kafka-cluster": "tickrun.triggers.kafka:KIND",
+    "cron": "tickrun.triggers.cron:KIND",
+}
+"""Kind → ``module:attribute`` of its :class:`TriggerKind`; entry points of the same name win."""
 
 
 class SpecModel(BaseModel):
@@ -20,7 +48,10 @@ class SpecModel(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=False)
 
 
-class _TriggerBase(SpecModel):
+class TriggerSpecBase(SpecModel):
+    """What every trigger kind's spec has; a kind adds ``kind: Literal[...]`` and ``attributes``."""
+
+    kind: str
     name: str = ""
     class_: str | None = Field(default=None, alias="class")
     description: str | None = None
@@ -44,201 +75,79 @@ class _TriggerBase(SpecModel):
         return self.max_workers or self.num_workers or 1
 
 
-# --- http -----------------------------------------------------------------------------------
+# --- the registry ---------------------------------------------------------------------------
 
 
-class CorsSpec(SpecModel):
-    enabled: bool = True
-    allow_origins: list[str] = Field(default_factory=lambda: ["*"], alias="allowOrigins")
-    allow_methods: list[str] = Field(
-        default_factory=lambda: ["HEAD", "GET", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"],
-        alias="allowMethods",
-    )
-    allow_headers: list[str] = Field(
-        default_factory=lambda: ["Accept", "Content-Length", "Content-Type", "X-Request-Id"],
-        alias="allowHeaders",
-    )
-    allow_credentials: bool = Field(default=False, alias="allowCredentials")
-    preflight_max_age_s: int = Field(default=86_400, alias="preflightMaxAgeSeconds", ge=0)
+def _load_kind(name: str, target: str) -> TriggerKind | None:
+    try:
+        kind = pkgutil.resolve_name(target)
+    except (ImportError, AttributeError, ValueError) as exc:
+        logger.warning("trigger kind %r (%s) cannot be loaded: %s", name, target, exc)
+        return None
+    if not isinstance(kind, TriggerKind) or kind.name != name:
+        logger.warning("trigger kind %r: %s is not TriggerKind(name=%r, ...)", name, target, name)
+        return None
+    declared = get_args(kind.spec.model_fields["kind"].annotation)
+    if declared != (name,):
+        logger.warning("trigger kind %r: %s.kind is not Literal[%r]", name, kind.spec, name)
+        return None
+    return kind
 
 
-class IngressSpec(SpecModel):
-    host: str | None = None
-    paths: list[str] = Field(default_factory=list)
-    secret_name: str | None = Field(default=None, alias="secretName")
-    path_type: str | None = Field(default=None, alias="pathType")
+def discover_trigger_kinds() -> dict[str, TriggerKind]:
+    """Every kind the built-in table and the installed distributions' entry points name.
+
+    A kind that fails to load is logged and left out, so one broken plugin does not stop every
+    function spec from parsing; the built-in kinds import nothing beyond pydantic here.
+    """
+    targets = dict(BUILTIN_KINDS)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        targets[entry.name] = entry.value
+    kinds = {}
+    for name, target in targets.items():
+        kind = _load_kind(name, target)
+        if kind is not None:
+            kinds[name] = kind
+    return kinds
 
 
-class HttpAttributes(SpecModel):
-    port: int | None = Field(default=None, ge=0, le=65_535)
-    max_request_body_size_bytes: int = Field(
-        default=32 * 1024 * 1024, alias="maxRequestBodySize", ge=1
-    )
-    read_buffer_size_bytes: int | None = Field(default=None, alias="readBufferSize", ge=1)
-    reduce_memory_usage: bool = Field(default=False, alias="reduceMemoryUsage")
-    keep_alive_timeout_s: DurationS = Field(default=75.0, alias="keepAliveTimeout")
-    # tickrun's own (Go http.Server's names): slow clients must not hold connections open.
-    read_header_timeout_s: DurationS = Field(default=10.0, alias="readHeaderTimeout")
-    read_timeout_s: DurationS = Field(default=30.0, alias="readTimeout")  # max gap in a body
-    max_connections: int | None = Field(default=None, alias="maxConnections", ge=1)
-    cors: CorsSpec | None = None
-    service_type: str | None = Field(default=None, alias="serviceType")
-    ingresses: dict[str, IngressSpec] = Field(default_factory=dict)
+@functools.cache
+def trigger_kinds() -> dict[str, TriggerKind]:
+    """The registered kinds by name (discovered once per process)."""
+    return discover_trigger_kinds()
 
 
-class HttpTriggerSpec(_TriggerBase):
-    kind: Literal["http"]
-    attributes: HttpAttributes = Field(default_factory=HttpAttributes)
+def trigger_kind(name: str) -> TriggerKind:
+    kind = trigger_kinds().get(name)
+    if kind is None:
+        known = ", ".join(sorted(trigger_kinds()))
+        raise TriggerConfigError(f"unknown trigger kind {name!r} (known: {known})")
+    return kind
 
 
-# --- kafka ----------------------------------------------------------------------------------
+class _RegisteredKinds:
+    """Pydantic metadata: validate as the discriminated union of the registered kinds' models."""
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        models = tuple(kind.spec for kind in trigger_kinds().values())
+        # A union of classes known only now: mypy sees a variable where it wants a type.
+        union = Annotated[Union[models], Discriminator("kind")]  # type: ignore[valid-type]  # noqa: UP007
+        return handler.generate_schema(union)
 
 
-class SaslSpec(SpecModel):
-    enable: bool = False
-    user: str | None = None
-    password: str | None = Field(default=None, repr=False)
-    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
-    handshake: bool = True
+TriggerSpec = Annotated[TriggerSpecBase, _RegisteredKinds()]
+"""Any trigger kind; ``kind`` selects the registered model. Models holding it set
+``defer_build`` so the union is assembled on first use, after every kind package is importable."""
 
-    @model_validator(mode="after")
-    def _needs_credentials(self) -> SaslSpec:
-        if self.enable and not (self.user and self.password):
-            raise ValueError("sasl.enable needs both 'user' and 'password'")
-        return self
-
-
-class TlsSpec(SpecModel):
-    enable: bool = False
-    insecure_skip_verify: bool = Field(default=False, alias="insecureSkipVerify")
-    ca_cert: str | None = Field(default=None, alias="caCert", description="PEM text or a file path")
-    access_certificate: str | None = Field(default=None, alias="accessCertificate")
-    access_key: str | None = Field(default=None, alias="accessKey", repr=False)
-
-
-class KafkaAttributes(SpecModel):
-    """``kind: kafka-cluster`` attributes: Nuclio's names, plus tickrun's commit/failure policy."""
-
-    brokers: list[str]
-    topics: list[str] = Field(min_length=1)
-    consumer_group: str = Field(alias="consumerGroup", min_length=1)
-    initial_offset: Literal["earliest", "latest"] = Field(default="earliest", alias="initialOffset")
-    session_timeout_s: DurationS = Field(default=10.0, alias="sessionTimeout", gt=0)
-    heartbeat_interval_s: DurationS = Field(default=3.0, alias="heartbeatInterval", gt=0)
-    rebalance_timeout_s: DurationS = Field(default=60.0, alias="rebalanceTimeout", gt=0)
-    max_wait_handler_during_rebalance_s: DurationS = Field(
-        default=5.0, alias="maxWaitHandlerDuringRebalance", ge=0
-    )
-    sasl: SaslSpec = Field(default_factory=SaslSpec)
-    tls: TlsSpec = Field(default_factory=TlsSpec)
-    fetch_min_bytes: int = Field(default=1, alias="fetchMin", ge=1)
-    fetch_max_bytes: int = Field(default=52_428_800, alias="fetchMax", ge=1)
-    # Sarama's (and so Nuclio's) name. kafka-python's 500 ms default makes a busy consumer wait
-    # on half-empty fetches: 10x fewer events/s on a single-broker topic (see bench/kafka).
-    max_wait_time_s: DurationS = Field(default=0.05, alias="maxWaitTime", ge=0)
-    max_poll_records: int = Field(default=500, alias="maxPollRecords", ge=1)
-    # tickrun: at-least-once commit batching and the failure policy Nuclio lacks.
-    commit_interval_s: DurationS = Field(default=1.0, alias="commitInterval", gt=0)
-    commit_batch_size: int = Field(default=1000, alias="commitBatchSize", ge=1)
-    max_retries: int = Field(default=3, alias="maxRetries", ge=0)
-    retry_backoff_s: DurationS = Field(default=0.2, alias="retryBackoff", ge=0)
-    retry_backoff_max_s: DurationS = Field(default=10.0, alias="retryBackoffMax", ge=0)
-    dead_letter_topic: str | None = Field(
-        default=None,
-        alias="deadLetterTopic",
-        description="where failed events go; default '<source topic>.dlq'",
-    )
-    on_failure: Literal["dead-letter", "skip", "block"] = Field(
-        default="dead-letter", alias="onFailure"
-    )
-    output_topic: str | None = Field(default=None, alias="outputTopic")
-
-    @field_validator("brokers", mode="before")
-    @classmethod
-    def _split_brokers(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [b.strip() for b in value.split(",") if b.strip()]
-        return value
-
-    @field_validator("brokers")
-    @classmethod
-    def _brokers_present(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("at least one broker address (host:port) is required")
-        for broker in value:
-            host, sep, port = broker.rpartition(":")
-            if not sep or not host or not port.isdigit():
-                raise ValueError(f"broker {broker!r} is not host:port")
-        return value
-
-    @field_validator("topics")
-    @classmethod
-    def _topics_named(cls, value: list[str]) -> list[str]:
-        for topic in value:
-            if not topic or len(topic) > 249 or not all(c.isalnum() or c in "._-" for c in topic):
-                raise ValueError(f"topic {topic!r} is not a valid Kafka topic name")
-        return value
-
-    @model_validator(mode="after")
-    def _timeouts_consistent(self) -> KafkaAttributes:
-        if self.heartbeat_interval_s >= self.session_timeout_s:
-            raise ValueError("heartbeatInterval must be shorter than sessionTimeout")
-        if self.retry_backoff_max_s < self.retry_backoff_s:
-            raise ValueError("retryBackoffMax must be at least retryBackoff")
-        if self.dead_letter_topic is not None and self.dead_letter_topic in self.topics:
-            raise ValueError("deadLetterTopic must not be one of the consumed topics")
-        return self
-
-    def dead_letter_topic_for(self, topic: str) -> str:
-        return self.dead_letter_topic or f"{topic}.dlq"
-
-
-class KafkaTriggerSpec(_TriggerBase):
-    kind: Literal["kafka-cluster"]
-    attributes: KafkaAttributes
-
-
-# --- cron -----------------------------------------------------------------------------------
-
-
-class CronEventSpec(SpecModel):
-    body: Any = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    method: str = "POST"
-    path: str = "/"
-
-
-class CronAttributes(SpecModel):
-    schedule: str | None = None
-    interval_s: DurationS | None = Field(default=None, alias="interval", gt=0)
-    event: CronEventSpec = Field(default_factory=CronEventSpec)
-    concurrency_policy: Literal["Forbid", "Allow"] = Field(
-        default="Forbid", alias="concurrencyPolicy"
-    )
-    timezone: str = "UTC"
-
-    @model_validator(mode="after")
-    def _one_of(self) -> CronAttributes:
-        if (self.schedule is None) == (self.interval_s is None):
-            raise ValueError("set exactly one of 'schedule' (cron syntax) or 'interval'")
-        if self.schedule is not None:
-            fields = self.schedule.split()
-            if not (self.schedule.startswith("@") or len(fields) in (5, 6)):
-                raise ValueError(
-                    f"schedule {self.schedule!r} is not cron syntax "
-                    "(5 or 6 fields, or @hourly/@daily/…)"
-                )
-        return self
-
-
-class CronTriggerSpec(_TriggerBase):
-    kind: Literal["cron"]
-    attributes: CronAttributes
-
-
-TriggerSpec = Annotated[
-    HttpTriggerSpec | KafkaTriggerSpec | CronTriggerSpec, Field(discriminator="kind")
+__all__ = [
+    "BUILTIN_KINDS",
+    "ENTRY_POINT_GROUP",
+    "SpecModel",
+    "TriggerSpec",
+    "TriggerSpecBase",
+    "discover_trigger_kinds",
+    "trigger_kind",
+    "trigger_kinds",
 ]
-"""Any trigger kind; ``kind`` selects the model."""
-
-TRIGGER_KINDS = ("http", "kafka-cluster", "cron")

@@ -13,8 +13,10 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
+
 from tickrun.functions.errors import TriggerConfigError
-from tickrun.functions.spec import CronTriggerSpec
+
+from .spec import CronTriggerSpec
 
 
 @dataclass(frozen=True, slots=True)

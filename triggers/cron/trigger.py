@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from nuclio_sdk import Event, TriggerInfo
 from prometheus_client import Counter
+
 from tickrun.functions.errors import TickrunError
-from tickrun.functions.spec import CronTriggerSpec
 
 from ..base import BaseTrigger
 from .config import CronConfig
+from .spec import CronTriggerSpec
 
 if TYPE_CHECKING:
     from tickrun.functions.interfaces import Dispatcher, TriggerHost

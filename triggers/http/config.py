@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tickrun.functions.requestid import REQUEST_ID_HEADER
-from tickrun.functions.spec import HttpTriggerSpec
+
+from .spec import HttpTriggerSpec
 
 __all__ = ["REQUEST_ID_HEADER", "HttpConfig"]
 

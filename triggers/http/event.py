@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from nuclio_sdk import Event, TriggerInfo
+
 from tickrun.functions import jsonbody
 from tickrun.functions.errors import BadRequestError, BodyTooLargeError, RequestTimeoutError
 from tickrun.functions.httpserver import short_reason, warn_once

@@ -6,15 +6,16 @@ import logging
 from typing import TYPE_CHECKING, ClassVar
 
 from aiohttp import web
+
 from tickrun.functions.errors import (
     EventTimeoutError,
     TickrunError,
     WorkerUnavailableError,
 )
 from tickrun.functions.httpserver import request_id_of, warn_once
-from tickrun.functions.processor.dispatcher import HandlerFailure
+from tickrun.functions.interfaces import HandlerFailure
 from tickrun.functions.results import Result
-from tickrun.functions.spec import FunctionSpec, HttpTriggerSpec
+from tickrun.functions.spec import FunctionSpec
 
 from ..base import BaseTrigger
 from .config import REQUEST_ID_HEADER, HttpConfig
@@ -25,6 +26,7 @@ from .event import (
     to_event,
     to_response,
 )
+from .spec import HttpTriggerSpec
 
 if TYPE_CHECKING:
     from tickrun.functions.interfaces import Dispatcher, TriggerHost

@@ -66,12 +66,39 @@ headers; not the value, see :mod:`.envelope`), and so does a record the client c
 The producer's size limit follows the brokers' ``message.max.bytes`` and the topics'
 ``max.message.bytes`` (read once at start, :mod:`.limits`); a result bigger than the output
 topic takes fails its event, which then retries and is dead-lettered like any failure.
+
+The package registers the kind (:data:`KIND`) with only its spec model imported (:mod:`.spec`);
+kafka-python loads with the trigger, when a function runs one.
 """
 
 from __future__ import annotations
 
-from .config import KafkaConfig
-from .publish import KafkaContext
-from .trigger import KafkaTrigger
+from typing import TYPE_CHECKING
 
-__all__ = ["KafkaConfig", "KafkaContext", "KafkaTrigger"]
+from tickrun.functions.interfaces import TriggerFactory, TriggerKind
+
+from ..base import lazy_exports
+from .spec import KafkaTriggerSpec
+
+if TYPE_CHECKING:
+    from .config import KafkaConfig
+    from .publish import KafkaContext
+    from .trigger import KafkaTrigger
+
+__all__ = ["KIND", "KafkaConfig", "KafkaContext", "KafkaTrigger", "KafkaTriggerSpec"]
+
+
+def _load_trigger() -> TriggerFactory:
+    from .trigger import KafkaTrigger
+
+    return KafkaTrigger
+
+
+KIND = TriggerKind(
+    name="kafka-cluster", spec=KafkaTriggerSpec, load_trigger=_load_trigger, extra="kafka"
+)
+
+
+__getattr__ = lazy_exports(
+    __name__, {"KafkaTrigger": ".trigger", "KafkaConfig": ".config", "KafkaContext": ".publish"}
+)

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tickrun.functions.errors import TriggerConfigError
-from tickrun.functions.spec import KafkaTriggerSpec
-from tickrun.functions.spec.triggers import SaslSpec, TlsSpec
+
+from .spec import KafkaTriggerSpec, SaslSpec, TlsSpec
 
 # kafka-python's consumer is told to keep at most this many fetched-but-unhandled events per
 # partition before the trigger pauses that partition (backpressure instead of unbounded memory).

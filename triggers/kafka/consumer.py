@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import CorruptRecordError
 from kafka.structs import OffsetAndMetadata, TopicPartition
+
 from tickrun.functions.errors import TriggerError
 
 from . import metrics

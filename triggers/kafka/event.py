@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nuclio_sdk import Event, TriggerInfo
+
 from tickrun.functions import jsonbody
 
 KIND = "kafka-cluster"

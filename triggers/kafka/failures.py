@@ -16,8 +16,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal, NamedTuple
 
 from kafka.errors import MessageSizeTooLargeError
+
 from tickrun.functions.errors import EventTimeoutError, HandlerStatusError, TriggerError
-from tickrun.functions.processor.dispatcher import HandlerFailure
+from tickrun.functions.interfaces import HandlerFailure
 
 from . import metrics
 from .config import KafkaConfig

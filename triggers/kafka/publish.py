@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kafka.errors import MessageSizeTooLargeError
+
 from tickrun.functions.errors import TriggerError
 from tickrun.functions.results import json_bytes
 

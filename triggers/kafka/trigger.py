@@ -33,14 +33,14 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from nuclio_sdk import TriggerInfo
+
 from tickrun.functions.errors import (
     EventTimeoutError,
     HandlerStatusError,
     TriggerError,
     WorkerUnavailableError,
 )
-from tickrun.functions.processor.dispatcher import BatchOutcome, HandlerFailure
-from tickrun.functions.spec import KafkaTriggerSpec
+from tickrun.functions.interfaces import BatchOutcome, HandlerFailure
 
 from ..base import BaseTrigger
 from . import metrics
@@ -50,6 +50,7 @@ from .event import KIND, to_event
 from .failures import FailurePolicy, error_text
 from .offsets import OffsetBook
 from .publish import KafkaContext, Publisher
+from .spec import KafkaTriggerSpec
 
 if TYPE_CHECKING:
     from tickrun.functions.interfaces import Dispatcher, TriggerHost

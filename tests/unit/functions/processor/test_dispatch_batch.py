@@ -11,10 +11,10 @@ from typing import Any
 
 import nuclio_sdk
 import pytest
-from tickrun.functions.errors import EventTimeoutError
-from tickrun.functions.processor.dispatcher import HandlerFailure, TriggerDispatcher
 
 from tests.support.kafka_units import real_dispatcher
+from tickrun.functions.errors import EventTimeoutError, HandlerFailure
+from tickrun.functions.processor.dispatcher import TriggerDispatcher
 
 
 def events(n: int) -> list[nuclio_sdk.Event]:

@@ -5,16 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from tickrun.functions.errors import SpecError
-from tickrun.functions.spec import (
-    CronTriggerSpec,
-    HttpTriggerSpec,
-    KafkaTriggerSpec,
-    load_spec,
-    load_spec_text,
-    parse_duration_s,
-    parse_spec,
-)
+from tickrun.functions.spec import load_spec, load_spec_text, parse_duration_s, parse_spec
+from tickrun.triggers.cron.spec import CronTriggerSpec
+from tickrun.triggers.http.spec import HttpTriggerSpec
+from tickrun.triggers.kafka.spec import KafkaTriggerSpec
 
 SPECS = Path(__file__).resolve().parents[3] / "fixtures" / "specs"
 

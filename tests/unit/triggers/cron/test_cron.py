@@ -7,6 +7,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
+
 from tickrun.functions.errors import SpecError, TriggerConfigError
 from tickrun.functions.results import Result, to_result
 from tickrun.functions.spec import parse_spec

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tickrun.triggers.http.headers import is_hop_by_hop, response_headers, wire_safe
 
 

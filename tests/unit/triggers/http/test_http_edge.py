@@ -14,10 +14,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from tickrun.functions import httpserver
-from tickrun.functions.processor.worker import Worker, WorkerConfig
 
 from tests.support.rawhttp import read_response
+from tickrun.functions import httpserver
+from tickrun.functions.processor.worker import Worker, WorkerConfig
 
 HANDLERS = """
 import asyncio

@@ -10,6 +10,8 @@ import time
 
 import pytest
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, TopicAuthorizationFailedError
+
+from tests.support.kafka_units import Record
 from tickrun.functions.errors import TriggerError
 from tickrun.functions.spec import parse_spec
 from tickrun.triggers.kafka.config import KafkaConfig
@@ -34,8 +36,6 @@ from tickrun.triggers.kafka.limits import (
     record_size,
 )
 from tickrun.triggers.kafka.publish import Publisher
-
-from tests.support.kafka_units import Record
 
 MIB = 1024 * 1024
 

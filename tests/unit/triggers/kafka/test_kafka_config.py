@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from tickrun.functions.errors import SpecError
 from tickrun.functions.spec import parse_spec
 from tickrun.triggers.kafka.config import KafkaConfig

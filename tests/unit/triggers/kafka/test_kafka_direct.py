@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 from kafka.structs import TopicPartition
-from tickrun.triggers.kafka import KafkaTrigger
-from tickrun.triggers.kafka.trigger import BATCH_MAX_EVENTS
 
 from tests.support.kafka_units import Record, real_dispatcher, unstarted_trigger
+from tickrun.triggers.kafka import KafkaTrigger
+from tickrun.triggers.kafka.trigger import BATCH_MAX_EVENTS
 
 
 class FakeConsumerThread:

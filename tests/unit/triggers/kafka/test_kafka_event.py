@@ -6,6 +6,8 @@ import datetime as dt
 import json
 
 import pytest
+
+from tests.support.kafka_units import Record
 from tickrun.triggers.kafka.event import (
     DLQ_PREFIX,
     dead_letter_headers,
@@ -13,8 +15,6 @@ from tickrun.triggers.kafka.event import (
     timestamp_utc,
     to_event,
 )
-
-from tests.support.kafka_units import Record
 
 KLINE = b'{"open_time": 1704067200000, "close": "42298.61"}'
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 from kafka.structs import TopicPartition
-from tickrun.functions.errors import TriggerError, WorkerUnavailableError
-from tickrun.functions.processor.dispatcher import BatchOutcome, HandlerFailure
-from tickrun.functions.results import Result, to_result
-from tickrun.triggers.kafka import KafkaTrigger
 
 from tests.support.kafka_units import Record, unstarted_trigger
+from tickrun.functions.errors import TriggerError, WorkerUnavailableError
+from tickrun.functions.interfaces import BatchOutcome, HandlerFailure
+from tickrun.functions.results import Result, to_result
+from tickrun.triggers.kafka import KafkaTrigger
 
 Handler = Callable[[Any], Awaitable[Any]]
 
