@@ -1,10 +1,13 @@
 """Tracked jobs (``tickrun run … --platform process|container``) away from the calling process.
 
-The job itself always runs through the local runner (``tickrun run … --local``) in another
-process: a fresh Python interpreter (``process``) or ``python`` inside an OCI image built by the
-controller's :class:`~tickrun.controller.builder.Builder` (``container``). The parent picks the
-run's uid, passes the tracking settings by environment, streams the job's output (inherited
-stdout/stderr), waits and exits with the job's status.
+The launcher of the ``process`` and ``container`` job platforms (entry points
+``tickrun.job_platforms``): it takes a :class:`~tickrun.functions.runs.plugins.JobRequest`, the
+same data from the CLI and from the hub, and runs it through the local runner in another process
+(:func:`tickrun.functions.runs.job.main`, given the request as JSON): a fresh Python interpreter
+(``process``) or ``python`` inside an OCI image built by the controller's
+:class:`~tickrun.controller.builder.Builder` (``container``). The run's uid is the request's; the
+tracking settings go by environment; the job's output is inherited (streamed); the launcher waits
+and returns the job's status.
 
 Where the run is recorded inside a container:
 
@@ -28,8 +31,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -37,6 +38,7 @@ from typing import Any
 from tickrun.functions.errors import BadRequestError, NotFoundError, PlatformError, TickrunError
 from tickrun.functions.runs.db import RunDB, open_db
 from tickrun.functions.runs.model import RunBatch, RunState
+from tickrun.functions.runs.plugins import JobRequest
 from tickrun.functions.runs.settings import TrackingSettings
 
 logger = logging.getLogger(__name__)
@@ -58,7 +60,7 @@ PASS_BY_NAME = (
 )
 
 
-# The job's entry point: `python -c BOOT run …`. SIGINT and SIGTERM both raise
+# The job's entry point: `python -c BOOT '<JobRequest JSON>'`. SIGINT and SIGTERM both raise
 # KeyboardInterrupt (the runner then marks the run aborted), even when the parent was started
 # with SIGINT ignored (a background job of a non-interactive shell passes that on). On Linux
 # the job also gets SIGTERM when its parent dies (kill -9 of the CLI): no orphaned jobs.
@@ -77,7 +79,7 @@ BOOT = (
     "    want = os.environ.pop('TICKRUN_JOB_PARENT', '')\n"
     "    if want and str(os.getppid()) != want:\n"
     "        raise SystemExit(130)  # the parent died before prctl\n"
-    "from tickrun.cli import main\n"
+    "from tickrun.functions.runs.job import main\n"
     "main()\n"
 )
 
@@ -113,34 +115,23 @@ def sqlite_path(db_url: str) -> Path | None:
     return Path(m.group(2).split("?", 1)[0]).resolve()
 
 
-def run_job(
-    platform: str,
-    target: str,
-    *,
-    inputs: Mapping[str, str],
-    options: Sequence[str],
-    artifact_path: str | None = None,
-    uid: str | None = None,
-) -> int:
-    """Run ``tickrun run TARGET --local OPTIONS`` on ``platform``; the job's exit status.
-
-    ``options`` are the remaining ``tickrun run`` flags (params, hyperparameters, project…),
-    passed on unchanged.
-    """
+def run_job(request: JobRequest) -> int:
+    """Run ``request`` on its platform and wait; the job's exit status (0: the run completed)."""
+    platform = request.platform
     if platform not in PLATFORMS:
         raise BadRequestError(f"unknown job platform {platform!r}: use one of {PLATFORMS}")
     settings = TrackingSettings.from_env()
-    uid = uid or uuid.uuid4().hex
-    art = artifact_path or settings.artifact_path
+    art = request.artifact_path or settings.artifact_path
     if is_local_path(art):
         art = str(Path(art).expanduser().resolve())
+    request = request.model_copy(update={"artifact_path": art})
     env = tracking_env(settings, art)
     db = open_db(settings)
     if platform == "process":
-        job: _Job = _ProcessJob(target, dict(inputs), options, uid, env)
+        job: _Job = _ProcessJob(request, env)
     else:
-        job = _ContainerJob(target, dict(inputs), options, uid, env, settings, art)
-    return _supervise(job, db, uid, platform)
+        job = _ContainerJob(request, env, settings, art)
+    return _supervise(job, db, request.uid, platform)
 
 
 # -- supervision -------------------------------------------------------------------------------
@@ -236,25 +227,9 @@ def _settle(db: RunDB, uid: str, platform: str, code: int, *, interrupted: bool)
 # -- process -----------------------------------------------------------------------------------
 
 
-def _child_args(
-    target: str, inputs: Mapping[str, str], options: Sequence[str], uid: str
-) -> list[str]:
-    args = ["run", target, "--local", "--uid", uid, *options]
-    for name, value in inputs.items():
-        args += ["--input", f"{name}={value}"]
-    return args
-
-
 class _ProcessJob(_Job):
-    def __init__(
-        self,
-        target: str,
-        inputs: dict[str, str],
-        options: Sequence[str],
-        uid: str,
-        tracking: dict[str, str],
-    ) -> None:
-        self.cmd = [sys.executable, "-c", BOOT, *_child_args(target, inputs, options, uid)]
+    def __init__(self, request: JobRequest, tracking: dict[str, str]) -> None:
+        self.cmd = [sys.executable, "-c", BOOT, request.model_dump_json()]
         self.env = {
             **os.environ,
             **tracking,
@@ -287,10 +262,7 @@ def container_name(uid: str) -> str:
 class _ContainerJob(_Job):
     def __init__(
         self,
-        target: str,
-        inputs: dict[str, str],
-        options: Sequence[str],
-        uid: str,
+        request: JobRequest,
         tracking: dict[str, str],
         settings: TrackingSettings,
         artifact_path: str,
@@ -298,6 +270,7 @@ class _ContainerJob(_Job):
         from .builder.engine import Engine
         from .settings import Settings
 
+        target, uid = request.target, request.uid
         path, sep, handler = target.rpartition(":")
         if not sep or not path.endswith(".py") or target.startswith("hub://"):
             raise BadRequestError(
@@ -326,7 +299,7 @@ class _ContainerJob(_Job):
             Path(artifact_path).mkdir(parents=True, exist_ok=True)
             mounts.add(Path(artifact_path))
         local_inputs: dict[str, str] = {}
-        for key, value in inputs.items():
+        for key, value in request.inputs.items():
             p = Path(value).expanduser()
             if is_local_path(value) and p.exists():
                 local_inputs[key] = str(p.resolve())
@@ -335,8 +308,9 @@ class _ContainerJob(_Job):
                 local_inputs[key] = value
         self.mounts = _outermost(mounts)
         self.tracking = tracking
-        self.job_args = _child_args(
-            f"{APP_FUNCTION}/{self.file.name}:{handler}", local_inputs, options, uid
+        # The code is in the image; local inputs are mounted at their own paths.
+        self.request = request.model_copy(
+            update={"target": f"{APP_FUNCTION}/{self.file.name}:{handler}", "inputs": local_inputs}
         )
         self.image = ""
 
@@ -399,7 +373,7 @@ class _ContainerJob(_Job):
                 cmd += ["-e", key]
         for mount in self.mounts:
             cmd += ["-v", f"{mount}:{mount}"]
-        cmd += [self.image, "python", "-c", BOOT, *self.job_args]
+        cmd += [self.image, "python", "-c", BOOT, self.request.model_dump_json()]
         with contextlib.suppress(PlatformError):
             self.engine.run("rm", "-f", self.name, check=False)
         self._popen(cmd, env)

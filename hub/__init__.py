@@ -8,7 +8,8 @@ hub folders (``$TICKRUN_HUB_PATH``), the bundled catalogue and a remote hub
 
 from __future__ import annotations
 
-from .function import ControllerDeployment, HubFunction, LocalDeployment
+from .deployments import ControllerDeployment, LocalDeployment
+from .function import HubFunction
 from .resolver import Hub, ItemRef, ResolvedItem, import_function, parse_uri
 from .spec import ItemSpec, load_item
 from .versions import Version, VersionPin

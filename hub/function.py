@@ -1,42 +1,43 @@
-"""A resolved hub item as something to run (jobs) or deploy (serving items).
+"""A resolved hub item as something to run (jobs) or deploy (serving items): the item handle.
 
-Runs go through :func:`tickrun.functions.runs.run_function`, labelled with the item and the
+Runs here go through :func:`tickrun.functions.runs.run_function`, labelled with the item and the
 version that was resolved, so a run made with ``hub://auto_trainer:1`` still says which 1.y.z did
-the work. Each item version's module is imported under its own name, so two versions of one item
-can be used in the same process.
+the work; runs on another platform are a :class:`~tickrun.functions.runs.plugins.JobRequest`
+handed to that platform's job launcher, the same request ``tickrun run --platform`` submits.
+Deployments are in :mod:`.deployments`. Each item version's module is imported under its own name
+(:func:`tickrun.functions.modules.import_file`), so two versions of one item can be used in the
+same process.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.util
 import json
 import logging
-import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 import types
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+from pydantic import ValidationError
+
 from tickrun.functions.errors import HubError, SpecError, TickrunError
-from tickrun.functions.runs.settings import CONTROLLER_URL_ENV
+from tickrun.functions.modules import import_file
+from tickrun.functions.runs.plugins import JobRequest, job_launcher
 from tickrun.functions.spec import parse_spec
 
 from .catalogue import BUNDLED_ROOT
+from .deployments import ControllerDeployment, LocalDeployment, controller_client, free_port
 from .resolver import ResolvedItem
 from .safefiles import copy_inside, write_inside
 from .spec import HandlerSpec, ItemSpec
+
+if TYPE_CHECKING:
+    from tickrun.functions.runs import RunObject
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +45,6 @@ LABEL_ITEM = "hub.item"
 LABEL_VERSION = "hub.version"
 LABEL_SOURCE = "hub.source"
 LABEL_HANDLER = "hub.handler"
-
-
-def _runs_api() -> types.ModuleType:
-    try:
-        return importlib.import_module("tickrun.functions.runs")
-    except ModuleNotFoundError as exc:
-        raise HubError(f"running hub items needs tickrun.functions.runs ({exc})") from exc
 
 
 class HubFunction:
@@ -128,7 +122,7 @@ class HubFunction:
         inputs = dict(inputs or {})
         check_arguments(self.spec, chosen, hspec, params, inputs)
         run_labels = {**dict(labels or {}), **self.run_labels(chosen)}
-        run_name = name or f"{self.name}-{chosen}".replace("_", "-")
+        run_name = name or self.run_name(chosen)
         where = platform or ("local" if local else "process")
         logger.info(
             "hub run",
@@ -144,7 +138,10 @@ class HubFunction:
             return self._run_elsewhere(
                 where, chosen, params, inputs, project, run_name, run_labels, kwargs
             )
-        return _runs_api().run_function(
+        # Lazily: `import tickrun.hub` (the CLI's start) does not pay for the run tracker.
+        from tickrun.functions.runs import run_function
+
+        return run_function(
             self.handler(chosen),
             params=params,
             inputs=inputs,
@@ -180,41 +177,37 @@ class HubFunction:
         labels: dict[str, str],
         extra: dict[str, Any],
     ) -> Any:
-        runs = _runs_api()
-        unsupported = sorted(set(extra) - set(_JOB_OPTIONS) - {"artifact_path", "uid", "progress"})
+        unsupported = sorted(set(extra) - _JOB_OPTIONS - {"artifact_path", "uid", "progress"})
         if unsupported:
             raise HubError(
                 f"run(platform={platform!r}) cannot hand {', '.join(unsupported)} to another "
                 "process; the job uses the environment's run DB and artifact store"
             )
-        options = ["--project", project, "--name", name]
         for key, value in params.items():
-            options += ["--param", f"{key}={_json_arg(key, value)}"]
-        for key, value in labels.items():
-            options += ["--label", f"{key}={value}"]
-        for key, values in (extra.get("hyperparams") or {}).items():
-            options += ["--hyper", f"{key}={_json_arg(key, list(values))}"]
-        for kwarg, flag in _JOB_OPTIONS.items():
-            if kwarg != "hyperparams" and extra.get(kwarg) is not None:
-                options += [flag, str(extra[kwarg])]
-        try:
-            # By name and lazily: the hub does not depend on the controller package.
-            jobs = importlib.import_module("tickrun.controller.jobs")
-        except ImportError as exc:
-            raise HubError(
-                f"platform {platform!r} needs tickrun.controller, which is not installed"
-            ) from exc
-        uid = str(extra.get("uid") or uuid.uuid4().hex)
+            _check_json(key, value)
+        options = {k: v for k, v in extra.items() if k in _JOB_OPTIONS and v is not None}
         artifact_path = extra.get("artifact_path")
-        code: int = jobs.run_job(
-            platform,
-            self.job_target(handler, platform),
-            inputs={k: str(getattr(v, "url", v)) for k, v in inputs.items()},
-            options=options,
-            artifact_path=str(artifact_path) if artifact_path else None,
-            uid=uid,
-        )
-        return _finished_run(runs, uid, platform, code)
+        try:
+            request = JobRequest(
+                platform=platform,
+                target=self.job_target(handler, platform),
+                uid=str(extra.get("uid") or uuid.uuid4().hex),
+                params=params,
+                inputs={k: str(getattr(v, "url", v)) for k, v in inputs.items()},
+                project=project,
+                name=name,
+                labels=labels,
+                artifact_path=str(artifact_path) if artifact_path else None,
+                **options,
+            )
+        except ValidationError as exc:
+            raise HubError(f"run(platform={platform!r}): {exc.errors()[0]['msg']}") from exc
+        code = job_launcher(platform)(request)
+        return _finished_run(request.uid, platform, code)
+
+    def run_name(self, handler: str) -> str:
+        """A run's default name: the item and the handler."""
+        return f"{self.name}-{handler}".replace("_", "-")
 
     def run_labels(self, handler: str | None = None) -> dict[str, str]:
         """The labels that record which item, version and handler a run used."""
@@ -325,21 +318,23 @@ class HubFunction:
         return deployment
 
 
-# run_function keyword → `tickrun run` flag, for runs on another platform.
-_JOB_OPTIONS = {
-    "hyperparams": "--hyper",
-    "hyper_strategy": "--strategy",
-    "selector": "--selector",
-    "stop_condition": "--stop-condition",
-    "max_iterations": "--max-iterations",
-    "parallel": "--parallel",
-    "seed": "--seed",
-}
+# The run_function keywords a job on another platform takes besides params, inputs and labels.
+_JOB_OPTIONS = frozenset(
+    {
+        "hyperparams",
+        "hyper_strategy",
+        "selector",
+        "stop_condition",
+        "max_iterations",
+        "parallel",
+        "seed",
+    }
+)
 
 
-def _json_arg(key: str, value: Any) -> str:
+def _check_json(key: str, value: Any) -> None:
     try:
-        return json.dumps(value)
+        json.dumps(value)
     except (TypeError, ValueError) as exc:
         raise HubError(
             f"parameter {key!r} must be a JSON value to run on another platform "
@@ -347,10 +342,12 @@ def _json_arg(key: str, value: Any) -> str:
         ) from exc
 
 
-def _finished_run(runs: types.ModuleType, uid: str, platform: str, code: int) -> Any:
+def _finished_run(uid: str, platform: str, code: int) -> RunObject:
     """The run a job recorded, read back as a ``RunObject`` like a local run returns."""
-    settings = runs.TrackingSettings.from_env()
-    db = runs.open_db(settings)
+    from tickrun.functions.runs import RunObject, TrackingSettings, open_db
+
+    settings = TrackingSettings.from_env()
+    db = open_db(settings)
     try:
         record = db.get_run(uid)
     except TickrunError as exc:
@@ -360,7 +357,7 @@ def _finished_run(runs: types.ModuleType, uid: str, platform: str, code: int) ->
     iterations = [r for r in db.list_runs(None, uid=uid, limit=100_000) if r.iteration > 0]
     iterations.sort(key=lambda r: r.iteration)
     artifacts = db.list_artifacts(record.project, uid=uid, iteration=0)
-    return runs.RunObject(record, artifacts, iterations, db=db, s3=settings.s3)
+    return RunObject(record, artifacts, iterations, db=db, s3=settings.s3)
 
 
 def check_arguments(
@@ -397,19 +394,7 @@ def _import_item_module(spec: ItemSpec, folder: Path) -> types.ModuleType:
             return importlib.import_module(dotted)
         tag = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
         unique = f"tickrun_hub_item_{spec.name}_{spec.version.replace('.', '_')}_{tag}"
-        if unique in sys.modules:
-            return sys.modules[unique]
-        loader_spec = importlib.util.spec_from_file_location(unique, path)
-        if loader_spec is None or loader_spec.loader is None:
-            raise HubError(f"cannot load {path}")
-        module = importlib.util.module_from_spec(loader_spec)
-        sys.modules[unique] = module
-        try:
-            loader_spec.loader.exec_module(module)
-        except BaseException:
-            sys.modules.pop(unique, None)
-            raise
-        return module
+        return import_file(path, unique)
     except TickrunError:
         raise
     except ModuleNotFoundError as exc:
@@ -423,175 +408,11 @@ def _import_item_module(spec: ItemSpec, folder: Path) -> types.ModuleType:
         ) from exc
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def controller_client(controller: bool | str | None = None) -> Any:
-    """The controller client ``deploy()`` goes through, or None for a local replica.
-
-    None: ``$TICKRUN_CONTROLLER_URL`` decides (the setting runs and the CLI use too); True: the
-    configured controller, else the local one's state files; a URL: that controller; False:
-    never (local replica).
-    """
-    if controller is False:
-        return None
-    url = controller if isinstance(controller, str) else os.environ.get(CONTROLLER_URL_ENV)
-    if controller is None and not url:
-        return None
-    try:
-        # By name and lazily: the hub does not depend on the controller package.
-        client_mod = importlib.import_module("tickrun.controller.client")
-    except ImportError as exc:
-        raise HubError(
-            f"deploying through a controller needs tickrun.controller ({exc}); "
-            "pass controller=False for a local replica"
-        ) from exc
-    if isinstance(controller, str):
-        return client_mod.ControllerClient(controller, os.environ.get("TICKRUN_TOKEN"))
-    return client_mod.ControllerClient.from_env()
-
-
-class ControllerDeployment:
-    """A serving item deployed through the controller's API. Constructor does no I/O."""
-
-    def __init__(self, client: Any, name: str, *, port: int | None = None) -> None:
-        self.client = client
-        self.name = name
-        self.port = port
-
-    @classmethod
-    def create(
-        cls,
-        client: Any,
-        folder: Path,
-        *,
-        platform: str | None = None,
-        ready_timeout_s: float = 60.0,
-    ) -> ControllerDeployment:
-        """Upload ``folder`` (code + function.yaml), wait for the build and a ready replica."""
-        spec = yaml.safe_load((folder / "function.yaml").read_text())
-        result = client.deploy(spec, folder, platform=platform)
-        fn, build = result["function"], result["build"]
-        name = str(fn["name"])
-        logger.info(
-            "hub deploy through the controller",
-            extra={"function": name, "controller": client.url, "build": build["id"]},
-        )
-        for line in client.follow_build(build["id"]):
-            logger.debug("build", extra={"function": name, "line": line})
-        final = client.get_build(build["id"])
-        if final["state"] != "succeeded":
-            raise HubError(
-                f"the controller's build of {name} ended {final['state']}: "
-                f"{final.get('message') or 'see `tickrun logs ' + name + '`'}"
-            )
-        ready = client.wait_ready(name, version=fn["version"], timeout_s=ready_timeout_s)
-        return cls(client, name, port=ready.get("port"))
-
-    @property
-    def url(self) -> str:
-        """The function's URL behind the controller's gateway."""
-        return f"{self.client.url}/fn/{self.name}"
-
-    def invoke(self, body: Any = None, *, path: str = "/", timeout_s: float = 30.0) -> Any:
-        reply = self.client.invoke(
-            self.name,
-            path=path,
-            method="POST",
-            body=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-            timeout_s=timeout_s,
-        )
-        if reply.status >= 400:
-            raise HubError(f"POST {path} answered {reply.status}: {reply.body[:500]!r}")
-        return json.loads(reply.body)
-
-    def stop(self) -> None:
-        """Delete the function from the controller (what leaving a ``with`` block does)."""
-        self.client.delete_function(self.name)
-
-    def __enter__(self) -> ControllerDeployment:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class LocalDeployment:
-    """A serving item running as a local replica. Constructor does no I/O."""
-
-    def __init__(self, directory: Path, *, port: int, host: str = "127.0.0.1") -> None:
-        self.directory = directory
-        self.host = host
-        self.port = port
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self, *, ready_timeout_s: float = 60.0) -> None:
-        log = (self.directory / "replica.log").open("wb")
-        cmd = [
-            sys.executable,
-            "-m",
-            "tickrun",
-            "serve",
-            str(self.directory),
-            "--host",
-            self.host,
-            "--port",
-            str(self.port),
-        ]
-        self.process = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-        )
-        log.close()
-        deadline = time.monotonic() + ready_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                tail = (self.directory / "replica.log").read_text(errors="replace")[-2000:]
-                raise HubError(f"the replica exited with {self.process.returncode}:\n{tail}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as r:  # noqa: S310
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise HubError(f"the replica was not ready within {ready_timeout_s:.0f}s")
-
-    def invoke(self, body: Any = None, *, path: str = "/", timeout_s: float = 30.0) -> Any:
-        data = json.dumps(body).encode()
-        request = urllib.request.Request(  # noqa: S310 - self.url is http://host:port
-            f"{self.url}{path}",
-            data=data,
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as r:  # noqa: S310
-                return json.loads(r.read())
-        except urllib.error.HTTPError as exc:
-            raise HubError(f"POST {path} answered {exc.code}: {exc.read()[:500]!r}") from exc
-
-    def stop(self, timeout_s: float = 15.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def __enter__(self) -> LocalDeployment:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+__all__ = [
+    "ControllerDeployment",
+    "HubFunction",
+    "LocalDeployment",
+    "check_arguments",
+    "controller_client",
+    "free_port",
+]

@@ -30,7 +30,7 @@ PINS_ENV = "TICKRUN_HUB_PINS"
 _LINE = re.compile(r"^(?P<sha>[0-9a-fA-F]{64})\s+\*?(?P<ref>\S+)$")
 
 
-class HubPinError(HubError):  # type: ignore[misc]  # (mypy sees tickrun.* as Any)
+class HubPinError(HubError):
     """An item version is not pinned, or its files are not the pinned ones."""
 
     status = 403

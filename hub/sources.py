@@ -36,12 +36,12 @@ API_PATH = "/api/hub"
 _COMPLETE = ".complete"
 
 
-class SourceUnavailableError(HubError):  # type: ignore[misc]  # (mypy sees tickrun.* as Any)
+class SourceUnavailableError(HubError):
     """A hub source cannot be listed at all (a missing folder, an unreachable remote hub with
     nothing cached): resolution skips it, with a warning, and goes on with the others."""
 
 
-class HubConfigError(HubError):  # type: ignore[misc]
+class HubConfigError(HubError):
     """The hub settings are unsafe or malformed (plain http without allow_http, a bad pin
     file)."""
 
@@ -59,7 +59,7 @@ class _NoDowngrade(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-class NotCachedError(HubError):  # type: ignore[misc]
+class NotCachedError(HubError):
     """Offline, and this item version was never cached: an older cached (or bundled) version
     matching the pin may still do."""
 

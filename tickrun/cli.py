@@ -8,33 +8,67 @@ contents. Exit codes: 0 ok, 1 the operation failed, 2 bad usage or input.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 from tickrun.functions.errors import TickrunError
 
 logger = logging.getLogger(__name__)
 
-# Modules that add sub-commands; a module missing its optional dependencies is skipped quietly.
-COMMAND_MODULES = (
-    "tickrun.functions.cli",
-    "tickrun.controller.cli",
-    "tickrun.controller.secrets_cli",
-    "tickrun.functions.runs.cli",
-    "tickrun.hub.cli",
+
+def _functions() -> ModuleType:
+    from tickrun.functions import cli
+
+    return cli
+
+
+def _controller() -> ModuleType:
+    from tickrun.controller import cli
+
+    return cli
+
+
+def _secrets() -> ModuleType:
+    from tickrun.controller import secrets_cli
+
+    return secrets_cli
+
+
+def _runs() -> ModuleType:
+    from tickrun.functions.runs import cli
+
+    return cli
+
+
+def _hub() -> ModuleType:
+    from tickrun.hub import cli
+
+    return cli
+
+
+# The areas that add sub-commands, imported when the parser is built (real import statements,
+# so the layer contract sees them); an area missing its optional dependencies is skipped quietly.
+COMMAND_MODULES: tuple[Callable[[], ModuleType], ...] = (
+    _functions,
+    _controller,
+    _secrets,
+    _runs,
+    _hub,
 )
 
 
 # Replicas start through `tickrun serve`; importing the other areas' CLIs (and with them the
 # controller's and the run tracker's libraries) would add to every replica's start-up.
-FAST_COMMANDS = {"serve": ("tickrun.functions.cli",)}
+FAST_COMMANDS = {"serve": (_functions,)}
 
 
-def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
+def build_parser(
+    modules: Sequence[Callable[[], ModuleType]] = COMMAND_MODULES,
+) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tickrun",
         description="Serverless functions for quant ML: serve, deploy, run, track.",
@@ -58,9 +92,9 @@ def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentP
     get = get_parser.add_subparsers(dest="resource", metavar="RESOURCE")
     get.required = True
     _with_common(get, common)
-    for name in modules:
+    for load in modules:
         try:
-            module = importlib.import_module(name)
+            module = load()
         except ModuleNotFoundError as exc:
             if exc.name and exc.name.startswith("tickrun"):
                 continue

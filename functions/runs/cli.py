@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import BadRequestError
+from pydantic import ValidationError
+
+from ..errors import BadRequestError, NotFoundError
+from .plugins import JobRequest, job_launcher
+
+if TYPE_CHECKING:
+    from .runobject import RunObject
 
 
 def register(sub: Any, get: Any) -> None:
@@ -160,15 +166,14 @@ def _run(args: argparse.Namespace) -> int:
         kwargs["artifact_path"] = args.artifact_path
     if args.uid:
         kwargs["uid"] = args.uid
-    if args.target.startswith("hub://"):
-        try:
-            from tickrun.hub import import_function
-        except ImportError as exc:
-            raise BadRequestError("hub:// targets need tickrun.hub, which is not there") from exc
-        run = import_function(args.target).run(**kwargs)
-    else:
-        run = run_function(args.target, **kwargs)
-    if args.json:
+    # hub:// targets resolve through the hub's run-target plugin (tickrun.run_targets).
+    run = run_function(args.target, **kwargs)
+    _show(run, as_json=args.json)
+    return 0 if run.state == "completed" else 1
+
+
+def _show(run: RunObject, *, as_json: bool) -> None:
+    if as_json:
         print(json.dumps(run.to_dict(), indent=2, default=str))
     else:
         _print_run(
@@ -176,54 +181,42 @@ def _run(args: argparse.Namespace) -> int:
             run.artifacts,
             [i.model_dump(mode="json") for i in run.iterations],
         )
-    return 0 if run.state == "completed" else 1
 
 
 def _run_elsewhere(args: argparse.Namespace) -> int:
-    """``--platform process|container``: the controller's job runner starts ``tickrun run
-    --local`` in another process or a container and waits for it."""
-    inputs = parse_pairs(args.input, "--input", raw=True)
-    parse_pairs(args.param, "--param")  # bad usage fails here, not in the child
-    parse_hyper(args.hyper)
-    parse_pairs(args.label, "--label", raw=True)
-    options: list[str] = [
-        "--project",
-        args.project,
-        "--strategy",
-        args.strategy,
-        "--parallel",
-        str(args.parallel),
-    ]
-    for flag, values in (("--param", args.param), ("--hyper", args.hyper), ("--label", args.label)):
-        for value in values:
-            options += [flag, value]
-    for flag, value in (
-        ("--selector", args.selector),
-        ("--stop-condition", args.stop_condition),
-        ("--max-iterations", args.max_iterations),
-        ("--seed", args.seed),
-        ("--name", args.name),
-    ):
-        if value is not None:
-            options += [flag, str(value)]
-    if args.json:
-        options.append("--json")
+    """``--platform process|container``: the platform's job launcher (an entry point of
+    ``tickrun.job_platforms``, the controller's job runner) runs the request in another process
+    or a container and waits; the run is then read back and shown as a local one is."""
+    from .job import load_run
+
+    hyper = parse_hyper(args.hyper)
     try:
-        # Lazily, by name: tickrun.functions must not depend on tickrun.controller.
-        jobs = importlib.import_module("tickrun.controller.jobs")
-    except ImportError as exc:
-        raise BadRequestError(
-            f"--platform {args.platform} needs tickrun.controller, which is not installed; "
-            "use --local"
-        ) from exc
-    code: int = jobs.run_job(
-        args.platform,
-        args.target,
-        inputs=inputs,
-        options=options,
-        artifact_path=args.artifact_path,
-        uid=args.uid,
-    )
+        request = JobRequest(
+            platform=args.platform,
+            target=args.target,
+            uid=args.uid or uuid.uuid4().hex,
+            params=parse_pairs(args.param, "--param"),
+            inputs=parse_pairs(args.input, "--input", raw=True),
+            hyperparams=hyper,
+            hyper_strategy=args.strategy,
+            selector=args.selector,
+            stop_condition=args.stop_condition,
+            max_iterations=args.max_iterations,
+            parallel=args.parallel,
+            seed=args.seed,
+            project=args.project,
+            name=args.name,
+            labels=parse_pairs(args.label, "--label", raw=True),
+            artifact_path=args.artifact_path,
+        )
+    except ValidationError as exc:
+        raise BadRequestError(f"invalid run: {exc.errors()[0]['msg']}") from exc
+    code = job_launcher(args.platform)(request)
+    try:
+        run = load_run(request.uid)
+    except NotFoundError:
+        return code  # the launcher said why
+    _show(run, as_json=args.json)
     return code
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HandlerLoadError
+from ..modules import import_file
 
 
 def load_callable(ref: str) -> Callable[..., Any]:
@@ -27,23 +28,17 @@ def load_callable(ref: str) -> Callable[..., Any]:
         if not path.is_file():
             raise HandlerLoadError(f"handler file {path} does not exist")
         mod_name = "tickrun_job_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]  # noqa: S324
-        module = sys.modules.get(mod_name)
-        if module is None:
-            # Sibling imports of the job file (helpers next to it) should work as in a script.
-            if str(path.parent) not in sys.path:
-                sys.path.insert(0, str(path.parent))
-            spec = importlib.util.spec_from_file_location(mod_name, path)
-            if spec is None or spec.loader is None:
-                raise HandlerLoadError(f"cannot import {path}")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[mod_name] = module
-            try:
-                spec.loader.exec_module(module)
-            except Exception as exc:
-                del sys.modules[mod_name]
-                raise HandlerLoadError(
-                    f"importing {path.name} raised {type(exc).__name__}: {exc}"
-                ) from exc
+        # Sibling imports of the job file (helpers next to it) should work as in a script.
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))
+        try:
+            module = import_file(path, mod_name)
+        except HandlerLoadError:
+            raise
+        except Exception as exc:
+            raise HandlerLoadError(
+                f"importing {path.name} raised {type(exc).__name__}: {exc}"
+            ) from exc
     else:
         try:
             module = importlib.import_module(target)

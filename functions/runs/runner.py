@@ -6,19 +6,20 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from ..artifacts import ArtifactRoots, ArtifactStore, S3Settings, open_store
-from ..errors import BadRequestError, HubError, TickrunError
+from ..errors import BadRequestError, TickrunError
 from .context import RunContext
 from .dataitem import DataItem, using_roots
 from .db import DbLocator, RunDB, open_db, open_locator
 from .handlers import call_handler, handler_name, handler_ref, load_callable
 from .model import ArtifactRecord, RunRecord, RunState
+from .plugins import ResolvedTarget, target_resolver
 from .runobject import RunObject
 from .serialize import jsonable
 from .settings import TrackingSettings
@@ -55,22 +56,19 @@ class RunEnv:
         return open_store(self.artifact_path, self.s3)
 
 
-def resolve_handler(handler: Handler) -> tuple[Callable[..., Any], str, dict[str, str]]:
-    """(callable, a reference string for the record and for child processes, labels).
+def resolve_handler(handler: Handler) -> ResolvedTarget:
+    """The callable, a reference string for the record and for child processes, and labels.
 
     For ``hub://`` handlers the labels record the resolved item, version, source and handler.
     """
     if callable(handler):
-        return handler, handler_ref(handler) or handler_name(handler), {}
-    if handler.startswith("hub://"):
-        try:
-            from tickrun.hub import import_function
-        except ImportError as exc:
-            raise HubError("hub:// handlers need tickrun.hub, which is not installed") from exc
-        item = import_function(handler)
-        fn = item.handler()
-        return fn, handler_ref(fn) or handler, item.run_labels()
-    return load_callable(handler), handler, {}
+        return ResolvedTarget(handler, handler_ref(handler) or handler_name(handler))
+    scheme, sep, _rest = handler.partition("://")
+    if sep:
+        # hub:// (and any later scheme) comes from the layer above, through its entry point.
+        target = target_resolver(scheme)(handler)
+        return replace(target, ref=handler_ref(target.fn) or target.ref)
+    return ResolvedTarget(load_callable(handler), handler)
 
 
 def make_inputs(
@@ -175,8 +173,12 @@ def run_function(
     s = settings or TrackingSettings.from_env()
     db = db or open_db(s)
     store = store or open_store(str(artifact_path) if artifact_path else s.artifact_path, s.s3)
-    fn, ref, resolved_labels = resolve_handler(handler)
-    labels = {**resolved_labels, **(labels or {})}
+    target = resolve_handler(handler)
+    fn, ref = target.fn, target.ref
+    labels = {**target.labels, **(labels or {})}
+    name = name or target.name
+    if target.check is not None:
+        target.check(params or {}, inputs or {})
     try:
         record = _new_record(handler, ref, store, params, inputs, project, name, labels, uid)
     except ValidationError as exc:

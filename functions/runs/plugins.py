@@ -1,0 +1,149 @@
+"""What tracked runs need from the layers above them, and how they find it: entry points.
+
+Tracked runs sit below the controller and the hub (docs: DESIGN.md §5), yet ``run_function
+("hub://…")`` needs the hub to resolve a target, and ``run(platform="process")`` needs the
+controller's job runner. Both are found here, through the ``tickrun.*`` entry-point groups of
+pyproject.toml (the one plugin registry; a package added later registers the same way), or set
+in code with :func:`register`. Nothing in this layer imports the layers above by name.
+
+- ``tickrun.run_targets``: scheme → ``resolve(target) -> ResolvedTarget``;
+- ``tickrun.job_platforms``: platform → ``launch(JobRequest) -> exit status``;
+- ``tickrun.controller_clients``: ``default`` → a controller client class (``from_env()``,
+  ``(url, token)``), the hub's way to deploy through a controller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import BadRequestError
+
+RUN_TARGETS = "tickrun.run_targets"
+JOB_PLATFORMS = "tickrun.job_platforms"
+CONTROLLER_CLIENTS = "tickrun.controller_clients"
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    """A run target of a plugin scheme (``hub://…``), ready for ``run_function``."""
+
+    fn: Callable[..., Any]
+    ref: str  # what the run record names, and what another process can resolve again
+    labels: dict[str, str] = field(default_factory=dict)
+    name: str | None = None  # the run's default name
+    # Refuses unknown or missing arguments before the run is recorded (params, inputs).
+    check: Callable[[Mapping[str, Any], Mapping[str, Any]], None] | None = None
+
+
+TargetResolver = Callable[[str], ResolvedTarget]
+
+
+class JobRequest(BaseModel):
+    """One tracked run for another process: what ``run_function`` takes, as data.
+
+    The CLI (``tickrun run … --platform``) and the hub (``HubFunction.run(platform=…)``) both
+    submit this; the job process gets it back as JSON and calls ``run_function`` with it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    platform: str
+    target: str  # path/to/file.py:fn, module:fn or hub://name:x.y.z#handler
+    uid: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    inputs: dict[str, str] = Field(default_factory=dict)  # name → path or URL
+    hyperparams: dict[str, list[Any]] = Field(default_factory=dict)
+    hyper_strategy: Literal["grid", "list", "random"] = "grid"
+    selector: str | None = None
+    stop_condition: str | None = None
+    max_iterations: int | None = None
+    parallel: int = 1
+    seed: int | None = None
+    project: str = "default"
+    name: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    artifact_path: str | None = None
+
+    def run_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``run_function`` in the job process (uid included)."""
+        kwargs = self.model_dump(exclude={"platform", "target"})
+        if not self.hyperparams:
+            kwargs["hyperparams"] = None  # not a sweep
+        if not self.artifact_path:
+            kwargs.pop("artifact_path")
+        return kwargs
+
+
+class JobLauncher(Protocol):
+    def __call__(self, request: JobRequest) -> int:
+        """Run ``request`` to its end elsewhere; the job's exit status (0: completed)."""
+
+
+_registered: dict[str, dict[str, Any]] = {}
+
+
+def register(group: str, name: str, value: Any) -> None:
+    """Set a plugin in code (tests, embedding); it wins over an entry point of the same name."""
+    _registered.setdefault(group, {})[name] = value
+
+
+def unregister(group: str, name: str) -> None:
+    _registered.get(group, {}).pop(name, None)
+
+
+def names(group: str) -> list[str]:
+    found = {ep.name for ep in entry_points(group=group)}
+    return sorted(found | set(_registered.get(group, {})))
+
+
+def plugin(group: str, name: str, *, needs: str) -> Any:
+    """The plugin ``name`` of ``group``; a clear 400 when no installed package provides it."""
+    chosen: Mapping[str, Any] = _registered.get(group, {})
+    if name in chosen:
+        return chosen[name]
+    for ep in entry_points(group=group, name=name):
+        try:
+            return ep.load()
+        except ImportError as exc:
+            raise BadRequestError(f"{needs} needs {ep.value}, which cannot be imported") from exc
+    raise BadRequestError(
+        f"{needs} needs a {group} plugin named {name!r}, and none is installed "
+        f"(installed: {', '.join(names(group)) or 'none'}; reinstall tickrun to register them)"
+    )
+
+
+def job_launcher(platform: str) -> JobLauncher:
+    launcher: JobLauncher = plugin(JOB_PLATFORMS, platform, needs=f"platform {platform!r}")
+    return launcher
+
+
+def target_resolver(scheme: str) -> TargetResolver:
+    resolver: TargetResolver = plugin(RUN_TARGETS, scheme, needs=f"a {scheme}:// target")
+    return resolver
+
+
+def controller_client_class() -> Any:
+    return plugin(CONTROLLER_CLIENTS, "default", needs="a controller client")
+
+
+__all__ = [
+    "CONTROLLER_CLIENTS",
+    "JOB_PLATFORMS",
+    "RUN_TARGETS",
+    "JobLauncher",
+    "JobRequest",
+    "ResolvedTarget",
+    "TargetResolver",
+    "controller_client_class",
+    "job_launcher",
+    "names",
+    "plugin",
+    "register",
+    "target_resolver",
+    "unregister",
+]
