@@ -10,6 +10,7 @@ from typing import Any
 
 from tickrun.functions.errors import TriggerConfigError
 
+from ..retry import RetryPolicy
 from .spec import KafkaTriggerSpec, SaslSpec, TlsSpec
 
 # kafka-python's consumer is told to keep at most this many fetched-but-unhandled events per
@@ -28,10 +29,7 @@ class KafkaConfig:
     group: str
     commit_interval_s: float
     commit_batch_size: int
-    max_retries: int
-    retry_backoff_s: float
-    retry_backoff_max_s: float
-    on_failure: str
+    retry: RetryPolicy
     dead_letter_topic: str | None
     output_topic: str | None
     rebalance_wait_s: float
@@ -97,10 +95,13 @@ class KafkaConfig:
             group=a.consumer_group,
             commit_interval_s=a.commit_interval_s,
             commit_batch_size=a.commit_batch_size,
-            max_retries=a.max_retries,
-            retry_backoff_s=a.retry_backoff_s,
-            retry_backoff_max_s=a.retry_backoff_max_s,
-            on_failure=a.on_failure,
+            retry=RetryPolicy(
+                max_retries=a.max_retries,
+                backoff_s=a.retry_backoff_s,
+                backoff_max_s=a.retry_backoff_max_s,
+                on_failure=a.on_failure,
+                kind="kafka",
+            ),
             dead_letter_topic=dead_letter,
             output_topic=a.output_topic,
             rebalance_wait_s=a.max_wait_handler_during_rebalance_s,
@@ -115,9 +116,13 @@ class KafkaConfig:
     def dead_letter_topic_for(self, topic: str) -> str:
         return self.dead_letter_topic or f"{topic}.dlq"
 
+    @property
+    def on_failure(self) -> str:
+        return self.retry.on_failure
+
     def backoff_s(self, attempt: int) -> float:
-        """Delay before retry number ``attempt`` (1-based): exponential, capped."""
-        return float(min(self.retry_backoff_s * (2 ** (attempt - 1)), self.retry_backoff_max_s))
+        """Delay before retry number ``attempt`` (1-based), as the retry policy waits."""
+        return self.retry.delay_s(attempt)
 
     def describe_brokers(self) -> str:
         return ",".join(self.brokers)

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any, Literal, NamedTuple
 
 from kafka.errors import MessageSizeTooLargeError
 
-from tickrun.functions.errors import EventTimeoutError, HandlerStatusError, TriggerError
-from tickrun.functions.interfaces import HandlerFailure
+from tickrun.functions.errors import TriggerError
 
+from ..retry import Pause, error_text
 from . import metrics
 from .config import KafkaConfig
 from .envelope import envelope_headers, envelope_key, envelope_value
@@ -31,12 +30,9 @@ from .publish import Publisher
 logger = logging.getLogger(__name__)
 
 DEAD_LETTER_TIMEOUT_S = 30.0
-MAX_ERROR_CHARS = 1000
 # Tries to dead-letter a record as it is when the failure may pass (a timeout, a leader
 # change); then it goes as an envelope. Failures that cannot pass go at once.
 AS_IS_TRIES = 3
-
-Pause = Callable[[float], Awaitable[bool]]
 
 
 class Unreadable(NamedTuple):
@@ -58,19 +54,6 @@ def retriable(exc: BaseException) -> bool:
             return True  # the producer is not connected yet
         exc = exc.__cause__
     return bool(getattr(exc, "retriable", False))
-
-
-def error_text(exc: BaseException) -> str:
-    """The failure as logs and the dead-letter header show it: the handler's exception type
-    and message (never a traceback), bounded."""
-    if isinstance(exc, HandlerFailure) and exc.__cause__ is not None:
-        cause = exc.__cause__
-        text = f"{type(cause).__name__}: {cause}"
-    elif isinstance(exc, HandlerFailure | EventTimeoutError | TriggerError | HandlerStatusError):
-        text = exc.message
-    else:
-        text = str(exc)
-    return text[:MAX_ERROR_CHARS]
 
 
 class FailurePolicy:

@@ -30,24 +30,20 @@ import concurrent.futures
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from nuclio_sdk import TriggerInfo
 
-from tickrun.functions.errors import (
-    EventTimeoutError,
-    HandlerStatusError,
-    TriggerError,
-    WorkerUnavailableError,
-)
-from tickrun.functions.interfaces import BatchOutcome, HandlerFailure
+from tickrun.functions.errors import HandlerStatusError, TriggerError, WorkerUnavailableError
+from tickrun.functions.interfaces import BatchOutcome
 
 from ..base import BaseTrigger
 from . import metrics
 from .config import KafkaConfig
 from .consumer import ConsumerThread
 from .event import KIND, to_event
-from .failures import FailurePolicy, error_text
+from .failures import FailurePolicy
 from .offsets import OffsetBook
 from .publish import KafkaContext, Publisher
 from .spec import KafkaTriggerSpec
@@ -431,59 +427,48 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
     async def _handle(
         self, part: _Partition, record: Any, first_failure: BaseException | None = None
     ) -> bool:
-        """Handle one record by policy; False if abandoned (revoke/stop), True if settled.
+        """Handle one record by the retry policy; False if abandoned (revoke/stop), True if
+        settled (handled, skipped or dead-lettered).
 
         ``first_failure``: the record already failed once (in a batch); that counts as its
         first attempt.
         """
         dispatcher = self._dispatcher
         assert dispatcher is not None
-        cfg = self.config
         event = to_event(record, self.name, self._trigger_info)
         key = (record.topic, record.partition, record.offset)
-        # Attempts survive a revoke/reassign of the partition within this process, so a
-        # rebalance does not hand a poison message a fresh retry budget.
-        attempt = self._attempts.pop(key, 0)
-        while True:
-            attempt += 1
-            try:
-                if first_failure is not None:
-                    failed, first_failure = first_failure, None
-                    raise failed
-                result = await dispatcher.dispatch(event)
-                if result.status >= 500:
-                    raise HandlerStatusError(result.status)
-                self._publish(record, result)
-            except WorkerUnavailableError:
-                # Every slot busy past the availability timeout: backpressure, not a failure.
-                attempt -= 1
-                if part.closed:
-                    return False
-                continue
-            except (HandlerFailure, EventTimeoutError, TriggerError, HandlerStatusError) as exc:
-                self._failed[record.topic].inc()
-                if cfg.on_failure == "block" or attempt <= cfg.max_retries:
-                    delay = cfg.backoff_s(attempt)
-                    logger.warning(
-                        "kafka event failed; retrying",
-                        extra={
-                            "trigger": self.name,
-                            "event_id": event.id,
-                            "attempt": attempt,
-                            "retry_in_s": delay,
-                            "error": error_text(exc),
-                        },
-                    )
-                    if await self._pause(part, delay):
-                        self._remember_attempts(key, attempt)
-                        return False
-                    continue
-                return await self._failures.give_up(
-                    record, exc, attempt, lambda delay: self._pause(part, delay)
-                )
-            else:
-                self._processed[record.topic].inc()
-                return True
+
+        async def attempt_once() -> None:
+            result = await dispatcher.dispatch(event)
+            if result.status >= 500:
+                raise HandlerStatusError(result.status)
+            self._publish(record, result)
+            self._processed[record.topic].inc()
+
+        def pause(delay_s: float) -> Awaitable[bool]:
+            return self._pause(part, delay_s)
+
+        def give_up(exc: BaseException, attempts: int) -> Awaitable[bool]:
+            return self._failures.give_up(record, exc, attempts, pause)
+
+        outcome = await self.config.retry.run(
+            attempt_once,
+            event_id=event.id,
+            trigger=self.name,
+            pause=pause,
+            closed=lambda: part.closed,
+            give_up=give_up,
+            # Attempts survive a revoke/reassign of the partition within this process, so a
+            # rebalance does not hand a poison message a fresh retry budget.
+            attempts=self._attempts.pop(key, 0),
+            first_failure=first_failure,
+            failed=self._failed[record.topic].inc,
+        )
+        if not outcome.settled:
+            if outcome.attempts:
+                self._remember_attempts(key, outcome.attempts)
+            return False
+        return True
 
     def _retried(self, record: Any) -> bool:
         """True if ``record`` failed here before (it resumes its retries one at a time)."""

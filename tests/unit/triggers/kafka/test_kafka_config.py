@@ -63,7 +63,7 @@ def test_nuclio_durations_and_sasl() -> None:
 def test_backoff_is_exponential_and_capped() -> None:
     fn, trig = _spec(retryBackoff="100ms", retryBackoffMax="1s")
     cfg = KafkaConfig.from_spec(trig, fn.name)
-    assert [cfg.backoff_s(a) for a in (1, 2, 3, 4, 5)] == [0.1, 0.2, 0.4, 0.8, 1.0]
+    assert [cfg.retry.delay_s(a) for a in (1, 2, 3, 4, 5)] == [0.1, 0.2, 0.4, 0.8, 1.0]
 
 
 def test_explicit_dead_letter_topic() -> None:
