@@ -14,7 +14,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from tickrun.functions.errors import AuthError, NotFoundError, PlatformError, SpecError
 
 from tests.integration.test_controller_harness import (
     TOKEN,
@@ -27,6 +26,8 @@ from tests.integration.test_controller_harness import (
     wait_for,
     write_function,
 )
+from tickrun.functions.errors import AuthError, NotFoundError, PlatformError, SpecError
+from tickrun.functions.processor.exitcodes import ExitCode
 
 pytestmark = pytest.mark.slow
 
@@ -270,10 +271,19 @@ def test_errors_are_json_with_the_right_status(controller: ControllerProc, tmp_p
         tmp_path / "src", "broken", extra_spec={"handler": "missing_module:handler", "build": {}}
     )
     client.deploy(spec_of(folder), folder)
-    with pytest.raises(PlatformError, match="failed: function cannot start: .*missing_module"):
+    with pytest.raises(
+        PlatformError, match=r"failed: function cannot start \(handler-load-error: .*missing_module"
+    ):
         client.wait_ready("broken", timeout_s=60)
     fn = client.get_function("broken")
     assert fn["state"] == "error" and "Traceback" not in fn["message"]
+    # the replica says why, from its exit code and its processor's status line (not its log)
+    [rep] = fn["replicas"]["items"]
+    assert rep["state"] == "failed" and rep["exit_code"] == ExitCode.CONFIG
+    assert rep["exit"]["name"] == "config" and rep["exit"]["reason"] == "handler-load-error"
+    assert "missing_module" in rep["exit"]["detail"]
+    exited = [e for e in client.events("broken") if e["kind"] == "replica_exited"]
+    assert exited and exited[0]["data"]["reason"] == "handler-load-error"
     res = client.invoke("broken")
     assert res.status == 503
     assert "no ready replica" in json.loads(res.body)["detail"]
