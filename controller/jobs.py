@@ -36,7 +36,9 @@ from types import FrameType
 from typing import Any
 
 from tickrun.functions.errors import BadRequestError, NotFoundError, PlatformError, TickrunError
+from tickrun.functions.launch import parent_env, python_command
 from tickrun.functions.runs.db import RunDB, open_db
+from tickrun.functions.runs.job import main as job_main
 from tickrun.functions.runs.model import RunBatch, RunState
 from tickrun.functions.runs.plugins import JobRequest
 from tickrun.functions.runs.settings import TrackingSettings
@@ -60,28 +62,17 @@ PASS_BY_NAME = (
 )
 
 
-# The job's entry point: `python -c BOOT '<JobRequest JSON>'`. SIGINT and SIGTERM both raise
-# KeyboardInterrupt (the runner then marks the run aborted), even when the parent was started
-# with SIGINT ignored (a background job of a non-interactive shell passes that on). On Linux
-# the job also gets SIGTERM when its parent dies (kill -9 of the CLI): no orphaned jobs.
-BOOT = (
-    "import os, signal, sys\n"
-    "def _stop(signum, frame):\n"
-    "    raise KeyboardInterrupt\n"
-    "signal.signal(signal.SIGINT, _stop)\n"
-    "signal.signal(signal.SIGTERM, _stop)\n"
-    "if sys.platform == 'linux':\n"
-    "    import ctypes\n"
-    "    try:\n"
-    "        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
-    "    except (OSError, AttributeError):\n"
-    "        pass\n"
-    "    want = os.environ.pop('TICKRUN_JOB_PARENT', '')\n"
-    "    if want and str(os.getppid()) != want:\n"
-    "        raise SystemExit(130)  # the parent died before prctl\n"
-    "from tickrun.functions.runs.job import main\n"
-    "main()\n"
-)
+def _job_command(request: JobRequest, python: str) -> list[str]:
+    """The job process: the local runner on ``request``. SIGINT and SIGTERM both interrupt it (the
+    runner then marks the run aborted); on Linux it gets SIGTERM when its parent dies (kill -9 of
+    the CLI): no orphaned jobs."""
+    return python_command(
+        job_main,
+        request.model_dump_json(),
+        python=python,
+        on_parent_death=signal.SIGTERM,
+        interrupt=True,
+    )
 
 
 def _say(msg: str) -> None:
@@ -229,12 +220,12 @@ def _settle(db: RunDB, uid: str, platform: str, code: int, *, interrupted: bool)
 
 class _ProcessJob(_Job):
     def __init__(self, request: JobRequest, tracking: dict[str, str]) -> None:
-        self.cmd = [sys.executable, "-c", BOOT, request.model_dump_json()]
+        self.cmd = _job_command(request, sys.executable)
         self.env = {
             **os.environ,
             **tracking,
             "PYTHONUNBUFFERED": "1",
-            "TICKRUN_JOB_PARENT": str(os.getpid()),
+            **parent_env(),
         }
 
     def start(self) -> None:
@@ -373,7 +364,7 @@ class _ContainerJob(_Job):
                 cmd += ["-e", key]
         for mount in self.mounts:
             cmd += ["-v", f"{mount}:{mount}"]
-        cmd += [self.image, "python", "-c", BOOT, self.request.model_dump_json()]
+        cmd += [self.image, *_job_command(self.request, "python")]
         with contextlib.suppress(PlatformError):
             self.engine.run("rm", "-f", self.name, check=False)
         self._popen(cmd, env)

@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +22,7 @@ from typing import Any
 import yaml
 
 from tickrun.functions.errors import HubError, TickrunError
+from tickrun.functions.replica import replica_command
 from tickrun.functions.runs.plugins import controller_client_class
 from tickrun.functions.runs.settings import CONTROLLER_URL_ENV
 
@@ -141,17 +141,7 @@ class LocalDeployment:
 
     def start(self, *, ready_timeout_s: float = 60.0) -> None:
         log = (self.directory / "replica.log").open("wb")
-        cmd = [
-            sys.executable,
-            "-m",
-            "tickrun",
-            "serve",
-            str(self.directory),
-            "--host",
-            self.host,
-            "--port",
-            str(self.port),
-        ]
+        cmd = replica_command(str(self.directory), self.port, 0, host=self.host)
         self.process = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
         )
