@@ -53,7 +53,9 @@ def exit_json(r: ReplicaRow, status: ExitStatus | None) -> dict[str, Any] | None
     return out
 
 
-def replica_json(r: ReplicaRow, status: ExitStatus | None = None) -> dict[str, Any]:
+def replica_json(
+    r: ReplicaRow, status: ExitStatus | None = None, not_ready: str | None = None
+) -> dict[str, Any]:
     return {
         "id": r.id,
         "state": r.state,
@@ -64,6 +66,7 @@ def replica_json(r: ReplicaRow, status: ExitStatus | None = None) -> dict[str, A
         "restarts": r.restarts,
         "exit_code": r.exit_code,
         "exit": exit_json(r, status),
+        "not_ready": not_ready if r.state == "starting" else None,
         "started_at": _iso(r.started_at),
         "ready_at": _iso(r.ready_at),
     }
@@ -95,6 +98,7 @@ def function_json(
     builds = store.list_builds(f.name, limit=1)
     port_gateway = reconciler.port_gateway if reconciler is not None else None
     exits = reconciler.exits if reconciler is not None else {}
+    unready = reconciler.unready if reconciler is not None else {}
     return {
         "name": f.name,
         "platform": f.platform,
@@ -114,7 +118,7 @@ def function_json(
             "min": lo,
             "max": hi,
             "ready": sum(1 for r in replicas if r.state == "ready"),
-            "items": [replica_json(r, exits.get(r.id)) for r in replicas],
+            "items": [replica_json(r, exits.get(r.id), unready.get(r.id)) for r in replicas],
         },
         "last_build": build_json(builds[0]) if builds else None,
         "spec": f.spec,

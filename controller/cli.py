@@ -282,6 +282,7 @@ def _get_function(args: argparse.Namespace) -> int:
                 f"restarts {rep['restarts']}"
                 + (f" exit {why['name']}" if why else "")
                 + (f" ({why['reason']}: {why['detail']})" if why and why.get("reason") else "")
+                + (f" ({rep['not_ready']})" if rep.get("not_ready") else "")
             )
     else:
         _print(fn, args.output)

@@ -298,6 +298,11 @@ def document() -> dict[str, Any]:
                         "detail": {"type": "string"},
                     },
                 },
+                "not_ready": {
+                    "description": "a starting replica's /readyz reason, e.g. "
+                    "'triggers-not-ready: waiting for trigger(s): ticks'",
+                    "type": ["string", "null"],
+                },
             },
         },
         "Build": {

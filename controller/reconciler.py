@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import aiohttp
 
 from tickrun.functions.errors import TickrunError
-from tickrun.functions.processor.exitcodes import ExitCode, ExitStatus
+from tickrun.functions.processor.exitcodes import ExitCode, ExitStatus, not_ready_reason
 from tickrun.functions.spec import parse_spec
 
 from .autoscaler import Autoscaler
@@ -63,8 +63,10 @@ class Reconciler:
         self.port_gateway: PortGateway | None = None
         self.autoscaler = Autoscaler()
         self._served: dict[str, int] = {}
-        # Each replica's last exit status, for the API (why a replica failed).
+        # Each replica's last exit status, and why a starting one is not ready yet (its
+        # /readyz reason), for the API.
         self.exits: dict[str, ExitStatus] = {}
+        self.unready: dict[str, str] = {}
 
     def _ports_in_use(self) -> list[int]:
         ports = [r.port for r in self.store.list_replicas()]
@@ -195,8 +197,9 @@ class Reconciler:
             elif row.state == "starting":
                 probes.append(row)
         results = await asyncio.gather(*(self._probe(r) for r in probes))
-        for row, ok in zip(probes, results, strict=True):
-            if ok:
+        for row, why in zip(probes, results, strict=True):
+            if why is None:
+                self.unready.pop(row.id, None)
                 row.state, row.ready_at = "ready", time.time()
                 self.store.save_replica(row)
                 self.store.add_event(
@@ -207,11 +210,14 @@ class Reconciler:
                     replica=row.id,
                 )
             elif now - row.started_at > self._ready_timeout(fn):
+                self.unready.pop(row.id, None)
                 self.store.add_event(
                     fn.name,
                     "replica_unready",
-                    f"replica {row.id} not ready after {self._ready_timeout(fn):.0f} s; restarting",
+                    f"replica {row.id} not ready after {self._ready_timeout(fn):.0f} s "
+                    f"({why or 'no answer'}); restarting",
                     replica=row.id,
+                    data={"reason": why or None},
                 )
                 if platform is not None:
                     await platform.stop(replica_ref(row), self.settings.stop_timeout_s)
@@ -317,13 +323,20 @@ class Reconciler:
         spec_timeout = parse_spec(fn.spec).spec.readiness_timeout_s
         return float(spec_timeout or self.settings.ready_timeout_s)
 
-    async def _probe(self, row: ReplicaRow) -> bool:
+    async def _probe(self, row: ReplicaRow) -> str | None:
+        """None when the replica is ready; else why not, from its /readyz body ("" if it
+        did not answer or gave no reason)."""
         assert self._session is not None
         try:
             async with self._session.get(f"http://127.0.0.1:{row.port}/readyz") as resp:
-                return resp.status == 200
+                if resp.status == 200:
+                    return None
+                why = not_ready_reason(await resp.content.read(4096))
         except (aiohttp.ClientError, TimeoutError):
-            return False
+            why = ""
+        if why:
+            self.unready[row.id] = why
+        return why
 
     async def _on_exit(
         self, row: ReplicaRow, live: Liveness, now: float, *, record: bool = True
@@ -453,6 +466,7 @@ class Reconciler:
         await platform.stop(replica_ref(row), self.settings.stop_timeout_s)
         self.store.delete_replica(row.id)
         self.exits.pop(row.id, None)
+        self.unready.pop(row.id, None)
         if reason:
             self.store.add_event(
                 row.function, "replica_stopped", f"replica {row.id} {reason}", replica=row.id

@@ -75,6 +75,18 @@ class Reason(enum.StrEnum):
         return cls.START
 
 
+def not_ready_reason(body: bytes) -> str:
+    """``reason: detail`` from a 503 ``/readyz`` body, or "" when the body says nothing usable
+    (it comes from the replica: only a known reason is taken, and the detail is bounded)."""
+    try:
+        data = json.loads(body[:MAX_STATUS_LINE_BYTES])
+        reason = Reason(data["reason"])
+    except (ValueError, KeyError, TypeError):
+        return ""
+    detail = data.get("detail")
+    return f"{reason.value}: {one_line(detail)}" if isinstance(detail, str) else reason.value
+
+
 def one_line(text: str) -> str:
     """``text`` as one bounded line (a message may carry the user's own newlines)."""
     return " ".join(text.split())[:MAX_DETAIL_CHARS]
