@@ -23,7 +23,7 @@ import yaml
 
 from tickrun.functions.errors import HubError, TickrunError
 from tickrun.functions.replica import replica_command
-from tickrun.functions.runs.plugins import controller_client_class
+from tickrun.functions.runs.plugins import ControllerApi, controller_client_class
 from tickrun.functions.runs.settings import CONTROLLER_URL_ENV
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def controller_client(controller: bool | str | None = None) -> Any:
+def controller_client(controller: bool | str | None = None) -> ControllerApi | None:
     """The controller client ``deploy()`` goes through, or None for a local replica.
 
     None: ``$TICKRUN_CONTROLLER_URL`` decides (the setting runs and the CLI use too); True: the
@@ -63,7 +63,7 @@ def controller_client(controller: bool | str | None = None) -> Any:
 class ControllerDeployment:
     """A serving item deployed through the controller's API. Constructor does no I/O."""
 
-    def __init__(self, client: Any, name: str, *, port: int | None = None) -> None:
+    def __init__(self, client: ControllerApi, name: str, *, port: int | None = None) -> None:
         self.client = client
         self.name = name
         self.port = port
@@ -71,7 +71,7 @@ class ControllerDeployment:
     @classmethod
     def create(
         cls,
-        client: Any,
+        client: ControllerApi,
         folder: Path,
         *,
         platform: str | None = None,

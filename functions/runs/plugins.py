@@ -14,9 +14,10 @@ in code with :func:`register`. Nothing in this layer imports the layers above by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -79,6 +80,50 @@ class JobRequest(BaseModel):
         return kwargs
 
 
+class Reply(Protocol):
+    status: int
+    body: bytes
+
+
+class ControllerApi(Protocol):
+    """What the hub needs of a controller client (``tickrun.controller.client``) to deploy."""
+
+    url: str
+
+    def deploy(
+        self, spec: dict[str, Any], code_dir: Path | None, *, platform: str | None = None
+    ) -> dict[str, Any]: ...
+
+    def follow_build(self, build_id: str) -> Iterator[str]: ...
+
+    def get_build(self, build_id: str) -> dict[str, Any]: ...
+
+    def wait_ready(
+        self, name: str, *, version: int | None = None, timeout_s: float = 600
+    ) -> dict[str, Any]: ...
+
+    def invoke(
+        self,
+        name: str,
+        *,
+        path: str = "/",
+        method: str = "GET",
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> Reply: ...
+
+    def delete_function(self, name: str) -> None: ...
+
+
+class ControllerApiClass(Protocol):
+    """The registered client class: built from a URL and a token, or from the environment."""
+
+    def __call__(self, url: str, token: str | None) -> ControllerApi: ...
+
+    def from_env(self) -> ControllerApi: ...
+
+
 class JobLauncher(Protocol):
     def __call__(self, request: JobRequest) -> int:
         """Run ``request`` to its end elsewhere; the job's exit status (0: completed)."""
@@ -127,14 +172,19 @@ def target_resolver(scheme: str) -> TargetResolver:
     return resolver
 
 
-def controller_client_class() -> Any:
-    return plugin(CONTROLLER_CLIENTS, "default", needs="a controller client")
+def controller_client_class() -> ControllerApiClass:
+    client_class: ControllerApiClass = plugin(
+        CONTROLLER_CLIENTS, "default", needs="a controller client"
+    )
+    return client_class
 
 
 __all__ = [
     "CONTROLLER_CLIENTS",
     "JOB_PLATFORMS",
     "RUN_TARGETS",
+    "ControllerApi",
+    "ControllerApiClass",
     "JobLauncher",
     "JobRequest",
     "ResolvedTarget",
