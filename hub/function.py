@@ -114,8 +114,9 @@ class HubFunction:
         """Run one handler as a tracked run; returns the runs API's ``RunObject``.
 
         ``platform`` ``"local"`` (the default) runs it in this process; ``"process"`` (also
-        ``local=False``) or ``"container"`` run it as ``tickrun run hub://… --platform …``
-        does, through :mod:`tickrun.controller.jobs`, and wait for it.
+        ``local=False``) or ``"container"`` submit a ``JobRequest`` to that platform's job
+        launcher (``tickrun.job_platforms``), as ``tickrun run hub://… --platform …`` does, and
+        wait for it.
         """
         chosen, hspec = self.spec.handler_spec(handler or self.resolved.handler)
         params = dict(params or {})
