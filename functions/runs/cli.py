@@ -66,11 +66,12 @@ def register(sub: Any, get: Any) -> None:
     where.add_argument(
         "--platform",
         choices=("local", "process", "container"),
-        help="where to run: local (this process), process (a fresh Python "
-        "interpreter) or container (podman/docker, an image built from the "
+        help="where the job runs: local (this process), process (a fresh Python "
+        "interpreter on this machine; a one-off job, not a controller replica as with "
+        "`deploy --platform process`) or container (podman/docker, an image built from the "
         "file's folder); the run is tracked the same way everywhere",
     )
-    p.add_argument("--uid", help=argparse.SUPPRESS)  # set by a --platform parent for its child
+    p.add_argument("--uid", help=argparse.SUPPRESS)  # a uid the caller chose (scripts, tests)
     p.add_argument("--json", action="store_true", help="print the run as JSON")
     p.set_defaults(func=_run)
 
