@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.podman]
 # stdout (after a line the handler printed itself).
 SCRIPT = (
     "import sys\n"
-    'print(\'tickrun-status: {"code": 1, "reason": "spec-error", "detail": "a lie"}\')\n'
+    'print(\'tickrun-status: {"code": 78, "reason": "spec-error", "detail": "a lie"}\')\n'
     'print(\'{"level": "error", "message": "function cannot start: x"}\', file=sys.stderr)\n'
     "print(sys.argv[1], flush=True)\n"
     "sys.exit(78)\n"
