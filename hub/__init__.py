@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from .deployments import ControllerDeployment, LocalDeployment
 from .function import HubFunction
-from .resolver import Hub, ItemRef, ResolvedItem, import_function, parse_uri
+from .resolved import ResolvedItem
+from .resolver import Hub, ItemRef, import_function, parse_uri
 from .spec import ItemSpec, load_item
 from .versions import Version, VersionPin
 

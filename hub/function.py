@@ -20,7 +20,7 @@ import types
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 from pydantic import ValidationError
@@ -32,7 +32,7 @@ from tickrun.functions.spec import parse_spec
 
 from .catalogue import BUNDLED_ROOT
 from .deployments import ControllerDeployment, LocalDeployment, controller_client, free_port
-from .resolver import ResolvedItem
+from .resolved import ResolvedItem
 from .safefiles import copy_inside, write_inside
 from .spec import HandlerSpec, ItemSpec
 
@@ -47,11 +47,19 @@ LABEL_SOURCE = "hub.source"
 LABEL_HANDLER = "hub.handler"
 
 
+class ItemResolver(Protocol):
+    def resolve(self, uri: str) -> ResolvedItem: ...
+
+
 class HubFunction:
     """``tickrun.import_function("hub://name:1.2")``. Constructor does no I/O."""
 
-    def __init__(self, resolved: ResolvedItem) -> None:
+    def __init__(
+        self, resolved: ResolvedItem, *, environment: Callable[[], ItemResolver] | None = None
+    ) -> None:
         self.resolved = resolved
+        # The hubs of the environment (what another process resolves against), if known.
+        self._environment = environment
         self._module: types.ModuleType | None = None
 
     @property
@@ -159,10 +167,11 @@ class HubFunction:
         pinned = f"hub://{self.name}:{self.version}#{handler}"
         if platform == "container":
             return pinned  # the job runner decides what a container can run
-        from .resolver import Hub
-
         try:
-            same = Hub.from_env().resolve(pinned).folder.resolve() == self.folder.resolve()
+            found = self._environment() if self._environment is not None else None
+            same = found is not None and (
+                found.resolve(pinned).folder.resolve() == self.folder.resolve()
+            )
         except TickrunError:
             same = False
         return pinned if same else f"{self.code_path}:{handler}"

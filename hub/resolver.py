@@ -20,12 +20,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tickrun.functions.errors import HubError
 
 from .catalogue import BUNDLED_ROOT
+from .function import HubFunction
 from .pins import PINS_ENV, HubPins
+from .resolved import ResolvedItem
 from .sources import (
     LocalSource,
     NotCachedError,
@@ -34,11 +36,8 @@ from .sources import (
     SourceUnavailableError,
     versions_of,
 )
-from .spec import ItemSpec, load_item
+from .spec import load_item
 from .versions import Version, VersionPin
-
-if TYPE_CHECKING:
-    from .function import HubFunction
 
 logger = logging.getLogger(__name__)
 
@@ -80,23 +79,6 @@ def parse_uri(uri: str) -> ItemRef:
     except ValueError as exc:
         raise HubError(f"{uri!r}: {exc}") from exc
     return ItemRef(match["name"], pin, match["handler"])
-
-
-@dataclass(frozen=True, slots=True)
-class ResolvedItem:
-    spec: ItemSpec
-    folder: Path
-    source: str
-    uri: str
-    handler: str | None = None
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def version(self) -> str:
-        return self.spec.version
 
 
 def default_cache_dir() -> Path:
@@ -322,9 +304,8 @@ class Hub:
         return sorted(found, reverse=True)
 
     def import_function(self, uri: str) -> HubFunction:
-        from .function import HubFunction
-
-        return HubFunction(self.resolve(uri))
+        # The handle re-resolves against the environment's hubs to hand a job a hub:// URI.
+        return HubFunction(self.resolve(uri), environment=Hub.from_env)
 
 
 def import_function(uri: str, *, hub: Hub | None = None) -> HubFunction:

@@ -30,10 +30,10 @@ from ..artifacts import ArtifactStore
 from ..errors import BadRequestError, RunError, TickrunError
 from .context import RunContext
 from .db.base import HOST, RunDB
+from .execution import RunEnv, execute, make_inputs
 from .handlers import load_callable
 from .model import ArtifactRecord, RunBatch, RunRecord, RunState
 from .pool import IterationPool, IterationTask
-from .runner import RunEnv, execute, make_inputs
 from .runobject import RunObject
 from .tracker import RunTracker
 

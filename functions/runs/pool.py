@@ -18,9 +18,9 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from ..errors import TickrunError
+from .execution import RunEnv, execute, make_inputs
 from .handlers import load_callable
 from .model import ArtifactRecord, RunRecord
-from .runner import RunEnv, execute, make_inputs
 
 
 @dataclass(frozen=True)

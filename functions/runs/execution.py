@@ -1,0 +1,116 @@
+"""One run executed in this process: the engine under ``run_function`` and a sweep's iterations.
+
+Apart from :mod:`.runner` so that a sweep (:mod:`.hyper`, :mod:`.pool`) and ``run_function``,
+which starts sweeps, do not import each other.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..artifacts import ArtifactRoots, ArtifactStore, S3Settings, open_store
+from ..errors import TickrunError
+from .context import RunContext
+from .dataitem import DataItem, using_roots
+from .db import DbLocator, RunDB, open_locator
+from .handlers import call_handler
+from .model import ArtifactRecord, RunRecord, RunState
+from .serialize import jsonable
+from .tracker import RunTracker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunEnv:
+    """Everything a (child) process needs to reopen the same DB and artifact store."""
+
+    db: DbLocator | None
+    artifact_path: str
+    s3: S3Settings
+    flush_interval_s: float = 1.0
+    heartbeat_interval_s: float = 5.0
+    stale_after_s: float = 60.0
+    # Where store:// inputs may point: the configured stores plus this run's own.
+    artifact_roots: ArtifactRoots = field(default_factory=ArtifactRoots)
+
+    def open_db(self) -> RunDB:
+        if self.db is None:
+            raise TickrunError("this run DB cannot be reopened in another process")
+        return open_locator(self.db, self.stale_after_s)
+
+    def open_store(self) -> ArtifactStore:
+        return open_store(self.artifact_path, self.s3)
+
+
+def make_inputs(
+    inputs: Mapping[str, Any] | None,
+    db: RunDB | None,
+    s3: S3Settings,
+    roots: ArtifactRoots | None = None,
+) -> dict[str, DataItem]:
+    items: dict[str, DataItem] = {}
+    for name, value in (inputs or {}).items():
+        if isinstance(value, DataItem):
+            items[name] = value
+        else:
+            items[name] = DataItem(str(value), key=name, db=db, s3=s3, roots=roots)
+    return items
+
+
+def execute(
+    fn: Callable[..., Any],
+    record: RunRecord,
+    *,
+    db: RunDB,
+    store: ArtifactStore,
+    inputs: Mapping[str, DataItem],
+    flush_interval_s: float = 1.0,
+    heartbeat_interval_s: float = 5.0,
+    roots: ArtifactRoots | None = None,
+) -> tuple[RunRecord, list[ArtifactRecord]]:
+    """Run ``fn`` as the run ``record``; handler errors end the run in state error.
+
+    ``roots``: the artifact stores the handler's own ``store://`` reads may point into."""
+    tracker = RunTracker(
+        db, record, flush_interval_s=flush_interval_s, heartbeat_interval_s=heartbeat_interval_s
+    )
+    tracker.start()
+    ctx = RunContext(tracker, store, inputs=dict(inputs))
+    try:
+        store.prepare()
+        with using_roots(roots):
+            out = call_handler(fn, ctx, record.params, inputs)
+        if isinstance(out, dict):
+            ctx.log_results(out)
+        elif out is not None:
+            ctx.log_result("return", jsonable(out))
+    except KeyboardInterrupt:
+        tracker.finish(RunState.ABORTED, "interrupted")
+        raise
+    except SystemExit as exc:
+        # A job calling sys.exit() ends its run, not the caller (a sweep, a notebook).
+        ok = exc.code in (None, 0)
+        final = tracker.finish(
+            RunState.COMPLETED if ok else RunState.ERROR,
+            None if ok else f"handler called sys.exit({exc.code!r})",
+        )
+        return final, list(ctx.artifacts.values())
+    except Exception as exc:
+        msg = exc.message if isinstance(exc, TickrunError) else f"{type(exc).__name__}: {exc}"
+        # The traceback is for the operator's log; the record keeps the one-line message.
+        logger.error(
+            "run failed",
+            exc_info=True,
+            extra={"uid": record.uid, "iteration": record.iteration, "error": msg},
+        )
+        final = tracker.finish(RunState.ERROR, msg[:2000])
+    else:
+        final = tracker.finish(RunState.COMPLETED)
+    finally:
+        for item in inputs.values():
+            item.cleanup()
+    return final, list(ctx.artifacts.values())
