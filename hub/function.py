@@ -354,20 +354,14 @@ def _check_json(key: str, value: Any) -> None:
 
 def _finished_run(uid: str, platform: str, code: int) -> RunObject:
     """The run a job recorded, read back as a ``RunObject`` like a local run returns."""
-    from tickrun.functions.runs import RunObject, TrackingSettings, open_db
+    from tickrun.functions.runs.job import load_run
 
-    settings = TrackingSettings.from_env()
-    db = open_db(settings)
     try:
-        record = db.get_run(uid)
+        return load_run(uid)
     except TickrunError as exc:
         raise HubError(
             f"the {platform} job exited with {code} before run {uid} was recorded"
         ) from exc
-    iterations = [r for r in db.list_runs(None, uid=uid, limit=100_000) if r.iteration > 0]
-    iterations.sort(key=lambda r: r.iteration)
-    artifacts = db.list_artifacts(record.project, uid=uid, iteration=0)
-    return RunObject(record, artifacts, iterations, db=db, s3=settings.s3)
 
 
 def check_arguments(
