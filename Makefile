@@ -23,12 +23,14 @@ lint: $(STAMP)
 
 # The package as the tools should see it: build/pkgview/tickrun links the folders setup.py maps
 # onto tickrun.* (mypy and import-linter read files, and cannot follow the editable install's
-# import hook). Rebuilt on every use: cheap, and a new top-level file in tickrun/ is picked up.
+# import hook). Refreshed in place on every use (others may be type-checking through it): a new
+# top-level file in tickrun/ is linked, a removed one unlinked.
 PKGVIEW := build/pkgview/tickrun
 pkgview:
-	rm -rf $(PKGVIEW) && mkdir -p $(PKGVIEW)
-	for f in tickrun/*; do ln -s $(CURDIR)/$$f $(PKGVIEW)/; done
-	for d in functions triggers controller hub; do ln -s $(CURDIR)/$$d $(PKGVIEW)/$$d; done
+	mkdir -p $(PKGVIEW)
+	for f in tickrun/*; do ln -sfn $(CURDIR)/$$f $(PKGVIEW)/; done
+	for d in functions triggers controller hub; do ln -sfn $(CURDIR)/$$d $(PKGVIEW)/$$d; done
+	find $(PKGVIEW) -maxdepth 1 -xtype l -delete
 
 typecheck: $(STAMP) pkgview
 	$(VENV)/bin/mypy
