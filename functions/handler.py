@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
-import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import HandlerLoadError, InitContextError
+from .modules import import_from
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +48,8 @@ def load_handler(function_dir: str | Path, handler: str) -> LoadedHandler:
     entrypoint = entrypoint or "handler"
     if not directory.is_dir():
         raise HandlerLoadError(f"function directory {directory} does not exist")
-    if str(directory) not in sys.path:
-        sys.path.insert(0, str(directory))
     try:
-        module = importlib.import_module(module_name)
+        module = import_from(directory, module_name)
     except ModuleNotFoundError as exc:
         if exc.name == module_name.split(".")[0]:
             raise HandlerLoadError(

@@ -1,12 +1,16 @@
-"""One way to import user code from a file: job handlers, hub items (and their versions).
+"""The one module loader for user code: function handlers, job handlers and hub items.
 
-Each file is imported under a name the caller derives from what it is (its path, its item and
-version), so two files with the same stem, or two versions of one hub item, live side by side in
-``sys.modules``; a file whose import raises leaves no half-initialised module behind.
+A function's handler module is imported by name from its folder (:func:`import_from`); a job file
+or a hub item version by path (:func:`import_file`), under a name the caller derives from what it
+is (its path, its item and version), so two files with the same stem, or two versions of one hub
+item, live side by side in ``sys.modules``. A module whose import raises leaves no
+half-initialised module behind. Errors propagate unchanged: each caller words them for what the
+code is (a handler, a job, a hub item).
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
 import types
@@ -15,12 +19,23 @@ from pathlib import Path
 from .errors import HandlerLoadError
 
 
-def import_file(path: Path, module_name: str) -> types.ModuleType:
-    """The module of ``path`` as ``module_name``, imported once per process.
+def on_path(directory: Path) -> None:
+    """Put ``directory`` first on ``sys.path``: the code's sibling imports work as in a script."""
+    if str(directory) not in sys.path:
+        sys.path.insert(0, str(directory))
 
-    Exceptions raised by the module's own code propagate unchanged: the callers word them for
-    what the file is (a job handler, a hub item).
-    """
+
+def import_from(directory: Path, module_name: str) -> types.ModuleType:
+    """``module_name`` (``main``, ``pkg.handler``) imported with ``directory`` on the path."""
+    on_path(directory)
+    return importlib.import_module(module_name)
+
+
+def import_file(path: Path, module_name: str, *, siblings: bool = False) -> types.ModuleType:
+    """The module of ``path`` as ``module_name``, imported once per process; with ``siblings``
+    its folder goes on the path first."""
+    if siblings:
+        on_path(path.parent)
     module = sys.modules.get(module_name)
     if module is not None:
         return module

@@ -9,7 +9,6 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,9 @@ def load_callable(ref: str) -> Callable[..., Any]:
         if not path.is_file():
             raise HandlerLoadError(f"handler file {path} does not exist")
         mod_name = "tickrun_job_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]  # noqa: S324
-        # Sibling imports of the job file (helpers next to it) should work as in a script.
-        if str(path.parent) not in sys.path:
-            sys.path.insert(0, str(path.parent))
         try:
-            module = import_file(path, mod_name)
+            # Sibling imports of the job file (helpers next to it) work as in a script.
+            module = import_file(path, mod_name, siblings=True)
         except HandlerLoadError:
             raise
         except Exception as exc:
