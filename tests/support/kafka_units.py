@@ -39,7 +39,7 @@ def unstarted_trigger(workers: int, **attrs: Any) -> KafkaTrigger:
     trigger_spec = {"kind": "kafka-cluster", "maxWorkers": workers, "attributes": base}
     fn = parse_spec({"metadata": {"name": "f"}, "spec": {"triggers": {"ticks": trigger_spec}}})
     trigger = KafkaTrigger(fn.spec.triggers["ticks"], fn)  # type: ignore[arg-type]
-    trigger._loop = asyncio.get_running_loop()
+    trigger.event_loop = asyncio.get_running_loop()
     return trigger
 
 

@@ -16,11 +16,12 @@ from typing import Any, Protocol
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import CorruptRecordError
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka.structs import TopicPartition
 
 from tickrun.functions.errors import TriggerError
 
 from . import metrics
+from .commits import FLUSH_TIMEOUT_S, Committer, describe_error
 from .compat import deferred_unreadable, joining, unpark_resumed, unreadable_partition
 from .config import KafkaConfig
 from .limits import read_limits
@@ -40,10 +41,7 @@ JOIN_POLL_TIMEOUT_MS = 500
 # Poll at least this often even when every partition is paused (metadata, group state).
 MAX_POLL_GAP_S = 1.0
 RECONNECT_BACKOFF_S = (1.0, 30.0)
-FLUSH_TIMEOUT_S = 30.0
 LAG_INTERVAL_S = 1.0
-# An async commit whose callback has not come after this long is given up on (a new one goes).
-COMMIT_STALE_S = 60.0
 # After a commit the lag moved: report it then too, but not more often than this (the
 # multiprocess gauges cost tens of microseconds per report).
 LAG_MIN_INTERVAL_S = 0.2
@@ -64,15 +62,6 @@ class ConsumerCallbacks(Protocol):
         skip) it and complete its offset. Must not block."""
 
     def on_state(self, connected: bool, error: str | None) -> None: ...
-
-
-def describe_error(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
-
-
-def _offsets(positions: dict[Any, int]) -> dict[Any, OffsetAndMetadata]:
-    return {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()}
 
 
 class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
@@ -113,13 +102,10 @@ class ConsumerThread(threading.Thread):
         self._consumer: Any = None
         self._restart: dict[Any, int] = {}  # revoked partition → first offset not completed
         self._closing = False
-        self._last_commit = 0.0
-        self._commit_sent: float | None = None  # when the async commit in flight was sent
-        self._commit_acked: float | None = None  # when the broker answered it
+        self.commits = Committer(config, book, publisher)  # the one owner of commits
+        # Direct path: asked between handler chunks (on this thread); bound once, not per call.
+        self.commit_if_due = self.commits.if_due
         labels = (config.function, config.name)
-        self._commit_latency = metrics.COMMIT_LATENCY.labels(*labels)
-        self._commit_ok = metrics.COMMITS.labels(*labels, "ok")
-        self._commit_failed = metrics.COMMITS.labels(*labels, "failed")
         self._connected = metrics.CONNECTED.labels(*labels)
         self._consumed = {t: metrics.CONSUMED.labels(*labels, t) for t in config.topics}
         self.last_error: str | None = None
@@ -188,7 +174,7 @@ class ConsumerThread(threading.Thread):
         cfg = self.config
         consumer = KafkaConsumer(**cfg.client_kwargs("consumer"))
         self._consumer = consumer
-        self._commit_sent = None  # a request of the previous consumer never calls back
+        self.commits.attach(consumer)
         # Subscribe before fetching metadata: the fetch then also gives kafka-python's group
         # coordinator the subscribed topics' partitions before the first join. Without it the
         # member joins knowing none, and rebalances again as soon as the metadata arrives
@@ -223,17 +209,6 @@ class ConsumerThread(threading.Thread):
         """The group wants this member to (re)join: stop handling, poll (consumer thread)."""
         return self._consumer is not None and joining(self._consumer)
 
-    def commit_if_due(self) -> None:
-        """Commit once a commit batch is complete or the commit interval has passed (on this
-        thread: each poll round, and between handler chunks on the direct path)."""
-        now = time.monotonic()
-        if (
-            self._book.uncommitted >= self.config.commit_batch_size
-            or now - self._last_commit >= self.config.commit_interval_s
-        ):
-            self.commit_soon()
-            self._last_commit = now
-
     def wake(self) -> None:
         """Handlers drained a backlog or finished a commit batch: look again now (any thread)."""
         self._wake.set()
@@ -241,7 +216,7 @@ class ConsumerThread(threading.Thread):
     def _poll_loop(self) -> None:
         consumer = self._consumer
         cfg = self.config
-        self._last_commit = last_poll = time.monotonic()
+        self.commits.last = last_poll = time.monotonic()
         last_lag = 0.0  # the first commit reports at once
         consumed = self._consumed
         saturated = paused_any = False
@@ -252,7 +227,7 @@ class ConsumerThread(threading.Thread):
                 and not rejoin
                 # An async commit's callback only runs inside a poll, and handlers may be
                 # waiting for it (they stay within two commit windows): poll meanwhile.
-                and self._commit_sent is None
+                and self.commits.sent is None
                 and time.monotonic() - last_poll < MAX_POLL_GAP_S
             ):
                 # Every partition's backlog is full, so a poll could fetch nothing; it would
@@ -286,7 +261,7 @@ class ConsumerThread(threading.Thread):
             now = time.monotonic()
             since_lag = now - last_lag
             if since_lag >= LAG_INTERVAL_S or (
-                self._last_commit > last_lag and since_lag >= LAG_MIN_INTERVAL_S
+                self.commits.last > last_lag and since_lag >= LAG_MIN_INTERVAL_S
             ):
                 self._report_lag()
                 last_lag = now
@@ -313,78 +288,6 @@ class ConsumerThread(threading.Thread):
         self._consumed[tp.topic].inc()
         self._callbacks.on_unreadable(tp, offset, exc)
         return {}
-
-    # --- offsets -----------------------------------------------------------------------------
-
-    def commit_soon(self) -> None:
-        """Commit every moved position without waiting for the broker (this thread goes on).
-
-        For the size and interval commits: a blocking commit costs this thread a round trip
-        (~2 ms) per commit batch, which was a seventh of a no-op handler's time. One request
-        is in flight at a time; its callback (run by kafka-python on this thread, in the next
-        poll) records it. Revokes and shutdown still commit synchronously.
-        """
-        consumer = self._consumer
-        if consumer is None:
-            return
-        sent = self._commit_sent
-        if sent is not None:
-            if time.monotonic() - sent < COMMIT_STALE_S:
-                return
-            logger.warning("kafka async commit never completed; sending another")
-        positions = self._book.to_commit()
-        if not positions:
-            return
-        started = time.perf_counter()
-        self._commit_acked = None
-        try:
-            self._publisher.flush(FLUSH_TIMEOUT_S)  # outputs acknowledged before their offsets
-            future = consumer.commit_async(
-                _offsets(positions),
-                callback=lambda _offsets, response: self._committed(positions, started, response),
-            )
-            # The callback waits for the next poll; the broker's answer time is the latency.
-            future.add_both(lambda _response: setattr(self, "_commit_acked", time.perf_counter()))
-        except Exception as exc:
-            self._commit_failure(exc, len(positions))
-            return
-        self._commit_sent = time.monotonic()
-
-    def _committed(self, positions: dict[Any, int], started: float, response: Any) -> None:
-        self._commit_sent = None
-        if isinstance(response, BaseException):
-            self._commit_failure(response, len(positions))
-            return
-        self._record_commit(positions, (self._commit_acked or time.perf_counter()) - started)
-
-    def _record_commit(self, positions: dict[Any, int], seconds: float) -> None:
-        self._book.committed(positions)
-        self._commit_ok.inc()
-        self._commit_latency.observe(seconds)
-
-    def _commit_failure(self, exc: BaseException, partitions: int) -> None:
-        # Typically a rebalance in progress: the partitions' next owner re-handles the events
-        # after the last commit (bounded duplicates, never a loss).
-        self._commit_failed.inc()
-        logger.warning(
-            "kafka offset commit failed: %s",
-            describe_error(exc),
-            extra={"trigger": self.config.name, "partitions": partitions},
-        )
-
-    def commit(self, tps: list[Any] | None = None) -> None:
-        """Flush output, then commit every moved position (or just those of ``tps``)."""
-        positions = self._book.to_commit(tps)
-        if not positions or self._consumer is None:
-            return
-        started = time.perf_counter()
-        try:
-            self._publisher.flush(FLUSH_TIMEOUT_S)
-            self._consumer.commit(_offsets(positions))
-        except Exception as exc:
-            self._commit_failure(exc, len(positions))
-            return
-        self._record_commit(positions, time.perf_counter() - started)
 
     def _report_lag(self) -> None:
         consumer = self._consumer
@@ -449,7 +352,7 @@ class ConsumerThread(threading.Thread):
             while not settled.done() and time.monotonic() < deadline:
                 await consumer._net.sleep(0.005)  # kafka-python's loop: heartbeats go on
         if commit and consumer is not None:
-            await self._commit_on_io_loop(consumer, tps)
+            await self.commits.before_rebalance(consumer, tps)
         self._forget(tps)
         logger.info(
             "kafka partitions revoked",
@@ -459,28 +362,6 @@ class ConsumerThread(threading.Thread):
                 "settle_s": round(time.monotonic() - started, 3),
             },
         )
-
-    async def _commit_on_io_loop(self, consumer: Any, tps: list[Any]) -> None:
-        positions = self._book.to_commit(tps)
-        if not positions:
-            return
-        started = time.perf_counter()
-        try:
-            self._publisher.flush(FLUSH_TIMEOUT_S)
-            # The public commit() blocks on this very loop; the coordinator's coroutine is
-            # what kafka-python's own pre-rebalance auto-commit awaits.
-            await consumer._coordinator._commit_offsets_sync_async(
-                _offsets(positions), timeout_ms=10_000
-            )
-        except Exception as exc:
-            self._commit_failed.inc()
-            logger.warning(
-                "kafka offset commit before rebalance failed: %s",
-                describe_error(exc),
-                extra={"trigger": self.config.name, "partitions": len(positions)},
-            )
-            return
-        self._record_commit(positions, time.perf_counter() - started)
 
     def _forget(self, tps: list[Any]) -> None:
         consumer = self._consumer
@@ -531,9 +412,8 @@ class ConsumerThread(threading.Thread):
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             if commit:
-                self._consumer = consumer
-                self.commit()
-                self._consumer = None
+                self.commits.now()
+            self.commits.attach(None)
             self._closing = True
             try:
                 # Leaving the group now hands our partitions over at once, not after the

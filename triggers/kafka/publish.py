@@ -11,15 +11,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kafka.errors import MessageSizeTooLargeError
 
-from tickrun.functions.errors import TriggerError
+from tickrun.functions.errors import HandlerStatusError, TriggerError
 from tickrun.functions.results import json_bytes
 
 from . import metrics
 from .limits import SizeLimits, record_size
+
+if TYPE_CHECKING:
+    from tickrun.functions.interfaces import BatchOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -150,3 +153,47 @@ class KafkaContext:
         if not target:
             raise TriggerError("no topic given and the kafka trigger has no outputTopic")
         self._publisher.send(target, value, key=key, headers=headers)
+
+
+class Outputs:
+    """Handled events' results to the output topic, in offset order (both handling paths)."""
+
+    __slots__ = ("_publisher", "output_topic")
+
+    def __init__(self, publisher: Publisher, output_topic: str | None) -> None:
+        self._publisher = publisher
+        self.output_topic = output_topic
+
+    def publish(self, record: Any, result: Any) -> None:
+        """Produce a handler's result (if any); TriggerError if it cannot be queued."""
+        topic = self.output_topic
+        if topic is not None and result.value is not None:
+            self._publisher.send(
+                topic, result.body, key=record.key, headers={"content-type": result.content_type}
+            )
+
+    def sort_out(
+        self, records: list[Any], outcome: BatchOutcome, start: int = 0
+    ) -> tuple[list[int], int, BaseException | None]:
+        """Publish a batch's results from ``start`` in order: (offsets done, where that
+        stopped, why).
+
+        It stops at a record whose handler failed or answered 5xx, or whose result could not
+        be published (the failure is returned), or that the batch did not reach (None).
+        """
+        results = outcome.results
+        output_topic = self.output_topic
+        done: list[int] = []
+        for i in range(start, len(records)):
+            if i >= len(results):
+                return done, i, outcome.error if i == len(results) else None
+            record, result = records[i], results[i]
+            if result.status >= 500:
+                return done, i, HandlerStatusError(result.status)
+            if output_topic is not None and result.value is not None:
+                try:
+                    self.publish(record, result)
+                except TriggerError as exc:
+                    return done, i, exc
+            done.append(record.offset)
+        return done, len(records), None

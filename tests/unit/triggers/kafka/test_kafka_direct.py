@@ -51,15 +51,15 @@ def make_trigger(
     handler: Handler, pool: ThreadPoolExecutor, **attrs: Any
 ) -> tuple[KafkaTrigger, FakeConsumerThread]:
     trigger = unstarted_trigger(1, **attrs)
-    trigger._dispatcher = real_dispatcher(
+    trigger.dispatcher = real_dispatcher(
         lambda context, event: handler(event),
         pool,
         availability_timeout_s=5.0,
         trigger_name="ticks",
     )
-    trigger._direct = True
+    trigger.direct = True
     thread = FakeConsumerThread()
-    trigger._thread = thread  # type: ignore[assignment]
+    trigger.thread = thread  # type: ignore[assignment]
     return trigger, thread
 
 
@@ -70,7 +70,7 @@ def records(partition: int, offsets: range) -> list[Record]:
 async def poll(trigger: KafkaTrigger, batch: dict[TopicPartition, list[Record]]) -> None:
     """What the consumer thread does with a poll's records, on a thread of its own."""
     for tp, recs in batch.items():
-        trigger._book.add(tp, [r.offset for r in recs])
+        trigger.book.add(tp, [r.offset for r in recs])
     await asyncio.to_thread(trigger.on_records, batch)
 
 
@@ -101,9 +101,9 @@ async def test_records_run_on_the_polling_thread_in_order_partitions_taking_turn
         assert [o for q, o, _ in seen if q == p] == list(range(n))
     # Partitions alternate a chunk at a time rather than one draining first.
     assert [q for q, _, _ in seen[: 2 * BATCH_MAX_EVENTS : BATCH_MAX_EVENTS]] == [0, 1]
-    assert trigger._book.to_commit() == {tp0: n, tp1: n}
+    assert trigger.book.to_commit() == {tp0: n, tp1: n}
     assert thread.commit_checks >= 4, "commits are considered between chunks"
-    assert trigger._parts == {}, "the loop side was never involved"
+    assert trigger.loop_path.parts == {}, "the loop side was never involved"
 
 
 async def test_a_failure_hands_the_rest_to_the_loop_side_which_retries_in_order(
@@ -122,7 +122,7 @@ async def test_a_failure_hands_the_rest_to_the_loop_side_which_retries_in_order(
     tp0, tp1 = TopicPartition("t", 0), TopicPartition("t", 1)
     polling = threading.current_thread().name
     await poll(trigger, {tp0: records(0, range(10)), tp1: records(1, range(10))})
-    await until(lambda: trigger._book.to_commit() == {tp0: 10, tp1: 10})
+    await until(lambda: trigger.book.to_commit() == {tp0: 10, tp1: 10})
     p0 = [o for p, o, _ in calls if p == 0]
     assert p0 == [0, 1, 2, 3, 4, 5, 5, 5, 6, 7, 8, 9], "retried in place, one try counted once"
     assert [o for p, o, _ in calls if p == 1] == list(range(10))
@@ -147,17 +147,17 @@ async def test_the_loop_side_keeps_the_records_while_it_has_work(
     trigger, _ = make_trigger(handler, pool, maxRetries=1000, retryBackoff="20ms")
     tp = TopicPartition("t", 0)
     await poll(trigger, {tp: records(0, range(1))})  # fails: the loop side retries it
-    await until(lambda: tp in trigger._parts)
+    await until(lambda: tp in trigger.loop_path.parts)
     await poll(trigger, {tp: records(0, range(1, 4))})  # must queue behind offset 0
     await asyncio.sleep(0.1)
     assert 1 not in where, "nothing may overtake the record being retried"
     release.set()
-    await until(lambda: trigger._book.to_commit() == {tp: 4})
+    await until(lambda: trigger.book.to_commit() == {tp: 4})
     assert all(where[o].startswith("handler") for o in (1, 2, 3))
     # Once the loop side is idle again, the next poll runs directly.
-    await until(lambda: trigger._book.outstanding_total() == 0)
+    await until(lambda: trigger.book.outstanding_total() == 0)
     await poll(trigger, {tp: records(0, range(4, 6))})
-    assert trigger._book.to_commit() == {tp: 6}
+    assert trigger.book.to_commit() == {tp: 6}
     assert not where[5].startswith("handler")
 
 
@@ -171,7 +171,7 @@ async def test_a_pending_rebalance_hands_everything_to_the_loop_side(
     thread.rejoin = True
     tp = TopicPartition("t", 0)
     await poll(trigger, {tp: records(0, range(5))})
-    await until(lambda: trigger._book.to_commit() == {tp: 5})
+    await until(lambda: trigger.book.to_commit() == {tp: 5})
     assert len(names) == 5 and all(n.startswith("handler") for n in names)
 
 
@@ -186,14 +186,14 @@ async def test_revoking_the_running_partition_stops_after_the_current_event(
         seen.append(event.offset)
         if event.offset == 2:
             assert trigger is not None
-            trigger._revoking.add(tp)  # what on_revoked does from kafka-python's IO thread
+            trigger.revoking.add(tp)  # what on_revoked does from kafka-python's IO thread
 
     trigger, _ = make_trigger(handler, pool)
     await poll(trigger, {tp: records(0, range(10))})
     assert seen == [0, 1, 2]
-    assert trigger._book.to_commit() == {tp: 3}, "what ran is committed with the revoke"
+    assert trigger.book.to_commit() == {tp: 3}, "what ran is committed with the revoke"
     trigger.on_assigned([tp])  # assigned again: the direct path takes it again
-    assert tp not in trigger._revoking
+    assert tp not in trigger.revoking
 
 
 async def test_stopping_abandons_the_rest_of_the_poll(pool: ThreadPoolExecutor) -> None:
@@ -204,11 +204,11 @@ async def test_stopping_abandons_the_rest_of_the_poll(pool: ThreadPoolExecutor) 
         seen.append(event.offset)
         if event.offset == 3:
             assert trigger is not None
-            trigger._stopping = True
+            trigger.stopping = True
 
     trigger, _ = make_trigger(handler, pool)
     tp = TopicPartition("t", 0)
     await poll(trigger, {tp: records(0, range(10))})
     assert seen == [0, 1, 2, 3]
-    assert trigger._book.to_commit() == {tp: 4}
-    assert trigger._parts == {}, "nothing is handed over while stopping"
+    assert trigger.book.to_commit() == {tp: 4}
+    assert trigger.loop_path.parts == {}, "nothing is handed over while stopping"

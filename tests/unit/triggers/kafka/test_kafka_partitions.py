@@ -98,7 +98,7 @@ def dispatch_mode(request: pytest.FixtureRequest) -> str:
 def make_trigger(handler: Handler, **attrs: Any) -> tuple[KafkaTrigger, FakeDispatcher]:
     trigger = unstarted_trigger(4, **attrs)
     dispatcher = (FakeBatchDispatcher if BATCHING["on"] else FakeDispatcher)(handler)
-    trigger._dispatcher = dispatcher  # type: ignore[assignment]
+    trigger.dispatcher = dispatcher  # type: ignore[assignment]
     return trigger, dispatcher
 
 
@@ -107,8 +107,8 @@ def feed(
 ) -> TopicPartition:
     tp = TopicPartition("t", partition)
     records = [Record("t", partition, o, 1_700_000_000_000 + o, None, value, []) for o in offsets]
-    trigger._book.add(tp, list(offsets))
-    trigger._enqueue({tp: records})
+    trigger.book.add(tp, list(offsets))
+    trigger.loop_path.enqueue({tp: records})
     return tp
 
 
@@ -137,7 +137,7 @@ async def test_order_within_partition_parallel_across() -> None:
     await until(lambda: all(len(v) == 100 for v in seen.values()))
     assert all(v == list(range(100)) for v in seen.values())
     assert dispatcher.peak >= 2, "partitions should be handled concurrently"
-    await until(lambda: trigger._book.to_commit() == {tp: 100 for tp in tps})
+    await until(lambda: trigger.book.to_commit() == {tp: 100 for tp in tps})
 
 
 async def test_fails_twice_then_succeeds_and_commits_once_done() -> None:
@@ -151,7 +151,7 @@ async def test_fails_twice_then_succeeds_and_commits_once_done() -> None:
 
     trigger, _ = make_trigger(handler, maxRetries=3)
     tp = feed(trigger, 0, range(3))
-    await until(lambda: trigger._book.to_commit() == {tp: 3})
+    await until(lambda: trigger.book.to_commit() == {tp: 3})
     assert attempts == [0, 0, 0, 1, 2], "the partition waits for the retried event (order)"
 
 
@@ -166,7 +166,7 @@ async def test_skip_policy_moves_on_after_retries() -> None:
 
     trigger, _ = make_trigger(handler, maxRetries=2, onFailure="skip")
     tp = feed(trigger, 0, range(4))
-    await until(lambda: trigger._book.to_commit() == {tp: 4})
+    await until(lambda: trigger.book.to_commit() == {tp: 4})
     assert calls == [0, 1, 1, 1, 2, 3]
 
 
@@ -179,7 +179,7 @@ async def test_5xx_result_counts_as_failure() -> None:
 
     trigger, _ = make_trigger(handler, maxRetries=1)
     tp = feed(trigger, 0, range(1))
-    await until(lambda: trigger._book.to_commit() == {tp: 1})
+    await until(lambda: trigger.book.to_commit() == {tp: 1})
     assert calls == [0, 0]
 
 
@@ -193,11 +193,11 @@ async def test_worker_unavailable_is_not_an_attempt() -> None:
         return "ok"
 
     trigger, _ = make_trigger(handler, maxRetries=0, onFailure="skip")
-    skipped_before = counter(trigger._failures.skipped["t"])
+    skipped_before = counter(trigger.failures.skipped["t"])
     tp = feed(trigger, 0, range(1))
-    await until(lambda: trigger._book.to_commit() == {tp: 1})
+    await until(lambda: trigger.book.to_commit() == {tp: 1})
     assert len(calls) == 4
-    assert counter(trigger._failures.skipped["t"]) == skipped_before
+    assert counter(trigger.failures.skipped["t"]) == skipped_before
 
 
 async def test_revoke_interrupts_a_blocked_partition_without_committing() -> None:
@@ -205,15 +205,15 @@ async def test_revoke_interrupts_a_blocked_partition_without_committing() -> Non
         raise RuntimeError("always")
 
     trigger, _ = make_trigger(handler, onFailure="block", retryBackoff="5s", retryBackoffMax="5s")
-    failed_before = counter(trigger._failed["t"])
+    failed_before = counter(trigger.failed["t"])
     tp = feed(trigger, 0, range(2))
-    await until(lambda: counter(trigger._failed["t"]) > failed_before)
+    await until(lambda: counter(trigger.failed["t"]) > failed_before)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    await trigger._settle([tp], wait_s=2.0)
+    await trigger.loop_path.settle([tp], wait_s=2.0)
     assert loop.time() - started < 1.0, "the 5 s backoff must be cut short by the revoke"
-    assert tp not in trigger._parts
-    assert trigger._book.to_commit() == {}
+    assert tp not in trigger.loop_path.parts
+    assert trigger.book.to_commit() == {}
 
 
 async def test_revoke_waits_for_the_in_flight_event() -> None:
@@ -227,8 +227,8 @@ async def test_revoke_waits_for_the_in_flight_event() -> None:
 
     trigger, _ = make_trigger(handler)
     tp = feed(trigger, 0, range(5))
-    await until(lambda: trigger._dispatcher.in_flight == 1)  # type: ignore[union-attr]
-    settle = asyncio.create_task(trigger._settle([tp], wait_s=5.0))
+    await until(lambda: trigger.dispatcher.in_flight == 1)  # type: ignore[union-attr]
+    settle = asyncio.create_task(trigger.loop_path.settle([tp], wait_s=5.0))
     await asyncio.sleep(0.05)
     assert not settle.done()
     release.set()
@@ -245,12 +245,12 @@ async def test_stop_drains_in_flight_and_keeps_it_committable() -> None:
 
     trigger, _ = make_trigger(handler)
     tp = feed(trigger, 0, range(10))
-    await until(lambda: trigger._dispatcher.in_flight == 1)  # type: ignore[union-attr]
+    await until(lambda: trigger.dispatcher.in_flight == 1)  # type: ignore[union-attr]
     stopping = asyncio.create_task(trigger.stop(drain_timeout_s=5.0))
     await asyncio.sleep(0.05)
     release.set()
     await stopping
-    assert trigger._book.to_commit() == {tp: 1}
+    assert trigger.book.to_commit() == {tp: 1}
     assert not trigger.ready()
 
 
@@ -279,10 +279,10 @@ async def test_retry_budget_survives_a_rebalance() -> None:
     )
     tp = feed(trigger, 0, range(1))
     await until(lambda: len(calls) == 1)
-    await trigger._settle([tp], wait_s=1.0)  # revoked during the first backoff
-    trigger._book.drop([tp])
+    await trigger.loop_path.settle([tp], wait_s=1.0)  # revoked during the first backoff
+    trigger.book.drop([tp])
     tp = feed(trigger, 0, range(1))  # assigned again: the same record comes back
-    await until(lambda: trigger._book.to_commit() == {tp: 1}, timeout_s=10)
+    await until(lambda: trigger.book.to_commit() == {tp: 1}, timeout_s=10)
     assert calls == [0, 0, 0], "3 attempts in all (1 + maxRetries), not 1 + 3"
 
 
@@ -303,9 +303,9 @@ async def test_a_result_that_cannot_be_published_is_retried_not_lost() -> None:
             raise TriggerError("kafka producer is not connected")
         sent.append((topic, value))
 
-    trigger._publisher.send = send  # type: ignore[method-assign]
+    trigger.publisher.send = send  # type: ignore[method-assign]
     tp = feed(trigger, 0, range(3))
-    await until(lambda: trigger._book.to_commit() == {tp: 3})
+    await until(lambda: trigger.book.to_commit() == {tp: 3})
     # Only the event whose publish failed runs again (a batch may already have run the rest),
     # and results still reach the output topic in offset order.
     assert sorted(calls) == [0, 0, 1, 2]
@@ -327,10 +327,10 @@ async def test_handlers_wait_when_two_commit_windows_are_uncommitted() -> None:
     # At most two windows run ahead of the commits (a batch may finish the one it started).
     assert 20 <= len(seen) < 20 + 64
     stalled_at = len(seen)
-    trigger._book.committed(trigger._book.to_commit())  # what the consumer thread does
+    trigger.book.committed(trigger.book.to_commit())  # what the consumer thread does
     await until(lambda: len(seen) > stalled_at)
     while len(seen) < 100:
-        trigger._book.committed(trigger._book.to_commit())
+        trigger.book.committed(trigger.book.to_commit())
         await asyncio.sleep(0.01)
     assert seen == list(range(100))
-    await until(lambda: trigger._book.to_commit() == {tp: 100})
+    await until(lambda: trigger.book.to_commit() == {tp: 100})

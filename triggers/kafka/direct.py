@@ -1,0 +1,98 @@
+"""The direct path: the consumer thread runs the handler itself, between two polls.
+
+With one slot and a sync handler (the default, and what CPU-bound Python handlers want) this is
+what a plain consumer loop does: no hop to the event loop and a handler thread per chunk, which
+cost half the throughput of a no-op handler. It only runs while the loop side (:mod:`.loop`) has
+nothing to do, so the one slot is never used twice at once; a failure, a record with earlier
+attempts, or a pending rebalance hands the rest of the poll to the loop side, which retries,
+dead-letters and settles revoked partitions as usual, and the consumer thread takes over again
+once it has caught up.
+
+Handled offsets go to the offset book; commits stay with the consumer thread (this code runs on
+it, and asks it to commit when due between chunks).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .event import to_event
+from .loop import BATCH_MAX_EVENTS
+
+if TYPE_CHECKING:
+    from .trigger import KafkaTrigger
+
+
+class DirectPath:
+    """Runs a poll's records on the consumer thread (see the module docstring)."""
+
+    def __init__(self, trigger: KafkaTrigger) -> None:
+        self._t = trigger
+
+    def run(self, batch: dict[Any, list[Any]]) -> None:
+        """Handle a poll's records on this thread, committing when due.
+
+        Partitions take turns a chunk at a time, so one partition's long fetch does not hold
+        the others back (the loop path interleaves them the same way).
+        """
+        todo = dict(batch)  # partition -> its records not handled yet
+        counters = self._t.processed
+        # Counted once per poll: a multiprocess Prometheus counter costs microseconds per inc.
+        processed: dict[str, int] = dict.fromkeys(counters, 0)
+        try:
+            self._run(todo, processed)
+        finally:
+            for topic, n in processed.items():
+                if n:
+                    counters[topic].inc(n)
+
+    def _run(self, todo: dict[Any, list[Any]], processed: dict[str, int]) -> None:
+        t = self._t
+        dispatcher, thread = t.dispatcher, t.thread
+        assert dispatcher is not None
+        assert thread is not None
+        book, revoking, sort_out = t.book, t.revoking, t.outputs.sort_out
+        name, info = t.name, t.trigger_info
+
+        def abandoned() -> bool:  # asked before each event of a chunk
+            return t.stopping or t.here_tp in revoking
+
+        while todo:
+            for tp, records in list(todo.items()):
+                if t.stopping or tp in revoking:
+                    del todo[tp]  # not completed, so not committed: the next owner has them
+                    continue
+                if thread.rejoin_pending() or t.retried(records[0]):
+                    # The loop side settles a rebalance and paces retries.
+                    self._hand_off(todo, tp, None)
+                    return
+                chunk = records[:BATCH_MAX_EVENTS]
+                events = [to_event(r, name, info) for r in chunk]
+                t.here_tp = tp
+                try:
+                    outcome = dispatcher.run_here(events, abandoned)
+                finally:
+                    t.here_tp = None
+                done, stopped_at, failure = sort_out(chunk, outcome)
+                if done:
+                    processed[tp.topic] += len(done)
+                    book.complete_many(tp, done)  # ignored once the partition is dropped
+                todo[tp] = records[stopped_at:]
+                if failure is not None:
+                    # A failed publish's later results are dropped: those events run again
+                    # on the loop side (at-least-once; nothing was produced for them yet).
+                    self._hand_off(todo, tp, failure)
+                    return
+                if stopped_at < len(chunk) or not todo[tp]:
+                    del todo[tp]  # done, or stopping / revoked
+                thread.commit_if_due()
+
+    def _hand_off(
+        self, todo: dict[Any, list[Any]], failed_tp: Any, failure: BaseException | None
+    ) -> None:
+        """Give the rest of a poll to the loop side; ``failure``: the first record left of
+        ``failed_tp`` failed once already."""
+        t = self._t
+        assert t.event_loop is not None
+        failed = (todo[failed_tp][0].offset, failure) if failure is not None else None
+        t.event_loop.call_soon_threadsafe(t.loop_path.enqueue, todo, failed_tp, failed)

@@ -1,0 +1,258 @@
+"""The loop path: on the event loop, one task per owned partition, in offset order.
+
+Each partition this worker owns gets one asyncio task that hands its records to the handler
+strictly in offset order; the trigger's ``maxWorkers``/``numWorkers`` slots (the dispatcher)
+bound how many partitions run a handler at the same time. Sync handlers take a batch of a
+partition's records per thread hop; a record that fails goes one at a time through the retry
+policy (:mod:`..retry`), then ``onFailure`` (:mod:`.failures`). A revoke settles the partition's
+task here (:meth:`LoopPath.settle`) before the consumer thread commits.
+
+Handled offsets go to the offset book (:mod:`.offsets`); the consumer thread commits them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+from tickrun.functions.errors import HandlerStatusError, WorkerUnavailableError
+
+from .event import to_event
+
+if TYPE_CHECKING:
+    from .trigger import KafkaTrigger
+
+COMMIT_WAIT_S = 0.005
+BATCH_MAX_EVENTS = 64  # per thread hop; its events count as in flight for duplicates at a crash
+
+
+class Partition:
+    """The loop-side state of one owned partition."""
+
+    __slots__ = ("closed", "failed_first", "interrupt", "queue", "task", "tp", "wake")
+
+    def __init__(self, tp: Any) -> None:
+        self.tp = tp
+        self.queue: deque[Any] = deque()
+        self.wake = asyncio.Event()
+        self.interrupt = asyncio.Event()  # cuts retry backoffs short on revoke / stop
+        self.closed = False
+        self.task: asyncio.Task[None] | None = None
+        # (offset, failure): that queued record already failed once on the consumer thread.
+        self.failed_first: tuple[int, BaseException] | None = None
+
+    def close(self) -> None:
+        self.closed = True
+        self.queue.clear()
+        self.interrupt.set()
+        self.wake.set()
+
+    async def pause(self, delay_s: float) -> bool:
+        """Sleep ``delay_s`` unless the partition is revoked/stopped first (True then)."""
+        if self.closed:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.interrupt.wait(), delay_s)
+        return self.closed
+
+
+class LoopPath:
+    """The partitions' tasks of one Kafka trigger (all on the event loop)."""
+
+    def __init__(self, trigger: KafkaTrigger) -> None:
+        self._t = trigger
+        self.parts: dict[Any, Partition] = {}
+
+    def enqueue(
+        self,
+        batch: dict[Any, list[Any]],
+        failed_tp: Any = None,
+        failed: tuple[int, BaseException] | None = None,
+    ) -> None:
+        """Queue records (from the consumer thread, via ``call_soon_threadsafe``); ``failed``:
+        the first record left of ``failed_tp`` already failed once on the direct path."""
+        stopping = self._t.stopping
+        for tp, records in batch.items():
+            part = self.parts.get(tp)
+            if part is None:
+                if stopping:
+                    continue
+                part = self.parts[tp] = Partition(tp)
+                part.task = asyncio.get_running_loop().create_task(
+                    self._run(part), name=f"kafka-{tp.topic}-{tp.partition}"
+                )
+            part.queue.extend(records)
+            if failed is not None and tp == failed_tp:
+                part.failed_first = failed
+            part.wake.set()
+
+    def close_all(self) -> list[Partition]:
+        """Stop taking records; the in-flight event of each partition still completes."""
+        parts = list(self.parts.values())
+        for part in parts:
+            # Not close(): the in-flight event must still complete and be committed.
+            part.closed = True
+            part.queue.clear()
+            part.interrupt.set()
+            part.wake.set()
+        return parts
+
+    async def settle(self, tps: list[Any], wait_s: float) -> None:
+        """Revoke: drop queued records, let each in-flight event finish (bounded), forget.
+
+        A partition stays registered while its in-flight event finishes, so that event's
+        offset still counts as completed and the revoke commit includes it.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (wait_s or float("inf"))
+        parts = [p for p in (self.parts.get(tp) for tp in tps) if p is not None]
+        for part in parts:
+            part.close()
+        tasks = [p.task for p in parts if p.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=wait_s or None)
+            for task in pending:
+                task.cancel()
+        # The consumer thread stops after its current event (the direct path checks revoking).
+        # Set by another thread, so polled rather than awaited.
+        t = self._t
+        while t.here_tp is not None and t.here_tp in tps and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(COMMIT_WAIT_S)
+        for part in parts:
+            if self.parts.get(part.tp) is part:
+                del self.parts[part.tp]
+
+    async def _run(self, part: Partition) -> None:
+        t = self._t
+        queue = part.queue
+        book = t.book
+        dispatcher = t.dispatcher
+        batches = dispatcher is not None and dispatcher.batches
+        limit = 2 * t.config.commit_batch_size
+        while not part.closed:
+            if not queue:
+                part.wake.clear()
+                await part.wake.wait()
+                continue
+            if book.uncommitted >= limit:
+                # Handlers ran a commit window ahead of the consumer thread's commits (it
+                # shares the GIL with them): wait, so a crash never redoes more than that.
+                await part.pause(COMMIT_WAIT_S)
+                continue
+            failed = part.failed_first
+            if failed is not None and queue[0].offset == failed[0]:
+                part.failed_first = None
+                record = queue.popleft()
+                if not await self._handle(part, record, first_failure=failed[1]):
+                    return
+                self._settled(part, [record.offset], processed=False)
+                continue
+            if batches and len(queue) > 1 and not t.retried(queue[0]):
+                if not await self._run_batch(part):
+                    return
+                continue
+            record = queue.popleft()
+            if not await self._handle(part, record):
+                return
+            self._settled(part, [record.offset], processed=False)
+
+    async def _run_batch(self, part: Partition) -> bool:
+        """Sync handlers: queued records in one thread hop; a failed one goes the slow way.
+
+        Results are settled in offset order. A record whose handler failed (or answered 5xx)
+        or whose result could not be published is retried by policy before any later record
+        is settled; records the batch did not reach go back to the front of the queue.
+
+        Returns False if the partition was abandoned (revoke/stop).
+        """
+        t = self._t
+        dispatcher = t.dispatcher
+        assert dispatcher is not None
+        queue = part.queue
+        records = [queue.popleft() for _ in range(min(len(queue), BATCH_MAX_EVENTS))]
+        name, info = t.name, t.trigger_info
+        events = [to_event(r, name, info) for r in records]
+        try:
+            outcome = await dispatcher.dispatch_batch(events, lambda: part.closed)
+        except WorkerUnavailableError:
+            queue.extendleft(reversed(records))  # nothing ran: backpressure, try again
+            return not part.closed
+        at = 0
+        while True:
+            done, at, failure = t.outputs.sort_out(records, outcome, at)
+            self._settled(part, done)
+            if at == len(records):
+                return True
+            if failure is None:
+                # Not run (revoke/stop): back to the queue, in order.
+                queue.extendleft(reversed(records[at:]))
+                return not part.closed
+            # Earlier records are settled (committable) while this one retries; the results
+            # after it (if its publish failed) are still used.
+            if not await self._handle(part, records[at], first_failure=failure):
+                return False
+            self._settled(part, [records[at].offset], processed=False)
+            at += 1
+
+    def _settled(self, part: Partition, offsets: list[int], processed: bool = True) -> None:
+        """Record handled offsets of ``part`` (``processed``: count them as processed too)."""
+        if not offsets:
+            return
+        t = self._t
+        if processed:
+            t.processed[part.tp.topic].inc(len(offsets))
+        # A revoked partition's late completion must not leak into its next owner's book.
+        if self.parts.get(part.tp) is part or t.stopping:
+            left = t.book.complete_many(part.tp, offsets)
+            thread = t.thread
+            if thread is not None and (
+                left < t.config.resume_below or t.book.uncommitted >= t.config.commit_batch_size
+            ):
+                thread.wake()
+
+    async def _handle(
+        self, part: Partition, record: Any, first_failure: BaseException | None = None
+    ) -> bool:
+        """Handle one record by the retry policy; False if abandoned (revoke/stop), True if
+        settled (handled, skipped or dead-lettered).
+
+        ``first_failure``: the record already failed once (in a batch); that counts as its
+        first attempt.
+        """
+        t = self._t
+        dispatcher = t.dispatcher
+        assert dispatcher is not None
+        event = to_event(record, t.name, t.trigger_info)
+        key = (record.topic, record.partition, record.offset)
+
+        async def attempt_once() -> None:
+            result = await dispatcher.dispatch(event)
+            if result.status >= 500:
+                raise HandlerStatusError(result.status)
+            t.outputs.publish(record, result)
+            t.processed[record.topic].inc()
+
+        def give_up(exc: BaseException, attempts: int) -> Awaitable[bool]:
+            return t.failures.give_up(record, exc, attempts, part.pause)
+
+        outcome = await t.config.retry.run(
+            attempt_once,
+            event_id=event.id,
+            trigger=t.name,
+            pause=part.pause,
+            closed=lambda: part.closed,
+            give_up=give_up,
+            # Attempts survive a revoke/reassign of the partition within this process, so a
+            # rebalance does not hand a poison message a fresh retry budget.
+            attempts=t.attempts.pop(key, 0),
+            first_failure=first_failure,
+            failed=t.failed[record.topic].inc,
+        )
+        if not outcome.settled:
+            if outcome.attempts:
+                t.remember_attempts(key, outcome.attempts)
+            return False
+        return True
