@@ -20,13 +20,13 @@ from .event import to_event
 from .loop import BATCH_MAX_EVENTS
 
 if TYPE_CHECKING:
-    from .trigger import KafkaTrigger
+    from .state import KafkaState
 
 
 class DirectPath:
     """Runs a poll's records on the consumer thread (see the module docstring)."""
 
-    def __init__(self, trigger: KafkaTrigger) -> None:
+    def __init__(self, trigger: KafkaState) -> None:
         self._t = trigger
 
     def run(self, batch: dict[Any, list[Any]]) -> None:
@@ -92,7 +92,5 @@ class DirectPath:
     ) -> None:
         """Give the rest of a poll to the loop side; ``failure``: the first record left of
         ``failed_tp`` failed once already."""
-        t = self._t
-        assert t.event_loop is not None
         failed = (todo[failed_tp][0].offset, failure) if failure is not None else None
-        t.event_loop.call_soon_threadsafe(t.loop_path.enqueue, todo, failed_tp, failed)
+        self._t.hand_off(todo, failed_tp, failed)

@@ -23,7 +23,7 @@ from tickrun.functions.errors import HandlerStatusError, WorkerUnavailableError
 from .event import to_event
 
 if TYPE_CHECKING:
-    from .trigger import KafkaTrigger
+    from .state import KafkaState
 
 COMMIT_WAIT_S = 0.005
 BATCH_MAX_EVENTS = 64  # per thread hop; its events count as in flight for duplicates at a crash
@@ -62,7 +62,7 @@ class Partition:
 class LoopPath:
     """The partitions' tasks of one Kafka trigger (all on the event loop)."""
 
-    def __init__(self, trigger: KafkaTrigger) -> None:
+    def __init__(self, trigger: KafkaState) -> None:
         self._t = trigger
         self.parts: dict[Any, Partition] = {}
 

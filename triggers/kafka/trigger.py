@@ -52,7 +52,7 @@ MAX_REMEMBERED_ATTEMPTS = 10_000
 
 
 class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
-    """One consumer-group member. Its public attributes are the state the two paths share."""
+    """One consumer-group member; what the two paths share is :class:`.state.KafkaState`."""
 
     kind: ClassVar[str] = "kafka-cluster"
 
@@ -144,6 +144,13 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
             self.direct_path.run(batch)
         else:
             self.event_loop.call_soon_threadsafe(self.loop_path.enqueue, batch)
+
+    def hand_off(
+        self, batch: dict[Any, list[Any]], failed_tp: Any, failed: tuple[int, BaseException] | None
+    ) -> None:
+        """Queue records on the loop path (from the consumer thread)."""
+        assert self.event_loop is not None
+        self.event_loop.call_soon_threadsafe(self.loop_path.enqueue, batch, failed_tp, failed)
 
     def on_revoked(self, tps: list[Any]) -> concurrent.futures.Future[None]:
         assert self.event_loop is not None
