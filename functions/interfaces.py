@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
     from .results import Result
     from .spec import FunctionSpec, TriggerSpec
-    from .spec.triggers import TriggerSpecBase
 
 __all__ = [
     "BatchOutcome",
@@ -29,7 +28,6 @@ __all__ = [
     "Trigger",
     "TriggerFactory",
     "TriggerHost",
-    "TriggerKind",
 ]
 
 HttpHandler = Callable[["web.BaseRequest"], Awaitable["web.StreamResponse"]]
@@ -123,21 +121,5 @@ class Trigger(Protocol):
 
 
 TriggerFactory = Callable[[Any, "FunctionSpec"], Trigger]
-"""Builds a trigger from its spec (its kind's model) and the function's spec."""
-
-
-@dataclass(frozen=True, slots=True)
-class TriggerKind:
-    """One trigger kind, as its package registers it (see :mod:`tickrun.functions.spec.triggers`).
-
-    ``spec`` is imported with the registration, so it must stay light (pydantic only): every
-    spec parse needs it. ``load_trigger`` imports the implementation, and with it the kind's
-    client library, only when a function actually runs a trigger of this kind.
-    """
-
-    name: str
-    """The ``kind:`` value in ``function.yaml``; ``spec.kind`` is ``Literal[name]``."""
-    spec: type[TriggerSpecBase]
-    load_trigger: Callable[[], TriggerFactory]
-    extra: str | None = None
-    """The ``tickrun[...]`` extra that installs the client library, for error messages."""
+"""Builds a trigger from its spec (its kind's model) and the function's spec; a kind's
+:class:`~.spec.triggers.TriggerKind` loads it."""

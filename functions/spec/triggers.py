@@ -1,7 +1,7 @@
 """Trigger specs: the fields every kind shares, and the registry of kinds.
 
 Each trigger kind is one package under ``tickrun.triggers`` (its spec model, runtime config,
-event mapping and trigger) that registers itself with a :class:`~..interfaces.TriggerKind`.
+event mapping and trigger) that registers itself with a :class:`TriggerKind`.
 The function spec's ``triggers`` map is a discriminated union over the registered kinds' models,
 chosen by ``kind`` and assembled when the first spec is validated (not at import: a kind's spec
 module imports this one, so building the union here at import time would be circular).
@@ -20,6 +20,8 @@ from __future__ import annotations
 import functools
 import logging
 import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Annotated, Any, Union, get_args
 
@@ -27,7 +29,6 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, GetCoreSchemaH
 from pydantic_core import CoreSchema
 
 from ..errors import TriggerConfigError
-from ..interfaces import TriggerKind
 from .durations import DurationS
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,25 @@ class TriggerSpecBase(SpecModel):
 
 
 # --- the registry ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerKind:
+    """One trigger kind, as its package registers it (``KIND = TriggerKind(...)``).
+
+    ``spec`` is imported with the registration, so it must stay light (pydantic only): every
+    spec parse needs it. ``load_trigger`` imports the implementation, and with it the kind's
+    client library, only when a function actually runs a trigger of this kind; it returns a
+    :data:`~tickrun.functions.interfaces.TriggerFactory` (typed loosely here: the interfaces
+    refer to this module, not the other way round).
+    """
+
+    name: str
+    """The ``kind:`` value in ``function.yaml``; ``spec.kind`` is ``Literal[name]``."""
+    spec: type[TriggerSpecBase]
+    load_trigger: Callable[[], Callable[..., Any]]
+    extra: str | None = None
+    """The ``tickrun[...]`` extra that installs the client library, for error messages."""
 
 
 def _load_kind(name: str, target: str) -> TriggerKind | None:
@@ -145,6 +165,7 @@ __all__ = [
     "BUILTIN_KINDS",
     "ENTRY_POINT_GROUP",
     "SpecModel",
+    "TriggerKind",
     "TriggerSpec",
     "TriggerSpecBase",
     "discover_trigger_kinds",

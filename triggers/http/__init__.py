@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tickrun.functions.interfaces import TriggerFactory, TriggerKind
+from tickrun.functions.interfaces import TriggerFactory
+from tickrun.functions.spec.triggers import TriggerKind
 
 from ..base import lazy_exports
 from .spec import HttpTriggerSpec

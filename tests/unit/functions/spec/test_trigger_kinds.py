@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from tickrun.functions.errors import SpecError, TriggerConfigError
-from tickrun.functions.interfaces import TriggerKind
 from tickrun.functions.processor.registry import trigger_class
 from tickrun.functions.spec import parse_spec, trigger_kind, trigger_kinds
-from tickrun.functions.spec.triggers import ENTRY_POINT_GROUP, discover_trigger_kinds
+from tickrun.functions.spec.triggers import ENTRY_POINT_GROUP, TriggerKind, discover_trigger_kinds
 
 
 def test_builtin_kinds_registered_by_their_packages() -> None:
@@ -82,13 +81,15 @@ def _plugin(tmp_path: Path, name: str, target: str, module_text: str) -> None:
     (tmp_path / "tickrun_test_plugin.py").write_text(textwrap.dedent(module_text))
     dist = tmp_path / "tickrun_test_plugin-0.1.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tickrun-test-plugin\nVersion: 0.1\n")
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: tickrun-test-plugin\nVersion: 0.1\n"
+    )
     (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{name} = {target}\n")
 
 
 PLUGIN = """
 from typing import Literal
-from tickrun.functions.interfaces import TriggerKind
+from tickrun.functions.spec.triggers import TriggerKind
 from tickrun.functions.spec.triggers import SpecModel, TriggerSpecBase
 
 class WebhookAttributes(SpecModel):
