@@ -9,6 +9,7 @@ import secrets
 from pathlib import Path
 
 from multidict import CIMultiDictProxy
+
 from tickrun.functions.errors import AuthError
 
 from .settings import Settings

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from tickrun.functions.errors import BadRequestError, NotFoundError, PlatformError, SpecError
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+
 from tickrun.functions.httpserver import HardenedAppRunner
 from tickrun.functions.httpserver_guard import ConnectionGuard, connection_cap
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from tickrun.functions.errors import NotFoundError, SpecError
 
 from .api import SERVICE, read_json

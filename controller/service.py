@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
+
 from tickrun.functions.errors import ConflictError, SpecError, TickrunError
 from tickrun.functions.spec import FunctionSpec, parse_spec
 

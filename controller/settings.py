@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
 from tickrun.functions.errors import SpecError
 
 Platform = Literal["process", "container"]

@@ -23,6 +23,7 @@ def run_demo(
     """Run the pipeline as tracked runs (in ``$TICKRUN_HOME`` / ``$TICKRUN_ARTIFACT_PATH``);
     returns the URIs and figures it printed."""
     import pandas as pd
+
     from tickrun.functions.runs import TrackingSettings
 
     from .resolver import import_function

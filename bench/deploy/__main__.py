@@ -25,11 +25,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tickrun.controller.client import ControllerClient
-from tickrun.controller.platforms.base import serve_command
-
 from bench.wrk import wrk
 from tests.integration.test_controller_harness import TOKEN, ControllerProc, cleanup
+from tickrun.controller.client import ControllerClient
+from tickrun.controller.platforms.base import serve_command
 
 HANDLER = 'VERSION = "{v}"\n\ndef handler(context, event):\n    return "ok " + VERSION\n'
 

@@ -46,9 +46,9 @@ import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
-from tickrun.hub.sampledata import MINUTE, market_data
 
 from tests.support.processes import ServedFunction
+from tickrun.hub.sampledata import MINUTE, market_data
 
 from .handlers import dataframe_work, function_code, noop
 

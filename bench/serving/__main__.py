@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tickrun.hub.sampledata import market_data
 
 from bench.wrk import Sample, median, print_table, wrk
+from tickrun.hub.sampledata import market_data
 
 HERE = Path(__file__).resolve().parent
 DATA = market_data()
@@ -221,10 +221,9 @@ def bench_case(
     args: argparse.Namespace,
 ) -> tuple[Sample, Sample, int]:
     """(tickrun, mlflow, feature count) medians for one model, both servers up side by side."""
+    import tickrun
     from tickrun.functions.runs import DataItem, load_model
     from tickrun.hub.function import free_port
-
-    import tickrun
 
     model_uri, test_set = train(case, features_uri)
     _model, info = load_model(model_uri)

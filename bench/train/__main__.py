@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
 from tickrun.hub.sampledata import market_data
 
 DATA = market_data()

@@ -14,11 +14,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import tickrun
 import tickrun.functions
 import tickrun.triggers
 from tickrun.functions.spec import FunctionSpec
-
-import tickrun
 
 from .hashing import IGNORED, hash_tree
 from .wheels import Wheelhouse

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, delete, event, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+
 from tickrun.functions.errors import NotFoundError, StoreError
 
 from .models import BuildRow, EventRow, FunctionRow, Meta, ReplicaRow

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tickrun.functions.runs import ArtifactRecord, RunBatch, RunRecord, SqlRunDB
 
 from tests.integration.test_controller_harness import TOKEN, ControllerProc, cleanup
+from tickrun.functions.runs import ArtifactRecord, RunBatch, RunRecord, SqlRunDB
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
+
+from tests.peers import MinioServer
 from tickrun.functions.artifacts import (
     ArtifactAuthError,
     ArtifactKeyError,
@@ -20,8 +22,6 @@ from tickrun.functions.artifacts import (
     S3ArtifactStore,
     S3Settings,
 )
-
-from tests.peers import MinioServer
 
 
 def s3_settings(server: MinioServer, *, secret: str | None = None) -> S3Settings:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tickrun.controller.client import ControllerClient
 from tickrun.functions.processes import pid_alive
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from tickrun.hub.sampledata import market_data
 
 import tickrun
 from tests.peers import MinioServer
+from tickrun.hub.sampledata import market_data
 
 pytestmark = [pytest.mark.minio, pytest.mark.slow]
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from tickrun.hub.sampledata import market_data
 
 import tickrun
+from tickrun.hub.sampledata import market_data
 
 pytestmark = pytest.mark.slow
 

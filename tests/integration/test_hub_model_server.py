@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from tickrun.functions.runs import load_model
-from tickrun.hub.sampledata import market_data
 
 import tickrun
+from tickrun.functions.runs import load_model
+from tickrun.hub.sampledata import market_data
 
 pytestmark = pytest.mark.slow
 

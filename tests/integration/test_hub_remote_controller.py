@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tickrun.functions.errors import HubError
-from tickrun.hub import Hub
 
 import tickrun
 from tests.integration.test_controller_harness import ControllerProc, controller
+from tickrun.functions.errors import HubError
+from tickrun.hub import Hub
 
 pytestmark = pytest.mark.slow
 

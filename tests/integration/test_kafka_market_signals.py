@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from tickrun.hub.sampledata import MINUTE, market_data
 
 from tests.peers import KafkaBroker
 from tests.support.kafka_functions import produce, read_topic, serve
+from tickrun.hub.sampledata import MINUTE, market_data
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 

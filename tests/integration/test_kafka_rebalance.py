@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from tickrun.triggers.kafka.trigger import BATCH_MAX_EVENTS
 
 from tests.peers import KafkaBroker
 from tests.support.kafka_functions import (
@@ -23,6 +22,7 @@ from tests.support.kafka_functions import (
     wait_for,
     write_function,
 )
+from tickrun.triggers.kafka.trigger import BATCH_MAX_EVENTS
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(420)]
 

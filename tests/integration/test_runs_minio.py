@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
+
+from tests.peers import MinioServer
+from tests.unit.functions.runs.jobs_for_tests import check_every_kind, ref
 from tickrun.functions.artifacts import S3Settings, parse_s3_url
 from tickrun.functions.runs import (
     RunState,
@@ -17,9 +20,6 @@ from tickrun.functions.runs import (
     run_function,
 )
 from tickrun.hub.sampledata import HOURLY, market_data
-
-from tests.peers import MinioServer
-from tests.unit.functions.runs.jobs_for_tests import check_every_kind, ref
 
 pytestmark = pytest.mark.minio
 

@@ -13,13 +13,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+
+from tests.peers import podman
 from tickrun.functions.artifacts import ArtifactRoots
 from tickrun.functions.processes import pid_alive
 from tickrun.functions.runs.dataitem import DataItem
 from tickrun.functions.runs.db import SqlRunDB
 from tickrun.functions.runs.model import RunRecord
-
-from tests.peers import podman
 
 JOB = """\
 import os

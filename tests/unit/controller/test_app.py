@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+
 from tickrun.controller.app import create_app
 from tickrun.controller.builder.hashing import pack_dir
 from tickrun.controller.settings import Settings

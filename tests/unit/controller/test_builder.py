@@ -7,6 +7,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+
 from tickrun.controller.builder import image
 from tickrun.controller.builder.hashing import hash_tree, pack_dir, unpack
 from tickrun.controller.builder.wheels import Wheelhouse, _write_lock, resolve

@@ -5,10 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
-from tickrun.controller.cli import build_spec
-from tickrun.functions.errors import BadRequestError, SpecError
 
 from tickrun.cli import build_parser
+from tickrun.controller.cli import build_spec
+from tickrun.functions.errors import BadRequestError, SpecError
 
 
 def _fn(tmp_path: Path) -> Path:

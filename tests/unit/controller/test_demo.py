@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tickrun.controller import demo
 from tickrun.controller.client import Invocation
 from tickrun.functions.errors import PlatformError

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+
+from tests.support.rawhttp import closed_by_server
 from tickrun.controller.app import GUARD, create_app
 from tickrun.controller.edge import connection_budget, make_runner
 from tickrun.controller.settings import Settings
 from tickrun.functions import httpserver
 from tickrun.functions.httpserver import HardenedSite
 from tickrun.functions.httpserver_guard import ConnectionGuard
-
-from tests.support.rawhttp import closed_by_server
 
 TOKEN = "sekret-token-0123456789"
 AUTH = f"Authorization: Bearer {TOKEN}\r\n".encode()

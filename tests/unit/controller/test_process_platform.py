@@ -12,12 +12,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.support.processes import free_port
 from tickrun.controller.platforms.base import LaunchSpec, ReplicaRef
 from tickrun.controller.platforms.process import ProcessPlatform
 from tickrun.controller.settings import Settings
 from tickrun.functions.processes import pid_alive
-
-from tests.support.processes import free_port
 
 CHATTY = """
 def handler(context, event):

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tickrun.controller.platforms.sandbox import (
     Isolation,
     bwrap_command,

@@ -6,6 +6,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from tickrun.controller.store.secrets import SecretStore
 from tickrun.functions.errors import NotFoundError, SpecError
 from tickrun.functions.spec import parse_spec

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+
 from tickrun.controller.app import create_app
 from tickrun.controller.builder.hashing import pack_dir
 from tickrun.controller.settings import Settings

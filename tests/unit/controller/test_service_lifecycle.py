@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+
+from tests.support.controller_rows import function_row, replica_row
 from tickrun.controller import api
 from tickrun.controller.app import create_app
 from tickrun.controller.builder import BuildResult
@@ -30,8 +32,6 @@ from tickrun.controller.platforms.base import (
 from tickrun.controller.settings import Settings
 from tickrun.controller.store import Store
 from tickrun.functions.spec import FunctionSpec
-
-from tests.support.controller_rows import function_row, replica_row
 
 AUTH = {"Authorization": "Bearer sekret"}
 Client = TestClient[web.Request, web.Application]

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
+
 from tickrun.controller.auth import authorization, check_bearer, load_or_create_token
 from tickrun.controller.ports import PortAllocator
 from tickrun.controller.settings import Settings

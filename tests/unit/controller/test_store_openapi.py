@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 from openapi_spec_validator import validate
+
+from tests.support.controller_rows import function_row, replica_row
 from tickrun.controller.app import create_app
 from tickrun.controller.openapi import document
 from tickrun.controller.settings import Settings
 from tickrun.controller.store import Store
 from tickrun.functions.errors import NotFoundError, StoreError
-
-from tests.support.controller_rows import function_row, replica_row
 
 
 def test_store_migrates_in_wal_mode_and_survives_reopen(tmp_path: Path) -> None:
@@ -46,6 +46,7 @@ def test_upgrade_from_0001_keeps_rows(tmp_path: Path) -> None:
     from alembic import command
     from alembic.config import Config
     from sqlalchemy import create_engine, text
+
     from tickrun.controller.store.db import MIGRATIONS
 
     url = f"sqlite:///{tmp_path / 'old.db'}"

@@ -7,6 +7,7 @@ import resource
 
 import pytest
 from aiohttp import http_exceptions
+
 from tickrun.functions import httpserver, httpserver_guard
 from tickrun.functions.httpserver import short_reason
 from tickrun.functions.httpserver_guard import connection_cap

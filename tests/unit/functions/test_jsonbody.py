@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+
 from tickrun.functions import jsonbody
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import nuclio_sdk
 import numpy as np
 import pytest
+
 from tickrun.functions.results import exception_result, to_result
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+
 from tickrun.hub.sampledata import market_data
 
 HOURLY = market_data()

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tickrun.functions.errors import HubError
 from tickrun.functions.spec import load_spec
 from tickrun.hub import Hub, import_function

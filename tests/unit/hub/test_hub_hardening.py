@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tickrun.cli import main
 from tickrun.functions.errors import HubError, SpecError
 from tickrun.hub import Hub
 from tickrun.hub.catalogue import build_index, validate_index
 from tickrun.hub.pins import HubPinError, HubPins, pin_lines
 from tickrun.hub.sources import HubConfigError, RemoteSource, _NoDowngrade
 from tickrun.hub.spec import parse_item
-
-from tickrun.cli import main
 
 from .conftest import write_item
 from .test_hub_remote import HubServer

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+
 from tickrun.functions.errors import HubError
 from tickrun.hub import Hub
 from tickrun.hub.api import add_routes

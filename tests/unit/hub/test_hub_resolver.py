@@ -5,11 +5,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+import tickrun
 from tickrun.functions.errors import HubError, SpecError
 from tickrun.hub import Hub, import_function, parse_uri
 from tickrun.hub.catalogue import BUNDLED_ROOT, build_index, scan, write_index
-
-import tickrun
 
 
 def test_parse_uri_forms() -> None:

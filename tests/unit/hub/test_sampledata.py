@@ -6,6 +6,7 @@ import gzip
 from pathlib import Path
 
 import pytest
+
 from tickrun.functions.errors import NotFoundError
 from tickrun.hub import sampledata
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 import tickrun.controller.demo as controller_demo
 import tickrun.hub.demo as hub_demo
-from tickrun.functions.errors import NotFoundError
-
 from tickrun import demo
+from tickrun.functions.errors import NotFoundError
 
 
 def test_a_tickrun_error_is_one_line(

@@ -5,6 +5,7 @@ import io
 from pathlib import Path
 
 import pytest
+
 from tickrun.functions.artifacts import (
     ArtifactKeyError,
     ArtifactNotFoundError,

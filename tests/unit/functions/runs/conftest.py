@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from tickrun.functions.artifacts import LocalArtifactStore
 from tickrun.functions.runs import SqlRunDB, TrackingSettings
 

@@ -127,6 +127,7 @@ def check_every_kind(run: Any, read_raw: Any = None) -> None:
     import xgboost
     from pandas.testing import assert_frame_equal
     from sklearn.linear_model import LogisticRegression
+
     from tickrun.functions.runs import load_model
 
     assert run.state == "completed", run.error

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+
 from tickrun.functions.artifacts import ArtifactRoots, ArtifactTargetError
 from tickrun.functions.runs import (
     ArtifactRecord,

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+
 from tickrun.functions.errors import AuthError, BadRequestError, NotFoundError
 from tickrun.functions.runs import (
     HttpRunDB,

@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
-from tickrun.functions.runs import SqlRunDB, TrackingSettings
 
 from tickrun.cli import main
+from tickrun.functions.runs import SqlRunDB, TrackingSettings
 
 from .jobs_for_tests import frame, ref
 

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
+
 from tickrun.functions.artifacts import ArtifactKeyError, LocalArtifactStore
 from tickrun.functions.errors import BadRequestError, HandlerLoadError
 from tickrun.functions.runs import (

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tickrun.functions.errors import NotFoundError
 from tickrun.functions.runs import (
     ArtifactRecord,

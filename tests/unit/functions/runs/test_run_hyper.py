@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tickrun.functions.errors import BadRequestError
 from tickrun.functions.runs import RunState, SqlRunDB, TrackingSettings, run_function
 from tickrun.functions.runs.hyper import expand, parse_condition, parse_selector

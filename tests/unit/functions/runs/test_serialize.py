@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pandas as pd
+
 from tickrun.functions.runs.serialize import frame_stats, jsonable
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from xgboost import XGBClassifier, XGBRegressor
+
 from tickrun.functions.runs import trees
 from tickrun.hub import import_function
 from tickrun.hub.sampledata import market_data
-from xgboost import XGBClassifier, XGBRegressor
 
 mf = import_function("hub://market_features").module()
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+
 from tickrun.hub import import_function
 from tickrun.hub.sampledata import market_data
 

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+
 from tickrun.hub import import_function
 
 bt = import_function("hub://backtest:1").module()

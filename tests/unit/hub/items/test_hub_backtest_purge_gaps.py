@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+
 from tickrun.hub import import_function
 
 bt = import_function("hub://backtest:1.1").module()

@@ -3,9 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from xgboost import XGBClassifier
+
 from tickrun.hub import import_function
 from tickrun.hub.sampledata import market_data
-from xgboost import XGBClassifier
 
 describe = import_function("hub://describe").module()
 bp = import_function("hub://batch_predict").module()

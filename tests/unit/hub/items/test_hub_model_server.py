@@ -13,9 +13,10 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from xgboost import XGBClassifier, XGBRegressor
+
 from tickrun.hub import import_function
 from tickrun.hub.sampledata import market_data
-from xgboost import XGBClassifier, XGBRegressor
 
 ms = import_function("hub://model_server").module()
 mf = import_function("hub://market_features").module()
