@@ -141,64 +141,27 @@ def parse_hyper(items: list[str]) -> dict[str, list[Any]]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    request = _job_request(args)
+    if args.platform not in (None, "local"):
+        return _run_elsewhere(request, as_json=args.json)
     from .runner import run_function
 
-    if args.platform not in (None, "local"):
-        return _run_elsewhere(args)
-    kwargs: dict[str, Any] = {
-        "params": parse_pairs(args.param, "--param"),
-        "inputs": parse_pairs(args.input, "--input", raw=True),
-        "project": args.project,
-        "name": args.name,
-        "labels": parse_pairs(args.label, "--label", raw=True),
-    }
-    hyper = parse_hyper(args.hyper)
-    if hyper:
-        kwargs.update(
-            hyperparams=hyper,
-            hyper_strategy=args.strategy,
-            selector=args.selector,
-            stop_condition=args.stop_condition,
-            max_iterations=args.max_iterations,
-            parallel=args.parallel,
-            seed=args.seed,
-        )
-    if args.artifact_path:
-        kwargs["artifact_path"] = args.artifact_path
-    if args.uid:
-        kwargs["uid"] = args.uid
     # hub:// targets resolve through the hub's run-target plugin (tickrun.run_targets).
-    run = run_function(args.target, **kwargs)
+    run = run_function(request.target, **request.run_kwargs())
     _show(run, as_json=args.json)
     return 0 if run.state == "completed" else 1
 
 
-def _show(run: RunObject, *, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(run.to_dict(), indent=2, default=str))
-    else:
-        _print_run(
-            run.record.model_dump(mode="json"),
-            run.artifacts,
-            [i.model_dump(mode="json") for i in run.iterations],
-        )
-
-
-def _run_elsewhere(args: argparse.Namespace) -> int:
-    """``--platform process|container``: the platform's job launcher (an entry point of
-    ``tickrun.job_platforms``, the controller's job runner) runs the request in another process
-    or a container and waits; the run is then read back and shown as a local one is."""
-    from .job import load_run
-
-    hyper = parse_hyper(args.hyper)
+def _job_request(args: argparse.Namespace) -> JobRequest:
+    """The run the command line asks for, as data: the same request runs here or elsewhere."""
     try:
-        request = JobRequest(
-            platform=args.platform,
+        return JobRequest(
+            platform=args.platform or "local",
             target=args.target,
             uid=args.uid or uuid.uuid4().hex,
             params=parse_pairs(args.param, "--param"),
             inputs=parse_pairs(args.input, "--input", raw=True),
-            hyperparams=hyper,
+            hyperparams=parse_hyper(args.hyper),
             hyper_strategy=args.strategy,
             selector=args.selector,
             stop_condition=args.stop_condition,
@@ -212,12 +175,31 @@ def _run_elsewhere(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         raise BadRequestError(f"invalid run: {exc.errors()[0]['msg']}") from exc
-    code = job_launcher(args.platform)(request)
+
+
+def _show(run: RunObject, *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(run.to_dict(), indent=2, default=str))
+    else:
+        _print_run(
+            run.record.model_dump(mode="json"),
+            run.artifacts,
+            [i.model_dump(mode="json") for i in run.iterations],
+        )
+
+
+def _run_elsewhere(request: JobRequest, *, as_json: bool) -> int:
+    """``--platform process|container``: the platform's job launcher (an entry point of
+    ``tickrun.job_platforms``, the controller's job runner) runs the request in another process
+    or a container and waits; the run is then read back and shown as a local one is."""
+    from .job import load_run
+
+    code = job_launcher(request.platform)(request)
     try:
         run = load_run(request.uid)
     except NotFoundError:
         return code  # the launcher said why
-    _show(run, as_json=args.json)
+    _show(run, as_json=as_json)
     return code
 
 
