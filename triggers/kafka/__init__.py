@@ -5,7 +5,8 @@ replicas, the topics' partitions spread over the processes. Within a partition, 
 handler in offset order; partitions run in parallel up to the trigger's ``maxWorkers`` /
 ``numWorkers``. Offsets are committed (in batches) only once handled, before a rebalance takes
 partitions away, and on shutdown; failures retry, then go to a dead-letter topic
-(see :mod:`.trigger`).
+(the retry policy is :mod:`tickrun.triggers.retry`; giving up, :mod:`.failures` and
+:mod:`.envelope`).
 
 ``numWorkers: 1`` (the default) with a sync handler is the fast path: the consumer thread runs
 the handler itself between polls, as a hand-written consumer loop would: with a no-op handler
