@@ -12,6 +12,12 @@ dependency), and the boot code here sets the child up before calling the functio
   of a non-interactive shell passes that on).
 
 The function gets ``ARGS`` as ``sys.argv[1:]``; an int it returns is the exit status.
+
+Every Python process tickrun starts for itself is built here: a job (``controller/jobs.py``,
+dies with its launcher), a replica (:func:`tickrun.functions.replica.replica_command`, for the
+process and container platforms and a hub item's local deployment; never dies with its parent,
+since replicas outlive the controller) and a processor's worker (the supervisor; SIGKILL when
+the supervisor dies).
 """
 
 from __future__ import annotations

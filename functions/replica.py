@@ -1,9 +1,10 @@
 """The replica process: one function's processor in the foreground, without the CLI.
 
-Started as :func:`replica_command` builds it. It does not import the CLI (which imports every
-command module: controller, runs, hub), which costs start-up time and ties a replica to code it
-never uses. Replicas do not die with their parent: a platform's replicas outlive the controller,
-and a hub item's local deployment is stopped through its handle.
+Started as :func:`replica_command` builds it, by the process and container platforms and by a hub
+item's local deployment. It does not import the CLI (which imports every command module:
+controller, runs, hub), which costs start-up time and ties a replica to code it never uses.
+Replicas do not die with their parent: a platform's replicas outlive the controller, and a hub
+item's local deployment is stopped through its handle.
 """
 
 from __future__ import annotations

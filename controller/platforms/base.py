@@ -106,21 +106,3 @@ class Platform(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release platform resources (not the replicas: they outlive the controller)."""
-
-
-# Replicas start the processor directly rather than through `tickrun serve`: the full CLI imports
-# every command module (controller, runs, hub), which costs start-up time and ties a replica to
-# code it never uses.
-_SERVE = (
-    "import sys, os\n"
-    "from tickrun.functions.logs import configure_logging\n"
-    "configure_logging(json_logs=os.environ.get('TICKRUN_LOG_FORMAT', 'json') == 'json', "
-    "level=os.environ.get('TICKRUN_LOG_LEVEL', 'INFO'))\n"
-    "from tickrun.functions.processor import serve\n"
-    "sys.exit(serve(sys.argv[1], host='127.0.0.1', port=int(sys.argv[2]), "
-    "workers=int(sys.argv[3])))\n"
-)
-
-
-def serve_command(python: str, code_dir: str, port: int | str, workers: int) -> list[str]:
-    return [python, "-c", _SERVE, code_dir, str(port), str(workers)]

@@ -17,6 +17,7 @@ from typing import Any
 
 from tickrun.functions.errors import PlatformError
 from tickrun.functions.processor.exitcodes import ExitStatus
+from tickrun.functions.replica import replica_command
 
 from ..builder.engine import Engine
 from .base import (
@@ -26,7 +27,6 @@ from .base import (
     Liveness,
     Platform,
     ReplicaRef,
-    serve_command,
 )
 
 LABEL_CONTROLLER = "tickrun.controller"
@@ -140,7 +140,7 @@ class ContainerPlatform(Platform):
             args += ["--memory", str(launch.memory_bytes)]
         args += [
             launch.artifact["image"],
-            *serve_command("python", "/opt/tickrun/function", launch.port, launch.workers),
+            *replica_command("/opt/tickrun/function", launch.port, launch.workers, python="python"),
         ]
         with tempfile.NamedTemporaryFile("w", prefix="tickrun-env-", encoding="utf-8") as env_file:
             env_file.writelines(env_lines)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from tickrun.functions.errors import PlatformError
 from tickrun.functions.processor.exitcodes import STATUS_PREFIX, ExitStatus
+from tickrun.functions.replica import replica_command
 
 from ..builder.hashing import private
 from .base import (
@@ -34,7 +35,6 @@ from .base import (
     Liveness,
     Platform,
     ReplicaRef,
-    serve_command,
 )
 from .sandbox import Isolation, bwrap_command, give_to, probe, replica_env, sandbox_child
 
@@ -174,7 +174,7 @@ class ProcessPlatform(Platform):
     def _command(self, launch: LaunchSpec) -> list[str]:
         art = launch.artifact
         code_dir = art["code_dir"]
-        cmd = serve_command(art["python"], code_dir, launch.port, launch.workers)
+        cmd = replica_command(code_dir, launch.port, launch.workers, python=art["python"])
         private(Path(code_dir))  # code stored by an older version may still be 0644
         iso = self.sandbox()
         if iso.mechanism != "bubblewrap":

@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TickrunError
+from ..launch import parent_env, python_command
 from ..spec import FunctionSpec
 from .exitcodes import ExitCode, ExitStatus, Reason
 from .stats import STATS_DIR_ENV
 from .worker import CONFIG_ENV, FAILED_SUFFIX, READY_DIR_ENV, WorkerConfig
+from .worker import main as worker_main
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +104,10 @@ class Supervisor:
         env[STATS_DIR_ENV] = self._metrics_dir or ""
         env.setdefault("TICKRUN_LOG_FORMAT", "json")
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(parent_env())
+        # SIGKILL, not a drain: a worker must not outlive its supervisor (kill -9 of a replica).
         slot.proc = subprocess.Popen(
-            [sys.executable, "-c", "from tickrun.functions.processor.worker import main; main()"],
+            python_command(worker_main, on_parent_death=signal.SIGKILL),
             env=env,
             cwd=str(self.function_dir),
         )

@@ -1,6 +1,7 @@
 """One worker process: loads the handler, serves the processor's HTTP port, runs the triggers.
 
-Run by the supervisor (``main`` below) with its config in the
+Run by the supervisor (``main`` below, through :mod:`tickrun.functions.launch`, so it dies with
+the supervisor: kill -9 of a replica kills its workers too) with its config in the
 ``TICKRUN_WORKER_CONFIG`` environment variable. It binds the shared port with SO_REUSEPORT only
 once the handler is loaded and ``init_context`` has run, so the kernel never hands a connection
 to a worker that cannot serve it.
@@ -301,25 +302,11 @@ def _report_start_failure(status: ExitStatus) -> None:
         logger.warning("cannot record the start failure", extra={"error": str(exc)})
 
 
-def _die_with_parent() -> None:
-    """A worker must not outlive its supervisor (kill -9 of a replica kills its workers too)."""
-    if sys.platform != "linux":
-        return
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        return
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(ExitCode.RESTART)
-
-
 def main() -> None:
+    """The worker process's entry. The supervisor starts it through
+    :func:`tickrun.functions.launch.python_command`, which also makes it die with the supervisor."""
     from ..logs import configure_logging
 
-    _die_with_parent()
     configure_logging(
         json_logs=os.environ.get("TICKRUN_LOG_FORMAT", "json") == "json",
         level=os.environ.get("TICKRUN_LOG_LEVEL", "INFO"),

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.processes import ServedFunction
+from tickrun.functions.processes import pid_alive
 from tickrun.functions.processor.exitcodes import STATUS_PREFIX, ExitCode, ExitStatus, Reason
 
 FORMS = Path(__file__).resolve().parents[3] / "fixtures" / "functions" / "forms"
@@ -87,6 +88,21 @@ def test_crashed_worker_is_restarted(tmp_path: Path, served: list[ServedFunction
     _, metrics = get(fn.url + "/metrics")
     match = re.search(rb'tickrun_worker_restarts_total\{function="forms"\} (\d+)', metrics)
     assert match and int(match.group(1)) >= 1
+
+
+def test_workers_die_with_their_supervisor(tmp_path: Path, served: list[ServedFunction]) -> None:
+    fn = ServedFunction(write_function(tmp_path, "pid"), "--workers", "1").start()
+    served.append(fn)
+    status, body = get(fn.url)
+    assert status == 200
+    worker = __import__("json").loads(body)["pid"]
+    assert fn.proc is not None and worker != fn.proc.pid and pid_alive(worker)
+    fn.proc.send_signal(__import__("signal").SIGKILL)  # no drain: only parent-death can end it
+    fn.proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while pid_alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(worker), "a worker outlived its supervisor"
 
 
 def test_sigterm_drains_in_flight_requests(tmp_path: Path, served: list[ServedFunction]) -> None:
