@@ -1,7 +1,7 @@
 """Moving-average crossover signals from a stream of klines (a Kafka-triggered function).
 
-Input: one kline per record, JSON, either a flat row as in ``../shared/data`` (``open_time``,
-``open``, ``high``, ``low``, ``close``, ``volume``, …) or Binance's websocket form
+Input: one kline per record, JSON, either a flat row as in the bundled ``hub/data`` files
+(``open_time``, ``open``, ``high``, ``low``, ``close``, ``volume``, …) or Binance's websocket form
 ``{"s": "BTCUSDT", "k": {"t": …, "c": "…", …}}``. The record key is the symbol (klines of one
 symbol stay in one partition, so they arrive in order).
 

@@ -1,4 +1,4 @@
-"""The market data ships inside the package: no checkout beside it, no ../shared."""
+"""The market data ships inside the package: no checkout beside it, nothing read from outside."""
 
 from __future__ import annotations
 
