@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tests.support.processes import free_port
 from tickrun.controller.platforms.base import LaunchSpec, ReplicaRef
@@ -57,24 +58,31 @@ def _wait_ready(port: int, timeout_s: float = 60.0) -> None:
     raise AssertionError("the replica did not become ready")
 
 
-def test_a_chatty_replicas_log_is_rotated_while_it_runs(tmp_path: Path) -> None:
-    settings = Settings(
-        state_dir=tmp_path / "state", cache_dir=tmp_path / "cache", replica_log_max_bytes=CAP
-    )
-    platform = ProcessPlatform("ctl-test", settings=settings)
-    code = _function(tmp_path)
-    log = settings.logs_dir / "chatty" / "r1.log"
-    port = free_port()
+def _chatty(tmp_path: Path, replica_id: str, **settings: Any) -> tuple[Settings, LaunchSpec]:
+    """Settings for a controller in ``tmp_path`` and the launch of one ``chatty`` replica."""
+    conf = Settings(state_dir=tmp_path / "state", cache_dir=tmp_path / "cache", **settings)
     launch = LaunchSpec(
         function="chatty",
-        replica_id="r1",
+        replica_id=replica_id,
         revision="rev",
-        port=port,
+        port=free_port(),
         workers=1,
         env={},
-        artifact={"python": sys.executable, "build_dir": None, "code_dir": str(code)},
-        log_path=str(log),
+        artifact={
+            "python": sys.executable,
+            "build_dir": None,
+            "code_dir": str(_function(tmp_path)),
+        },
+        log_path=str(conf.logs_dir / "chatty" / f"{replica_id}.log"),
     )
+    return conf, launch
+
+
+def test_a_chatty_replicas_log_is_rotated_while_it_runs(tmp_path: Path) -> None:
+    settings, launch = _chatty(tmp_path, "r1", replica_log_max_bytes=CAP)
+    platform = ProcessPlatform("ctl-test", settings=settings)
+    log, port = Path(launch.log_path), launch.port
+    code = Path(launch.artifact["code_dir"])
     launched = asyncio.run(platform.start(launch))
     ref = ReplicaRef("r1", "chatty", launched.pid, launched.pid_start, None, str(log))
     try:
@@ -100,20 +108,9 @@ def test_a_chatty_replicas_log_is_rotated_while_it_runs(tmp_path: Path) -> None:
 
 
 def test_a_killed_bwrap_leaves_no_replica_behind(tmp_path: Path) -> None:
-    settings = Settings(state_dir=tmp_path / "state", cache_dir=tmp_path / "cache")
+    settings, launch = _chatty(tmp_path, "r2")
     platform = ProcessPlatform("ctl-test", settings=settings)
-    code = _function(tmp_path)
-    port = free_port()
-    launch = LaunchSpec(
-        function="chatty",
-        replica_id="r2",
-        revision="rev",
-        port=port,
-        workers=1,
-        env={},
-        artifact={"python": sys.executable, "build_dir": None, "code_dir": str(code)},
-        log_path=str(settings.logs_dir / "chatty" / "r2.log"),
-    )
+    port = launch.port
     launched = asyncio.run(platform.start(launch))
     assert launched.pid is not None
     ref = ReplicaRef("r2", "chatty", launched.pid, launched.pid_start, None, launch.log_path)
@@ -132,22 +129,8 @@ def test_a_killed_bwrap_leaves_no_replica_behind(tmp_path: Path) -> None:
 
 
 def test_rotation_goes_on_for_a_replica_adopted_by_a_new_controller(tmp_path: Path) -> None:
-    settings = Settings(
-        state_dir=tmp_path / "state", cache_dir=tmp_path / "cache", replica_log_max_bytes=CAP
-    )
-    code = _function(tmp_path)
-    log = settings.logs_dir / "chatty" / "r3.log"
-    port = free_port()
-    launch = LaunchSpec(
-        function="chatty",
-        replica_id="r3",
-        revision="rev",
-        port=port,
-        workers=1,
-        env={},
-        artifact={"python": sys.executable, "build_dir": None, "code_dir": str(code)},
-        log_path=str(log),
-    )
+    settings, launch = _chatty(tmp_path, "r3", replica_log_max_bytes=CAP)
+    log, port = Path(launch.log_path), launch.port
     launched = asyncio.run(ProcessPlatform("ctl-a", settings=settings).start(launch))
     ref = ReplicaRef("r3", "chatty", launched.pid, launched.pid_start, None, str(log))
     # A restarted controller: a new platform object that never started this replica.
