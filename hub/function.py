@@ -68,11 +68,11 @@ class HubFunction:
 
     @property
     def name(self) -> str:
-        return self.spec.name
+        return self.resolved.name
 
     @property
     def version(self) -> str:
-        return self.spec.version
+        return self.resolved.version
 
     @property
     def uri(self) -> str:
