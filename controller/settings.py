@@ -1,84 +1,96 @@
-"""Controller settings, read from ``TICKRUN_*`` environment variables (constructors do no I/O)."""
+"""Controller settings from the environment, through :mod:`tickrun.functions.settings` (no I/O)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tickrun.functions import settings
 from tickrun.functions.errors import SpecError
+from tickrun.functions.settings import Setting
 
 Platform = Literal["process", "container"]
 Engine = Literal["podman", "buildah", "docker"]
 
-# env var → field; one table so `tickrun controller start --help` and the docs agree.
-ENV_VARS: dict[str, str] = {
-    "TICKRUN_STATE_DIR": "state_dir",
-    "TICKRUN_CACHE": "cache_dir",
-    "TICKRUN_DB_URL": "db_url",
-    "TICKRUN_TOKEN": "token",
-    "TICKRUN_CONTROLLER_HOST": "host",
-    "TICKRUN_CONTROLLER_PORT": "port",
-    "TICKRUN_PLATFORM": "default_platform",
-    "TICKRUN_PORT_RANGE": "port_range",
-    "TICKRUN_CONTAINER_ENGINE": "container_engine",
-    "TICKRUN_BASE_IMAGE": "base_image",
-    "TICKRUN_PUBLIC_GATEWAY": "public_gateway",
-    "TICKRUN_FUNCTION_PORTS": "function_ports",
-    "TICKRUN_REPLICA_LOG_MAX_BYTES": "replica_log_max_bytes",
-    "TICKRUN_HEADER_TIMEOUT_S": "header_timeout_s",
-    "TICKRUN_KEEPALIVE_TIMEOUT_S": "keepalive_timeout_s",
-    "TICKRUN_BODY_TIMEOUT_S": "body_timeout_s",
-    "TICKRUN_MAX_CONNECTIONS": "max_connections",
+# variable → field; the registry holds each one's type, default and doc (docs/settings.md).
+ENV_VARS: dict[Setting[Any], str] = {
+    settings.STATE_DIR: "state_dir",
+    settings.CACHE: "cache_dir",
+    settings.DB_URL: "db_url",
+    settings.TOKEN: "token",
+    settings.CONTROLLER_HOST: "host",
+    settings.CONTROLLER_PORT: "port",
+    settings.PLATFORM: "default_platform",
+    settings.PORT_RANGE: "port_range",
+    settings.CONTAINER_ENGINE: "container_engine",
+    settings.BASE_IMAGE: "base_image",
+    settings.PUBLIC_GATEWAY: "public_gateway",
+    settings.FUNCTION_PORTS: "function_ports",
+    settings.REPLICA_LOG_MAX_BYTES: "replica_log_max_bytes",
+    settings.HEADER_TIMEOUT_S: "header_timeout_s",
+    settings.KEEPALIVE_TIMEOUT_S: "keepalive_timeout_s",
+    settings.BODY_TIMEOUT_S: "body_timeout_s",
+    settings.MAX_CONNECTIONS: "max_connections",
 }
 
 
-def default_state_dir() -> Path:
-    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "tickrun"
+def _state_dir() -> Path:
+    return settings.STATE_DIR.get()
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("TICKRUN_CACHE", Path.home() / ".cache" / "tickrun"))
+def _cache_dir() -> Path:
+    return settings.CACHE.get()
 
 
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    state_dir: Path = Field(default_factory=default_state_dir)
+    # Derived from $TICKRUN_HOME unless set (the one state root).
+    state_dir: Path = Field(default_factory=_state_dir)
     # Wheelhouses and per-function environments are shared between controllers on one host.
-    cache_dir: Path = Field(default_factory=default_cache_dir)
+    cache_dir: Path = Field(default_factory=_cache_dir)
     db_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in state")
     token: str | None = Field(default=None, description="bearer token; default <state>/token")
-    host: str = "127.0.0.1"
-    port: int = Field(default=8070, ge=0, le=65535)
-    default_platform: Platform = "process"
-    port_range: tuple[int, int] = (20000, 29999)
+    host: str = settings.CONTROLLER_HOST.fixed_default
+    port: int = Field(default=settings.CONTROLLER_PORT.fixed_default, ge=0, le=65535)
+    default_platform: Platform = settings.PLATFORM.fixed_default  # type: ignore[assignment]
+    port_range: tuple[int, int] = settings.PORT_RANGE.fixed_default
     container_engine: Engine | None = None
-    base_image: str = "python:3.11-slim"
-    public_gateway: bool = Field(default=False, description="serve /fn/… without the token")
-    function_ports: bool = Field(default=True, description="a TCP gateway port per function")
+    base_image: str = settings.BASE_IMAGE.fixed_default
+    public_gateway: bool = settings.PUBLIC_GATEWAY.fixed_default
+    function_ports: bool = settings.FUNCTION_PORTS.fixed_default
     reconcile_interval_s: float = Field(default=0.25, gt=0)
     ready_timeout_s: float = Field(default=120.0, gt=0)
     stop_timeout_s: float = Field(default=10.0, gt=0)
     # A replica's log is rotated when it passes this (one old generation kept), while it runs.
-    replica_log_max_bytes: int = Field(default=16 * 1024 * 1024, ge=4096)
+    replica_log_max_bytes: int = Field(
+        default=settings.REPLICA_LOG_MAX_BYTES.fixed_default, ge=4096
+    )
     # The HTTP edge (API, /fn/ and function ports): a slow or idle client holds a connection
     # (two descriptors through a gateway) only this long, and never more than this many at once.
     header_timeout_s: float = Field(
-        default=10.0, gt=0, description="close a connection whose request head is unfinished"
+        default=settings.HEADER_TIMEOUT_S.fixed_default,
+        gt=0,
+        description="close a connection whose request head is unfinished",
     )
     keepalive_timeout_s: float = Field(
-        default=30.0, gt=0, description="close a connection idle between requests"
+        default=settings.KEEPALIVE_TIMEOUT_S.fixed_default,
+        gt=0,
+        description="close a connection idle between requests",
     )
     body_timeout_s: float = Field(
-        default=30.0, gt=0, description="close a connection whose request body stalls this long"
+        default=settings.BODY_TIMEOUT_S.fixed_default,
+        gt=0,
+        description="close a connection whose request body stalls this long",
     )
     max_connections: int = Field(
-        default=1000, ge=8, description="client connections at once (also bounded by the fd limit)"
+        default=settings.MAX_CONNECTIONS.fixed_default,
+        ge=8,
+        description="client connections at once (also bounded by the fd limit)",
     )
 
     @model_validator(mode="after")
@@ -91,19 +103,14 @@ class Settings(BaseModel):
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Settings from ``env`` (default os.environ); ``overrides`` (CLI flags) win."""
-        source = os.environ if env is None else env
         values: dict[str, object] = {}
-        for var, field in ENV_VARS.items():
-            raw = source.get(var)
-            if raw is None or raw == "":
-                continue
-            if field == "port_range":
-                lo, _, hi = raw.partition("-")
-                values[field] = (lo, hi or lo)
-            elif field in ("public_gateway", "function_ports"):
-                values[field] = raw.lower() in ("1", "true", "yes", "on")
-            else:
-                values[field] = raw
+        for setting, field in ENV_VARS.items():
+            try:
+                value = setting.lookup(env)
+            except SpecError as exc:
+                raise SpecError(f"invalid controller settings: {field}: {exc.message}") from exc
+            if value is not None:
+                values[field] = value
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls.model_validate(values)

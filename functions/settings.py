@@ -62,6 +62,13 @@ class Setting(Generic[T]):
             return self.default(os.environ if env is None else env)
         return self.default
 
+    @property
+    def fixed_default(self) -> T:
+        """The default of a variable that derives from no other (e.g. a pydantic field's)."""
+        if callable(self.default):
+            raise TypeError(f"{self.name}'s default derives from the environment")
+        return self.default
+
     def get(self, env: Env | None = None) -> T:
         """The value in ``env`` (default ``os.environ``), or the default."""
         value = self.lookup(env)

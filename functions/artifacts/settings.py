@@ -1,13 +1,6 @@
-"""Object-store settings from the environment. Secrets are ``SecretStr``: never printed.
-
-======================== ===========================================================
-``TICKRUN_S3_ENDPOINT``  ``host:port`` or ``http(s)://host:port`` of MinIO / S3
-``TICKRUN_S3_ACCESS_KEY`` access key (also ``AWS_ACCESS_KEY_ID``)
-``TICKRUN_S3_SECRET_KEY`` secret key (also ``AWS_SECRET_ACCESS_KEY``)
-``TICKRUN_S3_SECURE``    ``true``/``false``: TLS when the endpoint has no scheme (default true)
-``TICKRUN_S3_REGION``    region (optional)
-``TICKRUN_S3_CA_BUNDLE`` a CA file to verify the endpoint's certificate (optional)
-======================== ===========================================================
+"""Object-store settings from the environment (``TICKRUN_S3_*``, defined in
+:mod:`tickrun.functions.settings`). Secrets are ``SecretStr``: never printed. The keys fall back to
+``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``.
 """
 
 from __future__ import annotations
@@ -17,7 +10,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-_TRUE = {"1", "true", "yes", "on"}
+from .. import settings
 
 
 class S3Settings(BaseModel):
@@ -38,21 +31,21 @@ class S3Settings(BaseModel):
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> S3Settings:
         e = os.environ if env is None else env
-        endpoint = e.get("TICKRUN_S3_ENDPOINT", "").strip()
-        secure = e.get("TICKRUN_S3_SECURE", "true").strip().lower() in _TRUE
+        endpoint = settings.S3_ENDPOINT.get(e).strip()
+        secure = settings.S3_SECURE.get(e)
         if endpoint.startswith(("http://", "https://")):
             secure = endpoint.startswith("https://")
             endpoint = endpoint.split("://", 1)[1]
         endpoint = endpoint.rstrip("/")
-        access = e.get("TICKRUN_S3_ACCESS_KEY") or e.get("AWS_ACCESS_KEY_ID")
-        secret = e.get("TICKRUN_S3_SECRET_KEY") or e.get("AWS_SECRET_ACCESS_KEY")
+        access = settings.S3_ACCESS_KEY.get(e) or e.get("AWS_ACCESS_KEY_ID")
+        secret = settings.S3_SECRET_KEY.get(e) or e.get("AWS_SECRET_ACCESS_KEY")
         return cls(
             endpoint=endpoint,
             access_key=SecretStr(access) if access else None,
             secret_key=SecretStr(secret) if secret else None,
             secure=secure,
-            region=e.get("TICKRUN_S3_REGION") or None,
-            ca_bundle=e.get("TICKRUN_S3_CA_BUNDLE") or None,
+            region=settings.S3_REGION.get(e),
+            ca_bundle=settings.S3_CA_BUNDLE.get(e),
         )
 
     def describe(self) -> str:
