@@ -29,7 +29,9 @@ import sys
 from collections.abc import Callable
 from types import FrameType
 
-PARENT_PID_ENV = "TICKRUN_PARENT_PID"
+from . import settings
+
+PARENT_PID_ENV = settings.PARENT_PID.name
 BOOT = "from tickrun.functions.launch import _boot\n_boot()\n"
 
 

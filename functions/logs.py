@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from typing import Any
 
-LEVELS_ENV = "TICKRUN_LOG_LEVELS"
+from . import settings
+
+LEVELS_ENV = settings.LOG_LEVELS.name
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "with"}
 
 
@@ -70,7 +71,7 @@ def configure_logging(*, json_logs: bool | None = None, level: str | int = "INFO
     for noisy in ("aiohttp.access", "kafka", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # e.g. TICKRUN_LOG_LEVELS="kafka=DEBUG" to see a client library's own story when debugging.
-    for item in os.environ.get(LEVELS_ENV, "").split(","):
+    for item in settings.LOG_LEVELS.get().split(","):
         name, sep, value = item.partition("=")
         if sep and name.strip() and value.strip().upper() in logging.getLevelNamesMapping():
             logging.getLogger(name.strip()).setLevel(value.strip().upper())

@@ -9,9 +9,9 @@ item's local deployment is stopped through its handle.
 
 from __future__ import annotations
 
-import os
 import sys
 
+from . import settings
 from .launch import python_command
 
 
@@ -36,8 +36,8 @@ def main() -> int:
     from .processor import serve
 
     configure_logging(
-        json_logs=os.environ.get("TICKRUN_LOG_FORMAT", "json") == "json",
-        level=os.environ.get("TICKRUN_LOG_LEVEL", "INFO"),
+        json_logs=settings.LOG_FORMAT.get() != "text",  # JSON unless asked for text
+        level=settings.LOG_LEVEL.get(),
     )
     code_dir, host, port, workers = sys.argv[1:5]
     return serve(code_dir, host=host, port=int(port), workers=int(workers) or None)

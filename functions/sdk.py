@@ -9,12 +9,13 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import os
 from typing import Any
 from urllib.parse import urlsplit
 
 import nuclio_sdk
 from nuclio_sdk import Context, Event, ExceptionWithResponse, Response, TriggerInfo
+
+from . import settings
 
 __all__ = [
     "Context",
@@ -27,7 +28,7 @@ __all__ = [
     "make_logger",
 ]
 
-GATEWAY_ENV = "TICKRUN_GATEWAY_URL"
+GATEWAY_ENV = settings.GATEWAY_URL.name
 
 
 class TickrunPlatform(nuclio_sdk.Platform):  # type: ignore[misc]
@@ -35,7 +36,7 @@ class TickrunPlatform(nuclio_sdk.Platform):  # type: ignore[misc]
 
     def __init__(self, gateway_url: str | None = None, namespace: str = "default") -> None:
         super().__init__("tickrun", namespace=namespace)
-        self._gateway_url = gateway_url or os.environ.get(GATEWAY_ENV, "http://127.0.0.1:8070")
+        self._gateway_url = gateway_url or settings.GATEWAY_URL.get()
 
     def call_function(
         self,
@@ -61,7 +62,7 @@ class TickrunPlatform(nuclio_sdk.Platform):  # type: ignore[misc]
         headers.pop("Content-Length", None)
         name = service_name_override or function_name
         path = f"{target.path.rstrip('/')}/fn/{name}/{(event.path or '/').lstrip('/')}"
-        token = os.environ.get("TICKRUN_TOKEN")
+        token = settings.TOKEN.get()
         if token:
             headers.setdefault("Authorization", f"Bearer {token}")
         try:

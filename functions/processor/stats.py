@@ -20,13 +20,14 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from .. import settings
 from ..processes import pid_alive
 
 LATENCY_BUCKETS_S = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0
 )  # fmt: skip
 OUTCOMES = ("ok", "error", "timeout", "unavailable")
-STATS_DIR_ENV = "TICKRUN_STATS_DIR"
+STATS_DIR_ENV = settings.STATS_DIR.name
 
 
 class TriggerStats:
@@ -62,7 +63,7 @@ class StatsBook:
     """All trigger stats of this process, and their snapshot file."""
 
     def __init__(self, directory: str | None = None) -> None:
-        self.directory = directory if directory is not None else os.environ.get(STATS_DIR_ENV)
+        self.directory = directory if directory is not None else settings.STATS_DIR.get()
         self._stats: dict[tuple[str, str, str], TriggerStats] = {}
 
     def trigger(self, function: str, trigger: str, kind: str) -> TriggerStats:

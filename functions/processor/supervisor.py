@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import settings
 from ..errors import TickrunError
 from ..launch import parent_env, python_command
 from ..spec import FunctionSpec
@@ -102,7 +103,7 @@ class Supervisor:
         env["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_dir or ""
         env[READY_DIR_ENV] = self._ready_dir or ""
         env[STATS_DIR_ENV] = self._metrics_dir or ""
-        env.setdefault("TICKRUN_LOG_FORMAT", "json")
+        env.setdefault(settings.LOG_FORMAT.name, "json")
         env["PYTHONUNBUFFERED"] = "1"
         env.update(parent_env())
         # SIGKILL, not a drain: a worker must not outlive its supervisor (kill -9 of a replica).

@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
+from .. import settings
 from ..errors import HandlerLoadError, TickrunError
 from ..handler import LoadedHandler, load_handler
 from ..httpserver import HardenedServer, HardenedSite, request_id_of
@@ -41,8 +42,8 @@ logger = logging.getLogger(__name__)
 
 CONTROL_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # the processor's own
 
-CONFIG_ENV = "TICKRUN_WORKER_CONFIG"
-READY_DIR_ENV = "TICKRUN_READY_DIR"
+CONFIG_ENV = settings.WORKER_CONFIG.name
+READY_DIR_ENV = settings.READY_DIR.name
 STATS_FLUSH_INTERVAL_S = 1.0
 FAILED_SUFFIX = ".failed"  # <ready dir>/<pid>.failed: why the worker could not start
 
@@ -157,7 +158,7 @@ class Worker:
         await site.start()
         self._started = True
         self._flusher = asyncio.get_running_loop().create_task(self._flush_stats())
-        ready_dir = os.environ.get(READY_DIR_ENV)
+        ready_dir = settings.READY_DIR.get()
         if ready_dir:  # tells the supervisor this worker is bound and serving
             Path(ready_dir, str(os.getpid())).touch()  # noqa: ASYNC240 - once, at start
         logger.info(
@@ -293,7 +294,7 @@ async def _serve(worker: Worker) -> int:
 def _report_start_failure(status: ExitStatus) -> None:
     """Leave the reason beside the ready marks, for the supervisor's status line: its code
     tells a start failure, this file tells which one (the log is for people)."""
-    ready_dir = os.environ.get(READY_DIR_ENV)
+    ready_dir = settings.READY_DIR.get()
     if not ready_dir:
         return
     try:
@@ -308,10 +309,10 @@ def main() -> None:
     from ..logs import configure_logging
 
     configure_logging(
-        json_logs=os.environ.get("TICKRUN_LOG_FORMAT", "json") == "json",
-        level=os.environ.get("TICKRUN_LOG_LEVEL", "INFO"),
+        json_logs=settings.LOG_FORMAT.get() != "text",  # JSON unless asked for text
+        level=settings.LOG_LEVEL.get(),
     )
-    raw = os.environ.get(CONFIG_ENV)
+    raw = settings.WORKER_CONFIG.get()
     if not raw:
         logger.error("%s is not set; workers are started by `tickrun serve`", CONFIG_ENV)
         sys.exit(ExitCode.CONFIG)

@@ -11,13 +11,13 @@ request's uid, and exits 0 when the run completed.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
 from pydantic import ValidationError
 
 from ..errors import TickrunError
+from ..settings import LOG_FORMAT
 from .plugins import JobRequest
 from .runobject import RunObject
 from .settings import TrackingSettings
@@ -48,8 +48,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from .runner import run_function
 
     args = list(sys.argv[1:] if argv is None else argv)
-    fmt = os.environ.get("TICKRUN_LOG_FORMAT")
-    configure_logging(json_logs=None if not fmt else fmt == "json")
+    fmt = LOG_FORMAT.get()
+    configure_logging(json_logs=None if fmt is None else fmt == "json")
     try:
         if len(args) != 1:
             raise ValueError("expects one argument, the job request as JSON")

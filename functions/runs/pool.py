@@ -10,13 +10,13 @@ import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
-import os
 import signal
 import time
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from .. import settings
 from ..errors import TickrunError
 from .execution import RunEnv, execute, make_inputs
 from .handlers import load_callable
@@ -36,7 +36,7 @@ def run_task(task: IterationTask) -> tuple[RunRecord, list[ArtifactRecord]]:
     if not logging.getLogger().handlers:  # a spawned worker logs like its parent
         from ..logs import configure_logging
 
-        fmt = os.environ.get("TICKRUN_LOG_FORMAT")
+        fmt = settings.LOG_FORMAT.get()
         configure_logging(json_logs=None if fmt is None else fmt == "json")
     db = task.env.open_db()
     try:
