@@ -91,7 +91,7 @@ def build_json(b: BuildRow) -> dict[str, Any]:
 def function_json(
     store: Store, f: FunctionRow, reconciler: Reconciler | None = None
 ) -> dict[str, Any]:
-    spec = parse_spec(f.spec)
+    spec = f.spec
     desired = reconciler.desired(f) if reconciler is not None else desired_replicas(spec)
     replicas = store.list_replicas(f.name)
     lo, hi = spec.spec.replica_bounds()
@@ -121,7 +121,7 @@ def function_json(
             "items": [replica_json(r, exits.get(r.id), unready.get(r.id)) for r in replicas],
         },
         "last_build": build_json(builds[0]) if builds else None,
-        "spec": f.spec,
+        "spec": spec.to_yaml_dict(),
         "created_at": _iso(f.created_at),
         "updated_at": _iso(f.updated_at),
     }
@@ -150,7 +150,7 @@ def _code(body: DeployRequest) -> bytes | None:
 async def create_function(request: web.Request) -> web.Response:
     body = await _deploy_body(request)
     service = request.app[SERVICE]
-    row, build = await service.deploy(body.spec, _code(body), body.platform)
+    row, build = await service.deploy(parse_spec(body.spec), _code(body), body.platform)
     request.app[RECONCILER].wake()
     fn = function_json(request.app[STORE], row, request.app[RECONCILER])
     return web.json_response({"function": fn, "build": build_json(build)}, status=202)
@@ -160,7 +160,7 @@ async def update_function(request: web.Request) -> web.Response:
     body = await _deploy_body(request)
     service = request.app[SERVICE]
     row, build = await service.deploy(
-        body.spec, _code(body), body.platform, name=request.match_info["name"]
+        parse_spec(body.spec), _code(body), body.platform, name=request.match_info["name"]
     )
     request.app[RECONCILER].wake()
     fn = function_json(request.app[STORE], row, request.app[RECONCILER])
@@ -195,7 +195,7 @@ async def delete_function(request: web.Request) -> web.Response:
 
 async def export_function(request: web.Request) -> web.Response:
     row = request.app[STORE].get_function(request.match_info["name"])
-    return web.json_response(parse_spec(row.spec).to_yaml_dict())
+    return web.json_response(row.spec.to_yaml_dict())
 
 
 async def function_events(request: web.Request) -> web.Response:

@@ -8,11 +8,14 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from tickrun.functions.errors import BadRequestError, NotFoundError, PlatformError, SpecError
+
+if TYPE_CHECKING:
+    from tickrun.functions.spec import FunctionSpec
 
 
 def register(sub: Any, get: Any) -> None:
@@ -136,7 +139,9 @@ def _parse_trigger(text: str) -> tuple[str, dict[str, Any]]:
     return name, trigger
 
 
-def build_spec(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+def build_spec(args: argparse.Namespace) -> tuple[Path, FunctionSpec]:
+    """The code folder and the spec ``deploy`` sends: the file's spec with the flags applied,
+    validated here (the one parse on this side of the API) so a bad flag fails before upload."""
     from tickrun.functions.source import resolve_function
     from tickrun.functions.spec import parse_spec
 
@@ -166,8 +171,7 @@ def build_spec(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     for item in args.trigger:
         name, trigger = _parse_trigger(item)
         s.setdefault("triggers", {})[name] = trigger
-    parse_spec(data)  # fail here, before uploading, with the field-level message
-    return code_dir, data
+    return code_dir, parse_spec(data)
 
 
 def _env_pairs(items: list[str]) -> dict[str, str]:

@@ -8,7 +8,7 @@ import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from tickrun.functions.errors import (
     TickrunError,
 )
 from tickrun.functions.runs.settings import CONTROLLER_URL_ENV
+from tickrun.functions.spec import FunctionSpec
 
 from .auth import read_token_file
 from .builder.hashing import pack_dir
@@ -134,14 +135,20 @@ class ControllerClient:
         return dict(self._request("GET", "/healthz"))
 
     def deploy(
-        self, spec: dict[str, Any], code_dir: Path | None, *, platform: str | None = None
+        self,
+        spec: FunctionSpec | Mapping[str, Any],
+        code_dir: Path | None,
+        *,
+        platform: str | None = None,
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"spec": spec}
+        """Create or update a function. ``spec`` is a model, or a raw mapping the API validates."""
+        data = spec.to_yaml_dict() if isinstance(spec, FunctionSpec) else dict(spec)
+        body: dict[str, Any] = {"spec": data}
         if code_dir is not None:
             body["code"] = base64.b64encode(pack_dir(code_dir)).decode()
         if platform:
             body["platform"] = platform
-        name = spec.get("metadata", {}).get("name", "")
+        name = data.get("metadata", {}).get("name", "")
         exists = True
         try:
             self.get_function(name)

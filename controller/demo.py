@@ -173,7 +173,7 @@ def _run(client: ControllerClient, url: str, examples: Sequence[str]) -> None:
     for name in examples:
         code_dir, spec = resolve_function(EXAMPLES / name)
         t1 = time.monotonic()
-        result = client.deploy(spec.to_yaml_dict(), code_dir, platform="process")
+        result = client.deploy(spec, code_dir, platform="process")
         fn = client.wait_ready(
             spec.name, version=result["function"]["version"], timeout_s=READY_TIMEOUT_S
         )

@@ -307,7 +307,6 @@ class _ContainerJob(_Job):
 
     def build(self) -> str:
         from tickrun.functions.source import resolve_function
-        from tickrun.functions.spec import parse_spec
 
         from .builder import Builder
 
@@ -317,14 +316,18 @@ class _ContainerJob(_Job):
                 f"the build folder {self.controller.builds_dir} is inside the job's folder "
                 f"{code_dir}, which is copied into the image: set TICKRUN_STATE_DIR elsewhere"
             )
-        data = spec.to_yaml_dict()
-        data["metadata"]["name"] = f"job-{spec.name}"[:63].rstrip("-")
         # The run tracker's SQL DB needs SQLAlchemy, which function images do not carry.
-        reqs = list(data.get("spec", {}).get("requirements", []))
+        reqs = list(spec.spec.requirements)
         if not any(r.lower().startswith("sqlalchemy") for r in reqs):
             reqs.append(_pinned("SQLAlchemy"))
-        data.setdefault("spec", {})["requirements"] = reqs
-        job_spec = parse_spec(data)
+        job_spec = spec.model_copy(
+            update={
+                "metadata": spec.metadata.model_copy(
+                    update={"name": f"job-{spec.name}"[:63].rstrip("-")}
+                ),
+                "spec": spec.spec.model_copy(update={"requirements": reqs}),
+            }
+        )
         result = Builder(self.controller).build(
             job_spec, code_dir, "container", lambda line: _say(f"build: {line}"), code_hash=""
         )

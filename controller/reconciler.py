@@ -18,7 +18,6 @@ import aiohttp
 
 from tickrun.functions.errors import TickrunError
 from tickrun.functions.processor.exitcodes import ExitCode, ExitStatus, not_ready_reason
-from tickrun.functions.spec import parse_spec
 
 from .autoscaler import Autoscaler
 from .endpoints import EndpointTable
@@ -281,7 +280,7 @@ class Reconciler:
             self.store.update_function(fn.name, gateway_port=port)
 
     def desired(self, fn: FunctionRow) -> int:
-        return self.autoscaler.desired(fn.name, parse_spec(fn.spec))
+        return self.autoscaler.desired(fn.name, fn.spec)
 
     def _sample(self, name: str) -> None:
         in_flight, served = self.endpoints.load(name)
@@ -296,7 +295,7 @@ class Reconciler:
         fn = self.store.find_function(name)
         if fn is None or fn.state not in ("ready", "deploying"):
             return False
-        spec = parse_spec(fn.spec)
+        spec = fn.spec
         if self.autoscaler.scales_to_zero(spec) and self.autoscaler.desired(name, spec) == 0:
             return True
         return any(
@@ -320,7 +319,7 @@ class Reconciler:
         self.wake()
 
     def _ready_timeout(self, fn: FunctionRow) -> float:
-        spec_timeout = parse_spec(fn.spec).spec.readiness_timeout_s
+        spec_timeout = fn.spec.spec.readiness_timeout_s
         return float(spec_timeout or self.settings.ready_timeout_s)
 
     async def _probe(self, row: ReplicaRow) -> str | None:
@@ -389,7 +388,7 @@ class Reconciler:
             self.store.add_event(fn.name, "error", reason, replica=row.id)
 
     async def _launch(self, fn: FunctionRow, platform: Platform, row: ReplicaRow | None) -> None:
-        spec = parse_spec(fn.spec)
+        spec = fn.spec
         restart = row is not None
         if row is None:
             rid = uuid.uuid4().hex[:10]

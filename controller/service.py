@@ -23,7 +23,7 @@ from typing import Any, TextIO
 import yaml
 
 from tickrun.functions.errors import ConflictError, SpecError, TickrunError
-from tickrun.functions.spec import FunctionSpec, parse_spec
+from tickrun.functions.spec import FunctionSpec
 
 from .builder import Builder
 from .builder.hashing import hash_tree, private, sha256_bytes, unpack
@@ -104,13 +104,13 @@ class FunctionService:
 
     async def deploy(
         self,
-        spec_data: dict[str, Any],
+        spec: FunctionSpec,
         code: bytes | None,
         platform: str | None,
         *,
         name: str | None = None,
     ) -> tuple[FunctionRow, BuildRow]:
-        spec = parse_spec(spec_data)
+        """Store ``spec`` (validated at the edge) and ``code``, and start a build."""
         if name is not None and spec.name != name:
             raise SpecError(f"metadata.name {spec.name!r} does not match the URL's {name!r}")
         # Every secretKeyRef must name a secret key that is set (the values stay in the store).
@@ -140,7 +140,7 @@ class FunctionService:
         if existing is None:
             row = FunctionRow(
                 name=spec.name,
-                spec=spec.to_yaml_dict(),
+                spec=spec,
                 platform=platform,
                 version=1,
                 state="building",
@@ -151,7 +151,7 @@ class FunctionService:
             )
         else:
             row = existing
-            row.spec, row.platform, row.code_hash = spec.to_yaml_dict(), platform, code_hash
+            row.spec, row.platform, row.code_hash = spec, platform, code_hash
             row.version += 1
             row.state, row.message = "building", ""
         row = self.store.save_function(row)
@@ -258,7 +258,7 @@ class FunctionService:
             await asyncio.wait([previous])  # one build per function at a time, in order
         row = self.store.get_function(name)
         build = self.store.get_build(build_id)
-        spec = parse_spec(row.spec)
+        spec = row.spec
         code_dir = self.settings.code_dir / name / row.code_hash
         with _open_log(Path(build.log_path)) as log_file:
 

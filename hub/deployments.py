@@ -19,12 +19,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tickrun.functions.errors import HubError, TickrunError
 from tickrun.functions.replica import replica_command
 from tickrun.functions.runs.plugins import ControllerApi, controller_client_class
 from tickrun.functions.runs.settings import CONTROLLER_URL_ENV
+from tickrun.functions.spec import load_spec
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +77,7 @@ class ControllerDeployment:
         ready_timeout_s: float = 60.0,
     ) -> ControllerDeployment:
         """Upload ``folder`` (code + function.yaml), wait for the build and a ready replica."""
-        spec = yaml.safe_load((folder / "function.yaml").read_text())
-        result = client.deploy(spec, folder, platform=platform)
+        result = client.deploy(load_spec(folder / "function.yaml"), folder, platform=platform)
         fn, build = result["function"], result["build"]
         name = str(fn["name"])
         logger.info(

@@ -2,15 +2,51 @@
 
 from __future__ import annotations
 
+import json
 import time
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Dialect, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from tickrun.functions.spec import FunctionSpec, parse_spec
 
 
 class Base(DeclarativeBase):
     pass
+
+
+@lru_cache(maxsize=1024)
+def _spec_of(text: str) -> FunctionSpec:
+    return parse_spec(json.loads(text))
+
+
+class SpecColumn(TypeDecorator[FunctionSpec]):
+    """A function spec kept as the model's JSON (its Nuclio-shaped mapping).
+
+    The edge (CLI, API) validated the spec before it was stored, so a row hands back the model.
+    Reconcile passes load every row a few times a second: a spec seen before comes from a cache
+    keyed by its JSON text instead of being validated again. Callers treat it as read-only (it is
+    shared between rows holding the same spec).
+    """
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if not isinstance(value, FunctionSpec):
+            raise TypeError(f"a function row's spec must be a FunctionSpec, not {type(value)}")
+        return value.to_yaml_dict()
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> FunctionSpec | None:
+        if value is None:
+            return None
+        return _spec_of(json.dumps(value, sort_keys=True, separators=(",", ":")))
+
+    def coerce_compared_value(self, op: Any, value: Any) -> Any:
+        return self.impl_instance
 
 
 def _now() -> float:
@@ -28,7 +64,7 @@ class Meta(Base):
 class FunctionRow(Base):
     __tablename__ = "functions"
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
-    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    spec: Mapped[FunctionSpec] = mapped_column(SpecColumn)
     platform: Mapped[str] = mapped_column(String(16))
     version: Mapped[int] = mapped_column(Integer, default=1)
     # building → deploying → ready | error; deleting while replicas stop.

@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import BadRequestError
+from ..spec import FunctionSpec
 
 RUN_TARGETS = "tickrun.run_targets"
 JOB_PLATFORMS = "tickrun.job_platforms"
@@ -91,7 +92,11 @@ class ControllerApi(Protocol):
     url: str
 
     def deploy(
-        self, spec: dict[str, Any], code_dir: Path | None, *, platform: str | None = None
+        self,
+        spec: FunctionSpec | Mapping[str, Any],
+        code_dir: Path | None,
+        *,
+        platform: str | None = None,
     ) -> dict[str, Any]: ...
 
     def follow_build(self, build_id: str) -> Iterator[str]: ...

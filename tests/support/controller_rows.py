@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from tickrun.controller.store import FunctionRow, ReplicaRow
+from tickrun.functions.spec import default_spec
 
 
 def function_row(name: str, *, version: int = 1, state: str = "ready") -> FunctionRow:
     return FunctionRow(
         name=name,
-        spec={"metadata": {"name": name}},
+        spec=default_spec(name),
         platform="process",
         version=version,
         state=state,

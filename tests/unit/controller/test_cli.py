@@ -45,13 +45,18 @@ def test_deploy_flags_shape_the_spec(tmp_path: Path) -> None:
             "g",
         )
     )
-    s = spec["spec"]
-    assert code_dir == folder and spec["metadata"]["name"] == "g"
+    data = spec.to_yaml_dict()
+    s = data["spec"]
+    assert code_dir == folder and spec.name == "g"
     assert s["replicas"] == 2 and "minReplicas" not in s and "maxReplicas" not in s
     assert {e["name"]: e["value"] for e in s["env"]} == {"A": "9", "B": "x=y"}
-    assert s["triggers"]["tick"] == {"kind": "cron", "attributes": {"interval": "10s"}}
+    assert s["triggers"]["tick"] == {
+        "name": "tick",
+        "kind": "cron",
+        "attributes": {"interval": "10s"},
+    }
     _, spec = build_spec(_args(str(folder), "--min", "0", "--max", "5"))
-    assert spec["spec"]["minReplicas"] == 0 and spec["spec"]["maxReplicas"] == 5
+    assert (spec.spec.min_replicas, spec.spec.max_replicas) == (0, 5)
 
 
 def test_bad_flags_fail_before_uploading(tmp_path: Path) -> None:
@@ -86,6 +91,6 @@ def test_deploy_hub_item_exports_its_serving_function() -> None:
     code_dir, spec = build_spec(
         _args("hub://model_server", "--env", "MODEL_URI=file:///m.pkl", "--name", "ms")
     )
-    assert spec["metadata"]["name"] == "ms"
+    assert spec.name == "ms"
     assert (code_dir / "function.yaml").is_file()
-    assert {"name": "MODEL_URI", "value": "file:///m.pkl"} in spec["spec"]["env"]
+    assert spec.spec.env_dict()["MODEL_URI"] == "file:///m.pkl"

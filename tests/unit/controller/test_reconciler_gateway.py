@@ -30,6 +30,7 @@ from tickrun.controller.reconciler import Reconciler
 from tickrun.controller.service import FunctionService
 from tickrun.controller.settings import Settings
 from tickrun.controller.store import Store
+from tickrun.functions.spec import parse_spec
 
 
 class FakePlatform(Platform):
@@ -125,7 +126,7 @@ class Rig:
             "metadata": {"name": name},
             "spec": {"replicas": replicas, "env": [{"name": "E", "value": env}]},
         }
-        await self.service.deploy(spec, code, None)
+        await self.service.deploy(parse_spec(spec), code, None)
         await self.until(lambda: self.store.get_function(name).state in ("deploying", "ready"))
 
 
@@ -337,7 +338,7 @@ async def test_scaled_to_zero_function_holds_the_request_and_comes_back(rig: Rig
         "metadata": {"name": "z"},
         "spec": {"minReplicas": 0, "maxReplicas": 2, "scaleToZeroIdleTime": "1s"},
     }
-    await rig.service.deploy(spec, rig.code, None)
+    await rig.service.deploy(parse_spec(spec), rig.code, None)
     await rig.until(lambda: rig.store.get_function("z").state == "ready")
     assert len(rig.ready("z")) == 1  # starts with one replica
     await rig.until(lambda: not rig.store.list_replicas("z"), timeout_s=10)  # idle → zero

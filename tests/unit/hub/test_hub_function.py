@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -161,9 +162,10 @@ class FakeControllerClient:
 
         return cls(os.environ.get("TICKRUN_CONTROLLER_URL", "http://from-state-files:1"))
 
-    def deploy(self, spec: dict, code_dir: Path | None, *, platform: str | None = None) -> dict:
-        self.calls.append(("deploy", (spec, code_dir, platform)))
-        name = spec["metadata"]["name"]
+    def deploy(self, spec: Any, code_dir: Path | None, *, platform: str | None = None) -> dict:
+        data = spec.to_yaml_dict()  # the hub hands over the parsed model
+        self.calls.append(("deploy", (data, code_dir, platform)))
+        name = data["metadata"]["name"]
         return {"function": {"name": name, "version": 3}, "build": {"id": "b1"}}
 
     def follow_build(self, build_id: str):  # type: ignore[no-untyped-def]
