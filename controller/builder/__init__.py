@@ -1,7 +1,8 @@
 """The builder: turns (code, spec, platform) into what replicas run, skipping unchanged work.
 
 - process: a cached per-function environment (keyed by the lock hash and build commands);
-- container: an OCI image tagged by the content hash of its build context.
+- container: an OCI image tagged by the content hash of its build context, tickrun installed
+  in it from a wheel of its own sources (cached by their hash too).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from . import image as image_ctx
 from .engine import Engine
 from .env import ensure_env
 from .hashing import sha256_bytes
+from .selfwheel import tickrun_wheel
 from .wheels import LogFn, resolve
 
 
@@ -82,7 +84,8 @@ class Builder:
             log=lambda m: log(f"runtime {m}"),
         )
         reqs = resolve(spec.spec.requirements, self.settings.wheels_cache, target="image", log=log)
-        plan = image_ctx.plan(spec, code_dir, base, runtime, reqs)
+        own = tickrun_wheel(self.settings.wheels_cache, log)
+        plan = image_ctx.plan(spec, code_dir, base, runtime, reqs, own)
         tag = f"localhost/tickrun/{spec.name}:{plan.content_hash[:16]}"
         artifact = {"image": tag, "code_dir": str(code_dir)}
         if not spec.spec.build.no_cache and engine.image_exists(tag):
@@ -90,7 +93,7 @@ class Builder:
             return plan.content_hash, True, artifact
         ctx = self.settings.builds_dir / spec.name / "context"
         log(f"writing build context for {tag}")
-        image_ctx.write_context(ctx, plan, code_dir, runtime, reqs)
+        image_ctx.write_context(ctx, plan, code_dir, runtime, reqs, own)
         log(f"{engine.name} build {tag} (base {base})")
         engine.build(ctx, tag, log, no_cache=spec.spec.build.no_cache)
         removed = engine.prune_tags(f"localhost/tickrun/{spec.name}", keep={tag})

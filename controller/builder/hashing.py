@@ -44,8 +44,13 @@ def iter_files(root: Path) -> Iterable[Path]:
 
 def hash_tree(root: Path, h: hashlib._Hash | None = None) -> str:
     """sha256 over relative paths, modes and contents (mtimes are ignored on purpose)."""
+    return hash_files(root, iter_files(root), h)
+
+
+def hash_files(root: Path, paths: Iterable[Path], h: hashlib._Hash | None = None) -> str:
+    """:func:`hash_tree` over a chosen list of files below ``root`` (in the order given)."""
     h = h or hashlib.sha256()
-    for path in iter_files(root):
+    for path in paths:
         rel = path.relative_to(root).as_posix()
         h.update(rel.encode() + b"\0")
         h.update(b"x" if os.access(path, os.X_OK) else b"-")

@@ -1,8 +1,9 @@
-"""The container build context: Containerfile, wheelhouses, tickrun's runtime, function code.
+"""The container build context: Containerfile, wheelhouses, the tickrun wheel, function code.
 
 Layer order is chosen for the cache: the venv and tickrun's dependencies first, then the
-function's locked requirements, then ``build.commands``, then tickrun's own code, and the
-function's code last, so a code-only change rebuilds only the last layer.
+function's locked requirements, then ``build.commands``, then the tickrun wheel (installed like
+any distribution, see :mod:`.selfwheel`), and the function's code last, so a code-only change
+rebuilds only the last layer and a tickrun change rebuilds from the tickrun layer on.
 """
 
 from __future__ import annotations
@@ -14,9 +15,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import tickrun
-import tickrun.functions
-import tickrun.triggers
 from tickrun.functions.spec import FunctionSpec
 
 from .hashing import IGNORED, hash_tree
@@ -50,13 +48,16 @@ def runtime_requirements() -> list[str]:
     return out
 
 
-def runtime_sources() -> dict[str, Path]:
-    """Folders that make up ``tickrun`` inside an image (the controller is not needed there)."""
-    return {
-        "tickrun": Path(tickrun.__file__).parent,
-        "tickrun/functions": Path(tickrun.functions.__path__[0]),
-        "tickrun/triggers": Path(tickrun.triggers.__path__[0]),
-    }
+def _locked_install(lock: str, wheels: str, *, deps: bool = True) -> list[str]:
+    # COPY the lock first: bind-mount contents are not part of the layer cache key, the lock's
+    # hashes are.
+    return [
+        f"COPY {lock} {APP}/{lock}",
+        f"RUN --mount=type=bind,source={wheels},target=/tmp/wheels "
+        "pip install --no-index --no-cache-dir --disable-pip-version-check "
+        + ("" if deps else "--no-deps ")
+        + f"--find-links /tmp/wheels --require-hashes -r {APP}/{lock}",
+    ]
 
 
 def containerfile(spec: FunctionSpec, base_image: str, *, has_requirements: bool) -> str:
@@ -67,26 +68,18 @@ def containerfile(spec: FunctionSpec, base_image: str, *, has_requirements: bool
         f"PATH={APP}/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "
         f"TICKRUN_BUILD_DIR={APP}/build",
         f"RUN python3 -m venv {APP}/venv",
-        # COPY the lock first: bind-mount contents are not part of the layer cache key.
-        f"COPY runtime.lock {APP}/runtime.lock",
-        "RUN --mount=type=bind,source=runtime-wheels,target=/tmp/wheels "
-        "pip install --no-index --no-cache-dir --disable-pip-version-check "
-        f"--find-links /tmp/wheels --require-hashes -r {APP}/runtime.lock",
+        *_locked_install("runtime.lock", "runtime-wheels"),
     ]
     if has_requirements:
-        lines += [
-            f"COPY requirements.lock {APP}/requirements.lock",
-            "RUN --mount=type=bind,source=wheels,target=/tmp/wheels "
-            "pip install --no-index --no-cache-dir --disable-pip-version-check "
-            f"--find-links /tmp/wheels --require-hashes -r {APP}/requirements.lock",
-        ]
+        lines += _locked_install("requirements.lock", "wheels")
     lines.append(f"WORKDIR {APP}/build")
     lines += [f"RUN {cmd}" for cmd in s.build.commands]
+    # Its dependencies are the runtime wheels above (pinned to the controller's versions); the
+    # wheel's metadata also names the controller's, which a replica does not need.
+    lines += _locked_install("tickrun.lock", "tickrun-wheel", deps=False)
     # Metadata steps each commit a layer too, so they go before the code: after a code-only
     # change the COPY of the function is the one step podman has to run.
     lines += [
-        f"COPY lib {APP}/lib",
-        f"ENV PYTHONPATH={APP}/lib",
         f"WORKDIR {APP}/function",
         # Replicas run unprivileged (the container platform passes the same --user).
         "USER 65534:65534",
@@ -110,17 +103,16 @@ def plan(
     base_image: str,
     runtime: Wheelhouse,
     requirements: Wheelhouse,
+    tickrun: Wheelhouse,
 ) -> ImagePlan:
     """The Containerfile and the content hash of everything that goes into the image."""
     has_reqs = requirements.lock.stat().st_size > 0
     text = containerfile(spec, base_image, has_requirements=has_reqs)
     h = hashlib.sha256()
     h.update(text.encode())
-    h.update(runtime.lock_hash.encode())
-    h.update(requirements.lock_hash.encode())
-    for rel, src in sorted(runtime_sources().items()):
-        h.update(rel.encode())
-        hash_tree(src, h)
+    # Each lock pins its wheels by sha256, so these cover the wheels' bytes.
+    for house in (runtime, requirements, tickrun):
+        h.update(house.lock_hash.encode())
     hash_tree(function_dir, h)
     return ImagePlan(text, h.hexdigest())
 
@@ -142,20 +134,19 @@ def write_context(
     function_dir: Path,
     runtime: Wheelhouse,
     requirements: Wheelhouse,
+    tickrun: Wheelhouse,
 ) -> None:
     if ctx.exists():
         shutil.rmtree(ctx)
     ctx.mkdir(parents=True)
     (ctx / "Containerfile").write_text(image_plan.containerfile, encoding="utf-8")
-    shutil.copy2(runtime.lock, ctx / "runtime.lock")
-    _link_tree(runtime.wheels, ctx / "runtime-wheels")
-    shutil.copy2(requirements.lock, ctx / "requirements.lock")
-    _link_tree(requirements.wheels, ctx / "wheels")
-    ignore = shutil.ignore_patterns(*IGNORED, "*.pyc", "examples")
-    for rel, src in sorted(runtime_sources().items()):
-        dest = ctx / "lib" / rel
-        # the sub-package folders are copied separately, so skip them inside tickrun/
-        shutil.copytree(src, dest, ignore=ignore, dirs_exist_ok=True)
+    for house, lock, wheels in (
+        (runtime, "runtime.lock", "runtime-wheels"),
+        (requirements, "requirements.lock", "wheels"),
+        (tickrun, "tickrun.lock", "tickrun-wheel"),
+    ):
+        shutil.copy2(house.lock, ctx / lock)
+        _link_tree(house.wheels, ctx / wheels)
     shutil.copytree(function_dir, ctx / "function", ignore=shutil.ignore_patterns(*IGNORED))
     # The stored code is 0600/0700 (the controller's alone); in the image it must be readable
     # by the unprivileged user replicas run as. COPY keeps these modes.

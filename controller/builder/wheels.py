@@ -131,52 +131,69 @@ def _write_lock(wheels: Path, lock: Path) -> None:
     lock.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
 
 
+def cached_wheelhouse(
+    cache: Path, key: str, fill: Callable[[Path], None]
+) -> tuple[Wheelhouse, bool]:
+    """The wheelhouse ``cache/key`` and whether it was there already. When missing,
+    ``fill(wheels_dir)`` puts its wheels in a temp folder that is then renamed into place, so a
+    reader never sees half a wheelhouse; of two builds racing, the first rename wins and the
+    other's work is dropped."""
+    final = cache / key
+    if not (final / "requirements.lock").is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache))
+        try:
+            (tmp / "wheels").mkdir()
+            fill(tmp / "wheels")
+            _write_lock(tmp / "wheels", tmp / "requirements.lock")
+            try:
+                os.replace(tmp, final)
+            except OSError:  # another build made the same wheelhouse first
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        cached = False
+    else:
+        cached = True
+    text = (final / "requirements.lock").read_bytes()
+    return Wheelhouse(final, sha256_bytes(text)), cached
+
+
 def resolve(
     requirements: Sequence[str], cache: Path, *, target: str, log: LogFn, timeout_s: float = 900
 ) -> Wheelhouse:
     """Wheelhouse for ``requirements`` built for ``target`` ("host" or "image"), cached."""
     key = sha256_bytes(target, *sorted(r.strip() for r in requirements))[:24]
-    final = cache / key
-    if (final / "requirements.lock").is_file():
-        text = (final / "requirements.lock").read_bytes()
-        log(f"requirements: {len(requirements)} cached (lock {sha256_bytes(text)[:12]})")
-        return Wheelhouse(final, sha256_bytes(text))
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache))
-    try:
-        (tmp / "wheels").mkdir()
-        if requirements:
-            log(
-                f"requirements: resolving {len(requirements)} on the host: "
-                + ", ".join(requirements)
-            )
-            cmd = [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--only-binary=:all:",
-                "--progress-bar",
-                "off",
-                "-d",
-                str(tmp / "wheels"),
-                *_platform_args(target),
-                *requirements,
-            ]
-            _run_logged(
-                cmd, log, env=clean_pip_env(), timeout_s=timeout_s, what="resolving requirements"
-            )
-        _write_lock(tmp / "wheels", tmp / "requirements.lock")
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another build resolved the same set first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    text = (final / "requirements.lock").read_bytes()
-    log(f"requirements: locked {text.count(b'==')} wheels")
-    return Wheelhouse(final, sha256_bytes(text))
+
+    def download(wheels: Path) -> None:
+        if not requirements:
+            return
+        log(f"requirements: resolving {len(requirements)} on the host: " + ", ".join(requirements))
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--only-binary=:all:",
+            "--progress-bar",
+            "off",
+            "-d",
+            str(wheels),
+            *_platform_args(target),
+            *requirements,
+        ]
+        _run_logged(
+            cmd, log, env=clean_pip_env(), timeout_s=timeout_s, what="resolving requirements"
+        )
+
+    house, cached = cached_wheelhouse(cache, key, download)
+    text = house.lock.read_bytes()
+    if cached:
+        log(f"requirements: {len(requirements)} cached (lock {house.lock_hash[:12]})")
+    else:
+        log(f"requirements: locked {text.count(b'==')} wheels")
+    return house
 
 
 def _run_logged(
