@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tickrun.functions import settings
+
 
 def register(sub: Any, get: Any) -> None:
     hub = sub.add_parser(
@@ -22,13 +24,13 @@ def register(sub: Any, get: Any) -> None:
         "--hub-path",
         action="append",
         default=None,
-        help="private hub folder (repeatable; default $TICKRUN_HUB_PATH)",
+        help=f"private hub folder (repeatable; default ${settings.HUB_PATH.name})",
     )
     common.add_argument(
         "--hub-url",
         default=None,
-        help="remote hub, e.g. https://controller:8070 (default $TICKRUN_HUB_URL; plain "
-        "http needs TICKRUN_HUB_ALLOW_HTTP=1)",
+        help=f"remote hub, e.g. https://controller:8070 (default ${settings.HUB_URL.name}; plain "
+        f"http needs {settings.HUB_ALLOW_HTTP.name}=1)",
     )
     common.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -49,7 +51,8 @@ def register(sub: Any, get: Any) -> None:
     p.set_defaults(func=_index)
     p = verbs.add_parser(
         "pins",
-        help="print a pin file trusting every item version in a hub folder (for TICKRUN_HUB_PINS)",
+        help="print a pin file trusting every item version in a hub folder "
+        f"(for {settings.HUB_PINS.name})",
     )
     p.add_argument("directory", help="hub folder: NAME/VERSION/item.yaml + code")
     p.set_defaults(func=_pins)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import yaml
 from pydantic import ValidationError
 
+from tickrun.functions import settings
 from tickrun.functions.errors import HubError, SpecError, TickrunError
 from tickrun.functions.modules import import_file
 from tickrun.functions.runs.plugins import JobRequest, job_launcher
@@ -320,7 +321,7 @@ class HubFunction:
             )
         if platform not in (None, "local"):
             raise HubError(
-                f"platform={platform!r} needs a controller: set TICKRUN_CONTROLLER_URL or "
+                f"platform={platform!r} needs a controller: set {settings.CONTROLLER_URL.name} or "
                 "pass controller=…"
             )
         deployment = LocalDeployment(folder, port=port or free_port())

@@ -26,7 +26,6 @@ from tickrun.functions.errors import HubError
 from .catalogue import build_index, file_sha256
 from .sources import HubConfigError
 
-PINS_ENV = "TICKRUN_HUB_PINS"
 _LINE = re.compile(r"^(?P<sha>[0-9a-fA-F]{64})\s+\*?(?P<ref>\S+)$")
 
 

@@ -15,18 +15,18 @@ from private folders and remote hubs resolve only when their files match the pin
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tickrun.functions import settings
 from tickrun.functions.errors import HubError
 
 from .catalogue import BUNDLED_ROOT
 from .function import HubFunction
-from .pins import PINS_ENV, HubPins
+from .pins import HubPins
 from .resolved import ResolvedItem
 from .sources import (
     LocalSource,
@@ -42,11 +42,6 @@ from .versions import Version, VersionPin
 logger = logging.getLogger(__name__)
 
 SCHEME = "hub://"
-PATH_ENV = "TICKRUN_HUB_PATH"
-URL_ENV = "TICKRUN_HUB_URL"
-CACHE_ENV = "TICKRUN_HUB_CACHE"
-ALLOW_HTTP_ENV = "TICKRUN_HUB_ALLOW_HTTP"
-_TRUE = {"1", "true", "yes", "on"}
 _URI = re.compile(
     r"^(?P<name>[a-z][a-z0-9_-]*)(?::(?P<pin>[^:/#]+))?(?:#(?P<handler>[A-Za-z_]\w*))?$"
 )
@@ -82,11 +77,7 @@ def parse_uri(uri: str) -> ItemRef:
 
 
 def default_cache_dir() -> Path:
-    configured = os.environ.get(CACHE_ENV)
-    if configured:
-        return Path(configured).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "tickrun" / "hub"
+    return settings.HUB_CACHE.get()
 
 
 class Hub:
@@ -108,7 +99,7 @@ class Hub:
         must match."""
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         if allow_http is None:
-            allow_http = os.environ.get(ALLOW_HTTP_ENV, "").strip().lower() in _TRUE
+            allow_http = settings.HUB_ALLOW_HTTP.get()
         self._bundled = LocalSource(BUNDLED_ROOT, label="bundled")
         sources: list[Source] = [LocalSource(p) for p in paths]
         if bundled:
@@ -120,16 +111,15 @@ class Hub:
         self.sources = sources
         self.skipped: dict[str, str] = {}  # source label → why it could not be listed
         self._pins_from: str | Path | HubPins | None = (
-            pins if pins is not None else (os.environ.get(PINS_ENV) or None)
+            pins if pins is not None else settings.HUB_PINS.get()
         )
         self._pins: HubPins | None = None
         self._warned: set[tuple[str, str, str]] = set()
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Hub:
-        raw_paths = os.environ.get(PATH_ENV, "")
-        paths = [p for p in raw_paths.split(os.pathsep) if p.strip()]
-        kwargs: dict[str, Any] = {"paths": paths, "url": os.environ.get(URL_ENV) or None}
+        paths = list(settings.HUB_PATH.get())
+        kwargs: dict[str, Any] = {"paths": paths, "url": settings.HUB_URL.get()}
         kwargs.update(overrides)
         return cls(**kwargs)
 

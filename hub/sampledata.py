@@ -7,21 +7,21 @@ a user's own copy with the same file names.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from tickrun.functions import settings
 from tickrun.functions.errors import NotFoundError
 
 HOURLY = "btcusdt_1h.csv.gz"
 MINUTE = "btcusdt_1m_2024-01.csv.gz"
-DATA_ENV = "TICKRUN_DATA_DIR"
+DATA_ENV = settings.DATA_DIR.name
 BUNDLED_DIR = Path(__file__).resolve().parent / "data"
 
 
 def market_data_dir() -> Path:
     """The folder holding the market data files: ``$TICKRUN_DATA_DIR`` or the bundled copy."""
-    override = os.environ.get(DATA_ENV)
-    folder = Path(override) if override else BUNDLED_DIR
+    override = settings.DATA_DIR.get()
+    folder = override or BUNDLED_DIR
     if not (folder / HOURLY).is_file():
         hint = f"unset {DATA_ENV} to use the bundled copy" if override else "reinstall tickrun"
         raise NotFoundError(f"BTCUSDT market data not found in {folder}; {hint}")

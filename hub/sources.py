@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Protocol
 
+from tickrun.functions import settings
 from tickrun.functions.errors import HubError, SpecError
 
 from .catalogue import build_index, validate_index
@@ -116,8 +117,8 @@ class RemoteSource:
         if base.startswith("http://") and not allow_http:
             raise HubConfigError(
                 f"remote hub {base[:100]} is plain http: its items are code this process "
-                "imports, so use https, or set TICKRUN_HUB_ALLOW_HTTP=1 to allow plain http "
-                "(e.g. a controller on loopback)"
+                f"imports, so use https, or set {settings.HUB_ALLOW_HTTP.name}=1 to allow plain "
+                "http (e.g. a controller on loopback)"
             )
         handlers: list[urllib.request.BaseHandler] = [] if allow_http else [_NoDowngrade()]
         self._opener = urllib.request.build_opener(*handlers)
