@@ -11,6 +11,7 @@ from pathlib import Path
 from multidict import CIMultiDictProxy
 
 from tickrun.functions.errors import AuthError
+from tickrun.functions.settings import TOKEN
 
 from .settings import Settings
 
@@ -53,7 +54,7 @@ def check_bearer(header: str | None, token: str) -> None:
     if not header:
         raise AuthError(
             "missing bearer token: send 'Authorization: Bearer <token>' (the token "
-            "is in TICKRUN_TOKEN or the controller's state dir, file 'token')"
+            f"is in {TOKEN.name} or the controller's state dir, file 'token')"
         )
     scheme, _, value = header.partition(" ")
     # Header bytes that are not UTF-8 arrive as surrogates: compared as the bytes they were.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +21,7 @@ from tickrun.functions.errors import (
     SpecError,
     TickrunError,
 )
-from tickrun.functions.runs.settings import CONTROLLER_URL_ENV
+from tickrun.functions.settings import CONTROLLER_URL, TOKEN
 from tickrun.functions.spec import FunctionSpec
 
 from .auth import read_token_file
@@ -59,13 +58,13 @@ class ControllerClient:
     def from_env(cls, state_dir: str | None = None) -> ControllerClient:
         """URL/token from TICKRUN_CONTROLLER_URL / TICKRUN_TOKEN, else the state dir's files."""
         settings = Settings.from_env(state_dir=state_dir)
-        url = os.environ.get(CONTROLLER_URL_ENV)
+        url = CONTROLLER_URL.get()
         if not url:
             try:
                 url = json.loads(settings.url_file.read_text())["url"]
             except (OSError, ValueError, KeyError):
                 url = f"http://127.0.0.1:{settings.port}"
-        token = os.environ.get("TICKRUN_TOKEN") or read_token_file(settings.token_file)
+        token = TOKEN.get() or read_token_file(settings.token_file)
         return cls(url, token)
 
     def _request(
@@ -110,7 +109,7 @@ class ControllerClient:
         except urllib.error.URLError as exc:
             raise PlatformError(
                 f"cannot reach the controller at {self.url} ({exc.reason}); start it with "
-                "`tickrun controller start` or set TICKRUN_CONTROLLER_URL"
+                f"`tickrun controller start` or set {CONTROLLER_URL.name}"
             ) from exc
 
     @staticmethod

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tickrun.functions.errors import PlatformError, TickrunError
+from tickrun.functions.settings import CONTROLLER_URL, TOKEN
 from tickrun.functions.source import resolve_function
 
 from .client import ControllerClient
@@ -67,8 +68,8 @@ def _start_controller(
     command: Sequence[str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """The controller process and its URL; the process is stopped again if it never got ready."""
-    env = dict(os.environ, TICKRUN_TOKEN=token)
-    env.pop("TICKRUN_CONTROLLER_URL", None)
+    env = {**os.environ, TOKEN.name: token}
+    env.pop(CONTROLLER_URL.name, None)
     log_path = state.parent / "controller.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:

@@ -34,6 +34,7 @@ from tickrun.functions.httpserver_guard import (
     GuardedServer,
     serve_guarded,
 )
+from tickrun.functions.settings import PUBLIC_GATEWAY
 
 from .endpoints import Endpoint, EndpointTable, Miss
 
@@ -294,7 +295,7 @@ class PortGateway:
         if self.host != host:
             logger.info(
                 "function ports listen on loopback only: the controller is not on loopback and "
-                "the gateway needs the token (TICKRUN_PUBLIC_GATEWAY=1 opens them)",
+                f"the gateway needs the token ({PUBLIC_GATEWAY.name}=1 opens them)",
                 extra={"controller_host": host, "listen": self.host},
             )
         self.hold_timeout_s = hold_timeout_s

@@ -6,6 +6,7 @@ import socket
 from collections.abc import Callable, Iterable
 
 from tickrun.functions.errors import PlatformError
+from tickrun.functions.settings import PORT_RANGE
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -46,5 +47,5 @@ class PortAllocator:
             self._next = port + 1 if port < self.hi else self.lo
             return port
         raise PlatformError(
-            f"no free port in {self.lo}-{self.hi} for a new replica; widen TICKRUN_PORT_RANGE"
+            f"no free port in {self.lo}-{self.hi} for a new replica; widen {PORT_RANGE.name}"
         )

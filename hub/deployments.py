@@ -22,7 +22,7 @@ from typing import Any
 from tickrun.functions.errors import HubError, TickrunError
 from tickrun.functions.replica import replica_command
 from tickrun.functions.runs.plugins import ControllerApi, controller_client_class
-from tickrun.functions.runs.settings import CONTROLLER_URL_ENV
+from tickrun.functions.settings import CONTROLLER_URL, TOKEN
 from tickrun.functions.spec import load_spec
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def controller_client(controller: bool | str | None = None) -> ControllerApi | N
     """
     if controller is False:
         return None
-    url = controller if isinstance(controller, str) else os.environ.get(CONTROLLER_URL_ENV)
+    url = controller if isinstance(controller, str) else CONTROLLER_URL.get()
     if controller is None and not url:
         return None
     try:
@@ -55,7 +55,7 @@ def controller_client(controller: bool | str | None = None) -> ControllerApi | N
             "local replica"
         ) from exc
     if isinstance(controller, str):
-        return client_class(controller, os.environ.get("TICKRUN_TOKEN"))
+        return client_class(controller, TOKEN.get())
     return client_class.from_env()
 
 

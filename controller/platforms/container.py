@@ -18,6 +18,7 @@ from typing import Any
 from tickrun.functions.errors import PlatformError
 from tickrun.functions.processor.exitcodes import ExitStatus
 from tickrun.functions.replica import replica_command
+from tickrun.functions.settings import FUNCTION, REPLICA_ID
 
 from ..builder.engine import Engine
 from .base import (
@@ -120,9 +121,9 @@ class ContainerPlatform(Platform):
             "-e",
             f"PORT={launch.port}",
             "-e",
-            f"TICKRUN_FUNCTION={launch.function}",
+            f"{FUNCTION.name}={launch.function}",
             "-e",
-            f"TICKRUN_REPLICA_ID={launch.replica_id}",
+            f"{REPLICA_ID.name}={launch.replica_id}",
         ]
         # Through a 0600 file, not the command line: env values (secrets among them) would
         # show in any host user's `ps`. A multi-line value cannot go in an env file.

@@ -26,6 +26,15 @@ from typing import TYPE_CHECKING, Any
 from tickrun.functions.errors import PlatformError
 from tickrun.functions.processor.exitcodes import STATUS_PREFIX, ExitStatus
 from tickrun.functions.replica import replica_command
+from tickrun.functions.settings import (
+    ARTIFACT_PATH,
+    BUILD_DIR,
+    CONTROLLER_ID,
+    DATA_DIR,
+    FUNCTION,
+    GATEWAY_URL,
+    REPLICA_ID,
+)
 
 from ..builder.hashing import private
 from .base import (
@@ -43,9 +52,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-REPLICA_ENV = "TICKRUN_REPLICA_ID"
+REPLICA_ENV = REPLICA_ID.name
 MAX_LOG_BYTES = 16 * 1024 * 1024
-CONTROLLER_ENV = "TICKRUN_CONTROLLER_ID"
+CONTROLLER_ENV = CONTROLLER_ID.name
 LOG_WRITER = str(Path(__file__).with_name("logwriter.py"))
 
 
@@ -139,21 +148,21 @@ class ProcessPlatform(Platform):
             "PORT": str(launch.port),
             REPLICA_ENV: launch.replica_id,
             CONTROLLER_ENV: self.controller_id,
-            "TICKRUN_FUNCTION": launch.function,
+            FUNCTION.name: launch.function,
         }
         url = self._controller_url()
         if url:
-            runtime["TICKRUN_GATEWAY_URL"] = url  # context.platform.call_function goes here
+            runtime[GATEWAY_URL.name] = url  # context.platform.call_function goes here
         if art.get("build_dir"):
             venv = str(Path(art["python"]).parent.parent)
             runtime["VIRTUAL_ENV"] = venv
             path = launch.env.get("PATH") or os.environ.get("PATH") or "/usr/bin:/bin"
             runtime["PATH"] = f"{venv}/bin:{path}"
-            runtime["TICKRUN_BUILD_DIR"] = art["build_dir"]
+            runtime[BUILD_DIR.name] = art["build_dir"]
         store = local_artifact_store()
-        if store is not None and "TICKRUN_ARTIFACT_PATH" not in launch.env:
+        if store is not None and ARTIFACT_PATH.name not in launch.env:
             # The replica's own default would be under its private HOME.
-            runtime.setdefault("TICKRUN_ARTIFACT_PATH", store)
+            runtime.setdefault(ARTIFACT_PATH.name, store)
         return replica_env(os.environ, launch.env, runtime)
 
     def _controller_url(self) -> str | None:
@@ -188,8 +197,8 @@ class ProcessPlatform(Platform):
         store = local_artifact_store()
         if store is not None:
             readable.append(store)  # models and datasets a function loads (read-only)
-        data = os.environ.get("TICKRUN_DATA_DIR", "")
-        if data and os.path.isdir(data):
+        data = DATA_DIR.get()
+        if data is not None and data.is_dir():
             readable.append(os.path.abspath(data))  # the market data's folder, when overridden
         env_root = str(Path(art["python"]).parent.parent) if art.get("build_dir") else None
         return bwrap_command(

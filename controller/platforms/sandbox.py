@@ -28,6 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tickrun.functions.settings import (
+    ARTIFACT_PATH,
+    DATA_DIR,
+    LOG_FORMAT,
+    LOG_LEVEL,
+    S3_ENDPOINT,
+    S3_REGION,
+    S3_SECURE,
+)
+
 logger = logging.getLogger(__name__)
 
 REPLICA_USER = "tickrun-fn"
@@ -37,16 +47,16 @@ PRIVATE_HOME = "/tmp"
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 # Variables of the controller's environment a replica may see (names or NAME_ prefixes); all
 # else (tokens, database URLs, cloud keys, the user's shell) stays behind.
-ENV_ALLOW = ("PATH", "LANG", "LANGUAGE", "TZ", "TICKRUN_LOG_FORMAT", "TICKRUN_LOG_LEVEL")
+ENV_ALLOW = ("PATH", "LANG", "LANGUAGE", "TZ", LOG_FORMAT.name, LOG_LEVEL.name)
 ENV_ALLOW_PREFIX = ("LC_",)
 # Where artifacts and market data are, without credentials (those reach a function through
 # its spec's env, e.g. a secretKeyRef).
 ENV_ARTIFACTS = (
-    "TICKRUN_DATA_DIR",
-    "TICKRUN_ARTIFACT_PATH",
-    "TICKRUN_S3_ENDPOINT",
-    "TICKRUN_S3_SECURE",
-    "TICKRUN_S3_REGION",
+    DATA_DIR.name,
+    ARTIFACT_PATH.name,
+    S3_ENDPOINT.name,
+    S3_SECURE.name,
+    S3_REGION.name,
 )
 
 
