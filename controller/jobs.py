@@ -42,6 +42,22 @@ from tickrun.functions.runs.job import main as job_main
 from tickrun.functions.runs.model import RunBatch, RunState
 from tickrun.functions.runs.plugins import JobRequest
 from tickrun.functions.runs.settings import TrackingSettings
+from tickrun.functions.settings import (
+    ARTIFACT_PATH,
+    CONTROLLER_URL,
+    DB_URL,
+    FLUSH_INTERVAL_S,
+    HOME,
+    S3_ACCESS_KEY,
+    S3_CA_BUNDLE,
+    S3_ENDPOINT,
+    S3_REGION,
+    S3_SECRET_KEY,
+    S3_SECURE,
+    STALE_AFTER_S,
+    STATE_DIR,
+    TOKEN,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +66,13 @@ APP_FUNCTION = "/opt/tickrun/function"
 GRACE_S = 10.0
 # Passed into a container by name only (values never appear on a command line or in logs).
 PASS_BY_NAME = (
-    "TICKRUN_TOKEN",
-    "TICKRUN_S3_ENDPOINT",
-    "TICKRUN_S3_ACCESS_KEY",
-    "TICKRUN_S3_SECRET_KEY",
-    "TICKRUN_S3_SECURE",
-    "TICKRUN_S3_REGION",
-    "TICKRUN_S3_CA_BUNDLE",
+    TOKEN.name,
+    S3_ENDPOINT.name,
+    S3_ACCESS_KEY.name,
+    S3_SECRET_KEY.name,
+    S3_SECURE.name,
+    S3_REGION.name,
+    S3_CA_BUNDLE.name,
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
 )
@@ -86,15 +102,15 @@ def is_local_path(value: str) -> bool:
 def tracking_env(settings: TrackingSettings, artifact_path: str) -> dict[str, str]:
     """The variables that make a child track into the same run DB and artifact store."""
     env = {
-        "TICKRUN_HOME": str(settings.home.resolve()),
-        "TICKRUN_ARTIFACT_PATH": artifact_path,
-        "TICKRUN_FLUSH_INTERVAL_S": str(settings.flush_interval_s),
-        "TICKRUN_STALE_AFTER_S": str(settings.stale_after_s),
+        HOME.name: str(settings.home.resolve()),
+        ARTIFACT_PATH.name: artifact_path,
+        FLUSH_INTERVAL_S.name: str(settings.flush_interval_s),
+        STALE_AFTER_S.name: str(settings.stale_after_s),
     }
     if settings.controller_url:
-        env["TICKRUN_CONTROLLER_URL"] = settings.controller_url
+        env[CONTROLLER_URL.name] = settings.controller_url
     else:
-        env["TICKRUN_DB_URL"] = settings.db_url
+        env[DB_URL.name] = settings.db_url
     return env
 
 
@@ -314,7 +330,7 @@ class _ContainerJob(_Job):
         if self.controller.builds_dir.resolve().is_relative_to(code_dir):
             raise BadRequestError(
                 f"the build folder {self.controller.builds_dir} is inside the job's folder "
-                f"{code_dir}, which is copied into the image: set TICKRUN_STATE_DIR elsewhere"
+                f"{code_dir}, which is copied into the image: set {STATE_DIR.name} elsewhere"
             )
         # The run tracker's SQL DB needs SQLAlchemy, which function images do not carry.
         reqs = list(spec.spec.requirements)
