@@ -1,10 +1,10 @@
-"""Tracked jobs (``tickrun run … --platform process|container``) away from the calling process.
+"""Tracked jobs (``tickrun run … --runner subprocess|container``) away from the calling process.
 
-The launcher of the ``process`` and ``container`` job platforms (entry points
-``tickrun.job_platforms``): it takes a :class:`~tickrun.functions.runs.plugins.JobRequest`, the
+The launcher of the ``subprocess`` and ``container`` job runners (entry points
+``tickrun.job_runners``): it takes a :class:`~tickrun.functions.runs.plugins.JobRequest`, the
 same data from the CLI and from the hub, and runs it through the local runner in another process
 (:func:`tickrun.functions.runs.job.main`, given the request as JSON): a fresh Python interpreter
-(``process``) or ``python`` inside an OCI image built by the controller's
+(``subprocess``) or ``python`` inside an OCI image built by the controller's
 :class:`~tickrun.controller.builder.Builder` (``container``). The run's uid is the request's; the
 tracking settings go by environment; the job's output is inherited (streamed); the launcher waits
 and returns the job's status.
@@ -61,7 +61,7 @@ from tickrun.functions.settings import (
 
 logger = logging.getLogger(__name__)
 
-PLATFORMS = ("process", "container")
+RUNNERS = ("subprocess", "container")
 APP_FUNCTION = "/opt/tickrun/function"
 GRACE_S = 10.0
 # Passed into a container by name only (values never appear on a command line or in logs).
@@ -123,10 +123,10 @@ def sqlite_path(db_url: str) -> Path | None:
 
 
 def run_job(request: JobRequest) -> int:
-    """Run ``request`` on its platform and wait; the job's exit status (0: the run completed)."""
-    platform = request.platform
-    if platform not in PLATFORMS:
-        raise BadRequestError(f"unknown job platform {platform!r}: use one of {PLATFORMS}")
+    """Run ``request`` with its runner and wait; the job's exit status (0: the run completed)."""
+    runner = request.runner
+    if runner not in RUNNERS:
+        raise BadRequestError(f"unknown job runner {runner!r}: use one of {', '.join(RUNNERS)}")
     settings = TrackingSettings.from_env()
     art = request.artifact_path or settings.artifact_path
     if is_local_path(art):
@@ -134,11 +134,11 @@ def run_job(request: JobRequest) -> int:
     request = request.model_copy(update={"artifact_path": art})
     env = tracking_env(settings, art)
     db = open_db(settings)
-    if platform == "process":
+    if runner == "subprocess":
         job: _Job = _ProcessJob(request, env)
     else:
         job = _ContainerJob(request, env, settings, art)
-    return _supervise(job, db, request.uid, platform)
+    return _supervise(job, db, request.uid, runner)
 
 
 # -- supervision -------------------------------------------------------------------------------
@@ -169,7 +169,7 @@ class _Job:
             raise PlatformError(f"cannot start the job: {cmd[0]}: {exc.strerror}") from exc
 
 
-def _supervise(job: _Job, db: RunDB, uid: str, platform: str) -> int:
+def _supervise(job: _Job, db: RunDB, uid: str, runner: str) -> int:
     stop: list[int] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -181,7 +181,7 @@ def _supervise(job: _Job, db: RunDB, uid: str, platform: str) -> int:
 
     job.start()
     assert job.proc is not None
-    _say(f"run {uid} started on platform {platform} (pid {job.proc.pid})")
+    _say(f"run {uid} started ({runner}, pid {job.proc.pid})")
     previous: dict[int, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(ValueError):  # not the main thread: no forwarding
@@ -191,7 +191,7 @@ def _supervise(job: _Job, db: RunDB, uid: str, platform: str) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    state = _settle(db, uid, platform, code, interrupted=bool(stop))
+    state = _settle(db, uid, runner, code, interrupted=bool(stop))
     if stop:
         return 128 + stop[0]
     if state is None:
@@ -215,7 +215,7 @@ def _wait(job: _Job, stop: list[int]) -> int:
             deadline = time.monotonic() + GRACE_S  # kill() again if even that hangs
 
 
-def _settle(db: RunDB, uid: str, platform: str, code: int, *, interrupted: bool) -> RunState | None:
+def _settle(db: RunDB, uid: str, runner: str, code: int, *, interrupted: bool) -> RunState | None:
     """The run's final state; a run the job left unfinished is marked aborted here."""
     try:
         run = db.get_run(uid)
@@ -224,7 +224,7 @@ def _settle(db: RunDB, uid: str, platform: str, code: int, *, interrupted: bool)
         return None
     if run.state.terminal:
         return run.state
-    why = "interrupted" if interrupted else f"the {platform} job exited ({code}) mid-run"
+    why = "interrupted" if interrupted else f"the {runner} job exited ({code}) mid-run"
     db.apply(RunBatch(runs=[RunDB.aborted(run, why)]))
     logger.warning("run marked aborted", extra={"uid": uid, "reason": why})
     _say(f"run {uid} aborted: {why}")
@@ -281,8 +281,8 @@ class _ContainerJob(_Job):
         path, sep, handler = target.rpartition(":")
         if not sep or not path.endswith(".py") or target.startswith("hub://"):
             raise BadRequestError(
-                f"--platform container runs FILE.py:handler targets, not {target!r}; use "
-                "--platform process or --local for module:handler and hub:// targets"
+                f"--runner container runs FILE.py:handler targets, not {target!r}; use "
+                "--runner subprocess or --local for module:handler and hub:// targets"
             )
         self.file = Path(path).expanduser().resolve()
         if not self.file.is_file():
@@ -418,4 +418,4 @@ def _outermost(paths: set[Path]) -> list[Path]:
     return out
 
 
-__all__ = ["PLATFORMS", "container_name", "run_job", "sqlite_path", "tracking_env"]
+__all__ = ["RUNNERS", "container_name", "run_job", "sqlite_path", "tracking_env"]

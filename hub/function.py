@@ -2,8 +2,8 @@
 
 Runs here go through :func:`tickrun.functions.runs.run_function`, labelled with the item and the
 version that was resolved, so a run made with ``hub://auto_trainer:1`` still says which 1.y.z did
-the work; runs on another platform are a :class:`~tickrun.functions.runs.plugins.JobRequest`
-handed to that platform's job launcher, the same request ``tickrun run --platform`` submits.
+the work; runs in another process are a :class:`~tickrun.functions.runs.plugins.JobRequest`
+handed to that runner's job launcher, the same request ``tickrun run --runner`` submits.
 Deployments are in :mod:`.deployments`. Each item version's module is imported under its own name
 (:func:`tickrun.functions.modules.import_file`), so two versions of one item can be used in the
 same process.
@@ -18,6 +18,7 @@ import logging
 import tempfile
 import types
 import uuid
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -114,7 +115,7 @@ class HubFunction:
         params: Mapping[str, Any] | None = None,
         inputs: Mapping[str, Any] | None = None,
         local: bool = True,
-        platform: str | None = None,
+        runner: str | None = None,
         project: str = "default",
         name: str | None = None,
         labels: Mapping[str, str] | None = None,
@@ -122,18 +123,24 @@ class HubFunction:
     ) -> Any:
         """Run one handler as a tracked run; returns the runs API's ``RunObject``.
 
-        ``platform`` ``"local"`` (the default) runs it in this process; ``"process"`` (also
-        ``local=False``) or ``"container"`` submit a ``JobRequest`` to that platform's job
-        launcher (``tickrun.job_platforms``), as ``tickrun run hub://… --platform …`` does, and
-        wait for it.
+        ``runner`` ``"local"`` (the default) runs it in this process; ``"subprocess"`` (also
+        ``local=False``) or ``"container"`` submit a ``JobRequest`` to that runner's job
+        launcher (``tickrun.job_runners``), as ``tickrun run hub://… --runner …`` does, and
+        wait for it. (``platform=`` is the keyword's name before 0.2.)
         """
+        if "platform" in kwargs:
+            legacy = kwargs.pop("platform")
+            warnings.warn(
+                "HubFunction.run(platform=…) is now run(runner=…)", DeprecationWarning, stacklevel=2
+            )
+            runner = runner or {"process": "subprocess"}.get(legacy, legacy)
         chosen, hspec = self.spec.handler_spec(handler or self.resolved.handler)
         params = dict(params or {})
         inputs = dict(inputs or {})
         check_arguments(self.spec, chosen, hspec, params, inputs)
         run_labels = {**dict(labels or {}), **self.run_labels(chosen)}
         run_name = name or self.run_name(chosen)
-        where = platform or ("local" if local else "process")
+        where = runner or ("local" if local else "subprocess")
         logger.info(
             "hub run",
             extra={
@@ -141,7 +148,7 @@ class HubFunction:
                 "version": self.version,
                 "handler": chosen,
                 "project": project,
-                "platform": where,
+                "runner": where,
             },
         )
         if where != "local":
@@ -161,12 +168,12 @@ class HubFunction:
             **kwargs,
         )
 
-    def job_target(self, handler: str, platform: str = "process") -> str:
+    def job_target(self, handler: str, runner: str = "subprocess") -> str:
         """What another process runs: this exact version as ``hub://name:x.y.z#handler`` when
         its hub settings (the environment) resolve that to the same folder, else the item's
         file (a hub object built in code, e.g. ``Hub([folder])``, is not in the environment)."""
         pinned = f"hub://{self.name}:{self.version}#{handler}"
-        if platform == "container":
+        if runner == "container":
             return pinned  # the job runner decides what a container can run
         try:
             found = self._environment() if self._environment is not None else None
@@ -179,7 +186,7 @@ class HubFunction:
 
     def _run_elsewhere(
         self,
-        platform: str,
+        runner: str,
         handler: str,
         params: dict[str, Any],
         inputs: dict[str, Any],
@@ -191,7 +198,7 @@ class HubFunction:
         unsupported = sorted(set(extra) - _JOB_OPTIONS - {"artifact_path", "uid", "progress"})
         if unsupported:
             raise HubError(
-                f"run(platform={platform!r}) cannot hand {', '.join(unsupported)} to another "
+                f"run(runner={runner!r}) cannot hand {', '.join(unsupported)} to another "
                 "process; the job uses the environment's run DB and artifact store"
             )
         for key, value in params.items():
@@ -200,8 +207,8 @@ class HubFunction:
         artifact_path = extra.get("artifact_path")
         try:
             request = JobRequest(
-                platform=platform,
-                target=self.job_target(handler, platform),
+                runner=runner,
+                target=self.job_target(handler, runner),
                 uid=str(extra.get("uid") or uuid.uuid4().hex),
                 params=params,
                 inputs={k: str(getattr(v, "url", v)) for k, v in inputs.items()},
@@ -212,9 +219,9 @@ class HubFunction:
                 **options,
             )
         except ValidationError as exc:
-            raise HubError(f"run(platform={platform!r}): {exc.errors()[0]['msg']}") from exc
-        code = job_launcher(platform)(request)
-        return _finished_run(request.uid, platform, code)
+            raise HubError(f"run(runner={runner!r}): {exc.errors()[0]['msg']}") from exc
+        code = job_launcher(runner)(request)
+        return _finished_run(request.uid, runner, code)
 
     def run_name(self, handler: str) -> str:
         """A run's default name: the item and the handler."""
@@ -329,7 +336,7 @@ class HubFunction:
         return deployment
 
 
-# The run_function keywords a job on another platform takes besides params, inputs and labels.
+# The run_function keywords a job in another process takes besides params, inputs and labels.
 _JOB_OPTIONS = frozenset(
     {
         "hyperparams",
@@ -348,12 +355,12 @@ def _check_json(key: str, value: Any) -> None:
         json.dumps(value)
     except (TypeError, ValueError) as exc:
         raise HubError(
-            f"parameter {key!r} must be a JSON value to run on another platform "
+            f"parameter {key!r} must be a JSON value to run in another process "
             f"({type(value).__name__} is not)"
         ) from exc
 
 
-def _finished_run(uid: str, platform: str, code: int) -> RunObject:
+def _finished_run(uid: str, runner: str, code: int) -> RunObject:
     """The run a job recorded, read back as a ``RunObject`` like a local run returns."""
     from tickrun.functions.runs.job import load_run
 
@@ -361,7 +368,7 @@ def _finished_run(uid: str, platform: str, code: int) -> RunObject:
         return load_run(uid)
     except TickrunError as exc:
         raise HubError(
-            f"the {platform} job exited with {code} before run {uid} was recorded"
+            f"the {runner} job exited with {code} before run {uid} was recorded"
         ) from exc
 
 

@@ -18,6 +18,9 @@ from .plugins import JobRequest, job_launcher
 if TYPE_CHECKING:
     from .runobject import RunObject
 
+# ``run --platform`` (until 0.2) → ``run --runner``.
+LEGACY_RUNNERS = {"local": "local", "process": "subprocess", "container": "container"}
+
 
 def register(sub: Any, get: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
@@ -64,12 +67,16 @@ def register(sub: Any, get: Any) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--local", action="store_true", help="run in this process (default)")
     where.add_argument(
-        "--platform",
-        choices=("local", "process", "container"),
-        help="where the job runs: local (this process), process (a fresh Python "
-        "interpreter on this machine; a one-off job, not a controller replica as with "
-        "`deploy --platform process`) or container (podman/docker, an image built from the "
-        "file's folder); the run is tracked the same way everywhere",
+        "--runner",
+        choices=("local", "subprocess", "container"),
+        help="where the job runs: local (this process), subprocess (a fresh Python "
+        "interpreter on this machine) or container (podman/docker, an image built from the "
+        "file's folder); the run is tracked the same way everywhere. A job is one tracked "
+        "run: `deploy --platform` is where a function's replicas serve, a different thing",
+    )
+    # The flag's name before 0.2: the same word as deploy's, for a different thing.
+    where.add_argument(
+        "--platform", dest="legacy_platform", choices=LEGACY_RUNNERS, help=argparse.SUPPRESS
     )
     p.add_argument("--uid", help=argparse.SUPPRESS)  # a uid the caller chose (scripts, tests)
     p.add_argument("--json", action="store_true", help="print the run as JSON")
@@ -142,7 +149,7 @@ def parse_hyper(items: list[str]) -> dict[str, list[Any]]:
 
 def _run(args: argparse.Namespace) -> int:
     request = _job_request(args)
-    if args.platform not in (None, "local"):
+    if request.runner != "local":
         return _run_elsewhere(request, as_json=args.json)
     from .runner import run_function
 
@@ -152,11 +159,19 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if run.state == "completed" else 1
 
 
+def _runner(args: argparse.Namespace) -> str:
+    if args.legacy_platform is not None:
+        runner = LEGACY_RUNNERS[args.legacy_platform]
+        print(f"tickrun run: --platform is now --runner {runner}", file=sys.stderr)
+        return runner
+    return str(args.runner or "local")
+
+
 def _job_request(args: argparse.Namespace) -> JobRequest:
     """The run the command line asks for, as data: the same request runs here or elsewhere."""
     try:
         return JobRequest(
-            platform=args.platform or "local",
+            runner=_runner(args),
             target=args.target,
             uid=args.uid or uuid.uuid4().hex,
             params=parse_pairs(args.param, "--param"),
@@ -189,12 +204,12 @@ def _show(run: RunObject, *, as_json: bool) -> None:
 
 
 def _run_elsewhere(request: JobRequest, *, as_json: bool) -> int:
-    """``--platform process|container``: the platform's job launcher (an entry point of
-    ``tickrun.job_platforms``, the controller's job runner) runs the request in another process
+    """``--runner subprocess|container``: the runner's job launcher (an entry point of
+    ``tickrun.job_runners``, the controller's job runner) runs the request in another process
     or a container and waits; the run is then read back and shown as a local one is."""
     from .job import load_run
 
-    code = job_launcher(request.platform)(request)
+    code = job_launcher(request.runner)(request)
     try:
         run = load_run(request.uid)
     except NotFoundError:

@@ -1,8 +1,8 @@
-"""Both ends of a tracked run on another platform, the parts that belong to tracked runs.
+"""Both ends of a tracked run in another process, the parts that belong to tracked runs.
 
-The submitting side (the CLI's ``tickrun run --platform``, ``HubFunction.run(platform=…)``)
-builds a :class:`~tickrun.functions.runs.plugins.JobRequest`, hands it to the platform's job
-launcher (``tickrun.job_platforms``) and reads the finished run back with :func:`load_run`. The
+The submitting side (the CLI's ``tickrun run --runner``, ``HubFunction.run(runner=…)``)
+builds a :class:`~tickrun.functions.runs.plugins.JobRequest`, hands it to that runner's job
+launcher (``tickrun.job_runners``) and reads the finished run back with :func:`load_run`. The
 launcher starts a process (or a container) whose entry point is :func:`main`: it takes the
 request as JSON, runs it with :func:`~tickrun.functions.runs.runner.run_function` under the
 request's uid, and exits 0 when the run completed.

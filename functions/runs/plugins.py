@@ -1,13 +1,13 @@
 """What tracked runs need from the layers above them, and how they find it: entry points.
 
 Tracked runs sit below the controller and the hub (docs: DESIGN.md §5), yet ``run_function
-("hub://…")`` needs the hub to resolve a target, and ``run(platform="process")`` needs the
+("hub://…")`` needs the hub to resolve a target, and ``run(runner="subprocess")`` needs the
 controller's job runner. Both are found here, through the ``tickrun.*`` entry-point groups of
 pyproject.toml (the one plugin registry; a package added later registers the same way), or set
 in code with :func:`register`. Nothing in this layer imports the layers above by name.
 
 - ``tickrun.run_targets``: scheme → ``resolve(target) -> ResolvedTarget``;
-- ``tickrun.job_platforms``: platform → ``launch(JobRequest) -> exit status``;
+- ``tickrun.job_runners``: runner → ``launch(JobRequest) -> exit status``;
 - ``tickrun.controller_clients``: ``default`` → a controller client class (``from_env()``,
   ``(url, token)``), the hub's way to deploy through a controller.
 """
@@ -26,7 +26,7 @@ from ..errors import BadRequestError
 from ..spec import FunctionSpec
 
 RUN_TARGETS = "tickrun.run_targets"
-JOB_PLATFORMS = "tickrun.job_platforms"
+JOB_RUNNERS = "tickrun.job_runners"
 CONTROLLER_CLIENTS = "tickrun.controller_clients"
 
 
@@ -48,13 +48,15 @@ TargetResolver = Callable[[str], ResolvedTarget]
 class JobRequest(BaseModel):
     """One tracked run for another process: what ``run_function`` takes, as data.
 
-    The CLI (``tickrun run … --platform``) and the hub (``HubFunction.run(platform=…)``) both
+    The CLI (``tickrun run … --runner``) and the hub (``HubFunction.run(runner=…)``) both
     submit this; the job process gets it back as JSON and calls ``run_function`` with it.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    platform: str
+    # Where the job runs: local (the caller's process), subprocess or container. Not a
+    # controller platform: a job is one tracked run, never a deployed function's replica.
+    runner: str
     target: str  # path/to/file.py:fn, module:fn or hub://name:x.y.z#handler
     uid: str
     params: dict[str, Any] = Field(default_factory=dict)
@@ -73,7 +75,7 @@ class JobRequest(BaseModel):
 
     def run_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ``run_function`` in the job process (uid included)."""
-        kwargs = self.model_dump(exclude={"platform", "target"})
+        kwargs = self.model_dump(exclude={"runner", "target"})
         if not self.hyperparams:
             kwargs["hyperparams"] = None  # not a sweep
         if not self.artifact_path:
@@ -167,8 +169,8 @@ def plugin(group: str, name: str, *, needs: str) -> Any:
     )
 
 
-def job_launcher(platform: str) -> JobLauncher:
-    launcher: JobLauncher = plugin(JOB_PLATFORMS, platform, needs=f"platform {platform!r}")
+def job_launcher(runner: str) -> JobLauncher:
+    launcher: JobLauncher = plugin(JOB_RUNNERS, runner, needs=f"job runner {runner!r}")
     return launcher
 
 
@@ -186,7 +188,7 @@ def controller_client_class() -> ControllerApiClass:
 
 __all__ = [
     "CONTROLLER_CLIENTS",
-    "JOB_PLATFORMS",
+    "JOB_RUNNERS",
     "RUN_TARGETS",
     "ControllerApi",
     "ControllerApiClass",

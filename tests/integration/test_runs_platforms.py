@@ -1,4 +1,4 @@
-"""``tickrun run … --platform process|container``: the job runs elsewhere, tracked as if local."""
+"""``tickrun run … --runner subprocess|container``: the job runs elsewhere, tracked as if local."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def slow(context):
     time.sleep(120)
 """
 
-_STARTED = re.compile(r"run ([0-9a-f]{32}) started on platform (\w+) \(pid (\d+)\)")
+_STARTED = re.compile(r"run ([0-9a-f]{32}) started \((\w+), pid (\d+)\)")
 
 
 def _job(tmp_path: Path) -> Path:
@@ -127,7 +127,7 @@ def _running(db: SqlRunDB, name: str) -> RunRecord | None:
 def test_process_job_is_tracked_completed(tmp_path: Path) -> None:
     job = _job(tmp_path)
     proc = _start(
-        [f"{job}:train", "--param", "lr=0.25", "--platform", "process", "--json"], _env(tmp_path)
+        [f"{job}:train", "--param", "lr=0.25", "--runner", "subprocess", "--json"], _env(tmp_path)
     )
     code, out, err = _finish(proc, 120)
     assert code == 0, err
@@ -148,7 +148,7 @@ def test_process_job_is_tracked_completed(tmp_path: Path) -> None:
 
 def test_process_job_failure_is_recorded_as_error(tmp_path: Path) -> None:
     job = _job(tmp_path)
-    code, out, err = _finish(_start([f"{job}:bad", "--platform", "process"], _env(tmp_path)), 120)
+    code, out, err = _finish(_start([f"{job}:bad", "--runner", "subprocess"], _env(tmp_path)), 120)
     assert code == 1
     uid, _ = _started(err)
     run = _db(tmp_path).get_run(uid)
@@ -160,7 +160,7 @@ def test_process_job_failure_is_recorded_as_error(tmp_path: Path) -> None:
 def test_process_job_sigterm_aborts_run_and_leaves_no_child(tmp_path: Path) -> None:
     job = _job(tmp_path)
     db = _db(tmp_path)
-    proc = _start([f"{job}:slow", "--platform", "process"], _env(tmp_path))
+    proc = _start([f"{job}:slow", "--runner", "subprocess"], _env(tmp_path))
     try:
         _wait_for(lambda: _running(db, "job-slow") is not None, 60, "the slow job to run")
         running = _running(db, "job-slow")
@@ -181,7 +181,7 @@ def test_process_job_sigterm_aborts_run_and_leaves_no_child(tmp_path: Path) -> N
 def test_process_job_parent_killed_takes_the_job_with_it(tmp_path: Path) -> None:
     job = _job(tmp_path)
     db = _db(tmp_path)
-    proc = _start([f"{job}:slow", "--platform", "process"], _env(tmp_path))
+    proc = _start([f"{job}:slow", "--runner", "subprocess"], _env(tmp_path))
     try:
         _wait_for(lambda: _running(db, "job-slow") is not None, 60, "the slow job to run")
         running = _running(db, "job-slow")
@@ -198,10 +198,10 @@ def test_process_job_parent_killed_takes_the_job_with_it(tmp_path: Path) -> None
 def test_bad_param_fails_before_any_child(tmp_path: Path) -> None:
     job = _job(tmp_path)
     code, _, err = _finish(
-        _start([f"{job}:train", "--param", "oops", "--platform", "process"], _env(tmp_path)), 60
+        _start([f"{job}:train", "--param", "oops", "--runner", "subprocess"], _env(tmp_path)), 60
     )
     assert code == 2
-    assert "KEY=VALUE" in err and "started on platform" not in err
+    assert "KEY=VALUE" in err and "started (" not in err
 
 
 # -- container ---------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def test_bad_param_fails_before_any_child(tmp_path: Path) -> None:
 def test_container_job_tracked_into_host_store(podman_env: dict[str, str], tmp_path: Path) -> None:
     job = _job(tmp_path)
     env = _env(tmp_path, podman_env)
-    proc = _start([f"{job}:train", "--param", "lr=0.125", "--platform", "container"], env)
+    proc = _start([f"{job}:train", "--param", "lr=0.125", "--runner", "container"], env)
     code, out, err = _finish(proc, 900)
     assert code == 0, err[-3000:]
     uid, _ = _started(err)
@@ -243,7 +243,7 @@ def test_container_job_sigterm_aborts_run_and_removes_container(
 ) -> None:
     job = _job(tmp_path)
     db = _db(tmp_path)
-    proc = _start([f"{job}:slow", "--platform", "container"], _env(tmp_path, podman_env))
+    proc = _start([f"{job}:slow", "--runner", "container"], _env(tmp_path, podman_env))
     try:
         _wait_for(lambda: _running(db, "job-slow") is not None, 900, "the container job")
         running = _running(db, "job-slow")

@@ -108,7 +108,7 @@ def test_run_on_the_process_platform_records_the_item(
     monkeypatch.delenv("TICKRUN_HUB_URL", raising=False)
     fn = import_function("hub://toy:1.2")
     assert fn.job_target("main") == "hub://toy:1.2.3#main"  # the exact version, by name
-    run = fn.run(params={"x": 7}, labels={"team": "quant"}, platform="process")
+    run = fn.run(params={"x": 7}, labels={"team": "quant"}, runner="subprocess")
     assert run.state == "completed", run.error
     assert run.results == {"version": "1.2.3", "x": 7, "return": "1.2.3"}
     assert run.record.pid != os.getpid()  # it ran in another interpreter
@@ -140,9 +140,11 @@ def test_local_false_runs_a_hub_object_built_in_code_elsewhere(
 def test_run_elsewhere_refuses_what_cannot_cross_processes(private_hub: Path) -> None:
     fn = Hub([private_hub], bundled=False).import_function("hub://toy")
     with pytest.raises(HubError, match="cannot hand db"):
-        fn.run(platform="process", db=object())
-    with pytest.raises(HubError, match="must be a JSON value"):
-        fn.run(params={"x": object()}, platform="process")
+        fn.run(runner="subprocess", db=object())
+    # platform= is the keyword's name before 0.2: still taken, with a warning.
+    with pytest.warns(DeprecationWarning, match="runner"):
+        with pytest.raises(HubError, match="must be a JSON value"):
+            fn.run(params={"x": object()}, platform="process")
 
 
 class FakeControllerClient:

@@ -87,8 +87,12 @@ def test_cli_errors(settings: TrackingSettings, capsys: pytest.CaptureFixture[st
     assert cli("run", ref("noop"), "--param", "novalue") == 2
     assert "must look like KEY=VALUE" in capsys.readouterr().err
     # containers run FILE.py:handler targets only (tests/integration/test_runs_platforms.py)
-    assert cli("run", "some_module:noop", "--platform", "container") == 2
+    assert cli("run", "some_module:noop", "--runner", "container") == 2
     assert "--local" in capsys.readouterr().err
+    # --platform was the flag's name before 0.2 (deploy's word for a different thing)
+    assert cli("run", "some_module:noop", "--platform", "container") == 2
+    err = capsys.readouterr().err
+    assert "--platform is now --runner container" in err and "--runner subprocess" in err
     assert cli("get", "run", "doesnotexist") == 2
     assert "not found" in capsys.readouterr().err
     assert cli("run", ref("sweep"), "--param", "fail_on=1", "--hyper", "x=1") == 1

@@ -9,23 +9,23 @@ import pytest
 from tickrun.functions.errors import BadRequestError
 from tickrun.functions.runs import plugins
 from tickrun.functions.runs.job import load_run, main
-from tickrun.functions.runs.plugins import JOB_PLATFORMS, RUN_TARGETS, JobRequest, ResolvedTarget
+from tickrun.functions.runs.plugins import JOB_RUNNERS, RUN_TARGETS, JobRequest, ResolvedTarget
 from tickrun.functions.runs.runner import run_function
 
 from .jobs_for_tests import ref
 
 
 def test_a_request_without_hyperparameters_is_not_a_sweep() -> None:
-    request = JobRequest(platform="process", target="f.py:fn", uid="u1", params={"lr": 0.1})
+    request = JobRequest(runner="subprocess", target="f.py:fn", uid="u1", params={"lr": 0.1})
     kwargs = request.run_kwargs()
     assert kwargs["hyperparams"] is None and kwargs["uid"] == "u1"
     assert kwargs["params"] == {"lr": 0.1} and "artifact_path" not in kwargs
-    assert "platform" not in kwargs and "target" not in kwargs
+    assert "runner" not in kwargs and "target" not in kwargs
 
 
 def test_a_request_survives_json_unchanged() -> None:
     request = JobRequest(
-        platform="container",
+        runner="container",
         target="hub://toy:1.2.3#main",
         uid="u2",
         params={"x": [1, 2], "name": "a"},
@@ -42,23 +42,23 @@ def test_a_request_survives_json_unchanged() -> None:
 
 def test_unknown_request_fields_are_refused() -> None:
     with pytest.raises(ValueError, match="extra"):
-        JobRequest.model_validate({"platform": "p", "target": "t", "uid": "u", "db": "x"})
+        JobRequest.model_validate({"runner": "p", "target": "t", "uid": "u", "db": "x"})
 
 
 def test_the_installed_entry_points_name_the_controller_and_the_hub() -> None:
     from tickrun.controller.jobs import run_job
     from tickrun.hub.targets import resolve_target
 
-    assert plugins.job_launcher("process") is run_job
+    assert plugins.job_launcher("subprocess") is run_job
     assert plugins.job_launcher("container") is run_job
     assert plugins.target_resolver("hub") is resolve_target
     assert "hub" in plugins.names(RUN_TARGETS)
 
 
 def test_a_missing_plugin_is_a_clear_bad_request() -> None:
-    with pytest.raises(BadRequestError, match=r"platform 'mars' needs a tickrun.job_platforms"):
+    with pytest.raises(BadRequestError, match=r"job runner 'mars' needs a tickrun.job_runners"):
         plugins.job_launcher("mars")
-    with pytest.raises(BadRequestError, match="installed: .*process"):
+    with pytest.raises(BadRequestError, match="installed: .*subprocess"):
         plugins.job_launcher("mars")
 
 
@@ -69,13 +69,13 @@ def test_a_plugin_set_in_code_wins_over_the_entry_point() -> None:
         seen.append(request)
         return 7
 
-    plugins.register(JOB_PLATFORMS, "process", launch)
+    plugins.register(JOB_RUNNERS, "subprocess", launch)
     try:
-        request = JobRequest(platform="process", target="x.py:f", uid="u3")
-        assert plugins.job_launcher("process")(request) == 7 and seen == [request]
+        request = JobRequest(runner="subprocess", target="x.py:f", uid="u3")
+        assert plugins.job_launcher("subprocess")(request) == 7 and seen == [request]
     finally:
-        plugins.unregister(JOB_PLATFORMS, "process")
-    assert plugins.job_launcher("process") is not launch
+        plugins.unregister(JOB_RUNNERS, "subprocess")
+    assert plugins.job_launcher("subprocess") is not launch
 
 
 def test_run_function_resolves_a_scheme_through_its_plugin(home: Path) -> None:
@@ -104,7 +104,7 @@ def test_run_function_resolves_a_scheme_through_its_plugin(home: Path) -> None:
 
 
 def test_the_job_process_runs_the_request_under_its_uid(home: Path) -> None:
-    request = JobRequest(platform="process", target=ref("noop"), uid="a" * 32, name="from-json")
+    request = JobRequest(runner="subprocess", target=ref("noop"), uid="a" * 32, name="from-json")
     with pytest.raises(SystemExit) as stopped:
         main([request.model_dump_json()])
     assert stopped.value.code == 0
@@ -114,6 +114,6 @@ def test_the_job_process_runs_the_request_under_its_uid(home: Path) -> None:
 
 def test_the_job_process_refuses_a_bad_request(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stopped:
-        main(['{"platform": "process"}'])
+        main(['{"runner": "subprocess"}'])
     assert stopped.value.code == 2
     assert "bad request" in capsys.readouterr().err
