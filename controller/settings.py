@@ -38,6 +38,9 @@ ENV_VARS: dict[Setting[Any], str] = {
 }
 
 
+_FROM_HOME: tuple[Setting[Any], ...] = (settings.STATE_DIR, settings.CACHE)
+
+
 def _state_dir() -> Path:
     return settings.STATE_DIR.get()
 
@@ -106,7 +109,8 @@ class Settings(BaseModel):
         values: dict[str, object] = {}
         for setting, field in ENV_VARS.items():
             try:
-                value = setting.lookup(env)
+                # The paths' defaults derive from TICKRUN_HOME in the same env.
+                value = setting.get(env) if setting in _FROM_HOME else setting.lookup(env)
             except SpecError as exc:
                 raise SpecError(f"invalid controller settings: {field}: {exc.message}") from exc
             if value is not None:

@@ -54,8 +54,9 @@ class Setting(Generic[T]):
         try:
             return self.parse(raw)
         except ValueError as exc:
-            shown = "" if self.secret else f"={raw!r}"
-            raise SpecError(f"{self.name}{shown} is not a valid {self.type_name}: {exc}") from exc
+            if self.secret:  # the parser's message may quote the value
+                raise SpecError(f"{self.name} is not a valid {self.type_name}") from None
+            raise SpecError(f"{self.name}={raw!r} is not a valid {self.type_name}: {exc}") from exc
 
     def default_for(self, env: Env | None = None) -> T:
         if callable(self.default):
@@ -454,7 +455,7 @@ def render_markdown() -> str:
         for s in REGISTRY.values():
             if s.group == group:
                 default = _default_text(s)
-                cell = f"`{default}`" if default else ""
+                cell = f"`{default}`" if default and " " not in default else default
                 note = " (secret)" if s.secret else ""
                 lines.append(f"| `{s.name}` | {s.type_name} | {cell} | {s.doc}{note} |")
     return "\n".join(lines) + "\n"

@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from tickrun.functions.errors import TickrunError
+from tickrun.functions.settings import LOG_FORMAT
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     json_logs = None if args.log_format is None else args.log_format == "json"
     configure_logging(json_logs=json_logs, level=args.log_level.upper())
     if json_logs is not None:  # worker processes log in the same format
-        os.environ["TICKRUN_LOG_FORMAT"] = "json" if json_logs else "text"
+        os.environ[LOG_FORMAT.name] = "json" if json_logs else "text"
     try:
         code = args.func(args)
     except TickrunError as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from ..errors import ArtifactError
+from ..settings import S3_ACCESS_KEY, S3_ENDPOINT, S3_SECRET_KEY
 from .base import (
     CHUNK_BYTES,
     ArtifactAuthError,
@@ -82,8 +83,8 @@ class S3ArtifactStore(ArtifactStore):
         if self._client is None:
             if not self.settings.endpoint:
                 raise ArtifactError(
-                    f"artifact path {self.url} needs an S3 endpoint: set TICKRUN_S3_ENDPOINT "
-                    "(and TICKRUN_S3_ACCESS_KEY / TICKRUN_S3_SECRET_KEY)"
+                    f"artifact path {self.url} needs an S3 endpoint: set {S3_ENDPOINT.name} "
+                    f"(and {S3_ACCESS_KEY.name} / {S3_SECRET_KEY.name})"
                 )
             import urllib3
             from minio import Minio
@@ -132,7 +133,7 @@ class S3ArtifactStore(ArtifactStore):
             if exc.code in _AUTH_CODES:
                 raise ArtifactAuthError(
                     f"S3 at {where} refused the credentials ({exc.code}) while trying to {what}; "
-                    "check TICKRUN_S3_ACCESS_KEY / TICKRUN_S3_SECRET_KEY"
+                    f"check {S3_ACCESS_KEY.name} / {S3_SECRET_KEY.name}"
                 ) from exc
             if exc.code in _MISSING_CODES:
                 raise ArtifactNotFoundError(f"artifact {key!r} not found in {self.url}") from exc

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ArtifactError
+from ..settings import ARTIFACT_STORES
 from .s3 import parse_s3_object_url, parse_s3_url
 
 
@@ -104,7 +105,7 @@ class ArtifactRoots:
                 return str(resolved)
         raise ArtifactTargetError(
             f"artifact target {target[:100]!r} is outside the configured artifact stores "
-            f"({self.describe()}); add its store to TICKRUN_ARTIFACT_STORES to allow it"
+            f"({self.describe()}); add its store to {ARTIFACT_STORES.name} to allow it"
         )
 
     def _check_s3(self, target: str) -> str:
@@ -117,5 +118,5 @@ class ArtifactRoots:
                 return target
         raise ArtifactTargetError(
             f"artifact target {target[:100]!r} is outside the configured artifact stores "
-            f"({self.describe()}); add its store to TICKRUN_ARTIFACT_STORES to allow it"
+            f"({self.describe()}); add its store to {ARTIFACT_STORES.name} to allow it"
         )

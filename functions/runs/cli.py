@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from ..errors import BadRequestError, NotFoundError
+from ..settings import ARTIFACT_PATH, CONTROLLER_URL
 from .plugins import JobRequest, job_launcher
 
 if TYPE_CHECKING:
@@ -27,8 +28,8 @@ def register(sub: Any, get: Any) -> None:
         "run",
         help="run a handler as a tracked job (FILE.py:fn, module:fn or hub://item)",
         description="Run a job handler here, tracking params, results and artifacts. Runs go "
-        "to $TICKRUN_CONTROLLER_URL when set, else to a local SQLite file; artifacts to "
-        "$TICKRUN_ARTIFACT_PATH (a folder or s3://bucket/prefix).",
+        f"to ${CONTROLLER_URL.name} when set, else to a local SQLite file; artifacts to "
+        f"${ARTIFACT_PATH.name} (a folder or s3://bucket/prefix).",
     )
     p.add_argument("target", help="path/to/file.py:handler, module:handler or hub://name[:ver]")
     p.add_argument(
