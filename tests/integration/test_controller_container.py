@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import uuid
 from pathlib import Path
@@ -60,6 +61,17 @@ def test_container_platform_end_to_end(podman_env: dict[str, str], tmp_path: Pat
         assert inspect["HostConfig"]["Init"] is True
         assert inspect["HostConfig"]["Memory"] == 256 * 1024 * 1024
         assert inspect["HostConfig"]["NetworkMode"] == "host"
+
+        # tickrun is an installed distribution in the image (its wheel), not folders on a path
+        assert not [e for e in inspect["Config"]["Env"] if e.startswith("PYTHONPATH=")]
+        probe = (
+            "import importlib.metadata as m, tickrun.functions as f; "
+            "print(m.version('tickrun'), f.__file__)"
+        )
+        out = podman("exec", str(box["Id"]), "python", "-c", probe, env=podman_env).stdout
+        version, where = out.split()
+        assert version == importlib.metadata.version("tickrun")
+        assert where.startswith("/opt/tickrun/venv/lib/") and "site-packages" in where
 
         # unchanged → no build; code-only change → a new image, only the last layers rebuilt
         again = client.deploy(spec_of(folder), folder, platform="container")
