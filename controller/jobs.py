@@ -39,8 +39,8 @@ from tickrun.functions.errors import BadRequestError, NotFoundError, PlatformErr
 from tickrun.functions.launch import parent_env, python_command
 from tickrun.functions.runs.db import RunDB, open_db
 from tickrun.functions.runs.job import main as job_main
-from tickrun.functions.runs.model import RunBatch, RunState
 from tickrun.functions.runs.plugins import JobRequest
+from tickrun.functions.runs.records import RunBatch, RunState
 from tickrun.functions.runs.settings import TrackingSettings
 from tickrun.functions.settings import (
     ARTIFACT_PATH,

@@ -94,7 +94,7 @@ def bench_tickrun(work: Path, n_results: int, n_durable: int, n_arts: int) -> di
 
 def bench_overhead(work: Path, n_inproc: int, n_cli: int) -> dict[str, float]:
     from tickrun.functions.runs import SqlRunDB, TrackingSettings, run_function
-    from tickrun.functions.runs.handlers import load_callable
+    from tickrun.functions.runs.job_handler import load_callable
 
     fn = load_callable(f"{NOOP}:noop")
     loops = 100000

@@ -1,7 +1,8 @@
 """Running the handler for one trigger: slots, timeouts, errors and metrics.
 
-``maxWorkers`` bounds concurrent events per worker process. Async handlers run on the event loop;
-sync handlers run in a thread pool of that size, so a slow handler never blocks health checks.
+``slots`` (the trigger's ``maxWorkers``) bounds concurrent events per worker process. Async
+handlers run on the event loop; sync handlers run in a thread pool of that size, so a slow handler
+never blocks health checks.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class TriggerDispatcher:
         function_name: str,
         trigger_name: str,
         trigger_kind: str,
-        max_workers: int,
+        slots: int,
         availability_timeout_s: float,
         event_timeout_s: float | None,
         executor: Executor | None,
@@ -53,12 +54,12 @@ class TriggerDispatcher:
         self._handler = handler
         self._fn = handler.fn
         self._context = context
-        self._max_workers = max_workers
+        self._slots = slots
         self._availability_timeout_s = availability_timeout_s
         self._event_timeout_s = event_timeout_s or None
         self._executor = executor
         self._on_stuck = on_stuck
-        self._free = max_workers
+        self._free = slots
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._in_flight = 0
         self._overdue = 0
@@ -88,7 +89,7 @@ class TriggerDispatcher:
             self._outcomes["unavailable"] += 1
             raise WorkerUnavailableError(
                 f"no worker free within {self._availability_timeout_s * 1000:.0f} ms "
-                f"({self._max_workers} busy)"
+                f"({self._slots} busy)"
             ) from None
         except BaseException:
             if waiter.done() and not waiter.cancelled():
@@ -154,7 +155,7 @@ class TriggerDispatcher:
                         release_now = False
                         self._overdue += 1
                         fut.add_done_callback(self._release_overdue)
-                        if self._overdue >= self._max_workers and self._on_stuck is not None:
+                        if self._overdue >= self._slots and self._on_stuck is not None:
                             self._on_stuck()
                         raise _Expired from None
             result = to_result(out)
@@ -230,7 +231,7 @@ class TriggerDispatcher:
                 release_now = False
                 self._overdue += 1
                 fut.add_done_callback(self._release_overdue)
-                if self._overdue >= self._max_workers and self._on_stuck is not None:
+                if self._overdue >= self._slots and self._on_stuck is not None:
                     self._on_stuck()
         finally:
             if release_now:

@@ -100,7 +100,7 @@ class Worker:
             function_name=self.function.name,
             trigger_name=trigger.name,
             trigger_kind=trigger.kind,
-            max_workers=trigger.workers,
+            slots=trigger.slots,
             availability_timeout_s=trigger.worker_availability_timeout_ms / 1000,
             event_timeout_s=spec.event_timeout_s,
             executor=self._executor,
@@ -125,7 +125,7 @@ class Worker:
         self._handler = load_handler(self.config.function_dir, spec.handler)
         triggers = spec.effective_triggers()
         if not self._handler.is_async:
-            slots = sum(t.workers for t in triggers) or 1
+            slots = sum(t.slots for t in triggers) or 1
             self._executor = ThreadPoolExecutor(slots, thread_name_prefix="handler")
         first = triggers[0] if triggers else None
         self._context = make_context(

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from .context import RunContext
     from .dataitem import DataItem
     from .db import HttpRunDB, RunDB, SqlRunDB, open_db
-    from .model import (
+    from .models import ModelInfo, load_model
+    from .records import (
         ArtifactKind,
         ArtifactRecord,
         RunBatch,
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
         parse_store_uri,
         store_uri,
     )
-    from .models import ModelInfo, load_model
     from .runner import run_function
     from .runobject import RunObject
     from .settings import TrackingSettings
@@ -73,13 +73,13 @@ _EXPORTS = {
     "RunDB": ".db",
     "SqlRunDB": ".db",
     "open_db": ".db",
-    "ArtifactKind": ".model",
-    "ArtifactRecord": ".model",
-    "RunBatch": ".model",
-    "RunRecord": ".model",
-    "RunState": ".model",
-    "parse_store_uri": ".model",
-    "store_uri": ".model",
+    "ArtifactKind": ".records",
+    "ArtifactRecord": ".records",
+    "RunBatch": ".records",
+    "RunRecord": ".records",
+    "RunState": ".records",
+    "parse_store_uri": ".records",
+    "store_uri": ".records",
     "ModelInfo": ".models",
     "load_model": ".models",
     "run_function": ".runner",

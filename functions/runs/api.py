@@ -29,7 +29,7 @@ from ..artifacts.targets import ArtifactRoots, ArtifactTargetError
 from ..errors import BadRequestError, BodyTooLargeError, TickrunError
 from ..queryparams import int_param
 from .db.base import RunDB
-from .model import RunBatch
+from .records import RunBatch
 from .settings import TrackingSettings
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from ..errors import BadRequestError, NotFoundError
 from ..sdk import LevelledLogger
 from . import serialize as ser
 from .dataitem import DataItem
-from .model import ArtifactKind, ArtifactRecord
+from .records import ArtifactKind, ArtifactRecord
 
 if TYPE_CHECKING:
     from .tracker import RunTracker

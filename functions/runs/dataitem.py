@@ -22,7 +22,7 @@ from ..artifacts import S3Settings, split_url
 from ..artifacts.base import CHUNK_BYTES, ArtifactNotFoundError, ArtifactStore
 from ..artifacts.targets import ArtifactRoots
 from ..errors import BadRequestError
-from .model import STORE_SCHEME, ArtifactRecord, parse_store_uri
+from .records import STORE_SCHEME, ArtifactRecord, parse_store_uri
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -16,8 +16,8 @@ from ..errors import TickrunError
 from .context import RunContext
 from .dataitem import DataItem, using_roots
 from .db import DbLocator, RunDB, open_locator
-from .handlers import call_handler
-from .model import ArtifactRecord, RunRecord, RunState
+from .job_handler import call_handler
+from .records import ArtifactRecord, RunRecord, RunState
 from .serialize import jsonable
 from .tracker import RunTracker
 

@@ -31,9 +31,9 @@ from ..errors import BadRequestError, RunError, TickrunError
 from .context import RunContext
 from .db.base import HOST, RunDB
 from .execution import RunEnv, execute, make_inputs
-from .handlers import load_callable
-from .model import ArtifactRecord, RunBatch, RunRecord, RunState
+from .job_handler import load_callable
 from .pool import IterationPool, IterationTask
+from .records import ArtifactRecord, RunBatch, RunRecord, RunState
 from .runobject import RunObject
 from .tracker import RunTracker
 

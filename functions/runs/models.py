@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..artifacts import ArtifactRoots, S3Settings
 from ..errors import BadRequestError
 from .dataitem import DataItem
-from .model import STORE_SCHEME, ArtifactKind
+from .records import STORE_SCHEME, ArtifactKind
 from .serialize import load_model_file
 
 if TYPE_CHECKING:

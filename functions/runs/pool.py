@@ -19,8 +19,8 @@ from typing import Any
 from .. import settings
 from ..errors import TickrunError
 from .execution import RunEnv, execute, make_inputs
-from .handlers import load_callable
-from .model import ArtifactRecord, RunRecord
+from .job_handler import load_callable
+from .records import ArtifactRecord, RunRecord
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from ..errors import BadRequestError
 from .dataitem import DataItem
 from .db import RunDB, open_db
 from .execution import RunEnv, execute, make_inputs
-from .handlers import handler_name, handler_ref, load_callable
-from .model import RunRecord
+from .job_handler import handler_name, handler_ref, load_callable
 from .plugins import ResolvedTarget, target_resolver
+from .records import RunRecord
 from .runobject import RunObject
 from .serialize import jsonable
 from .settings import TrackingSettings

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFoundError, RunError
 from .dataitem import DataItem
-from .model import ArtifactRecord, RunRecord, RunState
+from .records import ArtifactRecord, RunRecord, RunState
 
 if TYPE_CHECKING:
     from ..artifacts import ArtifactRoots, S3Settings

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import RunError, TickrunError
 from .db.base import HOST, RunDB
-from .model import ArtifactRecord, RunBatch, RunRecord, RunState
+from .records import ArtifactRecord, RunBatch, RunRecord, RunState
 
 logger = logging.getLogger(__name__)
 

@@ -71,8 +71,9 @@ class TriggerSpecBase(SpecModel):
     annotations: dict[str, str] = Field(default_factory=dict)
 
     @property
-    def workers(self) -> int:
-        """Concurrent events per worker process (Nuclio's ``maxWorkers`` / ``numWorkers``)."""
+    def slots(self) -> int:
+        """Events this trigger handles at once in each worker process. Nuclio calls these
+        ``maxWorkers`` / ``numWorkers``; here a worker is an OS process (``spec.workers``)."""
         return self.max_workers or self.num_workers or 1
 
 

@@ -19,7 +19,7 @@ from tickrun.functions.artifacts import ArtifactRoots
 from tickrun.functions.processes import pid_alive
 from tickrun.functions.runs.dataitem import DataItem
 from tickrun.functions.runs.db import SqlRunDB
-from tickrun.functions.runs.model import RunRecord
+from tickrun.functions.runs.records import RunRecord
 
 JOB = """\
 import os

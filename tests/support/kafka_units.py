@@ -64,7 +64,7 @@ def real_dispatcher(
         function_name="f",
         trigger_name=trigger_name,
         trigger_kind="kafka-cluster",
-        max_workers=1,
+        slots=1,
         availability_timeout_s=availability_timeout_s,
         event_timeout_s=timeout_s,
         executor=executor,

@@ -87,7 +87,7 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         """Start consuming in the background; brokers being down is not an error here."""
         self.event_loop = asyncio.get_running_loop()
         self.dispatcher = dispatcher = host.dispatcher(self.spec)
-        self.direct = self.spec.workers == 1 and dispatcher.sync
+        self.direct = self.spec.slots == 1 and dispatcher.sync
         if self.direct:
             self._watch = self.event_loop.create_task(dispatcher.watch_here())
         context = getattr(host, "context", None)

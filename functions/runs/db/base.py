@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from ...processes import pid_alive
-from ..model import ArtifactRecord, RunBatch, RunRecord, RunState
+from ..records import ArtifactRecord, RunBatch, RunRecord, RunState
 
 HOST = socket.gethostname()
 

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from ...errors import AuthError, BadRequestError, NotFoundError, StoreError, TickrunError
-from ..model import ArtifactRecord, RunBatch, RunRecord
+from ..records import ArtifactRecord, RunBatch, RunRecord
 from .base import DbLocator, RunDB
 
 

@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from ...errors import NotFoundError, StoreError
-from ..model import ArtifactRecord, RunBatch, RunRecord, RunState
+from ..records import ArtifactRecord, RunBatch, RunRecord, RunState
 from .base import DbLocator, RunDB, merge_incoming, stale_reason
 
 metadata = MetaData()

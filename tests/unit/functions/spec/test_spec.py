@@ -23,7 +23,7 @@ def test_nuclio_exported_helloworld_loads() -> None:
     assert spec.spec.event_timeout_s is None or spec.spec.event_timeout_s >= 0
     trigger = spec.spec.triggers["default-http"]
     assert isinstance(trigger, HttpTriggerSpec)
-    assert trigger.workers == 1
+    assert trigger.slots == 1
     assert trigger.worker_availability_timeout_ms == 10_000
     assert spec.spec.resources.requests.cpus == pytest.approx(0.025)
     assert spec.spec.resources.requests.memory_bytes == 1024**2
