@@ -132,7 +132,7 @@ def source_tree(root: Path, packages: list[Path] | None = None) -> Sources:
     tops |= {p for g in LICENSE_GLOBS for p in root.glob(g) if p.is_file()}
     files = sorted(tops)
     for folder in packages if packages is not None else package_dirs(root):
-        files.extend(iter_files(folder))
+        files.extend(iter_files(folder.resolve()))
     return Sources(root, tuple(files), installed=False)
 
 
@@ -172,18 +172,15 @@ def tickrun_wheel(
 
 
 def _make_wheel(sources: Sources, key_hash: str, dest: Path, log: LogFn, timeout_s: float) -> None:
+    dest = dest.resolve()  # the command runs in the staging folder
     with tempfile.TemporaryDirectory(prefix="src-", dir=dest.parent) as tmp:
         staging = Path(tmp)
         for path in sources.files:
             target = staging / path.relative_to(sources.root)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target, follow_symlinks=False)
-        copied = Sources(
-            staging,
-            tuple(staging / p.relative_to(sources.root) for p in sources.files),
-            sources.installed,
-        )
-        if copied.content_hash() != key_hash:
+        copied = (staging / p.relative_to(sources.root) for p in sources.files)
+        if hash_files(staging, copied) != key_hash:
             # Edited between hashing and copying: this wheel would be cached under the old hash.
             raise BuildError(
                 "tickrun's sources changed while its wheel was being made; deploy again"
@@ -197,6 +194,7 @@ def _make_wheel(sources: Sources, key_hash: str, dest: Path, log: LogFn, timeout
                 )
             log(f"tickrun: packing the installed distribution in {sources.root}")
             cmd = [sys.executable, "-m", "wheel", "pack", "-d", str(dest), str(staging)]
+            what = "packing the tickrun wheel"
         else:
             log(f"tickrun: building a wheel from {sources.root}")
             cmd = [
@@ -206,6 +204,9 @@ def _make_wheel(sources: Sources, key_hash: str, dest: Path, log: LogFn, timeout
                 "wheel",
                 "--no-deps",
                 "--no-build-isolation",
+                # pyproject's build requirements, checked against what is installed here: an
+                # old setuptools fails with that said, not with a metadata error
+                "--check-build-dependencies",
                 "--no-index",
                 "--progress-bar",
                 "off",
@@ -213,7 +214,8 @@ def _make_wheel(sources: Sources, key_hash: str, dest: Path, log: LogFn, timeout
                 str(dest),
                 str(staging),
             ]
-        run_logged(cmd, log, env=env, cwd=staging, timeout_s=timeout_s, what="the tickrun wheel")
+            what = "building the tickrun wheel"
+        run_logged(cmd, log, env=env, cwd=staging, timeout_s=timeout_s, what=what)
     made = [p.name for p in dest.iterdir()]
     if len(made) != 1 or not made[0].endswith(".whl"):
         raise BuildError(f"the tickrun wheel build left {made or 'nothing'} instead of one wheel")

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tickrun.controller.builder import selfwheel
-from tickrun.controller.builder.wheels import Wheelhouse, clean_pip_env
+from tickrun.controller.builder.wheels import Wheelhouse, cached_wheelhouse, clean_pip_env
+from tickrun.functions.errors import BuildError
 
 TreeMaker = Callable[[Path, dict[str, str]], Path]  # the make_tree fixture (conftest.py)
 REPO = Path(__file__).resolve().parents[4]
@@ -100,6 +101,24 @@ def test_the_wheel_is_cached_by_the_content_of_its_sources(
     assert sorted(p.name for p in cache.iterdir()) == sorted([first.path.name, changed.path.name])
 
 
+def test_sources_edited_after_hashing_are_not_cached_under_the_old_hash(
+    tmp_path: Path, make_tree: TreeMaker
+) -> None:
+    root = make_tree(
+        tmp_path / "src",
+        {"pyproject.toml": FAKE_PYPROJECT, "fakepkg/__init__.py": "", "sub/mod.py": "A = 1\n"},
+    )
+    sources = _fake(root)
+    digest = sources.content_hash()
+    (root / "sub" / "mod.py").write_text("A = 2\n")  # between the hash and the copy
+    cache = tmp_path / "cache"
+    with pytest.raises(BuildError, match="changed while its wheel was being made"):
+        cached_wheelhouse(
+            cache, "k", lambda wheels: selfwheel._make_wheel(sources, digest, wheels, print, 60)
+        )
+    assert list(cache.iterdir()) == []
+
+
 def test_the_repo_is_found_with_the_folders_setup_py_maps() -> None:
     sources = selfwheel.locate()
     assert sources.root == REPO and not sources.installed
@@ -163,10 +182,21 @@ def test_the_tickrun_wheel_installs_and_a_regular_install_packs_back_the_same(
         str(site / "tickrun" / "triggers" / "http" / "__init__.py"),
     ]
 
+    # a controller running from that install finds it as a regular install, not a source tree
+    probe = (
+        f"import sys; sys.path.insert(0, {str(site)!r}); "
+        "from tickrun.controller.builder import selfwheel; "
+        "s = selfwheel.locate(); print(s.root, s.installed, len(s.files))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True, cwd=tmp_path
+    ).stdout.split()
+    assert out[:2] == [str(site.resolve()), "True"]
     dist = importlib.metadata.Distribution.at(site / dist_info)
     sources = selfwheel.installed(dist)
     assert sources.installed and sources.root == site.resolve()
     assert not [p for p in sources.files if "__pycache__" in p.parts or p.name == "INSTALLER"]
+    assert int(out[2]) == len(sources.files)
     packed = selfwheel.tickrun_wheel(tmp_path / "cache2", lambda _: None, sources)
     with _wheel(packed) as z:
         assert set(z.namelist()) == names
