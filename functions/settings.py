@@ -78,15 +78,9 @@ class Setting(Generic[T]):
 
 REGISTRY: dict[str, Setting[object]] = {}
 GROUPS = (
-    "paths",
-    "tracking",
-    "object store",
-    "controller",
-    "edge",
-    "hub",
-    "logging",
+    "paths", "tracking", "object store", "controller", "edge", "hub", "logging",
     "replica (set by tickrun)",
-)
+)  # fmt: skip
 
 
 def define(
@@ -107,17 +101,8 @@ def define(
         raise ValueError(f"{name}: unknown group {group!r}")
     if callable(default) and default_doc is None:
         raise ValueError(f"{name}: a derived default needs default_doc")
-    setting = Setting(
-        name,
-        parse,
-        default,
-        doc,
-        group,
-        type_name or str(getattr(parse, "__name__", "str")),
-        default_doc,
-        secret,
-        internal,
-    )
+    type_name = type_name or _TYPE_NAMES.get(parse) or str(getattr(parse, "__name__", "text"))
+    setting = Setting(name, parse, default, doc, group, type_name, default_doc, secret, internal)
     REGISTRY[name] = setting  # type: ignore[assignment]
     return setting
 
@@ -170,6 +155,17 @@ def path_list(raw: str) -> tuple[str, ...]:
     return tuple(item for item in raw.split(os.pathsep) if item.strip())
 
 
+_TYPE_NAMES: dict[Callable[[str], object], str] = {
+    boolean: "bool",
+    integer: "int",
+    number: "float",
+    path: "path",
+    port_range: "lo-hi",
+    comma_list: "list",
+    path_list: "list",
+}
+
+
 def one_of(*choices: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
@@ -184,106 +180,65 @@ def one_of(*choices: str) -> Callable[[str], str]:
 # --- the variables ----------------------------------------------------------------------------
 
 HOME = define(
-    "TICKRUN_HOME",
-    path,
-    lambda env: Path.home() / ".tickrun",
+    "TICKRUN_HOME", path, lambda env: Path.home() / ".tickrun",
     "the one state root: runs, artifacts, controller state and caches live under it by default",
-    "paths",
-    default_doc="~/.tickrun",
-)
+    "paths", default_doc="~/.tickrun",
+)  # fmt: skip
 STATE_DIR = define(
-    "TICKRUN_STATE_DIR",
-    path,
-    lambda env: HOME.get(env) / "controller",
+    "TICKRUN_STATE_DIR", path, lambda env: HOME.get(env) / "controller",
     "the controller's state: its DB, token, URL file, code, logs, builds (no XDG_STATE_HOME)",
-    "paths",
-    default_doc="$TICKRUN_HOME/controller",
-)
+    "paths", default_doc="$TICKRUN_HOME/controller",
+)  # fmt: skip
 CACHE = define(
-    "TICKRUN_CACHE",
-    path,
-    lambda env: HOME.get(env) / "cache",
+    "TICKRUN_CACHE", path, lambda env: HOME.get(env) / "cache",
     "caches shared by controllers on one host: wheels, environments, remote hub items "
     "(no XDG_CACHE_HOME; deploy/peers keeps the test peers in $TICKRUN_CACHE/peers, "
     "default ~/.cache/tickrun/peers)",
-    "paths",
-    default_doc="$TICKRUN_HOME/cache",
-)
+    "paths", default_doc="$TICKRUN_HOME/cache",
+)  # fmt: skip
 HUB_CACHE = define(
-    "TICKRUN_HUB_CACHE",
-    path,
-    lambda env: CACHE.get(env) / "hub",
-    "where items of a remote hub are downloaded",
-    "paths",
-    default_doc="$TICKRUN_CACHE/hub",
-)
+    "TICKRUN_HUB_CACHE", path, lambda env: CACHE.get(env) / "hub",
+    "where items of a remote hub are downloaded", "paths", default_doc="$TICKRUN_CACHE/hub",
+)  # fmt: skip
 DATA_DIR = define(
-    "TICKRUN_DATA_DIR",
-    path,
-    None,
+    "TICKRUN_DATA_DIR", path, None,
     "the folder of the hub's sample market data, instead of the copy bundled with tickrun",
-    "paths",
-    default_doc="the bundled copy",
-)
+    "paths", default_doc="the bundled copy",
+)  # fmt: skip
 
 DB_URL = define(
-    "TICKRUN_DB_URL",
-    text,
-    lambda env: f"sqlite:///{HOME.get(env) / 'runs.db'}",
+    "TICKRUN_DB_URL", text, lambda env: f"sqlite:///{HOME.get(env) / 'runs.db'}",
     "SQLAlchemy URL of the run DB; for the controller, its store (default <state>/tickrun.db)",
-    "tracking",
-    type_name="url",
-    default_doc="sqlite:///$TICKRUN_HOME/runs.db",
-)
+    "tracking", type_name="url", default_doc="sqlite:///$TICKRUN_HOME/runs.db",
+)  # fmt: skip
 CONTROLLER_URL = define(
-    "TICKRUN_CONTROLLER_URL",
-    text,
-    None,
+    "TICKRUN_CONTROLLER_URL", text, None,
     "a controller: runs are tracked in its store (unless TICKRUN_DB_URL), deploys go to it",
-    "tracking",
-    type_name="url",
-)
+    "tracking", type_name="url",
+)  # fmt: skip
 TOKEN = define(
-    "TICKRUN_TOKEN",
-    text,
-    None,
-    "bearer token of the controller (default: the state dir's file 'token')",
-    "tracking",
+    "TICKRUN_TOKEN", text, None,
+    "bearer token of the controller (default: the state dir's file 'token')", "tracking",
     secret=True,
-)
+)  # fmt: skip
 ARTIFACT_PATH = define(
-    "TICKRUN_ARTIFACT_PATH",
-    text,
-    lambda env: str(HOME.get(env) / "artifacts"),
-    "where artifacts go: a folder or s3://bucket/prefix",
-    "tracking",
-    type_name="path or URL",
+    "TICKRUN_ARTIFACT_PATH", text, lambda env: str(HOME.get(env) / "artifacts"),
+    "where artifacts go: a folder or s3://bucket/prefix", "tracking", type_name="path or URL",
     default_doc="$TICKRUN_HOME/artifacts",
-)
+)  # fmt: skip
 ARTIFACT_STORES = define(
-    "TICKRUN_ARTIFACT_STORES",
-    comma_list,
-    (),
+    "TICKRUN_ARTIFACT_STORES", comma_list, (),
     "more stores (comma-separated folders or s3://bucket[/prefix]) artifact records may point into",
     "tracking",
-    type_name="list",
-)
+)  # fmt: skip
 FLUSH_INTERVAL_S = define(
-    "TICKRUN_FLUSH_INTERVAL_S",
-    number,
-    1.0,
-    "how often a run's buffered results reach the DB",
+    "TICKRUN_FLUSH_INTERVAL_S", number, 1.0, "how often a run's buffered results reach the DB",
     "tracking",
-    type_name="float",
-)
+)  # fmt: skip
 STALE_AFTER_S = define(
-    "TICKRUN_STALE_AFTER_S",
-    number,
-    60.0,
-    "a running run whose heartbeat is older is marked aborted",
-    "tracking",
-    type_name="float",
-)
+    "TICKRUN_STALE_AFTER_S", number, 60.0,
+    "a running run whose heartbeat is older is marked aborted", "tracking",
+)  # fmt: skip
 
 S3_ENDPOINT = define(
     "TICKRUN_S3_ENDPOINT", text, "", "host:port or http(s)://host:port of S3 / MinIO",
@@ -298,9 +253,8 @@ S3_SECRET_KEY = define(
     secret=True,
 )  # fmt: skip
 S3_SECURE = define(
-    "TICKRUN_S3_SECURE", boolean, True, "TLS when the endpoint has no scheme", "object store",
-    type_name="bool",
-)  # fmt: skip
+    "TICKRUN_S3_SECURE", boolean, True, "TLS when the endpoint has no scheme", "object store"
+)
 S3_REGION = define("TICKRUN_S3_REGION", text, None, "region", "object store")
 S3_CA_BUNDLE = define(
     "TICKRUN_S3_CA_BUNDLE", text, None, "a CA file to verify the endpoint's certificate",
@@ -311,16 +265,15 @@ CONTROLLER_HOST = define(
     "TICKRUN_CONTROLLER_HOST", text, "127.0.0.1", "address the controller listens on", "controller"
 )
 CONTROLLER_PORT = define(
-    "TICKRUN_CONTROLLER_PORT", integer, 8070, "port of the controller's API", "controller",
-    type_name="int",
-)  # fmt: skip
+    "TICKRUN_CONTROLLER_PORT", integer, 8070, "port of the controller's API", "controller"
+)
 PLATFORM = define(
     "TICKRUN_PLATFORM", one_of("process", "container"), "process",
     "where replicas run unless a deploy says", "controller",
 )  # fmt: skip
 PORT_RANGE = define(
     "TICKRUN_PORT_RANGE", port_range, (20000, 29999),
-    "ports handed to replicas (within 1024-65535)", "controller", type_name="lo-hi",
+    "ports handed to replicas (within 1024-65535)", "controller",
 )  # fmt: skip
 CONTAINER_ENGINE = define(
     "TICKRUN_CONTAINER_ENGINE", one_of("podman", "buildah", "docker"), None,
@@ -332,46 +285,41 @@ BASE_IMAGE = define(
 REPLICA_LOG_MAX_BYTES = define(
     "TICKRUN_REPLICA_LOG_MAX_BYTES", integer, 16 * 1024 * 1024,
     "a replica's log is rotated past this size (one old generation kept)", "controller",
-    type_name="int",
 )  # fmt: skip
 
 PUBLIC_GATEWAY = define(
     "TICKRUN_PUBLIC_GATEWAY", boolean, False, "serve /fn/… and function ports without the token",
-    "edge", type_name="bool",
+    "edge",
 )  # fmt: skip
 FUNCTION_PORTS = define(
-    "TICKRUN_FUNCTION_PORTS", boolean, True, "a TCP gateway port per function", "edge",
-    type_name="bool",
-)  # fmt: skip
+    "TICKRUN_FUNCTION_PORTS", boolean, True, "a TCP gateway port per function", "edge"
+)
 HEADER_TIMEOUT_S = define(
     "TICKRUN_HEADER_TIMEOUT_S", number, 10.0, "close a connection whose request head is unfinished",
-    "edge", type_name="float",
+    "edge",
 )  # fmt: skip
 KEEPALIVE_TIMEOUT_S = define(
-    "TICKRUN_KEEPALIVE_TIMEOUT_S", number, 30.0, "close a connection idle between requests",
-    "edge", type_name="float",
-)  # fmt: skip
+    "TICKRUN_KEEPALIVE_TIMEOUT_S", number, 30.0, "close a connection idle between requests", "edge"
+)
 BODY_TIMEOUT_S = define(
     "TICKRUN_BODY_TIMEOUT_S", number, 30.0,
-    "close a connection whose request body stalls this long", "edge", type_name="float",
+    "close a connection whose request body stalls this long", "edge",
 )  # fmt: skip
 MAX_CONNECTIONS = define(
     "TICKRUN_MAX_CONNECTIONS", integer, 1000,
-    "client connections at once (also bounded by the fd limit)", "edge", type_name="int",
+    "client connections at once (also bounded by the fd limit)", "edge",
 )  # fmt: skip
 
 HUB_PATH = define(
-    "TICKRUN_HUB_PATH", path_list, (), "private hub folders, os.pathsep-separated", "hub",
-    type_name="list",
-)  # fmt: skip
+    "TICKRUN_HUB_PATH", path_list, (), "private hub folders, os.pathsep-separated", "hub"
+)
 HUB_URL = define(
     "TICKRUN_HUB_URL", text, None, "a remote hub, e.g. https://controller:8070/api/hub", "hub",
     type_name="url",
 )  # fmt: skip
 HUB_ALLOW_HTTP = define(
-    "TICKRUN_HUB_ALLOW_HTTP", boolean, False, "let the remote hub be plain http", "hub",
-    type_name="bool",
-)  # fmt: skip
+    "TICKRUN_HUB_ALLOW_HTTP", boolean, False, "let the remote hub be plain http", "hub"
+)
 HUB_PINS = define(
     "TICKRUN_HUB_PINS", text, None, "a pin file private and remote items must match", "hub",
     type_name="path",
