@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tickrun.functions import settings
 from tickrun.functions.errors import BuildError
 
 from .hashing import sha256_bytes
@@ -114,7 +115,7 @@ def ensure_env(
         build_dir.mkdir()
         env = clean_pip_env() | {
             "VIRTUAL_ENV": str(root),
-            "TICKRUN_BUILD_DIR": str(build_dir),
+            settings.BUILD_DIR.name: str(build_dir),
             "PATH": f"{root}/bin:{os.environ.get('PATH', '/usr/bin:/bin')}",
         }
         for i, cmd in enumerate(commands, 1):

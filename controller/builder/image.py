@@ -15,6 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from tickrun.functions import settings
 from tickrun.functions.spec import FunctionSpec
 
 from .hashing import IGNORED, hash_tree
@@ -66,7 +67,7 @@ def containerfile(spec: FunctionSpec, base_image: str, *, has_requirements: bool
         f"FROM {base_image}",
         f"ENV LANG=C.UTF-8 PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 VIRTUAL_ENV={APP}/venv "
         f"PATH={APP}/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "
-        f"TICKRUN_BUILD_DIR={APP}/build",
+        f"{settings.BUILD_DIR.name}={APP}/build",
         f"RUN python3 -m venv {APP}/venv",
         *_locked_install("runtime.lock", "runtime-wheels"),
     ]

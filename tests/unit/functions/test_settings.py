@@ -18,11 +18,6 @@ SOURCE_DIRS = ("functions", "triggers", "controller", "hub", "tickrun")
 # User code (hub items, examples) may read the environment as it likes.
 USER_CODE = (ROOT / "hub" / "items", ROOT / "functions" / "examples")
 REGISTRY_FILE = ROOT / "functions" / "settings.py"
-# The image builder still spells the build folder's variable (its owner moves it to BUILD_DIR).
-PENDING = {
-    ("controller/builder/env.py", "TICKRUN_BUILD_DIR"),
-    ("controller/builder/image.py", "TICKRUN_BUILD_DIR"),
-}
 NAME = re.compile(r"TICKRUN_[A-Z0-9_]+")
 
 
@@ -68,8 +63,6 @@ def test_variable_names_are_spelled_only_in_the_registry() -> None:
                 and id(node) not in skip
             ):
                 for name in NAME.findall(node.value):
-                    if (str(path.relative_to(ROOT)), name) in PENDING:
-                        continue
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {name}")
     assert not found, "use the constant in tickrun.functions.settings:\n" + "\n".join(found)
 
