@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Assemble tickrun's real test peers (Kafka, MinIO, podman + offline Python base image) from the
-# registries these machines can reach (Maven Central, Go module proxy, Debian apt), caching the
+# Assemble tickrun's real test peers (Kafka, MinIO, podman + offline Python base image, a
+# Kubernetes control plane with kwok nodes and helm, PostgreSQL) from the registries these
+# machines can reach (Maven Central, Go module proxy, Debian apt), caching the
 # results under ${TICKRUN_CACHE:-$HOME/.cache/tickrun}/peers so a second run is a fast no-op.
 #
-# usage: deploy/peers/ensure.sh {kafka|minio|podman|all} [...]
+# usage: deploy/peers/ensure.sh {kafka|minio|podman|k8s|postgres|all} [...]
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -201,7 +202,21 @@ ensure_podman() {
     log "podman: $BASE_IMAGE runs Python $pyver ($(elapsed "$t0") total)"
 }
 
-usage() { echo "usage: $0 {kafka|minio|podman|all} [...]" >&2; exit 2; }
+# ---------------------------------------------------------------------------------------------
+# Kubernetes (etcd, control plane, kwok, helm): long enough to live in its own file.
+# shellcheck source=k8s.sh
+source "$HERE/k8s.sh"
+
+# PostgreSQL: Debian's server; the test fixture runs initdb/pg_ctl itself, no system service.
+ensure_postgres() {
+    apt_install_missing postgresql
+    local bindir
+    bindir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+    [ -x "$bindir/initdb" ] || die "postgresql is installed but no /usr/lib/postgresql/*/bin/initdb"
+    log "postgres: $("$bindir/postgres" --version)"
+}
+
+usage() { echo "usage: $0 {kafka|minio|podman|k8s|postgres|all} [...]" >&2; exit 2; }
 
 [ "$#" -ge 1 ] || usage
 mkdir -p "$PEERS"
@@ -217,8 +232,12 @@ for target in "$@"; do
         kafka) ensure_kafka ;;
         minio) ensure_minio ;;
         podman) ensure_podman ;;
+        k8s) ensure_k8s ;;
+        postgres) ensure_postgres ;;
         # bubblewrap: the process platform's replica sandbox (controller/platforms/sandbox.py)
-        all) ensure_kafka; ensure_minio; ensure_podman; apt_install_missing bubblewrap ;;
+        all)
+            ensure_kafka; ensure_minio; ensure_podman; apt_install_missing bubblewrap
+            ensure_postgres; ensure_k8s ;;
         *) usage ;;
     esac
 done

@@ -1,5 +1,5 @@
 """Session-scoped real peers for integration tests: ``kafka_broker``, ``minio_server``,
-``podman_env``.
+``podman_env``, ``kube`` (a Kubernetes control plane with kwok nodes) and ``postgres``.
 
 A peer that cannot be provided FAILS the tests that need it (never skips): CI must not go green
 because Kafka, MinIO or podman silently went missing. Provision peers with
@@ -28,6 +28,8 @@ from tests.peers import (  # noqa: E402
     PeerUnavailable,
     require_base_image,
 )
+from tests.peers.k8s import KubeControlPlane  # noqa: E402
+from tests.peers.postgres import PostgresServer  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +93,46 @@ def podman_env() -> dict[str, str]:
         _unavailable("podman", exc)
     _STARTUP_SECONDS["podman"] = time.monotonic() - t0
     return env
+
+
+@pytest.fixture(scope="session")
+def kube() -> Iterator[KubeControlPlane]:
+    """A real Kubernetes control plane (etcd, kube-apiserver with RBAC, controller-manager,
+    scheduler) with two kwok nodes: ``.kubeconfig_path``, ``.admin_client()``,
+    ``.service_account_kubeconfig(namespace, name)``. Pods are simulated (no container runs).
+    Tests share it: work in a namespace of your own and delete it afterwards."""
+    plane = KubeControlPlane()
+    try:
+        plane.start()
+    except PeerUnavailable as exc:
+        _unavailable("Kubernetes", exc)
+    except BaseException:
+        plane.stop()
+        raise
+    _STARTUP_SECONDS["kube"] = plane.startup_seconds or 0.0
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server: ``.url`` (SQLAlchemy, psycopg 3) of database ``tickrun``;
+    ``.create_database(name)`` gives an isolated one."""
+    server = PostgresServer()
+    try:
+        server.start()
+    except PeerUnavailable as exc:
+        _unavailable("PostgreSQL", exc)
+    except BaseException:
+        server.stop()
+        raise
+    _STARTUP_SECONDS["postgres"] = server.startup_seconds or 0.0
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
