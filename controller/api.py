@@ -35,7 +35,7 @@ class DeployRequest(BaseModel):
 
     spec: dict[str, Any] = Field(description="the function.yaml document (Nuclio format)")
     code: str | None = Field(default=None, description="base64 of a tar.gz of the code folder")
-    platform: Literal["process", "container"] | None = None
+    platform: Literal["process", "container", "kubernetes"] | None = None
 
 
 def _iso(ts: float | None) -> float | None:
@@ -150,21 +150,25 @@ def _code(body: DeployRequest) -> bytes | None:
 async def create_function(request: web.Request) -> web.Response:
     body = await _deploy_body(request)
     service = request.app[SERVICE]
-    row, build = await service.deploy(parse_spec(body.spec), _code(body), body.platform)
+    row, build, warnings = await service.deploy(parse_spec(body.spec), _code(body), body.platform)
     request.app[RECONCILER].wake()
     fn = function_json(request.app[STORE], row, request.app[RECONCILER])
-    return web.json_response({"function": fn, "build": build_json(build)}, status=202)
+    return web.json_response(
+        {"function": fn, "build": build_json(build), "warnings": warnings}, status=202
+    )
 
 
 async def update_function(request: web.Request) -> web.Response:
     body = await _deploy_body(request)
     service = request.app[SERVICE]
-    row, build = await service.deploy(
+    row, build, warnings = await service.deploy(
         parse_spec(body.spec), _code(body), body.platform, name=request.match_info["name"]
     )
     request.app[RECONCILER].wake()
     fn = function_json(request.app[STORE], row, request.app[RECONCILER])
-    return web.json_response({"function": fn, "build": build_json(build)}, status=202)
+    return web.json_response(
+        {"function": fn, "build": build_json(build), "warnings": warnings}, status=202
+    )
 
 
 async def list_functions(request: web.Request) -> web.Response:
@@ -226,10 +230,21 @@ async def function_logs(request: web.Request) -> web.Response:
     store = request.app[STORE]
     name = request.match_info["name"]
     tail = max(1, min(_int_query(request, "tail", 200), 10000))
-    store.get_function(name)
+    fn = store.get_function(name)
     only = request.query.get("replica")
     platforms = request.app[SERVICE].platforms
-    out = []
+    out: list[dict[str, Any]] = []
+    cluster = request.app[SERVICE].clusters.get(fn.platform)
+    if cluster is not None:
+        # The cluster's pods/log, per pod (the pods are the function's replicas).
+        states = {r.id: r.state for r in store.list_replicas(name)}
+        for logs in await cluster.logs(name, tail):
+            if not only or logs.pod == only:
+                entry = {"replica": logs.pod, "state": states.get(logs.pod), "lines": logs.lines}
+                out.append(entry | ({"error": logs.error} if logs.error else {}))
+        if only and not out:
+            raise NotFoundError(f"replica {only!r} of function {name!r} not found")
+        return web.json_response({"replicas": out})
     for rep in store.list_replicas(name):
         if only and rep.id != only:
             continue

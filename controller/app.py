@@ -26,7 +26,7 @@ from .builder.engine import Engine
 from .edge import make_guard
 from .gateway import Gateway
 from .openapi import OPENAPI_PATH, document
-from .platforms.base import Platform
+from .platforms.base import ClusterPlatform, Platform
 from .platforms.container import ContainerPlatform
 from .platforms.process import ProcessPlatform
 from .portgateway import PortGateway
@@ -123,12 +123,14 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def version(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
+    service = request.app[api.SERVICE]
     return web.json_response(
         {
             "version": __version__,
-            "platforms": sorted(request.app[api.SERVICE].platforms),
+            "platforms": sorted(service.offered()),
             "default_platform": settings.default_platform,
-            "isolation": {n: p.isolation() for n, p in request.app[api.SERVICE].platforms.items()},
+            "isolation": {n: p.isolation() for n, p in service.platforms.items()}
+            | {n: c.isolation() for n, c in service.clusters.items()},
         }
     )
 
@@ -141,6 +143,16 @@ def _platforms(settings: Settings, builder: Builder) -> dict[str, Platform]:
     return platforms
 
 
+def _clusters(settings: Settings) -> dict[str, ClusterPlatform]:
+    """The kubernetes platform, when a kubeconfig is set or the controller runs in a pod."""
+    if not settings.kubernetes:
+        return {}
+    # The client library is large: imported only when the platform is offered.
+    from .platforms.kubernetes.platform import KubernetesPlatform
+
+    return {"kubernetes": KubernetesPlatform(settings.k8s_namespace, settings.kubeconfig)}
+
+
 def create_app(settings: Settings) -> web.Application:
     """Wire the components (no I/O here; it all happens in the startup hook)."""
     app = web.Application(
@@ -149,7 +161,8 @@ def create_app(settings: Settings) -> web.Application:
     store = Store(settings.database_url)
     builder = Builder(settings)
     platforms = _platforms(settings, builder)
-    service = FunctionService(settings, store, builder, platforms)
+    clusters = _clusters(settings)
+    service = FunctionService(settings, store, builder, platforms, clusters)
     guard = make_guard(settings)
     app[SETTINGS] = settings
     app[GUARD] = guard
@@ -193,7 +206,7 @@ def create_app(settings: Settings) -> web.Application:
             "controller started",
             extra={
                 "state_dir": str(settings.state_dir),
-                "platforms": sorted(platforms),
+                "platforms": service.offered(),
                 "controller_id": controller_id,
                 "startup_s": round(time.monotonic() - t0, 3),
             },
@@ -216,6 +229,8 @@ def create_app(settings: Settings) -> web.Application:
                 await reconciler.port_gateway.stop()
         for platform in platforms.values():
             await platform.close()
+        for cluster in clusters.values():
+            await cluster.close()
         store.close()
         guard.close()
 

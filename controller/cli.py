@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from tickrun.functions.errors import BadRequestError, NotFoundError, PlatformError, SpecError
+from tickrun.functions.settings import PLATFORMS
 
 if TYPE_CHECKING:
     from tickrun.functions.spec import FunctionSpec
@@ -28,7 +29,7 @@ def register(sub: Any, get: Any) -> None:
     start.add_argument("--state-dir", default=None, help="state folder (DB, token, logs)")
     start.add_argument(
         "--platform",
-        choices=("process", "container"),
+        choices=PLATFORMS,
         default=None,
         help="default platform for new functions",
     )
@@ -45,7 +46,7 @@ def register(sub: Any, get: Any) -> None:
     )
     dep.add_argument("-f", "--file", dest="spec", help="function.yaml to use")
     dep.add_argument("--name", help="override metadata.name")
-    dep.add_argument("--platform", choices=("process", "container"), default=None)
+    dep.add_argument("--platform", choices=PLATFORMS, default=None)
     dep.add_argument("--replicas", type=int, help="fixed replica count")
     dep.add_argument("--min", dest="min_replicas", type=int, help="minimum replicas")
     dep.add_argument("--max", dest="max_replicas", type=int, help="maximum replicas")
@@ -207,6 +208,8 @@ def _deploy(args: argparse.Namespace) -> int:
         f"deploying {name} v{fn['version']} on {fn['platform']} (build {build['id']})",
         file=sys.stderr,
     )
+    for warning in result.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     if args.no_wait:
         return 0
     for line in client.follow_build(build["id"]):

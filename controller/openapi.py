@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from tickrun import __version__
+from tickrun.functions.settings import PLATFORMS
 
 from . import secrets_api
 from .api import DeployRequest
@@ -63,6 +64,11 @@ def document() -> dict[str, Any]:
             "properties": {
                 "function": {"$ref": "#/components/schemas/Function"},
                 "build": {"$ref": "#/components/schemas/Build"},
+                "warnings": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "spec fields the platform accepts without acting on them",
+                },
             },
         },
         "accepted: the build runs",
@@ -104,12 +110,9 @@ def document() -> dict[str, Any]:
                             "version": {"type": "string"},
                             "platforms": {
                                 "type": "array",
-                                "items": {"type": "string", "enum": ["process", "container"]},
+                                "items": {"type": "string", "enum": list(PLATFORMS)},
                             },
-                            "default_platform": {
-                                "type": "string",
-                                "enum": ["process", "container"],
-                            },
+                            "default_platform": {"type": "string", "enum": list(PLATFORMS)},
                             "isolation": {
                                 "type": "object",
                                 "description": "per platform: how replicas are kept from the "

@@ -20,6 +20,7 @@ from tickrun.functions.errors import TickrunError
 from tickrun.functions.processor.exitcodes import ExitCode, ExitStatus, not_ready_reason
 
 from .autoscaler import Autoscaler
+from .cluster import ClusterReconciler
 from .endpoints import EndpointTable
 from .platforms.base import LaunchSpec, Liveness, Platform
 from .portgateway import PortGateway
@@ -66,6 +67,10 @@ class Reconciler:
         # /readyz reason), for the API.
         self.exits: dict[str, ExitStatus] = {}
         self.unready: dict[str, str] = {}
+        # Functions on a cluster platform: the cluster runs their replicas (cluster.py).
+        self.cluster = ClusterReconciler(
+            settings, store, service, self.endpoints, controller_id, self.unready
+        )
 
     def _ports_in_use(self) -> list[int]:
         ports = [r.port for r in self.store.list_replicas()]
@@ -91,6 +96,7 @@ class Reconciler:
     # --- adoption -------------------------------------------------------------------------------
 
     async def adopt(self) -> None:
+        await self.cluster.adopt()
         rows = self.store.list_replicas()
         for name, platform in self.platforms.items():
             mine = [r for r in rows if r.platform == name]
@@ -163,8 +169,14 @@ class Reconciler:
                         "cannot inspect replicas", extra={"platform": name, "error": exc.message}
                     )
         await asyncio.gather(
-            *(self._reconcile(fn, by_fn.get(fn.name, []), liveness) for fn in functions)
+            *(
+                self._reconcile_cluster(fn)
+                if self.cluster.owns(fn)
+                else self._reconcile(fn, by_fn.get(fn.name, []), liveness)
+                for fn in functions
+            )
         )
+        await self.cluster.sweep(functions)
         live_names = {f.name for f in functions}
         for name in self.endpoints.names():
             if name not in live_names:
@@ -180,6 +192,15 @@ class Reconciler:
             return  # a delete is stopping this function's replicas
         async with lock:
             await self._reconcile_locked(fn, rows, liveness)
+
+    async def _reconcile_cluster(self, fn: FunctionRow) -> None:
+        lock = self.service.lock(fn.name)
+        if lock.locked():
+            return  # a delete is removing it from the cluster
+        async with lock:
+            await self._ensure_port(fn)
+            await self.cluster.reconcile(fn, self.desired(fn))
+            self._sample(fn.name)
 
     async def _reconcile_locked(
         self, fn: FunctionRow, rows: list[ReplicaRow], liveness: dict[str, Liveness]
@@ -481,5 +502,6 @@ class Reconciler:
         """A function is being deleted: no more routing to it, its port closes."""
         self.endpoints.drop(function)
         self.autoscaler.forget(function)
+        self.cluster.forget(function)
         if self.port_gateway is not None:
             await self.port_gateway.close(function)

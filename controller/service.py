@@ -23,19 +23,21 @@ from typing import Any, TextIO
 import yaml
 
 from tickrun.functions.errors import ConflictError, SpecError, TickrunError
+from tickrun.functions.settings import KUBECONFIG, PLATFORMS
 from tickrun.functions.spec import FunctionSpec
 
 from .builder import Builder
 from .builder.hashing import hash_tree, private, sha256_bytes, unpack
 from .builder.wheels import BuildScope, kill_active
-from .platforms.base import Platform
+from .platforms.base import ClusterPlatform, Platform, unacted_fields
 from .settings import Settings
 from .store import BuildRow, FunctionRow, ReplicaRow, Store
 from .store.secrets import SecretStore
 
 logger = logging.getLogger(__name__)
 
-PLATFORMS = ("process", "container")
+# Cluster platforms run the container platform's image.
+CLUSTER_BUILD = "container"
 # Spec fields that only say how many replicas to run: changing them scales, never rebuilds.
 SCALE_FIELDS = ("replicas", "minReplicas", "maxReplicas")
 # How long a cancelled build may take to notice (its subprocess is killed at once; a step
@@ -80,12 +82,18 @@ class FunctionService:
     """Constructor does no I/O."""
 
     def __init__(
-        self, settings: Settings, store: Store, builder: Builder, platforms: dict[str, Platform]
+        self,
+        settings: Settings,
+        store: Store,
+        builder: Builder,
+        platforms: dict[str, Platform],
+        clusters: dict[str, ClusterPlatform] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.builder = builder
         self.platforms = platforms
+        self.clusters = clusters or {}
         self.secrets = SecretStore(settings.state_dir / "secrets.json")
         # The newest build task per function (the next one waits for it) and every build
         # task by build id (a delete aborts them all).
@@ -100,6 +108,16 @@ class FunctionService:
     def lock(self, name: str) -> asyncio.Lock:
         return self.locks.setdefault(name, asyncio.Lock())
 
+    def offered(self) -> list[str]:
+        """The platforms this controller can deploy to."""
+        return [p for p in PLATFORMS if p in self.platforms or p in self.clusters]
+
+    async def spec_warnings(self, spec: FunctionSpec, platform: str) -> list[str]:
+        """What ``spec`` asks for that ``platform`` will not do (the deploy says so)."""
+        target = self.platforms.get(platform) or self.clusters.get(platform)
+        acted_on = await target.acts_on() if target is not None else set()
+        return unacted_fields(spec, acted_on, platform)
+
     # --- deploy ---------------------------------------------------------------------------------
 
     async def deploy(
@@ -109,8 +127,9 @@ class FunctionService:
         platform: str | None,
         *,
         name: str | None = None,
-    ) -> tuple[FunctionRow, BuildRow]:
-        """Store ``spec`` (validated at the edge) and ``code``, and start a build."""
+    ) -> tuple[FunctionRow, BuildRow, list[str]]:
+        """Store ``spec`` (validated at the edge) and ``code``, and start a build. Also returns
+        the deploy's warnings (fields the platform accepts without acting on them)."""
         if name is not None and spec.name != name:
             raise SpecError(f"metadata.name {spec.name!r} does not match the URL's {name!r}")
         # Every secretKeyRef must name a secret key that is set (the values stay in the store).
@@ -128,6 +147,11 @@ class FunctionService:
             raise SpecError(
                 "the container platform is not available on this controller: no "
                 "podman or docker found (install podman, or use --platform process)"
+            )
+        if platform == "kubernetes" and "kubernetes" not in self.clusters:
+            raise SpecError(
+                "the kubernetes platform is not available on this controller: set "
+                f"{KUBECONFIG.name}, or run the controller in the cluster"
             )
         if code is None:
             if existing is None:
@@ -162,8 +186,11 @@ class FunctionService:
             f"version {row.version} on {platform} (code {code_hash[:12]})",
             data={"build": build.id},
         )
+        warnings = await self.spec_warnings(spec, platform)
+        for warning in warnings:
+            self.store.add_event(spec.name, "warning", warning)
         self._start_build(row, build)
-        return row, build
+        return row, build, warnings
 
     def _add_build(self, name: str, version: int, platform: str, started_at: float) -> BuildRow:
         build_id = uuid.uuid4().hex[:16]
@@ -273,7 +300,7 @@ class FunctionService:
                     self.builder.build,
                     spec,
                     code_dir,
-                    row.platform,
+                    CLUSTER_BUILD if row.platform in self.clusters else row.platform,
                     log,
                     code_hash=row.code_hash,
                 )
@@ -402,6 +429,9 @@ class FunctionService:
         await self.on_delete(name)
         await self._abort_builds(name, "function deleted")
         async with self.lock(name):
+            cluster = self.clusters.get(row.platform)
+            if cluster is not None:
+                await cluster.remove(name)
             platform = self.platforms.get(row.platform)
             for rep in self.store.list_replicas(name):
                 plat = self.platforms.get(rep.platform, platform)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,7 +14,7 @@ from tickrun.functions import settings
 from tickrun.functions.errors import SpecError
 from tickrun.functions.settings import Setting
 
-Platform = Literal["process", "container"]
+Platform = Literal["process", "container", "kubernetes"]
 Engine = Literal["podman", "buildah", "docker"]
 
 # variable → field; the registry holds each one's type, default and doc (docs/settings.md).
@@ -28,6 +29,8 @@ ENV_VARS: dict[Setting[Any], str] = {
     settings.PORT_RANGE: "port_range",
     settings.CONTAINER_ENGINE: "container_engine",
     settings.BASE_IMAGE: "base_image",
+    settings.K8S_NAMESPACE: "k8s_namespace",
+    settings.KUBECONFIG: "kubeconfig",
     settings.PUBLIC_GATEWAY: "public_gateway",
     settings.FUNCTION_PORTS: "function_ports",
     settings.REPLICA_LOG_MAX_BYTES: "replica_log_max_bytes",
@@ -37,6 +40,8 @@ ENV_VARS: dict[Setting[Any], str] = {
     settings.MAX_CONNECTIONS: "max_connections",
 }
 
+
+IN_CLUSTER_ENV = "KUBERNETES_SERVICE_HOST"
 
 _FROM_HOME: tuple[Setting[Any], ...] = (settings.STATE_DIR, settings.CACHE)
 
@@ -64,6 +69,13 @@ class Settings(BaseModel):
     port_range: tuple[int, int] = settings.PORT_RANGE.fixed_default
     container_engine: Engine | None = None
     base_image: str = settings.BASE_IMAGE.fixed_default
+    # The kubernetes platform: offered with a kubeconfig, or in a pod (its service account).
+    k8s_namespace: str = Field(
+        default=settings.K8S_NAMESPACE.fixed_default,
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+    )
+    kubeconfig: Path | None = None
+    k8s_in_cluster: bool = False
     public_gateway: bool = settings.PUBLIC_GATEWAY.fixed_default
     function_ports: bool = settings.FUNCTION_PORTS.fixed_default
     reconcile_interval_s: float = Field(default=0.25, gt=0)
@@ -115,6 +127,8 @@ class Settings(BaseModel):
                 raise SpecError(f"invalid controller settings: {field}: {exc.message}") from exc
             if value is not None:
                 values[field] = value
+        # Set by Kubernetes in every pod: the controller then uses its service account.
+        values["k8s_in_cluster"] = bool((os.environ if env is None else env).get(IN_CLUSTER_ENV))
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls.model_validate(values)
@@ -157,6 +171,11 @@ class Settings(BaseModel):
     @property
     def envs_cache(self) -> Path:
         return self.cache_dir / "controller" / "envs"
+
+    @property
+    def kubernetes(self) -> bool:
+        """The kubernetes platform is offered: a kubeconfig, or running in a pod."""
+        return self.kubeconfig is not None or self.k8s_in_cluster
 
     def engine(self) -> Engine | None:
         """The container engine to use: the forced one, else podman, buildah, docker."""

@@ -267,8 +267,10 @@ CONTROLLER_HOST = define(
 CONTROLLER_PORT = define(
     "TICKRUN_CONTROLLER_PORT", integer, 8070, "port of the controller's API", "controller"
 )
+# Where a function's replicas can run (a controller offers those it has what for).
+PLATFORMS = ("process", "container", "kubernetes")
 PLATFORM = define(
-    "TICKRUN_PLATFORM", one_of("process", "container"), "process",
+    "TICKRUN_PLATFORM", one_of(*PLATFORMS), "process",
     "where replicas run unless a deploy says", "controller",
 )  # fmt: skip
 PORT_RANGE = define(
@@ -282,6 +284,16 @@ CONTAINER_ENGINE = define(
 BASE_IMAGE = define(
     "TICKRUN_BASE_IMAGE", text, "python:3.11-slim", "base image of function images", "controller"
 )
+K8S_NAMESPACE = define(
+    "TICKRUN_K8S_NAMESPACE", text, "tickrun",
+    "the Kubernetes namespace the kubernetes platform puts functions in", "controller",
+)  # fmt: skip
+KUBECONFIG = define(
+    "TICKRUN_KUBECONFIG", path, None,
+    "kubeconfig of the cluster the kubernetes platform deploys to", "controller",
+    default_doc="the pod's service account when the controller runs in a pod; else the "
+    "kubernetes platform is not offered",
+)  # fmt: skip
 REPLICA_LOG_MAX_BYTES = define(
     "TICKRUN_REPLICA_LOG_MAX_BYTES", integer, 16 * 1024 * 1024,
     "a replica's log is rotated past this size (one old generation kept)", "controller",

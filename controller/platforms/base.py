@@ -1,4 +1,5 @@
-"""The platform interface: start, inspect, stop, adopt and read logs of replicas."""
+"""The platform interfaces: :class:`Platform` starts, inspects, stops, adopts and reads logs of
+replicas one by one; :class:`ClusterPlatform` hands a whole workload to a cluster that runs them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tickrun.functions.processor.exitcodes import ExitStatus
+from tickrun.functions.spec import FunctionSpec
 
 
 @dataclass(frozen=True)
@@ -104,5 +106,135 @@ class Platform(abc.ABC):
         """How this platform keeps replicas from the controller's secrets (for /api/version)."""
         return {"mechanism": "none"}
 
+    async def acts_on(self) -> set[str]:
+        """Spec fields (see :func:`unacted_fields`) this platform acts on."""
+        return set()
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release platform resources (not the replicas: they outlive the controller)."""
+
+
+# --- cluster platforms ---------------------------------------------------------------------------
+# A cluster (Kubernetes) already starts, probes, restarts and rolls replicas: tickrun hands it a
+# workload and reads its status back, instead of driving replicas one by one as above.
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One function's objects on a cluster, at one revision."""
+
+    function: str
+    revision: str
+    replicas: int
+    spec: FunctionSpec
+    image: str  # by digest when the builder recorded one, else the tag
+    env: dict[str, str]  # plain values
+    secret_env: dict[str, str]  # env name → resolved secret value (goes into a cluster Secret)
+    controller_id: str
+    labels: dict[str, str] = field(default_factory=dict)
+    ready_timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class PodStatus:
+    name: str
+    ready: bool
+    restarts: int
+    phase: str
+    reason: str  # why it is not running/ready (CrashLoopBackOff, ErrImagePull, …), or ""
+    ip: str | None
+    revision: str | None
+    started_at: float | None = None
+    ready_at: float | None = None
+    exit_code: int | None = None
+    terminating: bool = False
+    failed: bool = False  # it will not get better by waiting (CrashLoopBackOff, ErrImagePull, …)
+
+
+@dataclass(frozen=True)
+class ClusterEvent:
+    uid: str
+    kind: str  # of the object it is about: Deployment, ReplicaSet, Pod, …
+    object: str
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class WorkloadStatus:
+    revision: str | None  # the revision the Deployment's pod template carries
+    desired: int
+    updated: int
+    ready: int
+    available: int
+    pods: list[PodStatus] = field(default_factory=list)
+    events: list[ClusterEvent] = field(default_factory=list)
+    stalled: str = ""  # the rollout gave up (ProgressDeadlineExceeded): why
+
+
+@dataclass(frozen=True)
+class PodLogs:
+    pod: str
+    lines: list[str]
+    error: str = ""  # the cluster could not give this pod's log
+
+
+class ClusterPlatform(abc.ABC):
+    """A platform whose replicas a cluster runs. Every call is idempotent; errors are
+    :class:`~tickrun.functions.errors.PlatformError`."""
+
+    name: str
+    port: int  # the port a function's pods serve on
+
+    @abc.abstractmethod
+    async def apply(self, workload: Workload) -> None:
+        """Create or update the function's objects for the workload's revision and count."""
+
+    @abc.abstractmethod
+    async def scale(self, function: str, replicas: int) -> None: ...
+
+    @abc.abstractmethod
+    async def status(self, function: str) -> WorkloadStatus | None:
+        """None when the function has no objects on the cluster."""
+
+    @abc.abstractmethod
+    async def remove(self, function: str) -> None:
+        """Everything the function has on the cluster goes (nothing is left)."""
+
+    @abc.abstractmethod
+    async def adopt(self, controller_id: str) -> set[str]:
+        """The functions this controller has objects of (found by their labels)."""
+
+    @abc.abstractmethod
+    async def logs(self, function: str, tail: int) -> list[PodLogs]: ...
+
+    def isolation(self) -> dict[str, Any]:
+        return {"mechanism": "none"}
+
+    async def acts_on(self) -> set[str]:
+        """Spec fields (see :func:`unacted_fields`) this platform acts on."""
+        return set()
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the client (the cluster's objects stay)."""
+
+
+def unacted_fields(spec: FunctionSpec, acted_on: set[str], platform: str) -> list[str]:
+    """Deploy warnings: the fields ``spec`` sets that ``platform`` accepts without acting on
+    them (a user must not believe a GPU or a CPU target is in force when it is not)."""
+    s = spec.spec
+    set_fields = {
+        "nvidia.com/gpu": bool(s.resources.limits.gpu or s.resources.requests.gpu),
+        "targetCPU": s.target_cpu_percent is not None,
+        "nodeSelector": bool(s.node_selector),
+        "tolerations": bool(s.tolerations),
+        "priorityClassName": bool(s.priority_class_name),
+        "volumes": bool(s.volumes),
+    }
+    return [
+        f"spec field {name} is accepted but not acted on by the {platform} platform"
+        for name, present in set_fields.items()
+        if present and name not in acted_on
+    ]
