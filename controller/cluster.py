@@ -26,9 +26,11 @@ from .store import FunctionRow, ReplicaRow, Store
 
 logger = logging.getLogger(__name__)
 
-# The cluster is asked for a function's status at most this often (the reconciler's loop runs
-# every 50 ms while anything is starting).
+# The cluster is asked for a function's status at most this often while it rolls out (the
+# reconciler's loop runs every 50 ms while anything is starting), and this often once it is
+# ready (a pod the cluster restarts shows within it).
 POLL_S = 0.25
+STEADY_POLL_S = 2.0
 # After an apply or scale the cluster refused, the next attempt waits this long.
 RETRY_S = 5.0
 
@@ -176,7 +178,8 @@ class ClusterReconciler:
                         f"scaled to {desired} replica(s) on {cluster.name}",
                         data={"from": asked, "to": desired},
                     )
-            if now - self._polled.get(fn.name, 0.0) < POLL_S:
+            every = STEADY_POLL_S if fn.state == "ready" else POLL_S
+            if now - self._polled.get(fn.name, 0.0) < every:
                 return
             self._polled[fn.name] = now
             status = await cluster.status(fn.name)
