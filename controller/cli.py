@@ -328,6 +328,8 @@ def _logs(args: argparse.Namespace) -> int:
     for rep in _client(args).logs(args.name, tail=args.tail, replica=args.replica):
         for line in rep["lines"]:
             print(f"[{rep['replica']}] {line}")
+        if rep.get("error"):  # a cluster that could not give a pod's log
+            print(f"[{rep['replica']}] (no log: {rep['error']})", file=sys.stderr)
     return 0
 
 

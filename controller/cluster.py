@@ -291,7 +291,12 @@ class ClusterReconciler:
     async def _settle(
         self, fn: FunctionRow, cluster: ClusterPlatform, status: WorkloadStatus, want: int
     ) -> None:
-        rolled = status.revision == fn.revision and min(status.updated, status.available) >= want
+        # Ready pods of this revision, not the Deployment's available count: mid-rollout that
+        # still counts the old revision's pods.
+        serving = sum(
+            1 for p in status.pods if pod_state(p) == "ready" and p.revision == fn.revision
+        )
+        rolled = status.revision == fn.revision and min(status.updated, serving) >= want
         errored_here = fn.name in self._trouble
         if rolled and (fn.state == "deploying" or (fn.state == "error" and errored_here)):
             self._trouble.pop(fn.name, None)
