@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint typecheck imports pkgview peers bench clean
+.PHONY: demo test install lint typecheck imports pkgview peers helm-check bench clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ imports: $(STAMP) pkgview
 
 peers:
 	bash deploy/peers/ensure.sh all
+
+# helm lint + helm template of the chart (deploy/helm/tickrun) in its store variants; the
+# rendered objects are validated against a real API server by tests/integration/test_helm_chart.py.
+helm-check:
+	bash deploy/peers/ensure.sh k8s
+	bash deploy/helm/check.sh
 
 test: $(STAMP) peers pkgview
 	$(VENV)/bin/ruff check .
