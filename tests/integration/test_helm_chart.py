@@ -7,6 +7,7 @@ ServiceAccount token allowed in its namespace and refused outside it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import os
@@ -26,8 +27,12 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError
 
 from tests.peers.k8s import KubeControlPlane, api_client, helm_binary
+from tickrun.controller.platforms.base import Workload
+from tickrun.controller.platforms.kubernetes.platform import KubernetesPlatform
 from tickrun.controller.settings import IN_CLUSTER_ENV, Settings
 from tickrun.functions import settings
+from tickrun.functions.errors import PlatformError
+from tickrun.functions.spec import parse_spec
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(300)]
 
@@ -505,4 +510,68 @@ def test_helm_wait_waits_for_the_controller_pod(
         _eventually(
             lambda: True if not _release_objects(api, namespace) else None,
             "the failed release's objects to go",
+        )
+
+
+def _workload(function: str) -> Workload:
+    spec = {"metadata": {"name": function}, "spec": {"maxReplicas": 3, "targetCPU": 70}}
+    return Workload(
+        function=function,
+        revision="r1",
+        replicas=1,
+        spec=parse_spec(spec),
+        image="localhost/tickrun/chart-check:1",
+        env={"FLAVOUR": "plain"},
+        secret_env={"DB_PASSWORD": "s3cret"},  # → a Secret and a secretKeyRef
+        controller_id="chart-test",
+    )
+
+
+async def test_kubernetes_platform_runs_on_the_charts_service_account(
+    kube: KubeControlPlane, helm: Helm, namespace: str
+) -> None:
+    """The kubernetes platform itself with the installed chart's token (PostgreSQL variant: no
+    volume): every call it makes is inside the Role; the same token is refused elsewhere."""
+    helm("install", RELEASE, str(CHART), "--namespace", namespace, *VARIANTS["postgres"],
+         "--wait", "--timeout", "120s")  # fmt: skip
+    token_kubeconfig = kube.service_account_kubeconfig(namespace, f"{RELEASE}-tickrun")
+    platform = KubernetesPlatform(namespace, token_kubeconfig)
+    try:
+        # server-side apply of a Deployment, Service, Secret and HPA
+        await platform.apply(_workload("chartfn"))
+        status = await platform.status("chartfn")
+        assert status is not None and status.desired == 1
+        await platform.scale("chartfn", 2)
+
+        async def two_ready() -> bool:
+            st = await platform.status("chartfn")
+            return st is not None and st.ready == 2
+
+        deadline = time.monotonic() + 60
+        while not await two_ready():
+            assert time.monotonic() < deadline, "2 ready pods"
+            await asyncio.sleep(0.25)
+        logs = await platform.logs("chartfn", 10)
+        # kwok serves no logs; what matters is that pods/log is not forbidden
+        assert len(logs) == 2 and not any("forbidden" in p.error.lower() for p in logs)
+        assert await platform.adopt("chartfn-controller-absent") == set()
+        assert await platform.adopt("chart-test") == {"chartfn"}
+        await platform.remove("chartfn")
+        assert await platform.status("chartfn") is None
+    finally:
+        await platform.close()
+
+    with kube.admin_client() as api:
+        other = _new_namespace(client.CoreV1Api(api), "other")
+        elsewhere = KubernetesPlatform(other, token_kubeconfig)
+        try:
+            with pytest.raises(PlatformError, match="(?i)forbidden"):
+                await elsewhere.apply(_workload("chartfn"))
+        finally:
+            await elsewhere.close()
+            client.CoreV1Api(api).delete_namespace(other)
+        helm("uninstall", RELEASE, "--namespace", namespace, "--wait", "--timeout", "60s")
+        _eventually(
+            lambda: True if not _release_objects(api, namespace) else None,
+            "the release's objects to go",
         )
