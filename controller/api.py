@@ -120,6 +120,8 @@ def function_json(
             "ready": sum(1 for r in replicas if r.state == "ready"),
             "items": [replica_json(r, exits.get(r.id), unready.get(r.id)) for r in replicas],
         },
+        # Why the count is what it is (in-flight, Kafka lag, idle, a cron wake) and the lag.
+        "scale": reconciler.autoscaler.explain(f.name) if reconciler is not None else None,
         "last_build": build_json(builds[0]) if builds else None,
         "spec": spec.to_yaml_dict(),
         "created_at": _iso(f.created_at),

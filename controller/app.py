@@ -198,6 +198,7 @@ def create_app(settings: Settings) -> web.Application:
         service.on_delete = reconciler.forget
         app[GATEWAY] = gateway
         await reconciler.start()
+        reconciler.lag.start()
         await gateway.start()
         # After adoption: the replicas of a half-deleted function are known, so they stop.
         await service.finish_deletes()
@@ -225,6 +226,7 @@ def create_app(settings: Settings) -> web.Application:
         if api.RECONCILER in app:
             reconciler = app[api.RECONCILER]
             await reconciler.stop()
+            await asyncio.to_thread(reconciler.lag.stop)
             if reconciler.port_gateway is not None:
                 await reconciler.port_gateway.stop()
         for platform in platforms.values():

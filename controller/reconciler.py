@@ -22,12 +22,14 @@ from tickrun.functions.processor.exitcodes import ExitCode, ExitStatus, not_read
 from .autoscaler import Autoscaler
 from .cluster import ClusterReconciler
 from .endpoints import EndpointTable
+from .lag import LagMonitor
 from .platforms.base import LaunchSpec, Liveness, Platform
 from .portgateway import PortGateway
 from .ports import PortAllocator
 from .service import FunctionService, replica_ref
 from .settings import Settings
 from .store import FunctionRow, ReplicaRow, Store
+from .wake import CronWaker
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,10 @@ class Reconciler:
         # Set by the app when per-function ports are on (see portgateway.py).
         self.port_gateway: PortGateway | None = None
         self.autoscaler = Autoscaler()
+        # Scaling signals besides in-flight requests: Kafka lag (a thread the app starts and
+        # stops) and cron firings of functions at zero.
+        self.lag = LagMonitor(settings.lag_interval_s)
+        self.cron = CronWaker(self.autoscaler, settings.cron_wake_lead_s)
         self._served: dict[str, int] = {}
         # Each replica's last exit status, and why a starting one is not ready yet (its
         # /readyz reason), for the API.
@@ -154,6 +160,8 @@ class Reconciler:
 
     async def tick(self) -> None:
         functions = [f for f in self.store.list_functions() if f.state != "deleting"]
+        self.lag.watch((f.name, f.spec) for f in functions)
+        self.cron.check((f.name, f.spec) for f in functions)
         replicas = self.store.list_replicas()
         by_fn: dict[str, list[ReplicaRow]] = {}
         for r in replicas:
@@ -308,6 +316,9 @@ class Reconciler:
         seen = served > self._served.get(name, 0)
         self._served[name] = served
         self.autoscaler.observe(name, in_flight, seen)
+        lag = self.lag.reading(name)
+        if lag is not None:
+            self.autoscaler.observe_lag(name, lag.lag, lag.partitions, now=lag.at)
 
     # --- the endpoint table's ReplicaSource ------------------------------------------------------
 

@@ -34,6 +34,8 @@ ENV_VARS: dict[Setting[Any], str] = {
     settings.PUBLIC_GATEWAY: "public_gateway",
     settings.FUNCTION_PORTS: "function_ports",
     settings.REPLICA_LOG_MAX_BYTES: "replica_log_max_bytes",
+    settings.LAG_INTERVAL_S: "lag_interval_s",
+    settings.CRON_WAKE_LEAD_S: "cron_wake_lead_s",
     settings.HEADER_TIMEOUT_S: "header_timeout_s",
     settings.KEEPALIVE_TIMEOUT_S: "keepalive_timeout_s",
     settings.BODY_TIMEOUT_S: "body_timeout_s",
@@ -80,6 +82,9 @@ class Settings(BaseModel):
     function_ports: bool = settings.FUNCTION_PORTS.fixed_default
     reconcile_interval_s: float = Field(default=0.25, gt=0)
     ready_timeout_s: float = Field(default=120.0, gt=0)
+    # Autoscaling on Kafka lag and cron (lag.py, wake.py).
+    lag_interval_s: float = Field(default=settings.LAG_INTERVAL_S.fixed_default, gt=0, le=60)
+    cron_wake_lead_s: float = Field(default=settings.CRON_WAKE_LEAD_S.fixed_default, ge=0)
     stop_timeout_s: float = Field(default=10.0, gt=0)
     # A replica's log is rotated when it passes this (one old generation kept), while it runs.
     replica_log_max_bytes: int = Field(

@@ -298,6 +298,16 @@ REPLICA_LOG_MAX_BYTES = define(
     "TICKRUN_REPLICA_LOG_MAX_BYTES", integer, 16 * 1024 * 1024,
     "a replica's log is rotated past this size (one old generation kept)", "controller",
 )  # fmt: skip
+LAG_INTERVAL_S = define(
+    "TICKRUN_LAG_INTERVAL_S", number, 1.0,
+    "how often the controller reads the consumer-group lag of Kafka-triggered functions",
+    "controller",
+)  # fmt: skip
+CRON_WAKE_LEAD_S = define(
+    "TICKRUN_CRON_WAKE_LEAD_S", number, 10.0,
+    "a function scaled to zero is woken this long before a cron firing (its start-up time)",
+    "controller",
+)  # fmt: skip
 
 PUBLIC_GATEWAY = define(
     "TICKRUN_PUBLIC_GATEWAY", boolean, False, "serve /fn/… and function ports without the token",

@@ -199,7 +199,10 @@ class Spec(SpecModel):
     drain_timeout_s: DurationS = Field(default=30.0, alias="drainTimeout")
     idle_timeout_s: DurationS = Field(default=300.0, alias="scaleToZeroIdleTime")
     target_in_flight: int = Field(default=8, alias="targetInFlight", ge=1)
+    # Kafka consumer-group lag (records) one replica is expected to keep up with; the
+    # autoscaler reads the peak lag over lagWindow (controller/autoscaler.py).
     target_lag: int = Field(default=1000, alias="targetLag", ge=1)
+    lag_window_s: DurationS = Field(default=30.0, alias="lagWindow", gt=0, le=3600)
 
     @field_validator("event_timeout_s", mode="before")
     @classmethod
