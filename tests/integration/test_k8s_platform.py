@@ -111,13 +111,19 @@ def test_controller_deploys_scales_rolls_readopts_and_deletes(
         spec["metadata"]["labels"] = {"team": "risk"}
 
         # --- deploy: Deployment, Service, Secret; pods Ready → the function is ready ----------
+        t0 = time.monotonic()
         result = api_client.deploy(spec, folder, platform="kubernetes")
         assert result["warnings"] == []
         fn = api_client.wait_ready(FN, timeout_s=900)
+        deploy_s = time.monotonic() - t0
         assert fn["platform"] == "kubernetes"
         events = api_client.events(FN)
         apply_to_ready_s = event_time(events, "ready") - event_time(events, "applied")
-        print(f"\nkubernetes: applied → 2 pods available in {apply_to_ready_s:.2f} s")
+        build = api_client.get_build(result["build"]["id"])
+        print(
+            f"\nkubernetes: deploy → ready {deploy_s:.2f} s (build {build['duration_s']} s, "
+            f"cached {build['cached']}); applied → 2 pods ready {apply_to_ready_s:.2f} s"
+        )
 
         dep = deployment(kube, namespace, FN)
         assert dep.spec.replicas == 2
@@ -164,14 +170,14 @@ def test_controller_deploys_scales_rolls_readopts_and_deletes(
         # --- scale: a spec-only update moves spec.replicas, no new revision -------------------
         revision = fn["revision"]
         spec["spec"]["replicas"] = 3
+        t0 = time.monotonic()
         api_client.deploy(spec, None)
-        wait_for(
-            lambda: (
-                deployment(kube, namespace, FN).spec.replicas == 3
-                and api_client.get_function(FN)["replicas"]["ready"] == 3
-            ),
-            60,
-            "scaled to 3",
+        wait_for(lambda: deployment(kube, namespace, FN).spec.replicas == 3, 60, "replicas 3")
+        scale_s = time.monotonic() - t0
+        wait_for(lambda: api_client.get_function(FN)["replicas"]["ready"] == 3, 60, "3 ready")
+        print(
+            f"kubernetes: spec update → spec.replicas 3 in {scale_s:.2f} s, "
+            f"3 ready in {time.monotonic() - t0:.2f} s"
         )
         assert api_client.get_function(FN)["revision"] == revision
         assert len(objects_of(kube, namespace, FN)["replicasets"]) == 1
