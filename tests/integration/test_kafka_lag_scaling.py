@@ -1,0 +1,224 @@
+"""Autoscaling on Kafka consumer-group lag, and wake from zero on lag and on cron, with a real
+controller, real process-platform replicas and a real Kafka broker.
+
+Replicas run sandboxed (a private /tmp), so the functions report what they did through Kafka:
+the lag function's progress is its group's committed offsets, the cron function produces one
+record per firing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kafka import KafkaAdminClient, KafkaConsumer
+
+from tests.integration.test_controller_harness import ControllerProc, cleanup, wait_for
+from tests.peers import KafkaBroker
+from tests.support.kafka_functions import committed, end_offsets, produce
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+PARTITIONS = 4
+SLEEP_S = 0.02  # per record: one consumer drains ~50 records/s
+
+LAG_HANDLER = """
+import os, time
+
+
+def handler(context, event):
+    time.sleep(float(os.environ["SLEEP_S"]))
+"""
+
+CRON_HANDLER = """
+import json, os, time
+from kafka import KafkaProducer
+
+_producer = None
+
+
+def init_context(context):
+    global _producer
+    _producer = KafkaProducer(bootstrap_servers=os.environ["BROKERS"], acks="all")
+
+
+def handler(context, event):
+    firing = {"ran_at": time.time(), "replica": os.environ.get("TICKRUN_REPLICA_ID")}
+    _producer.send(os.environ["FIRED_TOPIC"], json.dumps(firing).encode())
+    _producer.flush(10)
+"""
+
+
+def _write(root: Path, name: str, handler: str, spec: dict[str, Any]) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "main.py").write_text(textwrap.dedent(handler))
+    doc = {"metadata": {"name": name}, "spec": {"handler": "main:handler", **spec}}
+    (folder / "function.yaml").write_text(yaml.safe_dump(doc))
+    return folder
+
+
+def _spec_of(folder: Path) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((folder / "function.yaml").read_text())
+    return data
+
+
+@pytest.fixture(scope="module")
+def ctl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerProc]:
+    env = dict(os.environ)
+    env["TICKRUN_LAG_INTERVAL_S"] = "0.5"
+    env["TICKRUN_CRON_WAKE_LEAD_S"] = "6"
+    proc = ControllerProc(tmp_path_factory.mktemp("lagctl") / "state", env).start()
+    try:
+        yield proc
+    finally:
+        cleanup(proc)
+
+
+def _lag(brokers: str, group: str, topic: str) -> int:
+    ends = end_offsets(brokers, topic, PARTITIONS)
+    done = committed(brokers, group, topic)
+    return sum(end - done.get(p, 0) for p, end in ends.items())
+
+
+def _members(admin: KafkaAdminClient, group: str) -> int:
+    described = admin.describe_groups([group]).get(group) or {}
+    return len(described.get("members") or [])
+
+
+def _replicas(ctl: ControllerProc, name: str, state: str | None = None) -> int:
+    items = ctl.client.get_function(name)["replicas"]["items"]
+    return sum(1 for r in items if state is None or r["state"] == state)
+
+
+def test_a_burst_scales_up_drains_and_scales_back_then_lag_wakes_from_zero(
+    ctl: ControllerProc, kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    brokers = kafka_broker.bootstrap_servers
+    topic, group, name = "lag-burst", "lag-burst-g", "lagfn"
+    kafka_broker.create_topic(topic, partitions=PARTITIONS)
+    spec: dict[str, Any] = {
+        "minReplicas": 1,
+        "maxReplicas": 8,  # more than the partitions: the cap is the topic's 4
+        "targetLag": 40,
+        "lagWindow": "4s",
+        "scaleToZeroIdleTime": "3s",
+        "env": [{"name": "SLEEP_S", "value": str(SLEEP_S)}],
+        "triggers": {
+            "burst": {
+                "kind": "kafka-cluster",
+                "attributes": {
+                    "brokers": brokers,
+                    "topics": [topic],
+                    "consumerGroup": group,
+                    "sessionTimeout": "6s",
+                    "heartbeatInterval": "1s",
+                    "commitInterval": "200ms",
+                },
+            }
+        },
+    }
+    folder = _write(tmp_path, name, LAG_HANDLER, spec)
+    ctl.client.deploy(_spec_of(folder), folder)
+    ctl.client.wait_ready(name, timeout_s=120)
+    assert _replicas(ctl, name) == 1
+
+    burst = 800  # one consumer alone: ~16 s
+    t0 = time.monotonic()
+    produce(brokers, topic, ({"i": i} for i in range(burst)), partition_of=lambda i: i % 4)
+    t_produced = time.monotonic() - t0
+    wait_for(lambda: ctl.client.get_function(name)["replicas"]["desired"] == 4, 20, "desired 4")
+    t_desired = time.monotonic() - t0
+    scale = ctl.client.get_function(name)["scale"]
+    assert scale["partitions"] == PARTITIONS
+    assert "capped at 4 partitions" in scale["reason"], scale  # 800/40 = 20 wanted
+    admin = KafkaAdminClient(bootstrap_servers=brokers)
+    try:
+        # The new replicas' consumers join the group and share the partitions.
+        wait_for(lambda: _members(admin, group) == 4, 60, "4 consumers in the group")
+        t_joined = time.monotonic() - t0
+        wait_for(lambda: _lag(brokers, group, topic) == 0, 60, "the burst drained")
+        t_drained = time.monotonic() - t0
+        # The controller saw the same: its own reading reaches 0, then the count falls back.
+        wait_for(lambda: ctl.client.get_function(name)["scale"]["lag"] == 0, 10, "lag 0 seen")
+        wait_for(lambda: _replicas(ctl, name) == 1, 30, "back to minReplicas 1")
+        t_down = time.monotonic() - t0
+        assert ctl.client.get_function(name)["scale"]["reason"] == "minReplicas 1"
+        wait_for(lambda: _members(admin, group) == 1, 30, "1 consumer left in the group")
+    finally:
+        admin.close()
+    print(
+        f"\nlag burst of {burst}: produced {t_produced:.1f} s, desired 4 at {t_desired:.1f} s, "
+        f"4 consumers at {t_joined:.1f} s, drained at {t_drained:.1f} s, "
+        f"back to 1 at {t_down:.1f} s (one replica alone: ~{burst * SLEEP_S:.0f} s of work)"
+    )
+    assert t_drained < burst * SLEEP_S  # the extra consumers did drain it faster
+
+    # minReplicas 0: idle (no lag, no requests) for 3 s → zero; new lag brings it back.
+    spec_zero = _spec_of(folder)
+    spec_zero["spec"]["minReplicas"] = 0
+    ctl.client.deploy(spec_zero, None)
+    wait_for(lambda: _replicas(ctl, name) == 0, 30, "scaled to zero")
+    assert "scaled to zero" in ctl.client.get_function(name)["scale"]["reason"]
+    time.sleep(2)
+    assert _replicas(ctl, name) == 0  # stays at zero while there is nothing to do
+    t1 = time.monotonic()
+    produce(brokers, topic, ({"i": i} for i in range(20)), partition_of=lambda i: i % 4)
+    wait_for(lambda: _replicas(ctl, name, "ready") >= 1, 30, "woken by lag")
+    t_woken = time.monotonic() - t1
+    wait_for(lambda: _lag(brokers, group, topic) == 0, 30, "the new records consumed")
+    print(f"woken from zero by lag in {t_woken:.1f} s")
+    wait_for(lambda: _replicas(ctl, name) == 0, 30, "back to zero once drained and idle")
+
+
+def test_a_cron_firing_wakes_a_function_at_zero(
+    ctl: ControllerProc, kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    brokers = kafka_broker.bootstrap_servers
+    fired_topic, name = "cron-fired", "cronfn"
+    kafka_broker.create_topic(fired_topic, partitions=1)
+    spec = {
+        "minReplicas": 0,
+        "maxReplicas": 1,
+        "scaleToZeroIdleTime": "2s",
+        "env": [
+            {"name": "BROKERS", "value": brokers},
+            {"name": "FIRED_TOPIC", "value": fired_topic},
+        ],
+        # Seconds first (Nuclio's robfig/cron): every 20 s, at :00, :20, :40.
+        "triggers": {"tick": {"kind": "cron", "attributes": {"schedule": "*/20 * * * * *"}}},
+    }
+    folder = _write(tmp_path, name, CRON_HANDLER, spec)
+    ctl.client.deploy(_spec_of(folder), folder)
+    ctl.client.wait_ready(name, timeout_s=120)
+    # Between firings it goes to zero (2 s idle), and is woken 6 s before the next one.
+    wait_for(lambda: _replicas(ctl, name) == 0, 40, "scaled to zero between firings")
+    at_zero = time.time()
+    consumer = KafkaConsumer(
+        fired_topic,
+        bootstrap_servers=brokers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=500,
+    )
+    firings: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and not any(f["ran_at"] > at_zero for f in firings):
+            firings += [json.loads(r.value) for r in consumer]
+    finally:
+        consumer.close()
+    after = [f for f in firings if f["ran_at"] > at_zero]
+    assert after, f"no firing after the function went to zero at {at_zero}: {firings}"
+    # It ran on the second boundary it was scheduled for (the replica was up in time).
+    assert after[0]["ran_at"] % 20 < 2, after[0]
+    events = [e["message"] for e in ctl.client.events(name)]
+    assert any("started" in m for m in events[1:]), events
+    wait_for(lambda: _replicas(ctl, name) == 0, 30, "back to zero after the firing")
