@@ -358,3 +358,46 @@ async def test_cluster_reconciler_publishes_pod_addresses_and_adopts(
     finally:
         await platform.close()
         store.close()
+
+
+async def test_a_cluster_refusal_puts_the_function_in_error_with_its_reason(
+    kube: KubeControlPlane, tmp_path: Path
+) -> None:
+    missing = f"absent-{uuid.uuid4().hex[:6]}"
+    settings = Settings(state_dir=tmp_path / "state", cache_dir=tmp_path / "cache")
+    make_private_dirs(settings)
+    store = Store(settings.database_url)
+    store.open()
+    platform = KubernetesPlatform(missing, kube.kubeconfig_path)
+    clusters: dict[str, ClusterPlatform] = {"kubernetes": platform}
+    service = FunctionService(settings, store, Builder(settings), {}, clusters)
+    reconciler = Reconciler(settings, store, service, {}, "cid-2")
+    now = time.time()
+    store.save_function(
+        FunctionRow(
+            name="lost",
+            spec=parse_spec({"metadata": {"name": "lost"}}),
+            platform="kubernetes",
+            version=1,
+            state="deploying",
+            message="",
+            code_hash="c" * 64,
+            artifact={"image": "localhost/tickrun/lost:1"},
+            revision="r1",
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    try:
+        await _until(reconciler, lambda: store.get_function("lost").state == "error")
+        message = store.get_function("lost").message
+        assert f"the namespace {missing!r} does not exist" in message
+        assert "TICKRUN_K8S_NAMESPACE" in message
+        assert "Traceback" not in message
+        # said once, not on every pass
+        await reconciler.tick()
+        errors = [e for e in store.list_events("lost") if e.kind == "error"]
+        assert len(errors) == 1
+    finally:
+        await platform.close()
+        store.close()
