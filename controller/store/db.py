@@ -1,13 +1,16 @@
-"""The store: one SQLAlchemy engine (SQLite in WAL mode by default), alembic migrations at start.
+"""The store: one SQLAlchemy engine (SQLite in WAL mode by default, PostgreSQL through
+``TICKRUN_DB_URL``), alembic migrations at start.
 
 Calls are short synchronous transactions; the controller runs them on its event loop because a
-local SQLite write in WAL mode takes well under a millisecond.
+local SQLite write in WAL mode takes well under a millisecond (a PostgreSQL round trip on the
+same network, a few hundred microseconds).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -15,15 +18,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, select
+from sqlalchemy import Connection, Engine, delete, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tickrun.functions.errors import NotFoundError, StoreError
+from tickrun.functions.runs.db.sqlengine import create_sql_engine, lock_schema, reason, safe_url
 
 from .models import BuildRow, EventRow, FunctionRow, Meta, ReplicaRow
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# alembic's migration context is a module global: two stores migrating in one process (tests,
+# the demo) must take turns. lock_schema orders processes.
+_MIGRATING = threading.Lock()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -37,6 +44,14 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _ensure_controller_id(conn: Connection) -> None:
+    # Made under the migration lock: two controllers opening one new database at once would
+    # otherwise both insert an id (PostgreSQL refuses the second; SQLite serialized them).
+    found = conn.execute(select(Meta.value).where(Meta.key == "controller_id")).first()
+    if found is None:
+        conn.execute(insert(Meta).values(key="controller_id", value=uuid.uuid4().hex[:12]))
+
+
 class Store:
     """Constructor does no I/O; :meth:`open` connects and migrates."""
 
@@ -46,6 +61,7 @@ class Store:
         self._sessions: sessionmaker[Session] | None = None
 
     def open(self) -> None:
+        # SQLite only: a server database has no folder or file modes of ours.
         if self.url.startswith("sqlite:///"):
             path = Path(self.url.removeprefix("sqlite:///"))
             try:
@@ -63,28 +79,36 @@ class Store:
                 raise StoreError(
                     f"cannot create the state folder {path.parent}: {exc.strerror}"
                 ) from exc
+        engine = create_sql_engine(
+            self.url, what="the state store", sqlite_on_connect=_sqlite_pragmas
+        )
         try:
-            engine = create_engine(self.url)
-            if engine.dialect.name == "sqlite":
-                event.listen(engine, "connect", _sqlite_pragmas)
             self._engine = engine
             self.migrate()
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot open the state store: {type(exc).__name__}") from exc
+            self.close()
+            raise StoreError(
+                f"cannot open the state store ({safe_url(self.url)}): {reason(exc, self.url)}"
+            ) from exc
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     def migrate(self) -> None:
+        """Upgrade the schema to the newest revision and give this state its controller id."""
         # alembic logs every plugin it sets up at INFO; only its warnings matter here.
         logging.getLogger("alembic").setLevel(logging.WARNING)
         from alembic import command
         from alembic.config import Config
 
-        assert self._engine is not None
+        if self._engine is None:
+            raise StoreError("the state store is not open")
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
-        with self._engine.begin() as conn:
+        with _MIGRATING, self._engine.begin() as conn:
+            # Two controllers starting on one database migrate one after the other.
+            lock_schema(conn, "controller-store")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+            _ensure_controller_id(conn)
 
     def close(self) -> None:
         if self._engine is not None:
@@ -106,12 +130,11 @@ class Store:
     # --- meta -----------------------------------------------------------------------------------
 
     def controller_id(self) -> str:
-        """A stable id for this controller's state (labels its containers)."""
+        """A stable id for this controller's state (labels its containers); made by open()."""
         with self.session() as s:
             row = s.get(Meta, "controller_id")
             if row is None:
-                row = Meta(key="controller_id", value=uuid.uuid4().hex[:12])
-                s.add(row)
+                raise StoreError("the state store has no controller id")
             return row.value
 
     # --- functions ------------------------------------------------------------------------------

@@ -7,7 +7,18 @@ import time
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Dialect, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -112,8 +123,9 @@ class ReplicaRow(Base):
     # starting → ready; stopping; failed (exited, waiting for restart).
     state: Mapped[str] = mapped_column(String(16))
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    # /proc start time of pid, so a recycled pid is never mistaken for our replica.
-    pid_start: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # /proc start time of pid, so a recycled pid is never mistaken for our replica (clock ticks
+    # since boot: more than 32 bits after ~248 days of uptime).
+    pid_start: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     container: Mapped[str | None] = mapped_column(String(128), nullable=True)
     log_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     restarts: Mapped[int] = mapped_column(Integer, default=0)

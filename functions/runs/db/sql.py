@@ -1,8 +1,9 @@
-"""The run DB on SQLAlchemy: a SQLite file (WAL) locally, the controller's DB URL on a server.
+"""The run DB on SQLAlchemy: a SQLite file (WAL) locally, the controller's DB URL on a server
+(PostgreSQL through psycopg 3).
 
-Two tables of our own, ``tickrun_runs`` and ``tickrun_artifacts``, created idempotently. Each
-row keeps the full record as JSON beside the columns we filter on, so the record can grow
-without migrations.
+Two tables of our own, ``tickrun_runs`` and ``tickrun_artifacts``, created idempotently (under
+a lock on PostgreSQL: a sweep's iterations open the DB together). Each row keeps the full
+record as JSON beside the columns we filter on, so the record can grow without migrations.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
-    create_engine,
-    event,
     select,
     update,
 )
@@ -33,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ...errors import NotFoundError, StoreError
 from ..records import ArtifactRecord, RunBatch, RunRecord, RunState
 from .base import DbLocator, RunDB, merge_incoming, stale_reason
+from .sqlengine import create_sql_engine, lock_schema, reason, safe_url
 
 metadata = MetaData()
 
@@ -108,18 +108,19 @@ class SqlRunDB(RunDB):
             return self._engine
 
     def _open(self) -> Engine:
+        engine = create_sql_engine(self.url, what="the run DB", sqlite_on_connect=_sqlite_pragmas)
         try:
             if self.url.startswith("sqlite:///"):
                 path = self.url[len("sqlite:///") :]
                 if path and path != ":memory:":
                     Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(self.url, future=True)
-            if engine.dialect.name == "sqlite":
-                event.listen(engine, "connect", _sqlite_pragmas)
-            metadata.create_all(engine, checkfirst=True)
+            with engine.begin() as conn:
+                lock_schema(conn, "run-db")
+                metadata.create_all(conn, checkfirst=True)
         except (SQLAlchemyError, OSError) as exc:
+            engine.dispose()
             raise StoreError(
-                f"cannot open the run DB ({_safe(self.url)}): {type(exc).__name__}"
+                f"cannot open the run DB ({safe_url(self.url)}): {reason(exc, self.url)}"
             ) from exc
         return engine
 
@@ -315,16 +316,6 @@ def _run_row(r: RunRecord) -> dict[str, Any]:
         "updated_at": r.updated_at,
         "body": r.model_dump_json(),
     }
-
-
-def _safe(url: str) -> str:
-    """The DB URL without its password."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split(":", 1)[0] + "://…"
 
 
 __all__ = ["SqlRunDB", "artifacts_table", "metadata", "runs_table"]
