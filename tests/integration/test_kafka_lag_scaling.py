@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import textwrap
 import time
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from tests.integration.test_controller_harness import ControllerProc, cleanup, wait_for
 from tests.peers import KafkaBroker
 from tests.support.kafka_functions import committed, end_offsets, produce
+from tickrun.controller.lag import LagMonitor
+from tickrun.functions.spec import FunctionSpec, parse_spec
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -222,3 +225,57 @@ def test_a_cron_firing_wakes_a_function_at_zero(
     events = [e["message"] for e in ctl.client.events(name)]
     assert any("started" in m for m in events[1:]), events
     wait_for(lambda: _replicas(ctl, name) == 0, 30, "back to zero after the firing")
+
+
+def test_the_monitor_reads_lag_and_partitions_and_reports_dead_brokers_as_unknown(
+    kafka_broker: KafkaBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    brokers = kafka_broker.bootstrap_servers
+    kafka_broker.create_topic("lag-read", partitions=3)
+
+    def spec(addr: str, offset: str = "earliest") -> FunctionSpec:
+        attrs = {"brokers": addr, "topics": ["lag-read"], "consumerGroup": f"g-{offset}"}
+        attrs["initialOffset"] = offset
+        trigger = {"kind": "kafka-cluster", "attributes": attrs}
+        return parse_spec({"metadata": {"name": "m"}, "spec": {"triggers": {"k": trigger}}})
+
+    produce(brokers, "lag-read", ({"i": i} for i in range(30)), partition_of=lambda i: i % 3)
+    monitor = LagMonitor(interval_s=0.2)
+    # A group that never committed starts where a new consumer would: the log start or its end.
+    monitor.watch([("early", spec(brokers)), ("late", spec(brokers, "latest"))])
+
+    def sampled() -> bool:
+        monitor.sample_once()  # on this thread; the first may find no group coordinator yet
+        return _read(monitor, "early") is not None and _read(monitor, "late") is not None
+
+    wait_for(sampled, 20, "a first reading")
+    assert (_read(monitor, "early"), _read(monitor, "late")) == ((30, 3), (0, 3))
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{sock.getsockname()[1]}"
+    monitor.watch([("early", spec(brokers)), ("dead", spec(dead))])
+    monitor.start()
+    try:
+        wait_for(lambda: monitor.reading("dead") is not None, 20, "a reading of the dead one")
+        time.sleep(2)  # a few more passes: still one warning
+    finally:
+        monitor.stop()
+    dead_reading = monitor.reading("dead")
+    assert dead_reading is not None and dead_reading.lag is None  # unknown, not 0
+    assert _read(monitor, "early") == (30, 3)  # the live function is still read
+    warnings = [
+        r
+        for r in caplog.records
+        if "cannot read Kafka consumer lag" in r.getMessage()
+        and getattr(r, "function", None) == "dead"
+    ]
+    assert len(warnings) == 1, warnings
+    assert monitor.reading("late") is None  # no longer watched
+
+
+def _read(monitor: LagMonitor, name: str) -> tuple[int, int | None] | None:
+    reading = monitor.reading(name)
+    if reading is None or reading.lag is None:
+        return None
+    return reading.lag, reading.partitions
