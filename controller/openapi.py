@@ -341,6 +341,16 @@ def document() -> dict[str, Any]:
                         },
                     },
                 },
+                "scale": {
+                    "type": ["object", "null"],
+                    "description": "the autoscaler's last count, why, and the Kafka lag it read",
+                    "properties": {
+                        "desired": {"type": "integer"},
+                        "reason": {"type": "string"},
+                        "lag": {"type": ["integer", "null"]},
+                        "partitions": {"type": ["integer", "null"]},
+                    },
+                },
                 "spec": {"type": "object"},
             },
         },
