@@ -1,3 +1,6 @@
+"""The SQL run DB: its contract (tests/support/rundb_contract.py) on SQLite, and what only
+SQLite or a real `tickrun run` process shows."""
+
 from __future__ import annotations
 
 import os
@@ -9,53 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from tickrun.functions.errors import NotFoundError
-from tickrun.functions.runs import (
-    ArtifactRecord,
-    RunBatch,
-    RunRecord,
-    RunState,
-    SqlRunDB,
-    TrackingSettings,
-)
-from tickrun.functions.runs.db.base import HOST as THIS_HOST
-from tickrun.functions.runs.db.base import merge_incoming, pid_alive
+from tests.support.rundb_contract import CHECKS, Check, rec
+from tickrun.functions.runs import RunBatch, RunState, SqlRunDB, TrackingSettings
+from tickrun.functions.runs.db.base import merge_incoming
 
 from .jobs_for_tests import PATH
 
 
-def rec(uid: str = "u1", it: int = 0, **kw: object) -> RunRecord:
-    return RunRecord(uid=uid, iteration=it, project=str(kw.pop("project", "p")), **kw)  # type: ignore[arg-type]
-
-
-def test_apply_get_list(db: SqlRunDB) -> None:
-    db.apply(
-        RunBatch(
-            runs=[
-                rec("a", state=RunState.RUNNING, pid=os.getpid(), host=THIS_HOST),
-                rec("a", 1),
-                rec("b", project="q"),
-            ]
-        )
-    )
-    db.apply(RunBatch(runs=[rec("a", state=RunState.COMPLETED, results={"x": 1})]))
-    assert db.get_run("a").results == {"x": 1}
-    assert db.get_run("a", 1).iteration == 1
-    assert {r.uid for r in db.list_runs()} == {"a", "b"}
-    assert [r.uid for r in db.list_runs("q")] == ["b"]
-    assert [r.iteration for r in db.list_runs(uid="a")] == [0, 1]
-    assert len(db.list_runs(iterations=True)) == 3
-    assert [r.uid for r in db.list_runs(state="completed")] == ["a"]
-    with pytest.raises(NotFoundError):
-        db.get_run("zzz")
-
-
-def test_tables_created_idempotently(settings: TrackingSettings) -> None:
-    for _ in range(2):
-        d = SqlRunDB(settings.db_url)
-        d.apply(RunBatch(runs=[rec("same")]))
-        assert d.get_run("same").uid == "same"
-        d.close()
+@pytest.mark.parametrize("check", CHECKS, ids=[c.__name__ for c in CHECKS])
+def test_run_db_contract_on_sqlite(check: Check, tmp_path: Path) -> None:
+    """tests/integration/test_rundb_postgres.py runs the same checks on PostgreSQL."""
+    check(f"sqlite:///{tmp_path / 'runs.db'}")
 
 
 def test_sqlite_uses_wal(db: SqlRunDB) -> None:
@@ -65,17 +32,6 @@ def test_sqlite_uses_wal(db: SqlRunDB) -> None:
     assert mode == "wal"
 
 
-def test_artifact_records_upsert(db: SqlRunDB) -> None:
-    a = ArtifactRecord(project="p", uid="u", key="m", target="/x/m.bin", size_bytes=1)
-    db.apply(RunBatch(artifacts=[a]))
-    db.apply(RunBatch(artifacts=[a.model_copy(update={"size_bytes": 2})]))
-    found = db.list_artifacts("p", uid="u")
-    assert len(found) == 1 and found[0].size_bytes == 2
-    assert db.get_artifact("p", "u", 0, "m").target == "/x/m.bin"
-    with pytest.raises(NotFoundError):
-        db.get_artifact("p", "u", 1, "m")
-
-
 def test_late_write_cannot_revive_a_terminal_run() -> None:
     old = rec(state=RunState.ABORTED, error="died")
     late = rec(state=RunState.RUNNING, results={"x": 2})
@@ -83,66 +39,6 @@ def test_late_write_cannot_revive_a_terminal_run() -> None:
     assert merged.state is RunState.ABORTED and merged.error == "died"
     assert merged.results == {"x": 2}
     assert merge_incoming(old, rec(state=RunState.COMPLETED)).state is RunState.COMPLETED
-
-
-def test_late_write_through_the_db_keeps_the_terminal_state(db: SqlRunDB) -> None:
-    db.apply(RunBatch(runs=[rec("t", state=RunState.RUNNING), rec("live")]))
-    db.apply(RunBatch(runs=[rec("t", state=RunState.ABORTED, error="killed")]))
-    late = [rec("t", state=RunState.RUNNING, results={"x": 2}), rec("live", results={"y": 1})]
-    db.apply(RunBatch(runs=late))
-    t = db.get_run("t")
-    assert (t.state, t.error, t.results) == (RunState.ABORTED, "killed", {"x": 2})
-    assert [r.uid for r in db.list_runs(state="aborted")] == ["t"], "state column agrees"
-    assert db.get_run("live").results == {"y": 1}
-
-
-def test_dead_pid_marked_aborted_on_read(db: SqlRunDB) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    db.apply(
-        RunBatch(
-            runs=[
-                rec(
-                    "dead",
-                    state=RunState.RUNNING,
-                    pid=proc.pid,
-                    host=THIS_HOST,
-                    heartbeat_at=time.time(),
-                )
-            ]
-        )
-    )
-    assert db.mark_stale() == []  # alive: left alone
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not pid_alive(proc.pid)
-    marked = db.mark_stale()
-    assert [m.uid for m in marked] == ["dead"]
-    got = db.get_run("dead")
-    assert got.state is RunState.ABORTED
-    assert got.error is not None and f"process {proc.pid}" in got.error
-
-
-def test_silent_heartbeat_marked_aborted(settings: TrackingSettings) -> None:
-    db = SqlRunDB(settings.db_url, stale_after_s=30)
-    now = time.time()
-    db.apply(
-        RunBatch(
-            runs=[
-                rec(
-                    "remote",
-                    state=RunState.RUNNING,
-                    pid=1,
-                    host="other-host",
-                    heartbeat_at=now - 120,
-                ),
-                rec("fresh", state=RunState.RUNNING, pid=1, host="other-host", heartbeat_at=now),
-            ]
-        )
-    )
-    marked = db.mark_stale(now)
-    assert [m.uid for m in marked] == ["remote"]
-    assert "no heartbeat" in (db.get_run("remote").error or "")
-    assert db.get_run("fresh").state is RunState.RUNNING
 
 
 def test_kill_9_during_a_run_is_marked_on_next_read(home: Path, tmp_path: Path) -> None:
