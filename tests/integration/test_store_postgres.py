@@ -4,11 +4,20 @@ password), and a controller process that keeps its functions across a restart.""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import uuid
+from pathlib import Path
 
 import pytest
 
+from tests.integration.test_controller_harness import (
+    ControllerProc,
+    cleanup,
+    spec_of,
+    write_function,
+)
 from tests.peers.postgres import PostgresServer
 from tests.support.store_contract import CHECKS, Check, opened, scalar
 from tickrun.controller.store import Store
@@ -85,3 +94,35 @@ def test_connection_errors_never_show_the_password(
     assert message.startswith("cannot open the state store (postgresql+psycopg://tickrun:***@")
     assert expected in message, message
     assert secret not in message and secret not in caplog.text
+
+
+def test_a_controller_on_postgres_keeps_its_functions_across_a_restart(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    url = fresh_database(postgres)
+    env = {**os.environ, "TICKRUN_DB_URL": url}
+    state = tmp_path / "state"
+    folder = write_function(tmp_path / "src", "pgfn")
+    ctl = ControllerProc(state, env).start()
+    try:
+        ctl.client.deploy(spec_of(folder), folder)
+        before = ctl.client.wait_ready("pgfn", timeout_s=180)
+        assert json.loads(ctl.client.invoke("pgfn").body)["marker"] == "built-by-commands"
+        events_before = len(ctl.client.events("pgfn"))
+    finally:
+        ctl.stop()
+    # The state is in PostgreSQL, not in a SQLite file beside the code.
+    assert not (state / "tickrun.db").exists()
+    assert scalar(url, "SELECT version FROM functions WHERE name = 'pgfn'") == before["version"]
+
+    again = ControllerProc(state, env).start()
+    try:
+        fn = again.client.wait_ready("pgfn", timeout_s=120)
+        assert (fn["version"], fn["spec"]) == (before["version"], before["spec"])
+        assert len(again.client.events("pgfn")) >= events_before  # the history is kept
+        assert json.loads(again.client.invoke("pgfn").body)["marker"] == "built-by-commands"
+    finally:
+        cleanup(again)
+    assert scalar(url, "SELECT COUNT(*) FROM functions") == 0  # the delete reached the database
+    log = ctl.log_path.read_text()
+    assert "controller stopping" in log and postgres.password not in log
