@@ -7,6 +7,8 @@
    first 200 of the same replica started by hand (``python -c serve`` / ``podman run``).
 2. rebuild time for an unchanged function and after a code-only change (container builder).
 3. gateway vs direct-replica requests/s (wrk, alternating, same run), and the ratio.
+4. a Kafka lag burst (``--lag-burst N`` records, 0 to skip; starts a Kafka broker): time to the
+   scale-up and to lag 0, beside the same burst on one fixed replica (``lagburst.py``).
 Goals (issue 4): ≤ 1.5 s process, ≤ 3 s container, code-only rebuild ≤ 2 s, unchanged 0 s,
 gateway >= 0.8x direct.
 """
@@ -25,6 +27,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from bench.deploy.lagburst import lag_burst_rows
 from bench.wrk import wrk
 from tests.integration.test_controller_harness import TOKEN, ControllerProc, cleanup
 from tickrun.controller.client import ControllerClient
@@ -146,6 +149,7 @@ def main() -> int:
     ap.add_argument("--duration-s", type=int, default=4)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--lag-burst", type=int, default=3000, help="records; 0 skips the row")
     args = ap.parse_args()
     platforms = args.platforms.split(",")
     env = dict(os.environ)
@@ -240,6 +244,8 @@ def main() -> int:
                 ">= 0.8x (L7: token check, per-request balancing)",
             )
             client.delete_function(name)
+        if args.lag_burst:
+            lag_burst_rows(client, work / "lag", args.lag_burst, row)
     finally:
         cleanup(ctl)
         shutil.rmtree(work, ignore_errors=True)

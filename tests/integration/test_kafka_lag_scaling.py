@@ -11,19 +11,25 @@ from __future__ import annotations
 import json
 import os
 import socket
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kafka import KafkaAdminClient, KafkaConsumer
 
 from tests.integration.test_controller_harness import ControllerProc, cleanup, wait_for
 from tests.peers import KafkaBroker
-from tests.support.kafka_functions import committed, end_offsets, produce
+from tests.support.kafka_functions import produce
+from tests.support.lag_functions import (
+    LAG_HANDLER,
+    group_lag,
+    lag_spec,
+    members,
+    spec_of,
+    write_function,
+)
 from tickrun.controller.lag import LagMonitor
 from tickrun.functions.spec import FunctionSpec, parse_spec
 
@@ -31,14 +37,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 PARTITIONS = 4
 SLEEP_S = 0.02  # per record: one consumer drains ~50 records/s
-
-LAG_HANDLER = """
-import os, time
-
-
-def handler(context, event):
-    time.sleep(float(os.environ["SLEEP_S"]))
-"""
 
 CRON_HANDLER = """
 import json, os, time
@@ -59,20 +57,6 @@ def handler(context, event):
 """
 
 
-def _write(root: Path, name: str, handler: str, spec: dict[str, Any]) -> Path:
-    folder = root / name
-    folder.mkdir(parents=True)
-    (folder / "main.py").write_text(textwrap.dedent(handler))
-    doc = {"metadata": {"name": name}, "spec": {"handler": "main:handler", **spec}}
-    (folder / "function.yaml").write_text(yaml.safe_dump(doc))
-    return folder
-
-
-def _spec_of(folder: Path) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((folder / "function.yaml").read_text())
-    return data
-
-
 @pytest.fixture(scope="module")
 def ctl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerProc]:
     env = dict(os.environ)
@@ -83,17 +67,6 @@ def ctl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerProc]:
         yield proc
     finally:
         cleanup(proc)
-
-
-def _lag(brokers: str, group: str, topic: str) -> int:
-    ends = end_offsets(brokers, topic, PARTITIONS)
-    done = committed(brokers, group, topic)
-    return sum(end - done.get(p, 0) for p, end in ends.items())
-
-
-def _members(admin: KafkaAdminClient, group: str) -> int:
-    described = admin.describe_groups([group]).get(group) or {}
-    return len(described.get("members") or [])
 
 
 def _replicas(ctl: ControllerProc, name: str, state: str | None = None) -> int:
@@ -107,29 +80,19 @@ def test_a_burst_scales_up_drains_and_scales_back_then_lag_wakes_from_zero(
     brokers = kafka_broker.bootstrap_servers
     topic, group, name = "lag-burst", "lag-burst-g", "lagfn"
     kafka_broker.create_topic(topic, partitions=PARTITIONS)
-    spec: dict[str, Any] = {
-        "minReplicas": 1,
-        "maxReplicas": 8,  # more than the partitions: the cap is the topic's 4
-        "targetLag": 40,
-        "lagWindow": "4s",
-        "scaleToZeroIdleTime": "3s",
-        "env": [{"name": "SLEEP_S", "value": str(SLEEP_S)}],
-        "triggers": {
-            "burst": {
-                "kind": "kafka-cluster",
-                "attributes": {
-                    "brokers": brokers,
-                    "topics": [topic],
-                    "consumerGroup": group,
-                    "sessionTimeout": "6s",
-                    "heartbeatInterval": "1s",
-                    "commitInterval": "200ms",
-                },
-            }
-        },
-    }
-    folder = _write(tmp_path, name, LAG_HANDLER, spec)
-    ctl.client.deploy(_spec_of(folder), folder)
+    spec = lag_spec(
+        brokers,
+        topic,
+        group,
+        sleep_s=SLEEP_S,
+        minReplicas=1,
+        maxReplicas=8,  # more than the partitions: the cap is the topic's 4
+        targetLag=40,
+        lagWindow="4s",
+        scaleToZeroIdleTime="3s",
+    )
+    folder = write_function(tmp_path, name, LAG_HANDLER, spec)
+    ctl.client.deploy(spec_of(folder), folder)
     ctl.client.wait_ready(name, timeout_s=120)
     assert _replicas(ctl, name) == 1
 
@@ -145,16 +108,16 @@ def test_a_burst_scales_up_drains_and_scales_back_then_lag_wakes_from_zero(
     admin = KafkaAdminClient(bootstrap_servers=brokers)
     try:
         # The new replicas' consumers join the group and share the partitions.
-        wait_for(lambda: _members(admin, group) == 4, 60, "4 consumers in the group")
+        wait_for(lambda: members(admin, group) == 4, 60, "4 consumers in the group")
         t_joined = time.monotonic() - t0
-        wait_for(lambda: _lag(brokers, group, topic) == 0, 60, "the burst drained")
+        wait_for(lambda: group_lag(brokers, group, topic, PARTITIONS) == 0, 60, "the burst drained")
         t_drained = time.monotonic() - t0
         # The controller saw the same: its own reading reaches 0, then the count falls back.
         wait_for(lambda: ctl.client.get_function(name)["scale"]["lag"] == 0, 10, "lag 0 seen")
         wait_for(lambda: _replicas(ctl, name) == 1, 30, "back to minReplicas 1")
         t_down = time.monotonic() - t0
         assert ctl.client.get_function(name)["scale"]["reason"] == "minReplicas 1"
-        wait_for(lambda: _members(admin, group) == 1, 30, "1 consumer left in the group")
+        wait_for(lambda: members(admin, group) == 1, 30, "1 consumer left in the group")
     finally:
         admin.close()
     print(
@@ -165,7 +128,7 @@ def test_a_burst_scales_up_drains_and_scales_back_then_lag_wakes_from_zero(
     assert t_drained < burst * SLEEP_S  # the extra consumers did drain it faster
 
     # minReplicas 0: idle (no lag, no requests) for 3 s → zero; new lag brings it back.
-    spec_zero = _spec_of(folder)
+    spec_zero = spec_of(folder)
     spec_zero["spec"]["minReplicas"] = 0
     ctl.client.deploy(spec_zero, None)
     wait_for(lambda: _replicas(ctl, name) == 0, 30, "scaled to zero")
@@ -176,7 +139,9 @@ def test_a_burst_scales_up_drains_and_scales_back_then_lag_wakes_from_zero(
     produce(brokers, topic, ({"i": i} for i in range(20)), partition_of=lambda i: i % 4)
     wait_for(lambda: _replicas(ctl, name, "ready") >= 1, 30, "woken by lag")
     t_woken = time.monotonic() - t1
-    wait_for(lambda: _lag(brokers, group, topic) == 0, 30, "the new records consumed")
+    wait_for(
+        lambda: group_lag(brokers, group, topic, PARTITIONS) == 0, 30, "the new records consumed"
+    )
     print(f"woken from zero by lag in {t_woken:.1f} s")
     wait_for(lambda: _replicas(ctl, name) == 0, 30, "back to zero once drained and idle")
 
@@ -198,8 +163,8 @@ def test_a_cron_firing_wakes_a_function_at_zero(
         # Seconds first (Nuclio's robfig/cron): every 20 s, at :00, :20, :40.
         "triggers": {"tick": {"kind": "cron", "attributes": {"schedule": "*/20 * * * * *"}}},
     }
-    folder = _write(tmp_path, name, CRON_HANDLER, spec)
-    ctl.client.deploy(_spec_of(folder), folder)
+    folder = write_function(tmp_path, name, CRON_HANDLER, spec)
+    ctl.client.deploy(spec_of(folder), folder)
     ctl.client.wait_ready(name, timeout_s=120)
     # Between firings it goes to zero (2 s idle), and is woken 6 s before the next one.
     wait_for(lambda: _replicas(ctl, name) == 0, 40, "scaled to zero between firings")
