@@ -182,6 +182,15 @@ def test_helm_install_rbac_and_uninstall(
             assert "STATUS: deployed" in status, status
             print(f"helm install --wait: {install_s:.1f}s")
 
+            # An upgrade keeps the generated token (clients hold it), so the pod is not rolled.
+            template = dep["spec"]["template"]
+            helm("upgrade", RELEASE, str(CHART), "--namespace", namespace, "--reuse-values",
+                 "--wait", "--timeout", "120s")  # fmt: skip
+            again = raw(core.read_namespaced_secret(f"{name}-token", namespace))
+            assert again["data"]["token"] == token["data"]["token"]
+            upgraded = raw(apps.read_namespaced_deployment(name, namespace))
+            assert upgraded["spec"]["template"] == template
+
             _check_service_account_rights(kube, namespace, other)
             # Not the release's: what the ServiceAccount made above.
             client.BatchV1Api(api).delete_namespaced_job(
