@@ -7,7 +7,6 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 chart="$here/tickrun"
-# shellcheck disable=SC1091
 k8s_version="$(sed -n 's/^KUBERNETES_VERSION=//p' "$here/../peers/versions.env")"
 built="${TICKRUN_CACHE:-$HOME/.cache/tickrun}/peers/k8s-$k8s_version/bin/helm"
 helm="${HELM:-}"
