@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, text
 from tests.support.controller_rows import function_row, replica_row
 from tickrun.controller.store import BuildRow, EventRow, FunctionRow, Store
 from tickrun.controller.store.db import MIGRATIONS
+from tickrun.controller.store.models import _spec_of
 from tickrun.functions.errors import NotFoundError, StoreError
 from tickrun.functions.spec import FunctionSpec, parse_spec
 
@@ -162,6 +163,7 @@ def loading_rows_again_does_not_validate_again(url: str) -> None:
         calls.append(data)
         return real(cls, data, **kw)  # type: ignore[no-any-return]
 
+    _spec_of.cache_clear()  # as after a restart (another backend's run may have filled it)
     with opened(url) as store:
         row = function_row("f")
         row.spec = parse_spec(SPEC)
