@@ -225,9 +225,14 @@ def unacted_fields(spec: FunctionSpec, acted_on: set[str], platform: str) -> lis
     """Deploy warnings: the fields ``spec`` sets that ``platform`` accepts without acting on
     them (a user must not believe a GPU or a CPU target is in force when it is not)."""
     s = spec.spec
+    # Lag is read from Kafka triggers, and an HPA (targetCPU where acted on) owns the count.
+    lag_unread = not any(t.kind == "kafka-cluster" for t in s.effective_triggers()) or (
+        s.target_cpu_percent is not None and "targetCPU" in acted_on
+    )
     set_fields = {
         "nvidia.com/gpu": bool(s.resources.limits.gpu or s.resources.requests.gpu),
         "targetCPU": s.target_cpu_percent is not None,
+        "targetLag": bool({"target_lag", "lag_window_s"} & s.model_fields_set) and lag_unread,
         "nodeSelector": bool(s.node_selector),
         "tolerations": bool(s.tolerations),
         "priorityClassName": bool(s.priority_class_name),

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from tickrun.controller.autoscaler import Autoscaler
+from tickrun.controller.platforms.base import unacted_fields
 from tickrun.functions.errors import SpecError
 from tickrun.functions.spec import FunctionSpec, parse_spec
 
@@ -146,3 +147,21 @@ def test_a_scheduled_wake_keeps_one_replica_until_the_firing_and_the_idle_time()
 def test_lag_fields_are_validated(field: str, value: object) -> None:
     with pytest.raises((SpecError, ValidationError)):
         _spec(**{field: value})
+
+
+def test_a_deploy_warns_when_targetlag_cannot_act() -> None:
+    kafka = {
+        "k": {
+            "kind": "kafka-cluster",
+            "attributes": {"brokers": "b:9092", "topics": ["t"], "consumerGroup": "g"},
+        }
+    }
+    assert unacted_fields(_spec(targetLag=10, triggers=kafka), set(), "process") == []
+    assert unacted_fields(_spec(triggers=kafka), set(), "process") == []
+    no_kafka = unacted_fields(_spec(lagWindow="10s"), set(), "process")
+    assert no_kafka == ["spec field targetLag is accepted but not acted on by the process platform"]
+    # Where an HPA owns the count (targetCPU acted on), the lag is not followed either.
+    hpa = unacted_fields(
+        _spec(targetLag=10, targetCPU=70, triggers=kafka), {"targetCPU"}, "kubernetes"
+    )
+    assert hpa == ["spec field targetLag is accepted but not acted on by the kubernetes platform"]
