@@ -31,7 +31,7 @@ from bench.deploy.lagburst import lag_burst_rows
 from bench.wrk import wrk
 from tests.integration.test_controller_harness import TOKEN, ControllerProc, cleanup
 from tickrun.controller.client import ControllerClient
-from tickrun.controller.platforms.base import serve_command
+from tickrun.functions.replica import replica_command
 
 HANDLER = 'VERSION = "{v}"\n\ndef handler(context, event):\n    return "ok " + VERSION\n'
 
@@ -89,7 +89,7 @@ def baseline_process(folder: Path) -> float:
     port = free_port()
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        serve_command(sys.executable, str(folder), port, 1),
+        replica_command(str(folder), port, 1),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -115,7 +115,7 @@ def baseline_container(image: str, env: dict[str, str]) -> float:
             "--network",
             "host",
             image,
-            *serve_command("python", "/opt/tickrun/function", port, 1),
+            *replica_command("/opt/tickrun/function", port, 1, python="python"),
         ],
         env=env,
         check=True,
