@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from tickrun.functions import settings
 from tickrun.functions.errors import SpecError
@@ -31,6 +31,11 @@ ENV_VARS: dict[Setting[Any], str] = {
     settings.BASE_IMAGE: "base_image",
     settings.K8S_NAMESPACE: "k8s_namespace",
     settings.KUBECONFIG: "kubeconfig",
+    settings.REGISTRY_URL: "registry",
+    settings.REGISTRY_AUTH_FILE: "registry_auth_file",
+    settings.REGISTRY_USERNAME: "registry_username",
+    settings.REGISTRY_PASSWORD: "registry_password",
+    settings.REGISTRY_TLS_VERIFY: "registry_tls_verify",
     settings.PUBLIC_GATEWAY: "public_gateway",
     settings.FUNCTION_PORTS: "function_ports",
     settings.REPLICA_LOG_MAX_BYTES: "replica_log_max_bytes",
@@ -78,6 +83,13 @@ class Settings(BaseModel):
     )
     kubeconfig: Path | None = None
     k8s_in_cluster: bool = False
+    # Where kubernetes images are pushed (builder/registry.py); None: they stay local.
+    registry: str | None = None
+    registry_auth_file: Path | None = None
+    registry_username: str | None = None
+    # SecretStr: a repr or dump of the settings never shows it.
+    registry_password: SecretStr | None = None
+    registry_tls_verify: bool = settings.REGISTRY_TLS_VERIFY.fixed_default
     public_gateway: bool = settings.PUBLIC_GATEWAY.fixed_default
     function_ports: bool = settings.FUNCTION_PORTS.fixed_default
     reconcile_interval_s: float = Field(default=0.25, gt=0)
@@ -118,6 +130,8 @@ class Settings(BaseModel):
         lo, hi = self.port_range
         if not 1024 <= lo <= hi <= 65535:
             raise ValueError(f"port range {lo}-{hi} is not within 1024-65535")
+        if (self.registry_username is None) != (self.registry_password is None):
+            raise ValueError("registry username and password go together: set both or neither")
         return self
 
     @classmethod

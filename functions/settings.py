@@ -177,6 +177,18 @@ def one_of(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def registry_ref(raw: str) -> str:
+    """``host[:port][/path]``: where function images are pushed (no scheme: TLS is
+    TICKRUN_REGISTRY_TLS_VERIFY's business, as with podman)."""
+    value = raw.strip().rstrip("/")
+    if "://" in value:
+        raise ValueError("give host[:port][/path] without a scheme")
+    host, _, path = value.partition("/")
+    if not host or " " in value or (path and path != path.lower()):
+        raise ValueError("expected host[:port][/lowercase/path], e.g. 127.0.0.1:5000/tickrun")
+    return value
+
+
 # --- the variables ----------------------------------------------------------------------------
 
 HOME = define(
@@ -293,6 +305,30 @@ KUBECONFIG = define(
     "kubeconfig of the cluster the kubernetes platform deploys to", "controller",
     default_doc="the pod's service account when the controller runs in a pod; else the "
     "kubernetes platform is not offered",
+)  # fmt: skip
+REGISTRY_URL = define(
+    "TICKRUN_REGISTRY", registry_ref, None,
+    "registry the builder pushes kubernetes images to, e.g. registry.example:5000/tickrun; "
+    "pods then pull the image by digest (unset: images stay local)", "controller",
+    type_name="host[:port][/path]",
+)  # fmt: skip
+REGISTRY_AUTH_FILE = define(
+    "TICKRUN_REGISTRY_AUTH_FILE", path, None,
+    "credentials for the registry: a containers auth.json or docker config.json", "controller",
+)  # fmt: skip
+REGISTRY_USERNAME = define(
+    "TICKRUN_REGISTRY_USERNAME", text, None,
+    "registry user (with TICKRUN_REGISTRY_PASSWORD; wins over the auth file)", "controller",
+)  # fmt: skip
+REGISTRY_PASSWORD = define(
+    "TICKRUN_REGISTRY_PASSWORD", text, None,
+    "registry password or token (handed to podman in a 0600 auth file, never an argument)",
+    "controller", secret=True,
+)  # fmt: skip
+REGISTRY_TLS_VERIFY = define(
+    "TICKRUN_REGISTRY_TLS_VERIFY", boolean, True,
+    "verify the registry's TLS certificate (false: also plain http, for a loopback registry)",
+    "controller",
 )  # fmt: skip
 REPLICA_LOG_MAX_BYTES = define(
     "TICKRUN_REPLICA_LOG_MAX_BYTES", integer, 16 * 1024 * 1024,
