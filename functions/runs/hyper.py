@@ -177,19 +177,8 @@ def run_sweep(
     )
     tracker.start()
     str_inputs = {k: getattr(v, "url", str(v)) for k, v in inputs.items()}
-    children = [
-        parent.model_copy(
-            deep=True,
-            update={
-                "iteration": i,
-                "params": {**parent.params, **combo},
-                "state": RunState.CREATED,
-                "created_at": time.time(),
-            },
-        )
-        for i, combo in enumerate(combos, start=1)
-    ]
-    queued = _Queued(db, children, env.heartbeat_interval_s)
+    children = new_children(parent, combos)
+    queued = QueuedIterations(db, children, env.heartbeat_interval_s)
     queued.start()
     use_pool = parallel > 1 and env.db is not None and _loadable(ref)
     if parallel > 1 and not use_pool:
@@ -205,17 +194,7 @@ def run_sweep(
     def finished(rec: RunRecord, a: list[ArtifactRecord]) -> bool:
         done.append(rec)
         arts[rec.iteration] = a
-        best = select_best(done, selector)
-        line = (
-            f"[{len(done)}/{len(children)}] iteration {rec.iteration} {rec.state.value}"
-            + (
-                f" {_metric(rec, selector)}"
-                if rec.state is RunState.COMPLETED
-                else f": {rec.error}"
-            )
-            + (f"  best: iteration {best.iteration}" if best else "")
-            + f"  ({time.monotonic() - t0:.1f}s)"
-        )
+        line = progress_line(rec, done, len(children), selector, time.monotonic() - t0)
         logger.info(
             "iteration finished",
             extra={"uid": parent.uid, "iteration": rec.iteration, "state": rec.state.value},
@@ -244,13 +223,29 @@ def run_sweep(
                 if finished(rec, a):
                     break
         queued.close("not run: the sweep's stop condition was met")
-        return _conclude(tracker, store, done, arts, selector, db, env)
+        return conclude(tracker, store, done, arts, selector, db, env)
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
         queued.close("not run: the sweep was " + ("interrupted" if interrupted else "stopped"))
         state = RunState.ABORTED if interrupted else RunState.ERROR
         tracker.finish(state, f"sweep failed: {type(exc).__name__}: {exc}"[:2000])
         raise
+
+
+def new_children(parent: RunRecord, combos: list[dict[str, Any]]) -> list[RunRecord]:
+    """Iterations 1..N of the sweep ``parent``, one per parameter combination, as created."""
+    return [
+        parent.model_copy(
+            deep=True,
+            update={
+                "iteration": i,
+                "params": {**parent.params, **combo},
+                "state": RunState.CREATED,
+                "created_at": time.time(),
+            },
+        )
+        for i, combo in enumerate(combos, start=1)
+    ]
 
 
 def _metric(rec: RunRecord, selector: str | None) -> str:
@@ -260,7 +255,20 @@ def _metric(rec: RunRecord, selector: str | None) -> str:
     return " ".join(f"{k}={v}" for k, v in list(rec.results.items())[:3])
 
 
-class _Queued:
+def progress_line(
+    rec: RunRecord, done: list[RunRecord], total: int, selector: str | None, elapsed_s: float
+) -> str:
+    """The line a sweep prints when iteration ``rec`` (already in ``done``) has ended."""
+    best = select_best(done, selector)
+    return (
+        f"[{len(done)}/{total}] iteration {rec.iteration} {rec.state.value}"
+        + (f" {_metric(rec, selector)}" if rec.state is RunState.COMPLETED else f": {rec.error}")
+        + (f"  best: iteration {best.iteration}" if best else "")
+        + f"  ({elapsed_s:.1f}s)"
+    )
+
+
+class QueuedIterations:
     """Iterations not started yet, in the run DB as ``created`` from the start of the sweep.
 
     They carry the sweep's pid, and their heartbeat is refreshed here until an iteration is
@@ -355,7 +363,7 @@ def _failed(db: RunDB, child: RunRecord, why: str, state: RunState = RunState.ER
 
 def _run_pool(
     children: list[RunRecord],
-    queued: _Queued,
+    queued: QueuedIterations,
     ref: str,
     inputs: dict[str, str],
     env: RunEnv,
@@ -393,7 +401,7 @@ def _run_pool(
     pool.close()
 
 
-def _conclude(
+def conclude(
     tracker: RunTracker,
     store: ArtifactStore,
     done: list[RunRecord],
@@ -402,6 +410,8 @@ def _conclude(
     db: RunDB,
     env: RunEnv,
 ) -> RunObject:
+    """End the sweep's parent: the best iteration's results and artifacts, the iterations'
+    table and plot. ``done``: the iterations that ran; ``arts``: their artifacts by iteration."""
     done.sort(key=lambda r: r.iteration)
     ctx = RunContext(tracker, store)
     best = select_best(done, selector)

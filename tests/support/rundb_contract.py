@@ -123,6 +123,24 @@ def late_write_keeps_the_terminal_state(url: str) -> None:
 
 
 @contract
+def queued_heartbeat_never_replaces_a_started_iteration(url: str) -> None:
+    """A sweep refreshes its queued iterations as created; one that lost the race with the
+    iteration's own start (another process, a Kubernetes pod) must not undo what it wrote."""
+    with opened(url) as db:
+        queued = [rec("q", 1, heartbeat_at=1.0), rec("q", 2, heartbeat_at=1.0)]
+        db.apply(RunBatch(runs=queued))
+        db.apply(RunBatch(runs=[rec("q", 1, state=RunState.COMPLETED, results={"acc": 0.9})]))
+        db.apply(RunBatch(runs=[rec("q", 2, state=RunState.RUNNING, results={"step": 1})]))
+        db.apply(RunBatch(runs=[r.model_copy(update={"heartbeat_at": 2.0}) for r in queued]))
+        done, running = db.get_run("q", 1), db.get_run("q", 2)
+        assert (done.state, done.results) == (RunState.COMPLETED, {"acc": 0.9})
+        assert (running.state, running.results) == (RunState.RUNNING, {"step": 1})
+        db.apply(RunBatch(runs=[rec("q", 3, heartbeat_at=1.0)]))
+        db.apply(RunBatch(runs=[rec("q", 3, heartbeat_at=2.0)]))
+        assert db.get_run("q", 3).heartbeat_at == 2.0, "created over created still refreshes"
+
+
+@contract
 def dead_pid_marked_aborted_on_read(url: str) -> None:
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     with opened(url) as db:

@@ -161,6 +161,14 @@ class SqlRunDB(RunDB):
         updates: list[dict[str, Any]] = []
         for k, incoming in latest.items():
             state = states.get(k)
+            if (
+                state is not None
+                and state != RunState.CREATED.value
+                and incoming.state is RunState.CREATED
+            ):
+                # A queued iteration's heartbeat (written by the sweep) that lost the race with
+                # the iteration's own start: from then on only its own process writes it.
+                continue
             rec = incoming
             if state is not None and RunState(state).terminal and not incoming.state.terminal:
                 body = conn.execute(_SELECT_BODY, {"k_uid": k[0], "k_iter": k[1]}).scalar_one()
