@@ -1,5 +1,6 @@
 """Session-scoped real peers for integration tests: ``kafka_broker``, ``minio_server``,
-``podman_env``, ``kube`` (a Kubernetes control plane with kwok nodes) and ``postgres``.
+``podman_env``, ``kube`` (a Kubernetes control plane with kwok nodes), ``postgres`` and
+``registry`` (a container registry with htpasswd auth).
 
 A peer that cannot be provided FAILS the tests that need it (never skips): CI must not go green
 because Kafka, MinIO or podman silently went missing. Provision peers with
@@ -30,6 +31,7 @@ from tests.peers import (  # noqa: E402
 )
 from tests.peers.k8s import KubeControlPlane  # noqa: E402
 from tests.peers.postgres import PostgresServer  # noqa: E402
+from tests.peers.registry import RegistryServer  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +131,26 @@ def postgres() -> Iterator[PostgresServer]:
         server.stop()
         raise
     _STARTUP_SECONDS["postgres"] = server.startup_seconds or 0.0
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[RegistryServer]:
+    """A real CNCF distribution registry on loopback (plain http) with htpasswd auth:
+    ``.host``, ``.username``, ``.password``, ``.manifest_digest(repo, tag)``,
+    ``.requests(method, path_part)`` (counted in its access log)."""
+    server = RegistryServer()
+    try:
+        server.start()
+    except PeerUnavailable as exc:
+        _unavailable("registry", exc)
+    except BaseException:
+        server.stop()
+        raise
+    _STARTUP_SECONDS["registry"] = server.startup_seconds or 0.0
     try:
         yield server
     finally:
