@@ -16,6 +16,7 @@ from tickrun.functions.settings import Setting
 
 Platform = Literal["process", "container", "kubernetes"]
 Engine = Literal["podman", "buildah", "docker"]
+Autoscaler = Literal["tickrun", "keda"]
 
 # variable → field; the registry holds each one's type, default and doc (docs/settings.md).
 ENV_VARS: dict[Setting[Any], str] = {
@@ -26,11 +27,13 @@ ENV_VARS: dict[Setting[Any], str] = {
     settings.CONTROLLER_HOST: "host",
     settings.CONTROLLER_PORT: "port",
     settings.PLATFORM: "default_platform",
+    settings.OFFERED_PLATFORMS: "platforms",
     settings.PORT_RANGE: "port_range",
     settings.CONTAINER_ENGINE: "container_engine",
     settings.BASE_IMAGE: "base_image",
     settings.K8S_NAMESPACE: "k8s_namespace",
     settings.KUBECONFIG: "kubeconfig",
+    settings.K8S_AUTOSCALER: "k8s_autoscaler",
     settings.REGISTRY_URL: "registry",
     settings.REGISTRY_AUTH_FILE: "registry_auth_file",
     settings.REGISTRY_USERNAME: "registry_username",
@@ -73,6 +76,9 @@ class Settings(BaseModel):
     host: str = settings.CONTROLLER_HOST.fixed_default
     port: int = Field(default=settings.CONTROLLER_PORT.fixed_default, ge=0, le=65535)
     default_platform: Platform = settings.PLATFORM.fixed_default  # type: ignore[assignment]
+    # None: every platform the controller can run. A cluster install turns the host platforms
+    # off: in a pod they would run functions inside the controller's own container.
+    platforms: tuple[Platform, ...] | None = None
     port_range: tuple[int, int] = settings.PORT_RANGE.fixed_default
     container_engine: Engine | None = None
     base_image: str = settings.BASE_IMAGE.fixed_default
@@ -82,6 +88,7 @@ class Settings(BaseModel):
         pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
     )
     kubeconfig: Path | None = None
+    k8s_autoscaler: Autoscaler = settings.K8S_AUTOSCALER.fixed_default  # type: ignore[assignment]
     k8s_in_cluster: bool = False
     # Where kubernetes images are pushed (builder/registry.py); None: they stay local.
     registry: str | None = None
@@ -130,6 +137,11 @@ class Settings(BaseModel):
         lo, hi = self.port_range
         if not 1024 <= lo <= hi <= 65535:
             raise ValueError(f"port range {lo}-{hi} is not within 1024-65535")
+        if self.platforms is not None and self.default_platform not in self.platforms:
+            raise ValueError(
+                f"the default platform {self.default_platform!r} is not among the offered "
+                f"platforms ({', '.join(self.platforms)})"
+            )
         if (self.registry_username is None) != (self.registry_password is None):
             raise ValueError("registry username and password go together: set both or neither")
         return self
@@ -146,6 +158,10 @@ class Settings(BaseModel):
                 raise SpecError(f"invalid controller settings: {field}: {exc.message}") from exc
             if value is not None:
                 values[field] = value
+        offered = values.get("platforms")
+        if isinstance(offered, tuple) and offered and "default_platform" not in values:
+            # Offering one platform means deploying to it by default.
+            values["default_platform"] = offered[0]
         # Set by Kubernetes in every pod: the controller then uses its service account.
         values["k8s_in_cluster"] = bool((os.environ if env is None else env).get(IN_CLUSTER_ENV))
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -195,6 +211,10 @@ class Settings(BaseModel):
     def kubernetes(self) -> bool:
         """The kubernetes platform is offered: a kubeconfig, or running in a pod."""
         return self.kubeconfig is not None or self.k8s_in_cluster
+
+    def offers(self, platform: str) -> bool:
+        """``platform`` is not turned off by TICKRUN_PLATFORMS (it may still be unavailable)."""
+        return self.platforms is None or platform in self.platforms
 
     def engine(self) -> Engine | None:
         """The container engine to use: the forced one, else podman, buildah, docker."""

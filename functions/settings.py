@@ -285,6 +285,24 @@ PLATFORM = define(
     "TICKRUN_PLATFORM", one_of(*PLATFORMS), "process",
     "where replicas run unless a deploy says", "controller",
 )  # fmt: skip
+
+
+def platform_list(raw: str) -> tuple[str, ...]:
+    """Comma-separated platform names, each one of PLATFORMS."""
+    names = comma_list(raw)
+    unknown = [n for n in names if n not in PLATFORMS]
+    if unknown or not names:
+        raise ValueError(f"expected a comma list of {', '.join(PLATFORMS)}")
+    return tuple(dict.fromkeys(names))
+
+
+OFFERED_PLATFORMS = define(
+    "TICKRUN_PLATFORMS", platform_list, (),
+    "the platforms this controller offers, comma-separated (the Helm chart offers only "
+    "kubernetes); a deploy to any other is refused", "controller", type_name="list",
+    default_doc="every platform it can run: process, container with an engine, kubernetes "
+    "with a cluster",
+)  # fmt: skip
 PORT_RANGE = define(
     "TICKRUN_PORT_RANGE", port_range, (20000, 29999),
     "ports handed to replicas (within 1024-65535)", "controller",
@@ -299,6 +317,12 @@ BASE_IMAGE = define(
 K8S_NAMESPACE = define(
     "TICKRUN_K8S_NAMESPACE", text, "tickrun",
     "the Kubernetes namespace the kubernetes platform puts functions in", "controller",
+)  # fmt: skip
+K8S_AUTOSCALER = define(
+    "TICKRUN_K8S_AUTOSCALER", one_of("tickrun", "keda"), "tickrun",
+    "who scales autoscaled kubernetes functions: tickrun drives the Deployment's scale "
+    "subresource (and an HPA for targetCPU); keda emits a KEDA ScaledObject per function "
+    "(kafka, cron and cpu triggers) and tickrun leaves the count alone", "controller",
 )  # fmt: skip
 KUBECONFIG = define(
     "TICKRUN_KUBECONFIG", path, None,
