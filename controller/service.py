@@ -23,7 +23,7 @@ from typing import Any, TextIO
 import yaml
 
 from tickrun.functions.errors import ConflictError, SpecError, TickrunError
-from tickrun.functions.settings import KUBECONFIG, PLATFORMS
+from tickrun.functions.settings import KUBECONFIG, PLATFORMS, REGISTRY_URL
 from tickrun.functions.spec import FunctionSpec
 
 from .builder import Builder
@@ -36,8 +36,6 @@ from .store.secrets import SecretStore
 
 logger = logging.getLogger(__name__)
 
-# Cluster platforms run the container platform's image.
-CLUSTER_BUILD = "container"
 # Spec fields that only say how many replicas to run: changing them scales, never rebuilds.
 SCALE_FIELDS = ("replicas", "minReplicas", "maxReplicas")
 # How long a cancelled build may take to notice (its subprocess is killed at once; a step
@@ -116,7 +114,16 @@ class FunctionService:
         """What ``spec`` asks for that ``platform`` will not do (the deploy says so)."""
         target = self.platforms.get(platform) or self.clusters.get(platform)
         acted_on = await target.acts_on() if target is not None else set()
-        return unacted_fields(spec, acted_on, platform)
+        warnings = unacted_fields(spec, acted_on, platform)
+        if platform in self.clusters and not self.settings.registry:
+            # kwok and a one-node cluster sharing the controller's image store get by; a real
+            # node pulls, and no registry serves localhost/.
+            warnings.append(
+                f"no registry is set ({REGISTRY_URL.name}): the {platform} platform runs the "
+                f"local image localhost/tickrun/{spec.name}, which the nodes of a real cluster "
+                "cannot pull"
+            )
+        return warnings
 
     # --- deploy ---------------------------------------------------------------------------------
 
@@ -300,7 +307,7 @@ class FunctionService:
                     self.builder.build,
                     spec,
                     code_dir,
-                    CLUSTER_BUILD if row.platform in self.clusters else row.platform,
+                    row.platform,  # kubernetes: the container image, pushed to the registry
                     log,
                     code_hash=row.code_hash,
                 )
