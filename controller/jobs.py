@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tickrun.functions.errors import BadRequestError, NotFoundError, PlatformError, TickrunError
 from tickrun.functions.launch import parent_env, python_command
@@ -58,6 +58,9 @@ from tickrun.functions.settings import (
     STATE_DIR,
     TOKEN,
 )
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -277,16 +280,8 @@ class _ContainerJob(_Job):
         from .builder.engine import Engine
         from .settings import Settings
 
-        target, uid = request.target, request.uid
-        path, sep, handler = target.rpartition(":")
-        if not sep or not path.endswith(".py") or target.startswith("hub://"):
-            raise BadRequestError(
-                f"--runner container runs FILE.py:handler targets, not {target!r}; use "
-                "--runner subprocess or --local for module:handler and hub:// targets"
-            )
-        self.file = Path(path).expanduser().resolve()
-        if not self.file.is_file():
-            raise BadRequestError(f"{path} is not a file")
+        uid = request.uid
+        self.file, handler = job_file(request.target, "container")
         self.handler = handler
         self.controller = Settings.from_env()
         engine = self.controller.engine()
@@ -322,32 +317,8 @@ class _ContainerJob(_Job):
         self.image = ""
 
     def build(self) -> str:
-        from tickrun.functions.source import resolve_function
-
-        from .builder import Builder
-
-        code_dir, spec = resolve_function(self.file)
-        if self.controller.builds_dir.resolve().is_relative_to(code_dir):
-            raise BadRequestError(
-                f"the build folder {self.controller.builds_dir} is inside the job's folder "
-                f"{code_dir}, which is copied into the image: set {STATE_DIR.name} elsewhere"
-            )
-        # The run tracker's SQL DB needs SQLAlchemy, which function images do not carry.
-        reqs = list(spec.spec.requirements)
-        if not any(r.lower().startswith("sqlalchemy") for r in reqs):
-            reqs.append(_pinned("SQLAlchemy"))
-        job_spec = spec.model_copy(
-            update={
-                "metadata": spec.metadata.model_copy(
-                    update={"name": f"job-{spec.name}"[:63].rstrip("-")}
-                ),
-                "spec": spec.spec.model_copy(update={"requirements": reqs}),
-            }
-        )
-        result = Builder(self.controller).build(
-            job_spec, code_dir, "container", lambda line: _say(f"build: {line}"), code_hash=""
-        )
-        return str(result.artifact["image"])
+        artifact = build_job_image(self.file, self.controller, "container", ("SQLAlchemy",))
+        return str(artifact["image"])
 
     def start(self) -> None:
         self.image = self.build()
@@ -400,6 +371,55 @@ class _ContainerJob(_Job):
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
+def job_file(target: str, runner: str) -> tuple[Path, str]:
+    """The file and handler of a ``FILE.py:handler`` target, the only kind built into an image."""
+    path, sep, handler = target.rpartition(":")
+    if not sep or not path.endswith(".py") or target.startswith("hub://"):
+        raise BadRequestError(
+            f"--runner {runner} runs FILE.py:handler targets, not {target!r}; use "
+            "--runner subprocess or --local for module:handler and hub:// targets"
+        )
+    file = Path(path).expanduser().resolve()
+    if not file.is_file():
+        raise BadRequestError(f"{path} is not a file")
+    return file, handler
+
+
+def build_job_image(
+    file: Path, controller: Settings, platform: str, requirements: tuple[str, ...]
+) -> dict[str, Any]:
+    """Build the image of the job in ``file``'s folder with the controller's builder: the
+    folder's ``function.yaml`` requirements plus ``requirements`` (what the run tracker needs in
+    there, pinned to this machine's versions); the build's artifact (``image``, maybe
+    ``image_digest``)."""
+    from tickrun.functions.source import resolve_function
+
+    from .builder import Builder
+
+    code_dir, spec = resolve_function(file)
+    if controller.builds_dir.resolve().is_relative_to(code_dir):
+        raise BadRequestError(
+            f"the build folder {controller.builds_dir} is inside the job's folder "
+            f"{code_dir}, which is copied into the image: set {STATE_DIR.name} elsewhere"
+        )
+    reqs = list(spec.spec.requirements)
+    for dist in requirements:
+        if not any(r.lower().startswith(dist.lower()) for r in reqs):
+            reqs.append(_pinned(dist))
+    job_spec = spec.model_copy(
+        update={
+            "metadata": spec.metadata.model_copy(
+                update={"name": f"job-{spec.name}"[:63].rstrip("-")}
+            ),
+            "spec": spec.spec.model_copy(update={"requirements": reqs}),
+        }
+    )
+    result = Builder(controller).build(
+        job_spec, code_dir, platform, lambda line: _say(f"build: {line}"), code_hash=""
+    )
+    return dict(result.artifact)
+
+
 def _pinned(dist: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -418,4 +438,13 @@ def _outermost(paths: set[Path]) -> list[Path]:
     return out
 
 
-__all__ = ["RUNNERS", "container_name", "run_job", "sqlite_path", "tracking_env"]
+__all__ = [
+    "APP_FUNCTION",
+    "RUNNERS",
+    "build_job_image",
+    "container_name",
+    "job_file",
+    "run_job",
+    "sqlite_path",
+    "tracking_env",
+]

@@ -124,9 +124,9 @@ class HubFunction:
         """Run one handler as a tracked run; returns the runs API's ``RunObject``.
 
         ``runner`` ``"local"`` (the default) runs it in this process; ``"subprocess"`` (also
-        ``local=False``) or ``"container"`` submit a ``JobRequest`` to that runner's job
-        launcher (``tickrun.job_runners``), as ``tickrun run hub://… --runner …`` does, and
-        wait for it. (``platform=`` is the keyword's name before 0.2.)
+        ``local=False``), ``"container"`` or ``"kubernetes"`` submit a ``JobRequest`` to that
+        runner's job launcher (``tickrun.job_runners``), as ``tickrun run hub://… --runner …``
+        does, and wait for it. (``platform=`` is the keyword's name before 0.2.)
         """
         if "platform" in kwargs:
             legacy = kwargs.pop("platform")
@@ -173,6 +173,9 @@ class HubFunction:
         its hub settings (the environment) resolve that to the same folder, else the item's
         file (a hub object built in code, e.g. ``Hub([folder])``, is not in the environment)."""
         pinned = f"hub://{self.name}:{self.version}#{handler}"
+        if runner == "kubernetes":
+            # The Job's image is built from the item's folder, like any FILE.py:handler job.
+            return f"{self.code_path}:{handler}"
         if runner == "container":
             return pinned  # the job runner decides what a container can run
         try:

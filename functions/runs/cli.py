@@ -59,7 +59,12 @@ def register(sub: Any, get: Any) -> None:
     p.add_argument("--selector", help="max.<result> or min.<result>, picks the best iteration")
     p.add_argument("--stop-condition", help="e.g. 'accuracy >= 0.95': stop the sweep early")
     p.add_argument("--max-iterations", type=int)
-    p.add_argument("--parallel", type=int, default=1, help="iterations at once (processes)")
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="iterations at once (worker processes; the Job's parallelism on kubernetes)",
+    )
     p.add_argument("--seed", type=int, help="seed of the random strategy")
     p.add_argument("--project", default="default")
     p.add_argument("--name")
@@ -69,11 +74,12 @@ def register(sub: Any, get: Any) -> None:
     where.add_argument("--local", action="store_true", help="run in this process (default)")
     where.add_argument(
         "--runner",
-        choices=("local", "subprocess", "container"),
+        choices=("local", "subprocess", "container", "kubernetes"),
         help="where the job runs: local (this process), subprocess (a fresh Python "
-        "interpreter on this machine) or container (podman/docker, an image built from the "
-        "file's folder); the run is tracked the same way everywhere. A job is one tracked "
-        "run: `deploy --platform` is where a function's replicas serve, a different thing",
+        "interpreter on this machine), container (podman/docker, an image built from the "
+        "file's folder) or kubernetes (a Job from that image; a sweep is one indexed Job); "
+        "the run is tracked the same way everywhere. A job is one tracked run: `deploy "
+        "--platform` is where a function's replicas serve, a different thing",
     )
     # The flag's name before 0.2: the same word as deploy's, for a different thing.
     where.add_argument(
@@ -205,7 +211,7 @@ def _show(run: RunObject, *, as_json: bool) -> None:
 
 
 def _run_elsewhere(request: JobRequest, *, as_json: bool) -> int:
-    """``--runner subprocess|container``: the runner's job launcher (an entry point of
+    """``--runner subprocess|container|kubernetes``: the runner's job launcher (an entry point of
     ``tickrun.job_runners``, the controller's job runner) runs the request in another process
     or a container and waits; the run is then read back and shown as a local one is."""
     from .job import load_run

@@ -28,6 +28,7 @@ from ..spec import FunctionSpec
 RUN_TARGETS = "tickrun.run_targets"
 JOB_RUNNERS = "tickrun.job_runners"
 CONTROLLER_CLIENTS = "tickrun.controller_clients"
+MAX_PARALLEL = 1000
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,8 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # Where the job runs: local (the caller's process), subprocess or container. Not a
-    # controller platform: a job is one tracked run, never a deployed function's replica.
+    # Where the job runs: local (the caller's process), subprocess, container or kubernetes (a
+    # Job). Not a controller platform: a job is one tracked run, never a function's replica.
     runner: str
     target: str  # path/to/file.py:fn, module:fn or hub://name:x.y.z#handler
     uid: str
@@ -65,8 +66,9 @@ class JobRequest(BaseModel):
     hyper_strategy: Literal["grid", "list", "random"] = "grid"
     selector: str | None = None
     stop_condition: str | None = None
-    max_iterations: int | None = None
-    parallel: int = 1
+    max_iterations: int | None = Field(default=None, ge=1)
+    # Iterations at once: worker processes here, a Job's parallelism on Kubernetes.
+    parallel: int = Field(default=1, ge=1, le=MAX_PARALLEL)
     seed: int | None = None
     project: str = "default"
     name: str | None = None

@@ -87,7 +87,7 @@ def run_function(
     if target.check is not None:
         target.check(params or {}, inputs or {})
     try:
-        record = _new_record(handler, ref, store, params, inputs, project, name, labels, uid)
+        record = new_record(handler, ref, store, params, inputs, project, name, labels, uid)
     except ValidationError as exc:
         bad = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
@@ -146,7 +146,7 @@ def run_function(
     return RunObject(final, arts, db=db, s3=env.s3, roots=env.artifact_roots)
 
 
-def _new_record(
+def new_record(
     handler: Handler,
     ref: str,
     store: ArtifactStore,
