@@ -54,6 +54,10 @@ _REQUEST = re.compile(r'"([A-Z]+) (/v2/[^ "]*) HTTP/[0-9.]+" (\d{3})')
 
 
 def registry_binary() -> Path:
+    """The binary ensure.sh built (or $TICKRUN_REGISTRY_BIN)."""
+    override = os.environ.get("TICKRUN_REGISTRY_BIN")
+    if override:
+        return Path(override)
     version = versions().get("REGISTRY_VERSION")
     if not version:
         raise PeerUnavailable("REGISTRY_VERSION is missing from deploy/peers/versions.env")
