@@ -137,6 +137,35 @@ def test_local_false_runs_a_hub_object_built_in_code_elsewhere(
     assert run.record.labels["hub.source"] == str(private_hub)
 
 
+def test_kubernetes_runner_gets_the_items_file_and_the_sweep(
+    private_hub: Path, tracked: Path
+) -> None:
+    from tickrun.functions.runs.plugins import JOB_RUNNERS, JobRequest, register, unregister
+
+    fn = Hub([private_hub], bundled=False).import_function("hub://toy:1.2")
+    got: list[JobRequest] = []
+
+    def launcher(request: JobRequest) -> int:
+        got.append(request)
+        return 1  # nothing recorded: run() says so
+
+    register(JOB_RUNNERS, "kubernetes", launcher)
+    try:
+        with pytest.raises(HubError, match="kubernetes job exited with 1"):
+            fn.run(runner="kubernetes", hyperparams={"x": [1, 2]}, parallel=2)
+    finally:
+        unregister(JOB_RUNNERS, "kubernetes")
+    [request] = got
+    # The Job's image is built from the item's folder: a FILE.py:handler target.
+    assert request.target == f"{fn.code_path}:main"
+    assert (request.runner, request.hyperparams, request.parallel) == (
+        "kubernetes",
+        {"x": [1, 2]},
+        2,
+    )
+    assert request.labels["hub.item"] == "toy" and request.labels["hub.version"] == "1.2.3"
+
+
 def test_run_elsewhere_refuses_what_cannot_cross_processes(private_hub: Path) -> None:
     fn = Hub([private_hub], bundled=False).import_function("hub://toy")
     with pytest.raises(HubError, match="cannot hand db"):
