@@ -136,8 +136,11 @@ async def version(request: web.Request) -> web.Response:
 
 
 def _platforms(settings: Settings, builder: Builder) -> dict[str, Platform]:
-    platforms: dict[str, Platform] = {"process": ProcessPlatform(settings=settings)}
-    engine_name = settings.engine()
+    """The replica platforms that are available and not turned off (TICKRUN_PLATFORMS)."""
+    platforms: dict[str, Platform] = {}
+    if settings.offers("process"):
+        platforms["process"] = ProcessPlatform(settings=settings)
+    engine_name = settings.engine() if settings.offers("container") else None
     if engine_name is not None and engine_name != "buildah":
         platforms["container"] = ContainerPlatform(Engine(engine_name))
     return platforms
@@ -145,12 +148,16 @@ def _platforms(settings: Settings, builder: Builder) -> dict[str, Platform]:
 
 def _clusters(settings: Settings) -> dict[str, ClusterPlatform]:
     """The kubernetes platform, when a kubeconfig is set or the controller runs in a pod."""
-    if not settings.kubernetes:
+    if not settings.kubernetes or not settings.offers("kubernetes"):
         return {}
     # The client library is large: imported only when the platform is offered.
     from .platforms.kubernetes.platform import KubernetesPlatform
 
-    return {"kubernetes": KubernetesPlatform(settings.k8s_namespace, settings.kubeconfig)}
+    return {
+        "kubernetes": KubernetesPlatform(
+            settings.k8s_namespace, settings.kubeconfig, autoscaler=settings.k8s_autoscaler
+        )
+    }
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -79,6 +79,10 @@ class ClusterReconciler:
         self.unready = unready
         # function → (cluster, revision applied, replicas asked for)
         self._applied: dict[str, tuple[str, str | None, int]] = {}
+        # function → the replica bounds its HPA or ScaledObject was applied with: they are not
+        # part of the revision (a count change never rebuilds), yet the cluster's scaler holds
+        # them, so a change re-applies.
+        self._bounds: dict[str, tuple[int, int] | None] = {}
         self._polled: dict[str, float] = {}
         self._retry_at: dict[str, float] = {}
         self._trouble: dict[str, str] = {}
@@ -90,6 +94,7 @@ class ClusterReconciler:
 
     def forget(self, function: str) -> None:
         self._applied.pop(function, None)
+        self._bounds.pop(function, None)
         self._polled.pop(function, None)
         self._retry_at.pop(function, None)
         self._trouble.pop(function, None)
@@ -148,7 +153,9 @@ class ClusterReconciler:
         if fn.revision is None or fn.artifact is None:
             return  # the first build is still running
         now = time.monotonic()
-        autoscaled = fn.spec.spec.target_cpu_percent is not None
+        autoscaled = cluster.owns_count(fn.spec)
+        lo, hi = fn.spec.spec.replica_bounds()
+        bounds = (int(lo), int(hi)) if autoscaled else None
         try:
             if fn.name not in self._applied:
                 # After a start: what the cluster runs already need not be applied again.
@@ -156,10 +163,14 @@ class ClusterReconciler:
                 if current is not None:
                     self._applied[fn.name] = (cluster.name, current.revision, current.desired)
             _, revision, asked = self._applied.get(fn.name, (cluster.name, None, -1))
+            # After a start the bounds applied are unknown: a scaler's are applied once more.
+            unknown = (-1, -1) if autoscaled else None
+            rescaler = self._bounds.get(fn.name, unknown) != bounds
             if now >= self._retry_at.get(fn.name, 0.0):
-                if revision != fn.revision:
+                if revision != fn.revision or rescaler:
                     await cluster.apply(self._workload(fn, desired))
                     self._applied[fn.name] = (cluster.name, fn.revision, desired)
+                    self._bounds[fn.name] = bounds
                     self._polled.pop(fn.name, None)
                     self.store.add_event(
                         fn.name,

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 import yaml
 
 from tickrun.functions.errors import ConflictError, SpecError, TickrunError
-from tickrun.functions.settings import KUBECONFIG, PLATFORMS, REGISTRY_URL
+from tickrun.functions.settings import KUBECONFIG, OFFERED_PLATFORMS, PLATFORMS, REGISTRY_URL
 from tickrun.functions.spec import FunctionSpec
 
 from .builder import Builder
@@ -115,6 +115,9 @@ class FunctionService:
         target = self.platforms.get(platform) or self.clusters.get(platform)
         acted_on = await target.acts_on() if target is not None else set()
         warnings = unacted_fields(spec, acted_on, platform)
+        cluster = self.clusters.get(platform)
+        if cluster is not None:
+            warnings += cluster.warnings(spec)
         if platform in self.clusters and not self.settings.registry:
             # kwok and a one-node cluster sharing the controller's image store get by; a real
             # node pulls, and no registry serves localhost/.
@@ -149,6 +152,12 @@ class FunctionService:
             raise SpecError(
                 f"unknown platform {platform!r}: use one of {', '.join(PLATFORMS)}",
                 detail=[{"field": "platform", "message": "unknown platform"}],
+            )
+        if not self.settings.offers(platform):
+            raise SpecError(
+                f"the {platform} platform is turned off on this controller: it offers "
+                f"{', '.join(self.settings.platforms or ())} ({OFFERED_PLATFORMS.name})",
+                detail=[{"field": "platform", "message": "platform turned off"}],
             )
         if platform == "container" and "container" not in self.platforms:
             raise SpecError(

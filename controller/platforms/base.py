@@ -217,6 +217,14 @@ class ClusterPlatform(abc.ABC):
         """Spec fields (see :func:`unacted_fields`) this platform acts on."""
         return set()
 
+    def owns_count(self, spec: FunctionSpec) -> bool:
+        """The cluster (an HPA, KEDA) sets the replica count: tickrun never scales it."""
+        return spec.spec.target_cpu_percent is not None
+
+    def warnings(self, spec: FunctionSpec) -> list[str]:
+        """What ``spec`` asks for that this platform's scaling will not do (deploy warnings)."""
+        return []
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release the client (the cluster's objects stay)."""
 

@@ -1,6 +1,6 @@
-"""The kubernetes platform: a function is a Deployment (+ Service, Secret, HPA) in one namespace,
-applied server-side with the official client; the cluster runs, probes, restarts and rolls the
-pods, and this class reads their status back.
+"""The kubernetes platform: a function is a Deployment (+ Service, Secret, HPA or KEDA
+ScaledObject) in one namespace, applied server-side with the official client; the cluster runs,
+probes, restarts and rolls the pods, and this class reads their status back.
 
 The client is blocking: every call runs in a thread. API errors become
 :class:`~tickrun.functions.errors.PlatformError` with the API server's own message.
@@ -25,6 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from tickrun.functions.errors import PlatformError
 from tickrun.functions.settings import K8S_NAMESPACE
+from tickrun.functions.spec import FunctionSpec
 
 from ..base import (
     ClusterEvent,
@@ -34,6 +35,7 @@ from ..base import (
     Workload,
     WorkloadStatus,
 )
+from . import keda
 from . import manifests as m
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ REQUEST_TIMEOUT_S = (5.0, 30.0)  # connect, read
 # Read answers as JSON (the client's models would be built and thrown away); errors still raise.
 RAW: dict[str, Any] = {"_preload_content": False, "_request_timeout": REQUEST_TIMEOUT_S}
 # Kinds whose events are the function's events.
-EVENT_KINDS = {"Deployment", "ReplicaSet", "Pod", "HorizontalPodAutoscaler"}
+EVENT_KINDS = {"Deployment", "ReplicaSet", "Pod", "HorizontalPodAutoscaler", keda.KIND}
 # A pod waiting for one of these will not get better by waiting.
 FATAL_REASONS = {
     "ErrImagePull",
@@ -140,14 +142,18 @@ def workload_status(
 
 
 class KubernetesPlatform(ClusterPlatform):
-    """Constructor does no I/O: the kubeconfig is read on first use."""
+    """Constructor does no I/O: the kubeconfig is read on first use. ``autoscaler``: "keda"
+    hands the count of autoscaled functions to KEDA ScaledObjects (keda.py)."""
 
     name = "kubernetes"
     port = m.PORT
 
-    def __init__(self, namespace: str, kubeconfig: Path | None = None) -> None:
+    def __init__(
+        self, namespace: str, kubeconfig: Path | None = None, *, autoscaler: str = "tickrun"
+    ) -> None:
         self.namespace = namespace
         self.kubeconfig = kubeconfig  # None: the pod's service account
+        self.keda = autoscaler == "keda"
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._metrics: bool | None = None
@@ -212,6 +218,10 @@ class KubernetesPlatform(ClusterPlatform):
             resp = k8s.CoreV1Api(api).patch_namespaced_service(name, ns, obj, **kw)
         elif kind == "Secret":
             resp = k8s.CoreV1Api(api).patch_namespaced_secret(name, ns, obj, **kw)
+        elif kind == keda.KIND:
+            resp = k8s.CustomObjectsApi(api).patch_namespaced_custom_object(
+                keda.GROUP, keda.VERSION, ns, keda.PLURAL, name, obj, **kw
+            )
         else:
             resp = k8s.AutoscalingV2Api(api).patch_namespaced_horizontal_pod_autoscaler(
                 name, ns, obj, **kw
@@ -231,6 +241,10 @@ class KubernetesPlatform(ClusterPlatform):
                 k8s.CoreV1Api(api).delete_namespaced_service(name, ns, **kw)
             elif kind == "Secret":
                 k8s.CoreV1Api(api).delete_namespaced_secret(name, ns, **kw)
+            elif kind == keda.KIND:
+                k8s.CustomObjectsApi(api).delete_namespaced_custom_object(
+                    keda.GROUP, keda.VERSION, ns, keda.PLURAL, name, **kw
+                )
             else:
                 k8s.AutoscalingV2Api(api).delete_namespaced_horizontal_pod_autoscaler(
                     name, ns, **kw
@@ -239,11 +253,22 @@ class KubernetesPlatform(ClusterPlatform):
             if exc.status != 404:
                 raise
 
+    def keda_owned(self, spec: FunctionSpec) -> bool:
+        return self.keda and keda.owns_count(spec)
+
+    def owns_count(self, spec: FunctionSpec) -> bool:
+        return self.keda_owned(spec) or spec.spec.target_cpu_percent is not None
+
+    def warnings(self, spec: FunctionSpec) -> list[str]:
+        return keda.plan(spec).warnings if self.keda_owned(spec) else []
+
     async def apply(self, workload: Workload) -> None:
-        ns, hpa_wanted = self.namespace, m.wants_hpa(workload)
+        ns = self.namespace
+        by_keda = self.keda_owned(workload.spec)
+        hpa_wanted = m.wants_hpa(workload) and not by_keda
 
         def run(api: Any) -> None:
-            dep = self._apply(api, m.deployment(workload, ns, autoscaled=hpa_wanted))
+            dep = self._apply(api, m.deployment(workload, ns, autoscaled=by_keda or hpa_wanted))
             owner = m.owner_reference(dep["metadata"]["name"], dep["metadata"]["uid"])
             self._apply(api, m.service(workload, ns, owner))
             secret = m.secret(workload, ns, owner)
@@ -251,11 +276,15 @@ class KubernetesPlatform(ClusterPlatform):
                 self._apply(api, secret)
             else:  # a previous revision's secrets must not linger
                 self._delete(api, "Secret", m.secret_name(workload.function))
-            hpa = m.hpa(workload, ns, owner)
+            hpa = m.hpa(workload, ns, owner) if hpa_wanted else None
             if hpa is not None:
                 self._apply(api, hpa)
             else:
                 self._delete(api, "HorizontalPodAutoscaler", m.object_name(workload.function))
+            if by_keda:
+                self._apply(api, keda.scaled_object(workload, ns, owner))
+            elif self.keda:  # KEDA no longer owns it (a fixed count now): its HPA goes too
+                self._delete(api, keda.KIND, m.object_name(workload.function))
 
         try:
             await self._call(f"apply {workload.function!r}", run)
@@ -299,7 +328,7 @@ class KubernetesPlatform(ClusterPlatform):
             sets = self._json(apps.list_namespaced_replica_set(ns, label_selector=selector, **RAW))[
                 "items"
             ]
-            ours = {("Deployment", name), ("HorizontalPodAutoscaler", name)}
+            ours = {("Deployment", name), ("HorizontalPodAutoscaler", name), (keda.KIND, name)}
             ours |= {("ReplicaSet", r["metadata"]["name"]) for r in sets}
             ours |= {("Pod", p["metadata"]["name"]) for p in pods}
             raw = self._json(core.list_namespaced_event(ns, **RAW))["items"]
@@ -345,6 +374,14 @@ class KubernetesPlatform(ClusterPlatform):
             ):
                 items = self._json(lister(ns, **kw))["items"]
                 found += [(kind, i["metadata"]["name"]) for i in items]
+            if self.keda:  # the ScaledObject first: KEDA would scale the Deployment back up
+                custom = k8s.CustomObjectsApi(api)
+                objs = self._json(
+                    custom.list_namespaced_custom_object_with_http_info(
+                        keda.GROUP, keda.VERSION, ns, keda.PLURAL, **kw
+                    )
+                )["items"]
+                found = [(keda.KIND, o["metadata"]["name"]) for o in objs] + found
             for kind, obj in found:
                 self._delete(api, kind, obj)
             # The garbage collector would take them too, later: gone now, so nothing serves on.
