@@ -23,6 +23,7 @@ from . import api, secrets_api
 from .auth import authorization, check_bearer, load_or_create_token
 from .builder import Builder
 from .builder.engine import Engine
+from .builder.registry import RegistryConfig
 from .edge import make_guard
 from .gateway import Gateway
 from .openapi import OPENAPI_PATH, document
@@ -155,7 +156,10 @@ def _clusters(settings: Settings) -> dict[str, ClusterPlatform]:
 
     return {
         "kubernetes": KubernetesPlatform(
-            settings.k8s_namespace, settings.kubeconfig, autoscaler=settings.k8s_autoscaler
+            settings.k8s_namespace,
+            settings.kubeconfig,
+            autoscaler=settings.k8s_autoscaler,
+            registry=RegistryConfig.from_settings(settings),
         )
     }
 

@@ -135,6 +135,18 @@ def credentials(config: RegistryConfig) -> tuple[str, str] | None:
     return None
 
 
+def docker_config_json(config: RegistryConfig) -> str | None:
+    """A ``.dockerconfigjson`` with the registry's credentials (for the cluster's image pull
+    Secret), None when there are none."""
+    creds = credentials(config)
+    if creds is None:
+        return None
+    user, password = creds
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    entry = {"username": user, "password": password, "auth": auth}
+    return json.dumps({"auths": {config.host: entry}})
+
+
 @contextlib.contextmanager
 def engine_authfile(config: RegistryConfig) -> Iterator[Path | None]:
     """The auth file the engine logs in with: the configured one, or the settings' user and
@@ -329,4 +341,12 @@ def _name_and_tag(local_tag: str) -> tuple[str, str]:
     return repo.rsplit("/", 1)[-1], tag
 
 
-__all__ = ["RegistryConfig", "credentials", "engine_authfile", "lookup", "publish", "push"]
+__all__ = [
+    "RegistryConfig",
+    "credentials",
+    "docker_config_json",
+    "engine_authfile",
+    "lookup",
+    "publish",
+    "push",
+]

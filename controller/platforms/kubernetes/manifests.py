@@ -32,6 +32,8 @@ CODE_DIR = "/opt/tickrun/function"  # where the image puts the function (builder
 GRACE_MARGIN_S = 5
 READY_PERIOD_S = 2
 LIVE_PERIOD_S = 10
+# The namespace's one image pull Secret (the registry's credentials), shared by the functions.
+PULL_SECRET = "tickrun-registry"  # noqa: S105 - a Secret's name, not a password
 # A new revision comes up beside the old one, which serves until it is ready (as the replica
 # platforms roll).
 ROLLING = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}
@@ -160,9 +162,11 @@ def container(w: Workload) -> dict[str, Any]:
     return out
 
 
-def deployment(w: Workload, namespace: str, *, autoscaled: bool = False) -> dict[str, Any]:
+def deployment(
+    w: Workload, namespace: str, *, autoscaled: bool = False, pull_secret: str | None = None
+) -> dict[str, Any]:
     """``autoscaled``: an HPA owns the replica count, so the Deployment does not state one
-    (applying it would fight the HPA)."""
+    (applying it would fight the HPA). ``pull_secret``: the Secret the kubelet pulls with."""
     s = w.spec.spec
     meta = _metadata(w, object_name(w.function), namespace)
     meta["annotations"] = {LABEL_REVISION: w.revision}
@@ -180,6 +184,8 @@ def deployment(w: Workload, namespace: str, *, autoscaled: bool = False) -> dict
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
+    if pull_secret:
+        pod_spec["imagePullSecrets"] = [{"name": pull_secret}]
     if s.node_selector:
         pod_spec["nodeSelector"] = dict(s.node_selector)
     if s.tolerations:
@@ -228,6 +234,22 @@ def secret(w: Workload, namespace: str, owner: dict[str, Any]) -> dict[str, Any]
     meta["ownerReferences"] = [owner]
     data = {k: base64.b64encode(v.encode()).decode() for k, v in sorted(w.secret_env.items())}
     return {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "Opaque", "data": data}
+
+
+def pull_secret(namespace: str, docker_config_json: str) -> dict[str, Any]:
+    """The registry's credentials as a ``kubernetes.io/dockerconfigjson`` Secret. Not owned by
+    one function's Deployment (every function of the namespace pulls with it)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": PULL_SECRET,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": MANAGED_BY},
+        },
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": base64.b64encode(docker_config_json.encode()).decode()},
+    }
 
 
 def wants_hpa(w: Workload) -> bool:

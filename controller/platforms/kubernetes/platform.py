@@ -27,6 +27,7 @@ from tickrun.functions.errors import PlatformError
 from tickrun.functions.settings import K8S_NAMESPACE
 from tickrun.functions.spec import FunctionSpec
 
+from ...builder.registry import RegistryConfig, docker_config_json
 from ..base import (
     ClusterEvent,
     ClusterPlatform,
@@ -149,11 +150,18 @@ class KubernetesPlatform(ClusterPlatform):
     port = m.PORT
 
     def __init__(
-        self, namespace: str, kubeconfig: Path | None = None, *, autoscaler: str = "tickrun"
+        self,
+        namespace: str,
+        kubeconfig: Path | None = None,
+        *,
+        autoscaler: str = "tickrun",
+        registry: RegistryConfig | None = None,
     ) -> None:
         self.namespace = namespace
         self.kubeconfig = kubeconfig  # None: the pod's service account
         self.keda = autoscaler == "keda"
+        # With credentials, pods pull with them (an image pull Secret in the namespace).
+        self.registry = registry
         self._client: Any = None
         self._client_lock = threading.Lock()
         self._metrics: bool | None = None
@@ -268,7 +276,16 @@ class KubernetesPlatform(ClusterPlatform):
         hpa_wanted = m.wants_hpa(workload) and not by_keda
 
         def run(api: Any) -> None:
-            dep = self._apply(api, m.deployment(workload, ns, autoscaled=by_keda or hpa_wanted))
+            pull: str | None = None
+            # Read here, in the thread: the credentials may come from an auth file.
+            config = docker_config_json(self.registry) if self.registry is not None else None
+            if config is not None:
+                self._apply(api, m.pull_secret(ns, config))
+                pull = m.PULL_SECRET
+            dep = self._apply(
+                api,
+                m.deployment(workload, ns, autoscaled=by_keda or hpa_wanted, pull_secret=pull),
+            )
             owner = m.owner_reference(dep["metadata"]["name"], dep["metadata"]["uid"])
             self._apply(api, m.service(workload, ns, owner))
             secret = m.secret(workload, ns, owner)
