@@ -112,8 +112,10 @@ def job(
     secret_keys: list[str],
     deadline_s: int | None = None,
     resources: Mapping[str, Mapping[str, str]] | None = None,
+    pull_secret: str | None = None,
 ) -> dict[str, Any]:
-    """The Job: ``completions`` indexes of ``request`` (its target as the image has it)."""
+    """The Job: ``completions`` indexes of ``request`` (its target as the image has it);
+    ``pull_secret``: the registry's credentials, when the image needs them."""
     if completions < 1:
         raise ValueError("a Job needs at least one completion")
     indexed = bool(request.hyperparams)
@@ -161,6 +163,8 @@ def job(
             },
         },
     }
+    if pull_secret is not None:
+        spec["template"]["spec"]["imagePullSecrets"] = [{"name": pull_secret}]
     if indexed:
         spec["backoffLimitPerIndex"] = BACKOFF_PER_INDEX
     else:

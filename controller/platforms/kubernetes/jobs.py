@@ -50,10 +50,11 @@ from tickrun.functions.settings import (
     TOKEN,
 )
 
+from ...builder.registry import RegistryConfig, docker_config_json
 from ...jobs import APP_FUNCTION, build_job_image, job_file
 from . import jobmanifests as jm
-from .manifests import CODE_DIR
-from .platform import FATAL_REASONS, _api_message
+from .manifests import CODE_DIR, PULL_SECRET, pull_secret
+from .platform import APPLY, FATAL_REASONS, FIELD_MANAGER, _api_message
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +161,19 @@ class JobClient:
             ) from exc
         return json.loads(resp.data or b"null")
 
+    def apply_pull_secret(self, secret: dict[str, Any]) -> None:
+        """The namespace's registry Secret, shared with the platform's Deployments."""
+        self._call(
+            "apply the registry's pull Secret",
+            k8s.CoreV1Api(self.api).patch_namespaced_secret,
+            secret["metadata"]["name"],
+            self.namespace,
+            secret,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=APPLY,
+        )
+
     def create(self, job: dict[str, Any], secret: dict[str, Any] | None) -> None:
         core, batch, ns = k8s.CoreV1Api(self.api), k8s.BatchV1Api(self.api), self.namespace
         if secret is not None:
@@ -264,8 +278,12 @@ def run_job(request: JobRequest) -> int:
     run = IndexedRun(in_image, settings)
     completions = run.plan()  # bad sweep options fail here, before a build
     namespace = K8S_NAMESPACE.get()
-    artifact = build_job_image(file, Settings.from_env(), "container", JOB_REQUIREMENTS)
+    controller = Settings.from_env()
+    # "kubernetes": pushed to TICKRUN_REGISTRY (and pulled by digest) when one is set.
+    artifact = build_job_image(file, controller, RUNNER, JOB_REQUIREMENTS)
     image = str(artifact.get("image_digest") or artifact["image"])
+    registry = RegistryConfig.from_settings(controller)
+    pull_config = docker_config_json(registry) if registry is not None else None
     values, secret_values = pod_env(settings, art)
     job = jm.job(
         in_image,
@@ -274,9 +292,12 @@ def run_job(request: JobRequest) -> int:
         completions=completions,
         values=values,
         secret_keys=sorted(secret_values),
+        pull_secret=PULL_SECRET if pull_config is not None else None,
     )
     secret = jm.secret(in_image, namespace, secret_values) if secret_values else None
     client = JobClient(api_client(), namespace, request.uid)
+    if pull_config is not None:
+        client.apply_pull_secret(pull_secret(namespace, pull_config))
     run.start()
     try:
         client.create(job, secret)

@@ -129,6 +129,21 @@ def test_failure_policy_per_index_for_a_sweep_whole_job_for_a_run(tmp_path: Path
         _job(_request(), tmp_path, 0)
 
 
+def test_registry_credentials_by_pull_secret_only_when_configured(tmp_path: Path) -> None:
+    assert "imagePullSecrets" not in _job(_request(), tmp_path, 1)["spec"]["template"]["spec"]
+    values, secrets = pod_env(_settings(tmp_path), "s3://runs/tickrun")
+    job = jm.job(
+        _request(),
+        "ns1",
+        image="registry.local/tickrun/job-train@sha256:" + "b" * 64,
+        completions=1,
+        values=values,
+        secret_keys=sorted(secrets),
+        pull_secret="tickrun-registry",
+    )
+    assert job["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "tickrun-registry"}]
+
+
 def test_secret_holds_the_values_and_is_handed_to_the_job(tmp_path: Path) -> None:
     _values, secrets = pod_env(_settings(tmp_path), "s3://runs/tickrun")
     secret = jm.secret(_request(), "ns1", secrets)
