@@ -330,6 +330,17 @@ KUBECONFIG = define(
     default_doc="the pod's service account when the controller runs in a pod; else the "
     "kubernetes platform is not offered",
 )  # fmt: skip
+K8S_JOB_CONTROLLER_URL = define(
+    "TICKRUN_K8S_JOB_CONTROLLER_URL", text, None,
+    "the controller's URL as the pods of a `--runner kubernetes` job reach it, e.g. "
+    "http://tickrun.tickrun.svc:8070", "tracking", type_name="url",
+    default_doc="TICKRUN_CONTROLLER_URL",
+)  # fmt: skip
+K8S_JOB_S3_ENDPOINT = define(
+    "TICKRUN_K8S_JOB_S3_ENDPOINT", text, None,
+    "the S3 / MinIO endpoint as the pods of a `--runner kubernetes` job reach it",
+    "object store", default_doc="TICKRUN_S3_ENDPOINT",
+)  # fmt: skip
 REGISTRY_URL = define(
     "TICKRUN_REGISTRY", registry_ref, None,
     "registry the builder pushes kubernetes images to, e.g. registry.example:5000/tickrun; "

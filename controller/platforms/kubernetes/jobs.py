@@ -39,6 +39,8 @@ from tickrun.functions.settings import (
     CONTROLLER_URL,
     FLUSH_INTERVAL_S,
     HOME,
+    K8S_JOB_CONTROLLER_URL,
+    K8S_JOB_S3_ENDPOINT,
     K8S_NAMESPACE,
     KUBECONFIG,
     S3_ACCESS_KEY,
@@ -96,18 +98,21 @@ def check_request(request: JobRequest, settings: TrackingSettings) -> str:
 def pod_env(
     settings: TrackingSettings, artifact_path: str
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """(plain values, secret values) of the pods' environment: where they track, and how."""
+    """(plain values, secret values) of the pods' environment: where they track, and how. The
+    controller and S3 as the pods reach them may differ from what this machine uses (a
+    port-forward here, a Service name there): TICKRUN_K8S_JOB_CONTROLLER_URL, …_S3_ENDPOINT."""
     s3 = settings.s3
     values = {
         HOME.name: f"{jm.TMP}/tickrun",
         ARTIFACT_PATH.name: artifact_path,
-        CONTROLLER_URL.name: settings.controller_url or "",
+        CONTROLLER_URL.name: K8S_JOB_CONTROLLER_URL.get() or settings.controller_url or "",
         FLUSH_INTERVAL_S.name: str(settings.flush_interval_s),
         STALE_AFTER_S.name: str(settings.stale_after_s),
         S3_SECURE.name: "true" if s3.secure else "false",
     }
-    if s3.endpoint:
-        values[S3_ENDPOINT.name] = s3.endpoint
+    endpoint = K8S_JOB_S3_ENDPOINT.get() or s3.endpoint
+    if endpoint:
+        values[S3_ENDPOINT.name] = endpoint
     if s3.region:
         values[S3_REGION.name] = s3.region
     secrets: dict[str, str] = {}

@@ -160,6 +160,19 @@ def test_secret_holds_the_values_and_is_handed_to_the_job(tmp_path: Path) -> Non
     assert none == {}
 
 
+def test_pods_reach_the_controller_and_s3_where_the_settings_say(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local = _settings(tmp_path, controller_url="http://127.0.0.1:18070")
+    values, _ = pod_env(local, "s3://runs/tickrun")
+    assert values["TICKRUN_CONTROLLER_URL"] == "http://127.0.0.1:18070"
+    monkeypatch.setenv("TICKRUN_K8S_JOB_CONTROLLER_URL", "http://tickrun.tickrun.svc:8070")
+    monkeypatch.setenv("TICKRUN_K8S_JOB_S3_ENDPOINT", "https://minio.data.svc:9000")
+    values, _ = pod_env(local, "s3://runs/tickrun")
+    assert values["TICKRUN_CONTROLLER_URL"] == "http://tickrun.tickrun.svc:8070"
+    assert values["TICKRUN_S3_ENDPOINT"] == "https://minio.data.svc:9000"
+
+
 def test_the_runner_refuses_what_pods_cannot_reach(tmp_path: Path) -> None:
     ok = _settings(tmp_path)
     assert check_request(_request(), ok) == "s3://runs/tickrun"
