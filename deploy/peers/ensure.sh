@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Assemble tickrun's real test peers (Kafka, MinIO, podman + offline Python base image, a
-# Kubernetes control plane with kwok nodes and helm, PostgreSQL) from the registries these
+# Kubernetes control plane with kwok nodes and helm, PostgreSQL, a container registry) from the registries these
 # machines can reach (Maven Central, Go module proxy, Debian apt), caching the
 # results under ${TICKRUN_CACHE:-$HOME/.cache/tickrun}/peers so a second run is a fast no-op.
 #
-# usage: deploy/peers/ensure.sh {kafka|minio|podman|k8s|postgres|all} [...]
+# usage: deploy/peers/ensure.sh {kafka|minio|podman|k8s|postgres|registry|all} [...]
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -203,6 +203,39 @@ ensure_podman() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Container registry (CNCF distribution): the kubernetes platform's builder pushes to it in tests.
+ensure_registry() {
+    local t0 dest stamp want ldflags="-s -w"
+    t0=$(date +%s)
+    dest="$PEERS/registry-$REGISTRY_VERSION"
+    stamp="$dest/.complete"
+    want="$REGISTRY_VERSION cgo=0 trimpath ldflags=$ldflags"
+    if [ -x "$dest/bin/registry" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        log "registry $REGISTRY_VERSION: cached ($dest/bin/registry)"
+        return 0
+    fi
+    command -v go >/dev/null || die "go is not installed (needed to build the registry from the Go module proxy)"
+    local tmp log_file="$PEERS/registry-build.log"
+    # Built into a temp dir renamed at the end: an interrupted build is never taken for a cached one.
+    tmp="$(mktemp -d "$PEERS/.registry-tmp.XXXXXX")"
+    log "registry $REGISTRY_VERSION: go install (about 2 minutes cold on 2 cores; log: $log_file)"
+    if ! (export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-buildvcs=false"
+          GOBIN="$tmp/bin" go install -trimpath -ldflags="$ldflags" \
+              "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION") \
+            >"$log_file" 2>&1; then
+        tail -n 30 "$log_file" >&2
+        rm -rf "$tmp"
+        die "registry go install failed (full log: $log_file)"
+    fi
+    "$tmp/bin/registry" --version >/dev/null || { rm -rf "$tmp"; die "the built registry does not run"; }
+    echo "$want" >"$tmp/.complete"
+    chmod 755 "$tmp"
+    rm -rf "$dest"
+    mv "$tmp" "$dest"
+    log "registry $REGISTRY_VERSION: built $dest/bin/registry, $(du -h "$dest/bin/registry" | cut -f1) ($(elapsed "$t0"))"
+}
+
+# ---------------------------------------------------------------------------------------------
 # Kubernetes (etcd, control plane, kwok, helm): long enough to live in its own file.
 # shellcheck source=k8s.sh
 source "$HERE/k8s.sh"
@@ -216,7 +249,7 @@ ensure_postgres() {
     log "postgres: $("$bindir/postgres" --version)"
 }
 
-usage() { echo "usage: $0 {kafka|minio|podman|k8s|postgres|all} [...]" >&2; exit 2; }
+usage() { echo "usage: $0 {kafka|minio|podman|k8s|postgres|registry|all} [...]" >&2; exit 2; }
 
 [ "$#" -ge 1 ] || usage
 mkdir -p "$PEERS"
@@ -234,10 +267,11 @@ for target in "$@"; do
         podman) ensure_podman ;;
         k8s) ensure_k8s ;;
         postgres) ensure_postgres ;;
+        registry) ensure_registry ;;
         # bubblewrap: the process platform's replica sandbox (controller/platforms/sandbox.py)
         all)
             ensure_kafka; ensure_minio; ensure_podman; apt_install_missing bubblewrap
-            ensure_postgres; ensure_k8s ;;
+            ensure_postgres; ensure_registry; ensure_k8s ;;
         *) usage ;;
     esac
 done
