@@ -321,7 +321,7 @@ def test_sweep_runs_as_an_indexed_job_reporting_to_the_controller_and_minio(
     )
     assert [c.state for c in children] == [RunState.COMPLETED] * 6
     assert [c.results["index"] for c in children] == [str(i) for i in range(6)]
-    assert children[0].host != children[1].host  # index 0 ran in its container
+    assert children[0].pid == 1  # index 0 ran as its container's first process, as in a pod
     assert [(c.params["lr"], c.params["depth"]) for c in children] == [
         (0.1, 2), (0.1, 4), (0.3, 2), (0.3, 4), (0.2, 2), (0.2, 4),
     ]  # fmt: skip
@@ -398,3 +398,61 @@ def test_sigterm_deletes_the_job_and_aborts_the_run(
     assert [r.state for r in runs] == [RunState.ABORTED] * 4
     assert runs[1].results["started"] == 1  # what the running iteration had written stays
     assert pod.returncode == 130
+
+
+def test_plain_run_is_a_job_of_one_and_local_artifacts_are_refused(
+    kube: KubeControlPlane,
+    namespace: str,
+    controller: ControllerProc,
+    tracking: dict[str, str],
+    podman_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    job_file = _job_file(tmp_path)
+    env = _launcher_env(tracking, controller, kube, namespace, podman_env, tmp_path)
+    refused = subprocess.run(
+        [
+            sys.executable, "-m", "tickrun", "run", f"{job_file}:train", "--runner", "kubernetes",
+            "--artifact-path", str(tmp_path / "arts"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "local path the pods cannot reach" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    with kube.admin_client() as api:
+        assert k8s.BatchV1Api(api).list_namespaced_job(namespace).items == []
+
+    uid = uuid.uuid4().hex
+    launcher = subprocess.Popen(
+        [
+            sys.executable, "-m", "tickrun", "run", f"{job_file}:train", "--runner", "kubernetes",
+            "--uid", uid, "--param", "lr=0.25",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        job = _wait_job(kube, namespace, uid, launcher)
+        spec = job["spec"]
+        assert spec["completionMode"] == "NonIndexed"
+        assert (spec["completions"], spec["parallelism"], spec["backoffLimit"]) == (1, 1, 1)
+        # A NonIndexed Job's pod has no index: the node sets none.
+        pod = _play_node(kube, namespace, job, job_file.parent, None)
+        assert pod.returncode == 0, pod.stderr[-3000:]
+        out, err = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.communicate()
+    assert launcher.returncode == 0, err[-3000:]
+    assert f"run {uid}" in out and "state=completed" in out
+    run = HttpRunDB(controller.url, TOKEN).get_run(uid)
+    assert run.state is RunState.COMPLETED
+    assert run.results["accuracy"] == pytest.approx(0.73) and run.results["index"] is None
+    assert run.iteration == 0 and run.params == {"lr": 0.25}
