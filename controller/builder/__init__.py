@@ -127,7 +127,9 @@ class Builder:
                 log(f"removed {len(removed)} old image tag(s) of {spec.name}")
         if publish_to is not None:
             artifact["image"] = publish_to.tag_ref(spec.name, short)
-            artifact["image_digest"] = registry.publish(engine, tag, publish_to, log)
+            artifact["image_digest"] = registry.publish(
+                engine, tag, publish_to, log, force=no_cache
+            )
         return plan.content_hash, cached, artifact
 
 

@@ -220,11 +220,9 @@ class _Client:
         return "Basic " + base64.b64encode(":".join(self.creds).encode()).decode()
 
     def _bearer(self, challenge: str) -> str:
-        params = dict(_CHALLENGE_PARAM.findall(challenge))
-        realm = params.pop("realm", "")
-        if not realm.startswith(("https://", "http://")):
+        url = token_url(challenge)
+        if url is None:
             raise BuildError(f"registry {self.config.host} sent a token realm tickrun cannot use")
-        url = realm + "?" + urllib.parse.urlencode(params)
         headers = {"Authorization": self._basic()} if self.creds else {}
         request = urllib.request.Request(url, headers=headers)  # noqa: S310
         try:
@@ -277,6 +275,17 @@ class _Client:
         return digest
 
 
+def token_url(challenge: str) -> str | None:
+    """Where a ``Bearer realm="…",service="…",scope="…"`` challenge says to get a token (the
+    docker token protocol: the realm with the other parameters as the query), None when the
+    realm is not an http(s) URL."""
+    params = dict(_CHALLENGE_PARAM.findall(challenge))
+    realm = params.pop("realm", "")
+    if not realm.startswith(("https://", "http://")):
+        return None
+    return realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(params)
+
+
 def _header(headers: dict[str, str], name: str) -> str:
     wanted = name.lower()
     return next((v for k, v in headers.items() if k.lower() == wanted), "").strip()
@@ -291,12 +300,15 @@ def lookup(config: RegistryConfig, function: str, tag: str) -> str | None:
     return config.digest_ref(function, digest) if digest else None
 
 
-def publish(engine: Engine, local_tag: str, config: RegistryConfig, log: LogFn) -> str:
-    """Push ``local_tag`` (``…/<function>:<tag>``) unless the registry already has the tag;
-    return the digest reference the pods pull."""
+def publish(
+    engine: Engine, local_tag: str, config: RegistryConfig, log: LogFn, *, force: bool = False
+) -> str:
+    """Push ``local_tag`` (``…/<function>:<tag>``) unless the registry already has the tag
+    (``force``: push anyway, e.g. a ``noCache`` rebuild); return the digest reference the pods
+    pull."""
     function, tag = _name_and_tag(local_tag)
     remote = config.tag_ref(function, tag)
-    found = lookup(config, function, tag)
+    found = None if force else lookup(config, function, tag)
     if found is not None:
         log(f"{remote} is already in the registry ({found.rpartition('@')[2]}); not pushed")
         return found
@@ -349,4 +361,5 @@ __all__ = [
     "lookup",
     "publish",
     "push",
+    "token_url",
 ]

@@ -170,3 +170,19 @@ def test_credentials_from_an_auth_file(
     assert "pushed" in log
     again, log2 = build(settings, spec, code)  # the lookup reads the same file
     assert "already in the registry" in log2 and again.artifact == result.artifact
+
+    # noCache: rebuilt and pushed although the registry has the tag; the tag follows the push.
+    fresh = parse_spec(
+        {
+            "metadata": {"name": "authfile-fn"},
+            "spec": {"handler": "main:handler", "build": {"noCache": True}},
+        }
+    )
+    manifests = registry.requests("PUT", "/manifests/")
+    forced, log3 = build(settings, fresh, code)
+    assert forced.content_hash[:16] == tag
+    assert f"podman build localhost/tickrun/authfile-fn:{tag}" in log3
+    assert f"pushed {registry.host}/tickrun/authfile-fn:{tag}" in log3
+    assert registry.requests("PUT", "/manifests/") == manifests + 1
+    now_served = registry.manifest_digest("tickrun/authfile-fn", tag)
+    assert forced.artifact["image_digest"] == f"{registry.host}/tickrun/authfile-fn@{now_served}"

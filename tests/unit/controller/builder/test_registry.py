@@ -150,3 +150,20 @@ def test_an_unreachable_registry_is_a_build_error_without_credentials(
         r.lookup(cfg, "f", "0123")
     assert "unreachable" in info.value.message
     assert "pa55" not in info.value.message
+
+
+def test_a_bearer_challenge_names_the_token_service_to_ask() -> None:
+    challenge = (
+        'Bearer realm="https://auth.example/token",service="registry.example",'
+        'scope="repository:tickrun/scorer:pull"'
+    )
+    assert r.token_url(challenge) == (
+        "https://auth.example/token?service=registry.example"
+        "&scope=repository%3Atickrun%2Fscorer%3Apull"
+    )
+    assert r.token_url('Bearer realm="https://a.example/t?x=1",service="s"') == (
+        "https://a.example/t?x=1&service=s"
+    )
+    # A realm that is not a URL (or none) is not followed anywhere.
+    assert r.token_url('Bearer realm="file:///etc/passwd"') is None
+    assert r.token_url("Bearer") is None
