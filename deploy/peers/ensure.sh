@@ -4,7 +4,7 @@
 # machines can reach (Maven Central, Go module proxy, Debian apt), caching the
 # results under ${TICKRUN_CACHE:-$HOME/.cache/tickrun}/peers so a second run is a fast no-op.
 #
-# usage: deploy/peers/ensure.sh {kafka|minio|podman|k8s|postgres|registry|all} [...]
+# usage: deploy/peers/ensure.sh {kafka|minio|podman|k8s|k8s-node|postgres|registry|all} [...]
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -236,7 +236,8 @@ ensure_registry() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Kubernetes (etcd, control plane, kwok, helm): long enough to live in its own file.
+# Kubernetes (etcd, control plane, kwok, helm; kubelet for a real node): long enough to live in
+# its own file.
 # shellcheck source=k8s.sh
 source "$HERE/k8s.sh"
 
@@ -249,7 +250,7 @@ ensure_postgres() {
     log "postgres: $("$bindir/postgres" --version)"
 }
 
-usage() { echo "usage: $0 {kafka|minio|podman|k8s|postgres|registry|all} [...]" >&2; exit 2; }
+usage() { echo "usage: $0 {kafka|minio|podman|k8s|k8s-node|postgres|registry|all} [...]" >&2; exit 2; }
 
 [ "$#" -ge 1 ] || usage
 mkdir -p "$PEERS"
@@ -266,12 +267,13 @@ for target in "$@"; do
         minio) ensure_minio ;;
         podman) ensure_podman ;;
         k8s) ensure_k8s ;;
+        k8s-node) ensure_k8s_node ;;
         postgres) ensure_postgres ;;
         registry) ensure_registry ;;
         # bubblewrap: the process platform's replica sandbox (controller/platforms/sandbox.py)
         all)
             ensure_kafka; ensure_minio; ensure_podman; apt_install_missing bubblewrap
-            ensure_postgres; ensure_registry; ensure_k8s ;;
+            ensure_postgres; ensure_registry; ensure_k8s; ensure_k8s_node ;;
         *) usage ;;
     esac
 done

@@ -51,13 +51,12 @@ k8s_build_etcd() { # <work> <bin>
     )
 }
 
-k8s_build_kubernetes() { # <work> <bin>
-    local src="$1/kubernetes" minor_patch="${KUBERNETES_VERSION#v1.}" r c ld p
-    local staging="v0.$minor_patch" minor="${minor_patch%%.*}"
-    local cmds=(kube-apiserver kube-controller-manager kube-scheduler)
-    k8s_mod_copy "k8s.io/kubernetes@$KUBERNETES_VERSION" "$src"
+k8s_kubernetes_src() { # <dest>: a buildable copy of k8s.io/kubernetes (kubelet builds from it too)
+    local minor_patch="${KUBERNETES_VERSION#v1.}" r
+    local staging="v0.$minor_patch"
+    k8s_mod_copy "k8s.io/kubernetes@$KUBERNETES_VERSION" "$1"
     (
-        cd "$src"
+        cd "$1"
         # The module zip has neither staging/src/k8s.io/* nor vendor/ contents: drop go.work and
         # vendor/, and point each staging replace at the published k8s.io/* module (v0.<minor>.<patch>).
         rm -rf go.work go.work.sum vendor
@@ -66,14 +65,28 @@ k8s_build_kubernetes() { # <work> <bin>
         k8s_go mod edit "${args[@]}"
         # replaced in-tree but never published (the proxy refuses them); nothing built here imports them
         k8s_go mod edit -droprequire=k8s.io/sample-cli-plugin -droprequire=k8s.io/sample-controller
+    )
+}
+
+k8s_kubernetes_ldflags() { # what `kubectl version` and /version report (the release build stamps the same)
+    local minor_patch="${KUBERNETES_VERSION#v1.}" p ld="-s -w"
+    local minor="${minor_patch%%.*}"
+    for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        ld+=" -X $p.gitVersion=$KUBERNETES_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+        ld+=" -X $p.gitTreeState=clean -X $p.gitCommit=0000000000000000000000000000000000000000"
+        ld+=" -X $p.buildDate=1970-01-01T00:00:00Z"
+    done
+    echo "$ld"
+}
+
+k8s_build_kubernetes() { # <work> <bin>
+    local src="$1/kubernetes" c ld
+    local cmds=(kube-apiserver kube-controller-manager kube-scheduler)
+    k8s_kubernetes_src "$src"
+    ld="$(k8s_kubernetes_ldflags)"
+    (
+        cd "$src"
         k8s_go get "${cmds[@]/#/./cmd/}"
-        # what `kubectl version` and /version report (the release build stamps the same)
-        ld="-s -w"
-        for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-            ld+=" -X $p.gitVersion=$KUBERNETES_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
-            ld+=" -X $p.gitTreeState=clean -X $p.gitCommit=0000000000000000000000000000000000000000"
-            ld+=" -X $p.buildDate=1970-01-01T00:00:00Z"
-        done
         for c in "${cmds[@]}"; do
             k8s_timed "$c $KUBERNETES_VERSION" k8s_go build -trimpath -ldflags="$ld" -o "$2/$c" "./cmd/$c"
         done
@@ -153,4 +166,60 @@ ensure_k8s() {
     rm -rf "$dest"
     mv "$tmp" "$dest"
     log "k8s: built $(ls "$dest/bin" | tr '\n' ' ')($(du -sh "$dest/bin" | cut -f1)) in $(elapsed "$t0")"
+}
+
+# ---------------------------------------------------------------------------------------------
+# A real node for the data path through real pods (tests/peers/k8snode.py): kubelet from the same
+# k8s.io/kubernetes tree as the control plane, Debian's containerd, runc and CNI plugins, and a
+# static "pause" binary (deploy/peers/pause) the fixture turns into the sandbox image, as no
+# registry these machines reach serves one. Result: $PEERS/k8s-node-$KUBERNETES_VERSION/
+# {bin/kubelet,bin/pause,.complete}, renamed into place as the control plane's is.
+
+k8s_node_build_all() { # <tmp>
+    local src="$1/src/kubernetes" ld
+    k8s_kubernetes_src "$src"
+    ld="$(k8s_kubernetes_ldflags)"
+    (
+        cd "$src"
+        k8s_go get ./cmd/kubelet
+        k8s_timed "kubelet $KUBERNETES_VERSION" k8s_go build -trimpath -ldflags="$ld" \
+            -o "$1/bin/kubelet" ./cmd/kubelet
+    )
+    (cd "$HERE/pause" && k8s_timed "pause" k8s_go build -trimpath -ldflags='-s -w' -o "$1/bin/pause" .)
+}
+
+ensure_k8s_node() {
+    local t0 dest want tmp log_file pause_hash rc=0
+    t0=$(date +%s)
+    # iptables: the fixture keeps pod traffic on the bridge; containerd's CRI needs the CNI plugins
+    apt_install_missing containerd runc containernetworking-plugins iptables
+    dest="$PEERS/k8s-node-$KUBERNETES_VERSION"
+    pause_hash="$(cat "$HERE/pause/main.go" "$HERE/pause/go.mod" | sha256sum | cut -c1-12)"
+    want="kubernetes=$KUBERNETES_VERSION kubelet pause=$pause_hash cgo=0"
+    if [ -f "$dest/.complete" ] && [ "$(cat "$dest/.complete")" = "$want" ]; then
+        log "k8s-node: cached ($dest/bin)"
+        return 0
+    fi
+    command -v go >/dev/null || die "go is not installed (needed to build kubelet from the Go module proxy)"
+    mkdir -p "$PEERS"
+    tmp="$(mktemp -d "$PEERS/.k8s-node-tmp.XXXXXX")"
+    mkdir -p "$tmp/bin" "$tmp/src"
+    log_file="$PEERS/k8s-node-build.log"
+    log "k8s-node: building kubelet and pause (about 5 minutes once the control plane's Go build" \
+        "cache is warm; log: $log_file)"
+    set +e
+    (set -e; k8s_node_build_all "$tmp") >"$log_file" 2>&1
+    rc=$?
+    set -e
+    if [ "$rc" -ne 0 ]; then
+        tail -n 30 "$log_file" >&2
+        rm -rf "$tmp"
+        die "k8s-node build failed (full log: $log_file)"
+    fi
+    grep -F 'built in' "$log_file" >&2 || true
+    rm -rf "$tmp/src"
+    echo "$want" >"$tmp/.complete"
+    rm -rf "$dest"
+    mv "$tmp" "$dest"
+    log "k8s-node: built $(ls "$dest/bin" | tr '\n' ' ')($(du -sh "$dest/bin" | cut -f1)) in $(elapsed "$t0")"
 }

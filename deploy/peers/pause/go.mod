@@ -1,0 +1,3 @@
+module tickrun.dev/pause
+
+go 1.22
