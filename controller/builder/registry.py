@@ -279,7 +279,7 @@ def token_url(challenge: str) -> str | None:
     """Where a ``Bearer realm="…",service="…",scope="…"`` challenge says to get a token (the
     docker token protocol: the realm with the other parameters as the query), None when the
     realm is not an http(s) URL."""
-    params = dict(_CHALLENGE_PARAM.findall(challenge))
+    params: dict[str, str] = dict(_CHALLENGE_PARAM.findall(challenge))
     realm = params.pop("realm", "")
     if not realm.startswith(("https://", "http://")):
         return None
