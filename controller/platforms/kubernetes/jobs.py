@@ -51,11 +51,12 @@ from tickrun.functions.settings import (
     STALE_AFTER_S,
     TOKEN,
 )
+from tickrun.functions.source import resolve_function
 
 from ...builder.registry import RegistryConfig, docker_config_json
 from ...jobs import APP_FUNCTION, build_job_image, job_file
 from . import jobmanifests as jm
-from .manifests import CODE_DIR, PULL_SECRET, pull_secret
+from .manifests import CODE_DIR, PULL_SECRET, pull_secret, spec_resources
 from .platform import APPLY, FATAL_REASONS, FIELD_MANAGER, _api_message
 
 logger = logging.getLogger(__name__)
@@ -290,6 +291,7 @@ def run_job(request: JobRequest) -> int:
     registry = RegistryConfig.from_settings(controller)
     pull_config = docker_config_json(registry) if registry is not None else None
     values, secret_values = pod_env(settings, art)
+    _code_dir, spec = resolve_function(file)
     job = jm.job(
         in_image,
         namespace,
@@ -297,6 +299,8 @@ def run_job(request: JobRequest) -> int:
         completions=completions,
         values=values,
         secret_keys=sorted(secret_values),
+        # function.yaml's resources, a GPU included: every iteration's pod gets them.
+        resources=spec_resources(spec),
         pull_secret=PULL_SECRET if pull_config is not None else None,
     )
     secret = jm.secret(in_image, namespace, secret_values) if secret_values else None

@@ -15,6 +15,7 @@ from typing import Any
 
 from tickrun.functions.replica import replica_command
 from tickrun.functions.settings import CONTROLLER_ID, FUNCTION, REPLICA_ID
+from tickrun.functions.spec import FunctionSpec
 
 from ..base import Workload
 
@@ -85,15 +86,19 @@ def owner_reference(deployment_name: str, uid: str) -> dict[str, Any]:
 
 
 def resources(w: Workload) -> dict[str, dict[str, str]]:
-    """requests/limits from the spec. A GPU is an extended resource: Kubernetes wants it in
-    the limits (requests, if given, must equal them)."""
+    return spec_resources(w.spec)
+
+
+def spec_resources(spec: FunctionSpec) -> dict[str, dict[str, str]]:
+    """requests/limits from the spec (a function's pods, a job's). A GPU is an extended
+    resource: Kubernetes wants it in the limits (requests, if given, must equal them)."""
     out: dict[str, dict[str, str]] = {}
     for kind in ("requests", "limits"):
-        amounts = getattr(w.spec.spec.resources, kind)
+        amounts = getattr(spec.spec.resources, kind)
         part = {k: v for k, v in (("cpu", amounts.cpu), ("memory", amounts.memory)) if v}
         if part:
             out[kind] = part
-    res = w.spec.spec.resources
+    res = spec.spec.resources
     gpu = res.limits.gpu or res.requests.gpu
     if gpu:
         out.setdefault("limits", {})["nvidia.com/gpu"] = gpu

@@ -12,12 +12,14 @@ from pydantic import SecretStr
 
 from tickrun.controller.platforms.kubernetes import jobmanifests as jm
 from tickrun.controller.platforms.kubernetes.jobs import check_request, finished, pod_env
+from tickrun.controller.platforms.kubernetes.manifests import spec_resources
 from tickrun.functions.artifacts import S3Settings
 from tickrun.functions.errors import BadRequestError
 from tickrun.functions.launch import BOOT
 from tickrun.functions.runs import TrackingSettings
 from tickrun.functions.runs.indexed import EXIT_BAD_REQUEST, EXIT_FAILED
 from tickrun.functions.runs.plugins import JobRequest
+from tickrun.functions.spec import parse_spec
 
 UID = "0123456789abcdef0123456789abcdef"
 TOKEN = "tok-" + "x" * 40
@@ -142,6 +144,33 @@ def test_registry_credentials_by_pull_secret_only_when_configured(tmp_path: Path
         pull_secret="tickrun-registry",
     )
     assert job["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "tickrun-registry"}]
+
+
+def test_function_yaml_resources_reach_every_pod(tmp_path: Path) -> None:
+    spec = parse_spec(
+        {
+            "metadata": {"name": "trainer"},
+            "spec": {
+                "handler": "train:train",
+                "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"gpu": 1}},
+            },
+        }
+    )
+    values, secrets = pod_env(_settings(tmp_path), "s3://runs/tickrun")
+    job = jm.job(
+        _request(hyperparams={"lr": [1, 2]}),
+        "ns1",
+        image="img",
+        completions=2,
+        values=values,
+        secret_keys=sorted(secrets),
+        resources=spec_resources(spec),
+    )
+    [c] = job["spec"]["template"]["spec"]["containers"]
+    assert c["resources"] == {
+        "requests": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"},
+        "limits": {"nvidia.com/gpu": "1"},
+    }
 
 
 def test_secret_holds_the_values_and_is_handed_to_the_job(tmp_path: Path) -> None:
