@@ -29,7 +29,7 @@ VARIANTS: dict[str, list[str]] = {
         *("--set", "store.postgres.existingSecret=my-db", "--set", "token.existingSecret=my-tok"),
         *("--set", "artifacts.path=s3://art/runs", "--set", "artifacts.s3.endpoint=minio:9000"),
         *("--set", "artifacts.s3.secure=false", "--set", "artifacts.s3.existingSecret=my-s3"),
-        *("--set", "kafka.brokers={k1:9092,k2:9092}", "--set", "rbac.keda=true"),
+        *("--set", "controller.autoscaler=keda"),
     ],
 }
 

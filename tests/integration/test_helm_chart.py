@@ -115,10 +115,16 @@ def test_store_variants_render_pvc_or_secret(helm: Helm) -> None:
     assert env["TICKRUN_DB_URL"]["valueFrom"]["secretKeyRef"] == {"name": "my-db", "key": "url"}
     assert env["TICKRUN_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "my-tok", "key": "token"}
     assert env["TICKRUN_S3_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "my-s3"
-    assert env["KAFKA_BOOTSTRAP_SERVERS"]["value"] == "k1:9092,k2:9092"
+    assert env["TICKRUN_K8S_AUTOSCALER"]["value"] == "keda"
     assert not _by_kind(ext, "Secret"), "no Secret of the chart's when the user names their own"
     rules = _one(ext, "Role")["rules"]
     assert any("keda.sh" in r["apiGroups"] for r in rules)
+    # KEDA's verbs only where it scales; the host platforms are off in the cluster
+    plain = helm.render("tickrun", [])
+    assert not any("keda.sh" in r["apiGroups"] for r in _one(plain, "Role")["rules"])
+    assert _env(plain)["TICKRUN_K8S_AUTOSCALER"]["value"] == "tickrun"
+    assert _env(plain)["TICKRUN_PLATFORMS"]["value"] == "kubernetes"
+    assert "KAFKA_BOOTSTRAP_SERVERS" not in _env(plain)
 
 
 def test_hardening_and_least_privilege_render(helm: Helm) -> None:
