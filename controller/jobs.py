@@ -130,6 +130,8 @@ def run_job(request: JobRequest) -> int:
     runner = request.runner
     if runner not in RUNNERS:
         raise BadRequestError(f"unknown job runner {runner!r}: use one of {', '.join(RUNNERS)}")
+    if request.timeout_s is not None:
+        raise BadRequestError(f"the {runner} runner has no timeout (the kubernetes runner does)")
     settings = TrackingSettings.from_env()
     art = request.artifact_path or settings.artifact_path
     if is_local_path(art):

@@ -50,6 +50,7 @@ def register(sub: Any, get: Any) -> None:
     )
     p.add_argument(
         "--hyper",
+        "--hyper-param",
         action="append",
         default=[],
         metavar="K=V1,V2",
@@ -66,6 +67,12 @@ def register(sub: Any, get: Any) -> None:
         help="iterations at once (worker processes; the Job's parallelism on kubernetes)",
     )
     p.add_argument("--seed", type=int, help="seed of the random strategy")
+    p.add_argument(
+        "--timeout",
+        type=int,
+        metavar="SECONDS",
+        help="--runner kubernetes: the Job's deadline; what still runs then ends aborted",
+    )
     p.add_argument("--project", default="default")
     p.add_argument("--name")
     p.add_argument("--label", action="append", default=[], metavar="K=V")
@@ -156,6 +163,8 @@ def parse_hyper(items: list[str]) -> dict[str, list[Any]]:
 
 def _run(args: argparse.Namespace) -> int:
     request = _job_request(args)
+    if request.timeout_s is not None and request.runner != "kubernetes":
+        raise BadRequestError("--timeout is the kubernetes runner's Job deadline: use it there")
     if request.runner != "local":
         return _run_elsewhere(request, as_json=args.json)
     from .runner import run_function
@@ -194,6 +203,7 @@ def _job_request(args: argparse.Namespace) -> JobRequest:
             name=args.name,
             labels=parse_pairs(args.label, "--label", raw=True),
             artifact_path=args.artifact_path,
+            timeout_s=args.timeout,
         )
     except ValidationError as exc:
         raise BadRequestError(f"invalid run: {exc.errors()[0]['msg']}") from exc

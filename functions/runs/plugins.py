@@ -74,10 +74,13 @@ class JobRequest(BaseModel):
     name: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     artifact_path: str | None = None
+    # How long the whole job may run: the kubernetes runner's activeDeadlineSeconds (the other
+    # runners refuse it rather than ignore it).
+    timeout_s: int | None = Field(default=None, ge=1)
 
     def run_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ``run_function`` in the job process (uid included)."""
-        kwargs = self.model_dump(exclude={"runner", "target"})
+        kwargs = self.model_dump(exclude={"runner", "target", "timeout_s"})
         if not self.hyperparams:
             kwargs["hyperparams"] = None  # not a sweep
         if not self.artifact_path:

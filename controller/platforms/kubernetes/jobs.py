@@ -63,6 +63,7 @@ logger = logging.getLogger(__name__)
 
 RUNNER = "kubernetes"
 POLL_S = 1.0
+FAILED_SETTLE_S = 5.0
 REQUEST_TIMEOUT_S = (5.0, 30.0)
 # What the job image needs besides the function's own requirements: the run tracker's SQL
 # layer (imported by the run DB package) and the S3 client its artifacts go through.
@@ -301,6 +302,7 @@ def run_job(request: JobRequest) -> int:
         secret_keys=sorted(secret_values),
         # function.yaml's resources, a GPU included: every iteration's pod gets them.
         resources=spec_resources(spec),
+        deadline_s=request.timeout_s,
         pull_secret=PULL_SECRET if pull_config is not None else None,
     )
     secret = jm.secret(in_image, namespace, secret_values) if secret_values else None
@@ -360,8 +362,12 @@ def _wait(run: IndexedRun, client: JobClient, settings: TrackingSettings, stop: 
         end = finished(job)
         if end is not None:
             ended_at = ended_at or time.monotonic()
-            # The pods are gone: what has not recorded its end by now never will.
-            if time.monotonic() - ended_at > settings.stale_after_s:
+            # Its pods are gone. One that succeeded recorded its end before exiting, so a
+            # record still open then is given the stale-run window (the last write may be
+            # late); a failed Job (deadline, a failed index, a request no pod can run) leaves
+            # queued iterations that will never start.
+            settle_s = settings.stale_after_s if end == "Complete" else FAILED_SETTLE_S
+            if time.monotonic() - ended_at > settle_s:
                 run.abort(f"the Job ended ({end}) before this iteration recorded its end")
                 _say(f"job {client.name} ended ({end}); unrecorded iterations marked aborted")
                 return 1

@@ -129,6 +129,25 @@ def test_failure_policy_per_index_for_a_sweep_whole_job_for_a_run(tmp_path: Path
     assert plain["podFailurePolicy"]["rules"][1]["action"] == "FailJob"
     with pytest.raises(ValueError):
         _job(_request(), tmp_path, 0)
+    assert "activeDeadlineSeconds" not in plain
+
+
+def test_timeout_is_the_jobs_deadline_and_not_a_run_argument(tmp_path: Path) -> None:
+    request = _request(timeout_s=600)
+    assert "timeout_s" not in request.run_kwargs()  # run_function has no such argument
+    values, secrets = pod_env(_settings(tmp_path), "s3://runs/tickrun")
+    job = jm.job(
+        request,
+        "ns1",
+        image="img",
+        completions=1,
+        values=values,
+        secret_keys=sorted(secrets),
+        deadline_s=request.timeout_s,
+    )
+    assert job["spec"]["activeDeadlineSeconds"] == 600
+    with pytest.raises(ValueError):
+        _request(timeout_s=0)
 
 
 def test_registry_credentials_by_pull_secret_only_when_configured(tmp_path: Path) -> None:

@@ -97,3 +97,22 @@ def test_cli_errors(settings: TrackingSettings, capsys: pytest.CaptureFixture[st
     assert "not found" in capsys.readouterr().err
     assert cli("run", ref("sweep"), "--param", "fail_on=1", "--hyper", "x=1") == 1
     assert "state=error" in capsys.readouterr().out
+
+
+def test_kubernetes_only_options(
+    settings: TrackingSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --timeout is the kubernetes Job's deadline: the other runners refuse it, never ignore it.
+    assert cli("run", ref("noop"), "--timeout", "60") == 2
+    assert "--timeout is the kubernetes runner's Job deadline" in capsys.readouterr().err
+    assert cli("run", ref("noop"), "--timeout", "60", "--runner", "subprocess") == 2
+    assert "Job deadline" in capsys.readouterr().err
+    assert cli("run", ref("noop"), "--runner", "kubernetes", "--parallel", "0") == 2
+    assert "greater than or equal to 1" in capsys.readouterr().err
+    # --runner kubernetes reports to a controller: without one it stops before building.
+    assert cli("run", ref("sweep"), "--runner", "kubernetes", "--hyper-param", "x=1,2") == 2
+    err = capsys.readouterr().err
+    assert "needs TICKRUN_CONTROLLER_URL" in err and "Traceback" not in err
+    # --hyper-param is --hyper
+    assert cli("run", ref("sweep"), "--hyper-param", "x=1,3", "--selector", "max.score") == 0
+    assert "result best_iteration = 1" in capsys.readouterr().out
