@@ -349,6 +349,7 @@ _JOB_OPTIONS = frozenset(
         "max_iterations",
         "parallel",
         "seed",
+        "timeout_s",  # the kubernetes runner's Job deadline
     }
 )
 

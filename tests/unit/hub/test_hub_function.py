@@ -152,16 +152,17 @@ def test_kubernetes_runner_gets_the_items_file_and_the_sweep(
     register(JOB_RUNNERS, "kubernetes", launcher)
     try:
         with pytest.raises(HubError, match="kubernetes job exited with 1"):
-            fn.run(runner="kubernetes", hyperparams={"x": [1, 2]}, parallel=2)
+            fn.run(runner="kubernetes", hyperparams={"x": [1, 2]}, parallel=2, timeout_s=900)
     finally:
         unregister(JOB_RUNNERS, "kubernetes")
     [request] = got
     # The Job's image is built from the item's folder: a FILE.py:handler target.
     assert request.target == f"{fn.code_path}:main"
-    assert (request.runner, request.hyperparams, request.parallel) == (
+    assert (request.runner, request.hyperparams, request.parallel, request.timeout_s) == (
         "kubernetes",
         {"x": [1, 2]},
         2,
+        900,
     )
     assert request.labels["hub.item"] == "toy" and request.labels["hub.version"] == "1.2.3"
 
