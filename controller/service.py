@@ -118,6 +118,12 @@ class FunctionService:
         cluster = self.clusters.get(platform)
         if cluster is not None:
             warnings += cluster.warnings(spec)
+        if spec.spec.build.registry:
+            # Nuclio's per-function registry: tickrun pushes to the controller's one only.
+            warnings.append(
+                "spec field build.registry is accepted but not acted on: images are pushed to "
+                f"the controller's registry ({REGISTRY_URL.name}), if any"
+            )
         if platform in self.clusters and not self.settings.registry:
             # kwok and a one-node cluster sharing the controller's image store get by; a real
             # node pulls, and no registry serves localhost/.

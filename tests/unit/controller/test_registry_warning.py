@@ -60,3 +60,20 @@ async def test_kubernetes_with_a_registry_and_other_platforms_do_not_warn(
     with_registry = _service(tmp_path, registry="127.0.0.1:5000/tickrun")
     assert await with_registry.spec_warnings(SPEC, "kubernetes") == []
     assert await _service(tmp_path).spec_warnings(SPEC, "process") == []
+
+
+async def test_a_per_function_build_registry_is_warned_about_on_every_platform(
+    tmp_path: Path,
+) -> None:
+    nuclio = parse_spec(
+        {
+            "metadata": {"name": "scorer"},
+            "spec": {"handler": "main:handler", "build": {"registry": "quay.io/team"}},
+        }
+    )
+    service = _service(tmp_path, registry="127.0.0.1:5000/tickrun")
+    for platform in ("kubernetes", "process"):
+        assert await service.spec_warnings(nuclio, platform) == [
+            "spec field build.registry is accepted but not acted on: images are pushed to the "
+            "controller's registry (TICKRUN_REGISTRY), if any"
+        ]
