@@ -151,7 +151,8 @@ def write_kubeconfig(path: Path, *, server: str, ca: Path, user: dict[str, str])
 
 class KubeControlPlane(PeerProcess):
     """etcd + kube-apiserver (RBAC) + controller-manager + scheduler + kwok with ``nodes`` fake
-    nodes, all on free 127.0.0.1 ports, state in a temp dir.
+    nodes, all on free 127.0.0.1 ports, state in a temp dir. ``nodes=0, real_nodes=True``: no
+    kwok, and the API server reaches kubelets by their InternalIP (tests/peers/k8snode.py).
 
     The constructor does no I/O; ``start()`` returns once the API server is ready, the
     ``default`` ServiceAccount exists (Pods need it) and every node is Ready.
@@ -161,11 +162,20 @@ class KubeControlPlane(PeerProcess):
     stop_grace_s = 15.0
 
     def __init__(
-        self, *, nodes: int = 2, directory: Path | None = None, startup_timeout: float = 120.0
+        self,
+        *,
+        nodes: int = 2,
+        real_nodes: bool = False,
+        directory: Path | None = None,
+        startup_timeout: float = 120.0,
     ) -> None:
-        if nodes < 1:
-            raise ValueError("nodes must be >= 1")
+        if nodes < 0:
+            raise ValueError("nodes must be >= 0")
+        if real_nodes and nodes:
+            # kwok manages every node: it would take a real node's pods over
+            raise ValueError("real_nodes needs nodes=0 (no kwok)")
         self.nodes = nodes
+        self.real_nodes = real_nodes
         self.directory = directory
         self.startup_timeout = startup_timeout
         self.workdir: Path | None = None
@@ -337,6 +347,8 @@ class KubeControlPlane(PeerProcess):
             # the Service "kubernetes" would point at 127.0.0.1, which pods must never reach
             "--endpoint-reconciler-type", "none",
             "--authorization-mode", "Node,RBAC", "--allow-privileged=true", "--profiling=false",
+            # pods/log, exec: by the node's IP, never a node name through the system resolver
+            *(["--kubelet-preferred-address-types", "InternalIP"] if self.real_nodes else []),
         ])  # fmt: skip
         self._wait("kube-apiserver /readyz", deadline, self._apiserver_ready)
         write_kubeconfig(
@@ -363,6 +375,12 @@ class KubeControlPlane(PeerProcess):
             str(bin_dir / "kube-scheduler"), "--kubeconfig", kubeconfig,
             "--secure-port", "0", "--leader-elect=false",
         ])  # fmt: skip
+        if self.nodes:
+            self._start_kwok(root, kubeconfig)
+        self.wait_ready(max(1.0, deadline - time.monotonic()))
+
+    def _start_kwok(self, root: Path, kubeconfig: str) -> None:
+        bin_dir = root / "bin"
         self._launch("kwok", [
             str(bin_dir / "kwok"), "--kubeconfig", kubeconfig,
             "--config", str(root / "kwok-stages.yaml"),
@@ -370,7 +388,6 @@ class KubeControlPlane(PeerProcess):
             "--node-lease-duration-seconds", "40",
         ])  # fmt: skip
         self._create_nodes()
-        self.wait_ready(max(1.0, deadline - time.monotonic()))
 
     def _create_nodes(self) -> None:
         from kubernetes import client
