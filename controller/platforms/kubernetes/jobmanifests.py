@@ -36,7 +36,13 @@ GRACE_S = 15
 
 
 def job_name(uid: str) -> str:
-    return f"tickrun-run-{uid[:16].lower()}"
+    """A DNS label from the run's uid (which may hold ``_`` and capitals)."""
+    return f"tickrun-run-{re.sub(r'[^a-z0-9-]', '-', uid.lower())[:16].strip('-')}"
+
+
+def run_label(uid: str) -> str:
+    """The run's uid as a label value (at most 63 characters; a uid may have 64)."""
+    return uid[:63].strip("-_.")
 
 
 def secret_name(uid: str) -> str:
@@ -48,7 +54,7 @@ def labels(request: JobRequest) -> dict[str, str]:
         "app.kubernetes.io/name": "tickrun-run",
         "app.kubernetes.io/component": "job",
         "app.kubernetes.io/managed-by": MANAGED_BY,
-        LABEL_RUN: request.uid,
+        LABEL_RUN: run_label(request.uid),
         LABEL_PROJECT: re.sub(r"[^A-Za-z0-9_.-]", "-", request.project)[:63].strip("-_.")
         or "default",
     }
@@ -216,6 +222,7 @@ __all__ = [
     "job_name",
     "labels",
     "owned_by_job",
+    "run_label",
     "secret",
     "secret_name",
 ]

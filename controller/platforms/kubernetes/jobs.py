@@ -216,7 +216,7 @@ class JobClient:
             "list the Job's pods",
             k8s.CoreV1Api(self.api).list_namespaced_pod,
             self.namespace,
-            label_selector=f"{jm.LABEL_RUN}={self.uid}",
+            label_selector=f"{jm.LABEL_RUN}={jm.run_label(self.uid)}",
         )["items"]
         out = {}
         for pod in pods:

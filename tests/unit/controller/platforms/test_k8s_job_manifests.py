@@ -237,6 +237,14 @@ def test_the_runner_refuses_what_pods_cannot_reach(tmp_path: Path) -> None:
     assert check_request(_request(inputs={"bars": "s3://market/bars.csv"}), ok)
 
 
+def test_names_and_labels_are_valid_for_any_run_uid() -> None:
+    odd = "Run_" + "A" * 60  # 64 characters, a capital and an underscore: a valid run uid
+    request = _request(uid=odd)
+    assert jm.job_name(odd) == "tickrun-run-run-aaaaaaaaaaaa"
+    assert len(jm.secret_name(odd)) <= 63
+    assert jm.labels(request)[jm.LABEL_RUN] == odd[:63]
+
+
 def test_job_status_reading() -> None:
     assert finished({"status": {}}) is None
     done = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
