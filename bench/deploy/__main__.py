@@ -9,6 +9,10 @@
 3. gateway vs direct-replica requests/s (wrk, alternating, same run), and the ratio.
 4. a Kafka lag burst (``--lag-burst N`` records, 0 to skip; starts a Kafka broker): time to the
    scale-up and to lag 0, beside the same burst on one fixed replica (``lagburst.py``).
+5. with ``--k8s`` (starts a Kubernetes control plane, kwok nodes): deploy → Deployment
+   available / ready on the controller, and scale 1 → 3 → spec.replicas / available, each beside
+   the same done directly with the kubernetes client; with a lag burst also burst → spec.replicas
+   rising (``k8s.py``).
 Goals (issue 4): ≤ 1.5 s process, ≤ 3 s container, code-only rebuild ≤ 2 s, unchanged 0 s,
 gateway >= 0.8x direct.
 """
@@ -27,6 +31,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from bench.deploy.k8s import k8s_rows
 from bench.deploy.lagburst import lag_burst_rows
 from bench.wrk import wrk
 from tests.integration.test_controller_harness import TOKEN, ControllerProc, cleanup
@@ -150,6 +155,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--lag-burst", type=int, default=3000, help="records; 0 skips the row")
+    ap.add_argument("--k8s", action="store_true", help="also the Kubernetes rows (kwok nodes)")
     args = ap.parse_args()
     platforms = args.platforms.split(",")
     env = dict(os.environ)
@@ -246,6 +252,8 @@ def main() -> int:
             client.delete_function(name)
         if args.lag_burst:
             lag_burst_rows(client, work / "lag", args.lag_burst, row)
+        if args.k8s:
+            k8s_rows(work / "k8s", row, rounds=max(args.rounds, 1), lag_burst=args.lag_burst)
     finally:
         cleanup(ctl)
         shutil.rmtree(work, ignore_errors=True)
