@@ -132,6 +132,10 @@ def run_job(request: JobRequest) -> int:
         raise BadRequestError(f"unknown job runner {runner!r}: use one of {', '.join(RUNNERS)}")
     if request.timeout_s is not None:
         raise BadRequestError(f"the {runner} runner has no timeout (the kubernetes runner does)")
+    if request.requirements and runner != "container":
+        raise BadRequestError(
+            f"the {runner} runner builds no image for requirements: install them here"
+        )
     settings = TrackingSettings.from_env()
     art = request.artifact_path or settings.artifact_path
     if is_local_path(art):
@@ -284,6 +288,7 @@ class _ContainerJob(_Job):
 
         uid = request.uid
         self.file, handler = job_file(request.target, "container")
+        self.extra_requirements = tuple(request.requirements)
         self.handler = handler
         self.controller = Settings.from_env()
         engine = self.controller.engine()
@@ -319,7 +324,9 @@ class _ContainerJob(_Job):
         self.image = ""
 
     def build(self) -> str:
-        artifact = build_job_image(self.file, self.controller, "container", ("SQLAlchemy",))
+        artifact = build_job_image(
+            self.file, self.controller, "container", ("SQLAlchemy",), self.extra_requirements
+        )
         return str(artifact["image"])
 
     def start(self) -> None:
@@ -388,12 +395,16 @@ def job_file(target: str, runner: str) -> tuple[Path, str]:
 
 
 def build_job_image(
-    file: Path, controller: Settings, platform: str, requirements: tuple[str, ...]
+    file: Path,
+    controller: Settings,
+    platform: str,
+    requirements: tuple[str, ...],
+    extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Build the image of the job in ``file``'s folder with the controller's builder: the
-    folder's ``function.yaml`` requirements plus ``requirements`` (what the run tracker needs in
-    there, pinned to this machine's versions); the build's artifact (``image``, maybe
-    ``image_digest``)."""
+    folder's ``function.yaml`` requirements, the request's ``extra`` ones (a hub item's), and
+    ``requirements`` (what the run tracker needs in there, pinned to this machine's versions);
+    the build's artifact (``image``, maybe ``image_digest``)."""
     from tickrun.functions.source import resolve_function
 
     from .builder import Builder
@@ -404,7 +415,7 @@ def build_job_image(
             f"the build folder {controller.builds_dir} is inside the job's folder "
             f"{code_dir}, which is copied into the image: set {STATE_DIR.name} elsewhere"
         )
-    reqs = list(spec.spec.requirements)
+    reqs = list(dict.fromkeys([*spec.spec.requirements, *extra]))
     for dist in requirements:
         if not any(r.lower().startswith(dist.lower()) for r in reqs):
             reqs.append(_pinned(dist))

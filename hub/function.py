@@ -219,6 +219,8 @@ class HubFunction:
                 name=name,
                 labels=labels,
                 artifact_path=str(artifact_path) if artifact_path else None,
+                # Built into the Job's image (the environment here has its own).
+                requirements=list(self.spec.requirements) if runner == "kubernetes" else [],
                 **options,
             )
         except ValidationError as exc:

@@ -77,10 +77,13 @@ class JobRequest(BaseModel):
     # How long the whole job may run: the kubernetes runner's activeDeadlineSeconds (the other
     # runners refuse it rather than ignore it).
     timeout_s: int | None = Field(default=None, ge=1)
+    # What the job's image needs beyond the folder's function.yaml (a hub item's requirements);
+    # only runners that build an image take it.
+    requirements: list[str] = Field(default_factory=list)
 
     def run_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ``run_function`` in the job process (uid included)."""
-        kwargs = self.model_dump(exclude={"runner", "target", "timeout_s"})
+        kwargs = self.model_dump(exclude={"runner", "target", "timeout_s", "requirements"})
         if not self.hyperparams:
             kwargs["hyperparams"] = None  # not a sweep
         if not self.artifact_path:

@@ -287,7 +287,9 @@ def run_job(request: JobRequest) -> int:
     namespace = K8S_NAMESPACE.get()
     controller = Settings.from_env()
     # "kubernetes": pushed to TICKRUN_REGISTRY (and pulled by digest) when one is set.
-    artifact = build_job_image(file, controller, RUNNER, JOB_REQUIREMENTS)
+    artifact = build_job_image(
+        file, controller, RUNNER, JOB_REQUIREMENTS, tuple(request.requirements)
+    )
     image = str(artifact.get("image_digest") or artifact["image"])
     registry = RegistryConfig.from_settings(controller)
     pull_config = docker_config_json(registry) if registry is not None else None

@@ -10,6 +10,8 @@ from tickrun.functions.errors import HubError
 from tickrun.functions.spec import load_spec
 from tickrun.hub import Hub, import_function
 
+from .conftest import write_item
+
 
 @pytest.fixture
 def tracked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -137,12 +139,13 @@ def test_local_false_runs_a_hub_object_built_in_code_elsewhere(
     assert run.record.labels["hub.source"] == str(private_hub)
 
 
-def test_kubernetes_runner_gets_the_items_file_and_the_sweep(
-    private_hub: Path, tracked: Path
+def test_kubernetes_runner_gets_the_items_file_requirements_and_sweep(
+    tmp_path: Path, tracked: Path
 ) -> None:
     from tickrun.functions.runs.plugins import JOB_RUNNERS, JobRequest, register, unregister
 
-    fn = Hub([private_hub], bundled=False).import_function("hub://toy:1.2")
+    write_item(tmp_path / "hub", "toy", "1.2.3", extra="requirements: [pandas>=2.1]\n")
+    fn = Hub([tmp_path / "hub"], bundled=False).import_function("hub://toy:1.2")
     got: list[JobRequest] = []
 
     def launcher(request: JobRequest) -> int:
@@ -165,6 +168,7 @@ def test_kubernetes_runner_gets_the_items_file_and_the_sweep(
         900,
     )
     assert request.labels["hub.item"] == "toy" and request.labels["hub.version"] == "1.2.3"
+    assert request.requirements == ["pandas>=2.1"]  # built into the Job's image
 
 
 def test_run_elsewhere_refuses_what_cannot_cross_processes(private_hub: Path) -> None:
