@@ -21,6 +21,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from tests.integration.helmchart import CHART, RELEASE, VARIANTS, Helm
 from tests.integration.test_controller_harness import wait_for
 from tests.integration.test_k8s_platform import deployment, namespace, objects_of
 from tests.peers import KafkaBroker
@@ -35,6 +36,7 @@ from tickrun.controller.reconciler import Reconciler
 from tickrun.controller.service import FunctionService, make_private_dirs
 from tickrun.controller.settings import Settings
 from tickrun.controller.store import FunctionRow, Store
+from tickrun.functions.errors import PlatformError
 from tickrun.functions.spec import FunctionSpec, parse_spec
 
 pytestmark = [pytest.mark.k8s, pytest.mark.kafka, pytest.mark.slow]
@@ -292,3 +294,53 @@ async def test_keda_mode_emits_a_scaled_object_and_leaves_the_count_alone(
         await asyncio.to_thread(reconciler.lag.stop)
         await platform.close()
         store.close()
+
+
+async def test_the_charts_role_grants_scaled_objects_only_in_keda_mode(
+    kube: KubeControlPlane, keda_crd: None, namespace: str, tmp_path: Path
+) -> None:
+    """The platform in keda mode on the installed chart's ServiceAccount token: allowed with
+    controller.autoscaler=keda, forbidden once an upgrade goes back to tickrun's autoscaler."""
+    helm = Helm(tmp_path / "helm", kube.kubeconfig_path)
+    helm("install", RELEASE, str(CHART), "--namespace", namespace, *VARIANTS["postgres"],
+         "--set", "controller.autoscaler=keda")  # fmt: skip
+    token = kube.service_account_kubeconfig(namespace, f"{RELEASE}-tickrun")
+    platform = KubernetesPlatform(namespace, token, autoscaler="keda")
+    workload = Workload(
+        function=FN,
+        revision="r1",
+        replicas=1,
+        spec=_spec("kafka.example:9092", "ticks"),
+        image="localhost/tickrun/keda-fn:1",
+        env={},
+        secret_env={},
+        controller_id="chart-keda",
+    )
+    try:
+        await platform.apply(workload)
+        assert [o["metadata"]["name"] for o in scaled_objects(kube, namespace)] == [FN]
+        await platform.remove(FN)
+        assert scaled_objects(kube, namespace) == []
+
+        helm("upgrade", RELEASE, str(CHART), "--namespace", namespace, "--reuse-values",
+             "--set", "controller.autoscaler=tickrun")  # fmt: skip
+        refused = await _refusal(platform, workload, 30.0)
+        assert "forbidden" in refused.lower() and "scaledobjects" in refused
+        assert scaled_objects(kube, namespace) == []
+    finally:
+        await platform.close()
+        helm("uninstall", RELEASE, "--namespace", namespace, check=False)
+
+
+async def _refusal(platform: KubernetesPlatform, workload: Workload, timeout_s: float) -> str:
+    """The message of the first apply the API server refuses (RBAC changes apply within
+    moments, not at once)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            await platform.apply(workload)
+        except PlatformError as exc:
+            return exc.message
+        await platform.remove(workload.function)
+        await asyncio.sleep(0.5)
+    raise AssertionError("the Role still grants scaledobjects")
