@@ -112,10 +112,13 @@ class FunctionService:
 
     async def spec_warnings(self, spec: FunctionSpec, platform: str) -> list[str]:
         """What ``spec`` asks for that ``platform`` will not do (the deploy says so)."""
-        target = self.platforms.get(platform) or self.clusters.get(platform)
-        acted_on = await target.acts_on() if target is not None else set()
+        replicas, cluster = self.platforms.get(platform), self.clusters.get(platform)
+        acted_on: set[str] = set()
+        if replicas is not None:
+            acted_on = await replicas.acts_on()
+        elif cluster is not None:
+            acted_on = await cluster.acts_on_spec(spec)
         warnings = unacted_fields(spec, acted_on, platform)
-        cluster = self.clusters.get(platform)
         if cluster is not None:
             warnings += cluster.warnings(spec)
         if spec.spec.build.registry:

@@ -217,6 +217,10 @@ class ClusterPlatform(abc.ABC):
         """Spec fields (see :func:`unacted_fields`) this platform acts on."""
         return set()
 
+    async def acts_on_spec(self, spec: FunctionSpec) -> set[str]:
+        """:meth:`acts_on` for this spec (how a function is scaled can depend on it)."""
+        return await self.acts_on()
+
     def owns_count(self, spec: FunctionSpec) -> bool:
         """The cluster (an HPA, KEDA) sets the replica count: tickrun never scales it."""
         return spec.spec.target_cpu_percent is not None
@@ -229,13 +233,20 @@ class ClusterPlatform(abc.ABC):
         """Release the client (the cluster's objects stay)."""
 
 
+# In a platform's acted-on fields: its scaler reads Kafka lag beside targetCPU.
+LAG_WITH_CPU = "targetLag+targetCPU"
+
+
 def unacted_fields(spec: FunctionSpec, acted_on: set[str], platform: str) -> list[str]:
     """Deploy warnings: the fields ``spec`` sets that ``platform`` accepts without acting on
     them (a user must not believe a GPU or a CPU target is in force when it is not)."""
     s = spec.spec
-    # Lag is read from Kafka triggers, and an HPA (targetCPU where acted on) owns the count.
+    # Lag is read from Kafka triggers, and an HPA (targetCPU where acted on) owns the count,
+    # unless the scaler weighs lag and CPU together (KEDA: LAG_WITH_CPU).
     lag_unread = not any(t.kind == "kafka-cluster" for t in s.effective_triggers()) or (
-        s.target_cpu_percent is not None and "targetCPU" in acted_on
+        s.target_cpu_percent is not None
+        and "targetCPU" in acted_on
+        and LAG_WITH_CPU not in acted_on
     )
     set_fields = {
         "nvidia.com/gpu": bool(s.resources.limits.gpu or s.resources.requests.gpu),

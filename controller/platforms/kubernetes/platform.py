@@ -29,6 +29,7 @@ from tickrun.functions.spec import FunctionSpec
 
 from ...builder.registry import RegistryConfig, docker_config_json
 from ..base import (
+    LAG_WITH_CPU,
     ClusterEvent,
     ClusterPlatform,
     PodLogs,
@@ -269,6 +270,11 @@ class KubernetesPlatform(ClusterPlatform):
 
     def warnings(self, spec: FunctionSpec) -> list[str]:
         return keda.plan(spec).warnings if self.keda_owned(spec) else []
+
+    async def acts_on_spec(self, spec: FunctionSpec) -> set[str]:
+        fields = await self.acts_on()
+        # KEDA's kafka and cpu triggers both count (the larger wins).
+        return fields | {LAG_WITH_CPU} if self.keda_owned(spec) else fields
 
     async def apply(self, workload: Workload) -> None:
         ns = self.namespace

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from tests.unit.controller.platforms.test_k8s_manifests import OWNER, workload
+from tickrun.controller.platforms.base import LAG_WITH_CPU, unacted_fields
 from tickrun.controller.platforms.kubernetes import keda
+from tickrun.controller.platforms.kubernetes.platform import KubernetesPlatform
 from tickrun.functions.spec import FunctionSpec, parse_spec
 
 NS = "tickrun-test"
@@ -136,3 +138,21 @@ def test_keda_owns_only_autoscaled_functions_with_something_to_scale_on() -> Non
     assert not keda.owns_count(spec(replicas=3, triggers={"in": KAFKA}))  # fixed count
     assert not keda.owns_count(spec(minReplicas=1, maxReplicas=4))  # HTTP only: in-flight
     assert keda.owns_count(spec(minReplicas=1, maxReplicas=4, targetCPU=50))
+
+
+async def test_keda_weighs_lag_beside_cpu_so_target_lag_is_not_warned() -> None:
+    s = spec(minReplicas=1, maxReplicas=4, targetLag=20, targetCPU=50, triggers={"in": KAFKA})
+    hpa_only = unacted_fields(s, {"targetCPU"}, "kubernetes")
+    assert hpa_only == [
+        "spec field targetLag is accepted but not acted on by the kubernetes platform"
+    ]
+    assert unacted_fields(s, {"targetCPU", LAG_WITH_CPU}, "kubernetes") == []
+    tickrun = KubernetesPlatform("ns")
+    by_keda = KubernetesPlatform("ns", autoscaler="keda")
+    for p in (tickrun, by_keda):
+        p._metrics = True  # as if the cluster served metrics.k8s.io (no API call here)
+    assert LAG_WITH_CPU in await by_keda.acts_on_spec(s)
+    assert LAG_WITH_CPU not in await tickrun.acts_on_spec(s)
+    assert tickrun.owns_count(s) and by_keda.owns_count(s)  # an HPA, or KEDA
+    fixed = spec(replicas=2, triggers={"in": KAFKA})
+    assert not by_keda.owns_count(fixed) and by_keda.warnings(fixed) == []
