@@ -194,6 +194,14 @@ def create_app(settings: Settings) -> web.Application:
         make_private_dirs(settings)
         store.open()
         controller_id = store.controller_id()
+        offered = service.offered()
+        for fn in store.list_functions():
+            if fn.platform not in offered:
+                # Its replicas (if any still run) are neither watched nor stopped from here on.
+                logger.warning(
+                    "a function's platform is not offered: redeploy it to one that is",
+                    extra={"function": fn.name, "platform": fn.platform, "offered": offered},
+                )
         for platform in platforms.values():
             platform.controller_id = controller_id  # type: ignore[attr-defined]
             platform.isolation()  # probed now: replicas without a sandbox are reported at start

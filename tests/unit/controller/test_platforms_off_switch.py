@@ -4,6 +4,7 @@ clear 400 naming the variable), and one offered platform becomes the default."""
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from tickrun.controller.app import create_app
 from tickrun.controller.builder.hashing import pack_dir
 from tickrun.controller.settings import Settings
 from tickrun.functions.errors import SpecError
-from tickrun.functions.settings import HOME, OFFERED_PLATFORMS, PLATFORM
+from tickrun.functions.settings import HOME, KUBECONFIG, OFFERED_PLATFORMS, PLATFORM
 
 AUTH = {"Authorization": "Bearer sekret"}
 Client = TestClient[web.Request, web.Application]
@@ -35,12 +36,12 @@ async def process_only(tmp_path: Path) -> AsyncIterator[Client]:
         yield c
 
 
-def _body(tmp_path: Path, platform: str | None) -> dict[str, Any]:
+def _body(tmp_path: Path, platform: str | None, **fields: Any) -> dict[str, Any]:
     src = tmp_path / "src"
     src.mkdir(exist_ok=True)
     (src / "main.py").write_text("def handler(context, event):\n    return 'hi'\n")
     body: dict[str, Any] = {
-        "spec": {"metadata": {"name": "off-fn"}, "spec": {"handler": "main:handler"}},
+        "spec": {"metadata": {"name": "off-fn"}, "spec": {"handler": "main:handler", **fields}},
         "code": base64.b64encode(pack_dir(src)).decode(),
     }
     if platform:
@@ -84,3 +85,25 @@ def test_a_default_outside_the_offered_platforms_is_an_error(tmp_path: Path) -> 
         _settings(tmp_path, **{OFFERED_PLATFORMS.name: "kubernetes", PLATFORM.name: "process"})
     with pytest.raises(SpecError, match=OFFERED_PLATFORMS.name):
         _settings(tmp_path, **{OFFERED_PLATFORMS.name: "process,cloud"})
+
+
+async def test_a_stored_function_on_a_turned_off_platform_is_logged_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = _settings(tmp_path, **{OFFERED_PLATFORMS.name: "process"})
+    async with TestClient(TestServer(create_app(first))) as c:
+        # replicas 0: no replica process outlives this controller
+        body = _body(tmp_path, "process", replicas=0)
+        resp = await c.post("/api/functions", json=body, headers=AUTH)
+        assert resp.status == 202
+    # Restarted offering only kubernetes (a kubeconfig that is never read here).
+    kubeconfig = tmp_path / "absent.kubeconfig"
+    second = _settings(
+        tmp_path, **{OFFERED_PLATFORMS.name: "kubernetes", KUBECONFIG.name: str(kubeconfig)}
+    )
+    caplog.set_level(logging.WARNING, logger="tickrun.controller.app")
+    async with TestClient(TestServer(create_app(second))) as c:
+        version = await (await c.get("/api/version", headers=AUTH)).json()
+        assert version["platforms"] == ["kubernetes"]
+    [record] = [r for r in caplog.records if "platform is not offered" in r.getMessage()]
+    assert (record.function, record.platform) == ("off-fn", "process")  # type: ignore[attr-defined]
