@@ -15,6 +15,13 @@ Each figure sits beside a baseline measured in the same run against the same API
    scale-up is measured).
 
 Every wait polls the API server every 20 ms, for tickrun and the baseline alike.
+
+Measured once (``python -m bench.deploy.k8s --rounds 5 --lag-burst 400``, 2 shared cores, min
+of 5; medians in brackets): deploy → available 0.34 s (0.40) vs 0.06 s (0.07) direct; → ready
+on the controller 0.35 s (0.59); scale 1→3 → spec.replicas 0.06 s (0.19) vs 0.02 s (0.06),
+→ 3 available 0.14 s (0.35) vs 0.12 s (0.17); lag burst → spec.replicas > 1 in 1.37 s. The
+deploy gap is the controller's own path (upload, content-hash cache check, a reconcile pass,
+server-side apply of Deployment and Service, status polled every 0.25 s until ready).
 """
 
 from __future__ import annotations
