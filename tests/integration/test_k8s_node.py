@@ -1,10 +1,11 @@
 """The HTTP data path through real pods: a control plane without kwok and one real node (kubelet,
 containerd, runc, CNI bridge: tests/peers/k8snode.py), the tickrun controller deploying to it.
 
-The function's image is built by the controller's builder (podman) and copied into the node's
-containerd; its pod really runs the processor, passes /readyz, answers HTTP on its pod IP and
-through the controller's gateway, logs to the kubelet (``tickrun logs``), and is gone after delete.
-Then the node stops and the host is as it was.
+First, a node with a pod on it stops and leaves the host as it was. Then the function's image is
+built by the controller's builder (podman) and reaches the node two ways: copied into containerd
+(no registry set) or pushed to the registry peer and pulled by digest with the namespace's pull
+Secret. Its pod really runs the processor, passes /readyz, answers HTTP on its pod IP and through
+the controller's gateway, logs to the kubelet (``tickrun logs``), and is gone after delete.
 """
 
 from __future__ import annotations
@@ -37,9 +38,17 @@ from tests.integration.test_controller_harness import (
 from tests.peers import hoststate
 from tests.peers.k8s import KubeControlPlane
 from tests.peers.k8snode import PAUSE_IMAGE, KubeNode
-from tickrun.functions.settings import K8S_NAMESPACE, KUBECONFIG
+from tests.peers.registry import RegistryServer
+from tickrun.functions.settings import (
+    K8S_NAMESPACE,
+    KUBECONFIG,
+    REGISTRY_PASSWORD,
+    REGISTRY_TLS_VERIFY,
+    REGISTRY_URL,
+    REGISTRY_USERNAME,
+)
 
-pytestmark = [pytest.mark.k8s_node, pytest.mark.slow]
+pytestmark = [pytest.mark.k8s_node, pytest.mark.podman, pytest.mark.registry, pytest.mark.slow]
 
 FN = "nodefn"
 SELECT = f"tickrun.io/function={FN}"
@@ -75,28 +84,34 @@ NODE_HANDLER = textwrap.dedent("""
 class RealCluster:
     plane: KubeControlPlane
     node: KubeNode
-    before: hoststate.HostState
-    startup_s: float
+    registry: RegistryServer
 
 
-@pytest.fixture
-def real_cluster() -> Iterator[RealCluster]:
-    before = hoststate.capture()
-    t0 = time.monotonic()
+@pytest.fixture(scope="module")
+def real_cluster(registry: RegistryServer) -> Iterator[RealCluster]:
+    """A control plane without kwok and one real node, which may pull from ``registry``."""
     plane = KubeControlPlane(nodes=0, real_nodes=True)
-    node = KubeNode(plane)
+    node = KubeNode(plane, registries=[registry.host])
     try:
         plane.start()
         node.start()
-        startup_s = time.monotonic() - t0
         print(
             f"\nreal node: control plane {plane.startup_seconds:.1f} s, "
             f"node Ready {node.startup_seconds:.1f} s"
         )
-        yield RealCluster(plane, node, before, startup_s)
+        yield RealCluster(plane, node, registry)
     finally:
         node.stop()
         plane.stop()
+
+
+def new_namespace(cluster: RealCluster) -> str:
+    ns = f"tickrun-{uuid.uuid4().hex[:8]}"
+    with cluster.plane.admin_client() as api:
+        core = k8s.CoreV1Api(api)
+        core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=ns)))
+        wait_for(lambda: core.list_namespaced_service_account(ns).items, 30, "default SA")
+    return ns
 
 
 def pods(cluster: RealCluster, ns: str) -> list[Any]:
@@ -113,17 +128,72 @@ def get_json(url: str, request_id: str) -> dict[str, object]:
     return body
 
 
+def test_the_node_leaves_the_host_as_it_was() -> None:
+    """Start a node, run a pod on it (bridge, veth, network namespace, cgroups, mounts, kubelet's
+    iptables chains), stop it, and compare with what the host had before. First in the module:
+    the other tests' node (module scope) does not exist yet."""
+    before = hoststate.capture()
+    plane = KubeControlPlane(nodes=0, real_nodes=True)
+    node = KubeNode(plane)
+    pod: Any = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "idle"},
+        "spec": {
+            # the sandbox image is in containerd already; it idles until killed
+            "containers": [{"name": "idle", "image": PAUSE_IMAGE, "imagePullPolicy": "Never"}],
+            "automountServiceAccountToken": False,
+            "terminationGracePeriodSeconds": 1,
+        },
+    }
+    try:
+        plane.start()
+        node.start()
+        workdir = node.workdir
+        assert workdir is not None
+        with plane.admin_client() as api:
+            core = k8s.CoreV1Api(api)
+            core.create_namespaced_pod("default", pod)
+
+            def running() -> Any:
+                p: Any = core.read_namespaced_pod("idle", "default")
+                return p.status.phase == "Running" and p
+
+        started: Any = wait_for(running, 60, "the pod running")
+        assert node.subnet is not None
+        assert ipaddress.ip_address(started.status.pod_ip) in node.subnet
+        assert len(node.running_tasks()) == 2  # sandbox + container
+        during = hoststate.capture()
+        our_links = during.links - before.links
+        assert node.bridge in our_links
+        assert any(link.startswith("veth") for link in our_links)  # the pod's, on our bridge
+        # kubelet puts the pods under the node's own cgroup root
+        assert f"cpu/{workdir.name}" in during.cgroups
+        assert list(Path(f"/sys/fs/cgroup/cpu/{workdir.name}/kubepods").glob("*/pod*"))
+    finally:
+        node.stop()
+        plane.stop()
+    after = hoststate.node_view(hoststate.capture())
+    before = hoststate.node_view(before)
+    assert after.sysctls == before.sysctls
+    assert after.chains == before.chains
+    assert after.paths == before.paths
+    assert after.links == before.links
+    assert after.cgroups == before.cgroups
+    assert our_links <= during.links and not our_links & after.links
+    with open("/proc/self/mounts", encoding="utf-8") as fh:
+        assert str(workdir) not in fh.read()
+    assert not workdir.exists()
+
+
 def test_a_function_serves_http_from_a_real_pod(
     real_cluster: RealCluster, podman_env: dict[str, str], tmp_path: Path
 ) -> None:
     t_start = time.monotonic()
     plane, node = real_cluster.plane, real_cluster.node
-    ns = f"tickrun-{uuid.uuid4().hex[:8]}"
+    ns = new_namespace(real_cluster)
     with plane.admin_client() as api:
-        core = k8s.CoreV1Api(api)
-        core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=ns)))
-        wait_for(lambda: core.list_namespaced_service_account(ns).items, 30, "default SA")
-        nodes: list[Any] = core.list_node().items
+        nodes: list[Any] = k8s.CoreV1Api(api).list_node().items
     [real] = nodes
     assert real.metadata.name == node.name
     assert real.status.node_info.kubelet_version == "v1.37.2"
@@ -231,58 +301,58 @@ def test_a_function_serves_http_from_a_real_pod(
         cleanup(ctl)
 
 
-def test_the_node_leaves_the_host_as_it_was() -> None:
-    """Start a node, run a pod on it (bridge, veth, network namespace, cgroups, mounts, kubelet's
-    iptables chains), stop it, and compare with what the host had before."""
-    before = hoststate.capture()
-    plane = KubeControlPlane(nodes=0, real_nodes=True)
-    node = KubeNode(plane)
-    pod: Any = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "idle"},
-        "spec": {
-            # the sandbox image is in containerd already; it idles until killed
-            "containers": [{"name": "idle", "image": PAUSE_IMAGE, "imagePullPolicy": "Never"}],
-            "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 1,
-        },
+def test_the_node_pulls_a_function_image_by_digest_from_the_registry(
+    real_cluster: RealCluster, podman_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The path a real cluster takes: the controller pushes its build to the registry, the
+    Deployment names it by digest with the namespace's pull Secret, containerd pulls it."""
+    node, registry = real_cluster.node, real_cluster.registry
+    ns = new_namespace(real_cluster)
+    env = {
+        **podman_env,
+        KUBECONFIG.name: str(real_cluster.plane.kubeconfig_path),
+        K8S_NAMESPACE.name: ns,
+        REGISTRY_URL.name: f"{registry.host}/node",
+        REGISTRY_USERNAME.name: registry.username,
+        REGISTRY_PASSWORD.name: registry.password,
+        REGISTRY_TLS_VERIFY.name: "false",  # the test registry is plain http on loopback
     }
+    ctl = ControllerProc(tmp_path / "state", env).start()
     try:
-        plane.start()
-        node.start()
-        workdir = node.workdir
-        assert workdir is not None
-        with plane.admin_client() as api:
-            core = k8s.CoreV1Api(api)
-            core.create_namespaced_pod("default", pod)
+        api_client = ctl.client
+        folder = write_function(
+            tmp_path / "src",
+            FN,
+            extra_spec={
+                "nodeSelector": {"kubernetes.io/hostname": node.name},
+                "drainTimeout": "2s",
+            },
+        )
+        (folder / "app.py").write_text(NODE_HANDLER)
+        pulls_before = registry.requests("GET", f"/v2/node/{FN}/manifests/sha256:")
+        t0 = time.monotonic()
+        result = api_client.deploy(spec_of(folder), folder, platform="kubernetes")
+        assert result["warnings"] == []
+        api_client.wait_ready(FN, timeout_s=300)
+        deploy_s = time.monotonic() - t0
+        build = api_client.get_build(result["build"]["id"])
+        digest = registry.manifest_digest(f"node/{FN}", build["content_hash"][:16])
+        assert digest is not None
+        [pod] = pods(real_cluster, ns)
+        [status] = pod.status.container_statuses
+        assert pod.spec.containers[0].image == f"{registry.host}/node/{FN}@{digest}"
+        assert status.ready and status.image_id.endswith(digest)
+        # containerd fetched the manifest by digest, with the pull Secret's credentials
+        assert registry.requests("GET", f"/v2/node/{FN}/manifests/sha256:") > pulls_before
 
-            def running() -> Any:
-                p: Any = core.read_namespaced_pod("idle", "default")
-                return p.status.phase == "Running" and p
+        direct = get_json(f"http://{pod.status.pod_ip}:8080/", "direct-2")
+        assert (direct["pod"], direct["marker"]) == (pod.metadata.name, "built-by-commands")
+        via = api_client.invoke(FN, headers={"X-Request-Id": "gateway-2"})
+        assert via.status == 200 and json.loads(via.body)["pod"] == pod.metadata.name
 
-        started: Any = wait_for(running, 60, "the pod running")
-        assert node.subnet is not None
-        assert ipaddress.ip_address(started.status.pod_ip) in node.subnet
-        assert len(node.running_tasks()) == 2  # sandbox + container
-        during = hoststate.capture()
-        our_links = during.links - before.links
-        assert node.bridge in our_links
-        assert any(link.startswith("veth") for link in our_links)  # the pod's, on our bridge
-        # kubelet puts the pods under the node's own cgroup root
-        assert f"cpu/{workdir.name}" in during.cgroups
-        assert list(Path(f"/sys/fs/cgroup/cpu/{workdir.name}/kubepods").glob("*/pod*"))
+        api_client.delete_function(FN)
+        wait_for(lambda: not pods(real_cluster, ns), 60, "the pod gone")
+        wait_for(lambda: not node.running_tasks(), 60, "its containers stopped")
+        print(f"real node, registry: deploy → ready {deploy_s:.1f} s (build, push, pull, probe)")
     finally:
-        node.stop()
-        plane.stop()
-    after = hoststate.node_view(hoststate.capture())
-    before = hoststate.node_view(before)
-    assert after.sysctls == before.sysctls
-    assert after.chains == before.chains
-    assert after.paths == before.paths
-    assert after.links == before.links
-    assert after.cgroups == before.cgroups
-    assert our_links <= during.links and not our_links & after.links
-    with open("/proc/self/mounts", encoding="utf-8") as fh:
-        assert str(workdir) not in fh.read()
-    assert not workdir.exists()
+        cleanup(ctl)

@@ -30,7 +30,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -142,7 +142,8 @@ class KubeNode(PeerProcess):
 
     The constructor does no I/O. ``start()`` claims a free 10.246.<n>.0/24 and bridge
     ``trnode<n>``, starts containerd and kubelet in a temp dir and returns once the node is
-    Ready; ``.ip`` is the node's address on the bridge, ``.subnet`` the pods'.
+    Ready; ``.ip`` is the node's address on the bridge, ``.subnet`` the pods'. ``registries``:
+    ``host:port`` of plain-http registries (on loopback) containerd may pull from.
     """
 
     peer_name = "kubelet"
@@ -154,12 +155,14 @@ class KubeNode(PeerProcess):
         *,
         name: str = "tickrun-node",
         labels: Mapping[str, str] | None = None,
+        registries: Sequence[str] = (),
         directory: Path | None = None,
         startup_timeout: float = 120.0,
     ) -> None:
         self.plane = plane
         self.name = name
         self.labels = dict(labels or {})
+        self.registries = list(registries)
         self.directory = directory
         self.startup_timeout = startup_timeout
         self.workdir: Path | None = None
@@ -373,8 +376,19 @@ state = "{w}/containerd-state"
   [{cri}.cni]
     bin_dir = "{_CNI_PLUGINS}"
     conf_dir = "{w}/cni/net.d"
+  [{cri}.registry]
+    config_path = "{w}/certs.d"
 """
         (w / "containerd.toml").write_text(text, encoding="utf-8")
+        # Test registries on loopback speak plain http; containerd would try https first.
+        for host in self.registries:
+            d = w / "certs.d" / host
+            d.mkdir(parents=True)
+            (d / "hosts.toml").write_text(
+                f'server = "http://{host}"\n\n[host."http://{host}"]\n'
+                '  capabilities = ["pull", "resolve"]\n',
+                encoding="utf-8",
+            )
 
     def _write_kubelet_config(self, w: Path) -> None:
         # Pods get a resolver file with no nameserver: nothing in a test pod sends DNS anywhere.
