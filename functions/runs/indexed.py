@@ -5,8 +5,8 @@ The launcher's side, :class:`IndexedRun`, records everything before any index st
 run as ``created``; a sweep's parent as ``running`` (with its heartbeat) and every iteration as
 ``created`` (:class:`~.hyper.QueuedIterations` keeps them alive while they wait for a node). It
 then watches the run DB: it prints each iteration's end as a local sweep does, stops the queue
-when the stop condition is met, and concludes the sweep with :func:`~.hyper.conclude` (the best
-iteration by the selector, the iterations' table and plot), exactly as ``run_sweep`` does.
+when the stop condition is met, and concludes the sweep with :func:`~.sweepresult.conclude`
+(the best iteration by the selector, the iterations' table and plot), as ``run_sweep`` does.
 
 The worker's side, :func:`main`, runs one recorded index: index ``i`` is iteration ``i + 1`` of
 a sweep, or the plain run itself. An index whose record has already ended (the stop condition
@@ -32,19 +32,12 @@ from ..errors import BadRequestError, TickrunError
 from ..settings import LOG_FORMAT
 from .db import RunDB, open_db
 from .execution import RunEnv, execute, make_inputs
-from .hyper import (
-    QueuedIterations,
-    conclude,
-    expand,
-    new_children,
-    parse_condition,
-    parse_selector,
-    progress_line,
-)
+from .hyper import QueuedIterations, expand, new_children, parse_condition, progress_line
 from .plugins import JobRequest
 from .records import ArtifactRecord, RunBatch, RunRecord, RunState
 from .runner import new_record, resolve_handler
 from .settings import TrackingSettings
+from .sweepresult import conclude, parse_selector
 from .tracker import RunTracker
 
 logger = logging.getLogger(__name__)

@@ -4,7 +4,8 @@ import pytest
 
 from tickrun.functions.errors import BadRequestError
 from tickrun.functions.runs import RunState, SqlRunDB, TrackingSettings, run_function
-from tickrun.functions.runs.hyper import expand, parse_condition, parse_selector
+from tickrun.functions.runs.hyper import expand, parse_condition
+from tickrun.functions.runs.sweepresult import parse_selector
 
 from .jobs_for_tests import ref
 
