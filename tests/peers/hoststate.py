@@ -1,6 +1,7 @@
 """The host state a real Kubernetes node changes (tests/peers/k8snode.py), captured before it
-starts and put back after it stops: sysctls kubelet and the CNI plugins set, iptables chains
-kubelet makes, paths it creates outside its root dir, cgroups, mounts, containerd shims.
+starts and put back after it stops: sysctls kubelet and the CNI plugins set, paths kubelet
+creates outside its root dir, cgroups, mounts, containerd shims. kubelet makes no iptables chains
+here (makeIPTablesUtilChains: false): capture() records KUBE-* chains so a test sees if one stays.
 
 Everything here is best effort on teardown (a failed step is logged, the next still runs), and
 touches only what the node made: chains and paths that were absent before, mounts under the
@@ -58,7 +59,7 @@ NODE_PREFIXES = ("trnode", "tickrun-node-", "kubepods", "KUBE-")
 @dataclass
 class HostState:
     sysctls: dict[str, str] = field(default_factory=dict)
-    # "iptables/nat" → KUBE-* chain names (kubelet's), + "<cmd>/<table> <rule>" for our rules
+    # "iptables/nat" → kubelet's chains (KUBE-*) and rules naming a node bridge
     chains: dict[str, set[str]] = field(default_factory=dict)
     paths: set[str] = field(default_factory=set)
     # node bridges (trnode<n>) and the veths plugged into them
@@ -71,21 +72,19 @@ def _sysctl_path(key: str) -> Path:
     return Path("/proc/sys") / key.replace(".", "/")
 
 
-def _chains(cmd: str, table: str) -> set[str]:
+def _chains_and_rules(cmd: str, table: str) -> set[str]:
+    """kubelet's chains (KUBE-*) and any rule naming a node bridge, as ``iptables -S`` lines."""
     try:
         out = subprocess.run(
             [cmd, "-t", table, "-S"], capture_output=True, text=True, timeout=30, check=False
         )
     except (OSError, subprocess.TimeoutExpired):
         return set()
-    return {line.split()[1] for line in out.stdout.splitlines() if line.startswith(("-N ", "-P "))}
-
-
-def _rules(cmd: str, table: str) -> list[str]:
-    out = subprocess.run(
-        [cmd, "-t", table, "-S"], capture_output=True, text=True, timeout=30, check=False
-    )
-    return [line for line in out.stdout.splitlines() if line.startswith("-A ")]
+    return {
+        line
+        for line in out.stdout.splitlines()
+        if (line.startswith("-N ") and _ours(line.split()[1])) or " trnode" in line
+    }
 
 
 def _hierarchies() -> list[Path]:
@@ -109,7 +108,7 @@ def _node_links() -> set[str]:
 
 
 def capture() -> HostState:
-    """What a node may change, now (all chains, for restore(); compare with node_view())."""
+    """What a node may change, now."""
     state = HostState()
     for key in SYSCTLS:
         with contextlib.suppress(OSError):
@@ -117,18 +116,12 @@ def capture() -> HostState:
     for cmd in IPTABLES:
         if shutil.which(cmd):
             for table in TABLES:
-                state.chains[f"{cmd}/{table}"] = _chains(cmd, table)
+                state.chains[f"{cmd}/{table}"] = _chains_and_rules(cmd, table)
     state.paths = {p for p in HOST_PATHS if os.path.lexists(p)}
     state.links = _node_links()
     for h in _hierarchies():
         state.cgroups |= {f"{h.name}/{d.name}" for d in h.iterdir() if d.is_dir() and _ours(d.name)}
     return state
-
-
-def node_view(state: HostState) -> HostState:
-    """``state`` without what other work on the host changes (chains not kubelet's)."""
-    chains = {k: {c for c in v if _ours(c)} for k, v in state.chains.items()}
-    return HostState(state.sysctls, chains, state.paths, state.links, state.cgroups)
 
 
 def other_process_named(comm: str) -> bool:
@@ -149,30 +142,7 @@ def restore(before: HostState, *, own_dir: Path, own_network: str) -> None:
             if _sysctl_path(key).read_text().strip() != value:
                 _sysctl_path(key).write_text(value)
                 logger.info("sysctl %s restored to %s", key, value)
-    if other_process_named("kubelet"):
-        logger.warning("another kubelet runs: KUBE-* chains and kubelet paths left in place")
-    else:
-        _drop_new_chains(before)
     _remove_new_paths(before, own_dir, own_network)
-
-
-def _drop_new_chains(before: HostState) -> None:
-    for key, old in before.chains.items():
-        cmd, table = key.split("/")
-        new = {c for c in _chains(cmd, table) - old if c.startswith("KUBE-")}
-        if not new:
-            continue
-        for rule in _rules(cmd, table):
-            words = rule.split()
-            if words[1] in new or (set(words) & new):
-                subprocess.run(
-                    [cmd, "-t", table, "-D", *words[1:]], capture_output=True, check=False
-                )
-        for chain in new:
-            subprocess.run([cmd, "-t", table, "-F", chain], capture_output=True, check=False)
-        for chain in new:
-            subprocess.run([cmd, "-t", table, "-X", chain], capture_output=True, check=False)
-        logger.info("%s -t %s: removed %s", cmd, table, ", ".join(sorted(new)))
 
 
 def _remove_new_paths(before: HostState, own_dir: Path, own_network: str) -> None:

@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
-import io
 import ipaddress
 import json
 import logging
 import os
 import shutil
 import subprocess
-import tarfile
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -48,6 +45,7 @@ from ._util import (
     versions,
 )
 from ._util import terminate as terminate_group
+from .ociimage import one_file_image
 
 if TYPE_CHECKING:
     from .k8s import KubeControlPlane
@@ -65,65 +63,6 @@ _APT = "containerd runc containernetworking-plugins iptables"
 def node_dir() -> Path:
     """What ensure.sh built: bin/kubelet and bin/pause."""
     return peers_cache() / f"k8s-node-{versions()['KUBERNETES_VERSION']}"
-
-
-def pause_image_archive(binary: Path, name: str = PAUSE_IMAGE) -> bytes:
-    """An OCI image archive holding only ``binary`` as /pause, named ``name`` for containerd: the
-    sandbox image, made without podman or a registry."""
-    layer_buf = io.BytesIO()
-    with tarfile.open(fileobj=layer_buf, mode="w") as tar:
-        info = tarfile.TarInfo("pause")
-        info.size, info.mode, info.mtime = binary.stat().st_size, 0o755, 0
-        with binary.open("rb") as fh:
-            tar.addfile(info, fh)
-    layer = layer_buf.getvalue()
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {"Entrypoint": ["/pause"], "User": "65535:65535"},
-            "rootfs": {"type": "layers", "diff_ids": [_digest(layer)]},
-        }
-    ).encode()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": _descriptor("application/vnd.oci.image.config.v1+json", config),
-            "layers": [_descriptor("application/vnd.oci.image.layer.v1.tar", layer)],
-        }
-    ).encode()
-    index = {
-        "schemaVersion": 2,
-        "manifests": [
-            {
-                **_descriptor("application/vnd.oci.image.manifest.v1+json", manifest),
-                "annotations": {
-                    "io.containerd.image.name": name,
-                    "org.opencontainers.image.ref.name": name,
-                },
-            }
-        ],
-    }
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        files = {"oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode()}
-        files["index.json"] = json.dumps(index).encode()
-        for blob in (layer, config, manifest):
-            files[f"blobs/sha256/{_digest(blob).split(':')[1]}"] = blob
-        for path, data in files.items():
-            info = tarfile.TarInfo(path)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
-
-
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _descriptor(media_type: str, data: bytes) -> dict[str, Any]:
-    return {"mediaType": media_type, "digest": _digest(data), "size": len(data)}
 
 
 def _run(*argv: str, timeout: float = 60.0, stdin: bytes | None = None) -> str:
@@ -229,8 +168,7 @@ class KubeNode(PeerProcess):
         atexit.unregister(self.stop)
         w = self.workdir
         if w is not None:
-            for name in ("kubelet",):
-                terminate_group(self._procs.pop(name, None), grace=self.stop_grace_s)
+            terminate_group(self._procs.pop("kubelet", None), grace=self.stop_grace_s)
             self._kill_pods()
             terminate_group(self._procs.pop("containerd", None), grace=self.stop_grace_s)
             hoststate.kill_shims(self.containerd_socket)
@@ -309,7 +247,7 @@ class KubeNode(PeerProcess):
         self._write_containerd_config(w)
         self._launch("containerd", ["containerd", "--config", str(w / "containerd.toml")])
         self._wait("containerd", deadline, lambda: bool(self.ctr("version", timeout=5)))
-        self.ctr("images", "import", "-", stdin=pause_image_archive(root / "bin" / "pause"))
+        self.ctr("images", "import", "-", stdin=one_file_image(root / "bin" / "pause", PAUSE_IMAGE))
         self._cgroup_root = hoststate.make_cgroup(w.name)
         self._write_kubelet_config(w)
         self._launch("kubelet", [
