@@ -180,7 +180,7 @@ def test_the_node_leaves_the_host_as_it_was() -> None:
     assert after.paths == before.paths
     assert after.links == before.links
     assert after.cgroups == before.cgroups
-    assert our_links <= during.links and not our_links & after.links
+    assert not our_links & after.links  # the bridge and the pod's veth are gone
     with open("/proc/self/mounts", encoding="utf-8") as fh:
         assert str(workdir) not in fh.read()
     assert not workdir.exists()
@@ -225,7 +225,7 @@ def test_a_function_serves_http_from_a_real_pod(
         build_id = result["build"]["id"]
         build = wait_for(
             lambda: (b := api_client.get_build(build_id))["state"] != "running" and b,
-            600,
+            240,
             "the build",
         )
         assert build["state"] == "succeeded", build
@@ -333,7 +333,7 @@ def test_the_node_pulls_a_function_image_by_digest_from_the_registry(
         t0 = time.monotonic()
         result = api_client.deploy(spec_of(folder), folder, platform="kubernetes")
         assert result["warnings"] == []
-        api_client.wait_ready(FN, timeout_s=300)
+        api_client.wait_ready(FN, timeout_s=240)
         deploy_s = time.monotonic() - t0
         build = api_client.get_build(result["build"]["id"])
         digest = registry.manifest_digest(f"node/{FN}", build["content_hash"][:16])
