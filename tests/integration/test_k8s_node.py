@@ -305,7 +305,8 @@ def test_the_node_pulls_a_function_image_by_digest_from_the_registry(
     real_cluster: RealCluster, podman_env: dict[str, str], tmp_path: Path
 ) -> None:
     """The path a real cluster takes: the controller pushes its build to the registry, the
-    Deployment names it by digest with the namespace's pull Secret, containerd pulls it."""
+    Deployment names it by digest with the namespace's pull Secret, containerd pulls it; two
+    pods, and the gateway reaches both."""
     node, registry = real_cluster.node, real_cluster.registry
     ns = new_namespace(real_cluster)
     env = {
@@ -323,6 +324,7 @@ def test_the_node_pulls_a_function_image_by_digest_from_the_registry(
         folder = write_function(
             tmp_path / "src",
             FN,
+            replicas=2,
             extra_spec={
                 "nodeSelector": {"kubernetes.io/hostname": node.name},
                 "drainTimeout": "2s",
@@ -333,26 +335,37 @@ def test_the_node_pulls_a_function_image_by_digest_from_the_registry(
         t0 = time.monotonic()
         result = api_client.deploy(spec_of(folder), folder, platform="kubernetes")
         assert result["warnings"] == []
-        api_client.wait_ready(FN, timeout_s=240)
+        fn = api_client.wait_ready(FN, timeout_s=240)
         deploy_s = time.monotonic() - t0
         build = api_client.get_build(result["build"]["id"])
         digest = registry.manifest_digest(f"node/{FN}", build["content_hash"][:16])
         assert digest is not None
-        [pod] = pods(real_cluster, ns)
-        [status] = pod.status.container_statuses
-        assert pod.spec.containers[0].image == f"{registry.host}/node/{FN}@{digest}"
-        assert status.ready and status.image_id.endswith(digest)
+        running = pods(real_cluster, ns)
+        names = sorted(p.metadata.name for p in running)
+        assert len(names) == 2 and fn["replicas"]["ready"] == 2
+        for pod in running:
+            [status] = pod.status.container_statuses
+            assert pod.spec.containers[0].image == f"{registry.host}/node/{FN}@{digest}"
+            assert status.ready and status.image_id.endswith(digest)
+            direct = get_json(f"http://{pod.status.pod_ip}:8080/", "direct-2")
+            assert (direct["pod"], direct["marker"]) == (pod.metadata.name, "built-by-commands")
         # containerd fetched the manifest by digest, with the pull Secret's credentials
         assert registry.requests("GET", f"/v2/node/{FN}/manifests/sha256:") > pulls_before
 
-        direct = get_json(f"http://{pod.status.pod_ip}:8080/", "direct-2")
-        assert (direct["pod"], direct["marker"]) == (pod.metadata.name, "built-by-commands")
-        via = api_client.invoke(FN, headers={"X-Request-Id": "gateway-2"})
-        assert via.status == 200 and json.loads(via.body)["pod"] == pod.metadata.name
+        # the gateway spreads requests over both pods (least in flight, round-robin ties)
+        answered = []
+        for i in range(4):
+            via = api_client.invoke(FN, headers={"X-Request-Id": f"gateway-2-{i}"})
+            assert via.status == 200, via.body
+            answered.append(json.loads(via.body)["pod"])
+        assert sorted(set(answered)) == names
 
         api_client.delete_function(FN)
-        wait_for(lambda: not pods(real_cluster, ns), 60, "the pod gone")
-        wait_for(lambda: not node.running_tasks(), 60, "its containers stopped")
-        print(f"real node, registry: deploy → ready {deploy_s:.1f} s (build, push, pull, probe)")
+        wait_for(lambda: not pods(real_cluster, ns), 60, "the pods gone")
+        wait_for(lambda: not node.running_tasks(), 60, "their containers stopped")
+        print(
+            f"real node, registry: deploy → 2 pods ready {deploy_s:.1f} s "
+            "(build, push, pull, probes)"
+        )
     finally:
         cleanup(ctl)
