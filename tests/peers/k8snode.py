@@ -6,13 +6,14 @@
     node = KubeNode(plane).start()         # returns once the node is Ready
     node.load_image("localhost/tickrun/fn:abc", podman_env())
     ...                                    # pods really run; the host reaches them by pod IP
-    node.stop()                            # the host is as it was (see host_state())
+    node.stop()                            # the host as it was (hoststate.capture())
 
 Containers really run (readiness probes, pod logs, HTTP to the pod IP). Rules this follows on
 these machines: traffic stays here (the pods get no route past their own /24, no nameserver, and
 a DROP rule stops anything forwarded off the bridge), the host is restored on stop (sysctls,
-bridge, iptables chains, mounts, cgroups, paths kubelet creates outside its root dir), and only
-processes this node started are signalled. Must run as root.
+bridge and rule, mounts, cgroups, paths kubelet creates outside its root dir), and only
+processes this node started are signalled (containerd's shims: by this node's socket path).
+Must run as root.
 """
 
 from __future__ import annotations
