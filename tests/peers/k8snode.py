@@ -241,9 +241,10 @@ class KubeNode(PeerProcess):
         self._before = hoststate.capture()
         atexit.register(self.stop)
         self._claim_bridge()
-        _run("ip", "addr", "add", f"{self.ip}/{self.subnet.prefixlen}", "dev", self.bridge)  # type: ignore[union-attr]
+        _run("ip", "addr", "add", f"{self.ip}/24", "dev", self.bridge)
         _run("ip", "link", "set", self.bridge, "up")
-        _run("iptables", "-t", "mangle", "-I", *self._drop_rule()[:1], "1", *self._drop_rule()[1:])
+        chain, *rule = self._drop_rule()
+        _run("iptables", "-t", "mangle", "-I", chain, "1", *rule)
         self._write_cni(w)
         self._write_containerd_config(w)
         self._launch("containerd", ["containerd", "--config", str(w / "containerd.toml")])
