@@ -347,8 +347,9 @@ class KubeControlPlane(PeerProcess):
             # the Service "kubernetes" would point at 127.0.0.1, which pods must never reach
             "--endpoint-reconciler-type", "none",
             "--authorization-mode", "Node,RBAC", "--allow-privileged=true", "--profiling=false",
-            # pods/log, exec: by the node's IP, never a node name through the system resolver
-            *(["--kubelet-preferred-address-types", "InternalIP"] if self.real_nodes else []),
+            # pods/log, exec: by the node's IP (kwok's are loopback), never a node name through
+            # the system resolver, which would send a DNS query off this machine
+            "--kubelet-preferred-address-types", "InternalIP",
         ])  # fmt: skip
         self._wait("kube-apiserver /readyz", deadline, self._apiserver_ready)
         write_kubeconfig(
@@ -384,7 +385,7 @@ class KubeControlPlane(PeerProcess):
         self._launch("kwok", [
             str(bin_dir / "kwok"), "--kubeconfig", kubeconfig,
             "--config", str(root / "kwok-stages.yaml"),
-            "--manage-all-nodes=true", "--cidr", "10.244.0.0/16", "--node-ip", "10.240.0.1",
+            "--manage-all-nodes=true", "--cidr", "10.244.0.0/16", "--node-ip", "127.0.0.1",
             "--node-lease-duration-seconds", "40",
         ])  # fmt: skip
         self._create_nodes()
