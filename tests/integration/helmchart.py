@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client
 
-from tests.peers.k8s import helm_binary
+from tests.peers.k8s import KubeControlPlane, helm_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "tickrun"
@@ -32,19 +31,6 @@ VARIANTS: dict[str, list[str]] = {
         *("--set", "controller.autoscaler=keda"),
     ],
 }
-
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], what: str, timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if got is not None:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.25)
 
 
 class Helm:
@@ -74,6 +60,12 @@ class Helm:
     def render(self, namespace: str, flags: list[str]) -> list[dict[str, Any]]:
         out = self("template", RELEASE, str(CHART), "--namespace", namespace, *flags).stdout
         return [d for d in yaml.safe_load_all(out) if d]
+
+
+@pytest.fixture(scope="module")
+def helm(tmp_path_factory: pytest.TempPathFactory, kube: KubeControlPlane) -> Helm:
+    """helm for the shared control plane, one private home per test module."""
+    return Helm(tmp_path_factory.mktemp("helm"), kube.kubeconfig_path)
 
 
 def new_namespace(core: client.CoreV1Api, prefix: str) -> str:

@@ -20,26 +20,22 @@ from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError
 
-from tests.integration.helmchart import CHART, PG_URL, ROOT, VARIANTS, Helm, new_namespace
+from tests.integration.helmchart import CHART, PG_URL, ROOT, VARIANTS, Helm, helm
 from tests.peers.k8s import KubeControlPlane, helm_binary
+from tests.support.k8s_controller import kube_namespace
 from tickrun.controller.settings import IN_CLUSTER_ENV, Settings
 from tickrun.functions import settings
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(300)]
 
 
-@pytest.fixture(scope="module")
-def helm(tmp_path_factory: pytest.TempPathFactory, kube: KubeControlPlane) -> Helm:
-    return Helm(tmp_path_factory.mktemp("helm"), kube.kubeconfig_path)
+__all__ = ["helm"]  # the fixture, re-exported so pytest finds it here
 
 
 @pytest.fixture
 def namespace(kube: KubeControlPlane) -> Iterator[str]:
-    with kube.admin_client() as api:
-        core = client.CoreV1Api(api)
-        name = new_namespace(core, "chart")
+    with kube_namespace(kube, "chart") as name:
         yield name
-        core.delete_namespace(name)
 
 
 def _by_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

@@ -20,13 +20,14 @@ from tests.integration.helmchart import (
     RELEASE,
     VARIANTS,
     Helm,
-    eventually,
+    helm,
     is_ready,
     new_namespace,
     raw,
     release_objects,
 )
 from tests.peers.k8s import KubeControlPlane, api_client
+from tests.support.k8s_controller import eventually, kube_namespace
 from tickrun.controller.platforms.base import Workload
 from tickrun.controller.platforms.kubernetes.platform import KubernetesPlatform
 from tickrun.functions.errors import PlatformError
@@ -35,18 +36,13 @@ from tickrun.functions.spec import parse_spec
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(300)]
 
 
-@pytest.fixture(scope="module")
-def helm(tmp_path_factory: pytest.TempPathFactory, kube: KubeControlPlane) -> Helm:
-    return Helm(tmp_path_factory.mktemp("helm"), kube.kubeconfig_path)
+__all__ = ["helm"]  # the fixture, re-exported so pytest finds it here
 
 
 @pytest.fixture
 def namespace(kube: KubeControlPlane) -> Iterator[str]:
-    with kube.admin_client() as api:
-        core = client.CoreV1Api(api)
-        name = new_namespace(core, "install")
+    with kube_namespace(kube, "install") as name:
         yield name
-        core.delete_namespace(name)
 
 
 def _static_volume(core: client.CoreV1Api, namespace: str) -> str:

@@ -37,6 +37,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.integration.test_controller_harness import TOKEN, ControllerProc, cleanup, wait_for
 from tests.peers import MinioServer
 from tests.peers.k8s import KubeControlPlane
+from tests.support.k8s_controller import kube_namespace
 from tickrun.controller.platforms.kubernetes import jobmanifests as jm
 from tickrun.controller.platforms.kubernetes.manifests import CODE_DIR
 from tickrun.functions.runs.db import HttpRunDB
@@ -63,13 +64,8 @@ def slow(context, lr=0.1):
 
 @pytest.fixture
 def namespace(kube: KubeControlPlane) -> Iterator[str]:
-    name = f"tickrun-jobs-{uuid.uuid4().hex[:8]}"
-    with kube.admin_client() as api:
-        core = k8s.CoreV1Api(api)
-        core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
-        wait_for(lambda: core.list_namespaced_service_account(name).items, 30, "default SA")
+    with kube_namespace(kube, "tickrun-jobs") as name:
         yield name
-        core.delete_namespace(name)
 
 
 @pytest.fixture

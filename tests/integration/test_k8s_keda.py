@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +22,16 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.integration.helmchart import CHART, RELEASE, VARIANTS, Helm
 from tests.integration.test_controller_harness import wait_for
-from tests.integration.test_k8s_platform import deployment, namespace, objects_of
+from tests.integration.test_k8s_platform import namespace, objects_of
 from tests.peers import KafkaBroker
 from tests.peers.k8s import KubeControlPlane
+from tests.support.k8s_controller import deployment, in_process_controller, until
 from tests.support.kafka_functions import produce
-from tickrun.controller.builder import Builder
-from tickrun.controller.platforms.base import ClusterPlatform, Workload
+from tickrun.controller.platforms.base import Workload
 from tickrun.controller.platforms.kubernetes import keda
 from tickrun.controller.platforms.kubernetes import manifests as m
 from tickrun.controller.platforms.kubernetes.platform import KubernetesPlatform
 from tickrun.controller.reconciler import Reconciler
-from tickrun.controller.service import FunctionService, make_private_dirs
-from tickrun.controller.settings import Settings
-from tickrun.controller.store import FunctionRow, Store
 from tickrun.functions.errors import PlatformError
 from tickrun.functions.spec import FunctionSpec, parse_spec
 
@@ -107,18 +103,6 @@ def scale_to(kube: KubeControlPlane, ns: str, replicas: int) -> None:
         )
 
 
-async def _until(
-    reconciler: Reconciler, cond: Callable[[], Any], what: str, timeout_s: float = 40.0
-) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        await reconciler.tick()
-        if cond():
-            return time.monotonic() - t0
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def _passes(reconciler: Reconciler, seconds: float) -> None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < seconds:
@@ -136,40 +120,20 @@ async def test_keda_mode_emits_a_scaled_object_and_leaves_the_count_alone(
     brokers = kafka_broker.bootstrap_servers
     topic = f"keda-{uuid.uuid4().hex[:6]}"
     kafka_broker.create_topic(topic, partitions=PARTITIONS)
-    settings = Settings(
-        state_dir=tmp_path / "state",
-        cache_dir=tmp_path / "cache",
+    platform = KubernetesPlatform(namespace, kube.kubeconfig_path, autoscaler="keda")
+    async with in_process_controller(
+        tmp_path,
+        platform,
+        "cid-keda",
         kubeconfig=kube.kubeconfig_path,
         k8s_namespace=namespace,
         k8s_autoscaler="keda",
         lag_interval_s=0.3,
-    )
-    make_private_dirs(settings)
-    store = Store(settings.database_url)
-    store.open()
-    platform = KubernetesPlatform(namespace, kube.kubeconfig_path, autoscaler="keda")
-    clusters: dict[str, ClusterPlatform] = {"kubernetes": platform}
-    service = FunctionService(settings, store, Builder(settings), {}, clusters)
-    reconciler = Reconciler(settings, store, service, {}, "cid-keda")
-    now = time.time()
-    store.save_function(
-        FunctionRow(
-            name=FN,
-            spec=_spec(brokers, topic),
-            platform="kubernetes",
-            version=1,
-            state="deploying",
-            message="",
-            code_hash="c" * 64,
-            artifact={"image": "localhost/tickrun/keda-fn:1"},
-            revision="r1",
-            created_at=now,
-            updated_at=now,
-        )
-    )
-    reconciler.lag.start()
-    try:
-        await _until(reconciler, lambda: store.get_function(FN).state == "ready", "ready")
+    ) as ctl:
+        settings, store, service, reconciler = ctl.settings, ctl.store, ctl.service, ctl.reconciler
+        ctl.save_deploying(FN, _spec(brokers, topic))
+        reconciler.lag.start()
+        await until(reconciler, lambda: store.get_function(FN).state == "ready", "ready")
 
         # --- the ScaledObject: accepted by KEDA's schema, every field kept --------------------
         [so] = scaled_objects(kube, namespace)
@@ -234,7 +198,7 @@ async def test_keda_mode_emits_a_scaled_object_and_leaves_the_count_alone(
 
         # --- a real lag burst: tickrun's own rule wants 4, the Deployment stays where it is ---
         produce(brokers, topic, ({"i": i} for i in range(200)), partition_of=lambda i: i % 4)
-        await _until(
+        await until(
             reconciler,
             lambda: (reconciler.autoscaler.explain(FN) or {}).get("desired") == PARTITIONS,
             "tickrun's autoscaler to read the lag",
@@ -245,13 +209,13 @@ async def test_keda_mode_emits_a_scaled_object_and_leaves_the_count_alone(
 
         # KEDA's HPA moves the count: tickrun follows it (pods mirrored), never reverts it.
         scale_to(kube, namespace, 3)
-        await _until(reconciler, lambda: len(store.list_replicas(FN)) == 3, "3 pods mirrored")
+        await until(reconciler, lambda: len(store.list_replicas(FN)) == 3, "3 pods mirrored")
         await _passes(reconciler, 2.0)
         assert deployment(kube, namespace, FN).spec.replicas == 3
 
         # A bounds change reaches the ScaledObject (no new revision, no rebuild).
         store.update_function(FN, spec=_spec(brokers, topic, minReplicas=1, maxReplicas=8))
-        await _until(
+        await until(
             reconciler,
             lambda: scaled_objects(kube, namespace)[0]["spec"]["maxReplicaCount"] == 8,
             "maxReplicaCount 8",
@@ -274,14 +238,14 @@ async def test_keda_mode_emits_a_scaled_object_and_leaves_the_count_alone(
 
         # --- a fixed count is tickrun's again: the ScaledObject goes, the count is stated -----
         store.update_function(FN, spec=_spec(brokers, topic, replicas=2))
-        await _until(again, lambda: not scaled_objects(kube, namespace), "ScaledObject removed")
-        await _until(again, lambda: deployment(kube, namespace, FN).spec.replicas == 2, "2")
+        await until(again, lambda: not scaled_objects(kube, namespace), "ScaledObject removed")
+        await until(again, lambda: deployment(kube, namespace, FN).spec.replicas == 2, "2")
         store.update_function(FN, spec=_spec(brokers, topic))
-        await _until(again, lambda: scaled_objects(kube, namespace), "ScaledObject back")
+        await until(again, lambda: scaled_objects(kube, namespace), "ScaledObject back")
 
         # --- delete leaves nothing, the ScaledObject included ---------------------------------
         await service.delete(FN)
-        await _until(again, lambda: not store.find_function(FN), "deleted")
+        await until(again, lambda: not store.find_function(FN), "deleted")
         wait_for(
             lambda: (
                 not any(objects_of(kube, namespace, FN).values())
@@ -290,10 +254,6 @@ async def test_keda_mode_emits_a_scaled_object_and_leaves_the_count_alone(
             60,
             "every object gone",
         )
-    finally:
-        await asyncio.to_thread(reconciler.lag.stop)
-        await platform.close()
-        store.close()
 
 
 async def test_the_charts_role_grants_scaled_objects_only_in_keda_mode(

@@ -8,11 +8,10 @@ the pods' addresses, an unrecorded function's objects are removed on adoption).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,10 @@ from tests.integration.test_controller_harness import (
     write_function,
 )
 from tests.peers.k8s import KubeControlPlane
-from tickrun.controller.builder import Builder
-from tickrun.controller.platforms.base import ClusterPlatform, Workload
+from tests.support.k8s_controller import deployment, in_process_controller, kube_namespace, until
+from tickrun.controller.platforms.base import Workload
 from tickrun.controller.platforms.kubernetes.platform import KubernetesPlatform
 from tickrun.controller.reconciler import Reconciler
-from tickrun.controller.service import FunctionService, make_private_dirs
-from tickrun.controller.settings import Settings
-from tickrun.controller.store import FunctionRow, Store
 from tickrun.functions.settings import K8S_NAMESPACE, KUBECONFIG
 from tickrun.functions.spec import parse_spec
 
@@ -45,14 +41,8 @@ SELECT = "tickrun.io/function={}"
 
 @pytest.fixture
 def namespace(kube: KubeControlPlane) -> Iterator[str]:
-    name = f"tickrun-{uuid.uuid4().hex[:8]}"
-    with kube.admin_client() as api:
-        core = k8s.CoreV1Api(api)
-        core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
-        # Pods need the namespace's "default" ServiceAccount, made by the controller manager.
-        wait_for(lambda: core.list_namespaced_service_account(name).items, 30, "default SA")
+    with kube_namespace(kube, "tickrun") as name:
         yield name
-        core.delete_namespace(name)
 
 
 def objects_of(kube: KubeControlPlane, ns: str, function: str) -> dict[str, list[str]]:
@@ -70,11 +60,6 @@ def objects_of(kube: KubeControlPlane, ns: str, function: str) -> dict[str, list
             "hpas": hpa.list_namespaced_horizontal_pod_autoscaler(ns, label_selector=sel).items,
         }
     return {kind: sorted(o.metadata.name for o in items) for kind, items in found.items()}
-
-
-def deployment(kube: KubeControlPlane, ns: str, name: str) -> Any:
-    with kube.admin_client() as api:
-        return k8s.AppsV1Api(api).read_namespaced_deployment(name, ns)
 
 
 def event_time(events: list[dict[str, Any]], kind: str) -> float:
@@ -271,51 +256,18 @@ def published(reconciler: Reconciler, name: str) -> dict[str, str]:
     return {e.replica_id: e.url for e in table.endpoints} if table is not None else {}
 
 
-async def _until(reconciler: Reconciler, cond: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        await reconciler.tick()
-        if cond():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not reached")
-
-
 async def test_cluster_reconciler_publishes_pod_addresses_and_adopts(
     kube: KubeControlPlane, namespace: str, tmp_path: Path
 ) -> None:
-    settings = Settings(
-        state_dir=tmp_path / "state",
-        cache_dir=tmp_path / "cache",
-        kubeconfig=kube.kubeconfig_path,
-        k8s_namespace=namespace,
-    )
-    make_private_dirs(settings)
-    store = Store(settings.database_url)
-    store.open()
     platform = KubernetesPlatform(namespace, kube.kubeconfig_path)
-    clusters: dict[str, ClusterPlatform] = {"kubernetes": platform}
-    service = FunctionService(settings, store, Builder(settings), {}, clusters)
-    reconciler = Reconciler(settings, store, service, {}, "cid-1")
-    spec = parse_spec({"metadata": {"name": "echo"}, "spec": {"replicas": 2}})
-    now = time.time()
-    store.save_function(
-        FunctionRow(
-            name="echo",
-            spec=spec,
-            platform="kubernetes",
-            version=1,
-            state="deploying",
-            message="",
-            code_hash="c" * 64,
-            artifact={"image": "localhost/tickrun/echo:1"},
-            revision="r1",
-            created_at=now,
-            updated_at=now,
+    async with in_process_controller(
+        tmp_path, platform, "cid-1", kubeconfig=kube.kubeconfig_path, k8s_namespace=namespace
+    ) as ctl:
+        settings, store, service, reconciler = ctl.settings, ctl.store, ctl.service, ctl.reconciler
+        ctl.save_deploying(
+            "echo", parse_spec({"metadata": {"name": "echo"}, "spec": {"replicas": 2}})
         )
-    )
-    try:
-        await _until(reconciler, lambda: store.get_function("echo").state == "ready")
+        await until(reconciler, lambda: store.get_function("echo").state == "ready", "ready", 30)
         with kube.admin_client() as api:
             pods = (
                 k8s.CoreV1Api(api)
@@ -331,7 +283,7 @@ async def test_cluster_reconciler_publishes_pod_addresses_and_adopts(
         store.update_function(
             "echo", spec=parse_spec({"metadata": {"name": "echo"}, "spec": {"replicas": 3}})
         )
-        await _until(reconciler, lambda: len(published(reconciler, "echo")) == 3)
+        await until(reconciler, lambda: len(published(reconciler, "echo")) == 3, "3 pods", 30)
         assert deployment(kube, namespace, "echo").spec.replicas == 3
 
         # an unrecorded function of this controller is removed on adoption; a recorded one stays
@@ -350,48 +302,26 @@ async def test_cluster_reconciler_publishes_pod_addresses_and_adopts(
         generation = deployment(kube, namespace, "echo").metadata.generation
         again = Reconciler(settings, store, service, {}, "cid-1")
         await again.adopt()
-        await _until(again, lambda: len(published(again, "echo")) == 3)
+        await until(again, lambda: len(published(again, "echo")) == 3, "re-adopted", 30)
         assert await platform.adopt("cid-1") == {"echo"}
         assert deployment(kube, namespace, "echo").metadata.generation == generation
 
         await service.delete("echo")
-        await _until(again, lambda: not any(objects_of(kube, namespace, "echo").values()))
+        await until(
+            again, lambda: not any(objects_of(kube, namespace, "echo").values()), "gone", 30
+        )
         wait_for(lambda: not any(objects_of(kube, namespace, "ghost").values()), 30, "ghost gone")
-    finally:
-        await platform.close()
-        store.close()
 
 
 async def test_a_cluster_refusal_puts_the_function_in_error_with_its_reason(
     kube: KubeControlPlane, tmp_path: Path
 ) -> None:
     missing = f"absent-{uuid.uuid4().hex[:6]}"
-    settings = Settings(state_dir=tmp_path / "state", cache_dir=tmp_path / "cache")
-    make_private_dirs(settings)
-    store = Store(settings.database_url)
-    store.open()
     platform = KubernetesPlatform(missing, kube.kubeconfig_path)
-    clusters: dict[str, ClusterPlatform] = {"kubernetes": platform}
-    service = FunctionService(settings, store, Builder(settings), {}, clusters)
-    reconciler = Reconciler(settings, store, service, {}, "cid-2")
-    now = time.time()
-    store.save_function(
-        FunctionRow(
-            name="lost",
-            spec=parse_spec({"metadata": {"name": "lost"}}),
-            platform="kubernetes",
-            version=1,
-            state="deploying",
-            message="",
-            code_hash="c" * 64,
-            artifact={"image": "localhost/tickrun/lost:1"},
-            revision="r1",
-            created_at=now,
-            updated_at=now,
-        )
-    )
-    try:
-        await _until(reconciler, lambda: store.get_function("lost").state == "error")
+    async with in_process_controller(tmp_path, platform, "cid-2") as ctl:
+        store, reconciler = ctl.store, ctl.reconciler
+        ctl.save_deploying("lost", parse_spec({"metadata": {"name": "lost"}}))
+        await until(reconciler, lambda: store.get_function("lost").state == "error", "error", 30)
         message = store.get_function("lost").message
         assert f"the namespace {missing!r} does not exist" in message
         assert "TICKRUN_K8S_NAMESPACE" in message
@@ -400,6 +330,3 @@ async def test_a_cluster_refusal_puts_the_function_in_error_with_its_reason(
         await reconciler.tick()
         errors = [e for e in store.list_events("lost") if e.kind == "error"]
         assert len(errors) == 1
-    finally:
-        await platform.close()
-        store.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from tests.integration.test_controller_harness import (
 )
 from tests.peers.k8s import KubeControlPlane
 from tests.peers.registry import RegistryServer
+from tests.support.k8s_controller import deployment, kube_namespace
 from tickrun.functions.settings import (
     K8S_NAMESPACE,
     KUBECONFIG,
@@ -42,18 +42,8 @@ FN = "pulled-scorer"
 
 @pytest.fixture
 def namespace(kube: KubeControlPlane) -> Iterator[str]:
-    name = f"tickrun-reg-{uuid.uuid4().hex[:8]}"
-    with kube.admin_client() as api:
-        core = k8s.CoreV1Api(api)
-        core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
-        wait_for(lambda: core.list_namespaced_service_account(name).items, 30, "default SA")
+    with kube_namespace(kube, "tickrun-reg") as name:
         yield name
-        core.delete_namespace(name)
-
-
-def deployment(kube: KubeControlPlane, ns: str, name: str) -> k8s.V1Deployment:
-    with kube.admin_client() as api:
-        return k8s.AppsV1Api(api).read_namespaced_deployment(name, ns)
 
 
 def test_controller_deploys_by_registry_digest_and_never_pushes_twice(

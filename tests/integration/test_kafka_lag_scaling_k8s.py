@@ -8,28 +8,24 @@ directions of the count on the Deployment's scale subresource.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from tests.integration.test_k8s_platform import deployment, namespace
+from tests.integration.test_k8s_platform import namespace
 from tests.peers import KafkaBroker
 from tests.peers.k8s import KubeControlPlane
+from tests.support.k8s_controller import (
+    deployment,
+    in_process_controller,
+    until,
+)
 from tests.support.kafka_functions import end_offsets, produce
-from tickrun.controller.builder import Builder
-from tickrun.controller.platforms.base import ClusterPlatform
 from tickrun.controller.platforms.kubernetes.platform import KubernetesPlatform
-from tickrun.controller.reconciler import Reconciler
-from tickrun.controller.service import FunctionService, make_private_dirs
-from tickrun.controller.settings import Settings
-from tickrun.controller.store import FunctionRow, Store
 from tickrun.functions.spec import FunctionSpec, parse_spec
 
 pytestmark = [pytest.mark.k8s, pytest.mark.kafka, pytest.mark.slow]
@@ -56,19 +52,6 @@ def _spec(brokers: str, topic: str, group: str, min_replicas: int) -> FunctionSp
     )
 
 
-async def _until(
-    reconciler: Reconciler, cond: Callable[[], Any], what: str, timeout_s: float = 40.0
-) -> float:
-    """Run reconcile passes until ``cond``; the seconds it took."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        await reconciler.tick()
-        if cond():
-            return time.monotonic() - t0
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _commit_all(brokers: str, group: str, topic: str) -> None:
     """Commit the group to the end of every partition, as consumers that caught up would."""
     ends = end_offsets(brokers, topic, PARTITIONS)
@@ -88,48 +71,28 @@ async def test_lag_drives_the_deployments_scale_subresource(
     brokers = kafka_broker.bootstrap_servers
     topic, group = f"k8s-lag-{uuid.uuid4().hex[:6]}", "k8s-lag-g"
     kafka_broker.create_topic(topic, partitions=PARTITIONS)
-    settings = Settings(
-        state_dir=tmp_path / "state",
-        cache_dir=tmp_path / "cache",
+    platform = KubernetesPlatform(namespace, kube.kubeconfig_path)
+    async with in_process_controller(
+        tmp_path,
+        platform,
+        "cid-lag",
         kubeconfig=kube.kubeconfig_path,
         k8s_namespace=namespace,
         lag_interval_s=0.3,
-    )
-    make_private_dirs(settings)
-    store = Store(settings.database_url)
-    store.open()
-    platform = KubernetesPlatform(namespace, kube.kubeconfig_path)
-    clusters: dict[str, ClusterPlatform] = {"kubernetes": platform}
-    service = FunctionService(settings, store, Builder(settings), {}, clusters)
-    reconciler = Reconciler(settings, store, service, {}, "cid-lag")
-    now = time.time()
-    store.save_function(
-        FunctionRow(
-            name="lagged",
-            spec=_spec(brokers, topic, group, 1),
-            platform="kubernetes",
-            version=1,
-            state="deploying",
-            message="",
-            code_hash="c" * 64,
-            artifact={"image": "localhost/tickrun/lagged:1"},
-            revision="r1",
-            created_at=now,
-            updated_at=now,
-        )
-    )
+    ) as ctl:
+        store, service, reconciler = ctl.store, ctl.service, ctl.reconciler
+        ctl.save_deploying("lagged", _spec(brokers, topic, group, 1))
 
-    def replicas() -> int:
-        return int(deployment(kube, namespace, "lagged").spec.replicas)
+        def replicas() -> int:
+            return int(deployment(kube, namespace, "lagged").spec.replicas)
 
-    reconciler.lag.start()
-    try:
-        await _until(reconciler, lambda: store.get_function("lagged").state == "ready", "ready")
+        reconciler.lag.start()
+        await until(reconciler, lambda: store.get_function("lagged").state == "ready", "ready")
         assert replicas() == 1
 
         # A burst: 200 behind / targetLag 10 = 20 wanted, capped at the 4 partitions.
         produce(brokers, topic, ({"i": i} for i in range(200)), partition_of=lambda i: i % 4)
-        up_s = await _until(reconciler, lambda: replicas() == 4, "spec.replicas 4")
+        up_s = await until(reconciler, lambda: replicas() == 4, "spec.replicas 4")
         scale = reconciler.autoscaler.explain("lagged")
         assert scale is not None and scale["lag"] == 200 and scale["partitions"] == 4
         assert "capped at 4 partitions" in scale["reason"]
@@ -137,21 +100,17 @@ async def test_lag_drives_the_deployments_scale_subresource(
         # Drained: down to minReplicas once the 3 s window holds only low samples.
         _commit_all(brokers, group, topic)
         t_drained = time.monotonic()
-        down_s = await _until(reconciler, lambda: replicas() == 1, "spec.replicas back to 1")
+        down_s = await until(reconciler, lambda: replicas() == 1, "spec.replicas back to 1")
         assert time.monotonic() - t_drained >= 2.5  # not before the window passed
 
         # minReplicas 0: idle → 0; new lag wakes it to 1.
         store.update_function("lagged", spec=_spec(brokers, topic, group, 0))
-        await _until(reconciler, lambda: replicas() == 0, "spec.replicas 0")
+        await until(reconciler, lambda: replicas() == 0, "spec.replicas 0")
         produce(brokers, topic, ({"i": i} for i in range(3)), partition_of=lambda i: i % 4)
-        wake_s = await _until(reconciler, lambda: replicas() == 1, "woken to 1 by lag")
+        wake_s = await until(reconciler, lambda: replicas() == 1, "woken to 1 by lag")
         print(
             f"\nkubernetes: burst → 4 in {up_s:.1f} s, drained → 1 in {down_s:.1f} s, "
             f"lag at 0 → 1 in {wake_s:.1f} s"
         )
         await service.delete("lagged")
-        await _until(reconciler, lambda: not store.find_function("lagged"), "deleted")
-    finally:
-        await asyncio.to_thread(reconciler.lag.stop)
-        await platform.close()
-        store.close()
+        await until(reconciler, lambda: not store.find_function("lagged"), "deleted")

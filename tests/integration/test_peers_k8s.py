@@ -3,43 +3,22 @@ kwok playing the nodes."""
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.peers.k8s import KubeControlPlane, api_client
+from tests.support.k8s_controller import eventually, kube_namespace
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(180)]
-
-T = TypeVar("T")
-
-
-def _eventually(probe: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if got is not None:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
 
 
 @pytest.fixture
 def namespace(kube: KubeControlPlane) -> Iterator[str]:
-    name = f"smoke-{uuid.uuid4().hex[:8]}"
-    with kube.admin_client() as api:
-        core = client.CoreV1Api(api)
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-        # Pods need the namespace's "default" ServiceAccount, made by the controller manager.
-        _eventually(lambda: core.list_namespaced_service_account(name).items or None, "default SA")
+    with kube_namespace(kube, "smoke") as name:
         yield name
-        core.delete_namespace(name)
 
 
 def test_deployment_becomes_available_on_kwok_nodes(kube: KubeControlPlane, namespace: str) -> None:
@@ -65,7 +44,7 @@ def test_deployment_becomes_available_on_kwok_nodes(kube: KubeControlPlane, name
             status = apps.read_namespaced_deployment_status("smoke", namespace).status
             return status.available_replicas if status and status.available_replicas == 2 else None
 
-        assert _eventually(available, "2 available replicas") == 2
+        assert eventually(available, "2 available replicas", 30, 0.2) == 2
         pods = core.list_namespaced_pod(namespace, label_selector="app=smoke").items
         assert len(pods) == 2
         # Scheduled by kube-scheduler onto the fake nodes, made Running/Ready by kwok.
@@ -128,7 +107,7 @@ def test_rbac_refuses_a_service_account_until_a_role_is_bound(
                     return None
                 return True
 
-            assert _eventually(allowed, "the RoleBinding to take effect")
+            assert eventually(allowed, "the RoleBinding to take effect", 30, 0.2)
             # The binding grants exactly what it says: listing Secrets stays refused.
             with pytest.raises(ApiException) as still_refused:
                 sa_core.list_namespaced_secret(namespace)
