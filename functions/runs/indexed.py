@@ -29,11 +29,10 @@ from pydantic import ValidationError
 
 from ..artifacts import ArtifactStore, open_store
 from ..errors import BadRequestError, TickrunError
-from ..settings import LOG_FORMAT
 from .db import RunDB, open_db
 from .execution import RunEnv, execute, make_inputs
 from .hyper import QueuedIterations, expand, new_children, parse_condition, progress_line
-from .plugins import JobRequest
+from .plugins import JobRequest, configure_job_logging, parse_job_request
 from .records import ArtifactRecord, RunBatch, RunRecord, RunState
 from .runner import new_record, resolve_handler
 from .settings import TrackingSettings
@@ -281,15 +280,9 @@ def run_index(request: JobRequest, index: int, settings: TrackingSettings | None
 def main(argv: Sequence[str] | None = None) -> int:
     """A worker process: ``argv[0]`` is the JobRequest as JSON, the index is
     ``$JOB_COMPLETION_INDEX`` (0 when unset: a Job of one)."""
-    from ..logs import configure_logging
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    fmt = LOG_FORMAT.get()
-    configure_logging(json_logs=None if fmt is None else fmt == "json")
+    configure_job_logging()
     try:
-        if len(args) != 1:
-            raise ValueError("expects one argument, the job request as JSON")
-        request = JobRequest.model_validate_json(args[0])
+        request = parse_job_request(argv)
         index = int(os.environ.get(INDEX_ENV) or "0")
     except (ValueError, ValidationError) as exc:
         print(f"tickrun job: bad request: {exc}", file=sys.stderr)

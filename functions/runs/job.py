@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from ..errors import TickrunError
-from ..settings import LOG_FORMAT
-from .plugins import JobRequest
+from .plugins import configure_job_logging, parse_job_request
 from .runobject import RunObject
 from .settings import TrackingSettings
 
@@ -44,16 +43,11 @@ def load_run(uid: str, settings: TrackingSettings | None = None) -> RunObject:
 def main(argv: Sequence[str] | None = None) -> None:
     """The job process: ``argv[0]`` is the JobRequest as JSON; exits 0 when the run completed,
     1 when it did not, 2 for a request it cannot run."""
-    from ..logs import configure_logging
     from .runner import run_function
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    fmt = LOG_FORMAT.get()
-    configure_logging(json_logs=None if fmt is None else fmt == "json")
+    configure_job_logging()
     try:
-        if len(args) != 1:
-            raise ValueError("expects one argument, the job request as JSON")
-        request = JobRequest.model_validate_json(args[0])
+        request = parse_job_request(argv)
     except (ValueError, ValidationError) as exc:
         print(f"tickrun job: bad request: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -14,7 +14,8 @@ in code with :func:`register`. Nothing in this layer imports the layers above by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import BadRequestError
+from ..settings import LOG_FORMAT
 from ..spec import FunctionSpec
 
 RUN_TARGETS = "tickrun.run_targets"
@@ -89,6 +91,24 @@ class JobRequest(BaseModel):
         if not self.artifact_path:
             kwargs.pop("artifact_path")
         return kwargs
+
+
+def configure_job_logging() -> None:
+    """Logging of a process started for a JobRequest (job.main, indexed.main), in the format
+    LOG_FORMAT asks for."""
+    from ..logs import configure_logging
+
+    fmt = LOG_FORMAT.get()
+    configure_logging(json_logs=None if fmt is None else fmt == "json")
+
+
+def parse_job_request(argv: Sequence[str] | None) -> JobRequest:
+    """A job process's one argument, the JobRequest as JSON (``sys.argv`` when ``argv`` is
+    None). Raises ValueError, or pydantic's ValidationError, for a bad request."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        raise ValueError("expects one argument, the job request as JSON")
+    return JobRequest.model_validate_json(args[0])
 
 
 class Reply(Protocol):

@@ -20,7 +20,7 @@ from tickrun.functions.runs.indexed import EXIT_BAD_REQUEST, EXIT_FAILED
 from tickrun.functions.runs.indexed import main as index_main
 from tickrun.functions.runs.plugins import JobRequest
 
-from .manifests import MANAGED_BY, REPLICA_USER
+from .manifests import MANAGED_BY, REPLICA_USER, pod_security_context
 
 LABEL_RUN = "tickrun.io/run-uid"
 LABEL_PROJECT = "tickrun.io/project"
@@ -160,12 +160,7 @@ def job(
                 # A run talks to the controller and S3, never to the Kubernetes API.
                 "automountServiceAccountToken": False,
                 "enableServiceLinks": False,
-                "securityContext": {
-                    "runAsNonRoot": True,
-                    "runAsUser": REPLICA_USER,
-                    "runAsGroup": REPLICA_USER,
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                },
+                "securityContext": pod_security_context(),
             },
         },
     }

@@ -137,6 +137,17 @@ def _probe(path: str, period_s: int, failures: int) -> dict[str, Any]:
     }
 
 
+def pod_security_context() -> dict[str, Any]:
+    """Every pod tickrun makes (a function's replicas, a run's Job): non-root as the replica
+    user, under the runtime's default seccomp profile."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": REPLICA_USER,
+        "runAsGroup": REPLICA_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def container(w: Workload) -> dict[str, Any]:
     s = w.spec.spec
     out: dict[str, Any] = {
@@ -182,12 +193,7 @@ def deployment(
         # Functions do not talk to the Kubernetes API.
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": REPLICA_USER,
-            "runAsGroup": REPLICA_USER,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(),
     }
     if pull_secret:
         pod_spec["imagePullSecrets"] = [{"name": pull_secret}]
