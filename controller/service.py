@@ -29,6 +29,7 @@ from tickrun.functions.spec import FunctionSpec
 from .builder import Builder
 from .builder.hashing import hash_tree, private, sha256_bytes, unpack
 from .builder.wheels import BuildScope, kill_active
+from .kafka_defaults import with_default_brokers
 from .platforms.base import ClusterPlatform, Platform, unacted_fields
 from .settings import Settings
 from .store import BuildRow, FunctionRow, ReplicaRow, Store
@@ -151,6 +152,8 @@ class FunctionService:
         the deploy's warnings (fields the platform accepts without acting on them)."""
         if name is not None and spec.name != name:
             raise SpecError(f"metadata.name {spec.name!r} does not match the URL's {name!r}")
+        # Stored with real brokers: replicas, the lag monitor and KEDA read them from the spec.
+        spec = with_default_brokers(spec, self.settings.kafka_brokers)
         # Every secretKeyRef must name a secret key that is set (the values stay in the store).
         await asyncio.to_thread(self.secrets.resolve, spec.spec.secret_refs())
         existing = self.store.find_function(spec.name)

@@ -42,6 +42,7 @@ ENV_VARS: dict[Setting[Any], str] = {
     settings.PUBLIC_GATEWAY: "public_gateway",
     settings.FUNCTION_PORTS: "function_ports",
     settings.REPLICA_LOG_MAX_BYTES: "replica_log_max_bytes",
+    settings.KAFKA_BROKERS: "kafka_brokers",
     settings.LAG_INTERVAL_S: "lag_interval_s",
     settings.CRON_WAKE_LEAD_S: "cron_wake_lead_s",
     settings.HEADER_TIMEOUT_S: "header_timeout_s",
@@ -101,6 +102,8 @@ class Settings(BaseModel):
     function_ports: bool = settings.FUNCTION_PORTS.fixed_default
     reconcile_interval_s: float = Field(default=0.25, gt=0)
     ready_timeout_s: float = Field(default=120.0, gt=0)
+    # Filled into kafka-cluster triggers that name no brokers, at deploy (kafka_defaults.py).
+    kafka_brokers: tuple[str, ...] = ()
     # Autoscaling on Kafka lag and cron (lag.py, wake.py).
     lag_interval_s: float = Field(default=settings.LAG_INTERVAL_S.fixed_default, gt=0, le=60)
     cron_wake_lead_s: float = Field(default=settings.CRON_WAKE_LEAD_S.fixed_default, ge=0)
@@ -142,6 +145,8 @@ class Settings(BaseModel):
                 f"the default platform {self.default_platform!r} is not among the offered "
                 f"platforms ({', '.join(self.platforms)})"
             )
+        if self.kafka_brokers:
+            settings.broker_list(",".join(self.kafka_brokers))
         if (self.registry_username is None) != (self.registry_password is None):
             raise ValueError("registry username and password go together: set both or neither")
         return self

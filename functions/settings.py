@@ -151,6 +151,18 @@ def comma_list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def broker_list(raw: str) -> tuple[str, ...]:
+    """Comma-separated Kafka bootstrap addresses, each ``host:port``."""
+    brokers = comma_list(raw)
+    if not brokers:
+        raise ValueError("expected host:port[,host:port...]")
+    for broker in brokers:
+        host, sep, port = broker.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"broker {broker!r} is not host:port")
+    return brokers
+
+
 def path_list(raw: str) -> tuple[str, ...]:
     return tuple(item for item in raw.split(os.pathsep) if item.strip())
 
@@ -162,6 +174,7 @@ _TYPE_NAMES: dict[Callable[[str], object], str] = {
     path: "path",
     port_range: "lo-hi",
     comma_list: "list",
+    broker_list: "list",
     path_list: "list",
 }
 
@@ -363,6 +376,13 @@ REGISTRY_PASSWORD = define(
 REGISTRY_TLS_VERIFY = define(
     "TICKRUN_REGISTRY_TLS_VERIFY", boolean, True,
     "verify the registry's TLS certificate (false: also plain http, for a loopback registry)",
+    "controller",
+)  # fmt: skip
+KAFKA_BROKERS = define(
+    "TICKRUN_KAFKA_BROKERS", broker_list, (),
+    "the cluster's Kafka brokers (host:port, comma-separated): a kafka-cluster trigger that "
+    "names no brokers gets these, filled into its spec by the controller at deploy; a replica "
+    "run without a controller (tickrun serve) reads the variable from its own environment",
     "controller",
 )  # fmt: skip
 REPLICA_LOG_MAX_BYTES = define(

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import ssl
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tickrun.functions.errors import TriggerConfigError
+from tickrun.functions.errors import SpecError, TriggerConfigError
+from tickrun.functions.settings import KAFKA_BROKERS
 
 from ..retry import RetryPolicy
 from .spec import KafkaTriggerSpec, SaslSpec, TlsSpec
@@ -41,12 +43,17 @@ class KafkaConfig:
     tls: TlsSpec = field(repr=False, default_factory=TlsSpec)
 
     @classmethod
-    def from_spec(cls, spec: KafkaTriggerSpec, function_name: str) -> KafkaConfig:
+    def from_spec(
+        cls, spec: KafkaTriggerSpec, function_name: str, env: Mapping[str, str] | None = None
+    ) -> KafkaConfig:
+        """``env`` (default os.environ) supplies TICKRUN_KAFKA_BROKERS when the spec names no
+        brokers; a controller has already written its default into the spec."""
         a = spec.attributes
         name = spec.name or "kafka"
+        brokers = resolve_brokers(spec, env)
         client_id = f"tickrun-{function_name}-{name}"
         common: dict[str, Any] = {
-            "bootstrap_servers": list(a.brokers),
+            "bootstrap_servers": list(brokers),
             "client_id": client_id,
             "security_protocol": _security_protocol(a.sasl, a.tls),
             # Report unreachable brokers within seconds instead of kafka-python's long default.
@@ -90,7 +97,7 @@ class KafkaConfig:
         return cls(
             name=name,
             function=function_name,
-            brokers=tuple(a.brokers),
+            brokers=brokers,
             topics=tuple(a.topics),
             group=a.consumer_group,
             commit_interval_s=a.commit_interval_s,
@@ -137,6 +144,26 @@ class KafkaConfig:
         if self.tls.enable:
             kwargs["ssl_context"] = build_ssl_context(self.tls)
         return kwargs
+
+
+def resolve_brokers(
+    spec: KafkaTriggerSpec, env: Mapping[str, str] | None = None
+) -> tuple[str, ...]:
+    """The trigger's brokers, else TICKRUN_KAFKA_BROKERS from ``env``; neither is an error."""
+    if spec.attributes.brokers:
+        return tuple(spec.attributes.brokers)
+    try:
+        brokers = KAFKA_BROKERS.get(env)
+    except SpecError as exc:
+        raise TriggerConfigError(exc.message) from exc
+    if not brokers:
+        name = spec.name or "kafka"
+        raise TriggerConfigError(
+            f"kafka trigger {name!r} names no brokers (attributes.brokers) and "
+            f"{KAFKA_BROKERS.name} is not set: name them in the trigger, or set "
+            f"{KAFKA_BROKERS.name}=host:port[,host:port]"
+        )
+    return brokers
 
 
 def _security_protocol(sasl: SaslSpec, tls: TlsSpec) -> str:

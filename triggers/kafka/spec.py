@@ -39,7 +39,10 @@ class TlsSpec(SpecModel):
 class KafkaAttributes(SpecModel):
     """``kind: kafka-cluster`` attributes: Nuclio's names, plus tickrun's commit/failure policy."""
 
-    brokers: list[str]
+    # Nuclio requires it; here it may be left out for the cluster's default
+    # (TICKRUN_KAFKA_BROKERS): the controller fills it in at deploy, a replica run without one
+    # reads the variable itself (config.py).
+    brokers: list[str] = Field(default_factory=list)
     topics: list[str] = Field(min_length=1)
     consumer_group: str = Field(alias="consumerGroup", min_length=1)
     initial_offset: Literal["earliest", "latest"] = Field(default="earliest", alias="initialOffset")
@@ -82,9 +85,7 @@ class KafkaAttributes(SpecModel):
 
     @field_validator("brokers")
     @classmethod
-    def _brokers_present(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("at least one broker address (host:port) is required")
+    def _brokers_valid(cls, value: list[str]) -> list[str]:
         for broker in value:
             host, sep, port = broker.rpartition(":")
             if not sep or not host or not port.isdigit():
