@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # helm lint and helm template of deploy/helm/tickrun, in both store variants (SQLite on a PVC,
-# PostgreSQL from a Secret) and with S3 credentials and Kafka brokers set. No cluster needed;
-# tests/integration/test_helm_chart.py validates the rendered objects against a real API server.
+# PostgreSQL from a Secret) and with S3 credentials, Kafka brokers and a registry set. No
+# cluster needed; tests/integration/test_helm_chart.py validates the rendered objects against a
+# real API server.
 #   deploy/helm/check.sh            (make helm-check)
 # helm: $HELM, else the one `deploy/peers/ensure.sh k8s` built, else helm on PATH.
 set -euo pipefail
@@ -20,7 +21,9 @@ variants=(
     "postgres:--set store.postgres.url=postgresql+psycopg://tickrun:pw@db:5432/tickrun"
     "external:--set store.postgres.existingSecret=db --set token.existingSecret=tok \
 --set artifacts.path=s3://art --set artifacts.s3.endpoint=http://minio:9000 \
---set artifacts.s3.existingSecret=s3 --set kafka.brokers={kafka:9092} --set rbac.keda=true"
+--set artifacts.s3.existingSecret=s3 --set kafka.brokers={kafka-0:9092,kafka-1:9092} \
+--set registry.url=registry.example:5000/tickrun --set registry.existingSecret=reg \
+--set registry.tlsVerify=false --set rbac.keda=true"
     "s3-values:--set artifacts.path=s3://art --set artifacts.s3.accessKey=a \
 --set artifacts.s3.secretKey=b --set image.digest=sha256:$(printf '0%.0s' {1..64})"
 )
