@@ -24,7 +24,7 @@ In ``function.yaml`` (Nuclio's attribute names, plus tickrun's commit and failur
         kind: kafka-cluster
         numWorkers: 1                  # partitions handled at once per worker process
         attributes:
-          brokers: "kafka-0:9092,kafka-1:9092"
+          brokers: "kafka-0:9092,kafka-1:9092"   # optional: default TICKRUN_KAFKA_BROKERS
           topics: [market.klines]
           consumerGroup: market-signals
           initialOffset: earliest      # or latest
