@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import yaml
 from kubernetes import client
 
 from tests.peers.k8s import KubeControlPlane, helm_binary
+from tests.support.k8s_controller import kube_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "tickrun"
@@ -66,6 +67,13 @@ class Helm:
 def helm(tmp_path_factory: pytest.TempPathFactory, kube: KubeControlPlane) -> Helm:
     """helm for the shared control plane, one private home per test module."""
     return Helm(tmp_path_factory.mktemp("helm"), kube.kubeconfig_path)
+
+
+@pytest.fixture
+def namespace(kube: KubeControlPlane) -> Iterator[str]:
+    """The release's namespace, deleted afterwards."""
+    with kube_namespace(kube, "chart") as name:
+        yield name
 
 
 def new_namespace(core: client.CoreV1Api, prefix: str) -> str:

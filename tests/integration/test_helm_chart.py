@@ -11,7 +11,6 @@ import base64
 import copy
 import subprocess
 import tomllib
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,22 +19,15 @@ from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError
 
-from tests.integration.helmchart import CHART, PG_URL, ROOT, VARIANTS, Helm, helm
+from tests.integration.helmchart import CHART, PG_URL, ROOT, VARIANTS, Helm, helm, namespace
 from tests.peers.k8s import KubeControlPlane, helm_binary
-from tests.support.k8s_controller import kube_namespace
 from tickrun.controller.settings import IN_CLUSTER_ENV, Settings
 from tickrun.functions import settings
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(300)]
 
 
-__all__ = ["helm"]  # the fixture, re-exported so pytest finds it here
-
-
-@pytest.fixture
-def namespace(kube: KubeControlPlane) -> Iterator[str]:
-    with kube_namespace(kube, "chart") as name:
-        yield name
+__all__ = ["helm", "namespace"]  # the fixtures, re-exported so pytest finds them here
 
 
 def _by_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

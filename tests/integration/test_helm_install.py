@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from kubernetes import client
@@ -22,12 +22,13 @@ from tests.integration.helmchart import (
     Helm,
     helm,
     is_ready,
+    namespace,
     new_namespace,
     raw,
     release_objects,
 )
 from tests.peers.k8s import KubeControlPlane, api_client
-from tests.support.k8s_controller import eventually, kube_namespace
+from tests.support.k8s_controller import eventually
 from tickrun.controller.platforms.base import Workload
 from tickrun.controller.platforms.kubernetes.platform import KubernetesPlatform
 from tickrun.functions.errors import PlatformError
@@ -36,13 +37,7 @@ from tickrun.functions.spec import parse_spec
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(300)]
 
 
-__all__ = ["helm"]  # the fixture, re-exported so pytest finds it here
-
-
-@pytest.fixture
-def namespace(kube: KubeControlPlane) -> Iterator[str]:
-    with kube_namespace(kube, "install") as name:
-        yield name
+__all__ = ["helm", "namespace"]  # the fixtures, re-exported so pytest finds them here
 
 
 def _static_volume(core: client.CoreV1Api, namespace: str) -> str:
