@@ -37,7 +37,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.integration.test_controller_harness import TOKEN, ControllerProc, cleanup, wait_for
 from tests.peers import MinioServer
 from tests.peers.k8s import KubeControlPlane
-from tests.support.k8s_controller import kube_namespace
+from tests.support.k8s_controller import eventually, kube_namespace
 from tickrun.controller.platforms.kubernetes import jobmanifests as jm
 from tickrun.controller.platforms.kubernetes.manifests import CODE_DIR
 from tickrun.functions.runs.db import HttpRunDB
@@ -117,6 +117,12 @@ def _launcher_env(
     return env
 
 
+def _launch(env: dict[str, str], target: str, *args: str) -> subprocess.Popen[str]:
+    """``tickrun run <target> --runner kubernetes <args>``, its output piped."""
+    cmd = [sys.executable, "-m", "tickrun", "run", target, "--runner", "kubernetes", *args]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def _job_file(tmp_path: Path) -> Path:
     src = tmp_path / "src"
     src.mkdir()
@@ -136,6 +142,13 @@ def _read_job(kube: KubeControlPlane, namespace: str, uid: str) -> dict[str, Any
             raise
         job: dict[str, Any] = json.loads(resp.data)
         return job
+
+
+def _secret_owners(kube: KubeControlPlane, namespace: str, uid: str) -> list[str] | None:
+    """The kinds owning the run's Secret, None until the launcher handed it to its Job."""
+    with kube.admin_client() as api:
+        secret = k8s.CoreV1Api(api).read_namespaced_secret(jm.secret_name(uid), namespace)
+    return [o.kind for o in secret.metadata.owner_references or []] or None
 
 
 def _wait_job(
@@ -236,17 +249,10 @@ def test_sweep_runs_as_an_indexed_job_reporting_to_the_controller_and_minio(
     uid = uuid.uuid4().hex
     env = _launcher_env(tracking, controller, kube, namespace, podman_env, tmp_path)
     t0 = time.monotonic()
-    launcher = subprocess.Popen(
-        [
-            sys.executable, "-m", "tickrun", "run", f"{job_file}:train",
-            "--runner", "kubernetes", "--uid", uid, "--project", "desk",
-            "--hyper", "lr=0.1,0.3,0.2", "--hyper", "depth=2,4",
-            "--selector", "max.accuracy", "--parallel", "2", "--json",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    launcher = _launch(
+        env, f"{job_file}:train", "--uid", uid, "--project", "desk",
+        "--hyper", "lr=0.1,0.3,0.2", "--hyper", "depth=2,4",
+        "--selector", "max.accuracy", "--parallel", "2", "--json",
     )  # fmt: skip
     try:
         job = _wait_job(kube, namespace, uid, launcher)
@@ -267,6 +273,10 @@ def test_sweep_runs_as_an_indexed_job_reporting_to_the_controller_and_minio(
         }
         assert set(refs) == {"TICKRUN_TOKEN", "TICKRUN_S3_ACCESS_KEY", "TICKRUN_S3_SECRET_KEY"}
         assert {r["name"] for r in refs.values()} == {jm.secret_name(uid)}
+        # The run's Secret belongs to its Job: collected with it. Checked while the Job is
+        # there: a launcher whose iterations all recorded their end deletes the Job and the
+        # Secret itself when kwok has not marked the Job Complete yet.
+        assert eventually(lambda: _secret_owners(kube, namespace, uid), "owned Secret") == ["Job"]
         text = json.dumps(job)
         assert TOKEN not in text and minio_server.secret_key not in text
         # The run and all six iterations are in the controller before any pod runs.
@@ -334,10 +344,6 @@ def test_sweep_runs_as_an_indexed_job_reporting_to_the_controller_and_minio(
         obj.close()
         obj.release_conn()
     assert any(a.key == "iteration_results" and a.iteration == 0 for a in arts)
-    # The run's Secret belongs to its Job: collected with it.
-    with kube.admin_client() as api:
-        secret = k8s.CoreV1Api(api).read_namespaced_secret(jm.secret_name(uid), namespace)
-    assert [o.kind for o in secret.metadata.owner_references] == ["Job"]
 
 
 def test_sigterm_deletes_the_job_and_aborts_the_run(
@@ -351,16 +357,7 @@ def test_sigterm_deletes_the_job_and_aborts_the_run(
     job_file = _job_file(tmp_path)
     uid = uuid.uuid4().hex
     env = _launcher_env(tracking, controller, kube, namespace, podman_env, tmp_path)
-    launcher = subprocess.Popen(
-        [
-            sys.executable, "-m", "tickrun", "run", f"{job_file}:slow", "--runner", "kubernetes",
-            "--uid", uid, "--hyper", "lr=0.1,0.2,0.3",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
+    launcher = _launch(env, f"{job_file}:slow", "--uid", uid, "--hyper", "lr=0.1,0.2,0.3")
     procs = [launcher]
     try:
         job = _wait_job(kube, namespace, uid, launcher)
@@ -423,16 +420,7 @@ def test_plain_run_is_a_job_of_one_and_local_artifacts_are_refused(
         assert k8s.BatchV1Api(api).list_namespaced_job(namespace).items == []
 
     uid = uuid.uuid4().hex
-    launcher = subprocess.Popen(
-        [
-            sys.executable, "-m", "tickrun", "run", f"{job_file}:train", "--runner", "kubernetes",
-            "--uid", uid, "--param", "lr=0.25",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
+    launcher = _launch(env, f"{job_file}:train", "--uid", uid, "--param", "lr=0.25")
     try:
         job = _wait_job(kube, namespace, uid, launcher)
         spec = job["spec"]
