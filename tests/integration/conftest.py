@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, Protocol, TypeVar
 
 import pytest
 
@@ -45,42 +45,46 @@ def _unavailable(peer: str, exc: BaseException) -> NoReturn:
     raise pytest.fail.Exception(f"{peer} peer unavailable: {exc}", pytrace=False) from None
 
 
+class _Peer(Protocol):
+    startup_seconds: float | None
+
+    def start(self) -> object: ...
+
+    def stop(self) -> None: ...
+
+
+P = TypeVar("P", bound=_Peer)
+
+
+def _running(peer: P, name: str, key: str) -> Iterator[P]:
+    """Start ``peer`` for the session (failing, never skipping, when it cannot be had), record
+    its start-up time under ``key``, stop it afterwards."""
+    try:
+        peer.start()
+    except PeerUnavailable as exc:
+        _unavailable(name, exc)
+    except BaseException:
+        peer.stop()
+        raise
+    _STARTUP_SECONDS[key] = peer.startup_seconds or 0.0
+    try:
+        yield peer
+    finally:
+        peer.stop()
+
+
 @pytest.fixture(scope="session")
 def kafka_broker() -> Iterator[KafkaBroker]:
     """A real single-node Kafka 3.9 broker (KRaft). Use ``.bootstrap_servers`` and
     ``.create_topic()``; the broker allows consumer session timeouts down to 1 s."""
-    broker = KafkaBroker()
-    try:
-        broker.start()
-    except PeerUnavailable as exc:
-        _unavailable("Kafka", exc)
-    except BaseException:
-        broker.stop()
-        raise
-    _STARTUP_SECONDS["kafka"] = broker.startup_seconds or 0.0
-    try:
-        yield broker
-    finally:
-        broker.stop()
+    yield from _running(KafkaBroker(), "Kafka", "kafka")
 
 
 @pytest.fixture(scope="session")
 def minio_server() -> Iterator[MinioServer]:
     """A real MinIO server with random root credentials (``.endpoint``, ``.access_key``,
     ``.secret_key``, ``.client()``)."""
-    server = MinioServer()
-    try:
-        server.start()
-    except PeerUnavailable as exc:
-        _unavailable("MinIO", exc)
-    except BaseException:
-        server.stop()
-        raise
-    _STARTUP_SECONDS["minio"] = server.startup_seconds or 0.0
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _running(MinioServer(), "MinIO", "minio")
 
 
 @pytest.fixture(scope="session")
@@ -103,38 +107,14 @@ def kube() -> Iterator[KubeControlPlane]:
     scheduler) with two kwok nodes: ``.kubeconfig_path``, ``.admin_client()``,
     ``.service_account_kubeconfig(namespace, name)``. Pods are simulated (no container runs).
     Tests share it: work in a namespace of your own and delete it afterwards."""
-    plane = KubeControlPlane()
-    try:
-        plane.start()
-    except PeerUnavailable as exc:
-        _unavailable("Kubernetes", exc)
-    except BaseException:
-        plane.stop()
-        raise
-    _STARTUP_SECONDS["kube"] = plane.startup_seconds or 0.0
-    try:
-        yield plane
-    finally:
-        plane.stop()
+    yield from _running(KubeControlPlane(), "Kubernetes", "kube")
 
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     """A real PostgreSQL server: ``.url`` (SQLAlchemy, psycopg 3) of database ``tickrun``;
     ``.create_database(name)`` gives an isolated one."""
-    server = PostgresServer()
-    try:
-        server.start()
-    except PeerUnavailable as exc:
-        _unavailable("PostgreSQL", exc)
-    except BaseException:
-        server.stop()
-        raise
-    _STARTUP_SECONDS["postgres"] = server.startup_seconds or 0.0
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _running(PostgresServer(), "PostgreSQL", "postgres")
 
 
 @pytest.fixture(scope="session")
@@ -142,19 +122,7 @@ def registry() -> Iterator[RegistryServer]:
     """A real CNCF distribution registry on loopback (plain http) with htpasswd auth:
     ``.host``, ``.username``, ``.password``, ``.manifest_digest(repo, tag)``,
     ``.requests(method, path_part)`` (counted in its access log)."""
-    server = RegistryServer()
-    try:
-        server.start()
-    except PeerUnavailable as exc:
-        _unavailable("registry", exc)
-    except BaseException:
-        server.stop()
-        raise
-    _STARTUP_SECONDS["registry"] = server.startup_seconds or 0.0
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _running(RegistryServer(), "registry", "registry")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
