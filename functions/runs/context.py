@@ -234,14 +234,22 @@ class RunContext:
         labels: dict[str, str] | None = None,
         preview_rows: int = ser.PREVIEW_ROWS,
         stats: bool = True,
+        meta: dict[str, Any] | None = None,
     ) -> ArtifactRecord:
-        """A DataFrame as a dataset, with its schema, statistics and a preview of its head."""
+        """A DataFrame as a dataset, with its schema, statistics and a preview of its head.
+
+        ``meta`` is kept beside the statistics, e.g. ``{"targets": [...], "time_column": ...,
+        "label_horizon_bars": h}``: what a consumer (auto_trainer) needs to avoid training on a
+        target or splitting a time series at random."""
         check_key(key)
         if not ser.is_frame(df):
             raise BadRequestError("log_dataset needs a pandas DataFrame")
         data = ser.frame_bytes(df, format)
         info = self._store.put(self._object_key(key, format), data)
-        meta = ser.frame_stats(df) if stats else {"rows": len(df), "columns": len(df.columns)}
+        meta = {
+            **(ser.frame_stats(df) if stats else {"rows": len(df), "columns": len(df.columns)}),
+            **(meta or {}),
+        }
         return self._record(
             key,
             ArtifactKind.DATASET,

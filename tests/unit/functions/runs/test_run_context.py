@@ -277,3 +277,22 @@ async def test_async_handler_from_inside_an_event_loop(
     run = run_function(job, settings=settings, db=db)
     assert run.state == "completed", run.error
     assert run.results == {"return": 42}
+
+
+def test_dataset_meta_kept_beside_statistics(settings: TrackingSettings, db: SqlRunDB) -> None:
+    def job(context: RunContext) -> None:
+        context.log_dataset(
+            "features",
+            pd.DataFrame({"x": [1.0, 2.0], "label": [0, 1]}),
+            meta={"targets": ["label"], "label_horizon_bars": 3},
+        )
+
+    run = run_function(job, settings=settings, db=db)
+    assert run.state == "completed"
+    meta = run.artifact_record("features").meta
+    assert meta["targets"] == ["label"]
+    assert meta["label_horizon_bars"] == 3
+    assert meta["rows"] == 2  # the statistics are still there
+    stored = db.list_artifacts("default", uid=run.uid)[0].meta
+    assert stored["targets"] == ["label"]
+    assert run.artifact("features").meta is not None
