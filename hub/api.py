@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .catalogue import BUNDLED_ROOT
+from .catalogue import BUNDLED_ROOT, latest_of
 from .sources import API_PATH, LocalSource
 from .versions import Version
 
@@ -50,7 +50,7 @@ def _merged(sources: list[LocalSource]) -> tuple[dict[str, Any], dict[tuple[str,
     for entry in items.values():
         ordered = sorted(entry["versions"], key=Version.parse, reverse=True)
         entry["versions"] = {v: entry["versions"][v] for v in ordered}
-        entry["latest"] = ordered[0]
+        entry["latest"] = latest_of(entry["versions"])
     return {"schema": 1, "items": dict(sorted(items.items()))}, folders
 
 

@@ -7,6 +7,11 @@ and an identifier makes the code importable as ``tickrun.hub.items.<name>.v1_2_0
 
 The index (``index.json``, also what ``/api/hub`` serves) lists, per item and version, the
 summary, the folder and a SHA-256 per file, so a remote client can verify what it caches.
+
+Versions are immutable, so a version found to mislead (a leaky default, a wrong streaming path) is
+not edited: ``<root>/deprecations.yaml`` marks it deprecated with a reason, the index carries the
+reason (``"deprecated"``), resolution prefers the newest version that is not deprecated and warns
+when it hands out one that is, and ``latest`` names the newest version that is not deprecated.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tickrun.functions.errors import SpecError
 
 from .spec import ITEM_FILE, ItemSpec, check_item_file, check_item_name, load_item
@@ -27,6 +34,7 @@ from .versions import Version
 logger = logging.getLogger(__name__)
 
 INDEX_FILE = "index.json"
+DEPRECATIONS_FILE = "deprecations.yaml"
 INDEX_SCHEMA = 1
 BUNDLED_ROOT = Path(__file__).resolve().parent / "items"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -79,9 +87,51 @@ def scan(root: str | Path) -> list[LocalItem]:
     return found
 
 
+class HubDeprecationWarning(UserWarning):
+    """A deprecated item version was resolved (a UserWarning, so Python shows it by default)."""
+
+
+def load_deprecations(root: str | Path) -> dict[tuple[str, str], str]:
+    """(name, version) → why, from ``<root>/deprecations.yaml`` (absent: none)::
+
+    backtest:
+      1.0.0: "why a user should move on, and to what"
+    """
+    path = Path(root) / DEPRECATIONS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping of item name → version → reason")
+    found: dict[tuple[str, str], str] = {}
+    for name, versions in data.items():
+        if not isinstance(versions, dict) or not versions:
+            raise SpecError(f"{path}: {name!r} needs a mapping of version → reason")
+        for version, why in versions.items():
+            try:
+                Version.parse(str(version))
+            except ValueError as exc:
+                raise SpecError(f"{path}: {name}: {exc}") from None
+            if not isinstance(why, str) or not why.strip():
+                raise SpecError(f"{path}: {name} {version}: the reason must be a non-empty text")
+            found[(str(name), str(version))] = why.strip()
+    return found
+
+
+def latest_of(versions: dict[str, dict[str, Any]]) -> str:
+    """The newest version that is not deprecated (the newest of all if every one is)."""
+    ordered = sorted(versions, key=Version.parse, reverse=True)
+    live = [v for v in ordered if not versions[v].get("deprecated")]
+    return (live or ordered)[0]
+
+
 def build_index(root: str | Path) -> dict[str, Any]:
     base = Path(root)
     items: dict[str, dict[str, Any]] = {}
+    deprecated = load_deprecations(base)
     for item in scan(base):
         entry = items.setdefault(item.spec.name, {"versions": {}})
         files = [ITEM_FILE, *item.spec.code_files]
@@ -91,9 +141,15 @@ def build_index(root: str | Path) -> dict[str, Any]:
             "files": {name: file_sha256(item.folder / name) for name in files},
             "requirements": item.spec.requirements,
         }
+        why = deprecated.pop((item.spec.name, item.spec.version), None)
+        if why is not None:
+            entry["versions"][item.spec.version]["deprecated"] = why
+    if deprecated:
+        name, version = next(iter(deprecated))
+        raise SpecError(f"{base / DEPRECATIONS_FILE}: deprecates {name} {version}, which is absent")
     for entry in items.values():
         versions = sorted(entry["versions"], key=Version.parse)
-        entry["latest"] = versions[-1]
+        entry["latest"] = latest_of(entry["versions"])
         entry["versions"] = {v: entry["versions"][v] for v in reversed(versions)}
     return {"schema": INDEX_SCHEMA, "items": dict(sorted(items.items()))}
 
@@ -133,4 +189,7 @@ def validate_index(data: Any, *, source: str) -> dict[str, Any]:
                     raise SpecError(f"{source}: {name} {version}: {exc}") from None
                 if not isinstance(digest, str) or not _SHA256.match(digest):
                     raise SpecError(f"{source}: {name} {version}/{file} has no SHA-256")
+            why = meta.get("deprecated")
+            if why is not None and not isinstance(why, str):
+                raise SpecError(f"{source}: {name} {version}: 'deprecated' must be a text")
     return data

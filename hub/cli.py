@@ -77,11 +77,14 @@ def _list(args: argparse.Namespace) -> int:
     width = max([len(r["name"]) for r in rows] + [4])
     print(f"{'NAME':<{width}}  {'LATEST':<8} {'KIND':<8} {'VERSIONS':<20} DESCRIPTION")
     for r in rows:
-        versions = ", ".join(r["versions"])
+        # A deprecated version is still listed (runs pinned to it must reproduce), marked "!".
+        versions = ", ".join(v + ("!" if v in r["deprecated"] else "") for v in r["versions"])
         print(
             f"{r['name']:<{width}}  {r['latest']:<8} {r['kind']:<8} {versions:<20} "
             f"{r['description']}"
         )
+    if any(r["deprecated"] for r in rows):
+        print("\n! deprecated (tickrun hub show NAME:VERSION says why)")
     return 0
 
 
@@ -95,10 +98,13 @@ def _show(args: argparse.Namespace) -> int:
         out["versions"] = versions
         out["source"] = fn.resolved.source
         out["path"] = str(fn.folder)
+        out["deprecated"] = fn.resolved.deprecated
         print(json.dumps(out, indent=2))
         return 0
     print(f"{spec.name} {spec.version}  ({spec.kind}; from {fn.resolved.source})")
     print(f"  {spec.description}")
+    if fn.resolved.deprecated:
+        print(f"  DEPRECATED: {fn.resolved.deprecated}")
     print(f"  versions: {', '.join(versions)}")
     if spec.categories:
         print(f"  categories: {', '.join(spec.categories)}")

@@ -15,6 +15,7 @@ class ResolvedItem:
     source: str
     uri: str
     handler: str | None = None
+    deprecated: str | None = None  # why, when the catalogue marks this version deprecated
 
     @property
     def name(self) -> str:

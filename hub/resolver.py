@@ -8,14 +8,18 @@ private hub can add versions without hiding the bundled ones.
 
 A remote hub never shadows a bundled item version: the bundled copy wins the tie, and a remote
 copy of a bundled name and version with other content is ignored (with a warning) even when the
-bundled catalogue is not a source. With ``$TICKRUN_HUB_PINS`` (see :mod:`tickrun.hub.pins`) items
-from private folders and remote hubs resolve only when their files match the pinned SHA-256s.
+bundled catalogue is not a source. A range (``hub://backtest:1``) resolves to the newest matching
+version that is not deprecated; a deprecated version is handed out only when nothing else matches
+(an exact pin), with a :class:`~.catalogue.HubDeprecationWarning`. With ``$TICKRUN_HUB_PINS``
+(see :mod:`tickrun.hub.pins`) items from private folders and remote hubs resolve only when their
+files match the pinned SHA-256s.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +28,7 @@ from typing import Any
 from tickrun.functions import settings
 from tickrun.functions.errors import HubError
 
-from .catalogue import BUNDLED_ROOT
+from .catalogue import BUNDLED_ROOT, HubDeprecationWarning, latest_of
 from .function import HubFunction
 from .pins import HubPins
 from .resolved import ResolvedItem
@@ -195,16 +199,20 @@ class Hub:
         rows = []
         for name, versions in sorted(self.catalogue().items()):
             ordered = sorted(versions, key=Version.parse, reverse=True)
-            source, meta = versions[ordered[0]]
+            metas = {v: meta for v, (_source, meta) in versions.items()}
+            marked = {v: str(metas[v]["deprecated"]) for v in ordered if metas[v].get("deprecated")}
+            latest = latest_of(metas)
+            source, meta = versions[latest]
             rows.append(
                 {
                     "name": name,
-                    "latest": ordered[0],
+                    "latest": latest,
                     "versions": ordered,
                     "kind": meta.get("kind", "job"),
                     "description": meta.get("description", ""),
                     "categories": meta.get("categories", []),
                     "source": source.label,
+                    "deprecated": marked,
                 }
             )
         return rows
@@ -220,6 +228,8 @@ class Hub:
             raise HubError(f"no hub item named {ref.name!r}; items: {known}{self._skipped_note()}")
         parsed = {Version.parse(v): v for v in versions}
         matching = sorted((v for v in parsed if ref.pin.matches(v)), reverse=True)
+        # Deprecated versions go last: a range never lands on one while a sound version matches.
+        matching.sort(key=lambda v: _deprecation(versions[parsed[v]]) is not None)
         if not matching:
             have = ", ".join(str(v) for v in sorted(parsed, reverse=True))
             raise HubError(
@@ -235,12 +245,28 @@ class Hub:
             )
         if ref.handler is not None:
             spec.handler_spec(ref.handler)  # an unknown handler fails here, listing the real ones
+        deprecated = _deprecation(versions[version])
+        if deprecated is not None:
+            self._warn_deprecated(ref.name, version, deprecated)
         return ResolvedItem(
             spec=spec,
             folder=folder,
             source=source.label,
             uri=f"{SCHEME}{ref.name}:{version}",
             handler=ref.handler,
+            deprecated=deprecated,
+        )
+
+    def _warn_deprecated(self, name: str, version: str, why: str) -> None:
+        # Once per hub handle in the log; the Python warning follows the warnings filters.
+        if ("deprecated", name, version) not in self._warned:
+            self._warned.add(("deprecated", name, version))
+            logger.warning(
+                "deprecated hub item version resolved",
+                extra={"item": name, "version": version, "reason": why},
+            )
+        warnings.warn(
+            f"hub://{name}:{version} is deprecated: {why}", HubDeprecationWarning, stacklevel=3
         )
 
     def _fetch_newest(
@@ -296,6 +322,12 @@ class Hub:
     def import_function(self, uri: str) -> HubFunction:
         # The handle re-resolves against the environment's hubs to hand a job a hub:// URI.
         return HubFunction(self.resolve(uri), environment=Hub.from_env)
+
+
+def _deprecation(offers: list[tuple[Source, dict[str, Any]]]) -> str | None:
+    """Why this version is deprecated, by the first source offering it (None: it is not)."""
+    why = offers[0][1].get("deprecated")
+    return str(why) if why else None
 
 
 def import_function(uri: str, *, hub: Hub | None = None) -> HubFunction:

@@ -18,7 +18,7 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 def test_hub_list(capsys: pytest.CaptureFixture[str], private_hub: Path) -> None:
     code, out, _ = _run(["hub", "list", "--hub-path", str(private_hub)], capsys)
     assert code == 0
-    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    lines = {line.split()[0]: line for line in out.splitlines()[1:] if line.strip()}
     assert "auto_trainer" in lines and "toy" in lines
     assert "2.0.0, 1.2.3, 1.2.0, 1.0.0" in lines["toy"]
     code, out, _ = _run(["hub", "list", "--json"], capsys)
