@@ -15,6 +15,7 @@ from ..artifacts.base import ArtifactKeyError, ArtifactStore, ObjectInfo, saniti
 from ..errors import BadRequestError, NotFoundError
 from ..sdk import LevelledLogger
 from . import serialize as ser
+from . import trials
 from .dataitem import DataItem
 from .records import ArtifactKind, ArtifactRecord
 
@@ -62,6 +63,8 @@ class RunContext:
         self._inputs = dict(inputs or {})
         self._artifacts: dict[str, ArtifactRecord] = {}
         self.logger = logger or job_logger(self.name or "job")
+        # (step, value) of the report after which the sweep said stop: the run ends pruned.
+        self.pruned_at: tuple[int, float] | None = None
 
     def __repr__(self) -> str:
         return f"RunContext(uid={self.uid!r}, project={self.project!r}, it={self.iteration})"
@@ -103,6 +106,21 @@ class RunContext:
 
     def log_results(self, results: dict[str, Any]) -> None:
         self._tracker.set_results({str(k): ser.jsonable(v) for k, v in results.items()})
+
+    def report_intermediate(self, step: int, value: float) -> None:
+        """An intermediate value of the sweep's objective (higher is better for a ``max.``
+        selector, lower for ``min.``) at ``step`` (an epoch, a fold…). A pruning sweep (strategy
+        optuna) compares it with earlier trials at the same step; :meth:`should_prune` says
+        what it decided. Elsewhere only the last value is kept, as result ``intermediate``."""
+        step, value = int(step), float(value)
+        self._tracker.set_result("intermediate", {"step": step, "value": value})
+        if trials.report(step, value) and self.pruned_at is None:
+            self.pruned_at = (step, value)
+
+    def should_prune(self) -> bool:
+        """True once the sweep has decided this iteration should stop: return (or raise
+        ``TrialPruned``) and the run ends ``aborted``, label ``hyper.pruned``."""
+        return self.pruned_at is not None
 
     def commit(self) -> None:
         """Write buffered results now rather than at the next flush interval."""

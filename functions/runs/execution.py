@@ -20,6 +20,7 @@ from .job_handler import call_handler
 from .records import ArtifactRecord, RunRecord, RunState
 from .serialize import jsonable
 from .tracker import RunTracker
+from .trials import TrialPruned
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,15 @@ def execute(
             ctx.log_results(out)
         elif out is not None:
             ctx.log_result("return", jsonable(out))
+        if ctx.pruned_at is not None:  # told to stop, and it did: whatever it returned
+            raise TrialPruned
+    except TrialPruned:
+        # Pruned by the sweep: ended early by the sweep's decision, as iterations the stop
+        # condition skips are: aborted, never a failure of the handler.
+        ctx.set_label("hyper.pruned", "true")
+        at = ctx.pruned_at
+        why = f"pruned at step {at[0]} (intermediate value {at[1]:.6g})" if at else "pruned"
+        final = tracker.finish(RunState.ABORTED, why)
     except KeyboardInterrupt:
         tracker.finish(RunState.ABORTED, "interrupted")
         raise

@@ -1,5 +1,5 @@
 """Hyperparameter sweeps: grid / list / random iterations, a selector, a stop condition, and
-iterations in a bounded pool of worker processes.
+iterations in a bounded pool of worker processes (the Optuna strategy: :mod:`.optunasweep`).
 
 The sweep is one run uid: iteration 0 is the parent (best iteration's results, an
 ``iteration_results`` table and an ``iteration_plot``: :mod:`.sweepresult`), iterations 1..N are
@@ -35,7 +35,7 @@ from .job_handler import load_callable
 from .pool import IterationPool, IterationTask
 from .records import ArtifactRecord, RunBatch, RunRecord, RunState
 from .runobject import RunObject
-from .sweepresult import conclude, parse_selector, select_best
+from .sweepresult import conclude, select_best, selection
 from .tracker import RunTracker
 
 logger = logging.getLogger(__name__)
@@ -54,15 +54,20 @@ _COND = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*(>=|<=|==|!=|>|<)\s*(\S+)\
 
 
 def expand(
-    hyperparams: dict[str, list[Any]],
+    hyperparams: dict[str, Any],
     strategy: str = "grid",
     max_iterations: int | None = None,
     seed: int | None = None,
 ) -> list[dict[str, Any]]:
     """The parameter combination of each iteration, in order."""
     if strategy not in STRATEGIES:
-        raise BadRequestError(f"hyper strategy must be one of {', '.join(STRATEGIES)}")
+        raise BadRequestError(f"hyper strategy must be one of {', '.join(STRATEGIES)}, or optuna")
     for k, v in hyperparams.items():
+        if isinstance(v, dict):
+            raise BadRequestError(
+                f"hyperparameter {k!r} is a range {v}: ranges are sampled by --strategy optuna; "
+                f"the {strategy} strategy needs a list of values"
+            )
         if not isinstance(v, list | tuple) or not v:
             raise BadRequestError(f"hyperparameter {k!r} needs a non-empty list of values")
     keys = list(hyperparams)
@@ -112,7 +117,8 @@ def parse_condition(text: str) -> Callable[[dict[str, Any]], bool]:
     return check
 
 
-def _loadable(ref: str) -> bool:
+def loadable(ref: str) -> bool:
+    """Whether a worker process can load the handler ``ref`` by itself."""
     try:
         load_callable(ref)
     except TickrunError:
@@ -129,7 +135,7 @@ def run_sweep(
     db: RunDB,
     store: ArtifactStore,
     env: RunEnv,
-    hyperparams: dict[str, list[Any]],
+    hyperparams: dict[str, Any],
     strategy: str = "grid",
     selector: str | None = None,
     stop_condition: str | None = None,
@@ -140,7 +146,7 @@ def run_sweep(
 ) -> RunObject:
     combos = expand(hyperparams, strategy, max_iterations, seed)
     if selector:
-        parse_selector(selector)
+        selection([], selector)  # a bad selector is refused before anything runs
     stop = parse_condition(stop_condition) if stop_condition else None
     parent.labels.setdefault("hyper.strategy", strategy)
     tracker = RunTracker(
@@ -154,7 +160,7 @@ def run_sweep(
     children = new_children(parent, combos)
     queued = QueuedIterations(db, children, env.heartbeat_interval_s)
     queued.start()
-    use_pool = parallel > 1 and env.db is not None and _loadable(ref)
+    use_pool = parallel > 1 and env.db is not None and loadable(ref)
     if parallel > 1 and not use_pool:
         logger.warning(
             "running iterations one at a time: the handler or the run DB cannot "
@@ -224,7 +230,7 @@ def new_children(parent: RunRecord, combos: list[dict[str, Any]]) -> list[RunRec
 
 def _metric(rec: RunRecord, selector: str | None) -> str:
     if selector:
-        key = parse_selector(selector)[1]
+        key = selection([rec], selector).key
         return f"{key}={rec.results.get(key)}"
     return " ".join(f"{k}={v}" for k, v in list(rec.results.items())[:3])
 
@@ -312,7 +318,9 @@ class QueuedIterations:
                 self._write(strict=False)
 
 
-def _failed(db: RunDB, child: RunRecord, why: str, state: RunState = RunState.ERROR) -> RunRecord:
+def failed_iteration(
+    db: RunDB, child: RunRecord, why: str, state: RunState = RunState.ERROR
+) -> RunRecord:
     """Record an iteration whose worker gave no result; keeps what it had written so far."""
     try:
         current = db.get_run(child.uid, child.iteration)
@@ -359,7 +367,7 @@ def _run_pool(
                         "iteration failed",
                         extra={"uid": child.uid, "iteration": child.iteration, "error": outcome},
                     )
-                    rec = _failed(db, child, outcome)
+                    rec = failed_iteration(db, child, outcome)
                     a: list[ArtifactRecord] = []
                 else:
                     rec, a = outcome
@@ -370,6 +378,8 @@ def _run_pool(
         # On Ctrl-C the workers got SIGINT too: give their runners a moment to record it.
         pool.close(grace_s=2.0 if isinstance(exc, KeyboardInterrupt) else 0.0)
         for child in running:
-            _failed(db, child, f"the sweep stopped ({type(exc).__name__})", RunState.ABORTED)
+            failed_iteration(
+                db, child, f"the sweep stopped ({type(exc).__name__})", RunState.ABORTED
+            )
         raise
     pool.close()

@@ -12,6 +12,7 @@ import multiprocessing
 import multiprocessing.connection
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -21,6 +22,7 @@ from ..errors import TickrunError
 from .execution import RunEnv, execute, make_inputs
 from .job_handler import load_callable
 from .records import ArtifactRecord, RunRecord
+from .trials import Intermediate, Reporter, reporting
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class IterationTask:
     record: RunRecord
     inputs: dict[str, str]
     env: RunEnv
+    # The sweep prunes: the handler's intermediate values go to it over the worker's pipe.
+    reports: bool = False
 
 
 def run_task(task: IterationTask) -> tuple[RunRecord, list[ArtifactRecord]]:
@@ -55,6 +59,16 @@ def run_task(task: IterationTask) -> tuple[RunRecord, list[ArtifactRecord]]:
 
 
 Outcome = tuple[RunRecord, list[ArtifactRecord]] | str  # a result, or why the iteration failed
+# The sweep's answer to an intermediate value of a running iteration: True to stop it.
+OnReport = Callable[[RunRecord, int, float], bool]
+
+
+def _pipe_reporter(conn: multiprocessing.connection.Connection) -> Reporter:
+    def ask(step: int, value: float) -> bool:
+        conn.send(Intermediate(step, value))
+        return bool(conn.recv())  # the sweep answers before it reads anything else from us
+
+    return ask
 
 
 def _worker_main(conn: multiprocessing.connection.Connection) -> None:
@@ -68,7 +82,8 @@ def _worker_main(conn: multiprocessing.connection.Connection) -> None:
             if task is None:
                 return
             try:
-                reply: Outcome = run_task(task)
+                with reporting(_pipe_reporter(conn) if task.reports else None):
+                    reply: Outcome = run_task(task)
             except Exception as exc:  # the iteration could not even be set up or recorded
                 reply = exc.message if isinstance(exc, TickrunError) else type(exc).__name__
                 reply = f"iteration failed to run: {reply}"
@@ -128,8 +143,11 @@ class IterationPool:
         worker.child = task.record
         self.busy.append(worker)
 
-    def wait(self) -> list[tuple[RunRecord, Outcome]]:
-        """Block until a busy worker replies or dies; (iteration, outcome) of each that did."""
+    def wait(self, on_report: OnReport | None = None) -> list[tuple[RunRecord, Outcome]]:
+        """Block until a busy worker replies or dies; (iteration, outcome) of each that did.
+
+        An intermediate value a worker sends mid-iteration is answered here with
+        ``on_report(iteration, step, value)`` (False without one); the list may then be empty."""
         handles: list[Any] = [w.conn for w in self.busy] + [w.proc.sentinel for w in self.busy]
         multiprocessing.connection.wait(handles)
         out: list[tuple[RunRecord, Outcome]] = []
@@ -137,10 +155,14 @@ class IterationPool:
             child = worker.child
             if child is None:  # cannot happen: busy workers hold an iteration
                 continue
-            reply: Outcome | None = None
+            reply: Outcome | Intermediate | None = None
             try:
                 if worker.conn.poll():
                     reply = worker.conn.recv()
+                if isinstance(reply, Intermediate):
+                    stop = on_report(child, reply.step, reply.value) if on_report else False
+                    worker.conn.send(bool(stop))
+                    continue  # still running
             except (EOFError, OSError):
                 reply = None
             if reply is not None:
