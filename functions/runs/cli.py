@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 import uuid
@@ -56,8 +57,24 @@ def register(sub: Any, get: Any) -> None:
         metavar="K=V1,V2",
         help="a hyperparameter and its values (makes this a sweep)",
     )
-    p.add_argument("--strategy", choices=("grid", "list", "random"), default="grid")
-    p.add_argument("--selector", help="max.<result> or min.<result>, picks the best iteration")
+    p.add_argument(
+        "--hyper-file",
+        metavar="PATH",
+        help="hyperparameters from a JSON/YAML mapping: name → list of values, or (optuna) a "
+        'range {"low": 0.01, "high": 1, "log": true}; --hyper entries win',
+    )
+    p.add_argument(
+        "--strategy",
+        choices=("grid", "list", "random", "optuna"),
+        default="grid",
+        help="optuna: TPE sampling of --max-iterations trials (10) with median pruning; "
+        "ranges as --hyper K=LOW..HIGH[:log][:step=S][:int|:float]",
+    )
+    p.add_argument(
+        "--selector",
+        help="max.<result> or min.<result>, picks the best iteration (on validation_<result> "
+        "when the iterations report it)",
+    )
     p.add_argument("--stop-condition", help="e.g. 'accuracy >= 0.95': stop the sweep early")
     p.add_argument("--max-iterations", type=int)
     p.add_argument(
@@ -66,7 +83,7 @@ def register(sub: Any, get: Any) -> None:
         default=1,
         help="iterations at once (worker processes; the Job's parallelism on kubernetes)",
     )
-    p.add_argument("--seed", type=int, help="seed of the random strategy")
+    p.add_argument("--seed", type=int, help="seed of the random and optuna strategies")
     p.add_argument(
         "--timeout",
         type=int,
@@ -148,14 +165,63 @@ def parse_pairs(items: list[str], what: str, *, raw: bool = False) -> dict[str, 
     return out
 
 
-def parse_hyper(items: list[str]) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
+_NUM = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+_RANGE = re.compile(rf"^({_NUM})\.\.({_NUM})((?::[a-z]+(?:=(?:{_NUM}))?)*)$")
+
+
+def parse_range(text: str) -> dict[str, Any] | None:
+    """``LOW..HIGH[:log][:step=S][:int|:float]`` → ``{"low": …, "high": …, …}`` (the optuna
+    strategy's range); None when ``text`` is not a range."""
+    m = _RANGE.match(text.strip())
+    if not m:
+        return None
+    out: dict[str, Any] = {"low": json.loads(m[1]), "high": json.loads(m[2])}
+    for opt in filter(None, m[3].split(":")):
+        name, _, value = opt.partition("=")
+        if name == "log" and not value:
+            out["log"] = True
+        elif name == "step" and value:
+            out["step"] = json.loads(value)
+        elif name in ("int", "float") and not value:
+            out["type"] = name
+        else:
+            raise BadRequestError(
+                f"range {text!r}: unknown option {opt!r} (options: log, step=S, int, float)"
+            )
+    return out
+
+
+def parse_hyper(items: list[str]) -> dict[str, list[Any] | dict[str, Any]]:
+    """``K=V1,V2`` or ``K=[json list]`` → a list; ``K=LOW..HIGH[:…]`` or ``K={json}`` → a
+    range."""
+    out: dict[str, list[Any] | dict[str, Any]] = {}
     for key, value in parse_pairs(items, "--hyper", raw=True).items():
         parsed = parse_value(value)
-        out[key] = (
-            parsed if isinstance(parsed, list) else [parse_value(v) for v in value.split(",")]
-        )
+        if isinstance(parsed, list | dict):
+            out[key] = parsed
+        elif (rng := parse_range(value)) is not None:
+            out[key] = rng
+        else:
+            out[key] = [parse_value(v) for v in value.split(",")]
     return out
+
+
+def read_hyper_file(path: str) -> dict[str, list[Any] | dict[str, Any]]:
+    """A ``--hyper-file``: a JSON or YAML mapping of name → list of values or range."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise BadRequestError(f"--hyper-file {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise BadRequestError(f"--hyper-file {path} is not JSON/YAML: {exc}") from exc
+    if not isinstance(data, dict) or not all(isinstance(v, list | dict) for v in data.values()):
+        raise BadRequestError(
+            f"--hyper-file {path} must map names to lists of values or to ranges "
+            '{"low": L, "high": H}'
+        )
+    return {str(k): v for k, v in data.items()}
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -192,7 +258,10 @@ def _job_request(args: argparse.Namespace) -> JobRequest:
             uid=args.uid or uuid.uuid4().hex,
             params=parse_pairs(args.param, "--param"),
             inputs=parse_pairs(args.input, "--input", raw=True),
-            hyperparams=parse_hyper(args.hyper),
+            hyperparams={
+                **(read_hyper_file(args.hyper_file) if args.hyper_file else {}),
+                **parse_hyper(args.hyper),
+            },
             hyper_strategy=args.strategy,
             selector=args.selector,
             stop_condition=args.stop_condition,

@@ -80,6 +80,14 @@ class IndexedRun:
         self._stop = parse_condition(request.stop_condition) if request.stop_condition else None
         if request.selector:
             parse_selector(request.selector)
+        if request.hyperparams and request.hyper_strategy == "optuna":
+            # Its trials are asked one batch at a time and pruned mid-run by the study, which
+            # lives in the sweep's process; an indexed Job's pods have no channel back to it.
+            raise BadRequestError(
+                "strategy optuna cannot run as a Kubernetes indexed Job (its pods cannot reach "
+                "the study to be asked parameters or pruned): use --runner local or "
+                "subprocess, or a grid/list/random strategy"
+            )
         self.sweep = bool(request.hyperparams)
         self.records: list[RunRecord] = []  # what the indexes run, by index
         self.ended: dict[int, RunRecord] = {}  # by iteration, in the order they ended

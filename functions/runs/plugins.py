@@ -64,8 +64,9 @@ class JobRequest(BaseModel):
     uid: str
     params: dict[str, Any] = Field(default_factory=dict)
     inputs: dict[str, str] = Field(default_factory=dict)  # name → path or URL
-    hyperparams: dict[str, list[Any]] = Field(default_factory=dict)
-    hyper_strategy: Literal["grid", "list", "random"] = "grid"
+    # name → a list of values, or (strategy optuna) a range {"low": …, "high": …, "log": …}
+    hyperparams: dict[str, list[Any] | dict[str, Any]] = Field(default_factory=dict)
+    hyper_strategy: Literal["grid", "list", "random", "optuna"] = "grid"
     selector: str | None = None
     stop_condition: str | None = None
     max_iterations: int | None = Field(default=None, ge=1)

@@ -56,7 +56,7 @@ def run_function(
     project: str = "default",
     name: str | None = None,
     labels: Mapping[str, str] | None = None,
-    hyperparams: Mapping[str, list[Any]] | None = None,
+    hyperparams: Mapping[str, Any] | None = None,
     hyper_strategy: str = "grid",
     selector: str | None = None,
     stop_condition: str | None = None,
@@ -73,9 +73,10 @@ def run_function(
     """Run ``handler`` (a callable, ``"file.py:fn"``, ``"module:fn"`` or ``"hub://item"``).
 
     Parameters and inputs are injected by name. With ``hyperparams`` this is a sweep: one
-    iteration per parameter combination (``grid``, ``list`` or ``random``), up to ``parallel``
-    of them at once in worker processes, and a parent run (iteration 0) holding the best
-    iteration's results by ``selector`` (``"max.accuracy"``, ``"min.loss"``).
+    iteration per parameter combination (``grid``, ``list`` or ``random``) or per trial
+    (``optuna``: lists and ``{"low":…, "high":…}`` ranges), up to ``parallel`` of them at once
+    in worker processes, and a parent run (iteration 0) holding the best iteration's results by
+    ``selector`` (``"max.accuracy"``, ``"min.loss"``; on ``validation_accuracy`` when reported).
     """
     s = settings or TrackingSettings.from_env()
     db = db or open_db(s)
@@ -105,7 +106,10 @@ def run_function(
         artifact_roots=s.artifact_roots(store.url),
     )
     if hyperparams:
-        from .hyper import run_sweep
+        if hyper_strategy == "optuna":
+            from .optunasweep import run_optuna as run_sweep
+        else:
+            from .hyper import run_sweep
 
         return run_sweep(
             fn,

@@ -117,7 +117,9 @@ def test_deflated_sharpe_by_hand() -> None:
         deflated_sharpe(2.5, [2.5], 1000)
 
 
-def test_sweep_reports_the_winners_deflated_sharpe(settings: TrackingSettings, db: SqlRunDB) -> None:
+def test_sweep_reports_the_winners_deflated_sharpe(
+    settings: TrackingSettings, db: SqlRunDB
+) -> None:
     run = run_function(
         ref("ma_backtest"),
         hyperparams={"window": [6, 24, 72, 168]},
