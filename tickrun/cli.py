@@ -51,6 +51,12 @@ def _hub() -> ModuleType:
     return cli
 
 
+def _kafka() -> ModuleType:
+    from tickrun.triggers.kafka import replay_cli
+
+    return replay_cli
+
+
 # The areas that add sub-commands, imported when the parser is built (real import statements,
 # so the layer contract sees them); an area missing its optional dependencies is skipped quietly.
 COMMAND_MODULES: tuple[Callable[[], ModuleType], ...] = (
@@ -59,6 +65,7 @@ COMMAND_MODULES: tuple[Callable[[], ModuleType], ...] = (
     _secrets,
     _runs,
     _hub,
+    _kafka,
 )
 
 
