@@ -111,9 +111,10 @@ class RunContext:
         """An intermediate value of the sweep's objective (higher is better for a ``max.``
         selector, lower for ``min.``) at ``step`` (an epoch, a fold…). A pruning sweep (strategy
         optuna) compares it with earlier trials at the same step; :meth:`should_prune` says
-        what it decided. Elsewhere only the last value is kept, as result ``intermediate``."""
+        what it decided. The last report is kept as results ``intermediate_step`` and
+        ``intermediate_value``."""
         step, value = int(step), float(value)
-        self._tracker.set_result("intermediate", {"step": step, "value": value})
+        self._tracker.set_results({"intermediate_step": step, "intermediate_value": value})
         if trials.report(step, value) and self.pruned_at is None:
             self.pruned_at = (step, value)
 

@@ -53,7 +53,7 @@ from .hyper import (
 from .pool import IterationPool, IterationTask
 from .records import ArtifactRecord, RunRecord, RunState
 from .runobject import RunObject
-from .sweepresult import conclude, objective, parse_selector
+from .sweepresult import VALIDATION, conclude, objective, parse_selector
 from .tracker import RunTracker
 from .trials import reporting
 
@@ -162,6 +162,7 @@ class Search:
             pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS),
         )
         self.space = space
+        self.target = self.metric  # what the study's values are, for the plots
         self.trials: dict[int, Trial] = {}
         self.pruned = 0
 
@@ -194,6 +195,8 @@ class Search:
             return
         value = objective(rec.results, self.metric) if rec.state is RunState.COMPLETED else None
         if value is not None:
+            if value != rec.results.get(self.metric):  # judged by its validation figure
+                self.target = VALIDATION + self.metric
             self.study.tell(trial, value)
         elif rec.state is RunState.ABORTED and rec.labels.get("hyper.pruned") == "true":
             self.pruned += 1
@@ -291,7 +294,7 @@ def run_optuna(
                     break
         queued.close("not run: the sweep's stop condition was met")
         tracker.set_results({"pruned_iterations": search.pruned})
-        own = study_plots(search.study, RunContext(tracker, store))
+        own = study_plots(search.study, RunContext(tracker, store), search.target)
         return conclude(tracker, store, done, arts, selector, db, env, own=own)
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
@@ -347,7 +350,7 @@ def _run_batches(
             search.tell(rec)
 
 
-def study_plots(study: Study, ctx: RunContext) -> list[ArtifactRecord]:
+def study_plots(study: Study, ctx: RunContext, target: str = "objective") -> list[ArtifactRecord]:
     """``optimization_history`` and ``param_importances`` (Optuna's matplotlib plots) as PNG
     artifacts of the parent; a plot the study cannot make yet is left out with a warning."""
     import matplotlib
@@ -377,7 +380,7 @@ def study_plots(study: Study, ctx: RunContext) -> list[ArtifactRecord]:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             warnings.simplefilter("ignore", UserWarning)  # legend chatter
             try:
-                ax = plot(study)
+                ax = plot(study, target_name=target)
             except Exception as exc:  # a plot never fails the sweep
                 logger.warning("no %s plot: %s", key, exc, extra={"uid": ctx.uid})
                 continue

@@ -277,7 +277,7 @@ def _plot(done: list[RunRecord], selector: str | None, best: RunRecord | None) -
     ax.set_xlabel("iteration")
     ax.set_ylabel(key)
     ax.grid(alpha=0.3)
-    ax.set_title(f"{key} by iteration (green: best, red: failed)", fontsize=9)
+    ax.set_title(f"{key} by iteration (green: best, red: failed or pruned)", fontsize=9)
     for axp, param in zip(axes[1:], varied, strict=True):
         axp.scatter(
             [float(r.params[param]) for r in ok],

@@ -65,7 +65,7 @@ def test_parallel_optuna_sweep_prunes_reproducibly_and_plots(
         assert (i.error or "").startswith("pruned at step ")
         assert "score" not in i.results and i.results["stopped_at"] < STEPS - 1
         # Median pruning: its value at that step trails the median of completed trials there.
-        step, value = i.results["intermediate"]["step"], i.results["intermediate"]["value"]
+        step, value = i.results["intermediate_step"], i.results["intermediate_value"]
         batch_start = (i.iteration - 1) // 2 * 2 + 1  # the study knows earlier batches only
         earlier = [c for c in completed if c.iteration < batch_start]
         at_step = [c.results["score"] - 0.01 * (STEPS - step) for c in earlier]
@@ -96,6 +96,48 @@ def test_parallel_optuna_sweep_prunes_reproducibly_and_plots(
     )
 
 
+def test_optuna_optimizes_the_validation_figure_and_honours_the_stop_condition(
+    settings: TrackingSettings, db: SqlRunDB
+) -> None:
+    run = run_function(
+        ref("trains"),
+        hyperparams={"c": {"low": 0.0, "high": 4.0}},
+        hyper_strategy="optuna",
+        selector="max.auc",
+        max_iterations=12,
+        seed=11,
+        settings=settings,
+        db=db,
+        progress=False,
+    )
+    assert run.state == "completed", run.error
+    its = run.iterations
+    best = max(its, key=lambda i: i.results["validation_auc"])
+    assert run.results["best_iteration"] == best.iteration
+    assert run.results["selected_on"] == "validation_auc"
+    assert run.results["auc"] == best.results["auc"]  # the test figure, as reported
+    # The test auc alone would have picked the largest c: the study did not chase it.
+    assert max(its, key=lambda i: i.results["auc"]).iteration != best.iteration
+    assert abs(best.params["c"] - 2) < 0.5
+
+    stopped = run_function(
+        ref("trains"),
+        hyperparams={"c": {"low": 0.0, "high": 4.0}},
+        hyper_strategy="optuna",
+        selector="max.auc",
+        stop_condition="validation_auc >= 0.5",
+        max_iterations=5,
+        seed=11,
+        settings=settings,
+        db=db,
+        progress=False,
+    )
+    assert [i.iteration for i in stopped.iterations] == [1]
+    rest = [r for r in db.list_runs(uid=stopped.uid) if r.iteration > 1]
+    assert len(rest) == 4 and all(r.state is RunState.ABORTED for r in rest)
+    assert all("stop condition" in (r.error or "") for r in rest)
+
+
 def test_intermediate_reports_outside_a_pruning_sweep_never_prune(
     settings: TrackingSettings, db: SqlRunDB
 ) -> None:
@@ -108,7 +150,7 @@ def test_intermediate_reports_outside_a_pruning_sweep_never_prune(
         progress=False,
     )
     assert all(i.state is RunState.COMPLETED for i in run.iterations)
-    assert all(i.results["intermediate"]["step"] == STEPS - 1 for i in run.iterations)
+    assert all(i.results["intermediate_step"] == STEPS - 1 for i in run.iterations)
 
 
 def test_optuna_refuses_what_it_cannot_run(settings: TrackingSettings, db: SqlRunDB) -> None:
