@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 import pytest
 
@@ -165,3 +166,40 @@ def test_no_deflated_sharpe_without_sharpe(settings: TrackingSettings, db: SqlRu
         progress=False,
     )
     assert "deflated_sharpe" not in run.results and "trials" not in run.results
+
+
+def test_a_sweep_of_auto_trainer_selects_on_its_validation_split(
+    settings: TrackingSettings, db: SqlRunDB, tmp_path: Path
+) -> None:
+    """Contract 4 end to end: auto_trainer 1.1.0 with validation_size > 0 reports validation_auc
+    beside its test auc, on the shipped BTCUSDT hourly bars (next hour up or down)."""
+    import numpy as np
+    import pandas as pd
+
+    from tickrun.hub.sampledata import market_data
+
+    bars = pd.read_csv(market_data())
+    bars = bars[(bars.timestamp >= "2023-01-01") & (bars.timestamp < "2023-07-01")]
+    logc = np.log(bars["close"].to_numpy())
+    ds = pd.DataFrame({"timestamp": bars["timestamp"].to_numpy()})
+    for k in (1, 4, 24):
+        ds[f"ret_{k}"] = pd.Series(logc).diff(k)
+    ds["label"] = (pd.Series(logc).diff().shift(-1) > 0).astype(int)
+    path = tmp_path / "ds.csv"
+    ds.iloc[30:-1].to_csv(path, index=False)
+    run = run_function(
+        "hub://auto_trainer:1.1.0",
+        inputs={"dataset": str(path)},
+        params={"validation_size": 0.2, "plots": False, "scale": True, "label_horizon": 1},
+        hyperparams={"CLASS_C": [0.001, 0.1, 10.0]},
+        selector="max.auc",
+        settings=settings,
+        db=db,
+        progress=False,
+    )
+    assert run.state == "completed", run.error
+    best = max(run.iterations, key=lambda i: i.results["validation_auc"])
+    assert run.results["best_iteration"] == best.iteration
+    assert run.results["selected_on"] == "validation_auc"
+    assert run.results["auc"] == best.results["auc"]
+    assert run.results["auc"] != run.results["validation_auc"]
