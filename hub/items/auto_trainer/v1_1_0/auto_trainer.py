@@ -120,12 +120,16 @@ def target_reasons(
             out[col] = "label column"
         elif col in meta_t:
             out[col] = "target in the dataset's metadata"
-        elif col in keep:
-            continue
         elif col in KNOWN_TARGETS:
             out[col] = "market_features target"
-        elif is_forward_name(col):
+        elif is_forward_name(col) and col not in keep:
             out[col] = "forward-looking name (" + "/".join(p + "*" for p in FORWARD_PREFIXES) + ")"
+    refused = sorted(keep & set(out))
+    if refused:
+        raise ValueError(
+            f"keep_columns cannot keep {refused}: {out[refused[0]]}; it only overrides the "
+            "forward-name rule (" + ", ".join(p + "*" for p in FORWARD_PREFIXES) + ")"
+        )
     return out
 
 
@@ -668,7 +672,9 @@ def train(
     if not plan.features:
         raise ValueError("no numeric feature column left once targets and drops are removed")
     if plan.dropped_targets:
-        context.logger.info_with("target columns dropped from the features", **plan.dropped_targets)
+        context.logger.info_with(
+            "target columns dropped from the features", columns=plan.dropped_targets
+        )
     why = series_evidence(df, meta, time_name, times)
     model = create_model(model_class, class_kwargs, scale=_flag(scale))
     classifier = is_classifier(model)

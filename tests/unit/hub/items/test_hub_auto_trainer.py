@@ -7,7 +7,8 @@ import pytest
 from tickrun.hub import import_function
 from tickrun.hub.sampledata import market_data
 
-at = import_function("hub://auto_trainer:1").module()
+# 1.0.0 exactly: this file pins the old (deprecated) version's behaviour; 1.1 has its own tests.
+at = import_function("hub://auto_trainer:1.0.0").module()
 mf = import_function("hub://market_features").module()
 
 
