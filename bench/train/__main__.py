@@ -1,6 +1,8 @@
-"""Training overhead: ``hub://auto_trainer`` (a tracked run: split, fit, metrics, the test set
+"""Training overhead: ``hub://auto_trainer:1.1`` with its defaults (a tracked run: targets
+dropped, the time series split in time and purged, fit, metrics beside baselines, the test set
 and the model logged) vs the plain scikit-learn / XGBoost script a user would otherwise write
-(read, split, fit, the same metrics), on the same features file, alternating, in the same run.
+(read, drop the targets, the same purged time split, fit, the same metrics and baselines), on the
+same features file, alternating, in the same run.
 
 Plots are off for the headline figure (the plain script draws none); the cost of auto_trainer's
 four PNGs is printed separately.
@@ -19,11 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tickrun.hub.sampledata import market_data
 
 DATA = market_data()
+HUB_URI = "hub://auto_trainer:1.1"
 MODELS = {
     "logistic": ("sklearn.linear_model.LogisticRegression", {"scale": True}),
     "xgboost": ("xgboost.XGBClassifier", {}),
@@ -31,14 +35,15 @@ MODELS = {
 
 
 def plain(features_path: Path, model_class: str, trees: int) -> dict[str, float]:
-    """What a user writes by hand: the same split and metrics as auto_trainer computes."""
+    """What a user writes by hand: the same split, metrics and baselines as auto_trainer."""
     from sklearn import metrics as m
 
     df = pd.read_parquet(features_path)
     x = df.drop(columns=["label", "future_return", "timestamp"])
     y = df["label"].to_numpy()
-    cut = round(len(x) * 0.8)
-    x_train, x_test, y_train, y_test = x.iloc[:cut], x.iloc[cut:], y[:cut], y[cut:]
+    # last 20% of rows to test, one bar purged before them (the label looks one bar ahead)
+    cut = len(x) - round(len(x) * 0.2)
+    x_train, x_test, y_train, y_test = x.iloc[: cut - 1], x.iloc[cut:], y[: cut - 1], y[cut:]
     if model_class.startswith("xgboost"):
         from xgboost import XGBClassifier
 
@@ -52,12 +57,17 @@ def plain(features_path: Path, model_class: str, trees: int) -> dict[str, float]
     model.fit(x_train, y_train)
     pred = model.predict(x_test)
     proba = model.predict_proba(x_test)
+    rate = y_train.mean()
     return {
         "accuracy": m.accuracy_score(y_test, pred),
         "f1_score": m.f1_score(y_test, pred),
         "precision_score": m.precision_score(y_test, pred),
         "recall_score": m.recall_score(y_test, pred),
         "auc": m.roc_auc_score(y_test, proba[:, 1]),
+        "log_loss": m.log_loss(y_test, proba),
+        "base_rate": y_test.mean(),
+        "majority_accuracy": (y_test == int(rate >= 0.5)).mean(),
+        "baseline_log_loss": m.log_loss(y_test, np.tile([1.0 - rate, rate], (len(y_test), 1))),
     }
 
 
@@ -66,19 +76,16 @@ def hub_run(
 ) -> dict[str, float]:
     import tickrun
 
-    params: dict[str, Any] = {
-        "model_class": model_class,
-        "drop_columns": "future_return",
-        "time_ordered": True,
-        "plots": plots,
-        **extra,
-    }
+    # the defaults: no drop_columns, no split parameter (auto: time-ordered, purged)
+    params: dict[str, Any] = {"model_class": model_class, "plots": plots, **extra}
     if model_class.startswith("xgboost"):
         params.update(CLASS_n_estimators=trees, CLASS_max_depth=4)
-    run = tickrun.import_function("hub://auto_trainer:1").run(
+    run = tickrun.import_function(HUB_URI).run(
         "train", params=params, inputs={"dataset": str(features_path)}, progress=False
     )
     run.raise_for_state()
+    if run.results["split"] != "time" or run.results["purge_bars"] != 1:
+        raise SystemExit(f"unexpected split: {run.results}")
     return dict(run.results)
 
 
@@ -137,7 +144,8 @@ def main() -> None:
 
     print()
     print(
-        f"bench/train  {len(features):,} rows, time-ordered 80/20 split, "
+        f"bench/train  {HUB_URI} defaults: {len(features):,} rows, time-ordered 80/20 split "
+        "purged by 1 bar, "
         f"medians of {args.rounds} (cores={os.cpu_count()})"
     )
     print(f"{'model':<10}{'auto_trainer s':>16}{'plain s':>10}{'ratio':>8}{'with plots s':>15}")

@@ -65,17 +65,14 @@ def test_train_on_btc_features_logs_metrics_and_plots_to_minio(
     fn = tickrun.import_function("hub://auto_trainer:1")
     run = fn.run(
         "train",
-        params={
-            "model_class": model_class,
-            "drop_columns": "future_return",
-            "time_ordered": True,
-            **params,
-        },
+        params={"model_class": model_class, **params},  # 1.1's defaults: no leak to drop
         inputs={"dataset": features.outputs["features"]},
     )
     assert run.state == "completed", run.error
     labels = run.record.labels
-    assert (labels["hub.item"], labels["hub.version"]) == ("auto_trainer", "1.0.0")
+    assert (labels["hub.item"], labels["hub.version"]) == ("auto_trainer", "1.1.0")
+    assert run.results["split"] == "time" and run.results["purge_bars"] == 1
+    assert run.results["dropped_target_columns"] == ["future_return"]
     for key in ("accuracy", "f1_score", "precision_score", "recall_score", "auc"):
         assert 0.0 <= run.results[key] <= 1.0
     objects = _objects(minio_server, minio_env)
@@ -97,6 +94,7 @@ def test_train_on_btc_features_logs_metrics_and_plots_to_minio(
     assert len(test_set) == round(features.results["rows"] * 0.2)
 
     model, _info = tickrun.functions.runs.load_model(run.outputs["model"])
+    assert not {"label", "future_return", "timestamp"} & set(_info.feature_names)
     x = test_set[_info.feature_names]
     accuracy = float((model.predict(x) == test_set["label"].to_numpy()).mean())
     assert accuracy == pytest.approx(run.results["accuracy"])
