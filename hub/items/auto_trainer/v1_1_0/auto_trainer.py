@@ -225,7 +225,8 @@ def check_time_order(times: pd.Series, what: str = "dataset") -> None:
         raise ValueError(
             f"the {what} is not sorted by time (row {at} at {times.iloc[at]} comes after "
             f"{times.iloc[at - 1]}); sort it (df.sort_values(<time column>)) and recompute any "
-            "label before training"
+            "label before training — or, if that is not the time, name the right column with "
+            "time_column"
         )
 
 

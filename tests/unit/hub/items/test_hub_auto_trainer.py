@@ -1,14 +1,19 @@
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from tickrun.hub import import_function
+from tickrun.hub.catalogue import HubDeprecationWarning
 from tickrun.hub.sampledata import market_data
 
 # 1.0.0 exactly: this file pins the old (deprecated) version's behaviour; 1.1 has its own tests.
-at = import_function("hub://auto_trainer:1.0.0").module()
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", HubDeprecationWarning)
+    at = import_function("hub://auto_trainer:1.0.0").module()
 mf = import_function("hub://market_features").module()
 
 

@@ -15,10 +15,12 @@ from sklearn import metrics as skm
 
 from tickrun.functions.runs import load_model, run_function
 from tickrun.hub import import_function
+from tickrun.hub.catalogue import HubDeprecationWarning
 from tickrun.hub.sampledata import market_data
 
 at = import_function("hub://auto_trainer:1.1.0").module()
-old = import_function("hub://auto_trainer:1.0.0").module()
+with pytest.warns(HubDeprecationWarning, match="auto_trainer:1.0.0 is deprecated"):
+    old = import_function("hub://auto_trainer:1.0.0").module()  # what the audit measured
 # the newest market_features 1.y (1.2.0 logs the targets/time/horizon metadata; 1.1.0 does not)
 mf = import_function("hub://market_features:1").module()
 XGB = {"model_class": "xgboost.XGBClassifier", "CLASS_n_estimators": 30, "CLASS_max_depth": 3}
@@ -134,6 +136,28 @@ def test_random_split_of_a_time_series_needs_split_random(
     at.train(fake_context, dataset=frame_item(plain), plots=False, **LOGIT)
     assert fake_context.results["split"] == "random"
     assert fake_context.results["purged_rows"] == 0
+
+
+def test_time_ordered_and_a_given_test_set(feats24, fake_context, frame_item) -> None:
+    at.train(fake_context, dataset=frame_item(feats24), time_ordered=True, plots=False, **LOGIT)
+    assert fake_context.results["split"] == "time"  # 1.0's switch still works
+    with pytest.raises(ValueError, match="contradicts"):
+        at.train(fake_context, dataset=frame_item(feats24), time_ordered=True, split="random")
+    train_part, test_part = feats24.iloc[:4000], feats24.iloc[4000:]
+    at.train(
+        fake_context,
+        dataset=frame_item(train_part),
+        test_set=frame_item(test_part),
+        plots=False,
+        **LOGIT,
+    )
+    r = fake_context.results
+    # the last 24 training labels look into the test period: purged
+    assert r["split"] == "given" and r["purge_bars"] == 24 and r["train_rows"] == 4000 - 24
+    assert r["test_rows"] == len(test_part)
+    assert _times(r, "train_end") + pd.Timedelta(hours=24) < _times(r, "test_start")
+    with pytest.raises(ValueError, match="must come after the training rows"):
+        at.train(fake_context, dataset=frame_item(test_part), test_set=frame_item(train_part))
 
 
 def test_unsorted_or_duplicated_time_is_refused(feats, fake_context, frame_item) -> None:
