@@ -39,6 +39,7 @@ import importlib
 import inspect
 import io
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -174,7 +175,12 @@ def _as_times(values: pd.Series, name: str) -> pd.Series:
             top = float(np.nanmax(np.abs(s.to_numpy(dtype=float)))) if len(s) else 0.0
             unit = "s" if top < 1e11 else "ms" if top < 1e14 else "us" if top < 1e17 else "ns"
             return pd.to_datetime(s, unit=unit, utc=True)
-        return pd.to_datetime(s, utc=True)
+        try:  # the common case (market_features, Binance, pandas' own str) parses faster
+            return pd.to_datetime(s, utc=True, format="ISO8601")
+        except ValueError:
+            with warnings.catch_warnings():  # "could not infer format": the error says enough
+                warnings.simplefilter("ignore", UserWarning)
+                return pd.to_datetime(s, utc=True)
     except (ValueError, TypeError, OverflowError) as exc:
         raise ValueError(
             f"time column {name!r} does not parse as timestamps ({exc}); name the right one "
@@ -659,7 +665,13 @@ def train(
     class_kwargs, fit_kwargs, predict_kwargs = split_kwargs(kwargs)
     meta = dataset_meta(dataset)
     df = _frame(dataset)
-    time_name, times = time_index(df, meta, time_column or None)
+    try:
+        time_name, times = time_index(df, meta, time_column or None)
+    except ValueError:
+        # a time-like name over values that are no timestamps: only split=random gets past it
+        if time_column or str(split).strip().lower() != "random":
+            raise
+        time_name, times = None, None
     plan = feature_plan(
         df,
         label_columns,

@@ -136,6 +136,12 @@ def test_random_split_of_a_time_series_needs_split_random(
     at.train(fake_context, dataset=frame_item(plain), plots=False, **LOGIT)
     assert fake_context.results["split"] == "random"
     assert fake_context.results["purged_rows"] == 0
+    # a time-like name over values that are no timestamps: refused, unless split=random
+    tagged = plain.assign(date=np.where(plain["ret_1"] > 0, "up day", "down day"))
+    with pytest.raises(ValueError, match="'date' does not parse as timestamps"):
+        at.train(fake_context, dataset=frame_item(tagged), **LOGIT)
+    at.train(fake_context, dataset=frame_item(tagged), split="random", plots=False, **LOGIT)
+    assert "date" not in fake_context.models["model"]["feature_names"]
 
 
 def test_time_ordered_and_a_given_test_set(feats24, fake_context, frame_item) -> None:
