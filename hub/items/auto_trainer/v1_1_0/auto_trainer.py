@@ -277,6 +277,56 @@ def choose_split(
     return mode
 
 
+def series_evidence(
+    df: pd.DataFrame, meta: Mapping[str, Any], time_name: str | None, times: Any
+) -> list[str]:
+    """Why the dataset is a time series (empty for a plain table)."""
+    why = []
+    if times is not None:
+        why.append(f"time index {time_name or 'DatetimeIndex'!r}")
+    if meta.get("label_horizon_bars"):
+        why.append(f"metadata label_horizon_bars={meta['label_horizon_bars']}")
+    forward = [str(c) for c in df.columns if is_forward_name(c)]
+    if forward:
+        why.append(f"forward label column(s) {', '.join(forward)}")
+    return why
+
+
+def infer_horizon(
+    df: pd.DataFrame, column: str = "future_return", max_bars: int = 1000
+) -> int | None:
+    """The h for which ``column`` equals price[t+h]/price[t] - 1 (market_features' forward
+    return), the price being ``close`` or, in a features frame, rebuilt from ``ret_1``; checked
+    on a sample of rows. None when those columns are missing or no h fits."""
+    if column not in df.columns or len(df) < 3:
+        return None
+    if "close" in df.columns:
+        price = df["close"].to_numpy(dtype=float)
+    elif "ret_1" in df.columns:
+        price = np.cumprod(1.0 + df["ret_1"].to_numpy(dtype=float))
+    else:
+        return None
+    forward = df[column].to_numpy(dtype=float)
+    for h in range(1, min(max_bars, len(df) - 1) + 1):
+        rows = np.linspace(0, len(df) - 1 - h, num=min(64, len(df) - h), dtype=int)
+        if np.allclose(forward[rows], price[rows + h] / price[rows] - 1.0, rtol=1e-6, atol=1e-9):
+            return h
+    return None
+
+
+def label_horizon_bars(
+    meta: Mapping[str, Any], label_horizon: Any, time_series: bool, inferred: int | None = None
+) -> int:
+    """Bars the label looks ahead: the larger of metadata and parameter (purging more never
+    leaks), else the horizon read off a forward-return column, else 1 for a time series."""
+    given = [int(v) for v in (meta.get("label_horizon_bars"), label_horizon) if v is not None]
+    if any(h < 0 for h in given):
+        raise ValueError(f"label horizon must be >= 0 bars, got {given}")
+    if given:
+        return max(given)
+    return inferred if inferred and time_series else int(time_series)
+
+
 @dataclass
 class Split:
     mode: str  # time | random
@@ -579,61 +629,42 @@ def _log_figures(context: Any, figs: Mapping[str, Any]) -> None:
         context.log_artifact(key, body=buf.getvalue(), kind="plot", format="png")
 
 
-def series_evidence(
-    df: pd.DataFrame, meta: Mapping[str, Any], time_name: str | None, times: Any
-) -> list[str]:
-    """Why the dataset is a time series (empty for a plain table)."""
-    why = []
-    if times is not None:
-        why.append(f"time index {time_name or 'DatetimeIndex'!r}")
-    if meta.get("label_horizon_bars"):
-        why.append(f"metadata label_horizon_bars={meta['label_horizon_bars']}")
-    forward = [str(c) for c in df.columns if is_forward_name(c)]
-    if forward:
-        why.append(f"forward label column(s) {', '.join(forward)}")
-    return why
-
-
-def infer_horizon(
-    df: pd.DataFrame, column: str = "future_return", max_bars: int = 1000
-) -> int | None:
-    """The h for which ``column`` equals price[t+h]/price[t] - 1 (market_features' forward
-    return), the price being ``close`` or, in a features frame, rebuilt from ``ret_1``; checked
-    on a sample of rows. None when those columns are missing or no h fits."""
-    if column not in df.columns or len(df) < 3:
-        return None
-    if "close" in df.columns:
-        price = df["close"].to_numpy(dtype=float)
-    elif "ret_1" in df.columns:
-        price = np.cumprod(1.0 + df["ret_1"].to_numpy(dtype=float))
-    else:
-        return None
-    forward = df[column].to_numpy(dtype=float)
-    for h in range(1, min(max_bars, len(df) - 1) + 1):
-        rows = np.linspace(0, len(df) - 1 - h, num=min(64, len(df) - h), dtype=int)
-        if np.allclose(forward[rows], price[rows + h] / price[rows] - 1.0, rtol=1e-6, atol=1e-9):
-            return h
-    return None
-
-
-def label_horizon_bars(
-    meta: Mapping[str, Any], label_horizon: Any, time_series: bool, inferred: int | None = None
-) -> int:
-    """Bars the label looks ahead: the larger of metadata and parameter (purging more never
-    leaks), else the horizon read off a forward-return column, else 1 for a time series."""
-    given = [int(v) for v in (meta.get("label_horizon_bars"), label_horizon) if v is not None]
-    if any(h < 0 for h in given):
-        raise ValueError(f"label horizon must be >= 0 bars, got {given}")
-    if given:
-        return max(given)
-    return inferred if inferred and time_series else int(time_series)
-
-
 def _span(prefix: str, times: pd.Series | None, rows: np.ndarray) -> dict[str, str]:
     if times is None or not len(rows):
         return {}
     t = times.iloc[rows]
     return {f"{prefix}_start": t.iloc[0].isoformat(), f"{prefix}_end": t.iloc[-1].isoformat()}
+
+
+def _given_test_set(
+    df: pd.DataFrame,
+    times: pd.Series | None,
+    test_df: pd.DataFrame,
+    test_meta: Mapping[str, Any],
+    time_name: str | None,
+    plan: FeaturePlan,
+    mode: str,
+    horizon: int,
+) -> tuple[Split, pd.Series | None]:
+    """All of the dataset trains but its last ``horizon`` rows, whose labels look into the test
+    period; a time-ordered test set must start after the dataset ends."""
+    missing = [c for c in [*plan.features, *plan.labels] if c not in test_df.columns]
+    if missing:
+        raise ValueError(f"the test set lacks column(s) {missing[:10]}")
+    _name, test_times = time_index(test_df, test_meta, time_name)
+    if mode == "time" and times is not None and test_times is not None:
+        check_time_order(test_times, "test set")
+        if test_times.iloc[0] <= times.iloc[-1]:
+            raise ValueError(
+                f"the test set starts at {test_times.iloc[0]}, before the dataset ends "
+                f"({times.iloc[-1]}): a time-ordered test set must come after the training rows"
+            )
+    n_train = len(df) - horizon
+    if n_train < 2:
+        raise ValueError(f"{len(df)} rows are too few to purge {horizon} bars")
+    empty = np.arange(0)
+    parts = Split("given", np.arange(n_train), empty, np.arange(len(test_df)), horizon, horizon)
+    return parts, test_times
 
 
 def train(
@@ -692,9 +723,12 @@ def train(
     model = create_model(model_class, class_kwargs, scale=_flag(scale))
     classifier = is_classifier(model)
     mode = choose_split(
-        split, time_series=bool(why), why="; ".join(why), time_ordered=time_ordered,
+        split,
+        time_series=bool(why),
+        why="; ".join(why),
+        time_ordered=time_ordered,
         stratify=stratify,
-    )  # fmt: skip
+    )
     horizon = 0
     if mode == "time":
         horizon = label_horizon_bars(meta, label_horizon, bool(why), infer_horizon(df))
@@ -710,25 +744,10 @@ def train(
     if test_set is not None:
         if val_size > 0:
             raise ValueError("validation_size needs the split: leave test_set out to use it")
-        test_meta = dataset_meta(test_set)
         test_df = _frame(test_set)
-        missing = [c for c in [*plan.features, *plan.labels] if c not in test_df.columns]
-        if missing:
-            raise ValueError(f"the test set lacks column(s) {missing[:10]}")
-        _test_name, test_times = time_index(test_df, test_meta, time_name)
-        if mode == "time" and times is not None and test_times is not None:
-            check_time_order(test_times, "test set")
-            if test_times.iloc[0] <= times.iloc[-1]:
-                raise ValueError(
-                    f"the test set starts at {test_times.iloc[0]}, before the dataset ends "
-                    f"({times.iloc[-1]}): a time-ordered test set must come after the training rows"
-                )
-        # The last `horizon` training labels look into the test period: purge them.
-        n_train = len(df) - horizon
-        if n_train < 2:
-            raise ValueError(f"{len(df)} rows are too few to purge {horizon} bars")
-        parts = Split("given", np.arange(n_train), np.arange(0), np.arange(len(test_df)),
-                      horizon, horizon)  # fmt: skip
+        parts, test_times = _given_test_set(
+            df, times, test_df, dataset_meta(test_set), time_name, plan, mode, horizon
+        )
         x_test, y_test = test_df[plan.features], test_df[plan.labels]
         test_rows, test_spans = test_df, _span("test", test_times, parts.test)
     else:
@@ -763,10 +782,8 @@ def train(
     fit(model, x_train, y_train, fit_kwargs)
     metrics = compute_metrics(model, x_test, y_test, predict_kwargs, y_train=y_train)
     if len(parts.validation):
-        val = compute_metrics(
-            model, x.iloc[parts.validation], y.iloc[parts.validation], predict_kwargs,
-            y_train=y_train,
-        )  # fmt: skip
+        x_val, y_val = x.iloc[parts.validation], y.iloc[parts.validation]
+        val = compute_metrics(model, x_val, y_val, predict_kwargs, y_train=y_train)
         metrics.update({VALIDATION_PREFIX + k: v for k, v in val.items()})
     context.log_results(
         {**metrics, **split_info, "dropped_target_columns": sorted(plan.dropped_targets)}
