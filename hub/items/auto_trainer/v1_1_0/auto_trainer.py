@@ -19,9 +19,12 @@ What 1.1.0 changes (1.0.0's defaults leaked the future into the scores):
   the wrong order is wrong already. ``split="auto"`` (default) then tests on the last rows, and
   ``horizon`` rows are dropped between train and test (and around the validation split) so no
   training label looks into the test period: horizon = metadata ``label_horizon_bars`` or the
-  ``label_horizon`` parameter (the larger when both are given), else 1 bar. A random split of a
-  time series happens only with ``split="random"``. A plain table keeps the random split,
-  stratified for classifiers.
+  ``label_horizon`` parameter (the larger when both are given), else the h for which
+  ``future_return`` equals the h-bar forward return of ``close`` (or of the price rebuilt from
+  ``ret_1``: market_features 1.1 output, which logs no metadata), else 1 bar. A random split of a
+  time series happens only with ``split="random"`` (1.0's ``time_ordered=False`` or
+  ``stratify=True`` are refused on one). A plain table keeps the random split, stratified for
+  classifiers. A given ``test_set`` replaces the split; the last ``horizon`` rows are purged.
 * **Headline metrics beside baselines**: ``auc``, ``log_loss``, ``base_rate`` (the test set's
   positive rate), ``majority_accuracy`` (always the training majority class) and
   ``baseline_log_loss`` (the training class frequencies as the forecast); regressors get
