@@ -168,6 +168,19 @@ def feature_plan(
     )
 
 
+def _iso_with_offset(s: pd.Series) -> pd.Series | None:
+    """ISO 8601 strings with a UTC offset (market_features' timestamps) through Arrow's parser,
+    several times faster than pandas'; None for anything else (naive or other formats)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        parsed = pc.cast(pa.array(s, from_pandas=True), pa.timestamp("us", tz="UTC"))
+    except Exception:  # no pyarrow, or not offset-qualified ISO text: pandas decides
+        return None
+    return pd.Series(parsed.to_pandas())
+
+
 def _as_times(values: pd.Series, name: str) -> pd.Series:
     s = values.reset_index(drop=True)
     try:
@@ -178,12 +191,12 @@ def _as_times(values: pd.Series, name: str) -> pd.Series:
             top = float(np.nanmax(np.abs(s.to_numpy(dtype=float)))) if len(s) else 0.0
             unit = "s" if top < 1e11 else "ms" if top < 1e14 else "us" if top < 1e17 else "ns"
             return pd.to_datetime(s, unit=unit, utc=True)
-        try:  # the common case (market_features, Binance, pandas' own str) parses faster
-            return pd.to_datetime(s, utc=True, format="ISO8601")
-        except ValueError:
-            with warnings.catch_warnings():  # "could not infer format": the error says enough
-                warnings.simplefilter("ignore", UserWarning)
-                return pd.to_datetime(s, utc=True)
+        fast = _iso_with_offset(s)
+        if fast is not None:
+            return fast
+        with warnings.catch_warnings():  # "could not infer format": the error says enough
+            warnings.simplefilter("ignore", UserWarning)
+            return pd.to_datetime(s, utc=True)
     except (ValueError, TypeError, OverflowError) as exc:
         raise ValueError(
             f"time column {name!r} does not parse as timestamps ({exc}); name the right one "
