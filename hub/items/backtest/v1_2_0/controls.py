@@ -114,11 +114,12 @@ def rank_in_null(value: float, null: Any) -> dict[str, float]:
     """Where ``value`` falls in the null: percentile (share below, ties half), one-sided
     p-value ``(1 + #null >= value) / (N + 1)``, and the null's mean and 5%/95% quantiles."""
     x = np.asarray(null, dtype=float)
-    below = float((x < value).sum())
-    ties = float((x == value).sum())
+    # equal up to rounding: a path identical to the strategy compounds in another order
+    tie = np.isclose(x, value, rtol=1e-9, atol=1e-12)
+    below = float(((x < value) & ~tie).sum())
     return {
-        "percentile": 100.0 * (below + 0.5 * ties) / len(x),
-        "p_value": (1.0 + float((x >= value).sum())) / (len(x) + 1.0),
+        "percentile": 100.0 * (below + 0.5 * float(tie.sum())) / len(x),
+        "p_value": (1.0 + float(((x >= value) | tie).sum())) / (len(x) + 1.0),
         "mean": float(x.mean()),
         "q05": float(np.quantile(x, 0.05)),
         "q95": float(np.quantile(x, 0.95)),

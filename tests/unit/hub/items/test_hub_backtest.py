@@ -8,7 +8,7 @@ import pytest
 
 from tickrun.hub import import_function
 
-bt = import_function("hub://backtest:1").module()
+bt = import_function("hub://backtest:1.1").module()  # 1.1's conventions
 
 PRICES = [100.0, 110.0, 99.0, 99.0, 108.9]
 SIGNALS = [1, 1, 0, 1, 1]
