@@ -3,8 +3,11 @@
 1. The controller on the process platform (no container runtime, no Kubernetes): deploy the
    example Nuclio functions, invoke them through the gateway, scale, clean up.
 2. The quant pipeline through versioned hub items: raw hourly BTCUSDT bars → causal features →
-   an XGBoost model (tracked run, artifacts in the local store) → a backtest beside buy-and-hold →
-   the model served over HTTP in MLflow's and Nuclio's formats, and invoked.
+   an XGBoost model (tracked run, artifacts in the local store) → a purged walk-forward backtest
+   read against its costs and controls (gross vs net, 0/5/10 bp, a cost-aware strategy beside
+   the naive one, buy-and-hold, random signals with the same trades, shuffled labels, AUC and
+   log loss vs the base rate, plots, one sentence derived from the numbers) → the model served
+   over HTTP in MLflow's and Nuclio's formats, and invoked.
 
 A step that fails prints one line a user can act on; the traceback, if any, goes to a file.
 """

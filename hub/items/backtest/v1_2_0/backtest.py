@@ -65,6 +65,7 @@ round_trips = engine.round_trips
 sharpe_statistics = engine.sharpe_statistics
 random_paths = controls.random_paths
 simulate_paths = controls.simulate_paths
+null_control = controls.null_control
 infer_horizon = walkforward.infer_horizon
 purged_splits = walkforward.purged_splits
 walk_forward_scores = walkforward.walk_forward_scores
@@ -117,30 +118,6 @@ def run_backtest(
         frame[f"{prefix}_net_return"] = base["net_return"].to_numpy()
     stats["excess_return"] = stats["cumulative_return"] - stats["bh_cumulative_return"]
     return BacktestResult(frame=frame, stats=stats)
-
-
-def null_control(
-    prices: Any,
-    positions: Any,
-    strategy_net_return: float,
-    *,
-    costs: Any,
-    periods_per_year: float,
-    n_paths: int = 200,
-    seed: int = 0,
-) -> tuple[dict[str, float], pd.DataFrame]:
-    """The strategy's net return ranked among ``n_paths`` random-signal paths (``null_*``)."""
-    pos = np.asarray(positions, dtype=float)
-    paths = random_paths(pos, n_paths=n_paths, seed=seed)
-    null = simulate_paths(prices, paths, costs=costs, periods_per_year=periods_per_year)
-    rank = controls.rank_in_null(strategy_net_return, null["net_return"])
-    out = {
-        f"null_{k}_net_return" if k in ("mean", "q05", "q95") else f"null_{k}": v
-        for k, v in rank.items()
-    }
-    out.update({"null_paths": float(n_paths), "null_seed": float(seed)})
-    out["null_mean_sharpe"] = float(null["sharpe"].mean())
-    return out, null
 
 
 def fold_statistics(

@@ -124,3 +124,27 @@ def rank_in_null(value: float, null: Any) -> dict[str, float]:
         "q05": float(np.quantile(x, 0.05)),
         "q95": float(np.quantile(x, 0.95)),
     }
+
+
+def null_control(
+    prices: Any,
+    positions: Any,
+    strategy_net_return: float,
+    *,
+    costs: Costs,
+    periods_per_year: float,
+    n_paths: int = 200,
+    seed: int = 0,
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """The strategy's net return ranked among ``n_paths`` random-signal paths (``null_*``)."""
+    pos = np.asarray(positions, dtype=float)
+    paths = random_paths(pos, n_paths=n_paths, seed=seed)
+    null = simulate_paths(prices, paths, costs=costs, periods_per_year=periods_per_year)
+    rank = rank_in_null(strategy_net_return, null["net_return"])
+    out = {
+        f"null_{k}_net_return" if k in ("mean", "q05", "q95") else f"null_{k}": v
+        for k, v in rank.items()
+    }
+    out.update({"null_paths": float(n_paths), "null_seed": float(seed)})
+    out["null_mean_sharpe"] = float(null["sharpe"].mean())
+    return out, null
