@@ -64,10 +64,17 @@ def equity_figure(frame: pd.DataFrame, stats: Mapping[str, float], title: str = 
         top.scatter(x[entries], frame["equity"][entries], marker="^", color="green", s=size)
         top.scatter(x[exits], frame["equity"][exits], marker="v", color="red", s=size)
     top.set_yscale("log")  # equal moves look equal, and -99% still shows beside +400%
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    top.yaxis.set_major_formatter(plain)
+    low, high = top.get_ylim()
+    # within a decade the minor ticks are the only labels; across several they crowd
+    top.yaxis.set_minor_formatter(plain if high / max(low, 1e-12) < 10 else NullFormatter())
     top.set_ylabel("equity (log scale)")
     top.set_title(
         title
-        or f"{int(stats['round_trips'])} round trips, fee drag {stats['fee_drag']:.1%}, "
+        or f"{int(stats['round_trips'])} round trips, fee drag {stats['fee_drag'] * 100:.0f} pts, "
         f"turnover {stats['turnover']:.0f}"
     )
     top.legend(loc="upper left", fontsize=8)
