@@ -221,6 +221,17 @@ def _frame(item: Any) -> pd.DataFrame | None:
     return item.as_df() if hasattr(item, "as_df") else pd.DataFrame(item)
 
 
+def _meta(item: Any) -> dict[str, Any]:
+    """What the dataset's producer logged beside it (``targets``, ``label_horizon_bars``), or
+    {} (an in-memory frame, or a plain file without an artifact record)."""
+    try:
+        record = getattr(item, "meta", None)
+    except Exception:  # a plain path resolves no record
+        return {}
+    meta = getattr(record, "meta", None)
+    return dict(meta) if isinstance(meta, dict) else {}
+
+
 def _load_model(uri: Any) -> Any:
     if not isinstance(uri, str):
         return uri
@@ -313,6 +324,8 @@ def backtest(
     df = _frame(dataset)
     if df is None:
         raise ValueError("backtest needs a dataset input (signals or features)")
+    meta = _meta(dataset)
+    meta_targets = [str(c) for c in meta.get("targets") or [] if str(c) != label_column]
     class_kwargs = {k[len("CLASS_") :]: v for k, v in kwargs.items() if k.startswith("CLASS_")}
     unknown = [k for k in kwargs if not k.startswith("CLASS_")]
     if unknown:
@@ -345,6 +358,7 @@ def backtest(
             signal_column,
             probability_column,
             *str(drop_columns or "").split(","),
+            *meta_targets,  # forward-looking by the producer's word: never features
         ]
         if c
     ]
@@ -375,11 +389,16 @@ def backtest(
             inferred = infer_horizon(
                 df, price_column=price_column, target_columns=_targets(df, label_column)
             )
-            purge = inferred or 1
+            declared = int(meta.get("label_horizon_bars") or 0)
+            purge = max(inferred or 1, declared)
             context.logger.info_with(
                 "walk-forward purge gap",
                 bars=purge,
-                how="inferred from the target" if inferred else "assumed (no forward target)",
+                how="the dataset's label_horizon_bars"
+                if declared == purge
+                else "inferred from the target"
+                if inferred
+                else "assumed (no forward target)",
             )
         wf_kw: dict[str, Any] = {
             "model_class": model_class,

@@ -189,3 +189,28 @@ def test_probability_column_and_1_1_fee_rate(
     assert from_model["cost_per_side_bp"] == pytest.approx(20)
     for key in ("net_return", "gross_return", "trades", "sharpe", "break_even_fee_bp"):
         assert fake_context.results[key] == pytest.approx(from_model[key]), key
+
+
+def test_the_dataset_metadata_names_targets_and_the_label_horizon(
+    feats, hourly_bars, fake_context, frame_item
+) -> None:
+    """Contract 1: columns the producer lists as targets are never features, and its
+    label_horizon_bars sets the purge when it exceeds what the prices show."""
+    leaky = feats.assign(fwd_peek=feats["label"])  # the label itself, under a plain name
+    item = frame_item(leaky)
+    item.meta = types.SimpleNamespace(  # type: ignore[attr-defined]
+        meta={"targets": ["fwd_peek", "label"], "label_horizon_bars": 6}
+    )
+    kw: dict[str, Any] = {"prices": frame_item(hourly_bars), "walk_forward_splits": 3}
+    bt.backtest(fake_context, dataset=item, null_paths=5, shuffled_label_control=False, **kw)
+    assert fake_context.results["wf_purge_bars"] == 6
+    assert fake_context.results["oos_auc"] < 0.65
+    bt.backtest(
+        fake_context,
+        dataset=frame_item(leaky),
+        null_paths=5,
+        shuffled_label_control=False,
+        **kw,
+    )
+    assert fake_context.results["oos_auc"] > 0.99  # what the metadata kept out
+    assert fake_context.results["wf_purge_bars"] == 1
