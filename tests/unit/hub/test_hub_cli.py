@@ -23,7 +23,9 @@ def test_hub_list(capsys: pytest.CaptureFixture[str], private_hub: Path) -> None
     assert "2.0.0, 1.2.3, 1.2.0, 1.0.0" in lines["toy"]
     code, out, _ = _run(["hub", "list", "--json"], capsys)
     rows = {r["name"]: r for r in json.loads(out)}
-    assert rows["market_features"]["versions"][:2] == ["1.1.0", "1.0.0"]
+    assert rows["market_features"]["versions"][:3] == ["1.2.0", "1.1.0", "1.0.0"]
+    assert rows["market_features"]["latest"] == "1.2.0"
+    assert set(rows["market_features"]["deprecated"]) == {"1.1.0"}
 
 
 def test_hub_show(capsys: pytest.CaptureFixture[str]) -> None:
