@@ -80,8 +80,8 @@ def main() -> None:
         return n
 
     # a live-like stream: 2 intra-bar updates per bar and a redelivery after every 5th bar
-    live = [_Event(m.event) for m in messages(read_klines(path), partial_updates=2,
-                                              redeliver_every=5)]  # fmt: skip
+    replay = messages(read_klines(path), partial_updates=2, redeliver_every=5)
+    live = [_Event(m.event) for m in replay]
 
     def handler12_live() -> int:
         ctx = _Ctx()
@@ -90,8 +90,10 @@ def main() -> None:
             mf.handler(ctx, event)
         return n
 
-    records = [{**r, "timestamp": int(t)} for r, t in
-               zip(bars[COLUMNS].to_dict("records"), bars["timestamp"])]  # fmt: skip
+    stamps = bars["timestamp"].tolist()
+    records = [
+        {**r, "timestamp": t} for r, t in zip(bars[COLUMNS].to_dict("records"), stamps, strict=True)
+    ]
     warm = mf11.FeatureWindow().size
 
     def window11() -> int:
@@ -117,8 +119,10 @@ def main() -> None:
     tb, _ = best(args.rounds, batch)
 
     rate12, rate_h, rate_l, rate11, rate_b = n / t12, n / th, n / tl, n11 / t11, n / tb
-    print(f"market_features streaming, {n:,} real 1-minute BTCUSDT bars, {features} features, "
-          f"windows 6,24,72, RSI/MFI 14 (best of {args.rounds}; 1.1 over {n11} bars, once)")  # fmt: skip
+    print(
+        f"market_features streaming, {n:,} real 1-minute BTCUSDT bars, {features} features, "
+        f"windows 6,24,72, RSI/MFI 14 (best of {args.rounds}; 1.1 over {n11} bars, once)"
+    )
     print(f"{'path':<52}{'bars/s':>12}{'us/bar':>10}{'vs 1.1':>10}")
     lines = [
         ("1.2 IncrementalFeatures.push (the window)", rate12),

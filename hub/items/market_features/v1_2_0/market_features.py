@@ -618,18 +618,29 @@ class FeatureStreams:
         IncrementalFeatures(self.windows, self.rsi_window, self.mfi_window)  # validate now
         self.streams: dict[str, KlineStream] = {}
         self.rejected = 0
+        self.new_gap: dict[str, Any] | None = None
 
     def offer(self, body: Any) -> dict[str, Any] | None:
+        """The features of the new closed bar ``body`` makes, or None; :attr:`new_gap` is the
+        gap this kline revealed (None if it revealed none). ValueError for bad input."""
+        self.new_gap = None
         try:
+            if isinstance(body, bytes | bytearray | str):  # JSON the trigger did not decode
+                body = json.loads(body)
             kline = parse_kline(body)
-        except ValueError:
+            stream = self.streams.get(kline[0])
+            if stream is None:
+                window = IncrementalFeatures(self.windows, self.rsi_window, self.mfi_window)
+                stream = KlineStream(kline[0], window, self.interval)
+            gaps = stream.counts["gaps"]
+            out = stream.offer(kline)
+        except (ValueError, RecursionError):
             self.rejected += 1
             raise
-        stream = self.streams.get(kline[0])
-        if stream is None:
-            window = IncrementalFeatures(self.windows, self.rsi_window, self.mfi_window)
-            stream = self.streams[kline[0]] = KlineStream(kline[0], window, self.interval)
-        return stream.offer(kline)
+        self.streams.setdefault(kline[0], stream)
+        if stream.counts["gaps"] != gaps:
+            self.new_gap = {"symbol": stream.symbol, **(stream.pending_gap or {})}
+        return out
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -662,19 +673,15 @@ def handler(context: Any, event: Any) -> Any:
     if getattr(event, "method", None) == "GET":
         return streams.stats()
     try:
-        body = event.body
-        if isinstance(body, bytes | bytearray | str):
-            body = json.loads(body)
-        gaps = sum(s.counts["gaps"] for s in streams.streams.values())
-        out = streams.offer(body)
+        out = streams.offer(event.body)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeError included
         message = f"not a kline: {exc}"
         kind = getattr(getattr(event, "trigger", None), "kind", None)
         if kind == KAFKA_KIND:
             raise ValueError(message) from exc
         return 400, {"error": message}
-    if sum(s.counts["gaps"] for s in streams.streams.values()) != gaps:
-        context.logger.warn_with("kline gap: window restarts", **streams.stats())
+    if streams.new_gap is not None:
+        context.logger.warn_with("kline gap: window restarts", **streams.new_gap)
     return out
 
 

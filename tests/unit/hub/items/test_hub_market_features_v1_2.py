@@ -214,7 +214,10 @@ def test_replayed_exchange_stream_gives_the_batch_features(
     restart = times.index(int(open_times[3003 + 72]))
     assert times[restart - 1] == open_times[2999] and "gap" in emitted[restart]
     stats = mf.handler(ctx, Event(b"", method="GET"))["symbols"]["BTCUSDT"]
-    assert stats["gaps"] == 4 and len(ctx.warnings) == 4
+    assert stats["gaps"] == 4 and [w["missing_bars"] for w in ctx.warnings] == [3, 1, 10, 100]
+    assert (
+        ctx.warnings[0]["symbol"] == "BTCUSDT" and ctx.warnings[0]["open_time"] == open_times[3003]
+    )
     assert stats["accepted"] == N_KLINES - len(DROPPED)
     assert stats["emitted"] == len(emitted)
     assert stats["unclosed"] == tally["unclosed"]
@@ -364,9 +367,11 @@ def test_bad_input_is_a_400_over_http_and_raises_from_kafka(
            "close": 1.5, "volume": 3.0, "trades": 4, "symbol": "X"}  # fmt: skip
     status, reply = mf.handler(ctx, Event(bar))
     assert status == 400 and "BAR_INTERVAL" in reply["error"]
+    assert mf.handler(ctx, Event(b"", method="GET"))["rejected"] == 2 * len(cases) + 2
     ctx = started(monkeypatch, BAR_INTERVAL="1h")
     assert mf.handler(ctx, Event(bar)) is None
     stats = mf.handler(ctx, Event(b"", method="GET"))
+    assert stats["rejected"] == 0 and set(stats["symbols"]) == {"X"}
     assert stats["symbols"]["X"]["last_open_time"] == 1704067200000
     assert stats["symbols"]["X"]["interval_ms"] == 3_600_000
 
