@@ -1,0 +1,1 @@
+"""The Kafka market pipeline deployed vs the batch pipeline (``python -m bench.pipeline``)."""
