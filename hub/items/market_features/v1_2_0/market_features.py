@@ -433,6 +433,40 @@ def _share(up: float, total: float) -> float:
     return min(max(100.0 * up / total, 0.0), 100.0)
 
 
+class FeatureWindow:
+    """1.1's API over the O(1) window: :meth:`update` takes a closed bar (a mapping with OHLCV,
+    trades unless ``trades=False``, optionally timestamp), in order, and returns the newest bar's
+    features (with its timestamp) once the window is full, else None. A bar whose timestamp is
+    not after the last one's is ignored (None). No gap rule here: see :class:`KlineStream`."""
+
+    def __init__(
+        self, windows: Any = None, rsi_window: int = 14, mfi_window: int = 14, trades: bool = True
+    ) -> None:
+        self.window = IncrementalFeatures(windows, rsi_window, mfi_window, trades)
+        self.size = self.window.size
+        self._last: Any = None
+
+    @property
+    def ready(self) -> bool:
+        return self.window.ready
+
+    def update(self, bar: Mapping[str, Any]) -> dict[str, Any] | None:
+        stamp = bar.get("timestamp")
+        if stamp is not None and self._last is not None and not stamp > self._last:
+            return None
+        if self.window.trades and "trades" not in bar:
+            raise ValueError("bar lacks trades (use FeatureWindow(trades=False))")
+        values = self.window.push(
+            *(float(bar[k]) for k in OHLCV), float(bar["trades"]) if self.window.trades else 0.0
+        )
+        self._last = stamp if stamp is not None else self._last
+        if values is None:
+            return None
+        out: dict[str, Any] = {} if stamp is None else {"timestamp": stamp}
+        out.update(zip(self.window.names, values, strict=True))
+        return out
+
+
 # --- streaming: klines → closed, ordered, deduplicated bars per symbol ------------------------
 
 _PRICE_FIELDS = (("o", "open"), ("h", "high"), ("l", "low"), ("c", "close"))

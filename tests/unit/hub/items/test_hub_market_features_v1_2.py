@@ -406,6 +406,21 @@ def test_featurize_logs_targets_and_time_meta(
     assert fake_context.results["dropped_rows"] == N_KLINES - 10 - len(minutes) == 72 + 73 + 1
 
 
+def test_feature_window_keeps_1_1s_api(hourly_bars: pd.DataFrame) -> None:
+    bars = hourly_bars.iloc[-300:].reset_index(drop=True)
+    window = mf.FeatureWindow("6,24,72")
+    batch = mf.compute_features(bars, label=None, dropna=False)
+    records = bars.to_dict("records")
+    outputs = [window.update(row) for row in records]
+    assert outputs[window.size - 2] is None and outputs[window.size - 1] is not None
+    assert window.update(records[-1]) is None  # the same timestamp again: ignored
+    streamed = pd.DataFrame([o for o in outputs if o is not None])
+    expected = batch.iloc[-len(streamed) :].reset_index(drop=True)
+    assert streamed["timestamp"].tolist() == expected["timestamp"].tolist()
+    cols = mf.feature_columns(expected)
+    assert_close(streamed[cols].to_numpy(float), expected[cols].to_numpy(float), BATCH_TOL, "1.1")
+
+
 def test_bars_from_klines_sorts_and_keeps_the_first_of_each_open_time(
     klines: pd.DataFrame,
 ) -> None:
