@@ -432,3 +432,20 @@ def test_bars_from_klines_sorts_and_keeps_the_first_of_each_open_time(
     assert bars["close"].tolist() == raw["close"].tolist()
     with pytest.raises(ValueError, match="open_time"):
         mf.bars_from_klines(raw.drop(columns="open_time"))
+
+
+def test_featurize_meta_through_a_tracked_run(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, klines: pd.DataFrame
+) -> None:
+    monkeypatch.setenv("TICKRUN_HOME", str(tmp_path / "home"))
+    for var in ("TICKRUN_ARTIFACT_PATH", "TICKRUN_DB_URL", "TICKRUN_CONTROLLER_URL"):
+        monkeypatch.delenv(var, raising=False)
+    path = tmp_path / "klines.csv"
+    klines.iloc[:3000].to_csv(path, index=False)
+    run = import_function("hub://market_features:1.2").run(
+        params={"horizon": 4}, inputs={"dataset": str(path)}, progress=False
+    )
+    assert run.state == "completed", run.error
+    meta = run.artifact_record("features").meta
+    assert meta["targets"] == ["label", "future_return"] and meta["label_horizon_bars"] == 4
+    assert meta["time_column"] == "timestamp" and meta["rows"] == run.results["rows"]
