@@ -102,3 +102,37 @@ def test_a_message_that_is_not_a_signal_raises(body: Any) -> None:
 def test_the_report_needs_marks() -> None:
     with pytest.raises(ValueError, match="no marks"):
         pt.summarize([{"type": "fill", "symbol": "X", "open_time": 1}])
+
+
+def test_1_1_resumes_a_killed_book_from_its_published_marks(bars) -> None:
+    """1.1: a book restored from the marks published so far (what a restarted replica reads
+    from the pnl topic), fed the signals again from an earlier offset, ends as one that never
+    stopped."""
+    pt11 = import_function("hub://paper_trader:1.1").module()
+    published: list[dict[str, Any]] = []
+
+    def ctx_of(book: Any) -> Any:
+        return SimpleNamespace(
+            user_data=SimpleNamespace(book=book),
+            kafka=SimpleNamespace(publish=lambda value, key=None: published.append(value)),
+        )
+
+    msgs = [
+        {"symbol": "BTCUSDT", "open_time": r.open_time, "close": r.close, "signal": int(r.signal)}
+        for r in bars.itertuples()
+    ]
+    first = ctx_of(pt11.PaperBook(NOTIONAL, FEE_BP))
+    for msg in msgs[:700]:
+        published.append(pt11.handler(first, _event(msg)))
+    book = pt11.PaperBook(NOTIONAL, FEE_BP)
+    assert pt11.restore(book, published) == 1
+    second = ctx_of(book)
+    for msg in msgs[650:]:  # the last committed offset was before the crash point
+        mark = pt11.handler(second, _event(msg))
+        if mark is not None:
+            published.append(mark)
+    marks = [p for p in published if p["type"] == "mark"]
+    assert [m["open_time"] for m in marks] == [m["open_time"] for m in msgs]
+    want = vectorized(bars)
+    assert marks[-1]["trades"] == want["trades"]
+    assert marks[-1]["net_pnl"] == pytest.approx(want["gross"] - want["fees"], rel=1e-9, abs=1e-6)
