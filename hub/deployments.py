@@ -111,7 +111,7 @@ class ControllerDeployment:
         )
         if reply.status >= 400:
             raise HubError(f"POST {path} answered {reply.status}: {reply.body[:500]!r}")
-        return json.loads(reply.body)
+        return decode_reply(reply.body, reply.headers.get("content-type", ""))
 
     def stop(self) -> None:
         """Delete the function from the controller (what leaving a ``with`` block does)."""
@@ -122,6 +122,22 @@ class ControllerDeployment:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def decode_reply(body: bytes, content_type: str) -> Any:
+    """A handler's reply as Python: JSON decoded, text as str, None for an empty body (a handler
+    that returned None, e.g. a streaming step with nothing to emit yet), else the bytes."""
+    if not body:
+        return None
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        return json.loads(body)
+    if media.startswith("text/"):
+        return body.decode("utf-8", errors="replace")
+    try:
+        return json.loads(body)  # a handler that answers JSON without saying so
+    except ValueError:
+        return body
 
 
 class LocalDeployment:
@@ -169,7 +185,7 @@ class LocalDeployment:
         )
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as r:  # noqa: S310
-                return json.loads(r.read())
+                return decode_reply(r.read(), r.headers.get("Content-Type", ""))
         except urllib.error.HTTPError as exc:
             raise HubError(f"POST {path} answered {exc.code}: {exc.read()[:500]!r}") from exc
 

@@ -290,3 +290,19 @@ def test_deploy_path_can_be_forced_either_way(
     monkeypatch.delenv("TICKRUN_CONTROLLER_URL")
     with pytest.raises(HubError, match="needs a controller"):
         fn.deploy(env=env, directory=tmp_path / "d", platform="container")
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "expected"),
+    [
+        (b"", "application/json", None),  # a handler that returned None
+        (b'{"a": 1}', "application/json; charset=utf-8", {"a": 1}),
+        (b"ready", "text/plain; charset=utf-8", "ready"),
+        (b"[1, 2]", "", [1, 2]),
+        (b"\x00\x01", "application/octet-stream", b"\x00\x01"),
+    ],
+)
+def test_replies_decode_by_content_type(body: bytes, content_type: str, expected: Any) -> None:
+    from tickrun.hub.deployments import decode_reply
+
+    assert decode_reply(body, content_type) == expected
