@@ -114,6 +114,7 @@ def parse_job_request(argv: Sequence[str] | None) -> JobRequest:
 
 class Reply(Protocol):
     status: int
+    headers: dict[str, str]  # names lower-cased
     body: bytes
 
 
