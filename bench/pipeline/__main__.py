@@ -2,7 +2,7 @@
 the batch pipeline's cost per bar measured in the same run.
 
 A real broker (tests/peers/kafka.py, unless ``--bootstrap``) and a real controller (process
-platform) run hub://market_features:1.2 → hub://model_server:1.1 → hub://paper_trader:1.1 on
+platform) run hub://market_features:1.2 → hub://model_server:1.1 → hub://paper_trader:1 on
 Kafka triggers, as tests/integration/test_market_pipeline.py deploys them
 (tests/support/market_pipeline.py). Real January 2024 BTCUSDT minute klines, each closed bar
 preceded by ``--partials`` intra-bar updates:

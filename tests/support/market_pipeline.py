@@ -2,7 +2,7 @@
 ``python -m bench.pipeline``: train a model as a tracked run, deploy the three hub items through
 a controller with Kafka triggers, and the batch pipeline they must agree with.
 
-    klines ─market_features:1.2─▶ features ─model_server:1.1─▶ signals ─paper_trader:1.1─▶ pnl
+    klines ─market_features:1.2─▶ features ─model_server:1.1─▶ signals ─paper_trader:1─▶ pnl
 
 Deployment notes (what the helpers do and why):
 
@@ -41,7 +41,7 @@ from tickrun.functions.runs import DataItem, load_model, run_function
 
 FEATURES = "hub://market_features:1.2"
 MODEL_SERVER = "hub://model_server:1.1"
-PAPER_TRADER = "hub://paper_trader:1.1"
+PAPER_TRADER = "hub://paper_trader:1"
 WINDOWS = "6,24"
 THRESHOLD, SHORT_THRESHOLD = 0.505, 0.495
 NOTIONAL, FEE_BP = 10_000.0, 10.0

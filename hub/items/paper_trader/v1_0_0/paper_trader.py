@@ -21,9 +21,13 @@ produces to Kafka; ``report`` (``tickrun run hub://paper_trader#report`` or
 ``HubFunction.run("report")``) runs where the user's run DB is, reads the pnl topic from its
 start to its current end, and logs the results, the marks table and an equity plot.
 
-State lives in the worker's memory (one replica, one worker, ``maxWorkers: 1``); a restarted
-replica starts flat, so a crash mid-stream restarts the book (the report then shows marks from
-both books under the same open times: it keeps the last one of each).
+State lives in the worker's memory (one replica, one worker, ``maxWorkers: 1``). With
+``RESTORE_TOPIC`` (the pnl topic) and ``RESTORE_BROKERS`` set, ``init_context`` reads that topic to
+its end and resumes each symbol's book from its last mark, so a replica killed mid-stream carries
+on where its published marks stop (without them it restarts flat). Why that is exact: the trigger
+flushes the marks a signal produced before committing the signal's offset, so every signal the
+restarted replica is handed again either has its mark on the topic already (its open time is then
+not newer than the restored one: skipped) or has none (handled now, as the first time would have).
 """
 
 from __future__ import annotations
@@ -111,6 +115,28 @@ class PaperBook:
             return fill, mark
 
 
+def restore(book: PaperBook, records: list[dict[str, Any]]) -> int:
+    """Resume ``book`` from the last mark of each symbol in ``records``; returns the symbols."""
+    last: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        if rec.get("type") != "mark":
+            continue
+        sym = str(rec["symbol"])
+        if sym not in last or int(rec["open_time"]) >= int(last[sym]["open_time"]):
+            last[sym] = rec
+    for sym, mark in last.items():
+        book.positions[sym] = Position(
+            units=float(mark["position"]),
+            side=int(mark["signal"]),  # after a bar the side held is that bar's signal
+            last_close=float(mark["close"]),
+            last_open_time=int(mark["open_time"]),
+            gross_pnl=float(mark["gross_pnl"]),
+            fees=float(mark["fees"]),
+            trades=int(mark["trades"]),
+        )
+    return len(last)
+
+
 def parse_signal(body: Any) -> tuple[str, int, float, int]:
     """(symbol, open time ms, close, signal) of a signal message; ValueError otherwise."""
     if isinstance(body, bytes | str):
@@ -135,9 +161,21 @@ def parse_signal(body: Any) -> tuple[str, int, float, int]:
 
 
 def init_context(context: Any) -> None:
-    context.user_data.book = PaperBook(
+    book = PaperBook(
         float(os.environ.get("NOTIONAL") or 10_000), float(os.environ.get("FEE_BP") or 10)
     )
+    topic = os.environ.get("RESTORE_TOPIC")
+    if topic:
+        raw = os.environ.get("RESTORE_BROKERS") or os.environ.get("TICKRUN_KAFKA_BROKERS") or ""
+        brokers = [b.strip() for b in raw.split(",") if b.strip()]
+        if not brokers:
+            raise ValueError("RESTORE_TOPIC needs RESTORE_BROKERS (host:port,…)")
+        # A topic not created yet means nothing was published: start flat. Any other failure
+        # raises, so the replica does not start with a book that forgot its positions.
+        records = read_topic(brokers, topic, timeout_s=30.0, missing_ok=True)
+        symbols = restore(book, records)
+        context.logger.info_with("book restored", topic=topic, symbols=symbols)
+    context.user_data.book = book
 
 
 def handler(context: Any, event: Any) -> Any:
@@ -156,10 +194,16 @@ def handler(context: Any, event: Any) -> Any:
 
 
 def read_topic(
-    brokers: list[str], topic: str, *, expect_marks: int = 0, timeout_s: float = 60.0
+    brokers: list[str],
+    topic: str,
+    *,
+    expect_marks: int = 0,
+    timeout_s: float = 60.0,
+    missing_ok: bool = False,
 ) -> list[dict[str, Any]]:
     """Every JSON record of ``topic`` from its start to its end (the end read again while
-    fewer than ``expect_marks`` distinct marks arrived, up to ``timeout_s``)."""
+    fewer than ``expect_marks`` distinct marks arrived, up to ``timeout_s``). A topic that does
+    not exist is an error, or no records with ``missing_ok``."""
     from kafka import KafkaConsumer
     from kafka.structs import TopicPartition
 
@@ -171,6 +215,8 @@ def read_topic(
     deadline = time.monotonic() + timeout_s
     try:
         partitions = consumer.partitions_for_topic(topic)
+        if not partitions and missing_ok and topic not in consumer.topics():
+            return records
         while not partitions and time.monotonic() < deadline:
             time.sleep(0.2)
             partitions = consumer.partitions_for_topic(topic)

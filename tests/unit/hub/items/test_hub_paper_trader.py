@@ -14,7 +14,7 @@ import pytest
 from tickrun.hub import import_function
 from tickrun.hub.sampledata import MINUTE, market_data
 
-pt = import_function("hub://paper_trader:1.0").module()
+pt = import_function("hub://paper_trader:1").module()
 NOTIONAL, FEE_BP = 5_000.0, 7.5
 
 
@@ -105,10 +105,10 @@ def test_the_report_needs_marks() -> None:
 
 
 def test_1_1_resumes_a_killed_book_from_its_published_marks(bars) -> None:
-    """1.1: a book restored from the marks published so far (what a restarted replica reads
+    """A book restored from the marks published so far (what a restarted replica reads
     from the pnl topic), fed the signals again from an earlier offset, ends as one that never
     stopped."""
-    pt11 = import_function("hub://paper_trader:1.1").module()
+    pt11 = pt
     published: list[dict[str, Any]] = []
 
     def ctx_of(book: Any) -> Any:

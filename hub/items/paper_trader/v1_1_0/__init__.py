@@ -1,1 +1,0 @@
-"""Hub item package (see item.yaml)."""
