@@ -5,6 +5,7 @@ baselines, and a validation split reports validation_* metrics."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from sklearn import metrics as skm
 
 from tickrun.functions.runs import load_model, run_function
-from tickrun.hub import import_function
+from tickrun.hub import Hub, import_function
 from tickrun.hub.catalogue import HubDeprecationWarning
 from tickrun.hub.sampledata import market_data
 
@@ -320,3 +321,43 @@ def test_market_features_to_auto_trainer_defaults(tracked: Path, bars) -> None:
     _model, info = load_model(run.outputs["model"])
     assert not {"label", "future_return", "timestamp"} & set(info.feature_names)
     assert {"auc", "log_loss", "base_rate", "majority_accuracy", "baseline_log_loss"} <= set(r)
+
+
+def test_a_copy_outside_the_package_loads_its_files_and_trains_alike(
+    tmp_path: Path, feats, fake_context, frame_item
+) -> None:
+    """A private or remote hub's cached copy is imported by path, not as a package: the files
+    item.yaml lists load from beside auto_trainer.py, and it trains exactly as the bundled item."""
+    src = import_function("hub://auto_trainer:1.1.0").folder
+    dest = tmp_path / "hub" / "auto_trainer" / "1.1.0"
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    copy = Hub([tmp_path / "hub"], bundled=False).import_function("hub://auto_trainer:1.1.0")
+    module = copy.module()
+    assert not module.__name__.startswith("tickrun.hub.items")
+    assert Path(module.__file__).parent == dest
+    for part in (module.columns, module.timeseries, module.estimator, module.plots):
+        assert Path(part.__file__).parent == dest
+        assert not part.__name__.startswith("tickrun.hub.items")
+    df = feats.iloc[-1500:].reset_index(drop=True)
+    bundled_context = type(fake_context)()
+    for item, context in ((module, fake_context), (at, bundled_context)):
+        item.train(context, dataset=frame_item(df), validation_size=0.2, **LOGIT)
+    r = fake_context.results
+    assert r["split"] == "time" and r["purge_bars"] == 1 and r["validation_rows"] == 300
+    assert r == bundled_context.results  # every metric, baseline and span
+    assert set(fake_context.artifacts) == {
+        "confusion-matrix",
+        "roc-curves",
+        "calibration-curve",
+        "feature-importance",
+    }
+    assert all(a["body"].startswith(b"\x89PNG") for a in fake_context.artifacts.values())
+    pd.testing.assert_frame_equal(
+        fake_context.datasets["test_set"], bundled_context.datasets["test_set"]
+    )
+    trained = fake_context.models["model"]["model"]
+    module.predict(fake_context, model=trained, dataset=frame_item(df), proba=True)
+    predicted = fake_context.datasets["prediction"]
+    assert fake_context.results["rows"] == len(df)
+    expected = trained.predict(df[fake_context.models["model"]["feature_names"]])
+    np.testing.assert_array_equal(predicted["predicted_label"], expected)
