@@ -10,7 +10,10 @@ other is NaN.
 from __future__ import annotations
 
 import json
+import math
+import shutil
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +21,8 @@ import pandas as pd
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from tickrun.hub import import_function
+from tickrun.functions.modules import import_file
+from tickrun.hub import Hub, import_function
 from tickrun.hub.sampledata import MINUTE, market_data
 from tickrun.triggers.kafka.replay import kline_event, messages, read_klines
 
@@ -449,3 +453,90 @@ def test_featurize_meta_through_a_tracked_run(
     meta = run.artifact_record("features").meta
     assert meta["targets"] == ["label", "future_return"] and meta["label_horizon_bars"] == 4
     assert meta["time_column"] == "timestamp" and meta["rows"] == run.results["rows"]
+
+
+def _events(bars: pd.DataFrame, symbol: str = "BTCUSDT") -> list[dict[str, Any]]:
+    return [
+        {"e": "kline", "s": symbol, "k": {"t": r.timestamp, "T": r.timestamp + 59_999, "s": symbol,
+         "i": "1m", "o": r.open, "h": r.high, "l": r.low, "c": r.close, "v": r.volume,
+         "n": r.trades, "x": True}}
+        for r in bars.itertuples()
+    ]  # fmt: skip
+
+
+def test_nan_features_go_out_as_null(monkeypatch: pytest.MonkeyPatch, minute_bars: pd.DataFrame):
+    """A feature the batch leaves NaN (volume ratios and z-scores over minutes without volume)
+    is None in the handler's output, so the message is strict JSON; Python's window keeps NaN."""
+    bars = minute_bars.iloc[:300].reset_index(drop=True)
+    bars.loc[150:190, "volume"] = 0.0  # 41 minutes without volume: the 6 and 24-bar windows
+    ctx = started(monkeypatch)
+    outputs = [mf.handler(ctx, Event(e)) for e in _events(bars)]
+    emitted = [o for o in outputs if o is not None]
+    window = mf.IncrementalFeatures()
+    rows = bars[["open", "high", "low", "close", "volume", "trades"]].to_numpy(float).tolist()
+    pushed = [v for v in (window.push(*r) for r in rows) if v is not None]
+    assert len(emitted) == len(pushed) == len(bars) - window.size + 1
+    nulls = 0
+    for out, values in zip(emitted, pushed, strict=True):
+        json.dumps(out, allow_nan=False)  # strict JSON: raises on NaN/inf
+        for name, value in zip(window.names, values, strict=True):
+            got = out["features"][name]
+            if math.isnan(value):
+                assert got is None, name
+                nulls += 1
+            else:
+                assert got == value, name
+    batch = mf.compute_features(bars, label=None, dropna=False).iloc[window.size - 1 :]
+    cols = mf.feature_columns(batch)
+    is_null = np.array([[o["features"][c] is None for c in cols] for o in emitted])
+    np.testing.assert_array_equal(is_null, batch[cols].isna().to_numpy())
+    assert nulls > 100 and {c for c in cols if batch[c].isna().any()} == {
+        f"volume_{kind}_{w}" for kind in ("ratio", "z") for w in (6, 24)
+    }
+
+
+def _item_files(folder: Path, target: Path) -> Path:
+    """The files a private hub's cache or an exported function holds: item.yaml and the code
+    files item.yaml lists, nothing else (no __init__.py)."""
+    fn = import_function("hub://market_features:1.2")
+    target.mkdir(parents=True)
+    for name in ("item.yaml", *fn.spec.code_files):
+        shutil.copy(folder / name, target / name)
+    return target
+
+
+def test_the_item_imports_its_files_from_a_copy_outside_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, klines: pd.DataFrame
+) -> None:
+    """A cached or private copy is imported by path, not as a package, and a deployed function's
+    handler module is top-level: batch.py, incremental.py and klines.py (which import each other)
+    still load, from beside market_features.py, and give the bundled module's results."""
+    bundled = import_function("hub://market_features:1.2").folder
+    copy = _item_files(bundled, tmp_path / "hub" / "market_features" / "1.2.0")
+    exported = import_function("hub://market_features:1.2").export(tmp_path / "fn")
+    assert {p.name for p in exported.glob("*.py")} == {p.name for p in copy.glob("*.py")}
+    modules = [
+        Hub([tmp_path / "hub"], bundled=False).import_function("hub://market_features:1.2.0").module(),
+        import_file(exported / "market_features.py", "market_features_exported_test"),
+    ]  # fmt: skip
+    bars = mf.bars_from_klines(klines.iloc[:400])
+    expected = mf.compute_features(bars, interval="1m")
+    ctx = started(monkeypatch)
+    want = [mf.handler(ctx, Event(e)) for e in _events(bars)]
+    for module, folder in zip(modules, (copy, exported), strict=True):
+        assert not module.__name__.startswith(("tickrun.hub.items", "hub.items"))
+        for sibling in (module.batch, module.incremental, module.klines):
+            assert Path(sibling.__file__).parent == folder.resolve()
+        # the files' imports of each other resolve in the copy, not in the bundled package
+        assert module.klines.IncrementalFeatures is module.IncrementalFeatures
+        assert module.IncrementalFeatures is not mf.IncrementalFeatures
+        for name in ("compute_features", "feature_columns", "bars_from_klines", "FeatureWindow",
+                     "handler", "init_context", "featurize", "lookback", "parse_windows"):  # fmt: skip
+            assert getattr(module, name).__module__.startswith(module.__name__), name
+        pd.testing.assert_frame_equal(module.compute_features(bars, interval="1m"), expected)
+        ctx = type("Ctx", (), {})()
+        ctx.user_data = type("UserData", (), {})()
+        ctx.logger = started(monkeypatch).logger
+        module.init_context(ctx)
+        got = [module.handler(ctx, Event(e)) for e in _events(bars)]
+        assert got == want and sum(o is not None for o in got) == len(bars) - 72
