@@ -58,7 +58,7 @@ test: $(STAMP) peers pkgview
 
 # Benchmarks print tickrun beside a baseline measured in the same run. The MLflow baselines
 # (tracking, serving) run MLflow from its own venv so its pins never touch tickrun's.
-BENCHES ?= http kafka tracking deploy serving train
+BENCHES ?= http kafka tracking deploy serving train features pipeline
 MLFLOW_VENV ?= .venv-mlflow
 
 $(MLFLOW_VENV)/.installed:
