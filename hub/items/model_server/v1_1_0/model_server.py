@@ -15,7 +15,8 @@ file) once per worker. Requests:
   streaming output) → ``{"symbol", "open_time", "close", "probability", "signal"}``, which the
   trigger produces to its ``outputTopic``. ``probability`` is P(class 1); ``signal`` is 1 when it
   is above ``SIGNAL_THRESHOLD`` (0.5), -1 when below ``SHORT_THRESHOLD`` (unset: never), else 0.
-  A message that is not one raises ``ValueError``: the trigger retries, then dead-letters it.
+  A message that is not one raises ``ValueError``: the trigger retries, then dead-letters it;
+  so does one with a non-finite feature (a null feature is read as NaN).
 
 Why it is fast: rows go straight into a float64 matrix in the model's feature order (no pandas
 per request), scikit-learn is called on that matrix with its per-call validation relaxed (the
@@ -582,7 +583,10 @@ def score_features(server: ModelServer, rule: SignalRule, body: Any) -> dict[str
         symbol, open_time, close = str(body["symbol"]), int(body["open_time"]), body["close"]
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a features message: bad or missing {exc}") from exc
-    rows = _rows_from_records([body["features"]], features)
+    # market_features 1.2 sends a NaN/inf feature as null (strict JSON): NaN again, so every
+    # model path refuses it as non-finite, as it refused a JSON NaN.
+    row = _rows_from_records([body["features"]], features)[0]
+    rows = [[math.nan if v is None else v for v in row]]
     _labels, probabilities = server.predict(rows, proba=True)
     if probabilities is None:
         raise ValueError("this model gives no probabilities")

@@ -4,6 +4,8 @@ shape) → probability and signal equal to the model object's predict_proba and 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 from types import SimpleNamespace
 from typing import Any
 
@@ -110,3 +112,26 @@ def test_http_still_answers_as_in_1_0(data) -> None:
     )
     out = asyncio.run(ms.handler(ctx, event))
     assert out["predictions"] == model.predict(x.iloc[:3]).tolist()
+
+
+@pytest.mark.parametrize("kind", ["pipeline-lr", "xgb"])
+def test_a_null_feature_is_read_as_nan(data, kind: str) -> None:
+    """market_features 1.2 sends a NaN feature as null (strict JSON): the server reads it as
+    NaN, so the message is refused as non-finite on every model path, as a JSON NaN is."""
+    frame, x = data
+    model = (
+        make_pipeline(StandardScaler(), LogisticRegression()).fit(x, frame["label"])
+        if kind == "pipeline-lr"
+        else XGBClassifier(n_estimators=20, max_depth=3).fit(x, frame["label"])
+    )
+    server = ms.ModelServer(ms.Predictor(model, list(x.columns)))
+    assert server.predictor.row_scorer is not None  # the one-row path a Kafka message takes
+    rule = ms.SignalRule()
+    message = _message(frame, x, 5)
+    assert _kafka(server, json.dumps(message, allow_nan=False).encode(), rule)["probability"] > 0
+    name = "volume_ratio_6"
+    null = {**message, "features": {**message["features"], name: None}}
+    nan = {**message, "features": {**message["features"], name: math.nan}}
+    for body in (json.dumps(null, allow_nan=False).encode(), null, nan):
+        with pytest.raises(ValueError, match=r"finite numbers \(no NaN/inf\)"):
+            _kafka(server, body, rule)
