@@ -14,7 +14,7 @@ import pytest
 from tickrun.hub import import_function
 
 bt = import_function("hub://backtest:1.2").module()
-mf = import_function("hub://market_features:1.1").module()
+mf = import_function("hub://market_features:1.2").module()
 
 CONTRACT = ("sharpe", "periods_per_year", "n_periods", "returns_skew", "returns_kurtosis")
 

@@ -21,7 +21,7 @@ from tickrun.hub import import_function
 from tickrun.hub.sampledata import market_data
 
 ms = import_function("hub://model_server:1.1").module()
-mf = import_function("hub://market_features:1.1").module()
+mf = import_function("hub://market_features:1.2").module()
 
 
 @pytest.fixture(scope="module")
