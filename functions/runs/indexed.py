@@ -3,10 +3,11 @@ per index, as a Kubernetes indexed Job's pods are (``JOB_COMPLETION_INDEX``).
 
 The launcher's side, :class:`IndexedRun`, records everything before any index starts: a plain
 run as ``created``; a sweep's parent as ``running`` (with its heartbeat) and every iteration as
-``created`` (:class:`~.hyper.QueuedIterations` keeps them alive while they wait for a node). It
-then watches the run DB: it prints each iteration's end as a local sweep does, stops the queue
-when the stop condition is met, and concludes the sweep with :func:`~.sweepresult.conclude`
-(the best iteration by the selector, the iterations' table and plot), as ``run_sweep`` does.
+``created`` (:class:`~.sweepframe.QueuedIterations` keeps them alive while they wait for a
+node). It then watches the run DB: it prints each iteration's end as a local sweep does, stops
+the queue when the stop condition is met, and concludes the sweep with
+:func:`~.sweepresult.conclude` (the best iteration by the selector, the iterations' table and
+plot), as ``run_sweep`` does.
 
 The worker's side, :func:`main`, runs one recorded index: index ``i`` is iteration ``i + 1`` of
 a sweep, or the plain run itself. An index whose record has already ended (the stop condition
@@ -31,11 +32,12 @@ from ..artifacts import ArtifactStore, open_store
 from ..errors import BadRequestError, TickrunError
 from .db import RunDB, open_db
 from .execution import RunEnv, execute, make_inputs
-from .hyper import QueuedIterations, expand, new_children, parse_condition, progress_line
+from .hyper import expand, parse_condition
 from .plugins import JobRequest, configure_job_logging, parse_job_request
 from .records import ArtifactRecord, RunBatch, RunRecord, RunState
 from .runner import new_record, resolve_handler
 from .settings import TrackingSettings
+from .sweepframe import QueuedIterations, new_children, progress_line
 from .sweepresult import conclude, parse_selector
 from .tracker import RunTracker
 

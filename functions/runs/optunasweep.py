@@ -30,8 +30,6 @@ from __future__ import annotations
 import collections
 import functools
 import logging
-import sys
-import time
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -40,20 +38,13 @@ from ..artifacts import ArtifactStore
 from ..errors import BadRequestError
 from .context import RunContext
 from .db.base import RunDB
-from .execution import RunEnv, execute, make_inputs
-from .hyper import (
-    DEFAULT_RANDOM_ITERATIONS,
-    QueuedIterations,
-    failed_iteration,
-    loadable,
-    new_children,
-    parse_condition,
-    progress_line,
-)
-from .pool import IterationPool, IterationTask
+from .execution import RunEnv
+from .hyper import DEFAULT_RANDOM_ITERATIONS, parse_condition
+from .pool import IterationTask
 from .records import ArtifactRecord, RunRecord, RunState
 from .runobject import RunObject
-from .sweepresult import VALIDATION, conclude, objective, parse_selector
+from .sweepframe import SweepFrame, new_children, pool_usable
+from .sweepresult import VALIDATION, objective, parse_selector
 from .tracker import RunTracker
 from .trials import reporting
 
@@ -246,121 +237,68 @@ def run_optuna(
     if strategy != STRATEGY:
         raise BadRequestError(f"run_optuna runs strategy {STRATEGY}, not {strategy}")
     space = search_space(hyperparams)
-    use_pool = parallel > 1 and env.db is not None and loadable(ref)
+    use_pool = pool_usable(parallel, env, ref)
     n = max_iterations or DEFAULT_RANDOM_ITERATIONS
     search = Search(selector, space, seed, parallel if use_pool else 1, n)
     stop = parse_condition(stop_condition) if stop_condition else None
     parent.labels.setdefault("hyper.strategy", STRATEGY)
     if seed is not None:
         parent.labels.setdefault("hyper.seed", str(seed))
-    tracker = RunTracker(
-        db,
+    frame = SweepFrame(
         parent,
-        flush_interval_s=env.flush_interval_s,
-        heartbeat_interval_s=env.heartbeat_interval_s,
+        new_children(parent, [{} for _ in range(n)]),  # parameters: asked at the start
+        inputs,
+        db=db,
+        store=store,
+        env=env,
+        ref=ref,
+        selector=selector,
+        stop=stop,
+        parallel=parallel,
+        use_pool=use_pool,
+        progress=progress,
+        unit="trials",
+        log_each=False,
     )
-    tracker.start()
-    children = new_children(parent, [{} for _ in range(n)])  # parameters: asked at the start
-    queued = QueuedIterations(db, children, env.heartbeat_interval_s)
-    queued.start()
-    if parallel > 1 and not use_pool:
-        logger.warning(
-            "running trials one at a time: the handler or the run DB cannot be opened in a "
-            "worker process",
-            extra={"handler": ref},
-        )
-    done: list[RunRecord] = []
-    arts: dict[int, list[ArtifactRecord]] = {}
-    t0 = time.monotonic()
 
-    def finished(rec: RunRecord, a: list[ArtifactRecord]) -> bool:
-        done.append(rec)
-        arts[rec.iteration] = a
-        if progress:
-            line = progress_line(rec, done, n, selector, time.monotonic() - t0)
-            print(line, file=sys.stderr, flush=True)
-        return bool(stop and rec.state is RunState.COMPLETED and stop(rec.results))
-
-    pool = IterationPool() if use_pool else None
-    try:
-        if pool is not None:
-            _run_batches(children, queued, search, pool, ref, inputs, env, db, parallel, finished)
-            pool.close()
-        else:
-            items = make_inputs(inputs, db, env.s3, env.artifact_roots)
-            for child in children:
-                search.ask(child)
-                queued.take(child)
-                with reporting(functools.partial(search.report, child)):
-                    rec, a = execute(
-                        fn,
-                        child,
-                        db=db,
-                        store=store,
-                        inputs=items,
-                        flush_interval_s=env.flush_interval_s,
-                        heartbeat_interval_s=env.heartbeat_interval_s,
-                        roots=env.artifact_roots,
-                    )
-                search.tell(rec)
-                if finished(rec, a):
-                    break
-        queued.close("not run: the sweep's stop condition was met")
+    def own(tracker: RunTracker) -> list[ArtifactRecord]:
         tracker.set_results({"pruned_iterations": search.pruned})
-        own = study_plots(search.study, RunContext(tracker, store), search.target)
-        return conclude(tracker, store, done, arts, selector, db, env, own=own)
-    except BaseException as exc:
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        if pool is not None:
-            running = pool.running()
-            pool.close(grace_s=2.0 if interrupted else 0.0)
-            for child in running:
-                failed_iteration(
-                    db, child, f"the sweep stopped ({type(exc).__name__})", RunState.ABORTED
-                )
-        queued.close("not run: the sweep was " + ("interrupted" if interrupted else "stopped"))
-        state = RunState.ABORTED if interrupted else RunState.ERROR
-        tracker.finish(state, f"sweep failed: {type(exc).__name__}: {exc}"[:2000])
-        raise
+        return study_plots(search.study, RunContext(tracker, store), search.target)
+
+    with frame.guard():
+        if use_pool:
+            _run_batches(frame, search, ref, parallel)
+        else:
+            items = frame.local_inputs()
+            for child in frame.children:
+                search.ask(child)
+                with reporting(functools.partial(search.report, child)):
+                    rec, a = frame.execute(fn, child, items)
+                search.tell(rec)
+                if frame.finished(rec, a):
+                    break
+        return frame.conclude(own)
 
 
-def _run_batches(
-    children: list[RunRecord],
-    queued: QueuedIterations,
-    search: Search,
-    pool: IterationPool,
-    ref: str,
-    inputs: dict[str, Any],
-    env: RunEnv,
-    db: RunDB,
-    parallel: int,
-    finished: Callable[[RunRecord, list[ArtifactRecord]], bool],
-) -> None:
-    str_inputs = {k: getattr(v, "url", str(v)) for k, v in inputs.items()}
-    waiting = collections.deque(children)
+def _run_batches(frame: SweepFrame, search: Search, ref: str, parallel: int) -> None:
+    inputs = frame.worker_inputs()
+    waiting = collections.deque(frame.children)
     stopped = False
-    while waiting and not stopped:
-        batch = [waiting.popleft() for _ in range(min(parallel, len(waiting)))]
-        for child in batch:
-            search.ask(child)
-            queued.take(child)
-            pool.submit(IterationTask(ref, child, str_inputs, env, reports=True))
-        ended: list[RunRecord] = []
-        while pool.busy:
-            for child, outcome in pool.wait(on_report=search.report):
-                if isinstance(outcome, str):
-                    logger.error(
-                        "iteration failed",
-                        extra={"uid": child.uid, "iteration": child.iteration, "error": outcome},
-                    )
-                    rec = failed_iteration(db, child, outcome)
-                    a: list[ArtifactRecord] = []
-                else:
-                    rec, a = outcome
-                ended.append(rec)
-                stopped = finished(rec, a) or stopped
-        for rec in sorted(ended, key=lambda r: r.iteration):  # the same history every time
-            search.tell(rec)
+    with frame.pool() as pool:
+        while waiting and not stopped:
+            batch = [waiting.popleft() for _ in range(min(parallel, len(waiting)))]
+            for child in batch:
+                search.ask(child)
+                frame.queued.take(child)
+                pool.submit(IterationTask(ref, child, inputs, frame.env, reports=True))
+            ended: list[RunRecord] = []
+            while pool.busy:
+                for child, outcome in pool.wait(on_report=search.report):
+                    rec, a = frame.ended(child, outcome)
+                    ended.append(rec)
+                    stopped = frame.finished(rec, a) or stopped
+            for rec in sorted(ended, key=lambda r: r.iteration):  # the same history every time
+                search.tell(rec)
 
 
 def study_plots(study: Study, ctx: RunContext, target: str = "objective") -> list[ArtifactRecord]:
