@@ -137,23 +137,51 @@ def _fmt(x: float) -> str:
     return f"{x:.8f}".rstrip("0").rstrip(".") or "0"
 
 
-def kline_event(kline: Kline, *, interval: str = "1m") -> dict[str, Any]:
-    """The closed bar as Binance's websocket kline event."""
+def _event(
+    kline: Kline,
+    interval: str,
+    *,
+    at: int,
+    high: str,
+    low: str,
+    close: str,
+    volume: str,
+    trades: int,
+    closed: bool,
+) -> dict[str, Any]:
+    """A websocket kline event of ``kline``'s bar sent at ``at`` (ms), with the bar's figures so
+    far: a closed bar's or an unclosed update's."""
     k: dict[str, Any] = {
         "t": kline.open_time,
         "T": kline.close_time,
         "s": kline.symbol,
         "i": interval,
         "o": kline.open,
-        "h": kline.high,
-        "l": kline.low,
-        "c": kline.close,
-        "v": kline.volume,
-        "n": kline.trades,
-        "x": True,
+        "h": high,
+        "l": low,
+        "c": close,
+        "v": volume,
+        "n": trades,
+        "x": closed,
     }
-    k.update(dict(kline.extra))
-    return {"e": "kline", "E": kline.close_time + 1, "s": kline.symbol, "k": k}
+    return {"e": "kline", "E": at, "s": kline.symbol, "k": k}
+
+
+def kline_event(kline: Kline, *, interval: str = "1m") -> dict[str, Any]:
+    """The closed bar as Binance's websocket kline event."""
+    event = _event(
+        kline,
+        interval,
+        at=kline.close_time + 1,
+        high=kline.high,
+        low=kline.low,
+        close=kline.close,
+        volume=kline.volume,
+        trades=kline.trades,
+        closed=True,
+    )
+    event["k"].update(dict(kline.extra))
+    return event
 
 
 def partial_events(kline: Kline, count: int, *, interval: str = "1m") -> list[dict[str, Any]]:
@@ -168,20 +196,19 @@ def partial_events(kline: Kline, count: int, *, interval: str = "1m") -> list[di
     for j in range(1, count + 1):
         f = j / (count + 1)
         price = o + (c - o) * f
-        k: dict[str, Any] = {
-            "t": kline.open_time,
-            "T": kline.close_time,
-            "s": kline.symbol,
-            "i": interval,
-            "o": kline.open,
-            "h": _fmt(max(o, price)),
-            "l": _fmt(min(o, price)),
-            "c": _fmt(price),
-            "v": _fmt(v * f),
-            "n": int(kline.trades * f),
-            "x": False,
-        }
-        out.append({"e": "kline", "E": kline.open_time + int(span * f), "s": kline.symbol, "k": k})
+        out.append(
+            _event(
+                kline,
+                interval,
+                at=kline.open_time + int(span * f),
+                high=_fmt(max(o, price)),
+                low=_fmt(min(o, price)),
+                close=_fmt(price),
+                volume=_fmt(v * f),
+                trades=int(kline.trades * f),
+                closed=False,
+            )
+        )
     return out
 
 
