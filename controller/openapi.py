@@ -56,6 +56,15 @@ def _op(
     return op
 
 
+def _registry_paths() -> dict[str, Any]:
+    """The model registry's routes, mounted with the runs API when tracking is installed."""
+    try:
+        from tickrun.functions.runs import registry_api
+    except ImportError:
+        return {}
+    return registry_api.openapi_paths(_op, _json)
+
+
 def document() -> dict[str, Any]:
     deploy = {"$ref": "#/components/schemas/DeployRequest"}
     accepted = _json(
@@ -266,6 +275,7 @@ def document() -> dict[str, Any]:
         },
     }
     paths.update(secrets_api.openapi_paths(_op, _json))
+    paths.update(_registry_paths())
     schemas: dict[str, Any] = {
         "Error": {
             "type": "object",

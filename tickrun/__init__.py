@@ -12,7 +12,20 @@ from typing import Any
 from tickrun.functions.errors import TickrunError
 
 __version__ = "0.1.0"
-__all__ = ["TickrunError", "__version__", "import_function"]
+# The model registry (tickrun.functions.runs.registry), imported on first use.
+_REGISTRY = (
+    "delete_alias",
+    "delete_model_version",
+    "get_model_version",
+    "get_registered_model",
+    "list_model_versions",
+    "list_models",
+    "register_model",
+    "resolve_model_uri",
+    "search_model_versions",
+    "set_alias",
+)
+__all__ = ["TickrunError", "__version__", "import_function", *_REGISTRY]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,4 +34,8 @@ def __getattr__(name: str) -> Any:
         from tickrun.hub import import_function
 
         return import_function
+    if name in _REGISTRY:
+        from tickrun.functions.runs import registry
+
+        return getattr(registry, name)
     raise AttributeError(f"module 'tickrun' has no attribute {name!r}")

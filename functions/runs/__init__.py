@@ -39,6 +39,19 @@ if TYPE_CHECKING:
         parse_store_uri,
         store_uri,
     )
+    from .registry import (
+        delete_alias,
+        delete_model_version,
+        get_model_version,
+        get_registered_model,
+        list_model_versions,
+        list_models,
+        register_model,
+        resolve_model_uri,
+        search_model_versions,
+        set_alias,
+    )
+    from .registry_records import ModelVersion, RegisteredModel
     from .runner import run_function
     from .runobject import RunObject
     from .settings import TrackingSettings
@@ -49,6 +62,8 @@ __all__ = [
     "DataItem",
     "HttpRunDB",
     "ModelInfo",
+    "ModelVersion",
+    "RegisteredModel",
     "RunBatch",
     "RunContext",
     "RunDB",
@@ -57,12 +72,35 @@ __all__ = [
     "RunState",
     "SqlRunDB",
     "TrackingSettings",
+    "delete_alias",
+    "delete_model_version",
+    "get_model_version",
+    "get_registered_model",
+    "list_model_versions",
+    "list_models",
     "load_model",
     "open_db",
     "parse_store_uri",
+    "register_model",
+    "resolve_model_uri",
     "run_function",
+    "search_model_versions",
+    "set_alias",
     "store_uri",
 ]
+
+REGISTRY_NAMES = (
+    "delete_alias",
+    "delete_model_version",
+    "get_model_version",
+    "get_registered_model",
+    "list_model_versions",
+    "list_models",
+    "register_model",
+    "resolve_model_uri",
+    "search_model_versions",
+    "set_alias",
+)
 
 # Lazy exports: `tickrun --help` and the CLI's argument parsing must not pay for SQLAlchemy,
 # pandas or the minio client; the first use of a name imports its module.
@@ -83,6 +121,9 @@ _EXPORTS = {
     "ModelInfo": ".models",
     "load_model": ".models",
     "run_function": ".runner",
+    "ModelVersion": ".registry_records",
+    "RegisteredModel": ".registry_records",
+    **dict.fromkeys(REGISTRY_NAMES, ".registry"),
     "RunObject": ".runobject",
     "TrackingSettings": ".settings",
 }

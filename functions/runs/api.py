@@ -9,6 +9,8 @@
 ``GET  /api/artifacts/{project}/{uid}/{iteration}/{key}``  one artifact record
 =========================================  ====================================================
 
+The model registry's routes (``/api/models``…) are mounted with these: registry_api.py.
+
 Authentication is the controller's middleware; these handlers only validate and store. The DB
 calls are blocking (SQLAlchemy), so they run in a thread, off the event loop. An artifact record
 whose ``target`` lies outside the configured artifact stores (:class:`ArtifactRoots`) is refused
@@ -28,6 +30,7 @@ from pydantic import ValidationError
 from ..artifacts.targets import ArtifactRoots, ArtifactTargetError
 from ..errors import BadRequestError, BodyTooLargeError, TickrunError
 from ..queryparams import int_param
+from . import registry_api
 from .db.base import RunDB
 from .records import RunBatch
 from .settings import TrackingSettings
@@ -174,3 +177,5 @@ def add_routes(app: web.Application, db: RunDB, roots: ArtifactRoots | None = No
     r.add_get("/api/runs/{uid}", get_run)
     r.add_get("/api/artifacts", list_artifacts)
     r.add_get("/api/artifacts/{project}/{uid}/{iteration}/{key}", get_artifact)
+    # The model registry lives in the same run DB: /api/models, /api/model-versions.
+    registry_api.add_routes(app, db)

@@ -1,4 +1,5 @@
-"""``tickrun run``, ``tickrun get runs|run|artifacts``, ``tickrun artifact download``."""
+"""``tickrun run``, ``tickrun get runs|run|artifacts``, ``tickrun artifact download`` (and
+``tickrun models …``, registry_cli.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 
 from ..errors import BadRequestError, NotFoundError
 from ..settings import ARTIFACT_PATH, CONTROLLER_URL
+from . import registry_cli
 from .plugins import JobRequest, job_launcher
 
 if TYPE_CHECKING:
@@ -47,7 +49,8 @@ def register(sub: Any, get: Any) -> None:
         action="append",
         default=[],
         metavar="NAME=URI",
-        help="an input: a local path, s3://bucket/key or store://project/uid/key",
+        help="an input: a local path, s3://bucket/key, store://project/uid/key or "
+        "models:/name/version|models:/name@alias",
     )
     p.add_argument(
         "--hyper",
@@ -143,6 +146,8 @@ def register(sub: Any, get: Any) -> None:
     d.add_argument("uri")
     d.add_argument("-o", "--output", help="file or folder to write (default: ./<name>)")
     d.set_defaults(func=_download)
+
+    registry_cli.register(sub)
 
 
 # -- parsing -----------------------------------------------------------------------------------

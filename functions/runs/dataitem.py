@@ -1,5 +1,7 @@
 """Inputs as data items: one object over a local file, an ``s3://`` object or an earlier run's
-artifact (``store://<project>/<run uid>[/<iteration>]/<key>``).
+artifact (``store://<project>/<run uid>[/<iteration>]/<key>``, or a registered model version
+``models:/<name>/<version>``, ``models:/<name>@<alias>``, ``models:/<name>/latest``, which the
+run DB's model registry maps to its ``store://`` artifact).
 
 A ``store://`` item's target comes from a run record, which whoever can write the run DB chose;
 it is read only when it lies in one of the configured artifact stores (:class:`ArtifactRoots`),
@@ -23,11 +25,13 @@ from ..artifacts.base import CHUNK_BYTES, ArtifactNotFoundError, ArtifactStore
 from ..artifacts.targets import ArtifactRoots
 from ..errors import BadRequestError
 from .records import STORE_SCHEME, ArtifactRecord, parse_store_uri
+from .registry_records import MODEL_SCHEME, parse_model_uri
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from .db.base import RunDB
+    from .registry_records import ModelVersion
 
 # The stores of the run being executed: a handler's own load_model / DataItem calls check
 # store:// targets against the run's stores (which may be an explicit artifact_path).
@@ -89,7 +93,10 @@ class DataItem:
         self._db = db
         self._s3 = s3
         self._meta = meta
-        self._target: str | None = None if self.url.startswith(STORE_SCHEME) else self.url
+        tracked = self.url.startswith((STORE_SCHEME, MODEL_SCHEME))
+        self._target: str | None = None if tracked else self.url
+        # The registered version a models:/ item resolved to (None for other items).
+        self.model_version: ModelVersion | None = None
         if meta is not None:
             self._target = meta.target
         self._local: Path | None = None
@@ -102,7 +109,7 @@ class DataItem:
 
     @property
     def meta(self) -> ArtifactRecord | None:
-        """The artifact record, for ``store://`` items."""
+        """The artifact record, for ``store://`` and ``models:/`` items."""
         self._resolve()
         return self._meta
 
@@ -113,11 +120,21 @@ class DataItem:
 
     def _resolve(self) -> str:
         if self._target is None:
-            project, uid, iteration, key = parse_store_uri(self.url)
+            uri = self.url
+            # A malformed URI fails before any DB is opened.
+            registered = uri.startswith(MODEL_SCHEME)
+            if registered:
+                parse_model_uri(uri)
+            else:
+                parse_store_uri(uri)
             if self._db is None:
                 from .db import open_db
 
                 self._db = open_db()
+            if registered:
+                self.model_version = self._db.registry().resolve(uri)
+                uri = self.model_version.model_uri
+            project, uid, iteration, key = parse_store_uri(uri)
             rec = self._db.get_artifact(project, uid, iteration, key)
             if self._roots is None:
                 self._roots = default_roots()

@@ -13,6 +13,7 @@ from ..artifacts import ArtifactRoots, S3Settings
 from ..errors import BadRequestError
 from .dataitem import DataItem
 from .records import STORE_SCHEME, ArtifactKind
+from .registry_records import MODEL_SCHEME
 from .serialize import load_model_file
 
 if TYPE_CHECKING:
@@ -32,6 +33,9 @@ class ModelInfo(BaseModel):
     extra_data: dict[str, str] = Field(default_factory=dict)
     sha256: str = ""
     labels: dict[str, str] = Field(default_factory=dict)
+    registry_uri: str | None = Field(
+        default=None, description="models:/<name>/<version> when loaded through the registry"
+    )
 
 
 def load_model(
@@ -41,7 +45,9 @@ def load_model(
     s3: S3Settings | None = None,
     roots: ArtifactRoots | None = None,
 ) -> tuple[Any, ModelInfo]:
-    """(model, info) for ``store://project/uid[/iteration]/key``, an ``s3://`` or local file.
+    """(model, info) for ``store://project/uid[/iteration]/key``, a registered version
+    (``models:/name/3``, ``models:/name@champion``, ``models:/name/latest``), an ``s3://`` or
+    local file.
 
     scikit-learn models are joblib pickles: load only models from a store you trust. A
     ``store://`` model must lie in ``roots`` (default: the configured artifact stores, or the
@@ -50,7 +56,7 @@ def load_model(
     item = DataItem(uri, db=db, s3=s3, roots=roots)
     meta: dict[str, Any] = {}
     sha, labels = "", {}
-    if uri.startswith(STORE_SCHEME):
+    if uri.startswith((STORE_SCHEME, MODEL_SCHEME)):
         rec = item.meta
         if rec is None or rec.kind is not ArtifactKind.MODEL:
             raise BadRequestError(f"{uri} is a {rec.kind.value if rec else '?'}, not a model")
@@ -77,5 +83,6 @@ def load_model(
         extra_data=meta.get("extra_data") or {},
         sha256=sha,
         labels=labels,
+        registry_uri=item.model_version.uri if item.model_version else None,
     )
     return model, info

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from ...processes import pid_alive
 from ..records import ArtifactRecord, RunBatch, RunRecord, RunState
+from .registry_base import ModelRegistry
 
 HOST = socket.gethostname()
 
@@ -97,6 +98,12 @@ class RunDB(ABC):
     @abstractmethod
     def mark_stale(self, now: float | None = None) -> list[RunRecord]:
         """Mark runs whose process died (or went silent) aborted; return the ones marked."""
+
+    def registry(self) -> ModelRegistry:
+        """The model registry kept in this run DB (``models:/`` URIs resolve through it)."""
+        from ...errors import StoreError
+
+        raise StoreError(f"{type(self).__name__} keeps no model registry")
 
     def locator(self) -> DbLocator | None:
         """How to reopen this DB in another process; None if it cannot be."""

@@ -1,4 +1,5 @@
-"""The run DB as a client of the controller's REST API (``/api/runs``, ``/api/artifacts``).
+"""The run DB as a client of the controller's REST API (``/api/runs``, ``/api/artifacts``,
+and the model registry's ``/api/models``).
 
 Stdlib ``http.client`` (one keep-alive connection per thread); the bearer token is sent in a
 header and never appears in errors or logs.
@@ -12,9 +13,18 @@ import threading
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from ...errors import AuthError, BadRequestError, NotFoundError, StoreError, TickrunError
+from ...errors import (
+    AuthError,
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    StoreError,
+    TickrunError,
+)
 from ..records import ArtifactRecord, RunBatch, RunRecord
 from .base import DbLocator, RunDB
+from .registry_base import ModelRegistry
+from .registry_http import HttpModelRegistry
 
 
 class HttpRunDB(RunDB):
@@ -32,6 +42,9 @@ class HttpRunDB(RunDB):
 
     def locator(self) -> DbLocator:
         return DbLocator("http", self.url, self._token)
+
+    def registry(self) -> ModelRegistry:
+        return HttpModelRegistry(self._request)
 
     def _conn(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
@@ -154,4 +167,6 @@ def _error(status: int, raw: bytes, url: str) -> TickrunError:
         return AuthError(f"the controller at {url} refused the token: {msg}")
     if status == 400:
         return BadRequestError(msg)
+    if status == 409:
+        return ConflictError(msg)
     return StoreError(f"the controller at {url} failed: {msg}")

@@ -1,9 +1,10 @@
 """The run DB on SQLAlchemy: a SQLite file (WAL) locally, the controller's DB URL on a server
 (PostgreSQL through psycopg 3).
 
-Two tables of our own, ``tickrun_runs`` and ``tickrun_artifacts``, created idempotently (under
-a lock on PostgreSQL: a sweep's iterations open the DB together). Each row keeps the full
-record as JSON beside the columns we filter on, so the record can grow without migrations.
+Two tables of our own, ``tickrun_runs`` and ``tickrun_artifacts`` (plus the model registry's,
+``registry_sql.py``), created idempotently (under a lock on PostgreSQL: a sweep's iterations
+open the DB together; a DB made before a table existed gains it on its next open). Each row keeps
+the full record as JSON beside the columns we filter on, so the record can grow without migrations.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from ...errors import NotFoundError, StoreError
 from ..records import ArtifactRecord, RunBatch, RunRecord, RunState
 from .base import DbLocator, RunDB, merge_incoming, stale_reason
+from .registry_base import ModelRegistry
+from .registry_sql import SqlModelRegistry, registry_metadata
 from .sqlengine import create_sql_engine, lock_schema, reason, safe_url
 
 metadata = MetaData()
@@ -117,6 +120,7 @@ class SqlRunDB(RunDB):
             with engine.begin() as conn:
                 lock_schema(conn, "run-db")
                 metadata.create_all(conn, checkfirst=True)
+                registry_metadata.create_all(conn, checkfirst=True)
         except (SQLAlchemyError, OSError) as exc:
             engine.dispose()
             raise StoreError(
@@ -126,6 +130,10 @@ class SqlRunDB(RunDB):
 
     def locator(self) -> DbLocator:
         return DbLocator("sql", self.url)
+
+    def registry(self) -> ModelRegistry:
+        # Made per call, not kept: a SqlRunDB stays picklable (no closure in its state).
+        return SqlModelRegistry(lambda: self.engine, self)
 
     def close(self) -> None:
         with self._lock:
