@@ -1,14 +1,17 @@
 """The SQL run DB on a real PostgreSQL server: the contract SQLite passes
-(tests/support/rundb_contract.py), and errors that never show the URL's password."""
+(tests/support/rundb_contract.py, and the model registry's, tests/support/registry_contract.py),
+and errors that never show the URL's password."""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from pathlib import Path
 
 import pytest
 
 from tests.peers.postgres import PostgresServer
+from tests.support import registry_contract
 from tests.support.rundb_contract import CHECKS, Check, opened, rec
 from tickrun.controller.store import Store
 from tickrun.functions.errors import StoreError
@@ -24,6 +27,16 @@ def fresh_database(postgres: PostgresServer) -> str:
 @pytest.mark.parametrize("check", CHECKS, ids=[c.__name__ for c in CHECKS])
 def test_run_db_contract_on_postgres(check: Check, postgres: PostgresServer) -> None:
     check(fresh_database(postgres))
+
+
+@pytest.mark.parametrize(
+    "check", registry_contract.CHECKS, ids=[c.__name__ for c in registry_contract.CHECKS]
+)
+def test_model_registry_contract_on_postgres(
+    check: registry_contract.Check, postgres: PostgresServer, tmp_path: Path
+) -> None:
+    with opened(fresh_database(postgres)) as db:
+        check(db, str(tmp_path / "store"))
 
 
 def test_runs_sit_beside_the_controllers_tables(postgres: PostgresServer) -> None:
