@@ -249,3 +249,37 @@ def concurrent_registrations_take_distinct_numbers(db: RunDB, store: str) -> Non
         t.join()
     assert not errors, errors
     assert sorted(got) == list(range(1, 13))
+
+
+@contract
+def readers_never_see_an_alias_half_moved(db: RunDB, store: str) -> None:
+    """An alias flipped back and forth while others resolve it: every read names one of the two
+    versions, none fails (the move is one row updated in one transaction)."""
+    reg = db.registry()
+    uris = [logged_model(db, store, f"r{i}") for i in (1, 2)]
+    register(db, uris[0], "m", aliases=["champion"])
+    register(db, uris[1], "m")
+    done = threading.Event()
+    seen: list[str] = []
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            while not done.is_set():
+                seen.append(reg.resolve_uri("models:/m@champion"))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    for t in readers:
+        t.start()
+    try:
+        for i in range(20):
+            reg.set_alias("m", "champion", 2 - i % 2)
+    finally:
+        done.set()
+        for t in readers:
+            t.join()
+    assert not errors, errors[:3]
+    assert seen and set(seen) <= set(uris)
+    assert reg.resolve_uri("models:/m@champion") == uris[0]
