@@ -138,7 +138,14 @@ def lineage_is_recorded_with_every_version(db: RunDB, store: str) -> None:
         "code.hash": "c0de",
         "requirements.lock": "xgboost==2.1.0",
     }
-    inputs = {"dataset": data.uri, "raw": "/data/bars.csv", "gone": "store://p/none/x"}
+    base = logged_model(db, store, "base")
+    register(db, base, "base", aliases=["champion"])
+    inputs = {
+        "dataset": data.uri,
+        "raw": "/data/bars.csv",
+        "gone": "store://p/none/x",
+        "base": "models:/base@champion",
+    }
     uri = logged_model(db, store, "trained", inputs=inputs, labels=labels)
     mv = db.registry().register(
         RegisterRequest(model_uri=uri, name="m", description="first", tags={"stage": "dev"})
@@ -163,6 +170,9 @@ def lineage_is_recorded_with_every_version(db: RunDB, store: str) -> None:
     assert by_name["dataset"].target == data.target
     assert by_name["raw"].uri == "/data/bars.csv" and by_name["raw"].sha256 == ""
     assert by_name["gone"].kind == "", "a missing input is kept as the run gave it"
+    base_version = db.registry().get_version("base", 1)
+    assert (by_name["base"].uri, by_name["base"].kind) == ("models:/base@champion", "model")
+    assert by_name["base"].sha256 == base_version.sha256 != ""
     assert (mv.framework, mv.metrics, mv.description, mv.tags) == (
         "xgboost",
         {"auc": 0.6},

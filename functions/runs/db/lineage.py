@@ -6,7 +6,7 @@ import logging
 
 from ...errors import BadRequestError, NotFoundError, TickrunError
 from ..records import STORE_SCHEME, ArtifactKind, ArtifactRecord, parse_store_uri
-from ..registry_records import DatasetLineage, Lineage
+from ..registry_records import MODEL_SCHEME, DatasetLineage, Lineage
 from .base import RunDB
 
 logger = logging.getLogger(__name__)
@@ -66,10 +66,12 @@ def build_lineage(runs: RunDB, rec: ArtifactRecord) -> Lineage:
 
 
 def _dataset(runs: RunDB, name: str, uri: str) -> DatasetLineage:
-    if not uri.startswith(STORE_SCHEME):
+    if not uri.startswith((STORE_SCHEME, MODEL_SCHEME)):
         return DatasetLineage(name=name, uri=uri)
     try:
-        project, uid, iteration, key = parse_store_uri(uri)
+        # A models:/ input is pinned by what its alias or number names now (and its sha256).
+        store = runs.registry().resolve_uri(uri) if uri.startswith(MODEL_SCHEME) else uri
+        project, uid, iteration, key = parse_store_uri(store)
         rec = runs.get_artifact(project, uid, iteration, key)
     except TickrunError as exc:
         # The input may have been deleted since: the version keeps what the run said.

@@ -16,7 +16,14 @@ import tickrun
 from tests.support.registry_contract import logged_model
 from tickrun.cli import main
 from tickrun.functions.errors import BadRequestError, ConflictError, NotFoundError
-from tickrun.functions.runs import DataItem, SqlRunDB, TrackingSettings, load_model, open_db
+from tickrun.functions.runs import (
+    DataItem,
+    SqlRunDB,
+    TrackingSettings,
+    load_model,
+    open_db,
+    run_function,
+)
 from tickrun.functions.runs import registry as registry_module
 from tickrun.hub import import_function
 from tickrun.hub.sampledata import market_data
@@ -136,6 +143,29 @@ def test_python_api_names_and_refusals(home: Path, settings: TrackingSettings) -
         DataItem("models:/m/latest", db=db).target
     with pytest.raises(BadRequestError):
         DataItem("models:/m@latest", db=db).target
+    db.close()
+
+
+def _read_input(context: Any, model: DataItem | None = None) -> dict[str, Any]:
+    assert model is not None and model.meta is not None and model.model_version is not None
+    return {"registry": model.model_version.uri, "artifact": model.meta.uri}
+
+
+def test_a_run_takes_a_models_uri_as_input(home: Path, settings: TrackingSettings) -> None:
+    db = SqlRunDB(settings.db_url)
+    uris = [logged_model(db, settings.artifact_path, f"r{i}") for i in (1, 2)]
+    tickrun.register_model(uris[0], "m", aliases=["champion"], db=db)
+    tickrun.register_model(uris[1], "m", db=db)
+    run = run_function(
+        _read_input,
+        inputs={"model": "models:/m@champion"},
+        settings=settings,
+        db=db,
+        progress=False,
+    )
+    assert run.state == "completed", run.error
+    assert run.results == {"registry": "models:/m/1", "artifact": uris[0]}
+    assert run.record.inputs == {"model": "models:/m@champion"}
     db.close()
 
 
