@@ -1,0 +1,124 @@
+"""model_monitor 1.0.0: where prediction records come from and where alerts go.
+
+- :func:`read_predictions`: every JSON record of a Kafka topic from its start to its current
+  end (kafka-python, as paper_trader's report job reads its pnl topic), flattened by
+  :func:`records_frame`: ``{"features": {...}, "probability", "prediction", "model_version",
+  "open_time", …}`` → one row with the feature columns beside the other fields.
+- :func:`post_webhook`: an HTTP POST of the alert as JSON with a timeout; a failure is returned
+  (and logged by the caller), never raised, so a down webhook does not fail the monitor run.
+- :func:`publish`: the alert as one JSON record on a Kafka topic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+
+def broker_list(brokers: str | None, env: str | None) -> list[str]:
+    raw = brokers or env or ""
+    return [b.strip() for b in raw.split(",") if b.strip()]
+
+
+def read_predictions(
+    brokers: list[str], topic: str, timeout_s: float = 30.0
+) -> list[dict[str, Any]]:
+    """The JSON object records of ``topic`` from its start to its end when read (non-JSON
+    records are skipped). A topic that does not exist is a ValueError."""
+    from kafka import KafkaConsumer
+    from kafka.structs import TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=brokers, enable_auto_commit=False, consumer_timeout_ms=500
+    )
+    records: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        while not partitions and time.monotonic() < deadline:
+            time.sleep(0.2)
+            partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise ValueError(f"topic {topic!r} does not exist")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic!r} took longer than {timeout_s}s")
+            for batch in consumer.poll(timeout_ms=500).values():
+                for rec in batch:
+                    try:
+                        value = json.loads(rec.value)
+                    except (TypeError, ValueError):
+                        continue
+                    if isinstance(value, dict):
+                        records.append(value)
+    finally:
+        consumer.close()
+    return records
+
+
+def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Prediction records → a table: the ``features`` mapping's keys as columns (a null
+    feature becomes NaN) beside the record's other scalar fields, sorted by ``open_time``
+    when every row has one."""
+    rows = []
+    for rec in records:
+        feats = rec.get("features")
+        row = {k: v for k, v in rec.items() if k != "features" and not isinstance(v, dict | list)}
+        if isinstance(feats, dict):
+            row.update({str(k): (float("nan") if v is None else v) for k, v in feats.items()})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if "open_time" in frame.columns and frame["open_time"].notna().all():
+        frame = frame.sort_values("open_time", kind="stable").reset_index(drop=True)
+    return frame
+
+
+def post_webhook(url: str, payload: dict[str, Any], timeout_s: float = 5.0) -> tuple[bool, str]:
+    """(delivered, detail): POST ``payload`` as JSON; a 2xx status is delivered."""
+    if not url.startswith(("http://", "https://")):
+        return False, f"not an http(s) URL: {url!r}"
+    body = json.dumps(payload, default=str).encode()
+    req = urllib.request.Request(  # noqa: S310 (http(s) only, checked above)
+        url, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 (checked above)
+            status = int(resp.status)
+    except urllib.error.HTTPError as err:
+        return False, f"HTTP {err.code}"
+    except (OSError, ValueError) as err:  # refused, timed out, bad host
+        return False, f"{type(err).__name__}: {err}"
+    return 200 <= status < 300, f"HTTP {status}"
+
+
+def publish(
+    brokers: list[str], topic: str, payload: dict[str, Any], timeout_s: float = 10.0
+) -> tuple[bool, str]:
+    """(delivered, detail): ``payload`` as one JSON record on ``topic``."""
+    try:
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(
+            bootstrap_servers=brokers, request_timeout_ms=int(timeout_s * 1000)
+        )
+        try:
+            meta = producer.send(topic, json.dumps(payload, default=str).encode()).get(
+                timeout=timeout_s
+            )
+        finally:
+            producer.close(timeout=timeout_s)
+    except Exception as err:  # any client failure is reported, not raised
+        return False, f"{type(err).__name__}: {err}"
+    return True, f"{topic}[{meta.partition}]@{meta.offset}"
