@@ -332,3 +332,24 @@ def test_base_rate_prediction_drift_failing_webhook_and_retraining(
     # without a label column the outcome is the market's: the next close's return > 0
     assert r["label_source"] == "next close return > 0"
     assert r["retrain_state"] == "completed" and r["retrain_run"] != run.uid
+
+
+def test_hit_rate_below_the_floor_alerts_without_drift(
+    feats, years, fake_context, frame_item
+) -> None:
+    ref, cur = _split(feats[years == 2025], seed=2)
+    # contiguous closes for the outcomes: the last 500 bars, always long (probability 0.6)
+    window = feats.iloc[-500:].assign(probability=0.6)
+    up = float((window["close"].shift(-1) > window["close"]).iloc[:-1].mean())
+    mm.monitor(
+        fake_context,
+        reference=frame_item(ref),
+        current=frame_item(window),
+        min_hit_rate=up + 0.01,
+        features="rsi_14",
+        plots=False,
+    )
+    r = fake_context.results
+    assert r["features_checked"] == 1 and r["drifted_features"] == []
+    assert r["hit_rate"] == pytest.approx(up) and r["trades"] == 1
+    assert r["alert"] is True and r["alert_reasons"] == [f"hit rate {up:.3f} < {up + 0.01}"]
