@@ -32,6 +32,10 @@ from .platforms.container import ContainerPlatform
 from .platforms.process import ProcessPlatform
 from .portgateway import PortGateway
 from .reconciler import Reconciler
+from .schedules.api import mount as mount_schedules
+from .schedules.launcher import ProcessLauncher
+from .schedules.scheduler import Scheduler
+from .schedules.store import ScheduleStore
 from .service import FunctionService, make_private_dirs
 from .settings import Settings
 from .store import Store
@@ -264,6 +268,9 @@ def create_app(settings: Settings) -> web.Application:
     app.on_startup.append(startup)
     app.on_shutdown.append(shutdown)
     app.on_cleanup.append(cleanup)
+    # Scheduled jobs: started after the store opened, drained on shutdown before it closes.
+    launcher = ProcessLauncher(settings.database_url, settings.state_dir / "schedule-logs")
+    mount_schedules(app, Scheduler(ScheduleStore(store), launcher))
     return app
 
 

@@ -6,6 +6,7 @@ import base64
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -228,6 +229,57 @@ class ControllerClient:
             return Invocation(exc.code, _lower(exc.headers.items()), exc.read())
         except urllib.error.URLError as exc:
             raise PlatformError(f"cannot reach the controller at {self.url}: {exc.reason}") from exc
+
+    # --- scheduled jobs (controller/schedules/) -------------------------------------------------
+
+    def create_schedule(
+        self,
+        name: str,
+        cron: str,
+        job: Mapping[str, Any],
+        *,
+        concurrency: str = "forbid",
+        missed: str = "skip",
+        starting_deadline_s: float | None = None,
+        timezone: str = "UTC",
+        paused: bool = False,
+    ) -> dict[str, Any]:
+        """Schedule ``job`` (a JobRequest's fields without uid) on ``cron``."""
+        body = {
+            "name": name,
+            "cron": cron,
+            "job": dict(job),
+            "concurrency": concurrency,
+            "missed": missed,
+            "timezone": timezone,
+            "paused": paused,
+        }
+        if starting_deadline_s is not None:
+            body["starting_deadline_s"] = starting_deadline_s
+        return dict(self._request("POST", "/api/schedules", body))
+
+    def list_schedules(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/api/schedules")["schedules"])
+
+    def get_schedule(self, name: str) -> dict[str, Any]:
+        return dict(self._request("GET", f"/api/schedules/{_seg(name)}"))
+
+    def pause_schedule(self, name: str) -> dict[str, Any]:
+        return dict(self._request("POST", f"/api/schedules/{_seg(name)}/pause"))
+
+    def resume_schedule(self, name: str) -> dict[str, Any]:
+        return dict(self._request("POST", f"/api/schedules/{_seg(name)}/resume"))
+
+    def run_schedule(self, name: str) -> str:
+        """Run the schedule's job now; the run's uid."""
+        return str(self._request("POST", f"/api/schedules/{_seg(name)}/run")["run_uid"])
+
+    def delete_schedule(self, name: str) -> None:
+        self._request("DELETE", f"/api/schedules/{_seg(name)}")
+
+
+def _seg(name: str) -> str:
+    return urllib.parse.quote(name, safe="")
 
 
 def _lower(items: Any) -> dict[str, str]:

@@ -13,6 +13,7 @@ from tickrun.functions.settings import PLATFORMS
 
 from . import secrets_api
 from .api import DeployRequest
+from .schedules import api as schedules_api
 
 OPENAPI_PATH = "/api/openapi.json"
 
@@ -275,6 +276,7 @@ def document() -> dict[str, Any]:
         },
     }
     paths.update(secrets_api.openapi_paths(_op, _json))
+    paths.update(schedules_api.openapi_paths(_op, _json))
     paths.update(_registry_paths())
     schemas: dict[str, Any] = {
         "Error": {

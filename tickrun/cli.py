@@ -45,6 +45,12 @@ def _runs() -> ModuleType:
     return cli
 
 
+def _schedules() -> ModuleType:
+    from tickrun.controller.schedules import cli
+
+    return cli
+
+
 def _hub() -> ModuleType:
     from tickrun.hub import cli
 
@@ -64,6 +70,7 @@ COMMAND_MODULES: tuple[Callable[[], ModuleType], ...] = (
     _controller,
     _secrets,
     _runs,
+    _schedules,  # after _runs: it adds --schedule to `run`
     _hub,
     _kafka,
 )

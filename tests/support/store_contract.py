@@ -343,3 +343,69 @@ def concurrent_sessions_see_each_others_writes(url: str) -> None:
         two.delete_function("a3")
         assert one.find_function("a3") is None
         assert [e.message for e in one.list_events("b7")] == ["b"]
+
+
+def _schedule_row(name: str) -> Any:
+    from tickrun.controller.schedules.rows import ScheduleRow
+
+    return ScheduleRow(
+        name=name,
+        cron="0 * * * *",
+        timezone="Europe/London",
+        job={"runner": "subprocess", "target": "job.py:train", "params": {"lr": 0.1}},
+        concurrency="replace",
+        missed="run-once",
+        starting_deadline_s=600.0,
+        paused=False,
+        next_at=1_700_003_600.0,
+        runs=0,
+        skipped=0,
+        missed_firings=0,
+    )
+
+
+@contract
+def schedules_keep_their_job_policies_and_last_run_across_a_restart(url: str) -> None:
+    from tickrun.controller.schedules.store import ScheduleStore
+    from tickrun.functions.errors import ConflictError
+
+    with opened(url) as store:
+        schedules = ScheduleStore(store)
+        schedules.add(_schedule_row("hourly"))
+        with pytest.raises(ConflictError, match="'hourly' exists"):
+            schedules.add(_schedule_row("hourly"))
+        schedules.add(_schedule_row("b-other"))
+        schedules.record_start("hourly", 1_700_003_600.0, "u1")
+        schedules.count_skip("hourly", 1_700_004_000.5, "forbid: run u1 still running")
+        schedules.count_skip("hourly", 1_700_004_001.0, "missed 3 firing(s)", missed=3)
+        schedules.record_end("hourly", "u0", "error")  # not its last run: changes nothing
+        schedules.update("hourly", paused=True, next_at=1_700_007_200.0)
+    with opened(url) as again:  # a restarted controller
+        schedules = ScheduleStore(again)
+        row = schedules.get("hourly")
+        assert row.job == {"runner": "subprocess", "target": "job.py:train", "params": {"lr": 0.1}}
+        assert (row.cron, row.timezone, row.concurrency, row.missed) == (
+            "0 * * * *",
+            "Europe/London",
+            "replace",
+            "run-once",
+        )
+        assert row.starting_deadline_s == 600.0 and row.paused is True
+        assert (row.last_run_uid, row.last_run_state, row.runs, row.skipped) == (
+            "u1",
+            "running",
+            1,
+            1,
+        )
+        assert row.last_fired_at == 1_700_003_600.0 and row.next_at == 1_700_007_200.0
+        assert (row.skipped, row.missed_firings) == (1, 3)
+        assert row.last_skipped_at == 1_700_004_001.0
+        assert row.last_skip_reason == "missed 3 firing(s)"
+        schedules.record_end("hourly", "u1", "completed")
+        assert schedules.get("hourly").last_run_state == "completed"
+        assert [r.name for r in schedules.list()] == ["b-other", "hourly"]
+        schedules.delete("hourly")
+        assert schedules.find("hourly") is None
+        with pytest.raises(NotFoundError, match="schedule 'hourly' not found"):
+            schedules.delete("hourly")
+        schedules.count_skip("hourly", 0.0, "gone")  # a deleted schedule: nothing to count
