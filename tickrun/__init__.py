@@ -10,21 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from tickrun.functions.errors import TickrunError
+from tickrun.functions.runs import REGISTRY_NAMES
 
 __version__ = "0.1.0"
 # The model registry (tickrun.functions.runs.registry), imported on first use.
-_REGISTRY = (
-    "delete_alias",
-    "delete_model_version",
-    "get_model_version",
-    "get_registered_model",
-    "list_model_versions",
-    "list_models",
-    "register_model",
-    "resolve_model_uri",
-    "search_model_versions",
-    "set_alias",
-)
+_REGISTRY = REGISTRY_NAMES
 __all__ = ["TickrunError", "__version__", "import_function", *_REGISTRY]
 
 
