@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 import tickrun
-from tickrun.functions.runs import DataItem
+from tests.support.registry_contract import logged_model
+from tickrun.functions.runs import DataItem, SqlRunDB, run_function
 from tickrun.hub import import_function
 from tickrun.hub.sampledata import market_data
 
@@ -27,11 +28,17 @@ PURGE = 24  # bars between the training rows and the evaluation bars
 
 
 @pytest.fixture
-def models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """The evaluation dataset (later bars, with close) and the two trained runs."""
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private TICKRUN_HOME: its run DB is the configured one."""
     monkeypatch.setenv("TICKRUN_HOME", str(tmp_path / "home"))
     for var in ("TICKRUN_CONTROLLER_URL", "TICKRUN_DB_URL", "TICKRUN_ARTIFACT_PATH"):
         monkeypatch.delenv(var, raising=False)
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def models(home: Path, tmp_path: Path) -> dict[str, Any]:
+    """The evaluation dataset (later bars, with close) and the two trained runs."""
     bars = pd.read_csv(market_data()).iloc[-3000:]
     bars_path = tmp_path / "bars.csv"
     bars.to_csv(bars_path, index=False)
@@ -177,3 +184,56 @@ def test_refusals_leave_the_aliases_alone(models: dict[str, Any]) -> None:
         )
         assert run.state == "error" and message in (run.error or ""), (params, run.error)
     assert _aliases() == {"champion": 1, "challenger": 2}
+
+
+def test_walk_forward_judges_each_versions_estimator(models: dict[str, Any]) -> None:
+    """walk_forward_splits > 1 refits each version's estimator (from its lineage) on purged
+    folds of the evaluation bars: a logistic regression over the leak beats a prior-only one."""
+    dummy = import_function("hub://auto_trainer:1.1.0").run(
+        "train",
+        params={"model_class": "sklearn.dummy.DummyClassifier", "plots": False},
+        inputs={"dataset": models["eval"]},
+        progress=False,
+    )
+    assert dummy.state == "completed", dummy.error
+    tickrun.register_model(dummy.outputs["model"], "btc", aliases=["champion"])
+    tickrun.register_model(models["runs"]["good"].outputs["model"], "btc", aliases=["challenger"])
+    res = _promote(models, walk_forward_splits=3).results
+    assert res["promoted"] is True and _aliases()["champion"] == 2
+    reference = import_function("hub://backtest:1.2.0").run(
+        params={
+            "walk_forward_splits": 3,
+            "model_class": "sklearn.linear_model.LogisticRegression",
+            "null_paths": 1,
+            "shuffled_label_control": False,
+        },
+        inputs={"dataset": models["eval"]},
+        progress=False,
+    )
+    assert reference.state == "completed", reference.error
+    assert res["challenger_metric"] == pytest.approx(reference.results["net_return"])
+    assert res["challenger_metric"] > res["champion_metric"]
+
+
+def test_aliases_move_in_the_jobs_own_run_db(home: Path, tmp_path: Path) -> None:
+    """A job tracked in another DB than the configured one reads and moves that DB's aliases."""
+    other = SqlRunDB(f"sqlite:///{tmp_path / 'other.db'}")
+    store = str(tmp_path / "other-artifacts")
+    for uid in ("r1", "r2"):
+        tickrun.register_model(logged_model(other, store, uid), "btc", db=other)
+    tickrun.set_alias("btc", "challenger", 2, db=other)
+    run = run_function(
+        import_function("hub://model_promote").handler("promote"),
+        params={"model": "btc", "metric": "auc"},
+        db=other,
+        artifact_path=tmp_path / "job-artifacts",
+        progress=False,
+    )
+    assert run.state == "completed", run.error
+    assert run.results["promoted"] is True and run.results["challenger_version"] == 2
+    assert tickrun.get_registered_model("btc", db=other).aliases == {
+        "challenger": 2,
+        "champion": 2,
+    }
+    assert tickrun.list_models() == [], "the configured DB's registry is untouched"
+    other.close()
