@@ -18,7 +18,7 @@ from xgboost import XGBClassifier, XGBRegressor
 from tickrun.hub import import_function
 from tickrun.hub.sampledata import market_data
 
-ms = import_function("hub://model_server").module()
+ms = import_function("hub://model_server:1.1").module()  # 1.2 answers with headers: its own test
 mf = import_function("hub://market_features").module()
 
 

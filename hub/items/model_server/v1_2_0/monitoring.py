@@ -1,0 +1,305 @@
+"""model_server 1.2.0: every prediction recorded to a monitoring sink, off the request path.
+
+A request hands :meth:`Recorder.record` one tuple (request id, time, rows, outputs,
+probabilities, latency, open times); that is a ``put_nowait`` on a bounded queue, nothing is
+serialized on the request path. A background thread drains the queue in batches, turns each row
+into one record in hub://model_monitor's format::
+
+    {"features": {name: value}, "probability": P(class 1) | null, "prediction": output,
+     "model_version": "...", "open_time": ms | null, "request_id": "...", "latency_ms": ...,
+     "time": ms since the epoch}
+
+and writes them to the sink:
+
+- :class:`KafkaSink` (``MONITOR_TOPIC`` + ``MONITOR_BROKERS``): a kafka-python producer,
+  asynchronous sends batched by ``linger_ms``; failed deliveries are counted and logged;
+- :class:`JsonlSink` (``MONITOR_DIR``): JSON Lines files ``predictions-<pid>-<start>-<n>.jsonl``
+  in that directory, a new file once one reaches ``MONITOR_ROTATE_MB`` (default 64).
+
+A full queue drops the record and counts it; a sink that raises is counted and logged, never
+raised: monitoring never fails or slows a request. ``stats()`` gives the counters.
+:func:`read_jsonl` reads a JSONL sink's directory back as records for model_monitor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# (request id, time ms, rows in feature order, outputs, probabilities or None, latency ms,
+#  open times or None)
+Entry = tuple[Any, int, Any, list[Any], Any, float, Any]
+
+
+def _clean(value: Any) -> Any:
+    """Strict JSON: a NaN/inf feature is null (model_monitor reads null as NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class JsonlSink:
+    """Records appended to rotated JSON Lines files in ``directory``."""
+
+    def __init__(self, directory: str | Path, rotate_bytes: int = 64 << 20) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.rotate_bytes = max(1, int(rotate_bytes))
+        self._stem = f"predictions-{os.getpid()}-{int(time.time() * 1000)}"
+        self._index = 0
+        self._file: Any = None
+        self._size = 0
+
+    def _open(self) -> None:
+        self._index += 1
+        path = self.directory / f"{self._stem}-{self._index:05d}.jsonl"
+        self._file = path.open("ab")
+        self._size = 0
+
+    def write(self, lines: list[bytes]) -> None:
+        for line in lines:
+            if self._file is None or self._size >= self.rotate_bytes:
+                self.close()
+                self._open()
+            self._file.write(line)
+            self._size += len(line)
+        if self._file is not None:
+            self._file.flush()  # readable by a monitor job as soon as a batch is written
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class KafkaSink:
+    """Records produced to ``topic``; the producer batches them (``linger_ms``)."""
+
+    def __init__(self, brokers: Sequence[str], topic: str, recorder: Recorder) -> None:
+        from kafka import KafkaProducer
+
+        self.topic = topic
+        self._recorder = recorder
+        self.producer = KafkaProducer(
+            bootstrap_servers=list(brokers),
+            linger_ms=20,
+            batch_size=256 << 10,
+            acks=1,
+            max_block_ms=5000,  # a down broker blocks this thread only, and not for long
+            retries=3,
+        )
+
+    def _failed(self, exc: BaseException) -> None:
+        self._recorder.count_failure(exc)
+
+    def write(self, lines: list[bytes]) -> None:
+        for line in lines:
+            self.producer.send(self.topic, line.rstrip(b"\n")).add_errback(self._failed)
+
+    def close(self) -> None:
+        self.producer.flush(timeout=10)
+        self.producer.close(timeout=10)
+
+
+class Recorder:
+    """A bounded queue of predictions and the thread that writes them to a sink."""
+
+    def __init__(
+        self,
+        sink_factory: Any,
+        features: Sequence[str] | None,
+        model_version: str,
+        max_queue: int = 10000,
+        batch: int = 512,
+    ) -> None:
+        self.features = list(features) if features else None
+        self.model_version = model_version
+        self._sink_factory = sink_factory
+        self._sink: Any = None
+        self._queue: queue.Queue[Entry | None] = queue.Queue(maxsize=max_queue)
+        self._batch = batch
+        self._lock = threading.Lock()
+        self.recorded = 0
+        self.dropped = 0
+        self.failed = 0
+        self._last_log = 0.0
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, name="model-monitor", daemon=True)
+        self._thread.start()
+
+    def record(
+        self,
+        request_id: Any,
+        rows: Any,
+        outputs: list[Any],
+        probabilities: Any,
+        latency_ms: float,
+        open_times: Any = None,
+    ) -> None:
+        """Queue one request's predictions; never blocks, never raises."""
+        try:
+            self._queue.put_nowait(
+                (
+                    request_id,
+                    int(time.time() * 1000),
+                    rows,
+                    outputs,
+                    probabilities,
+                    latency_ms,
+                    open_times,
+                )
+            )
+        except queue.Full:
+            self.dropped += 1  # only this thread-safe-enough counter on the hot path
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "recorded": self.recorded,
+            "dropped": self.dropped,
+            "failed": self.failed,
+            "queued": self._queue.qsize(),
+        }
+
+    def count_failure(self, exc: BaseException, n: int = 1) -> None:
+        with self._lock:
+            self.failed += n
+        now = time.monotonic()
+        if now - self._last_log > 10:  # a broken sink logs every 10 s, not per record
+            self._last_log = now
+            logger.warning("monitoring sink failed (%d records so far): %r", self.failed, exc)
+
+    def encode(self, entry: Entry) -> list[bytes]:
+        request_id, at, rows, outputs, probabilities, latency_ms, open_times = entry
+        names = self.features
+        lines = []
+        for i, row in enumerate(rows):
+            values = list(row)
+            feats = (
+                {n: _clean(v) for n, v in zip(names, values, strict=False)}
+                if names is not None
+                else {str(j): _clean(v) for j, v in enumerate(values)}
+            )
+            proba = None
+            if probabilities is not None:
+                p = probabilities[i]
+                proba = float(p[-1]) if isinstance(p, list | tuple) else float(p)
+            rec = {
+                "features": feats,
+                "probability": proba,
+                "prediction": outputs[i],
+                "model_version": self.model_version,
+                "open_time": None if open_times is None else open_times[i],
+                "request_id": None if request_id is None else str(request_id),
+                "latency_ms": round(latency_ms, 4),
+                "time": at,
+            }
+            lines.append(json.dumps(rec, default=str).encode() + b"\n")
+        return lines
+
+    def _drain(self, first: Entry) -> tuple[list[Entry], bool]:
+        entries, stop = [first], False
+        while len(entries) < self._batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                stop = True
+                break
+            entries.append(item)
+        return entries, stop
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                break
+            self._busy = True
+            entries, stop = self._drain(first)
+            lines: list[bytes] = []
+            for entry in entries:
+                try:
+                    lines.extend(self.encode(entry))
+                except Exception as exc:  # an odd output type: that entry only is lost
+                    self.count_failure(exc)
+            try:
+                if self._sink is None:
+                    self._sink = self._sink_factory(self)
+                self._sink.write(lines)
+                self.recorded += len(lines)
+            except Exception as exc:
+                self.count_failure(exc, len(lines))
+                self._reset_sink()
+            self._busy = False
+            if stop:
+                break
+        self._reset_sink()
+
+    def _reset_sink(self) -> None:
+        sink, self._sink = self._sink, None  # made again for the next batch
+        if sink is not None:
+            try:
+                sink.close()
+            except Exception as exc:
+                logger.warning("closing the monitoring sink failed: %r", exc)
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until the queue is empty (tests, shutdown); True when it emptied."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._queue.empty() and not self._busy:
+                time.sleep(0.02)  # the thread may have just taken the last entry
+                if self._queue.empty() and not self._busy:
+                    return True
+            time.sleep(0.01)
+        return False
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        try:
+            self._queue.put(None, timeout=timeout_s)
+        except queue.Full:
+            return
+        self._thread.join(timeout_s)
+
+
+def recorder_from_env(
+    features: Sequence[str] | None, model_version: str, env: Any = None
+) -> Recorder | None:
+    """The recorder the environment asks for: Kafka when MONITOR_TOPIC and MONITOR_BROKERS are
+    set, else JSONL when MONITOR_DIR is set, else None (monitoring off)."""
+    env = os.environ if env is None else env
+    topic = env.get("MONITOR_TOPIC")
+    brokers = [b.strip() for b in (env.get("MONITOR_BROKERS") or "").split(",") if b.strip()]
+    queue_size = int(env.get("MONITOR_QUEUE") or 10000)
+    if topic and brokers:
+        return Recorder(
+            lambda rec: KafkaSink(brokers, topic, rec), features, model_version, queue_size
+        )
+    directory = env.get("MONITOR_DIR")
+    if directory:
+        rotate = int(float(env.get("MONITOR_ROTATE_MB") or 64) * (1 << 20))
+        sink = JsonlSink(directory, rotate)  # made now: an unwritable directory fails init
+        return Recorder(lambda rec: sink, features, model_version, queue_size)
+    return None
+
+
+def read_jsonl(directory: str | Path) -> list[dict[str, Any]]:
+    """Every record of a JSONL sink's directory, file by file in name order (for
+    model_monitor: ``records_frame(read_jsonl(dir))`` is its table of predictions)."""
+    out: list[dict[str, Any]] = []
+    for path in sorted(Path(directory).glob("predictions-*.jsonl")):
+        with path.open("rb") as f:
+            for line in f:
+                if line.strip():
+                    out.append(json.loads(line))
+    return out
