@@ -96,6 +96,7 @@ class KafkaSink:
             batch_size=256 << 10,
             acks=1,
             max_block_ms=5000,  # a down broker blocks this thread only, and not for long
+            bootstrap_timeout_ms=5000,
             retries=3,
         )
 

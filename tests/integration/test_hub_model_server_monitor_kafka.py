@@ -1,0 +1,132 @@
+"""hub://model_server:1.2 deployed as a real replica with MONITOR_TOPIC on a real Kafka broker:
+every prediction served over HTTP lands on the topic as one record in model_monitor's format
+(read back with model_monitor's own topic reader), every response names the model version, and
+a replica whose monitoring brokers are unreachable still answers every request."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from tests.peers import KafkaBroker
+from tickrun.functions.runs import load_model
+from tickrun.hub import import_function
+from tickrun.hub.function import free_port
+from tickrun.hub.sampledata import market_data
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+mf = import_function("hub://market_features:1.2").module()
+sources = import_function("hub://model_monitor:1").module().sources
+
+
+def _post(url: str, body: Any) -> tuple[int, Any, str | None]:
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.status, json.loads(r.read()), r.headers.get("X-Model-Version")
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture
+def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, pd.DataFrame]:
+    monkeypatch.setenv("TICKRUN_HOME", str(tmp_path / "home"))
+    for var in ("TICKRUN_ARTIFACT_PATH", "TICKRUN_DB_URL", "TICKRUN_CONTROLLER_URL"):
+        monkeypatch.delenv(var, raising=False)
+    bars = pd.read_csv(market_data()).iloc[-3000:]
+    feats = mf.compute_features(bars)
+    names = mf.feature_columns(feats)
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(feats[names], feats["label"])
+    path = tmp_path / "model.joblib"
+    joblib.dump(model, path)
+    return path, feats[names].iloc[-60:].reset_index(drop=True)
+
+
+def test_predictions_land_on_the_topic_in_model_monitors_format(
+    served: tuple[Path, pd.DataFrame], kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    path, x = served
+    model, _info = load_model(str(path))
+    brokers = kafka_broker.bootstrap_servers
+    kafka_broker.create_topic("predictions")
+    cols = list(x.columns)
+    fn = import_function("hub://model_server:1.2")
+    env = {
+        "MODEL_URI": str(path),
+        "MODEL_VERSION": "btc-3",
+        "MONITOR_TOPIC": "predictions",
+        "MONITOR_BROKERS": brokers,
+    }
+    answers: list[Any] = []
+    with fn.deploy(env=env, directory=tmp_path / "fn") as server:
+        for i in range(40):  # one-row requests, both protocols
+            row = x.iloc[i].tolist()
+            if i % 2:
+                body: Any = {"dataframe_split": {"columns": cols, "data": [row]}}
+                status, out, version = _post(f"{server.url}/invocations", body)
+                answers.extend(out["predictions"])
+            else:
+                status, out, version = _post(f"{server.url}/", {"inputs": [row]})
+                answers.extend(out["outputs"])
+            assert status == 200 and version == "btc-3"
+        status, out, version = _post(f"{server.url}/", {"inputs": x.iloc[40:].to_numpy().tolist()})
+        assert status == 200 and version == "btc-3"
+        answers.extend(out["outputs"])
+        # model_monitor's own reader: from the topic's start to its end, once all are there.
+        records: list[dict[str, Any]] = []
+        for _ in range(60):
+            records = sources.read_predictions([brokers], "predictions", timeout_s=30)
+            if len(records) >= len(x):
+                break
+            time.sleep(0.5)
+        info = _get(f"{server.url}/")
+    assert len(records) == len(x) == 60
+    assert answers == model.predict(x).tolist()
+    assert [r["prediction"] for r in records] == answers  # one partition: request order
+    frame = sources.records_frame(records)
+    np.testing.assert_allclose(frame[cols].to_numpy(), x.to_numpy())
+    np.testing.assert_allclose(frame["probability"], model.predict_proba(x)[:, 1], rtol=1e-6)
+    assert set(frame["model_version"]) == {"btc-3"}
+    ids = [r["request_id"] for r in records]
+    assert None not in ids and len(set(ids)) == 41  # 40 one-row requests and one of 20 rows
+    assert info["version"] == "btc-3" and info["monitoring"]["recorded"] == 60
+
+
+def test_unreachable_monitoring_brokers_fail_no_request(
+    served: tuple[Path, pd.DataFrame], tmp_path: Path
+) -> None:
+    path, x = served
+    fn = import_function("hub://model_server:1.2")
+    env = {
+        "MODEL_URI": str(path),
+        "MONITOR_TOPIC": "predictions",
+        "MONITOR_BROKERS": f"127.0.0.1:{free_port()}",  # nothing listens there
+    }
+    with fn.deploy(env=env, directory=tmp_path / "fn") as server:
+        for i in range(30):
+            status, out, version = _post(f"{server.url}/", {"inputs": [x.iloc[i].tolist()]})
+            assert status == 200 and len(out["outputs"]) == 1
+            assert version is not None and len(version) == 12  # the model file's sha256 prefix
+        stats: dict[str, int] = {}
+        for _ in range(100):
+            stats = _get(f"{server.url}/")["monitoring"]
+            if stats["failed"] > 0:
+                break
+            time.sleep(0.2)
+    assert stats["failed"] > 0 and stats["recorded"] == 0
