@@ -422,15 +422,17 @@ def backtest(
     if timestamp_column in df.columns:
         frame.insert(0, "timestamp", df[timestamp_column].to_numpy())
     stats.update(fee_sweep(price, frame["position"], _floats(fee_sweep_bp), **kw))
-    null_stats, null = null_control(
-        price,
-        frame["position"],
-        stats["net_return"],
-        n_paths=int(null_paths),
-        seed=int(seed),
-        **kw,
-    )
-    stats.update(null_stats)
+    null = None
+    if int(null_paths) > 0:  # 0 turns the control off (item.yaml), e.g. for a quick comparison
+        null_stats, null = null_control(
+            price,
+            frame["position"],
+            stats["net_return"],
+            n_paths=int(null_paths),
+            seed=int(seed),
+            **kw,
+        )
+        stats.update(null_stats)
     marks = {"strategy": stats["net_return"]}
     if shuffled_positions is not None and shuffled is not None and wf is not None:
         sh = run_backtest(price, shuffled_positions, close_at_end=_flag(close_at_end), **kw).stats
@@ -483,6 +485,9 @@ def backtest(
     context.set_label("backtest.mode", mode)
     context.log_dataset("equity_curve", frame, format="parquet")
     context.log_dataset("trade_list", round_trips(frame, costs), format="csv")
-    context.log_dataset("null_distribution", null, format="csv")
     _log_png(context, "equity-curve", plots.equity_figure(frame, stats))
-    _log_png(context, "null-distribution", plots.null_figure(null, marks, stats["null_percentile"]))
+    if null is not None:
+        context.log_dataset("null_distribution", null, format="csv")
+        _log_png(
+            context, "null-distribution", plots.null_figure(null, marks, stats["null_percentile"])
+        )

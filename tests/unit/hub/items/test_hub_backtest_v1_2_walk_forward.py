@@ -214,3 +214,18 @@ def test_the_dataset_metadata_names_targets_and_the_label_horizon(
     )
     assert fake_context.results["oos_auc"] > 0.99  # what the metadata kept out
     assert fake_context.results["wf_purge_bars"] == 1
+
+
+def test_null_paths_0_turns_the_random_signal_control_off(
+    model_case, fake_context, frame_item, hourly_bars
+) -> None:
+    test_set, model = model_case
+    bt.backtest(
+        fake_context,
+        dataset=frame_item(test_set),
+        prices=frame_item(hourly_bars),
+        model=model,
+        null_paths=0,
+    )
+    assert "net_return" in fake_context.results
+    assert not [k for k in fake_context.results if k.startswith("null_")]
