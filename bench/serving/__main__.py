@@ -13,6 +13,10 @@ it needs ``mlflow`` (and ``xgboost`` for the XGBoost case) and its ``mlflow`` co
 
     python -m bench.serving [--models logreg,xgboost] [--workers 1] [--connections 16]
         [--duration-s 8] [--rounds 3] [--mlflow-venv /tmp/mlflow-venv]
+
+``--monitoring [--kafka]`` instead compares hub://model_server:1.2 with prediction recording on
+(JSONL; with ``--kafka`` also a topic on a real broker) vs off (bench/serving/monitoring.py);
+MLflow is not needed then.
 """
 
 from __future__ import annotations
@@ -302,6 +306,12 @@ def main() -> None:
         default=None,
         help="venv with mlflow (default: $TICKRUN_MLFLOW_PYTHON's, else /tmp/mlflow-venv)",
     )
+    parser.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="model_server 1.2 with monitoring on (JSONL, --kafka) vs off, instead of vs MLflow",
+    )
+    parser.add_argument("--kafka", action="store_true", help="with --monitoring: a Kafka sink too")
     args = parser.parse_args()
     keys = [k.strip() for k in args.models.split(",") if k.strip()]
     unknown = [k for k in keys if k not in CASES]
@@ -310,6 +320,9 @@ def main() -> None:
     cases = [CASES[k] for k in keys]
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
+    if args.monitoring:
+        monitoring_main(cases, args)
+        return
     python = mlflow_python(args.mlflow_venv, {c.flavor for c in cases})
     print(f"MLflow from {python.parent}", flush=True)
 
@@ -341,6 +354,29 @@ def main() -> None:
             f"goal: throughput >= 20x ({'met' if t.rps >= 20 * m.rps else 'NOT met'}), "
             f"p99 <= 1/5 ({'met' if t.p99_ms <= m.p99_ms / 5 else 'NOT met'})"
         )
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def monitoring_main(cases: list[Case], args: argparse.Namespace) -> None:
+    from bench.serving.monitoring import bench_monitoring
+    from tickrun.functions.runs import load_model
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-serving-monitoring-"))
+    os.environ["TICKRUN_HOME"] = str(workdir / "home")
+    os.environ["TICKRUN_LOG_LEVEL"] = "WARNING"
+    for var in ("TICKRUN_ARTIFACT_PATH", "TICKRUN_DB_URL", "TICKRUN_CONTROLLER_URL"):
+        os.environ.pop(var, None)
+    try:
+        features_uri = featurize(workdir)
+        for case in cases:
+            model_uri, test_set = train(case, features_uri)
+            _model, info = load_model(model_uri)
+            features = list(info.feature_names or [])
+            row = test_set[features].iloc[0].tolist()
+            bench_monitoring(case, model_uri, features, row, workdir, args)
+    except BaseException:
+        print(f"(logs kept in {workdir})", file=sys.stderr)
+        raise
     shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -1,7 +1,7 @@
 """model_server 1.2.0: every prediction recorded to a monitoring sink, off the request path.
 
 A request hands :meth:`Recorder.record` one tuple (request id, time, rows, outputs,
-probabilities, latency, open times); that is a ``put_nowait`` on a bounded queue, nothing is
+probabilities, latency, open times); that is an append to a bounded deque, nothing is
 serialized on the request path. A background thread drains the queue in batches, turns each row
 into one record in hub://model_monitor's format::
 
@@ -16,8 +16,8 @@ and writes them to the sink:
 - :class:`JsonlSink` (``MONITOR_DIR``): JSON Lines files ``predictions-<pid>-<start>-<n>.jsonl``
   in that directory, a new file once one reaches ``MONITOR_ROTATE_MB`` (default 64).
 
-A full queue drops the record and counts it; a sink that raises is counted and logged, never
-raised: monitoring never fails or slows a request. ``stats()`` gives the counters.
+A full queue drops the request's records and counts them; a sink that raises is counted and
+logged, never raised: monitoring never fails or slows a request. ``stats()`` gives the counters.
 :func:`read_jsonl` reads a JSONL sink's directory back as records for model_monitor.
 """
 
@@ -27,9 +27,9 @@ import json
 import logging
 import math
 import os
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,11 +41,25 @@ logger = logging.getLogger(__name__)
 Entry = tuple[Any, int, Any, list[Any], Any, float, Any]
 
 
-def _clean(value: Any) -> Any:
-    """Strict JSON: a NaN/inf feature is null (model_monitor reads null as NaN)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+try:  # tickrun's own dependency; ~10x faster than json, and NaN/inf become null
+    import orjson
+
+    def _dumps(record: dict[str, Any]) -> bytes:
+        line: bytes = orjson.dumps(
+            record, default=str, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+        )
+        return line
+
+except ImportError:  # an exported copy run elsewhere
+
+    def _dumps(record: dict[str, Any]) -> bytes:
+        # Strict JSON as orjson writes it: a NaN/inf feature is null (read back as NaN).
+        feats = record["features"]
+        record["features"] = {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in feats.items()
+        }
+        return json.dumps(record, default=str).encode() + b"\n"
 
 
 class JsonlSink:
@@ -113,7 +127,11 @@ class KafkaSink:
 
 
 class Recorder:
-    """A bounded queue of predictions and the thread that writes them to a sink."""
+    """A bounded queue of predictions and the thread that writes them to a sink.
+
+    The queue is a ``deque``: an append is atomic under the GIL and costs a fraction of a
+    ``queue.Queue.put`` (no lock, no condition to notify), which matters at ~100 µs a request.
+    The thread polls it every ``poll_s`` when idle, so records reach the sink within that."""
 
     def __init__(
         self,
@@ -122,14 +140,18 @@ class Recorder:
         model_version: str,
         max_queue: int = 10000,
         batch: int = 512,
+        poll_s: float = 0.02,
     ) -> None:
         self.features = list(features) if features else None
         self.model_version = model_version
         self._sink_factory = sink_factory
         self._sink: Any = None
-        self._queue: queue.Queue[Entry | None] = queue.Queue(maxsize=max_queue)
-        self._batch = batch
+        self._queue: deque[Entry] = deque()
+        self._max = max(1, int(max_queue))
+        self._batch = max(1, int(batch))
+        self._poll_s = poll_s
         self._lock = threading.Lock()
+        self._stop = threading.Event()
         self.recorded = 0
         self.dropped = 0
         self.failed = 0
@@ -148,27 +170,27 @@ class Recorder:
         open_times: Any = None,
     ) -> None:
         """Queue one request's predictions; never blocks, never raises."""
-        try:
-            self._queue.put_nowait(
-                (
-                    request_id,
-                    int(time.time() * 1000),
-                    rows,
-                    outputs,
-                    probabilities,
-                    latency_ms,
-                    open_times,
-                )
+        if len(self._queue) >= self._max:
+            self.dropped += 1
+            return
+        self._queue.append(
+            (
+                request_id,
+                int(time.time() * 1000),
+                rows,
+                outputs,
+                probabilities,
+                latency_ms,
+                open_times,
             )
-        except queue.Full:
-            self.dropped += 1  # only this thread-safe-enough counter on the hot path
+        )
 
     def stats(self) -> dict[str, int]:
         return {
             "recorded": self.recorded,
             "dropped": self.dropped,
             "failed": self.failed,
-            "queued": self._queue.qsize(),
+            "queued": len(self._queue),
         }
 
     def count_failure(self, exc: BaseException, n: int = 1) -> None:
@@ -182,13 +204,14 @@ class Recorder:
     def encode(self, entry: Entry) -> list[bytes]:
         request_id, at, rows, outputs, probabilities, latency_ms, open_times = entry
         names = self.features
+        rid = None if request_id is None else str(request_id)
+        latency = round(latency_ms, 4)
         lines = []
         for i, row in enumerate(rows):
-            values = list(row)
             feats = (
-                {n: _clean(v) for n, v in zip(names, values, strict=False)}
+                dict(zip(names, row, strict=False))
                 if names is not None
-                else {str(j): _clean(v) for j, v in enumerate(values)}
+                else {str(j): v for j, v in enumerate(row)}
             )
             proba = None
             if probabilities is not None:
@@ -200,33 +223,32 @@ class Recorder:
                 "prediction": outputs[i],
                 "model_version": self.model_version,
                 "open_time": None if open_times is None else open_times[i],
-                "request_id": None if request_id is None else str(request_id),
-                "latency_ms": round(latency_ms, 4),
+                "request_id": rid,
+                "latency_ms": latency,
                 "time": at,
             }
-            lines.append(json.dumps(rec, default=str).encode() + b"\n")
+            lines.append(_dumps(rec))
         return lines
 
-    def _drain(self, first: Entry) -> tuple[list[Entry], bool]:
-        entries, stop = [first], False
+    def _take(self) -> list[Entry]:
+        entries: list[Entry] = []
+        popleft = self._queue.popleft
         while len(entries) < self._batch:
             try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
+                entries.append(popleft())
+            except IndexError:
                 break
-            if item is None:
-                stop = True
-                break
-            entries.append(item)
-        return entries, stop
+        return entries
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is None:
-                break
             self._busy = True
-            entries, stop = self._drain(first)
+            entries = self._take()
+            if not entries:
+                self._busy = False
+                if self._stop.wait(self._poll_s) and not self._queue:
+                    break
+                continue
             lines: list[bytes] = []
             for entry in entries:
                 try:
@@ -241,9 +263,7 @@ class Recorder:
             except Exception as exc:
                 self.count_failure(exc, len(lines))
                 self._reset_sink()
-            self._busy = False
-            if stop:
-                break
+        self._busy = False
         self._reset_sink()
 
     def _reset_sink(self) -> None:
@@ -255,21 +275,19 @@ class Recorder:
                 logger.warning("closing the monitoring sink failed: %r", exc)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
-        """Wait until the queue is empty (tests, shutdown); True when it emptied."""
+        """Wait until every queued prediction was handed to the sink; True when done."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self._queue.empty() and not self._busy:
-                time.sleep(0.02)  # the thread may have just taken the last entry
-                if self._queue.empty() and not self._busy:
+            if not self._queue and not self._busy:
+                time.sleep(self._poll_s)  # the thread may have just taken the last entry
+                if not self._queue and not self._busy:
                     return True
-            time.sleep(0.01)
+            time.sleep(0.005)
         return False
 
     def close(self, timeout_s: float = 10.0) -> None:
-        try:
-            self._queue.put(None, timeout=timeout_s)
-        except queue.Full:
-            return
+        """Write what is queued, close the sink, stop the thread."""
+        self._stop.set()
         self._thread.join(timeout_s)
 
 
