@@ -15,10 +15,6 @@ from tickrun.functions.errors import BadRequestError
 MAX_CRON_CHARS = 255
 
 
-def _has_seconds(cron: str) -> bool:
-    return not cron.startswith("@") and len(cron.split()) == 6
-
-
 def zone(name: str) -> dt.tzinfo:
     try:
         return ZoneInfo(name)
@@ -30,6 +26,8 @@ def check(cron: str, timezone: str = "UTC") -> None:
     """A 400 naming the problem unless ``cron`` is a schedule croniter can run."""
     from croniter import croniter
 
+    from tickrun.triggers.cron.config import has_seconds
+
     zone(timezone)
     fields = cron.split()
     if len(cron) > MAX_CRON_CHARS or not (cron.startswith("@") or len(fields) in (5, 6)):
@@ -37,7 +35,7 @@ def check(cron: str, timezone: str = "UTC") -> None:
             f"cron {cron[:80]!r} is not cron syntax: 5 fields (minute hour day month weekday), "
             "6 with seconds first, or @hourly/@daily/…"
         )
-    if not croniter.is_valid(cron, second_at_beginning=_has_seconds(cron)):
+    if not croniter.is_valid(cron, second_at_beginning=has_seconds(cron)):
         raise BadRequestError(f"cron {cron[:80]!r} is not valid cron syntax")
 
 
@@ -45,9 +43,11 @@ def next_after(cron: str, timezone: str, after: float) -> float:
     """The first firing strictly after ``after`` (epoch seconds)."""
     from croniter import croniter
 
+    from tickrun.triggers.cron.config import has_seconds
+
     tz = zone(timezone)
     start = dt.datetime.fromtimestamp(after, tz)
-    it = croniter(cron, start, second_at_beginning=_has_seconds(cron))
+    it = croniter(cron, start, second_at_beginning=has_seconds(cron))
     nxt: dt.datetime = it.get_next(dt.datetime)
     return nxt.timestamp()
 
@@ -61,9 +61,11 @@ def previous_at_or_before(cron: str, timezone: str, at: float) -> float:
     """The newest firing at or before ``at`` (epoch seconds)."""
     from croniter import croniter
 
+    from tickrun.triggers.cron.config import has_seconds
+
     tz = zone(timezone)
     # croniter's get_prev is strictly before its start: start just after ``at``.
     start = dt.datetime.fromtimestamp(at + 0.001, tz)
-    it = croniter(cron, start, second_at_beginning=_has_seconds(cron))
+    it = croniter(cron, start, second_at_beginning=has_seconds(cron))
     prev: dt.datetime = it.get_prev(dt.datetime)
     return prev.timestamp()

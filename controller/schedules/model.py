@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -19,7 +19,9 @@ from tickrun.functions.runs.plugins import JobRequest
 from tickrun.functions.spec.loader import format_validation_error
 
 from . import cron
-from .rows import ScheduleRow
+
+if TYPE_CHECKING:  # rows is SQLAlchemy: `tickrun --help` must not pay for it
+    from .rows import ScheduleRow
 
 Concurrency = Literal["forbid", "allow", "replace"]
 Missed = Literal["skip", "run-once"]

@@ -39,7 +39,7 @@ class CronConfig:
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise TriggerConfigError(f"cron timezone {a.timezone!r} is unknown") from exc
         if a.schedule is not None and not croniter.is_valid(
-            a.schedule, second_at_beginning=_has_seconds(a.schedule)
+            a.schedule, second_at_beginning=has_seconds(a.schedule)
         ):
             raise TriggerConfigError(f"cron schedule {a.schedule!r} is not valid cron syntax")
         return cls(
@@ -62,11 +62,12 @@ class CronConfig:
         it = croniter(
             self.schedule,
             after.astimezone(self.timezone),
-            second_at_beginning=_has_seconds(self.schedule),
+            second_at_beginning=has_seconds(self.schedule),
         )
         nxt: dt.datetime = it.get_next(dt.datetime)
         return nxt.astimezone(dt.UTC)
 
 
-def _has_seconds(schedule: str) -> bool:
+def has_seconds(schedule: str) -> bool:
+    """Six fields: croniter's seconds-first form (the cron trigger and controller schedules)."""
     return not schedule.startswith("@") and len(schedule.split()) == 6
