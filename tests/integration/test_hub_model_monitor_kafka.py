@@ -68,12 +68,12 @@ def test_topic_source_matches_the_table_and_alert_lands_on_a_topic(
     p = model.predict_proba(window[names])[:, 1]
     window = window.assign(probability=p, prediction=(p > 0.5).astype(int))
     brokers = kafka_broker.bootstrap_servers
-    kafka_broker.create_topic("predictions", partitions=2)
+    kafka_broker.create_topic("monitored-predictions", partitions=2)
     kafka_broker.create_topic("monitor-alerts")
     records = _records(window, names, "3")
     other = _records(window.iloc[:50], names, "2")  # another version's records are left out
     rng = np.random.default_rng(0)
-    produce(brokers, "predictions", [*other, *records], partition_of=lambda i: int(rng.integers(2)))
+    produce(brokers, "monitored-predictions", [*other, *records], partition_of=lambda i: int(rng.integers(2)))
     ref_path = tracked / "reference.csv"
     ref.to_csv(ref_path, index=False)
 
@@ -81,7 +81,7 @@ def test_topic_source_matches_the_table_and_alert_lands_on_a_topic(
     run = fn.run(
         "monitor",
         params={
-            "topic": "predictions",
+            "topic": "monitored-predictions",
             "brokers": brokers,
             "model_version": "3",
             "label_column": "label",
@@ -93,7 +93,7 @@ def test_topic_source_matches_the_table_and_alert_lands_on_a_topic(
     )
     assert run.state == "completed", run.error
     r = run.results
-    assert r["source"] == "kafka:predictions" and r["current_rows"] == len(window)
+    assert r["source"] == "kafka:monitored-predictions" and r["current_rows"] == len(window)
     assert r["alert_topic_delivered"] is True
 
     table_path = tracked / "window.csv"

@@ -64,13 +64,14 @@ def test_predictions_land_on_the_topic_in_model_monitors_format(
     path, x = served
     model, _info = load_model(str(path))
     brokers = kafka_broker.bootstrap_servers
-    kafka_broker.create_topic("predictions")
+    topic = "served-predictions"  # the broker is shared by the session: a name of its own
+    kafka_broker.create_topic(topic)
     cols = list(x.columns)
     fn = import_function("hub://model_server:1.2")
     env = {
         "MODEL_URI": str(path),
         "MODEL_VERSION": "btc-3",
-        "MONITOR_TOPIC": "predictions",
+        "MONITOR_TOPIC": topic,
         "MONITOR_BROKERS": brokers,
     }
     answers: list[Any] = []
@@ -91,7 +92,7 @@ def test_predictions_land_on_the_topic_in_model_monitors_format(
         # model_monitor's own reader: from the topic's start to its end, once all are there.
         records: list[dict[str, Any]] = []
         for _ in range(60):
-            records = sources.read_predictions([brokers], "predictions", timeout_s=30)
+            records = sources.read_predictions([brokers], topic, timeout_s=30)
             if len(records) >= len(x):
                 break
             time.sleep(0.5)
