@@ -73,7 +73,12 @@ def test_topic_source_matches_the_table_and_alert_lands_on_a_topic(
     records = _records(window, names, "3")
     other = _records(window.iloc[:50], names, "2")  # another version's records are left out
     rng = np.random.default_rng(0)
-    produce(brokers, "monitored-predictions", [*other, *records], partition_of=lambda i: int(rng.integers(2)))
+    produce(
+        brokers,
+        "monitored-predictions",
+        [*other, *records],
+        partition_of=lambda i: int(rng.integers(2)),
+    )
     ref_path = tracked / "reference.csv"
     ref.to_csv(ref_path, index=False)
 
