@@ -33,6 +33,7 @@ from tickrun.functions.errors import BadRequestError, PlatformError, TickrunErro
 from tickrun.functions.runs.indexed import IndexedRun
 from tickrun.functions.runs.plugins import JobRequest
 from tickrun.functions.runs.records import RunState
+from tickrun.functions.runs.registry_records import MODEL_SCHEME
 from tickrun.functions.runs.settings import TrackingSettings
 from tickrun.functions.settings import (
     ARTIFACT_PATH,
@@ -88,11 +89,14 @@ def check_request(request: JobRequest, settings: TrackingSettings) -> str:
             f"pods cannot reach: set {ARTIFACT_PATH.name} (or --artifact-path) to "
             f"s3://bucket/prefix, with {S3_ENDPOINT.name} and the S3 keys"
         )
-    local = [k for k, v in request.inputs.items() if "://" not in v]
+    # models:/ URIs resolve in the pod through the controller's registry, like store:// ones.
+    local = [
+        k for k, v in request.inputs.items() if "://" not in v and not v.startswith(MODEL_SCHEME)
+    ]
     if local:
         raise BadRequestError(
             f"--runner {RUNNER}: input(s) {', '.join(sorted(local))} are local paths the pods "
-            "cannot read; pass s3:// or store:// URIs"
+            "cannot read; pass s3://, store:// or models:/ URIs"
         )
     return art
 

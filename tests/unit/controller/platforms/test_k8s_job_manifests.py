@@ -235,6 +235,8 @@ def test_the_runner_refuses_what_pods_cannot_reach(tmp_path: Path) -> None:
     with pytest.raises(BadRequestError, match="input"):
         check_request(_request(inputs={"bars": "/data/bars.csv"}), ok)
     assert check_request(_request(inputs={"bars": "s3://market/bars.csv"}), ok)
+    # A registered model resolves in the pod through the controller's registry.
+    assert check_request(_request(inputs={"model": "models:/btc-updown@champion"}), ok)
 
 
 def test_names_and_labels_are_valid_for_any_run_uid() -> None:
