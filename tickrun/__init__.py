@@ -15,7 +15,9 @@ from tickrun.functions.runs import REGISTRY_NAMES
 __version__ = "0.1.0"
 # The model registry (tickrun.functions.runs.registry), imported on first use.
 _REGISTRY = REGISTRY_NAMES
-__all__ = ["TickrunError", "__version__", "import_function", *_REGISTRY]
+# Pipelines (tickrun.functions.pipelines), imported on first use too.
+_PIPELINES = ("Pipeline", "pipeline")
+__all__ = ["TickrunError", "__version__", "import_function", *_PIPELINES, *_REGISTRY]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,6 +26,10 @@ def __getattr__(name: str) -> Any:
         from tickrun.hub import import_function
 
         return import_function
+    if name in _PIPELINES:
+        from tickrun.functions import pipelines
+
+        return getattr(pipelines, name)
     if name in _REGISTRY:
         from tickrun.functions.runs import registry
 

@@ -91,6 +91,7 @@ async def list_runs(request: web.Request) -> web.StreamResponse:
         name=q.get("name") or None,
         iterations=q.get("iterations") in ("1", "true"),
         limit=_limit(request, 100),
+        label=q.get("label") or None,
     )
     return web.json_response({"runs": [r.model_dump(mode="json") for r in runs]})
 

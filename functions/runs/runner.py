@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from ..artifacts import ArtifactStore, open_store
 from ..errors import BadRequestError
+from .codehash import fingerprint_labels
 from .dataitem import DataItem
 from .db import RunDB, open_db
 from .execution import RunEnv, execute, make_inputs
@@ -83,7 +84,8 @@ def run_function(
     store = store or open_store(str(artifact_path) if artifact_path else s.artifact_path, s.s3)
     target = resolve_handler(handler)
     fn, ref = target.fn, target.ref
-    labels = {**target.labels, **(labels or {})}
+    # code.hash / requirements.lock first: a caller's labels win (a job that already knows them).
+    labels = {**fingerprint_labels(fn), **target.labels, **(labels or {})}
     name = name or target.name
     if target.check is not None:
         target.check(params or {}, inputs or {})

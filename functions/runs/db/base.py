@@ -71,8 +71,12 @@ class RunDB(ABC):
         name: str | None = None,
         iterations: bool = False,
         limit: int = 100,
+        label: str | None = None,
     ) -> list[RunRecord]:
-        """Newest first. Only iteration 0 unless ``iterations`` (or ``uid``) is given."""
+        """Newest first. Only iteration 0 unless ``iterations`` (or ``uid``) is given.
+
+        ``label``: ``"key=value"``, the runs carrying that label (an indexed lookup; a run's
+        labels are indexed when it is created and when it ends)."""
 
     @abstractmethod
     def list_artifacts(

@@ -107,6 +107,7 @@ class HttpRunDB(RunDB):
         name: str | None = None,
         iterations: bool = False,
         limit: int = 100,
+        label: str | None = None,
     ) -> list[RunRecord]:
         q = _query(
             project=project,
@@ -115,6 +116,7 @@ class HttpRunDB(RunDB):
             name=name,
             iterations="1" if iterations else None,
             limit=str(limit),
+            label=label,
         )
         data = self._request("GET", f"/api/runs{q}")
         return [RunRecord.model_validate(r) for r in data["runs"]]

@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from ...errors import NotFoundError, StoreError
+from ...errors import BadRequestError, NotFoundError, StoreError
 from ..records import ArtifactRecord, RunBatch, RunRecord, RunState
 from .base import DbLocator, RunDB, merge_incoming, stale_reason
 from .registry_base import ModelRegistry
@@ -50,6 +50,17 @@ runs_table = Table(
     Column("created_at", Float, nullable=False, index=True),
     Column("updated_at", Float, nullable=False),
     Column("body", Text, nullable=False),
+)
+
+# A run's labels, one row each, for label queries (a pipeline step's cache key): indexed by
+# (key, value). Written when a run is created and when it ends, not on every flush.
+labels_table = Table(
+    "tickrun_run_labels",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("value", String(255), primary_key=True),
+    Column("uid", String(64), primary_key=True),
+    Column("iteration", Integer, primary_key=True),
 )
 
 artifacts_table = Table(
@@ -191,6 +202,29 @@ class SqlRunDB(RunDB):
             conn.execute(runs_table.insert(), inserts)
         if updates:
             conn.execute(_UPDATE_RUN, updates)
+        self._write_labels(conn, latest, states)
+
+    def _write_labels(
+        self, conn: Any, latest: dict[tuple[str, int], RunRecord], states: dict[Any, str]
+    ) -> None:
+        # New runs, and runs ending now (a handler may set labels while it runs).
+        changed = [
+            r
+            for k, r in latest.items()
+            if states.get(k) is None or (r.state.terminal and not RunState(states[k]).terminal)
+        ]
+        if not changed:
+            return
+        t = labels_table
+        for r in changed:
+            conn.execute(t.delete().where(and_(t.c.uid == r.uid, t.c.iteration == r.iteration)))
+        rows = [
+            {"key": k[:255], "value": v[:255], "uid": r.uid, "iteration": r.iteration}
+            for r in changed
+            for k, v in r.labels.items()
+        ]
+        if rows:
+            conn.execute(t.insert(), rows)
 
     def _write_artifacts(self, conn: Any, arts: list[ArtifactRecord]) -> None:
         for a in arts:
@@ -246,9 +280,18 @@ class SqlRunDB(RunDB):
         name: str | None = None,
         iterations: bool = False,
         limit: int = 100,
+        label: str | None = None,
     ) -> list[RunRecord]:
         self._maybe_mark_stale()
         q = select(runs_table.c.body)
+        if label:
+            key, sep, value = label.partition("=")
+            if not sep or not key:
+                raise BadRequestError(f"label query must be key=value, got {label[:100]!r}")
+            lt = labels_table
+            q = q.join(
+                lt, and_(lt.c.uid == runs_table.c.uid, lt.c.iteration == runs_table.c.iteration)
+            ).where(and_(lt.c.key == key, lt.c.value == value))
         if project:
             q = q.where(runs_table.c.project == project)
         if uid:
@@ -334,4 +377,4 @@ def _run_row(r: RunRecord) -> dict[str, Any]:
     }
 
 
-__all__ = ["SqlRunDB", "artifacts_table", "metadata", "runs_table"]
+__all__ = ["SqlRunDB", "artifacts_table", "labels_table", "metadata", "runs_table"]
