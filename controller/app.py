@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -21,6 +21,7 @@ from tickrun.functions.requestid import REQUEST_ID_HEADER
 
 from . import api, secrets_api
 from .auth import authorization, check_bearer, load_or_create_token
+from .bindings import ModelBindings
 from .builder import Builder
 from .builder.engine import Engine
 from .builder.registry import RegistryConfig
@@ -39,6 +40,9 @@ from .schedules.store import ScheduleStore
 from .service import FunctionService, make_private_dirs
 from .settings import Settings
 from .store import Store
+
+if TYPE_CHECKING:
+    from tickrun.functions.runs.db.base import RunDB
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +193,9 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/version", version)
     api.add_routes(app)
     secrets_api.add_routes(app)
-    _mount_runs(app, settings)
+    bindings = ModelBindings(settings.state_dir / "models", store, None)
+    bindings.db = _mount_runs(app, settings, bindings.nudge)
+    service.bindings = bindings
     _mount_hub(app)
 
     async def startup(app: web.Application) -> None:
@@ -221,6 +227,9 @@ def create_app(settings: Settings) -> web.Application:
         service.on_delete = reconciler.forget
         app[GATEWAY] = gateway
         await reconciler.start()
+        # models:/ bindings: a moved alias gives the function a new revision (rolled over).
+        bindings.lock, bindings.on_change = service.lock, reconciler.wake
+        await bindings.start()
         reconciler.lag.start()
         await gateway.start()
         # After adoption: the replicas of a half-deleted function are known, so they stop.
@@ -243,6 +252,7 @@ def create_app(settings: Settings) -> web.Application:
 
     async def cleanup(app: web.Application) -> None:
         # Replicas keep running: a restarted controller re-adopts them.
+        await bindings.stop()
         await service.stop()
         if GATEWAY in app:
             await app[GATEWAY].stop()
@@ -274,21 +284,27 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-def _mount_runs(app: web.Application, settings: Settings) -> None:
+def _mount_runs(
+    app: web.Application, settings: Settings, on_registry_change: Callable[[str], None]
+) -> RunDB | None:
     """/api/runs and /api/artifacts from tickrun.functions.runs, on the controller's DB URL (its
-    tables are its own; they sit beside the controller's in the same database)."""
+    tables are its own; they sit beside the controller's in the same database). The run DB, for
+    the model bindings (None without tracking)."""
     try:
         from tickrun.functions.runs.api import add_routes
         from tickrun.functions.runs.db import SqlRunDB
+        from tickrun.functions.runs.registry_api import on_change
     except ImportError:  # tracking not installed: the controller still deploys and serves
-        return
+        return None
     db = SqlRunDB(settings.database_url)
     add_routes(app, db)
+    on_change(app, on_registry_change)  # an alias moved: re-check the model bindings now
 
     async def close_runs(app: web.Application) -> None:
         db.close()
 
     app.on_cleanup.append(close_runs)
+    return db
 
 
 def _mount_hub(app: web.Application) -> None:

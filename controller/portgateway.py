@@ -26,6 +26,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import re
 from collections.abc import Callable
 
 from tickrun.functions.httpserver_guard import (
@@ -42,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 # A first request head longer than this is forwarded as it is (the replica refuses it).
 MAX_HEAD_BYTES = 64 * 1024
+# The start of a request head ("GET /…", "POST /…"): what a retiring connection's next
+# request begins with (not a body chunk after a 100 Continue).
+_REQUEST_LINE = re.compile(rb"[A-Z]{3,10} \S")
 # An answered connection counts as idle (evictable at the connection cap) after this quiet time.
 IDLE_GRACE_S = 1.0
 
@@ -59,21 +63,30 @@ class _Upstream(asyncio.Protocol):
     def __init__(self, client: _Client) -> None:
         self.client = client
         self.transport: asyncio.Transport | None = None
+        # The client moved on to another replica (a retiring one's, between requests): what
+        # this connection does from now on is no longer the client's business.
+        self.detached = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.detached:
+            return
         self.client.last_out = asyncio.get_running_loop().time()
         if self.client.transport is not None:
             self.client.transport.write(data)
 
     def eof_received(self) -> bool:
+        if self.detached:
+            return False
         if self.client.transport is not None and self.client.transport.can_write_eof():
             self.client.transport.write_eof()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.detached:
+            return
         if self.client.transport is not None:
             self.client.transport.close()
 
@@ -104,6 +117,8 @@ class _Client(asyncio.Protocol):
         self.eof = False
         self.last_in = self.last_out = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        # Its replica is retiring (a new revision serves): the next request goes elsewhere.
+        self.retiring = False
 
     # --- the guard's view ---------------------------------------------------------------------
 
@@ -155,6 +170,7 @@ class _Client(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.last_in = self.last_out = loop.time()
         self._timer = loop.call_later(guard.header_timeout_s, self._tick)
+        self.gateway.clients.add(self)
 
     def _head_received(self, data: bytes) -> bool:
         """True once the first request head is complete (or too long to be one: the replica
@@ -212,7 +228,10 @@ class _Client(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        answered = self.last_out >= self.last_in
         self.last_in = asyncio.get_running_loop().time()
+        if self.retiring and answered and _REQUEST_LINE.match(data):
+            self.detach()  # a new request on a retiring replica's connection: dial anew
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.write(data)
             return
@@ -232,8 +251,32 @@ class _Client(asyncio.Protocol):
             self.transport.close()  # gone before finishing a request: nothing to answer
         return True  # half-close: the response may still be on its way
 
+    def detach(self) -> None:
+        """Leave the (retiring) replica between two requests: the caller's connection stays
+        open, and its next request head is routed to a ready replica. Closing it instead would
+        race a keep-alive client sending its next request (a failed request)."""
+        up, self.upstream = self.upstream, None
+        if up is not None:
+            up.detached = True
+            if up.transport is not None:
+                up.transport.close()
+        if self.endpoint is not None:
+            self.endpoint.in_flight -= 1
+            self.endpoint = None
+        self.retiring = False
+        self.head_done, self.head_bytes, self.head_tail = False, 0, b""
+
+    def idle(self, now: float) -> bool:
+        """Answered and quiet for a moment (a streamed response may pause briefly)."""
+        return (
+            self.head_done
+            and self.last_out >= self.last_in
+            and now - self.last_out >= (IDLE_GRACE_S)
+        )
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.gateway.guard.release(self)
+        self.gateway.clients.discard(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -301,6 +344,24 @@ class PortGateway:
         self.hold_timeout_s = hold_timeout_s
         self._servers: dict[str, tuple[int, GuardedServer]] = {}
         self._tasks: set[asyncio.Future[None]] = set()
+        self.clients: set[_Client] = set()
+
+    def retire(self, name: str, replica_ids: set[str]) -> int:
+        """Move ``name``'s connections off the ``replica_ids`` (already unpublished): idle ones
+        now, busy ones at their next request. Called until it returns 0 (connections still on
+        those replicas), before they stop."""
+        now = asyncio.get_running_loop().time()
+        left = 0
+        for client in list(self.clients):
+            ep = client.endpoint
+            if client.name != name or ep is None or ep.replica_id not in replica_ids:
+                continue
+            if client.idle(now):
+                client.detach()
+            else:
+                client.retiring = True
+                left += 1
+        return left
 
     def track(self, task: asyncio.Future[None]) -> None:
         self._tasks.add(task)

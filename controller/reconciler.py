@@ -37,6 +37,9 @@ RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
 STABLE_AFTER_S = 60.0  # a replica up this long has its backoff reset
+# How long a replaced revision's replicas may finish the requests routed to them (and the
+# function port's busy connections move off) before they are stopped.
+RETIRE_TIMEOUT_S = 10.0
 
 
 class Reconciler:
@@ -284,6 +287,7 @@ class Reconciler:
             if r.revision == fn.revision and r.state == "ready"
         ]
         if old and (len(ready_now) >= desired):
+            await self._retire(fn, old)
             for row in old:
                 plat = self.platforms.get(row.platform, platform)
                 await self._remove(row, plat, reason="replaced by a new revision")
@@ -450,14 +454,19 @@ class Reconciler:
         try:
             # Secret values are read only now, and live only in the replica's environment.
             secrets = self.service.secrets.resolve(spec.spec.secret_refs())
+            bound: dict[str, str] = {}
+            mounts: tuple[str, ...] = ()
+            if self.service.bindings is not None:
+                bound, mounts = self.service.bindings.launch_env(fn)
             launch = LaunchSpec(
                 function=fn.name,
                 replica_id=row.id,
                 revision=row.revision,
                 port=row.port,
                 workers=spec.spec.workers,
-                env=spec.spec.env_dict() | secrets,
+                env=spec.spec.env_dict() | secrets | bound,
                 artifact=fn.artifact,
+                mounts=mounts,
                 cpus=spec.spec.resources.limits.cpus,
                 memory_bytes=spec.spec.resources.limits.memory_bytes,
                 log_path=str(log_path),
@@ -502,6 +511,24 @@ class Reconciler:
             self.store.add_event(
                 row.function, "replica_stopped", f"replica {row.id} {reason}", replica=row.id
             )
+
+    async def _retire(self, fn: FunctionRow, old: list[ReplicaRow]) -> None:
+        """Stop routing to ``old`` replicas and let the requests on them finish before they are
+        stopped: unpublish, move the function port's connections to ready replicas (idle ones
+        now, busy ones at their next request), wait for in-flight requests, up to
+        RETIRE_TIMEOUT_S. Stopping a replica that is still routed to fails requests."""
+        ids = {r.id for r in old}
+        entry = self.endpoints.get(fn.name)
+        leaving = [e for e in entry.endpoints if e.replica_id in ids] if entry else []
+        self._publish(fn, [r for r in self.store.list_replicas(fn.name) if r.id not in ids])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RETIRE_TIMEOUT_S
+        while loop.time() < deadline:
+            on_port = self.port_gateway.retire(fn.name, ids) if self.port_gateway else 0
+            if not on_port and not any(e.in_flight > 0 for e in leaving):
+                return
+            await asyncio.sleep(0.05)
+        logger.warning("replicas retired with requests in flight", extra={"function": fn.name})
 
     # --- publishing ------------------------------------------------------------------------------
 

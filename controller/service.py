@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
@@ -26,6 +26,7 @@ from tickrun.functions.errors import ConflictError, SpecError, TickrunError
 from tickrun.functions.settings import KUBECONFIG, OFFERED_PLATFORMS, PLATFORMS, REGISTRY_URL
 from tickrun.functions.spec import FunctionSpec
 
+from .bindings import unbound_spec
 from .builder import Builder
 from .builder.hashing import hash_tree, private, sha256_bytes, unpack
 from .builder.wheels import BuildScope, kill_active
@@ -34,6 +35,9 @@ from .platforms.base import ClusterPlatform, Platform, unacted_fields
 from .settings import Settings
 from .store import BuildRow, FunctionRow, ReplicaRow, Store
 from .store.secrets import SecretStore
+
+if TYPE_CHECKING:
+    from .bindings import ModelBindings
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +49,12 @@ BUILD_STOP_GRACE_S = 10.0
 
 
 def runtime_spec(spec: FunctionSpec) -> dict[str, Any]:
-    """The spec as written into the function's code folder/image (without replica counts)."""
+    """The spec as written into the function's code folder/image (without replica counts, and
+    without ``models:/`` env values: the controller binds those at launch, ``bindings.py``)."""
     data: dict[str, Any] = spec.to_yaml_dict()
     for key in SCALE_FIELDS:
         data.get("spec", {}).pop(key, None)
-    return data
+    return unbound_spec(data)
 
 
 def make_private_dirs(settings: Settings) -> None:
@@ -103,6 +108,8 @@ class FunctionService:
         self.on_change: Callable[[], None] = lambda: None
         # Called first thing on delete: stop routing to the function before its replicas stop.
         self.on_delete: Callable[[str], Awaitable[None]] = _noop
+        # models:/ env values, resolved against the controller's registry (set by the app).
+        self.bindings: ModelBindings | None = None
 
     def lock(self, name: str) -> asyncio.Lock:
         return self.locks.setdefault(name, asyncio.Lock())
@@ -364,6 +371,12 @@ class FunctionService:
         revision = sha256_bytes(
             result.content_hash, row.platform, json.dumps(runtime_spec(spec), sort_keys=True)
         )[:32]
+        if self.bindings is not None:
+            try:  # the resolved model versions are part of the revision
+                revision = await asyncio.to_thread(self.bindings.bind, spec, revision)
+            except TickrunError as exc:
+                self._build_failed(name, version, build_id, exc.message)
+                return
         self.store.update_function(
             name,
             state="deploying",

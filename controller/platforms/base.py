@@ -26,6 +26,8 @@ class LaunchSpec:
     cpus: float | None = None
     memory_bytes: int | None = None
     log_path: str | None = None
+    # Host folders the replica reads at the same path (models bound by the controller).
+    mounts: tuple[str, ...] = ()
 
 
 @dataclass

@@ -133,6 +133,8 @@ class ContainerPlatform(Platform):
                 args += ["-e", f"{key}={value}"]
             else:
                 env_lines.append(f"{key}={value}\n")
+        for folder in launch.mounts:  # bound models (bindings.py): read-only, same path
+            args += ["-v", f"{folder}:{folder}:ro"]
         # k8s-file and json-file logs are capped by the engine while the container runs.
         args += ["--log-opt", f"max-size={MAX_LOG_BYTES}"]
         if launch.cpus:

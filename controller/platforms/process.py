@@ -202,7 +202,13 @@ class ProcessPlatform(Platform):
             readable.append(os.path.abspath(data))  # the market data's folder, when overridden
         env_root = str(Path(art["python"]).parent.parent) if art.get("build_dir") else None
         return bwrap_command(
-            iso, cmd, code_dir=code_dir, env_root=env_root, hidden=hidden, readable=readable
+            iso,
+            cmd,
+            code_dir=code_dir,
+            env_root=env_root,
+            hidden=hidden,
+            readable=readable,
+            mounts=launch.mounts,
         )
 
     def _spawn(self, launch: LaunchSpec) -> Launched:

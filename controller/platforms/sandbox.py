@@ -197,10 +197,12 @@ def bwrap_command(
     env_root: str | None,
     hidden: Iterable[str],
     readable: Iterable[str] = (),
+    mounts: Iterable[str] = (),
 ) -> list[str]:
     """``cmd`` wrapped in bubblewrap. ``hidden`` folders (the state and cache dirs) are covered
-    by an empty tmpfs wherever a bound folder contains them; the replica's own code and build
-    environment are bound after that, so they stay visible."""
+    by an empty tmpfs wherever a bound folder contains them; the replica's own code, build
+    environment and ``mounts`` (model folders under the state dir, ``bindings.py``) are bound
+    after that, so they stay visible (read-only)."""
     assert isolation.bwrap is not None
     plan = _Mounts([isolation.bwrap, *_system_binds()], [(d, "bind") for d in SYSTEM_DIRS])
     plan.mounts.append(("/tmp", "tmpfs"))
@@ -216,6 +218,9 @@ def bwrap_command(
     if env_root and os.path.exists(env_root):
         plan.bind(env_root)
     plan.bind(code_dir)
+    for m in mounts:
+        if os.path.isdir(m):
+            plan.bind(m)
     args = [*plan.args, "--chdir", code_dir]
     # No --die-with-parent: it ends the sandbox with the controller (measured), and replicas
     # outlive a controller crash. A bwrap killed on its own leaves its sandbox behind; the

@@ -32,6 +32,10 @@ from .db.registry_base import ModelRegistry
 from .registry_records import AliasRequest, RegisterRequest
 
 REGISTRY_KEY: web.AppKey[ModelRegistry] = web.AppKey("tickrun_model_registry", ModelRegistry)
+# Called with the model's name after a write that can move what an alias names (the mounting
+# app, e.g. the controller's model bindings, listens without this package importing it).
+Listener = Callable[[str], None]
+LISTENERS: web.AppKey[list[Listener]] = web.AppKey("tickrun_model_registry_listeners", list)
 MAX_LIMIT = 10000
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -62,6 +66,17 @@ async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await asyncio.to_thread(fn, *args, **kwargs)  # SQLAlchemy blocks: off the loop
 
 
+def on_change(app: web.Application, listener: Listener) -> None:
+    """Call ``listener(name)`` after every registry write through this API that may move an
+    alias (set, delete, a forced version delete, a register with aliases)."""
+    app[LISTENERS].append(listener)
+
+
+def _changed(request: web.Request, name: str) -> None:
+    for listener in request.app.get(LISTENERS, ()):
+        listener(name)
+
+
 def _limit(request: web.Request, default: int) -> int:
     value = int_param(request.query, "limit", default, lo=1)
     return min(value if value is not None else default, MAX_LIMIT)
@@ -84,6 +99,8 @@ async def list_models(request: web.Request) -> web.StreamResponse:
 async def register(request: web.Request) -> web.StreamResponse:
     body = RegisterRequest.model_validate_json(await request.read())
     mv = await _call(_reg(request).register, body)
+    if body.aliases:
+        _changed(request, mv.name)
     return web.json_response({"version": mv.model_dump(mode="json")}, status=201)
 
 
@@ -125,6 +142,7 @@ async def delete_version(request: web.Request) -> web.StreamResponse:
     version = _version(m["version"])
     force = request.query.get("force") in ("1", "true")
     await _call(_reg(request).delete_version, m["name"], version, force=force)
+    _changed(request, m["name"])
     return web.json_response({"deleted": {"name": m["name"], "version": version}})
 
 
@@ -133,6 +151,7 @@ async def set_alias(request: web.Request) -> web.StreamResponse:
     m = request.match_info
     body = AliasRequest.model_validate_json(await request.read())
     mv = await _call(_reg(request).set_alias, m["name"], m["alias"], body.version)
+    _changed(request, m["name"])
     return web.json_response({"version": mv.model_dump(mode="json")})
 
 
@@ -140,11 +159,13 @@ async def set_alias(request: web.Request) -> web.StreamResponse:
 async def delete_alias(request: web.Request) -> web.StreamResponse:
     m = request.match_info
     await _call(_reg(request).delete_alias, m["name"], m["alias"])
+    _changed(request, m["name"])
     return web.json_response({"deleted": {"name": m["name"], "alias": m["alias"]}})
 
 
 def add_routes(app: web.Application, db: RunDB) -> None:
     app[REGISTRY_KEY] = db.registry()
+    app[LISTENERS] = []
     r = app.router
     r.add_get("/api/models", list_models)
     r.add_post("/api/models", register)

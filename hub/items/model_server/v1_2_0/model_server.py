@@ -36,9 +36,11 @@ import asyncio
 import hashlib
 import importlib
 import importlib.util
+import json
 import math
 import os
 import sys
+import threading
 import time
 import types
 from collections.abc import Mapping
@@ -186,7 +188,31 @@ class ModelServer:
         return out
 
 
+MODEL_SCHEME = "models:/"
+SIDECAR = "model.json"  # written by the controller beside a model file it binds
+DEFAULT_REFRESH_S = 10.0
+
+
+def _sidecar(uri: str) -> dict[str, Any] | None:
+    """The controller's description of a model file it bound (``models:/`` env value → local
+    file, tickrun.controller's bindings): the artifact's metadata (framework, feature names)."""
+    if "://" in uri or uri.startswith(MODEL_SCHEME):
+        return None
+    try:
+        data = json.loads(Path(uri).with_name(SIDECAR).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("meta"), dict) else None
+
+
 def load(uri: str) -> tuple[Any, list[str] | None]:
+    side = _sidecar(uri)
+    if side is not None:
+        from tickrun.functions.runs.serialize import load_model_file
+
+        meta = side["meta"]
+        names = meta.get("feature_names")
+        return load_model_file(Path(uri), meta), list(names) if names else None
     from tickrun.functions.runs import load_model
 
     loaded = load_model(uri)
@@ -195,13 +221,25 @@ def load(uri: str) -> tuple[Any, list[str] | None]:
     return model, list(names) if names else None
 
 
+def registry_version(uri: str) -> tuple[str, int]:
+    """(name, version) a ``models:/`` URI names now, read from the run DB's registry."""
+    from tickrun.functions.runs.registry import get_model_version
+
+    mv = get_model_version(uri)
+    return mv.name, mv.version
+
+
 def model_version(uri: str, env: Mapping[str, str] | None = None) -> str:
-    """``MODEL_VERSION`` when set, else the sha256 prefix of the model file (of the URI when the
-    file cannot be read), so two different models never answer with the same version."""
+    """``MODEL_VERSION`` when set; ``<name>/<version>`` for a ``models:/`` URI; else the sha256
+    prefix of the model file (of the URI when the file cannot be read), so two different models
+    never answer with the same version."""
     env = os.environ if env is None else env
     given = env.get("MODEL_VERSION")
     if given:
         return given
+    if uri.startswith(MODEL_SCHEME):
+        name, version = registry_version(uri)
+        return f"{name}/{version}"
     digest = hashlib.sha256()
     try:
         from tickrun.functions.runs import DataItem
@@ -218,10 +256,15 @@ def init_context(context: Any) -> None:
     uri = os.environ.get("MODEL_URI")
     if not uri:
         raise RuntimeError("set MODEL_URI to the model to serve (store://…, s3://… or a file)")
-    model, names = load(uri)
+    source = uri
+    if uri.startswith(MODEL_SCHEME) and not os.environ.get("MODEL_VERSION"):
+        # Pinned to the version resolved now: an alias moving during the load changes nothing.
+        name, number = registry_version(uri)
+        source = f"{MODEL_SCHEME}{name}/{number}"
+    model, names = load(source)
     relax_sklearn_checks()
     pred = Predictor(model, names)
-    version = model_version(uri)
+    version = model_version(source)
     recorder = recorder_from_env(pred.feature_names, version)
     context.user_data.server = ModelServer(
         pred,
@@ -231,6 +274,7 @@ def init_context(context: Any) -> None:
         recorder=recorder,
     )
     context.user_data.signal_rule = SignalRule.from_env()
+    context.user_data.reloader = Reloader.from_env(context, uri)
     context.logger.info_with(
         "model loaded",
         uri=uri,
@@ -238,6 +282,75 @@ def init_context(context: Any) -> None:
         version=version,
         monitoring="off" if recorder is None else str(type(recorder).__name__),
     )
+
+
+class Reloader:
+    """Serves what a ``models:/name@alias`` (or ``/latest``) URI names now: every ``interval_s``
+    a thread asks the run DB's registry; a new version is loaded in full, then swapped in with
+    one assignment (``context.user_data.server``). A request reads that reference once, so the
+    ones in flight finish on the old model. A failed check or load keeps the current model."""
+
+    def __init__(self, context: Any, uri: str, interval_s: float) -> None:
+        self.context = context
+        self.uri = uri
+        self.interval_s = interval_s
+        self.swaps = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="model-reload", daemon=True)
+
+    @classmethod
+    def from_env(cls, context: Any, uri: str) -> Reloader | None:
+        """Started for a moving ``models:/`` URI when ``MODEL_REFRESH_S`` > 0 (default 10) and
+        ``MODEL_VERSION`` is unset (a fixed version label would lie after a swap)."""
+        moving = uri.startswith(MODEL_SCHEME) and ("@" in uri or uri.endswith("/latest"))
+        raw = os.environ.get("MODEL_REFRESH_S")
+        try:
+            interval = DEFAULT_REFRESH_S if raw in (None, "") else float(raw)
+        except ValueError as exc:
+            raise ValueError(f"MODEL_REFRESH_S={raw!r}: expected seconds (0 = never)") from exc
+        if not moving or interval <= 0 or os.environ.get("MODEL_VERSION"):
+            return None
+        reloader = cls(context, uri, interval)
+        reloader._thread.start()
+        return reloader
+
+    def check(self) -> bool:
+        """Swap in the version the URI names now, if it changed; True when swapped."""
+        current: ModelServer = self.context.user_data.server
+        name, number = registry_version(self.uri)
+        label = f"{name}/{number}"
+        if label == current.version:
+            return False
+        model, names = load(f"{MODEL_SCHEME}{name}/{number}")
+        fresh = ModelServer(
+            Predictor(model, names),
+            name=current.name,
+            uri=self.uri,
+            version=label,
+            recorder=current.recorder,
+        )
+        if current.recorder is not None:
+            current.recorder.model_version = label
+        self.context.user_data.server = fresh  # the swap: one reference
+        self.swaps += 1
+        self.context.logger.info_with(
+            "model swapped", uri=self.uri, previous=current.version, version=label
+        )
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.check()
+            except Exception as exc:  # the registry or the store is down: keep serving
+                self.context.logger.warn_with(
+                    "model refresh failed; serving the current model",
+                    uri=self.uri,
+                    error=f"{type(exc).__name__}: {exc}"[:300],
+                )
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 def _error(protocol_mlflow: bool, message: str) -> tuple[int, dict[str, Any]]:
