@@ -45,6 +45,12 @@ def _runs() -> ModuleType:
     return cli
 
 
+def _pipelines() -> ModuleType:
+    from tickrun.functions.pipelines import cli
+
+    return cli
+
+
 def _schedules() -> ModuleType:
     from tickrun.controller.schedules import cli
 
@@ -70,6 +76,7 @@ COMMAND_MODULES: tuple[Callable[[], ModuleType], ...] = (
     _controller,
     _secrets,
     _runs,
+    _pipelines,
     _schedules,  # after _runs: it adds --schedule to `run`
     _hub,
     _kafka,

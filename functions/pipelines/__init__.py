@@ -19,29 +19,14 @@ docs/pipelines.md.
 
 from __future__ import annotations
 
-from .execution import PipelineRun, StepRun, run_pipeline
-from .model import PipelineError, PipelineSpec, Ref, Step
-from .pipeline import Pipeline
-from .retry import RetryPolicy
+import importlib
+from typing import TYPE_CHECKING, Any
 
-
-def pipeline(
-    name: str,
-    *,
-    project: str = "default",
-    retries: int = 0,
-    retry_backoff_s: float = 1.0,
-    description: str = "",
-) -> Pipeline:
-    """A new, empty :class:`Pipeline` (the same as calling the class)."""
-    return Pipeline(
-        name,
-        project=project,
-        retries=retries,
-        retry_backoff_s=retry_backoff_s,
-        description=description,
-    )
-
+if TYPE_CHECKING:
+    from .execution import PipelineRun, StepRun, run_pipeline
+    from .model import PipelineError, PipelineSpec, Ref, Step
+    from .retry import RetryPolicy
+    from .runnable import Pipeline
 
 __all__ = [
     "Pipeline",
@@ -55,3 +40,49 @@ __all__ = [
     "pipeline",
     "run_pipeline",
 ]
+
+# Lazy, as tickrun.functions.runs: `tickrun --help` imports this package's CLI, not the engine.
+_EXPORTS = {
+    "PipelineRun": ".execution",
+    "StepRun": ".execution",
+    "run_pipeline": ".execution",
+    "PipelineError": ".model",
+    "PipelineSpec": ".model",
+    "Ref": ".model",
+    "Step": ".model",
+    "Pipeline": ".runnable",
+    "RetryPolicy": ".retry",
+}
+
+
+def pipeline(
+    name: str,
+    *,
+    project: str = "default",
+    retries: int = 0,
+    retry_backoff_s: float = 1.0,
+    description: str = "",
+) -> Pipeline:
+    """A new, empty :class:`Pipeline` (the same as calling the class)."""
+    from .runnable import Pipeline
+
+    return Pipeline(
+        name,
+        project=project,
+        retries=retries,
+        retry_backoff_s=retry_backoff_s,
+        description=description,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -17,7 +17,7 @@ from ..modules import import_file
 from ..runs.db import open_db
 from ..runs.settings import TrackingSettings
 from .execution import StepRun, drive
-from .pipeline import Pipeline
+from .runnable import Pipeline
 
 JOB_TARGET = "tickrun.functions.pipelines.job:run_pipeline"
 

@@ -2,7 +2,7 @@
 checks that refuse a bad graph before anything runs.
 
 Nothing here does I/O: building a pipeline and calling ``graph()`` only look at the
-definition; ``Pipeline.run`` (:mod:`.pipeline`) hands it to :mod:`.execution`.
+definition; ``Pipeline.run`` (:mod:`.runnable`) hands it to :mod:`.execution`.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def _name(kind: str, name: Any) -> str:
 
 
 class PipelineSpec:
-    """A DAG of steps (the definition; :class:`~.pipeline.Pipeline` adds ``run``). Constructing
+    """A DAG of steps (the definition; :class:`~.runnable.Pipeline` adds ``run``). Constructing
     one does no I/O. ``retries``/``retry_backoff_s`` are the default retry policy of its steps.
     """
 
