@@ -188,6 +188,8 @@ class FunctionService:
                 "the kubernetes platform is not available on this controller: set "
                 f"{KUBECONFIG.name}, or run the controller in the cluster"
             )
+        if self.bindings is not None:
+            await self.bindings.check(spec, platform)  # an unresolvable models:/ value: 400
         if code is None:
             if existing is None:
                 raise SpecError(f"function {spec.name!r} does not exist yet: send its code")
