@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -208,7 +209,14 @@ def test_async_handler_and_labels(settings: TrackingSettings, db: SqlRunDB) -> N
     run = run_function(job, params={"n": 4}, labels={"owner": "me"}, settings=settings, db=db)
     assert run.state == "completed", run.error
     assert run.results == {"n2": 8}
-    assert db.get_run(run.uid).labels == {"owner": "me", "team": "quant"}
+    labels = db.get_run(run.uid).labels
+    # run_function adds what code ran (codehash.py): this test file's hash, no requirements.
+    assert labels == {
+        "owner": "me",
+        "team": "quant",
+        "code.hash": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+        "requirements.lock": hashlib.sha256(b"").hexdigest(),
+    }
 
 
 def test_settings_defaults_and_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
