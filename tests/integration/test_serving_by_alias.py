@@ -37,6 +37,7 @@ from tests.unit.hub.items.test_hub_model_server_alias import (
     train_versions,
 )
 from tickrun.functions.errors import SpecError, TickrunError
+from tickrun.functions.runs.db import SqlRunDB
 
 pytestmark = pytest.mark.slow
 
@@ -232,3 +233,44 @@ def test_an_unresolvable_binding_is_a_400(ctl: ControllerProc, tmp_path: Path) -
     assert err.value.status == 400
     assert isinstance(err.value, SpecError) or "models:/nothing@champion" in err.value.message
     assert "does not resolve" in err.value.message
+
+
+def test_a_move_behind_the_api_and_a_restart_are_caught(
+    ctl: ControllerProc, tmp_path: Path
+) -> None:
+    """The alias moves while the controller is down, written straight into its database (no API
+    nudge): the restarted controller rolls the function to the new version on its own, and the
+    replica serves the bound file from the controller's models folder, not the models:/ URI."""
+    (uri1, model1), (uri2, model2) = train_versions()
+    tickrun.register_model(uri1, "btc", aliases=["champion"])
+    tickrun.register_model(uri2, "btc")
+    rows = probe_rows()
+    deploy_server(ctl, tmp_path / "fn", NAME, "models:/btc@champion")
+    rev1 = ctl.client.wait_ready(NAME, timeout_s=120)["revision"]
+    body = json.dumps({"inputs": rows, "proba": True}).encode()
+    hdrs = {"Content-Type": "application/json"}
+
+    def ask() -> tuple[str, list[float], dict[str, Any]]:
+        answer = ctl.client.invoke(NAME, method="POST", body=body, headers=hdrs)
+        assert answer.status == 200, answer.body[:300]
+        info = json.loads(ctl.client.invoke(NAME).body)
+        probs = [p[1] for p in json.loads(answer.body)["probabilities"]]
+        return answer.headers["x-model-version"], probs, info
+
+    version, probs, info = ask()
+    assert version == "btc/1"
+    np.testing.assert_allclose(probs, expected(model1, rows), rtol=1e-9)
+    assert str(info["uri"]).startswith(str(ctl.state_dir / "models")), info["uri"]
+    ctl.stop()  # replicas keep running
+    db = SqlRunDB(f"sqlite:///{ctl.state_dir / 'tickrun.db'}")
+    try:
+        tickrun.set_alias("btc", "champion", 2, db=db)
+    finally:
+        db.close()
+    ctl.start()
+    wait_for(lambda: switched(ctl, NAME, rev1), 60, "the rollout to btc/2 after the restart")
+    version, probs, _info = ask()
+    assert version == "btc/2"
+    np.testing.assert_allclose(probs, expected(model2, rows), rtol=1e-9)
+    events = [e["message"] for e in ctl.client.events(NAME)]
+    assert any("btc@champion moved 1 -> 2, rolling out" in m for m in events), events
