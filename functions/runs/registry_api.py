@@ -68,7 +68,7 @@ async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 def on_change(app: web.Application, listener: Listener) -> None:
     """Call ``listener(name)`` after every registry write through this API that may move an
-    alias (set, delete, a forced version delete, a register with aliases)."""
+    alias or ``latest`` (set, delete, a version registered or deleted)."""
     app[LISTENERS].append(listener)
 
 
@@ -99,8 +99,7 @@ async def list_models(request: web.Request) -> web.StreamResponse:
 async def register(request: web.Request) -> web.StreamResponse:
     body = RegisterRequest.model_validate_json(await request.read())
     mv = await _call(_reg(request).register, body)
-    if body.aliases:
-        _changed(request, mv.name)
+    _changed(request, mv.name)  # aliases set with it; models:/name/latest moved
     return web.json_response({"version": mv.model_dump(mode="json")}, status=201)
 
 

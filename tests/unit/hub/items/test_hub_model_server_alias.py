@@ -225,3 +225,75 @@ def test_a_failing_refresh_keeps_the_current_model(
 @pytest.fixture
 def hub_module() -> Any:
     return tickrun.import_function("hub://model_server:1.2.0").module()
+
+
+def test_local_deploy_switches_versions_under_http_load(
+    registry: tuple[SqlRunDB, list[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real local replica (``fn.deploy()`` without a controller, i.e. ``tickrun serve``) on a
+    moving alias: HTTP clients (keep-alive and new connections) keep calling while the alias
+    moves; none fails, every answer is the named version's model, and once a client saw btc/2
+    it never sees btc/1 again (one worker: one swap)."""
+    import http.client
+    import json
+
+    db, models = registry
+    rows = probe_rows()
+    want = {"btc/1": expected(models[0], rows), "btc/2": expected(models[1], rows)}
+    fn = tickrun.import_function("hub://model_server:1.2.0")
+    server = fn.deploy(
+        controller=False,
+        env={"MODEL_URI": "models:/btc@champion", "MODEL_REFRESH_S": "0.3"},
+    )
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    body = json.dumps({"inputs": rows, "proba": True})
+    seen: dict[int, list[str]] = {}
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client(index: int, keep_alive: bool) -> None:
+        conn: http.client.HTTPConnection | None = None
+        seen[index] = []
+        while not stop.is_set():
+            if conn is None or not keep_alive:
+                conn = http.client.HTTPConnection(host, int(port), timeout=30)
+            try:
+                conn.request("POST", "/", body=body, headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                data = json.loads(resp.read())
+            except (OSError, http.client.HTTPException) as exc:
+                failures.append(repr(exc))
+                conn = None
+                continue
+            version = resp.getheader("X-Model-Version") or ""
+            probs = [p[1] for p in data["probabilities"]]
+            if resp.status != 200 or not np.allclose(probs, want[version]):
+                failures.append(f"{resp.status} {version}")
+            seen[index].append(version)
+            if not keep_alive:
+                conn.close()
+
+    threads = [threading.Thread(target=client, args=(i, i % 2 == 0), daemon=True) for i in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 20
+        while sum(len(v) for v in seen.values()) < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tickrun.set_alias("btc", "champion", 2, db=db)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not all(
+            v and v[-1] == "btc/2" for v in seen.values()
+        ):
+            time.sleep(0.05)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        server.stop()
+    assert failures == []
+    for versions in seen.values():
+        assert versions[0] == "btc/1" and versions[-1] == "btc/2"
+        first = versions.index("btc/2")
+        assert set(versions[first:]) == {"btc/2"}  # never back
