@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import TickrunError
 from ..runs.codehash import fingerprint
 from ..runs.db import RunDB
+from ..runs.job_handler import handler_ref
 from ..runs.records import STORE_SCHEME, parse_store_uri
 from ..runs.runner import resolve_handler
 from ..runs.serialize import jsonable
@@ -32,6 +33,9 @@ MODEL_SCHEME = "models:/"
 def cache_key(job: StepCall, db: RunDB) -> str | None:
     """The step's cache key, or None when its code cannot be hashed (never cached)."""
     step = job.step
+    if callable(step.target) and handler_ref(step.target) is None:
+        # A lambda or a closure: its file says nothing of the values it captured.
+        return None
     try:
         fp = fingerprint(resolve_handler(step.target).fn)
     except TickrunError as exc:

@@ -33,6 +33,8 @@ class Ref:
     step: str
     kind: Literal["output", "result"]
     key: str
+    # The pipeline the producing step belongs to ("" when made by hand); not part of equality.
+    pipeline: str = field(default="", compare=False)
 
     def __str__(self) -> str:
         return f"{{{self.step}.{self.kind}s.{self.key}}}"
@@ -63,11 +65,11 @@ class Step:
 
     def output(self, key: str) -> Ref:
         """The artifact URI this step logs under ``key`` (for another step's inputs/params)."""
-        return Ref(self.name, "output", _key(key))
+        return Ref(self.name, "output", _key(key), self.pipeline)
 
     def result(self, key: str) -> Ref:
         """``results[key]`` of this step's run (``"uid"``: the run's uid)."""
-        return Ref(self.name, "result", _key(key))
+        return Ref(self.name, "result", _key(key), self.pipeline)
 
     @property
     def target_name(self) -> str:
@@ -163,7 +165,7 @@ class PipelineSpec:
                 self.retry_backoff_s if retry_backoff_s is None else _backoff(retry_backoff_s)
             ),
             cache=bool(cache),
-            after=tuple(a.name if isinstance(a, Step) else str(a) for a in after),
+            after=tuple(self._after_name(name, a) for a in after),
             pipeline=self.name,
         )
         for value in step.inputs.values():
@@ -175,7 +177,23 @@ class PipelineSpec:
         self.steps[name] = step
         return step
 
+    def _after_name(self, name: str, a: Step | str) -> str:
+        if isinstance(a, Step):
+            if self.steps.get(a.name) is not a:
+                raise PipelineError(
+                    f"step {name}: after={a.name!r} is a step of pipeline {a.pipeline}, "
+                    f"not of {self.name}"
+                )
+            return a.name
+        return str(a)
+
     def _check_refs(self, step: Step) -> None:
+        for r in step.refs():
+            if r.pipeline and r.pipeline != self.name:
+                raise PipelineError(
+                    f"step {step.name} refers to step {r.step!r} of pipeline {r.pipeline}, "
+                    f"not of {self.name}"
+                )
         for up in step.upstream():
             if up == step.name:
                 raise PipelineError(f"step {step.name} depends on itself")

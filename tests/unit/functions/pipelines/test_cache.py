@@ -156,3 +156,21 @@ async def test_the_cache_works_through_the_controllers_run_api(
     assert [r.uid for r in found] == [first.steps["bars"].run_uid]
     with pytest.raises(BadRequestError, match="key=value"):
         await asyncio.to_thread(client.list_runs, "cache", label="no-equals-sign")
+
+
+def test_a_closure_is_never_cached(db: SqlRunDB) -> None:
+    def build(scale: float) -> Pipeline:
+        def scaled(context: object) -> None:
+            context.log_result("value", scale)  # type: ignore[attr-defined]
+
+        p = Pipeline("closures", project="cache")
+        p.step("scaled", scaled)
+        return p
+
+    first = build(1.0).run()
+    second = build(2.0).run()
+    # Same file, same (no) params: only the captured value differs, so no key at all.
+    assert states(first) == states(second) == {"scaled": "completed"}
+    assert second.steps["scaled"].results == {"value": 2.0}
+    labels = db.get_run(second.steps["scaled"].run_uid or "").labels
+    assert "tickrun.pipeline.cache-key" not in labels

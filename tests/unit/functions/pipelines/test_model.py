@@ -68,7 +68,7 @@ def test_ref_to_a_step_of_another_pipeline_is_refused() -> None:
     other = Pipeline("other")
     foreign = other.step("features", job("bars"))
     p = Pipeline("mine")
-    with pytest.raises(PipelineError, match="refers to step 'features'.*not in pipeline mine"):
+    with pytest.raises(PipelineError, match="refers to step 'features' of pipeline other"):
         p.step("train", job("returns"), inputs={"bars": foreign.output("bars")})
     with pytest.raises(PipelineError, match="refers to step 'ghost'"):
         p.step("train", job("returns"), after=["ghost"])
@@ -124,3 +124,14 @@ def test_unknown_runner_is_400_before_anything_runs(db: SqlRunDB) -> None:
     with pytest.raises(BadRequestError, match="job runner 'nowhere'"):
         p.run(runner="nowhere")
     assert db.list_runs(limit=10) == []
+
+
+def test_a_step_of_another_pipeline_is_refused_even_under_a_known_name() -> None:
+    other = Pipeline("other")
+    theirs = other.step("bars", job("bars"))
+    p = Pipeline("mine")
+    p.step("bars", job("bars"))
+    with pytest.raises(PipelineError, match="of pipeline other, not of mine"):
+        p.step("returns", job("returns"), inputs={"bars": theirs.output("bars")})
+    with pytest.raises(PipelineError, match="of pipeline other, not of mine"):
+        p.step("returns", job("returns"), after=[theirs])
