@@ -217,7 +217,8 @@ class SqlRunDB(RunDB):
             return
         t = labels_table
         for r in changed:
-            conn.execute(t.delete().where(and_(t.c.uid == r.uid, t.c.iteration == r.iteration)))
+            if states.get((r.uid, r.iteration)) is not None:  # a new run has no rows yet
+                conn.execute(t.delete().where(and_(t.c.uid == r.uid, t.c.iteration == r.iteration)))
         rows = [
             {"key": k[:255], "value": v[:255], "uid": r.uid, "iteration": r.iteration}
             for r in changed
