@@ -5,16 +5,19 @@ real controller (``tickrun pipeline run … --schedule``) whose firing records i
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.test_controller_harness import TOKEN, ControllerProc, cleanup, wait_for
+from tests.peers.postgres import PostgresServer
 from tickrun import Pipeline
 from tickrun.cli import main
 from tickrun.functions.runs.db import SqlRunDB
 from tickrun.functions.runs.records import RunRecord
+from tickrun.functions.runs.settings import TrackingSettings
 from tickrun.hub.sampledata import market_data
 
 pytestmark = pytest.mark.slow
@@ -167,5 +170,27 @@ def test_a_scheduled_pipeline_fires_on_the_controller_and_records_its_graph(
             if node["state"] == "completed":
                 assert step.labels["tickrun.pipeline-run"] == fired.uid
         ctl.client.delete_schedule("nightly")
+    finally:
+        db.close()
+
+
+@pytest.mark.postgres
+def test_the_cache_and_label_queries_on_a_postgresql_run_db(
+    postgres: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TICKRUN_HOME", str(tmp_path / "home"))
+    url = postgres.create_database(f"pipelines_{uuid.uuid4().hex[:12]}")
+    settings = TrackingSettings.from_env().model_copy(update={"db_url": url})
+    flow = load(write_flow(tmp_path / "src", "pg", seconds=0.0))
+    first = flow.run(settings=settings)
+    second = flow.run(settings=settings)
+    assert {s.state for s in first.steps.values()} == {"completed"}
+    assert {n: s.state for n, s in second.steps.items()} == dict.fromkeys(second.steps, "cached")
+    db = SqlRunDB(url)
+    try:
+        steps = db.list_runs("pg", label=f"tickrun.pipeline-run={first.uid}")
+        assert {r.uid for r in steps} == {s.run_uid for s in first.steps.values()}
+        pipelines = db.list_runs("pg", label="tickrun.kind=pipeline")
+        assert [r.uid for r in pipelines] == [second.uid, first.uid]
     finally:
         db.close()
