@@ -230,13 +230,18 @@ def drive(
     settings: TrackingSettings,
     db: RunDB,
     into: dict[str, StepRun] | None = None,
+    artifact_path: str | None = None,
 ) -> dict[str, StepRun]:
     """Run the steps inside the tracked run ``context`` (the pipeline run): record the graph
     on it, and raise naming the failed steps so the run ends in error (``into`` gets the
     steps' states either way)."""
     context.set_label(PIPELINE_LABEL, pipeline.name)
     context.set_label(KIND_LABEL, PIPELINE_KIND)
-    executor: Call = LocalExecutor(settings) if runner == "local" else JobExecutor(runner, settings)
+    executor: Call = (
+        LocalExecutor(settings)
+        if runner == "local"
+        else JobExecutor(runner, settings, artifact_path=artifact_path)
+    )
     step_cache = StepCache(db, enabled=cache)
 
     def call_for(step: Step) -> Call:
@@ -288,6 +293,7 @@ def run_pipeline(
             settings=s,
             db=db,
             into=held,
+            artifact_path=settings.artifact_path if settings is not None else None,
         )
 
     run = run_function(

@@ -10,10 +10,11 @@ import time
 from typing import Any
 
 from ..errors import BadRequestError, NotFoundError, TickrunError
+from ..runs.codehash import fingerprint
 from ..runs.job import load_run
 from ..runs.job_handler import handler_ref
 from ..runs.plugins import JobRequest, job_launcher
-from ..runs.runner import new_uid, run_function
+from ..runs.runner import new_uid, resolve_handler, run_function
 from ..runs.runobject import RunObject
 from ..runs.settings import TrackingSettings
 from .steps import COMPLETED, ERROR, Outcome, StepCall
@@ -62,9 +63,13 @@ class LocalExecutor:
 class JobExecutor:
     """Each attempt a JobRequest for the runner's launcher; the run is read back by uid."""
 
-    def __init__(self, runner: str, settings: TrackingSettings) -> None:
+    def __init__(
+        self, runner: str, settings: TrackingSettings, *, artifact_path: str | None = None
+    ) -> None:
         self.runner = runner
         self.settings = settings
+        # Only a path the caller chose: else the runner's own default (a Job's is not ours).
+        self.artifact_path = artifact_path
         self.launch = job_launcher(runner)  # a 400 now for an unknown runner, before any step
 
     def request(self, job: StepCall) -> JobRequest:
@@ -78,6 +83,16 @@ class JobExecutor:
                     "load (file.py:fn, module:fn, hub://…), not a lambda or a closure"
                 )
             target = ref
+        labels = dict(job.labels)
+        requirements: list[str] = []
+        if self.runner == "kubernetes" and "://" in target:
+            # The Job's image is built from the handler's folder (as HubFunction.run does):
+            # the item's file, with its requirements; the labels still name the item.
+            resolved = resolve_handler(target)
+            fp = fingerprint(resolved.fn)
+            labels = {**resolved.labels, **labels}
+            requirements = list(fp.requirements) if fp is not None else []
+            target = resolved.ref
         fields: dict[str, Any] = {
             "runner": self.runner,
             "target": target,
@@ -86,8 +101,9 @@ class JobExecutor:
             "inputs": job.inputs,
             "project": job.project,
             "name": step.name,
-            "labels": job.labels,
-            "artifact_path": self.settings.artifact_path,
+            "labels": labels,
+            "artifact_path": self.artifact_path,
+            "requirements": requirements,
         }
         if step.hyperparams:
             fields.update(
