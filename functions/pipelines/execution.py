@@ -136,6 +136,7 @@ class Scheduler:
         *,
         parallel: int,
         labels: Mapping[str, str],
+        on_change: Callable[[dict[str, StepRun]], None] | None = None,
     ) -> None:
         if not isinstance(parallel, int) or not 1 <= parallel <= MAX_PARALLEL:
             raise PipelineError(f"parallel must be from 1 to {MAX_PARALLEL}, got {parallel!r}")
@@ -144,6 +145,8 @@ class Scheduler:
         self.call_for = call_for
         self.parallel = parallel
         self.labels = dict(labels)
+        # Called (on the scheduler's thread) after steps start or end: the live graph.
+        self.on_change = on_change
         self.steps = {n: StepRun(n, pipeline.steps[n].target_name) for n in pipeline.steps}
 
     def run(self) -> dict[str, StepRun]:
@@ -166,10 +169,19 @@ class Scheduler:
                     if pending:  # cannot happen for a validated DAG; never spin
                         raise PipelineError(f"steps {pending} can never run")
                     break
+                self._changed()
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for future in done:
                     self._finish(running.pop(future), future)
         return self.steps
+
+    def _changed(self) -> None:
+        if self.on_change is None:
+            return
+        try:
+            self.on_change(self.steps)
+        except TickrunError as exc:  # a progress write must not stop the pipeline
+            logger.warning("cannot record the pipeline's progress: %s", exc.message)
 
     def _skip(self, name: str, failed: str) -> None:
         sr = self.steps[name]
@@ -248,7 +260,12 @@ def drive(
         return chain(executor, [step_cache, RetryPolicy(step.retries, step.retry_backoff_s)])
 
     labels = {PIPELINE_LABEL: pipeline.name, PIPELINE_RUN_LABEL: context.uid}
-    scheduler = Scheduler(pipeline, call_for, parallel=parallel, labels=labels)
+
+    def progress(steps: dict[str, StepRun]) -> None:
+        # `tickrun pipeline show` of a running pipeline: the graph so far (the tracker flushes).
+        context.log_result("graph", make_graph(pipeline, steps, context.uid))
+
+    scheduler = Scheduler(pipeline, call_for, parallel=parallel, labels=labels, on_change=progress)
     steps = scheduler.run()
     if into is not None:
         into.update(steps)

@@ -4,9 +4,12 @@ its graph, failures skipping dependents, independent steps side by side."""
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tickrun import Pipeline
 from tickrun.functions.runs import SqlRunDB
@@ -147,3 +150,25 @@ def test_inputs_may_be_plain_paths(tmp_path: Path, db: SqlRunDB) -> None:
     p.step("returns", job("returns"), inputs={"bars": str(small)}, params={"horizon": 2})
     run = p.run()
     assert run.steps["returns"].results["bars_rows"] == 30
+
+
+def test_a_running_pipeline_shows_its_graph_so_far(
+    db: SqlRunDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TICKRUN_FLUSH_INTERVAL_S", "0.1")
+    p = Pipeline("live")
+    fast = p.step("fast", job("sleep_step"), params={"seconds": 0})
+    p.step("slow", job("sleep_step"), params={"seconds": 2.0}, after=[fast])
+    seen: list[dict[str, str]] = []
+    with ThreadPoolExecutor(1) as pool:
+        done = pool.submit(p.run, cache=False)
+        deadline = time.monotonic() + 20
+        while not done.done() and time.monotonic() < deadline:
+            for rec in db.list_runs(label="tickrun.pipeline=live", state="running"):
+                graph = rec.results.get("graph")
+                if graph:
+                    seen.append({n["name"]: n["state"] for n in graph["nodes"]})
+            time.sleep(0.05)
+        run = done.result()
+    assert run.state == "completed"
+    assert {"fast": "completed", "slow": "running"} in seen, seen
