@@ -48,3 +48,12 @@ def flaky(context: Any, counter: str = "", fail_times: int = 1) -> None:
     if n < int(fail_times):
         raise RuntimeError(f"flaky: attempt {n + 1} fails")
     context.log_result("calls", n + 1)
+
+
+def fit_window(context: Any, bars: Any = None, window: int = 3) -> None:
+    """Scores a moving-average window: minus the mean absolute error of predicting close."""
+    df = bars.as_df()
+    pred = df["close"].rolling(int(window)).mean().shift(1)
+    err = float((df["close"] - pred).abs().mean())
+    context.log_result("score", -err)
+    context.log_artifact("model", body=f"window={int(window)}")

@@ -172,3 +172,29 @@ def test_a_running_pipeline_shows_its_graph_so_far(
         run = done.result()
     assert run.state == "completed"
     assert {"fast": "completed", "slow": "running"} in seen, seen
+
+
+def test_a_sweep_steps_output_is_the_best_iterations(db: SqlRunDB) -> None:
+    p = Pipeline("sweep")
+    bars = p.step("bars", job("bars"), inputs={"market": str(market_data())}, params={"rows": 200})
+    fit = p.step(
+        "fit",
+        job("fit_window"),
+        inputs={"bars": bars.output("bars")},
+        hyperparams={"window": [2, 6, 24]},
+        selector="max.score",
+    )
+    p.step("use", job("summary"), params={"source_run": fit.result("uid")})
+    run = p.run()
+    assert run.state == "completed", run.error
+    closes = pd.read_csv(market_data()).tail(200).reset_index(drop=True)["close"]
+    errors = {
+        w: float((closes - closes.rolling(w).mean().shift(1)).abs().mean()) for w in (2, 6, 24)
+    }
+    best = min(errors, key=lambda w: errors[w])
+    model = DataItem(run.steps["fit"].outputs["model"], db=db).get().decode()
+    assert model == f"window={best}"
+    assert (
+        db.get_run(run.steps["use"].run_uid or "").params["source_run"] == run.steps["fit"].run_uid
+    )
+    assert len(db.list_runs(uid=run.steps["fit"].run_uid, limit=10)) == 4  # parent + 3
