@@ -15,6 +15,8 @@ from typing import Any, Literal
 from ..errors import BadRequestError
 
 NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+PROJECT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")  # as a run record's project
+STRATEGIES = ("grid", "list", "random", "optuna")
 RESULT_UID = "uid"  # result("uid"): the producing step run's uid
 
 
@@ -121,6 +123,10 @@ class PipelineSpec:
         description: str = "",
     ) -> None:
         self.name = _name("pipeline", name)
+        if not isinstance(project, str) or not PROJECT.match(project):
+            raise PipelineError(
+                f"project {project!r} must be 1-63 of letters, digits, '_', '.' and '-'"
+            )
         self.project = project
         self.retries = _retries(retries)
         self.retry_backoff_s = _backoff(retry_backoff_s)
@@ -152,6 +158,11 @@ class PipelineSpec:
             raise PipelineError(f"pipeline {self.name}: step {name!r} is defined twice")
         if not callable(target) and not (isinstance(target, str) and target.strip()):
             raise PipelineError(f"step {name}: target must be a callable or a target string")
+        if hyper_strategy not in STRATEGIES:
+            raise PipelineError(
+                f"step {name}: hyper_strategy must be one of {', '.join(STRATEGIES)}, "
+                f"got {hyper_strategy!r}"
+            )
         step = Step(
             name=name,
             target=target,

@@ -116,6 +116,10 @@ def test_policy_values_are_checked() -> None:
         p.run(parallel=0)
     with pytest.raises(PipelineError, match="no steps"):
         Pipeline("empty").graph()
+    with pytest.raises(PipelineError, match="project 'my project'"):
+        Pipeline("p", project="my project")
+    with pytest.raises(PipelineError, match="hyper_strategy must be one of"):
+        p.step("e", job("bars"), hyperparams={"rows": [1, 2]}, hyper_strategy="bayes")
 
 
 def test_unknown_runner_is_400_before_anything_runs(db: SqlRunDB) -> None:
