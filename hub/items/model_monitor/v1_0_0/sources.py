@@ -1,7 +1,8 @@
 """model_monitor 1.0.0: where prediction records come from and where alerts go.
 
 - :func:`read_predictions`: every JSON record of a Kafka topic from its start to its current
-  end (kafka-python, as paper_trader's report job reads its pnl topic), flattened by
+  end (kafka-python, as paper_trader's report job reads its pnl topic; a message is one record
+  or a JSON Lines batch of them, :func:`message_records`), flattened by
   :func:`records_frame`: ``{"features": {...}, "probability", "prediction", "model_version",
   "open_time", …}`` → one row with the feature columns beside the other fields.
 - :func:`post_webhook`: an HTTP POST of the alert as JSON with a timeout; a failure is returned
@@ -57,15 +58,37 @@ def read_predictions(
                 raise TimeoutError(f"reading {topic!r} took longer than {timeout_s}s")
             for batch in consumer.poll(timeout_ms=500).values():
                 for rec in batch:
-                    try:
-                        value = json.loads(rec.value)
-                    except (TypeError, ValueError):
-                        continue
-                    if isinstance(value, dict):
-                        records.append(value)
+                    records.extend(message_records(rec.value))
     finally:
         consumer.close()
     return records
+
+
+def message_records(value: Any) -> list[dict[str, Any]]:
+    """The JSON object records of one message value: one JSON record, or a JSON Lines batch
+    of them (model_server 1.2 sends a batch a message); lines that are not JSON objects are
+    skipped."""
+    if value is None:
+        return []
+    try:
+        one = json.loads(value)
+    except (TypeError, ValueError):
+        pass  # not one record: a batch of lines
+    else:
+        return [one] if isinstance(one, dict) else []
+    if not isinstance(value, bytes | str):
+        return []
+    out: list[dict[str, Any]] = []
+    for line in value.splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
 
 
 def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
