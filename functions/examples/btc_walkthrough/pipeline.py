@@ -55,6 +55,7 @@ def walkthrough(
     function: str = MODEL,
     live_rows: int = 500,
     keep_requirements: bool = True,
+    controller: str = "",
     project: str = "btc",
 ) -> Pipeline:
     """The walk-through pipeline (module-level callable for ``tickrun pipeline run``).
@@ -64,7 +65,9 @@ def walkthrough(
     ``fee_bp``: taker fee per side in the backtest and the promotion; ``wf_splits``:
     walk-forward folds; ``live_rows``: newest bars sent to the served model as traffic;
     ``keep_requirements=False`` deploys model_server on the controller's own interpreter
-    (no wheelhouse build: tests and demos)."""
+    (no wheelhouse build: tests and demos); ``controller``: the controller's URL for the deploy
+    and score steps (default ``$TICKRUN_CONTROLLER_URL``, else the local controller's state
+    files; a scheduled firing needs it, its job is given the controller's database only)."""
     p = Pipeline("btc-walkthrough", project=project)
     data = p.step("data", _step("market_window"), params={"start": start, "end": end})
     bars = data.output("bars")
@@ -145,6 +148,7 @@ def walkthrough(
             "alias": "champion",
             "function": function,
             "keep_requirements": keep_requirements,
+            "controller": controller,
         },
         after=[promote],
         cache=False,
@@ -153,7 +157,7 @@ def walkthrough(
         "score",
         _step("score_window"),
         inputs={"features": feats, "prices": bars},
-        params={"function": function, "rows": live_rows},
+        params={"function": function, "rows": live_rows, "controller": controller},
         after=[deploy],
         cache=False,  # traffic to the server as it is now
     )

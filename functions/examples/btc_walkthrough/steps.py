@@ -228,12 +228,15 @@ def register(
 # --- serving -----------------------------------------------------------------------------------
 
 
-def _controller() -> Any:
-    """The controller client (``$TICKRUN_CONTROLLER_URL`` + ``$TICKRUN_TOKEN``, else the local
-    controller's state files). User code may import the controller; tickrun's layers may not."""
+def _controller(url: str = "") -> Any:
+    """The controller client: ``url`` when given, else ``$TICKRUN_CONTROLLER_URL``, else the
+    local controller's state files; the token from ``$TICKRUN_TOKEN`` or those files. (A
+    scheduled firing's job gets the controller's database, not its URL: pass ``controller``.)
+    User code may import the controller; tickrun's own layers may not."""
     from tickrun.controller.client import ControllerClient
 
-    return ControllerClient.from_env()
+    client = ControllerClient.from_env()
+    return ControllerClient(url, client.token) if url else client
 
 
 def _env_value(fn: dict[str, Any], key: str) -> str | None:
@@ -291,6 +294,7 @@ def deploy_by_alias(
     platform: str = "process",
     keep_requirements: bool = True,
     timeout_s: float = 180.0,
+    controller: str = "",
 ) -> None:
     """model_server with ``MODEL_URI=models:/<model>@<alias>`` on the controller: deployed when
     the function does not exist (or is bound to another URI), else left alone — when a
@@ -304,7 +308,7 @@ def deploy_by_alias(
     uri = f"models:/{model}@{alias}"
     champion = get_model_version(model, alias, db=db)
     want = served_version(model, champion.version)
-    client = _controller()
+    client = _controller(controller)
     try:
         bound = _env_value(client.get_function(function), "MODEL_URI")
     except NotFoundError:
@@ -371,6 +375,7 @@ def score_window(
     rows: int = 500,
     batch: int = 100,
     purge_bars: int = 1,
+    controller: str = "",
 ) -> None:
     """Send the newest ``rows`` bars of ``features`` to the served model (``batch`` rows per
     request, over the controller's gateway) as its traffic. Logs ``current`` (those bars'
@@ -385,7 +390,7 @@ def score_window(
     n = int(rows)
     if not 0 < n < len(frame) - int(purge_bars):
         raise ValueError(f"rows must be in 1..{len(frame) - int(purge_bars) - 1}, not {n}")
-    client = _controller()
+    client = _controller(controller)
     info = client.invoke(function, path="/", method="GET", timeout_s=10)
     names = json.loads(info.body).get("features") if info.status == 200 else None
     if not names:

@@ -289,7 +289,7 @@ def champion(
 
 
 def _fake(monkeypatch: pytest.MonkeyPatch, fake: FakeController) -> FakeController:
-    monkeypatch.setattr(steps, "_controller", lambda: fake)
+    monkeypatch.setattr(steps, "_controller", lambda url="": fake)
     return fake
 
 
