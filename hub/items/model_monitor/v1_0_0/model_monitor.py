@@ -269,12 +269,37 @@ def start_retraining(
     return {"retrain_run": str(run.uid), "retrain_state": str(run.state)}
 
 
+def reference_from_model(model: str) -> tuple[Any, str]:
+    """The training dataset of a registered model version (``models:/name@alias`` or
+    ``models:/name/3``): its lineage's dataset inputs, the one logged as a dataset artifact
+    and named like a training set first. (the DataItem, its URI)."""
+    from tickrun.functions.runs import DataItem
+    from tickrun.functions.runs.registry import get_model_version
+
+    mv = get_model_version(model)
+    found = list(mv.lineage.datasets)
+    if not found:
+        raise ValueError(f"{model} (run {mv.lineage.run_uid}) has no dataset inputs in its lineage")
+    preferred = ("dataset", "train", "training_set", "features", "train_set")
+
+    def rank(d: Any) -> tuple[int, int]:
+        name = d.name if d.name in preferred else None
+        return (0 if d.kind == "dataset" else 1, preferred.index(name) if name else len(preferred))
+
+    chosen = sorted(found, key=rank)[0]
+    return DataItem(chosen.uri), chosen.uri
+
+
 def monitor(
     context: Any,
     reference: Any = None,
     current: Any = None,
     topic: str | None = None,
     brokers: str | None = None,
+    predictions_dir: str | None = None,
+    model: str | None = None,
+    last_rows: int | None = None,
+    ks_autocorrelation: bool = True,
     reference_predictions: Any = None,
     features: Any = None,
     label_column: str | None = "label",
@@ -283,11 +308,11 @@ def monitor(
     model_version: str | None = None,
     bins: int = 10,
     epsilon: float = PSI_EPSILON,
-    psi_threshold: float = 0.2,
+    psi_threshold: float = 0.25,
     ks_alpha: float = 0.01,
     correction: str = "bonferroni",
     drift_rule: str = "both",
-    min_drifted_features: int = 1,
+    min_drifted_features: int = 2,
     prediction_psi_threshold: float | None = None,
     min_hit_rate: float | None = None,
     fee_bp: float = 10.0,
@@ -308,8 +333,11 @@ def monitor(
 ) -> None:
     """Job: drift of ``current`` (or the ``topic``'s records) vs ``reference``, prediction
     drift, live performance → results, the ``drift`` table, plots and alerts."""
+    reference_source = "reference"
+    if reference is None and model:
+        reference, reference_source = reference_from_model(model)
     if reference is None:
-        raise ValueError("give the reference (training features) dataset")
+        raise ValueError("give the reference (training features) dataset, or model=models:/…")
     ref = _frame(reference)
     meta = _meta(reference)
     if current is not None:
@@ -322,8 +350,14 @@ def monitor(
             raise ValueError("give brokers= or set TICKRUN_KAFKA_BROKERS to read the topic")
         cur = sources.records_frame(sources.read_predictions(found, topic, float(timeout_s)))
         source = f"kafka:{topic}"
+    elif predictions_dir:
+        cur = sources.records_frame(sources.read_jsonl_dir(predictions_dir))
+        source = f"jsonl:{predictions_dir}"
     else:
-        raise ValueError("give the current window: a dataset (current=) or a topic (topic=)")
+        raise ValueError(
+            "give the current window: a dataset (current=), a topic (topic=) or "
+            "model_server's MONITOR_DIR (predictions_dir=)"
+        )
     if model_version is not None and "model_version" in cur.columns:
         cur = cur[cur["model_version"].astype(str) == str(model_version)]
     if cur.empty:
@@ -331,6 +365,8 @@ def monitor(
     time_name = time_column_of(cur, time_column, meta)
     if time_name is not None:
         cur = cur.sort_values(time_name, kind="stable").reset_index(drop=True)
+    if last_rows:
+        cur = cur.iloc[-int(last_rows) :].reset_index(drop=True)
     names = select_features(
         ref, cur, features, label_column=label_column, meta=meta, exclude=[price_column]
     )
@@ -344,6 +380,7 @@ def monitor(
         ks_alpha=float(ks_alpha),
         correction=correction,
         rule=drift_rule,
+        autocorrelation=bool(ks_autocorrelation),
     )
     drifted = list(table.loc[table["drifted"], "feature"])
     ref_out = _frame(reference_predictions) if reference_predictions is not None else ref
@@ -379,6 +416,9 @@ def monitor(
     alert = bool(reasons)
     results: dict[str, Any] = {
         "source": source,
+        "reference": reference_source
+        if model
+        else str(getattr(reference, "url", "") or "reference"),
         "reference_rows": len(ref),
         "current_rows": len(cur),
         "features_checked": len(names),

@@ -64,6 +64,25 @@ def read_predictions(
     return records
 
 
+def read_jsonl_dir(directory: str) -> list[dict[str, Any]]:
+    """Every JSON object record of model_server's JSONL sink directory (``MONITOR_DIR``):
+    ``*.jsonl`` files in name order (model_server names them by process, start time and
+    sequence), one record a line; a line still being written (no newline yet) or not JSON is
+    skipped. A missing directory is a ValueError."""
+    from pathlib import Path
+
+    root = Path(directory)
+    if not root.is_dir():
+        raise ValueError(f"predictions_dir {directory!r} is not a directory")
+    out: list[dict[str, Any]] = []
+    for path in sorted(root.glob("*.jsonl")):
+        data = path.read_bytes()
+        end = data.rfind(b"\n")
+        if end >= 0:
+            out.extend(message_records(data[: end + 1]))
+    return out
+
+
 def message_records(value: Any) -> list[dict[str, Any]]:
     """The JSON object records of one message value: one JSON record, or a JSON Lines batch
     of them (model_server 1.2 sends a batch a message); lines that are not JSON objects are

@@ -154,15 +154,21 @@ def test_later_regime_drifts(feats, years, names, fake_context, frame_item) -> N
     assert r["alert"] is True and r["retrain_recommended"] is True
     assert r["features_checked"] == len(names) and set(table.index) == set(names)
     assert "close" not in table.index and "label" not in table.index
-    assert r["drifted_count"] >= 3 and r["max_psi"] >= 0.2
+    assert r["drifted_count"] >= 2 and r["max_psi"] >= 0.25
     drifted = table[table["drifted"]]
     assert set(r["drifted_features"]) == set(drifted.index)
-    assert (drifted["psi"] >= 0.2).all() and (drifted["ks_pvalue"] < 0.01 / len(names)).all()
-    # 2018's hourly volatility was far above late 2025's: the 72-bar volatility drifts, by hand
+    assert (drifted["psi"] >= 0.25).all() and (drifted["ks_pvalue"] < 0.01 / len(names)).all()
+    # 2018's hourly ranges were far above late 2025's: the bar's range drifts, PSI by hand
     top = r["max_psi_feature"]
     assert r["max_psi"] == pytest.approx(mm.psi(ref[top], cur[top]))
-    assert "volatility_72" in r["drifted_features"]
-    assert cur["volatility_72"].mean() < ref["volatility_72"].mean()
+    assert "hl_range" in r["drifted_features"]
+    assert cur["hl_range"].mean() < ref["hl_range"].mean()
+    # The 72-bar volatility moved as much (PSI), but 1000 values of a series with lag-1
+    # autocorrelation ~0.99 are a handful of independent draws: its KS (effective sizes) does
+    # not reject, where the i.i.d. KS does.
+    vol = table.loc["volatility_72"]
+    assert vol["psi"] >= 0.25 and not vol["ks_drift"]
+    assert mm.ks(ref["volatility_72"], cur["volatility_72"])[1] < 1e-10
     assert any(msg == "model monitor alert" for msg, _ in fake_context.logger.records)
 
 
@@ -271,7 +277,7 @@ def test_tracked_run_logs_results_plots_and_posts_the_alert(
     assert run.state == "completed", run.error
     assert run.record.labels["hub.version"] == "1.0.0"
     r = run.results
-    assert r["alert"] is True and r["drifted_count"] >= 3
+    assert r["alert"] is True and r["drifted_count"] >= 2
     assert r["alert_webhook_delivered"] is True
     assert len(received) == 1 and received[0]["content_type"] == "application/json"
     body = received[0]["body"]
