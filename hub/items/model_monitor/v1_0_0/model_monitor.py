@@ -1,11 +1,16 @@
 """model_monitor 1.0.0 — drift, prediction drift and live performance of a served model, as a
 tracked run, with alerts.
 
-The ``monitor`` job compares a current window of prediction records (a table, or a Kafka topic
-of model_server-style records) with the reference (training) features dataset:
+The ``monitor`` job compares a current window of prediction records (a table, a Kafka topic of
+model_server-style records, or model_server's JSONL directory ``predictions_dir``) with the
+reference (training) features dataset, given or found from a registered model
+(``model="models:/btc@champion"``: the dataset input in the version's lineage):
 
 - per-feature PSI and KS (``drift.py``: quantile bins of the reference, epsilon 1e-4 for empty
-  bins, KS at ``ks_alpha / m`` — Bonferroni over the m features — and the ``drift_rule``);
+  bins, KS at ``ks_alpha / m`` — Bonferroni over the m features — on AR(1) effective sample
+  sizes by default, and the ``drift_rule``); the defaults (PSI 0.25, KS on effective sizes,
+  2 drifted features to alert) are for an hourly schedule over autocorrelated hourly features;
+  see item.yaml for the measurements behind them;
 - prediction drift: PSI/KS of the model output against reference predictions when given
   (``reference_predictions``, or a ``probability``/``prediction`` column of the reference),
   else the PSI between the reference label's base rate and the current mean output;
