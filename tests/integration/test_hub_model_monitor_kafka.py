@@ -115,7 +115,7 @@ def test_topic_source_matches_the_table_and_alert_lands_on_a_topic(
         assert r[key] == s[key], key
     for key in ("max_psi", "prediction_psi", "hit_rate", "pnl_net", "log_loss"):
         assert r[key] == pytest.approx(s[key], rel=1e-9), key
-    assert r["drifted_count"] >= 3
+    assert r["drifted_count"] >= 2  # the defaults alert at 2 drifted features
 
     alerts = [json.loads(rec.value) for rec in read_topic(brokers, "monitor-alerts", 1)]
     assert len(alerts) == 1 and alerts[0]["type"] == "model_monitor.alert"

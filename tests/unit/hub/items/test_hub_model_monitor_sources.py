@@ -140,3 +140,14 @@ def test_hourly_defaults_quiet_on_adjacent_windows_loud_on_shifted_ones(
     assert quiet <= 2  # measured: 1 of 40 windows every 3 days
     assert loud == len(windows)
     assert before >= len(windows) - 2  # the i.i.d. KS and PSI 0.2 alerted on (nearly) every one
+
+
+def test_a_message_is_one_record_or_a_json_lines_batch() -> None:
+    one = {"features": {"a": 1.0}, "prediction": 1}
+    assert mm.sources.message_records(json.dumps(one).encode()) == [one]
+    batch = b"".join(json.dumps({**one, "request_id": i}).encode() + b"\n" for i in range(3))
+    assert [r["request_id"] for r in mm.sources.message_records(batch)] == [0, 1, 2]
+    assert mm.sources.message_records(batch + b"not json\n[1, 2]\n") == (
+        mm.sources.message_records(batch)
+    )
+    assert mm.sources.message_records(b"[1, 2]") == [] and mm.sources.message_records(None) == []
