@@ -6,6 +6,7 @@ a known token; ``functions`` writes Nuclio-style function folders.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -168,6 +169,22 @@ def cleanup(ctl: ControllerProc) -> None:
                 ctl.client.delete_function(fn["name"])
     finally:
         ctl.stop()
+
+
+@contextlib.contextmanager
+def tracking_controller(tmp_path: Path) -> Iterator[ControllerProc]:
+    """A controller whose runs track in its own database (nothing inherited from the caller's
+    TICKRUN_* run DB, controller or artifact settings), stopped with everything it ran."""
+    env = dict(os.environ)
+    for var in ("TICKRUN_DB_URL", "TICKRUN_CONTROLLER_URL", "TICKRUN_ARTIFACT_PATH"):
+        env.pop(var, None)
+    env["TICKRUN_HOME"] = str(tmp_path / "home")
+    env["TICKRUN_FLUSH_INTERVAL_S"] = "0.1"
+    proc = ControllerProc(tmp_path / "state", env).start()
+    try:
+        yield proc
+    finally:
+        cleanup(proc)
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float = 60.0, what: str = "condition") -> Any:

@@ -9,7 +9,6 @@ starts the retraining run."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -25,7 +24,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import tickrun
-from tests.integration.test_controller_harness import ControllerProc, cleanup, wait_for
+from tests.integration.test_controller_harness import (
+    ControllerProc,
+    tracking_controller,
+    wait_for,
+)
 from tickrun.functions.runs.db import SqlRunDB
 from tickrun.functions.runs.records import RunRecord
 from tickrun.hub import import_function
@@ -63,16 +66,8 @@ def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 @pytest.fixture
 def ctl(tmp_path: Path) -> Iterator[ControllerProc]:
-    env = dict(os.environ)
-    for var in ("TICKRUN_DB_URL", "TICKRUN_CONTROLLER_URL", "TICKRUN_ARTIFACT_PATH"):
-        env.pop(var, None)
-    env["TICKRUN_HOME"] = str(tmp_path / "home")
-    env["TICKRUN_FLUSH_INTERVAL_S"] = "0.1"
-    proc = ControllerProc(tmp_path / "state", env).start()
-    try:
+    with tracking_controller(tmp_path) as proc:
         yield proc
-    finally:
-        cleanup(proc)
 
 
 def _post(url: str, body: Any) -> Any:

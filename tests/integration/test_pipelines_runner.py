@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_controller_harness import TOKEN, ControllerProc, cleanup, wait_for
+from tests.integration.test_controller_harness import (
+    TOKEN,
+    ControllerProc,
+    tracking_controller,
+    wait_for,
+)
 from tests.peers.postgres import PostgresServer
 from tickrun import Pipeline
 from tickrun.cli import main
@@ -121,16 +126,8 @@ def test_subprocess_steps_are_real_jobs_running_side_by_side(
 
 @pytest.fixture
 def ctl(tmp_path: Path) -> Iterator[ControllerProc]:
-    env = dict(os.environ)
-    for var in ("TICKRUN_DB_URL", "TICKRUN_CONTROLLER_URL", "TICKRUN_ARTIFACT_PATH"):
-        env.pop(var, None)
-    env["TICKRUN_HOME"] = str(tmp_path / "home")
-    env["TICKRUN_FLUSH_INTERVAL_S"] = "0.1"
-    proc = ControllerProc(tmp_path / "state", env).start()
-    try:
+    with tracking_controller(tmp_path) as proc:
         yield proc
-    finally:
-        cleanup(proc)
 
 
 def firings(db: SqlRunDB, schedule: str) -> list[RunRecord]:

@@ -6,14 +6,17 @@ counted under ``missed: skip``), and the concurrency policies hold with real pro
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_controller_harness import ControllerProc, cleanup, wait_for
+from tests.integration.test_controller_harness import (
+    ControllerProc,
+    tracking_controller,
+    wait_for,
+)
 from tickrun.functions.errors import NotFoundError
 from tickrun.functions.runs.db import SqlRunDB
 from tickrun.functions.runs.records import RunRecord
@@ -33,16 +36,8 @@ def tick(context, sleep_s=0.0):
 
 @pytest.fixture
 def ctl(tmp_path: Path) -> Iterator[ControllerProc]:
-    env = dict(os.environ)
-    for var in ("TICKRUN_DB_URL", "TICKRUN_CONTROLLER_URL", "TICKRUN_ARTIFACT_PATH"):
-        env.pop(var, None)
-    env["TICKRUN_HOME"] = str(tmp_path / "home")
-    env["TICKRUN_FLUSH_INTERVAL_S"] = "0.1"
-    proc = ControllerProc(tmp_path / "state", env).start()
-    try:
+    with tracking_controller(tmp_path) as proc:
         yield proc
-    finally:
-        cleanup(proc)
 
 
 @pytest.fixture
