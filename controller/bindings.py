@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -40,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from tickrun.functions.errors import SpecError, TickrunError
 from tickrun.functions.spec import FunctionSpec
 
-from .builder.hashing import sha256_bytes
+from .builder.hashing import publish_tree, sha256_bytes, sha256_file
 
 if TYPE_CHECKING:
     from tickrun.functions.runs.db.base import RunDB
@@ -201,7 +200,7 @@ class ModelBindings:
             except (TickrunError, OSError) as exc:
                 why = exc.message if isinstance(exc, TickrunError) else str(exc)
                 raise SpecError(f"{registry_uri}: cannot copy the model file: {why}") from exc
-            digest = _sha256_file(tmp / filename)
+            digest = sha256_file(tmp / filename)
             if sha and digest != sha:
                 raise SpecError(
                     f"{registry_uri}: the model file's sha256 {digest[:12]} differs from the "
@@ -217,10 +216,7 @@ class ModelBindings:
             for f in tmp.iterdir():
                 f.chmod(0o644)
             final = self.models_dir / digest
-            if final.exists():
-                shutil.rmtree(tmp)
-            else:
-                tmp.rename(final)
+            publish_tree(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -384,11 +380,3 @@ def _moved(fresh: list[Binding], current: list[Binding]) -> bool:
         if (b.name, b.version) != (c.name, c.version) or (b.sha256 and b.sha256 != c.sha256):
             return True
     return False
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

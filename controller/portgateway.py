@@ -124,10 +124,7 @@ class _Client(asyncio.Protocol):
 
     def between_requests(self) -> bool:
         # Before its first head, or answered and quiet since (then closing it loses nothing).
-        if not self.head_done:
-            return True
-        now = asyncio.get_running_loop().time()
-        return self.last_out >= self.last_in and now - self.last_out >= IDLE_GRACE_S
+        return not self.head_done or self.quiet(asyncio.get_running_loop().time())
 
     def evict(self) -> None:
         if self.transport is not None:
@@ -266,13 +263,9 @@ class _Client(asyncio.Protocol):
         self.retiring = False
         self.head_done, self.head_bytes, self.head_tail = False, 0, b""
 
-    def idle(self, now: float) -> bool:
+    def quiet(self, now: float) -> bool:
         """Answered and quiet for a moment (a streamed response may pause briefly)."""
-        return (
-            self.head_done
-            and self.last_out >= self.last_in
-            and now - self.last_out >= (IDLE_GRACE_S)
-        )
+        return self.last_out >= self.last_in and now - self.last_out >= IDLE_GRACE_S
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gateway.guard.release(self)
@@ -356,7 +349,7 @@ class PortGateway:
             ep = client.endpoint
             if client.name != name or ep is None or ep.replica_id not in replica_ids:
                 continue
-            if client.idle(now):
+            if client.head_done and client.quiet(now):
                 client.detach()
             else:
                 client.retiring = True

@@ -28,7 +28,7 @@ from tickrun.functions.spec import FunctionSpec
 
 from .bindings import unbound_spec
 from .builder import Builder
-from .builder.hashing import hash_tree, private, sha256_bytes, unpack
+from .builder.hashing import hash_tree, private, publish_tree, sha256_bytes, unpack
 from .builder.wheels import BuildScope, kill_active
 from .kafka_defaults import with_default_brokers
 from .platforms.base import ClusterPlatform, Platform, unacted_fields
@@ -264,11 +264,7 @@ class FunctionService:
             self._write_spec(tmp, spec)
             private(tmp)
             digest = hash_tree(tmp)
-            final = root / digest
-            if final.exists():
-                shutil.rmtree(tmp)
-            else:
-                tmp.rename(final)
+            publish_tree(tmp, root / digest)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -286,11 +282,7 @@ class FunctionService:
         self._write_spec(tmp, spec)
         private(tmp)
         digest = hash_tree(tmp)
-        final = code_dir.parent / digest
-        if final.exists():
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(final)
+        publish_tree(tmp, code_dir.parent / digest)
         return digest
 
     def _start_build(self, row: FunctionRow, build: BuildRow) -> None:

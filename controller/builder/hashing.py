@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import tarfile
 import zlib
 from collections.abc import Iterable
@@ -81,6 +82,15 @@ def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     _update_from_file(h, path)
     return h.hexdigest()
+
+
+def publish_tree(tmp: Path, final: Path) -> None:
+    """Move the finished folder ``tmp`` to its content-addressed name ``final``; when ``final``
+    is there already it has the same content, and ``tmp`` is dropped."""
+    if final.exists():
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(final)
 
 
 def pack_dir(root: Path) -> bytes:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from tickrun.functions.errors import BadRequestError
+from tickrun.functions.names import slug
 
 from . import cron
 from .model import RUNNERS, template
@@ -91,11 +91,6 @@ def _client() -> Any:
     from ..client import ControllerClient
 
     return ControllerClient.from_env()
-
-
-def slug(text: str) -> str:
-    """A schedule name from free text: lowercase letters, digits and '-'."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:63].rstrip("-")
 
 
 def _default_name(args: argparse.Namespace) -> str:

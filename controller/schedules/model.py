@@ -8,13 +8,13 @@ outside the controller's process: ``subprocess`` (the default), ``container`` or
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tickrun.functions.errors import BadRequestError
+from tickrun.functions.names import DNS_LABEL
 from tickrun.functions.runs.plugins import JobRequest
 from tickrun.functions.spec.loader import format_validation_error
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # rows is SQLAlchemy: `tickrun --help` must not pay for it
 
 Concurrency = Literal["forbid", "allow", "replace"]
 Missed = Literal["skip", "run-once"]
-NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+NAME = DNS_LABEL
 RUNNERS = ("subprocess", "container", "kubernetes")
 LABEL = "tickrun.schedule"
 TIME_LABEL = "tickrun.scheduled-time"

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequestError
+from ..names import slug
 from ..runs.cli import parse_pairs
 from ..runs.plugins import JobRequest, controller_client_class
 from .steps import KIND_LABEL, PIPELINE_KIND, PIPELINE_LABEL
@@ -138,10 +138,10 @@ def _schedule(
 
 
 def _slug(text: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:63].rstrip("-")
-    if not slug:
+    name = slug(text)
+    if not name:
         raise BadRequestError("cannot name the schedule from the pipeline: pass --schedule-name")
-    return slug
+    return name
 
 
 def _show(args: argparse.Namespace) -> int:

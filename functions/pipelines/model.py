@@ -7,15 +7,14 @@ definition; ``Pipeline.run`` (:mod:`.runnable`) hands it to :mod:`.execution`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import BadRequestError
+from ..names import DNS_LABEL, is_project
 
-NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-PROJECT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")  # as a run record's project
+NAME = DNS_LABEL
 STRATEGIES = ("grid", "list", "random", "optuna")
 RESULT_UID = "uid"  # result("uid"): the producing step run's uid
 
@@ -123,7 +122,7 @@ class PipelineSpec:
         description: str = "",
     ) -> None:
         self.name = _name("pipeline", name)
-        if not isinstance(project, str) or not PROJECT.match(project):
+        if not is_project(project):
             raise PipelineError(
                 f"project {project!r} must be 1-63 of letters, digits, '_', '.' and '-'"
             )

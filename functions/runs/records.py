@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import BadRequestError
+from ..names import PROJECT_MAX, PROJECT_PATTERN
 
 STORE_SCHEME = "store://"
 
@@ -47,7 +48,7 @@ class RunRecord(BaseModel):
     uid: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     iteration: int = Field(default=0, ge=0)
     project: str = Field(
-        default="default", min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+        default="default", min_length=1, max_length=PROJECT_MAX, pattern=PROJECT_PATTERN
     )
     name: str = ""
     handler: str = ""

@@ -11,10 +11,11 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from ..names import DNS_LABEL
 from .durations import DurationS
 from .triggers import SpecModel, TriggerSpec, trigger_kind
 
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_NAME = DNS_LABEL
 _HANDLER = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$")
 _CPU = re.compile(r"^\d+(\.\d+)?m?$")
 _MEMORY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T|k)?$")
