@@ -83,9 +83,22 @@ COMMAND_MODULES: tuple[Callable[[], ModuleType], ...] = (
 )
 
 
-# Replicas start through `tickrun serve`; importing the other areas' CLIs (and with them the
-# controller's and the run tracker's libraries) would add to every replica's start-up.
-FAST_COMMANDS = {"serve": (_functions,)}
+# The areas a verb needs: `tickrun serve` (every replica's start-up) and `tickrun run` (a job's)
+# build only their own parsers rather than every area's. A verb not listed (`get`, shared by
+# several areas; a verb added since) builds them all; tests/unit/tickrun/test_cli_imports.py
+# checks that each verb's parser here is the one the full parser has.
+FAST_COMMANDS: dict[str, tuple[Callable[[], ModuleType], ...]] = {
+    "serve": (_functions,),
+    "run": (_runs, _schedules),  # schedules adds `run --schedule`
+    "artifact": (_runs,),
+    "models": (_runs,),
+    "pipeline": (_pipelines,),
+    "schedules": (_schedules,),
+    "hub": (_hub,),
+    "kafka": (_kafka,),
+    "secret": (_secrets,),
+    **dict.fromkeys(("controller", "delete", "deploy", "export", "invoke", "logs"), (_controller,)),
+}
 
 
 def build_parser(
@@ -142,12 +155,26 @@ def _version() -> str:
     return f"tickrun {__version__}"
 
 
+# The global options that take a value (`tickrun --log-level WARNING run …`).
+_VALUE_OPTIONS = ("--log-format", "--log-level")
+
+
+def command_verb(argv: Sequence[str]) -> str | None:
+    """The sub-command ``argv`` names (its first word that is not a global option or value)."""
+    args = iter(argv)
+    for arg in args:
+        if arg in _VALUE_OPTIONS:
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     from tickrun.functions.logs import configure_logging
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    verb = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(FAST_COMMANDS.get(verb or "", COMMAND_MODULES))
+    parser = build_parser(FAST_COMMANDS.get(command_verb(argv) or "", COMMAND_MODULES))
     args = parser.parse_args(argv)
     json_logs = None if args.log_format is None else args.log_format == "json"
     configure_logging(json_logs=json_logs, level=args.log_level.upper())

@@ -12,15 +12,17 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from ..errors import BadRequestError, NotFoundError
 from ..settings import ARTIFACT_PATH, CONTROLLER_URL
 from . import registry_cli
-from .plugins import JobRequest, job_launcher
 
 if TYPE_CHECKING:
+    from .plugins import JobRequest
     from .runobject import RunObject
+
+# Imported here: argparse, json and the settings' names only. Every `tickrun` command builds
+# this module's parsers (`tickrun --help` all of them), so pydantic, the plugin registry and the
+# run machinery are imported by the command that runs, when it runs.
 
 # ``run --platform`` (until 0.2) → ``run --runner``.
 LEGACY_RUNNERS = {"local": "local", "process": "subprocess", "container": "container"}
@@ -256,6 +258,10 @@ def _runner(args: argparse.Namespace) -> str:
 
 def _job_request(args: argparse.Namespace) -> JobRequest:
     """The run the command line asks for, as data: the same request runs here or elsewhere."""
+    from pydantic import ValidationError
+
+    from .plugins import JobRequest
+
     try:
         return JobRequest(
             runner=_runner(args),
@@ -299,6 +305,7 @@ def _run_elsewhere(request: JobRequest, *, as_json: bool) -> int:
     ``tickrun.job_runners``, the controller's job runner) runs the request in another process
     or a container and waits; the run is then read back and shown as a local one is."""
     from .job import load_run
+    from .plugins import job_launcher
 
     code = job_launcher(request.runner)(request)
     try:

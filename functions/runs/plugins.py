@@ -17,15 +17,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import BadRequestError
 from ..settings import LOG_FORMAT
-from ..spec import FunctionSpec
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoints
+
+    from ..spec import FunctionSpec
 
 RUN_TARGETS = "tickrun.run_targets"
 JOB_RUNNERS = "tickrun.job_runners"
@@ -178,8 +181,16 @@ def unregister(group: str, name: str) -> None:
     _registered.get(group, {}).pop(name, None)
 
 
+def _entry_points(group: str, **match: str) -> EntryPoints:
+    # importlib.metadata (~12 ms) and its scan of every installed distribution (more): only
+    # when a plugin is looked up, never on import (the CLI imports this module's users).
+    from importlib.metadata import entry_points
+
+    return entry_points(group=group, **match)
+
+
 def names(group: str) -> list[str]:
-    found = {ep.name for ep in entry_points(group=group)}
+    found = {ep.name for ep in _entry_points(group)}
     return sorted(found | set(_registered.get(group, {})))
 
 
@@ -188,7 +199,7 @@ def plugin(group: str, name: str, *, needs: str) -> Any:
     chosen: Mapping[str, Any] = _registered.get(group, {})
     if name in chosen:
         return chosen[name]
-    for ep in entry_points(group=group, name=name):
+    for ep in _entry_points(group, name=name):
         try:
             return ep.load()
         except ImportError as exc:
