@@ -32,54 +32,45 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ...errors import BadRequestError, NotFoundError, StoreError
 from ..records import ArtifactRecord, RunBatch, RunRecord, RunState
-from .base import DbLocator, RunDB, merge_incoming, stale_reason
+from . import schema
+from .base import DbLocator, RunDB, stale_reason
 from .registry_base import ModelRegistry
 from .registry_sql import SqlModelRegistry, registry_metadata
+from .rows import RUN_VALUES, RunKey, artifact_row, latest_runs, plan_run_writes, run_row
+from .schema import TableDef
 from .sqlengine import create_sql_engine, lock_schema, reason, safe_url
 
 metadata = MetaData()
 
-runs_table = Table(
-    "tickrun_runs",
-    metadata,
-    Column("uid", String(64), primary_key=True),
-    Column("iteration", Integer, primary_key=True),
-    Column("project", String(63), nullable=False, index=True),
-    Column("name", String(255), nullable=False, default=""),
-    Column("state", String(16), nullable=False, index=True),
-    Column("created_at", Float, nullable=False, index=True),
-    Column("updated_at", Float, nullable=False),
-    Column("body", Text, nullable=False),
-)
+_TYPES: dict[str, Any] = {"int": Integer, "float": Float, "text": Text}
 
-# A run's labels, one row each, for label queries (a pipeline step's cache key): indexed by
-# (key, value). Written when a run is created and when it ends, not on every flush.
-labels_table = Table(
-    "tickrun_run_labels",
-    metadata,
-    Column("key", String(255), primary_key=True),
-    Column("value", String(255), primary_key=True),
-    Column("uid", String(64), primary_key=True),
-    Column("iteration", Integer, primary_key=True),
-)
 
-artifacts_table = Table(
-    "tickrun_artifacts",
-    metadata,
-    Column("project", String(63), primary_key=True),
-    Column("uid", String(64), primary_key=True),
-    Column("iteration", Integer, primary_key=True),
-    Column("key", String(255), primary_key=True),
-    Column("kind", String(16), nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("body", Text, nullable=False),
-)
+def _table(t: TableDef) -> Table:
+    """The SQLAlchemy table of a :mod:`.schema` description (the one source of the schema)."""
+    return Table(
+        t.name,
+        metadata,
+        *(
+            Column(
+                c.name,
+                String(c.length) if c.type == "str" else _TYPES[c.type],
+                primary_key=c.primary_key,
+                nullable=c.nullable,
+                index=c.index,
+            )
+            for c in t.columns
+        ),
+    )
+
+
+runs_table = _table(schema.RUNS)
+labels_table = _table(schema.LABELS)
+artifacts_table = _table(schema.ARTIFACTS)
 
 _LIVE = (RunState.CREATED.value, RunState.RUNNING.value)
 
 # Built once: a run is flushed often (every commit() of a job), and building and cache-keying
 # a fresh SQLAlchemy statement per flush cost more than SQLite's own work.
-_RUN_VALUES = ("project", "name", "state", "created_at", "updated_at", "body")
 _SELECT_STATES = select(runs_table.c.uid, runs_table.c.iteration, runs_table.c.state).where(
     runs_table.c.uid.in_(bindparam("uids", expanding=True))
 )
@@ -91,7 +82,7 @@ _UPDATE_RUN = (
     .where(
         and_(runs_table.c.uid == bindparam("k_uid"), runs_table.c.iteration == bindparam("k_iter"))
     )
-    .values({c: bindparam(f"v_{c}") for c in _RUN_VALUES})
+    .values({c: bindparam(f"v_{c}") for c in RUN_VALUES})
 )
 
 
@@ -167,64 +158,32 @@ class SqlRunDB(RunDB):
     def _write_runs(self, conn: Any, runs: list[RunRecord]) -> None:
         if not runs:
             return
-        latest: dict[tuple[str, int], RunRecord] = {}
-        for r in runs:  # the last state of a run in the batch wins
-            latest[(r.uid, r.iteration)] = r
-        # Only a terminal state can change what is written (merge_incoming), so read the
-        # state column and parse a stored body just for the rare late write to a finished run.
+        latest = latest_runs(runs)
         states = {
             (row.uid, row.iteration): row.state
             for row in conn.execute(_SELECT_STATES, {"uids": sorted({u for u, _ in latest})})
         }
-        inserts: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
-        for k, incoming in latest.items():
-            state = states.get(k)
-            if (
-                state is not None
-                and state != RunState.CREATED.value
-                and incoming.state is RunState.CREATED
-            ):
-                # A queued iteration's heartbeat (written by the sweep) that lost the race with
-                # the iteration's own start: from then on only its own process writes it.
-                continue
-            rec = incoming
-            if state is not None and RunState(state).terminal and not incoming.state.terminal:
-                body = conn.execute(_SELECT_BODY, {"k_uid": k[0], "k_iter": k[1]}).scalar_one()
-                rec = merge_incoming(RunRecord.model_validate_json(body), incoming)
-            row = _run_row(rec)
-            if state is None:
-                inserts.append(row)
-            else:
-                params = {f"v_{c}": row[c] for c in _RUN_VALUES}
-                updates.append({"k_uid": row["uid"], "k_iter": row["iteration"], **params})
-        if inserts:
-            conn.execute(runs_table.insert(), inserts)
-        if updates:
-            conn.execute(_UPDATE_RUN, updates)
-        self._write_labels(conn, latest, states)
 
-    def _write_labels(
-        self, conn: Any, latest: dict[tuple[str, int], RunRecord], states: dict[Any, str]
-    ) -> None:
-        # New runs, and runs ending now (a handler may set labels while it runs).
-        changed = [
-            r
-            for k, r in latest.items()
-            if states.get(k) is None or (r.state.terminal and not RunState(states[k]).terminal)
-        ]
-        if not changed:
-            return
+        def stored_body(k: RunKey) -> str:
+            body: str = conn.execute(_SELECT_BODY, {"k_uid": k[0], "k_iter": k[1]}).scalar_one()
+            return body
+
+        plan = plan_run_writes(latest, states, stored_body)
+        if plan.inserts:
+            conn.execute(runs_table.insert(), plan.inserts)
+        if plan.updates:
+            conn.execute(
+                _UPDATE_RUN,
+                [
+                    {"k_uid": r["uid"], "k_iter": r["iteration"]}
+                    | {f"v_{c}": r[c] for c in RUN_VALUES}
+                    for r in plan.updates
+                ],
+            )
         t = labels_table
-        for r in changed:
-            if states.get((r.uid, r.iteration)) is not None:  # a new run has no rows yet
-                conn.execute(t.delete().where(and_(t.c.uid == r.uid, t.c.iteration == r.iteration)))
-        rows = [
-            {"key": k[:255], "value": v[:255], "uid": r.uid, "iteration": r.iteration}
-            for r in changed
-            for k, v in r.labels.items()
-        ]
-        if rows:
+        for uid, iteration in plan.stale_labels:
+            conn.execute(t.delete().where(and_(t.c.uid == uid, t.c.iteration == iteration)))
+        if rows := plan.label_rows():
             conn.execute(t.insert(), rows)
 
     def _write_artifacts(self, conn: Any, arts: list[ArtifactRecord]) -> None:
@@ -235,15 +194,7 @@ class SqlRunDB(RunDB):
                 artifacts_table.c.iteration == a.iteration,
                 artifacts_table.c.key == a.key,
             )
-            row = {
-                "project": a.project,
-                "uid": a.uid,
-                "iteration": a.iteration,
-                "key": a.key,
-                "kind": a.kind.value,
-                "created_at": a.created_at,
-                "body": a.model_dump_json(),
-            }
+            row = artifact_row(a)
             # A re-logged key replaces the record, as the object itself was replaced.
             if conn.execute(update(artifacts_table).where(key).values(**row)).rowcount == 0:
                 conn.execute(artifacts_table.insert(), [row])
@@ -357,25 +308,12 @@ class SqlRunDB(RunDB):
                                 runs_table.c.state.in_(_LIVE),
                             )
                         )
-                        .values(**_run_row(dead))
+                        .values(**run_row(dead))
                     )
                     marked.append(dead)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot update the run DB: {type(exc).__name__}") from exc
         return marked
-
-
-def _run_row(r: RunRecord) -> dict[str, Any]:
-    return {
-        "uid": r.uid,
-        "iteration": r.iteration,
-        "project": r.project,
-        "name": r.name[:255],
-        "state": r.state.value,
-        "created_at": r.created_at,
-        "updated_at": r.updated_at,
-        "body": r.model_dump_json(),
-    }
 
 
 __all__ = ["SqlRunDB", "artifacts_table", "labels_table", "metadata", "runs_table"]
