@@ -19,7 +19,7 @@ from tickrun.functions.httpserver import request_id_of
 from tickrun.functions.httpserver_guard import ConnectionGuard
 from tickrun.functions.requestid import REQUEST_ID_HEADER
 
-from . import api, secrets_api
+from . import api, secrets_api, ui
 from .auth import authorization, check_bearer, load_or_create_token
 from .bindings import ModelBindings
 from .builder import Builder
@@ -114,9 +114,13 @@ def auth_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamRes
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
-        open_path = path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+        open_path = path in OPEN_PATHS or path.startswith(OPEN_PREFIXES) or ui.is_open(path)
         if not open_path and not (settings.public_gateway and path.startswith("/fn/")):
-            check_bearer(authorization(request.headers), request.app[TOKEN])
+            header = authorization(request.headers)
+            # The web UI's session cookie stands in for the token (writes need its CSRF
+            # header); a request that sends a token is judged by the token alone.
+            if header is not None or not ui.cookie_auth(request):
+                check_bearer(header, request.app[TOKEN])
         return await handler(request)
 
     return middleware
@@ -197,6 +201,7 @@ def create_app(settings: Settings) -> web.Application:
     bindings.db = _mount_runs(app, settings, bindings.nudge)
     service.bindings = bindings
     _mount_hub(app)
+    ui.mount(app, ui.UiConfig("controller", token_of=lambda a: a[TOKEN]))
 
     async def startup(app: web.Application) -> None:
         t0 = time.monotonic()

@@ -14,6 +14,7 @@ from tickrun.functions.settings import PLATFORMS
 from . import secrets_api
 from .api import DeployRequest
 from .schedules import api as schedules_api
+from .ui.openapi import openapi_paths as ui_openapi_paths
 
 OPENAPI_PATH = "/api/openapi.json"
 
@@ -278,6 +279,7 @@ def document() -> dict[str, Any]:
     paths.update(secrets_api.openapi_paths(_op, _json))
     paths.update(schedules_api.openapi_paths(_op, _json))
     paths.update(_registry_paths())
+    paths.update(ui_openapi_paths(_op, _json))
     schemas: dict[str, Any] = {
         "Error": {
             "type": "object",

@@ -1,0 +1,113 @@
+"""The browser's session: an HMAC-signed cookie instead of the bearer token, and its CSRF token.
+
+Signed, not a random id looked up in a table: every controller replica behind one Service
+accepts the cookie any of them issued, and a restart logs nobody out. The signing key is derived
+from the controller token, so rotating the token ends every session. The cookie value is
+``<expires>.<nonce>.<signature>``; the CSRF token is a second HMAC over the nonce, readable by
+the page's JavaScript from ``GET /ui/session`` (double submit: a cross-site form cannot read it,
+and the cookie is ``SameSite=Strict`` besides). Logout revokes the nonce in this process and
+clears the cookie; on other replicas the cookie lives until it expires.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+COOKIE_NAME = "tickrun_session"
+CSRF_HEADER = "X-CSRF-Token"
+DEFAULT_TTL_S = 12 * 3600
+# A header can be as long as aiohttp allows: anything longer than a real cookie is refused early.
+_MAX_COOKIE = 200
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    nonce: str
+    expires: int
+    csrf: str
+
+
+class SessionSigner:
+    """Issues and checks session cookies for one controller token."""
+
+    def __init__(self, token: str, *, ttl_s: int = DEFAULT_TTL_S) -> None:
+        self._key = hmac.new(
+            token.encode("utf-8", "surrogateescape"), b"tickrun-ui-session-v1", hashlib.sha256
+        ).digest()
+        self.ttl_s = ttl_s
+        self._revoked: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def _sign(self, what: str) -> str:
+        return _b64(hmac.new(self._key, what.encode("ascii"), hashlib.sha256).digest())
+
+    def csrf_for(self, nonce: str) -> str:
+        return self._sign(f"csrf.{nonce}")
+
+    def issue(self, now: float | None = None) -> tuple[str, Session]:
+        """A new session: the cookie value and what it stands for."""
+        t = int(time.time() if now is None else now)
+        nonce = secrets.token_urlsafe(18)
+        expires = t + self.ttl_s
+        value = f"{expires}.{nonce}.{self._sign(f'{expires}.{nonce}')}"
+        return value, Session(nonce, expires, self.csrf_for(nonce))
+
+    def check(self, value: str | None, now: float | None = None) -> Session | None:
+        """The session a cookie value stands for, or None (absent, forged, expired, revoked)."""
+        if not value or len(value) > _MAX_COOKIE:
+            return None
+        parts = value.split(".")
+        if len(parts) != 3 or not parts[0].isdigit():
+            return None
+        expires_s, nonce, sig = parts
+        if not hmac.compare_digest(sig.encode(), self._sign(f"{expires_s}.{nonce}").encode()):
+            return None
+        expires = int(expires_s)
+        t = time.time() if now is None else now
+        if expires <= t:
+            return None
+        with self._lock:
+            if nonce in self._revoked:
+                return None
+        return Session(nonce, expires, self.csrf_for(nonce))
+
+    def revoke(self, session: Session, now: float | None = None) -> None:
+        t = time.time() if now is None else now
+        with self._lock:
+            # Forget revocations whose cookie has expired anyway: the set stays small.
+            for n in [n for n, exp in self._revoked.items() if exp <= t]:
+                del self._revoked[n]
+            self._revoked[session.nonce] = session.expires
+
+    @staticmethod
+    def csrf_ok(session: Session, header: str | None) -> bool:
+        return bool(header) and hmac.compare_digest(
+            session.csrf.encode(), (header or "").encode("utf-8", "surrogateescape")
+        )
+
+
+def token_matches(given: str, token: str) -> bool:
+    """Constant-time comparison of a submitted token with the controller's."""
+    return hmac.compare_digest(
+        given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8", "surrogateescape")
+    )
+
+
+__all__ = [
+    "COOKIE_NAME",
+    "CSRF_HEADER",
+    "DEFAULT_TTL_S",
+    "Session",
+    "SessionSigner",
+    "token_matches",
+]
