@@ -18,7 +18,6 @@ from tickrun.functions.errors import BadRequestError
 from tickrun.functions.names import slug
 
 from . import cron
-from .model import RUNNERS, template
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -110,7 +109,11 @@ def _default_name(args: argparse.Namespace) -> str:
 
 
 def _schedule(args: argparse.Namespace) -> int:
+    # The model (pydantic, the function spec): imported by the command that needs it, not by
+    # every `tickrun run`, which builds this area's `--schedule` option.
     from tickrun.functions.runs.cli import _job_request
+
+    from .model import RUNNERS, template
 
     if args.runner is None and args.legacy_platform is None:
         args.runner = "subprocess"

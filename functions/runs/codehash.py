@@ -26,11 +26,8 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +98,10 @@ def _locked(requirement: str) -> str:
     m = _NAME.match(requirement)
     if m is None:
         return requirement.strip()
+    # Here, not at the top: every run imports this module, few have requirements to lock
+    # (importlib.metadata ~12 ms, yaml ~10 ms of a job's start-up).
+    from importlib import metadata
+
     name = m.group(1)
     try:
         return f"{_canonical(name)}=={metadata.version(name)}"
@@ -160,6 +161,8 @@ def _function_yaml_requirements(path: Path) -> tuple[str, ...]:
 
 
 def _yaml_list(path: Path, keys: tuple[str, ...]) -> tuple[str, ...]:
+    import yaml
+
     try:
         node: Any = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:

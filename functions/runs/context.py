@@ -9,17 +9,17 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import nuclio_sdk
-
 from ..artifacts.base import ArtifactKeyError, ArtifactStore, ObjectInfo, sanitize_key
 from ..errors import BadRequestError, NotFoundError
-from ..sdk import LevelledLogger
 from . import serialize as ser
 from . import trials
 from .dataitem import DataItem
 from .records import ArtifactKind, ArtifactRecord
 
 if TYPE_CHECKING:
+    import nuclio_sdk
+
+    from ..sdk import LevelledLogger
     from .tracker import RunTracker
 
 _log = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ def check_key(key: str) -> str:
 
 
 def job_logger(name: str) -> LevelledLogger:
+    # nuclio_sdk (~10 ms) is imported by the first job that logs, not by every run.
+    from ..sdk import LevelledLogger
+
     return LevelledLogger(logging.NOTSET, name=f"tickrun.job.{name}")
 
 
@@ -62,9 +65,20 @@ class RunContext:
         self.artifact_path = store.url
         self._inputs = dict(inputs or {})
         self._artifacts: dict[str, ArtifactRecord] = {}
-        self.logger = logger or job_logger(self.name or "job")
+        self._logger = logger
         # (step, value) of the report after which the sweep said stop: the run ends pruned.
         self.pruned_at: tuple[int, float] | None = None
+
+    @property
+    def logger(self) -> nuclio_sdk.Logger:
+        """The job's logger (Nuclio's interface: ``context.logger.info_with(…)``)."""
+        if self._logger is None:
+            self._logger = job_logger(self.name or "job")
+        return self._logger
+
+    @logger.setter
+    def logger(self, value: nuclio_sdk.Logger) -> None:
+        self._logger = value
 
     def __repr__(self) -> str:
         return f"RunContext(uid={self.uid!r}, project={self.project!r}, it={self.iteration})"

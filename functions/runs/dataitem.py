@@ -25,7 +25,6 @@ from ..artifacts.base import CHUNK_BYTES, ArtifactNotFoundError, ArtifactStore
 from ..artifacts.targets import ArtifactRoots
 from ..errors import BadRequestError
 from .records import STORE_SCHEME, ArtifactRecord, parse_store_uri
-from .registry_records import MODEL_SCHEME, parse_model_uri
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -93,7 +92,9 @@ class DataItem:
         self._db = db
         self._s3 = s3
         self._meta = meta
-        tracked = self.url.startswith((STORE_SCHEME, MODEL_SCHEME))
+        # "models:/" (registry_records.MODEL_SCHEME; the registry's pydantic models are imported
+        # when such a URI is resolved, not by every run).
+        tracked = self.url.startswith((STORE_SCHEME, "models:/"))
         self._target: str | None = None if tracked else self.url
         # The registered version a models:/ item resolved to (None for other items).
         self.model_version: ModelVersion | None = None
@@ -122,6 +123,8 @@ class DataItem:
         if self._target is None:
             uri = self.url
             # A malformed URI fails before any DB is opened.
+            from .registry_records import MODEL_SCHEME, parse_model_uri
+
             registered = uri.startswith(MODEL_SCHEME)
             if registered:
                 parse_model_uri(uri)

@@ -3,8 +3,6 @@ with parameters and inputs injected by name (``def train(context, lr=0.1, data=N
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import hashlib
 import importlib
 import importlib.util
@@ -114,6 +112,9 @@ def call_handler(
             kwargs.setdefault(k, v)
     out = fn(context, **kwargs)
     if inspect.isawaitable(out):
+        import asyncio  # here: most jobs are sync, and asyncio is ~10 ms of a job's start-up
+        import concurrent.futures
+
         try:
             asyncio.get_running_loop()
         except RuntimeError:

@@ -16,7 +16,7 @@ from ..artifacts import ArtifactStore, open_store
 from ..errors import BadRequestError
 from .codehash import fingerprint_labels
 from .dataitem import DataItem
-from .db import RunDB, open_db
+from .db import RunDB, open_recording_db
 from .execution import RunEnv, execute, make_inputs
 from .job_handler import handler_name, handler_ref, load_callable
 from .plugins import ResolvedTarget, target_resolver
@@ -80,7 +80,7 @@ def run_function(
     ``selector`` (``"max.accuracy"``, ``"min.loss"``; on ``validation_accuracy`` when reported).
     """
     s = settings or TrackingSettings.from_env()
-    db = db or open_db(s)
+    db = db or open_recording_db(s)
     store = store or open_store(str(artifact_path) if artifact_path else s.artifact_path, s.s3)
     target = resolve_handler(handler)
     fn, ref = target.fn, target.ref

@@ -6,10 +6,13 @@ import socket
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ...processes import pid_alive
 from ..records import ArtifactRecord, RunBatch, RunRecord, RunState
-from .registry_base import ModelRegistry
+
+if TYPE_CHECKING:
+    from .registry_base import ModelRegistry
 
 HOST = socket.gethostname()
 
