@@ -1,13 +1,18 @@
 """The server side of the runs REST API, for the controller to mount: ``add_routes(app, db)``.
 
 =========================================  ====================================================
-``GET  /api/runs?project=&state=&name=``   newest runs (iteration 0; ``iterations=1`` for all)
+``GET  /api/runs?project=&state=&label=…``  the runs table: filters, sort, pages, total (below)
+``GET  /api/runs?uid=|name=|iterations=1``  the old listing: newest runs (``iterations=1``: all)
 ``GET  /api/runs/{uid}[?iteration=N]``     one run; iteration 0 also lists its iterations
 ``POST /api/runs``                         a batch ``{"runs": [...], "artifacts": [...]}``
 ``POST /api/runs/_stale``                  mark runs whose process died as aborted
 ``GET  /api/artifacts?project=&uid=&…``    artifact records
 ``GET  /api/artifacts/{project}/{uid}/{iteration}/{key}``  one artifact record
 =========================================  ====================================================
+
+The runs table's query (``label`` repeatable, ``q``, ``param.<k>=[op:]v``, ``result.<k>=…``,
+``since``/``until``, ``sort=start|name|state|params.<k>|results.<k>``, ``order``, ``limit``,
+``offset``, ``columns``) is documented in controller/ui/API.md; db/search.py runs it.
 
 The model registry's routes (``/api/models``…) are mounted with these: registry_api.py.
 
@@ -32,6 +37,9 @@ from ..errors import BadRequestError, BodyTooLargeError, TickrunError
 from ..queryparams import int_param
 from . import registry_api
 from .db.base import RunDB
+from .db.search import RunSearch
+from .db.search_query import LEGACY_PARAMS, parse_query
+from .db.sql import SqlRunDB
 from .records import RunBatch
 from .settings import TrackingSettings
 
@@ -39,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 DB_KEY: web.AppKey[RunDB] = web.AppKey("tickrun_runs_db", RunDB)
 ROOTS_KEY: web.AppKey[ArtifactRoots] = web.AppKey("tickrun_artifact_roots", ArtifactRoots)
+SEARCH_KEY: web.AppKey[RunSearch] = web.AppKey("tickrun_runs_search", RunSearch)
 MAX_BATCH_BYTES = 32 * 1024 * 1024
 MAX_LIMIT = 10000
 
@@ -80,9 +89,29 @@ async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await asyncio.to_thread(fn, *args, **kwargs)
 
 
+def _search(request: web.Request) -> RunSearch | None:
+    """The runs table's search, for a SQL run DB (its index is made on the first search)."""
+    return request.app.get(SEARCH_KEY)
+
+
 @_guard
 async def list_runs(request: web.Request) -> web.StreamResponse:
     q = request.query
+    search = None if LEGACY_PARAMS & set(q) else _search(request)
+    if search is not None:
+        # The runs table: filters, sort by any param or result, pages and a total.
+        query = parse_query(q.items())
+        page = await _call(search.search, query)
+        return web.json_response(
+            {
+                "runs": page.runs,
+                "total": page.total,
+                "total_capped": page.total_capped,
+                "columns": {"params": page.params, "results": page.results},
+                "offset": query.offset,
+                "limit": query.limit,
+            }
+        )
     runs = await _call(
         _db(request).list_runs,
         q.get("project") or None,
@@ -171,6 +200,8 @@ def add_routes(app: web.Application, db: RunDB, roots: ArtifactRoots | None = No
     """
     app[DB_KEY] = db
     app[ROOTS_KEY] = roots if roots is not None else TrackingSettings.from_env().artifact_roots()
+    if isinstance(db, SqlRunDB):
+        app[SEARCH_KEY] = RunSearch(lambda: db.engine, db.mark_stale)
     r = app.router
     r.add_get("/api/runs", list_runs)
     r.add_post("/api/runs", post_runs)
