@@ -8,12 +8,16 @@ hub folders (``$TICKRUN_HUB_PATH``), the bundled catalogue and a remote hub
 
 from __future__ import annotations
 
-from .deployments import ControllerDeployment, LocalDeployment
-from .function import HubFunction
-from .resolved import ResolvedItem
-from .resolver import Hub, ItemRef, import_function, parse_uri
-from .spec import ItemSpec, load_item
-from .versions import Version, VersionPin
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .deployments import ControllerDeployment, LocalDeployment
+    from .function import HubFunction
+    from .resolved import ResolvedItem
+    from .resolver import Hub, ItemRef, import_function, parse_uri
+    from .spec import ItemSpec, load_item
+    from .versions import Version, VersionPin
 
 __all__ = [
     "ControllerDeployment",
@@ -29,3 +33,30 @@ __all__ = [
     "load_item",
     "parse_uri",
 ]
+
+# Imported on first use: every `tickrun` command imports tickrun.hub.cli (and so this package)
+# to build its parser, and the resolver, the item spec (pydantic) and the deployments are for
+# the command that resolves an item.
+_EXPORTS = {
+    "ControllerDeployment": ".deployments",
+    "LocalDeployment": ".deployments",
+    "HubFunction": ".function",
+    "ResolvedItem": ".resolved",
+    "Hub": ".resolver",
+    "ItemRef": ".resolver",
+    "import_function": ".resolver",
+    "parse_uri": ".resolver",
+    "ItemSpec": ".spec",
+    "load_item": ".spec",
+    "Version": ".versions",
+    "VersionPin": ".versions",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BadRequestError
 from ..names import slug
 from ..runs.cli import parse_pairs
-from ..runs.plugins import JobRequest, controller_client_class
 from .steps import KIND_LABEL, PIPELINE_KIND, PIPELINE_LABEL
 
 if TYPE_CHECKING:
@@ -111,6 +110,9 @@ def _schedule(
     }
     if params:
         job_params["params"] = params
+    # The plugin registry (pydantic's JobRequest), for this command only: not for --help.
+    from ..runs.plugins import JobRequest, controller_client_class
+
     request = JobRequest(
         runner=args.job_runner,
         target=JOB_TARGET,

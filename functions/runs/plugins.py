@@ -181,12 +181,14 @@ def unregister(group: str, name: str) -> None:
     _registered.get(group, {}).pop(name, None)
 
 
-def _entry_points(group: str, **match: str) -> EntryPoints:
+def _entry_points(group: str, name: str | None = None) -> EntryPoints:
     # importlib.metadata (~12 ms) and its scan of every installed distribution (more): only
     # when a plugin is looked up, never on import (the CLI imports this module's users).
     from importlib.metadata import entry_points
 
-    return entry_points(group=group, **match)
+    if name is None:
+        return entry_points(group=group)
+    return entry_points(group=group, name=name)
 
 
 def names(group: str) -> list[str]:
