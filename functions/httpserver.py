@@ -36,7 +36,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 
-from .httpserver_guard import REFUSED, ConnectionGuard, serve_guarded
+from .httpserver_guard import REFUSED, ConnectionGuard, GuardedServer, serve_guarded
 from .requestid import REQUEST_ID_HEADER, request_id
 
 logger = logging.getLogger(__name__)
@@ -345,3 +345,10 @@ class HardenedSite(web.BaseSite):
         self._server = await serve_guarded(
             self._host, self._port, server, server.guard, reuse_port=self._reuse_port
         )
+
+    @property
+    def listener(self) -> GuardedServer | None:
+        """The accepting listener once started (its sockets, and ``adopt`` for a socket
+        accepted elsewhere)."""
+        server = self._server
+        return server if isinstance(server, GuardedServer) else None

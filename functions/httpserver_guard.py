@@ -267,9 +267,16 @@ class GuardedServer(asyncio.AbstractServer):
                     return
                 continue  # ECONNABORTED and kin: that client is gone already
             conn.setblocking(False)
-            task = self._loop.create_task(self._serve(conn))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self.adopt(conn)
+
+    def adopt(self, conn: socket.socket) -> None:
+        """Serve ``conn`` (non-blocking, accepted elsewhere) as if this listener accepted it."""
+        if not self._serving:
+            conn.close()
+            return
+        task = self._loop.create_task(self._serve(conn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, conn: socket.socket) -> None:
         try:

@@ -1,26 +1,63 @@
-"""HTTP throughput and latency: tickrun's processor vs a bare aiohttp app.
+"""HTTP throughput and latency: tickrun's processor vs a bare aiohttp app calling the handler inline.
 
-Both serve the same no-op handler with the same number of worker processes on one SO_REUSEPORT
-port; the same load generator (wrk) drives each in turn, alternating, in the same run.
+Every row serves the same no-op handler (``noop.py``) with the same number of worker processes
+on one SO_REUSEPORT port as a bare aiohttp app that calls it inline on its event loop (what
+Nuclio's Python runtime does with a sync handler). The same load generator (wrk) drives each in
+turn, alternating, in the same run; each row has its own baseline, measured beside it.
 
-    python -m bench.http [--workers 1] [--duration-s 8] [--connections 32] [--rounds 3]
+Rows (``--rows``, any of):
+
+- ``sync1``: ``def handler``, a plain Nuclio ``function.yaml`` (no triggers section: the default
+  HTTP trigger, one slot);
+- ``sync64``: the same with ``maxWorkers: 64``;
+- ``async1`` / ``async64``: ``async def handler``, likewise.
+
+    python -m bench.http [--rows sync1,sync64,async1,async64] [--workers 1,2]
+                         [--duration-s 5] [--rounds 2] [--connections 32]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
-from bench.wrk import Sample, median, print_table, wrk
+from bench.wrk import Sample, median, wrk
 from tests.support.processes import ServedFunction, free_port
 
 HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    handler: str  # noop.py's entry point
+    kind: str  # the baseline's: sync or async
+    max_workers: int | None  # None: no triggers section at all
+    min_rps_ratio: float
+    max_p99_ratio: float | None
+
+    def spec(self) -> str:
+        text = f"metadata: {{name: noop}}\nspec:\n  handler: noop:{self.handler}\n"
+        if self.max_workers is not None:
+            text += f"  triggers: {{http: {{kind: http, maxWorkers: {self.max_workers}}}}}\n"
+        return text
+
+
+ROWS = {
+    "sync1": Row("sync, plain function.yaml (1 slot)", "sync_handler", "sync", None, 0.85, 1.2),
+    "sync64": Row("sync, maxWorkers: 64", "sync_handler", "sync", 64, 0.85, 1.2),
+    "async1": Row("async, plain function.yaml (1 slot)", "handler", "async", None, 0.95, None),
+    "async64": Row("async, maxWorkers: 64", "handler", "async", 64, 0.95, None),
+}
 
 
 def wait_http(url: str, timeout_s: float = 30) -> None:
@@ -34,12 +71,11 @@ def wait_http(url: str, timeout_s: float = 30) -> None:
     raise RuntimeError(f"{url} did not answer")
 
 
-def start_baseline(workers: int, threaded: bool) -> tuple[list[subprocess.Popen[bytes]], str]:
+def start_baseline(workers: int, kind: str) -> tuple[list[subprocess.Popen[bytes]], str]:
     port = free_port()
-    mode = ["threaded"] if threaded else []
     procs = [
         subprocess.Popen(
-            [sys.executable, str(HERE / "baseline_app.py"), str(port), *mode],
+            [sys.executable, str(HERE / "baseline_app.py"), str(port), kind],
             stdout=subprocess.DEVNULL,
         )
         for _ in range(workers)
@@ -50,39 +86,36 @@ def start_baseline(workers: int, threaded: bool) -> tuple[list[subprocess.Popen[
     return procs, url
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--duration-s", type=int, default=8)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument(
-        "--handler", default="noop:handler", help="noop:handler or noop:sync_handler"
-    )
-    args = parser.parse_args()
+def function_dir(row: Row, root: Path) -> Path:
+    """A copy of ``noop/`` with the row's ``function.yaml`` (the repo is left untouched)."""
+    path = root / row.handler / str(row.max_workers)
+    shutil.copytree(HERE / "noop", path, ignore=shutil.ignore_patterns("__pycache__"))
+    (path / "function.yaml").write_text(row.spec())
+    return path
 
-    spec = HERE / "noop" / "function.yaml"
-    spec.write_text(
-        "metadata: {name: noop}\nspec:\n"
-        f"  handler: {args.handler}\n"
-        "  triggers: {http: {kind: http, maxWorkers: 64}}\n"
-    )
+
+def measure(
+    row: Row, workers: int, args: argparse.Namespace, root: Path
+) -> tuple[Sample, Sample]:
     env = {"TICKRUN_LOG_LEVEL": "WARNING"}
-    tickrun = ServedFunction(HERE / "noop", "--workers", str(args.workers), env=env).start()
-    # A sync handler runs in a thread pool in tickrun (the loop keeps serving health checks);
-    # the fair baseline is an aiohttp app that does the same with its blocking code.
-    threaded = args.handler.startswith("noop:sync")
-    base_procs, base_url = start_baseline(args.workers, threaded)
+    path = function_dir(row, root / f"w{workers}")
+    tickrun = ServedFunction(path, "--workers", str(workers), env=env).start()
+    base_procs, base_url = start_baseline(workers, row.kind)
     results: dict[str, list[Sample]] = {"tickrun": [], "aiohttp": []}
     try:
         wrk(tickrun.url + "/", 2, args.connections)  # warm-up both
         wrk(base_url, 2, args.connections)
         for r in range(args.rounds):
-            results["tickrun"].append(wrk(tickrun.url + "/", args.duration_s, args.connections))
-            results["aiohttp"].append(wrk(base_url, args.duration_s, args.connections))
+            # Alternate which goes first: a neighbour's burst should not always hit the same one.
+            order = [("tickrun", tickrun.url + "/"), ("aiohttp", base_url)]
+            for name, url in order if r % 2 == 0 else order[::-1]:
+                results[name].append(wrk(url, args.duration_s, args.connections))
             print(
-                f"round {r + 1}/{args.rounds}: tickrun {results['tickrun'][-1].rps:,.0f} req/s, "
-                f"aiohttp {results['aiohttp'][-1].rps:,.0f} req/s",
+                f"  {row.name}, {workers} worker(s), round {r + 1}/{args.rounds}: "
+                f"tickrun {results['tickrun'][-1].rps:,.0f} req/s "
+                f"(p99 {results['tickrun'][-1].p99_ms:.2f} ms), "
+                f"aiohttp {results['aiohttp'][-1].rps:,.0f} req/s "
+                f"(p99 {results['aiohttp'][-1].p99_ms:.2f} ms)",
                 flush=True,
             )
     finally:
@@ -90,19 +123,49 @@ def main() -> None:
         for p in base_procs:
             p.send_signal(signal.SIGINT)
             p.wait(timeout=10)
-        spec.unlink(missing_ok=True)
+    return median(results["tickrun"]), median(results["aiohttp"])
 
-    med = {k: median(v) for k, v in results.items()}
-    t, b = med["tickrun"], med["aiohttp"]
+
+def verdict(row: Row, t: Sample, b: Sample) -> str:
+    ok = t.rps / b.rps >= row.min_rps_ratio
+    goal = f">= {row.min_rps_ratio:.2f}x req/s"
+    if row.max_p99_ratio is not None:
+        ok = ok and t.p99_ms / b.p99_ms <= row.max_p99_ratio
+        goal += f", p99 <= {row.max_p99_ratio:.1f}x"
+    return f"{goal}: {'met' if ok else 'NOT met'}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"any of {','.join(ROWS)}")
+    parser.add_argument("--workers", default="1,2", help="worker process counts, e.g. 1,2")
+    parser.add_argument("--duration-s", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    rows = [ROWS[r] for r in args.rows.split(",")]
+    worker_counts = [int(w) for w in args.workers.split(",")]
+
+    table: list[tuple[Row, int, Sample, Sample]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
+        for workers in worker_counts:
+            for row in rows:
+                t, b = measure(row, workers, args, Path(tmp))
+                table.append((row, workers, t, b))
+
     print()
     print(
-        f"bench/http  handler={args.handler} workers={args.workers} "
-        f"connections={args.connections} duration={args.duration_s}s x{args.rounds} "
-        f"baseline={'aiohttp+run_in_executor' if threaded else 'aiohttp'} "
-        f"(medians; wrk -t1; cores={os.cpu_count()})"
+        f"bench/http  connections={args.connections} duration={args.duration_s}s "
+        f"x{args.rounds} rounds (medians; wrk -t1; cores={os.cpu_count()}); baseline: bare "
+        "aiohttp calling the same handler inline, same worker count"
     )
-    print_table([("tickrun", t), ("aiohttp", b)], width=18)
-    print("goal: throughput >= 0.90x, p99 <= 1.2x")
+    head = f"{'row':<38}{'wk':>3}{'tickrun r/s':>13}{'aiohttp r/s':>13}{'ratio':>7}"
+    print(head + f"{'p99 t/b ms':>15}{'p99 x':>7}  goal")
+    for row, workers, t, b in table:
+        print(
+            f"{row.name:<38}{workers:>3}{t.rps:>13,.0f}{b.rps:>13,.0f}{t.rps / b.rps:>6.2f}x"
+            f"{t.p99_ms:>8.2f}/{b.p99_ms:<6.2f}{t.p99_ms / b.p99_ms:>6.2f}x  {verdict(row, t, b)}"
+        )
 
 
 if __name__ == "__main__":

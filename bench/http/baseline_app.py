@@ -1,32 +1,38 @@
-"""The baseline: a bare aiohttp app with the same no-op handler, N processes on one port."""
+"""The baseline: a bare aiohttp app calling the same no-op handler inline, N processes on one port.
+
+    baseline_app.py PORT [sync|async]
+
+``sync`` calls ``noop.sync_handler`` on the event loop (what Nuclio's Python runtime does: one
+event at a time, inline); ``async`` awaits ``noop.handler``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
+from pathlib import Path
 
 from aiohttp import web
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "noop"))
 
-def noop() -> str:
-    return "ok"
+import noop  # noqa: E402
 
 
-async def handler(request: web.Request) -> web.Response:
+async def sync_inline(request: web.Request) -> web.Response:
     await request.read()
-    return web.Response(text=noop())
+    return web.Response(text=noop.sync_handler(None, request))
 
 
-async def threaded_handler(request: web.Request) -> web.Response:
-    # What an aiohttp app does with blocking code: a thread hop per request.
+async def async_handler(request: web.Request) -> web.Response:
     await request.read()
-    return web.Response(text=await asyncio.get_running_loop().run_in_executor(None, noop))
+    return web.Response(text=await noop.handler(None, request))
 
 
 def main() -> None:
     port = int(sys.argv[1])
-    threaded = len(sys.argv) > 2 and sys.argv[2] == "threaded"
+    kind = sys.argv[2] if len(sys.argv) > 2 else "async"
     try:
         import uvloop
 
@@ -34,7 +40,7 @@ def main() -> None:
     except ImportError:
         pass
     app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", threaded_handler if threaded else handler)
+    app.router.add_route("*", "/{tail:.*}", sync_inline if kind == "sync" else async_handler)
     web.run_app(
         app,
         host="127.0.0.1",

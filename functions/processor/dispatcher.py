@@ -1,8 +1,14 @@
 """Running the handler for one trigger: slots, timeouts, errors and metrics.
 
 ``slots`` (the trigger's ``maxWorkers``) bounds concurrent events per worker process. Async
-handlers run on the event loop; sync handlers run in a thread pool of that size, so a slow handler
-never blocks health checks.
+handlers run on the event loop. Sync handlers run in a thread pool of that size, or, given an
+:class:`~.inline.InlineGuard` (the HTTP trigger's), inline on the loop's thread:
+
+- with one slot (Nuclio's default: one event at a time per worker) always;
+- with many slots while the handler proves quick: a call longer than :data:`QUICK_S` sends the
+  following ones to the pool (it would have held up every other request), and the dispatcher
+  comes back to inline calls only after :attr:`_probe_after` consecutive quick calls in the pool
+  (doubling each time it had to leave, so a handler that is sometimes slow ends up in the pool).
 """
 
 from __future__ import annotations
@@ -24,12 +30,24 @@ from ..interfaces import BatchOutcome
 from ..results import Result, exception_result, to_result
 from . import metrics
 from .batch import BatchState, run_batch
+from .inline import InlineGuard, InlineTimeout
 
 logger = logging.getLogger(__name__)
+
+QUICK_S = 0.0005
+"""With many slots, a sync call this long or shorter may run inline (a thread hop costs tens
+of microseconds; a longer call inline would hold up requests the pool could overlap)."""
+PROBE_BASE = 64
+PROBE_MAX = 1 << 20
+STEADY_CALLS = 100_000  # quick inline calls after which leaving the inline path starts over
 
 
 class _Expired(Exception):
     """The event timeout fired (as opposed to the handler raising TimeoutError itself)."""
+
+
+class _Overdue(_Expired):
+    """The event timeout fired on a pool thread that goes on running: its slot stays taken."""
 
 
 class TriggerDispatcher:
@@ -48,6 +66,7 @@ class TriggerDispatcher:
         event_timeout_s: float | None,
         executor: Executor | None,
         on_stuck: Callable[[], None] | None = None,
+        inline: InlineGuard | None = None,
     ) -> None:
         self.trigger_name = trigger_name
         self.trigger_kind = trigger_kind
@@ -66,6 +85,12 @@ class TriggerDispatcher:
         self._here: BatchState | None = None  # the batch run_here is running
         self._stats = metrics.STATS.trigger(function_name, trigger_name, trigger_kind)
         self._outcomes = self._stats.outcomes
+        self._inline = None if handler.is_async else inline
+        self._inline_on = self._inline is not None
+        self._adaptive = slots > 1  # many slots: inline only while the handler proves quick
+        self._probe_after = PROBE_BASE
+        self._pool_quick = 0  # consecutive quick pool calls (adaptive mode, in the pool)
+        self._inline_calls = 0  # quick inline calls since the last switch
 
     @property
     def in_flight(self) -> int:
@@ -131,6 +156,8 @@ class TriggerDispatcher:
         self._release()
 
     async def dispatch(self, event: Any) -> Result:
+        if self._inline_on and self._free > 0 and not self._waiters:
+            return self._dispatch_inline(event)
         await self._acquire()
         self._busy(1)
         started = time.perf_counter()
@@ -139,61 +166,148 @@ class TriggerDispatcher:
             if self._handler.is_async:
                 out = await self._await_async_handler(event)
             else:
-                loop = asyncio.get_running_loop()
-                fut = loop.run_in_executor(self._executor, self._fn, self._context, event)
-                if self._event_timeout_s is None:
-                    out = await fut
-                else:
-                    deadline = asyncio.timeout(self._event_timeout_s)
-                    try:
-                        async with deadline:
-                            out = await asyncio.shield(fut)
-                    except TimeoutError:
-                        if not deadline.expired():
-                            raise
-                        # A thread cannot be killed: its slot stays taken until it returns.
-                        release_now = False
-                        self._overdue += 1
-                        fut.add_done_callback(self._release_overdue)
-                        if self._overdue >= self._slots and self._on_stuck is not None:
-                            self._on_stuck()
-                        raise _Expired from None
+                out = await self._await_pool(event)
             result = to_result(out)
             if not 100 <= result.status <= 599:
                 raise ValueError(f"handler returned an invalid status code {result.status}")
         except nuclio_sdk.ExceptionWithResponse as exc:
             result = exception_result(exc)
-        except _Expired:
-            self._outcomes["timeout"] += 1
-            logger.warning(
-                "handler exceeded the event timeout",
-                extra={
-                    "event_id": getattr(event, "id", None),
-                    "trigger": self.trigger_name,
-                    "timeout_s": self._event_timeout_s,
-                },
-            )
-            raise EventTimeoutError(
-                f"handler exceeded the event timeout of {self._event_timeout_s:g}s"
-            ) from None
+        except _Expired as exc:
+            release_now = not isinstance(exc, _Overdue)
+            raise self._expired(event) from None
         except Exception as exc:
-            self._outcomes["error"] += 1
-            event_id = getattr(event, "id", None)
-            logger.exception(
-                "handler raised",
-                extra={
-                    "event_id": event_id,
-                    "trigger": self.trigger_name,
-                    "exc_type": type(exc).__name__,
-                },
-            )
-            raise HandlerFailure(exc, event_id) from exc
+            raise self._failed(event, exc) from exc
         finally:
             self._stats.observe(time.perf_counter() - started)
             if release_now:
                 self._release()
         self._outcomes["ok"] += 1
         return result
+
+    async def _await_pool(self, event: Any) -> Any:
+        """A sync handler's answer from the pool; :class:`_Overdue` past the event timeout."""
+        loop = asyncio.get_running_loop()
+        timed = self._inline is not None and self._adaptive  # learning whether it is quick
+        if timed:
+            fut = loop.run_in_executor(self._executor, self._timed_call, event)
+        else:
+            fut = loop.run_in_executor(self._executor, self._fn, self._context, event)
+        if self._event_timeout_s is None:
+            out = await fut
+        else:
+            deadline = asyncio.timeout(self._event_timeout_s)
+            try:
+                async with deadline:
+                    out = await asyncio.shield(fut)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                # A thread cannot be killed: its slot stays taken until it returns.
+                self._overdue += 1
+                fut.add_done_callback(self._release_overdue)
+                if self._overdue >= self._slots and self._on_stuck is not None:
+                    self._on_stuck()
+                raise _Overdue from None
+        if timed:
+            out, elapsed = out
+            if elapsed > QUICK_S:
+                self._pool_quick = 0
+            else:
+                self._pool_quick += 1
+                if self._pool_quick >= self._probe_after:
+                    self._inline_on = True
+                    self._inline_calls = 0
+        return out
+
+    def _timed_call(self, event: Any) -> tuple[Any, float]:
+        """On a pool thread: the handler's answer and its own duration."""
+        started = time.perf_counter()
+        out = self._fn(self._context, event)
+        return out, time.perf_counter() - started
+
+    def _dispatch_inline(self, event: Any) -> Result:
+        """The handler on this (the loop's) thread, under the guard's watch; see the module
+        docstring for when."""
+        guard = self._inline
+        if guard is None:  # pragma: no cover - _inline_on implies a guard
+            raise RuntimeError("no inline guard")
+        self._free -= 1
+        self._busy(1)
+        started = time.perf_counter()
+        elapsed = 0.0
+        try:
+            try:
+                out = guard.call(self._fn, self._context, event, started)
+            except InlineTimeout:
+                raise _Expired from None
+            elapsed = time.perf_counter() - started
+            timeout = self._event_timeout_s
+            if timeout is not None and elapsed > timeout:
+                raise _Expired  # it returned before the watch thread got to it: still late
+            result = to_result(out)
+            if not 100 <= result.status <= 599:
+                raise ValueError(f"handler returned an invalid status code {result.status}")
+        except nuclio_sdk.ExceptionWithResponse as exc:
+            result = exception_result(exc)
+        except _Expired:
+            raise self._expired(event) from None
+        except Exception as exc:
+            raise self._failed(event, exc) from exc
+        finally:
+            if not elapsed:
+                elapsed = time.perf_counter() - started
+            self._stats.observe(elapsed)
+            self._busy(-1)
+            self._free += 1
+            if self._adaptive:
+                self._after_inline(elapsed)
+        self._outcomes["ok"] += 1
+        return result
+
+    def _after_inline(self, elapsed: float) -> None:
+        if elapsed <= QUICK_S:
+            self._inline_calls += 1
+            return
+        # This call held up every other request: the pool takes the next ones.
+        steady = self._inline_calls >= STEADY_CALLS
+        self._probe_after = PROBE_BASE if steady else min(self._probe_after * 2, PROBE_MAX)
+        self._inline_on = False
+        self._pool_quick = 0
+        logger.info(
+            "sync handler slower than inline calls allow; using the thread pool",
+            extra={
+                "trigger": self.trigger_name,
+                "elapsed_ms": round(elapsed * 1000, 3),
+                "back_after_quick_calls": self._probe_after,
+            },
+        )
+
+    def _expired(self, event: Any) -> EventTimeoutError:
+        self._outcomes["timeout"] += 1
+        logger.warning(
+            "handler exceeded the event timeout",
+            extra={
+                "event_id": getattr(event, "id", None),
+                "trigger": self.trigger_name,
+                "timeout_s": self._event_timeout_s,
+            },
+        )
+        return EventTimeoutError(
+            f"handler exceeded the event timeout of {self._event_timeout_s:g}s"
+        )
+
+    def _failed(self, event: Any, exc: Exception) -> HandlerFailure:
+        self._outcomes["error"] += 1
+        event_id = getattr(event, "id", None)
+        logger.exception(
+            "handler raised",
+            extra={
+                "event_id": event_id,
+                "trigger": self.trigger_name,
+                "exc_type": type(exc).__name__,
+            },
+        )
+        return HandlerFailure(exc, event_id)
 
     @property
     def batches(self) -> bool:

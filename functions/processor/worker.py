@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,9 @@ from ..spec import FunctionSpec, HttpTriggerSpec, TriggerSpec, parse_spec
 from . import metrics
 from .dispatcher import TriggerDispatcher
 from .exitcodes import ExitCode, ExitStatus, Reason
+from .inline import InlineGuard
 from .registry import trigger_class
+from .rescue import Rescue
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +63,16 @@ class WorkerConfig(BaseModel):
 
 
 class Worker:
-    """A :class:`~tickrun.functions.interfaces.TriggerHost`. Constructor does no I/O."""
+    """A :class:`~tickrun.functions.interfaces.TriggerHost`. Constructor does no I/O.
 
-    def __init__(self, config: WorkerConfig) -> None:
+    ``inline=False`` keeps every sync call in the thread pool (see :mod:`.inline`); inline calls
+    also need the worker to run on the main thread (the event timeout interrupts by signal).
+    """
+
+    def __init__(self, config: WorkerConfig, *, inline: bool = True) -> None:
         self.config = config
+        self._inline_allowed = inline
+        self._inline: InlineGuard | None = None
         self.function: FunctionSpec = parse_spec(config.spec)
         self.worker_index = config.worker_index
         self.worker_count = config.worker_count
@@ -105,6 +114,7 @@ class Worker:
             event_timeout_s=spec.event_timeout_s,
             executor=self._executor,
             on_stuck=self._on_stuck,
+            inline=self._inline if trigger.kind == "http" else None,
         )
         self._dispatchers.append(d)
         return d
@@ -127,6 +137,12 @@ class Worker:
         if not self._handler.is_async:
             slots = sum(t.slots for t in triggers) or 1
             self._executor = ThreadPoolExecutor(slots, thread_name_prefix="handler")
+            if (
+                self._inline_allowed
+                and any(t.kind == "http" for t in triggers)
+                and threading.current_thread() is threading.main_thread()
+            ):
+                self._inline = InlineGuard(spec.event_timeout_s, on_hung=self._exit_hung)
         first = triggers[0] if triggers else None
         self._context = make_context(
             self.function.name,
@@ -156,6 +172,11 @@ class Worker:
         await self._runner.setup()
         site = HardenedSite(self._runner, self.config.host, self.config.port, reuse_port=True)
         await site.start()
+        listener = site.listener
+        if self._inline is not None and listener is not None:
+            self._inline.rescue = Rescue(
+                listener.sockets, CONTROL_PATHS, self._control_answer, self._adopter(listener)
+            )
         self._started = True
         self._flusher = asyncio.get_running_loop().create_task(self._flush_stats())
         ready_dir = settings.READY_DIR.get()
@@ -188,6 +209,8 @@ class Worker:
                 logger.error("trigger stop failed", exc_info=r)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._inline is not None:
+            self._inline.close()
         if self._flusher is not None:
             self._flusher.cancel()
         with contextlib.suppress(OSError):
@@ -219,6 +242,28 @@ class Worker:
         self.exit_code = ExitCode.RESTART
         asyncio.get_running_loop().create_task(self.stop())
 
+    def _exit_hung(self) -> None:
+        """On the inline watch thread: the loop's thread is stuck in a handler for good, so no
+        drain can run; the supervisor replaces this worker (in-flight requests are cut)."""
+        with contextlib.suppress(OSError, ValueError):
+            metrics.STATS.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(ExitCode.RESTART)
+
+    @staticmethod
+    def _adopter(listener: Any) -> Any:
+        loop = asyncio.get_running_loop()
+
+        def adopt(conn: Any) -> None:  # on the watch thread
+            try:
+                loop.call_soon_threadsafe(listener.adopt, conn)
+            except RuntimeError:  # the loop is closed: the worker is gone
+                conn.close()
+
+        return adopt
+
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
@@ -234,16 +279,28 @@ class Worker:
         return await self._http_handler(request)
 
     def _control(self, path: str) -> web.Response:
-        if path == "/healthz":
-            return web.json_response({"status": "ok"})
-        if path == "/readyz":
-            return self._readyz()
         if path == "/metrics":
             body, ctype = metrics.render()
             return web.Response(body=body, headers={"Content-Type": ctype})
-        return web.json_response({"error": "this function has no http trigger"}, status=404)
+        status, obj = self._control_json(path)
+        return web.json_response(obj, status=status)
 
-    def _readyz(self) -> web.Response:
+    def _control_answer(self, path: str) -> tuple[int, bytes, str]:
+        """:meth:`_control` as bytes, for the inline watch thread's rescue acceptor."""
+        if path == "/metrics":
+            body, ctype = metrics.render()
+            return 200, body, ctype
+        status, obj = self._control_json(path)
+        return status, json.dumps(obj).encode(), "application/json; charset=utf-8"
+
+    def _control_json(self, path: str) -> tuple[int, dict[str, Any]]:
+        if path == "/healthz":
+            return 200, {"status": "ok"}
+        if path == "/readyz":
+            return self._readyz()
+        return 404, {"error": "this function has no http trigger"}
+
+    def _readyz(self) -> tuple[int, dict[str, Any]]:
         """200 when serving; otherwise 503 with the state and a structured reason (a
         :class:`~.exitcodes.Reason`) that a platform can show without reading logs."""
         if self._draining or not self._started:
@@ -255,16 +312,16 @@ class Worker:
             extra = {"triggers_not_ready": not_ready}
             return self._not_ready(Reason.TRIGGERS_NOT_READY, "not ready", extra, detail)
         in_flight = sum(d.in_flight for d in self._dispatchers)
-        return web.json_response({"ready": True, "status": "ready", "in_flight": in_flight})
+        return 200, {"ready": True, "status": "ready", "in_flight": in_flight}
 
     @staticmethod
     def _not_ready(
         reason: Reason, status: str, extra: dict[str, Any], detail: str = ""
-    ) -> web.Response:
+    ) -> tuple[int, dict[str, Any]]:
         body: dict[str, Any] = {"ready": False, "status": status, "reason": reason.value}
         if detail:
             body["detail"] = detail
-        return web.json_response({**body, **extra}, status=503)
+        return 503, {**body, **extra}
 
 
 def _install_loop() -> None:
