@@ -14,7 +14,7 @@ it needs ``mlflow`` (and ``xgboost`` for the XGBoost case) and its ``mlflow`` co
     python -m bench.serving [--models logreg,xgboost] [--workers 1] [--connections 16]
         [--duration-s 8] [--rounds 3] [--mlflow-venv /tmp/mlflow-venv]
 
-``--monitoring [--kafka]`` instead compares hub://model_server:1.2 with prediction recording on
+``--monitoring [--kafka]`` instead compares hub://model_server:1.3 with prediction recording on
 (JSONL; with ``--kafka`` also a topic on a real broker) vs off (bench/serving/monitoring.py);
 MLflow is not needed then.
 """
@@ -309,7 +309,7 @@ def main() -> None:
     parser.add_argument(
         "--monitoring",
         action="store_true",
-        help="model_server 1.2 with monitoring on (JSONL, --kafka) vs off, instead of vs MLflow",
+        help="model_server 1.3 with monitoring on (JSONL, --kafka) vs off, instead of vs MLflow",
     )
     parser.add_argument("--kafka", action="store_true", help="with --monitoring: a Kafka sink too")
     args = parser.parse_args()

@@ -1,4 +1,4 @@
-"""``python -m bench.serving --monitoring``: hub://model_server:1.2 with prediction recording on
+"""``python -m bench.serving --monitoring``: hub://model_server:1.3 with prediction recording on
 (a JSONL directory; a Kafka topic on a real broker from tests.peers) vs off, same model, same
 1-row ``/invocations`` request, wrk rounds alternating between the servers in the same run.
 Prints req/s and latency per server, the ratio to monitoring off (goal >= 0.9x), and each
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,32 @@ from bench.wrk import Sample, median, print_table, wrk
 def _stats(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=30) as r:
         return json.loads(r.read()).get("monitoring")
+
+
+_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the replica's supervisor and its worker processes)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            todo.extend(int(c) for c in task.read_text().split())
+    return out
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of the process tree, from /proc (Linux)."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total * _TICK_S
 
 
 def bench_monitoring(
@@ -49,9 +77,17 @@ def bench_monitoring(
             "MONITOR_TOPIC": "predictions",
             "MONITOR_BROKERS": broker.bootstrap_servers,
         }
-    fn = tickrun.import_function("hub://model_server:1.2")
+    fn = tickrun.import_function("hub://model_server:1.3")
     servers = {}
     results: dict[str, list[Sample]] = {name: [] for name in variants}
+    # Server CPU per request: on a shared 2-core machine req/s moves with the neighbours' load,
+    # the replica's CPU time per request much less; a CPU-bound server's throughput ratio is the
+    # inverse ratio of its CPU per request.
+    cpu_us: dict[str, list[float]] = {name: [] for name in variants}
+    # The broker shares the machine's 2 cores: its CPU per request is a cost of the Kafka sink
+    # that the server's own figure does not show.
+    broker_pid = broker._proc.pid if broker is not None and broker._proc is not None else None
+    broker_us: dict[str, list[float]] = {name: [] for name in variants}
     try:
         for i, (name, extra) in enumerate(variants.items()):
             servers[name] = fn.deploy(
@@ -71,14 +107,18 @@ def bench_monitoring(
             wrk(f"{server.url}/invocations", 2, args.connections, script=script)  # warm-up
         for r in range(args.rounds):
             for name, server in servers.items():
-                results[name].append(
-                    wrk(
-                        f"{server.url}/invocations",
-                        args.duration_s,
-                        args.connections,
-                        script=script,
-                    )
+                pid = server.process.pid  # started by deploy()
+                before = _cpu_s(pid)
+                broker_before = _cpu_s(broker_pid) if broker_pid else 0.0
+                sample = wrk(
+                    f"{server.url}/invocations", args.duration_s, args.connections, script=script
                 )
+                used = _cpu_s(pid) - before
+                requests = max(1.0, sample.rps * args.duration_s)
+                results[name].append(sample)
+                cpu_us[name].append(used / requests * 1e6)
+                if broker_pid:
+                    broker_us[name].append((_cpu_s(broker_pid) - broker_before) / requests * 1e6)
             print(
                 f"{case.label} monitoring round {r + 1}/{args.rounds}: "
                 + ", ".join(f"{n} {s[-1].rps:,.0f} req/s" for n, s in results.items()),
@@ -92,7 +132,7 @@ def bench_monitoring(
             broker.stop()
 
     rows = [
-        (f"model_server 1.2 {n[11:]}", median(results[n]))
+        (f"model_server 1.3 {n[11:]}", median(results[n]))
         for n in variants
         if n != "monitoring off"
     ]
@@ -103,12 +143,28 @@ def bench_monitoring(
         f"{len(features)} features, workers={args.workers} connections={args.connections} "
         f"duration={args.duration_s}s x{args.rounds} (medians; wrk -t1)"
     )
-    print_table([*rows, ("model_server 1.2 off", off)], width=28)
+    print_table([*rows, ("model_server 1.3 off", off)], width=28)
     for label, sample in rows:
         ratio = sample.rps / off.rps
         print(
             f"goal {label}: throughput >= 0.9x off: {ratio:.2f}x "
             f"({'met' if ratio >= 0.9 else 'NOT met'})"
+        )
+    cpu_off = statistics.median(cpu_us["monitoring off"])
+    print(f"server CPU per request (median): off {cpu_off:.1f} us")
+    for name in variants:
+        if name != "monitoring off":
+            on = statistics.median(cpu_us[name])
+            print(
+                f"  {name[11:]}: {on:.1f} us (+{on - cpu_off:.1f} us); CPU-bound throughput "
+                f"ratio {cpu_off / on:.2f}x"
+            )
+    if broker_pid:
+        idle = statistics.median(broker_us["monitoring off"])
+        busy = statistics.median(broker_us["monitoring Kafka"])
+        print(
+            f"Kafka broker CPU per request (same machine): {busy:.1f} us while the Kafka sink "
+            f"runs, {idle:.1f} us while monitoring is off"
         )
     for name, st in stats.items():
         if st is not None:

@@ -1,6 +1,7 @@
-"""hub://model_server:1.2 deployed as a real replica with MONITOR_TOPIC on a real Kafka broker:
-every prediction served over HTTP lands on the topic as one record in model_monitor's format
-(read back with model_monitor's own topic reader), every response names the model version, and
+"""hub://model_server 1.2 and 1.3 deployed as real replicas with MONITOR_TOPIC on a real Kafka
+broker: every prediction served over HTTP lands on the topic (1.2: one record in model_monitor's
+format each; 1.3: its compact predictions stream) and is read back by model_monitor's own topic
+reader (1.0 and 1.1) as exactly the predictions made; every response names the model version;
 a replica whose monitoring brokers are unreachable still answers every request."""
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from tickrun.hub.sampledata import market_data
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 mf = import_function("hub://market_features:1.2").module()
-sources = import_function("hub://model_monitor:1").module().sources
 
 
 def _post(url: str, body: Any) -> tuple[int, Any, str | None]:
@@ -58,16 +58,28 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, pd.Da
     return path, feats[names].iloc[-60:].reset_index(drop=True)
 
 
+# (model_server, model_monitor, the server's "recorded" counter: 1.2 counts records, 1.3 requests)
+VERSIONS = [("1.2", "1.0", 60), ("1.3", "1.1", 41)]
+
+
+@pytest.mark.parametrize(("server_version", "monitor_version", "recorded"), VERSIONS)
 def test_predictions_land_on_the_topic_in_model_monitors_format(
-    served: tuple[Path, pd.DataFrame], kafka_broker: KafkaBroker, tmp_path: Path
+    served: tuple[Path, pd.DataFrame],
+    kafka_broker: KafkaBroker,
+    tmp_path: Path,
+    server_version: str,
+    monitor_version: str,
+    recorded: int,
 ) -> None:
     path, x = served
     model, _info = load_model(str(path))
+    sources = import_function(f"hub://model_monitor:{monitor_version}").module().sources
     brokers = kafka_broker.bootstrap_servers
-    topic = "served-predictions"  # the broker is shared by the session: a name of its own
+    # The broker is shared by the session: a topic name of its own.
+    topic = f"served-predictions-{server_version.replace('.', '-')}"
     kafka_broker.create_topic(topic)
     cols = list(x.columns)
-    fn = import_function("hub://model_server:1.2")
+    fn = import_function(f"hub://model_server:{server_version}")
     env = {
         "MODEL_URI": str(path),
         "MODEL_VERSION": "btc-3",
@@ -106,14 +118,15 @@ def test_predictions_land_on_the_topic_in_model_monitors_format(
     assert set(frame["model_version"]) == {"btc-3"}
     ids = [r["request_id"] for r in records]
     assert None not in ids and len(set(ids)) == 41  # 40 one-row requests and one of 20 rows
-    assert info["version"] == "btc-3" and info["monitoring"]["recorded"] == 60
+    assert info["version"] == "btc-3" and info["monitoring"]["recorded"] == recorded
 
 
+@pytest.mark.parametrize("server_version", ["1.2", "1.3"])
 def test_unreachable_monitoring_brokers_fail_no_request(
-    served: tuple[Path, pd.DataFrame], tmp_path: Path
+    served: tuple[Path, pd.DataFrame], tmp_path: Path, server_version: str
 ) -> None:
     path, x = served
-    fn = import_function("hub://model_server:1.2")
+    fn = import_function(f"hub://model_server:{server_version}")
     env = {
         "MODEL_URI": str(path),
         "MONITOR_TOPIC": "predictions",

@@ -1,4 +1,4 @@
-"""hub://model_monitor on a schedule in a real controller process: two model_server 1.2
+"""hub://model_monitor on a schedule in a real controller process: two model_server 1.3
 replicas deployed locally with MONITOR_DIR get real /invocations requests (later BTCUSDT hourly
 features from the shipped data; for one of them the volume features scaled x1.5); a per-second
 cron (every 3 s) runs the monitor on each directory as tracked jobs (subprocess runner). Each
@@ -98,7 +98,7 @@ def _records(
     model_path = tmp_path / "model.joblib"
     model = make_pipeline(StandardScaler(), LogisticRegression())
     joblib.dump(model.fit(ref[names], ref["label"]), model_path)
-    fn = tickrun.import_function("hub://model_server:1.2")
+    fn = tickrun.import_function("hub://model_server:1.3")
     dirs: dict[str, Path] = {}
     for case, frame in (
         ("plain", window),
@@ -111,12 +111,14 @@ def _records(
             controller=False,
         )
         try:
+            requests = 0
             for start in range(0, len(frame), 24):  # a day of bars a request
                 rows = frame[names].iloc[start : start + 24].to_numpy().tolist()
                 body = {"dataframe_split": {"columns": names, "data": rows}}
                 assert len(_post(f"{server.url}/invocations", body)["predictions"]) == len(rows)
-            wait_for(
-                lambda s=server: _stats(s.url)["recorded"] == len(frame), 30, "records written"
+                requests += 1
+            wait_for(  # 1.3 counts requests written (a line each)
+                lambda s=server, n=requests: _stats(s.url)["recorded"] == n, 30, "records written"
             )
         finally:
             server.stop()
@@ -147,7 +149,7 @@ def test_scheduled_monitor_on_model_server_records_alerts_and_retrains(
     client = ctl.client
     for case, directory in dirs.items():
         job = {
-            "target": "hub://model_monitor:1.0.0#monitor",
+            "target": "hub://model_monitor:1.1.0#monitor",
             "inputs": {"reference": str(ref_path)},
             "params": {
                 "predictions_dir": str(directory),

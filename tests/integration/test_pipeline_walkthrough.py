@@ -2,7 +2,7 @@
 real controller on the process platform, on the shipped hourly BTCUSDT bars.
 
 ``TICKRUN_CONTROLLER_URL`` is set, so every step's run and the model registry live in the
-controller's database; the deploy step puts hub://model_server:1.2 on the controller with
+controller's database; the deploy step puts hub://model_server:1.3 on the controller with
 ``MODEL_URI=models:/btc-updown@champion`` (the controller binds the alias). Checked: every step
 is a run with the pipeline's labels; the registered version's lineage (training run, its
 dataset, the hub item); the champion alias; the served model answering over HTTP with

@@ -163,7 +163,7 @@ def walkthrough(
     )
     p.step(
         "monitor",
-        "hub://model_monitor:1.0#monitor",
+        "hub://model_monitor:1.1#monitor",
         inputs={"reference": score.output("reference"), "current": score.output("current")},
         params={"time_column": "timestamp", "fee_bp": fee_bp},
         cache=False,

@@ -290,7 +290,7 @@ def deploy_by_alias(
     model: str = "btc-updown",
     alias: str = "champion",
     function: str = "btc-updown",
-    server: str = "hub://model_server:1.2",
+    server: str = "hub://model_server:1.3",
     platform: str = "process",
     keep_requirements: bool = True,
     timeout_s: float = 180.0,

@@ -275,7 +275,7 @@ def test_tracked_run_logs_results_plots_and_posts_the_alert(
         progress=False,
     )
     assert run.state == "completed", run.error
-    assert run.record.labels["hub.version"] == "1.0.0"
+    assert run.record.labels["hub.version"] == "1.1.0"  # hub://model_monitor:1 = newest 1.x
     r = run.results
     assert r["alert"] is True and r["drifted_count"] >= 2
     assert r["alert_webhook_delivered"] is True
