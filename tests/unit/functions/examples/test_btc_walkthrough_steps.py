@@ -318,7 +318,7 @@ def test_deploy_binds_the_alias_once_then_waits_for_the_served_version(
     assert deployed["platform"] == "process"
     assert "requirements" not in deployed["spec"]["spec"]
     assert "model_server.py" in deployed["files"]
-    assert deployed["spec"]["metadata"]["labels"]["tickrun.io/hub-version"] == "1.2.0"
+    assert deployed["spec"]["metadata"]["labels"]["tickrun.io/hub-version"] == "1.3.0"
 
     # Deployed already: nothing to deploy; the step waits for the rollout of the champion.
     fake.serving = [f"{name}/0", f"{name}/0", f"{name}/1"]
