@@ -1,0 +1,218 @@
+// Compare runs (#/compare?uids=a,b,c; an entry may be uid:iteration; one sweep's uid alone
+// compares its iterations): params and results side by side with the differences highlighted,
+// a chart of a result against a param, and parallel coordinates over the params that vary.
+
+const enc = encodeURIComponent;
+const CONCURRENCY = 8;
+const MAX_RUNS = 2000;
+
+async function mapLimit(items, limit, fn) {
+  const out = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i], i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+function label(r) {
+  const base = r.name || r.uid.slice(0, 8);
+  return r.iteration ? `${base} #${r.iteration}` : base;
+}
+
+function same(values) {
+  const defined = values.map((v) => JSON.stringify(v ?? null));
+  return defined.every((v) => v === defined[0]);
+}
+
+function isNumCol(values) {
+  const present = values.filter((v) => v !== undefined && v !== null);
+  return present.length > 0 && present.every((v) => typeof v === "number");
+}
+
+async function loadRuns(entries, ctx) {
+  if (entries.length === 1 && !entries[0].includes(":")) {
+    const d = await ctx.api.get(`/api/runs/${enc(entries[0])}`);
+    if (d.iterations?.length) return { runs: [...d.iterations].sort((a, b) => a.iteration - b.iteration), sweep: d.run };
+    return { runs: [d.run], sweep: null };
+  }
+  const runs = await mapLimit(entries, CONCURRENCY, async (e) => {
+    const [uid, it] = e.split(":");
+    const d = await ctx.api.get(`/api/runs/${enc(uid)}`, { iteration: it || undefined });
+    return d.run;
+  });
+  return { runs, sweep: null };
+}
+
+export async function render(root, params, ctx) {
+  const { h, fmt } = ctx.ui;
+  const ui = ctx.ui;
+  const entries = [...new Set((params.query.get("uids") || "").split(",").map((s) => s.trim()).filter(Boolean))].slice(0, MAX_RUNS);
+  root.append(h("div", { class: "crumbs" }, ui.link("#/runs", "Runs"), " / compare"));
+  const title = h("h1", null, "Compare runs");
+  root.append(title);
+  if (!entries.length) {
+    root.append(ui.empty("Select runs on the Runs page (tick two or more), then Compare."));
+    return;
+  }
+  root.append(ui.loading(`Loading ${entries.length} run${entries.length > 1 ? "s" : ""}…`));
+  const { runs, sweep } = await loadRuns(entries, ctx);
+  if (!ctx.alive()) return;
+  root.querySelector(".loading")?.remove();
+  if (sweep) {
+    title.textContent = `Compare iterations of ${sweep.name || sweep.uid}`;
+    root.append(h("div", { class: "summary" }, h("span", null, "sweep ", ui.link(`#/runs/${enc(sweep.uid)}`, h("b", { class: "mono" }, sweep.uid))), h("span", null, "best iteration ", h("b", null, String(sweep.best_iteration ?? "–")))));
+  } else title.textContent = `Compare ${runs.length} runs`;
+  const best = sweep?.best_iteration ?? null;
+
+  const keys = (group) => {
+    const s = new Set();
+    for (const r of runs) for (const k of Object.keys(r[group] || {})) s.add(k);
+    return [...s].sort();
+  };
+  const fields = [
+    ...keys("params").map((k) => ({ group: "params", key: k })),
+    ...keys("results").map((k) => ({ group: "results", key: k })),
+  ].map((f) => ({ ...f, values: runs.map((r) => r[f.group]?.[f.key]) }));
+  for (const f of fields) f.differs = !same(f.values);
+  const varying = fields.filter((f) => f.differs);
+
+  // ---- side-by-side table: one row per param/result, one column per run
+  const onlyDiff = h("input", { type: "checkbox", id: "compare-only-diff", checked: ui.prefs.get("compare.onlyDiff", false) });
+  const host = h("div", { id: "compare-table" });
+  const drawTable = () => {
+    ui.prefs.set("compare.onlyDiff", onlyDiff.checked);
+    const shown = onlyDiff.checked ? varying : fields;
+    const head = h(
+      "tr",
+      null,
+      h("th", { class: "sticky-col" }, ""),
+      runs.map((r) =>
+        h(
+          "th",
+          { class: `num${r.iteration === best && best ? " best" : ""}`, title: `${r.uid}${r.iteration ? ` iteration ${r.iteration}` : ""}` },
+          ui.link(`#/runs/${enc(r.uid)}${r.iteration ? `?iteration=${r.iteration}` : ""}`, label(r)),
+        ),
+      ),
+    );
+    const body = h("tbody");
+    let group = null;
+    for (const f of shown) {
+      if (f.group !== group) {
+        group = f.group;
+        body.appendChild(h("tr", { class: "group-row" }, h("th", { class: "sticky-col", colspan: 1 }, group), h("td", { colspan: runs.length })));
+      }
+      const numeric = isNumCol(f.values);
+      const nums = f.values.filter((v) => typeof v === "number");
+      const hi = f.group === "results" && numeric && f.differs ? Math.max(...nums) : null;
+      const lo = f.group === "results" && numeric && f.differs ? Math.min(...nums) : null;
+      body.appendChild(
+        h(
+          "tr",
+          { class: f.differs ? "differs" : "", dataset: { field: `${f.group}.${f.key}` } },
+          h("th", { class: `sticky-col ${f.group === "params" ? "col-param" : "col-result"}`, title: `${f.group}.${f.key}` }, f.key),
+          f.values.map((v) =>
+            h(
+              "td",
+              {
+                class: [numeric ? "num" : "", f.differs ? "diff" : "", v === hi ? "hi" : "", v === lo && lo !== hi ? "lo" : ""].join(" "),
+                title: v === hi ? "highest" : v === lo ? "lowest" : undefined,
+              },
+              numeric ? fmt.num(v) : fmt.value(v),
+            ),
+          ),
+        ),
+      );
+    }
+    ui.clear(host).appendChild(
+      shown.length
+        ? h("div", { class: "table-wrap" }, h("table", { class: "grid compare" }, h("thead", null, head), body))
+        : ui.empty(onlyDiff.checked ? "These runs have the same params and results." : "These runs have no params or results."),
+    );
+  };
+  onlyDiff.addEventListener("change", drawTable);
+  drawTable();
+  root.append(
+    ui.section(
+      "Params and results",
+      h("div", { class: "toolbar" }, h("label", null, onlyDiff, " only rows that differ"), h("span", { class: "muted" }, `${varying.length} of ${fields.length} differ · highlighted; bold = highest result`)),
+      host,
+    ),
+  );
+
+  // ---- a result against a param
+  const numericParams = fields.filter((f) => f.group === "params" && f.differs && f.values.some((v) => v !== undefined));
+  const numericResults = fields.filter((f) => f.group === "results" && isNumCol(f.values));
+  if (numericParams.length && numericResults.length) {
+    const pick = (list, want) => (list.find((f) => f.key === want) || list[0]).key;
+    const xSel = h("select", { id: "compare-x" }, numericParams.map((f) => h("option", { value: f.key }, `params.${f.key}`)));
+    const yDefault = pick(numericResults, sweep?.results?.selected_on || "accuracy");
+    const ySel = h("select", { id: "compare-y" }, numericResults.map((f) => h("option", { value: f.key, selected: f.key === yDefault }, `results.${f.key}`)));
+    const el = h("div", { class: "chart", id: "compare-chart" });
+    let inst = null;
+    const plot = async () => {
+      const x = xSel.value;
+      const y = ySel.value;
+      const numericX = runs.every((r) => typeof r.params?.[x] === "number" || r.params?.[x] === undefined);
+      const pts = runs
+        .filter((r) => r.params?.[x] !== undefined && typeof r.results?.[y] === "number")
+        .map((r) => ({ value: [numericX ? r.params[x] : String(r.params[x]), r.results[y]], name: label(r) }));
+      const option = {
+        grid: { left: 70, right: 30, top: 20, bottom: 60 },
+        tooltip: { trigger: "item", formatter: (p) => `${p.data.name}<br>${x} = ${fmt.value(p.data.value[0])}<br>${y} = ${fmt.num(p.data.value[1])}` },
+        xAxis: { type: numericX ? "value" : "category", name: x, nameLocation: "middle", nameGap: 28, scale: true },
+        yAxis: { type: "value", name: y, scale: true, axisLabel: { formatter: (v) => fmt.num(v) } },
+        dataZoom: [{ type: "inside", xAxisIndex: 0 }, { type: "inside", yAxisIndex: 0 }, { type: "slider", xAxisIndex: 0, height: 16, bottom: 6 }],
+        series: [{ type: "scatter", symbolSize: 11, data: pts }],
+      };
+      if (inst) inst.setOption(option, true);
+      else inst = await ui.chart(el, option, ctx);
+      el.dataset.points = String(pts.length);
+    };
+    xSel.addEventListener("change", plot);
+    ySel.addEventListener("change", plot);
+    root.append(ui.section("Result against param", h("div", { class: "toolbar" }, h("label", null, "x ", xSel), h("label", null, "y ", ySel)), el));
+    plot().catch((err) => el.replaceWith(ui.errorBox(err)));
+  }
+
+  // ---- parallel coordinates: every varying param, then the numeric results; colour = a result
+  const axes = [...fields.filter((f) => f.group === "params" && f.differs), ...numericResults.filter((f) => f.differs)];
+  if (runs.length >= 2 && axes.length >= 2) {
+    const colourBy = numericResults.find((f) => f.key === (sweep?.results?.selected_on || "accuracy")) || numericResults[0];
+    const el = h("div", { class: "chart tall", id: "compare-parallel" });
+    root.append(ui.section(`Parallel coordinates (${runs.length} runs, ${axes.length} axes${colourBy ? `; colour: ${colourBy.key}` : ""})`, el));
+    const parallelAxis = axes.map((f, i) => {
+      const numeric = isNumCol(f.values);
+      const axis = { dim: i, name: `${f.group === "params" ? "" : "▸ "}${f.key}`, nameTextStyle: { fontSize: 11 } };
+      if (numeric) axis.scale = true;
+      else {
+        axis.type = "category";
+        axis.data = [...new Set(f.values.map((v) => fmt.value(v)))];
+      }
+      return axis;
+    });
+    const data = runs.map((r, j) => ({
+      name: label(r),
+      value: axes.map((f) => (isNumCol(f.values) ? (f.values[j] ?? null) : fmt.value(f.values[j]))),
+    }));
+    const cIdx = colourBy ? axes.indexOf(colourBy) : -1;
+    const cVals = colourBy ? colourBy.values.filter((v) => typeof v === "number") : [];
+    const option = {
+      tooltip: { trigger: "item", formatter: (p) => `<b>${p.data.name}</b><br>` + axes.map((f, i) => `${f.key}: ${fmt.value(p.data.value[i])}`).join("<br>") },
+      parallelAxis,
+      parallel: { left: 60, right: 90, top: 40, bottom: 30, parallelAxisDefault: { axisLabel: { formatter: (v) => (typeof v === "number" ? fmt.num(v) : v) } } },
+      visualMap:
+        cIdx >= 0 && cVals.length
+          ? { type: "continuous", dimension: cIdx, min: Math.min(...cVals), max: Math.max(...cVals), right: 0, top: "middle", calculable: true, inRange: { color: ["#93c5fd", "#2563eb", "#dc2626"] }, precision: 4, text: [colourBy.key, ""], textStyle: { fontSize: 11 } }
+          : undefined,
+      series: [{ type: "parallel", lineStyle: { width: 2, opacity: 0.6 }, emphasis: { lineStyle: { width: 4, opacity: 1 } }, data }],
+    };
+    ui.chart(el, option, ctx)
+      .then(() => (el.dataset.lines = String(data.length)))
+      .catch((err) => el.replaceWith(ui.errorBox(err)));
+  }
+}
