@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from tickrun.functions.errors import BadRequestError, NotFoundError, PlatformError, SpecError
 from tickrun.functions.settings import PLATFORMS
+
+# yaml is imported by the commands that read or print it: every `tickrun` command builds this
+# module's parsers (`tickrun --help` too).
 
 if TYPE_CHECKING:
     from tickrun.functions.spec import FunctionSpec
@@ -122,6 +123,8 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _parse_trigger(text: str) -> tuple[str, dict[str, Any]]:
+    import yaml
+
     name, sep, rest = text.partition("=")
     if not sep or not name:
         raise BadRequestError(f"--trigger {text!r}: expected NAME=KIND[,key=value…]")
@@ -243,6 +246,8 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def _print(data: Any, output: str) -> None:
+    import yaml
+
     if output == "json":
         print(json.dumps(data, indent=2))
     else:
@@ -340,5 +345,7 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    import yaml
+
     print(yaml.safe_dump(_client(args).export(args.name), sort_keys=False), end="")
     return 0

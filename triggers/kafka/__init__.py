@@ -74,18 +74,22 @@ kafka-python loads with the trigger, when a function runs one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Any
 
 from tickrun.functions.interfaces import TriggerFactory
-from tickrun.functions.spec.triggers import TriggerKind
 
 from ..base import lazy_exports
-from .spec import KafkaTriggerSpec
 
 if TYPE_CHECKING:
+    from tickrun.functions.spec.triggers import TriggerKind
+
     from .config import KafkaConfig
     from .publish import KafkaContext
+    from .spec import KafkaTriggerSpec
     from .trigger import KafkaTrigger
+
+    KIND: TriggerKind
 
 __all__ = ["KIND", "KafkaConfig", "KafkaContext", "KafkaTrigger", "KafkaTriggerSpec"]
 
@@ -96,11 +100,40 @@ def _load_trigger() -> TriggerFactory:
     return KafkaTrigger
 
 
-KIND = TriggerKind(
-    name="kafka-cluster", spec=KafkaTriggerSpec, load_trigger=_load_trigger, extra="kafka"
+# KIND (with its pydantic spec) is built on first use, by the spec registry resolving
+# "tickrun.triggers.kafka:KIND": importing this package for `tickrun kafka replay`'s parser
+# (every `tickrun --help`) must not import pydantic and the function spec.
+_kind_lock = threading.Lock()
+_exports = lazy_exports(
+    __name__,
+    {
+        "KafkaTrigger": ".trigger",
+        "KafkaConfig": ".config",
+        "KafkaContext": ".publish",
+        "KafkaTriggerSpec": ".spec",
+    },
 )
 
 
-__getattr__ = lazy_exports(
-    __name__, {"KafkaTrigger": ".trigger", "KafkaConfig": ".config", "KafkaContext": ".publish"}
-)
+def _kind() -> TriggerKind:
+    from tickrun.functions.spec.triggers import TriggerKind
+
+    from .spec import KafkaTriggerSpec
+
+    with _kind_lock:
+        kind = globals().get("KIND")
+        if not isinstance(kind, TriggerKind):
+            kind = TriggerKind(
+                name="kafka-cluster",
+                spec=KafkaTriggerSpec,
+                load_trigger=_load_trigger,
+                extra="kafka",
+            )
+            globals()["KIND"] = kind  # one object: the registry and callers see the same
+        return kind
+
+
+def __getattr__(name: str) -> Any:
+    if name == "KIND":
+        return _kind()
+    return _exports(name)

@@ -99,6 +99,11 @@ def test_help_imports_no_heavy_library(tmp_path: Path) -> None:
     ]  # the probe did build every area's parser
     heavy = ("sqlalchemy", "pandas", "numpy", "minio", "aiohttp", "kafka", "nuclio_sdk")
     assert _loaded(modules, *heavy) == []
+    # nor pydantic (the function spec, the trigger kinds, the hub's item spec), yaml, or
+    # importlib.metadata's entry-point scans
+    assert (
+        _loaded(modules, "pydantic", "yaml", "importlib.metadata", "tickrun.functions.spec") == []
+    )
     assert _loaded(modules, "tickrun.functions.runs.db", "tickrun.functions.runs.runner") == []
 
 
