@@ -312,6 +312,12 @@ def main() -> None:
         help="model_server 1.3 with monitoring on (JSONL, --kafka) vs off, instead of vs MLflow",
     )
     parser.add_argument("--kafka", action="store_true", help="with --monitoring: a Kafka sink too")
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="with --monitoring: do not pin the servers to core 0 and wrk + broker to core 1",
+    )
     args = parser.parse_args()
     keys = [k.strip() for k in args.models.split(",") if k.strip()]
     unknown = [k for k in keys if k not in CASES]

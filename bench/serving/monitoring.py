@@ -8,6 +8,7 @@ records shows as such."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -49,6 +50,14 @@ def _cpu_s(pid: int) -> float:
     return total * _TICK_S
 
 
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of the process tree onto ``cpus`` (threads started later inherit it)."""
+    for p in _tree(pid):
+        for task in Path(f"/proc/{p}/task").iterdir():
+            with contextlib.suppress(OSError):  # exited meanwhile
+                os.sched_setaffinity(int(task.name), cpus)
+
+
 def bench_monitoring(
     case: Any,
     model_uri: str,
@@ -79,6 +88,8 @@ def bench_monitoring(
         }
     fn = tickrun.import_function("hub://model_server:1.3")
     servers = {}
+    all_cpus = os.sched_getaffinity(0)
+    pinned = False
     results: dict[str, list[Sample]] = {name: [] for name in variants}
     # Server CPU per request: on a shared 2-core machine req/s moves with the neighbours' load,
     # the replica's CPU time per request much less; a CPU-bound server's throughput ratio is the
@@ -96,6 +107,17 @@ def bench_monitoring(
                 directory=casedir / f"fn{i}",
                 controller=False,
             )
+        # In production the load and the broker are on other machines. Here the servers get
+        # core 0 to themselves and wrk (this process's children), the broker and the rest of
+        # this process share core 1, so a variant is not charged for the broker's CPU or for
+        # starving the load generator.
+        pinned = args.pin and len(os.sched_getaffinity(0)) >= 2
+        if pinned:
+            for server in servers.values():
+                _pin(server.process.pid, {0})
+            if broker_pid:
+                _pin(broker_pid, {1})
+            os.sched_setaffinity(0, {1})
         script = casedir / "post.lua"
         body = {"dataframe_split": {"columns": features, "data": [row]}}
         script.write_text(
@@ -126,6 +148,7 @@ def bench_monitoring(
             )
         stats = {name: _stats(f"{s.url}/") for name, s in servers.items()}
     finally:
+        os.sched_setaffinity(0, all_cpus)
         for server in servers.values():
             server.stop()
         if broker is not None:
@@ -141,7 +164,8 @@ def bench_monitoring(
     print(
         f"bench/serving --monitoring  {case.label}: 1-row dataframe_split POST /invocations, "
         f"{len(features)} features, workers={args.workers} connections={args.connections} "
-        f"duration={args.duration_s}s x{args.rounds} (medians; wrk -t1)"
+        f"duration={args.duration_s}s x{args.rounds} (medians; wrk -t1"
+        f"{'; server pinned to core 0, wrk and broker to core 1' if pinned else ''})"
     )
     print_table([*rows, ("model_server 1.3 off", off)], width=28)
     for label, sample in rows:

@@ -16,9 +16,9 @@ row, numpy arrays included) and one append to a bounded ``deque``. Bytes are not
 GC, so nothing queued makes the interpreter collect more often. A thread wakes every
 ``MONITOR_FLUSH_MS`` (default 200) and hands everything queued to the sink in one write:
 
-- :class:`KafkaSink` (``MONITOR_TOPIC`` + ``MONITOR_BROKERS``): kafka-python, asynchronous sends,
-  each message a header plus request lines, up to 256 KiB; failed deliveries are counted (per
-  request line) and logged;
+- :class:`KafkaSink` (``MONITOR_TOPIC`` + ``MONITOR_BROKERS``): a shipper process (this file,
+  ``--ship``) produces with kafka-python, each message a header plus request lines, up to
+  256 KiB; failed deliveries are counted (per request line) and logged;
 - :class:`JsonlSink` (``MONITOR_DIR``): files ``predictions-<pid>-<start>-<n>.jsonl``, a new
   one once one reaches ``MONITOR_ROTATE_MB`` (default 64).
 
@@ -31,10 +31,15 @@ counts it; a sink that raises is counted and logged: monitoring never fails a re
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import math
 import os
+import struct
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -126,9 +131,42 @@ class JsonlSink:
             self._file = None
 
 
+def _producer(brokers: Sequence[str], compression: str | None) -> Any:
+    from kafka import KafkaProducer
+
+    return KafkaProducer(
+        bootstrap_servers=list(brokers),
+        linger_ms=50,
+        batch_size=1 << 20,
+        max_request_size=4 << 20,
+        acks=1,
+        max_block_ms=5000,  # a down broker blocks the shipper only, and not for long
+        bootstrap_timeout_ms=5000,
+        retries=3,
+        compression_type=compression,
+    )
+
+
+_FRAME = struct.Struct(">II")  # payload bytes, request lines in it
+
+
 class KafkaSink:
-    """Request lines produced to ``topic``: each message is the stream header and as many
-    request lines as fit in ``message_bytes`` (at least one)."""
+    counts_deliveries = True
+
+    """Request lines produced to ``topic`` by a *shipper*: a child process running this file
+    (``python monitoring.py --ship``) that owns the kafka-python producer. Each message is the
+    stream header and as many request lines as fit in ``message_bytes`` (at least one); the
+    sink hands the child length-prefixed messages on a pipe.
+
+    Why a process: with the producer in the serving process, its I/O thread's GIL hand-offs
+    cost the request loop ~10 us a request (measured in bench/serving: the serving thread's
+    CPU per request rose by that much while the producer's threads used little themselves).
+    The child reports delivered and failed request lines on its stdout; a reader thread adds
+    them to the recorder's ``recorded`` and ``failed`` (``counts_deliveries``: a line counts as
+    recorded once the broker has it, not when it enters the pipe). A dead child fails the
+    write, which the recorder counts; the next batch starts a new one."""
+
+    counts_deliveries = True
 
     def __init__(
         self,
@@ -138,38 +176,100 @@ class KafkaSink:
         message_bytes: int = 256 << 10,
         compression: str | None = None,
     ) -> None:
-        from kafka import KafkaProducer
-
         self.topic = topic
         self.message_bytes = max(1, int(message_bytes))
         self._recorder = recorder
-        self.producer = KafkaProducer(
-            bootstrap_servers=list(brokers),
-            linger_ms=50,
-            batch_size=1 << 20,
-            max_request_size=4 << 20,
-            acks=1,
-            max_block_ms=5000,  # a down broker blocks this thread only, and not for long
-            bootstrap_timeout_ms=5000,
-            retries=3,
-            compression_type=compression,
+        config = json.dumps({"brokers": list(brokers), "topic": topic, "compression": compression})
+        self._child = subprocess.Popen(
+            [sys.executable, "-u", os.path.abspath(__file__), "--ship", config],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
         )
+        if hasattr(fcntl, "F_SETPIPE_SZ"):  # a whole message in the pipe at once (Linux)
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(self._child.stdin, fcntl.F_SETPIPE_SZ, 1 << 20)
+        self._reader = threading.Thread(target=self._read_status, daemon=True)
+        self._reader.start()
+
+    def _read_status(self) -> None:
+        delivered = failed = 0
+        for line in self._child.stdout:  # type: ignore[union-attr]
+            try:
+                ok, bad, detail = line.decode().rstrip("\n").split(" ", 2)
+                ok_n, bad_n = int(ok), int(bad)
+            except ValueError:
+                continue
+            if ok_n > delivered:
+                self._recorder.count_delivered(ok_n - delivered)
+                delivered = ok_n
+            if bad_n > failed:
+                self._recorder.count_failure(RuntimeError(detail), bad_n - failed)
+                failed = bad_n
 
     def write(self, head: bytes, lines: list[bytes]) -> None:
+        out = self._child.stdin
         i, n = 0, len(lines)
         while i < n:
             j, size = i, len(head)
             while j < n and (j == i or size + len(lines[j]) <= self.message_bytes):
                 size += len(lines[j])
                 j += 1
-            future = self.producer.send(self.topic, b"".join([head, *lines[i:j]]))
-            count = j - i
-            future.add_errback(lambda exc, count=count: self._recorder.count_failure(exc, count))
+            out.write(_FRAME.pack(size, j - i))  # type: ignore[union-attr]
+            out.write(head)  # type: ignore[union-attr]
+            out.write(b"".join(lines[i:j]))  # type: ignore[union-attr]
             i = j
+        out.flush()  # type: ignore[union-attr]
 
     def close(self) -> None:
-        self.producer.flush(timeout=10)
-        self.producer.close(timeout=10)
+        """The shipper flushes its producer and exits when its stdin closes."""
+        with contextlib.suppress(OSError):
+            self._child.stdin.close()  # type: ignore[union-attr]
+        try:
+            self._child.wait(20)
+        except subprocess.TimeoutExpired:
+            self._child.kill()
+            self._child.wait()
+        self._reader.join(5)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _ship(config: dict[str, Any]) -> None:
+    """The shipper's loop: frames from stdin to the topic; a ``<delivered> <failed> <detail>``
+    line (running totals, in request lines) on stdout after each delivery or failure."""
+    topic = config["topic"]
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    lock = threading.Lock()
+    counts = [0, 0]  # delivered, failed request lines
+
+    def report(index: int, count: int, detail: str = "-") -> None:
+        with lock:
+            counts[index] += count
+            line = f"{counts[0]} {counts[1]} {detail}".replace("\n", " ")
+            stdout.write(line.encode() + b"\n")
+            stdout.flush()
+
+    producer = None
+    while True:
+        head = stdin.read(_FRAME.size)
+        if len(head) < _FRAME.size:
+            break  # the server closed the pipe: flush and exit
+        size, count = _FRAME.unpack(head)
+        value = stdin.read(size)
+        try:
+            if producer is None:
+                producer = _producer(config["brokers"], config.get("compression"))
+            future = producer.send(topic, value)
+            future.add_callback(lambda _meta, count=count: report(0, count))
+            future.add_errback(lambda exc, count=count: report(1, count, _describe(exc)))
+        except Exception as exc:  # no broker within max_block_ms, a closed producer
+            report(1, count, _describe(exc))
+            producer = None
+    if producer is not None:
+        producer.flush(timeout=10)
+        producer.close(timeout=10)
 
 
 class Recorder:
@@ -253,6 +353,10 @@ class Recorder:
             "queued": len(self._queue),
         }
 
+    def count_delivered(self, n: int) -> None:
+        with self._lock:
+            self.recorded += n
+
     def count_failure(self, exc: BaseException, n: int = 1) -> None:
         with self._lock:
             self.failed += n
@@ -293,7 +397,8 @@ class Recorder:
             if self._sink is None:
                 self._sink = self._sink_factory(self)
             self._sink.write(self._header, lines)
-            self.recorded += len(lines)
+            if not getattr(self._sink, "counts_deliveries", False):
+                self.count_delivered(len(lines))
         except Exception as exc:
             self.count_failure(exc, len(lines))
             self._reset_sink()
@@ -421,3 +526,7 @@ def read_jsonl(directory: str | Path) -> list[dict[str, Any]]:
         if end >= 0:
             out.extend(expand(data[: end + 1]))
     return out
+
+
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--ship":
+    _ship(json.loads(sys.argv[2]))
