@@ -19,7 +19,7 @@ from tickrun.functions.httpserver import request_id_of
 from tickrun.functions.httpserver_guard import ConnectionGuard
 from tickrun.functions.requestid import REQUEST_ID_HEADER
 
-from . import api, secrets_api, ui
+from . import api, secrets_api
 from .auth import authorization, check_bearer, load_or_create_token
 from .bindings import ModelBindings
 from .builder import Builder
@@ -40,6 +40,7 @@ from .schedules.store import ScheduleStore
 from .service import FunctionService, make_private_dirs
 from .settings import Settings
 from .store import Store
+from .ui import routes as ui
 
 if TYPE_CHECKING:
     from tickrun.functions.runs.db.base import RunDB
@@ -202,6 +203,10 @@ def create_app(settings: Settings) -> web.Application:
     service.bindings = bindings
     _mount_hub(app)
     ui.mount(app, ui.UiConfig("controller", token_of=lambda a: a[TOKEN]))
+    if bindings.db is not None:  # artifact previews for the UI, beside /api/artifacts
+        from .ui.extra_api import add_artifact_routes
+
+        add_artifact_routes(app)
 
     async def startup(app: web.Application) -> None:
         t0 = time.monotonic()

@@ -63,6 +63,12 @@ def _hub() -> ModuleType:
     return cli
 
 
+def _ui() -> ModuleType:
+    from tickrun.controller.ui import cli
+
+    return cli
+
+
 def _kafka() -> ModuleType:
     from tickrun.triggers.kafka import replay_cli
 
@@ -80,6 +86,7 @@ COMMAND_MODULES: tuple[Callable[[], ModuleType], ...] = (
     _schedules,  # after _runs: it adds --schedule to `run`
     _hub,
     _kafka,
+    _ui,
 )
 
 
@@ -97,6 +104,7 @@ FAST_COMMANDS: dict[str, tuple[Callable[[], ModuleType], ...]] = {
     "hub": (_hub,),
     "kafka": (_kafka,),
     "secret": (_secrets,),
+    "ui": (_ui,),
     **dict.fromkeys(("controller", "delete", "deploy", "export", "invoke", "logs"), (_controller,)),
 }
 

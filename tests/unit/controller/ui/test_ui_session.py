@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tickrun.controller.app import create_app
 from tickrun.controller.settings import Settings
-from tickrun.controller.ui import UI_KEY
+from tickrun.controller.ui.routes import UI_KEY
 from tickrun.controller.ui.session import COOKIE_NAME, SessionSigner
 from tickrun.controller.ui.static_files import StaticFiles
 
