@@ -144,3 +144,47 @@ def test_unreachable_monitoring_brokers_fail_no_request(
                 break
             time.sleep(0.2)
     assert stats["failed"] > 0 and stats["recorded"] == 0
+
+
+def test_a_killed_shipper_is_counted_and_the_next_batch_starts_a_new_one(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    """model_server 1.3's Kafka sink is a child process: killing it (OOM killer, kill -9) loses
+    at most what was in flight, counted as failed; later batches reach the topic again."""
+    ms = import_function("hub://model_server:1.3").module()
+    sources = import_function("hub://model_monitor:1.1").module().sources
+    topic = "shipper-restart"
+    kafka_broker.create_topic(topic)
+    sinks: list[Any] = []
+
+    def make(rec: Any) -> Any:
+        sinks.append(ms.monitoring.KafkaSink([kafka_broker.bootstrap_servers], topic, rec))
+        return sinks[-1]
+
+    rec = ms.Recorder(make, ["a", "b"], "m/1", flush_s=0.05)
+    try:
+        rec.record("before", [[1.0, 2.0]], [1], [[0.3, 0.7]], 0.1)
+        assert rec.flush(10)
+        _wait(lambda: rec.stats()["recorded"] == 1)
+        sinks[0]._child.kill()
+        sinks[0]._child.wait(10)
+        for i in range(5):  # the first write after the kill fails; a new shipper takes over
+            rec.record(f"after-{i}", [[float(i), 0.0]], [0], [[0.9, 0.1]], 0.1)
+            assert rec.flush(10)
+        _wait(lambda: rec.stats()["recorded"] + rec.stats()["failed"] == 6)
+    finally:
+        rec.close()
+    stats = rec.stats()
+    assert len(sinks) >= 2 and stats["failed"] >= 1 and stats["recorded"] >= 2
+    records = sources.read_predictions([kafka_broker.bootstrap_servers], topic, timeout_s=30)
+    ids = [r["request_id"] for r in records]
+    assert ids[0] == "before" and len(ids) == stats["recorded"]
+    assert ids[1:] == [f"after-{i}" for i in range(5)][-len(ids[1:]) :]  # order kept
+
+
+def _wait(check: Any, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
