@@ -6,6 +6,8 @@ downloaded browser), a logged-in page per server, a console-error collector, scr
   in through the login form (controller mode) or straight in (``tickrun ui``). Every console
   error and uncaught page error of that page fails the test at teardown; ``errors_of(page)``
   gives the list so far (assert on it mid-test too).
+- ``wait_js(page, "js function", arg)`` polls a JS predicate through page.evaluate: the UI's CSP
+  (``script-src 'self'``, no eval) blocks Playwright's own ``wait_for_function``.
 - ``shot(page, name)`` writes a full-page PNG to ``$TICKRUN_ARTIFACTS_DIR/ui-screenshots/``
   (default ``build/ui-screenshots/``, which CI keeps) and returns its path.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -99,6 +102,19 @@ def login(page: Page, url: str, token: str = TOKEN) -> None:
         page.click("form#login button[type=submit]")
     page.wait_for_selector("#nav a", timeout=NAV_TIMEOUT_MS)
     page.wait_for_selector("main.page h1", timeout=NAV_TIMEOUT_MS)
+
+
+def wait_js(page: Page, fn: str, arg: Any = None, timeout_s: float = NAV_TIMEOUT_MS / 1000) -> Any:
+    """Poll the JS function ``fn`` (e.g. ``"n => document.querySelectorAll('tr').length === n"``)
+    until it returns something truthy; that value is returned."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = page.evaluate(fn, arg)
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {fn} (last: {last!r})")
 
 
 @pytest.fixture

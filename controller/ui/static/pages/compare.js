@@ -145,7 +145,11 @@ export async function render(root, params, ctx) {
   );
 
   // ---- a result against a param
-  const numericParams = fields.filter((f) => f.group === "params" && f.differs && f.values.some((v) => v !== undefined));
+  // x candidates: params that vary, those every run has (then the numeric ones) first.
+  const rank = (f) => (f.values.every((v) => v !== undefined) ? 0 : 2) + (isNumCol(f.values) ? 0 : 1);
+  const numericParams = fields
+    .filter((f) => f.group === "params" && f.differs && f.values.some((v) => v !== undefined))
+    .sort((a, b) => rank(a) - rank(b));
   const numericResults = fields.filter((f) => f.group === "results" && isNumCol(f.values));
   if (numericParams.length && numericResults.length) {
     const pick = (list, want) => (list.find((f) => f.key === want) || list[0]).key;

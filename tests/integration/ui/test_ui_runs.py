@@ -1,0 +1,283 @@
+"""The runs pages in a real browser against a real controller with real runs: hub://market_features
+on the shipped hourly BTCUSDT bars, a hub://auto_trainer grid sweep over C (three iterations) and a
+plain auto_trainer run, all tracked in the controller's database.
+
+Flows: log in, search/filter/sort the runs table and compare two runs; a sweep's page with its
+iterations (best marked) and its interactive chart; compare a sweep's iterations (parallel
+coordinates); a dataset's preview (schema, statistics, first rows) and a model's lineage.
+Assertions are on what the page shows (numbers and keys from the runs themselves); the page_for
+fixture fails a test on any console error. Screenshots go to build/ui-screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from playwright.sync_api import Page
+
+import tickrun
+from tests.integration.test_controller_harness import TOKEN, ControllerProc, cleanup
+from tests.integration.ui.conftest import wait_js
+from tickrun.hub.sampledata import market_data
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+GRID = [0.01, 0.1, 1.0]
+LOGREG = "sklearn.linear_model.LogisticRegression"
+
+
+@dataclass
+class Data:
+    url: str
+    features: Any
+    sweep: Any
+    plain: Any
+
+
+def js_num(v: float) -> str:
+    """What the page's fmt.num shows for a number of ordinary size: integers with thousands
+    separators, others with 6 significant digits (JS's shortest repr, as Python's)."""
+    if float(v).is_integer():
+        return f"{int(v):,}"
+    return repr(float(f"{v:.6g}"))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Data]:
+    tmp = tmp_path_factory.mktemp("ui-runs")
+    home = tmp / "home"
+    env = dict(os.environ)
+    for var in ("TICKRUN_DB_URL", "TICKRUN_CONTROLLER_URL", "TICKRUN_ARTIFACT_PATH"):
+        env.pop(var, None)
+    env["TICKRUN_HOME"] = str(home)  # the controller reads the artifacts this process writes
+    ctl = ControllerProc(tmp / "state", env).start()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            # This process's runs track in the controller.
+            mp.setenv("TICKRUN_HOME", str(home))
+            mp.setenv("TICKRUN_CONTROLLER_URL", ctl.url)
+            mp.setenv("TICKRUN_TOKEN", TOKEN)
+            for var in ("TICKRUN_DB_URL", "TICKRUN_ARTIFACT_PATH"):
+                mp.delenv(var, raising=False)
+            bars = tmp / "bars.csv"
+            pd.read_csv(market_data()).iloc[-5000:].to_csv(bars, index=False)
+            features = tickrun.import_function("hub://market_features:1").run(
+                params={"windows": "6,24"}, inputs={"dataset": str(bars)}, project="btc"
+            )
+            assert features.state == "completed", features.error
+            trainer = tickrun.import_function("hub://auto_trainer:1")
+            dataset = {"dataset": features.outputs["features"]}
+            sweep = trainer.run(
+                "train",
+                params={"model_class": LOGREG, "scale": True},
+                hyperparams={"CLASS_C": GRID},
+                selector="max.accuracy",
+                inputs=dataset,
+                project="btc",
+            )
+            assert sweep.state == "completed", sweep.error
+            plain = trainer.run(
+                "train",
+                params={"model_class": LOGREG, "scale": False, "CLASS_C": 5.0},
+                inputs=dataset,
+                project="btc",
+            )
+            assert plain.state == "completed", plain.error
+            yield Data(ctl.url, features, sweep, plain)
+    finally:
+        cleanup(ctl)
+
+
+def rows(page: Page, table: str) -> list[Any]:
+    return page.locator(f"{table} tbody tr").all()
+
+
+def cell_texts(page: Page, table: str, key: str) -> list[str]:
+    """The texts of column ``key`` (a th data-key) in ``table``, top to bottom."""
+    idx = page.eval_on_selector(
+        f"{table} thead tr",
+        "(tr, key) => [...tr.children].findIndex((th) => th.dataset.key === key)",
+        key,
+    )
+    assert idx >= 0, f"no column {key} in {table}"
+    texts: list[str] = page.eval_on_selector_all(
+        f"{table} tbody tr", "(trs, i) => trs.map((tr) => tr.children[i].textContent.trim())", idx
+    )
+    return texts
+
+
+def wait_table(page: Page, n: int) -> None:
+    wait_js(
+        page,
+        "n => document.querySelectorAll('#runs-table tbody tr').length === n"
+        " && document.querySelector('#runs-status').textContent.includes('run')",
+        n,
+    )
+
+
+def test_runs_table_search_filter_sort_and_compare_two(
+    data: Data, page_for: Callable[..., Page], shot: Callable[[Page, str], Path]
+) -> None:
+    page = page_for(data.url + "/#/runs")
+    page.wait_for_selector("h1:text('Runs')")
+    wait_table(page, 3)
+    assert page.inner_text("#runs-status").startswith("3 runs")
+    names = cell_texts(page, "#runs-table", "name")
+    assert sorted(names) == sorted(
+        [data.features.record.name, data.sweep.record.name, data.plain.record.name]
+    )
+    shot(page, "runs")
+
+    # Only the trainer runs report accuracy; sorting on it puts the better one first.
+    page.fill("#runs-filter", "results.accuracy>0")
+    page.press("#runs-filter", "Enter")
+    wait_table(page, 2)
+    assert page.inner_text("#runs-filters").startswith("results.accuracy>0")
+    page.click("#runs-table th[data-key='results.accuracy']")  # desc
+    page.wait_for_selector("#runs-table th.desc[data-key='results.accuracy']")
+    wait_table(page, 2)
+    accs = sorted([data.sweep.results["accuracy"], data.plain.results["accuracy"]], reverse=True)
+    assert cell_texts(page, "#runs-table", "results.accuracy") == [js_num(a) for a in accs]
+    assert "sort=results.accuracy" in page.url  # the view is in the hash (bookmarkable)
+
+    # Text search narrows to nothing, then back.
+    page.fill("#runs-q", "no-such-run")
+    page.wait_for_selector("#runs-table .empty")
+    page.fill("#runs-q", "trainer")
+    wait_table(page, 2)
+
+    # Select both and compare.
+    for cb in page.locator("#runs-table tbody input.sel").all():
+        cb.check()
+    assert page.inner_text("#runs-compare") == "Compare 2"
+    shot(page, "runs-filtered")
+    page.click("#runs-compare")
+    page.wait_for_selector("h1:text('Compare 2 runs')")
+    page.wait_for_selector("#compare-table table")
+    # scale differs (True vs False) and is highlighted; model_class is the same.
+    scale = page.locator("#compare-table tr[data-field='params.scale']")
+    assert "differs" in (scale.get_attribute("class") or "")
+    assert sorted(t.strip() for t in scale.locator("td").all_inner_texts()) == ["false", "true"]
+    same = page.locator("#compare-table tr[data-field='params.model_class']")
+    assert "differs" not in (same.get_attribute("class") or "")
+    acc_row = page.locator("#compare-table tr[data-field='results.accuracy'] td")
+    shown = acc_row.all_inner_texts()
+    assert sorted(shown) == sorted(js_num(a) for a in accs)
+    if accs[0] != accs[1]:  # the higher result is bold
+        assert page.inner_text("#compare-table tr[data-field='results.accuracy'] td.hi") == js_num(
+            accs[0]
+        )
+    wait_js(page, "() => document.querySelector('#compare-chart')?.dataset.points === '2'")
+    shot(page, "compare-two")
+
+
+def test_sweep_page_iterations_and_interactive_plot(
+    data: Data, page_for: Callable[..., Page], shot: Callable[[Page, str], Path]
+) -> None:
+    sweep = data.sweep
+    page = page_for(f"{data.url}/#/runs/{sweep.uid}")
+    page.wait_for_selector(f"h1:has-text('{sweep.record.name}')")
+    page.wait_for_selector("#iterations-table tbody tr")
+    its = rows(page, "#iterations-table")
+    assert len(its) == len(GRID)
+    best = sweep.record.best_iteration
+    assert best in (1, 2, 3)
+    best_row = page.locator("#iterations-table tbody tr.best")
+    assert best_row.count() == 1 and best_row.locator(".best-mark").count() == 1
+    assert cell_texts(page, "#iterations-table", "iteration")[best - 1].endswith(str(best))
+    c_shown = cell_texts(page, "#iterations-table", "params.CLASS_C")
+    assert c_shown == [js_num(c) for c in GRID]
+    accs = {i.iteration: i.results["accuracy"] for i in sweep.iterations}
+    assert cell_texts(page, "#iterations-table", "results.accuracy") == [
+        js_num(accs[i]) for i in (1, 2, 3)
+    ]
+    # Results and inputs cards show the run's own values; the input links to its artifact.
+    results_text = page.inner_text("section.card:has(h2:text('Results'))")
+    assert js_num(sweep.results["accuracy"]) in results_text
+    assert page.locator(f"a:has-text('{data.features.outputs['features']}')").count() == 1
+
+    # The chart: one point per iteration; hovering shows the iteration's values.
+    wait_js(page, "() => document.querySelector('#iterations-chart')?.dataset.points === '3'")
+    tip = page.evaluate(
+        """() => {
+            const inst = echarts.getInstanceByDom(document.querySelector('#iterations-chart'));
+            const series = inst.getOption().series;
+            inst.dispatchAction({type: 'showTip', seriesIndex: 0, dataIndex: 0});
+            return {points: series.map((s) => s.data.length), zoom: inst.getOption().dataZoom.length};
+        }"""
+    )
+    assert sum(tip["points"]) == 3 and tip["zoom"] >= 1
+    wait_js(
+        page,
+        "() => [...document.querySelectorAll('#iterations-chart div')].some(d => d.textContent.includes('CLASS_C ='))",
+    )
+    shot(page, "run-sweep")
+
+    # An iteration's page: marked in the same table.
+    other = next(i for i in (1, 2, 3) if i != best)
+    page.click(f"#iterations-table a[href='#/runs/{sweep.uid}?iteration={other}']")
+    page.wait_for_selector(f"h1:has-text('iteration {other}')")
+    page.wait_for_selector("#iterations-table tbody tr.selected")
+    sel = cell_texts(page, "#iterations-table", "iteration")
+    marked = page.eval_on_selector_all(
+        "#iterations-table tbody tr", "trs => trs.map(tr => tr.classList.contains('selected'))"
+    )
+    assert [s for s, m in zip(sel, marked, strict=True) if m][0].endswith(str(other))
+    shot(page, "run-iteration")
+
+
+def test_compare_sweep_iterations_parallel_coordinates(
+    data: Data, page_for: Callable[..., Page], shot: Callable[[Page, str], Path]
+) -> None:
+    page = page_for(f"{data.url}/#/compare?uids={data.sweep.uid}")
+    page.wait_for_selector("h1:has-text('Compare iterations')")
+    wait_js(page, "() => document.querySelector('#compare-parallel')?.dataset.lines === '3'")
+    axes = page.evaluate(
+        """() => {
+            const inst = echarts.getInstanceByDom(document.querySelector('#compare-parallel'));
+            const o = inst.getOption();
+            return {names: o.parallelAxis.map((a) => a.name), type: o.series[0].type};
+        }"""
+    )
+    assert axes["type"] == "parallel"
+    assert axes["names"][0] == "CLASS_C" and any("accuracy" in n for n in axes["names"])
+    c_row = page.locator("#compare-table tr[data-field='params.CLASS_C'] td").all_inner_texts()
+    assert c_row == [js_num(c) for c in GRID]
+    shot(page, "compare-sweep")
+
+
+def test_dataset_preview_and_model_lineage(
+    data: Data, page_for: Callable[..., Page], shot: Callable[[Page, str], Path]
+) -> None:
+    uri = data.features.outputs["features"]
+    df = data.features.artifact("features").as_df()
+    page = page_for(f"{data.url}/#/runs/{data.sweep.uid}")
+    page.click(f"a:has-text('{uri}')")
+    page.wait_for_selector("h1:has-text('features')")
+    page.wait_for_selector("#dataset-shape")
+    assert page.inner_text("#dataset-shape") == f"{len(df):,} rows × {len(df.columns)} columns"
+    names = cell_texts(page, ".schema", "name")
+    assert names == list(df.columns)
+    row = names.index("rsi_14")
+    assert cell_texts(page, ".schema", "dtype")[row] == "float64"
+    assert cell_texts(page, ".schema", "mean")[row] == js_num(float(df["rsi_14"].mean()))
+    assert cell_texts(page, ".schema", "max")[row] == js_num(float(df["rsi_14"].max()))
+    first = cell_texts(page, ".preview-rows", "rsi_14")
+    assert len(first) == 20 and first[0] == js_num(float(df["rsi_14"].iloc[0]))
+    wait_js(page, "() => document.querySelector('#dataset-chart')?.dataset.ready === '1'")
+    shot(page, "artifact-dataset")
+
+    # The sweep's model: metadata, metrics and lineage back to the run and its dataset.
+    best = data.sweep.record.best_iteration
+    page.goto(f"{data.url}/#/artifacts/btc/{data.sweep.uid}/0/model")
+    page.wait_for_selector("#model-lineage")
+    lineage = page.inner_text("#model-lineage")
+    assert f"iteration {best}" in lineage and uri in lineage
+    assert "sklearn" in page.inner_text("section.card:has(h2:text('Metadata'))")
+    shot(page, "artifact-model")
