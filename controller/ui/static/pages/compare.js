@@ -96,6 +96,7 @@ export async function render(root, params, ctx) {
           "th",
           { class: `num${r.iteration === best && best ? " best" : ""}`, title: `${r.uid}${r.iteration ? ` iteration ${r.iteration}` : ""}` },
           ui.link(`#/runs/${enc(r.uid)}${r.iteration ? `?iteration=${r.iteration}` : ""}`, label(r)),
+          h("div", { class: "mono muted" }, r.uid.slice(0, 8)),
         ),
       ),
     );
