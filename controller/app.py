@@ -40,6 +40,7 @@ from .schedules.store import ScheduleStore
 from .service import FunctionService, make_private_dirs
 from .settings import Settings
 from .store import Store
+from .ui import functions_api as ui_functions_api
 from .ui import routes as ui
 
 if TYPE_CHECKING:
@@ -203,6 +204,7 @@ def create_app(settings: Settings) -> web.Application:
     service.bindings = bindings
     _mount_hub(app)
     ui.mount(app, ui.UiConfig("controller", token_of=lambda a: a[TOKEN]))
+    ui_functions_api.add_routes(app)  # metrics, Kafka lag per partition, log follow
     if bindings.db is not None:  # artifact previews for the UI, beside /api/artifacts
         from .ui.extra_api import add_artifact_routes
 

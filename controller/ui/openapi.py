@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 _STR = {"type": "string"}
+_NAME = {"name": "name", "in": "path", "required": True, "schema": _STR}
 _SESSION = {
     "type": "object",
     "properties": {
@@ -60,6 +61,30 @@ def openapi_paths(op: Callable[..., dict[str, Any]], json: Callable[..., Any]) -
                 "responses": {"200": json(_SESSION, "logged in")},
                 **open_get,
             }
+        },
+        "/api/functions/{name}/metrics": {
+            "get": op(
+                "request rate, error rate, latency p50/p99 from the replicas' /metrics; Kafka "
+                "lag per partition (?kafka=0 skips it)",
+                json({"type": "object"}, "the function's live numbers"),
+                404,
+                params=[_NAME],
+            )
+        },
+        "/api/functions/{name}/logs/follow": {
+            "get": op(
+                "log lines since ?cursor= (long poll up to ?wait= seconds); ?tail=, ?replica=",
+                json(
+                    {
+                        "type": "object",
+                        "properties": {"replicas": {"type": "array"}, "cursor": _STR},
+                    },
+                    "new lines per replica and the next cursor",
+                ),
+                400,
+                404,
+                params=[_NAME],
+            )
         },
         "/ui/logout": {
             "post": {
