@@ -21,7 +21,6 @@ from tickrun.functions.runs.db import SqlRunDB
 from tickrun.functions.runs.settings import TrackingSettings
 
 from . import extra_api
-from .cli import DEFAULT_PORT
 from .routes import UiConfig, local_csrf_check, mount
 
 logger = logging.getLogger(__name__)
@@ -127,4 +126,4 @@ def serve(home: str | None, host: str, port: int) -> None:
     web.run_app(app, host=host, port=port, print=None, access_log=None)
 
 
-__all__ = ["DEFAULT_PORT", "create_local_app", "serve", "tracking_settings"]
+__all__ = ["create_local_app", "serve", "tracking_settings"]

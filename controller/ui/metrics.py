@@ -94,8 +94,8 @@ def _sum(readings: list[Reading]) -> Reading:
     for r in readings:
         for k, v in r.outcomes.items():
             out.outcomes[k] = out.outcomes.get(k, 0.0) + v
-        for k, v in r.buckets.items():
-            out.buckets[k] = out.buckets.get(k, 0.0) + v
+        for le, n in r.buckets.items():
+            out.buckets[le] = out.buckets.get(le, 0.0) + n
         out.latency_sum += r.latency_sum
         out.latency_count += r.latency_count
         out.in_flight += r.in_flight

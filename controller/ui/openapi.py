@@ -19,7 +19,7 @@ _SESSION = {
 
 def openapi_paths(op: Callable[..., dict[str, Any]], json: Callable[..., Any]) -> dict[str, Any]:
     page = {"description": "the page", "content": {"text/html": {"schema": _STR}}}
-    open_get = {"security": []}
+    open_get: dict[str, Any] = {"security": []}
     return {
         "/": {
             "get": {"summary": "the web UI (index.html)", "responses": {"200": page}, **open_get}

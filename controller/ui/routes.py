@@ -147,7 +147,8 @@ async def _submitted_token(request: web.Request) -> str:
             form = parse_qs(raw.decode("utf-8"), max_num_fields=10)
         except (UnicodeDecodeError, ValueError):
             raise BadRequestError("login form must be token=...") from None
-        token = (form.get("token") or [None])[0]
+        values = form.get("token") or []
+        token = values[0] if values else None
     if not isinstance(token, str) or not token:
         raise BadRequestError("missing token")
     return token
