@@ -1,4 +1,4 @@
-"""HTTP throughput and latency: tickrun's processor vs a bare aiohttp app calling the handler inline.
+"""HTTP throughput and latency: tickrun's processor vs a bare aiohttp app calling it inline.
 
 Every row serves the same no-op handler (``noop.py``) with the same number of worker processes
 on one SO_REUSEPORT port as a bare aiohttp app that calls it inline on its event loop (what
@@ -94,9 +94,7 @@ def function_dir(row: Row, root: Path) -> Path:
     return path
 
 
-def measure(
-    row: Row, workers: int, args: argparse.Namespace, root: Path
-) -> tuple[Sample, Sample]:
+def measure(row: Row, workers: int, args: argparse.Namespace, root: Path) -> tuple[Sample, Sample]:
     env = {"TICKRUN_LOG_LEVEL": "WARNING"}
     path = function_dir(row, root / f"w{workers}")
     tickrun = ServedFunction(path, "--workers", str(workers), env=env).start()

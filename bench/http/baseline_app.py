@@ -17,7 +17,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "noop"))
 
-import noop  # noqa: E402
+import noop
 
 
 async def sync_inline(request: web.Request) -> web.Response:

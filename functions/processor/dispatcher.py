@@ -88,7 +88,7 @@ class TriggerDispatcher:
         self._inline = None if handler.is_async else inline
         self._inline_on = self._inline is not None
         self._adaptive = slots > 1  # many slots: inline only while the handler proves quick
-        self._probe_after = PROBE_BASE
+        self._probe_after = 0  # quick pool calls to come back after (0: never left yet)
         self._pool_quick = 0  # consecutive quick pool calls (adaptive mode, in the pool)
         self._inline_calls = 0  # quick inline calls since the last switch
 
@@ -270,7 +270,8 @@ class TriggerDispatcher:
             return
         # This call held up every other request: the pool takes the next ones.
         steady = self._inline_calls >= STEADY_CALLS
-        self._probe_after = PROBE_BASE if steady else min(self._probe_after * 2, PROBE_MAX)
+        first = steady or not self._probe_after
+        self._probe_after = PROBE_BASE if first else min(self._probe_after * 2, PROBE_MAX)
         self._inline_on = False
         self._pool_quick = 0
         logger.info(
