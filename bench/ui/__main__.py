@@ -11,7 +11,8 @@ directly in SQL, reading params/results out of the JSON bodies (``json_extract``
 without a derived index must. Also: the one-time index build on first search, and the catch-up
 after 100 new runs.
 
-Browser first paint: ``first_paint(url)`` below is the hook for the page benchmark (ui-runs).
+Then the browser part (paint.py): first paint of the runs, run and compare pages in Chromium
+beside a server-rendered HTML table of the same runs (skipped with --no-browser).
 """
 
 from __future__ import annotations
@@ -185,11 +186,6 @@ async def abest_of(fn: Callable[[], Awaitable[Any]], repeat: int) -> float:
     return statistics.median(times)
 
 
-async def first_paint(url: str) -> float | None:
-    """Hook for the browser part (ui-runs): seconds to the runs page's first paint, or None."""
-    return None
-
-
 async def run_api(
     db: Any, repeat: int, sqlite_path: Path | None
 ) -> list[tuple[str, float, float | None]]:
@@ -239,6 +235,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--db-url", default=None, help="default: a fresh SQLite file")
     ap.add_argument("--keep", default=None, help="folder for the SQLite file (kept)")
+    ap.add_argument("--no-browser", action="store_true", help="skip the first-paint part")
     args = ap.parse_args()
     from tickrun.functions.runs.db import SqlRunDB
 
@@ -262,6 +259,13 @@ def main() -> None:
         ratio = f"{base / ours:6.1f}x" if base else f"{'-':>7}"
         print(f"{name:34} {ours * 1000:11.1f} {b} {ratio}")
     print("ratio = baseline / tickrun (above 1: tickrun faster); tickrun includes HTTP and JSON")
+    if not args.no_browser:
+        from . import paint
+
+        if paint.available():
+            paint.report(asyncio.run(paint.run(db, args.repeat)), args.repeat)
+        else:
+            print(f"\nbrowser part skipped: needs playwright and {paint.CHROMIUM}")
     db.close()
 
 

@@ -404,7 +404,7 @@ export async function render(root, params, ctx) {
     if (resetOffset) st.offset = 0;
     writeState(st);
     drawChips();
-    load().catch((err) => {
+    return load().catch((err) => {
       if (err?.name === "AbortError" || !ctx.alive()) return;
       status.textContent = "";
       ui.clear(tableHost).appendChild(ui.errorBox(err));
@@ -447,5 +447,5 @@ export async function render(root, params, ctx) {
   ctx.onLeave(() => abort?.abort());
 
   drawSelection();
-  refresh(false);
+  await refresh(false); // the first page is drawn when render returns
 }
