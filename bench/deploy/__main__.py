@@ -6,15 +6,17 @@
    deployed once to warm the caches, deleted, then deployed again and timed), beside the time to
    first 200 of the same replica started by hand (``python -c serve`` / ``podman run``).
 2. rebuild time for an unchanged function and after a code-only change (container builder).
-3. gateway vs direct-replica requests/s (wrk, alternating, same run), and the ratio.
+3. the function port (L4) and ``/fn/`` (L7) vs the replica directly, requests/s (wrk, rounds
+   alternating, same run), the ratio, goal met or not, and the CPU each process spent a request;
+   with HAProxy installed, the same replica behind HAProxy as a reference (``gateways.py``).
 4. a Kafka lag burst (``--lag-burst N`` records, 0 to skip; starts a Kafka broker): time to the
    scale-up and to lag 0, beside the same burst on one fixed replica (``lagburst.py``).
 5. with ``--k8s`` (starts a Kubernetes control plane, kwok nodes): deploy → Deployment
    available / ready on the controller, and scale 1 → 3 → spec.replicas / available, each beside
    the same done directly with the kubernetes client; with a lag burst also burst → spec.replicas
    rising (``k8s.py``).
-Goals (issue 4): ≤ 1.5 s process, ≤ 3 s container, code-only rebuild ≤ 2 s, unchanged 0 s,
-gateway >= 0.8x direct.
+Goals (issue 4): ≤ 1.5 s process, ≤ 3 s container, code-only rebuild ≤ 2 s, unchanged 0 s;
+(issue 17) /fn/ ≥ 0.8x and the function port ≥ 0.9x the replica directly.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from bench.deploy.gateways import gateway_rows
 from bench.deploy.k8s import k8s_rows
 from bench.deploy.lagburst import lag_burst_rows
-from bench.wrk import wrk
 from tests.integration.test_controller_harness import TOKEN, ControllerProc, cleanup
 from tickrun.controller.client import ControllerClient
 from tickrun.functions.replica import replica_command
@@ -229,25 +231,20 @@ def main() -> int:
             first_200(gateway, auth, time.monotonic())
             port_url = f"http://127.0.0.1:{fn['port']}/"
             first_200(port_url, {}, time.monotonic())
-            g_rps, p_rps, d_rps = [], [], []
-            for _ in range(args.rounds):
-                d_rps.append(wrk(direct, args.duration_s, args.connections).rps)
-                g_rps.append(wrk(gateway, args.duration_s, args.connections, headers=auth).rps)
-                p_rps.append(wrk(port_url, args.duration_s, args.connections).rps)
-            g, p, d = max(g_rps), max(p_rps), max(d_rps)
-            row(
-                f"function port req/s ({platform})",
-                f"{p:.0f}",
-                f"{d:.0f}",
-                f"{p / d:.2f}x",
-                ">= 0.8x (baseline: the replica directly)",
-            )
-            row(
-                f"/fn/ gateway req/s ({platform})",
-                f"{g:.0f}",
-                f"{d:.0f}",
-                f"{g / d:.2f}x",
-                ">= 0.8x (L7: token check, per-request balancing)",
+            assert ctl.proc is not None
+            gateway_rows(
+                platform,
+                direct=direct,
+                gateway=gateway,
+                port_url=port_url,
+                controller_pid=ctl.proc.pid,
+                replica_port=int(fn["replicas"]["items"][0]["port"]),
+                token=TOKEN,
+                free_port=free_port,
+                duration_s=args.duration_s,
+                connections=args.connections,
+                rounds=args.rounds,
+                row=row,
             )
             client.delete_function(name)
         if args.lag_burst:

@@ -1,0 +1,218 @@
+"""The gateway rows of ``bench.deploy``: ``/fn/`` and the function port beside the replica
+directly, measured in the same run (wrk, rounds alternating), with the CPU each process spent
+per request, so a ratio under its goal says where the time went.
+
+On a small machine the gateway, the replica and wrk share the cores: a request through a gateway
+costs its CPU on top of the replica's, so the ratio is bounded by about
+``(replica + wrk) / (replica + wrk + gateway)`` CPU per request. The CPU rows make that bound
+visible. When HAProxy (Debian's package) is on PATH, the same replica behind HAProxy (L7 with a
+token ACL and least-connections balancing; L4 TCP) is measured too, as a reference for what a C
+data path would give on this machine; it is not tickrun's data path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from bench.wrk import wrk
+
+Row = Callable[[str, str, str, str, str], None]
+GOAL_FN = 0.8
+GOAL_PORT = 0.9
+
+
+@dataclass
+class Measured:
+    rps: float = 0.0
+    # CPU microseconds a request, of the proxy in the middle (None: no proxy), the replica, wrk.
+    proxy_us: float | None = None
+    replica_us: float = 0.0
+    wrk_us: float = 0.0
+
+
+def _cpu_s(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            t = proc.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    proc = psutil.Process(pid)
+    return [proc, *proc.children(recursive=True)]
+
+
+def listener_pid(port: int) -> int | None:
+    """The process listening on 127.0.0.1:``port`` (the replica, also inside a host-network
+    container)."""
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+            return conn.pid
+    return None
+
+
+def _children_cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def measure(
+    url: str,
+    duration_s: int,
+    connections: int,
+    *,
+    proxy: list[psutil.Process] | None,
+    replica: list[psutil.Process],
+    headers: dict[str, str] | None = None,
+) -> Measured:
+    p0, r0, w0 = _cpu_s(proxy or []), _cpu_s(replica), _children_cpu_s()
+    sample = wrk(url, duration_s, connections, headers=headers)
+    p1, r1, w1 = _cpu_s(proxy or []), _cpu_s(replica), _children_cpu_s()
+    n = max(sample.rps * duration_s, 1.0)
+    return Measured(
+        rps=sample.rps,
+        proxy_us=(p1 - p0) / n * 1e6 if proxy is not None else None,
+        replica_us=(r1 - r0) / n * 1e6,
+        wrk_us=(w1 - w0) / n * 1e6,
+    )
+
+
+HAPROXY_CFG = """\
+global
+    maxconn 4096
+    nbthread 1
+defaults
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+frontend l7
+    mode http
+    bind 127.0.0.1:{l7}
+    option http-keep-alive
+    http-request deny deny_status 401 unless {{ req.hdr(authorization) -m str "Bearer {token}" }}
+    http-request del-header authorization
+    default_backend replicas_http
+frontend l4
+    mode tcp
+    bind 127.0.0.1:{l4}
+    default_backend replicas_tcp
+backend replicas_http
+    mode http
+    balance leastconn
+    http-reuse always
+    server r1 127.0.0.1:{replica}
+backend replicas_tcp
+    mode tcp
+    balance leastconn
+    server r1 127.0.0.1:{replica}
+"""
+
+
+@contextlib.contextmanager
+def haproxy(replica_port: int, token: str, ports: tuple[int, int]) -> Iterator[int | None]:
+    """HAProxy in front of the replica (its pid), or None when HAProxy is not installed."""
+    exe = shutil.which("haproxy") or (
+        "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None
+    )
+    if exe is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="tickrun-bench-haproxy-") as tmp:
+        cfg = Path(tmp) / "haproxy.cfg"
+        l7, l4 = ports
+        cfg.write_text(HAPROXY_CFG.format(l7=l7, l4=l4, replica=replica_port, token=token))
+        proc = subprocess.Popen(
+            [exe, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            time.sleep(0.3)
+            yield proc.pid if proc.poll() is None else None
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def verdict(ratio: float, goal: float) -> str:
+    return f"goal >= {goal}x {'met' if ratio >= goal else 'NOT met'}"
+
+
+def cpu_note(m: Measured) -> str:
+    proxy = f"proxy {m.proxy_us:.0f}, " if m.proxy_us is not None else ""
+    return f"CPU us/req: {proxy}replica {m.replica_us:.0f}, wrk {m.wrk_us:.0f}"
+
+
+def gateway_rows(
+    platform: str,
+    *,
+    direct: str,
+    gateway: str,
+    port_url: str,
+    controller_pid: int,
+    replica_port: int,
+    token: str,
+    free_port: Callable[[], int],
+    duration_s: int,
+    connections: int,
+    rounds: int,
+    row: Row,
+) -> None:
+    """Print the function port and /fn/ rows (and the HAProxy references) for one platform."""
+    auth = {"Authorization": f"Bearer {token}"}
+    pid = listener_pid(replica_port)
+    replica = _tree(pid) if pid is not None else []
+    controller = [psutil.Process(controller_pid)]  # not its children: they are the replicas
+    hp_ports = (free_port(), free_port())
+    with haproxy(replica_port, token, hp_ports) as hp_pid:
+        hp = [psutil.Process(hp_pid)] if hp_pid is not None else None
+        results: dict[str, list[Measured]] = {k: [] for k in ("d", "g", "p", "h7", "h4")}
+
+        def run(url: str, proxy: list[psutil.Process] | None, auth_on: bool = False) -> Measured:
+            return measure(
+                url,
+                duration_s,
+                connections,
+                proxy=proxy,
+                replica=replica,
+                headers=auth if auth_on else None,
+            )
+
+        for _ in range(rounds):  # alternating, so load from others hits every target alike
+            results["d"].append(run(direct, None))
+            results["g"].append(run(gateway, controller, auth_on=True))
+            results["p"].append(run(port_url, controller))
+            if hp is not None:
+                results["h7"].append(run(f"http://127.0.0.1:{hp_ports[0]}/", hp, auth_on=True))
+                results["h4"].append(run(f"http://127.0.0.1:{hp_ports[1]}/", hp))
+    best = {k: max(v, key=lambda m: m.rps) for k, v in results.items() if v}
+    d = best["d"]
+    print(f"  [{platform}] replica directly: {d.rps:.0f} req/s; {cpu_note(d)}")
+    for key, label, goal, what in (
+        ("p", "function port (L4)", GOAL_PORT, "splice, per-connection balancing"),
+        ("g", "/fn/ gateway (L7)", GOAL_FN, "token check, per-request balancing"),
+        ("h4", "ref: HAProxy L4 (not used)", GOAL_PORT, "tcp mode, leastconn"),
+        ("h7", "ref: HAProxy L7 (not used)", GOAL_FN, "token ACL, leastconn, http-reuse"),
+    ):
+        if key not in best:
+            continue
+        m = best[key]
+        ratio = m.rps / d.rps
+        row(
+            f"{label} req/s ({platform})",
+            f"{m.rps:.0f}",
+            f"{d.rps:.0f}",
+            f"{ratio:.2f}x",
+            f"{verdict(ratio, goal)} ({what}; baseline: the replica directly)",
+        )
+        print(f"  {'':<36} {cpu_note(m)}")
