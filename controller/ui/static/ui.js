@@ -238,7 +238,7 @@ export function table({
 }
 
 export function kvTable(obj, { empty: emptyText = "none" } = {}) {
-  const entries = Object.entries(obj || {});
+  const entries = Object.entries(obj || {}).filter(([, v]) => v !== undefined);
   if (!entries.length) return empty(emptyText);
   return h(
     "table",

@@ -11,7 +11,9 @@ fixture fails a test on any console error. Screenshots go to build/ui-screenshot
 
 from __future__ import annotations
 
+import json
 import os
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +94,12 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Data]:
             yield Data(ctl.url, features, sweep, plain)
     finally:
         cleanup(ctl)
+
+
+def api(data: Data, path: str) -> Any:
+    req = urllib.request.Request(data.url + path, headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
 
 
 def rows(page: Page, table: str) -> list[Any]:
@@ -217,7 +225,33 @@ def test_sweep_page_iterations_and_interactive_plot(
         page,
         "() => [...document.querySelectorAll('#iterations-chart div')].some(d => d.textContent.includes('CLASS_C ='))",
     )
+    # The run's plots inline: every plot artifact's image decoded by the browser.
+    plots = [
+        a["key"]
+        for a in api(data, f"/api/artifacts?uid={sweep.uid}&iteration=0")["artifacts"]
+        if a["kind"] == "plot"
+    ]
+    page.wait_for_selector(".gallery img")
+    loaded = wait_js(
+        page,
+        "() => { const imgs = [...document.querySelectorAll('.gallery img')];"
+        " return imgs.every((i) => i.complete && i.naturalWidth > 0) && imgs.map((i) => i.alt); }",
+    )
+    assert "iteration_plot" in loaded and "roc-curves" in loaded
+    assert sorted(loaded) == sorted(plots)
     shot(page, "run-sweep")
+
+    # A plot opens on its own page, full size.
+    page.click(".gallery a:has(img[alt='iteration_plot'])")
+    page.wait_for_selector("h1:has-text('iteration_plot')")
+    width = wait_js(
+        page,
+        "() => { const i = document.querySelector('#artifact-image'); return i && i.complete && i.naturalWidth; }",
+    )
+    assert width > 100
+    shot(page, "artifact-plot")
+    page.go_back()
+    page.wait_for_selector("#iterations-table tbody tr")
 
     # An iteration's page: marked in the same table.
     other = next(i for i in (1, 2, 3) if i != best)
@@ -271,6 +305,13 @@ def test_dataset_preview_and_model_lineage(
     first = cell_texts(page, ".preview-rows", "rsi_14")
     assert len(first) == 20 and first[0] == js_num(float(df["rsi_14"].iloc[0]))
     wait_js(page, "() => document.querySelector('#dataset-chart')?.dataset.ready === '1'")
+    # Downloadable: the link gives the artifact's bytes.
+    href = page.get_attribute("#artifact-download", "href")
+    got = page.request.get(data.url + href)
+    assert (
+        got.status == 200
+        and len(got.body()) == data.features.artifact_record("features").size_bytes
+    )
     shot(page, "artifact-dataset")
 
     # The sweep's model: metadata, metrics and lineage back to the run and its dataset.

@@ -25,7 +25,7 @@ export function storeHash(uri) {
 const IMAGE_FORMATS = new Set(["png", "jpg", "jpeg", "gif", "svg", "webp"]);
 // Whether the server has the artifact bytes endpoints (controller/ui/API.md); off, the pages
 // show no <img> or download link rather than a broken one.
-const BYTES_API = false;
+const BYTES_API = true;
 
 // The artifact's bytes (the preview endpoint answers an image with its bytes).
 export function imageUrl(a) {
@@ -79,26 +79,32 @@ export async function render(root, params, ctx) {
   );
   const body = h("div", { class: `artifact-body kind-${a.kind}` });
   root.append(body);
-  if (a.kind === "dataset" || a.kind === "table") body.append(...tablePreview(a, ctx));
-  else if (a.kind === "model") body.append(...(await modelPreview(a, ctx)));
-  else if (imageUrl(a)) body.append(ui.section("Preview", h("img", { class: "preview-img", src: imageUrl(a), alt: a.key, id: "artifact-image" })));
-  else body.append(ui.section("Preview", filePreview(a, ctx)));
+  const preview = () => ctx.api.get(`/api/artifacts/${artifactPath(a)}/preview`, null, { quiet: true }).catch(() => null);
+  if (imageUrl(a)) body.append(ui.section("Preview", h("img", { class: "preview-img", src: imageUrl(a), alt: a.key, id: "artifact-image" })));
+  else if (a.kind === "dataset" || a.kind === "table") body.append(...tablePreview(a, await preview(), ctx));
+  else if (a.kind === "model") body.append(...(await modelPreview(a, await preview(), ctx)));
+  else body.append(ui.section("Preview", filePreview(a, await preview(), ctx)));
+  if (!ctx.alive()) return;
   const labels = Object.entries(a.labels || {});
   if (labels.length) body.append(ui.section("Labels", ui.kvTable(a.labels)));
 }
 
 const STAT_KEYS = ["count", "mean", "std", "min", "25%", "50%", "75%", "max", "unique", "top", "freq"];
 
-function tablePreview(a, ctx) {
+// The preview endpoint's answer (p) when it has one, else what the record carries.
+function tablePreview(a, p, ctx) {
   const { h, fmt } = ctx.ui;
   const ui = ctx.ui;
   const m = a.meta || {};
-  const rows = Array.isArray(a.preview) ? a.preview : [];
-  const schema = m.schema && typeof m.schema === "object" ? m.schema : null;
-  const names = schema ? Object.keys(schema) : Array.isArray(m.columns) ? m.columns : rows.length ? Object.keys(rows[0]) : [];
-  const stats = m.stats && typeof m.stats === "object" ? m.stats : {};
+  const obj = (x) => (x && typeof x === "object" && !Array.isArray(x) && Object.keys(x).length ? x : null);
+  const rows = Array.isArray(p?.rows) ? p.rows : Array.isArray(a.preview) ? a.preview : [];
+  const schema = obj(p?.schema) || obj(m.schema);
+  const cols = Array.isArray(p?.columns) ? p.columns : Array.isArray(m.columns) ? m.columns : null;
+  const names = schema ? Object.keys(schema) : cols || (rows.length ? Object.keys(rows[0]) : []);
+  const stats = obj(p?.stats) || obj(m.stats) || {};
+  const nRows = p?.shape?.rows ?? m.rows;
   const out = [];
-  const shape = [m.rows != null ? `${fmt.int(m.rows)} rows` : null, `${fmt.int(names.length)} columns`].filter(Boolean).join(" × ");
+  const shape = [nRows != null ? `${fmt.int(nRows)} rows` : null, `${fmt.int(names.length)} columns`].filter(Boolean).join(" × ");
   out.push(h("div", { class: "summary", id: "dataset-shape" }, h("b", null, shape)));
 
   // Schema and statistics: one row per column (a quant reads distributions column by column).
@@ -171,7 +177,7 @@ function tablePreview(a, ctx) {
   return out;
 }
 
-async function modelPreview(a, ctx) {
+async function modelPreview(a, p, ctx) {
   const { h, fmt } = ctx.ui;
   const ui = ctx.ui;
   const m = a.meta || {};
@@ -208,6 +214,8 @@ async function modelPreview(a, ctx) {
         run: ui.link(`#/runs/${enc(r.uid)}${srcIter ? `?iteration=${srcIter}` : ""}`, `${r.name || r.uid}${srcIter ? ` (iteration ${srcIter})` : ""}`),
         state: ui.stateBadge(r.state),
         started: fmt.time(r.started_at),
+        "hub item": p?.lineage?.hub_item || undefined,
+        "code hash": p?.lineage?.code_hash ? h("span", { class: "mono", title: p.lineage.code_hash }, String(p.lineage.code_hash).slice(0, 16)) : undefined,
       }),
       h("h3", null, "Input data"),
       ui.kvTable(
@@ -237,8 +245,9 @@ async function modelPreview(a, ctx) {
   return out;
 }
 
-function filePreview(a, ctx) {
+function filePreview(a, p, ctx) {
   const { h } = ctx.ui;
+  if (typeof p?.text === "string") return h("pre", { id: "artifact-text" }, p.text + (p.truncated ? "\n…" : ""));
   if (typeof a.preview === "string" && a.preview) return h("pre", null, a.preview);
   if (a.preview && typeof a.preview === "object") return h("pre", null, JSON.stringify(a.preview, null, 2));
   const url = downloadUrl(a);
