@@ -64,8 +64,23 @@ values_table = Table(
     Column("num", Float, nullable=True),
     Column("txt", String(255), nullable=True),
 )
-Index("ix_tickrun_run_values_num", values_table.c.kind, values_table.c.key, values_table.c.num)
-Index("ix_tickrun_run_values_txt", values_table.c.kind, values_table.c.key, values_table.c.txt)
+# Covering: a filter's IN list and a sorted page read (uid, iteration) from the index alone.
+Index(
+    "ix_tickrun_run_values_by_num",
+    values_table.c.kind,
+    values_table.c.key,
+    values_table.c.num,
+    values_table.c.iteration,
+    values_table.c.uid,
+)
+Index(
+    "ix_tickrun_run_values_by_txt",
+    values_table.c.kind,
+    values_table.c.key,
+    values_table.c.txt,
+    values_table.c.iteration,
+    values_table.c.uid,
+)
 
 # The column chooser's keys per project: small, so the page never scans the values for them.
 keys_table = Table(
@@ -84,15 +99,17 @@ mark_table = Table(
 )
 
 # On the writers' table, but created here (IF NOT EXISTS): the run DB's own schema stays as its
-# drivers make it. (iteration, created_at): the default page; (updated_at, uid, iteration): the
-# catch-up scan reads the index alone; (project, iteration, created_at): a project's page.
+# drivers make it. (iteration, created_at, uid, name): the default page in index order with its
+# tie-break, its count, and the text search (name and uid are in the index: a LIKE scan reads no
+# body); (project, …) the same per project; (updated_at, uid, iteration): the catch-up scan
+# reads the index alone.
 RUN_INDEXES = (
-    "CREATE INDEX IF NOT EXISTS ix_tickrun_runs_iter_created "
-    "ON tickrun_runs (iteration, created_at)",
+    "CREATE INDEX IF NOT EXISTS ix_tickrun_runs_page "
+    "ON tickrun_runs (iteration, created_at, uid, name)",
+    "CREATE INDEX IF NOT EXISTS ix_tickrun_runs_project_page "
+    "ON tickrun_runs (project, iteration, created_at, uid, name)",
     "CREATE INDEX IF NOT EXISTS ix_tickrun_runs_updated "
     "ON tickrun_runs (updated_at, uid, iteration)",
-    "CREATE INDEX IF NOT EXISTS ix_tickrun_runs_project_created "
-    "ON tickrun_runs (project, iteration, created_at)",
 )
 
 MARGIN_S = 30.0
@@ -284,7 +301,7 @@ class RunSearch:
 
     def _search(self, conn: Any, query: RunQuery) -> RunPage:
         r = runs_table
-        where = _conditions(query)
+        where = _conditions(query, conn.dialect.name)
         capped = (
             select(literal(1).label("one")).select_from(r).where(*where).limit(COUNT_CAP + 1)
         ).subquery()
@@ -353,7 +370,8 @@ class RunSearch:
         return params[:MAX_KEYS], results[:MAX_KEYS]
 
 
-def _conditions(query: RunQuery) -> list[ColumnElement[bool]]:
+def _conditions(query: RunQuery, dialect: str) -> list[ColumnElement[bool]]:
+    """The WHERE terms of ``query`` (iteration 0 rows: the table's runs)."""
     r, lt = runs_table, labels_table
     where: list[ColumnElement[bool]] = [r.c.iteration == 0]
     if query.project:
@@ -365,20 +383,21 @@ def _conditions(query: RunQuery) -> list[ColumnElement[bool]]:
     if query.until is not None:
         where.append(r.c.created_at < query.until)
     for key, value in query.labels:
-        # IN (the label index's matches), not a correlated EXISTS: fast however rare the label.
+        # uid IN (the label index's matches), not a correlated EXISTS nor a row-value IN:
+        # SQLite builds one lookup table of the uids, fast however rare or common the label.
         where.append(
-            tuple_(r.c.uid, r.c.iteration).in_(
-                select(lt.c.uid, lt.c.iteration).where(lt.c.key == key, lt.c.value == value)
+            r.c.uid.in_(
+                select(lt.c.uid).where(lt.c.iteration == 0, lt.c.key == key, lt.c.value == value)
             )
         )
     if query.text:
-        needle = query.text.lower()
-        where.append(
-            or_(
-                func.lower(r.c.name).contains(needle, autoescape=True),
-                r.c.uid.contains(query.text, autoescape=True),
-            )
-        )
+        # SQLite's LIKE ignores ASCII case already (lower() per row would double the scan);
+        # PostgreSQL's needs ILIKE.
+        if dialect == "sqlite":
+            name_match = r.c.name.contains(query.text, autoescape=True)
+        else:
+            name_match = r.c.name.icontains(query.text, autoescape=True)
+        where.append(or_(name_match, r.c.uid.contains(query.text, autoescape=True)))
     for f in query.filters:
         where.append(_value_filter(f))
     return where
@@ -396,8 +415,8 @@ def _value_filter(f: ValueFilter) -> ColumnElement[bool]:
         "lt": col < f.value,
         "le": col <= f.value,
     }[f.op]
-    return tuple_(r.c.uid, r.c.iteration).in_(
-        select(v.c.uid, v.c.iteration).where(v.c.kind == f.kind, v.c.key == f.key, cmp)
+    return r.c.uid.in_(
+        select(v.c.uid).where(v.c.iteration == 0, v.c.kind == f.kind, v.c.key == f.key, cmp)
     )
 
 
