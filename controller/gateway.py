@@ -13,7 +13,6 @@ token is never forwarded.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 
 import aiohttp
 from aiohttp import web
@@ -51,20 +50,23 @@ STRIP_REQUEST = HOP_BY_HOP | {"authorization"}
 
 
 def end_to_end(
-    headers: CIMultiDictProxy[str], strip: Iterable[str] = HOP_BY_HOP
+    headers: CIMultiDictProxy[str], strip: frozenset[str] = HOP_BY_HOP
 ) -> CIMultiDict[str]:
     """``headers`` without framing and hop-by-hop ones (those a Connection header names too)."""
-    named = {
-        token.strip().lower()
-        for value in headers.getall("Connection", [])
-        for token in value.split(",")
-    }
-    dropped = named.union(strip)
-    return CIMultiDict(
-        (k, v)
-        for k, v in headers.items()
-        if k.lower() not in dropped and not k.lower().startswith("proxy-")
-    )
+    dropped = strip
+    if "Connection" in headers:  # most requests through a proxy send none: skip the parse
+        dropped = strip.union(
+            token.strip().lower()
+            for value in headers.getall("Connection")
+            for token in value.split(",")
+        )
+    out: CIMultiDict[str] = CIMultiDict()
+    add = out.add
+    for k, v in headers.items():
+        low = k.lower()
+        if low not in dropped and not low.startswith("proxy-"):
+            add(k, v)
+    return out
 
 
 class Gateway:
