@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kafka.structs import OffsetAndMetadata
@@ -43,6 +44,8 @@ class Committer:
         self._book = book
         self._publisher = publisher
         self.consumer: Any = None
+        # Told after each recorded commit (handlers a commit window ahead wait for it).
+        self.on_committed: Callable[[], None] | None = None
         self.last = 0.0  # when a commit was last due (monotonic)
         self.sent: float | None = None  # when the async commit in flight was sent
         self._acked: float | None = None  # when the broker answered it
@@ -111,6 +114,8 @@ class Committer:
         self._book.committed(positions)
         self._ok.inc()
         self._latency.observe(seconds)
+        if self.on_committed is not None:
+            self.on_committed()
 
     def _failure(self, exc: BaseException, partitions: int, when: str = "") -> None:
         # Typically a rebalance in progress: the partitions' next owner re-handles the events

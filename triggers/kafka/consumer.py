@@ -63,6 +63,9 @@ class ConsumerCallbacks(Protocol):
 
     def on_state(self, connected: bool, error: str | None) -> None: ...
 
+    def on_committed(self) -> None:
+        """A commit was recorded (offsets acknowledged by the broker). Must not block."""
+
 
 class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
     """kafka-python 3 runs rebalance callbacks on its own IO thread: async ones are awaited
@@ -103,6 +106,7 @@ class ConsumerThread(threading.Thread):
         self._restart: dict[Any, int] = {}  # revoked partition → first offset not completed
         self._closing = False
         self.commits = Committer(config, book, publisher)  # the one owner of commits
+        self.commits.on_committed = callbacks.on_committed
         # Direct path: asked between handler chunks (on this thread); bound once, not per call.
         self.commit_if_due = self.commits.if_due
         labels = (config.function, config.name)

@@ -1,5 +1,8 @@
 """The direct path: the consumer thread runs the handler itself, between two polls.
 
+With more slots it does the same for a handler measured to be fast (:mod:`.inline`), whose
+chunks it times; a slow chunk hands the rest of the poll to the pool.
+
 With one slot and a sync handler (the default, and what CPU-bound Python handlers want) this is
 what a plain consumer loop does: no hop to the event loop and a handler thread per chunk, which
 cost half the throughput of a no-op handler. It only runs while the loop side (:mod:`.loop`) has
@@ -14,12 +17,14 @@ it, and asks it to commit when due between chunks).
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from .event import to_event
 from .loop import BATCH_MAX_EVENTS
 
 if TYPE_CHECKING:
+    from .inline import InlineGate
     from .state import KafkaState
 
 
@@ -28,6 +33,8 @@ class DirectPath:
 
     def __init__(self, trigger: KafkaState) -> None:
         self._t = trigger
+        # Several slots: run inline only while this says the handler is fast (.inline).
+        self.gate: InlineGate | None = None
 
     def run(self, batch: dict[Any, list[Any]]) -> None:
         """Handle a poll's records on this thread, committing when due.
@@ -53,6 +60,8 @@ class DirectPath:
         assert thread is not None
         book, revoking, sort_out = t.book, t.revoking, t.outputs.sort_out
         name, info = t.name, t.trigger_info
+        gate = self.gate
+        clock = time.perf_counter
 
         def abandoned() -> bool:  # asked before each event of a chunk
             return t.stopping or t.here_tp in revoking
@@ -66,13 +75,15 @@ class DirectPath:
                     # The loop side settles a rebalance and paces retries.
                     self._hand_off(todo, tp, None)
                     return
-                chunk = records[:BATCH_MAX_EVENTS]
+                chunk = records[: BATCH_MAX_EVENTS if gate is None else gate.chunk()]
                 events = [to_event(r, name, info) for r in chunk]
                 t.here_tp = tp
+                started = clock()
                 try:
                     outcome = dispatcher.run_here(events, abandoned)
                 finally:
                     t.here_tp = None
+                fast = gate is None or gate.observe(clock() - started, len(outcome.results))
                 done, stopped_at, failure = sort_out(chunk, outcome)
                 if done:
                     processed[tp.topic] += len(done)
@@ -85,6 +96,10 @@ class DirectPath:
                     return
                 if stopped_at < len(chunk) or not todo[tp]:
                     del todo[tp]  # done, or stopping / revoked
+                if not fast and todo:
+                    # A slow handler wants its threads: the pool takes the rest of the poll.
+                    self._t.hand_off(todo, None, None)
+                    return
                 thread.commit_if_due()
 
     def _hand_off(

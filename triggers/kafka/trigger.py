@@ -5,6 +5,7 @@ This module wires the parts together and routes what the consumer thread reports
 - :mod:`.consumer`: the consumer thread: polls, pauses full partitions, reacts to rebalances,
   and is the one owner of offset commits;
 - :mod:`.direct`: one slot and a sync handler: the consumer thread runs the handler itself;
+  with more slots, only while the handler is measured to be fast (:mod:`.inline`);
 - :mod:`.loop`: otherwise (and for retries, and to settle revoked partitions): one task per
   partition on the event loop;
 - :mod:`..retry` and :mod:`.failures`: retry with backoff, then ``onFailure``;
@@ -22,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from nuclio_sdk import TriggerInfo
@@ -34,6 +37,7 @@ from .consumer import ConsumerThread
 from .direct import DirectPath
 from .event import KIND
 from .failures import FailurePolicy
+from .inline import DRAIN_MAX_S, InlineGate
 from .loop import BATCH_MAX_EVENTS, LoopPath
 from .offsets import OffsetBook
 from .publish import KafkaContext, Outputs, Publisher
@@ -49,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 COMMIT_RESERVE_S = 2.0
 MAX_REMEMBERED_ATTEMPTS = 10_000
+DRAIN_POLL_S = 0.002
 
 
 class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
@@ -88,7 +93,9 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         self.event_loop = asyncio.get_running_loop()
         self.dispatcher = dispatcher = host.dispatcher(self.spec)
         self.direct = self.spec.slots == 1 and dispatcher.sync
-        if self.direct:
+        if dispatcher.sync and not self.direct:
+            self.direct_path.gate = InlineGate()  # a fast handler skips the pool (.inline)
+        if dispatcher.sync:
             self._watch = self.event_loop.create_task(dispatcher.watch_here())
         context = getattr(host, "context", None)
         if context is not None and getattr(context, "kafka", None) is None:
@@ -135,15 +142,33 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
 
     def on_records(self, batch: dict[Any, list[Any]]) -> None:
         assert self.event_loop is not None
-        if (
-            self.direct
-            and not self.stopping
+        gate = self.direct_path.gate
+        if not self.stopping and (self.direct or (gate is not None and gate.allows())):
+            n = sum(len(r) for r in batch.values())
             # Nothing else outstanding: the loop side is idle, the one slot is free.
-            and self.book.outstanding_total() == sum(len(r) for r in batch.values())
-        ):
-            self.direct_path.run(batch)
-        else:
-            self.event_loop.call_soon_threadsafe(self.loop_path.enqueue, batch)
+            idle = self.book.outstanding_total() == n
+            if not idle and gate is not None and gate.retry_due():
+                idle = self._drained(n)
+                if not idle:
+                    gate.put_off()
+            if idle:
+                self.direct_path.run(batch)
+                return
+        self.event_loop.call_soon_threadsafe(self.loop_path.enqueue, batch)
+
+    def _drained(self, n: int) -> bool:
+        """Wait (consumer thread) until the pool finished all but this poll's ``n`` records."""
+        deadline = time.monotonic() + DRAIN_MAX_S
+        thread = self.thread
+        while self.book.outstanding_total() != n:
+            if (
+                self.stopping
+                or time.monotonic() >= deadline
+                or (thread is not None and thread.rejoin_pending())
+            ):
+                return False
+            time.sleep(DRAIN_POLL_S)
+        return True
 
     def hand_off(
         self, batch: dict[Any, list[Any]], failed_tp: Any, failed: tuple[int, BaseException] | None
@@ -168,6 +193,14 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
 
     def on_state(self, connected: bool, error: str | None) -> None:
         self._connected = connected
+
+    def on_committed(self) -> None:
+        """Wake the partitions waiting for a commit's answer, if any (none: no hop)."""
+        loop = self.event_loop
+        if loop is not None and self.loop_path.commit_waiters:
+            # A late final commit may find the loop closed already: nobody waits then.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.loop_path.committed)
 
     # --- retries remembered across a revoke -----------------------------------------------------
 
