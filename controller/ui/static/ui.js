@@ -310,13 +310,12 @@ export function columnChooser({ columns, visible, onChange, label = "Columns" })
   btn.addEventListener("click", () => {
     panel.hidden = !panel.hidden;
   });
-  document.addEventListener(
-    "click",
-    (e) => {
-      if (!wrap.contains(e.target)) panel.hidden = true;
-    },
-    { capture: true },
-  );
+  const outside = (e) => {
+    // The chooser was redrawn or the page left: drop this listener.
+    if (!wrap.isConnected) document.removeEventListener("click", outside, true);
+    else if (!wrap.contains(e.target)) panel.hidden = true;
+  };
+  document.addEventListener("click", outside, true);
   return wrap;
 }
 

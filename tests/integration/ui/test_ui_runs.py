@@ -142,6 +142,29 @@ def test_runs_table_search_filter_sort_and_compare_two(
     )
     shot(page, "runs")
 
+    # Column chooser: hide a result column; the choice survives a reload (localStorage).
+    assert page.locator("#runs-table th[data-key='results.auc']").count() == 1
+    page.click(".chooser-btn")
+    page.fill(".chooser-filter", "results.auc")
+    page.locator(".chooser-item", has_text="results.auc").locator("input").uncheck()
+    page.wait_for_selector("#runs-table th[data-key='results.auc']", state="detached")
+    page.reload()
+    wait_table(page, 3)
+    assert page.locator("#runs-table th[data-key='results.accuracy']").count() == 1
+    assert page.locator("#runs-table th[data-key='results.auc']").count() == 0
+
+    # Server-side pages: one run a page, newest first, walked with the pager.
+    page.goto(data.url + "/#/runs?limit=1")
+    wait_table(page, 1)
+    assert page.inner_text(".pager-info >> nth=0") == "1–1 of 3"
+    assert cell_texts(page, "#runs-table", "uid") == [data.plain.uid[:10]]
+    page.click(".pager-btn[title='next page'] >> nth=0")
+    page.wait_for_selector(".pager-info:text('2–2 of 3')")
+    wait_table(page, 1)
+    assert cell_texts(page, "#runs-table", "uid") == [data.sweep.uid[:10]]
+    page.goto(data.url + "/#/runs")
+    wait_table(page, 3)
+
     # Only the trainer runs report accuracy; sorting on it puts the better one first.
     page.fill("#runs-filter", "results.accuracy>0")
     page.press("#runs-filter", "Enter")
