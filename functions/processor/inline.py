@@ -40,6 +40,17 @@ RESCUE_AFTER_S = 0.1
 HUNG_GRACE_S = 2.0
 POLL_MAX_S = 0.05
 
+_LIVE: set[InlineGuard] = set()  # one signal handler serves every guard of the process
+_previous_handler: Any = None
+
+
+def _on_interrupt(signum: int, frame: FrameType | None) -> None:
+    # Runs on the main thread between two bytecodes (or as a blocking call is interrupted):
+    # only the call a watch thread meant is interrupted, never the loop's own code.
+    for guard in list(_LIVE):
+        if guard._running and guard._running == guard._interrupted:
+            raise InlineTimeout
+
 
 class InlineTimeout(BaseException):
     """The event timeout, raised inside a handler running inline.
@@ -71,7 +82,10 @@ class InlineGuard:
         self._interrupted = 0  # the generation the watch thread interrupted
         self._closed = threading.Event()
         self._main = threading.main_thread().ident or 0
-        self._previous = signal.signal(INTERRUPT, self._on_interrupt)
+        if not _LIVE:
+            global _previous_handler
+            _previous_handler = signal.signal(INTERRUPT, _on_interrupt)
+        _LIVE.add(self)
         poll = POLL_MAX_S if self.timeout_s is None else min(POLL_MAX_S, self.timeout_s / 4)
         self._poll_s = max(poll, 0.005)
         self._thread = threading.Thread(target=self._watch, name="inline-watch", daemon=True)
@@ -96,12 +110,6 @@ class InlineGuard:
     def busy_s(self) -> float:
         """How long the current call has been running (0.0 between calls)."""
         return time.perf_counter() - self._started if self._running else 0.0
-
-    def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
-        # Runs on the main thread between two bytecodes (or as a blocking call is interrupted):
-        # only the call the watch thread meant is interrupted, never the loop's own code.
-        if self._running and self._running == self._interrupted:
-            raise InlineTimeout
 
     def _watch(self) -> None:
         while not self._closed.wait(self._poll_s):
@@ -138,5 +146,6 @@ class InlineGuard:
             self.rescue.close()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(INTERRUPT, self._previous)
+        _LIVE.discard(self)
+        if not _LIVE and threading.current_thread() is threading.main_thread():
+            signal.signal(INTERRUPT, _previous_handler or signal.SIG_DFL)

@@ -145,3 +145,17 @@ async def test_no_inline_off_the_main_thread_or_when_disabled(tmp_path: Path) ->
     t.start()
     t.join()
     assert len(errors) == 1
+
+
+async def test_event_timeout_interrupts_inline_calls_of_every_worker_in_a_process(
+    serve: Any,
+) -> None:
+    # Two workers in one process (as in these tests) share the interrupt signal's handler.
+    first = await serve(eventTimeout="200ms")
+    second = await serve(eventTimeout="200ms")
+    async with aiohttp.ClientSession() as session:
+        for worker in (first, second, first):
+            url = f"http://127.0.0.1:{worker.port}"
+            async with session.get(url + "/?s=3") as resp:
+                assert resp.status == 504
+            assert await _where(session, worker) == "MainThread"
