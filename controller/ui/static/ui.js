@@ -185,7 +185,10 @@ export function table({
         if (all.checked) selected.add(rowKey(r));
         else selected.delete(rowKey(r));
       }
-      body.querySelectorAll("input.sel").forEach((cb) => (cb.checked = all.checked));
+      body.querySelectorAll("input.sel").forEach((cb) => {
+        cb.checked = all.checked;
+        cb.closest("tr").classList.toggle("selected", all.checked);
+      });
       onSelect?.(selected);
     });
     head.appendChild(h("th", { class: "sel" }, all));
@@ -215,6 +218,7 @@ export function table({
       cb.addEventListener("change", () => {
         if (cb.checked) selected.add(k);
         else selected.delete(k);
+        tr.classList.toggle("selected", cb.checked);
         onSelect?.(selected);
       });
       tr.appendChild(h("td", { class: "sel" }, cb));

@@ -137,9 +137,12 @@ def test_runs_table_search_filter_sort_and_compare_two(
     wait_table(page, 3)
     assert page.inner_text("#runs-status").startswith("3 runs")
     names = cell_texts(page, "#runs-table", "name")
-    assert sorted(names) == sorted(
-        [data.features.record.name, data.sweep.record.name, data.plain.record.name]
-    )
+    # Newest first; the sweep is marked as one.
+    assert names == [
+        data.plain.record.name,
+        f"{data.sweep.record.name} sweep",
+        data.features.record.name,
+    ]
     shot(page, "runs")
 
     # Column chooser: hide a result column; the choice survives a reload (localStorage).

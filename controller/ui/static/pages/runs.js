@@ -259,7 +259,16 @@ export async function render(root, params, ctx) {
   const column = (key) => {
     switch (key) {
       case "name":
-        return { key, label: "name", sortKey: "name", render: (r) => ui.link(`#/runs/${encodeURIComponent(r.uid)}`, r.name || r.uid.slice(0, 8)) };
+        return {
+          key,
+          label: "name",
+          sortKey: "name",
+          render: (r) => {
+            const a = ui.link(`#/runs/${encodeURIComponent(r.uid)}`, r.name || r.uid.slice(0, 8));
+            const strategy = r.labels?.["hyper.strategy"];
+            return strategy ? h("span", null, a, " ", h("span", { class: "badge sweep", title: `a ${strategy} sweep: its iterations are on its page` }, "sweep")) : a;
+          },
+        };
       case "uid":
         return { key, label: "uid", sortKey: null, render: (r) => h("span", { class: "mono", title: r.uid }, r.uid.slice(0, 10)) };
       case "project":
