@@ -26,6 +26,7 @@ from tickrun.functions.requestid import REQUEST_ID_HEADER
 
 from .endpoints import Endpoint, EndpointTable, Miss
 from .store import Store
+from .upstream import ConnectFailed, Upstream, UpstreamBroken
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,22 @@ def end_to_end(
     return out
 
 
+def _target(raw_path: str) -> str:
+    """The request target after ``/fn/<name>``, as the caller encoded it (``/`` at least)."""
+    path, sep, query = raw_path.partition("?")
+    parts = path.split("/", 3)  # "", "fn", name, tail
+    return "/" + (parts[3] if len(parts) > 3 else "") + sep + query
+
+
+def _head_lines(headers: CIMultiDict[str], body: bytes | None) -> bytes:
+    """The request head after its request line and Host (already filtered headers)."""
+    lines = [f"{k}: {v}\r\n" for k, v in headers.items()]
+    if body is not None:
+        lines.append(f"Content-Length: {len(body)}\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("utf-8", "surrogateescape")
+
+
 class Gateway:
     """Constructor does no I/O; :meth:`start` opens the upstream connection pool."""
 
@@ -85,7 +102,10 @@ class Gateway:
         self.hold_timeout_s = hold_timeout_s
         # Upstream connections share the controller's descriptors with its clients (0: no cap).
         self.max_connections = max_connections
+        # Buffered requests (most) go through the lean client; streamed bodies through aiohttp.
         self._session: aiohttp.ClientSession | None = None
+        self._upstream = Upstream()
+        self._addrs: dict[str, tuple[str, int]] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -102,6 +122,7 @@ class Gateway:
     async def stop(self) -> None:
         if self._session is not None:
             await self._session.close()
+        self._upstream.close()
 
     def _unavailable(self, name: str) -> web.Response:
         row = self.store.find_function(name)
@@ -132,13 +153,22 @@ class Gateway:
         path = "/" + tail
         if request.query_string:
             path += "?" + request.query_string
+        # Buffered (or no) bodies take the lean client, the target as the caller encoded it.
+        lean = not isinstance(body, aiohttp.StreamReader)
+        buffered = body if isinstance(body, bytes) else None
+        start = f"{request.method} {_target(request.raw_path)} HTTP/1.1\r\nHost: "
+        rest = _head_lines(headers, buffered) if lean else b""
 
         async def attempt(endpoint: Endpoint) -> web.StreamResponse | None:
             endpoint.in_flight += 1
             try:
+                if lean:
+                    return await self._forward_lean(request, endpoint, start, rest, buffered)
                 return await self._forward(request, endpoint, path, headers, body)
-            except aiohttp.ClientConnectorError:
+            except (aiohttp.ClientConnectorError, ConnectFailed):
                 return None  # refused: nothing was sent, so another replica may take it
+            except UpstreamBroken:
+                return self._broken(name, "UpstreamBroken")
             except aiohttp.ClientError as exc:
                 return self._failed(name, exc)
             finally:
@@ -169,13 +199,62 @@ class Gateway:
             raise BadRequestError(f"malformed request body ({type(cause).__name__})") from exc
         if isinstance(cause, ConnectionResetError) and cause.errno is None:
             raise cause  # the caller went away while its body was being forwarded
-        logger.warning(
-            "replica exchange failed", extra={"function": name, "reason": type(exc).__name__}
-        )
+        return self._broken(name, type(exc).__name__)
+
+    def _broken(self, name: str, reason: str) -> web.Response:
+        logger.warning("replica exchange failed", extra={"function": name, "reason": reason})
         return web.json_response(
             {"error": "BadGateway", "detail": f"the replica of {name!r} broke off the exchange"},
             status=502,
         )
+
+    def _addr(self, url: str) -> tuple[str, int]:
+        addr = self._addrs.get(url)
+        if addr is None:
+            host, _, port = url.removeprefix("http://").rpartition(":")
+            addr = self._addrs[url] = (host.strip("[]"), int(port))
+        return addr
+
+    async def _forward_lean(
+        self,
+        request: web.Request,
+        endpoint: Endpoint,
+        start: str,
+        rest: bytes,
+        body: bytes | None,
+    ) -> web.StreamResponse:
+        addr = self._addr(endpoint.url)
+        head = (start + endpoint.url.removeprefix("http://") + "\r\n").encode() + rest
+        reply, conn = await self._upstream.exchange(
+            addr, head, body, head_request=request.method == "HEAD"
+        )
+        out_headers = end_to_end(reply.headers)
+        if reply.body is not None:
+            self._upstream.release(addr, conn)
+            return web.Response(
+                status=reply.status,
+                reason=reply.reason or None,
+                headers=out_headers,
+                body=reply.body,
+            )
+        try:
+            response = web.StreamResponse(
+                status=reply.status, reason=reply.reason or None, headers=out_headers
+            )
+            if reply.length is not None:
+                response.content_length = reply.length
+            await response.prepare(request)
+            try:
+                async for chunk in self._upstream.stream(addr, conn):
+                    await response.write(chunk)
+            except UpstreamBroken as exc:
+                # Mid-body: the caller's response is under way, only dropping it tells them.
+                raise ConnectionResetError("the replica broke off the response") from exc
+            await response.write_eof()
+        except BaseException:
+            conn.close()
+            raise
+        return response
 
     async def _forward(
         self,
