@@ -41,6 +41,7 @@ class KafkaConfig:
     producer: dict[str, Any] = field(repr=False)
     sasl: SaslSpec = field(repr=False, default_factory=SaslSpec)
     tls: TlsSpec = field(repr=False, default_factory=TlsSpec)
+    inline_fast_handler: bool = False  # see .inline
 
     @classmethod
     def from_spec(
@@ -114,6 +115,7 @@ class KafkaConfig:
             rebalance_wait_s=a.max_wait_handler_during_rebalance_s,
             pause_above=pause_above,
             resume_below=pause_above // 2,
+            inline_fast_handler=a.inline_fast_handler,
             consumer=consumer,
             producer=producer,
             sasl=a.sasl,

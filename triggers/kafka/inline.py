@@ -15,6 +15,10 @@ busy host does not flip it), the rest of the poll goes to the pool, which keeps 
 again. A pool with a backlog is never idle, so a retry that is due waits for the pool to finish
 what it holds (:data:`DRAIN_MAX_S` at most) instead. A handler that waits on I/O or does real
 work therefore keeps its ``numWorkers`` threads, as before.
+
+Opt-in (the ``inlineFastHandler`` attribute): a handler that is fast and then hangs on one event
+hangs the consumer thread, and the worker process is replaced after the event timeout (as with
+one slot), where on the pool the hung event only holds its slot.
 """
 
 from __future__ import annotations

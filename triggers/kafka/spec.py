@@ -75,6 +75,11 @@ class KafkaAttributes(SpecModel):
         default="dead-letter", alias="onFailure"
     )
     output_topic: str | None = Field(default=None, alias="outputTopic")
+    # tickrun: with numWorkers > 1, run a sync handler measured to be fast (< 50 us an event)
+    # on the consumer thread while the pool is idle (see triggers/kafka/inline.py). Off by
+    # default: a handler that hangs there stalls the consumer and the worker is replaced,
+    # where on the pool it would only hold one slot.
+    inline_fast_handler: bool = Field(default=False, alias="inlineFastHandler")
 
     @field_validator("brokers", mode="before")
     @classmethod

@@ -5,7 +5,8 @@ This module wires the parts together and routes what the consumer thread reports
 - :mod:`.consumer`: the consumer thread: polls, pauses full partitions, reacts to rebalances,
   and is the one owner of offset commits;
 - :mod:`.direct`: one slot and a sync handler: the consumer thread runs the handler itself;
-  with more slots, only while the handler is measured to be fast (:mod:`.inline`);
+  with more slots and ``inlineFastHandler``, only while the handler is measured to be fast
+  (:mod:`.inline`);
 - :mod:`.loop`: otherwise (and for retries, and to settle revoked partitions): one task per
   partition on the event loop;
 - :mod:`..retry` and :mod:`.failures`: retry with backoff, then ``onFailure``;
@@ -93,9 +94,9 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         self.event_loop = asyncio.get_running_loop()
         self.dispatcher = dispatcher = host.dispatcher(self.spec)
         self.direct = self.spec.slots == 1 and dispatcher.sync
-        if dispatcher.sync and not self.direct:
+        if dispatcher.sync and not self.direct and self.config.inline_fast_handler:
             self.direct_path.gate = InlineGate()  # a fast handler skips the pool (.inline)
-        if dispatcher.sync:
+        if self.direct or self.direct_path.gate is not None:
             self._watch = self.event_loop.create_task(dispatcher.watch_here())
         context = getattr(host, "context", None)
         if context is not None and getattr(context, "kafka", None) is None:

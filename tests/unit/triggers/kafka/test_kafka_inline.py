@@ -142,8 +142,9 @@ async def test_a_slow_handler_goes_to_the_pool_after_two_probe_chunks(
     polling = await poll(trigger, {tp: records(tp.partition, range(n)) for tp in tps})
     probes = 2 * inline.PROBE_EVENTS
     # Two probe chunks ran inline, then on_records returned with the rest handed over.
-    assert [name for *_, name in seen] == [polling] * probes
     await until(lambda: len(seen) == SLOTS * n)
+    assert [name for *_, name in seen[:probes]] == [polling] * probes
+    assert polling not in {name for *_, name in seen[probes:]}
     pooled = {name for *_, name in seen[probes:]}
     assert pooled and all(name.startswith("handler") for name in pooled)
     assert len(pooled) > 1, "partitions ran on several handler threads at once"
@@ -245,3 +246,8 @@ async def test_a_partition_a_commit_window_ahead_waits_for_the_commit_answer(
     assert seen == list(range(n))
     assert not trigger.loop_path.commit_waiters
     trigger.loop_path.close_all()
+
+
+async def test_the_inline_path_for_several_slots_is_opt_in() -> None:
+    assert not unstarted_trigger(SLOTS).config.inline_fast_handler
+    assert unstarted_trigger(SLOTS, inlineFastHandler=True).config.inline_fast_handler
