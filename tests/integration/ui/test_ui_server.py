@@ -11,6 +11,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from http.cookiejar import CookieJar
 from pathlib import Path
@@ -20,9 +21,12 @@ import pytest
 
 from tests.integration.test_controller_harness import TOKEN, ControllerProc, cleanup, wait_for
 from tests.peers import KafkaBroker
+from tests.peers.postgres import PostgresServer
 from tests.support.kafka_functions import produce
 from tests.support.lag_functions import LAG_HANDLER, lag_spec, spec_of, write_function
-from tickrun.functions.runs import TrackingSettings, run_function
+from tickrun.functions.runs import RunBatch, SqlRunDB, TrackingSettings, run_function
+from tickrun.functions.runs.db.search import RunSearch
+from tickrun.functions.runs.db.search_query import parse_query
 
 pytestmark = [pytest.mark.kafka]
 
@@ -223,3 +227,44 @@ def test_tickrun_ui_local_mode(tmp_path: Path) -> None:
         proc.terminate()
         out, _ = proc.communicate(timeout=20)
     assert b"Traceback" not in out, out[-2000:]
+
+
+@pytest.mark.postgres
+def test_runs_search_on_postgres(postgres: PostgresServer) -> None:
+    """The same search on PostgreSQL: filters, text (ILIKE there), sort with missing keys."""
+    url = postgres.create_database(f"uiruns_{uuid.uuid4().hex[:12]}")
+    db = SqlRunDB(url)
+    try:
+        t0 = 1_700_000_000.0
+        runs = [
+            {
+                "uid": f"p{i:02d}",
+                "project": "pg",
+                "name": f"Train-{'XGB' if i % 2 else 'mlp'}-{i}",
+                "state": "completed",
+                "params": {"lr": 0.01 * (i + 1), "model": "xgb" if i % 2 else "mlp"},
+                "results": {"acc": 0.5 + i / 100} if i < 10 else {},
+                "labels": {"owner": f"o{i % 3}"},
+                "created_at": t0 + i,
+                "updated_at": t0 + i,
+            }
+            for i in range(12)
+        ]
+        db.apply(RunBatch.model_validate({"runs": runs}))
+        search = RunSearch(lambda: db.engine)
+
+        def uids(*pairs: tuple[str, str]) -> list[str]:
+            return [r["uid"] for r in search.search(parse_query(pairs)).runs]
+
+        assert uids(("sort", "results.acc"), ("limit", "3")) == ["p09", "p08", "p07"]
+        assert uids(("sort", "results.acc"), ("limit", "3"), ("offset", "9")) == [
+            "p00",
+            "p11",
+            "p10",
+        ]
+        assert uids(("q", "xgb-1"), ("limit", "50")) == ["p11", "p01"]  # ILIKE: any case
+        assert uids(("param.lr", "gt:0.095"), ("label", "owner=o0")) == ["p09"]
+        page = search.search(parse_query([("param.model", "mlp"), ("limit", "2")]))
+        assert page.total == 6 and page.params == ["lr", "model"]
+    finally:
+        db.close()
