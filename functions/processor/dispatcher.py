@@ -5,10 +5,11 @@ handlers run on the event loop. Sync handlers run in a thread pool of that size,
 :class:`~.inline.InlineGuard` (the HTTP trigger's), inline on the loop's thread:
 
 - with one slot (Nuclio's default: one event at a time per worker) always;
-- with many slots while the handler proves quick: a call longer than :data:`QUICK_S` sends the
-  following ones to the pool (it would have held up every other request), and the dispatcher
-  comes back to inline calls only after :attr:`_probe_after` consecutive quick calls in the pool
-  (doubling each time it had to leave, so a handler that is sometimes slow ends up in the pool).
+- with many slots while the handler proves quick: a call longer than :data:`SLOW_ALONE_S`, or
+  two longer than :data:`QUICK_S` close together, send the following ones to the pool (they held
+  up every other request), and the dispatcher comes back to inline calls only after
+  ``_probe_after`` consecutive quick calls in the pool (doubling each time it had to leave, so a
+  handler that is often slow stays in the pool).
 """
 
 from __future__ import annotations
@@ -37,9 +38,14 @@ logger = logging.getLogger(__name__)
 QUICK_S = 0.0005
 """With many slots, a sync call this long or shorter may run inline (a thread hop costs tens
 of microseconds; a longer call inline would hold up requests the pool could overlap)."""
+SLOW_ALONE_S = 0.02
+"""One inline call this long leaves the inline path at once; a shorter slow one only if another
+was slow within :data:`SLOW_PAIR_CALLS` calls (one alone may be the OS preempting the worker
+on a busy machine, not the handler)."""
+SLOW_PAIR_CALLS = 8
 PROBE_BASE = 64
-PROBE_MAX = 1 << 20
-STEADY_CALLS = 100_000  # quick inline calls after which leaving the inline path starts over
+PROBE_MAX = 4096
+STEADY_CALLS = 10_000  # quick inline calls after which leaving the inline path starts over
 
 
 class _Expired(Exception):
@@ -91,6 +97,7 @@ class TriggerDispatcher:
         self._probe_after = 0  # quick pool calls to come back after (0: never left yet)
         self._pool_quick = 0  # consecutive quick pool calls (adaptive mode, in the pool)
         self._inline_calls = 0  # quick inline calls since the last switch
+        self._last_slow = -SLOW_PAIR_CALLS  # _inline_calls at the last slow inline call
 
     @property
     def in_flight(self) -> int:
@@ -217,6 +224,7 @@ class TriggerDispatcher:
                 if self._pool_quick >= self._probe_after:
                     self._inline_on = True
                     self._inline_calls = 0
+                    self._last_slow = -SLOW_PAIR_CALLS
         return out
 
     def _timed_call(self, event: Any) -> tuple[Any, float]:
@@ -268,12 +276,17 @@ class TriggerDispatcher:
         if elapsed <= QUICK_S:
             self._inline_calls += 1
             return
+        calls = self._inline_calls
+        if elapsed < SLOW_ALONE_S and calls - self._last_slow >= SLOW_PAIR_CALLS:
+            self._last_slow = calls
+            return
         # This call held up every other request: the pool takes the next ones.
         steady = self._inline_calls >= STEADY_CALLS
         first = steady or not self._probe_after
         self._probe_after = PROBE_BASE if first else min(self._probe_after * 2, PROBE_MAX)
         self._inline_on = False
         self._pool_quick = 0
+        self._last_slow = -SLOW_PAIR_CALLS
         logger.info(
             "sync handler slower than inline calls allow; using the thread pool",
             extra={
