@@ -311,7 +311,7 @@ def test_market_features_to_auto_trainer_defaults(tracked: Path, bars) -> None:
         params={"horizon": 24}, inputs={"dataset": str(bars_path)}, progress=False
     )
     assert feats.state == "completed", feats.error
-    run = import_function("hub://auto_trainer:1").run(
+    run = import_function("hub://auto_trainer:1.1").run(
         "train", params={"plots": False, **LOGIT}, inputs={"dataset": feats.outputs["features"]}
     )
     assert run.state == "completed", run.error
