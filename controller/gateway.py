@@ -51,7 +51,7 @@ STRIP_REQUEST = HOP_BY_HOP | {"authorization"}
 
 
 def end_to_end(
-    headers: CIMultiDictProxy[str], strip: frozenset[str] = HOP_BY_HOP
+    headers: CIMultiDictProxy[str] | CIMultiDict[str], strip: frozenset[str] = HOP_BY_HOP
 ) -> CIMultiDict[str]:
     """``headers`` without framing and hop-by-hop ones (those a Connection header names too)."""
     dropped = strip
