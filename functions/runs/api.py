@@ -4,6 +4,7 @@
 ``GET  /api/runs?project=&state=&label=…``  the runs table: filters, sort, pages, total (below)
 ``GET  /api/runs?uid=|name=|iterations=1``  the old listing: newest runs (``iterations=1``: all)
 ``GET  /api/runs/{uid}[?iteration=N]``     one run; iteration 0 also lists its iterations
+``GET  /api/runs/{uid}/log[?iteration=N]`` the run's own log as text/plain (404: none stored)
 ``POST /api/runs``                         a batch ``{"runs": [...], "artifacts": [...]}``
 ``POST /api/runs/_stale``                  mark runs whose process died as aborted
 ``GET  /api/artifacts?project=&uid=&…``    artifact records
@@ -32,8 +33,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from ..artifacts import S3Settings, split_url
 from ..artifacts.targets import ArtifactRoots, ArtifactTargetError
-from ..errors import BadRequestError, BodyTooLargeError, TickrunError
+from ..errors import BadRequestError, BodyTooLargeError, NotFoundError, TickrunError
 from ..queryparams import int_param
 from . import registry_api
 from .db.base import RunDB
@@ -48,8 +50,11 @@ logger = logging.getLogger(__name__)
 DB_KEY: web.AppKey[RunDB] = web.AppKey("tickrun_runs_db", RunDB)
 ROOTS_KEY: web.AppKey[ArtifactRoots] = web.AppKey("tickrun_artifact_roots", ArtifactRoots)
 SEARCH_KEY: web.AppKey[RunSearch] = web.AppKey("tickrun_runs_search", RunSearch)
+S3_KEY: web.AppKey[S3Settings] = web.AppKey("tickrun_runs_s3", S3Settings)
 MAX_BATCH_BYTES = 32 * 1024 * 1024
 MAX_LIMIT = 10000
+# A stored log is at most ~1 MiB of characters (runlog.MAX_CHARS); room for multi-byte ones.
+MAX_LOG_BYTES = 4 * 1024 * 1024
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -138,6 +143,48 @@ async def get_run(request: web.Request) -> web.StreamResponse:
     return web.json_response(out)
 
 
+def _read_log(app: web.Application, target: str, limit: int) -> bytes:
+    """The first ``limit`` bytes of a log artifact's object (file or S3: blocking I/O)."""
+    store, key = split_url(app[ROOTS_KEY].check(target), app.get(S3_KEY))
+    out = bytearray()
+    try:
+        for chunk in store.stream(key):
+            out += chunk
+            if len(out) >= limit:
+                break
+    except FileNotFoundError:
+        raise NotFoundError("the run's log file is gone") from None
+    return bytes(out[:limit])
+
+
+@_guard
+async def get_log(request: web.Request) -> web.StreamResponse:
+    """The run's own log (runlog.py) as text/plain; ``download=1`` as an attachment."""
+    uid = request.match_info["uid"]
+    iteration = int_param(request.query, "iteration", 0, lo=0) or 0
+    db = _db(request)
+    run = await _call(db.get_run, uid, iteration)
+    arts = await _call(
+        db.list_artifacts, run.project, uid=uid, iteration=iteration, kind="log", limit=10
+    )
+    if not arts:
+        raise NotFoundError(f"run {uid} iteration {iteration} has no log")
+    rec = max(arts, key=lambda a: a.created_at)
+    data = await _call(_read_log, request.app, rec.target, MAX_LOG_BYTES)
+    headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+    if rec.meta.get("from_iteration"):
+        headers["X-Tickrun-Log-Iteration"] = str(rec.meta["from_iteration"])
+    if request.query.get("download") in ("1", "true"):
+        name = f"{uid}-{iteration}.log" if iteration else f"{uid}.log"
+        headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return web.Response(
+        text=data.decode("utf-8", errors="replace"),
+        content_type="text/plain",
+        charset="utf-8",
+        headers=headers,
+    )
+
+
 @_guard
 async def post_runs(request: web.Request) -> web.StreamResponse:
     # Read the stream ourselves: the app's client_max_size (1 MiB by default) is the
@@ -199,7 +246,9 @@ def add_routes(app: web.Application, db: RunDB, roots: ArtifactRoots | None = No
     ``TICKRUN_ARTIFACT_STORES``).
     """
     app[DB_KEY] = db
-    app[ROOTS_KEY] = roots if roots is not None else TrackingSettings.from_env().artifact_roots()
+    settings = TrackingSettings.from_env()
+    app[ROOTS_KEY] = roots if roots is not None else settings.artifact_roots()
+    app[S3_KEY] = settings.s3  # reading run logs stored on S3
     if isinstance(db, SqlRunDB):
         app[SEARCH_KEY] = RunSearch(lambda: db.engine, db.mark_stale)
     r = app.router
@@ -207,6 +256,7 @@ def add_routes(app: web.Application, db: RunDB, roots: ArtifactRoots | None = No
     r.add_post("/api/runs", post_runs)
     r.add_post("/api/runs/_stale", mark_stale)
     r.add_get("/api/runs/{uid}", get_run)
+    r.add_get("/api/runs/{uid}/log", get_log)
     r.add_get("/api/artifacts", list_artifacts)
     r.add_get("/api/artifacts/{project}/{uid}/{iteration}/{key}", get_artifact)
     # The model registry lives in the same run DB: /api/models, /api/model-versions.

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import nuclio_sdk
 
     from ..sdk import LevelledLogger
+    from .runlog import RunLog
     from .tracker import RunTracker
 
 _log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class RunContext:
         *,
         inputs: dict[str, DataItem] | None = None,
         logger: nuclio_sdk.Logger | None = None,
+        run_log: RunLog | None = None,
     ) -> None:
         rec = tracker.record
         self._tracker = tracker
@@ -66,6 +68,7 @@ class RunContext:
         self._inputs = dict(inputs or {})
         self._artifacts: dict[str, ArtifactRecord] = {}
         self._logger = logger
+        self._run_log = run_log  # the run's own log (runlog.py): context.logger writes into it
         # (step, value) of the report after which the sweep said stop: the run ends pruned.
         self.pruned_at: tuple[int, float] | None = None
 
@@ -73,7 +76,12 @@ class RunContext:
     def logger(self) -> nuclio_sdk.Logger:
         """The job's logger (Nuclio's interface: ``context.logger.info_with(…)``)."""
         if self._logger is None:
-            self._logger = job_logger(self.name or "job")
+            if self._run_log is not None:
+                from .runlog import capturing_logger
+
+                self._logger = capturing_logger(self.name or "job", self._run_log)
+            else:
+                self._logger = job_logger(self.name or "job")
         return self._logger
 
     @logger.setter

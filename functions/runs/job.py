@@ -46,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     from .runner import run_function
 
     configure_job_logging()
+    # This process runs one run: what the job prints goes into the run's log too.
+    from .runlog import enable_stdio_capture
+
+    enable_stdio_capture()
     try:
         request = parse_job_request(argv)
     except (ValueError, ValidationError) as exc:

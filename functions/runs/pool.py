@@ -22,6 +22,7 @@ from ..errors import TickrunError
 from .execution import RunEnv, execute, make_inputs
 from .job_handler import load_callable
 from .records import ArtifactRecord, RunRecord
+from .runlog import enable_stdio_capture
 from .trials import Intermediate, Reporter, reporting
 
 
@@ -42,6 +43,7 @@ def run_task(task: IterationTask) -> tuple[RunRecord, list[ArtifactRecord]]:
 
         fmt = settings.LOG_FORMAT.get()
         configure_logging(json_logs=None if fmt is None else fmt == "json")
+    enable_stdio_capture()  # one iteration at a time here: its prints go into its log
     db = task.env.open_db()
     try:
         return execute(

@@ -40,6 +40,7 @@ class ArtifactKind(enum.StrEnum):
     PLOT = "plot"
     TABLE = "table"
     FILE = "file"
+    LOG = "log"  # a run's own log (runlog.py): what its handler logged and printed
 
 
 class RunRecord(BaseModel):
