@@ -13,10 +13,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import multiprocessing
 import sqlite3
 import statistics
 import sys
 import time
+from typing import Any
 
 # name → (filter_string, order_by, offset). MLflow compares params as strings (= != LIKE only)
 # and sorts them as strings; the tickrun side asks the numeric question where MLflow cannot.
@@ -41,6 +43,31 @@ QUESTIONS = {
 
 
 SLOW_S = 20.0
+TIMEOUT_S = 120.0
+
+
+def _timed(
+    client: Any, exp: str, flt: str, order: list[str], token: str | None
+) -> tuple[float, int | None]:
+    """One search_runs call in a forked child, stopped after TIMEOUT_S: (seconds, rows or None)."""
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+
+    def child() -> None:
+        t0 = time.perf_counter()
+        page = client.search_runs([exp], flt, max_results=50, order_by=order, page_token=token)
+        queue.put((time.perf_counter() - t0, len(page)))
+
+    proc = ctx.Process(target=child)
+    t0 = time.perf_counter()
+    proc.start()
+    proc.join(TIMEOUT_S)
+    if proc.is_alive():
+        proc.terminate()
+        proc.join()
+        return time.perf_counter() - t0, None
+    took, n = queue.get(timeout=5)
+    return float(took), int(n)
 
 
 def load(src: str, dst_uri: str) -> tuple[str, float]:
@@ -123,14 +150,13 @@ def main() -> None:
         )
         samples = []
         for _ in range(repeat):
-            t0 = time.perf_counter()
-            page = client.search_runs([exp], flt, max_results=50, order_by=order, page_token=token)
-            samples.append(time.perf_counter() - t0)
-            print(f"… MLflow {name}: {samples[-1]:.2f} s", file=sys.stderr, flush=True)
-            if samples[-1] > SLOW_S:  # one sample of a call this slow is enough
+            took, n = _timed(client, exp, flt, order, token)
+            print(f"… MLflow {name}: {took:.2f} s", file=sys.stderr, flush=True)
+            samples.append(took)
+            if n is None or took > SLOW_S:  # timed out, or so slow one sample is enough
                 break
+        counts[name] = -1 if n is None else n
         times[name] = statistics.median(samples)
-        counts[name] = len(page)
     out["times"] = times
     out["counts"] = counts
     print(json.dumps(out))

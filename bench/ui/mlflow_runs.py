@@ -111,9 +111,11 @@ def main() -> None:
     print(f"{'question':32} {'tickrun ms':>10} {'MLflow ms':>10} {'ratio':>7}  rows/total")
     for name, (t, n, total) in ours.items():
         m = theirs["times"][name]
+        timed_out = theirs["counts"][name] < 0
+        shown = f"{'>' if timed_out else ''}{m * 1000:.1f}"
         print(
-            f"{name:32} {t * 1000:10.1f} {m * 1000:10.1f} {m / t:6.1f}x  "
-            f"{n}/{total} (MLflow {theirs['counts'][name]})"
+            f"{name:32} {t * 1000:10.1f} {shown:>10} {'>' if timed_out else ''}{m / t:.1f}x  "
+            f"{n}/{total} (MLflow {'timed out' if timed_out else theirs['counts'][name]})"
         )
     print("ratio = MLflow / tickrun (above 1: tickrun faster)")
 
