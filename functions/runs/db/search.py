@@ -371,9 +371,16 @@ class RunSearch:
 
 
 def _conditions(query: RunQuery, dialect: str) -> list[ColumnElement[bool]]:
-    """The WHERE terms of ``query`` (iteration 0 rows: the table's runs)."""
+    """The WHERE terms of ``query`` (iteration 0 rows: the table's runs; with ``uids``, exactly
+    those runs and iterations)."""
     r, lt = runs_table, labels_table
     where: list[ColumnElement[bool]] = [r.c.iteration == 0]
+    if query.uids is not None:
+        # By primary key: a list of uids at iteration 0 (compare's usual case) as uid IN (...).
+        if all(it == 0 for _, it in query.uids):
+            where.append(r.c.uid.in_(sorted({u for u, _ in query.uids})))
+        else:
+            where = [tuple_(r.c.uid, r.c.iteration).in_(list(query.uids))]
     if query.project:
         where.append(r.c.project == query.project)
     if query.state:

@@ -7,6 +7,7 @@ every bad parameter is a 400 naming it.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -21,13 +22,15 @@ MAX_LIMIT = 10000
 MAX_OFFSET = 1_000_000
 MAX_FILTERS = 20
 MAX_KEY = 255
+MAX_UIDS = 1000  # compare asks for its runs in one call (uids=a,b,c)
+_UID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DEFAULT_LIMIT = 100
 # The parameters of the old listing (exact name, one run's iterations): their callers get the old
 # answer.
 LEGACY_PARAMS = frozenset({"uid", "name", "iterations"})
 KNOWN = frozenset(
     {"project", "state", "label", "q", "since", "until", "sort", "order", "limit", "offset"}
-    | {"columns"}
+    | {"columns", "uids"}
 )
 
 
@@ -53,6 +56,8 @@ class RunQuery:
     limit: int = DEFAULT_LIMIT
     offset: int = 0
     columns: tuple[tuple[Kind, str], ...] | None = None
+    # (uid, iteration) of exactly these runs (compare's batch); None: the table's runs.
+    uids: tuple[tuple[str, int], ...] | None = None
 
     @property
     def sort_key(self) -> tuple[Kind, str] | None:
@@ -110,6 +115,25 @@ def _filter(name: str, raw: str) -> ValueFilter:
     return ValueFilter(kk[0], kk[1], op, value)
 
 
+def _uids(raws: list[str]) -> tuple[tuple[str, int], ...] | None:
+    """``uids=a,b:3``: runs by uid (iteration 0) or ``uid:iteration``, in the order given."""
+    if not raws:
+        return None
+    out: dict[tuple[str, int], None] = {}
+    for raw in raws:
+        for part in raw.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            uid, sep, it = part.partition(":")
+            if not _UID.match(uid) or (sep and not (it.isdigit() and len(it) < 10)):
+                raise BadRequestError(f"bad uids entry {part[:80]!r}: use <uid> or <uid>:<iteration>")
+            out[(uid, int(it) if sep else 0)] = None
+            if len(out) > MAX_UIDS:
+                raise BadRequestError(f"uids: at most {MAX_UIDS} runs a call")
+    return tuple(out)
+
+
 def parse_query(pairs: Iterable[tuple[str, str]]) -> RunQuery:
     """A :class:`RunQuery` from query-string pairs (repeated keys kept: ``label`` repeats).
 
@@ -118,8 +142,11 @@ def parse_query(pairs: Iterable[tuple[str, str]]) -> RunQuery:
     single: dict[str, str] = {}
     labels: list[tuple[str, str]] = []
     filters: list[ValueFilter] = []
+    uid_lists: list[str] = []
     for name, raw in pairs:
-        if name == "label":
+        if name == "uids":
+            uid_lists.append(raw)
+        elif name == "label":
             if not raw:
                 continue
             key, sep, value = raw.partition("=")
@@ -157,6 +184,9 @@ def parse_query(pairs: Iterable[tuple[str, str]]) -> RunQuery:
                 )
             columns.append(kk)
     text = (single.get("q") or "").strip()
+    uids = _uids(uid_lists)
+    if uids is not None and not single.get("limit"):
+        limit = max(len(uids), 1)  # all of them, unless a page was asked for
     return RunQuery(
         project=single.get("project") or None,
         state=single.get("state") or None,
@@ -170,6 +200,7 @@ def parse_query(pairs: Iterable[tuple[str, str]]) -> RunQuery:
         limit=min(limit or DEFAULT_LIMIT, MAX_LIMIT),
         offset=offset or 0,
         columns=tuple(columns) if columns is not None else None,
+        uids=uids,
     )
 
 
