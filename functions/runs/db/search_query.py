@@ -127,7 +127,9 @@ def _uids(raws: list[str]) -> tuple[tuple[str, int], ...] | None:
                 continue
             uid, sep, it = part.partition(":")
             if not _UID.match(uid) or (sep and not (it.isdigit() and len(it) < 10)):
-                raise BadRequestError(f"bad uids entry {part[:80]!r}: use <uid> or <uid>:<iteration>")
+                raise BadRequestError(
+                    f"bad uids entry {part[:80]!r}: use <uid> or <uid>:<iteration>"
+                )
             out[(uid, int(it) if sep else 0)] = None
             if len(out) > MAX_UIDS:
                 raise BadRequestError(f"uids: at most {MAX_UIDS} runs a call")
