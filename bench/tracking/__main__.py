@@ -151,6 +151,8 @@ def bench_overhead(work: Path, n_inproc: int, n_cli: int) -> dict[str, float]:
         "direct_s": direct,
         "run_function_s": statistics.median(times),
         "cli_s": statistics.median(cli),
+        "cli_min_s": min(cli),
+        "python_script_min_s": min(plain),
         "cli_help_s": statistics.median(helps),
         "python_script_s": statistics.median(plain),
     }
@@ -231,7 +233,7 @@ def main() -> None:
         for i in range(rounds):
             first = i == 0
             progress(
-                f"round {i + 1}/{rounds}: MLflow {n_ml if first else 0} log_metric, "
+                f"round {i + 1}/{rounds}: MLflow {n_ml if first else 1} log_metric, "
                 f"{n_arts} x 1 MB log_artifact (sqlite store)"
             )
             got = mlflow_round(py, work / f"mlflow{i}", n_ml if first else 1, n_arts)
@@ -259,6 +261,8 @@ def main() -> None:
         "direct_ms": ov["direct_s"] * 1e3,
         "run_function_ms": ov["run_function_s"] * 1e3,
         "cli_ms": ov["cli_s"] * 1e3,
+        "cli_min_ms": ov["cli_min_s"] * 1e3,
+        "python_script_min_ms": ov["python_script_min_s"] * 1e3,
         "cli_help_ms": ov["cli_help_s"] * 1e3,
         "python_script_ms": ov["python_script_s"] * 1e3,
     }
@@ -298,6 +302,10 @@ def main() -> None:
         f"  tickrun run noop_job.py    {r['cli_ms']:8.0f} ms   vs python noop_job.py "
         f"{r['python_script_ms']:.0f} ms  → +{over:.0f} ms, ratio "
         f"{r['cli_ms'] / r['python_script_ms']:.1f}x"
+    )
+    print(
+        f"  (fastest of each: {r['cli_min_ms']:.0f} vs {r['python_script_min_ms']:.0f} ms → "
+        f"+{r['cli_min_ms'] - r['python_script_min_ms']:.0f} ms; the goal is judged on medians)"
     )
     print(f"  tickrun --help             {r['cli_help_ms']:8.0f} ms")
     goal = r["tickrun_results_per_s"] / r["mlflow_results_per_s"]
