@@ -152,8 +152,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, kafka_broker: KafkaBroker) -
         feats = _features(pd.read_csv(market_data()))
         ts = feats["timestamp"].astype(str)
         ref = feats[ts.str.startswith("2024-0")].head(3000)
-        windows = [feats[ts.str.startswith("2025-0")].head(720)]
-        windows.append(windows[0].assign(volume_ratio=windows[0]["volume_ratio"] * 1.5))
+        h1 = feats[ts.str.startswith("2025-0")]
+        windows = [h1.iloc[:720], h1.iloc[720:1440].assign(volume_ratio=h1["volume_ratio"] * 1.5)]
         ref_path = tmp / "reference.csv"
         ref.to_csv(ref_path, index=False)
         monitor = import_function("hub://model_monitor:1")

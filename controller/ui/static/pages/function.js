@@ -2,7 +2,7 @@
 // partition), replicas, replica logs (tail and follow), events, revisions (builds), the spec,
 // and the actions scale / redeploy / delete, each behind a confirmation.
 
-import { formDialog, hasKafka, lagParts, ms, needsController, pct, poll, rate, triggerText } from "./ops_common.js";
+import { formDialog, hasKafka, lagParts, ms, needsController, pct, poll, put, rate, triggerText } from "./ops_common.js";
 
 const REFRESH_MS = 4000;
 const FOLLOW_MS = 1000;
@@ -44,7 +44,7 @@ export async function render(root, params, ctx) {
   const drawFunction = () => {
     ui.clear(title).append(fn.name, " ", ui.stateBadge(fn.state));
     const r = fn.replicas;
-    ui.clear(summary).append(
+    put(summary, 
       item("platform", fn.platform),
       item("version", String(fn.version)),
       item("revision", fn.revision ? String(fn.revision).slice(0, 12) : "—"),
@@ -61,8 +61,8 @@ export async function render(root, params, ctx) {
         columns: [
           { key: "id", label: "Replica", render: (x) => h("span", { class: "mono" }, x.id) },
           { key: "state", label: "State", render: (x) => ui.stateBadge(x.state) },
-          { key: "pid", label: "PID", num: true },
-          { key: "port", label: "Port", num: true },
+          { key: "pid", label: "PID", get: (x) => (x.pid == null ? "" : String(x.pid)) },
+          { key: "port", label: "Port", get: (x) => (x.port == null ? "" : String(x.port)) },
           { key: "revision", label: "Revision", get: (x) => String(x.revision || "").slice(0, 12) },
           { key: "restarts", label: "Restarts", num: true },
           { key: "started_at", label: "Started", get: (x) => fmt.time(x.started_at) },
@@ -140,7 +140,7 @@ export async function render(root, params, ctx) {
     const num = (label, value, id) => h("div", { class: "card metric" }, h("div", { class: "muted" }, label), h("div", { class: "big", id, style: { fontSize: "1.4em", fontWeight: 600 } }, value));
     const lp = lagParts(m);
     const byTrigger = Object.entries(m.totals?.by_trigger || {});
-    ui.clear(metricsBox).append(
+    put(metricsBox,
       h(
         "div",
         { class: "cards" },
@@ -369,7 +369,7 @@ export async function render(root, params, ctx) {
       fn = await ctx.api.get(path, null, { quiet: true });
     } catch (err) {
       if (err.status === 404) {
-        ui.clear(summary).append(ui.errorBox(`Function ${name} no longer exists.`));
+        put(summary, ui.errorBox(`Function ${name} no longer exists.`));
         return;
       }
       throw err;

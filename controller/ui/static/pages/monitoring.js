@@ -18,6 +18,15 @@ const PNL_KEYS = [
 
 const isNum = (v) => typeof v === "number" && Number.isFinite(v);
 
+// "2025-01-30 23:00" from the window's end as logged, else the run's start.
+function windowLabel(run) {
+  const end = run.results?.window_end;
+  if (typeof end === "string" && /^\d{4}-\d\d-\d\d/.test(end)) return end.replace("T", " ").slice(0, 16);
+  const d = new Date(run.created_at * 1000);
+  const p = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}
+
 function monitorOf(run) {
   return run.labels?.["tickrun.schedule"] || run.name || "model_monitor";
 }
@@ -95,19 +104,21 @@ export async function render(root, params, ctx) {
   const perfEl = chartBox("Live performance over time", "perf-chart");
   const driftEl = chartBox("Drift over time", "drift-time-chart", 260);
   const heatEl = chartBox("Drift per feature over time (PSI)", "drift-heatmap", 320);
-  const featEl = chartBox(`Drift per feature — window of ${fmt.time(picked.created_at)}`, "drift-feature-chart", 320);
+  const featEl = chartBox(`Drift per feature — window ending ${windowLabel(picked)}`, "drift-feature-chart", 320);
   featEl.dataset.run = picked.uid;
   const tableBox = h("div");
   body.append(ui.section("Runs", tableBox));
 
-  const xs = done.map((r) => r.created_at * 1000);
+  // One category per monitoring window (windows come at irregular times; a category axis keeps
+  // each readable), labelled by the window's end when the run logged it.
+  const xs = done.map(windowLabel);
   const series = (keys, axis) =>
     keys
       .filter(([k]) => done.some((r) => isNum(r.results?.[k])))
-      .map(([k, label]) => ({ name: label, type: "line", yAxisIndex: axis, showSymbol: done.length < 60, connectNulls: false, data: done.map((r, i) => [xs[i], isNum(r.results[k]) ? r.results[k] : null]) }));
-  const alertPoints = done.filter((r) => r.results?.alert).map((r) => ({ name: "alert", coord: [r.created_at * 1000, 0], value: "!" }));
-  const timeAxis = { type: "time" };
-  const zoom = [{ type: "inside" }, { type: "slider", height: 18, bottom: 4 }];
+      .map(([k, label]) => ({ name: label, type: "line", yAxisIndex: axis, showSymbol: true, symbolSize: 7, connectNulls: false, data: done.map((r) => (isNum(r.results[k]) ? r.results[k] : null)) }));
+  const alertPoints = done.map((r, i) => (r.results?.alert ? { name: "alert", coord: [i, 0], value: "!" } : null)).filter(Boolean);
+  const timeAxis = { type: "category", data: xs, boundaryGap: true, axisLabel: { hideOverlap: true } };
+  const zoom = done.length > 30 ? [{ type: "inside" }, { type: "slider", height: 18, bottom: 4 }] : [{ type: "inside" }];
   const openRun = (inst) =>
     inst.on("click", (p) => {
       const r = done[p.dataIndex];
@@ -155,9 +166,9 @@ export async function render(root, params, ctx) {
         ],
         dataZoom: zoom,
         series: [
-          { name: "max PSI", type: "line", data: done.map((r, i) => [xs[i], r.results.max_psi]), markLine: { symbol: "none", lineStyle: { type: "dashed" }, data: [{ yAxis: threshold, name: "threshold" }] } },
-          { name: "drifted features", type: "bar", yAxisIndex: 1, data: done.map((r, i) => [xs[i], r.results.drifted_count ?? 0]) },
-          ...(done.some((r) => isNum(r.results.prediction_psi)) ? [{ name: "prediction PSI", type: "line", data: done.map((r, i) => [xs[i], isNum(r.results.prediction_psi) ? r.results.prediction_psi : null]) }] : []),
+          { name: "max PSI", type: "line", data: done.map((r) => r.results.max_psi), markLine: { symbol: "none", lineStyle: { type: "dashed" }, data: [{ yAxis: threshold, name: "threshold" }] } },
+          { name: "drifted features", type: "bar", yAxisIndex: 1, data: done.map((r) => r.results.drifted_count ?? 0) },
+          ...(done.some((r) => isNum(r.results.prediction_psi)) ? [{ name: "prediction PSI", type: "line", data: done.map((r) => (isNum(r.results.prediction_psi) ? r.results.prediction_psi : null)) }] : []),
         ],
       },
       ctx,
@@ -235,11 +246,11 @@ export async function render(root, params, ctx) {
     const hm = await ui.chart(
       heatEl,
       {
-        tooltip: { position: "top", formatter: (p) => `${features[p.value[1]]}<br>${fmt.time(haveTables[p.value[0]].created_at)}<br>PSI ${p.value[2]}` },
+        tooltip: { position: "top", formatter: (p) => `${features[p.value[1]]}<br>${windowLabel(haveTables[p.value[0]])}<br>PSI ${p.value[2]}` },
         grid: { left: 140, right: 30, top: 10, bottom: 80 },
-        xAxis: { type: "category", data: haveTables.map((r) => fmt.time(r.created_at)), axisLabel: { rotate: 35 } },
+        xAxis: { type: "category", data: haveTables.map(windowLabel), axisLabel: { rotate: 35 } },
         yAxis: { type: "category", data: features },
-        visualMap: { min: 0, max: Number(max.toFixed(3)), calculable: true, orient: "horizontal", left: "center", bottom: 0, itemHeight: 120, inRange: { color: ["#eff6ff", "#fde68a", "#dc2626"] } },
+        visualMap: { min: 0, precision: 3, max: Number(max.toFixed(3)), calculable: true, orient: "horizontal", left: "center", bottom: 0, itemHeight: 120, inRange: { color: ["#eff6ff", "#fde68a", "#dc2626"] } },
         series: [{ name: "PSI", type: "heatmap", data, emphasis: { itemStyle: { borderColor: "#111", borderWidth: 1 } } }],
       },
       ctx,

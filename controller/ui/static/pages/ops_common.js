@@ -18,6 +18,8 @@ export function needsController(root, ctx, title) {
 // The kinds of a spec's triggers, e.g. "http, kafka (ticks)".
 export function triggerText(spec) {
   const triggers = spec?.spec?.triggers || {};
+  // No trigger listed: Nuclio's default HTTP trigger.
+  if (!Object.keys(triggers).length) return "http (default)";
   return Object.entries(triggers)
     .map(([name, t]) => {
       const kind = t?.kind || name;
@@ -117,4 +119,12 @@ export function poll(ctx, fn, ms) {
     clearTimeout(timer);
   });
   return tick();
+}
+
+// Empty `el` and append the children that are not null/undefined/false (the DOM's own append
+// would write "null").
+export function put(el, ...children) {
+  while (el.firstChild) el.removeChild(el.firstChild);
+  el.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  return el;
 }

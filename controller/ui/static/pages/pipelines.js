@@ -3,7 +3,7 @@
 // step's state, as an ECharts graph laid out by dependency depth, plus the steps table.
 // A running pipeline refreshes every 3 s.
 
-import { poll } from "./ops_common.js";
+import { poll, put } from "./ops_common.js";
 
 const STATE_COLORS = {
   completed: "#16a34a",
@@ -113,7 +113,7 @@ async function renderRun(root, uid, ctx) {
     if (!ctx.alive()) return false;
     const graph = run.results?.graph;
     ui.clear(title).append(run.labels?.["tickrun.pipeline"] || run.name || "Pipeline run", " ", ui.stateBadge(run.state));
-    ui.clear(summary).append(
+    put(summary, 
       h("span", null, "run ", ui.link(`#/runs/${encodeURIComponent(uid)}`, uid, { class: "mono" })),
       h("span", null, "project ", h("b", null, run.project)),
       h("span", null, "started ", h("b", null, fmt.time(run.created_at))),
@@ -136,13 +136,18 @@ async function renderRun(root, uid, ctx) {
         {
           type: "graph",
           layout: "none",
+          // A fixed spacing (the graph would otherwise stretch a short pipeline over the page).
+          left: 90,
+          top: 40,
+          width: Math.max(1, layers - 1) * 220,
+          height: Math.max(1, height - 1) * 80,
           roam: true,
           symbol: "roundRect",
           symbolSize: [130, 36],
           edgeSymbol: ["none", "arrow"],
           edgeSymbolSize: 9,
           label: { show: true, color: "#fff", fontWeight: 600, overflow: "truncate", width: 120 },
-          lineStyle: { color: "#6b7280", width: 1.5, curveness: 0.1 },
+          lineStyle: { color: "#6b7280", width: 1.5, curveness: 0 },
           data: graph.nodes.map((n) => ({
             name: n.name,
             x: pos.get(n.name).x * 200,
@@ -154,7 +159,7 @@ async function renderRun(root, uid, ctx) {
         },
       ],
     };
-    chartEl.style.height = `${Math.max(220, height * 80 + 60)}px`;
+    chartEl.style.height = `${Math.max(160, height * 80 + 60)}px`;
     chartEl.dataset.layers = String(layers);
     if (inst) inst.setOption(option, true);
     else {
