@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -354,3 +357,44 @@ def test_schedules_pipelines_and_hub(
     expect(page.locator("pre.doc")).to_contain_text("Feature drift")
     shot(page, "ops-hub-item")
     _no_errors(page)
+
+
+def test_local_mode_says_the_function_pages_need_a_controller(
+    tmp_path: Path, page_for: Callable[..., Page]
+) -> None:
+    env = {**os.environ, "TICKRUN_HOME": str(tmp_path / "home")}
+    for var in ("TICKRUN_CONTROLLER_URL", "TICKRUN_DB_URL", "TICKRUN_ARTIFACT_PATH"):
+        env.pop(var, None)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    cmd = [sys.executable, "-m", "tickrun", "ui", "--home", str(tmp_path / "home")]
+    proc = subprocess.Popen(
+        [*cmd, "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(url + "/ui/session", timeout=5) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    try:
+        wait_for(up, 30, "tickrun ui answers")
+        page = page_for(url + "/#/functions")
+        expect(page.locator("main.page h1")).to_have_text("Functions")
+        expect(page.locator(".needs-controller")).to_contain_text("needs a controller")
+        _go(page, "#/schedules")
+        expect(page.locator(".needs-controller")).to_contain_text("needs a controller")
+        # The registry and the hub work on a local store.
+        _go(page, "#/models")
+        expect(page.locator("main.page .empty")).to_contain_text("No registered models")
+        _go(page, "#/hub")
+        expect(page.locator("table.hub-items")).to_contain_text("model_monitor")
+        _no_errors(page)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert b"Traceback" not in err, err[-2000:]

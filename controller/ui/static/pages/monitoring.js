@@ -197,7 +197,7 @@ export async function render(root, params, ctx) {
         xAxis: { type: "category", data: names, axisLabel: { rotate: 35, interval: 0 } },
         yAxis: [
           { type: "value", name: "PSI" },
-          { type: "log", name: "KS p-value", min: 1e-12, max: 1, splitLine: { show: false } },
+          { type: "log", name: "KS p-value", min: 1e-12, max: 1, splitLine: { show: false }, axisLabel: { formatter: (v) => (v >= 0.01 ? String(v) : v.toExponential(0)) } },
         ],
         series: [
           {
