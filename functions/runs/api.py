@@ -115,6 +115,7 @@ async def list_runs(request: web.Request) -> web.StreamResponse:
                 "columns": {"params": page.params, "results": page.results},
                 "offset": query.offset,
                 "limit": query.limit,
+                "indexing": page.indexing,
             }
         )
     runs = await _call(

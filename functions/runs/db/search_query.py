@@ -72,6 +72,7 @@ class RunPage:
     total_capped: bool
     params: list[str] = field(default_factory=list)
     results: list[str] = field(default_factory=list)
+    indexing: bool = False  # the first build of the params/results index is running
 
 
 def _kind_key(name: str) -> tuple[Kind, str] | None:

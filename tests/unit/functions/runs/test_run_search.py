@@ -14,6 +14,7 @@ from tickrun.functions.artifacts.targets import ArtifactRoots
 from tickrun.functions.errors import BadRequestError
 from tickrun.functions.runs import SqlRunDB
 from tickrun.functions.runs.api import add_routes
+from tickrun.functions.runs.db import search as search_module
 from tickrun.functions.runs.db.search import RunSearch
 from tickrun.functions.runs.db.search_query import parse_query
 from tickrun.functions.runs.records import RunBatch
@@ -172,3 +173,16 @@ async def test_api_answers_the_table_and_keeps_the_old_listing(client: TestClien
     old = await client.get("/api/runs?uid=u003&limit=10")
     body = await old.json()
     assert set(body) == {"runs"} and sorted(r["iteration"] for r in body["runs"]) == [0, 1]
+
+
+def test_a_big_first_build_runs_beside_plain_pages(
+    filled: SqlRunDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(search_module, "INLINE_BUILD_MAX", 5)
+    search = RunSearch(lambda: filled.engine)
+    plain = search.search(parse_query([("limit", "3")]))  # answered without the values
+    assert _uids(plain) == ["u022", "u021", "u020"] and plain.total == 23
+    # A sort by a result waits for the build, then sees every run.
+    top = search.search(parse_query([("sort", "results.acc"), ("limit", "1")]))
+    assert _uids(top) == ["u019"] and not top.indexing
+    assert search.search(parse_query([("limit", "1")])).results == ["acc"]
