@@ -271,6 +271,37 @@ def test_scale_a_function(world: World, page_for: Callable[..., Page]) -> None:
     _no_errors(page)
 
 
+def test_redeploy_then_delete_a_function(world: World, page_for: Callable[..., Page]) -> None:
+    page = _open(page_for, world, f"#/functions/{KAFKA_FN}")
+    before = world.ctl.client.get_function(KAFKA_FN)["version"]
+    page.click("#redeploy")
+    expect(page.locator("dialog.confirm")).to_contain_text(f"Redeploy {KAFKA_FN}?")
+    page.click("dialog.confirm button.primary")
+    wait_for(
+        lambda: world.ctl.client.get_function(KAFKA_FN)["version"] == before + 1,
+        30,
+        "a new version",
+    )
+    expect(page.locator("table.events")).to_contain_text(f"version {before + 1}")
+    # Cancelling the delete keeps the function; confirming removes it and goes to the list.
+    page.click("#delete")
+    page.click("dialog.confirm button:text-is('Cancel')")
+    assert world.ctl.client.get_function(KAFKA_FN)["name"] == KAFKA_FN
+    page.click("#delete")
+    expect(page.locator("dialog.confirm")).to_contain_text("cannot be undone")
+    page.click("dialog.confirm button.danger")
+    expect(page.locator("main.page h1")).to_have_text("Functions")
+    wait_for(
+        lambda: KAFKA_FN not in [f["name"] for f in world.ctl.client.list_functions()],
+        60,
+        "the function deleted",
+    )
+    page.reload()
+    expect(page.locator("table.grid")).to_contain_text(HTTP_FN)
+    expect(page.locator("table.grid")).not_to_contain_text(KAFKA_FN)
+    _no_errors(page)
+
+
 def test_models_and_set_an_alias(
     world: World, page_for: Callable[..., Page], shot: Callable[[Page, str], Path]
 ) -> None:
