@@ -163,15 +163,21 @@ class TriggerDispatcher:
         self._release()
 
     async def dispatch(self, event: Any) -> Result:
-        if self._inline_on and self._free > 0 and not self._waiters:
-            return self._dispatch_inline(event)
-        await self._acquire()
+        if self._free > 0 and not self._waiters:
+            if self._inline_on:
+                return self._dispatch_inline(event)
+            self._free -= 1  # _acquire's no-wait path, without its coroutine
+        else:
+            await self._acquire()
         self._busy(1)
         started = time.perf_counter()
         release_now = True
         try:
             if self._handler.is_async:
-                out = await self._await_async_handler(event)
+                if self._event_timeout_s is None:
+                    out = await self._fn(self._context, event)
+                else:
+                    out = await self._await_async_handler(event)
             else:
                 out = await self._await_pool(event)
             result = to_result(out)
