@@ -132,16 +132,16 @@ async function renderRun(root, uid, ctx) {
             ? `<b>${p.data.name}</b><br>${p.data.step.target}<br>state: ${p.data.step.state}${p.data.step.attempts > 1 ? `<br>attempts: ${p.data.step.attempts}` : ""}${p.data.step.error ? `<br>${String(p.data.step.error).slice(0, 200)}` : ""}`
             : `${p.data.source} → ${p.data.target}`,
       },
+      grid: { left: 20, right: 20, top: 10, bottom: 10 },
+      xAxis: { type: "value", show: false, min: -0.5, max: layers - 0.5 },
+      yAxis: { type: "value", show: false, min: -0.5, max: height - 0.5, inverse: true },
       series: [
         {
           type: "graph",
           layout: "none",
-          // A fixed spacing (the graph would otherwise stretch a short pipeline over the page).
-          left: 90,
-          top: 40,
-          width: Math.max(1, layers - 1) * 220,
-          height: Math.max(1, height - 1) * 80,
-          roam: true,
+          // On hidden value axes: a layer per column, nodes at fixed pixel sizes (the graph's own
+          // fit stretches a one-row pipeline's boxes).
+          coordinateSystem: "cartesian2d",
           symbol: "roundRect",
           symbolSize: [130, 36],
           edgeSymbol: ["none", "arrow"],
@@ -150,8 +150,7 @@ async function renderRun(root, uid, ctx) {
           lineStyle: { color: "#6b7280", width: 1.5, curveness: 0 },
           data: graph.nodes.map((n) => ({
             name: n.name,
-            x: pos.get(n.name).x * 200,
-            y: (pos.get(n.name).y - (height - 1) / 2) * 70,
+            value: [pos.get(n.name).x, pos.get(n.name).y],
             step: n,
             itemStyle: { color: STATE_COLORS[n.state] || "#4b5563" },
           })),
@@ -160,6 +159,8 @@ async function renderRun(root, uid, ctx) {
       ],
     };
     chartEl.style.height = `${Math.max(160, height * 80 + 60)}px`;
+    // The graph fits its box: a short pipeline gets a narrow one, not the page's width.
+    chartEl.style.maxWidth = `${layers * 240 + 160}px`;
     chartEl.dataset.layers = String(layers);
     if (inst) inst.setOption(option, true);
     else {
