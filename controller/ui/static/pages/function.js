@@ -14,11 +14,21 @@ export async function render(root, params, ctx) {
   const name = params.path[0];
   if (needsController(root, ctx, "Function")) return;
   const path = `/api/functions/${encodeURIComponent(name)}`;
+  // Every read of this page shares one abort signal: leaving (or deleting the function) cancels
+  // what is in flight, so no request of a gone page ends in an error the console would log.
+  const reads = new AbortController();
+  let stopped = false;
+  const stop = () => {
+    stopped = true;
+    reads.abort();
+  };
+  ctx.onLeave(stop);
+  const q = { quiet: true, signal: reads.signal };
   root.append(h("div", { class: "crumbs" }, ui.link("#/functions", "Functions"), " / ", h("span", { class: "mono" }, name)));
   const title = h("h1", null, name);
   root.append(title, ui.loading());
-  let fn = await ctx.api.get(path);
-  if (!ctx.alive()) return;
+  let fn = await ctx.api.get(path, null, { signal: reads.signal });
+  if (stopped || !ctx.alive()) return;
   root.querySelector(".loading")?.remove();
 
   const summary = h("div", { class: "summary" });
@@ -117,6 +127,8 @@ export async function render(root, params, ctx) {
   };
   const remove = async () => {
     if (!(await ui.confirm(`Delete ${fn.name}? Its replicas stop and its code, builds and events are removed. This cannot be undone.`, { ok: "Delete", danger: true }))) return;
+    stop(); // no more reads of a function about to go
+    following = false;
     await ctx.api.del(path);
     ui.banner(`Deleted ${fn.name}.`, "info");
     ctx.navigate("#/functions");
@@ -197,12 +209,12 @@ export async function render(root, params, ctx) {
     ctx,
     async () => {
       try {
-        const m = await ctx.api.get(`${path}/metrics`, hasKafka(fn.spec) ? null : { kafka: 0 }, { quiet: true });
-        if (!ctx.alive()) return;
+        const m = await ctx.api.get(`${path}/metrics`, hasKafka(fn.spec) ? null : { kafka: 0 }, q);
+        if (stopped || !ctx.alive()) return;
         await drawMetrics(m);
         for (const e of errorsInMetrics(m)) metricsBox.append(h("p", { class: "muted" }, `Kafka: ${e}`));
       } catch (err) {
-        if (!ctx.alive()) return;
+        if (stopped || !ctx.alive()) return;
         ui.clear(metricsBox).append(ui.empty(err.status === 404 ? "Metrics are not available on this controller." : `Metrics not available: ${err.message}`));
       }
     },
@@ -261,11 +273,12 @@ export async function render(root, params, ctx) {
   };
   const tail = async () => {
     try {
-      const a = await ctx.api.get(`${path}/logs`, { tail: Number(tailInput.value) || 200, replica: replicaSel.value || undefined }, { quiet: true });
-      if (!ctx.alive()) return;
+      const a = await ctx.api.get(`${path}/logs`, { tail: Number(tailInput.value) || 200, replica: replicaSel.value || undefined }, q);
+      if (stopped || !ctx.alive()) return;
       showLines(a.replicas || [], true);
       status.textContent = `tail at ${fmt.time(Date.now() / 1000)}`;
     } catch (err) {
+      if (stopped) return;
       logPre.textContent = `Logs not available: ${err.message}`;
     }
   };
@@ -275,16 +288,17 @@ export async function render(root, params, ctx) {
   let following = false;
   let followTimer = null;
   const followOnce = async () => {
-    if (!following || !ctx.alive()) return;
+    if (stopped || !following || !ctx.alive()) return;
     try {
-      const q = { replica: replicaSel.value || undefined, tail: Number(tailInput.value) || 200 };
-      if (cursor) q.cursor = cursor;
-      const a = await ctx.api.get(`${path}/logs/follow`, q, { quiet: true });
-      if (!following || !ctx.alive()) return;
+      const query = { replica: replicaSel.value || undefined, tail: Number(tailInput.value) || 200 };
+      if (cursor) query.cursor = cursor;
+      const a = await ctx.api.get(`${path}/logs/follow`, query, q);
+      if (stopped || !following || !ctx.alive()) return;
       showLines(a.replicas || [], cursor === null);
       cursor = a.cursor;
       status.textContent = `following · ${fmt.time(Date.now() / 1000)}`;
     } catch (err) {
+      if (stopped) return;
       if (err.status === 404 && !cursor) {
         status.textContent = "follow is not available on this controller";
         following = false;
@@ -332,8 +346,8 @@ export async function render(root, params, ctx) {
     );
   };
   const refreshEvents = async () => {
-    const a = await ctx.api.get(`${path}/events`, { after: lastEvent, limit: 500 }, { quiet: true });
-    if (!ctx.alive()) return;
+    const a = await ctx.api.get(`${path}/events`, { after: lastEvent, limit: 500 }, q);
+    if (stopped || !ctx.alive()) return;
     const fresh = a.events || [];
     if (fresh.length || !lastEvent) {
       events.push(...fresh);
@@ -342,8 +356,8 @@ export async function render(root, params, ctx) {
     }
   };
   const refreshBuilds = async () => {
-    const a = await ctx.api.get(`${path}/builds`, null, { quiet: true });
-    if (!ctx.alive()) return;
+    const a = await ctx.api.get(`${path}/builds`, null, q);
+    if (stopped || !ctx.alive()) return;
     ui.clear(buildsBox).append(
       ui.table({
         cls: "builds",
@@ -366,24 +380,26 @@ export async function render(root, params, ctx) {
 
   async function refreshFunction() {
     try {
-      fn = await ctx.api.get(path, null, { quiet: true });
+      fn = await ctx.api.get(path, null, q);
     } catch (err) {
+      if (stopped) return;
       if (err.status === 404) {
         put(summary, ui.errorBox(`Function ${name} no longer exists.`));
         return;
       }
       throw err;
     }
-    if (!ctx.alive()) return;
+    if (stopped || !ctx.alive()) return;
     drawFunction();
     fillReplicas();
     await Promise.all([refreshEvents(), refreshBuilds()]);
   }
   await Promise.all([refreshEvents(), refreshBuilds()]).catch((err) => {
+    if (stopped) return;
     eventsBox.replaceChildren(ui.errorBox(err));
   });
   poll(ctx, async () => {
     await new Promise((r) => setTimeout(r, REFRESH_MS));
-    if (ctx.alive()) await refreshFunction();
+    if (!stopped && ctx.alive()) await refreshFunction();
   }, 0);
 }

@@ -15,6 +15,9 @@ export async function render(root, params, ctx) {
   root.append(body);
   const metrics = new Map(); // name → metrics JSON | {unavailable: message}
   let functions = null;
+  // Leaving cancels the reads in flight (a finished page's late error would reach the console).
+  const reads = new AbortController();
+  ctx.onLeave(() => reads.abort());
 
   const draw = () => {
     ui.clear(body);
@@ -68,7 +71,7 @@ export async function render(root, params, ctx) {
   };
 
   const refresh = async () => {
-    const answer = await ctx.api.get("/api/functions", null, { quiet: functions !== null });
+    const answer = await ctx.api.get("/api/functions", null, { quiet: functions !== null, signal: reads.signal });
     if (!ctx.alive()) return;
     functions = answer.functions || [];
     functions.sort((a, b) => a.name.localeCompare(b.name));
@@ -76,9 +79,15 @@ export async function render(root, params, ctx) {
     // Metrics per function, in parallel; a function without ready replicas may have none.
     await Promise.all(
       functions.map(async (f) => {
+        // Only a ready function has replicas to read (building, deleting, error: none).
+        if (f.state !== "ready") {
+          metrics.set(f.name, { unavailable: f.state });
+          return;
+        }
         try {
-          metrics.set(f.name, await ctx.api.get(`/api/functions/${encodeURIComponent(f.name)}/metrics`, null, { quiet: true }));
+          metrics.set(f.name, await ctx.api.get(`/api/functions/${encodeURIComponent(f.name)}/metrics`, null, { quiet: true, signal: reads.signal }));
         } catch (err) {
+          if (err.name === "AbortError") return;
           metrics.set(f.name, { unavailable: err.message });
         }
       }),
