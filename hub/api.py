@@ -34,6 +34,7 @@ def add_routes(
     sources = [LocalSource(r) for r in (roots if roots is not None else [BUNDLED_ROOT])]
     app[HUB_KEY] = sources
     app.router.add_get(prefix, _index)
+    app.router.add_get(prefix + "/items/{name}/{version}", _item)
     app.router.add_get(prefix + "/items/{name}/{version}/{file:.+}", _file)
 
 
@@ -59,6 +60,27 @@ async def _index(request: web.Request) -> web.Response:
     return web.json_response(index)
 
 
+def _not_found(detail: str) -> web.Response:
+    return web.json_response({"error": "NotFoundError", "detail": detail}, status=404)
+
+
+async def _item(request: web.Request) -> web.Response:
+    """One version's item.yaml, parsed (``item``) and as written (``yaml``): what a browser
+    shows of an item without a YAML parser of its own."""
+    import yaml  # only this endpoint needs it
+
+    name, version = request.match_info["name"], request.match_info["version"]
+    index, folders = _merged(request.app[HUB_KEY])
+    if index["items"].get(name, {}).get("versions", {}).get(version) is None:
+        return _not_found(f"no hub item {name}:{version}")
+    folder = folders[(name, version)].resolve()
+    path = (folder / "item.yaml").resolve()
+    if not path.is_relative_to(folder) or not path.is_file():
+        return _not_found(f"{name}:{version} has no item.yaml")
+    text = path.read_text(encoding="utf-8")
+    return web.json_response({"item": yaml.safe_load(text), "yaml": text})
+
+
 async def _file(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     version = request.match_info["version"]
@@ -66,22 +88,14 @@ async def _file(request: web.Request) -> web.StreamResponse:
     index, folders = _merged(request.app[HUB_KEY])
     meta = index["items"].get(name, {}).get("versions", {}).get(version)
     if meta is None:
-        return web.json_response(
-            {"error": "NotFoundError", "detail": f"no hub item {name}:{version}"}, status=404
-        )
+        return _not_found(f"no hub item {name}:{version}")
     if file not in meta["files"]:
-        return web.json_response(
-            {"error": "NotFoundError", "detail": f"{name}:{version} has no file {file!r}"},
-            status=404,
-        )
+        return _not_found(f"{name}:{version} has no file {file!r}")
     folder = folders[(name, version)].resolve()
     path = (folder / file).resolve()
     if not path.is_relative_to(folder) or not path.is_file():
         # Listed, but swapped for a link out of the item since the index was built.
-        return web.json_response(
-            {"error": "NotFoundError", "detail": f"{name}:{version} has no file {file!r}"},
-            status=404,
-        )
+        return _not_found(f"{name}:{version} has no file {file!r}")
     return web.FileResponse(
         path,
         headers={"Cache-Control": "public, max-age=31536000, immutable"},

@@ -53,6 +53,17 @@ def test_api_serves_the_bundled_catalogue_by_default() -> None:
         with urllib.request.urlopen(f"{server.url}/api/hub") as r:
             index = json.loads(r.read())
         assert "auto_trainer" in index["items"]
+        # One version's item.yaml parsed for the web UI, beside the text as written.
+        with urllib.request.urlopen(f"{server.url}/api/hub/items/model_monitor/1.1.0") as r:
+            got = json.loads(r.read())
+        params = got["item"]["handlers"]["monitor"]["parameters"]
+        assert got["item"]["version"] == "1.1.0" and got["yaml"].startswith("name: model_monitor")
+        assert {"name": "topic", "type": "str"}.items() <= next(
+            p for p in params if p["name"] == "topic"
+        ).items()
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{server.url}/api/hub/items/model_monitor/9.9.9")
+        assert err.value.code == 404
     finally:
         server.stop()
 

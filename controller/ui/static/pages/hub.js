@@ -50,107 +50,6 @@ async function renderList(root, params, ctx) {
   draw();
 }
 
-// ---- a small reader for item.yaml: top-level scalars and flow lists, `doc: |` blocks, and
-// handlers → {doc, parameters: [{name, type, default, doc, …} flow mappings]}. The bundled
-// items are written in exactly this style; anything else falls back to the raw text.
-
-function splitFlow(text) {
-  const out = [];
-  let depth = 0;
-  let quote = null;
-  let cur = "";
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (quote) {
-      cur += c;
-      if (c === "\\" && quote === '"') cur += text[++i] ?? "";
-      else if (c === quote) quote = null;
-    } else if (c === '"' || c === "'") {
-      quote = c;
-      cur += c;
-    } else if (c === "[" || c === "{") {
-      depth++;
-      cur += c;
-    } else if (c === "]" || c === "}") {
-      depth--;
-      cur += c;
-    } else if (c === "," && depth === 0) {
-      out.push(cur.trim());
-      cur = "";
-    } else cur += c;
-  }
-  if (cur.trim()) out.push(cur.trim());
-  return out;
-}
-
-function scalar(text) {
-  const t = text.trim();
-  if (t.startsWith('"')) {
-    try {
-      return JSON.parse(t);
-    } catch {
-      return t.slice(1, -1);
-    }
-  }
-  if (t.startsWith("'")) return t.slice(1, -1).replace(/''/g, "'");
-  if (t.startsWith("[")) return splitFlow(t.slice(1, -1)).map(scalar);
-  if (t.startsWith("{")) return flowMap(t);
-  if (t === "true" || t === "false") return t === "true";
-  if (t === "null" || t === "~") return null;
-  if (/^-?\d+(\.\d+)?([eE][-+]?\d+)?$/.test(t)) return Number(t);
-  return t;
-}
-
-function flowMap(text) {
-  const out = {};
-  for (const part of splitFlow(text.trim().replace(/^\{|\}$/g, ""))) {
-    const i = part.indexOf(":");
-    if (i < 0) continue;
-    out[part.slice(0, i).trim()] = scalar(part.slice(i + 1));
-  }
-  return out;
-}
-
-export function parseItemYaml(text) {
-  const lines = text.split("\n");
-  const top = {};
-  const handlers = {};
-  let i = 0;
-  const block = (indent) => {
-    const buf = [];
-    while (i < lines.length && (lines[i].trim() === "" || lines[i].search(/\S/) > indent)) buf.push(lines[i++]);
-    const cut = Math.min(...buf.filter((l) => l.trim()).map((l) => l.search(/\S/)));
-    return buf.map((l) => l.slice(Number.isFinite(cut) ? cut : 0)).join("\n").trim();
-  };
-  while (i < lines.length) {
-    const line = lines[i];
-    const m = /^([A-Za-z_][\w-]*):\s*(.*)$/.exec(line);
-    i++;
-    if (!m) continue;
-    const [, key, rest] = m;
-    if (rest === "|" || rest === ">") top[key] = block(0);
-    else if (key === "handlers" && rest === "") {
-      let handler = null;
-      while (i < lines.length && (lines[i].trim() === "" || /^\s/.test(lines[i]))) {
-        const l = lines[i];
-        const ind = l.search(/\S/);
-        const hm = /^\s+([\w-]+):\s*(.*)$/.exec(l);
-        i++;
-        if (ind === 2 && hm) {
-          handler = handlers[hm[1]] = { doc: "", parameters: [] };
-        } else if (handler && hm && hm[1] === "doc") {
-          handler.doc = hm[2] === "|" || hm[2] === ">" ? block(ind) : scalar(hm[2]);
-        } else if (handler && /^\s+-\s*\{/.test(l)) {
-          handler.parameters.push(flowMap(l.trim().slice(1).trim()));
-        } else if (handler && hm && hm[2] !== "") {
-          handler[hm[1]] = scalar(hm[2]);
-        }
-      }
-    } else if (rest !== "") top[key] = scalar(rest);
-  }
-  return { ...top, handlers };
-}
-
 async function renderItem(root, name, wanted, ctx) {
   const { h } = ctx.ui;
   const ui = ctx.ui;
@@ -186,22 +85,18 @@ async function renderItem(root, name, wanted, ctx) {
   );
   const body = h("div", null, ui.loading("Reading item.yaml…"));
   root.append(body);
+  let item;
   let text;
   try {
-    text = await ctx.api.get(`/api/hub/items/${encodeURIComponent(name)}/${encodeURIComponent(version)}/item.yaml`, null, { quiet: true });
+    // item.yaml parsed on the server (GET /api/hub/items/{name}/{version}) and as written.
+    const got = await ctx.api.get(`/api/hub/items/${encodeURIComponent(name)}/${encodeURIComponent(version)}`, null, { quiet: true });
+    item = got.item && typeof got.item === "object" ? got.item : {};
+    text = got.yaml || "";
   } catch (err) {
     ui.clear(body).append(ui.errorBox(`item.yaml could not be read: ${err.message}`));
     return;
   }
   if (!ctx.alive()) return;
-  if (typeof text !== "string") text = JSON.stringify(text, null, 2);
-  let item;
-  try {
-    item = parseItemYaml(text);
-  } catch (err) {
-    console.warn("item.yaml not understood", err);
-    item = { handlers: {} };
-  }
   ui.clear(body);
   body.append(
     ui.section(
