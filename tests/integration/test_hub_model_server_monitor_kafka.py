@@ -58,11 +58,16 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, pd.Da
     return path, feats[names].iloc[-60:].reset_index(drop=True)
 
 
-# (model_server, model_monitor, the server's "recorded" counter: 1.2 counts records, 1.3 requests)
-VERSIONS = [("1.2", "1.0", 60), ("1.3", "1.1", 41)]
+# (model_server, model_monitor, the server's "recorded" counter: 1.2 counts records, 1.3
+# requests; 1.3's shipper client)
+VERSIONS = [
+    ("1.2", "1.0", 60, ""),
+    ("1.3", "1.1", 41, "kafka-python"),
+    ("1.3", "1.1", 41, "confluent-kafka"),
+]
 
 
-@pytest.mark.parametrize(("server_version", "monitor_version", "recorded"), VERSIONS)
+@pytest.mark.parametrize(("server_version", "monitor_version", "recorded", "client"), VERSIONS)
 def test_predictions_land_on_the_topic_in_model_monitors_format(
     served: tuple[Path, pd.DataFrame],
     kafka_broker: KafkaBroker,
@@ -70,13 +75,14 @@ def test_predictions_land_on_the_topic_in_model_monitors_format(
     server_version: str,
     monitor_version: str,
     recorded: int,
+    client: str,
 ) -> None:
     path, x = served
     model, _info = load_model(str(path))
     sources = import_function(f"hub://model_monitor:{monitor_version}").module().sources
     brokers = kafka_broker.bootstrap_servers
     # The broker is shared by the session: a topic name of its own.
-    topic = f"served-predictions-{server_version.replace('.', '-')}"
+    topic = f"served-predictions-{server_version.replace('.', '-')}-{client}"
     kafka_broker.create_topic(topic)
     cols = list(x.columns)
     fn = import_function(f"hub://model_server:{server_version}")
@@ -85,6 +91,7 @@ def test_predictions_land_on_the_topic_in_model_monitors_format(
         "MODEL_VERSION": "btc-3",
         "MONITOR_TOPIC": topic,
         "MONITOR_BROKERS": brokers,
+        "MONITOR_KAFKA_CLIENT": client or "auto",
     }
     answers: list[Any] = []
     with fn.deploy(env=env, directory=tmp_path / "fn") as server:
@@ -121,9 +128,11 @@ def test_predictions_land_on_the_topic_in_model_monitors_format(
     assert info["version"] == "btc-3" and info["monitoring"]["recorded"] == recorded
 
 
-@pytest.mark.parametrize("server_version", ["1.2", "1.3"])
+@pytest.mark.parametrize(
+    ("server_version", "client"), [("1.2", ""), ("1.3", "kafka-python"), ("1.3", "confluent-kafka")]
+)
 def test_unreachable_monitoring_brokers_fail_no_request(
-    served: tuple[Path, pd.DataFrame], tmp_path: Path, server_version: str
+    served: tuple[Path, pd.DataFrame], tmp_path: Path, server_version: str, client: str
 ) -> None:
     path, x = served
     fn = import_function(f"hub://model_server:{server_version}")
@@ -131,6 +140,7 @@ def test_unreachable_monitoring_brokers_fail_no_request(
         "MODEL_URI": str(path),
         "MONITOR_TOPIC": "predictions",
         "MONITOR_BROKERS": f"127.0.0.1:{free_port()}",  # nothing listens there
+        "MONITOR_KAFKA_CLIENT": client or "auto",
     }
     with fn.deploy(env=env, directory=tmp_path / "fn") as server:
         for i in range(30):
@@ -146,19 +156,22 @@ def test_unreachable_monitoring_brokers_fail_no_request(
     assert stats["failed"] > 0 and stats["recorded"] == 0
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
 def test_a_killed_shipper_is_counted_and_the_next_batch_starts_a_new_one(
-    kafka_broker: KafkaBroker, tmp_path: Path
+    kafka_broker: KafkaBroker, tmp_path: Path, client: str
 ) -> None:
     """model_server 1.3's Kafka sink is a child process: killing it (OOM killer, kill -9) loses
     at most what was in flight, counted as failed; later batches reach the topic again."""
     ms = import_function("hub://model_server:1.3").module()
     sources = import_function("hub://model_monitor:1.1").module().sources
-    topic = "shipper-restart"
+    topic = f"shipper-restart-{client}"
     kafka_broker.create_topic(topic)
     sinks: list[Any] = []
 
     def make(rec: Any) -> Any:
-        sinks.append(ms.monitoring.KafkaSink([kafka_broker.bootstrap_servers], topic, rec))
+        sinks.append(
+            ms.monitoring.KafkaSink([kafka_broker.bootstrap_servers], topic, rec, client=client)
+        )
         return sinks[-1]
 
     rec = ms.Recorder(make, ["a", "b"], "m/1", flush_s=0.05)
