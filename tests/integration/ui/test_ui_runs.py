@@ -191,9 +191,17 @@ def test_runs_table_search_filter_sort_and_compare_two(
         cb.check()
     assert page.inner_text("#runs-compare") == "Compare 2"
     shot(page, "runs-filtered")
+    asked: list[str] = []
+    page.on("request", lambda req: asked.append(req.url) if "/api/runs" in req.url else None)
     page.click("#runs-compare")
     page.wait_for_selector("h1:text('Compare 2 runs')")
     page.wait_for_selector("#compare-table table")
+    # Both runs in one call (GET /api/runs?uids=a,b), none one by one.
+    assert len(asked) == 1, asked
+    assert "uids=" in asked[0]
+    assert {data.sweep.uid, data.plain.uid} <= set(
+        asked[0].split("uids=")[1].split("&")[0].replace("%2C", ",").split(",")
+    )
     # scale differs (True vs False) and is highlighted; model_class is the same.
     scale = page.locator("#compare-table tr[data-field='params.scale']")
     assert "differs" in (scale.get_attribute("class") or "")
@@ -203,10 +211,19 @@ def test_runs_table_search_filter_sort_and_compare_two(
     acc_row = page.locator("#compare-table tr[data-field='results.accuracy'] td")
     shown = acc_row.all_inner_texts()
     assert sorted(shown) == sorted(js_num(a) for a in accs)
-    if accs[0] != accs[1]:  # the higher result is bold
-        assert page.inner_text("#compare-table tr[data-field='results.accuracy'] td.hi") == js_num(
-            accs[0]
-        )
+    if accs[0] != accs[1]:  # the higher accuracy is the best: bold
+        assert page.inner_text(
+            "#compare-table tr[data-field='results.accuracy'] td.best-val"
+        ) == js_num(accs[0])
+    # A loss: the lower is the best, and the legend says so.
+    losses = sorted([data.sweep.results["log_loss"], data.plain.results["log_loss"]])
+    assert losses[0] != losses[1]
+    best_loss = page.locator("#compare-table tr[data-field='results.log_loss'] td.best-val")
+    assert best_loss.inner_text() == js_num(losses[0])
+    assert best_loss.get_attribute("title") == "best (lowest)"
+    worst = page.inner_text("#compare-table tr[data-field='results.log_loss'] td.worst-val")
+    assert worst == js_num(losses[1])
+    assert "lowest for losses and errors" in page.inner_text("section.card:has(#compare-table)")
     wait_js(page, "() => document.querySelector('#compare-chart')?.dataset.points === '2'")
     shot(page, "compare-two")
 
@@ -307,6 +324,15 @@ def test_compare_sweep_iterations_parallel_coordinates(
     )
     assert axes["type"] == "parallel"
     assert axes["names"][0] == "CLASS_C" and any("accuracy" in n for n in axes["names"])
+    # C = 0.01, 0.1, 1 spans two decades: log axes, in parallel coordinates and the scatter.
+    types = page.evaluate(
+        """() => {
+            const par = echarts.getInstanceByDom(document.querySelector('#compare-parallel'));
+            const sc = echarts.getInstanceByDom(document.querySelector('#compare-chart'));
+            return {par: par.getOption().parallelAxis[0].type, x: sc.getOption().xAxis[0].type};
+        }"""
+    )
+    assert types == {"par": "log", "x": "log"}
     c_row = page.locator("#compare-table tr[data-field='params.CLASS_C'] td").all_inner_texts()
     assert c_row == [js_num(c) for c in GRID]
     shot(page, "compare-sweep")
@@ -348,3 +374,41 @@ def test_dataset_preview_and_model_lineage(
     assert f"iteration {best}" in lineage and uri in lineage
     assert "sklearn" in page.inner_text("section.card:has(h2:text('Metadata'))")
     shot(page, "artifact-model")
+
+
+def test_run_page_shows_the_handlers_log(
+    data: Data, page_for: Callable[..., Page], shot: Callable[[Page, str], Path]
+) -> None:
+    """auto_trainer's handler logs through context.logger; the run page shows those lines."""
+    plain = data.plain
+    req = urllib.request.Request(
+        f"{data.url}/api/runs/{plain.uid}/log", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        stored = resp.read().decode()
+    training = [ln for ln in stored.splitlines() if " INFO training " in ln]
+    assert len(training) == 1 and f'"model_class": "{LOGREG}"' in training[0]
+    page = page_for(f"{data.url}/#/runs/{plain.uid}")
+    page.wait_for_selector("#run-log[data-ready='1']")
+    shown = page.inner_text("#run-log")
+    assert shown.strip() == stored.strip()
+    assert training[0] in shown
+    # Scrollable, monospace, downloadable.
+    style = page.eval_on_selector(
+        "#run-log", "e => [getComputedStyle(e).overflowY, getComputedStyle(e).fontFamily]"
+    )
+    assert style[0] == "auto" and "mono" in style[1].lower()
+    href = page.get_attribute("#run-log-download", "href")
+    got = page.request.get(data.url + href)
+    assert got.status == 200 and got.text() == stored
+    assert "attachment" in got.headers["content-disposition"]
+    shot(page, "run-log")
+
+    # A sweep's iteration has its own log; the sweep's page shows the best iteration's.
+    sweep = data.sweep
+    best = sweep.record.best_iteration
+    page.goto(f"{data.url}/#/runs/{sweep.uid}")
+    page.wait_for_selector("#run-log[data-ready='1']")
+    assert f"from the best iteration {best}" in page.inner_text("section.card:has(#run-log)")
+    assert " INFO training " in page.inner_text("#run-log")

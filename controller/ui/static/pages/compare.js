@@ -3,19 +3,38 @@
 // a chart of a result against a param, and parallel coordinates over the params that vary.
 
 const enc = encodeURIComponent;
-const CONCURRENCY = 8;
 const MAX_RUNS = 2000;
+const BATCH = 1000; // the API's uids limit a call
+const BATCH_CHARS = 7000; // and the request line's: aiohttp refuses lines over 8 KiB
 
-async function mapLimit(items, limit, fn) {
-  const out = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i], i);
+// Lower is better for results named as losses or errors; higher for everything else.
+const LOWER_IS_BETTER = /(loss|error|err$|rmse|mse|mae|mape|drawdown|brier|nll|regret|cost)/i;
+export function lowerIsBetter(key) {
+  return LOWER_IS_BETTER.test(key);
+}
+
+// A positive numeric param spanning two decades or more (C = 0.01, 0.1, 1) reads on a log axis.
+export function logAxis(values) {
+  const nums = values.filter((v) => typeof v === "number");
+  if (nums.length < 2 || nums.some((v) => v <= 0)) return false;
+  return Math.max(...nums) / Math.min(...nums) >= 100;
+}
+
+// uids lists for GET /api/runs?uids=…: as few calls as the limits allow (one for 200 runs).
+function batches(entries) {
+  const out = [];
+  let cur = [];
+  let chars = 0;
+  for (const e of entries) {
+    if (cur.length && (cur.length >= BATCH || chars + e.length + 1 > BATCH_CHARS)) {
+      out.push(cur);
+      cur = [];
+      chars = 0;
     }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+    cur.push(e);
+    chars += e.length + 1;
+  }
+  if (cur.length) out.push(cur);
   return out;
 }
 
@@ -40,12 +59,19 @@ async function loadRuns(entries, ctx) {
     if (d.iterations?.length) return { runs: [...d.iterations].sort((a, b) => a.iteration - b.iteration), sweep: d.run };
     return { runs: [d.run], sweep: null };
   }
-  const runs = await mapLimit(entries, CONCURRENCY, async (e) => {
+  // One call for all of them (GET /api/runs?uids=a,b,c:N), not one per run.
+  const pages = await Promise.all(batches(entries).map((b) => ctx.api.get("/api/runs", { uids: b.join(",") })));
+  const byKey = new Map();
+  for (const p of pages) for (const r of p.runs || []) byKey.set(`${r.uid}:${r.iteration || 0}`, r);
+  const runs = [];
+  const missing = [];
+  for (const e of entries) {
     const [uid, it] = e.split(":");
-    const d = await ctx.api.get(`/api/runs/${enc(uid)}`, { iteration: it || undefined });
-    return d.run;
-  });
-  return { runs, sweep: null };
+    const r = byKey.get(`${uid}:${Number(it || 0)}`);
+    if (r) runs.push(r);
+    else missing.push(e);
+  }
+  return { runs, sweep: null, missing };
 }
 
 export async function render(root, params, ctx) {
@@ -60,9 +86,14 @@ export async function render(root, params, ctx) {
     return;
   }
   root.append(ui.loading(`Loading ${entries.length} run${entries.length > 1 ? "s" : ""}…`));
-  const { runs, sweep } = await loadRuns(entries, ctx);
+  const { runs, sweep, missing = [] } = await loadRuns(entries, ctx);
   if (!ctx.alive()) return;
   root.querySelector(".loading")?.remove();
+  if (missing.length) root.append(h("div", { class: "muted", id: "compare-missing" }, `not found: ${missing.slice(0, 10).join(", ")}${missing.length > 10 ? ` and ${missing.length - 10} more` : ""}`));
+  if (!runs.length) {
+    root.append(ui.empty("None of these runs exist."));
+    return;
+  }
   if (sweep) {
     title.textContent = `Compare iterations of ${sweep.name || sweep.uid}`;
     root.append(h("div", { class: "summary" }, h("span", null, "sweep ", ui.link(`#/runs/${enc(sweep.uid)}`, h("b", { class: "mono" }, sweep.uid))), h("span", null, "best iteration ", h("b", null, String(sweep.best_iteration ?? "–")))));
@@ -109,8 +140,11 @@ export async function render(root, params, ctx) {
       }
       const numeric = isNumCol(f.values);
       const nums = f.values.filter((v) => typeof v === "number");
-      const hi = f.group === "results" && numeric && f.differs ? Math.max(...nums) : null;
-      const lo = f.group === "results" && numeric && f.differs ? Math.min(...nums) : null;
+      // The best result by its name's rule (lowest for losses and errors, else highest).
+      const ranked = f.group === "results" && numeric && f.differs;
+      const lower = lowerIsBetter(f.key);
+      const bestV = ranked ? (lower ? Math.min(...nums) : Math.max(...nums)) : null;
+      const worstV = ranked ? (lower ? Math.max(...nums) : Math.min(...nums)) : null;
       body.appendChild(
         h(
           "tr",
@@ -120,8 +154,8 @@ export async function render(root, params, ctx) {
             h(
               "td",
               {
-                class: [numeric ? "num" : "", f.differs ? "diff" : "", v === hi ? "hi" : "", v === lo && lo !== hi ? "lo" : ""].join(" "),
-                title: v === hi ? "highest" : v === lo ? "lowest" : undefined,
+                class: [numeric ? "num" : "", f.differs ? "diff" : "", v === bestV ? "best-val" : "", v === worstV && worstV !== bestV ? "worst-val" : ""].join(" "),
+                title: v === bestV ? `best (${lower ? "lowest" : "highest"})` : v === worstV ? `worst (${lower ? "highest" : "lowest"})` : undefined,
               },
               numeric ? fmt.num(v) : fmt.value(v),
             ),
@@ -140,7 +174,7 @@ export async function render(root, params, ctx) {
   root.append(
     ui.section(
       "Params and results",
-      h("div", { class: "toolbar" }, h("label", null, onlyDiff, " only rows that differ"), h("span", { class: "muted" }, `${varying.length} of ${fields.length} differ · highlighted; bold = highest result`)),
+      h("div", { class: "toolbar" }, h("label", null, onlyDiff, " only rows that differ"), h("span", { class: "muted" }, `${varying.length} of ${fields.length} differ · highlighted; bold = best result: lowest for losses and errors (names with loss, error, rmse, mse, mae, drawdown, brier…), else highest`)),
       host,
     ),
   );
@@ -169,7 +203,7 @@ export async function render(root, params, ctx) {
       const option = {
         grid: { left: 70, right: 30, top: 20, bottom: 60 },
         tooltip: { trigger: "item", formatter: (p) => `${p.data.name}<br>${x} = ${fmt.value(p.data.value[0])}<br>${y} = ${fmt.num(p.data.value[1])}` },
-        xAxis: { type: numericX ? "value" : "category", name: x, nameLocation: "middle", nameGap: 28, scale: true },
+        xAxis: { type: numericX ? (logAxis(pts.map((p) => p.value[0])) ? "log" : "value") : "category", name: x, nameLocation: "middle", nameGap: 28, scale: true },
         yAxis: { type: "value", name: y, scale: true, axisLabel: { formatter: (v) => fmt.num(v) } },
         dataZoom: [{ type: "inside", xAxisIndex: 0 }, { type: "inside", yAxisIndex: 0 }, { type: "slider", xAxisIndex: 0, height: 16, bottom: 6 }],
         series: [{ type: "scatter", symbolSize: 11, data: pts }],
@@ -193,8 +227,10 @@ export async function render(root, params, ctx) {
     const parallelAxis = axes.map((f, i) => {
       const numeric = isNumCol(f.values);
       const axis = { dim: i, name: `${f.group === "params" ? "" : "▸ "}${f.key}`, nameTextStyle: { fontSize: 11 } };
-      if (numeric) axis.scale = true;
-      else {
+      if (numeric) {
+        axis.scale = true;
+        if (logAxis(f.values)) axis.type = "log";
+      } else {
         axis.type = "category";
         axis.data = [...new Set(f.values.map((v) => fmt.value(v)))];
       }
@@ -212,7 +248,7 @@ export async function render(root, params, ctx) {
       parallel: { left: 60, right: 90, top: 40, bottom: 30, parallelAxisDefault: { axisLabel: { formatter: (v) => (typeof v === "number" ? fmt.num(v) : v) } } },
       visualMap:
         cIdx >= 0 && cVals.length
-          ? { type: "continuous", dimension: cIdx, min: Math.min(...cVals), max: Math.max(...cVals), right: 0, top: "middle", calculable: true, inRange: { color: ["#93c5fd", "#2563eb", "#dc2626"] }, precision: 4, text: [colourBy.key, ""], textStyle: { fontSize: 11 } }
+          ? { type: "continuous", dimension: cIdx, min: Math.min(...cVals), max: Math.max(...cVals), right: 0, top: "middle", calculable: true, inRange: { color: lowerIsBetter(colourBy.key) ? ["#dc2626", "#2563eb", "#93c5fd"] : ["#93c5fd", "#2563eb", "#dc2626"] }, precision: 4, text: [colourBy.key, ""], textStyle: { fontSize: 11 } }
           : undefined,
       series: [{ type: "parallel", lineStyle: { width: 2, opacity: 0.6 }, emphasis: { lineStyle: { width: 4, opacity: 1 } }, data }],
     };

@@ -87,8 +87,11 @@ export async function render(root, params, ctx) {
 
   if (iterations.length) root.append(iterationsSection(run, iterations, iteration, ctx));
 
-  root.append(artifactsSection(arts.artifacts || [], ctx));
-  root.append(logsSection(run, ctx));
+  const allArts = arts.artifacts || [];
+  const logArt = allArts.find((a) => a.kind === "log");
+  // The log first: what the handler said (and, on failure, its traceback).
+  root.append(logsSection(run, iteration, logArt, ctx));
+  root.append(artifactsSection(allArts, ctx));
 }
 
 function iterationsSection(run, iterations, current, ctx) {
@@ -250,13 +253,43 @@ function artifactSummary(a, ctx) {
   return m.from_iteration ? `from iteration ${m.from_iteration}` : "";
 }
 
-function logsSection(run, ctx) {
+// The run's own log (GET /api/runs/{uid}/log: what context.logger wrote, prints in a job's
+// process, a failure's traceback), scrollable and downloadable; the lifecycle below it. Fetched
+// only when the run has a log artifact (a 404 would be a console error).
+function logsSection(run, iteration, logArt, ctx) {
   const { h } = ctx.ui;
   const ui = ctx.ui;
+  const q = iteration ? `?iteration=${iteration}` : "";
+  const url = `/api/runs/${encodeURIComponent(run.uid)}/log${q}`;
+  const body = h("div", { id: "run-log-body" });
+  if (logArt) {
+    const m = logArt.meta || {};
+    const info = h(
+      "div",
+      { class: "toolbar" },
+      h("span", { class: "muted" }, `${ui.fmt.int(m.lines ?? 0)} lines`),
+      m.from_iteration ? h("span", { class: "muted" }, ` · from the best iteration ${m.from_iteration}`) : null,
+      m.truncated ? h("span", { class: "muted", id: "run-log-truncated" }, ` · the first ${ui.fmt.int(m.dropped)} lines were dropped (the log keeps the last 10,000 lines / 1 MiB)`) : null,
+      h("a", { href: `${url}${q ? "&" : "?"}download=1`, id: "run-log-download", download: "" }, "Download"),
+    );
+    const pre = h("pre", { class: "run-log-text", id: "run-log" }, "loading…");
+    body.append(info, pre);
+    ctx.api
+      .request("GET", url, { raw: true })
+      .then((resp) => resp.text())
+      .then((text) => {
+        pre.textContent = text;
+        pre.scrollTop = pre.scrollHeight; // the end first: where a failure is
+        pre.dataset.ready = "1";
+      })
+      .catch((err) => pre.replaceWith(ui.errorBox(err)));
+  } else {
+    body.append(ui.empty(run.state === "running" || run.state === "created" ? "The log is stored when the run ends." : "This run logged nothing."));
+  }
   const lines = [];
   lines.push(`${ctx.ui.fmt.time(run.created_at)}  created  ${run.name || run.uid}`);
   if (run.started_at) lines.push(`${ctx.ui.fmt.time(run.started_at)}  started  on ${run.host || "?"}${run.pid ? ` (pid ${run.pid})` : ""}`);
   if (run.heartbeat_at && run.state === "running") lines.push(`${ctx.ui.fmt.time(run.heartbeat_at)}  last heartbeat`);
   if (run.ended_at) lines.push(`${ctx.ui.fmt.time(run.ended_at)}  ${run.state}${run.error ? `: ${run.error}` : ""}`);
-  return ui.section("Log", h("pre", { class: "run-log" }, lines.join("\n")));
+  return ui.section("Log", body, h("h3", { class: "muted" }, "Timeline"), h("pre", { class: "run-log" }, lines.join("\n")));
 }
