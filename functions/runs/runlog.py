@@ -25,14 +25,13 @@ import traceback
 from collections import deque
 from collections.abc import Iterator, Mapping
 from functools import cache
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from .records import ArtifactKind
 
 if TYPE_CHECKING:
     import nuclio_sdk
 
-    from .context import RunContext
 
 _log = logging.getLogger(__name__)
 
@@ -129,7 +128,18 @@ def add_failure(log: RunLog, message: str, exc: BaseException | None = None) -> 
         log.add("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
 
 
-def write_log(ctx: RunContext, run_log: RunLog) -> None:
+class LogsArtifacts(Protocol):
+    """What :func:`write_log` needs of a run's context (context.py imports this module)."""
+
+    uid: str
+
+    @property
+    def artifacts(self) -> Mapping[str, Any]: ...
+
+    def log_artifact(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+def write_log(ctx: LogsArtifacts, run_log: RunLog) -> None:
     """Store ``run_log`` as the run's ``log`` artifact (nothing when it is empty). Never fails
     the run: a log that cannot be stored is reported in the operator's log."""
     if not run_log:
