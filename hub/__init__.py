@@ -8,8 +8,9 @@ hub folders (``$TICKRUN_HUB_PATH``), the bundled catalogue and a remote hub
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tickrun.functions.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .deployments import ControllerDeployment, LocalDeployment
@@ -53,10 +54,4 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())

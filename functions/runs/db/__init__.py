@@ -3,9 +3,9 @@ controller's REST API."""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ...lazy import lazy_exports
 from ...processes import pid_alive
 from ..settings import TrackingSettings
 from .base import DbLocator, RunDB, stale_reason
@@ -33,13 +33,7 @@ __all__ = [
 _EXPORTS = {"HttpRunDB": ".http", "LiteRunDB": ".lite", "SqlRunDB": ".sql"}
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 def open_db(settings: TrackingSettings | None = None) -> RunDB:
