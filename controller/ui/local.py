@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from tickrun.functions import settings
 from tickrun.functions.errors import AuthError, TickrunError
 from tickrun.functions.runs.api import add_routes as add_runs_routes
 from tickrun.functions.runs.db import SqlRunDB
@@ -83,9 +84,9 @@ def tracking_settings(
 ) -> TrackingSettings:
     base = dict(os.environ if env is None else env)
     if home is not None:
-        base["TICKRUN_HOME"] = str(Path(home).expanduser())
+        base[settings.HOME.name] = str(Path(home).expanduser())
         # The folder named on the command line wins over variables pointing elsewhere.
-        for var in ("TICKRUN_DB_URL", "TICKRUN_ARTIFACT_PATH"):
+        for var in (settings.DB_URL.name, settings.ARTIFACT_PATH.name):
             base.pop(var, None)
     return TrackingSettings.from_env(base)
 

@@ -49,7 +49,9 @@ def screenshot_dir() -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps its event loop marked running in the
+# main thread while it is started, so every asyncio test after it in the session would fail.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.fail(
