@@ -342,13 +342,16 @@ class RunSearch:
             self._last_stale = now
             self._mark_stale()
         try:
-            if query.sort_key is not None or query.filters:
+            needs_values = query.sort_key is not None or bool(query.filters)
+            if needs_values:
                 self.refresh(max_age_s=REFRESH_EVERY_S)  # needs the values: waits for them
             else:
                 self._refresh_unless_building()
             with self._engine_of().connect() as conn:
                 page = self._search(conn, query)
-            page.indexing = self.building
+            # A page that waited for the values was answered from a complete index, even if the
+            # build's thread has not quite exited yet.
+            page.indexing = False if needs_values else self.building
             return page
         except OperationalError as exc:
             raise StoreError(f"cannot search the run DB: {type(exc).__name__}") from exc
