@@ -10,10 +10,9 @@ run's end wait for them all, and a hash that failed ends the run in error.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Self
 
 from pydantic import PrivateAttr
 
@@ -93,21 +92,17 @@ class PendingArtifactRecord(ArtifactRecord):
         self.settle()
         return super().__repr_args__()
 
-    def __copy__(self) -> ArtifactRecord:
-        self.settle()
-        return ArtifactRecord.model_construct(**copy.copy(self.__dict__))
+    def __copy__(self) -> Self:
+        self.settle()  # a copy holds the digest, never a future
+        return super().__copy__()
 
-    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> ArtifactRecord:
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
         self.settle()
-        return ArtifactRecord.model_construct(**copy.deepcopy(self.__dict__, memo))
+        return super().__deepcopy__(memo)
 
     def __getstate__(self) -> dict[Any, Any]:
         self.settle()  # a future cannot be pickled (a sweep's worker sends records back)
         return super().__getstate__()
-
-    def plain(self) -> ArtifactRecord:
-        """A plain record with the same fields, once the hash is known."""
-        return self.__copy__()
 
 
 def settle_all(records: list[ArtifactRecord]) -> list[tuple[ArtifactRecord, str]]:
