@@ -31,8 +31,10 @@ from .hashing import digest_later
 COPY_CHUNK_BYTES = 256 * 1024
 
 # From this size a file is copied by the kernel and hashed on the hashing thread: below it the
-# hand-over (a thread wake-up, a future, a kept descriptor) costs more than hashing in line.
-DEFER_HASH_MIN_BYTES = 256 * 1024
+# hand-over (a thread wake-up, a future, a kept descriptor) costs more than hashing in line
+# (log_artifact through commit(), in line vs deferred: 32 KiB 0.21 vs 0.28 ms, 128 KiB 0.31
+# vs 0.33, 256 KiB 0.46 vs 0.34, 1 MB 1.27 vs 0.97).
+DEFER_HASH_MIN_BYTES = 128 * 1024
 
 # copy_file_range refuses some pairs of files (across filesystems on older kernels, special
 # files, filesystems without support); then sendfile, then a plain read/write loop.
