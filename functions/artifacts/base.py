@@ -12,13 +12,15 @@ import hashlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import ArtifactError, AuthError, NotFoundError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 CHUNK_BYTES = 1024 * 1024
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=+@-]{0,199}$")

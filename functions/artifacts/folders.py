@@ -15,7 +15,6 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ArtifactError
@@ -24,12 +23,14 @@ MAX_OPEN = 16  # a run writes into one folder per iteration; a sweep's process, 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
-@dataclass
 class _Folder:
-    fd: int
-    path: str
-    users: int = 0
-    evicted: bool = False
+    __slots__ = ("evicted", "fd", "path", "users")
+
+    def __init__(self, fd: int, path: str) -> None:
+        self.fd = fd
+        self.path = path
+        self.users = 0  # blocks writing through it now: closed after them when evicted
+        self.evicted = False
 
 
 def _close_all(folders: OrderedDict[str, _Folder]) -> None:

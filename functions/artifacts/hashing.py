@@ -17,9 +17,12 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from ..errors import ArtifactError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 MAX_PENDING = 16
 READ_BYTES = 4 * 1024 * 1024
@@ -58,6 +61,9 @@ class _Hasher:
         # A forked child (a sweep's worker) inherits the object but not the thread: its own.
         with self._lock:
             if self._pool is None or self._pid != os.getpid():
+                # Imported by the first big artifact, not by every run (~1 ms).
+                from concurrent.futures import ThreadPoolExecutor
+
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tickrun-hash")
                 self._slots = threading.BoundedSemaphore(MAX_PENDING)
                 self._pid = os.getpid()

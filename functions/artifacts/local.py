@@ -10,10 +10,9 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import ArtifactError
 from .base import (
@@ -25,6 +24,9 @@ from .base import (
 )
 from .folders import Folders
 from .hashing import digest_later
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 # 256 KiB chunks: the copy's buffer stays in the CPU's cache between the hash and the write
 # (0.95 ms a MB here vs 1.01 with 1 MB chunks: 1 MB files, 9 rounds of 20, medians).

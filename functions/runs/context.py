@@ -15,7 +15,6 @@ from ..errors import BadRequestError, NotFoundError
 from . import serialize as ser
 from . import trials
 from .dataitem import DataItem
-from .pending import PendingArtifactRecord
 from .records import ArtifactKind, ArtifactRecord
 
 if TYPE_CHECKING:
@@ -195,11 +194,12 @@ class RunContext:
         )
         # A big local file's sha256 is computed on the hashing thread: a record that waits
         # for it when read (pending.py).
-        rec = (
-            ArtifactRecord(**fields)
-            if digest is None
-            else PendingArtifactRecord.pending(digest, **fields)
-        )
+        if digest is None:
+            rec = ArtifactRecord(**fields)
+        else:
+            from .pending import PendingArtifactRecord  # built on first use (~1 ms)
+
+            rec = PendingArtifactRecord.pending(digest, **fields)
         self._artifacts[key] = rec
         self._tracker.add_artifact(rec)
         _log.debug(

@@ -21,10 +21,26 @@ from typing import Any
 
 from ..errors import RunError, TickrunError
 from .db.base import HOST, RunDB
-from .pending import hash_done, settle_all
 from .records import ArtifactRecord, RunBatch, RunRecord, RunState
 
 logger = logging.getLogger(__name__)
+
+
+def hash_done(rec: ArtifactRecord) -> bool:
+    if type(rec) is ArtifactRecord:
+        return True
+    from .pending import hash_done  # only records of a deferred hash are of another type
+
+    return hash_done(rec)
+
+
+def settle_all(records: list[ArtifactRecord]) -> list[tuple[ArtifactRecord, str]]:
+    """Wait for the records' pending hashes; (record, why) of each that failed."""
+    if all(type(r) is ArtifactRecord for r in records):
+        return []
+    from .pending import settle_all as settle
+
+    return settle(records)
 
 
 class RunTracker:
