@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..artifacts.base import ArtifactKeyError, ArtifactStore, ObjectInfo, sanitize_key
-from ..artifacts.hashing import ArtifactHashError
 from ..errors import BadRequestError, NotFoundError
 from . import serialize as ser
 from . import trials
@@ -18,8 +17,6 @@ from .dataitem import DataItem
 from .records import ArtifactKind, ArtifactRecord
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
-
     import nuclio_sdk
 
     from ..sdk import LevelledLogger
@@ -74,7 +71,6 @@ class RunContext:
         self._run_log = run_log  # the run's own log (runlog.py): context.logger writes into it
         # (step, value) of the report after which the sweep said stop: the run ends pruned.
         self.pruned_at: tuple[int, float] | None = None
-        self._reported: set[tuple[int, str]] = set()  # hash failures commit() raised already
 
     @property
     def logger(self) -> nuclio_sdk.Logger:
@@ -150,15 +146,8 @@ class RunContext:
         return self.pruned_at is not None
 
     def commit(self) -> None:
-        """Write buffered results now rather than at the next flush interval; the artifacts
-        logged so far are written with their sha256 (waiting for hashes still running).
-        Raises :class:`ArtifactHashError` if an artifact's stored copy could not be hashed."""
+        """Write buffered results now rather than at the next flush interval."""
         self._tracker.flush(strict=True)
-        failures = self._tracker.hash_failures
-        new = [f for k, f in failures.items() if k not in self._reported]
-        if new:
-            self._reported.update(failures)
-            raise ArtifactHashError("; ".join(f"artifact {r.key!r}: {why}" for r, why in new))
 
     # -- artifacts -----------------------------------------------------------------------------
 
@@ -176,9 +165,8 @@ class RunContext:
         preview: Any = None,
         meta: dict[str, Any] | None = None,
         labels: dict[str, str] | None = None,
-        digest: Future[str] | None = None,
     ) -> ArtifactRecord:
-        fields: dict[str, Any] = dict(
+        rec = ArtifactRecord(
             project=self.project,
             uid=self.uid,
             iteration=self.iteration,
@@ -192,14 +180,6 @@ class RunContext:
             meta=meta or {},
             labels={str(k): str(v) for k, v in (labels or {}).items()},
         )
-        # A big local file's sha256 is computed on the hashing thread: a record that waits
-        # for it when read (pending.py).
-        if digest is None:
-            rec = ArtifactRecord(**fields)
-        else:
-            from .pending import PendingArtifactRecord  # built on first use (~1 ms)
-
-            rec = PendingArtifactRecord.pending(digest, **fields)
         self._artifacts[key] = rec
         self._tracker.add_artifact(rec)
         _log.debug(
@@ -230,7 +210,7 @@ class RunContext:
             if not path.is_file():
                 raise NotFoundError(f"local_path {path} is not a file")
             fmt = format or "".join(path.suffixes).lstrip(".")[:20] or ""
-            info, digest = self._store.put_file_deferred(self._object_key(key, fmt), path)
+            info = self._store.put_file(self._object_key(key, fmt), path)
             return self._record(
                 key,
                 ArtifactKind(kind or ArtifactKind.FILE),
@@ -239,7 +219,6 @@ class RunContext:
                 preview=preview,
                 meta=meta,
                 labels=labels,
-                digest=digest,
             )
         if ser.is_figure(body):
             fmt = "png"
@@ -345,8 +324,7 @@ class RunContext:
         tmp = Path(tempfile.mkdtemp(prefix="tickrun-model-"))
         try:
             path, fmt, meta = ser.save_model(model, fw, tmp, model_format=model_format)
-            # The store's copy is hashed, so the temporary file may go as soon as it returns.
-            info, digest = self._store.put_file_deferred(self._object_key(key, fmt), path)
+            info = self._store.put_file(self._object_key(key, fmt), path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if feature_names is not None:
@@ -370,12 +348,5 @@ class RunContext:
             "features": len(meta.get("feature_names", [])),
         }
         return self._record(
-            key,
-            ArtifactKind.MODEL,
-            fmt,
-            info,
-            preview=preview,
-            meta=meta,
-            labels=labels,
-            digest=digest,
+            key, ArtifactKind.MODEL, fmt, info, preview=preview, meta=meta, labels=labels
         )
