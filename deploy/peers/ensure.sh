@@ -270,9 +270,11 @@ for target in "$@"; do
         k8s-node) ensure_k8s_node ;;
         postgres) ensure_postgres ;;
         registry) ensure_registry ;;
-        # bubblewrap: the process platform's replica sandbox (controller/platforms/sandbox.py)
+        # bubblewrap: the process platform's replica sandbox (controller/platforms/sandbox.py);
+        # chromium: the web UI's browser tests; haproxy: the controller's HAProxy edge
         all)
-            ensure_kafka; ensure_minio; ensure_podman; apt_install_missing bubblewrap
+            ensure_kafka; ensure_minio; ensure_podman
+            apt_install_missing bubblewrap chromium haproxy
             ensure_postgres; ensure_registry; ensure_k8s; ensure_k8s_node ;;
         *) usage ;;
     esac
