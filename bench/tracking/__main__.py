@@ -5,10 +5,13 @@
 - results/s: ``context.log_result`` (buffered, flushed to SQLite at the end and every second)
   and, for a like-for-like durable number, ``log_result`` + ``commit()`` per call; against
   MLflow ``log_metric`` on a SQLite tracking store (one transaction per call).
-- artifacts/s: ``log_artifact(local_path=<1 MB file>)`` to a local folder (copied and sha256
-  hashed in one read) vs MLflow's ``log_artifact`` to its local file store (a kernel copy, no
-  hash); ``--rounds`` rounds, MLflow and tickrun back to back in each (the machine may be
-  shared: the median of each side, and each round's ratio, are printed). Goal: >= 1.5x.
+- artifacts/s: ``log_artifact(local_path=<1 MB file>)`` to a local folder vs MLflow's
+  ``log_artifact`` to its local file store (a kernel copy, no hash). tickrun copies with the
+  kernel too and hashes the stored copy (sha256) on its hashing thread, so two figures: the
+  calls alone (the loop the job runs; hashes may still be running when it ends), and through
+  ``commit()`` (every record written with its sha256). ``--rounds`` rounds, MLflow and tickrun
+  back to back in each (the machine may be shared: the median of each side, and each round's
+  ratios, are printed). Goal: >= 1.5x.
 - run overhead: a no-op job through ``run_function`` and through ``tickrun run`` vs calling the
   function directly (in-process, and as ``python noop_job.py``). Goal: ``tickrun run`` at most
   200 ms over ``python noop_job.py`` (medians of interleaved runs).
@@ -88,7 +91,8 @@ def bench_tickrun(work: Path, n_results: int, n_durable: int, n_arts: int) -> di
         t0 = time.perf_counter()
         for i in range(n_arts):
             context.log_artifact(f"a{i}", local_path=blob)
-        context.commit()
+        out["log_artifact_calls_s"] = time.perf_counter() - t0
+        context.commit()  # waits for the hashes still running, writes the records
         out["log_artifact_s"] = time.perf_counter() - t0
 
     # The run DB run_function picks by default (as tickrun run does): LiteRunDB on SQLite.
@@ -176,9 +180,13 @@ def plot(path: Path, r: dict[str, Any]) -> None:
     ax1.set_yscale("log")
     ax1.set_title("results logged per second (log scale)")
     ax2.bar(
-        ["tickrun\n(incl. sha256)", "MLflow\n(no hash)"],
-        [r["tickrun_artifacts_per_s"], r["mlflow_artifacts_per_s"]],
-        color=["tab:green", "tab:gray"],
+        ["tickrun\ncalls", "tickrun thru\ncommit (sha256)", "MLflow\n(no hash)"],
+        [
+            r["tickrun_artifact_calls_per_s"],
+            r["tickrun_artifacts_per_s"],
+            r["mlflow_artifacts_per_s"],
+        ],
+        color=["tab:green", "tab:olive", "tab:gray"],
     )
     ax2.set_title("1 MB artifacts logged per second")
     ax3.bar(
@@ -226,6 +234,7 @@ def main() -> None:
     py = mlflow_python()
     ml_rates: list[float] = []
     tk_rates: list[float] = []
+    tk_call_rates: list[float] = []
     with tempfile.TemporaryDirectory(prefix="tickrun-bench-") as tmp:
         work = Path(tmp)
         tk: dict[str, float] = {}
@@ -248,6 +257,7 @@ def main() -> None:
             )
             tk = out if first else tk
             tk_rates.append(n_arts / out["log_artifact_s"])
+            tk_call_rates.append(n_arts / out["log_artifact_calls_s"])
         progress("run overhead: no-op job")
         ov = bench_overhead(work / "overhead", 10 if args.quick else 30, 3 if args.quick else 10)
     r: dict[str, Any] = {
@@ -256,8 +266,10 @@ def main() -> None:
         "tickrun_durable_results_per_s": n_dur / tk["log_result_durable_s"],
         "mlflow_results_per_s": n_ml / ml["log_metric_s"],
         "tickrun_artifacts_per_s": statistics.median(tk_rates),
+        "tickrun_artifact_calls_per_s": statistics.median(tk_call_rates),
         "mlflow_artifacts_per_s": statistics.median(ml_rates),
         "artifact_round_ratios": [t / m for t, m in zip(tk_rates, ml_rates, strict=True)],
+        "artifact_call_round_ratios": [t / m for t, m in zip(tk_call_rates, ml_rates, strict=True)],
         "direct_ms": ov["direct_s"] * 1e3,
         "run_function_ms": ov["run_function_s"] * 1e3,
         "cli_ms": ov["cli_s"] * 1e3,
@@ -280,7 +292,13 @@ def main() -> None:
             "MLflow log_metric/s",
         ),
         (
-            "log_artifact(1 MB)/s (median)",
+            "log_artifact(1 MB)/s, calls",
+            r["tickrun_artifact_calls_per_s"],
+            r["mlflow_artifacts_per_s"],
+            "MLflow log_artifact/s",
+        ),
+        (
+            "log_artifact(1 MB)/s, thru commit",
             r["tickrun_artifacts_per_s"],
             r["mlflow_artifacts_per_s"],
             "MLflow log_artifact/s",
@@ -290,8 +308,13 @@ def main() -> None:
     print(f"{'metric':<36}{'tickrun':>14}{'baseline':>14}  ratio  baseline is")
     for name, ours, base, what in rows:
         print(f"{name:<36}{ours:>14,.0f}{base:>14,.1f}  {ours / base:5.1f}x  {what}")
+    calls_text = ", ".join(f"{x:.2f}x" for x in r["artifact_call_round_ratios"])
     rounds_text = ", ".join(f"{x:.2f}x" for x in r["artifact_round_ratios"])
-    print(f"  log_artifact per round (tickrun/MLflow): {rounds_text}")
+    print(
+        f"  log_artifact per round (tickrun/MLflow): calls {calls_text}; thru commit {rounds_text}"
+    )
+    print("  (medians of the rounds; 'calls' stops the clock when the last call returns, its")
+    print("  hashes still running on the hashing thread; 'thru commit' when all are recorded)")
     print("\nrun overhead, no-op job (median wall time)")
     print(
         f"  run_function(noop)         {r['run_function_ms']:8.2f} ms   vs direct call "
@@ -310,10 +333,15 @@ def main() -> None:
     print(f"  tickrun --help             {r['cli_help_ms']:8.0f} ms")
     goal = r["tickrun_results_per_s"] / r["mlflow_results_per_s"]
     art = r["tickrun_artifacts_per_s"] / r["mlflow_artifacts_per_s"]
+    art_calls = r["tickrun_artifact_calls_per_s"] / r["mlflow_artifacts_per_s"]
     print("\ngoals")
     print(f"  results ≥ 10x MLflow log_metric:         {met(goal >= 10)} ({goal:,.0f}x)")
     print(
-        f"  log_artifact(1 MB) ≥ {ARTIFACT_GOAL}x MLflow:        {met(art >= ARTIFACT_GOAL)} "
+        f"  log_artifact(1 MB) ≥ {ARTIFACT_GOAL}x MLflow, calls:       "
+        f"{met(art_calls >= ARTIFACT_GOAL)} ({art_calls:.2f}x)"
+    )
+    print(
+        f"  log_artifact(1 MB) ≥ {ARTIFACT_GOAL}x MLflow, thru commit: {met(art >= ARTIFACT_GOAL)} "
         f"({art:.2f}x)"
     )
     print(

@@ -15,9 +15,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import ArtifactError, AuthError, NotFoundError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 CHUNK_BYTES = 1024 * 1024
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=+@-]{0,199}$")
@@ -138,6 +141,17 @@ class ArtifactStore(ABC):
     @abstractmethod
     def put_file(self, key: str, path: str | Path) -> ObjectInfo:
         """Upload a local file without reading it into memory."""
+
+    def put_file_deferred(
+        self, key: str, path: str | Path
+    ) -> tuple[ObjectInfo, Future[str] | None]:
+        """Store a local file; the stored copy's sha256 may come later.
+
+        A store that copies faster without hashing (the local one, for big files) returns the
+        object with ``sha256=None`` and a future of the stored copy's sha256, computed on the
+        hashing thread (:mod:`.hashing`); the bytes are stored when this returns. Others store
+        and hash in one pass (:meth:`put_file`) and return no future."""
+        return self.put_file(key, path), None
 
     @abstractmethod
     def put_stream(self, key: str, stream: BinaryIO) -> ObjectInfo:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..artifacts.base import ArtifactKeyError, ArtifactStore, ObjectInfo, sanitize_key
+from ..artifacts.hashing import ArtifactHashError
 from ..errors import BadRequestError, NotFoundError
 from . import serialize as ser
 from . import trials
@@ -17,6 +18,8 @@ from .dataitem import DataItem
 from .records import ArtifactKind, ArtifactRecord
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     import nuclio_sdk
 
     from ..sdk import LevelledLogger
@@ -71,6 +74,7 @@ class RunContext:
         self._run_log = run_log  # the run's own log (runlog.py): context.logger writes into it
         # (step, value) of the report after which the sweep said stop: the run ends pruned.
         self.pruned_at: tuple[int, float] | None = None
+        self._reported: set[tuple[int, str]] = set()  # hash failures commit() raised already
 
     @property
     def logger(self) -> nuclio_sdk.Logger:
@@ -146,8 +150,15 @@ class RunContext:
         return self.pruned_at is not None
 
     def commit(self) -> None:
-        """Write buffered results now rather than at the next flush interval."""
+        """Write buffered results now rather than at the next flush interval; the artifacts
+        logged so far are written with their sha256 (waiting for hashes still running).
+        Raises :class:`ArtifactHashError` if an artifact's stored copy could not be hashed."""
         self._tracker.flush(strict=True)
+        failures = self._tracker.hash_failures
+        new = [f for k, f in failures.items() if k not in self._reported]
+        if new:
+            self._reported.update(failures)
+            raise ArtifactHashError("; ".join(f"artifact {r.key!r}: {why}" for r, why in new))
 
     # -- artifacts -----------------------------------------------------------------------------
 
@@ -165,8 +176,9 @@ class RunContext:
         preview: Any = None,
         meta: dict[str, Any] | None = None,
         labels: dict[str, str] | None = None,
+        digest: Future[str] | None = None,
     ) -> ArtifactRecord:
-        rec = ArtifactRecord(
+        fields: dict[str, Any] = dict(
             project=self.project,
             uid=self.uid,
             iteration=self.iteration,
@@ -180,6 +192,14 @@ class RunContext:
             meta=meta or {},
             labels={str(k): str(v) for k, v in (labels or {}).items()},
         )
+        # A big local file's sha256 is computed on the hashing thread: a record that waits
+        # for it when read (pending.py).
+        if digest is None:
+            rec = ArtifactRecord(**fields)
+        else:
+            from .pending import PendingArtifactRecord  # built on first use (~1 ms)
+
+            rec = PendingArtifactRecord.pending(digest, **fields)
         self._artifacts[key] = rec
         self._tracker.add_artifact(rec)
         _log.debug(
@@ -210,7 +230,7 @@ class RunContext:
             if not path.is_file():
                 raise NotFoundError(f"local_path {path} is not a file")
             fmt = format or "".join(path.suffixes).lstrip(".")[:20] or ""
-            info = self._store.put_file(self._object_key(key, fmt), path)
+            info, digest = self._store.put_file_deferred(self._object_key(key, fmt), path)
             return self._record(
                 key,
                 ArtifactKind(kind or ArtifactKind.FILE),
@@ -219,6 +239,7 @@ class RunContext:
                 preview=preview,
                 meta=meta,
                 labels=labels,
+                digest=digest,
             )
         if ser.is_figure(body):
             fmt = "png"
@@ -324,7 +345,8 @@ class RunContext:
         tmp = Path(tempfile.mkdtemp(prefix="tickrun-model-"))
         try:
             path, fmt, meta = ser.save_model(model, fw, tmp, model_format=model_format)
-            info = self._store.put_file(self._object_key(key, fmt), path)
+            # The store's copy is hashed, so the temporary file may go as soon as it returns.
+            info, digest = self._store.put_file_deferred(self._object_key(key, fmt), path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if feature_names is not None:
@@ -348,5 +370,12 @@ class RunContext:
             "features": len(meta.get("feature_names", [])),
         }
         return self._record(
-            key, ArtifactKind.MODEL, fmt, info, preview=preview, meta=meta, labels=labels
+            key,
+            ArtifactKind.MODEL,
+            fmt,
+            info,
+            preview=preview,
+            meta=meta,
+            labels=labels,
+            digest=digest,
         )

@@ -5,6 +5,10 @@ background thread writes the whole run record (plus new artifact records) every
 ``flush_interval_s`` and refreshes the heartbeat that tells a reader the process is alive. The
 final state is written synchronously. A crash loses at most one flush interval of results, and
 the run itself is marked aborted by the next reader (dead pid or stale heartbeat).
+
+An artifact record whose sha256 is still being computed (:mod:`.pending`) is written by the
+first flush after its hash is known; a strict flush (``commit()``, the run's end) waits for
+them all, and a run whose artifact could not be hashed ends in error, never completed.
 """
 
 from __future__ import annotations
@@ -20,6 +24,23 @@ from .db.base import HOST, RunDB
 from .records import ArtifactRecord, RunBatch, RunRecord, RunState
 
 logger = logging.getLogger(__name__)
+
+
+def hash_done(rec: ArtifactRecord) -> bool:
+    if type(rec) is ArtifactRecord:
+        return True
+    from .pending import hash_done  # only records of a deferred hash are of another type
+
+    return hash_done(rec)
+
+
+def settle_all(records: list[ArtifactRecord]) -> list[tuple[ArtifactRecord, str]]:
+    """Wait for the records' pending hashes; (record, why) of each that failed."""
+    if all(type(r) is ArtifactRecord for r in records):
+        return []
+    from .pending import settle_all as settle
+
+    return settle(records)
 
 
 class RunTracker:
@@ -42,6 +63,8 @@ class RunTracker:
         self.flush_interval_s = flush_interval_s
         self.heartbeat_interval_s = heartbeat_interval_s
         self._last_write = 0.0
+        # Artifacts whose hash failed, with why, by (iteration, key): the run ends in error.
+        self.hash_failures: dict[tuple[int, str], tuple[ArtifactRecord, str]] = {}
 
     @property
     def record(self) -> RunRecord:
@@ -77,6 +100,14 @@ class RunTracker:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        with self._lock:
+            pending = list(self._pending)
+        self._note_failures(settle_all(pending))
+        failed = list(self.hash_failures.values())
+        if failed and state is RunState.COMPLETED:
+            rec, why = failed[0]
+            more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+            state, error = RunState.ERROR, f"artifact {rec.key!r}: {why}{more}"
         now = time.time()
         with self._lock:
             self._rec.state = state
@@ -94,6 +125,15 @@ class RunTracker:
                     raise
                 time.sleep(0.5 * 2**attempt)
         return self.record
+
+    def _note_failures(self, failed: list[tuple[ArtifactRecord, str]]) -> None:
+        for rec, why in failed:
+            if (rec.iteration, rec.key) not in self.hash_failures:
+                logger.error(
+                    "artifact hash failed",
+                    extra={"uid": rec.uid, "key": rec.key, "error": why},
+                )
+            self.hash_failures[(rec.iteration, rec.key)] = (rec, why)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.flush_interval_s):
@@ -131,8 +171,15 @@ class RunTracker:
             self._dirty = True
 
     def flush(self, *, strict: bool = True) -> None:
-        """Write what changed. ``strict=False`` (the background flusher) logs and retries later."""
+        """Write what changed. ``strict=False`` (the background flusher) logs and retries later.
+
+        A strict flush first waits for the artifacts' pending hashes; the background one writes
+        the records whose hash is known and keeps the others for a later flush."""
         with self._flush_lock:
+            if strict:
+                with self._lock:
+                    pending = list(self._pending)
+                self._note_failures(settle_all(pending))
             with self._lock:
                 if not self._dirty:
                     return
@@ -142,9 +189,15 @@ class RunTracker:
                 # A snapshot the job cannot change while it is written; a JSON round trip
                 # (pydantic's Rust core) is half the cost of model_copy(deep=True).
                 snapshot = RunRecord.model_validate_json(self._rec.model_dump_json())
-                batch = RunBatch(runs=[snapshot], artifacts=list(self._pending))
-                self._pending.clear()
-                self._dirty = False
+                # The records up to the first one still hashing, in the order they were
+                # logged: a key logged twice is written in that order (the last one wins).
+                n = 0
+                while n < len(self._pending) and hash_done(self._pending[n]):
+                    n += 1
+                ready, self._pending = self._pending[:n], self._pending[n:]
+                self._dirty = bool(self._pending)  # flush again once they are hashed
+            self._note_failures(settle_all(ready))  # hashed already: fills sha256 in, no wait
+            batch = RunBatch(runs=[snapshot], artifacts=ready)
             try:
                 self.db.apply(batch)
                 self._last_write = time.time()

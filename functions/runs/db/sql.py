@@ -84,6 +84,13 @@ _UPDATE_RUN = (
     )
     .values({c: bindparam(f"v_{c}") for c in RUN_VALUES})
 )
+_ARTIFACT_KEY = ("project", "uid", "iteration", "key")
+_UPDATE_ARTIFACT = (
+    update(artifacts_table)
+    .where(and_(*(artifacts_table.c[c] == bindparam(f"k_{c}") for c in _ARTIFACT_KEY)))
+    .values({c.name: bindparam(f"v_{c.name}") for c in artifacts_table.c})
+)
+_INSERT_ARTIFACT = artifacts_table.insert()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -188,16 +195,12 @@ class SqlRunDB(RunDB):
 
     def _write_artifacts(self, conn: Any, arts: list[ArtifactRecord]) -> None:
         for a in arts:
-            key = and_(
-                artifacts_table.c.project == a.project,
-                artifacts_table.c.uid == a.uid,
-                artifacts_table.c.iteration == a.iteration,
-                artifacts_table.c.key == a.key,
-            )
             row = artifact_row(a)
+            params = {f"v_{k}": v for k, v in row.items()}
+            params.update({f"k_{k}": row[k] for k in _ARTIFACT_KEY})
             # A re-logged key replaces the record, as the object itself was replaced.
-            if conn.execute(update(artifacts_table).where(key).values(**row)).rowcount == 0:
-                conn.execute(artifacts_table.insert(), [row])
+            if conn.execute(_UPDATE_ARTIFACT, params).rowcount == 0:
+                conn.execute(_INSERT_ARTIFACT, [row])
 
     # -- reads ---------------------------------------------------------------------------------
 

@@ -1,0 +1,118 @@
+"""Artifact records whose sha256 is still being computed on the hashing thread.
+
+``log_artifact`` of a big local file returns as soon as the store holds the copy; the copy's
+sha256 arrives a little later (:mod:`tickrun.functions.artifacts.hashing`). The record it
+returns is a :class:`PendingArtifactRecord`: reading its ``sha256`` waits for the hash, and so
+does every dump or copy of it, so no one in this process sees a record with a missing hash.
+The run tracker writes a record to the run DB only once its hash is known, commit() and the
+run's end wait for them all, and a hash that failed ends the run in error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import Future
+from typing import Any, Self
+
+from pydantic import PrivateAttr
+
+from ..artifacts.hashing import ArtifactHashError
+from .records import ArtifactRecord
+
+HASH_ERROR_META = "sha256_error"
+
+
+class PendingArtifactRecord(ArtifactRecord):
+    """An :class:`ArtifactRecord` whose ``sha256`` is filled in when its hash completes."""
+
+    _digest: Future[str] | None = PrivateAttr(default=None)
+    _hash_error: str | None = PrivateAttr(default=None)
+
+    @classmethod
+    def pending(cls, digest: Future[str], **fields: Any) -> PendingArtifactRecord:
+        rec = cls(**fields)
+        rec._digest = digest
+        return rec
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "sha256":
+            error = object.__getattribute__(self, "settle")()
+            if error is not None:
+                key = object.__getattribute__(self, "key")
+                raise ArtifactHashError(f"artifact {key!r}: {error}")
+        return super().__getattribute__(name)
+
+    def hash_done(self) -> bool:
+        """True when :meth:`settle` would not wait."""
+        digest = self.__pydantic_private__["_digest"]  # type: ignore[index]
+        return digest is None or digest.done()
+
+    def settle(self, timeout: float | None = None) -> str | None:
+        """Wait for the hash and fill ``sha256`` in; the reason when the hash failed (then
+        ``sha256`` stays empty and ``meta["sha256_error"]`` says why), else None."""
+        private: dict[str, Any] = self.__pydantic_private__  # type: ignore[assignment]
+        digest: Future[str] | None = private["_digest"]
+        if digest is not None:
+            fields = self.__dict__
+            try:
+                fields["sha256"] = digest.result(timeout)
+            except ArtifactHashError as exc:
+                private["_hash_error"] = exc.message
+            except Exception as exc:  # any other failure of the hashing thread, reported too
+                private["_hash_error"] = f"{type(exc).__name__}: {exc}"
+            if private["_hash_error"] is not None:
+                fields["meta"] = {**fields["meta"], HASH_ERROR_META: private["_hash_error"]}
+            private["_digest"] = None
+        error: str | None = private["_hash_error"]
+        return error
+
+    # Everything that reads the fields without going through ``sha256`` waits first.
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        self.settle()
+        return super().model_dump(**kwargs)
+
+    def model_dump_json(self, **kwargs: Any) -> str:
+        self.settle()
+        return super().model_dump_json(**kwargs)
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:  # type: ignore[override]
+        self.settle()
+        return super().__iter__()
+
+    def __eq__(self, other: object) -> bool:
+        self.settle()
+        if isinstance(other, PendingArtifactRecord):
+            other.settle()
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr_args__(self) -> Any:
+        self.settle()
+        return super().__repr_args__()
+
+    def __copy__(self) -> Self:
+        self.settle()  # a copy holds the digest, never a future
+        return super().__copy__()
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        self.settle()
+        return super().__deepcopy__(memo)
+
+    def __getstate__(self) -> dict[Any, Any]:
+        self.settle()  # a future cannot be pickled (a sweep's worker sends records back)
+        return super().__getstate__()
+
+
+def settle_all(records: list[ArtifactRecord]) -> list[tuple[ArtifactRecord, str]]:
+    """Wait for the pending hashes among ``records``; (record, why) for each that failed."""
+    failed: list[tuple[ArtifactRecord, str]] = []
+    for rec in records:
+        if isinstance(rec, PendingArtifactRecord) and (error := rec.settle()) is not None:
+            failed.append((rec, error))
+    return failed
+
+
+def hash_done(rec: ArtifactRecord) -> bool:
+    return not isinstance(rec, PendingArtifactRecord) or rec.hash_done()
