@@ -407,7 +407,15 @@ export async function chart(el, option, ctx) {
   const echarts = await loadECharts();
   const inst = echarts.init(el, null, { renderer: "canvas" });
   inst.setOption({ ...chartTheme, animation: false, ...option });
-  const ro = new ResizeObserver(() => inst.resize());
+  // A ResizeObserver also fires once when observing starts: a resize at the size the chart was
+  // just drawn at would draw it all again (~100 ms for a 200-line parallel chart).
+  let size = `${el.clientWidth}x${el.clientHeight}`;
+  const ro = new ResizeObserver(() => {
+    const now = `${el.clientWidth}x${el.clientHeight}`;
+    if (now === size) return;
+    size = now;
+    inst.resize();
+  });
   ro.observe(el);
   ctx?.onLeave?.(() => {
     ro.disconnect();

