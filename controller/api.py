@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
 from tickrun.functions import jsonbody
 from tickrun.functions.errors import BadRequestError, NotFoundError, SpecError
@@ -19,6 +19,7 @@ from tickrun.functions.spec import parse_spec
 from tickrun.functions.spec.loader import format_validation_error
 
 from .reconciler import Reconciler
+from .scaling import scale_function
 from .service import FunctionService, desired_replicas, replica_ref
 from .store import BuildRow, FunctionRow, ReplicaRow, Store
 
@@ -36,6 +37,27 @@ class DeployRequest(BaseModel):
     spec: dict[str, Any] = Field(description="the function.yaml document (Nuclio format)")
     code: str | None = Field(default=None, description="base64 of a tar.gz of the code folder")
     platform: Literal["process", "container", "kubernetes"] | None = None
+
+
+class ScaleRequest(BaseModel):
+    """A fixed count (``replicas``; 0 stops the function) or autoscaled bounds
+    (``minReplicas`` and ``maxReplicas``). The spec's own validation checks the values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    replicas: StrictInt | None = Field(default=None, ge=0)
+    min_replicas: StrictInt | None = Field(default=None, alias="minReplicas", ge=0)
+    max_replicas: StrictInt | None = Field(default=None, alias="maxReplicas", ge=0)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ScaleRequest:
+        bounds = (self.min_replicas, self.max_replicas)
+        if self.replicas is not None:
+            if bounds != (None, None):
+                raise ValueError("send either replicas or minReplicas and maxReplicas, not both")
+        elif None in bounds:
+            raise ValueError("send replicas, or both minReplicas and maxReplicas")
+        return self
 
 
 def _iso(ts: float | None) -> float | None:
@@ -171,6 +193,27 @@ async def update_function(request: web.Request) -> web.Response:
     return web.json_response(
         {"function": fn, "build": build_json(build), "warnings": warnings}, status=202
     )
+
+
+async def scale(request: web.Request) -> web.Response:
+    """Change only the replica counts: no new version and no build (see scaling.py)."""
+    raw = await read_json(request)
+    try:
+        body = ScaleRequest.model_validate(raw)
+    except ValidationError as exc:
+        message, fields = format_validation_error(exc)
+        raise SpecError(
+            message.replace("invalid function spec", "invalid scale request"), detail=fields
+        ) from exc
+    row, change = await scale_function(
+        request.app[SERVICE],
+        request.match_info["name"],
+        replicas=body.replicas,
+        min_replicas=body.min_replicas,
+        max_replicas=body.max_replicas,
+    )
+    fn = function_json(request.app[STORE], row, request.app[RECONCILER])
+    return web.json_response({"function": fn, "scale": change})
 
 
 async def list_functions(request: web.Request) -> web.Response:
@@ -334,6 +377,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/functions/{name}", get_function)
     r.add_put("/api/functions/{name}", update_function)
     r.add_delete("/api/functions/{name}", delete_function)
+    r.add_put("/api/functions/{name}/scale", scale)
     r.add_get("/api/functions/{name}/events", function_events)
     r.add_get("/api/functions/{name}/logs", function_logs)
     r.add_get("/api/functions/{name}/builds", function_builds)

@@ -1,5 +1,5 @@
 """Controller verbs: ``controller start``, ``deploy``, ``get functions|function``, ``invoke``,
-``logs``, ``delete``, ``export`` (the nuctl verbs users know)."""
+``logs``, ``scale``, ``delete``, ``export`` (the nuctl verbs users know)."""
 
 from __future__ import annotations
 
@@ -90,6 +90,19 @@ def register(sub: Any, get: Any) -> None:
     logs.add_argument("--replica", default=None)
     _client_args(logs)
     logs.set_defaults(func=_logs)
+
+    sca = sub.add_parser(
+        "scale",
+        help="set a function's replica count or bounds (no build, no new version)",
+        description="Change only how many replicas run: --replicas N (0 stops the function) "
+        "or --min A --max B (autoscaled). Running replicas are not restarted.",
+    )
+    sca.add_argument("name")
+    sca.add_argument("--replicas", type=int, default=None, help="fixed replica count")
+    sca.add_argument("--min", dest="min_replicas", type=int, default=None, help="minimum")
+    sca.add_argument("--max", dest="max_replicas", type=int, default=None, help="maximum")
+    _client_args(sca)
+    sca.set_defaults(func=_scale)
 
     dele = sub.add_parser("delete", help="delete a function and stop its replicas")
     dele.add_argument("name")
@@ -335,6 +348,27 @@ def _logs(args: argparse.Namespace) -> int:
             print(f"[{rep['replica']}] {line}")
         if rep.get("error"):  # a cluster that could not give a pod's log
             print(f"[{rep['replica']}] (no log: {rep['error']})", file=sys.stderr)
+    return 0
+
+
+def _scale(args: argparse.Namespace) -> int:
+    bounds = (args.min_replicas, args.max_replicas)
+    if args.replicas is not None and bounds != (None, None):
+        raise BadRequestError("tickrun scale: give --replicas N or --min A --max B, not both")
+    if args.replicas is None and None in bounds:
+        raise BadRequestError("tickrun scale: give --replicas N, or both --min A and --max B")
+    out = _client(args).scale(
+        args.name,
+        replicas=args.replicas,
+        min_replicas=args.min_replicas,
+        max_replicas=args.max_replicas,
+    )
+    r = out["function"]["replicas"]
+    print(
+        f"scaled {args.name}: min {r['min']}, max {r['max']}, desired {r['desired']} "
+        f"(version {out['function']['version']} unchanged)",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -167,6 +167,25 @@ class ControllerClient:
     def delete_function(self, name: str) -> None:
         self._request("DELETE", f"/api/functions/{name}", timeout_s=120)
 
+    def scale(
+        self,
+        name: str,
+        *,
+        replicas: int | None = None,
+        min_replicas: int | None = None,
+        max_replicas: int | None = None,
+    ) -> dict[str, Any]:
+        """Set a fixed replica count or autoscaled bounds (no build, no new version).
+        Returns ``{"function": …, "scale": {"from": …, "to": …}}``."""
+        body: dict[str, int] = {}
+        if replicas is not None:
+            body["replicas"] = replicas
+        if min_replicas is not None:
+            body["minReplicas"] = min_replicas
+        if max_replicas is not None:
+            body["maxReplicas"] = max_replicas
+        return dict(self._request("PUT", f"/api/functions/{_seg(name)}/scale", body))
+
     def export(self, name: str) -> dict[str, Any]:
         return dict(self._request("GET", f"/api/functions/{name}/export"))
 

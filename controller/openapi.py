@@ -12,7 +12,7 @@ from tickrun import __version__
 from tickrun.functions.settings import PLATFORMS
 
 from . import secrets_api
-from .api import DeployRequest
+from .api import DeployRequest, ScaleRequest
 from .schedules import api as schedules_api
 from .ui.openapi import openapi_paths as ui_openapi_paths
 
@@ -31,6 +31,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "missing or wrong bearer token",
         404: "not found",
         409: "conflicts with the current state",
+        429: "too many wrong tokens from this address: retry after Retry-After seconds",
         502: "no replica answered",
         503: "no ready replica",
     }
@@ -50,7 +51,9 @@ def _op(
     body: dict[str, Any] | None = None,
     ok_code: str = "200",
 ) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": {ok_code: ok, **_errors(401, *errors)}}
+    # 429: a client address that sent too many wrong tokens is refused for a while (auth.py).
+    responses = {ok_code: ok, **_errors(401, 429, *errors)}
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
     if params:
         op["parameters"] = params
     if body:
@@ -179,6 +182,32 @@ def document() -> dict[str, Any]:
                 params=[_NAME],
             ),
         },
+        "/api/functions/{name}/scale": {
+            "put": _op(
+                "set a fixed replica count (replicas; 0 stops the function) or autoscaled bounds "
+                "(minReplicas and maxReplicas): no build and no new version, running replicas "
+                "are not restarted; records a scale event",
+                _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "function": {"$ref": "#/components/schemas/Function"},
+                            "scale": {
+                                "type": "object",
+                                "description": "the spec's replica fields before and after",
+                                "properties": {"from": _OBJ, "to": _OBJ},
+                            },
+                        },
+                    },
+                    "scaled",
+                ),
+                400,
+                404,
+                409,
+                params=[_NAME],
+                body={"$ref": "#/components/schemas/ScaleRequest"},
+            )
+        },
         "/api/functions/{name}/events": {
             "get": _op(
                 "events/history of a function",
@@ -293,6 +322,7 @@ def document() -> dict[str, Any]:
             },
         },
         "DeployRequest": DeployRequest.model_json_schema(),
+        "ScaleRequest": ScaleRequest.model_json_schema(by_alias=True),
         "Replica": {
             "type": "object",
             "properties": {
@@ -348,6 +378,8 @@ def document() -> dict[str, Any]:
                     "type": "object",
                     "properties": {
                         "desired": {"type": "integer"},
+                        "min": {"type": "integer"},
+                        "max": {"type": "integer"},
                         "ready": {"type": "integer"},
                         "items": {
                             "type": "array",

@@ -105,7 +105,9 @@ FAST_COMMANDS: dict[str, tuple[Callable[[], ModuleType], ...]] = {
     "kafka": (_kafka,),
     "secret": (_secrets,),
     "ui": (_ui,),
-    **dict.fromkeys(("controller", "delete", "deploy", "export", "invoke", "logs"), (_controller,)),
+    **dict.fromkeys(
+        ("controller", "delete", "deploy", "export", "invoke", "logs", "scale"), (_controller,)
+    ),
 }
 
 

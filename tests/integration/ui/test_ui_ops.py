@@ -254,6 +254,9 @@ def test_functions_list_and_a_functions_page_follow_logs(
 def test_scale_a_function(world: World, page_for: Callable[..., Page]) -> None:
     page = _open(page_for, world, f"#/functions/{HTTP_FN}")
     expect(page.locator("#replicas-ready")).to_have_text("1 / 1")
+    before = world.ctl.client.get_function(HTTP_FN)
+    first = before["replicas"]["items"][0]
+    builds = world.api(f"/api/functions/{HTTP_FN}/builds")["builds"]
     page.click("#scale")
     page.fill("dialog.form-dialog input[name=min]", "2")
     page.fill("dialog.form-dialog input[name=max]", "2")
@@ -266,8 +269,20 @@ def test_scale_a_function(world: World, page_for: Callable[..., Page]) -> None:
         "two ready replicas",
     )
     expect(page.locator("#replicas-ready")).to_have_text("2 / 2", timeout=20_000)
-    expect(page.locator("table.events")).to_contain_text("version 2")
-    assert world.ctl.client.get_function(HTTP_FN)["spec"]["spec"]["replicas"] == 2
+    # The scale endpoint: a scale event, and no new version, build or restart.
+    expect(page.locator("table.events")).to_contain_text(
+        "scaled from 1 replica(s) to 2 replica(s)", timeout=20_000
+    )
+    after = world.ctl.client.get_function(HTTP_FN)
+    assert after["spec"]["spec"]["replicas"] == 2
+    assert (after["version"], after["revision"]) == (before["version"], before["revision"])
+    assert world.api(f"/api/functions/{HTTP_FN}/builds")["builds"] == builds
+    kept = [r for r in after["replicas"]["items"] if r["id"] == first["id"]]
+    assert kept and kept[0]["pid"] == first["pid"] and kept[0]["restarts"] == first["restarts"]
+    events = world.ctl.client.events(HTTP_FN)
+    scaled = [e for e in events if e["kind"] == "scale"]
+    assert scaled and scaled[-1]["data"] == {"from": {"replicas": 1}, "to": {"replicas": 2}}
+    assert not [e for e in events if e["kind"] == "deploy" and e["id"] > scaled[-1]["id"]]
     _no_errors(page)
 
 

@@ -108,14 +108,8 @@ export async function render(root, params, ctx) {
     }
     const what = lo === hi ? `${lo} replica(s)` : `${lo}–${hi} replicas (autoscaled)`;
     if (!(await ui.confirm(`Scale ${fn.name} from ${r.min}–${r.max} to ${what}?`, { ok: "Scale" }))) return;
-    const spec = structuredClone(fn.spec);
-    const s = (spec.spec ||= {});
-    delete s.replicas;
-    delete s.minReplicas;
-    delete s.maxReplicas;
-    if (lo === hi) s.replicas = lo;
-    else Object.assign(s, { minReplicas: lo, maxReplicas: hi });
-    await ctx.api.put(path, { spec });
+    // The scale endpoint changes only the counts: no build, no new version, no restarts.
+    await ctx.api.put(`${path}/scale`, lo === hi ? { replicas: lo } : { minReplicas: lo, maxReplicas: hi });
     ui.banner(`Scaling ${fn.name} to ${what}.`, "info");
     await refreshFunction();
   };
