@@ -93,7 +93,7 @@ class LagMonitor:
                 specs[name] = spec
                 sources[name] = self._sources.get(name, [])
                 continue
-            found = _sources_of(name, spec)
+            found = sources_of(name, spec)
             specs[name] = spec
             sources[name] = found
         with self._lock:
@@ -165,7 +165,7 @@ class LagMonitor:
         except Exception as exc:  # kafka-python raises many kinds (KafkaError, OSError, …)
             admin = self._admins.pop(key, None)
             if admin is not None:
-                _close(admin)
+                close_admin(admin)
             backoff_s = min(_MAX_BACKOFF_S, self.interval_s * 2**failures)
             self._failing[key] = (failures + 1, self._clock() + backoff_s)
             if not failures:
@@ -190,28 +190,19 @@ class LagMonitor:
         key = (src.function, src.trigger)
         admin = self._admins.get(key)
         if admin is None:
-            from kafka import KafkaAdminClient
-
-            kwargs = src.config.client_kwargs("consumer")
-            options = {k: kwargs[k] for k in _ADMIN_KEYS if k in kwargs}
-            options["client_id"] = f"{options.get('client_id', 'tickrun')}-lag"
-            admin = KafkaAdminClient(
-                **options,
-                request_timeout_ms=_REQUEST_TIMEOUT_MS,
-                bootstrap_timeout_ms=_REQUEST_TIMEOUT_MS,
-                reconnect_backoff_max_ms=2_000,
-            )
+            admin = open_admin(src, "lag", reconnect_backoff_max_ms=2_000)
             self._admins[key] = admin
         return admin
 
     def _close_admins(self, keep: set[tuple[str, str]]) -> None:
         for key in set(self._admins) - keep:
-            _close(self._admins.pop(key))
+            close_admin(self._admins.pop(key))
         for key in set(self._failing) - keep:
             del self._failing[key]
 
 
-def _sources_of(name: str, spec: FunctionSpec) -> list[_Source]:
+def sources_of(name: str, spec: FunctionSpec) -> list[_Source]:
+    """The function's Kafka triggers, as lag is read for them."""
     out = []
     for trigger in spec.spec.effective_triggers():
         if isinstance(trigger, KafkaTriggerSpec):
@@ -221,25 +212,50 @@ def _sources_of(name: str, spec: FunctionSpec) -> list[_Source]:
     return out
 
 
-def _group_lag(admin: Any, src: _Source) -> tuple[int, int]:
+def open_admin(src: _Source, purpose: str, *, reconnect_backoff_max_ms: int) -> Any:
+    """An admin client for ``src``'s brokers with the trigger's own security settings, its
+    client id suffixed with ``purpose``; timeouts short enough not to stall a caller."""
+    from kafka import KafkaAdminClient
+
+    kwargs = src.config.client_kwargs("consumer")
+    options = {k: kwargs[k] for k in _ADMIN_KEYS if k in kwargs}
+    options["client_id"] = f"{options.get('client_id', 'tickrun')}-{purpose}"
+    return KafkaAdminClient(
+        **options,
+        request_timeout_ms=_REQUEST_TIMEOUT_MS,
+        bootstrap_timeout_ms=_REQUEST_TIMEOUT_MS,
+        reconnect_backoff_max_ms=reconnect_backoff_max_ms,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    """One partition of a trigger's topics: its end offset, the group's committed offset (None:
+    never committed) and the records between where the group is and the end."""
+
+    topic: str
+    partition: int
+    end: int
+    committed: int | None
+    lag: int
+
+
+def read_partitions(admin: Any, src: _Source) -> list[PartitionLag]:
+    """Every partition of ``src``'s topics with its lag, in topic and partition order."""
     from kafka.admin import OffsetSpec
     from kafka.structs import TopicPartition
 
     group = src.config.group
-    topics = src.config.topics
-    described = admin.describe_topics(list(topics))
     tps: list[Any] = []
-    most = 0
-    for topic in described:
+    for topic in admin.describe_topics(list(src.config.topics)):
         # Metadata field names differ between kafka-python releases.
         name = topic.get("name", topic.get("topic"))
         if topic.get("error_code"):
             raise LookupError(f"topic {name!r}: error code {topic.get('error_code')}")
         parts = topic.get("partitions") or []
-        most = max(most, len(parts))
         tps += [TopicPartition(name, p.get("partition_index", p.get("partition"))) for p in parts]
     if not tps:
-        return 0, 0
+        return []
     # kafka-python 3 renamed list_consumer_group_offsets; both return {tp: OffsetAndMetadata}.
     if hasattr(admin, "list_group_offsets"):
         offsets = admin.list_group_offsets({group: tps}).get(group, {})
@@ -250,14 +266,23 @@ def _group_lag(admin: Any, src: _Source) -> tuple[int, int]:
     starts = {}
     if src.earliest and uncommitted:
         starts = admin.list_partition_offsets({tp: OffsetSpec.EARLIEST for tp in uncommitted})
-    lag = 0
-    for tp in tps:
-        end = ends[tp].offset
-        at = _committed(offsets, tp)
+    out = []
+    for tp in sorted(tps, key=lambda t: (t.topic, t.partition)):
+        end = int(ends[tp].offset)
+        committed = _committed(offsets, tp)
+        at = committed
         if at is None:
-            at = starts[tp].offset if tp in starts else end
-        lag += max(0, end - at)
-    return lag, most
+            at = int(starts[tp].offset) if tp in starts else end
+        out.append(PartitionLag(tp.topic, tp.partition, end, committed, max(0, end - at)))
+    return out
+
+
+def _group_lag(admin: Any, src: _Source) -> tuple[int, int]:
+    parts = read_partitions(admin, src)
+    per_topic: dict[str, int] = {}
+    for p in parts:
+        per_topic[p.topic] = per_topic.get(p.topic, 0) + 1
+    return sum(p.lag for p in parts), max(per_topic.values(), default=0)
 
 
 def _committed(offsets: dict[Any, Any], tp: Any) -> int | None:
@@ -266,7 +291,7 @@ def _committed(offsets: dict[Any, Any], tp: Any) -> int | None:
     return int(offset) if offset is not None and offset >= 0 else None
 
 
-def _close(admin: Any) -> None:
+def close_admin(admin: Any) -> None:
     try:
         admin.close()
     except Exception:  # closing a client whose brokers vanished may raise; it is gone anyway

@@ -11,6 +11,9 @@
 - anything else: JSON ``{kind, format, size_bytes, text}`` with the first 64 KiB as text when
   it is text, else ``text: null``.
 
+``GET …/{key}/rows?offset=&limit=``: a page of a dataset's or table's rows (csv, parquet, json;
+``artifact_rows.py``), for what the preview's first rows don't show.
+
 ``GET …/{key}/download``: the bytes as an attachment. Both read the record's target only after
 checking it lies in the configured artifact stores (a record names where readers go).
 """
@@ -30,6 +33,8 @@ from tickrun.functions.runs.api import DB_KEY, ROOTS_KEY
 from tickrun.functions.runs.records import ArtifactKind, ArtifactRecord
 from tickrun.functions.runs.settings import TrackingSettings
 
+from .artifact_rows import MAX_PAGE_ROWS, page_rows
+
 logger = logging.getLogger(__name__)
 
 SETTINGS_KEY: web.AppKey[TrackingSettings] = web.AppKey("tickrun_ui_tracking", TrackingSettings)
@@ -44,6 +49,8 @@ IMAGE_TYPES = {
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 TEXT_BYTES = 64 * 1024
 MAX_DOWNLOAD_BYTES = 2 * 1024 * 1024 * 1024
+# A table is paged in the controller's memory: bigger ones are downloaded instead.
+MAX_ROWS_BYTES = 256 * 1024 * 1024
 
 
 async def _record(request: web.Request) -> ArtifactRecord:
@@ -132,6 +139,29 @@ async def preview(request: web.Request) -> web.StreamResponse:
     return web.json_response({**base, "text": text, "truncated": rec.size_bytes > TEXT_BYTES})
 
 
+async def rows(request: web.Request) -> web.Response:
+    rec = await _record(request)
+    if rec.kind not in (ArtifactKind.DATASET, ArtifactKind.TABLE):
+        raise BadRequestError(f"artifact {rec.key!r} is a {rec.kind.value}, not a table")
+    offset = int_param(request.query, "offset", 0) or 0
+    limit = min(int_param(request.query, "limit", 100, lo=1) or 100, MAX_PAGE_ROWS)
+    if rec.size_bytes > MAX_ROWS_BYTES:
+        raise BadRequestError(f"table over {MAX_ROWS_BYTES} bytes: download it instead")
+    data = await asyncio.to_thread(_read, request, rec, MAX_ROWS_BYTES + 1)
+    if len(data) > MAX_ROWS_BYTES:  # the record's size was stale
+        raise BadRequestError(f"table over {MAX_ROWS_BYTES} bytes: download it instead")
+    page = await asyncio.to_thread(page_rows, data, _format(rec), offset, limit)
+    return web.json_response(
+        {
+            "key": rec.key,
+            "columns": page.columns,
+            "rows": page.rows,
+            "offset": page.offset,
+            "total": page.total,
+        }
+    )
+
+
 async def download(request: web.Request) -> web.StreamResponse:
     rec = await _record(request)
     target = request.app[ROOTS_KEY].check(rec.target)
@@ -176,7 +206,8 @@ def add_artifact_routes(app: web.Application, settings: TrackingSettings | None 
         app[SETTINGS_KEY] = settings
     base = "/api/artifacts/{project}/{uid}/{iteration}/{key}"
     app.router.add_get(base + "/preview", preview)
+    app.router.add_get(base + "/rows", rows)
     app.router.add_get(base + "/download", download)
 
 
-__all__ = ["add_artifact_routes", "download", "preview"]
+__all__ = ["add_artifact_routes", "download", "preview", "rows"]

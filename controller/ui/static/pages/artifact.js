@@ -90,6 +90,9 @@ export async function render(root, params, ctx) {
 }
 
 const STAT_KEYS = ["count", "mean", "std", "min", "25%", "50%", "75%", "max", "unique", "top", "freq"];
+// Stored formats the rows endpoint pages (controller/ui/artifact_rows.py), and a page's size.
+const PAGED_FORMATS = new Set(["csv", "parquet", "json"]);
+const PAGE_ROWS = 50;
 
 // The preview endpoint's answer (p) when it has one, else what the record carries.
 function tablePreview(a, p, ctx) {
@@ -157,23 +160,55 @@ function tablePreview(a, p, ctx) {
     el.style.height = `${Math.max(200, numeric.length * 18 + 50)}px`;
   }
 
-  out.push(
-    ui.section(
-      `First rows (${rows.length})`,
-      rows.length
-        ? ui.table({
-            columns: (names.length ? names : Object.keys(rows[0])).map((n) => ({
-              key: n,
-              label: n,
-              num: rows.every((r) => typeof r[n] === "number" || r[n] == null),
-              get: (r) => r[n],
-            })),
-            rows,
-            cls: "preview-rows",
-          })
-        : ui.empty("no rows were stored with this artifact"),
-    ),
-  );
+  // The first rows come with the record; later pages are read from the file (GET …/rows).
+  const rowsTable = (page) =>
+    ui.table({
+      columns: (names.length ? names : Object.keys(page[0])).map((n) => ({
+        key: n,
+        label: n,
+        num: page.every((r) => typeof r[n] === "number" || r[n] == null),
+        get: (r) => r[n],
+      })),
+      rows: page,
+      cls: "preview-rows",
+    });
+  const fmtName = String(p?.format || a.format || "").toLowerCase();
+  const pageable = PAGED_FORMATS.has(fmtName) && typeof nRows === "number" && nRows > rows.length;
+  if (!rows.length) {
+    out.push(ui.section("First rows (0)", ui.empty("no rows were stored with this artifact")));
+    return out;
+  }
+  if (!pageable) {
+    out.push(ui.section(`First rows (${rows.length})`, rowsTable(rows)));
+    return out;
+  }
+  const host = h("div", { id: "dataset-rows" }, rowsTable(rows));
+  const where = h("span", { class: "muted", id: "dataset-rows-range" });
+  const prev = h("button", { type: "button", id: "dataset-rows-prev" }, "‹ Previous");
+  const next = h("button", { type: "button", id: "dataset-rows-next" }, "Next ›");
+  let offset = 0;
+  let shown = rows.length;
+  const showRange = () => {
+    where.textContent = `rows ${fmt.int(offset + 1)}–${fmt.int(offset + shown)} of ${fmt.int(nRows)}`;
+    prev.disabled = offset === 0;
+    next.disabled = offset + shown >= nRows;
+  };
+  const go = async (to) => {
+    prev.disabled = next.disabled = true;
+    try {
+      const pg = await ctx.api.get(`/api/artifacts/${artifactPath(a)}/rows`, { offset: to, limit: PAGE_ROWS });
+      if (!ctx.alive()) return;
+      offset = to;
+      shown = pg.rows.length;
+      ui.clear(host).appendChild(pg.rows.length ? rowsTable(pg.rows) : ui.empty("no rows here"));
+    } finally {
+      showRange();
+    }
+  };
+  prev.addEventListener("click", () => go(Math.max(0, offset - PAGE_ROWS)));
+  next.addEventListener("click", () => go(offset + shown));
+  showRange();
+  out.push(ui.section("Rows", h("div", { class: "toolbar" }, prev, next, where), host));
   return out;
 }
 

@@ -33,6 +33,13 @@ function monitorOf(run) {
 
 async function driftRows(ctx, run) {
   const base = `/api/artifacts/${encodeURIComponent(run.project)}/${encodeURIComponent(run.uid)}/${run.iteration || 0}/drift`;
+  // Every feature's row (the table is one row per feature), not only the preview's first rows.
+  try {
+    const p = await ctx.api.get(`${base}/rows`, { limit: 1000 }, { quiet: true });
+    if (Array.isArray(p?.rows)) return p.rows;
+  } catch {
+    // a store without the file any more: the record's preview below
+  }
   try {
     const p = await ctx.api.get(`${base}/preview`, null, { quiet: true });
     if (Array.isArray(p?.rows)) return p.rows;

@@ -92,3 +92,18 @@ async def test_previews_by_kind(client: TestClient, run: RunRecord) -> None:
     assert (await down.read()).startswith(b"close,volume,ret,up")
     missing = await client.get(f"{base}/nope/preview")
     assert missing.status == 404
+
+
+async def test_rows_pages_a_dataset_past_its_preview(client: TestClient, run: RunRecord) -> None:
+    base = f"/api/artifacts/btc/{run.uid}/0"
+    bars = pd.read_csv(market_data(), nrows=400)
+    page = await (await client.get(f"{base}/bars/rows?offset=390&limit=50")).json()
+    assert page["total"] == 400 and page["offset"] == 390
+    assert page["columns"] == ["close", "volume", "ret", "up"]
+    assert [r["close"] for r in page["rows"]] == bars["close"].iloc[390:].tolist()
+    capped = await (await client.get(f"{base}/bars/rows?limit=100000")).json()
+    assert len(capped["rows"]) == 400  # the cap (1000 rows) is above this table
+    not_table = await client.get(f"{base}/notes/rows")
+    assert not_table.status == 400 and "not a table" in (await not_table.json())["detail"]
+    bad = await client.get(f"{base}/bars/rows?offset=-1")
+    assert bad.status == 400
