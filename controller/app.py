@@ -20,7 +20,15 @@ from tickrun.functions.httpserver_guard import ConnectionGuard
 from tickrun.functions.requestid import REQUEST_ID_HEADER
 
 from . import api, secrets_api
-from .auth import authorization, check_bearer, load_or_create_token
+from .auth import (
+    LIMITER,
+    TooManyAttemptsError,
+    WrongTokenLimiter,
+    authorization,
+    check_bearer_limited,
+    load_or_create_token,
+    too_many_response,
+)
 from .bindings import ModelBindings
 from .builder import Builder
 from .builder.engine import Engine
@@ -122,7 +130,10 @@ def auth_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamRes
             # The web UI's session cookie stands in for the token (writes need its CSRF
             # header); a request that sends a token is judged by the token alone.
             if header is not None or not ui.cookie_auth(request):
-                check_bearer(header, request.app[TOKEN])
+                try:  # wrong tokens are limited per client address (auth.py)
+                    check_bearer_limited(request, header, request.app[TOKEN])
+                except TooManyAttemptsError as exc:
+                    return too_many_response(request, exc)
         return await handler(request)
 
     return middleware
@@ -190,6 +201,7 @@ def create_app(settings: Settings) -> web.Application:
     service = FunctionService(settings, store, builder, platforms, clusters)
     guard = make_guard(settings)
     app[SETTINGS] = settings
+    app[LIMITER] = WrongTokenLimiter()  # shared by the bearer check and the UI's login
     app[GUARD] = guard
     app[api.STORE] = store
     app[api.SERVICE] = service

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from tickrun.functions.errors import AuthError, BadRequestError
 
+from ..auth import LIMITER, TooManyAttemptsError, client_key, too_many_response
 from .session import COOKIE_NAME, CSRF_HEADER, Session, SessionSigner, token_matches
 from .static_files import StaticFiles
 
@@ -162,11 +163,24 @@ async def login(request: web.Request) -> web.StreamResponse:
     cfg = request.app[UI_KEY]
     if cfg.mode == "local":
         return web.json_response(_session_body("local", cfg.local_csrf, None))
+    # Wrong tokens count against the client address's budget, shared with the API's bearer
+    # check (auth.py): refused before the body is read.
+    limiter = request.app.get(LIMITER)
+    key = client_key(request.remote)
+    if limiter is not None:
+        try:
+            limiter.check(key)
+        except TooManyAttemptsError as exc:
+            return too_many_response(request, exc)
     given = await _submitted_token(request)
     signer = cfg.signer(request.app)
     if not token_matches(given, cfg.token_of(request.app) if cfg.token_of else ""):
         logger.warning("UI login refused (wrong token)", extra={"remote": request.remote})
+        if limiter is not None:
+            limiter.failed(key)
         raise AuthError("wrong token")
+    if limiter is not None:
+        limiter.succeeded(key)
     value, sess = signer.issue()
     resp = web.json_response(
         _session_body("controller", sess.csrf, sess.expires), headers={"Cache-Control": "no-store"}
