@@ -356,6 +356,14 @@ def test_dataset_preview_and_model_lineage(
     assert cell_texts(page, ".schema", "max")[row] == js_num(float(df["rsi_14"].max()))
     first = cell_texts(page, ".preview-rows", "rsi_14")
     assert len(first) == 20 and first[0] == js_num(float(df["rsi_14"].iloc[0]))
+    # Past the stored preview, pages are read from the dataset's file (GET …/rows).
+    assert page.inner_text("#dataset-rows-range") == f"rows 1–20 of {len(df):,}"
+    page.click("#dataset-rows-next")
+    page.wait_for_selector(f"#dataset-rows-range:text-is('rows 21–70 of {len(df):,}')")
+    later = cell_texts(page, ".preview-rows", "rsi_14")
+    assert later == [js_num(float(v)) for v in df["rsi_14"].iloc[20:70]]
+    page.click("#dataset-rows-prev")
+    page.wait_for_selector(f"#dataset-rows-range:text-is('rows 1–50 of {len(df):,}')")
     wait_js(page, "() => document.querySelector('#dataset-chart')?.dataset.ready === '1'")
     # Downloadable: the link gives the artifact's bytes.
     href = page.get_attribute("#artifact-download", "href")
