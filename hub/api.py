@@ -8,15 +8,20 @@ they resolve inside their item's folder, so a request can never read outside it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from tickrun.functions.errors import HubError, SpecError
+
 from .catalogue import BUNDLED_ROOT, latest_of
 from .sources import API_PATH, LocalSource
 from .versions import Version
+
+logger = logging.getLogger(__name__)
 
 HUB_KEY: web.AppKey[list[LocalSource]] = web.AppKey("tickrun.hub.sources", list)
 
@@ -42,7 +47,17 @@ def _merged(sources: list[LocalSource]) -> tuple[dict[str, Any], dict[tuple[str,
     items: dict[str, Any] = {}
     folders: dict[tuple[str, str], Path] = {}
     for source in sources:
-        for name, entry in source.index()["items"].items():
+        try:
+            # Rebuilt when a file changed (catalogue.cached_index), so it can break while the
+            # server runs: a folder holding a bad item, or gone, is left out until mended.
+            index = source.index()
+        except (SpecError, HubError) as exc:
+            logger.warning(
+                "hub folder left out of the served catalogue",
+                extra={"hub": source.label, "reason": exc.message},
+            )
+            continue
+        for name, entry in index["items"].items():
             target = items.setdefault(name, {"versions": {}})
             for version, meta in entry["versions"].items():
                 if version not in target["versions"]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ import yaml
 from tickrun.functions.errors import SpecError
 
 from .spec import ITEM_FILE, ItemSpec, check_item_file, check_item_name, load_item
+from .statcache import Signature, StatCache, signature
 from .versions import Version
 
 logger = logging.getLogger(__name__)
@@ -152,6 +154,59 @@ def build_index(root: str | Path) -> dict[str, Any]:
         entry["latest"] = latest_of(entry["versions"])
         entry["versions"] = {v: entry["versions"][v] for v in reversed(versions)}
     return {"schema": INDEX_SCHEMA, "items": dict(sorted(items.items()))}
+
+
+# Each hub folder's index, while none of the files it was built from changed (statcache.py).
+_INDEXES = StatCache()
+
+
+def _layout(base: Path) -> list[str]:
+    """``name/folder/item.yaml`` for every two-level folder under ``base`` (a superset of what
+    :func:`scan`'s glob finds): an item added or removed changes this list."""
+    found: list[str] = []
+    with os.scandir(base) as top:
+        names = [e.name for e in top if e.is_dir()]
+    for name in names:
+        try:
+            with os.scandir(os.path.join(base, name)) as sub:
+                found.extend(f"{name}/{e.name}/{ITEM_FILE}" for e in sub if e.is_dir())
+        except (FileNotFoundError, NotADirectoryError):  # removed meanwhile
+            continue
+    return sorted(found)
+
+
+def _index_signature(base: Path, index: dict[str, Any]) -> Signature | None:
+    """The stat of every file ``index`` was built from, and of the item.yaml files there are."""
+    try:
+        layout = _layout(base)
+    except OSError:
+        return None
+    files = [DEPRECATIONS_FILE, *layout]
+    for entry in index["items"].values():
+        for meta in entry["versions"].values():
+            files.extend(f"{meta['path']}/{name}" for name in meta["files"])
+    return signature(base, files)
+
+
+def cached_index(root: str | Path) -> dict[str, Any]:
+    """:func:`build_index` of ``root``, built again only when one of its files changed (or an
+    item was added or removed): an unchanged hub costs a ``stat`` per file, not a parse. The
+    index is shared: read it, do not change it."""
+    base = Path(root)
+
+    def build() -> tuple[Signature, dict[str, Any]]:
+        index = build_index(base)
+        # Taken after the build: a file changed during it has a recent ctime, so the entry is
+        # racy and not kept (StatCache.get).
+        sig = _index_signature(base, index)
+        if sig is None:
+            raise SpecError(f"hub folder {base} cannot be listed")
+        return sig, index
+
+    index: dict[str, Any] = _INDEXES.get(
+        os.path.abspath(base), lambda idx: _index_signature(base, idx), build
+    )
+    return index
 
 
 def write_index(root: str | Path) -> Path:

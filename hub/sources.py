@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from tickrun.functions import settings
 from tickrun.functions.errors import HubError, SpecError
 
-from .catalogue import build_index, validate_index
+from .catalogue import cached_index, validate_index
 from .safefiles import write_inside
 from .versions import Version
 
@@ -78,21 +78,19 @@ class Source(Protocol):
 
 
 class LocalSource:
-    """A hub folder on disk; the index is built from the item specs on first use."""
+    """A hub folder on disk; the index is built from the item specs, and rebuilt when one of
+    them changes (kept per process while their stat is unchanged: catalogue.cached_index)."""
 
     def __init__(self, root: str | Path, label: str | None = None) -> None:
         self.root = Path(root).expanduser()
         self.label = label or str(self.root)
-        self._index: dict[str, Any] | None = None
 
     def index(self) -> dict[str, Any]:
-        if self._index is None:
-            if not self.root.is_dir():
-                # A stale $TICKRUN_HUB_PATH entry; a folder that exists but holds a broken item
-                # is still an error (scan), not something to skip quietly.
-                raise SourceUnavailableError(f"hub folder {self.root} does not exist")
-            self._index = build_index(self.root)
-        return self._index
+        if not self.root.is_dir():
+            # A stale $TICKRUN_HUB_PATH entry; a folder that exists but holds a broken item
+            # is still an error (scan), not something to skip quietly.
+            raise SourceUnavailableError(f"hub folder {self.root} does not exist")
+        return cached_index(self.root)
 
     def fetch(self, name: str, version: str) -> Path:
         meta = _version_meta(self.index(), name, version, self.label)

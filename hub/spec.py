@@ -7,6 +7,8 @@ than silently dropping a parameter's documentation.
 
 from __future__ import annotations
 
+import copy
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tickrun.functions.errors import HubError, SpecError
 
+from .statcache import Signature, StatCache, signature
 from .versions import Version
 
 ITEM_FILE = "item.yaml"
@@ -209,15 +212,29 @@ def parse_item(data: Any, *, source: str = "item.yaml") -> ItemSpec:
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+# The parsed YAML of each item.yaml read, while its stat is unchanged (statcache.py).
+_PARSED = StatCache()
+
+
 def load_item(folder: str | Path) -> ItemSpec:
     path = Path(folder) / ITEM_FILE
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(f"cannot read {path}: {exc.strerror}") from exc
-    try:
-        # libyaml when present: resolving hub:// parses every item spec of the catalogue.
-        data = yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader either way
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path} is not valid YAML: {exc}") from exc
-    return parse_item(data, source=str(path))
+
+    def current(_data: Any) -> Signature:
+        return signature(path.parent, [ITEM_FILE])
+
+    def read() -> tuple[Signature, Any]:
+        sig = current(None)  # taken before the read: a later write moves it
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise SpecError(f"cannot read {path}: {exc.strerror}") from exc
+        try:
+            # libyaml when present: resolving hub:// parses every item spec of the catalogue.
+            data = yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader either way
+        except yaml.YAMLError as exc:
+            raise SpecError(f"{path} is not valid YAML: {exc}") from exc
+        return sig, data
+
+    data = _PARSED.get(os.path.abspath(path), current, read)
+    # A fresh spec each time (the cached data is never handed out): callers may change theirs.
+    return parse_item(copy.deepcopy(data), source=str(path))
