@@ -4,7 +4,7 @@
 ``GET  /api/runs?project=&state=&label=…``  the runs table: filters, sort, pages, total (below)
 ``GET  /api/runs?uid=|name=|iterations=1``  the old listing: newest runs (``iterations=1``: all)
 ``GET  /api/runs/{uid}[?iteration=N]``     one run; iteration 0 also lists its iterations
-``GET  /api/runs/{uid}/log[?iteration=N]`` the run's own log as text/plain (404: none stored)
+``GET  /api/runs/{uid}/log[?iteration=N]`` the run's log, text/plain; ``X-Tickrun-Log: live|final``
 ``POST /api/runs``                         a batch ``{"runs": [...], "artifacts": [...]}``
 ``POST /api/runs/_stale``                  mark runs whose process died as aborted
 ``GET  /api/artifacts?project=&uid=&…``    artifact records
@@ -160,7 +160,12 @@ def _read_log(app: web.Application, target: str, limit: int) -> bytes:
 
 @_guard
 async def get_log(request: web.Request) -> web.StreamResponse:
-    """The run's own log (runlog.py) as text/plain; ``download=1`` as an attachment."""
+    """The run's own log (runlog.py) as text/plain; ``download=1`` as an attachment.
+
+    ``X-Tickrun-Log: live`` while the run is created/running and its log is not the final one
+    (the text published so far: empty, not a 404, before the first line); ``final`` once the
+    run has ended or its complete log is stored (a run whose process died keeps the last text
+    it published)."""
     uid = request.match_info["uid"]
     iteration = int_param(request.query, "iteration", 0, lo=0) or 0
     db = _db(request)
@@ -168,12 +173,18 @@ async def get_log(request: web.Request) -> web.StreamResponse:
     arts = await _call(
         db.list_artifacts, run.project, uid=uid, iteration=iteration, kind="log", limit=10
     )
-    if not arts:
+    rec = max(arts, key=lambda a: a.created_at) if arts else None
+    # A log stored before live logs existed has no "final" in its meta: the run's state says.
+    final = run.state.terminal or (rec is not None and rec.meta.get("final") is True)
+    if rec is None and final:
         raise NotFoundError(f"run {uid} iteration {iteration} has no log")
-    rec = max(arts, key=lambda a: a.created_at)
-    data = await _call(_read_log, request.app, rec.target, MAX_LOG_BYTES)
-    headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
-    if rec.meta.get("from_iteration"):
+    data = b"" if rec is None else await _call(_read_log, request.app, rec.target, MAX_LOG_BYTES)
+    headers = {
+        "Cache-Control": "no-cache",
+        "X-Content-Type-Options": "nosniff",
+        "X-Tickrun-Log": "final" if final else "live",
+    }
+    if rec is not None and rec.meta.get("from_iteration"):
         headers["X-Tickrun-Log-Iteration"] = str(rec.meta["from_iteration"])
     if request.query.get("download") in ("1", "true"):
         name = f"{uid}-{iteration}.log" if iteration else f"{uid}.log"

@@ -18,7 +18,7 @@ from .dataitem import DataItem, using_roots
 from .db import DbLocator, RunDB, open_locator
 from .job_handler import call_handler
 from .records import ArtifactRecord, RunRecord, RunState
-from .runlog import RunLog, add_failure, capture_stdio, write_log
+from .runlog import LivePublisher, RunLog, add_failure, capture_stdio, write_log
 from .serialize import jsonable
 from .tracker import RunTracker
 from .trials import TrialPruned
@@ -81,10 +81,21 @@ def execute(
         db, record, flush_interval_s=flush_interval_s, heartbeat_interval_s=heartbeat_interval_s
     )
     tracker.start()
-    # The run's own log (context.logger, and stdout/stderr in a job's process): stored as its
-    # "log" artifact when the run ends, before the end is recorded.
+    # The run's own log (context.logger, and stdout/stderr in a job's process): published as
+    # its "log" artifact while it runs (a thread started by its first line), and stored complete
+    # when the run ends, before the end is recorded.
     run_log = RunLog()
     ctx = RunContext(tracker, store, inputs=dict(inputs), run_log=run_log)
+    live = LivePublisher(
+        run_log,
+        lambda log: write_log(ctx, log, final=False),
+        name=f"run-log-{record.uid}-{record.iteration}",
+    )
+
+    def store_log() -> None:
+        live.stop()  # no live copy after this: the final log is the last one written
+        write_log(ctx, run_log)
+
     try:
         store.prepare()
         with using_roots(roots), capture_stdio(run_log):
@@ -101,10 +112,10 @@ def execute(
         ctx.set_label("hyper.pruned", "true")
         at = ctx.pruned_at
         why = f"pruned at step {at[0]} (intermediate value {at[1]:.6g})" if at else "pruned"
-        write_log(ctx, run_log)
+        store_log()
         final = tracker.finish(RunState.ABORTED, why)
     except KeyboardInterrupt:
-        write_log(ctx, run_log)
+        store_log()
         tracker.finish(RunState.ABORTED, "interrupted")
         raise
     except SystemExit as exc:
@@ -112,7 +123,7 @@ def execute(
         ok = exc.code in (None, 0)
         if not ok:
             add_failure(run_log, f"handler called sys.exit({exc.code!r})")
-        write_log(ctx, run_log)
+        store_log()
         final = tracker.finish(
             RunState.COMPLETED if ok else RunState.ERROR,
             None if ok else f"handler called sys.exit({exc.code!r})",
@@ -127,12 +138,13 @@ def execute(
             extra={"uid": record.uid, "iteration": record.iteration, "error": msg},
         )
         add_failure(run_log, msg, exc)  # the traceback: the user's own code, in the run's log
-        write_log(ctx, run_log)
+        store_log()
         final = tracker.finish(RunState.ERROR, msg[:2000])
     else:
-        write_log(ctx, run_log)
+        store_log()
         final = tracker.finish(RunState.COMPLETED)
     finally:
+        live.stop()  # ended by an exception none of the above caught
         for item in inputs.values():
             item.cleanup()
     return final, list(ctx.artifacts.values())
