@@ -215,7 +215,14 @@ def create_app(settings: Settings) -> web.Application:
     bindings.db = _mount_runs(app, settings, bindings.nudge)
     service.bindings = bindings
     _mount_hub(app)
-    ui.mount(app, ui.UiConfig("controller", token_of=lambda a: a[TOKEN]))
+    ui.mount(
+        app,
+        ui.UiConfig(
+            "controller",
+            token_of=lambda a: a[TOKEN],
+            revocations_of=lambda a: a[api.STORE],  # logouts hold on every controller replica
+        ),
+    )
     ui_functions_api.add_routes(app)  # metrics, Kafka lag per partition, log follow
     if bindings.db is not None:  # artifact previews for the UI, beside /api/artifacts
         from .ui.extra_api import add_artifact_routes

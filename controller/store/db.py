@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tickrun.functions.errors import NotFoundError, StoreError
 from tickrun.functions.runs.db.sqlengine import create_sql_engine, lock_schema, reason, safe_url
 
-from .models import BuildRow, EventRow, FunctionRow, Meta, ReplicaRow
+from .models import BuildRow, EventRow, FunctionRow, Meta, ReplicaRow, RevokedSessionRow
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # alembic's migration context is a module global: two stores migrating in one process (tests,
@@ -262,3 +262,30 @@ class Store:
                 .limit(limit)
             )
             return s.scalars(q).all()
+
+    # --- web UI sessions logged out (controller/ui/session.py) ---------------------------------
+
+    def revoke_session(self, nonce: str, expires: float, now: float | None = None) -> None:
+        """Record a logged-out session until its cookie would have expired; rows past that
+        are pruned here (so the table holds at most the logouts of one session lifetime)."""
+        t = time.time() if now is None else now
+        try:
+            with self.session() as s:
+                s.execute(delete(RevokedSessionRow).where(RevokedSessionRow.expires <= t))
+                if s.get(RevokedSessionRow, nonce) is None:
+                    s.add(RevokedSessionRow(nonce=nonce, expires=expires))
+        except StoreError:
+            # Two controllers logging the same session out at once: one insert wins.
+            if nonce not in self.revoked_sessions(t):
+                raise
+
+    def revoked_sessions(self, now: float | None = None) -> dict[str, float]:
+        """Nonce → expiry of every revoked session whose cookie has not expired."""
+        t = time.time() if now is None else now
+        with self.session() as s:
+            rows = s.execute(
+                select(RevokedSessionRow.nonce, RevokedSessionRow.expires).where(
+                    RevokedSessionRow.expires > t
+                )
+            ).all()
+        return {nonce: expires for nonce, expires in rows}

@@ -1,4 +1,5 @@
-"""The controller's tables: functions, builds, replicas, events (SQLAlchemy 2 declarative)."""
+"""The controller's tables: functions, builds, replicas, events, revoked UI sessions (SQLAlchemy 2
+declarative)."""
 
 from __future__ import annotations
 
@@ -145,3 +146,13 @@ class EventRow(Base):
     message: Mapped[str] = mapped_column(Text)
     replica: Mapped[str | None] = mapped_column(String(64), nullable=True)
     data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class RevokedSessionRow(Base):
+    """A web UI session logged out before its cookie expired (``controller/ui/session.py``):
+    kept here, not per process, so every controller sharing this store refuses the cookie.
+    Rows whose cookie has expired anyway are pruned."""
+
+    __tablename__ = "ui_revoked_sessions"
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires: Mapped[float] = mapped_column(Float, index=True)

@@ -22,7 +22,14 @@ from aiohttp import web
 from tickrun.functions.errors import AuthError, BadRequestError
 
 from ..auth import LIMITER, TooManyAttemptsError, client_key, too_many_response
-from .session import COOKIE_NAME, CSRF_HEADER, Session, SessionSigner, token_matches
+from .session import (
+    COOKIE_NAME,
+    CSRF_HEADER,
+    Revocations,
+    Session,
+    SessionSigner,
+    token_matches,
+)
 from .static_files import StaticFiles
 
 logger = logging.getLogger(__name__)
@@ -45,6 +52,8 @@ class CsrfError(AuthError):
 class UiConfig:
     mode: str  # "controller" | "local"
     token_of: Callable[[web.Application], str] | None = None  # the controller token (startup)
+    # Where logouts are shared between controller replicas (the controller's store).
+    revocations_of: Callable[[web.Application], Revocations] | None = None
     static: StaticFiles = field(default_factory=StaticFiles)
     local_csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     _signer: SessionSigner | None = None
@@ -55,7 +64,8 @@ class UiConfig:
             raise AuthError("this UI has no login")
         token = self.token_of(app)
         if self._signer is None or self._signer_token != token:
-            self._signer, self._signer_token = SessionSigner(token), token
+            shared = self.revocations_of(app) if self.revocations_of is not None else None
+            self._signer, self._signer_token = SessionSigner(token, revocations=shared), token
         return self._signer
 
 

@@ -5,8 +5,13 @@ accepts the cookie any of them issued, and a restart logs nobody out. The signin
 from the controller token, so rotating the token ends every session. The cookie value is
 ``<expires>.<nonce>.<signature>``; the CSRF token is a second HMAC over the nonce, readable by
 the page's JavaScript from ``GET /ui/session`` (double submit: a cross-site form cannot read it,
-and the cookie is ``SameSite=Strict`` besides). Logout revokes the nonce in this process and
-clears the cookie; on other replicas the cookie lives until it expires.
+and the cookie is ``SameSite=Strict`` besides).
+
+Logout revokes the nonce: at once in this process, and in the controller's store
+(``ui_revoked_sessions``, shared by every controller replica on one database), which each process
+reads again at most every ``REVOCATIONS_REFRESH_S`` when it checks a cookie. So a logged-out
+cookie is refused by every replica within about a second, and after a restart. Revocations are
+kept until the cookie would have expired, and then pruned.
 """
 
 from __future__ import annotations
@@ -14,16 +19,26 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
+
+from tickrun.functions.errors import StoreError
+
+logger = logging.getLogger(__name__)
 
 COOKIE_NAME = "tickrun_session"
 CSRF_HEADER = "X-CSRF-Token"
 DEFAULT_TTL_S = 12 * 3600
 # A header can be as long as aiohttp allows: anything longer than a real cookie is refused early.
 _MAX_COOKIE = 200
+# How stale this process's copy of the shared revocations may be: a cookie logged out on
+# another controller replica is refused here at most this long after.
+REVOCATIONS_REFRESH_S = 1.0
 
 
 def _b64(raw: bytes) -> str:
@@ -37,16 +52,37 @@ class Session:
     csrf: str
 
 
-class SessionSigner:
-    """Issues and checks session cookies for one controller token."""
+class Revocations(Protocol):
+    """Where revoked sessions are shared (the controller's store, ``store/db.py``)."""
 
-    def __init__(self, token: str, *, ttl_s: int = DEFAULT_TTL_S) -> None:
+    def revoke_session(self, nonce: str, expires: float, now: float | None = None) -> None: ...
+
+    def revoked_sessions(self, now: float | None = None) -> dict[str, float]: ...
+
+
+class SessionSigner:
+    """Issues and checks session cookies for one controller token. With ``revocations``,
+    logouts are shared through it (see the module's doc); without, they hold in this process."""
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        ttl_s: int = DEFAULT_TTL_S,
+        revocations: Revocations | None = None,
+        refresh_s: float = REVOCATIONS_REFRESH_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._key = hmac.new(
             token.encode("utf-8", "surrogateescape"), b"tickrun-ui-session-v1", hashlib.sha256
         ).digest()
         self.ttl_s = ttl_s
-        self._revoked: dict[str, int] = {}
+        self._revoked: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._shared = revocations
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self._loaded_at: float | None = None  # the clock's time of the last read of the store
 
     def _sign(self, what: str) -> str:
         return _b64(hmac.new(self._key, what.encode("ascii"), hashlib.sha256).digest())
@@ -76,18 +112,45 @@ class SessionSigner:
         t = time.time() if now is None else now
         if expires <= t:
             return None
+        # Only a genuine, unexpired cookie costs a look at the shared revocations.
+        self._refresh(t)
         with self._lock:
             if nonce in self._revoked:
                 return None
         return Session(nonce, expires, self.csrf_for(nonce))
 
+    def _refresh(self, now: float) -> None:
+        if self._shared is None:
+            return
+        tick = self._clock()
+        with self._lock:
+            if self._loaded_at is not None and tick - self._loaded_at < self._refresh_s:
+                return
+            self._loaded_at = tick  # one reader per interval; the others use the copy
+        try:
+            shared = self._shared.revoked_sessions(now)
+        except StoreError as exc:
+            # The copy read last stays in force; the next check tries again.
+            with self._lock:
+                self._loaded_at = None
+            logger.warning("cannot read revoked UI sessions", extra={"error": exc.message})
+            return
+        with self._lock:
+            # This process's own (written to the store too) stay until their cookie expires.
+            mine = {n: e for n, e in self._revoked.items() if e > now}
+            self._revoked = mine | shared
+
     def revoke(self, session: Session, now: float | None = None) -> None:
+        """Log ``session`` out: at once here, and through the shared revocations everywhere
+        (a store error is raised: the logout did not hold on the other replicas)."""
         t = time.time() if now is None else now
         with self._lock:
             # Forget revocations whose cookie has expired anyway: the set stays small.
             for n in [n for n, exp in self._revoked.items() if exp <= t]:
                 del self._revoked[n]
             self._revoked[session.nonce] = session.expires
+        if self._shared is not None:
+            self._shared.revoke_session(session.nonce, session.expires, t)
 
     @staticmethod
     def csrf_ok(session: Session, header: str | None) -> bool:
@@ -107,6 +170,8 @@ __all__ = [
     "COOKIE_NAME",
     "CSRF_HEADER",
     "DEFAULT_TTL_S",
+    "REVOCATIONS_REFRESH_S",
+    "Revocations",
     "Session",
     "SessionSigner",
     "token_matches",

@@ -30,7 +30,7 @@ def test_sqlite_is_in_wal_mode_with_private_files(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         version = conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
-    assert version == head_revision() == "0004"
+    assert version == head_revision() == "0005"
 
 
 def test_store_unusable_url_is_a_store_error(tmp_path: Path) -> None:
