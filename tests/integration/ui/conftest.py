@@ -148,6 +148,9 @@ def shot() -> Callable[[Page, str], Path]:
         path = screenshot_dir() / f"{safe}.png"
         # Let charts and late fetches settle before the picture.
         page.wait_for_load_state("networkidle")
+        # From the top: a full-page picture taken while scrolled down draws the sticky header
+        # where the viewport was, over the middle of the page.
+        page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(path), full_page=True)
         return path
 
