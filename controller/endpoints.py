@@ -56,6 +56,19 @@ class ReplicaSource(Protocol):
         """``replica_id`` refused a connection: probe it again before routing there."""
 
 
+class Mirror(Protocol):
+    """Another data path routing by this table (HAProxy, ``controller/haproxy/``): told what
+    is published, and asked for the load it carries and whether it still uses a replica."""
+
+    def published(self, name: str, ready: Mapping[str, str]) -> None: ...
+
+    def dropped(self, name: str) -> None: ...
+
+    def load(self, name: str) -> tuple[int, int]: ...
+
+    def busy(self, name: str, replica_ids: set[str]) -> bool: ...
+
+
 @dataclass(frozen=True)
 class Miss:
     """No replica took the request: none was ready (``tried == 0``, after holding when that
@@ -72,6 +85,7 @@ class EndpointTable:
         self._functions: dict[str, FunctionEndpoints] = {}
         # Replaced on every publish that has endpoints: holders wait on the one they saw.
         self._published = asyncio.Event()
+        self.mirror: Mirror | None = None
 
     # --- the reconciler's side ------------------------------------------------------------------
 
@@ -83,6 +97,8 @@ class EndpointTable:
         have = {e.replica_id for e in keep}
         keep += [Endpoint(rid, url) for rid, url in ready.items() if rid not in have]
         entry.endpoints = keep
+        if self.mirror is not None:
+            self.mirror.published(name, ready)
         if keep:
             event, self._published = self._published, asyncio.Event()
             event.set()
@@ -90,6 +106,8 @@ class EndpointTable:
     def drop(self, name: str) -> None:
         """No more routing to ``name`` (deleted)."""
         self._functions.pop(name, None)
+        if self.mirror is not None:
+            self.mirror.dropped(name)
 
     def names(self) -> list[str]:
         return list(self._functions)
@@ -97,9 +115,14 @@ class EndpointTable:
     def load(self, name: str) -> tuple[int, int]:
         """(requests in flight now, requests routed so far) for the autoscaler."""
         entry = self._functions.get(name)
+        in_flight, served = (0, 0) if self.mirror is None else self.mirror.load(name)
         if entry is None:
-            return 0, 0
-        return sum(e.in_flight for e in entry.endpoints), entry.served
+            return in_flight, served
+        return in_flight + sum(e.in_flight for e in entry.endpoints), served + entry.served
+
+    def busy(self, name: str, replica_ids: set[str]) -> bool:
+        """Another data path still sends requests to one of ``replica_ids`` (draining)."""
+        return self.mirror is not None and self.mirror.busy(name, replica_ids)
 
     # --- the gateways' side ---------------------------------------------------------------------
 
@@ -115,6 +138,8 @@ class EndpointTable:
         entry = self._functions.get(name)
         if entry is not None:
             entry.endpoints = [e for e in entry.endpoints if e.replica_id != replica_id]
+            if self.mirror is not None:
+                self.mirror.published(name, {e.replica_id: e.url for e in entry.endpoints})
         if self.source is not None:
             self.source.recheck(name, replica_id)
 

@@ -525,7 +525,8 @@ class Reconciler:
         deadline = loop.time() + RETIRE_TIMEOUT_S
         while loop.time() < deadline:
             on_port = self.port_gateway.retire(fn.name, ids) if self.port_gateway else 0
-            if not on_port and not any(e.in_flight > 0 for e in leaving):
+            busy = self.endpoints.busy(fn.name, ids)  # HAProxy drains them too
+            if not on_port and not busy and not any(e.in_flight > 0 for e in leaving):
                 return
             await asyncio.sleep(0.05)
         logger.warning("replicas retired with requests in flight", extra={"function": fn.name})

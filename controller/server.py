@@ -12,8 +12,10 @@ import signal
 from tickrun.functions.httpserver import HardenedSite
 from tickrun.functions.httpserver_guard import raise_fd_limit
 
-from .app import GUARD, create_app
+from . import api
+from .app import GUARD, TOKEN, create_app
 from .edge import make_runner
+from .haproxy.front import HaproxyFront, haproxy_binary, listen
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -21,15 +23,24 @@ logger = logging.getLogger(__name__)
 
 async def serve(settings: Settings) -> None:
     fd_limit = raise_fd_limit()  # before the app sizes its connection budget from it
+    exe = haproxy_binary(settings)
+    # With HAProxy in front, it owns the public address and the app listens on loopback.
+    public = listen(settings.host, settings.port) if exe else None
     app = create_app(settings)
     runner = make_runner(app, app[GUARD], shutdown_timeout=10.0)
     await runner.setup()
-    site = HardenedSite(runner, settings.host, settings.port)
+    site = HardenedSite(runner, "127.0.0.1" if exe else settings.host, 0 if exe else settings.port)
     await site.start()
     port = settings.port
     for addr in runner.addresses:  # the real port when settings.port is 0
         port = addr[1]
         break
+    front = None
+    if exe is not None and public is not None:
+        endpoints = app[api.RECONCILER].endpoints
+        front = HaproxyFront(exe, settings, endpoints, app[TOKEN], app[GUARD].limit)
+        await front.start(public, internal_port=port)
+        port = public.getsockname()[1]
     url = f"http://{settings.host}:{port}"
     # Local CLIs find the controller here (with the token file beside it).
     tmp = settings.url_file.with_suffix(".tmp")
@@ -50,6 +61,10 @@ async def serve(settings: Settings) -> None:
         await stop.wait()
     finally:
         logger.info("controller stopping; replicas keep running and are re-adopted on restart")
+        if front is not None:  # first: requests it holds may still need the app
+            await front.stop()
+        if public is not None:
+            public.close()
         await runner.cleanup()
         with contextlib.suppress(OSError):
             settings.url_file.unlink()

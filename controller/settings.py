@@ -17,6 +17,7 @@ from tickrun.functions.settings import Setting
 Platform = Literal["process", "container", "kubernetes"]
 Engine = Literal["podman", "buildah", "docker"]
 Autoscaler = Literal["tickrun", "keda"]
+Proxy = Literal["python", "haproxy", "auto"]
 
 # variable → field; the registry holds each one's type, default and doc (docs/settings.md).
 ENV_VARS: dict[Setting[Any], str] = {
@@ -49,6 +50,7 @@ ENV_VARS: dict[Setting[Any], str] = {
     settings.KEEPALIVE_TIMEOUT_S: "keepalive_timeout_s",
     settings.BODY_TIMEOUT_S: "body_timeout_s",
     settings.MAX_CONNECTIONS: "max_connections",
+    settings.PROXY: "proxy",
 }
 
 
@@ -134,6 +136,9 @@ class Settings(BaseModel):
         ge=8,
         description="client connections at once (also bounded by the fd limit)",
     )
+
+    # HAProxy in front of /fn/ (controller/haproxy/); "auto": when the binary is found.
+    proxy: Proxy = settings.PROXY.fixed_default  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _range(self) -> Settings:

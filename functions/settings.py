@@ -422,6 +422,11 @@ MAX_CONNECTIONS = define(
     "TICKRUN_MAX_CONNECTIONS", integer, 1000,
     "client connections at once (also bounded by the fd limit)", "edge",
 )  # fmt: skip
+PROXY = define(
+    "TICKRUN_PROXY", one_of("python", "haproxy", "auto"), "python",
+    "the /fn/ data path: the Python gateway, HAProxy in front (Debian's package), or HAProxy "
+    "when installed", "edge",
+)  # fmt: skip
 
 HUB_PATH = define(
     "TICKRUN_HUB_PATH", path_list, (), "private hub folders, os.pathsep-separated", "hub"
