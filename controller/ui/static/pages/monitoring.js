@@ -213,7 +213,8 @@ export async function render(root, params, ctx) {
             data: rows.map((r) => ({ value: isNum(r.psi) ? r.psi : null, itemStyle: { color: r.drifted ? "#dc2626" : r.psi_drift ? "#d97706" : "#2563eb" } })),
             markLine: { symbol: "none", lineStyle: { type: "dashed" }, data: [{ yAxis: threshold, name: "PSI threshold" }] },
           },
-          { name: "KS p-value", type: "scatter", yAxisIndex: 1, symbolSize: 9, data: rows.map((r) => (isNum(r.ks_pvalue) ? Math.max(r.ks_pvalue, 1e-12) : null)) },
+          // Dark dots with a white ring: red ones vanished on a drifted (red) bar.
+          { name: "KS p-value", type: "scatter", yAxisIndex: 1, symbolSize: 9, z: 3, itemStyle: { color: "#111827", borderColor: "#fff", borderWidth: 1.5 }, data: rows.map((r) => (isNum(r.ks_pvalue) ? Math.max(r.ks_pvalue, 1e-12) : null)) },
         ],
       },
       ctx,
