@@ -165,7 +165,7 @@ async def get_log(request: web.Request) -> web.StreamResponse:
     ``X-Tickrun-Log: live`` while the run is created/running and its log is not the final one
     (the text published so far: empty, not a 404, before the first line); ``final`` once the
     run has ended or its complete log is stored (a run whose process died keeps the last text
-    it published)."""
+    it published). A run that ended without a log is a 404, or with ``empty=1`` an empty 200."""
     uid = request.match_info["uid"]
     iteration = int_param(request.query, "iteration", 0, lo=0) or 0
     db = _db(request)
@@ -176,7 +176,8 @@ async def get_log(request: web.Request) -> web.StreamResponse:
     rec = max(arts, key=lambda a: a.created_at) if arts else None
     # A log stored before live logs existed has no "final" in its meta: the run's state says.
     final = run.state.terminal or (rec is not None and rec.meta.get("final") is True)
-    if rec is None and final:
+    # empty=1 (the UI following a run): "nothing logged" is an empty text, never a 404.
+    if rec is None and final and request.query.get("empty") not in ("1", "true"):
         raise NotFoundError(f"run {uid} iteration {iteration} has no log")
     data = b"" if rec is None else await _call(_read_log, request.app, rec.target, MAX_LOG_BYTES)
     headers = {

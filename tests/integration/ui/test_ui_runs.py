@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,7 @@ from playwright.sync_api import Page
 import tickrun
 from tests.integration.test_controller_harness import TOKEN, ControllerProc, cleanup
 from tests.integration.ui.conftest import wait_js
+from tickrun.functions.runs import run_function
 from tickrun.hub.sampledata import market_data
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -420,3 +424,122 @@ def test_run_page_shows_the_handlers_log(
     page.wait_for_selector("#run-log[data-ready='1']")
     assert f"from the best iteration {best}" in page.inner_text("section.card:has(#run-log)")
     assert " INFO training " in page.inner_text("#run-log")
+
+
+# A handler that logs in phases, each held until the test lets it go: the page is looked at
+# while the run is certainly running, with no timing assumption.
+LIVE_PHASES = [threading.Event(), threading.Event()]
+
+
+def logs_in_phases(context: Any, n: int = 60) -> dict[str, int]:
+    for phase, gate in enumerate(LIVE_PHASES):
+        for i in range(n):
+            context.logger.info(f"phase {phase} line {i}")
+            time.sleep(0.02)  # lines over a few seconds, as a training loop writes them
+        if not gate.wait(120):
+            raise RuntimeError("the test never released the handler")
+    context.logger.info("done with both phases")
+    return {"lines": 2 * n + 1}
+
+
+def _log_state(page: Page) -> dict[str, Any]:
+    state: dict[str, Any] = page.evaluate(
+        """() => {
+            const pre = document.querySelector('#run-log');
+            return {
+                text: pre ? pre.textContent : '',
+                mode: pre ? pre.dataset.state || '' : '',
+                live: !!document.querySelector('#run-log-live'),
+                scrollTop: pre ? pre.scrollTop : -1,
+                atBottom: pre ? pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4 : false,
+                overflows: pre ? pre.scrollHeight > pre.clientHeight : false,
+            };
+        }"""
+    )
+    return state
+
+
+def test_run_page_follows_a_running_runs_log(
+    data: Data, page_for: Callable[..., Page], shot: Callable[[Page, str], Path]
+) -> None:
+    """A run that logs over several seconds: its page shows the lines while it runs (a live
+    marker, the view kept at the end, not when the reader scrolled up), then the final log."""
+    for gate in LIVE_PHASES:
+        gate.clear()
+    uid = uuid.uuid4().hex
+    out: list[Any] = []
+    runner = threading.Thread(
+        target=lambda: out.append(
+            run_function(logs_in_phases, project="btc", name="live-log", uid=uid, progress=False)
+        ),
+        daemon=True,
+    )
+    runner.start()
+    try:
+        # Opened once the run is recorded (before, its page would be a 404).
+        deadline = time.monotonic() + 60
+        while not api(data, "/api/runs?name=live-log&project=btc")["runs"]:
+            assert time.monotonic() < deadline, "the run was never recorded"
+            time.sleep(0.1)
+        page = page_for(f"{data.url}/#/runs/{uid}")
+        # Phase 0's lines arrive while the run waits at its first gate: live, at the end.
+        wait_js(
+            page,
+            "() => (document.querySelector('#run-log')?.textContent || '')"
+            ".includes('phase 0 line 59')",
+            timeout_s=90,
+        )
+        state = _log_state(page)
+        assert state["live"] and state["mode"] == "live"
+        assert "phase 1" not in state["text"] and "done" not in state["text"]
+        assert api(data, f"/api/runs/{uid}")["run"]["state"] == "running"
+        assert state["overflows"] and state["atBottom"]
+        assert "running" in page.inner_text("h1")
+        shot(page, "run-log-live")
+
+        # The reader scrolls up; phase 1's lines arrive, the view stays where the reader put it.
+        page.eval_on_selector("#run-log", "e => { e.scrollTop = 0; }")
+        LIVE_PHASES[0].set()
+        wait_js(
+            page,
+            "() => (document.querySelector('#run-log')?.textContent || '')"
+            ".includes('phase 1 line 59')",
+            timeout_s=90,
+        )
+        state = _log_state(page)
+        assert state["live"] and state["scrollTop"] == 0 and "done" not in state["text"]
+
+        # The end: the final log, the marker gone, the run's state in the title.
+        LIVE_PHASES[1].set()
+        wait_js(
+            page,
+            "() => document.querySelector('#run-log')?.dataset.state === 'final'",
+            timeout_s=90,
+        )
+        runner.join(60)
+        assert out and out[0].state == "completed", out and out[0].error
+        final = _log_state(page)
+        assert not final["live"]
+        req = urllib.request.Request(
+            f"{data.url}/api/runs/{uid}/log", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert resp.headers["X-Tickrun-Log"] == "final"
+            stored = resp.read().decode()
+        assert stored.rstrip().endswith("INFO done with both phases")
+        assert final["text"] == stored
+        wait_js(page, "() => document.querySelector('h1 .badge')?.textContent === 'completed'")
+        shot(page, "run-log-final")
+        # Reloaded: the ended run's page, its log among its artifacts.
+        page.click("#run-log-reload")
+        wait_js(
+            page,
+            "() => !document.querySelector('#run-log-reload')"
+            " && document.querySelector('#run-log')?.dataset.state === 'final'",
+        )
+        assert page.inner_text("#run-log") == stored
+        assert "Artifacts (1)" in page.inner_text("main")
+    finally:
+        for gate in LIVE_PHASES:
+            gate.set()
+        runner.join(60)

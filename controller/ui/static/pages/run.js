@@ -41,7 +41,8 @@ export async function render(root, params, ctx) {
     iterations = (await ctx.api.get(`/api/runs/${encodeURIComponent(uid)}`)).iterations || [];
   }
   title.textContent = "";
-  title.append(run.name || run.uid, " ", ui.stateBadge(run.state));
+  const badge = ui.stateBadge(run.state);
+  title.append(run.name || run.uid, " ", badge);
   if (iteration) title.append(h("span", { class: "muted" }, `  iteration ${iteration}`));
 
   const dur = run.started_at ? (run.ended_at || Date.now() / 1000) - run.started_at : null;
@@ -89,8 +90,10 @@ export async function render(root, params, ctx) {
 
   const allArts = arts.artifacts || [];
   const logArt = allArts.find((a) => a.kind === "log");
-  // The log first: what the handler said (and, on failure, its traceback).
-  root.append(logsSection(run, iteration, logArt, ctx));
+  // The log first: what the handler said (and, on failure, its traceback). Followed while the
+  // run runs; when it ends, its state badge shows the end (the rest: reload the page).
+  const onEnded = (ended) => badge.replaceWith(ui.stateBadge(ended.state));
+  root.append(logsSection(run, iteration, logArt, ctx, onEnded));
   root.append(artifactsSection(allArts, ctx));
 }
 
@@ -254,42 +257,134 @@ function artifactSummary(a, ctx) {
 }
 
 // The run's own log (GET /api/runs/{uid}/log: what context.logger wrote, prints in a job's
-// process, a failure's traceback), scrollable and downloadable; the lifecycle below it. Fetched
-// only when the run has a log artifact (a 404 would be a console error).
-function logsSection(run, iteration, logArt, ctx) {
+// process, a failure's traceback), scrollable and downloadable; the lifecycle below it.
+// A finished run's log is fetched only when it has a log artifact (a 404 would be a console
+// error). A created/running run's log is followed: the runtime publishes it every ~2 s while it
+// has new lines, the API answers X-Tickrun-Log: live (an empty 200 before the first line) until
+// the log is final (empty=1: an empty 200 for a run that ended logging nothing). Each poll replaces the text when it changed and keeps the view at the end
+// unless the reader scrolled up; a "live" marker shows meanwhile; polling stops at the final
+// log (or when the page is left).
+const LOG_POLL_MS = 2000;
+
+function logsSection(run, iteration, logArt, ctx, onEnded) {
   const { h } = ctx.ui;
   const ui = ctx.ui;
   const q = iteration ? `?iteration=${iteration}` : "";
   const url = `/api/runs/${encodeURIComponent(run.uid)}/log${q}`;
   const body = h("div", { id: "run-log-body" });
-  if (logArt) {
-    const m = logArt.meta || {};
+  const timelinePre = h("pre", { class: "run-log" }, timeline(run, ctx));
+  const following = run.state === "running" || run.state === "created";
+  if (logArt || following) {
+    const m = logArt?.meta || {};
+    const count = h("span", { class: "muted", id: "run-log-lines" }, `${ui.fmt.int(m.lines ?? 0)} lines`);
+    const marker = following ? h("span", { class: "badge state-running", id: "run-log-live", title: `following the log: fetched every ${LOG_POLL_MS / 1000} s until the run ends` }, "● live") : null;
+    const truncated = h("span", { class: "muted", id: "run-log-truncated", hidden: !m.truncated }, m.truncated ? truncatedText(m.dropped, ui) : "");
+    const status = h("span", { class: "muted", id: "run-log-status" });
     const info = h(
       "div",
       { class: "toolbar" },
-      h("span", { class: "muted" }, `${ui.fmt.int(m.lines ?? 0)} lines`),
+      marker,
+      count,
       m.from_iteration ? h("span", { class: "muted" }, ` · from the best iteration ${m.from_iteration}`) : null,
-      m.truncated ? h("span", { class: "muted", id: "run-log-truncated" }, ` · the first ${ui.fmt.int(m.dropped)} lines were dropped (the log keeps the last 10,000 lines / 1 MiB)`) : null,
+      truncated,
+      status,
       h("a", { href: `${url}${q ? "&" : "?"}download=1`, id: "run-log-download", download: "" }, "Download"),
     );
-    const pre = h("pre", { class: "run-log-text", id: "run-log" }, "loading…");
-    body.append(info, pre);
-    ctx.api
-      .request("GET", url, { raw: true })
-      .then((resp) => resp.text())
-      .then((text) => {
+    const pre = h("pre", { class: "run-log-text", id: "run-log" }, following ? "" : "loading…");
+    const waiting = following ? h("div", { class: "muted", id: "run-log-waiting" }, "Waiting for the run's first log line…") : null;
+    body.append(info, waiting, pre);
+    if (waiting) pre.hidden = true;
+
+    let stopped = false;
+    let timer = null;
+    let first = true;
+    ctx.onLeave(() => {
+      stopped = true;
+      clearTimeout(timer);
+    });
+    const show = (text, mode) => {
+      if (text || !following) {
+        waiting?.remove();
+        pre.hidden = false;
+      } else if (mode === "final") {
+        waiting.textContent = "This run logged nothing.";
+      }
+      if (first || text !== pre.textContent) {
+        // At the end (or nothing to scroll yet): stay at the end as lines arrive.
+        const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
         pre.textContent = text;
-        pre.scrollTop = pre.scrollHeight; // the end first: where a failure is
-        pre.dataset.ready = "1";
-      })
-      .catch((err) => pre.replaceWith(ui.errorBox(err)));
+        if (first || atBottom) pre.scrollTop = pre.scrollHeight; // the end first: where a failure is
+        if (following) {
+          // While live, the counts come from the text (its record's meta is from the last publish).
+          const dropped = Number(/^\[tickrun: (\d+) earlier lines dropped/.exec(text)?.[1] || 0);
+          const lines = text ? text.split("\n").length - 1 - (dropped ? 1 : 0) : 0;
+          count.textContent = `${ui.fmt.int(lines)} lines`;
+          truncated.hidden = !dropped;
+          truncated.textContent = dropped ? truncatedText(dropped, ui) : "";
+        }
+      }
+      first = false;
+      pre.dataset.ready = "1";
+      pre.dataset.state = mode;
+    };
+    const ended = async () => {
+      marker?.remove();
+      if (!following) return;
+      ui.clear(status).append(" · the run has ended: ", h("button", { class: "link", id: "run-log-reload", onclick: () => ctx.navigate(location.hash) }, "reload"), " for its results and artifacts");
+      try {
+        const detail = await ctx.api.get(`/api/runs/${encodeURIComponent(run.uid)}`, { iteration: iteration || undefined }, { quiet: true });
+        if (stopped || !ctx.alive()) return;
+        timelinePre.textContent = timeline(detail.run, ctx);
+        onEnded?.(detail.run);
+      } catch {
+        // The log is shown; the badge stays as it was.
+      }
+    };
+    const poll = async () => {
+      if (stopped || !ctx.alive()) return;
+      try {
+        // empty=1: a run with no log answers an empty 200 (not a 404, a console error) when it
+        // ends without logging anything while followed.
+        const resp = await ctx.api.request("GET", url, { raw: true, quiet: following && !first, query: following ? { empty: 1 } : undefined });
+        const mode = resp.headers.get("X-Tickrun-Log") === "live" ? "live" : "final";
+        const text = await resp.text();
+        if (stopped || !ctx.alive()) return;
+        show(text, mode);
+        if (mode === "live") {
+          status.textContent = "";
+          timer = setTimeout(poll, LOG_POLL_MS);
+        } else {
+          await ended();
+        }
+      } catch (err) {
+        if (stopped || !ctx.alive()) return;
+        if (following && !first && err.status !== 404) {
+          // A hiccup of the network or the controller: say so, try again.
+          status.textContent = ` · ${err.message}; retrying`;
+          timer = setTimeout(poll, LOG_POLL_MS);
+          return;
+        }
+        pre.hidden = false;
+        waiting?.remove();
+        pre.replaceWith(ui.errorBox(err));
+      }
+    };
+    poll();
   } else {
-    body.append(ui.empty(run.state === "running" || run.state === "created" ? "The log is stored when the run ends." : "This run logged nothing."));
+    body.append(ui.empty("This run logged nothing."));
   }
+  return ui.section("Log", body, h("h3", { class: "muted" }, "Timeline"), timelinePre);
+}
+
+function truncatedText(dropped, ui) {
+  return ` · the first ${ui.fmt.int(dropped)} lines were dropped (the log keeps the last 10,000 lines / 1 MiB)`;
+}
+
+function timeline(run, ctx) {
   const lines = [];
   lines.push(`${ctx.ui.fmt.time(run.created_at)}  created  ${run.name || run.uid}`);
   if (run.started_at) lines.push(`${ctx.ui.fmt.time(run.started_at)}  started  on ${run.host || "?"}${run.pid ? ` (pid ${run.pid})` : ""}`);
   if (run.heartbeat_at && run.state === "running") lines.push(`${ctx.ui.fmt.time(run.heartbeat_at)}  last heartbeat`);
   if (run.ended_at) lines.push(`${ctx.ui.fmt.time(run.ended_at)}  ${run.state}${run.error ? `: ${run.error}` : ""}`);
-  return ui.section("Log", body, h("h3", { class: "muted" }, "Timeline"), h("pre", { class: "run-log" }, lines.join("\n")));
+  return lines.join("\n");
 }

@@ -288,6 +288,8 @@ async def test_api_says_live_or_final(
     await asyncio.to_thread(db.apply, _batch(ended))
     status, _, _ = await _get(f"{url}/api/runs/{ended.uid}/log")
     assert status == 404
+    # ... or, asked for by a follower (the UI), an empty final log.
+    assert await _get(f"{url}/api/runs/{ended.uid}/log?empty=1") == (200, "final", "")
 
 
 def _batch(run: RunRecord) -> Any:
