@@ -33,11 +33,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from bench.deploy.gateways import gateway_rows
+from bench.deploy.gateways import Front, gateway_rows, haproxy_child
 from bench.deploy.k8s import k8s_rows
 from bench.deploy.lagburst import lag_burst_rows
 from tests.integration.test_controller_harness import TOKEN, ControllerProc, cleanup
 from tickrun.controller.client import ControllerClient
+from tickrun.functions import settings as registry
 from tickrun.functions.replica import replica_command
 
 HANDLER = 'VERSION = "{v}"\n\ndef handler(context, event):\n    return "ok " + VERSION\n'
@@ -146,6 +147,24 @@ def build_seconds(client: ControllerClient, build_id: str) -> tuple[float, bool]
         time.sleep(0.05)
 
 
+def front_of(ctl: ControllerProc, folder: Path, platform: str) -> Front | None:
+    """Deploy ``folder`` on the HAProxy-fronted controller; its URLs and processes."""
+    spec = json.loads((folder / "function.yaml").read_text())
+    name = spec["metadata"]["name"]
+    ctl.client.deploy(spec, folder, platform=platform)
+    fn = ctl.client.wait_ready(name, timeout_s=300)
+    gateway = f"{ctl.url}/fn/{name}/"
+    first_200(gateway, {"Authorization": f"Bearer {TOKEN}"}, time.monotonic())
+    time.sleep(1.0)  # the routes reach HAProxy on its next sync
+    assert ctl.proc is not None
+    hp = haproxy_child(ctl.proc.pid)
+    if hp is None:
+        print("  the HAProxy-fronted controller runs no HAProxy: row skipped", file=sys.stderr)
+        return None
+    port = int(fn["replicas"]["items"][0]["port"])
+    return Front(gateway, f"http://127.0.0.1:{port}/", port, hp, ctl.proc.pid)
+
+
 def row(label: str, tickrun: str, baseline: str, ratio: str, goal: str) -> None:
     print(f"{label:<38} {tickrun:>10} {baseline:>12} {ratio:>7}   {goal}")
 
@@ -158,6 +177,11 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--lag-burst", type=int, default=3000, help="records; 0 skips the row")
     ap.add_argument("--k8s", action="store_true", help="also the Kubernetes rows (kwok nodes)")
+    ap.add_argument(
+        "--no-haproxy-front",
+        action="store_true",
+        help="skip /fn/ via a second controller with HAProxy in front (default: when installed)",
+    )
     args = ap.parse_args()
     platforms = args.platforms.split(",")
     env = dict(os.environ)
@@ -168,6 +192,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="tickrun-bench-deploy-"))
     ctl = ControllerProc(work / "state", env).start()
     client = ctl.client
+    # The same functions on a controller with HAProxy in front: the /fn/ data path it offers.
+    ctl2: ControllerProc | None = None
+    has_haproxy = shutil.which("haproxy") or Path("/usr/sbin/haproxy").exists()
+    if not args.no_haproxy_front and has_haproxy:
+        ctl2 = ControllerProc(work / "state-haproxy", {**env, registry.PROXY.name: "haproxy"})
+        ctl2.start()
     auth = {"Authorization": f"Bearer {TOKEN}"}
     print(f"controller {ctl.url}; {os.cpu_count()} CPUs; state {work}")
     print(f"{'':<38} {'tickrun':>10} {'baseline':>12} {'ratio':>7}   goal")
@@ -232,6 +262,7 @@ def main() -> int:
             port_url = f"http://127.0.0.1:{fn['port']}/"
             first_200(port_url, {}, time.monotonic())
             assert ctl.proc is not None
+            front = front_of(ctl2, folder, platform) if ctl2 is not None else None
             gateway_rows(
                 platform,
                 direct=direct,
@@ -245,14 +276,19 @@ def main() -> int:
                 connections=args.connections,
                 rounds=args.rounds,
                 row=row,
+                front=front,
             )
             client.delete_function(name)
+            if ctl2 is not None:
+                ctl2.client.delete_function(name)
         if args.lag_burst:
             lag_burst_rows(client, work / "lag", args.lag_burst, row)
         if args.k8s:
             k8s_rows(work / "k8s", row, rounds=max(args.rounds, 1), lag_burst=args.lag_burst)
     finally:
         cleanup(ctl)
+        if ctl2 is not None:
+            cleanup(ctl2)
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

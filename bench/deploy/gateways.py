@@ -153,6 +153,27 @@ def cpu_note(m: Measured) -> str:
     return f"CPU us/req: {proxy}replica {m.replica_us:.0f}, wrk {m.wrk_us:.0f}"
 
 
+@dataclass
+class Front:
+    """The same function on a second controller that runs with HAProxy in front
+    (``TICKRUN_PROXY=haproxy``): its /fn/ URL, its own replica, the HAProxy and controller
+    processes (the proxy CPU is both: cold requests and the runtime API are the controller's)."""
+
+    gateway: str
+    direct: str
+    replica_port: int
+    haproxy_pid: int
+    controller_pid: int
+
+
+def haproxy_child(controller_pid: int) -> int | None:
+    for proc in psutil.Process(controller_pid).children():
+        with contextlib.suppress(psutil.Error):
+            if proc.name() == "haproxy":
+                return int(proc.pid)
+    return None
+
+
 def gateway_rows(
     platform: str,
     *,
@@ -167,8 +188,11 @@ def gateway_rows(
     connections: int,
     rounds: int,
     row: Row,
+    front: Front | None = None,
 ) -> None:
-    """Print the function port and /fn/ rows (and the HAProxy references) for one platform."""
+    """Print the function port and /fn/ rows (and the HAProxy references) for one platform;
+    with ``front``, also /fn/ through the controller's own HAProxy (the data path with
+    TICKRUN_PROXY=haproxy) beside its replica directly."""
     auth = {"Authorization": f"Bearer {token}"}
     pid = listener_pid(replica_port)
     replica = _tree(pid) if pid is not None else []
@@ -176,7 +200,13 @@ def gateway_rows(
     hp_ports = (free_port(), free_port())
     with haproxy(replica_port, token, hp_ports) as hp_pid:
         hp = [psutil.Process(hp_pid)] if hp_pid is not None else None
-        results: dict[str, list[Measured]] = {k: [] for k in ("d", "g", "p", "h7", "h4")}
+        results: dict[str, list[Measured]] = {k: [] for k in ("d", "g", "p", "h7", "h4", "fd", "f")}
+        front_replica: list[psutil.Process] = []
+        front_proxy: list[psutil.Process] = []
+        if front is not None:
+            fpid = listener_pid(front.replica_port)
+            front_replica = _tree(fpid) if fpid is not None else []
+            front_proxy = [psutil.Process(front.haproxy_pid), psutil.Process(front.controller_pid)]
 
         def run(url: str, proxy: list[psutil.Process] | None, auth_on: bool = False) -> Measured:
             return measure(
@@ -195,6 +225,21 @@ def gateway_rows(
             if hp is not None:
                 results["h7"].append(run(f"http://127.0.0.1:{hp_ports[0]}/", hp, auth_on=True))
                 results["h4"].append(run(f"http://127.0.0.1:{hp_ports[1]}/", hp))
+            if front is not None:
+                fd = measure(
+                    front.direct, duration_s, connections, proxy=None, replica=front_replica
+                )
+                results["fd"].append(fd)
+                results["f"].append(
+                    measure(
+                        front.gateway,
+                        duration_s,
+                        connections,
+                        proxy=front_proxy,
+                        replica=front_replica,
+                        headers=auth,
+                    )
+                )
     best = {k: max(v, key=lambda m: m.rps) for k, v in results.items() if v}
     d = best["d"]
     print(f"  [{platform}] replica directly: {d.rps:.0f} req/s; {cpu_note(d)}")
@@ -216,3 +261,15 @@ def gateway_rows(
             f"{verdict(ratio, goal)} ({what}; baseline: the replica directly)",
         )
         print(f"  {'':<36} {cpu_note(m)}")
+    if "f" in best and "fd" in best:
+        m, fd = best["f"], best["fd"]
+        ratio = m.rps / fd.rps
+        row(
+            f"/fn/ via the controller's HAProxy ({platform})",
+            f"{m.rps:.0f}",
+            f"{fd.rps:.0f}",
+            f"{ratio:.2f}x",
+            f"{verdict(ratio, GOAL_FN)} (TICKRUN_PROXY=haproxy: token, per-request balancing; "
+            "baseline: that controller's replica directly)",
+        )
+        print(f"  {'':<36} {cpu_note(m)} (proxy: HAProxy + controller)")
