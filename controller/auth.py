@@ -86,8 +86,11 @@ def check_bearer(header: str | None, token: str) -> None:
 WRONG_TOKEN_LIMIT = 10
 WRONG_TOKEN_WINDOW_S = 60.0
 # Addresses remembered at most (the ones whose last wrong token is oldest are forgotten first): a
-# flood from many addresses costs bounded memory, about 200 bytes an address.
+# flood from many addresses costs bounded memory, measured at about 1.2 KB an address (~12 MB).
 MAX_TRACKED_CLIENTS = 10_000
+# At most one "refusing" warning in this many seconds (a flood from many addresses would write
+# one line per address); the count of the others goes into the next one.
+WARN_EVERY_S = 10.0
 
 
 class TooManyAttemptsError(AuthError):
@@ -134,6 +137,8 @@ class WrongTokenLimiter:
         self._clock = clock
         # key → times of its last `limit` wrong tokens, ordered by the latest wrong token.
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._warned_at: float | None = None
+        self._unwarned = 0
 
     def __len__(self) -> int:
         return len(self._failures)
@@ -163,15 +168,22 @@ class WrongTokenLimiter:
         times.append(now)
         self._failures[key] = times  # to the end: the latest wrong token
         if len(times) == self.limit and times[0] > now - self.window_s:
-            logger.warning(
-                "too many wrong tokens: refusing this address for a while",
-                extra={"client": key, "retry_after_s": self.window_s},
-            )
+            self._warn(key, now, math.ceil(times[0] + self.window_s - now))
         while len(self._failures) > self.max_clients:
             self._failures.popitem(last=False)
 
     def succeeded(self, key: str) -> None:
         self._failures.pop(key, None)
+
+    def _warn(self, key: str, now: float, retry_after_s: int) -> None:
+        if self._warned_at is not None and now - self._warned_at < WARN_EVERY_S:
+            self._unwarned += 1
+            return
+        logger.warning(
+            "too many wrong tokens: refusing this address for a while",
+            extra={"client": key, "retry_after_s": retry_after_s, "others": self._unwarned},
+        )
+        self._warned_at, self._unwarned = now, 0
 
     def _forget_old(self, now: float) -> None:
         # Ordered by the latest wrong token: the stale ones are at the front.

@@ -137,3 +137,18 @@ async def test_wrong_logins_get_429_and_a_login_resets(
     assert (await client.post("/ui/login", json={"token": TOKEN})).headers["Retry-After"] == "30"
     clock.now += 31
     assert (await client.post("/ui/login", json={"token": TOKEN})).status == 200
+
+
+def test_refusals_are_logged_at_most_every_ten_seconds(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    lim = WrongTokenLimiter(limit=2, window_s=60, clock=clock)
+    with caplog.at_level("WARNING", logger="tickrun.controller.auth"):
+        for i in range(500):  # a flood from many addresses
+            lim.failed(f"192.0.2.{i % 250}")
+            lim.failed(f"192.0.2.{i % 250}")
+        clock.now += 11
+        lim.failed("198.51.100.1")
+        lim.failed("198.51.100.1")
+    lines = [r for r in caplog.records if "too many wrong tokens" in r.getMessage()]
+    assert len(lines) == 2
+    assert lines[1].others > 0  # type: ignore[attr-defined]
