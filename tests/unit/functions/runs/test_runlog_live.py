@@ -166,9 +166,12 @@ def test_stop_waits_for_a_publish_under_way_so_the_final_write_is_last() -> None
 @pytest.fixture
 def fast(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runlog, "PUBLISH_INTERVAL_S", 0.05)
+    # Only the handler's records: an earlier test of the session may have enabled the stdio
+    # capture of a job's process (a process-wide switch) in this one.
+    monkeypatch.setattr(runlog, "_stdio", False)
 
 
-def test_a_run_that_logs_nothing_starts_no_thread(settings: TrackingSettings) -> None:
+def test_a_run_that_logs_nothing_starts_no_thread(settings: TrackingSettings, fast: None) -> None:
     quiet = run_function(counts_threads_silently, settings=settings, progress=False)
     assert quiet.results["threads"] == 0 and quiet.artifacts == []
     chatty = run_function(counts_threads_after_a_line, settings=settings, progress=False)
