@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from ..errors import ArtifactError, AuthError, NotFoundError
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
+    from .hashing import Digest
 
 CHUNK_BYTES = 1024 * 1024
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=+@-]{0,199}$")
@@ -142,15 +142,14 @@ class ArtifactStore(ABC):
     def put_file(self, key: str, path: str | Path) -> ObjectInfo:
         """Upload a local file without reading it into memory."""
 
-    def put_file_deferred(
-        self, key: str, path: str | Path
-    ) -> tuple[ObjectInfo, Future[str] | None]:
+    def put_file_deferred(self, key: str, path: str | Path) -> tuple[ObjectInfo, Digest | None]:
         """Store a local file; the stored copy's sha256 may come later.
 
         A store that copies faster without hashing (the local one, for big files) returns the
-        object with ``sha256=None`` and a future of the stored copy's sha256, computed on the
-        hashing thread (:mod:`.hashing`); the bytes are stored when this returns. Others store
-        and hash in one pass (:meth:`put_file`) and return no future."""
+        object with ``sha256=None`` and a :class:`~.hashing.Digest` of the stored copy's
+        sha256, computed on the hashing thread or by whoever waits for it first; the bytes are
+        stored when this returns. Others store and hash in one pass (:meth:`put_file`) and
+        return no digest."""
         return self.put_file(key, path), None
 
     @abstractmethod

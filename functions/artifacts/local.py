@@ -26,7 +26,7 @@ from .folders import Folders
 from .hashing import digest_later
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
+    from .hashing import Digest
 
 # 256 KiB chunks: the copy's buffer stays in the CPU's cache between the hash and the write
 # (0.95 ms a MB here vs 1.01 with 1 MB chunks: 1 MB files, 9 rounds of 20, medians).
@@ -152,9 +152,7 @@ class LocalArtifactStore(ArtifactStore):
         except FileNotFoundError as exc:
             raise ArtifactNotFoundError(f"local file {path} does not exist") from exc
 
-    def put_file_deferred(
-        self, key: str, path: str | Path
-    ) -> tuple[ObjectInfo, Future[str] | None]:
+    def put_file_deferred(self, key: str, path: str | Path) -> tuple[ObjectInfo, Digest | None]:
         """A big file is copied by the kernel into the store, and the copy's sha256 computed
         on the hashing thread from the descriptor this copy was written through (so it is the
         stored bytes' hash whatever happens to the source afterwards); a small one is copied
@@ -173,7 +171,7 @@ class LocalArtifactStore(ArtifactStore):
         finally:
             os.close(src)
 
-    def _copy_unhashed(self, key: str, src: int) -> tuple[ObjectInfo, Future[str]]:
+    def _copy_unhashed(self, key: str, src: int) -> tuple[ObjectInfo, Digest]:
         key = sanitize_key(key)
         folder, _, name = key.rpartition("/")
         with self._folders.open(folder) as (dir_fd, dir_path):

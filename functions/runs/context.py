@@ -18,10 +18,9 @@ from .dataitem import DataItem
 from .records import ArtifactKind, ArtifactRecord
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
-
     import nuclio_sdk
 
+    from ..artifacts.hashing import Digest
     from ..sdk import LevelledLogger
     from .runlog import RunLog
     from .tracker import RunTracker
@@ -176,7 +175,7 @@ class RunContext:
         preview: Any = None,
         meta: dict[str, Any] | None = None,
         labels: dict[str, str] | None = None,
-        digest: Future[str] | None = None,
+        digest: Digest | None = None,
     ) -> ArtifactRecord:
         fields: dict[str, Any] = dict(
             project=self.project,

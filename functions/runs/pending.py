@@ -11,12 +11,11 @@ run's end wait for them all, and a hash that failed ends the run in error.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import Future
 from typing import Any, Self
 
 from pydantic import PrivateAttr
 
-from ..artifacts.hashing import ArtifactHashError
+from ..artifacts.hashing import ArtifactHashError, Digest
 from .records import ArtifactRecord
 
 HASH_ERROR_META = "sha256_error"
@@ -25,11 +24,11 @@ HASH_ERROR_META = "sha256_error"
 class PendingArtifactRecord(ArtifactRecord):
     """An :class:`ArtifactRecord` whose ``sha256`` is filled in when its hash completes."""
 
-    _digest: Future[str] | None = PrivateAttr(default=None)
+    _digest: Digest | None = PrivateAttr(default=None)
     _hash_error: str | None = PrivateAttr(default=None)
 
     @classmethod
-    def pending(cls, digest: Future[str], **fields: Any) -> PendingArtifactRecord:
+    def pending(cls, digest: Digest, **fields: Any) -> PendingArtifactRecord:
         rec = cls(**fields)
         rec._digest = digest
         return rec
@@ -51,7 +50,7 @@ class PendingArtifactRecord(ArtifactRecord):
         """Wait for the hash and fill ``sha256`` in; the reason when the hash failed (then
         ``sha256`` stays empty and ``meta["sha256_error"]`` says why), else None."""
         private: dict[str, Any] = self.__pydantic_private__  # type: ignore[assignment]
-        digest: Future[str] | None = private["_digest"]
+        digest: Digest | None = private["_digest"]
         if digest is not None:
             fields = self.__dict__
             try:
@@ -93,7 +92,7 @@ class PendingArtifactRecord(ArtifactRecord):
         return super().__repr_args__()
 
     def __copy__(self) -> Self:
-        self.settle()  # a copy holds the digest, never a future
+        self.settle()  # a copy holds the digest, never a pending one
         return super().__copy__()
 
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
@@ -101,16 +100,20 @@ class PendingArtifactRecord(ArtifactRecord):
         return super().__deepcopy__(memo)
 
     def __getstate__(self) -> dict[Any, Any]:
-        self.settle()  # a future cannot be pickled (a sweep's worker sends records back)
+        self.settle()  # a pending digest cannot be pickled (a sweep's worker sends records back)
         return super().__getstate__()
 
 
 def settle_all(records: list[ArtifactRecord]) -> list[tuple[ArtifactRecord, str]]:
-    """Wait for the pending hashes among ``records``; (record, why) for each that failed."""
+    """Wait for the pending hashes among ``records``; (record, why) for each that failed.
+
+    Newest first: the hashing thread works from the oldest, and a hash it has not started is
+    computed by this (otherwise idle, waiting) thread, so the two meet in the middle."""
     failed: list[tuple[ArtifactRecord, str]] = []
-    for rec in records:
+    for rec in reversed(records):
         if isinstance(rec, PendingArtifactRecord) and (error := rec.settle()) is not None:
             failed.append((rec, error))
+    failed.reverse()  # reported in the order they were logged
     return failed
 
 

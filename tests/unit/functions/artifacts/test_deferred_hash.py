@@ -168,3 +168,70 @@ def test_a_folder_symlinked_out_of_the_root_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="outside the store root"):
         LocalArtifactStore(tmp_path / "s").put_file_deferred("p/u/0/a.bin", src)
     assert list(outside.iterdir()) == []
+
+
+def hold_the_thread_only(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, object]:
+    """The hashing thread blocks in its next hash until the event is set; hashes computed by
+    other threads (waiters, a caller past the queue's bound) run at once."""
+    gate, entered = threading.Event(), threading.Event()
+    real = hashing_mod.digest_fd
+
+    def gated(fd: int, size: int) -> str:
+        if threading.current_thread().name == "tickrun-hash":
+            entered.set()
+            gate.wait(30)
+        return real(fd, size)
+
+    monkeypatch.setattr(hashing_mod, "digest_fd", gated)
+    with tempfile.TemporaryFile() as f:
+        f.write(b"x")
+        f.flush()
+        fd = os.dup(f.fileno())
+    held = digest_later(fd, 1)
+    assert entered.wait(30)  # the thread is in it: what comes next stays queued
+    return gate, held
+
+
+def _open_copy(tmp_path: Path, name: str, data: bytes) -> int:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+
+def test_a_waiter_computes_a_hash_the_thread_has_not_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate, held = hold_the_thread_only(monkeypatch)
+    try:
+        data = [os.urandom(MB + i) for i in range(3)]
+        digests = [
+            digest_later(_open_copy(tmp_path, f"f{i}", d), len(d)) for i, d in enumerate(data)
+        ]
+        # Newest first, as commit() settles: each is computed here, the thread still held.
+        for d, want in reversed(list(zip(digests, data, strict=True))):
+            assert d.result(30) == hashlib.sha256(want).hexdigest()
+        assert not held.done()
+    finally:
+        gate.set()
+    assert held.result(30) == hashlib.sha256(b"x").hexdigest()
+
+
+def test_past_the_queue_bound_the_caller_hashes_its_own_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate, held = hold_the_thread_only(monkeypatch)
+    try:
+        data = os.urandom(4096)
+        queued = [
+            digest_later(_open_copy(tmp_path, f"q{i}", data), len(data))
+            for i in range(hashing_mod.MAX_PENDING)
+        ]
+        assert not any(d.done() for d in queued)
+        over = digest_later(_open_copy(tmp_path, "over", data), len(data))
+        assert over.done()  # hashed before digest_later returned
+        assert over.result(0) == hashlib.sha256(data).hexdigest()
+        for d in queued:  # and the queued ones are still served, by the waiter
+            assert d.result(30) == hashlib.sha256(data).hexdigest()
+    finally:
+        gate.set()
+    held.result(30)

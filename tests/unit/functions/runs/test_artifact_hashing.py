@@ -150,3 +150,50 @@ def test_small_files_and_bodies_are_hashed_in_the_call(
 
     run = run_function(job, settings=settings, db=db)
     assert run.state == "completed", run.error
+
+
+def test_commit_hashes_what_the_thread_has_not_reached(
+    settings: TrackingSettings, db: SqlRunDB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """commit() waits anyway: it computes the hashes the thread has not started (newest
+    first), so a burst of big artifacts is hashed on two cores; here the thread is stuck on
+    another hash for the whole commit."""
+    import tempfile
+
+    gate, entered = threading.Event(), threading.Event()
+    real = hashing_mod.digest_fd
+
+    def thread_held(fd: int, size: int) -> str:
+        if threading.current_thread().name == "tickrun-hash":
+            entered.set()
+            gate.wait(30)
+        return real(fd, size)
+
+    monkeypatch.setattr(hashing_mod, "digest_fd", thread_held)
+    with tempfile.TemporaryFile() as f:
+        f.write(b"x")
+        f.flush()
+        held = hashing_mod.digest_later(os.dup(f.fileno()), 1)
+    assert entered.wait(30)
+    blobs = [os.urandom(MB + i) for i in range(4)]
+    for i, b in enumerate(blobs):
+        (tmp_path / f"b{i}.bin").write_bytes(b)
+    seen: dict[str, Any] = {}
+
+    def job(context: Any) -> None:
+        for i in range(len(blobs)):
+            context.log_artifact(f"b{i}", local_path=tmp_path / f"b{i}.bin")
+        context.commit()
+        seen["thread_still_held"] = not held.done()
+        seen["in_db"] = {
+            a.key: a.sha256 for a in db.list_artifacts(context.project, uid=context.uid)
+        }
+
+    try:
+        run = run_function(job, settings=settings, db=db)
+    finally:
+        gate.set()
+    assert run.state == "completed", run.error
+    assert seen["thread_still_held"] is True
+    assert seen["in_db"] == {f"b{i}": sha(b) for i, b in enumerate(blobs)}
+    assert held.result(30) == sha(b"x")
