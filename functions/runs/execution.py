@@ -88,7 +88,8 @@ def execute(
     ctx = RunContext(tracker, store, inputs=dict(inputs), run_log=run_log)
     live = LivePublisher(
         run_log,
-        lambda log: write_log(ctx, log, final=False),
+        # A store that keeps refusing is reported once, not every few seconds.
+        lambda log: write_log(ctx, log, final=False, warn=live.failures == 0),
         name=f"run-log-{record.uid}-{record.iteration}",
     )
 

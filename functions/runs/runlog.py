@@ -182,12 +182,15 @@ class LogsArtifacts(Protocol):
     def log_artifact(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
-def write_log(ctx: LogsArtifacts, run_log: RunLog, *, final: bool = True) -> None:
+def write_log(
+    ctx: LogsArtifacts, run_log: RunLog, *, final: bool = True, warn: bool = True
+) -> bool:
     """Store ``run_log`` as the run's ``log`` artifact (nothing when it is empty); ``final``:
     the complete log of the ended run, else a live copy (meta ``final``). Never fails the run:
-    a log that cannot be stored is reported in the operator's log."""
+    a log that cannot be stored is reported in the operator's log (at debug level when not
+    ``warn``: a live copy failing again every few seconds). False when it could not be."""
     if not run_log:
-        return
+        return True
     try:
         mine = ctx.artifacts.get(LOG_KEY)
         key = LOG_KEY if mine is None or mine.kind is ArtifactKind.LOG else "run-log"
@@ -202,19 +205,26 @@ def write_log(ctx: LogsArtifacts, run_log: RunLog, *, final: bool = True) -> Non
             meta={**info, "truncated": dropped > 0, "final": final},
         )
     except Exception:
-        _log.warning("could not store the run's log", exc_info=True, extra={"uid": ctx.uid})
+        _log.log(
+            logging.WARNING if warn else logging.DEBUG,
+            "could not store the run's log",
+            exc_info=True,
+            extra={"uid": ctx.uid, "final": final},
+        )
+        return False
+    return True
 
 
 class LivePublisher:
-    """Publishes a running run's log: ``publish(run_log)`` every ``interval_s`` while the log
-    has new lines, on a thread started by the log's first line (a run that logs nothing gets
-    no thread). :meth:`stop` ends it; after it returns no publish runs or starts, so the
-    caller's final write is the last one."""
+    """Publishes a running run's log: ``publish(run_log)`` (False: it failed) every
+    ``interval_s`` while the log has new lines, on a thread started by the log's first line (a
+    run that logs nothing gets no thread). :meth:`stop` ends it; after it returns no publish
+    runs or starts, so the caller's final write is the last one."""
 
     def __init__(
         self,
         run_log: RunLog,
-        publish: Callable[[RunLog], None],
+        publish: Callable[[RunLog], bool | None],
         *,
         interval_s: float | None = None,
         name: str = "run-log",
@@ -230,6 +240,7 @@ class LivePublisher:
         self._thread: threading.Thread | None = None
         self._published = 0  # the log's version last published
         self.publishes = 0
+        self.failures = 0  # publishes that returned False (the store refused the text)
         run_log._on_add = self._start
 
     @property
@@ -257,8 +268,10 @@ class LivePublisher:
                 return False
             self._published = version
             try:
-                self._publish(self._log)
+                if self._publish(self._log) is False:
+                    self.failures += 1
             except Exception:  # write_log reports its own; anything else must not kill the loop
+                self.failures += 1
                 _log.warning("could not publish the run's log", exc_info=True)
             self.publishes += 1
             return True

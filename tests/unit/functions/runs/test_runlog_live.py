@@ -344,3 +344,35 @@ def test_a_killed_job_leaves_its_last_published_log(
         x = it if sweep else 0
         assert f"INFO hanging x={x} with [redacted]" in text and SECRET not in text
         assert f"printed by x={x}" in text
+
+
+class _RefusingContext:
+    """A run context whose store refuses every artifact (as a full disk or a store outage)."""
+
+    uid = "r" * 32
+    artifacts: dict[str, Any] = {}
+
+    def log_artifact(self, *args: Any, **kwargs: Any) -> Any:
+        raise OSError("No space left on device")
+
+
+def test_a_refusing_store_is_reported_once_not_every_publish(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ctx, log = _RefusingContext(), RunLog()
+    pub = LivePublisher(
+        log,
+        lambda lg: runlog.write_log(ctx, lg, final=False, warn=pub.failures == 0),
+        interval_s=3600,
+    )
+    with caplog.at_level("DEBUG", logger=runlog.__name__):
+        for i in range(3):
+            log.add(f"line {i}")
+            assert pub.publish_now()
+        pub.stop()
+        assert runlog.write_log(ctx, log) is False  # the final one: reported again
+    assert pub.failures == 3
+    levels = [
+        r.levelname for r in caplog.records if r.getMessage() == "could not store the run's log"
+    ]
+    assert levels == ["WARNING", "DEBUG", "DEBUG", "WARNING"]
