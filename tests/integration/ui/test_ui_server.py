@@ -268,3 +268,43 @@ def test_runs_search_on_postgres(postgres: PostgresServer) -> None:
         assert page.total == 6 and page.params == ["lr", "model"]
     finally:
         db.close()
+
+
+def _post_from(source: str, url: str, path: str, body: dict[str, Any]) -> tuple[int, Any, Any]:
+    """POST from a chosen loopback source address (another client, as the controller sees it)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(
+        parts.hostname or "127.0.0.1", parts.port, timeout=30, source_address=(source, 0)
+    )
+    try:
+        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read()), resp.headers
+    finally:
+        conn.close()
+
+
+def test_wrong_logins_are_limited_per_address(tmp_path: Path) -> None:
+    """A real controller: 10 wrong tokens from one address, then 429 with Retry-After for the
+    login and the API alike; another address still logs in."""
+    own = ControllerProc(tmp_path / "state", dict(os.environ)).start()
+    try:
+        guesser = Browser(own.url)
+        for _ in range(10):
+            status, _, _ = guesser.call("POST", "/ui/login", {"token": "guess"})
+            assert status == 401
+        status, body, headers = guesser.call("POST", "/ui/login", {"token": TOKEN})
+        assert status == 429 and body["error"] == "TooManyAttemptsError"
+        assert 1 <= int(headers["Retry-After"]) <= 60
+        status, _, _ = guesser.call(
+            "GET", "/api/functions", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        assert status == 429
+        status, body, _ = _post_from("127.0.0.2", own.url, "/ui/login", {"token": TOKEN})
+        assert status == 200 and body["mode"] == "controller"
+        assert "too many wrong tokens" in own.log_path.read_text()
+    finally:
+        own.stop()  # nothing deployed (and this address may not call the API for a minute)
