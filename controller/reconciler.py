@@ -278,7 +278,11 @@ class Reconciler:
             # Failed and not-yet-ready replicas go first, then the newest.
             order = {"failed": 0, "starting": 1, "ready": 2}
             extra = sorted(active, key=lambda r: (order[r.state], -r.started_at))
-            for row in extra[: len(active) - desired]:
+            leaving = extra[: len(active) - desired]
+            if self.endpoints.mirror is not None:
+                # HAProxy routes on its own: it stops sending there before the replica stops.
+                await self._retire(fn, leaving)
+            for row in leaving:
                 await self._remove(row, platform, reason="scaled down")
         # 4. retire replicas of older revisions once the new ones serve
         ready_now = [

@@ -201,8 +201,10 @@ def test_slow_handlers_pass_and_slow_request_heads_are_cut(ctl: ControllerProc) 
 @dataclass
 class Load:
     url: str
+    name: str = "roll"
     stop: threading.Event = field(default_factory=threading.Event)
     versions: list[str] = field(default_factory=list)
+    replicas: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     threads: list[threading.Thread] = field(default_factory=list)
 
@@ -218,13 +220,15 @@ class Load:
         conn = http.client.HTTPConnection(host, int(port), timeout=30)
         while not self.stop.is_set():
             try:
-                conn.request("GET", "/fn/roll/", headers=AUTH)
+                conn.request("GET", f"/fn/{self.name}/", headers=AUTH)
                 resp = conn.getresponse()
                 data = resp.read()
                 if resp.status != 200:
                     self.failures.append(f"{resp.status} {data[:200]!r}")
                 else:
-                    self.versions.append(json.loads(data)["version"])
+                    answer = json.loads(data)
+                    self.versions.append(answer["version"])
+                    self.replicas.append(answer["replica"])
             except (OSError, http.client.HTTPException) as exc:
                 self.failures.append(repr(exc))
                 conn.close()
@@ -260,6 +264,24 @@ def test_a_retired_replica_is_drained_with_zero_failed_requests(
     assert load.failures == [], load.failures[:10]
     assert load.versions[0] == "1" and load.versions[-1] == "2"
     assert served_by_haproxy(ctl) > 0
+
+
+def test_scaling_down_under_load_fails_no_request(ctl: ControllerProc, tmp_path: Path) -> None:
+    deploy(ctl, write_fn(tmp_path, "shrink", replicas=2))
+    wait_for(lambda: len(ctl.client.get_function("shrink")["replicas"]["items"]) == 2, 60)
+    load = Load(ctl.url, name="shrink").start()
+    try:
+        wait_for(lambda: len(set(load.replicas)) == 2, 30, "both replicas serving")
+        ctl.client.scale("shrink", replicas=1)
+        wait_for(
+            lambda: len(ctl.client.get_function("shrink")["replicas"]["items"]) == 1, 60, "one left"
+        )
+        n = len(load.replicas)
+        wait_for(lambda: len(load.replicas) > n + 50, 30, "requests after the scale-down")
+    finally:
+        load.finish()
+    assert load.failures == [], load.failures[:10]
+    assert len(set(load.replicas[-20:])) == 1
 
 
 def _spec(folder: Path) -> tuple[dict[str, Any], Path]:
