@@ -198,6 +198,20 @@ def test_slow_handlers_pass_and_slow_request_heads_are_cut(ctl: ControllerProc) 
     assert data == b"" or data.startswith(b"HTTP/1.1 408"), data[:200]
 
 
+def test_a_build_log_followed_through_haproxy_streams_to_its_end(
+    ctl: ControllerProc, tmp_path: Path
+) -> None:
+    # requirements: the build installs a wheel, with silent gaps longer than the 1 s client
+    # deadline while the controller streams the log.
+    folder = write_fn(tmp_path, "follow", version="f", requirements=["six"])
+    result = ctl.client.deploy(*_spec(folder))
+    lines = list(ctl.client.follow_build(result["build"]["id"]))
+    build = ctl.client.get_build(result["build"]["id"])
+    assert build["state"] == "succeeded", (build, lines[-20:])
+    assert lines  # the log arrived, through HAProxy, to the end of the build
+    ctl.client.wait_ready("follow", timeout_s=180)
+
+
 @dataclass
 class Load:
     url: str
