@@ -93,7 +93,8 @@ export async function render(root, params, ctx) {
   // The log first: what the handler said (and, on failure, its traceback). Followed while the
   // run runs; when it ends, its state badge shows the end (the rest: reload the page).
   const onEnded = (ended) => badge.replaceWith(ui.stateBadge(ended.state));
-  root.append(logsSection(run, iteration, logArt, ctx, onEnded));
+  const sweep = !iteration && iterations.length > 0;
+  root.append(logsSection(run, iteration, logArt, ctx, onEnded, sweep));
   root.append(artifactsSection(allArts, ctx));
 }
 
@@ -266,7 +267,7 @@ function artifactSummary(a, ctx) {
 // log (or when the page is left).
 const LOG_POLL_MS = 2000;
 
-function logsSection(run, iteration, logArt, ctx, onEnded) {
+function logsSection(run, iteration, logArt, ctx, onEnded, sweep = false) {
   const { h } = ctx.ui;
   const ui = ctx.ui;
   const q = iteration ? `?iteration=${iteration}` : "";
@@ -291,7 +292,9 @@ function logsSection(run, iteration, logArt, ctx, onEnded) {
       h("a", { href: `${url}${q ? "&" : "?"}download=1`, id: "run-log-download", download: "" }, "Download"),
     );
     const pre = h("pre", { class: "run-log-text", id: "run-log" }, following ? "" : "loading…");
-    const waiting = following ? h("div", { class: "muted", id: "run-log-waiting" }, "Waiting for the run's first log line…") : null;
+    // A running sweep has no log of its own: the best iteration's is stored when it ends.
+    const wait = sweep ? "A sweep's log is its best iteration's, shown when the sweep ends; each iteration's log follows on its page (the iterations table)." : "Waiting for the run's first log line…";
+    const waiting = following ? h("div", { class: "muted", id: "run-log-waiting" }, wait) : null;
     body.append(info, waiting, pre);
     if (waiting) pre.hidden = true;
 
