@@ -130,9 +130,8 @@ class SessionSigner:
         try:
             shared = self._shared.revoked_sessions(now)
         except StoreError as exc:
-            # The copy read last stays in force; the next check tries again.
-            with self._lock:
-                self._loaded_at = None
+            # The copy read last stays in force; a check after the next interval tries again
+            # (not every request: the store is down, and the log would fill).
             logger.warning("cannot read revoked UI sessions", extra={"error": exc.message})
             return
         with self._lock:

@@ -119,3 +119,19 @@ def test_signer_reads_shared_revocations_at_most_each_interval(tmp_path: Path) -
     finally:
         one.close()
         two.close()
+
+
+def test_a_store_outage_keeps_the_revocations_read_last(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
+    store.open()
+    tick = [0.0]
+    signer = SessionSigner(TOKEN, revocations=store, refresh_s=1.0, clock=lambda: tick[0])
+    value, sess = signer.issue()
+    kept, _ = signer.issue()
+    signer.revoke(sess)
+    other = SessionSigner(TOKEN, revocations=store, refresh_s=1.0, clock=lambda: tick[0])
+    assert other.check(value) is None  # read from the store
+    store.close()  # the store goes away: checks go on with the copy, without raising
+    tick[0] += 5
+    assert other.check(value) is None
+    assert other.check(kept) is not None
