@@ -6,12 +6,16 @@
   and, for a like-for-like durable number, ``log_result`` + ``commit()`` per call; against
   MLflow ``log_metric`` on a SQLite tracking store (one transaction per call).
 - artifacts/s: ``log_artifact(local_path=<1 MB file>)`` to a local folder vs MLflow's
-  ``log_artifact`` to its local file store (a kernel copy, no hash). tickrun copies with the
-  kernel too and hashes the stored copy (sha256) on its hashing thread, so two figures: the
-  calls alone (the loop the job runs; hashes may still be running when it ends), and through
-  ``commit()`` (every record written with its sha256). ``--rounds`` rounds, MLflow and tickrun
-  back to back in each (the machine may be shared: the median of each side, and each round's
-  ratios, are printed). Goal: >= 1.5x.
+  ``log_artifact`` to its local file store. Per call MLflow copies the file into a temp file in
+  the run's folder (Python read/write), renames it over the name and copies the file's times;
+  no hash, no record, no fsync. tickrun copies with the kernel into a temp file it renames (no
+  fsync either), computes the stored copy's sha256 and writes a record to the run DB. The goal
+  (>= 1.5x) is judged *through* ``commit()``: the clock stops when every record is in the run
+  DB with its sha256, and after the run the bench reads them back (a new reader) and checks
+  each sha256 against the file's. The calls alone (the loop the job runs, hashes possibly still
+  running) are printed beside it, not judged. ``--rounds`` rounds, MLflow and tickrun back to
+  back in each (the machine may be shared: the median of each side, and each round's ratios,
+  are printed).
 - run overhead: a no-op job through ``run_function`` and through ``tickrun run`` vs calling the
   function directly (in-process, and as ``python noop_job.py``). Goal: ``tickrun run`` at most
   200 ms over ``python noop_job.py`` (medians of interleaved runs).
@@ -25,6 +29,7 @@ file through the stdlib driver, :class:`LiteRunDB`). MLflow runs in its own inte
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -73,7 +78,9 @@ def bench_tickrun(work: Path, n_results: int, n_durable: int, n_arts: int) -> di
     store = LocalArtifactStore(settings.artifact_path)
     work.mkdir(parents=True, exist_ok=True)
     blob = work / "blob.bin"
-    blob.write_bytes(os.urandom(MB))
+    data = os.urandom(MB)
+    blob.write_bytes(data)
+    want = hashlib.sha256(data).hexdigest()
     out: dict[str, float] = {}
 
     def job(context: Any) -> None:
@@ -103,9 +110,12 @@ def bench_tickrun(work: Path, n_results: int, n_durable: int, n_arts: int) -> di
     stored = db.get_run(run.uid)
     if n_results:
         assert stored.results[f"m{(n_results - 1) % 50}"] == float(n_results - 1)
+    # A new reader of the run DB: every record is there, with the stored bytes' sha256.
     arts = db.list_artifacts(stored.project, uid=run.uid)
-    if len(arts) != n_arts + 1 or not all(a.sha256 and a.size_bytes == MB for a in arts):
-        raise SystemExit(f"tickrun bench: {len(arts)} artifact records, expected {n_arts + 1}")
+    if len(arts) != n_arts + 1 or not all(a.sha256 == want and a.size_bytes == MB for a in arts):
+        raise SystemExit(
+            f"tickrun bench: {len(arts)} artifact records, expected {n_arts + 1} with sha256 {want}"
+        )
     return out
 
 
@@ -313,8 +323,9 @@ def main() -> None:
     print(
         f"  log_artifact per round (tickrun/MLflow): calls {calls_text}; thru commit {rounds_text}"
     )
-    print("  (medians of the rounds; 'calls' stops the clock when the last call returns, its")
-    print("  hashes still running on the hashing thread; 'thru commit' when all are recorded)")
+    print("  (medians of the rounds; 'thru commit' stops the clock when every record is in the")
+    print("  run DB with its sha256, the goal's figure; 'calls' when the last call returns, its")
+    print("  hashes maybe still running)")
     print("\nrun overhead, no-op job (median wall time)")
     print(
         f"  run_function(noop)         {r['run_function_ms']:8.2f} ms   vs direct call "
@@ -337,12 +348,8 @@ def main() -> None:
     print("\ngoals")
     print(f"  results ≥ 10x MLflow log_metric:         {met(goal >= 10)} ({goal:,.0f}x)")
     print(
-        f"  log_artifact(1 MB) ≥ {ARTIFACT_GOAL}x MLflow, calls:       "
-        f"{met(art_calls >= ARTIFACT_GOAL)} ({art_calls:.2f}x)"
-    )
-    print(
-        f"  log_artifact(1 MB) ≥ {ARTIFACT_GOAL}x MLflow, thru commit: {met(art >= ARTIFACT_GOAL)} "
-        f"({art:.2f}x)"
+        f"  log_artifact(1 MB) ≥ {ARTIFACT_GOAL}x MLflow (thru commit): "
+        f"{met(art >= ARTIFACT_GOAL)} ({art:.2f}x; the calls alone {art_calls:.2f}x, not judged)"
     )
     print(
         f"  tickrun run ≤ python + {CLI_GOAL_MS:.0f} ms:          {met(over <= CLI_GOAL_MS)} "
