@@ -35,6 +35,7 @@ from .builder.engine import Engine
 from .builder.registry import RegistryConfig
 from .edge import make_guard
 from .gateway import Gateway
+from .haproxy import trust as haproxy_trust
 from .openapi import OPENAPI_PATH, document
 from .platforms.base import ClusterPlatform, Platform
 from .platforms.container import ContainerPlatform
@@ -203,6 +204,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[LIMITER] = WrongTokenLimiter()  # shared by the bearer check and the UI's login
     app[GUARD] = guard
+    haproxy_trust.install(app, settings)  # HAProxy in front: the client address it saw
     app[api.STORE] = store
     app[api.SERVICE] = service
     app[api.STOPPING] = asyncio.Event()

@@ -16,6 +16,7 @@ from . import api
 from .app import GUARD, TOKEN, create_app
 from .edge import make_runner
 from .haproxy.front import HaproxyFront, haproxy_binary, listen
+from .haproxy.trust import FRONT_SECRET
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,9 @@ async def serve(settings: Settings) -> None:
     front = None
     if exe is not None and public is not None:
         endpoints = app[api.RECONCILER].endpoints
-        front = HaproxyFront(exe, settings, endpoints, app[TOKEN], app[GUARD].limit)
+        front = HaproxyFront(
+            exe, settings, endpoints, app[TOKEN], app[GUARD].limit, app[FRONT_SECRET]
+        )
         await front.start(public, internal_port=port)
         port = public.getsockname()[1]
     url = f"http://{settings.host}:{port}"

@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from .trust import CLIENT_HEADER, SECRET_HEADER
+
 # X-Request-Id as functions/requestid.py accepts it (else HAProxy mints one).
 SAFE_ID = r"^[A-Za-z0-9._:-]{1,128}$"
 SLOT_PREFIX = "fn_"
@@ -51,6 +53,7 @@ class ProxyConfig:
     header_timeout_s: float
     keepalive_timeout_s: float
     body_timeout_s: float
+    front_secret: str = ""  # sent to the controller with the client's address (trust.py)
     slots: int = 128
     stop_timeout_s: float = 10.0
 
@@ -135,6 +138,10 @@ def render(cfg: ProxyConfig) -> str:
         "",
         f"backend {CONTROLLER_BACKEND}",
         "    http-reuse safe",
+        # The client's address for the app (its wrong-token limiter), believed with the secret;
+        # set, so a client's own headers of these names are replaced.
+        f"    http-request set-header {CLIENT_HEADER} %[src]",
+        f"    http-request set-header {SECRET_HEADER} {cfg.front_secret}",
         # Idle pooled connections go before the app's keep-alive timeout closes them.
         f"    server ctl 127.0.0.1:{cfg.internal_port} maxconn {cfg.max_connections}"
         f" pool-purge-delay {_ms(min(1.0, cfg.keepalive_timeout_s / 2))}",

@@ -93,12 +93,14 @@ class HaproxyFront:
         endpoints: EndpointTable,
         token: str,
         max_connections: int,
+        front_secret: str,
     ) -> None:
         self.exe = exe
         self.settings = settings
         self.endpoints = endpoints
         self.token = token
         self.max_connections = max_connections
+        self.front_secret = front_secret
         self.dir = settings.state_dir / "haproxy"
         self._sock_dir: Path | None = None  # a short private dir when the state dir is deep
         self.api: RuntimeApi | None = None
@@ -135,6 +137,7 @@ class HaproxyFront:
             keepalive_timeout_s=self.settings.keepalive_timeout_s,
             body_timeout_s=self.settings.body_timeout_s,
             stop_timeout_s=self.settings.stop_timeout_s,
+            front_secret=self.front_secret,
         )
         self._public_fd = public.fileno()
         self._config = self.dir / "haproxy.cfg"

@@ -161,10 +161,14 @@ def test_fn_balances_checks_the_token_and_keeps_the_gateway_contract(
         status, _, body = call(ctl, "/fn/hello/", bad)
         assert status == 401, body
         assert json.loads(body)["error"] == "AuthError"
-    # Another spelling the controller accepts still works (through the controller).
-    status, _, body = call(ctl, "/fn/hello/x", {"Authorization": f"bearer {TOKEN}"})
+    # Another spelling the controller accepts still works (through the controller), and what
+    # HAProxy tells the controller (the client's address, its secret) reaches no replica.
+    status, _, body = call(
+        ctl, "/fn/hello/x", {"Authorization": f"bearer {TOKEN}", "X-Tickrun-Client": "1.2.3.4"}
+    )
     assert status == 200, body
-    assert "authorization" not in json.loads(body)["headers"]
+    sent = json.loads(body)["headers"]
+    assert not {"authorization", "x-tickrun-client", "x-tickrun-front"} & set(sent), sent
     # Unknown function: the controller's 404.
     status, _, body = call(ctl, "/fn/nope/", AUTH)
     assert status == 404 and json.loads(body)["error"] == "NotFoundError"
@@ -180,6 +184,29 @@ def test_fn_balances_checks_the_token_and_keeps_the_gateway_contract(
     assert cfg.stat().st_mode & 0o777 == 0o600
     assert TOKEN not in cfg.read_text()
     assert TOKEN not in ctl.log_path.read_text()
+
+
+def _from(source: str, ctl: ControllerProc, token: str) -> int:
+    host, port = ctl.url.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=30, source_address=(source, 0))
+    try:
+        conn.request("GET", "/api/functions", headers={"Authorization": f"Bearer {token}"})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def test_wrong_tokens_lock_out_the_guesser_not_every_client_behind_haproxy(
+    ctl: ControllerProc,
+) -> None:
+    # Two clients on different loopback addresses: behind HAProxy the controller still tells
+    # them apart (HAProxy passes the address it saw, with a secret the app checks).
+    statuses = [_from("127.0.0.2", ctl, "wrong") for _ in range(15)]
+    assert statuses[0] == 401 and statuses[-1] == 429, statuses
+    assert _from("127.0.0.1", ctl, TOKEN) == 200
+    assert _from("127.0.0.2", ctl, "wrong") == 429  # still refused
 
 
 def test_slow_handlers_pass_and_slow_request_heads_are_cut(ctl: ControllerProc) -> None:
