@@ -37,6 +37,19 @@ class ArtifactHashError(ArtifactError):
     """The sha256 of a stored copy could not be computed (I/O error, or the copy changed)."""
 
 
+_buffers = threading.local()
+
+
+def _buffer(size: int) -> memoryview:
+    """A read buffer of ``size`` bytes (at most :data:`READ_BYTES`) kept per thread: a fresh
+    zeroed 1 MB bytearray per hash cost ~0.04 ms of its ~0.9 (5 rounds of 50, medians)."""
+    want = max(1, min(size, READ_BYTES))
+    buf: bytearray | None = getattr(_buffers, "buf", None)
+    if buf is None or len(buf) < want:
+        buf = _buffers.buf = bytearray(want)
+    return memoryview(buf)[:want]
+
+
 def digest_fd(fd: int, size: int) -> str:
     """sha256 of the first bytes of ``fd`` read from offset 0; exactly ``size`` are expected.
 
@@ -44,10 +57,9 @@ def digest_fd(fd: int, size: int) -> str:
     ``update``, and between the two this thread needs the GIL back from the job's thread;
     256 KiB pieces made the hash of 1 MB 0.9 ms instead of 0.7 with the job logging on."""
     h = hashlib.sha256()
-    buf = bytearray(max(1, min(size, READ_BYTES)))
-    view = memoryview(buf)
+    view = _buffer(size)
     off = 0
-    while n := os.preadv(fd, [buf], off):
+    while n := os.preadv(fd, [view], off):
         h.update(view[:n])
         off += n
     if off != size:
