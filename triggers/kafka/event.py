@@ -109,6 +109,22 @@ class _Once:
         return event.__dict__.setdefault(self.name, self.compute(event))
 
 
+class _Field:
+    """A record field, read through on each access: copying six of them into every event
+    cost more than the rest of building it (most handlers read one or two). Settable like
+    a plain attribute: a value set on the event shadows it (a non-data descriptor)."""
+
+    __slots__ = ("attr",)
+
+    def __init__(self, attr: str) -> None:
+        self.attr = attr
+
+    def __get__(self, event: Any, owner: type | None = None) -> Any:
+        if event is None:
+            return self
+        return getattr(event._record, self.attr)
+
+
 def _decode(event: KafkaEvent) -> tuple[Any, str]:
     record = event._record
     if not record.headers:  # the common case: no header lookup (and no headers dict) needed
@@ -120,8 +136,9 @@ def _decode(event: KafkaEvent) -> tuple[Any, str]:
 class KafkaEvent(Event):  # type: ignore[misc]
     """A nuclio-sdk ``Event`` for a Kafka record, plus ``key`` (the record key).
 
-    Built once per record on the trigger's hot path, so it stores the record and a few fields,
-    keeps nuclio's constant fields on the class, and computes the rest (body, headers,
+    Built once per record on the trigger's hot path, so it stores the record and the trigger
+    only, keeps nuclio's constant fields on the class, reads the record's own fields (topic,
+    partition, offset, key) through from it, and computes the rest (body, headers, size,
     timestamp, id) when a handler first reads them. ``vars()``-based nuclio-sdk code sees
     every field through :meth:`to_json`, which materialises them first.
     """
@@ -133,6 +150,17 @@ class KafkaEvent(Event):  # type: ignore[misc]
     type_version = None
     version = None
     last_in_batch = False
+
+    path = _Field("topic")
+    topic = _Field("topic")
+    shard_id = _Field("partition")
+    offset = _Field("offset")
+    key = _Field("key")
+
+    @_Once
+    def size(self) -> int:
+        value = self._record.value
+        return len(value) if value else 0
 
     @_Once
     def body(self) -> Any:
@@ -164,13 +192,14 @@ class KafkaEvent(Event):  # type: ignore[misc]
         return {}
 
     def to_json(self) -> str:
-        for name in EVENT_FIELDS:
+        for name in (*EVENT_FIELDS, "key"):
             if name not in self.__dict__:
                 self.__dict__[name] = getattr(self, name)
         return str(super().to_json())
 
 
 EVENT_FIELDS = tuple(vars(Event()))
+_new_event = KafkaEvent.__new__
 
 
 def to_event(record: Any, trigger_name: str, trigger: TriggerInfo | None = None) -> KafkaEvent:
@@ -179,19 +208,11 @@ def to_event(record: Any, trigger_name: str, trigger: TriggerInfo | None = None)
     Besides nuclio's fields (``shard_id`` is the partition), ``event.key`` holds the record key
     (``bytes`` or ``None``). ``trigger`` lets a caller reuse one ``TriggerInfo`` per trigger.
     """
-    value = record.value
-    event = KafkaEvent.__new__(KafkaEvent)
-    # tests/unit/triggers/kafka/test_kafka_event.py keeps the fields in step with nuclio-sdk.
-    event.__dict__ = {
-        "_record": record,
-        "trigger": trigger or TriggerInfo(KIND, trigger_name),
-        "path": record.topic,
-        "size": len(value) if value else 0,
-        "shard_id": record.partition,
-        "offset": record.offset,
-        "topic": record.topic,
-        "key": record.key,
-    }
+    event = _new_event(KafkaEvent)
+    # tests/unit/triggers/kafka/test_kafka_event.py keeps the fields in step with nuclio-sdk;
+    # the record's own fields are read through from it (KafkaEvent's _Field attributes).
+    event._record = record
+    event.trigger = trigger or TriggerInfo(KIND, trigger_name)
     timestamp_ms = record.timestamp
     if timestamp_ms is None or timestamp_ms < 0:
         event.timestamp = dt.datetime.now(dt.UTC)  # no broker time: when it arrived

@@ -21,8 +21,11 @@ from typing import TYPE_CHECKING, Any
 from tickrun.functions.errors import HandlerStatusError, WorkerUnavailableError
 
 from .event import to_event
+from .lane import Lane
 
 if TYPE_CHECKING:
+    from tickrun.functions.interfaces import BatchOutcome
+
     from .state import KafkaState
 
 COMMIT_WAIT_S = 0.005
@@ -78,6 +81,8 @@ class LoopPath:
         self.parts: dict[Any, Partition] = {}
         # Partitions waiting for a commit's answer (they ran a commit window ahead).
         self.commit_waiters: set[Partition] = set()
+        # Sync batches of a fast handler go to the pool together (see .lane).
+        self.lane = Lane()
 
     def committed(self) -> None:
         """A commit was answered (from the consumer thread, via ``call_soon_threadsafe``):
@@ -206,7 +211,7 @@ class LoopPath:
         name, info = t.name, t.trigger_info
         events = [to_event(r, name, info) for r in records]
         try:
-            outcome = await dispatcher.dispatch_batch(events, lambda: part.closed)
+            outcome = await self._dispatch_batch(part, events)
         except WorkerUnavailableError:
             queue.extendleft(reversed(records))  # nothing ran: backpressure, try again
             return not part.closed
@@ -226,6 +231,16 @@ class LoopPath:
                 return False
             self._settled(part, [records[at].offset], processed=False)
             at += 1
+
+    async def _dispatch_batch(self, part: Partition, events: list[Any]) -> BatchOutcome:
+        """One partition's batch on the pool: combined with the other partitions' while the
+        handler is fast (see .lane)."""
+        dispatcher = self._t.dispatcher
+        assert dispatcher is not None
+        lane = self.lane
+        if dispatcher.sync and lane.combines():
+            return await lane.dispatch(dispatcher, events, lambda: part.closed)
+        return await dispatcher.dispatch_batch(events, lambda: part.closed)
 
     def _settled(self, part: Partition, offsets: list[int], processed: bool = True) -> None:
         """Record handled offsets of ``part`` (``processed``: count them as processed too)."""

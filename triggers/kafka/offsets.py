@@ -53,6 +53,17 @@ class OffsetBook:
             if part is None:
                 return 0
             pending, done = part.pending, part.done
+            if not done and type(offsets) is list and offsets and len(offsets) <= len(pending):
+                # In order from the front (how a partition's batches complete): the whole
+                # prefix at once, checked at both ends (both are in fetch order).
+                n = len(offsets)
+                if pending[0] == offsets[0] and pending[n - 1] == offsets[-1]:
+                    popleft = pending.popleft
+                    for _ in range(n):
+                        popleft()
+                    self._uncommitted += n
+                    part.position = offsets[-1] + 1
+                    return len(pending)
             last = None
             for offset in offsets:
                 self._uncommitted += 1

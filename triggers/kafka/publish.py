@@ -183,7 +183,22 @@ class Outputs:
         """
         results = outcome.results
         output_topic = self.output_topic
-        done: list[int] = []
+        reached = len(results)
+        if output_topic is None and start == 0:
+            # Nothing to publish (the common case): only a 5xx answer stops short of the
+            # results, and at most the last one has it (a batch ends there).
+            if reached and results[-1].status >= 500:
+                reached -= 1
+                return (
+                    [r.offset for r in records[:reached]],
+                    reached,
+                    HandlerStatusError(results[-1].status),
+                )
+            done = [r.offset for r in records[:reached]]
+            if reached == len(records):
+                return done, reached, None
+            return done, reached, outcome.error
+        done = []
         for i in range(start, len(records)):
             if i >= len(results):
                 return done, i, outcome.error if i == len(results) else None

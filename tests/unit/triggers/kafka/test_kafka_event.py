@@ -125,3 +125,11 @@ def test_dead_letter_headers_keep_originals_and_add_metadata() -> None:
     assert (meta["topic"], meta["partition"], meta["offset"]) == ("klines", "2", "99")
     assert meta["attempts"] == "4"
     assert meta["consumer-group"] == "g"
+
+
+def test_record_fields_read_through_from_the_record_and_stay_settable() -> None:
+    event = to_event(Record("t", 3, 5, 0, b"k", b"value", []), "ticks")
+    assert (event.topic, event.path, event.shard_id, event.offset) == ("t", "t", 3, 5)
+    assert (event.key, event.size) == (b"k", 5)
+    event.offset = 9  # a plain attribute for a handler that sets it
+    assert event.offset == 9 and event.shard_id == 3

@@ -33,6 +33,7 @@ class FakeDispatcher:
         self.peak = 0
 
     batches = False
+    sync = False  # async handlers: their batches never take turns (.lane)
 
     async def dispatch(self, event: Any) -> Result:
         async with self._slots:
