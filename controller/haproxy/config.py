@@ -24,6 +24,8 @@ from .trust import CLIENT_HEADER, SECRET_HEADER
 # X-Request-Id as functions/requestid.py accepts it (else HAProxy mints one).
 SAFE_ID = r"^[A-Za-z0-9._:-]{1,128}$"
 SLOT_PREFIX = "fn_"
+# A Connection header value with a token other than keep-alive/close.
+CONN_NAMES = r"(^|,)\s*(?!(keep-alive|close)\s*(,|$))[^\s,]"
 CONTROLLER_BACKEND = "controller"
 # Requests may legitimately take long (log follow, holding while a function scales up, slow
 # handlers): the Python gateway has no read deadline toward replicas either.
@@ -83,6 +85,7 @@ def _error_lines() -> list[str]:
 
 def render(cfg: ProxyConfig) -> str:
     check = "fn_path fn_mapped" if cfg.token is None else "fn_path tok_one tok_ok fn_mapped"
+    check += " !conn_names"
     # Decided once: the rules below change what the ACLs look at (the header, the path).
     fast = "fast"
     digest = token_digest(cfg.token or "")
@@ -117,6 +120,10 @@ def render(cfg: ProxyConfig) -> str:
         "    acl tok_one req.fhdr_cnt(authorization) eq 1",
         f"    acl tok_ok req.fhdr(authorization),sha2(256),hex,lower -m str {digest}",
         "    acl fn_mapped var(txn.fnb) -m found",
+        # A Connection header naming other headers (hop-by-hop ones the Python gateway drops;
+        # HAProxy would pass them on): such a request goes the controller's way.
+        "    acl conn_names req.fhdr_cnt(connection) gt 1",
+        f"    acl conn_names req.fhdr(connection),lower -m reg '{CONN_NAMES}'",
         "    acl rid_ok req.fhdr_cnt(x-request-id) eq 1",
         f"    acl rid_safe req.fhdr(x-request-id) -m reg {SAFE_ID}",
         f"    http-request set-var(txn.fnb) {lookup} if fn_path",
@@ -141,7 +148,7 @@ def render(cfg: ProxyConfig) -> str:
         # The client's address for the app (its wrong-token limiter), believed with the secret;
         # set, so a client's own headers of these names are replaced.
         f"    http-request set-header {CLIENT_HEADER} %[src]",
-        f"    http-request set-header {SECRET_HEADER} {cfg.front_secret}",
+        f"    http-request set-header {SECRET_HEADER} {cfg.front_secret or 'none'}",
         # Idle pooled connections go before the app's keep-alive timeout closes them.
         f"    server ctl 127.0.0.1:{cfg.internal_port} maxconn {cfg.max_connections}"
         f" pool-purge-delay {_ms(min(1.0, cfg.keepalive_timeout_s / 2))}",

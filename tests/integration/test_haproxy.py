@@ -169,6 +169,14 @@ def test_fn_balances_checks_the_token_and_keeps_the_gateway_contract(
     assert status == 200, body
     sent = json.loads(body)["headers"]
     assert not {"authorization", "x-tickrun-client", "x-tickrun-front"} & set(sent), sent
+    # A header the Connection header names is hop-by-hop: dropped (the controller's way).
+    host, port = ctl.url.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request("GET", "/fn/hello/", headers={**AUTH, "Connection": "x-hop", "X-Hop": "1"})
+    resp = conn.getresponse()
+    sent = json.loads(resp.read())["headers"]
+    conn.close()
+    assert resp.status == 200 and "x-hop" not in sent, sent
     # Unknown function: the controller's 404.
     status, _, body = call(ctl, "/fn/nope/", AUTH)
     assert status == 404 and json.loads(body)["error"] == "NotFoundError"

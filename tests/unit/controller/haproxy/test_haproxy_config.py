@@ -57,7 +57,7 @@ def test_config_holds_a_digest_not_the_token_and_the_edge_deadlines() -> None:
 
 def test_public_gateway_needs_no_token_on_the_straight_path() -> None:
     text = render(_cfg(token=None))
-    assert "set-var(txn.fast) bool(1) if fn_path fn_mapped\n" in text
+    assert "set-var(txn.fast) bool(1) if fn_path fn_mapped !conn_names\n" in text
 
 
 def test_errors_haproxy_answers_are_json() -> None:
