@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from tickrun.functions.httpserver import request_id_of
 
@@ -47,11 +47,15 @@ def front_middleware(secret: str) -> Any:  # aiohttp's Middleware type is not pu
             return await handler(request)
         given = headers.get(SECRET_HEADER, "").encode("utf-8", "surrogateescape")
         client = headers.get(CLIENT_HEADER, "")
-        kept = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in _DROPPED)
         request_id_of(request)  # minted here, so the clone's id is the one the answer carries
-        if hmac.compare_digest(given, expected) and client:
-            return await handler(request.clone(headers=kept, remote=client[:64]))
-        return await handler(request.clone(headers=kept))
+        trusted = hmac.compare_digest(given, expected) and client
+        clone = request.clone(remote=client[:64]) if trusted else request.clone()
+        # Not clone(headers=…): it re-encodes every header as strict UTF-8, and a header that
+        # was not UTF-8 (kept as surrogates, which auth.py compares as bytes) would be a 500.
+        clone._headers = CIMultiDictProxy(  # what request.headers returns (private)
+            CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in _DROPPED)
+        )
+        return await handler(clone)
 
     return middleware
 

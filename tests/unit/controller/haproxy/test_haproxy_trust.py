@@ -56,6 +56,25 @@ def test_the_address_is_believed_with_the_secret_only(tmp_path: Path) -> None:
     assert CLIENT_HEADER.lower() not in forged["headers"]  # type: ignore[operator]
 
 
+def test_a_header_that_is_not_utf8_passes_as_it_came(tmp_path: Path) -> None:
+    app = _app(tmp_path, "haproxy")
+    trusted = {CLIENT_HEADER: "10.1.2.3", SECRET_HEADER: app[FRONT_SECRET]}
+
+    async def main() -> tuple[int, object]:
+        async with TestClient(TestServer(app)) as client:
+            # Raw bytes on the wire: aiohttp's client would refuse to send them.
+            reader, writer = await asyncio.open_connection(client.host, client.port)
+            head = "".join(f"{k}: {v}\r\n" for k, v in trusted.items()).encode()
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Odd: \xff\xfe\r\n" + head + b"\r\n")
+            await writer.drain()
+            status_line = await reader.readline()
+            writer.close()
+            return int(status_line.split()[1]), status_line
+
+    status, line = asyncio.run(main())
+    assert status == 200, line
+
+
 def test_the_request_id_of_the_answer_is_the_handlers(tmp_path: Path) -> None:
     app = _app(tmp_path, "auto")
     seen, answered = _ask(app, {CLIENT_HEADER: "10.1.2.3", SECRET_HEADER: app[FRONT_SECRET]})
