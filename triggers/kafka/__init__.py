@@ -15,7 +15,8 @@ it kept 0.92-0.94x a raw kafka-python loop's events/s (best of 5 rounds; per-rou
 ``async def`` handler) go through the event loop (and a handler thread pool for sync ones),
 a batch of a partition's events per hop: worth it for handlers that wait on I/O, not for
 CPU-bound Python, whose threads share one GIL; for those, add worker processes instead
-(``spec.workers``).
+(``spec.workers``). While a sync handler is measured fast, the pool takes the ready partitions'
+batches in one hop, one such batch at a time (:mod:`.lane`).
 
 In ``function.yaml`` (Nuclio's attribute names, plus tickrun's commit and failure policy)::
 

@@ -3,7 +3,8 @@
 Each partition this worker owns gets one asyncio task that hands its records to the handler
 strictly in offset order; the trigger's ``maxWorkers``/``numWorkers`` slots (the dispatcher)
 bound how many partitions run a handler at the same time. Sync handlers take a batch of a
-partition's records per thread hop; a record that fails goes one at a time through the retry
+partition's records per thread hop (while the handler is fast, the ready partitions' batches share
+one hop, :mod:`.lane`); a record that fails goes one at a time through the retry
 policy (:mod:`..retry`), then ``onFailure`` (:mod:`.failures`). A revoke settles the partition's
 task here (:meth:`LoopPath.settle`) before the consumer thread commits.
 
