@@ -20,7 +20,7 @@ aiohttp's private attributes are used in this module only (:class:`HardenedHandl
 aiohttp 3.14.5 (pyproject pins ``<3.15``): ``RequestHandler._manager``, ``_loop``, ``_waiter``,
 ``_messages``, ``_request_count``, ``_current_request``, ``_force_close``, ``_reading_paused``,
 ``_buffer_paused``; ``web_protocol._ErrInfo``; ``Server._loop``/``_kwargs``;
-``BaseSite._runner``/``_server``.
+``BaseSite._runner``/``_server``; ``BaseRequest._state`` (:func:`request_id_of`).
 """
 
 from __future__ import annotations
@@ -117,9 +117,14 @@ def short_reason(exc: BaseException | None) -> str:
 def request_id_of(request: web.BaseRequest) -> str:
     """This request's id: the caller's X-Request-Id when sane, else a fresh one (one per request,
     answered in X-Request-Id and every error body, and sent on by the controller's gateway)."""
-    if REQUEST_ID not in request:
-        request[REQUEST_ID] = request_id(request.headers)
-    return request[REQUEST_ID]
+    # The request's state dict directly: ``key in request`` goes through Mapping.__contains__
+    # and a KeyError, a measurable share of a no-op handler's request (clone() copies the dict,
+    # so a clone keeps the id).
+    state = request._state
+    rid: str | None = state.get(REQUEST_ID)
+    if rid is None:
+        rid = state[REQUEST_ID] = request_id(request.headers)
+    return rid
 
 
 class HardenedHandler(RequestHandler):
@@ -175,7 +180,8 @@ class HardenedHandler(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         self._last_data = self._loop.time()
-        waiting = self.between_requests()  # these bytes start the next request
+        waiter = self._waiter  # between_requests(), inline: this runs for every segment
+        waiting = waiter is not None and not waiter.done()  # these bytes start the next request
         queued = len(self._messages)
         if waiting and self._head_deadline is None:
             self._arm_head_deadline()
