@@ -183,13 +183,17 @@ class HardenedHandler(RequestHandler):
         waiter = self._waiter  # between_requests(), inline: this runs for every segment
         waiting = waiter is not None and not waiter.done()  # these bytes start the next request
         queued = len(self._messages)
-        if waiting and self._head_deadline is None:
-            self._arm_head_deadline()
+        count = self._request_count
         super().data_received(data)
         if not waiting and len(self._messages) > queued:
             self._fail_current_body()
-        if self._head_deadline is not None and self._request_count != self._head_count:
-            self._cancel_head_deadline()  # the head is complete (usually in one segment)
+        if self._head_deadline is not None:
+            if self._request_count != self._head_count:
+                self._cancel_head_deadline()  # the head is complete
+        elif waiting and self._request_count == count:
+            # The first bytes of a head that is not complete yet: its deadline starts now (a
+            # head that came whole in this segment, the usual case, needs no timer at all).
+            self._arm_head_deadline()
 
     def _arm_head_deadline(self) -> None:
         if self._guard.header_timeout_s > 0:
