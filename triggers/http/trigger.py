@@ -20,10 +20,10 @@ from tickrun.functions.spec import FunctionSpec
 from ..base import BaseTrigger
 from .config import REQUEST_ID_HEADER, HttpConfig
 from .event import (
+    HttpEvent,
     error_response,
     read_body,
     stream_response,
-    to_event,
     to_response,
 )
 from .spec import HttpTriggerSpec
@@ -64,27 +64,32 @@ class HttpTrigger(BaseTrigger[HttpTriggerSpec]):
         dispatcher = self._dispatcher
         if dispatcher is None:
             return error_response(503, "function is shutting down", event_id)
-        if request.method == "CONNECT":
+        config = self.config
+        method = request.method
+        if method == "CONNECT":
             # A 2xx to CONNECT turns the connection into a tunnel: a function is not a proxy.
             resp = error_response(405, "CONNECT is not supported", event_id, Connection="close")
             resp.force_close()
             return resp
-        if request.method == "OPTIONS" and self.config.cors_origins is not None:
+        if method == "OPTIONS" and config.cors_origins is not None:
             resp = web.Response(
                 status=204,
                 headers={
-                    "Access-Control-Allow-Methods": self.config.cors_methods,
-                    "Access-Control-Allow-Headers": self.config.cors_headers,
-                    "Access-Control-Max-Age": str(self.config.cors_max_age_s),
+                    "Access-Control-Allow-Methods": config.cors_methods,
+                    "Access-Control-Allow-Headers": config.cors_headers,
+                    "Access-Control-Max-Age": str(config.cors_max_age_s),
                     REQUEST_ID_HEADER: event_id,
                 },
             )
             self._cors(request, resp)
             return resp
         try:
-            body = await read_body(
-                request, self.config.max_body_bytes, self.config.body_idle_timeout_s
-            )
+            # No body (a GET, most no-op calls): no read_body coroutine. A Content-Length over
+            # the limit means a body, so read_body still refuses it.
+            if request.body_exists:
+                body = await read_body(request, config.max_body_bytes, config.body_idle_timeout_s)
+            else:
+                body = b""
         except TickrunError as exc:  # too large, stalled or garbled (413, 408, 400)
             if exc.status == 400:
                 warn_once("malformed request body", reason=exc.message, event_id=event_id)
@@ -93,7 +98,7 @@ class HttpTrigger(BaseTrigger[HttpTriggerSpec]):
             resp.force_close()
             return resp
         try:
-            result = await dispatcher.dispatch(to_event(request, body, event_id, self.name))
+            result = await dispatcher.dispatch(HttpEvent(request, body, event_id, self.name))
         except WorkerUnavailableError as exc:
             return error_response(503, exc.message, event_id, **{"Retry-After": "1"})
         except EventTimeoutError as exc:
@@ -105,7 +110,7 @@ class HttpTrigger(BaseTrigger[HttpTriggerSpec]):
         if result.stream is not None:
             return await self._stream(request, result, event_id)
         response = to_response(result, event_id)
-        if self.config.cors_origins is not None:
+        if config.cors_origins is not None:
             self._cors(request, response)
         return response
 
