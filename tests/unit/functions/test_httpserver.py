@@ -7,6 +7,7 @@ import resource
 
 import pytest
 from aiohttp import http_exceptions
+from aiohttp.test_utils import make_mocked_request
 
 from tickrun.functions import httpserver, httpserver_guard
 from tickrun.functions.httpserver import short_reason
@@ -68,3 +69,18 @@ def test_reasons_never_carry_the_request(exc: BaseException | None, expected: st
     reason = short_reason(exc)
     assert reason == expected
     assert "s3cr3t" not in reason and len(reason) <= 120
+
+
+def test_a_requests_id_is_minted_once_and_kept_by_a_clone() -> None:
+    sane = make_mocked_request("GET", "/", headers={"X-Request-Id": "caller-1.a:b"})
+    assert httpserver.request_id_of(sane) == "caller-1.a:b"
+
+    insane = make_mocked_request("GET", "/", headers={"X-Request-Id": "bad id\twith spaces"})
+    minted = httpserver.request_id_of(insane)
+    assert minted != "bad id\twith spaces" and len(minted) == 22
+    assert httpserver.request_id_of(insane) == minted  # one id per request, not per call
+    assert insane[httpserver.REQUEST_ID] == minted  # where aiohttp's mapping API finds it
+    assert httpserver.request_id_of(insane.clone()) == minted
+
+    other = make_mocked_request("GET", "/")
+    assert httpserver.request_id_of(other) not in (minted, "")
