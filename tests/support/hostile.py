@@ -448,11 +448,18 @@ _MAX_HEAD = 1 << 20
 
 
 async def _send_one(
-    req: HostileRequest, host: str, port: int, timeout_s: float, connect_timeout_s: float
+    req: HostileRequest,
+    host: str,
+    port: int,
+    timeout_s: float,
+    connect_timeout_s: float,
+    source: str | None = None,
 ) -> Outcome:
+    local = (source, 0) if source else None
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, limit=_MAX_HEAD), connect_timeout_s
+            asyncio.open_connection(host, port, limit=_MAX_HEAD, local_addr=local),
+            connect_timeout_s,
         )
     except (OSError, TimeoutError):
         return Outcome(req.kind, None, "refused")
@@ -494,13 +501,15 @@ async def send_async(
     concurrency: int = 32,
     timeout_s: float = 5.0,
     connect_timeout_s: float = 5.0,
+    source: str | None = None,
 ) -> list[Outcome]:
-    """Send each request on a connection of its own, ``concurrency`` at a time, in order."""
+    """Send each request on a connection of its own, ``concurrency`` at a time, in order;
+    ``source``: the local address to send from (a server limiting per client address)."""
     sem = asyncio.Semaphore(concurrency)
 
     async def _bounded(req: HostileRequest) -> Outcome:
         async with sem:
-            return await _send_one(req, host, port, timeout_s, connect_timeout_s)
+            return await _send_one(req, host, port, timeout_s, connect_timeout_s, source)
 
     return list(await asyncio.gather(*(_bounded(r) for r in requests)))
 
@@ -512,10 +521,13 @@ def send(
     *,
     concurrency: int = 32,
     timeout_s: float = 5.0,
+    source: str | None = None,
 ) -> list[Outcome]:
     """:func:`send_async` from synchronous code (a test); returns one outcome per request."""
     return asyncio.run(
-        send_async(requests, host, port, concurrency=concurrency, timeout_s=timeout_s)
+        send_async(
+            requests, host, port, concurrency=concurrency, timeout_s=timeout_s, source=source
+        )
     )
 
 
