@@ -6,7 +6,7 @@ import asyncio
 import base64
 import binascii
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
@@ -27,6 +27,7 @@ STORE: web.AppKey[Store] = web.AppKey("store", Store)
 SERVICE: web.AppKey[FunctionService] = web.AppKey("service", FunctionService)
 RECONCILER: web.AppKey[Reconciler] = web.AppKey("reconciler", Reconciler)
 STOPPING: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class DeployRequest(BaseModel):
@@ -151,15 +152,20 @@ def function_json(
     }
 
 
-async def _deploy_body(request: web.Request) -> DeployRequest:
+async def _body(request: web.Request, model: type[_M], what: str) -> _M:
+    """The request's JSON body as ``model``; invalid: a 400 naming ``what`` and the fields."""
     raw = await read_json(request)
     try:
-        return DeployRequest.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         message, fields = format_validation_error(exc)
         raise SpecError(
-            message.replace("invalid function spec", "invalid deploy request"), detail=fields
+            message.replace("invalid function spec", f"invalid {what}"), detail=fields
         ) from exc
+
+
+async def _deploy_body(request: web.Request) -> DeployRequest:
+    return await _body(request, DeployRequest, "deploy request")
 
 
 def _code(body: DeployRequest) -> bytes | None:
@@ -197,14 +203,7 @@ async def update_function(request: web.Request) -> web.Response:
 
 async def scale(request: web.Request) -> web.Response:
     """Change only the replica counts: no new version and no build (see scaling.py)."""
-    raw = await read_json(request)
-    try:
-        body = ScaleRequest.model_validate(raw)
-    except ValidationError as exc:
-        message, fields = format_validation_error(exc)
-        raise SpecError(
-            message.replace("invalid function spec", "invalid scale request"), detail=fields
-        ) from exc
+    body = await _body(request, ScaleRequest, "scale request")
     row, change = await scale_function(
         request.app[SERVICE],
         request.match_info["name"],

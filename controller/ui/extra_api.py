@@ -72,15 +72,10 @@ def _read(request: web.Request, rec: ArtifactRecord, limit: int) -> bytes:
     target = request.app[ROOTS_KEY].check(rec.target)
     settings = request.app.get(SETTINGS_KEY)
     store, key = split_url(target, settings.s3 if settings else None)
-    out = bytearray()
     try:
-        for chunk in store.stream(key):
-            out += chunk
-            if len(out) >= limit:
-                break
+        return store.head(key, limit)
     except FileNotFoundError:
         raise NotFoundError(f"artifact {rec.key!r}: its file is gone") from None
-    return bytes(out[:limit])
 
 
 def _lineage(request: web.Request, rec: ArtifactRecord) -> dict[str, Any] | None:

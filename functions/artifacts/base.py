@@ -194,6 +194,15 @@ class ArtifactStore(ABC):
             tmp.unlink(missing_ok=True)
         return target
 
+    def head(self, key: str, limit: int) -> bytes:
+        """The first ``limit`` bytes of ``key`` (all of it when shorter), read chunk by chunk."""
+        out = bytearray()
+        for chunk in self.stream(key):
+            out += chunk
+            if len(out) >= limit:
+                break
+        return bytes(out[:limit])
+
     def exists(self, key: str) -> bool:
         try:
             self.stat(key)

@@ -147,15 +147,10 @@ async def get_run(request: web.Request) -> web.StreamResponse:
 def _read_log(app: web.Application, target: str, limit: int) -> bytes:
     """The first ``limit`` bytes of a log artifact's object (file or S3: blocking I/O)."""
     store, key = split_url(app[ROOTS_KEY].check(target), app.get(S3_KEY))
-    out = bytearray()
     try:
-        for chunk in store.stream(key):
-            out += chunk
-            if len(out) >= limit:
-                break
+        return store.head(key, limit)
     except FileNotFoundError:
         raise NotFoundError("the run's log file is gone") from None
-    return bytes(out[:limit])
 
 
 @_guard
