@@ -54,7 +54,12 @@ async def serve(settings: Settings) -> None:
     )
     logger.info(
         "controller listening",
-        extra={"url": url, "max_connections": app[GUARD].limit, "fd_limit": fd_limit},
+        extra={
+            "url": url,
+            "max_connections": app[GUARD].limit,
+            "fd_limit": fd_limit,
+            "front": "haproxy" if front is not None else "python",
+        },
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -27,6 +27,11 @@ SLOT_PREFIX = "fn_"
 # A Connection header value with a token other than keep-alive/close.
 CONN_NAMES = r"(^|,)\s*(?!(keep-alive|close)\s*(,|$))[^\s,]"
 CONTROLLER_BACKEND = "controller"
+# What HAProxy logs (stderr, read by front.py): only requests that ended abnormally (a request it
+# could not parse, a timeout, an abort), as the status and termination state: never a header,
+# so never the token.
+LOG_TAG = "tickrun-front"
+LOG_FORMAT = f"{LOG_TAG} status=%ST term=%tsc client=%ci"
 # Requests may legitimately take long (log follow, holding while a function scales up, slow
 # handlers): the Python gateway has no read deadline toward replicas either.
 SERVER_TIMEOUT_S = 3600
@@ -58,6 +63,17 @@ class ProxyConfig:
     front_secret: str = ""  # sent to the controller with the client's address (trust.py)
     slots: int = 128
     stop_timeout_s: float = 10.0
+
+
+def per_source_limit(max_connections: int) -> int:
+    """Connections one client address (an IPv6 /64) may hold at once.
+
+    HAProxy cannot evict an idle or half-open connection to make room at the cap as the Python
+    edge does (controller/edge.py): instead one address may hold only a quarter of the budget,
+    so a slow or idle flood from one address never takes the slots a fresh client needs. (A
+    flood from many addresses that fills the cap makes new clients wait for the head deadline.)
+    """
+    return max(max_connections // 4, 1)
 
 
 def token_digest(token: str) -> str:
@@ -95,12 +111,17 @@ def render(cfg: ProxyConfig) -> str:
         f"    maxconn {cfg.max_connections}",
         # One thread: on a small machine the other core serves the replicas and the controller.
         "    nbthread 1",
+        "    log stderr format raw local0 info",
         f"    stats socket {cfg.stats_socket} mode 600 level admin",
         f"    hard-stop-after {_ms(cfg.stop_timeout_s)}",
         "",
         "defaults",
         "    mode http",
         "    option http-keep-alive",
+        "    log global",
+        "    option dontlog-normal",
+        "    option dontlognull",
+        f'    log-format "{LOG_FORMAT}"',
         "    timeout connect 2s",
         # The hardened edge's deadlines (controller/edge.py), now HAProxy's: a slow request head
         # (slowloris), an idle keep-alive connection, a stalled body.
@@ -110,12 +131,19 @@ def render(cfg: ProxyConfig) -> str:
         f"    timeout server {SERVER_TIMEOUT_S}s",
         f"    timeout tunnel {SERVER_TIMEOUT_S}s",
         # Errors of a request under way (no replica answered, a timeout); a request HAProxy
-        # cannot parse at all gets its built-in 400 page (2.6 has no hook for that one).
+        # cannot parse at all gets its built-in short HTML 400 page (2.6 has no hook for that
+        # one; errorfile and http-error are not used by its HTTP/1 parser), and the controller's
+        # log one "malformed request" line (front.py reads HAProxy's log line).
         *_error_lines(),
         "",
         "frontend public",
         f"    bind fd@{cfg.public_fd}",
         f"    maxconn {cfg.max_connections}",
+        # One address's share of the connections (see per_source_limit); an IPv6 /64 is one.
+        "    stick-table type ipv6 size 100k expire 60s store conn_cur",
+        "    tcp-request connection track-sc0 src,ipmask(32,64)",
+        "    tcp-request connection reject if { sc0_conn_cur gt "
+        f"{per_source_limit(cfg.max_connections)} }}",
         "    acl fn_path path_beg /fn/",
         "    acl tok_one req.fhdr_cnt(authorization) eq 1",
         f"    acl tok_ok req.fhdr(authorization),sha2(256),hex,lower -m str {digest}",

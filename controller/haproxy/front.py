@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,15 +22,18 @@ from pathlib import Path
 
 from tickrun.functions import settings as registry
 from tickrun.functions.errors import SpecError, TickrunError
+from tickrun.functions.httpserver import warn_once
 
 from ..endpoints import EndpointTable
 from ..settings import Settings
-from .config import ProxyConfig, render
+from .config import LOG_TAG, ProxyConfig, render
 from .routes import Routes
 from .runtime import RuntimeApi, RuntimeApiError
 
 logger = logging.getLogger(__name__)
 
+# HAProxy's log line of a request that ended abnormally (config.LOG_FORMAT).
+_FRONT_LOG = re.compile(rf"{LOG_TAG} status=(-?\d+) term=(\S+) client=(\S+)")
 READY_TIMEOUT_S = 10.0
 MAX_SOCKET_PATH = 100  # AF_UNIX paths stop at 107 bytes
 RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
@@ -81,6 +85,22 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
     tmp.replace(path)
+
+
+def _log_front_line(line: str) -> bool:
+    """One abnormal request HAProxy answered or closed itself, logged as the Python edge logs
+    it; False for HAProxy's other messages."""
+    front = _FRONT_LOG.match(line)
+    if front is None:
+        return False
+    status, term, client = int(front[1]), front[2], front[3]
+    if status == 400 and term.startswith("PR"):
+        # A request its parser refused: the Python edge's line, under the same budget.
+        warn_once("malformed request", status=400, reason="refused by HAProxy", remote=client)
+    else:
+        # Head or keep-alive deadlines, client aborts, replicas that broke off: routine.
+        logger.debug("haproxy closed a request", extra={"status": status, "term": term})
+    return True
 
 
 class HaproxyFront:
@@ -201,6 +221,8 @@ class HaproxyFront:
             line = raw.decode("utf-8", "replace").rstrip()[:500]
             if not line or "stopped (cumulated conns" in line:
                 continue  # one per backend at every stop
+            if _log_front_line(line):
+                continue
             # Server state changes arrive as [WARNING]: routine here (drains, new servers).
             level = logging.ERROR if "[ALERT]" in line else logging.INFO
             logger.log(level, "haproxy: %s", line)

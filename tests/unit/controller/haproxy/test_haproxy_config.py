@@ -11,8 +11,14 @@ from pathlib import Path
 import pytest
 
 from tickrun.controller.endpoints import EndpointTable
-from tickrun.controller.haproxy.config import ProxyConfig, render, token_digest
-from tickrun.controller.haproxy.front import haproxy_binary, listen
+from tickrun.controller.haproxy.config import (
+    LOG_TAG,
+    ProxyConfig,
+    per_source_limit,
+    render,
+    token_digest,
+)
+from tickrun.controller.haproxy.front import _log_front_line, haproxy_binary, listen
 from tickrun.controller.haproxy.routes import Routes, _addr
 from tickrun.controller.haproxy.runtime import RuntimeApi, RuntimeApiError, parse_stats
 from tickrun.controller.settings import Settings
@@ -53,6 +59,34 @@ def test_config_holds_a_digest_not_the_token_and_the_edge_deadlines() -> None:
     # The straight path strips the token and needs exactly one Authorization header.
     assert "del-header authorization if fast" in text
     assert "req.fhdr_cnt(authorization) eq 1" in text
+
+
+def test_one_address_holds_a_quarter_of_the_connections() -> None:
+    text = render(_cfg(max_connections=500))
+    assert per_source_limit(500) == 125 and per_source_limit(3) == 1
+    assert "tcp-request connection track-sc0 src,ipmask(32,64)" in text
+    assert "tcp-request connection reject if { sc0_conn_cur gt 125 }" in text
+
+
+def test_haproxy_logs_only_abnormal_requests_and_never_a_header() -> None:
+    text = render(_cfg())
+    assert "option dontlog-normal" in text and "option dontlognull" in text
+    log_format = next(line for line in text.splitlines() if "log-format" in line)
+    assert LOG_TAG in log_format and "%ST" in log_format
+    for field in ("%r", "%hr", "%HU", "%{"):  # the request line, captured headers
+        assert field not in log_format
+
+
+def test_a_request_haproxy_refused_is_one_malformed_request_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("DEBUG")
+    assert _log_front_line(f"{LOG_TAG} status=400 term=PR-- client=10.0.0.9")
+    assert _log_front_line(f"{LOG_TAG} status=408 term=cR-- client=10.0.0.9")
+    assert not _log_front_line("[WARNING]  (1) : Server fn_0/abc-4000 is going DOWN")
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert [r.getMessage() for r in warnings] == ["malformed request"]
+    assert getattr(warnings[0], "remote", None) == "10.0.0.9"
 
 
 def test_public_gateway_needs_no_token_on_the_straight_path() -> None:
