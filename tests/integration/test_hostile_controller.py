@@ -1,7 +1,7 @@
 """Over 5,000 malformed and hostile requests against a real controller: its API with and without
 the token, the ``/fn/`` gateway and a function port. Nothing dies, nothing answers 5xx, no body
 shows a traceback or a path, the controller's log never holds the token (nor a line over 1 KB),
-and everything serves normally afterwards."""
+and everything serves normally afterwards. With each public front: the Python edge and HAProxy."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ import yaml
 
 from tests.integration.test_controller_harness import TOKEN, ControllerProc, cleanup
 from tests.support import hostile
+from tickrun.controller.haproxy.front import haproxy_binary
+from tickrun.controller.settings import Settings
+from tickrun.functions import settings as registry
 
 pytestmark = pytest.mark.slow
 
@@ -36,12 +39,20 @@ API_PATHS = (
 )
 
 
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControllerProc, Any]]:
-    tmp = tmp_path_factory.mktemp("hostile")
+@pytest.fixture(scope="module", params=["python", "haproxy"])
+def deployed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ControllerProc, Any]]:
+    front = str(request.param)
+    if (
+        front == "haproxy"
+        and haproxy_binary(Settings.from_env({registry.PROXY.name: "auto"})) is None
+    ):
+        pytest.fail("haproxy is not installed (apt-get install haproxy; .ci/run installs it)")
+    tmp = tmp_path_factory.mktemp(f"hostile-{front}")
     folder = tmp / "echo_headers"
     shutil.copytree(EXAMPLE, folder)
-    ctl = ControllerProc(tmp / "state", dict(os.environ)).start()
+    ctl = ControllerProc(tmp / "state", {**os.environ, registry.PROXY.name: front}).start()
     try:
         ctl.client.deploy(yaml.safe_load((folder / "function.yaml").read_text()), folder)
         yield ctl, ctl.client.wait_ready(NAME, timeout_s=300)
