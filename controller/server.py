@@ -69,11 +69,15 @@ async def serve(settings: Settings) -> None:
         await stop.wait()
     finally:
         logger.info("controller stopping; replicas keep running and are re-adopted on restart")
-        if front is not None:  # first: requests it holds may still need the app
-            await front.stop()
+        if front is not None:
+            # Together: HAProxy stops accepting and lets requests to replicas finish, while the
+            # app ends its own (log follows, held requests) as it does without HAProxy; one after
+            # the other, a client's open log follow would hold the stop for the stop timeout.
+            await asyncio.gather(front.stop(), runner.cleanup())
+        else:
+            await runner.cleanup()
         if public is not None:
             public.close()
-        await runner.cleanup()
         with contextlib.suppress(OSError):
             settings.url_file.unlink()
 

@@ -423,9 +423,9 @@ MAX_CONNECTIONS = define(
     "client connections at once (also bounded by the fd limit)", "edge",
 )  # fmt: skip
 PROXY = define(
-    "TICKRUN_PROXY", one_of("python", "haproxy", "auto"), "python",
-    "the /fn/ data path: the Python gateway, HAProxy in front (Debian's package), or HAProxy "
-    "when installed", "edge",
+    "TICKRUN_PROXY", one_of("python", "haproxy", "auto"), "auto",
+    "the public front: the Python edge and gateway, HAProxy in front (Debian's package), or "
+    "HAProxy when installed (else Python)", "edge",
 )  # fmt: skip
 
 HUB_PATH = define(

@@ -190,7 +190,8 @@ def main() -> int:
 
         env = require_base_image()
     work = Path(tempfile.mkdtemp(prefix="tickrun-bench-deploy-"))
-    ctl = ControllerProc(work / "state", env).start()
+    # The Python data path (/fn/ gateway, function ports) on this one, whatever the default.
+    ctl = ControllerProc(work / "state", {**env, registry.PROXY.name: "python"}).start()
     client = ctl.client
     # The same functions on a controller with HAProxy in front: the /fn/ data path it offers.
     ctl2: ControllerProc | None = None

@@ -34,13 +34,17 @@ MAX_FILES = 20_000
 
 
 def iter_files(root: Path) -> Iterable[Path]:
-    """Files below ``root`` in a stable order, skipping IGNORED names and *.pyc."""
+    """Files below ``root`` in a stable order, skipping IGNORED names, *.pyc and what is not a
+    regular file or a symlink."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in IGNORED)
         for name in sorted(filenames):
             if name in IGNORED or name.endswith((".pyc", ".pyo")):
                 continue
-            yield Path(dirpath) / name
+            path = Path(dirpath) / name
+            if not path.is_symlink() and not path.is_file():
+                continue  # a socket or a fifo (a running server's): not code, not packable
+            yield path
 
 
 def hash_tree(root: Path, h: hashlib._Hash | None = None) -> str:

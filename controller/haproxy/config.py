@@ -27,6 +27,43 @@ SLOT_PREFIX = "fn_"
 # A Connection header value with a token other than keep-alive/close.
 CONN_NAMES = r"(^|,)\s*(?!(keep-alive|close)\s*(,|$))[^\s,]"
 CONTROLLER_BACKEND = "controller"
+# HAProxy sends header names in lower case (HTTP says case does not matter); clients that read
+# them case-sensitively (a dict of response headers) get these, the controller's and the common
+# ones, spelled as the controller and the Python gateway send them.
+CASE_ADJUST = (
+    "Accept-Ranges",
+    "Access-Control-Allow-Headers",
+    "Access-Control-Allow-Methods",
+    "Access-Control-Allow-Origin",
+    "Access-Control-Expose-Headers",
+    "Access-Control-Max-Age",
+    "Allow",
+    "Cache-Control",
+    "Connection",
+    "Content-Disposition",
+    "Content-Encoding",
+    "Content-Language",
+    "Content-Length",
+    "Content-Security-Policy",
+    "Content-Type",
+    "Date",
+    "ETag",
+    "Expires",
+    "Keep-Alive",
+    "Last-Modified",
+    "Location",
+    "Referrer-Policy",
+    "Retry-After",
+    "Server",
+    "Set-Cookie",
+    "Transfer-Encoding",
+    "Vary",
+    "WWW-Authenticate",
+    "X-Content-Type-Options",
+    "X-Frame-Options",
+    "X-Request-Id",
+    "X-Tickrun-Log",
+)
 # What HAProxy logs (stderr, read by front.py): only requests that ended abnormally (a request it
 # could not parse, a timeout, an abort), as the status and termination state: never a header,
 # so never the token.
@@ -112,6 +149,7 @@ def render(cfg: ProxyConfig) -> str:
         # One thread: on a small machine the other core serves the replicas and the controller.
         "    nbthread 1",
         "    log stderr format raw local0 info",
+        *(f"    h1-case-adjust {name.lower()} {name}" for name in CASE_ADJUST),
         f"    stats socket {cfg.stats_socket} mode 600 level admin",
         f"    hard-stop-after {_ms(cfg.stop_timeout_s)}",
         "",
@@ -139,6 +177,7 @@ def render(cfg: ProxyConfig) -> str:
         "frontend public",
         f"    bind fd@{cfg.public_fd}",
         f"    maxconn {cfg.max_connections}",
+        "    option h1-case-adjust-bogus-client",
         # One address's share of the connections (see per_source_limit); an IPv6 /64 is one.
         "    stick-table type ipv6 size 100k expire 60s store conn_cur",
         "    tcp-request connection track-sc0 src,ipmask(32,64)",

@@ -1,7 +1,8 @@
 """Framing through both gateways: Nuclio's echo-headers function copies the request's headers
 (Content-Length, Connection, Transfer-Encoding, …) into its response; through ``/fn/`` and through
 the function port the client still gets one correct framing, one X-Request-Id and a keep-alive
-connection that answers the next request right. Small, multi-MB and chunked requests."""
+connection that answers the next request right. Small, multi-MB and chunked requests. With each
+public front (the Python gateway and HAProxy)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ import pytest
 import yaml
 
 from tests.integration.test_controller_harness import TOKEN, ControllerProc, cleanup
+from tickrun.controller.haproxy.front import haproxy_binary
+from tickrun.controller.settings import Settings
+from tickrun.functions import settings as registry
 
 pytestmark = pytest.mark.slow
 
@@ -37,15 +41,23 @@ FRAMING = {"keep-alive", "te", "trailer", "upgrade", "proxy-authorization", "pro
 NOT_FORWARDED_BY_PROXY = FRAMING | {"x-hop", "authorization"}
 
 
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControllerProc, Any]]:
+@pytest.fixture(scope="module", params=["python", "haproxy"])
+def deployed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ControllerProc, Any]]:
     import os
 
-    tmp = tmp_path_factory.mktemp("framing")
+    front = str(request.param)
+    if (
+        front == "haproxy"
+        and haproxy_binary(Settings.from_env({registry.PROXY.name: "auto"})) is None
+    ):
+        pytest.fail("haproxy is not installed (apt-get install haproxy; .ci/run installs it)")
+    tmp = tmp_path_factory.mktemp(f"framing-{front}")
     folder = tmp / "echo_headers"
     shutil.copytree(EXAMPLE, folder)
     spec = yaml.safe_load((folder / "function.yaml").read_text())
-    ctl = ControllerProc(tmp / "state", dict(os.environ)).start()
+    ctl = ControllerProc(tmp / "state", {**os.environ, registry.PROXY.name: front}).start()
     try:
         ctl.client.deploy(spec, folder)
         fn = ctl.client.wait_ready(NAME, timeout_s=300)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tickrun.controller.builder.hashing import iter_files, pack_dir
 from tickrun.controller.endpoints import EndpointTable
 from tickrun.controller.haproxy.config import (
     LOG_TAG,
@@ -89,6 +90,25 @@ def test_a_request_haproxy_refused_is_one_malformed_request_line(
     assert getattr(warnings[0], "remote", None) == "10.0.0.9"
 
 
+def test_header_names_keep_the_spelling_the_controller_sends() -> None:
+    text = render(_cfg())
+    assert "option h1-case-adjust-bogus-client" in text
+    assert "h1-case-adjust content-security-policy Content-Security-Policy" in text
+    assert "h1-case-adjust retry-after Retry-After" in text
+
+
+def test_a_socket_in_a_code_folder_is_not_packed(tmp_path: Path) -> None:
+    # The state dir (HAProxy's admin socket in it) may sit inside a folder being deployed.
+    (tmp_path / "handler.py").write_text("def handler(context, event): pass\n")
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(tmp_path / "admin.sock"))
+        assert [p.name for p in iter_files(tmp_path)] == ["handler.py"]
+        assert pack_dir(tmp_path)
+    finally:
+        sock.close()
+
+
 def test_public_gateway_needs_no_token_on_the_straight_path() -> None:
     text = render(_cfg(token=None))
     assert "set-var(txn.fast) bool(1) if fn_path fn_mapped !conn_names\n" in text
@@ -118,7 +138,7 @@ def test_parse_stats_reads_backends_and_servers() -> None:
 def test_proxy_setting_and_binary(tmp_path: Path) -> None:
     env = {registry.PROXY.name: "haproxy", registry.STATE_DIR.name: str(tmp_path)}
     assert Settings.from_env(env).proxy == "haproxy"
-    assert Settings.from_env({registry.STATE_DIR.name: str(tmp_path)}).proxy == "python"
+    assert Settings.from_env({registry.STATE_DIR.name: str(tmp_path)}).proxy == "auto"
     with pytest.raises(SpecError, match=registry.PROXY.name):
         Settings.from_env({**env, registry.PROXY.name: "nginx"})
     assert haproxy_binary(Settings(state_dir=tmp_path, proxy="python")) is None
