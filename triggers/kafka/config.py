@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import ssl
 import tempfile
@@ -13,7 +14,7 @@ from tickrun.functions.errors import SpecError, TriggerConfigError
 from tickrun.functions.settings import KAFKA_BROKERS
 
 from ..retry import RetryPolicy
-from .spec import KafkaTriggerSpec, SaslSpec, TlsSpec
+from .spec import KafkaAttributes, KafkaTriggerSpec, SaslSpec, TlsSpec
 
 # kafka-python's consumer is told to keep at most this many fetched-but-unhandled events per
 # partition before the trigger pauses that partition (backpressure instead of unbounded memory).
@@ -42,6 +43,8 @@ class KafkaConfig:
     sasl: SaslSpec = field(repr=False, default_factory=SaslSpec)
     tls: TlsSpec = field(repr=False, default_factory=TlsSpec)
     inline_fast_handler: bool = False  # see .inline
+    client: str = "kafka-python"  # or "confluent-kafka" (see .confluent)
+    rdkafka: dict[str, Any] = field(repr=False, default_factory=dict)  # librdkafka settings
 
     @classmethod
     def from_spec(
@@ -94,7 +97,13 @@ class KafkaConfig:
             "max_block_ms": 10_000,
         }
         dead_letter = a.dead_letter_topic if a.on_failure == "dead-letter" else None
-        pause_above = max(a.max_poll_records * PAUSE_FACTOR, 1000)
+        if a.client == "confluent-kafka" and importlib.util.find_spec("confluent_kafka") is None:
+            raise TriggerConfigError(
+                f"kafka trigger {name!r} asks for client confluent-kafka, which is not "
+                "installed here: install tickrun[kafka] (or confluent-kafka) in the image, "
+                "or leave attributes.client at kafka-python"
+            )
+        pause_above = _pause_above(a)
         return cls(
             name=name,
             function=function_name,
@@ -116,6 +125,8 @@ class KafkaConfig:
             pause_above=pause_above,
             resume_below=pause_above // 2,
             inline_fast_handler=a.inline_fast_handler,
+            client=a.client,
+            rdkafka=_rdkafka_settings(a, brokers, client_id),
             consumer=consumer,
             producer=producer,
             sasl=a.sasl,
@@ -166,6 +177,95 @@ def resolve_brokers(
             f"{KAFKA_BROKERS.name}=host:port[,host:port]"
         )
     return brokers
+
+
+def _pause_above(a: KafkaAttributes) -> int:
+    return max(a.max_poll_records * PAUSE_FACTOR, 1000)
+
+
+def _rdkafka_settings(
+    a: KafkaAttributes, brokers: tuple[str, ...], client_id: str
+) -> dict[str, Any]:
+    """The same attributes as librdkafka settings (the confluent-kafka client), one dict for
+    what consumer and producer share: ``rdkafka_settings`` adds each role's own."""
+    out: dict[str, Any] = {
+        "bootstrap.servers": ",".join(brokers),
+        "client.id": client_id,
+        "security.protocol": _security_protocol(a.sasl, a.tls).lower(),
+        "reconnect.backoff.max.ms": 5_000,
+        # Group and fetch settings, read by the consumer only (kept apart below).
+        "group.id": a.consumer_group,
+        "auto.offset.reset": a.initial_offset,
+        # tickrun commits itself, only offsets whose handler finished (at-least-once).
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "allow.auto.create.topics": False,
+        "session.timeout.ms": int(a.session_timeout_s * 1000),
+        "heartbeat.interval.ms": int(a.heartbeat_interval_s * 1000),
+        "max.poll.interval.ms": max(int(a.rebalance_timeout_s * 1000), 1000),
+        "fetch.min.bytes": a.fetch_min_bytes,
+        "fetch.max.bytes": a.fetch_max_bytes,
+        # librdkafka refuses a response above this; it must exceed fetch.max.bytes.
+        "receive.message.max.bytes": max(a.fetch_max_bytes + 1_048_576, 100_000_000),
+        "fetch.wait.max.ms": int(a.max_wait_time_s * 1000),
+        # librdkafka prefetches up to 100,000 records a partition (then looks again a second
+        # later); a pause (flow control, .confluent) drops what was prefetched. Prefetch about
+        # what the trigger keeps per partition, and look again soon.
+        "queued.min.messages": _pause_above(a),
+        "fetch.queue.backoff.ms": 10,
+    }
+    if a.sasl.enable:
+        out["sasl.mechanism"] = a.sasl.mechanism
+        out["sasl.username"] = a.sasl.user
+        out["sasl.password"] = a.sasl.password
+    if a.tls.enable:
+        tls = a.tls
+        if tls.ca_cert:
+            out["ssl.ca.pem" if _is_pem(tls.ca_cert) else "ssl.ca.location"] = tls.ca_cert
+        if tls.insecure_skip_verify:
+            out["enable.ssl.certificate.verification"] = False
+            out["ssl.endpoint.identification.algorithm"] = "none"
+        if tls.access_certificate:
+            if not tls.access_key:
+                raise TriggerConfigError("tls.accessCertificate needs tls.accessKey")
+            pem = _is_pem(tls.access_certificate)
+            out["ssl.certificate.pem" if pem else "ssl.certificate.location"] = (
+                tls.access_certificate
+            )
+            key_pem = _is_pem(tls.access_key)
+            out["ssl.key.pem" if key_pem else "ssl.key.location"] = tls.access_key
+    return out
+
+
+# librdkafka settings only a consumer takes (a producer warns about them).
+_CONSUMER_ONLY = frozenset(
+    {
+        "group.id",
+        "auto.offset.reset",
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "allow.auto.create.topics",
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "max.poll.interval.ms",
+        "fetch.min.bytes",
+        "fetch.max.bytes",
+        "fetch.wait.max.ms",
+        "queued.min.messages",
+        "fetch.queue.backoff.ms",
+    }
+)
+
+
+def rdkafka_settings(config: KafkaConfig, role: str) -> dict[str, Any]:
+    """librdkafka settings for ``role`` ('consumer' or 'producer')."""
+    if role == "consumer":
+        return dict(config.rdkafka)
+    out = {k: v for k, v in config.rdkafka.items() if k not in _CONSUMER_ONLY}
+    out.pop("receive.message.max.bytes", None)
+    # The kafka-python producer's settings (config.producer) in librdkafka's names.
+    out.update({"acks": "all", "linger.ms": 5, "message.send.max.retries": 5})
+    return out
 
 
 def _security_protocol(sasl: SaslSpec, tls: TlsSpec) -> str:

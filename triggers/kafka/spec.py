@@ -80,6 +80,11 @@ class KafkaAttributes(SpecModel):
     # default: a handler that hangs there stalls the consumer and the worker is replaced,
     # where on the pool it would only hold one slot.
     inline_fast_handler: bool = Field(default=False, alias="inlineFastHandler")
+    # tickrun: the Kafka client library under the same contract (groups, at-least-once
+    # commits, dead letters, flow control). confluent-kafka (librdkafka) fetches and decodes
+    # in C threads: more events/s per core (bench/kafka); it needs the confluent-kafka package
+    # in the function's image (the ``kafka`` extra has it), checked when the trigger starts.
+    client: Literal["kafka-python", "confluent-kafka"] = "kafka-python"
 
     @field_validator("brokers", mode="before")
     @classmethod

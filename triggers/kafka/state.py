@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from tickrun.functions.interfaces import Dispatcher
 
     from .config import KafkaConfig
+    from .confluent import ConfluentConsumerThread
     from .consumer import ConsumerThread
     from .failures import FailurePolicy
     from .offsets import OffsetBook
@@ -26,7 +27,7 @@ class KafkaState(Protocol):
     outputs: Outputs
     failures: FailurePolicy
     dispatcher: Dispatcher | None
-    thread: ConsumerThread | None
+    thread: ConsumerThread | ConfluentConsumerThread | None  # by attributes.client
     stopping: bool
     revoking: set[Any]
     """Partitions being (or last) revoked: the direct path leaves them alone."""

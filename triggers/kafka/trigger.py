@@ -3,7 +3,8 @@
 This module wires the parts together and routes what the consumer thread reports:
 
 - :mod:`.consumer`: the consumer thread: polls, pauses full partitions, reacts to rebalances,
-  and is the one owner of offset commits;
+  and is the one owner of offset commits; :mod:`.confluent` is the same on confluent-kafka
+  (librdkafka), chosen by ``attributes.client``;
 - :mod:`.direct`: one slot and a sync handler: the consumer thread runs the handler itself;
   with more slots and ``inlineFastHandler``, only while the handler is measured to be fast
   (:mod:`.inline`);
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
     from tickrun.functions.interfaces import Dispatcher, TriggerHost
     from tickrun.functions.spec import FunctionSpec
 
+    from .confluent import ConfluentConsumerThread
+
 __all__ = ["BATCH_MAX_EVENTS", "KafkaTrigger"]
 
 logger = logging.getLogger(__name__)
@@ -73,7 +76,7 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         self.failures = FailurePolicy(self.config, self.publisher)
         self.event_loop: asyncio.AbstractEventLoop | None = None
         self.dispatcher: Dispatcher | None = None
-        self.thread: ConsumerThread | None = None
+        self.thread: ConsumerThread | ConfluentConsumerThread | None = None
         self.stopping = False
         self.direct = False  # run on the consumer thread (see .direct)
         self.revoking: set[Any] = set()  # partitions being (or last) revoked, for that path
@@ -101,7 +104,13 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         context = getattr(host, "context", None)
         if context is not None and getattr(context, "kafka", None) is None:
             context.kafka = KafkaContext(self.publisher, self.config.output_topic)
-        self.thread = ConsumerThread(self.config, self.book, self, self.publisher)
+        if self.config.client == "confluent-kafka":
+            # Imported here: confluent-kafka is optional (config.py checked it is installed).
+            from .confluent import ConfluentConsumerThread
+
+            self.thread = ConfluentConsumerThread(self.config, self.book, self, self.publisher)
+        else:
+            self.thread = ConsumerThread(self.config, self.book, self, self.publisher)
         self.thread.start()
 
     def ready(self) -> bool:
