@@ -22,6 +22,12 @@ across it count twice, so their best round overstates; read their median. Both
 sides start their clock after the first 10% of the events (start-up, group join).
 
     python -m bench.kafka [--messages 200000] [--partitions 4] [--rounds 2] [--plot PATH]
+        [--client kafka-python confluent-kafka]
+
+``--client confluent-kafka`` adds, each round, a raw confluent-kafka loop (``raw confluent``,
+:mod:`bench.kafka.confluent_raw`) and the trigger with ``attributes.client: confluent-kafka``
+at each ``--num-workers`` (``tickrun[confluent] …`` rows), each against both raw loops; the
+kafka-python rows and the goal lines stay as they are.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from kafka.structs import OffsetAndMetadata
 from tests.support.processes import ServedFunction
 from tickrun.hub.sampledata import MINUTE, market_data
 
+from .confluent_raw import raw_confluent_loop
 from .handlers import dataframe_work, function_code, noop
 
 REPO = Path(__file__).resolve().parents[2]
@@ -134,6 +141,20 @@ def raw_loop(bootstrap: str, topic: str, n: int, fn: Callable[[Any], Any]) -> Re
         return Result("raw", seen - warm, time.perf_counter() - t0)
     finally:
         consumer.close()
+
+
+def raw_confluent(bootstrap: str, topic: str, n: int, fn: Callable[[Any], Any]) -> Result:
+    events, seconds = raw_confluent_loop(
+        bootstrap,
+        topic,
+        n,
+        fn,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        batch=MAX_POLL_RECORDS,
+        commit_interval_s=COMMIT_INTERVAL_S,
+        warmup=WARMUP,
+    )
+    return Result("raw confluent", events, seconds)
 
 
 def write_function(
@@ -280,6 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--skip-async", action="store_true", help="leave out the async no-op rounds")
     ap.add_argument("--bootstrap", help="use this broker instead of starting one")
+    ap.add_argument(
+        "--client",
+        nargs="+",
+        choices=["kafka-python", "confluent-kafka"],
+        default=["kafka-python"],
+        help="confluent-kafka adds a raw confluent loop and the trigger on it, per round",
+    )
     ap.add_argument("--plot", type=Path, default=Path(tempfile.gettempdir()) / "bench-kafka.png")
     args = ap.parse_args(argv)
 
@@ -314,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
 
         def keep(r: Result) -> None:
             base = "raw dataframe" if "dataframe" in r.label else "raw"
+            if "confluent" in r.label:
+                confluent_rows(r)
+                return
             if r.label.startswith("raw"):
                 this_round[base] = r.rate
                 ratio = ""
@@ -328,9 +359,34 @@ def main(argv: list[str] | None = None) -> int:
             if r.label not in best or r.rate > best[r.label].rate:
                 best[r.label] = r
 
+        def confluent_rows(r: Result) -> None:
+            # Against both raw loops of this round: librdkafka's own and kafka-python's.
+            if r.label.startswith("raw"):
+                this_round[r.label] = r.rate
+                ratio = f" ({r.rate / this_round['raw']:.2f}x this round's raw kafka-python)"
+            else:
+                vs_c, vs_k = r.rate / this_round["raw confluent"], r.rate / this_round["raw"]
+                ratios.setdefault(r.label, []).append(vs_c)
+                ratios.setdefault(r.label + " vs kafka-python", []).append(vs_k)
+                ratio = f" ({vs_c:.2f}x raw confluent, {vs_k:.2f}x raw kafka-python)"
+            print(
+                f"  {r.label:<32} {r.events:>7,} events in {r.seconds:6.2f}s = "
+                f"{r.rate:>9,.0f} events/s{ratio}",
+                flush=True,
+            )
+            if r.label not in confluent_best or r.rate > confluent_best[r.label].rate:
+                confluent_best[r.label] = r
+
+        confluent_best: dict[str, Result] = {}
         for rnd in range(1, args.rounds + 1):
             print(f"round {rnd}/{args.rounds}: no-op handler, {n:,} events", flush=True)
             keep(raw_loop(bootstrap, topic, n, noop))
+            if "confluent-kafka" in args.client:
+                keep(raw_confluent(bootstrap, topic, n, noop))
+                for w in args.num_workers:
+                    attrs = {"client": "confluent-kafka"}
+                    fn_dir = write_function(root, bootstrap, topic, "noop", w, attrs)
+                    keep(tickrun_replica(fn_dir, n, f"tickrun[confluent] noop numWorkers={w}"))
             for w in args.num_workers:
                 fn_dir = write_function(root, bootstrap, topic, "noop", w)
                 keep(tickrun_replica(fn_dir, n, f"tickrun noop numWorkers={w}"))
@@ -393,8 +449,21 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {label:<40} {r.rate:>9,.0f} vs raw {raw:>9,.0f}: best {by_best:.2f}x, "
                 f"median {by_median:.2f}x -> goal {met}"
             )
+        if confluent_best:
+            print("\nconfluent-kafka (best events/s; median per-round ratio to each raw loop):")
+            raw_c = confluent_best["raw confluent"].rate
+            for label, r in confluent_best.items():
+                ratio = f"  {r.rate / raw:5.2f}x best raw kafka-python"
+                if not label.startswith("raw"):
+                    ratio = (
+                        f"  {r.rate / raw_c:5.2f}x raw confluent (median "
+                        f"{statistics.median(ratios[label]):.2f}x), {r.rate / raw:5.2f}x raw "
+                        f"kafka-python (median "
+                        f"{statistics.median(ratios[label + ' vs kafka-python']):.2f}x)"
+                    )
+                print(f"  {label:<40} {r.rate:>9,.0f}{ratio}")
         plot(
-            best,
+            {**best, **confluent_best},
             args.plot,
             f"Kafka → handler, {p} partitions, 1 worker process unless 'xN proc' "
             "(raw kafka-python loop in grey; same broker, same run)",

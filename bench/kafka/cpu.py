@@ -11,7 +11,9 @@ A topic of ``--messages`` klines is produced once (4 partitions); a ``tickrun se
 (1 worker process, the no-op handler) consumes it, and once a tenth is done the replica's
 processes are read from ``/proc`` at the start and the end of a ``--window``-second stretch:
 user and system CPU per event (all its processes) and voluntary / involuntary context switches
-per 1,000 events. ``--raw`` reads the same of a raw kafka-python loop (this process).
+per 1,000 events. ``--raw`` reads the same of a raw kafka-python loop (this process);
+``--client confluent-kafka`` runs the replica's trigger on confluent-kafka and
+``--raw-confluent`` reads a raw confluent-kafka loop (:mod:`bench.kafka.confluent_raw`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ from pathlib import Path
 
 from tests.support.processes import ServedFunction
 
-from .__main__ import _processed, load_klines, noop, produce, raw_loop, write_function
+from .__main__ import (
+    _processed,
+    load_klines,
+    noop,
+    produce,
+    raw_confluent,
+    raw_loop,
+    write_function,
+)
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -71,9 +81,19 @@ def _report(label: str, events: int, seconds: float, a: tuple, b: tuple) -> None
     )
 
 
-def replica(bootstrap: str, topic: str, n: int, workers: int, inline: bool, window: float) -> None:
+def replica(
+    bootstrap: str,
+    topic: str,
+    n: int,
+    workers: int,
+    inline: bool,
+    window: float,
+    client: str = "kafka-python",
+) -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-kafka-cpu-"))
-    attrs = {"inlineFastHandler": True} if inline else None
+    attrs: dict[str, object] = {"inlineFastHandler": True} if inline else {}
+    if client != "kafka-python":
+        attrs["client"] = client
     fn = ServedFunction(write_function(root, bootstrap, topic, "noop", workers, attrs)).start()
     try:
         while _processed(fn.url) < n * 0.1:
@@ -86,12 +106,14 @@ def replica(bootstrap: str, topic: str, n: int, workers: int, inline: bool, wind
         if c1 >= n:
             print("the window reached the end of the topic: use more --messages", flush=True)
         label = f"numWorkers={workers}" + (" inlineFastHandler" if inline else "")
+        if client != "kafka-python":
+            label += f" [{client}]"
         _report(label, c1 - c0, t1 - t0, s0, s1)
     finally:
         fn.terminate()
 
 
-def raw(bootstrap: str, topic: str, n: int, window: float) -> None:
+def raw(bootstrap: str, topic: str, n: int, window: float, confluent: bool = False) -> None:
     """The raw loop in this process; sampled from a thread after the first tenth."""
     seen: list[tuple[float, int, tuple]] = []
 
@@ -103,11 +125,12 @@ def raw(bootstrap: str, topic: str, n: int, window: float) -> None:
 
     thread = threading.Thread(target=sampler, daemon=True)
     thread.start()
-    result = raw_loop(bootstrap, topic, n, noop)
+    result = (raw_confluent if confluent else raw_loop)(bootstrap, topic, n, noop)
     thread.join()
     (t0, _, s0), (t1, _, s1) = seen
     # The raw loop's own rate over the whole run stands for the window's (it is steady).
-    _report("raw kafka-python loop", round(result.rate * (t1 - t0)), t1 - t0, s0, s1)
+    label = "raw confluent-kafka loop" if confluent else "raw kafka-python loop"
+    _report(label, round(result.rate * (t1 - t0)), t1 - t0, s0, s1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,13 +140,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-workers", type=int, default=4)
     ap.add_argument("--inline", action="store_true", help="with inlineFastHandler")
     ap.add_argument("--raw", action="store_true", help="also the raw kafka-python loop")
+    ap.add_argument("--raw-confluent", action="store_true", help="also a raw confluent loop")
+    ap.add_argument("--client", choices=["kafka-python", "confluent-kafka"], default="kafka-python")
     ap.add_argument("--window", type=float, default=4.0, help="seconds measured")
     args = ap.parse_args(argv)
     topic = f"bench-cpu-{uuid.uuid4().hex[:6]}"
     produce(args.bootstrap, topic, load_klines(args.messages), 4)
-    replica(args.bootstrap, topic, args.messages, args.num_workers, args.inline, args.window)
+    replica(
+        args.bootstrap,
+        topic,
+        args.messages,
+        args.num_workers,
+        args.inline,
+        args.window,
+        args.client,
+    )
     if args.raw:
         raw(args.bootstrap, topic, args.messages, args.window)
+    if args.raw_confluent:
+        raw(args.bootstrap, topic, args.messages, args.window, confluent=True)
     return 0
 
 
