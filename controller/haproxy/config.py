@@ -27,6 +27,7 @@ SLOT_PREFIX = "fn_"
 # A Connection header value with a token other than keep-alive/close.
 CONN_NAMES = r"(^|,)\s*(?!(keep-alive|close)\s*(,|$))[^\s,]"
 CONTROLLER_BACKEND = "controller"
+PRESSURE_PER_SOURCE = 8
 # HAProxy sends header names in lower case (HTTP says case does not matter); clients that read
 # them case-sensitively (a dict of response headers) get these, the controller's and the common
 # ones, spelled as the controller and the Python gateway send them.
@@ -113,6 +114,12 @@ def per_source_limit(max_connections: int) -> int:
     return max(max_connections // 4, 1)
 
 
+def pressure_limits(max_connections: int) -> tuple[int, int]:
+    """Past three quarters of the budget, an address already holding this many connections
+    gets no more: a flood from a few addresses cannot take the last slots, fresh clients can."""
+    return max(max_connections * 3 // 4, 1), PRESSURE_PER_SOURCE
+
+
 def token_digest(token: str) -> str:
     """SHA-256 (hex) of the Authorization header value HAProxy lets straight through."""
     return hashlib.sha256(f"Bearer {token}".encode("utf-8", "surrogateescape")).hexdigest()
@@ -143,6 +150,7 @@ def render(cfg: ProxyConfig) -> str:
     fast = "fast"
     digest = token_digest(cfg.token or "")
     lookup = f"path,field(3,/),map_str({cfg.functions_map})"
+    high_water, under_pressure = pressure_limits(cfg.max_connections)
     lines = [
         "global",
         f"    maxconn {cfg.max_connections}",
@@ -183,6 +191,8 @@ def render(cfg: ProxyConfig) -> str:
         "    tcp-request connection track-sc0 src,ipmask(32,64)",
         "    tcp-request connection reject if { sc0_conn_cur gt "
         f"{per_source_limit(cfg.max_connections)} }}",
+        f"    tcp-request connection reject if {{ fe_conn ge {high_water} }} "
+        f"{{ sc0_conn_cur gt {under_pressure} }}",
         "    acl fn_path path_beg /fn/",
         "    acl tok_one req.fhdr_cnt(authorization) eq 1",
         f"    acl tok_ok req.fhdr(authorization),sha2(256),hex,lower -m str {digest}",

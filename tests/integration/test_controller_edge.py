@@ -6,9 +6,10 @@ ports; malformed requests get a 400 and one short log line; the controller's log
 token and has no line over 1 KB.
 
 The fronts keep the cap differently: the Python edge evicts the oldest idle or half-open
-connection to make room, HAProxy limits what one address may hold (haproxy/config.py,
-``per_source_limit``); what both must give is asserted: the flood's connections beyond that
-are closed and a fresh client is served while the flood is held."""
+connection to make room, HAProxy limits what one address may hold, and less once the cap is
+three quarters full (haproxy/config.py); what both must give is asserted: a flood from four
+addresses gets its connections beyond that closed and a fresh client is served while the
+flood is held."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import pytest
 import yaml
 
 from tests.integration.test_controller_harness import TOKEN, ControllerProc, cleanup
-from tickrun.controller.haproxy.config import per_source_limit
+from tickrun.controller.haproxy.config import per_source_limit, pressure_limits
 from tickrun.controller.haproxy.front import haproxy_binary
 from tickrun.controller.settings import Settings
 from tickrun.functions import settings as registry
@@ -43,8 +44,8 @@ FD_LIMIT = 256
 HEADER_TIMEOUT_S = 4.0
 KEEPALIVE_TIMEOUT_S = 4.0
 FLOOD = 300
-# The flood comes from an address of its own: the fresh client (127.0.0.1) is another client.
-FLOOD_SOURCE = "127.0.0.2"
+# The flood comes from four addresses of its own: the fresh client (127.0.0.1) is another one.
+FLOOD_SOURCES = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
 
 
 def _low_fd_limit() -> None:
@@ -120,15 +121,25 @@ def _closed_by_peer(sock: socket.socket) -> bool:
         return True
 
 
-def _flood(addr: tuple[str, int], partial: bytes) -> list[socket.socket]:
-    socks = []
-    for _ in range(FLOOD):
-        s = socket.create_connection(addr, timeout=5, source_address=(FLOOD_SOURCE, 0))
-        # A connection the front refused at once (HAProxy's per-address share) is closed here.
+def _flood(addr: tuple[str, int], partial: bytes) -> list[socket.socket | None]:
+    """FLOOD connections sending ``partial``; None for one the front reset at once (HAProxy's
+    per-address limits: the reset may arrive before connect() returns)."""
+    socks: list[socket.socket | None] = []
+    for i in range(FLOOD):
+        source = FLOOD_SOURCES[i % len(FLOOD_SOURCES)]
+        try:
+            s = socket.create_connection(addr, timeout=5, source_address=(source, 0))
+        except ConnectionResetError:
+            socks.append(None)
+            continue
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             s.sendall(partial)
         socks.append(s)
     return socks
+
+
+def _closed(socks: list[socket.socket | None]) -> int:
+    return sum(s is None or _closed_by_peer(s) for s in socks)
 
 
 def _listening_line(ctl: ControllerProc) -> dict[str, Any]:
@@ -160,20 +171,24 @@ def test_half_open_floods_do_not_stop_the_controller_or_the_function_port(edge: 
         _serves(edge)  # while all 600 are held
         _serves(edge)
         assert time.monotonic() - started < HEADER_TIMEOUT_S  # served before any head deadline
-        api_closed = sum(_closed_by_peer(s) for s in api_flood)
-        port_closed = sum(_closed_by_peer(s) for s in port_flood)
+        api_closed, port_closed = _closed(api_flood), _closed(port_flood)
         if edge.front == "python":
             # One cap for the process: the oldest idle or half-open connections made room.
             assert api_closed + port_closed >= 2 * FLOOD - cap
         else:
-            # HAProxy: the flooding address holds its share of the public port, no more; the
-            # function port stays the Python edge's (its cap, the oldest made room).
-            assert api_closed >= FLOOD - per_source_limit(cap)
+            # HAProxy: each flooding address holds a quarter of the cap at most, and once three
+            # quarters are taken an address holding 8 gets no more, so the flood never fills
+            # the cap; the function port stays the Python edge's (its cap, the oldest made room).
+            high_water, per_source = pressure_limits(cap)
+            assert per_source_limit(cap) * len(FLOOD_SOURCES) >= cap  # without the second rule
+            held = FLOOD - api_closed
+            assert held <= high_water + per_source * len(FLOOD_SOURCES) and held < cap
             assert port_closed >= FLOOD - cap
         assert edge.ctl.proc is not None and edge.ctl.proc.poll() is None
     finally:
         for s in api_flood + port_flood:
-            s.close()
+            if s is not None:
+                s.close()
     _serves(edge)  # and after
 
 

@@ -67,6 +67,8 @@ def test_one_address_holds_a_quarter_of_the_connections() -> None:
     assert per_source_limit(500) == 125 and per_source_limit(3) == 1
     assert "tcp-request connection track-sc0 src,ipmask(32,64)" in text
     assert "tcp-request connection reject if { sc0_conn_cur gt 125 }" in text
+    # Past three quarters of the budget, an address holding 8 gets no more.
+    assert "tcp-request connection reject if { fe_conn ge 375 } { sc0_conn_cur gt 8 }" in text
 
 
 def test_haproxy_logs_only_abnormal_requests_and_never_a_header() -> None:
