@@ -54,7 +54,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-COMMIT_TIMEOUT_S = 10.0
+ERROR_LOG_INTERVAL_S = 30.0
+DOWN_CHECK_INTERVAL_S = 5.0
 NO_HEADERS: tuple[tuple[str, bytes], ...] = ()
 
 
@@ -188,6 +189,8 @@ class ConfluentConsumerThread(threading.Thread):
         self._closing = False
         self._commit_on_revoke = True
         self._down: str | None = None  # librdkafka's last connection error, until records flow
+        self._down_checked = 0.0
+        self._logged: tuple[str, float] = ("", 0.0)
         self.commits = ConfluentCommitter(config, book, publisher)
         self.commits.on_committed = callbacks.on_committed
         self.commit_if_due = self.commits.if_due
@@ -267,10 +270,29 @@ class ConfluentConsumerThread(threading.Thread):
         """librdkafka's error_cb (inside consume()): it reconnects by itself; say why meanwhile."""
         if err.code() == KafkaError._ALL_BROKERS_DOWN and self._down is None:
             self._down = f"brokers {self.config.describe_brokers()}: {err.str()}"
+            self._down_checked = time.monotonic()
             self.last_error = self._down
             self._connected.set(0)
             self._callbacks.on_state(False, self._down)
-        logger.warning("kafka client: %s", err.str(), extra={"trigger": self.config.name})
+        # librdkafka repeats an error on every reconnect attempt: the same one at most every
+        # ERROR_LOG_INTERVAL_S.
+        text, now = str(err.str()), time.monotonic()
+        if text != self._logged[0] or now - self._logged[1] >= ERROR_LOG_INTERVAL_S:
+            self._logged = (text, now)
+            logger.warning("kafka client: %s", text, extra={"trigger": self.config.name})
+
+    def _check_up(self) -> None:
+        """While librdkafka says the brokers are down, ask them now and then (an idle topic
+        brings no records to show they are back)."""
+        now = time.monotonic()
+        if now - self._down_checked < DOWN_CHECK_INTERVAL_S:
+            return
+        self._down_checked = now
+        try:
+            self._consumer.list_topics(self.config.topics[0], timeout=1.0)
+        except KafkaException:
+            return
+        self._up()
 
     def _connect(self) -> None:
         cfg = self.config
@@ -352,6 +374,8 @@ class ConfluentConsumerThread(threading.Thread):
                     self._deliver(messages)
             saturated, paused_any = self._flow_control()
             self.commit_if_due()
+            if self._down is not None:
+                self._check_up()
             now = time.monotonic()
             since_lag = now - last_lag
             if since_lag >= LAG_INTERVAL_S or (
