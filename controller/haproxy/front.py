@@ -97,8 +97,12 @@ def _log_front_line(line: str) -> bool:
     if status == 400 and term.startswith("PR"):
         # A request its parser refused: the Python edge's line, under the same budget.
         warn_once("malformed request", status=400, reason="refused by HAProxy", remote=client)
+    elif status >= 500:
+        # No replica answered, or one broke off or timed out: the operator's to see (the
+        # termination state says which side and when).
+        warn_once("request failed at the front", status=status, term=term)
     else:
-        # Head or keep-alive deadlines, client aborts, replicas that broke off: routine.
+        # Head or keep-alive deadlines, client aborts: routine.
         logger.debug("haproxy closed a request", extra={"status": status, "term": term})
     return True
 

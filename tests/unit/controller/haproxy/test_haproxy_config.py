@@ -86,9 +86,13 @@ def test_a_request_haproxy_refused_is_one_malformed_request_line(
     caplog.set_level("DEBUG")
     assert _log_front_line(f"{LOG_TAG} status=400 term=PR-- client=10.0.0.9")
     assert _log_front_line(f"{LOG_TAG} status=408 term=cR-- client=10.0.0.9")
+    assert _log_front_line(f"{LOG_TAG} status=502 term=SH-- client=10.0.0.9")
     assert not _log_front_line("[WARNING]  (1) : Server fn_0/abc-4000 is going DOWN")
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
-    assert [r.getMessage() for r in warnings] == ["malformed request"]
+    assert [r.getMessage() for r in warnings] == [
+        "malformed request",
+        "request failed at the front",
+    ]
     assert getattr(warnings[0], "remote", None) == "10.0.0.9"
 
 
