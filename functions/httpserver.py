@@ -131,7 +131,14 @@ class HardenedHandler(RequestHandler):
     """One connection: aiohttp's protocol, counted by the server's guard, with a head deadline,
     a stalled-body check and bounded error answers and logging."""
 
-    __slots__ = ("_error_body", "_guard", "_head_count", "_head_deadline", "_last_data")
+    __slots__ = (
+        "_error_body",
+        "_guard",
+        "_head_count",
+        "_head_deadline",
+        "_last_data",
+        "_times_data",
+    )
 
     def __init__(self, manager: HardenedServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -140,6 +147,9 @@ class HardenedHandler(RequestHandler):
         self._head_deadline: asyncio.TimerHandle | None = None
         self._head_count = 0
         self._last_data = 0.0
+        # Only the stalled-body check reads _last_data: without a body timeout, no clock read
+        # per segment.
+        self._times_data = manager.guard.body_timeout_s is not None
 
     # --- the guard's view -------------------------------------------------------------------
 
@@ -179,13 +189,18 @@ class HardenedHandler(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        self._last_data = self._loop.time()
+        if self._times_data:
+            self._last_data = self._loop.time()
         waiter = self._waiter  # between_requests(), inline: this runs for every segment
         waiting = waiter is not None and not waiter.done()  # these bytes start the next request
-        queued = len(self._messages)
+        messages = self._messages
+        queued = len(messages)
         count = self._request_count
         super().data_received(data)
-        if not waiting and len(self._messages) > queued:
+        # A keep-alive client's next request usually arrives before aiohttp parks on its
+        # waiter again, so the queue grows on most segments: only a queued parse error calls
+        # out (a method call per request is a measurable share of a no-op request, issue 17).
+        if not waiting and len(messages) > queued and isinstance(messages[-1][0], _ErrInfo):
             self._fail_current_body()
         if self._head_deadline is not None:
             if self._request_count != self._head_count:

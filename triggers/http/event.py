@@ -9,7 +9,7 @@ import json
 import time
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestPayloadError
 from nuclio_sdk import Event, TriggerInfo
 
@@ -220,8 +220,13 @@ def to_response(result: Result, event_id: str) -> web.Response:
         # without its checks, which only apply to handler-given headers and content types.
         content_type = _CONTENT_TYPES.get(result.content_type)
         if content_type is not None:
-            headers = {"Content-Type": content_type, REQUEST_ID_HEADER: event_id}
-            return web.Response(body=result.body, status=status, headers=headers)
+            # Into the response's own (empty) header map: a dict of headers is copied into a
+            # new map, each name case-folded on the way.
+            response = web.Response(body=result.body, status=status)
+            headers = response.headers
+            headers[_CONTENT_TYPE] = content_type
+            headers[REQUEST_ID_HEADER] = event_id
+            return response
     return _valid_status(result, event_id) or web.Response(
         body=result.body, status=result.status, headers=_headers(result, event_id)
     )
@@ -242,6 +247,7 @@ _CONTENT_TYPES = {
     "application/json": "application/json",
 }
 _OCTETS = "application/octet-stream"
+_CONTENT_TYPE = hdrs.CONTENT_TYPE
 
 
 def error_response(status: int, message: str, event_id: str, **extra: str) -> web.Response:
