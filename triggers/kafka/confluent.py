@@ -21,7 +21,6 @@ failure policy and the metrics are shared:
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
@@ -34,8 +33,9 @@ from kafka.structs import TopicPartition
 from tickrun.functions.errors import TriggerError
 
 from . import metrics
-from .commits import FLUSH_TIMEOUT_S, Committer, describe_error
+from .commits import describe_error
 from .config import KafkaConfig, rdkafka_settings
+from .confluent_commits import ConfluentCommitter, Record
 from .confluent_producer import ConfluentProducer
 from .consumer import (
     BUSY_POLL_TIMEOUT_MS,
@@ -43,11 +43,11 @@ from .consumer import (
     LAG_MIN_INTERVAL_S,
     MAX_POLL_GAP_S,
     POLL_TIMEOUT_MS,
-    RECONNECT_BACKOFF_S,
 )
 from .limits import read_limits
 from .offsets import OffsetBook
 from .publish import Publisher
+from .thread import ConsumerThreadBase
 
 if TYPE_CHECKING:
     from .consumer import ConsumerCallbacks
@@ -59,111 +59,10 @@ DOWN_CHECK_INTERVAL_S = 5.0
 NO_HEADERS: tuple[tuple[str, bytes], ...] = ()
 
 
-class Record:
-    """What the trigger reads of a kafka-python ``ConsumerRecord``, from a librdkafka message."""
-
-    __slots__ = ("headers", "key", "offset", "partition", "timestamp", "topic", "value")
-
-    def __init__(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Any,
-        timestamp: int,
-    ) -> None:
-        self.topic = topic
-        self.partition = partition
-        self.offset = offset
-        self.key = key
-        self.value = value
-        self.headers = headers
-        self.timestamp = timestamp
-
-    def __repr__(self) -> str:
-        return f"Record({self.topic}/{self.partition}/{self.offset})"
-
-
-def _positions(positions: dict[Any, int]) -> list[CTopicPartition]:
-    return [CTopicPartition(tp.topic, tp.partition, pos) for tp, pos in positions.items()]
-
-
-class ConfluentCommitter(Committer):
-    """:class:`.commits.Committer` on librdkafka's commit calls."""
-
-    def __init__(self, config: KafkaConfig, book: OffsetBook, publisher: Publisher) -> None:
-        super().__init__(config, book, publisher)
-        self._inflight: tuple[dict[Any, int], float] | None = None
-
-    def attach(self, consumer: Any) -> None:
-        super().attach(consumer)
-        self._inflight = None
-
-    def soon(self) -> None:
-        """An async commit; librdkafka answers through :meth:`answered`, inside a consume()."""
-        consumer = self.consumer
-        if consumer is None:
-            return
-        sent = self.sent
-        if sent is not None:
-            if time.monotonic() - sent < 60.0:
-                return
-            logger.warning("kafka async commit never completed; sending another")
-        positions = self._book.to_commit()
-        if not positions:
-            return
-        started = time.perf_counter()
-        try:
-            self._publisher.flush(FLUSH_TIMEOUT_S)  # outputs acknowledged before their offsets
-            self._inflight = (positions, started)
-            consumer.commit(offsets=_positions(positions), asynchronous=True)
-        except Exception as exc:
-            self._inflight = None
-            self._failure(exc, len(positions))
-            return
-        self.sent = time.monotonic()
-
-    def answered(self, err: KafkaError | None, partitions: list[CTopicPartition]) -> None:
-        """librdkafka's ``on_commit`` (this thread, inside consume()) for the async commit."""
-        inflight = self._inflight
-        if inflight is None:
-            return  # a synchronous commit's report: recorded by now()
-        positions, started = inflight
-        if {(p.topic, p.partition, p.offset) for p in partitions} != {
-            (tp.topic, tp.partition, pos) for tp, pos in positions.items()
-        }:
-            return
-        self._inflight = None
-        self.sent = None
-        failed = err or next((p.error for p in partitions if p.error is not None), None)
-        if failed is not None:
-            self._failure(KafkaException(failed), len(positions))
-            return
-        self._record(positions, time.perf_counter() - started)
-
-    def now(self, tps: list[Any] | None = None) -> None:
-        """Flush output, then commit (synchronously) every moved position, or those of ``tps``."""
-        positions = self._book.to_commit(tps)
-        consumer = self.consumer
-        if not positions or consumer is None:
-            return
-        started = time.perf_counter()
-        try:
-            self._publisher.flush(FLUSH_TIMEOUT_S)
-            answer = consumer.commit(offsets=_positions(positions), asynchronous=False)
-            failed = next((p.error for p in answer or () if p.error is not None), None)
-            if failed is not None:
-                raise KafkaException(failed)
-        except Exception as exc:
-            self._failure(exc, len(positions))
-            return
-        self._record(positions, time.perf_counter() - started)
-
-
-class ConfluentConsumerThread(threading.Thread):
+class ConfluentConsumerThread(ConsumerThreadBase):
     """Owns the librdkafka consumer for one Kafka trigger in one worker process."""
+
+    commits: ConfluentCommitter
 
     def __init__(
         self,
@@ -172,99 +71,36 @@ class ConfluentConsumerThread(threading.Thread):
         callbacks: ConsumerCallbacks,
         publisher: Publisher,
     ) -> None:
-        super().__init__(name=f"kafka-{config.name}", daemon=True)
-        self.config = config
-        self._book = book
-        self._callbacks = callbacks
-        self._publisher = publisher
-        self._stop_event = threading.Event()
-        self._wake = threading.Event()
-        self._consumer: Any = None
-        self._restart: dict[Any, int] = {}  # revoked partition → first offset not completed
+        super().__init__(
+            config, book, callbacks, publisher, ConfluentCommitter(config, book, publisher)
+        )
         self._assigned: set[TopicPartition] = set()
         self._lag_unknown: set[TopicPartition] = set()  # assigned, lag not reported yet
         self._next: dict[TopicPartition, int] = {}  # the offset after the last one delivered
         self._paused: set[TopicPartition] = set()
         self._tps: dict[tuple[str, int], TopicPartition] = {}
-        self._closing = False
         self._commit_on_revoke = True
         self._down: str | None = None  # librdkafka's last connection error, until records flow
         self._down_checked = 0.0
         self._logged: tuple[str, float] = ("", 0.0)
-        self.commits = ConfluentCommitter(config, book, publisher)
-        self.commits.on_committed = callbacks.on_committed
-        self.commit_if_due = self.commits.if_due
-        labels = (config.function, config.name)
-        self._connected = metrics.CONNECTED.labels(*labels)
-        self._consumed = {t: metrics.CONSUMED.labels(*labels, t) for t in config.topics}
-        self.last_error: str | None = None
-
-    def request_stop(self) -> None:
-        self._stop_event.set()
-        self._wake.set()
 
     def rejoin_pending(self) -> bool:
         # librdkafka heartbeats and joins in its own threads; a rebalance is served inside the
         # next consume(), which a direct-path chunk (max_poll_records events) does not delay long.
         return False
 
-    def wake(self) -> None:
-        self._wake.set()
-
     # --- thread body -----------------------------------------------------------------------
 
-    def run(self) -> None:
-        delay = RECONNECT_BACKOFF_S[0]
-        while not self._stop_event.is_set():
-            try:
-                self._connect()
-            except Exception as exc:
-                self._report_down(exc, "cannot start", delay)
-                self._close(commit=False)
-                self._stop_event.wait(delay)
-                delay = min(delay * 2, RECONNECT_BACKOFF_S[1])
-                continue
-            delay = RECONNECT_BACKOFF_S[0]
-            self._up()
-            try:
-                self._poll_loop()
-            except Exception as exc:
-                self._report_down(exc, "lost its consumer", delay)
-                self._close(commit=False)
-                self._stop_event.wait(delay)
-                continue
-        self._close(commit=True)
-
     def _up(self) -> None:
-        self._down = self.last_error = None
-        self._connected.set(1)
-        self._callbacks.on_state(True, None)
+        self._down = None
+        super()._up()
 
-    def _report_down(self, exc: BaseException, what: str, delay: float) -> None:
-        cause = describe_error(exc)
+    def _security(self) -> str:
         cfg = self.config
-        if cfg.sasl.enable or cfg.tls.enable:
-            security = cfg.rdkafka.get("security.protocol", "plaintext").upper()
-            if cfg.sasl.enable:
-                security += f", SASL {cfg.sasl.mechanism} as user {cfg.sasl.user!r}"
-            cause = f"{cause} (security: {security})"
-        self.last_error = f"brokers {cfg.describe_brokers()}: {cause}"
-        self._connected.set(0)
-        logger.error(
-            "kafka trigger %s %s (brokers %s): %s; retrying in %.0fs",
-            cfg.name,
-            what,
-            cfg.describe_brokers(),
-            cause,
-            delay,
-            extra={
-                "trigger": cfg.name,
-                "brokers": list(cfg.brokers),
-                "topics": list(cfg.topics),
-                "cause": cause,
-            },
-        )
-        self._callbacks.on_state(False, self.last_error)
+        security = str(cfg.rdkafka.get("security.protocol", "plaintext")).upper()
+        if cfg.sasl.enable:
+            security += f", SASL {cfg.sasl.mechanism} as user {cfg.sasl.user!r}"
+        return security
 
     def _on_error(self, err: KafkaError) -> None:
         """librdkafka's error_cb (inside consume()): it reconnects by itself; say why meanwhile."""
@@ -328,16 +164,7 @@ class ConfluentConsumerThread(threading.Thread):
             self._publisher.attach(producer, limits)
             if cfg.output_topic:
                 producer.partitions_for(cfg.output_topic)
-        logger.info(
-            "kafka trigger %s subscribed (confluent-kafka)",
-            cfg.name,
-            extra={
-                "trigger": cfg.name,
-                "topics": list(cfg.topics),
-                "group": cfg.group,
-                "brokers": list(cfg.brokers),
-            },
-        )
+        self._log_subscribed("confluent-kafka")
 
     def _tp(self, topic: str, partition: int) -> TopicPartition:
         key = (topic, partition)
@@ -444,19 +271,9 @@ class ConfluentConsumerThread(threading.Thread):
             self._report_lag()
         self._callbacks.on_records(batch)
 
-    def _unreadable(self, tp: TopicPartition, offset: int, exc: BaseException) -> None:
-        logger.error(
-            "kafka record %s/%d/%d cannot be read: %s",
-            tp.topic,
-            tp.partition,
-            offset,
-            describe_error(exc)[:1000],
-            extra={"trigger": self.config.name},
-        )
-        self._book.add(tp, [offset])
+    def _unreadable(self, tp: Any, offset: int, exc: BaseException) -> None:
         self._next[tp] = offset + 1
-        self._consumed[tp.topic].inc()
-        self._callbacks.on_unreadable(tp, offset, exc)
+        super()._unreadable(tp, offset, exc)
 
     def _message_error(self, err: KafkaError) -> None:
         if err.code() == KafkaError._PARTITION_EOF:
@@ -538,13 +355,7 @@ class ConfluentConsumerThread(threading.Thread):
         self._assigned.update(tps)
         self._lag_unknown.update(tps)
         self._callbacks.on_assigned(tps)
-        logger.info(
-            "kafka partitions assigned",
-            extra={
-                "trigger": self.config.name,
-                "partitions": [f"{t.topic}/{t.partition}" for t in tps],
-            },
-        )
+        self._log_partitions("assigned", tps)
 
     def _on_revoke(self, consumer: Any, partitions: list[CTopicPartition]) -> None:
         self._revoked(partitions, commit=self._commit_on_revoke)
@@ -568,14 +379,7 @@ class ConfluentConsumerThread(threading.Thread):
         if commit:
             self.commits.now(tps)
         self._forget(tps)
-        logger.info(
-            "kafka partitions revoked",
-            extra={
-                "trigger": self.config.name,
-                "partitions": [f"{t.topic}/{t.partition}" for t in tps],
-                "settle_s": round(time.monotonic() - started, 3),
-            },
-        )
+        self._log_partitions("revoked", tps, settle_s=round(time.monotonic() - started, 3))
 
     def _forget(self, tps: list[TopicPartition]) -> None:
         consumer = self._consumer
@@ -593,23 +397,14 @@ class ConfluentConsumerThread(threading.Thread):
             self._assigned.discard(tp)
             self._lag_unknown.discard(tp)
             self._next.pop(tp, None)
-            metrics.LAG.labels(
-                self.config.function, self.config.name, tp.topic, str(tp.partition)
-            ).set(0)
+            self._zero_lag(tp)
         self._book.drop(tps)
 
     # --- shutdown ----------------------------------------------------------------------------
 
     def _close(self, *, commit: bool) -> None:
         if not commit:
-            lost = self._book.partitions()
-            if lost:
-                try:
-                    self._callbacks.on_revoked(lost).result(self.config.rebalance_wait_s + 5.0)
-                except Exception as exc:
-                    logger.warning("settling lost partitions failed: %r", exc)
-                finally:
-                    self._book.drop(lost)
+            self._settle_lost()
         self._restart.clear()
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
@@ -631,10 +426,5 @@ class ConfluentConsumerThread(threading.Thread):
         self._lag_unknown.clear()
         self._next.clear()
         if commit:
-            producer = self._publisher.detach()
-            if producer is not None:
-                try:
-                    producer.close(timeout=FLUSH_TIMEOUT_S)
-                except Exception as exc:
-                    logger.warning("kafka producer close failed: %s", describe_error(exc))
+            self._close_producer()
         self._connected.set(0)
