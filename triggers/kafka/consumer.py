@@ -20,7 +20,7 @@ from kafka.structs import TopicPartition
 
 from tickrun.functions.errors import TriggerError
 
-from . import metrics
+from . import metrics, roundtrips
 from .commits import FLUSH_TIMEOUT_S, Committer, describe_error
 from .compat import deferred_unreadable, joining, unpark_resumed, unreadable_partition
 from .config import KafkaConfig
@@ -38,6 +38,10 @@ POLL_TIMEOUT_MS = 100
 BUSY_POLL_TIMEOUT_MS = 10
 # While the group is (re)joining; see compat.joining().
 JOIN_POLL_TIMEOUT_MS = 500
+# Records already fetched are polled again at once, up to this many, and handed over together:
+# a poll returns at most maxPollRecords, and each hand-off wakes the event loop and a handler
+# thread (GIL hand-offs on the pool path, see docs/kafka-pool.md).
+GATHER_EVENTS = 2000
 # Poll at least this often even when every partition is paused (metadata, group state).
 MAX_POLL_GAP_S = 1.0
 RECONNECT_BACKOFF_S = (1.0, 30.0)
@@ -178,6 +182,8 @@ class ConsumerThread(threading.Thread):
         cfg = self.config
         consumer = KafkaConsumer(**cfg.client_kwargs("consumer"))
         self._consumer = consumer
+        # Fewer hops to kafka-python's network thread per poll (see .roundtrips).
+        roundtrips.install(consumer)
         self.commits.attach(consumer)
         # Subscribe before fetching metadata: the fetch then also gives kafka-python's group
         # coordinator the subscribed topics' partitions before the first join. Without it the
@@ -256,8 +262,12 @@ class ConsumerThread(threading.Thread):
                     for tp, records in batch.items():
                         self._book.add(tp, [r.offset for r in records])
                         consumed[tp.topic].inc(len(records))
+                    unreadable: tuple[Any, BaseException] | None = None
+                    if not rejoin:
+                        batch, unreadable = self._gather(consumer, batch)
+                        last_poll = time.monotonic()
                     self._callbacks.on_records(batch)
-                    deferred = deferred_unreadable(consumer)
+                    deferred = unreadable or deferred_unreadable(consumer)
                     if deferred is not None:
                         self._skip_unreadable(consumer, deferred[1], deferred[0])
             saturated, paused_any = self._flow_control()
@@ -269,6 +279,43 @@ class ConsumerThread(threading.Thread):
             ):
                 self._report_lag()
                 last_lag = now
+
+    def _gather(
+        self, consumer: Any, batch: dict[Any, list[Any]]
+    ) -> tuple[dict[Any, list[Any]], tuple[Any, BaseException] | None]:
+        """Poll again without waiting while records are already fetched, up to
+        :data:`GATHER_EVENTS` in all, so the handlers get them in one hand-off.
+
+        Returns the records (in offset order per partition, added to the book) and, if a
+        poll met a record the client cannot decode, (its partition or None, the error): the
+        caller hands it to the failure policy after these records.
+        """
+        total = sum(len(r) for r in batch.values())
+        consumed = self._consumed
+        book = self._book
+        while total < GATHER_EVENTS and not self._stop_event.is_set():
+            deferred = deferred_unreadable(consumer)
+            if deferred is not None:
+                return batch, deferred
+            if joining(consumer):
+                break
+            try:
+                more = consumer.poll(timeout_ms=0)
+            except CorruptRecordError as exc:
+                return batch, (None, exc)
+            unpark_resumed(consumer)
+            if not more:
+                break
+            for tp, records in more.items():
+                book.add(tp, [r.offset for r in records])
+                consumed[tp.topic].inc(len(records))
+                have = batch.get(tp)
+                if have is None:
+                    batch[tp] = records
+                else:
+                    have.extend(records)
+                total += len(records)
+        return batch, None
 
     def _skip_unreadable(
         self, consumer: Any, exc: BaseException, tp: Any = None
