@@ -101,6 +101,35 @@ class Figures:
     aiohttp: Sample
     rps_ratio: float  # median of each round's ratio (the two ran back to back)
     p99_ratio: float
+    cpu_us: tuple[float, float]  # median CPU µs per request: tickrun's processes, aiohttp's
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a replica's supervisor and its workers)."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        for task in Path(f"/proc/{pids[i]}/task").glob("*/children"):
+            try:
+                pids += [int(c) for c in task.read_text().split()]
+            except OSError:
+                continue
+        i += 1
+    return pids
+
+
+def cpu_s(pids: list[int]) -> float:
+    """User and system CPU seconds spent so far by ``pids`` (each process's every thread).
+
+    Beside req/s: CPU per request hardly moves with a neighbour's load, req/s does (issue 17).
+    """
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone (a worker replaced mid-run): its share is lost, not guessed
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def measure(row: Row, workers: int, args: argparse.Namespace, root: Path) -> Figures:
@@ -109,20 +138,29 @@ def measure(row: Row, workers: int, args: argparse.Namespace, root: Path) -> Fig
     tickrun = ServedFunction(path, "--workers", str(workers), env=env).start()
     base_procs, base_url = start_baseline(workers, row.kind)
     results: dict[str, list[Sample]] = {"tickrun": [], "aiohttp": []}
+    cpu: dict[str, list[float]] = {"tickrun": [], "aiohttp": []}
     try:
+        if tickrun.proc is None:  # pragma: no cover - start() sets it
+            raise RuntimeError("tickrun did not start")
+        pids = {"tickrun": _tree(tickrun.proc.pid), "aiohttp": [p.pid for p in base_procs]}
         wrk(tickrun.url + "/", 2, args.connections)  # warm-up both
         wrk(base_url, 2, args.connections)
         for r in range(args.rounds):
             # Alternate which goes first: a neighbour's burst should not always hit the same one.
             order = [("tickrun", tickrun.url + "/"), ("aiohttp", base_url)]
             for name, url in order if r % 2 == 0 else order[::-1]:
-                results[name].append(wrk(url, args.duration_s, args.connections))
+                before = cpu_s(pids[name])
+                sample = wrk(url, args.duration_s, args.connections)
+                spent = cpu_s(pids[name]) - before
+                results[name].append(sample)
+                cpu[name].append(spent / max(sample.rps * args.duration_s, 1.0) * 1e6)
             print(
                 f"  {row.name}, {workers} worker(s), round {r + 1}/{args.rounds}: "
                 f"tickrun {results['tickrun'][-1].rps:,.0f} req/s "
                 f"(p99 {results['tickrun'][-1].p99_ms:.2f} ms), "
                 f"aiohttp {results['aiohttp'][-1].rps:,.0f} req/s "
-                f"(p99 {results['aiohttp'][-1].p99_ms:.2f} ms)",
+                f"(p99 {results['aiohttp'][-1].p99_ms:.2f} ms); CPU per request "
+                f"{cpu['tickrun'][-1]:.1f} / {cpu['aiohttp'][-1]:.1f} µs",
                 flush=True,
             )
     finally:
@@ -138,6 +176,7 @@ def measure(row: Row, workers: int, args: argparse.Namespace, root: Path) -> Fig
         median(results["aiohttp"]),
         statistics.median(t.rps / b.rps for t, b in pairs),
         statistics.median(t.p99_ms / b.p99_ms for t, b in pairs),
+        (statistics.median(cpu["tickrun"]), statistics.median(cpu["aiohttp"])),
     )
 
 
@@ -169,18 +208,24 @@ def main() -> None:
 
     print()
     print(
+        "CPU µs/req: user+system CPU of tickrun's processes (supervisor and workers) and of "
+        "the baseline's over each run, per request (median of rounds; steadier than req/s "
+        "on a shared machine)"
+    )
+    print(
         f"bench/http  connections={args.connections} duration={args.duration_s}s "
         f"x{args.rounds} rounds (medians; wrk -t1; cores={os.cpu_count()}); baseline: bare "
         "aiohttp calling the same handler inline, same worker count; ratios: median of the "
         "rounds' ratios"
     )
     head = f"{'row':<38}{'wk':>3}{'tickrun r/s':>13}{'aiohttp r/s':>13}{'ratio':>7}"
-    print(head + f"{'p99 t/b ms':>15}{'p99 x':>7}  goal")
+    print(head + f"{'p99 t/b ms':>15}{'p99 x':>7}{'CPU µs/req t/b':>17}  goal")
     for row, workers, f in table:
         t, b = f.tickrun, f.aiohttp
         print(
             f"{row.name:<38}{workers:>3}{t.rps:>13,.0f}{b.rps:>13,.0f}{f.rps_ratio:>6.2f}x"
-            f"{t.p99_ms:>8.2f}/{b.p99_ms:<6.2f}{f.p99_ratio:>6.2f}x  {verdict(row, f)}"
+            f"{t.p99_ms:>8.2f}/{b.p99_ms:<6.2f}{f.p99_ratio:>6.2f}x"
+            f"{f.cpu_us[0]:>10.1f}/{f.cpu_us[1]:<6.1f}  {verdict(row, f)}"
         )
 
 
