@@ -1,7 +1,7 @@
 """The consumer thread on confluent-kafka (librdkafka), for ``attributes.client: confluent-kafka``.
 
 The same contract as :mod:`.consumer` (kafka-python), to the same callbacks
-(:class:`.consumer.ConsumerCallbacks`), offset book and committer, so both handling paths, the
+(:class:`.thread.ConsumerCallbacks`), offset book and committer, so both handling paths, the
 failure policy and the metrics are shared:
 
 - one thread owns the ``Consumer``; ``consume(num_messages, timeout)`` fetches in librdkafka's
@@ -50,7 +50,7 @@ from .publish import Publisher
 from .thread import ConsumerThreadBase
 
 if TYPE_CHECKING:
-    from .consumer import ConsumerCallbacks
+    from .thread import ConsumerCallbacks
 
 logger = logging.getLogger(__name__)
 

@@ -9,10 +9,8 @@ replica stays up (not ready) and says why, instead of exiting.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import Any
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import CorruptRecordError
@@ -21,12 +19,13 @@ from kafka.structs import TopicPartition
 from tickrun.functions.errors import TriggerError
 
 from . import metrics, roundtrips
-from .commits import FLUSH_TIMEOUT_S, Committer, describe_error
+from .commits import Committer, describe_error
 from .compat import deferred_unreadable, joining, unpark_resumed, unreadable_partition
 from .config import KafkaConfig
 from .limits import read_limits
 from .offsets import OffsetBook
 from .publish import Publisher
+from .thread import ConsumerCallbacks, ConsumerThreadBase
 
 logger = logging.getLogger(__name__)
 
@@ -44,31 +43,10 @@ JOIN_POLL_TIMEOUT_MS = 500
 GATHER_EVENTS = 2000
 # Poll at least this often even when every partition is paused (metadata, group state).
 MAX_POLL_GAP_S = 1.0
-RECONNECT_BACKOFF_S = (1.0, 30.0)
 LAG_INTERVAL_S = 1.0
 # After a commit the lag moved: report it then too, but not more often than this (the
 # multiprocess gauges cost tens of microseconds per report).
 LAG_MIN_INTERVAL_S = 0.2
-
-
-class ConsumerCallbacks(Protocol):
-    def on_records(self, batch: dict[Any, list[Any]]) -> None:
-        """Called on the consumer thread with each poll's records; must not block."""
-
-    def on_revoked(self, tps: list[Any]) -> Future[None]:
-        """Start settling revoked partitions (drop queued records, finish in-flight ones);
-        the future completes when that is done. Must not block."""
-
-    def on_assigned(self, tps: list[Any]) -> None: ...
-
-    def on_unreadable(self, tp: Any, offset: int, exc: BaseException) -> None:
-        """A record the client cannot decode, already added to the book: dead-letter (or
-        skip) it and complete its offset. Must not block."""
-
-    def on_state(self, connected: bool, error: str | None) -> None: ...
-
-    def on_committed(self) -> None:
-        """A commit was recorded (offsets acknowledged by the broker). Must not block."""
 
 
 class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
@@ -89,7 +67,7 @@ class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
         self._owner.partitions_assigned(list(assigned))
 
 
-class ConsumerThread(threading.Thread):
+class ConsumerThread(ConsumerThreadBase):
     """Owns the consumer for one Kafka trigger in one worker process."""
 
     def __init__(
@@ -99,53 +77,7 @@ class ConsumerThread(threading.Thread):
         callbacks: ConsumerCallbacks,
         publisher: Publisher,
     ) -> None:
-        super().__init__(name=f"kafka-{config.name}", daemon=True)
-        self.config = config
-        self._book = book
-        self._callbacks = callbacks
-        self._publisher = publisher
-        self._stop_event = threading.Event()
-        self._wake = threading.Event()
-        self._consumer: Any = None
-        self._restart: dict[Any, int] = {}  # revoked partition → first offset not completed
-        self._closing = False
-        self.commits = Committer(config, book, publisher)  # the one owner of commits
-        self.commits.on_committed = callbacks.on_committed
-        # Direct path: asked between handler chunks (on this thread); bound once, not per call.
-        self.commit_if_due = self.commits.if_due
-        labels = (config.function, config.name)
-        self._connected = metrics.CONNECTED.labels(*labels)
-        self._consumed = {t: metrics.CONSUMED.labels(*labels, t) for t in config.topics}
-        self.last_error: str | None = None
-
-    def request_stop(self) -> None:
-        self._stop_event.set()
-
-    # --- thread body -----------------------------------------------------------------------
-
-    def run(self) -> None:
-        delay = RECONNECT_BACKOFF_S[0]
-        while not self._stop_event.is_set():
-            try:
-                self._connect()
-            except Exception as exc:
-                self._report_down(exc, "cannot start", delay)
-                self._close(commit=False)
-                self._stop_event.wait(delay)
-                delay = min(delay * 2, RECONNECT_BACKOFF_S[1])
-                continue
-            delay = RECONNECT_BACKOFF_S[0]
-            self.last_error = None
-            self._connected.set(1)
-            self._callbacks.on_state(True, None)
-            try:
-                self._poll_loop()
-            except Exception as exc:
-                self._report_down(exc, "lost its consumer", delay)
-                self._close(commit=False)
-                self._stop_event.wait(delay)
-                continue
-        self._close(commit=True)
+        super().__init__(config, book, callbacks, publisher, Committer(config, book, publisher))
 
     def _security(self) -> str:
         cfg = self.config
@@ -153,30 +85,6 @@ class ConsumerThread(threading.Thread):
         if cfg.sasl.enable:
             return f"{proto}, SASL {cfg.sasl.mechanism} as user {cfg.sasl.user!r}"
         return str(proto)
-
-    def _report_down(self, exc: BaseException, what: str, delay: float) -> None:
-        cause = describe_error(exc)
-        if self.config.sasl.enable or self.config.tls.enable:
-            # A security mismatch usually surfaces as a failed bootstrap: name the settings
-            # (never the password) so the cause is findable.
-            cause = f"{cause} (security: {self._security()})"
-        self.last_error = f"brokers {self.config.describe_brokers()}: {cause}"
-        self._connected.set(0)
-        logger.error(
-            "kafka trigger %s %s (brokers %s): %s; retrying in %.0fs",
-            self.config.name,
-            what,
-            self.config.describe_brokers(),
-            cause,
-            delay,
-            extra={
-                "trigger": self.config.name,
-                "brokers": list(self.config.brokers),
-                "topics": list(self.config.topics),
-                "cause": cause,
-            },
-        )
-        self._callbacks.on_state(False, self.last_error)
 
     def _connect(self) -> None:
         cfg = self.config
@@ -204,24 +112,11 @@ class ConsumerThread(threading.Thread):
                 # Fetch the output topic's metadata now so the first send() does not block
                 # the event loop on it (and a missing topic is reported at start).
                 producer.partitions_for(cfg.output_topic)
-        logger.info(
-            "kafka trigger %s subscribed",
-            cfg.name,
-            extra={
-                "trigger": cfg.name,
-                "topics": list(cfg.topics),
-                "group": cfg.group,
-                "brokers": list(cfg.brokers),
-            },
-        )
+        self._log_subscribed("kafka-python")
 
     def rejoin_pending(self) -> bool:
         """The group wants this member to (re)join: stop handling, poll (consumer thread)."""
         return self._consumer is not None and joining(self._consumer)
-
-    def wake(self) -> None:
-        """Handlers drained a backlog or finished a commit batch: look again now (any thread)."""
-        self._wake.set()
 
     def _poll_loop(self) -> None:
         consumer = self._consumer
@@ -326,18 +221,8 @@ class ConsumerThread(threading.Thread):
         if tp is None:
             raise exc  # cannot tell where: reconnect, as for any consumer failure
         offset = consumer.position(tp, timeout_ms=1000)
-        logger.error(
-            "kafka record %s/%d/%d cannot be read: %s",
-            tp.topic,
-            tp.partition,
-            offset,
-            describe_error(exc)[:1000],
-            extra={"trigger": self.config.name},
-        )
-        self._book.add(tp, [offset])
         consumer.seek(tp, offset + 1)
-        self._consumed[tp.topic].inc()
-        self._callbacks.on_unreadable(tp, offset, exc)
+        self._unreadable(tp, offset, exc)
         return {}
 
     def _report_lag(self) -> None:
@@ -405,14 +290,7 @@ class ConsumerThread(threading.Thread):
         if commit and consumer is not None:
             await self.commits.before_rebalance(consumer, tps)
         self._forget(tps)
-        logger.info(
-            "kafka partitions revoked",
-            extra={
-                "trigger": self.config.name,
-                "partitions": [f"{t.topic}/{t.partition}" for t in tps],
-                "settle_s": round(time.monotonic() - started, 3),
-            },
-        )
+        self._log_partitions("revoked", tps, settle_s=round(time.monotonic() - started, 3))
 
     def _forget(self, tps: list[Any]) -> None:
         consumer = self._consumer
@@ -425,9 +303,7 @@ class ConsumerThread(threading.Thread):
                 self._restart[tp] = restart
             if consumer is not None:
                 consumer.resume(tp)
-            metrics.LAG.labels(
-                self.config.function, self.config.name, tp.topic, str(tp.partition)
-            ).set(0)
+            self._zero_lag(tp)
         self._book.drop(tps)
 
     def partitions_assigned(self, tps: list[TopicPartition]) -> None:
@@ -437,28 +313,13 @@ class ConsumerThread(threading.Thread):
             if tp in restart and consumer is not None:
                 consumer.seek(tp, restart[tp])
         self._callbacks.on_assigned(tps)
-        logger.info(
-            "kafka partitions assigned",
-            extra={
-                "trigger": self.config.name,
-                "partitions": [f"{t.topic}/{t.partition}" for t in tps],
-            },
-        )
+        self._log_partitions("assigned", tps)
 
     # --- shutdown ----------------------------------------------------------------------------
 
     def _close(self, *, commit: bool) -> None:
         if not commit:
-            # The consumer died without a rebalance callback: its partitions are no longer
-            # ours (the group reassigns them), so settle and forget them here.
-            lost = self._book.partitions()
-            if lost:
-                try:
-                    self._callbacks.on_revoked(lost).result(self.config.rebalance_wait_s + 5.0)
-                except Exception as exc:
-                    logger.warning("settling lost partitions failed: %r", exc)
-                finally:
-                    self._book.drop(lost)
+            self._settle_lost()
         self._restart.clear()  # a new consumer starts from the committed offsets anyway
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
@@ -474,10 +335,5 @@ class ConsumerThread(threading.Thread):
                 logger.warning("kafka consumer close failed: %s", describe_error(exc))
             self._closing = False
         if commit:
-            producer = self._publisher.detach()
-            if producer is not None:
-                try:
-                    producer.close(timeout=FLUSH_TIMEOUT_S)
-                except Exception as exc:
-                    logger.warning("kafka producer close failed: %s", describe_error(exc))
+            self._close_producer()
         self._connected.set(0)

@@ -9,20 +9,40 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import metrics
 from .commits import FLUSH_TIMEOUT_S, Committer, describe_error
 
 if TYPE_CHECKING:
     from .config import KafkaConfig
-    from .consumer import ConsumerCallbacks
     from .offsets import OffsetBook
     from .publish import Publisher
 
 logger = logging.getLogger(__name__)
 
 RECONNECT_BACKOFF_S = (1.0, 30.0)
+
+
+class ConsumerCallbacks(Protocol):
+    def on_records(self, batch: dict[Any, list[Any]]) -> None:
+        """Called on the consumer thread with each poll's records; must not block."""
+
+    def on_revoked(self, tps: list[Any]) -> Future[None]:
+        """Start settling revoked partitions (drop queued records, finish in-flight ones);
+        the future completes when that is done. Must not block."""
+
+    def on_assigned(self, tps: list[Any]) -> None: ...
+
+    def on_unreadable(self, tp: Any, offset: int, exc: BaseException) -> None:
+        """A record the client cannot decode, already added to the book: dead-letter (or
+        skip) it and complete its offset. Must not block."""
+
+    def on_state(self, connected: bool, error: str | None) -> None: ...
+
+    def on_committed(self) -> None:
+        """A commit was recorded (offsets acknowledged by the broker). Must not block."""
 
 
 class ConsumerThreadBase(threading.Thread):
