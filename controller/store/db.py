@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tickrun.functions.errors import NotFoundError, StoreError
 from tickrun.functions.runs.db.sqlengine import create_sql_engine, lock_schema, reason, safe_url
+from tickrun.functions.runs.db.sqlitewal import start_connection
 
 from .models import BuildRow, EventRow, FunctionRow, Meta, ReplicaRow, RevokedSessionRow
 
@@ -34,14 +35,8 @@ _MIGRATING = threading.Lock()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    # WAL: readers never block the writer; synchronous=NORMAL is durable across a process kill
-    # (only an OS crash can lose the last transactions).
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=5000")
-    cur.close()
+    # WAL: readers never block the writer.
+    start_connection(dbapi_conn, busy_timeout_ms=5_000, foreign_keys=True)
 
 
 def _ensure_controller_id(conn: Connection) -> None:

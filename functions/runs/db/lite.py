@@ -25,6 +25,7 @@ from ..records import ArtifactRecord, RunBatch, RunRecord, RunState
 from .base import DbLocator, RunDB, stale_reason
 from .rows import RUN_VALUES, RunKey, artifact_row, latest_runs, plan_run_writes, run_row
 from .schema import ARTIFACTS, LABELS, RUN_TABLES, RUNS
+from .sqlitewal import start_connection
 
 if TYPE_CHECKING:
     from .registry_base import ModelRegistry
@@ -116,9 +117,7 @@ class LiteRunDB(RunDB):
             raise StoreError(f"cannot open the run DB ({self.url}): {_reason(exc)}") from exc
         try:
             # As SqlRunDB's connections: WAL (readers never block the writer), NORMAL sync.
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=15000")
+            start_connection(conn, busy_timeout_ms=15_000)
             # Processes starting together must not create the tables together (lock_schema).
             conn.execute("BEGIN IMMEDIATE")
             for table in RUN_TABLES:

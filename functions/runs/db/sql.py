@@ -39,6 +39,7 @@ from .registry_sql import SqlModelRegistry, registry_metadata
 from .rows import RUN_VALUES, RunKey, artifact_row, latest_runs, plan_run_writes, run_row
 from .schema import TableDef
 from .sqlengine import create_sql_engine, lock_schema, reason, safe_url
+from .sqlitewal import start_connection
 
 metadata = MetaData()
 
@@ -94,12 +95,8 @@ _INSERT_ARTIFACT = artifacts_table.insert()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    # WAL: readers never block the run's writer; NORMAL sync is durable across app crashes.
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=15000")
-    cur.close()
+    # WAL: readers never block the run's writer.
+    start_connection(dbapi_conn, busy_timeout_ms=15_000)
 
 
 class SqlRunDB(RunDB):
