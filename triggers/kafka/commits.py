@@ -77,17 +77,10 @@ class Committer:
         is in flight at a time; its callback (run by kafka-python on this thread, in the next
         poll) records it. Revokes and shutdown still commit synchronously.
         """
-        consumer = self.consumer
-        if consumer is None:
+        due = self._async_due()
+        if due is None:
             return
-        sent = self.sent
-        if sent is not None:
-            if time.monotonic() - sent < COMMIT_STALE_S:
-                return
-            logger.warning("kafka async commit never completed; sending another")
-        positions = self._book.to_commit()
-        if not positions:
-            return
+        consumer, positions = due
         started = time.perf_counter()
         self._acked = None
         try:
@@ -102,6 +95,22 @@ class Committer:
             self._failure(exc, len(positions))
             return
         self.sent = time.monotonic()
+
+    def _async_due(self) -> tuple[Any, dict[Any, int]] | None:
+        """(the consumer, the positions to commit) when an async commit should go now: none is
+        in flight (or the one in flight is stale) and some position moved."""
+        consumer = self.consumer
+        if consumer is None:
+            return None
+        sent = self.sent
+        if sent is not None:
+            if time.monotonic() - sent < COMMIT_STALE_S:
+                return None
+            logger.warning("kafka async commit never completed; sending another")
+        positions = self._book.to_commit()
+        if not positions:
+            return None
+        return consumer, positions
 
     def _committed(self, positions: dict[Any, int], started: float, response: Any) -> None:
         self.sent = None

@@ -67,17 +67,10 @@ class ConfluentCommitter(Committer):
 
     def soon(self) -> None:
         """An async commit; librdkafka answers through :meth:`answered`, inside a consume()."""
-        consumer = self.consumer
-        if consumer is None:
+        due = self._async_due()
+        if due is None:
             return
-        sent = self.sent
-        if sent is not None:
-            if time.monotonic() - sent < 60.0:
-                return
-            logger.warning("kafka async commit never completed; sending another")
-        positions = self._book.to_commit()
-        if not positions:
-            return
+        consumer, positions = due
         started = time.perf_counter()
         try:
             self._publisher.flush(FLUSH_TIMEOUT_S)  # outputs acknowledged before their offsets
