@@ -6,7 +6,6 @@ confluent-kafka``: :class:`Record` (a message as the attributes a kafka-python
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +18,6 @@ if TYPE_CHECKING:
     from .config import KafkaConfig
     from .offsets import OffsetBook
     from .publish import Publisher
-
-logger = logging.getLogger(__name__)
 
 
 class Record:
