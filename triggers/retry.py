@@ -75,7 +75,9 @@ class RetryPolicy:
 
     def delay_s(self, attempt: int) -> float:
         """Backoff after failed attempt ``attempt`` (1-based): doubled each time, capped."""
-        return float(min(self.backoff_s * (2 ** (attempt - 1)), self.backoff_max_s))
+        # The exponent is capped too: a blocked event retries without end, and 2**1024 no
+        # longer converts to a float.
+        return float(min(self.backoff_s * 2.0 ** min(attempt - 1, 64), self.backoff_max_s))
 
     async def run(
         self,

@@ -23,7 +23,6 @@ from tests.support.kafka_functions import (
     write_function,
 )
 from tickrun.triggers.kafka.spec import KafkaAttributes
-from tickrun.triggers.kafka.trigger import BATCH_MAX_EVENTS
 
 MAX_POLL_RECORDS = KafkaAttributes.model_fields["max_poll_records"].default
 
@@ -141,13 +140,14 @@ def test_kill_9_mid_stream_loses_nothing_and_bounds_duplicates(
     records = done(tmp_path)
     distinct = {(h.partition, h.offset) for h in records}
     dups = duplicates(records)
-    # What was handled but not yet committed at the kill is handled again: at most one
-    # commit window (the size trigger, plus what finishes during one poll round) per worker,
-    # plus the events handled while the last commit waits for its answer. The answer is read
-    # in a poll: on the handler pool the consumer thread polls meanwhile, so that is what the
-    # slots hold (batches of up to BATCH_MAX_EVENTS of one partition); on the consumer thread
-    # the rest of the poll's records are handled first (up to maxPollRecords; seen in CI on a
-    # loaded machine: 2,170 duplicates against a bound of 2 x (1,000 + 64)).
+    # What was handled but not yet committed at the kill is handled again. Per worker: on
+    # the consumer thread, two commit windows (handlers wait for the commit's answer there)
+    # plus the rest of the poll's records, handled first (up to maxPollRecords; seen in CI on
+    # a loaded machine: 2,170 duplicates against a bound of 2 x (1,000 + 64)). On the handler
+    # pool a batch starts only below two windows of uncommitted events and while the running
+    # batches of all partitions hold less than two windows more, so four windows at most
+    # (seen in CI before the running batches were counted, partitions taking two windows
+    # each: 3,561 against 3,024).
     uncommitted_at_kill = len(
         {
             (h.partition, h.offset)
@@ -155,7 +155,7 @@ def test_kill_9_mid_stream_loses_nothing_and_bounds_duplicates(
             if h.offset >= committed_at_kill.get(h.partition, 0)
         }
     )
-    in_flight = slots * BATCH_MAX_EVENTS if slots > 1 else MAX_POLL_RECORDS
+    in_flight = 2 * batch if slots > 1 else MAX_POLL_RECORDS
     bound = workers * (2 * batch + in_flight)
     print(
         f"\nkill -9 at {len(before_restart)} handled / {n}; committed then: "

@@ -88,6 +88,10 @@ class LoopPath:
         self.commit_waiters: set[Partition] = set()
         # Sync batches of a fast handler go to the pool together (see .lane).
         self.lane = Lane()
+        # Events taken into batches and not yet settled, over all partitions. Held to two
+        # commit windows like the uncommitted ones: a combined lane runs several partitions'
+        # batches at once, and a crash redoes what ran and was not committed.
+        self.in_batches = 0
 
     def committed(self) -> None:
         """A commit was answered (from the consumer thread, via ``call_soon_threadsafe``):
@@ -167,15 +171,17 @@ class LoopPath:
                 part.wake.clear()
                 await part.wake.wait()
                 continue
-            if book.uncommitted >= limit:
+            if book.uncommitted >= limit or self.in_batches >= limit:
                 # Handlers ran a commit window ahead of the consumer thread's commits (it
-                # shares the GIL with them): wait, so a crash never redoes more than that.
-                # Woken by the commit's answer (LoopPath.committed), not by polling every few
-                # ms: a poll wakes late (jitter) and costs a task per tick.
+                # shares the GIL with them), or the running batches hold two windows: wait,
+                # so a crash never redoes more than four windows (see test_kafka_rebalance).
+                # Woken by the commit's answer or the end of another partition's batch
+                # (LoopPath.committed), not by polling every few ms: a poll wakes late
+                # (jitter) and costs a task per tick.
                 part.wake.clear()
                 self.commit_waiters.add(part)
                 # Checked again once registered: a commit answered in between woke nobody.
-                if book.uncommitted >= limit and not part.closed:
+                if (book.uncommitted >= limit or self.in_batches >= limit) and not part.closed:
                     await part.wait_wake(COMMIT_WAKE_FALLBACK_S)
                 self.commit_waiters.discard(part)
                 continue
@@ -209,18 +215,25 @@ class LoopPath:
         dispatcher = t.dispatcher
         assert dispatcher is not None
         queue = part.queue
-        # No further past the commit window than the test in _run allows (its bound on
-        # redelivery after a crash), however long the batch may be.
-        room = max(2 * t.config.commit_batch_size - t.book.uncommitted, 1)
+        # No further than the test in _run allows (its bound on redelivery after a crash),
+        # however long the batch may be: past neither the uncommitted events' two commit
+        # windows nor the running batches' (the other partitions' count too).
+        window = 2 * t.config.commit_batch_size
+        room = max(min(window - t.book.uncommitted, window - self.in_batches), 1)
         most = FAST_BATCH_MAX_EVENTS if dispatcher.sync and self.lane.fast else BATCH_MAX_EVENTS
         records = [queue.popleft() for _ in range(min(len(queue), most, room))]
         name, info = t.name, t.trigger_info
         events = [to_event(r, name, info) for r in records]
+        self.in_batches += len(records)
         try:
             outcome = await self._dispatch_batch(part, events)
         except WorkerUnavailableError:
             queue.extendleft(reversed(records))  # nothing ran: backpressure, try again
             return not part.closed
+        finally:
+            self.in_batches -= len(records)
+            if self.commit_waiters:
+                self.committed()  # room again for the partitions that waited on this batch
         at = 0
         while True:
             done, at, failure = t.outputs.sort_out(records, outcome, at)

@@ -125,3 +125,12 @@ async def test_errors_that_are_not_event_failures_propagate() -> None:
     attempt_once, _ = flaky([RuntimeError("a bug in the trigger")])
     with pytest.raises(RuntimeError):
         await run(policy(), source, attempt_once)
+
+
+def test_backoff_stays_capped_however_many_attempts() -> None:
+    # A blocked event (or a dead-letter topic out of reach) retries without end.
+    p = policy()
+    assert p.delay_s(1) == 0.1
+    assert p.delay_s(3) == 0.25
+    assert p.delay_s(5000) == 0.25
+    assert RetryPolicy(0, 0.0, 5.0, "block").delay_s(5000) == 0.0

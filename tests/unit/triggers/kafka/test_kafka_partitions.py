@@ -335,3 +335,34 @@ async def test_handlers_wait_when_two_commit_windows_are_uncommitted() -> None:
         await asyncio.sleep(0.01)
     assert seen == list(range(100))
     await until(lambda: trigger.book.to_commit() == {tp: 100})
+
+
+async def test_running_batches_of_all_partitions_stay_within_two_commit_windows(
+    dispatch_mode: str,
+) -> None:
+    # A crash redoes what ran and was not committed: the partitions' batches running side by
+    # side count together, not two windows each.
+    release = asyncio.Event()
+    seen: list[tuple[int, int]] = []
+
+    async def handler(event: Any) -> str:
+        await release.wait()
+        seen.append((event.shard_id, event.offset))
+        return "ok"
+
+    trigger, dispatcher = make_trigger(handler, commitBatchSize=10)
+    for partition in range(4):
+        feed(trigger, partition, range(100))
+    await until(lambda: dispatcher.in_flight >= 1)
+    await asyncio.sleep(0.1)
+    if dispatch_mode == "batched":
+        assert isinstance(dispatcher, FakeBatchDispatcher)
+        assert sum(dispatcher.batch_sizes) == 20, dispatcher.batch_sizes
+    else:
+        assert dispatcher.in_flight == 4  # one event per partition at a time
+    release.set()
+    while len(seen) < 400:
+        trigger.book.committed(trigger.book.to_commit())
+        await asyncio.sleep(0.01)
+    for partition in range(4):
+        assert [o for p, o in seen if p == partition] == list(range(100))
