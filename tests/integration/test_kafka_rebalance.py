@@ -22,6 +22,7 @@ from tests.support.kafka_functions import (
     wait_for,
     write_function,
 )
+from tickrun.triggers.kafka.loop import IN_BATCHES_MAX_WINDOWS
 from tickrun.triggers.kafka.spec import KafkaAttributes
 
 MAX_POLL_RECORDS = KafkaAttributes.model_fields["max_poll_records"].default
@@ -144,10 +145,9 @@ def test_kill_9_mid_stream_loses_nothing_and_bounds_duplicates(
     # the consumer thread, two commit windows (handlers wait for the commit's answer there)
     # plus the rest of the poll's records, handled first (up to maxPollRecords; seen in CI on
     # a loaded machine: 2,170 duplicates against a bound of 2 x (1,000 + 64)). On the handler
-    # pool a batch starts only below two windows of uncommitted events and while the running
-    # batches of all partitions hold less than two windows more, so four windows at most
-    # (seen in CI before the running batches were counted, partitions taking two windows
-    # each: 3,561 against 3,024).
+    # pool a batch starts only below two windows of uncommitted events and while the batches
+    # taken by all partitions hold less than IN_BATCHES_MAX_WINDOWS more (seen in CI before
+    # they were counted together, each partition taking two windows: 3,561 against 3,024).
     uncommitted_at_kill = len(
         {
             (h.partition, h.offset)
@@ -155,7 +155,7 @@ def test_kill_9_mid_stream_loses_nothing_and_bounds_duplicates(
             if h.offset >= committed_at_kill.get(h.partition, 0)
         }
     )
-    in_flight = 2 * batch if slots > 1 else MAX_POLL_RECORDS
+    in_flight = IN_BATCHES_MAX_WINDOWS * batch if slots > 1 else MAX_POLL_RECORDS
     bound = workers * (2 * batch + in_flight)
     print(
         f"\nkill -9 at {len(before_restart)} handled / {n}; committed then: "

@@ -337,11 +337,11 @@ async def test_handlers_wait_when_two_commit_windows_are_uncommitted() -> None:
     await until(lambda: trigger.book.to_commit() == {tp: 100})
 
 
-async def test_running_batches_of_all_partitions_stay_within_two_commit_windows(
+async def test_batches_of_all_partitions_stay_within_four_commit_windows(
     dispatch_mode: str,
 ) -> None:
-    # A crash redoes what ran and was not committed: the partitions' batches running side by
-    # side count together, not two windows each.
+    # A crash redoes what ran and was not committed: the partitions' batches taken side by
+    # side count together (IN_BATCHES_MAX_WINDOWS), not two windows each.
     release = asyncio.Event()
     seen: list[tuple[int, int]] = []
 
@@ -357,7 +357,7 @@ async def test_running_batches_of_all_partitions_stay_within_two_commit_windows(
     await asyncio.sleep(0.1)
     if dispatch_mode == "batched":
         assert isinstance(dispatcher, FakeBatchDispatcher)
-        assert sum(dispatcher.batch_sizes) == 20, dispatcher.batch_sizes
+        assert sum(dispatcher.batch_sizes) == 40, dispatcher.batch_sizes
     else:
         assert dispatcher.in_flight == 4  # one event per partition at a time
     release.set()
