@@ -36,7 +36,8 @@ COMMIT_WAKE_FALLBACK_S = 0.1
 # Events taken into batches and not settled yet, all partitions together, in commit windows
 # (commitBatchSize). Two windows would bound a crash's redo tighter but leave no room to queue
 # the next combined batch while one runs: the pool idled between them (0.59-0.68x the raw
-# loop against 0.77-0.81x with four, bench.kafka on a quiet host).
+# loop against 0.69-0.81x with four and 0.78-0.86x before the fix, bench.kafka on a quiet
+# host; see docs/kafka-pool.md).
 IN_BATCHES_MAX_WINDOWS = 4
 # Per thread hop; its events count as in flight for duplicates at a crash. Each hop costs two
 # cross-thread wake-ups and GIL hand-offs (handler thread, then the event loop), so with a
@@ -98,9 +99,19 @@ class LoopPath:
         # and a crash redoes what ran and was not committed.
         self.in_batches = 0
 
+    def room(self) -> int:
+        """Events a partition may take now: below two commit windows of uncommitted events
+        and IN_BATCHES_MAX_WINDOWS of events taken into batches, so a crash never redoes more
+        than six windows (see test_kafka_rebalance)."""
+        window = self._t.config.commit_batch_size
+        return min(
+            2 * window - self._t.book.uncommitted,
+            IN_BATCHES_MAX_WINDOWS * window - self.in_batches,
+        )
+
     def committed(self) -> None:
-        """A commit was answered (from the consumer thread, via ``call_soon_threadsafe``):
-        the partitions waiting for it go on."""
+        """A commit was answered (from the consumer thread, via ``call_soon_threadsafe``),
+        or a batch settled: the partitions waiting for room go on."""
         waiters, self.commit_waiters = self.commit_waiters, set()
         for part in waiters:
             part.wake.set()
@@ -167,29 +178,22 @@ class LoopPath:
     async def _run(self, part: Partition) -> None:
         t = self._t
         queue = part.queue
-        book = t.book
         dispatcher = t.dispatcher
         batches = dispatcher is not None and dispatcher.batches
-        limit = 2 * t.config.commit_batch_size
-        taken_limit = IN_BATCHES_MAX_WINDOWS * t.config.commit_batch_size
         while not part.closed:
             if not queue:
                 part.wake.clear()
                 await part.wake.wait()
                 continue
-            if book.uncommitted >= limit or self.in_batches >= taken_limit:
+            if self.room() <= 0:
                 # Handlers ran two commit windows ahead of the consumer thread's commits (it
-                # shares the GIL with them), or the batches taken hold four: wait, so a crash
-                # never redoes more than six windows (see test_kafka_rebalance).
-                # Woken by the commit's answer or the end of another partition's batch
-                # (LoopPath.committed), not by polling every few ms: a poll wakes late
-                # (jitter) and costs a task per tick.
+                # shares the GIL with them), or the batches taken hold four: wait. Woken by the
+                # commit's answer or the end of another partition's batch (committed()), not
+                # by polling every few ms: a poll wakes late (jitter) and costs a task per tick.
                 part.wake.clear()
                 self.commit_waiters.add(part)
                 # Checked again once registered: a commit answered in between woke nobody.
-                if (
-                    book.uncommitted >= limit or self.in_batches >= taken_limit
-                ) and not part.closed:
+                if self.room() <= 0 and not part.closed:
                     await part.wait_wake(COMMIT_WAKE_FALLBACK_S)
                 self.commit_waiters.discard(part)
                 continue
@@ -223,17 +227,9 @@ class LoopPath:
         dispatcher = t.dispatcher
         assert dispatcher is not None
         queue = part.queue
-        # No further than the test in _run allows (its bound on redelivery after a crash),
-        # however long the batch may be: past neither the uncommitted events' two commit
-        # windows nor the batches' four (the other partitions' count too).
-        window = t.config.commit_batch_size
-        room = max(
-            min(
-                2 * window - t.book.uncommitted,
-                IN_BATCHES_MAX_WINDOWS * window - self.in_batches,
-            ),
-            1,
-        )
+        # No further than room() allows (its bound on redelivery after a crash), however
+        # long the batch may be.
+        room = max(self.room(), 1)
         most = FAST_BATCH_MAX_EVENTS if dispatcher.sync and self.lane.fast else BATCH_MAX_EVENTS
         records = [queue.popleft() for _ in range(min(len(queue), most, room))]
         name, info = t.name, t.trigger_info
