@@ -1,4 +1,4 @@
-"""Training overhead: ``hub://auto_trainer:1.2`` with its defaults (a tracked run: targets
+"""Training overhead: ``hub://auto_trainer:1.3`` with its defaults (a tracked run: targets
 dropped, the time series split in time and purged, fit, metrics beside baselines, the test set
 and the model logged) vs the plain scikit-learn / XGBoost script a user would otherwise write
 (read, drop the targets, the same purged time split, fit, the same metrics and baselines), on the
@@ -36,7 +36,7 @@ import pandas as pd
 from tickrun.hub.sampledata import market_data
 
 DATA = market_data()
-HUB_URI = "hub://auto_trainer:1.2"
+HUB_URI = "hub://auto_trainer:1.3"
 GOAL = 1.1  # issue 17: auto_trainer <= 1.1x the plain script, each model
 MODELS = {
     "logistic": ("sklearn.linear_model.LogisticRegression", {"scale": True}),

@@ -70,7 +70,7 @@ def test_train_on_btc_features_logs_metrics_and_plots_to_minio(
     )
     assert run.state == "completed", run.error
     labels = run.record.labels
-    assert (labels["hub.item"], labels["hub.version"]) == ("auto_trainer", "1.2.0")
+    assert (labels["hub.item"], labels["hub.version"]) == ("auto_trainer", "1.3.0")
     assert run.results["split"] == "time" and run.results["purge_bars"] == 1
     assert run.results["dropped_target_columns"] == ["future_return"]
     for key in ("accuracy", "f1_score", "precision_score", "recall_score", "auc"):

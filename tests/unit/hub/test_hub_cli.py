@@ -32,7 +32,7 @@ def test_hub_show(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _run(["hub", "show", "auto_trainer"], capsys)
     assert code == 0
     assert "handler train (default)" in out and "model_class" in out
-    assert "tickrun.import_function('hub://auto_trainer:1.2.0')" in out
+    assert "tickrun.import_function('hub://auto_trainer:1.3.0')" in out
     code, out, _ = _run(["hub", "show", "hub://market_features:1.0", "--json"], capsys)
     data = json.loads(out)
     assert data["version"] == "1.0.0" and "1.1.0" in data["versions"]
@@ -41,7 +41,9 @@ def test_hub_show(capsys: pytest.CaptureFixture[str]) -> None:
 def test_hub_show_unknown_is_a_clean_error(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(["hub", "show", "auto_trainer:9"], capsys)
     assert code == 2
-    assert err.startswith("error: auto_trainer has no version matching 9; versions: 1.2.0, 1.1.0")
+    assert err.startswith(
+        "error: auto_trainer has no version matching 9; versions: 1.3.0, 1.2.0, 1.1.0"
+    )
 
 
 def test_hub_index_and_pull(capsys: pytest.CaptureFixture[str], private_hub: Path) -> None:

@@ -1,0 +1,1 @@
+"""Hub item package (see item.yaml)."""
