@@ -1,5 +1,5 @@
 """auto_trainer 1.3.0: the same model, metrics, split, artifacts and logged test set as 1.2.0,
-with the test set logged on a helper thread while the estimator fits."""
+with the test set logged on a helper thread while the metrics and figures are computed."""
 
 from __future__ import annotations
 
@@ -48,14 +48,14 @@ class FailingLog(RecordingContext):
 CONTEXTS: list[RecordingContext] = []
 
 
-class FitsWhileLogged(LogisticRegression):
-    """Fits only once the test set has been logged: a fit that ran after the logging (1.2's
-    order) would wait forever, so it gives up after 10 s and says so."""
+class PredictsWhileLogged(LogisticRegression):
+    """Predicts only once the test set has been logged: a metric computed before the logging
+    started (1.2's order) would wait forever, so it gives up after 10 s and says so."""
 
-    def fit(self, x: Any, y: Any, **kw: Any) -> FitsWhileLogged:
+    def predict(self, x: Any) -> Any:
         if not CONTEXTS[-1].logged.wait(10):
-            raise AssertionError("the test set was not logged while the estimator fitted")
-        return super().fit(x, y, **kw)  # type: ignore[no-any-return]
+            raise AssertionError("the test set was not logged while the metrics were computed")
+        return super().predict(x)
 
 
 class FailingFit(LogisticRegression):
@@ -104,8 +104,8 @@ def test_the_same_results_model_and_artifacts_as_1_2(feats: pd.DataFrame, params
     assert b.dataset_threads["test_set"].startswith("auto_trainer-test-set")
 
 
-def test_the_test_set_is_logged_while_the_estimator_fits(feats: pd.DataFrame) -> None:
-    context = _train(new, feats, model_class=f"{HERE}.FitsWhileLogged", scale=True, plots=False)
+def test_the_test_set_is_logged_while_the_metrics_are_computed(feats: pd.DataFrame) -> None:
+    context = _train(new, feats, model_class=f"{HERE}.PredictsWhileLogged", scale=True, plots=False)
     assert "model" in context.models and "auc" in context.results
     assert len(context.datasets["test_set"]) == round(len(feats) * 0.2)
 
@@ -116,10 +116,8 @@ def test_a_failed_test_set_log_fails_the_run_once_the_fit_is_done(feats: pd.Data
     assert not CONTEXTS[-1].models and not CONTEXTS[-1].results, "nothing logged after it"
 
 
-def test_a_failed_fit_raises_its_own_error_after_the_test_set_is_logged(
-    feats: pd.DataFrame,
-) -> None:
+def test_a_failed_fit_raises_its_own_error_and_logs_nothing(feats: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="the fit diverged"):
         _train(new, feats, model_class=f"{HERE}.FailingFit", plots=False)
-    assert "test_set" in CONTEXTS[-1].datasets, "the logging thread finished first"
+    assert not CONTEXTS[-1].datasets and not CONTEXTS[-1].models and not CONTEXTS[-1].results
     assert not [t for t in threading.enumerate() if t.name.startswith("auto_trainer-test-set")]
