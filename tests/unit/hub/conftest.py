@@ -14,6 +14,25 @@ from tickrun.hub.sampledata import market_data
 
 HOURLY = market_data()
 
+# auto_trainer's train parameters under which two versions must give the same outputs.
+AUTO_TRAINER_XGB = {
+    "model_class": "xgboost.XGBClassifier",
+    "CLASS_n_estimators": 30,
+    "CLASS_max_depth": 3,
+}
+AUTO_TRAINER_LOGIT = {"model_class": "sklearn.linear_model.LogisticRegression", "scale": True}
+same_outputs_cases = pytest.mark.parametrize(
+    "params",
+    [
+        {**AUTO_TRAINER_LOGIT, "plots": False},
+        {**AUTO_TRAINER_XGB, "plots": False},
+        {**AUTO_TRAINER_LOGIT, "plots": False, "validation_size": 0.2},
+        {**AUTO_TRAINER_XGB, "plots": False, "split": "random"},
+        {**AUTO_TRAINER_XGB, "plots": True},
+    ],
+    ids=["logistic", "xgboost", "validation", "random-split", "plots"],
+)
+
 
 def write_item(
     root: Path,

@@ -10,15 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.unit.hub.conftest import FakeContext, FrameItem
+from tests.unit.hub.conftest import FakeContext, FrameItem, same_outputs_cases
 from tickrun.hub import import_function
 from tickrun.hub.sampledata import market_data
 
 new = import_function("hub://auto_trainer:1.2.0").module()
 old = import_function("hub://auto_trainer:1.1.0").module()
 mf = import_function("hub://market_features:1").module()
-XGB = {"model_class": "xgboost.XGBClassifier", "CLASS_n_estimators": 30, "CLASS_max_depth": 3}
-LOGIT = {"model_class": "sklearn.linear_model.LogisticRegression", "scale": True}
 
 
 @pytest.fixture(scope="module")
@@ -36,17 +34,7 @@ def _predictions(context: FakeContext, x: pd.DataFrame) -> np.ndarray:
     return np.asarray(context.models["model"]["model"].predict_proba(x))
 
 
-@pytest.mark.parametrize(
-    "params",
-    [
-        {**LOGIT, "plots": False},
-        {**XGB, "plots": False},
-        {**LOGIT, "plots": False, "validation_size": 0.2},
-        {**XGB, "plots": False, "split": "random"},
-        {**XGB, "plots": True},
-    ],
-    ids=["logistic", "xgboost", "validation", "random-split", "plots"],
-)
+@same_outputs_cases
 def test_the_same_results_model_and_artifacts_as_1_1(feats: pd.DataFrame, params: Any) -> None:
     a, b = _train(old, feats, **params), _train(new, feats, **params)
     assert set(a.results) == set(b.results)

@@ -11,15 +11,13 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from tests.unit.hub.conftest import FakeContext, FrameItem
+from tests.unit.hub.conftest import AUTO_TRAINER_LOGIT, FakeContext, FrameItem, same_outputs_cases
 from tickrun.hub import import_function
 from tickrun.hub.sampledata import market_data
 
 new = import_function("hub://auto_trainer:1.3.0").module()
 old = import_function("hub://auto_trainer:1.2.0").module()
 mf = import_function("hub://market_features:1").module()
-XGB = {"model_class": "xgboost.XGBClassifier", "CLASS_n_estimators": 30, "CLASS_max_depth": 3}
-LOGIT = {"model_class": "sklearn.linear_model.LogisticRegression", "scale": True}
 HERE = __name__
 
 
@@ -76,17 +74,7 @@ def _train(module: Any, df: pd.DataFrame, context: RecordingContext | None = Non
     return context
 
 
-@pytest.mark.parametrize(
-    "params",
-    [
-        {**LOGIT, "plots": False},
-        {**XGB, "plots": False},
-        {**LOGIT, "plots": False, "validation_size": 0.2},
-        {**XGB, "plots": False, "split": "random"},
-        {**XGB, "plots": True},
-    ],
-    ids=["logistic", "xgboost", "validation", "random-split", "plots"],
-)
+@same_outputs_cases
 def test_the_same_results_model_and_artifacts_as_1_2(feats: pd.DataFrame, params: Any) -> None:
     a, b = _train(old, feats, **params), _train(new, feats, **params)
     assert a.results == b.results  # the one precision/recall/F1 call gives the same floats
@@ -112,7 +100,7 @@ def test_the_test_set_is_logged_while_the_metrics_are_computed(feats: pd.DataFra
 
 def test_a_failed_test_set_log_fails_the_run_once_the_fit_is_done(feats: pd.DataFrame) -> None:
     with pytest.raises(OSError, match="the store is full"):
-        _train(new, feats, FailingLog(), **LOGIT, plots=False)
+        _train(new, feats, FailingLog(), **AUTO_TRAINER_LOGIT, plots=False)
     assert not CONTEXTS[-1].models and not CONTEXTS[-1].results, "nothing logged after it"
 
 
