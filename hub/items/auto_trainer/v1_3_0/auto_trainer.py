@@ -385,7 +385,8 @@ def train(
     context.log_results(
         {**metrics, **split_info, "dropped_target_columns": sorted(plan.dropped_targets)}
     )
-    _log_figures(context, figures)
+    if figures:  # _log_figures imports pyplot: not for a run without plots
+        _log_figures(context, figures)
     context.log_model(
         model_name,
         model,

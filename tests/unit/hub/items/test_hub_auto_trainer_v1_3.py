@@ -42,10 +42,11 @@ class FailingLog(RecordingContext):
         raise OSError("the store is full")
 
 
-# Estimators the tests name by import path (model_class), as users name theirs.
+# The contexts of the runs so far: the estimators below reach the current one through it.
 CONTEXTS: list[RecordingContext] = []
 
 
+# Estimators the tests name by import path (model_class), as users name theirs.
 class PredictsWhileLogged(LogisticRegression):
     """Predicts only once the test set has been logged: a metric computed before the logging
     started (1.2's order) would wait forever, so it gives up after 10 s and says so."""
@@ -66,8 +67,9 @@ def feats() -> pd.DataFrame:
     return mf.compute_features(pd.read_csv(market_data()).iloc[-6000:].reset_index(drop=True))
 
 
-def _train(module: Any, df: pd.DataFrame, context: RecordingContext | None = None, **params: Any
-           ) -> RecordingContext:  # fmt: skip
+def _train(
+    module: Any, df: pd.DataFrame, context: RecordingContext | None = None, **params: Any
+) -> RecordingContext:
     context = context or RecordingContext()
     CONTEXTS.append(context)
     module.train(context, dataset=FrameItem(df), **params)
