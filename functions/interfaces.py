@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 from .errors import HandlerFailure, TickrunError
 
 if TYPE_CHECKING:
+    import asyncio
+
     from aiohttp import web
 
     from .results import Result
@@ -78,9 +80,18 @@ class Dispatcher(Protocol):
 
     def run_here(
         self, events: Sequence[Any], should_stop: Callable[[], bool] | None = None
-    ) -> BatchOutcome:
-        """:meth:`dispatch_batch` on the calling thread, for a one-slot trigger whose other
-        paths are idle meanwhile (the caller's guarantee)."""
+    ) -> BatchOutcome | None:
+        """:meth:`dispatch_batch` on the calling thread, for a trigger whose other paths are
+        idle meanwhile (the caller's guarantee); None when :meth:`adopt_here` took it over."""
+        ...
+
+    def here_running_s(self) -> float:
+        """How long the :meth:`run_here` event now running has run (0.0 when none is)."""
+        ...
+
+    def adopt_here(self) -> asyncio.Future[BatchOutcome] | None:
+        """On the event loop: take over the batch :meth:`run_here` is running (its thread
+        finishes it; the outcome comes from this future), or None if no event runs."""
         ...
 
     async def watch_here(self) -> None:

@@ -38,6 +38,8 @@ class BatchState:
     """Makes "the running event finished" and "the loop declared it overdue" exclusive."""
     current_started: float | None = None
     """``perf_counter()`` when the running event started; None between events."""
+    on_done: Callable[[], None] | None = None
+    """Set by :meth:`adopt`: called by the thread once the batch has ended."""
 
     def overdue_s(self, now: float) -> float | None:
         """How long until the running event passes its timeout (<= 0: it has)."""
@@ -45,6 +47,16 @@ class BatchState:
         if self.timeout_s is None or started is None:
             return None
         return started + self.timeout_s - now
+
+    def adopt(self, on_done: Callable[[], None]) -> bool:
+        """Another party takes over waiting for this batch while an event of it runs; False
+        when no event is running (between events, or the batch has ended: the thread running
+        it goes on by itself). ``on_done`` is called by that thread when the batch ends."""
+        with self.lock:
+            if self.current_started is None or self.stop:
+                return False
+            self.on_done = on_done
+            return True
 
     def expire(self, now: float) -> bool:
         """Loop side: if the running event is past its timeout, stop the batch there."""

@@ -48,6 +48,11 @@ PROBE_MAX = 4096
 STEADY_CALLS = 10_000  # quick inline calls after which leaving the inline path starts over
 
 
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class _Expired(Exception):
     """The event timeout fired (as opposed to the handler raising TimeoutError itself)."""
 
@@ -376,12 +381,8 @@ class TriggerDispatcher:
             fut = loop.run_in_executor(self._executor, run_batch, self._fn, self._context, state)
             expired = await self._await_batch(fut, state)
             if expired:
-                # The thread cannot be killed: its slot stays taken until it returns.
                 release_now = False
-                self._overdue += 1
-                fut.add_done_callback(self._release_overdue)
-                if self._overdue >= self._slots and self._on_stuck is not None:
-                    self._on_stuck()
+                self._hold_overdue(fut, self._release_overdue)
         finally:
             if release_now:
                 self._release()
@@ -421,13 +422,15 @@ class TriggerDispatcher:
 
     def run_here(
         self, events: Sequence[Any], should_stop: Callable[[], bool] | None = None
-    ) -> BatchOutcome:
+    ) -> BatchOutcome | None:
         """:meth:`dispatch_batch` on the calling thread, with no slot and no thread hop.
 
         For a trigger whose source thread may run the handler itself because nothing else runs
         it meanwhile (one slot, and the trigger's other paths idle): the caller guarantees
         that. An event that hangs cannot be interrupted here either; :meth:`watch_here` on
-        the event loop notices it after the event timeout.
+        the event loop notices it after the event timeout, or the trigger hands the batch to
+        the event loop with :meth:`adopt_here` while it runs: then this returns None, and the
+        outcome is the adopter's.
         """
         if not self.sync:
             raise TypeError("run_here is for sync handlers")
@@ -437,10 +440,67 @@ class TriggerDispatcher:
         try:
             run_batch(self._fn, self._context, state)
         finally:
-            self._here = None
+            if self._here is state:  # not adopted meanwhile
+                self._here = None
             self._busy(-1)
+            if state.on_done is not None:
+                state.on_done()
+        if state.on_done is not None:
+            return None
         # stop is only set by expire(): the watchdog declared the running event overdue.
         return self._batch_outcome(events, state, expired=state.stop)
+
+    def here_running_s(self) -> float:
+        """How long the event :meth:`run_here` is running has run (0.0 when none is)."""
+        state = self._here
+        started = None if state is None else state.current_started
+        return 0.0 if started is None else time.perf_counter() - started
+
+    def adopt_here(self) -> asyncio.Future[BatchOutcome] | None:
+        """On the event loop: take over the batch :meth:`run_here` is running, as if
+        :meth:`dispatch_batch` had started it on the pool (it takes a slot, its events expire
+        after the event timeout, an overdue one keeps its slot until the thread returns).
+        The calling thread goes on running the batch to its end, and its ``run_here`` then
+        returns None. None when no event of a batch is running (nothing to take over)."""
+        state = self._here
+        if state is None:
+            return None
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+
+        def on_done() -> None:  # on the thread that ran the batch
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(_resolve, ended)
+
+        if not state.adopt(on_done):
+            return None
+        self._here = None  # watch_here no longer replaces the worker for it
+        self._free -= 1  # its slot: the pool was idle (run_here's guarantee), so one is free
+        return loop.create_task(self._finish_adopted(ended, state))
+
+    async def _finish_adopted(self, ended: asyncio.Future[None], state: BatchState) -> BatchOutcome:
+        release_now = True
+        try:
+            expired = await self._await_batch(ended, state)
+            if expired:
+                # run_here's thread counts itself busy until it returns; only the slot is ours.
+                release_now = False
+                self._hold_overdue(ended, self._release_adopted_overdue)
+        finally:
+            if release_now:
+                self._release_slot()
+        return self._batch_outcome(state.events, state, expired)
+
+    def _release_adopted_overdue(self, _: object = None) -> None:
+        self._overdue -= 1
+        self._release_slot()
+
+    def _hold_overdue(self, fut: asyncio.Future[Any], release: Callable[[object], None]) -> None:
+        """A thread cannot be killed: its slot stays taken until it returns."""
+        self._overdue += 1
+        fut.add_done_callback(release)
+        if self._overdue >= self._slots and self._on_stuck is not None:
+            self._on_stuck()
 
     async def watch_here(self) -> None:
         """Until cancelled: restart the worker if an event run by :meth:`run_here` hangs past

@@ -1,7 +1,7 @@
 """The Kafka trigger's behaviour tests again, with ``attributes.client: confluent-kafka``.
 
 The tests of test_kafka_trigger.py (order, retries, dead letters, outputs, drain on SIGTERM, a
-hung handler), test_kafka_rebalance.py (a second member joining and leaving, kill -9 loses
+hung handler, a long event taken over from the consumer thread), test_kafka_rebalance.py (a second member joining and leaving, kill -9 loses
 nothing and bounds duplicates) and test_kafka_oversized.py (envelopes, the producer following
 the brokers' limits, an unreadable record) run here unchanged, their functions served with the
 librdkafka consumer thread (:mod:`tickrun.triggers.kafka.confluent`), and so do two of
@@ -45,6 +45,7 @@ from tests.integration.test_kafka_start_errors import (  # noqa: F401
 from tests.integration.test_kafka_trigger import (  # noqa: F401
     mode,
     test_a_handler_hung_past_the_event_timeout_does_not_stall_the_partition,
+    test_a_long_event_on_the_consumer_thread_holds_one_slot_only,
     test_handler_failing_twice_then_succeeding,
     test_order_per_partition_and_everything_committed,
     test_poison_message_is_dead_lettered_and_the_partition_moves_on,

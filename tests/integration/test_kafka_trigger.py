@@ -291,6 +291,47 @@ def test_a_handler_hung_past_the_event_timeout_does_not_stall_the_partition(
     assert offsets.count(2) == offsets.count(3) == 1
 
 
+def test_a_long_event_on_the_consumer_thread_holds_one_slot_only(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    """numWorkers > 1, a fast sync handler: it runs on the consumer thread (inlineFastHandler,
+    the default) until one event runs long; that event is taken over and holds one slot,
+    polling moves to a new thread, and the other partition goes on meanwhile, as on the pool."""
+    bs = kafka_broker.bootstrap_servers
+    topic, group = _names("takeover")
+    kafka_broker.create_topic(topic, partitions=2)
+    n = 300
+    hang_at, hang_s = 120, 8
+    produce(
+        bs,
+        topic,
+        ({"hang_once_s": hang_s} if i == 2 * hang_at else {"i": i} for i in range(2 * n)),
+        partition_of=lambda i: i % 2,
+    )
+    fn = serve(Mode(4, False).function(tmp_path, bs, [topic], group, drain_timeout="2s"))
+    try:
+        marker = tmp_path / "results" / f"hung-0-{hang_at}"
+        wait_for(marker.exists, 60, "the long event to start")
+        # Partition 1 is handled to its end while partition 0's event still runs.
+        wait_for(
+            lambda: len({h.offset for h in done(tmp_path) if h.partition == 1}) == n,
+            hang_s - 2,
+            "partition 1 to go on beside the long event",
+        )
+        assert not [h for h in done(tmp_path) if h.partition == 0 and h.offset >= hang_at]
+        wait_for(lambda: len(done(tmp_path)) >= 2 * n, 60, "every event")
+        wait_for(lambda: committed(bs, group, topic) == {0: n, 1: n}, 30, "all committed")
+        assert fn.proc is not None and fn.proc.poll() is None, "the replica stays up"
+    finally:
+        fn.terminate()
+    finished = done(tmp_path)
+    assert len({h.pid for h in finished}) == 1, "the same worker did everything"
+    for p in (0, 1):
+        assert [h.offset for h in finished if h.partition == p] == list(range(n)), (
+            "each event once, in order"
+        )
+
+
 def _metric(text: str, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels``."""
     total = 0.0

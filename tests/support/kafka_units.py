@@ -50,8 +50,10 @@ def real_dispatcher(
     timeout_s: float | None = None,
     availability_timeout_s: float = 1.0,
     trigger_name: str = "t",
+    slots: int = 1,
 ) -> TriggerDispatcher:
-    """The processor's dispatcher for ``fn(context, event)`` (sync or async), one slot."""
+    """The processor's dispatcher for ``fn(context, event)`` (sync or async), one slot unless
+    told."""
     return TriggerDispatcher(
         handler=LoadedHandler(
             fn=fn,
@@ -64,7 +66,7 @@ def real_dispatcher(
         function_name="f",
         trigger_name=trigger_name,
         trigger_kind="kafka-cluster",
-        slots=1,
+        slots=slots,
         availability_timeout_s=availability_timeout_s,
         event_timeout_s=timeout_s,
         executor=executor,

@@ -42,7 +42,7 @@ class KafkaConfig:
     producer: dict[str, Any] = field(repr=False)
     sasl: SaslSpec = field(repr=False, default_factory=SaslSpec)
     tls: TlsSpec = field(repr=False, default_factory=TlsSpec)
-    inline_fast_handler: bool = False  # see .inline
+    inline_fast_handler: bool = True  # see .inline
     client: str = "kafka-python"  # or "confluent-kafka" (see .confluent)
     rdkafka: dict[str, Any] = field(repr=False, default_factory=dict)  # librdkafka settings
 

@@ -251,7 +251,11 @@ class ConfluentConsumerThread(ConsumerThreadBase):
                 self._unreadable(tp, m.offset(), unreadable)
                 continue
             records.append(record)
+        # The last delivery of the round: the polling may move to a new thread meanwhile
+        # (thread.py); not the ones before an unreadable record, whose rest would follow.
+        self.movable = True
         self._hand_over(batch)
+        self.movable = False  # (not on a moved thread's way out: no finally)
 
     def _hand_over(self, batch: dict[TopicPartition, list[Record]]) -> None:
         batch = {tp: records for tp, records in batch.items() if records}

@@ -161,7 +161,11 @@ class ConsumerThread(ConsumerThreadBase):
                     if not rejoin:
                         batch, unreadable = self._gather(consumer, batch)
                         last_poll = time.monotonic()
+                    # Movable (thread.py) unless a decode failure met while gathering waits
+                    # in this frame: a new polling thread would not know of it.
+                    self.movable = unreadable is None
                     self._callbacks.on_records(batch)
+                    self.movable = False  # (not on a moved thread's way out: no finally)
                     deferred = unreadable or deferred_unreadable(consumer)
                     if deferred is not None:
                         self._skip_unreadable(consumer, deferred[1], deferred[0])
@@ -174,6 +178,14 @@ class ConsumerThread(ConsumerThreadBase):
             ):
                 self._report_lag()
                 last_lag = now
+
+    def _on_moved(self) -> None:
+        # What the old thread's round did after its delivery: take a decode failure the
+        # poll kept, before flow control can pause its partition (see compat).
+        consumer = self._consumer
+        deferred = deferred_unreadable(consumer) if consumer is not None else None
+        if deferred is not None:
+            self._skip_unreadable(consumer, deferred[1], deferred[0])
 
     def _gather(
         self, consumer: Any, batch: dict[Any, list[Any]]

@@ -13,6 +13,11 @@ once it has caught up.
 
 Handled offsets go to the offset book; commits stay with the consumer thread (this code runs on
 it, and asks it to commit when due between chunks).
+
+With several slots, an event that runs long here is taken over (see
+:meth:`~.trigger.KafkaTrigger.take_over`): the event loop adopts the chunk under way
+(:attr:`DirectPath.running`) and the rest of the poll, a new thread polls, and this thread
+finishes the event and ends (:class:`~.thread.ConsumerMoved`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .event import to_event
 from .loop import BATCH_MAX_EVENTS
+from .thread import ConsumerMoved
 
 if TYPE_CHECKING:
     from .inline import InlineGate
@@ -35,6 +41,9 @@ class DirectPath:
         self._t = trigger
         # Several slots: run inline only while this says the handler is fast (.inline).
         self.gate: InlineGate | None = None
+        # While a chunk runs: (its partition, the chunk, the poll's records not handled yet,
+        # the chunk's included): what a take-over hands to the event loop.
+        self.running: tuple[Any, list[Any], dict[Any, list[Any]]] | None = None
 
     def run(self, batch: dict[Any, list[Any]]) -> None:
         """Handle a poll's records on this thread, committing when due.
@@ -63,9 +72,6 @@ class DirectPath:
         gate = self.gate
         clock = time.perf_counter
 
-        def abandoned() -> bool:  # asked before each event of a chunk
-            return t.stopping or t.here_tp in revoking
-
         while todo:
             for tp, records in list(todo.items()):
                 if t.stopping or tp in revoking:
@@ -78,11 +84,18 @@ class DirectPath:
                 chunk = records[: BATCH_MAX_EVENTS if gate is None else gate.chunk()]
                 events = [to_event(r, name, info) for r in chunk]
                 t.here_tp = tp
+                self.running = (tp, chunk, todo)
                 started = clock()
                 try:
-                    outcome = dispatcher.run_here(events, abandoned)
-                finally:
-                    t.here_tp = None
+                    outcome = dispatcher.run_here(events, _Abandoned(t, tp))
+                except BaseException:
+                    t.here_tp = self.running = None
+                    raise
+                if outcome is None:
+                    # Taken over while it ran: the event loop has this chunk and the rest of
+                    # the poll, and another thread polls; this one is done.
+                    raise ConsumerMoved
+                t.here_tp = self.running = None
                 fast = gate is None or gate.observe(clock() - started, len(outcome.results))
                 done, stopped_at, failure = sort_out(chunk, outcome)
                 if done:
@@ -109,3 +122,17 @@ class DirectPath:
         ``failed_tp`` failed once already."""
         failed = (todo[failed_tp][0].offset, failure) if failure is not None else None
         self._t.hand_off(todo, failed_tp, failed)
+
+
+class _Abandoned:
+    """Asked before each event of a chunk: stop there (stopping, or the partition revoked)."""
+
+    __slots__ = ("_t", "_tp")
+
+    def __init__(self, trigger: KafkaState, tp: Any) -> None:
+        self._t = trigger
+        self._tp = tp
+
+    def __call__(self) -> bool:
+        t = self._t
+        return t.stopping or self._tp in t.revoking

@@ -16,9 +16,11 @@ again. A pool with a backlog is never idle, so a retry that is due waits for the
 what it holds (:data:`DRAIN_MAX_S` at most) instead. A handler that waits on I/O or does real
 work therefore keeps its ``numWorkers`` threads, as before.
 
-Opt-in (the ``inlineFastHandler`` attribute): a handler that is fast and then hangs on one event
-hangs the consumer thread, and the worker process is replaced after the event timeout (as with
-one slot), where on the pool the hung event only holds its slot.
+On by default (the ``inlineFastHandler`` attribute, ``false`` keeps every event on the pool). A
+handler that is fast and then runs long on one event does not hold the consumer up: after
+:data:`~.trigger.TAKEOVER_S` the event loop takes the chunk over as a pool batch (its slot, its
+event timeout), polling moves to a new thread and the other partitions go on, as on the pool
+(:meth:`~.trigger.KafkaTrigger.take_over`).
 """
 
 from __future__ import annotations
@@ -69,6 +71,12 @@ class InlineGate:
     def chunk(self) -> int:
         """Events in the next inline chunk: a probe until the handler is known to be fast."""
         return BATCH_MAX_EVENTS if self.fast else PROBE_EVENTS
+
+    def slowed(self) -> None:
+        """An event ran so long it was taken over: to the pool, as after two slow chunks."""
+        self.last_s = self.cost_s = float("inf")
+        self.retry_at = time.monotonic() + self.backoff_s
+        self.backoff_s = min(self.backoff_s * 2, MAX_RETRY_S)
 
     def observe(self, seconds: float, events: int) -> bool:
         """Record a chunk's run time; False when the rest should go to the pool."""

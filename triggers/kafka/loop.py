@@ -52,7 +52,16 @@ FAST_BATCH_MAX_EVENTS = 2048
 class Partition:
     """The loop-side state of one owned partition."""
 
-    __slots__ = ("closed", "failed_first", "interrupt", "queue", "task", "tp", "wake")
+    __slots__ = (
+        "adopted",
+        "closed",
+        "failed_first",
+        "interrupt",
+        "queue",
+        "task",
+        "tp",
+        "wake",
+    )
 
     def __init__(self, tp: Any) -> None:
         self.tp = tp
@@ -63,6 +72,9 @@ class Partition:
         self.task: asyncio.Task[None] | None = None
         # (offset, failure): that queued record already failed once on the consumer thread.
         self.failed_first: tuple[int, BaseException] | None = None
+        # A batch the consumer thread started and the loop took over (LoopPath.adopt): its
+        # records and its outcome to come; handled before the queue.
+        self.adopted: tuple[list[Any], asyncio.Future[BatchOutcome]] | None = None
 
     def close(self) -> None:
         self.closed = True
@@ -124,20 +136,33 @@ class LoopPath:
     ) -> None:
         """Queue records (from the consumer thread, via ``call_soon_threadsafe``); ``failed``:
         the first record left of ``failed_tp`` already failed once on the direct path."""
-        stopping = self._t.stopping
         for tp, records in batch.items():
-            part = self.parts.get(tp)
+            part = self._part(tp)
             if part is None:
-                if stopping:
-                    continue
-                part = self.parts[tp] = Partition(tp)
-                part.task = asyncio.get_running_loop().create_task(
-                    self._run(part), name=f"kafka-{tp.topic}-{tp.partition}"
-                )
+                continue
             part.queue.extend(records)
             if failed is not None and tp == failed_tp:
                 part.failed_first = failed
             part.wake.set()
+
+    def adopt(self, tp: Any, records: list[Any], outcome: asyncio.Future[BatchOutcome]) -> None:
+        """A batch of ``tp`` the consumer thread is running, taken over (on the loop): its
+        outcome is settled as the partition's next batch, before anything queued after it."""
+        part = self._part(tp)
+        if part is None:
+            return  # stopping: unsettled, so redelivered to the next owner
+        part.adopted = (records, outcome)
+        self.in_batches += len(records)
+        part.wake.set()
+
+    def _part(self, tp: Any) -> Partition | None:
+        part = self.parts.get(tp)
+        if part is None and not self._t.stopping:
+            part = self.parts[tp] = Partition(tp)
+            part.task = asyncio.get_running_loop().create_task(
+                self._run(part), name=f"kafka-{tp.topic}-{tp.partition}"
+            )
+        return part
 
     def close_all(self) -> list[Partition]:
         """Stop taking records; the in-flight event of each partition still completes."""
@@ -176,11 +201,27 @@ class LoopPath:
                 del self.parts[part.tp]
 
     async def _run(self, part: Partition) -> None:
+        try:
+            await self._serve(part)
+        finally:
+            if part.adopted is not None:  # abandoned before it was reached
+                self.in_batches -= len(part.adopted[0])
+                part.adopted = None
+
+    async def _serve(self, part: Partition) -> None:
         t = self._t
         queue = part.queue
         dispatcher = t.dispatcher
         batches = dispatcher is not None and dispatcher.batches
         while not part.closed:
+            if part.adopted is not None:
+                records, adopted = part.adopted
+                part.adopted = None
+                # Shielded: the dispatcher's task keeps the slot's accounting if this partition
+                # is abandoned (revoke, stop) while the thread still runs the batch.
+                if not await self._settle_batch(part, records, asyncio.shield(adopted)):
+                    return
+                continue
             if not queue:
                 part.wake.clear()
                 await part.wake.wait()
@@ -235,8 +276,17 @@ class LoopPath:
         name, info = t.name, t.trigger_info
         events = [to_event(r, name, info) for r in records]
         self.in_batches += len(records)
+        return await self._settle_batch(part, records, self._dispatch_batch(part, events))
+
+    async def _settle_batch(
+        self, part: Partition, records: list[Any], running: Awaitable[BatchOutcome]
+    ) -> bool:
+        """The outcome of a batch of ``records`` (counted in :attr:`in_batches`), settled:
+        see :meth:`_run_batch`."""
+        t = self._t
+        queue = part.queue
         try:
-            outcome = await self._dispatch_batch(part, events)
+            outcome = await running
         except WorkerUnavailableError:
             queue.extendleft(reversed(records))  # nothing ran: backpressure, try again
             return not part.closed

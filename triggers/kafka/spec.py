@@ -76,10 +76,10 @@ class KafkaAttributes(SpecModel):
     )
     output_topic: str | None = Field(default=None, alias="outputTopic")
     # tickrun: with numWorkers > 1, run a sync handler measured to be fast (< 50 us an event)
-    # on the consumer thread while the pool is idle (see triggers/kafka/inline.py). Off by
-    # default: a handler that hangs there stalls the consumer and the worker is replaced,
-    # where on the pool it would only hold one slot.
-    inline_fast_handler: bool = Field(default=False, alias="inlineFastHandler")
+    # on the consumer thread while the pool is idle (see triggers/kafka/inline.py); an event
+    # that runs long there is taken over (it holds one slot, polling moves to a new thread).
+    # false: every event goes through the pool.
+    inline_fast_handler: bool = Field(default=True, alias="inlineFastHandler")
     # tickrun: the Kafka client library under the same contract (groups, at-least-once
     # commits, dead letters, flow control). confluent-kafka (librdkafka) fetches and decodes
     # in C threads: more events/s per core (bench/kafka); it needs the confluent-kafka package

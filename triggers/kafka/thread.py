@@ -3,6 +3,13 @@
 settling of partitions a dead consumer lost and the producer's close.
 
 A subclass owns the client: how it connects, polls, reports lag, pauses and rebalances.
+
+The polling may move to a new thread (:meth:`ConsumerThreadBase.move_on`): when a handler
+running on the polling thread itself (the direct path with several slots) runs long, the event
+loop takes its batch over and a new thread polls from the next round on, so one slow event
+holds one slot, as on the pool. The old thread finishes that event and ends
+(:class:`ConsumerMoved`); the client is never used by two threads at once, since the old one
+was inside the handler, away from the client, when the new one started.
 """
 
 from __future__ import annotations
@@ -23,6 +30,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RECONNECT_BACKOFF_S = (1.0, 30.0)
+
+
+class ConsumerMoved(BaseException):
+    """Raised on a polling thread whose polling has moved to another thread (it was running
+    a handler meanwhile): it leaves the client alone and ends. A BaseException, so no
+    ``except Exception`` on the way treats it as a failure of the consumer."""
 
 
 class ConsumerCallbacks(Protocol):
@@ -67,6 +80,10 @@ class ConsumerThreadBase(threading.Thread):
         self._restart: dict[Any, int] = {}  # revoked partition → first offset not completed
         self._closing = False
         self.commits = commits  # the one owner of commits
+        # move_on() may hand the polling over only while this is True: the polling thread has
+        # nothing of its poll round left to deliver (see the clients' poll loops).
+        self.movable = False
+        self._owner: threading.Thread | None = None  # the thread polling since a move_on()
         commits.on_committed = callbacks.on_committed
         # Direct path: asked between handler chunks (on this thread); bound once, not per call.
         self.commit_if_due = commits.if_due
@@ -82,6 +99,10 @@ class ConsumerThreadBase(threading.Thread):
 
     def _poll_loop(self) -> None:
         raise NotImplementedError
+
+    def _on_moved(self) -> None:
+        """On a new polling thread, before its first poll: what the old thread would have done
+        after the delivery it was in (kafka-python: take a kept decode failure)."""
 
     def _close(self, *, commit: bool) -> None:
         raise NotImplementedError
@@ -104,23 +125,53 @@ class ConsumerThreadBase(threading.Thread):
         """Handlers drained a backlog or finished a commit batch: look again now (any thread)."""
         self._wake.set()
 
+    def move_on(self) -> None:
+        """Poll on a new thread from now on (the event loop, while the polling thread runs a
+        handler inside a movable delivery, see :attr:`movable`)."""
+        self.movable = False
+        thread = threading.Thread(
+            target=self._serve, args=(True,), name=f"{self.name}-moved", daemon=True
+        )
+        self._owner = thread
+        thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread polling now (after a :meth:`move_on`, not the first one)."""
+        owner = self._owner
+        if owner is None:
+            super().join(timeout)
+        else:
+            owner.join(timeout)
+
     # --- thread body -----------------------------------------------------------------------
 
     def run(self) -> None:
+        self._serve(False)
+
+    def _serve(self, connected: bool) -> None:
+        """The thread body: ``connected`` on a thread the polling moved to."""
         delay = RECONNECT_BACKOFF_S[0]
+        moved = connected
         while not self._stop_event.is_set():
+            if not connected:
+                try:
+                    self._connect()
+                except Exception as exc:
+                    self._report_down(exc, "cannot start", delay)
+                    self._close(commit=False)
+                    self._stop_event.wait(delay)
+                    delay = min(delay * 2, RECONNECT_BACKOFF_S[1])
+                    continue
+                delay = RECONNECT_BACKOFF_S[0]
+                self._up()
+            connected = False
             try:
-                self._connect()
-            except Exception as exc:
-                self._report_down(exc, "cannot start", delay)
-                self._close(commit=False)
-                self._stop_event.wait(delay)
-                delay = min(delay * 2, RECONNECT_BACKOFF_S[1])
-                continue
-            delay = RECONNECT_BACKOFF_S[0]
-            self._up()
-            try:
+                if moved:
+                    moved = False
+                    self._on_moved()
                 self._poll_loop()
+            except ConsumerMoved:
+                return  # another thread polls now, and closes at the end
             except Exception as exc:
                 self._report_down(exc, "lost its consumer", delay)
                 self._close(commit=False)

@@ -6,8 +6,9 @@ This module wires the parts together and routes what the consumer thread reports
   and is the one owner of offset commits; :mod:`.confluent` is the same on confluent-kafka
   (librdkafka), chosen by ``attributes.client``;
 - :mod:`.direct`: one slot and a sync handler: the consumer thread runs the handler itself;
-  with more slots and ``inlineFastHandler``, only while the handler is measured to be fast
-  (:mod:`.inline`);
+  with more slots (``inlineFastHandler``, on by default), only while the handler is measured
+  to be fast (:mod:`.inline`), and an event that runs long there is taken over
+  (:meth:`KafkaTrigger.take_over`) so that it holds one slot, as on the pool;
 - :mod:`.loop`: otherwise (and for retries, and to settle revoked partitions): one task per
   partition on the event loop;
 - :mod:`..retry` and :mod:`.failures`: retry with backoff, then ``onFailure``;
@@ -58,6 +59,10 @@ logger = logging.getLogger(__name__)
 COMMIT_RESERVE_S = 2.0
 MAX_REMEMBERED_ATTEMPTS = 10_000
 DRAIN_POLL_S = 0.002
+# Several slots: an event running this long on the consumer thread is taken over (a fast
+# handler's whole chunk takes milliseconds; the other partitions wait meanwhile).
+TAKEOVER_S = 0.2
+TAKEOVER_POLL_S = 0.05
 
 
 class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
@@ -89,6 +94,7 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         self.direct_path = DirectPath(self)
         self._connected = False
         self._watch: asyncio.Task[None] | None = None
+        self._takeovers: asyncio.Task[None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -101,6 +107,8 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
             self.direct_path.gate = InlineGate()  # a fast handler skips the pool (.inline)
         if self.direct or self.direct_path.gate is not None:
             self._watch = self.event_loop.create_task(dispatcher.watch_here())
+        if self.direct_path.gate is not None:
+            self._takeovers = self.event_loop.create_task(self._watch_takeovers())
         context = getattr(host, "context", None)
         if context is not None and getattr(context, "kafka", None) is None:
             context.kafka = KafkaContext(self.publisher, self.config.output_topic)
@@ -123,8 +131,9 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
     async def stop(self, drain_timeout_s: float) -> None:
         """Finish the events being handled, commit what is done, leave the group."""
         self.stopping = True
-        if self._watch is not None:
-            self._watch.cancel()
+        for watch in (self._watch, self._takeovers):
+            if watch is not None:
+                watch.cancel()
         parts = self.loop_path.close_all()
         loop = asyncio.get_running_loop()
         # The final commit and the group leave need time of their own inside the supervisor's
@@ -147,6 +156,50 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
             join_s = max(deadline - loop.time(), reserve_s)
             await loop.run_in_executor(None, thread.join, join_s)
         self._connected = False
+
+    # --- several slots: an event running long on the consumer thread --------------------------
+
+    async def _watch_takeovers(self) -> None:
+        dispatcher = self.dispatcher
+        assert dispatcher is not None
+        timeout_s = self.function.spec.event_timeout_s
+        after_s = TAKEOVER_S if not timeout_s else min(TAKEOVER_S, timeout_s / 2)
+        while True:
+            await asyncio.sleep(min(TAKEOVER_POLL_S, after_s / 2))
+            if dispatcher.here_running_s() > after_s:
+                self.take_over()
+
+    def take_over(self) -> bool:
+        """On the event loop: the event the consumer thread is running (the direct path with
+        several slots) has run long; take its chunk over as a pool batch, queue the rest of
+        the poll on the loop path and poll on a new thread, so it holds one slot as on the
+        pool and the other partitions go on. The old thread finishes the event and ends.
+
+        False when there is nothing to take over (no event running, or the thread's poll round
+        still has something to deliver after this: see ``movable``)."""
+        thread, dispatcher = self.thread, self.dispatcher
+        if thread is None or dispatcher is None or self.stopping or not thread.movable:
+            return False
+        adopted = dispatcher.adopt_here()
+        if adopted is None:
+            return False
+        running = self.direct_path.running
+        if running is None:  # pragma: no cover - set around every run_here
+            raise RuntimeError("an adopted batch without its records")
+        tp, chunk, todo = running
+        rest = {p: r[len(chunk) :] if p == tp else r for p, r in todo.items()}
+        self.here_tp = None
+        self.loop_path.adopt(tp, chunk, adopted)
+        self.loop_path.enqueue({p: r for p, r in rest.items() if r})
+        gate = self.direct_path.gate
+        if gate is not None:
+            gate.slowed()  # the pool takes the handler for a while (the old thread is in it)
+        thread.move_on()
+        logger.warning(
+            "kafka handler running long on the consumer thread; polling moved to a new thread",
+            extra={"trigger": self.name, "partition": f"{tp.topic}/{tp.partition}"},
+        )
+        return True
 
     # --- consumer thread callbacks (called on the consumer thread) -------------------------------
 

@@ -169,6 +169,64 @@ async def test_watch_here_replaces_the_worker_when_a_direct_event_hangs(
     assert isinstance(outcome.error, EventTimeoutError)
 
 
+def _held_at(body: int, release: threading.Event, entered: threading.Event) -> Any:
+    def handler(context: Any, event: Any) -> Any:
+        if event.body == body:
+            entered.set()
+            release.wait(5)
+        return {"n": event.body}
+
+    return handler
+
+
+async def test_adopt_here_takes_a_running_batch_over_with_its_slot(
+    executor: ThreadPoolExecutor,
+) -> None:
+    release, entered = threading.Event(), threading.Event()
+    d = dispatcher(_held_at(1, release, entered), executor)
+    assert d.adopt_here() is None and d.here_running_s() == 0.0, "nothing runs"
+    running = asyncio.get_running_loop().run_in_executor(None, d.run_here, events(4))
+    assert await asyncio.to_thread(entered.wait, 5)
+    assert d.here_running_s() > 0.0
+    adopted = d.adopt_here()
+    assert adopted is not None
+    assert d.adopt_here() is None, "taken over once"
+    assert d._free == 0, "the batch holds the slot now"
+    release.set()
+    assert await running is None, "the thread finished the batch; the outcome is the adopter's"
+    outcome = await adopted
+    assert outcome.error is None
+    assert [r.json()["n"] for r in outcome.results] == [0, 1, 2, 3]
+    assert d._free == 1 and d.in_flight == 0
+
+
+async def test_an_adopted_event_past_the_timeout_keeps_its_slot_until_it_returns(
+    executor: ThreadPoolExecutor,
+) -> None:
+    release, entered = threading.Event(), threading.Event()
+    d = real_dispatcher(_held_at(1, release, entered), executor, timeout_s=0.2, slots=2)
+    stuck: list[int] = []
+    d._on_stuck = lambda: stuck.append(1)
+    watch = asyncio.get_running_loop().create_task(d.watch_here())
+    running = asyncio.get_running_loop().run_in_executor(None, d.run_here, events(4))
+    assert await asyncio.to_thread(entered.wait, 5)
+    adopted = d.adopt_here()
+    assert adopted is not None
+    outcome = await adopted
+    assert [r.json()["n"] for r in outcome.results] == [0]
+    assert isinstance(outcome.error, EventTimeoutError)
+    await asyncio.sleep(0.3)
+    assert not stuck, "watch_here leaves an adopted batch alone; one overdue slot of two"
+    assert d._free == 1, "its slot stays taken while the thread runs"
+    release.set()
+    assert await running is None
+    async with asyncio.timeout(5):
+        while d._free != 2:  # noqa: ASYNC110 - released by a callback of the thread's end
+            await asyncio.sleep(0.01)
+    assert d.in_flight == 0
+    watch.cancel()
+
+
 async def test_async_handlers_batch_in_one_slot_and_stop_at_the_first_failure(
     executor: ThreadPoolExecutor,
 ) -> None:

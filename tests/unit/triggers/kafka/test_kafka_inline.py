@@ -20,7 +20,9 @@ from tests.support.kafka_units import Record, unstarted_trigger
 from tickrun.functions.handler import LoadedHandler
 from tickrun.functions.processor.dispatcher import TriggerDispatcher
 from tickrun.triggers.kafka import KafkaTrigger, inline, loop
+from tickrun.triggers.kafka import trigger as trigger_mod
 from tickrun.triggers.kafka.inline import InlineGate
+from tickrun.triggers.kafka.thread import ConsumerMoved
 
 SLOTS = 4
 
@@ -30,6 +32,12 @@ class FakeConsumerThread:
 
     def __init__(self) -> None:
         self.rejoin = False
+        self.movable = True  # the clients set it around their last delivery of a round
+        self.moved = 0
+
+    def move_on(self) -> None:
+        self.movable = False
+        self.moved += 1
 
     def wake(self) -> None:
         pass
@@ -48,7 +56,13 @@ def pool() -> Iterator[ThreadPoolExecutor]:
     executor.shutdown(wait=True)
 
 
-def make_trigger(handler: Callable[[Any], Any], pool: ThreadPoolExecutor) -> KafkaTrigger:
+def make_trigger(
+    handler: Callable[[Any], Any],
+    pool: ThreadPoolExecutor,
+    *,
+    event_timeout_s: float | None = None,
+    on_stuck: Callable[[], None] | None = None,
+) -> KafkaTrigger:
     """What KafkaTrigger.start() sets up for a sync handler with SLOTS slots."""
     trigger = unstarted_trigger(SLOTS)
 
@@ -69,8 +83,9 @@ def make_trigger(handler: Callable[[Any], Any], pool: ThreadPoolExecutor) -> Kaf
         trigger_kind="kafka-cluster",
         slots=SLOTS,
         availability_timeout_s=5.0,
-        event_timeout_s=None,
+        event_timeout_s=event_timeout_s,
         executor=pool,
+        on_stuck=on_stuck,
     )
     trigger.direct_path.gate = InlineGate()
     trigger.thread = FakeConsumerThread()  # type: ignore[assignment]
@@ -94,6 +109,25 @@ async def poll(trigger: KafkaTrigger, batch: dict[TopicPartition, list[Record]])
 
     await asyncio.to_thread(consumer_side)
     return name
+
+
+def poll_on_thread(
+    trigger: KafkaTrigger, batch: dict[TopicPartition, list[Record]]
+) -> tuple[threading.Thread, list[BaseException]]:
+    """:func:`poll` on a thread of its own (it may block in a handler); what it raised."""
+    for tp, recs in batch.items():
+        trigger.book.add(tp, [r.offset for r in recs])
+    raised: list[BaseException] = []
+
+    def consumer_side() -> None:
+        try:
+            trigger.on_records(batch)
+        except BaseException as exc:  # ConsumerMoved after a take-over
+            raised.append(exc)
+
+    thread = threading.Thread(target=consumer_side, name="polling")
+    thread.start()
+    return thread, raised
 
 
 async def until(cond: Callable[[], bool], timeout_s: float = 10.0) -> None:
@@ -248,6 +282,114 @@ async def test_a_partition_a_commit_window_ahead_waits_for_the_commit_answer(
     trigger.loop_path.close_all()
 
 
-async def test_the_inline_path_for_several_slots_is_opt_in() -> None:
-    assert not unstarted_trigger(SLOTS).config.inline_fast_handler
-    assert unstarted_trigger(SLOTS, inlineFastHandler=True).config.inline_fast_handler
+async def test_the_inline_path_for_several_slots_is_on_by_default() -> None:
+    assert unstarted_trigger(SLOTS).config.inline_fast_handler
+    assert not unstarted_trigger(SLOTS, inlineFastHandler=False).config.inline_fast_handler
+
+
+async def test_an_event_running_long_inline_is_taken_over_and_holds_one_slot(
+    pool: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trigger_mod, "TAKEOVER_S", 0.05)
+    release = threading.Event()
+    seen: list[tuple[int, int, str]] = []
+    lock = threading.Lock()
+
+    def handler(event: Any) -> None:
+        if (event.shard_id, event.offset) == (0, 5):
+            release.wait(30)
+        with lock:
+            seen.append((event.shard_id, event.offset, threading.current_thread().name))
+
+    trigger = make_trigger(handler, pool)
+    thread = trigger.thread
+    assert isinstance(thread, FakeConsumerThread)
+    dispatcher = trigger.dispatcher
+    assert isinstance(dispatcher, TriggerDispatcher)
+    watch = asyncio.get_running_loop().create_task(trigger._watch_takeovers())
+    tp0, tp1 = TopicPartition("t", 0), TopicPartition("t", 1)
+    n = 40
+    polling, raised = poll_on_thread(
+        trigger, {tp0: records(0, range(n)), tp1: records(1, range(n))}
+    )
+    try:
+        # Partition 1 and the rest of the poll go on while offset 5 of partition 0 hangs.
+        await until(lambda: sum(1 for q, *_ in seen if q == 1) == n)
+        assert thread.moved == 1, "polling moved to a new thread"
+        assert [o for q, o, _ in seen if q == 0] == [0, 1, 2, 3, 4], "nothing after the hang"
+        late = {name for q, o, name in seen if q == 1 and o >= inline.PROBE_EVENTS}
+        assert late and all(name.startswith("handler") for name in late), "on the pool"
+        assert polling.is_alive(), "the old thread is still in the handler"
+        assert dispatcher.in_flight >= 1
+    finally:
+        release.set()
+    polling.join(10)
+    assert raised and isinstance(raised[0], ConsumerMoved), "it ended without polling again"
+    await until(lambda: trigger.book.to_commit() == {tp0: n, tp1: n})
+    assert [o for q, o, _ in seen if q == 0] == list(range(n)), "order kept"
+    assert sum(1 for q, o, _ in seen if q == 0 and o == 5) == 1, "the event ran once"
+    gate = trigger.direct_path.gate
+    assert gate is not None and not gate.allows(), "the pool takes the handler for a while"
+    await until(lambda: dispatcher.in_flight == 0 and dispatcher._free == SLOTS)
+    watch.cancel()
+    trigger.loop_path.close_all()
+
+
+async def test_a_taken_over_event_past_the_event_timeout_is_retried_in_the_same_worker(
+    pool: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trigger_mod, "TAKEOVER_S", 0.05)
+    release = threading.Event()
+    calls: list[int] = []
+    stuck: list[int] = []
+
+    def handler(event: Any) -> None:
+        calls.append(event.offset)
+        if event.offset == 3 and calls.count(3) == 1:
+            release.wait(30)  # hangs the first time only
+
+    trigger = make_trigger(handler, pool, event_timeout_s=0.5, on_stuck=lambda: stuck.append(1))
+    watch = asyncio.get_running_loop().create_task(trigger._watch_takeovers())
+    tp = TopicPartition("t", 0)
+    polling, raised = poll_on_thread(trigger, {tp: records(0, range(10))})
+    try:
+        # The event timed out on the loop side and was retried while the first try hangs.
+        await until(lambda: trigger.book.to_commit() == {tp: 10})
+        assert calls.count(3) == 2 and polling.is_alive()
+        assert sorted(set(calls)) == list(range(10))
+        assert not stuck, "one overdue event holds one slot; the worker is not replaced"
+    finally:
+        release.set()
+    polling.join(10)
+    assert raised and isinstance(raised[0], ConsumerMoved)
+    dispatcher = trigger.dispatcher
+    assert isinstance(dispatcher, TriggerDispatcher)
+    await until(lambda: dispatcher._free == SLOTS)
+    watch.cancel()
+    trigger.loop_path.close_all()
+
+
+async def test_no_take_over_while_the_round_has_more_to_deliver(
+    pool: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trigger_mod, "TAKEOVER_S", 0.02)
+    release = threading.Event()
+
+    def handler(event: Any) -> None:
+        if event.offset == 1:
+            release.wait(30)
+
+    trigger = make_trigger(handler, pool)
+    thread = trigger.thread
+    assert isinstance(thread, FakeConsumerThread)
+    thread.movable = False  # e.g. a decode failure met while gathering waits to be reported
+    watch = asyncio.get_running_loop().create_task(trigger._watch_takeovers())
+    tp = TopicPartition("t", 0)
+    polling, raised = poll_on_thread(trigger, {tp: records(0, range(4))})
+    await asyncio.sleep(0.2)
+    assert thread.moved == 0 and not trigger.take_over()
+    release.set()
+    polling.join(10)
+    assert not raised, "the thread finished its poll itself"
+    assert trigger.book.to_commit() == {tp: 4}
+    watch.cancel()
