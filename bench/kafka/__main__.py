@@ -309,7 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         help="confluent-kafka adds a raw confluent loop and the trigger on it, per round "
         "(both by default: `make bench` shows the option beside kafka-python)",
     )
-    ap.add_argument("--plot", type=Path, default=Path(tempfile.gettempdir()) / "bench-kafka.png")
+    ap.add_argument(
+        "--plot",
+        default=str(Path(tempfile.gettempdir()) / "bench-kafka.png"),
+        help="PNG to write, its numbers beside it as JSON ('' for neither)",
+    )
     args = ap.parse_args(argv)
 
     broker = None
@@ -392,11 +396,12 @@ def main(argv: list[str] | None = None) -> int:
                 fn_dir = write_function(root, bootstrap, topic, "noop", w)
                 keep(tickrun_replica(fn_dir, n, f"tickrun noop numWorkers={w}"))
                 if w > 1:
-                    # Opt-in: the measured-fast handler runs on the consumer thread while the
-                    # pool is idle (triggers/kafka/inline.py).
-                    attrs = {"inlineFastHandler": True}
+                    # For comparison: every event through the handler threads. By default
+                    # (the row above) a measured-fast handler runs on the consumer thread
+                    # while the pool is idle (triggers/kafka/inline.py).
+                    attrs = {"inlineFastHandler": False}
                     fn_dir = write_function(root, bootstrap, topic, "noop", w, attrs)
-                    label = f"tickrun noop numWorkers={w} inlineFastHandler"
+                    label = f"tickrun noop numWorkers={w} pool only"
                     keep(tickrun_replica(fn_dir, n, label))
             # The same no-op as `async def`: no thread-pool hop per event, which isolates the
             # trigger's own cost from the processor's sync-handler executor.
@@ -463,13 +468,15 @@ def main(argv: list[str] | None = None) -> int:
                         f"{statistics.median(ratios[label + ' vs kafka-python']):.2f}x)"
                     )
                 print(f"  {label:<40} {r.rate:>9,.0f}{ratio}")
+        if not args.plot:
+            return 0
         plot(
             {**best, **confluent_best},
-            args.plot,
+            Path(args.plot),
             f"Kafka → handler, {p} partitions, 1 worker process unless 'xN proc' "
             "(raw kafka-python loop in grey; same broker, same run)",
         )
-        json_path = args.plot.with_suffix(".json")
+        json_path = Path(args.plot).with_suffix(".json")
         json_path.write_text(
             json.dumps(
                 {

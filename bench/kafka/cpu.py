@@ -5,7 +5,7 @@ with the other load; the CPU a replica spends per event, and how often its threa
 are preempted, move far less, so they show what a change to the trigger did::
 
     python -m bench.kafka.cpu --bootstrap HOST:PORT [--messages 1000000] [--num-workers 4]
-        [--inline] [--window 4]
+        [--pool-only] [--window 4]
 
 A topic of ``--messages`` klines is produced once (4 partitions); a ``tickrun serve`` replica
 (1 worker process, the no-op handler) consumes it, and once a tenth is done the replica's
@@ -86,12 +86,12 @@ def replica(
     topic: str,
     n: int,
     workers: int,
-    inline: bool,
+    pool_only: bool,
     window: float,
     client: str = "kafka-python",
 ) -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-kafka-cpu-"))
-    attrs: dict[str, object] = {"inlineFastHandler": True} if inline else {}
+    attrs: dict[str, object] = {"inlineFastHandler": False} if pool_only else {}
     if client != "kafka-python":
         attrs["client"] = client
     fn = ServedFunction(write_function(root, bootstrap, topic, "noop", workers, attrs)).start()
@@ -105,7 +105,7 @@ def replica(
         t1, c1, s1 = time.perf_counter(), _processed(fn.url), _sample(pids)
         if c1 >= n:
             print("the window reached the end of the topic: use more --messages", flush=True)
-        label = f"numWorkers={workers}" + (" inlineFastHandler" if inline else "")
+        label = f"numWorkers={workers}" + (" pool only" if pool_only else "")
         if client != "kafka-python":
             label += f" [{client}]"
         _report(label, c1 - c0, t1 - t0, s0, s1)
@@ -138,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", required=True, help="a running broker")
     ap.add_argument("--messages", type=int, default=1_000_000)
     ap.add_argument("--num-workers", type=int, default=4)
-    ap.add_argument("--inline", action="store_true", help="with inlineFastHandler")
+    ap.add_argument(
+        "--pool-only", action="store_true", help="inlineFastHandler: false (every event pooled)"
+    )
     ap.add_argument("--raw", action="store_true", help="also the raw kafka-python loop")
     ap.add_argument("--raw-confluent", action="store_true", help="also a raw confluent loop")
     ap.add_argument("--client", choices=["kafka-python", "confluent-kafka"], default="kafka-python")
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         topic,
         args.messages,
         args.num_workers,
-        args.inline,
+        args.pool_only,
         args.window,
         args.client,
     )

@@ -287,6 +287,23 @@ async def test_the_inline_path_for_several_slots_is_on_by_default() -> None:
     assert not unstarted_trigger(SLOTS, inlineFastHandler=False).config.inline_fast_handler
 
 
+async def ended_taken_over(
+    trigger: KafkaTrigger,
+    polling: threading.Thread,
+    raised: list[BaseException],
+    watch: asyncio.Task[None],
+) -> None:
+    """After a take-over and the hung event's end: the old polling thread ended without
+    polling again, every slot is free, nothing is in flight."""
+    polling.join(10)
+    assert raised and isinstance(raised[0], ConsumerMoved), "it ended without polling again"
+    dispatcher = trigger.dispatcher
+    assert isinstance(dispatcher, TriggerDispatcher)
+    await until(lambda: dispatcher.in_flight == 0 and dispatcher._free == SLOTS)
+    watch.cancel()
+    trigger.loop_path.close_all()
+
+
 async def test_an_event_running_long_inline_is_taken_over_and_holds_one_slot(
     pool: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -323,16 +340,12 @@ async def test_an_event_running_long_inline_is_taken_over_and_holds_one_slot(
         assert dispatcher.in_flight >= 1
     finally:
         release.set()
-    polling.join(10)
-    assert raised and isinstance(raised[0], ConsumerMoved), "it ended without polling again"
     await until(lambda: trigger.book.to_commit() == {tp0: n, tp1: n})
+    await ended_taken_over(trigger, polling, raised, watch)
     assert [o for q, o, _ in seen if q == 0] == list(range(n)), "order kept"
     assert sum(1 for q, o, _ in seen if q == 0 and o == 5) == 1, "the event ran once"
     gate = trigger.direct_path.gate
     assert gate is not None and not gate.allows(), "the pool takes the handler for a while"
-    await until(lambda: dispatcher.in_flight == 0 and dispatcher._free == SLOTS)
-    watch.cancel()
-    trigger.loop_path.close_all()
 
 
 async def test_a_taken_over_event_past_the_event_timeout_is_retried_in_the_same_worker(
@@ -360,13 +373,7 @@ async def test_a_taken_over_event_past_the_event_timeout_is_retried_in_the_same_
         assert not stuck, "one overdue event holds one slot; the worker is not replaced"
     finally:
         release.set()
-    polling.join(10)
-    assert raised and isinstance(raised[0], ConsumerMoved)
-    dispatcher = trigger.dispatcher
-    assert isinstance(dispatcher, TriggerDispatcher)
-    await until(lambda: dispatcher._free == SLOTS)
-    watch.cancel()
-    trigger.loop_path.close_all()
+    await ended_taken_over(trigger, polling, raised, watch)
 
 
 async def test_no_take_over_while_the_round_has_more_to_deliver(
