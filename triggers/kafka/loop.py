@@ -149,8 +149,10 @@ class LoopPath:
         """A batch of ``tp`` the consumer thread is running, taken over (on the loop): its
         outcome is settled as the partition's next batch, before anything queued after it."""
         part = self._part(tp)
-        if part is None:
-            return  # stopping: unsettled, so redelivered to the next owner
+        if part is None or part.closed:
+            # Stopping, or revoked meanwhile: unsettled, so redelivered to the next owner (the
+            # dispatcher's task still frees the slot when the thread returns).
+            return
         part.adopted = (records, outcome)
         self.in_batches += len(records)
         part.wake.set()

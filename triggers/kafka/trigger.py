@@ -187,6 +187,8 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         if running is None:  # pragma: no cover - set around every run_here
             raise RuntimeError("an adopted batch without its records")
         tp, chunk, todo = running
+        # A partition revoked meanwhile is settled by LoopPath.settle (the thread stops after
+        # this event); adopt() leaves it alone.
         rest = {p: r[len(chunk) :] if p == tp else r for p, r in todo.items()}
         self.here_tp = None
         self.loop_path.adopt(tp, chunk, adopted)
