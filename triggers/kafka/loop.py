@@ -148,7 +148,7 @@ class LoopPath:
     def adopt(self, tp: Any, records: list[Any], outcome: asyncio.Future[BatchOutcome]) -> None:
         """A batch of ``tp`` the consumer thread is running, taken over (on the loop): its
         outcome is settled as the partition's next batch, before anything queued after it."""
-        part = self._part(tp)
+        part = None if tp in self._t.revoking else self._part(tp)
         if part is None or part.closed:
             # Stopping, or revoked meanwhile: unsettled, so redelivered to the next owner (the
             # dispatcher's task still frees the slot when the thread returns).

@@ -187,12 +187,13 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         if running is None:  # pragma: no cover - set around every run_here
             raise RuntimeError("an adopted batch without its records")
         tp, chunk, todo = running
-        # A partition revoked meanwhile is settled by LoopPath.settle (the thread stops after
-        # this event); adopt() leaves it alone.
+        # A partition revoked meanwhile is left to its next owner (the thread stops after this
+        # event; adopt() leaves its batch unsettled).
+        revoking = self.revoking
         rest = {p: r[len(chunk) :] if p == tp else r for p, r in todo.items()}
         self.here_tp = None
         self.loop_path.adopt(tp, chunk, adopted)
-        self.loop_path.enqueue({p: r for p, r in rest.items() if r})
+        self.loop_path.enqueue({p: r for p, r in rest.items() if r and p not in revoking})
         gate = self.direct_path.gate
         if gate is not None:
             gate.slowed()  # the pool takes the handler for a while (the old thread is in it)

@@ -400,3 +400,35 @@ async def test_no_take_over_while_the_round_has_more_to_deliver(
     assert not raised, "the thread finished its poll itself"
     assert trigger.book.to_commit() == {tp: 4}
     watch.cancel()
+
+
+async def test_a_take_over_leaves_a_partition_revoked_meanwhile_to_its_next_owner(
+    pool: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trigger_mod, "TAKEOVER_S", 0.05)
+    release, entered = threading.Event(), threading.Event()
+    seen: list[tuple[int, int]] = []
+
+    def handler(event: Any) -> None:
+        if (event.shard_id, event.offset) == (0, 2):
+            entered.set()
+            release.wait(30)
+        seen.append((event.shard_id, event.offset))
+
+    trigger = make_trigger(handler, pool)
+    tp0, tp1 = TopicPartition("t", 0), TopicPartition("t", 1)
+    polling, raised = poll_on_thread(
+        trigger, {tp0: records(0, range(6)), tp1: records(1, range(6))}
+    )
+    assert await asyncio.to_thread(entered.wait, 10)
+    trigger.revoking.add(tp0)  # what a rebalance's revoke does, from kafka-python's IO thread
+    watch = asyncio.get_running_loop().create_task(trigger._watch_takeovers())
+    try:
+        await until(lambda: sum(1 for q, _ in seen if q == 1) == 6)  # partition 1 goes on
+    finally:
+        release.set()
+    await ended_taken_over(trigger, polling, raised, watch)
+    assert [o for q, o in seen if q == 0] == [0, 1, 2], "stopped after the running event"
+    assert tp0 not in trigger.loop_path.parts and trigger.loop_path.in_batches == 0
+    # Its chunk (offsets 0-5) was adopted unfinished: none of it is committed here.
+    assert tp0 not in trigger.book.to_commit()
