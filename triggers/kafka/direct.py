@@ -42,7 +42,8 @@ class DirectPath:
         # Several slots: run inline only while this says the handler is fast (.inline).
         self.gate: InlineGate | None = None
         # While a chunk runs: (its partition, the chunk, the poll's records not handled yet,
-        # the chunk's included): what a take-over hands to the event loop.
+        # the chunk's included): what a take-over hands to the event loop, and the trigger's
+        # ``here_tp``.
         self.running: tuple[Any, list[Any], dict[Any, list[Any]]] | None = None
 
     def run(self, batch: dict[Any, list[Any]]) -> None:
@@ -83,19 +84,18 @@ class DirectPath:
                     return
                 chunk = records[: BATCH_MAX_EVENTS if gate is None else gate.chunk()]
                 events = [to_event(r, name, info) for r in chunk]
-                t.here_tp = tp
                 self.running = (tp, chunk, todo)
                 started = clock()
                 try:
                     outcome = dispatcher.run_here(events, _Abandoned(t, tp))
                 except BaseException:
-                    t.here_tp = self.running = None
+                    self.running = None
                     raise
                 if outcome is None:
                     # Taken over while it ran: the event loop has this chunk and the rest of
                     # the poll, and another thread polls; this one is done.
                     raise ConsumerMoved
-                t.here_tp = self.running = None
+                self.running = None
                 fast = gate is None or gate.observe(clock() - started, len(outcome.results))
                 done, stopped_at, failure = sort_out(chunk, outcome)
                 if done:

@@ -31,11 +31,14 @@ class KafkaState(Protocol):
     stopping: bool
     revoking: set[Any]
     """Partitions being (or last) revoked: the direct path leaves them alone."""
-    here_tp: Any
-    """The partition the consumer thread is handling, if any."""
     attempts: dict[tuple[str, int, int], int]
     processed: dict[str, Any]
     failed: dict[str, Any]
+
+    @property
+    def here_tp(self) -> Any:
+        """The partition the consumer thread is handling, if any."""
+        ...
 
     def retried(self, record: Any) -> bool:
         """True if ``record`` failed here before (it resumes its retries one at a time)."""

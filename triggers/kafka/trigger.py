@@ -85,7 +85,6 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         self.stopping = False
         self.direct = False  # run on the consumer thread (see .direct)
         self.revoking: set[Any] = set()  # partitions being (or last) revoked, for that path
-        self.here_tp: Any = None  # the partition the consumer thread is handling, if any
         self.attempts: dict[tuple[str, int, int], int] = {}
         labels = (function.name, self.config.name)
         self.processed = {t: metrics.PROCESSED.labels(*labels, t) for t in self.config.topics}
@@ -120,6 +119,12 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         else:
             self.thread = ConsumerThread(self.config, self.book, self, self.publisher)
         self.thread.start()
+
+    @property
+    def here_tp(self) -> Any:
+        """The partition the consumer thread is handling, if any."""
+        running = self.direct_path.running
+        return None if running is None else running[0]
 
     def ready(self) -> bool:
         return self._connected and not self.stopping
@@ -190,10 +195,10 @@ class KafkaTrigger(BaseTrigger[KafkaTriggerSpec]):
         # A partition revoked meanwhile is left to its next owner (the thread stops after this
         # event; adopt() leaves its batch unsettled).
         revoking = self.revoking
-        rest = {p: r[len(chunk) :] if p == tp else r for p, r in todo.items()}
-        self.here_tp = None
+        rest = {p: r[len(chunk) :] if p == tp else r for p, r in todo.items() if p not in revoking}
+        self.direct_path.running = None  # the consumer thread handles nothing any more
         self.loop_path.adopt(tp, chunk, adopted)
-        self.loop_path.enqueue({p: r for p, r in rest.items() if r and p not in revoking})
+        self.loop_path.enqueue({p: r for p, r in rest.items() if r})
         gate = self.direct_path.gate
         if gate is not None:
             gate.slowed()  # the pool takes the handler for a while (the old thread is in it)
