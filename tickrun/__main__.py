@@ -1,3 +1,3 @@
-from tickrun.cli import main
+from tickrun.cli import entrypoint
 
-main()
+entrypoint()

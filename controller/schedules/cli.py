@@ -17,8 +17,6 @@ from typing import Any
 from tickrun.functions.errors import BadRequestError
 from tickrun.functions.names import slug
 
-from . import cron
-
 Command = Callable[[argparse.Namespace], int]
 
 
@@ -142,6 +140,10 @@ def _schedule(args: argparse.Namespace) -> int:
 
 
 def _when(ts: float | None) -> str:
+    # Here rather than at the top: every `tickrun run` builds this area's --schedule option,
+    # and the cron module (datetime, zoneinfo) is only for showing schedules.
+    from . import cron
+
     return cron.iso(ts) if ts is not None else "-"
 
 

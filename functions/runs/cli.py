@@ -116,7 +116,7 @@ def register(sub: Any, get: Any) -> None:
     )
     p.add_argument("--uid", help=argparse.SUPPRESS)  # a uid the caller chose (scripts, tests)
     p.add_argument("--json", action="store_true", help="print the run as JSON")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, prepare=_prepare_run)
 
     g = get.add_parser("runs", help="list tracked runs")
     g.add_argument("--project")
@@ -232,6 +232,16 @@ def read_hyper_file(path: str) -> dict[str, list[Any] | dict[str, Any]]:
 
 
 # -- commands ----------------------------------------------------------------------------------
+
+
+def _prepare_run(args: argparse.Namespace) -> None:
+    """What a local ``tickrun run`` imports anyway (pydantic and the run request, the runner),
+    imported while the command starts: before ``tickrun.cli.entrypoint`` freezes what start-up
+    made, and before any code of the user's."""
+    runner = LEGACY_RUNNERS[args.legacy_platform] if args.legacy_platform else args.runner
+    if getattr(args, "schedule", None) or (runner or "local") != "local":
+        return
+    from . import plugins, runner  # noqa: F401
 
 
 def _run(args: argparse.Namespace) -> int:
