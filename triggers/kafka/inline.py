@@ -13,8 +13,9 @@ chunks in a row took :data:`MAX_EVENT_S` or more per event (two, so one chunk de
 busy host does not flip it), the rest of the poll goes to the pool, which keeps the handler for
 :data:`RETRY_S` (doubling while it stays slow, up to :data:`MAX_RETRY_S`) before a probe tries
 again. A pool with a backlog is never idle, so a retry that is due waits for the pool to finish
-what it holds (:data:`DRAIN_MAX_S` at most) instead. A handler that waits on I/O or does real
-work therefore keeps its ``numWorkers`` threads, as before.
+what it holds (:data:`DRAIN_MAX_S` at most) instead, and is put off with the same doubling
+when it does not. A handler that waits on I/O or does real work therefore keeps its
+``numWorkers`` threads, as before.
 
 On by default (the ``inlineFastHandler`` attribute, ``false`` keeps every event on the pool). A
 handler that is fast and then runs long on one event does not hold the consumer up: after
@@ -65,8 +66,12 @@ class InlineGate:
         return self.cost_s is not None and not self.fast and time.monotonic() >= self.retry_at
 
     def put_off(self) -> None:
-        """A due retry could not start (the pool did not go idle in time): later."""
-        self.retry_at = time.monotonic() + RETRY_S
+        """A due retry could not start (the pool did not go idle in time): later, backing off
+        as a slow probe does. The consumer thread waited for the drain meanwhile, so a pool
+        that never drains (a hung event without an event timeout holds its slot) must not
+        cost that wait every :data:`RETRY_S`."""
+        self.retry_at = time.monotonic() + self.backoff_s
+        self.backoff_s = min(self.backoff_s * 2, MAX_RETRY_S)
 
     def chunk(self) -> int:
         """Events in the next inline chunk: a probe until the handler is known to be fast."""

@@ -220,6 +220,8 @@ def test_the_gate_needs_two_slow_chunks_and_backs_off_while_slow(
     gate.put_off()
     assert not gate.allows()
     now[0] += inline.RETRY_S
+    assert not gate.allows(), "a retry put off (the pool did not drain) backs off too"
+    assert gate.backoff_s == 8 * inline.RETRY_S
     assert gate.observe(fast * 8, 8) and gate.fast, "fast again: inline again"
     assert gate.backoff_s == inline.RETRY_S
 
