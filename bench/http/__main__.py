@@ -12,8 +12,12 @@ Rows (``--rows``, any of):
 - ``sync64``: the same with ``maxWorkers: 64``;
 - ``async1`` / ``async64``: ``async def handler``, likewise.
 
+``--event-timeout-s`` gives each row's ``function.yaml`` an ``eventTimeout`` (not a row of the
+issue's table: what a timeout costs an event, the baseline has none).
+
     python -m bench.http [--rows sync1,sync64,async1,async64] [--workers 1,2]
                          [--duration-s 3] [--rounds 6] [--connections 32]
+                         [--event-timeout-s S]
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.wrk import Sample, median, wrk
@@ -45,9 +49,12 @@ class Row:
     max_workers: int | None  # None: no triggers section at all
     min_rps_ratio: float
     max_p99_ratio: float | None
+    event_timeout_s: float | None = None  # --event-timeout-s: the spec's eventTimeout
 
     def spec(self) -> str:
         text = f"metadata: {{name: noop}}\nspec:\n  handler: noop:{self.handler}\n"
+        if self.event_timeout_s is not None:
+            text += f"  eventTimeout: {self.event_timeout_s:g}s\n"
         if self.max_workers is not None:
             text += f"  triggers: {{http: {{kind: http, maxWorkers: {self.max_workers}}}}}\n"
         return text
@@ -196,8 +203,13 @@ def main() -> None:
     parser.add_argument("--duration-s", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument(
+        "--event-timeout-s",
+        type=float,
+        help="give every row's function.yaml this eventTimeout (the baseline has none)",
+    )
     args = parser.parse_args()
-    rows = [ROWS[r] for r in args.rows.split(",")]
+    rows = [replace(ROWS[r], event_timeout_s=args.event_timeout_s) for r in args.rows.split(",")]
     worker_counts = [int(w) for w in args.workers.split(",")]
 
     table: list[tuple[Row, int, Figures]] = []

@@ -31,6 +31,7 @@ from ..interfaces import BatchOutcome
 from ..results import Result, exception_result, to_result
 from . import metrics
 from .batch import BatchState, run_batch
+from .deadlines import Deadlines
 from .inline import InlineGuard, InlineTimeout
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ class TriggerDispatcher:
         self._slots = slots
         self._availability_timeout_s = availability_timeout_s
         self._event_timeout_s = event_timeout_s or None
+        # An async handler's event timeout: one loop timer for all its calls (deadlines.py).
+        self._deadlines = Deadlines(event_timeout_s) if event_timeout_s else None
         self._executor = executor
         self._on_stuck = on_stuck
         self._free = slots
@@ -153,16 +156,18 @@ class TriggerDispatcher:
     async def _await_async_handler(self, event: Any) -> Any:
         """An async handler's answer; :class:`_Expired` when the event timeout fired (as
         opposed to the handler raising TimeoutError itself)."""
-        if self._event_timeout_s is None:
+        deadlines = self._deadlines
+        if deadlines is None:
             return await self._fn(self._context, event)
-        deadline = asyncio.timeout(self._event_timeout_s)
+        call = deadlines.enter()
         try:
-            async with deadline:
-                return await self._fn(self._context, event)
-        except TimeoutError:
-            if deadline.expired():
+            return await self._fn(self._context, event)
+        except asyncio.CancelledError:
+            if deadlines.expired(call):
                 raise _Expired from None
             raise
+        finally:
+            deadlines.leave(call)
 
     def _release_overdue(self, _: object = None) -> None:
         self._overdue -= 1
