@@ -238,8 +238,8 @@ def _prepare_run(args: argparse.Namespace) -> None:
     """What a local ``tickrun run`` imports anyway (pydantic and the run request, the runner),
     imported while the command starts: before ``tickrun.cli.entrypoint`` freezes what start-up
     made, and before any code of the user's."""
-    runner = LEGACY_RUNNERS[args.legacy_platform] if args.legacy_platform else args.runner
-    if getattr(args, "schedule", None) or (runner or "local") != "local":
+    where = LEGACY_RUNNERS[args.legacy_platform] if args.legacy_platform else args.runner
+    if getattr(args, "schedule", None) or (where or "local") != "local":
         return
     from . import plugins, runner  # noqa: F401
 
