@@ -15,7 +15,6 @@ keeps its answer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 Task = asyncio.Task[object]
 
@@ -23,7 +22,7 @@ Task = asyncio.Task[object]
 class Deadlines:
     """One timeout for every call; made and used on the event loop's thread only."""
 
-    __slots__ = ("_calls", "_clock", "_fired", "_loop", "_prior", "_timer", "timeout_s")
+    __slots__ = ("_calls", "_fired", "_loop", "_prior", "_timer", "timeout_s")
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
@@ -34,25 +33,23 @@ class Deadlines:
         # task was being cancelled already).
         self._prior: dict[Task, int] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._clock: Callable[[], float] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the first call's
 
     def enter(self) -> Task:
         """Start the calling task's call; pair with :meth:`leave` in a ``finally``."""
         task: Task | None = asyncio.current_task()
         if task is None:
             raise RuntimeError("Deadlines.enter outside a task")
-        clock = self._clock
-        if clock is None:
-            self._loop = task.get_loop()
-            clock = self._clock = self._loop.time
-        deadline = clock() + self.timeout_s
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = task.get_loop()
+        deadline = loop.time() + self.timeout_s
         self._calls[task] = deadline
         prior = task.cancelling()
         if prior:
             self._prior[task] = prior
-        if self._timer is None and self._loop is not None:
-            self._timer = self._loop.call_at(deadline, self._expire)
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._expire)
         return task
 
     def expired(self, task: Task) -> bool:

@@ -89,7 +89,9 @@ class TriggerDispatcher:
         self._availability_timeout_s = availability_timeout_s
         self._event_timeout_s = event_timeout_s or None
         # An async handler's event timeout: one loop timer for all its calls (deadlines.py).
-        self._deadlines = Deadlines(event_timeout_s) if event_timeout_s else None
+        self._deadlines = (
+            None if self._event_timeout_s is None else Deadlines(self._event_timeout_s)
+        )
         self._executor = executor
         self._on_stuck = on_stuck
         self._free = slots
@@ -189,7 +191,7 @@ class TriggerDispatcher:
         release_now = True
         try:
             if self._is_async:
-                if self._event_timeout_s is None:
+                if self._deadlines is None:
                     out = await self._fn(self._context, event)
                 else:
                     out = await self._await_async_handler(event)

@@ -238,8 +238,7 @@ def _prepare_run(args: argparse.Namespace) -> None:
     """What a local ``tickrun run`` imports anyway (pydantic and the run request, the runner),
     imported while the command starts: before ``tickrun.cli.entrypoint`` freezes what start-up
     made, and before any code of the user's."""
-    where = LEGACY_RUNNERS[args.legacy_platform] if args.legacy_platform else args.runner
-    if getattr(args, "schedule", None) or (where or "local") != "local":
+    if getattr(args, "schedule", None) or _where(args) != "local":
         return
     from . import plugins, runner  # noqa: F401
 
@@ -258,12 +257,18 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if run.state == "completed" else 1
 
 
-def _runner(args: argparse.Namespace) -> str:
+def _where(args: argparse.Namespace) -> str:
+    """The runner the command line names: --runner, the legacy --platform's, else local."""
     if args.legacy_platform is not None:
-        runner = LEGACY_RUNNERS[args.legacy_platform]
-        print(f"tickrun run: --platform is now --runner {runner}", file=sys.stderr)
-        return runner
+        return LEGACY_RUNNERS[args.legacy_platform]
     return str(args.runner or "local")
+
+
+def _runner(args: argparse.Namespace) -> str:
+    runner = _where(args)
+    if args.legacy_platform is not None:
+        print(f"tickrun run: --platform is now --runner {runner}", file=sys.stderr)
+    return runner
 
 
 def _job_request(args: argparse.Namespace) -> JobRequest:
