@@ -209,17 +209,31 @@ class LiteRunDB(RunDB):
 
     def mark_stale(self, now: float | None = None) -> list[RunRecord]:
         t = time.time() if now is None else now
+        # Every run's start and the API's reads come here, and almost always nothing is stale:
+        # a plain read (WAL: no lock) decides whether the writer's lock is needed at all.
+        with self._lock:
+            try:
+                live = self._connection().execute(_SELECT_LIVE, _LIVE).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read the run DB: {type(exc).__name__}") from exc
+        if not any(self._stale(body, t) for (body,) in live):
+            return []
         marked = []
         with self._write("update") as conn:
+            # Again under the lock: a heartbeat since the read may have brought a run back.
             for (body,) in conn.execute(_SELECT_LIVE, _LIVE).fetchall():
-                run = RunRecord.model_validate_json(body)
-                reason = stale_reason(run, self.stale_after_s, t)
-                if reason is None:
+                found = self._stale(body, t)
+                if found is None:
                     continue
-                dead = self.aborted(run, reason, t)
+                dead = self.aborted(*found, t)
                 conn.execute(_UPDATE_STALE, {**run_row(dead), "live0": _LIVE[0], "live1": _LIVE[1]})
                 marked.append(dead)
         return marked
+
+    def _stale(self, body: str, now: float) -> tuple[RunRecord, str] | None:
+        run = RunRecord.model_validate_json(body)
+        reason = stale_reason(run, self.stale_after_s, now)
+        return None if reason is None else (run, reason)
 
     # -- reads ---------------------------------------------------------------------------------
 

@@ -104,3 +104,21 @@ def test_an_unwritable_db_is_a_store_error(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(StoreError, match="cannot open the run DB"):
         LiteRunDB(f"sqlite:///{blocker / 'runs.db'}").apply(RunBatch(runs=[rec()]))
+
+
+def test_looking_for_stale_runs_waits_for_no_writer(tmp_path: Path) -> None:
+    """Every run's start looks for stale runs: with none stale, that is a read, which WAL lets
+    through while another process holds the write lock (a busy sweep's flushes)."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    db = LiteRunDB(url)
+    db.apply(RunBatch(runs=[rec("live", state=RunState.RUNNING)]))
+    writer = sqlite3.connect(tmp_path / "runs.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        assert db.mark_stale() == []
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    # A stale one still needs the lock, and gets it once the writer is done.
+    assert [r.uid for r in db.mark_stale(now=1e12)] == ["live"]
+    assert db.get_run("live").state is RunState.ABORTED
