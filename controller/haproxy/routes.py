@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .config import slot_backend
+from .config import CONTROLLER_BACKEND, slot_backend
 from .runtime import RuntimeApi, RuntimeApiError, StatRow
 
 logger = logging.getLogger(__name__)
@@ -204,7 +204,10 @@ class Routes:
 
     async def poll(self) -> None:
         """Read the load back; delete drained servers; free slots nobody uses any more."""
-        rows = await self.api.stats()
+        # The slots in use (a drained server's slot stays its function's until it is gone);
+        # with none, the controller's backend: HAProxy still has to answer to be online.
+        slots = sorted({*self._slot_of.values(), *(s.slot for s in self._servers.values())})
+        rows = await self.api.stats([slot_backend(s) for s in slots] or [CONTROLLER_BACKEND])
         by_backend: dict[str, StatRow] = {}
         by_server: dict[str, StatRow] = {}
         for row in rows:

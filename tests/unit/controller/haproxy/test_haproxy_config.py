@@ -139,6 +139,14 @@ def test_parse_stats_reads_backends_and_servers() -> None:
         ("fn_0", "BACKEND", 2, 17),
     ]
     assert parse_stats("Unknown command\n") == []
+    # A batch (one `show stat` a backend) answers a header and rows for each command.
+    batch = "No such backend.\n\n" + text + text.replace("fn_0", "fn_1") + "No such backend.\n"
+    assert [(r.backend, r.server) for r in parse_stats(batch)] == [
+        ("fn_0", "abc-4000"),
+        ("fn_0", "BACKEND"),
+        ("fn_1", "abc-4000"),
+        ("fn_1", "BACKEND"),
+    ]
 
 
 def test_proxy_setting_and_binary(tmp_path: Path) -> None:
