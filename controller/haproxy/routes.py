@@ -204,9 +204,9 @@ class Routes:
 
     async def poll(self) -> None:
         """Read the load back; delete drained servers; free slots nobody uses any more."""
-        # The slots in use (a drained server's slot stays its function's until it is gone);
+        # The slots in use (a function keeps its slot until its last server, drained, is gone);
         # with none, the controller's backend: HAProxy still has to answer to be online.
-        slots = sorted({*self._slot_of.values(), *(s.slot for s in self._servers.values())})
+        slots = sorted(self._slot_of.values())
         rows = await self.api.stats([slot_backend(s) for s in slots] or [CONTROLLER_BACKEND])
         by_backend: dict[str, StatRow] = {}
         by_server: dict[str, StatRow] = {}
