@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
+import pytest
 
-from tickrun.functions.runs.serialize import frame_stats, jsonable, quartiles
+from tickrun.functions.runs.serialize import frame_bytes, frame_stats, jsonable, quartiles
 
 
 def _describe(df: pd.DataFrame) -> dict[str, dict[str, object]]:
@@ -28,6 +31,12 @@ def test_stats_equal_pandas_describe_for_every_column_kind() -> None:
             "empty": [np.nan] * n,
             "once": [1.5] + [np.nan] * (n - 1),
             "at": pd.date_range("2024-01-01", periods=n, freq="h"),
+            # counted columns: text of every storage, ties, categories nobody has, NA
+            "stamp": pd.Series([f"t{i:04d}" for i in range(n)], dtype="string[pyarrow]"),
+            "venue": pd.Categorical(["a", "b", "b", "a", "c"] * (n // 5), ["a", "b", "c", "z"]),
+            "flag": pd.array([True, None, False, False] * (n // 4), dtype="boolean"),
+            "note": pd.Series([None] * n, dtype=object),
+            "mixed": pd.Series(["x", 1, "x", None] * (n // 4), dtype=object),
         }
     )
     df.loc[3, "price"] = np.nan
@@ -41,8 +50,15 @@ def test_stats_equal_pandas_describe_for_every_column_kind() -> None:
                 assert math.isclose(got["stats"][col][key], value, rel_tol=1e-12), (col, key)
             else:
                 assert got["stats"][col][key] == value, (col, key)
-    assert got["missing"] == {"price": 1, "empty": n, "once": n - 1}
-    assert (got["rows"], got["columns"]) == (n, 7)
+    assert got["missing"] == {
+        "price": 1,
+        "empty": n,
+        "once": n - 1,
+        "flag": n // 4,
+        "note": n,
+        "mixed": n // 4,
+    }
+    assert (got["rows"], got["columns"]) == (n, 12)
 
 
 def test_duplicate_column_names_still_get_stats() -> None:
@@ -69,3 +85,39 @@ def test_quartiles_are_numpys_nanpercentile_to_the_bit() -> None:
             want = np.nanpercentile(arr, [25, 50, 75], axis=0)
             got = quartiles(arr, count)
         np.testing.assert_array_equal(got, want, err_msg=f"trial {trial}")
+
+
+def test_parquet_is_what_pandas_writes() -> None:
+    """Our own conversion (no thread pool) writes the schema, pandas metadata and rows that
+    ``to_parquet(index=False)`` does, without the timezone warning pandas hides."""
+    n = 40
+    df = pd.DataFrame(
+        {
+            "at": pd.date_range("2024-01-01", periods=n, freq="h", tz="America/New_York"),
+            "price": np.linspace(1.0, 2.0, n),
+            "side": ["buy", "sell"] * (n // 2),
+            "venue": pd.Categorical(["a", "b"] * (n // 2)),
+            "qty": pd.array(range(n), dtype="Int64"),
+        },
+        index=pd.RangeIndex(100, 100 + n),
+    )
+    df.attrs = {"source": "test"}
+    ours = io.BytesIO(frame_bytes(df, "parquet"))
+    theirs = io.BytesIO()
+    df.to_parquet(theirs, index=False, use_dictionary=["at", "side", "venue", "qty"])
+    theirs.seek(0)
+    assert pq.read_schema(ours).equals(pq.read_schema(theirs), check_metadata=True)
+    ours.seek(0)
+    theirs.seek(0)
+    back = pd.read_parquet(ours)
+    pd.testing.assert_frame_equal(back, pd.read_parquet(theirs))
+    pd.testing.assert_frame_equal(back, df.reset_index(drop=True))
+    assert back.attrs == {"source": "test"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        frame_bytes(df, "parquet")
+
+
+def test_an_unknown_table_format_is_refused() -> None:
+    with pytest.raises(Exception, match="unknown table format"):
+        frame_bytes(pd.DataFrame({"x": [1]}), "xlsx")
