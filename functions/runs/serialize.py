@@ -134,10 +134,9 @@ def _numeric_stats(df: Any, columns: list[Any]) -> dict[Any, dict[str, Any]]:
 
 
 def _counted(dtype: Any) -> bool:
-    """Text, booleans and categories: the columns ``describe`` counts values of."""
-    import pandas as pd
-
-    return dtype.kind in "bOU" or isinstance(dtype, pd.StringDtype | pd.CategoricalDtype)
+    """Text, booleans and categories: the columns ``describe`` counts values of (object,
+    string and category dtypes are kind O, Arrow strings U, booleans of every storage b)."""
+    return dtype.kind in "bOU"
 
 
 def _counted_stats(col: Any) -> dict[str, Any]:

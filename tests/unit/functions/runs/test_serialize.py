@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -33,6 +34,7 @@ def test_stats_equal_pandas_describe_for_every_column_kind() -> None:
             "at": pd.date_range("2024-01-01", periods=n, freq="h"),
             # counted columns: text of every storage, ties, categories nobody has, NA
             "stamp": pd.Series([f"t{i:04d}" for i in range(n)], dtype="string[pyarrow]"),
+            "code": pd.Series(["x", "y", None, "y"] * (n // 4), dtype=pd.ArrowDtype(pa.string())),
             "venue": pd.Categorical(["a", "b", "b", "a", "c"] * (n // 5), ["a", "b", "c", "z"]),
             "flag": pd.array([True, None, False, False] * (n // 4), dtype="boolean"),
             "note": pd.Series([None] * n, dtype=object),
@@ -54,11 +56,12 @@ def test_stats_equal_pandas_describe_for_every_column_kind() -> None:
         "price": 1,
         "empty": n,
         "once": n - 1,
+        "code": n // 4,
         "flag": n // 4,
         "note": n,
         "mixed": n // 4,
     }
-    assert (got["rows"], got["columns"]) == (n, 12)
+    assert (got["rows"], got["columns"]) == (n, 13)
 
 
 def test_duplicate_column_names_still_get_stats() -> None:
