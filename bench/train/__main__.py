@@ -33,7 +33,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -47,6 +47,19 @@ MODELS = {
     "logistic": ("sklearn.linear_model.LogisticRegression", {"scale": True}),
     "xgboost": ("xgboost.XGBClassifier", {}),
 }
+
+
+class Row(NamedTuple):
+    """One model's figures: medians over the rounds."""
+
+    label: str
+    hub_s: float
+    plain_s: float
+    plots_s: float  # one auto_trainer run with its plots
+    hub_over_s: float  # time outside the fit
+    plain_over_s: float
+    cpu_ratio: float  # median of the rounds' CPU ratios
+    ratio: float  # median of the rounds' wall ratios: the judged figure
 
 
 def plain(features_path: Path, model_class: str, trees: int) -> dict[str, float]:
@@ -185,7 +198,7 @@ def main() -> None:
     )
 
     time_fits()
-    rows = []
+    rows: list[Row] = []
     for label, (model_class, extra) in MODELS.items():
         hub_s: list[float] = []
         plain_s: list[float] = []
@@ -225,7 +238,7 @@ def main() -> None:
                 raise SystemExit(f"metrics differ: {hub_metrics} vs {plain_metrics}")
         t_plots, _ = timed(hub_run, features_path, model_class, extra, args.trees, True, args.uri)
         rows.append(
-            (
+            Row(
                 label,
                 statistics.median(hub_s),
                 statistics.median(plain_s),
@@ -248,23 +261,25 @@ def main() -> None:
         f"{'model':<10}{'auto_trainer s':>16}{'plain s (same run)':>20}{'ratio':>8}"
         f"{'of medians':>12}{'goal':>8}{'with plots s':>15}"
     )
-    for label, hub_t, plain_t, plots_t, _ho, _po, _cr, ratio in rows:
-        met = "met" if ratio <= GOAL else "NOT met"
+    for row in rows:
+        met = "met" if row.ratio <= GOAL else "NOT met"
         print(
-            f"{label:<10}{hub_t:>16.2f}{plain_t:>20.2f}{ratio:>7.2f}x{hub_t / plain_t:>11.2f}x"
-            f"{'<=' + str(GOAL) + 'x':>8} {met:<8}{plots_t:>10.2f}"
+            f"{row.label:<10}{row.hub_s:>16.2f}{row.plain_s:>20.2f}{row.ratio:>7.2f}x"
+            f"{row.hub_s / row.plain_s:>11.2f}x{'<=' + str(GOAL) + 'x':>8} {met:<8}"
+            f"{row.plots_s:>10.2f}"
         )
     print("ratio: the median of the rounds' ratios (each round's pair back to back), judged")
     print("time outside the estimator's fit (medians; the same fit on both sides):")
-    for label, _h, _p, _t, hub_o, plain_o, _cr, _r in rows:
+    for row in rows:
         print(
-            f"  {label:<10} auto_trainer {hub_o:.2f}s, plain {plain_o:.2f}s: "
-            f"auto_trainer's overhead {hub_o - plain_o:+.2f}s"
+            f"  {row.label:<10} auto_trainer {row.hub_over_s:.2f}s, plain "
+            f"{row.plain_over_s:.2f}s: auto_trainer's overhead "
+            f"{row.hub_over_s - row.plain_over_s:+.2f}s"
         )
     print("CPU time, auto_trainer / plain (median of the rounds' ratios; load-independent):")
-    for label, *_rest, cpu_ratio, _r in rows:
-        print(f"  {label:<10} {cpu_ratio:.2f}x")
-    worst = max(r[-1] for r in rows)
+    for row in rows:
+        print(f"  {row.label:<10} {row.cpu_ratio:.2f}x")
+    worst = max(row.ratio for row in rows)
     print(
         f"goal: auto_trainer <= {GOAL}x plain for each model "
         f"({'met' if worst <= GOAL else 'NOT met'}; worst {worst:.2f}x)"
