@@ -13,9 +13,10 @@
   (>= 1.5x) is judged *through* ``commit()``: the clock stops when every record is in the run
   DB with its sha256, and after the run the bench reads them back (a new reader) and checks
   each sha256 against the file's. The calls alone (the loop the job runs, hashes possibly still
-  running) are printed beside it, not judged. ``--rounds`` rounds, MLflow and tickrun back to
-  back in each (the machine may be shared: the median of each side, and each round's ratios,
-  are printed).
+  running) are printed beside it, not judged. ``--rounds`` rounds of 50 files a side, MLflow
+  and tickrun back to back in each, each side first in every other round; the goal is judged
+  on the median of the rounds' ratios, as ``bench/http`` and ``bench/kafka`` judge theirs (the
+  machine may be shared: the median of each side, and each round's ratios, are printed).
 - run overhead: a no-op job through ``run_function`` and through ``tickrun run`` vs calling the
   function directly (in-process, and as ``python noop_job.py``). Goal: ``tickrun run`` at most
   200 ms over ``python noop_job.py`` (medians of interleaved runs).
@@ -243,7 +244,7 @@ def main() -> None:
     )
     ap.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = ap.parse_args()
-    n_res, n_dur, n_ml, n_arts = (20000, 200, 200, 5) if args.quick else (200000, 1000, 1000, 20)
+    n_res, n_dur, n_ml, n_arts = (20000, 200, 200, 5) if args.quick else (200000, 1000, 1000, 50)
     rounds = args.rounds or (1 if args.quick else 3)
     py = mlflow_python()
     ml_rates: list[float] = []
@@ -257,21 +258,32 @@ def main() -> None:
         ml: dict[str, Any] = {}
         for i in range(rounds):
             first = i == 0
-            progress(
-                f"round {i + 1}/{rounds}: MLflow {n_ml if first else 1} log_metric, "
-                f"{n_arts} x 1 MB log_artifact (sqlite store)"
-            )
-            got = mlflow_round(py, work / f"mlflow{i}", n_ml if first else 1, n_arts)
+
+            def ml_side(i: int = i, first: bool = first) -> dict[str, Any]:
+                progress(
+                    f"round {i + 1}/{rounds}: MLflow {n_ml if first else 1} log_metric, "
+                    f"{n_arts} x 1 MB log_artifact (sqlite store)"
+                )
+                return mlflow_round(py, work / f"mlflow{i}", n_ml if first else 1, n_arts)
+
+            def tk_side(i: int = i, first: bool = first) -> dict[str, float]:
+                progress(
+                    f"round {i + 1}/{rounds}: tickrun {n_res if first else 0} log_result, "
+                    f"{n_dur if first else 0} durable, {n_arts} x 1 MB log_artifact"
+                )
+                return bench_tickrun(
+                    work / f"tickrun{i}", n_res if first else 0, n_dur if first else 0, n_arts
+                )
+
+            # Each side goes first in every other round: the one that runs second inherits
+            # the first's dirty pages and warm caches.
+            if i % 2:
+                out, got = tk_side(), ml_side()
+            else:
+                got, out = ml_side(), tk_side()
             ml = got if first else ml
             ml_rates.append(n_arts / got["log_artifact_s"])
             ml_cpu_ms.append(got["log_artifact_cpu_s"] / n_arts * 1e3)
-            progress(
-                f"round {i + 1}/{rounds}: tickrun {n_res if first else 0} log_result, "
-                f"{n_dur if first else 0} durable, {n_arts} x 1 MB log_artifact"
-            )
-            out = bench_tickrun(
-                work / f"tickrun{i}", n_res if first else 0, n_dur if first else 0, n_arts
-            )
             tk = out if first else tk
             tk_rates.append(n_arts / out["log_artifact_s"])
             tk_call_rates.append(n_arts / out["log_artifact_calls_s"])
@@ -337,9 +349,10 @@ def main() -> None:
         f"  CPU a call (every thread, medians): tickrun thru commit "
         f"{r['tickrun_artifact_cpu_ms']:.2f} ms, MLflow {r['mlflow_artifact_cpu_ms']:.2f} ms"
     )
-    print("  (medians of the rounds; 'thru commit' stops the clock when every record is in the")
-    print("  run DB with its sha256, the goal's figure; 'calls' when the last call returns, its")
-    print("  hashes maybe still running)")
+    print("  (rates: medians of the rounds; the goal: the median of the rounds' ratios, each")
+    print("  side first in every other round; 'thru commit' stops the clock when every record")
+    print("  is in the run DB with its sha256, the goal's figure; 'calls' when the last call")
+    print("  returns, its hashes maybe still running)")
     print("\nrun overhead, no-op job (median wall time)")
     print(
         f"  run_function(noop)         {r['run_function_ms']:8.2f} ms   vs direct call "
@@ -357,13 +370,15 @@ def main() -> None:
     )
     print(f"  tickrun --help             {r['cli_help_ms']:8.0f} ms")
     goal = r["tickrun_results_per_s"] / r["mlflow_results_per_s"]
-    art = r["tickrun_artifacts_per_s"] / r["mlflow_artifacts_per_s"]
-    art_calls = r["tickrun_artifact_calls_per_s"] / r["mlflow_artifacts_per_s"]
+    art = statistics.median(r["artifact_round_ratios"])
+    art_calls = statistics.median(r["artifact_call_round_ratios"])
+    art_of_medians = r["tickrun_artifacts_per_s"] / r["mlflow_artifacts_per_s"]
     print("\ngoals")
     print(f"  results ≥ 10x MLflow log_metric:         {met(goal >= 10)} ({goal:,.0f}x)")
     print(
         f"  log_artifact(1 MB) ≥ {ARTIFACT_GOAL}x MLflow (thru commit): "
-        f"{met(art >= ARTIFACT_GOAL)} ({art:.2f}x; the calls alone {art_calls:.2f}x, not judged)"
+        f"{met(art >= ARTIFACT_GOAL)} ({art:.2f}x, the median of the rounds' ratios; the ratio "
+        f"of the medians {art_of_medians:.2f}x; the calls alone {art_calls:.2f}x, not judged)"
     )
     print(
         f"  tickrun run ≤ python + {CLI_GOAL_MS:.0f} ms:          {met(over <= CLI_GOAL_MS)} "
