@@ -256,31 +256,33 @@ def main() -> None:
         work = Path(tmp)
         tk: dict[str, float] = {}
         ml: dict[str, Any] = {}
+
+        def ml_side(i: int) -> dict[str, Any]:
+            first = i == 0
+            progress(
+                f"round {i + 1}/{rounds}: MLflow {n_ml if first else 1} log_metric, "
+                f"{n_arts} x 1 MB log_artifact (sqlite store)"
+            )
+            return mlflow_round(py, work / f"mlflow{i}", n_ml if first else 1, n_arts)
+
+        def tk_side(i: int) -> dict[str, float]:
+            first = i == 0
+            progress(
+                f"round {i + 1}/{rounds}: tickrun {n_res if first else 0} log_result, "
+                f"{n_dur if first else 0} durable, {n_arts} x 1 MB log_artifact"
+            )
+            return bench_tickrun(
+                work / f"tickrun{i}", n_res if first else 0, n_dur if first else 0, n_arts
+            )
+
         for i in range(rounds):
             first = i == 0
-
-            def ml_side(i: int = i, first: bool = first) -> dict[str, Any]:
-                progress(
-                    f"round {i + 1}/{rounds}: MLflow {n_ml if first else 1} log_metric, "
-                    f"{n_arts} x 1 MB log_artifact (sqlite store)"
-                )
-                return mlflow_round(py, work / f"mlflow{i}", n_ml if first else 1, n_arts)
-
-            def tk_side(i: int = i, first: bool = first) -> dict[str, float]:
-                progress(
-                    f"round {i + 1}/{rounds}: tickrun {n_res if first else 0} log_result, "
-                    f"{n_dur if first else 0} durable, {n_arts} x 1 MB log_artifact"
-                )
-                return bench_tickrun(
-                    work / f"tickrun{i}", n_res if first else 0, n_dur if first else 0, n_arts
-                )
-
             # Each side goes first in every other round: the one that runs second inherits
             # the first's dirty pages and warm caches.
             if i % 2:
-                out, got = tk_side(), ml_side()
+                out, got = tk_side(i), ml_side(i)
             else:
-                got, out = ml_side(), tk_side()
+                got, out = ml_side(i), tk_side(i)
             ml = got if first else ml
             ml_rates.append(n_arts / got["log_artifact_s"])
             ml_cpu_ms.append(got["log_artifact_cpu_s"] / n_arts * 1e3)
