@@ -35,6 +35,7 @@ import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bench.rounds import in_turn
 from bench.wrk import Sample, median, wrk
 from tests.support.processes import ServedFunction, free_port
 
@@ -153,9 +154,7 @@ def measure(row: Row, workers: int, args: argparse.Namespace, root: Path) -> Fig
         wrk(tickrun.url + "/", 2, args.connections)  # warm-up both
         wrk(base_url, 2, args.connections)
         for r in range(args.rounds):
-            # Alternate which goes first: a neighbour's burst should not always hit the same one.
-            order = [("tickrun", tickrun.url + "/"), ("aiohttp", base_url)]
-            for name, url in order if r % 2 == 0 else order[::-1]:
+            for name, url in in_turn(r, ("tickrun", tickrun.url + "/"), ("aiohttp", base_url)):
                 before = cpu_s(pids[name])
                 sample = wrk(url, args.duration_s, args.connections)
                 spent = cpu_s(pids[name]) - before

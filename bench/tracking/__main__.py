@@ -41,6 +41,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.rounds import in_turn
+
 HERE = Path(__file__).resolve().parent
 NOOP = HERE / "noop_job.py"
 MB = 1024 * 1024
@@ -277,12 +279,8 @@ def main() -> None:
 
         for i in range(rounds):
             first = i == 0
-            # Each side goes first in every other round: the one that runs second inherits
-            # the first's dirty pages and warm caches.
-            if i % 2:
-                out, got = tk_side(i), ml_side(i)
-            else:
-                got, out = ml_side(i), tk_side(i)
+            sides = {name: side(i) for name, side in in_turn(i, ("ml", ml_side), ("tk", tk_side))}
+            got, out = sides["ml"], sides["tk"]
             ml = got if first else ml
             ml_rates.append(n_arts / got["log_artifact_s"])
             ml_cpu_ms.append(got["log_artifact_cpu_s"] / n_arts * 1e3)

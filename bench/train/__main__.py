@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from bench.rounds import in_turn
 from tickrun.hub.sampledata import market_data
 
 DATA = market_data()
@@ -214,9 +215,7 @@ def main() -> None:
             "plain": (plain, features_path, model_class, args.trees),
         }
         for r in range(args.rounds):
-            # Alternate which side goes first: a neighbour's burst should not always hit one.
-            order = ("hub", "plain") if r % 2 == 0 else ("plain", "hub")
-            got = {side: timed_with_fit(*sides[side]) for side in order}
+            got = {side: timed_with_fit(*sides[side]) for side in in_turn(r, "hub", "plain")}
             t_hub, fit_hub, cpu_hub, fit_cpu_hub, hub_metrics = got["hub"]
             t_plain, fit_plain, cpu_plain, fit_cpu_plain, plain_metrics = got["plain"]
             hub_s.append(t_hub)
