@@ -86,6 +86,11 @@ class BadRequestError(TickrunError):
     status = 400
 
 
+class InvalidFieldError(BadRequestError, ValueError):
+    """A record built with a field outside its limits (:mod:`tickrun.functions.datamodel`).
+    Also a ValueError, as pydantic's ValidationError is, for code that treats bad values alike."""
+
+
 class RequestTimeoutError(BadRequestError):
     """A client stopped sending its request before it was complete."""
 

@@ -1,5 +1,6 @@
 """Object-store settings from the environment (``TICKRUN_S3_*``, defined in
-:mod:`tickrun.functions.settings`). Secrets are ``SecretStr``: never printed. The keys fall back to
+:mod:`tickrun.functions.settings`). Secrets are :class:`~tickrun.functions.datamodel.Secret`:
+never printed. The keys fall back to
 ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``.
 """
 
@@ -7,26 +8,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from dataclasses import dataclass
+from typing import Annotated
 
 from .. import settings
+from ..datamodel import Meta, Model, Secret
 
 
-class S3Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    endpoint: str = Field(default="", description="host:port of the S3 / MinIO endpoint")
-    access_key: SecretStr | None = None
-    secret_key: SecretStr | None = None
+@dataclass(frozen=True, kw_only=True)
+class S3Settings(Model):
+    endpoint: Annotated[str, Meta(description="host:port of the S3 / MinIO endpoint")] = ""
+    access_key: Secret | None = None
+    secret_key: Secret | None = None
     secure: bool = True
     region: str | None = None
     ca_bundle: str | None = None
-    part_size_bytes: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
+    part_size_bytes: Annotated[int, Meta(ge=5 * 1024 * 1024)] = 16 * 1024 * 1024
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 60.0
     # Retries on connection errors, never on refusals (wrong keys fail at once).
-    retries: int = Field(default=2, ge=0)
+    retries: Annotated[int, Meta(ge=0)] = 2
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> S3Settings:
@@ -41,8 +42,8 @@ class S3Settings(BaseModel):
         secret = settings.S3_SECRET_KEY.get(e) or e.get("AWS_SECRET_ACCESS_KEY")
         return cls(
             endpoint=endpoint,
-            access_key=SecretStr(access) if access else None,
-            secret_key=SecretStr(secret) if secret else None,
+            access_key=Secret(access) if access else None,
+            secret_key=Secret(secret) if secret else None,
             secure=secure,
             region=settings.S3_REGION.get(e),
             ca_bundle=settings.S3_CA_BUNDLE.get(e),

@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadRequestError, NotFoundError
+from ..errors import BadRequestError, InvalidFieldError, NotFoundError
 from ..settings import ARTIFACT_PATH, CONTROLLER_URL
 from . import registry_cli
 
@@ -273,8 +273,6 @@ def _runner(args: argparse.Namespace) -> str:
 
 def _job_request(args: argparse.Namespace) -> JobRequest:
     """The run the command line asks for, as data: the same request runs here or elsewhere."""
-    from pydantic import ValidationError
-
     from .plugins import JobRequest
 
     try:
@@ -300,8 +298,8 @@ def _job_request(args: argparse.Namespace) -> JobRequest:
             artifact_path=args.artifact_path,
             timeout_s=args.timeout,
         )
-    except ValidationError as exc:
-        raise BadRequestError(f"invalid run: {exc.errors()[0]['msg']}") from exc
+    except InvalidFieldError as exc:
+        raise BadRequestError(f"invalid run: {exc.message}") from exc
 
 
 def _show(run: RunObject, *, as_json: bool) -> None:

@@ -10,10 +10,7 @@ run's end wait for them all, and a hash that failed ends the run in error.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, Self
-
-from pydantic import PrivateAttr
+from typing import Any
 
 from ..artifacts.hashing import ArtifactHashError, Digest
 from .records import ArtifactRecord
@@ -24,8 +21,9 @@ HASH_ERROR_META = "sha256_error"
 class PendingArtifactRecord(ArtifactRecord):
     """An :class:`ArtifactRecord` whose ``sha256`` is filled in when its hash completes."""
 
-    _digest: Digest | None = PrivateAttr(default=None)
-    _hash_error: str | None = PrivateAttr(default=None)
+    # Not fields: state of this process only, never dumped, compared or copied.
+    _digest: Digest | None = None
+    _hash_error: str | None = None
 
     @classmethod
     def pending(cls, digest: Digest, **fields: Any) -> PendingArtifactRecord:
@@ -43,26 +41,25 @@ class PendingArtifactRecord(ArtifactRecord):
 
     def hash_done(self) -> bool:
         """True when :meth:`settle` would not wait."""
-        digest = self.__pydantic_private__["_digest"]  # type: ignore[index]
+        digest = self._digest
         return digest is None or digest.done()
 
     def settle(self, timeout: float | None = None) -> str | None:
         """Wait for the hash and fill ``sha256`` in; the reason when the hash failed (then
         ``sha256`` stays empty and ``meta["sha256_error"]`` says why), else None."""
-        private: dict[str, Any] = self.__pydantic_private__  # type: ignore[assignment]
-        digest: Digest | None = private["_digest"]
+        state = self.__dict__  # not through ``sha256``, which would wait here again
+        digest: Digest | None = state.get("_digest")
         if digest is not None:
-            fields = self.__dict__
             try:
-                fields["sha256"] = digest.result(timeout)
+                state["sha256"] = digest.result(timeout)
             except ArtifactHashError as exc:
-                private["_hash_error"] = exc.message
+                state["_hash_error"] = exc.message
             except Exception as exc:  # any other failure of the hashing thread, reported too
-                private["_hash_error"] = f"{type(exc).__name__}: {exc}"
-            if private["_hash_error"] is not None:
-                fields["meta"] = {**fields["meta"], HASH_ERROR_META: private["_hash_error"]}
-            private["_digest"] = None
-        error: str | None = private["_hash_error"]
+                state["_hash_error"] = f"{type(exc).__name__}: {exc}"
+            if state.get("_hash_error") is not None:
+                state["meta"] = {**state["meta"], HASH_ERROR_META: state["_hash_error"]}
+            state["_digest"] = None
+        error: str | None = state.get("_hash_error")
         return error
 
     # Everything that reads the fields without going through ``sha256`` waits first.
@@ -75,10 +72,6 @@ class PendingArtifactRecord(ArtifactRecord):
         self.settle()
         return super().model_dump_json(**kwargs)
 
-    def __iter__(self) -> Iterator[tuple[str, Any]]:  # type: ignore[override]
-        self.settle()
-        return super().__iter__()
-
     def __eq__(self, other: object) -> bool:
         self.settle()
         if isinstance(other, PendingArtifactRecord):
@@ -87,21 +80,11 @@ class PendingArtifactRecord(ArtifactRecord):
 
     __hash__ = None  # type: ignore[assignment]
 
-    def __repr_args__(self) -> Any:
+    def __getstate__(self) -> dict[str, Any]:
+        # copy, deepcopy and pickle all come here: a copy holds the digest, never a pending
+        # one (which could not be pickled either: a sweep's worker sends records back).
         self.settle()
-        return super().__repr_args__()
-
-    def __copy__(self) -> Self:
-        self.settle()  # a copy holds the digest, never a pending one
-        return super().__copy__()
-
-    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
-        self.settle()
-        return super().__deepcopy__(memo)
-
-    def __getstate__(self) -> dict[Any, Any]:
-        self.settle()  # a pending digest cannot be pickled (a sweep's worker sends records back)
-        return super().__getstate__()
+        return dict(self.__dict__)
 
 
 def settle_all(records: list[ArtifactRecord]) -> list[tuple[ArtifactRecord, str]]:

@@ -18,10 +18,9 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from ..datamodel import Meta, Model
 from ..errors import BadRequestError
 from ..settings import LOG_FORMAT
 
@@ -51,41 +50,40 @@ class ResolvedTarget:
 TargetResolver = Callable[[str], ResolvedTarget]
 
 
-class JobRequest(BaseModel):
+@dataclass(frozen=True, kw_only=True)
+class JobRequest(Model):
     """One tracked run for another process: what ``run_function`` takes, as data.
 
     The CLI (``tickrun run … --runner``) and the hub (``HubFunction.run(runner=…)``) both
     submit this; the job process gets it back as JSON and calls ``run_function`` with it.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     # Where the job runs: local (the caller's process), subprocess, container or kubernetes (a
     # Job). Not a controller platform: a job is one tracked run, never a function's replica.
     runner: str
     target: str  # path/to/file.py:fn, module:fn or hub://name:x.y.z#handler
     uid: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    inputs: dict[str, str] = Field(default_factory=dict)  # name → path or URL
+    params: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)  # name → path or URL
     # name → a list of values, or (strategy optuna) a range {"low": …, "high": …, "log": …}
-    hyperparams: dict[str, list[Any] | dict[str, Any]] = Field(default_factory=dict)
+    hyperparams: dict[str, list[Any] | dict[str, Any]] = field(default_factory=dict)
     hyper_strategy: Literal["grid", "list", "random", "optuna"] = "grid"
     selector: str | None = None
     stop_condition: str | None = None
-    max_iterations: int | None = Field(default=None, ge=1)
+    max_iterations: Annotated[int, Meta(ge=1)] | None = None
     # Iterations at once: worker processes here, a Job's parallelism on Kubernetes.
-    parallel: int = Field(default=1, ge=1, le=MAX_PARALLEL)
+    parallel: Annotated[int, Meta(ge=1, le=MAX_PARALLEL)] = 1
     seed: int | None = None
     project: str = "default"
     name: str | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
     artifact_path: str | None = None
     # How long the whole job may run: the kubernetes runner's activeDeadlineSeconds (the other
     # runners refuse it rather than ignore it).
-    timeout_s: int | None = Field(default=None, ge=1)
+    timeout_s: Annotated[int, Meta(ge=1)] | None = None
     # What the job's image needs beyond the folder's function.yaml (a hub item's requirements);
     # only runners that build an image take it.
-    requirements: list[str] = Field(default_factory=list)
+    requirements: list[str] = field(default_factory=list)
 
     def run_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ``run_function`` in the job process (uid included)."""

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import enum
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from ..datamodel import Meta, Model
 from ..errors import BadRequestError
 from ..names import PROJECT_MAX, PROJECT_PATTERN
 
@@ -43,28 +43,27 @@ class ArtifactKind(enum.StrEnum):
     LOG = "log"  # a run's own log (runlog.py): what its handler logged and printed
 
 
-class RunRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    uid: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-    iteration: int = Field(default=0, ge=0)
-    project: str = Field(
-        default="default", min_length=1, max_length=PROJECT_MAX, pattern=PROJECT_PATTERN
+@dataclass(kw_only=True)
+class RunRecord(Model):
+    uid: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    iteration: Annotated[int, Meta(ge=0)] = 0
+    project: Annotated[str, Meta(min_length=1, max_length=PROJECT_MAX, pattern=PROJECT_PATTERN)] = (
+        "default"
     )
     name: str = ""
     handler: str = ""
     state: RunState = RunState.CREATED
     error: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-    inputs: dict[str, str] = Field(default_factory=dict)
-    labels: dict[str, str] = Field(default_factory=dict)
-    results: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
     artifact_path: str = ""
     best_iteration: int | None = None
-    created_at: float = Field(default_factory=time.time)
+    created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     ended_at: float | None = None
-    updated_at: float = Field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
     heartbeat_at: float | None = None
     pid: int | None = None
     host: str | None = None
@@ -73,35 +72,35 @@ class RunRecord(BaseModel):
         return self.model_dump(mode="json")
 
 
-class ArtifactRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+@dataclass(kw_only=True)
+class ArtifactRecord(Model):
     project: str
     uid: str
     iteration: int = 0
     key: str
     kind: ArtifactKind = ArtifactKind.FILE
-    target: str = Field(description="where the bytes are: an absolute path or s3://bucket/key")
+    target: Annotated[
+        str, Meta(description="where the bytes are: an absolute path or s3://bucket/key")
+    ]
     format: str = ""
     size_bytes: int = 0
     sha256: str = ""
     preview: Any = None
-    meta: dict[str, Any] = Field(default_factory=dict)
-    labels: dict[str, str] = Field(default_factory=dict)
-    created_at: float = Field(default_factory=time.time)
+    meta: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    created_at: float = field(default_factory=time.time)
 
     @property
     def uri(self) -> str:
         return store_uri(self.project, self.uid, self.key, self.iteration)
 
 
-class RunBatch(BaseModel):
+@dataclass(kw_only=True)
+class RunBatch(Model):
     """One write to the run DB: full run states (upserts) plus new artifact records."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    runs: list[RunRecord] = Field(default_factory=list)
-    artifacts: list[ArtifactRecord] = Field(default_factory=list)
+    runs: list[RunRecord] = field(default_factory=list)
+    artifacts: list[ArtifactRecord] = field(default_factory=list)
 
 
 def store_uri(project: str, uid: str, key: str, iteration: int | None = 0) -> str:

@@ -10,10 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from ..artifacts import ArtifactStore, open_store
-from ..errors import BadRequestError
+from ..errors import BadRequestError, InvalidFieldError
 from .codehash import fingerprint_labels
 from .dataitem import DataItem
 from .db import RunDB, open_recording_db
@@ -91,11 +89,8 @@ def run_function(
         target.check(params or {}, inputs or {})
     try:
         record = new_record(handler, ref, store, params, inputs, project, name, labels, uid)
-    except ValidationError as exc:
-        bad = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
-        )
-        raise BadRequestError(f"invalid run: {bad}") from None
+    except InvalidFieldError as exc:
+        raise BadRequestError(f"invalid run: {exc.message}") from None
     # A run whose process died since the last look must not stay "running" forever.
     db.mark_stale()
     env = RunEnv(

@@ -8,31 +8,31 @@ The variables (``TICKRUN_HOME``, ``TICKRUN_DB_URL``, ``TICKRUN_ARTIFACT_PATH``â€
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from typing import Annotated
 
 from .. import settings
 from ..artifacts.settings import S3Settings
 from ..artifacts.targets import ArtifactRoots
+from ..datamodel import Meta, Model, Secret
 
 # Where a controller is: runs are tracked there, and hub deploys go through it.
 CONTROLLER_URL_ENV = settings.CONTROLLER_URL.name
 
 
-class TrackingSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+@dataclass(frozen=True, kw_only=True)
+class TrackingSettings(Model):
     home: Path
     artifact_path: str
     artifact_stores: tuple[str, ...] = ()
     db_url: str
     controller_url: str | None = None
-    token: SecretStr | None = None
-    flush_interval_s: float = Field(default=1.0, gt=0)
-    heartbeat_interval_s: float = Field(default=5.0, gt=0)
-    stale_after_s: float = Field(default=60.0, gt=0)
-    s3: S3Settings = Field(default_factory=lambda: S3Settings())
+    token: Secret | None = None
+    flush_interval_s: Annotated[float, Meta(gt=0)] = 1.0
+    heartbeat_interval_s: Annotated[float, Meta(gt=0)] = 5.0
+    stale_after_s: Annotated[float, Meta(gt=0)] = 60.0
+    s3: S3Settings = field(default_factory=S3Settings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TrackingSettings:
@@ -47,7 +47,7 @@ class TrackingSettings(BaseModel):
             artifact_stores=settings.ARTIFACT_STORES.get(env),
             db_url=explicit_db or settings.DB_URL.get(env),
             controller_url=None if explicit_db else controller,
-            token=SecretStr(token) if token else None,
+            token=Secret(token) if token else None,
             flush_interval_s=settings.FLUSH_INTERVAL_S.get(env),
             stale_after_s=stale_after_s,
             heartbeat_interval_s=min(5.0, stale_after_s / 4),

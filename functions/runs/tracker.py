@@ -187,8 +187,8 @@ class RunTracker:
                 self._rec.heartbeat_at = now
                 self._rec.updated_at = now
                 # A snapshot the job cannot change while it is written; a JSON round trip
-                # (pydantic's Rust core) is half the cost of model_copy(deep=True).
-                snapshot = RunRecord.model_validate_json(self._rec.model_dump_json())
+                # (its values as the run DB will hold them).
+                snapshot = RunRecord.from_trusted_json(self._rec.model_dump_json())
                 # The records up to the first one still hashing, in the order they were
                 # logged: a key logged twice is written in that order (the last one wins).
                 n = 0

@@ -231,7 +231,7 @@ class LiteRunDB(RunDB):
         return marked
 
     def _stale(self, body: str, now: float) -> tuple[RunRecord, str] | None:
-        run = RunRecord.model_validate_json(body)
+        run = RunRecord.from_trusted_json(body)
         reason = stale_reason(run, self.stale_after_s, now)
         return None if reason is None else (run, reason)
 
@@ -250,7 +250,7 @@ class LiteRunDB(RunDB):
         if row is None:
             suffix = f" iteration {iteration}" if iteration else ""
             raise NotFoundError(f"run {uid}{suffix} not found")
-        return RunRecord.model_validate_json(row[0])
+        return RunRecord.from_trusted_json(row[0])
 
     def list_runs(
         self,

@@ -90,7 +90,7 @@ def plan_run_writes(
             continue
         rec = incoming
         if state is not None and RunState(state).terminal and not incoming.state.terminal:
-            rec = merge_incoming(RunRecord.model_validate_json(stored_body(k)), incoming)
+            rec = merge_incoming(RunRecord.from_trusted_json(stored_body(k)), incoming)
         row = run_row(rec)
         (out.inserts if state is None else out.updates).append(row)
     # New runs, and runs ending now (a handler may set labels while it runs).

@@ -221,7 +221,7 @@ class SqlRunDB(RunDB):
         if row is None:
             suffix = f" iteration {iteration}" if iteration else ""
             raise NotFoundError(f"run {uid}{suffix} not found")
-        return RunRecord.model_validate_json(row.body)
+        return RunRecord.from_trusted_json(row.body)
 
     def list_runs(
         self,
@@ -257,7 +257,7 @@ class SqlRunDB(RunDB):
         q = q.order_by(runs_table.c.created_at.desc(), runs_table.c.iteration).limit(limit)
         try:
             with self.engine.connect() as conn:
-                return [RunRecord.model_validate_json(r.body) for r in conn.execute(q)]
+                return [RunRecord.from_trusted_json(r.body) for r in conn.execute(q)]
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read the run DB: {type(exc).__name__}") from exc
 
@@ -281,7 +281,7 @@ class SqlRunDB(RunDB):
         q = q.order_by(t.c.created_at.desc()).limit(limit)
         try:
             with self.engine.connect() as conn:
-                return [ArtifactRecord.model_validate_json(r.body) for r in conn.execute(q)]
+                return [ArtifactRecord.from_trusted_json(r.body) for r in conn.execute(q)]
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read the run DB: {type(exc).__name__}") from exc
 
@@ -294,7 +294,7 @@ class SqlRunDB(RunDB):
                 ).all()
                 marked = []
                 for row in rows:
-                    run = RunRecord.model_validate_json(row.body)
+                    run = RunRecord.from_trusted_json(row.body)
                     reason = stale_reason(run, self.stale_after_s, t)
                     if reason is None:
                         continue

@@ -6,10 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from tickrun.functions.errors import BadRequestError
+from tickrun.functions.errors import BadRequestError, InvalidFieldError
 from tickrun.functions.runs import plugins
 from tickrun.functions.runs.job import load_run, main
-from tickrun.functions.runs.plugins import JOB_RUNNERS, RUN_TARGETS, JobRequest, ResolvedTarget
+from tickrun.functions.runs.plugins import (
+    JOB_RUNNERS,
+    MAX_PARALLEL,
+    RUN_TARGETS,
+    JobRequest,
+    ResolvedTarget,
+)
 from tickrun.functions.runs.runner import run_function
 
 from .jobs_for_tests import ref
@@ -41,8 +47,19 @@ def test_a_request_survives_json_unchanged() -> None:
 
 
 def test_unknown_request_fields_are_refused() -> None:
-    with pytest.raises(ValueError, match="extra"):
+    with pytest.raises(ValueError, match=r"db\n\s+Unexpected keyword argument"):
         JobRequest.model_validate({"runner": "p", "target": "t", "uid": "u", "db": "x"})
+    with pytest.raises(ValueError, match="unexpected keyword argument 'db'"):
+        JobRequest.from_trusted({"runner": "p", "target": "t", "uid": "u", "db": "x"})
+
+
+def test_limits_hold_when_a_request_is_built_in_code_and_when_it_is_read() -> None:
+    with pytest.raises(InvalidFieldError, match="parallel: Input should be less than"):
+        JobRequest(runner="p", target="t", uid="u", parallel=MAX_PARALLEL + 1)
+    with pytest.raises(InvalidFieldError, match="hyper_strategy: Input should be 'grid'"):
+        JobRequest(runner="p", target="t", uid="u", hyper_strategy="best")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"parallel\n\s+Input should be less than"):
+        JobRequest.model_validate({"runner": "p", "target": "t", "uid": "u", "parallel": 10**6})
 
 
 def test_the_installed_entry_points_name_the_controller_and_the_hub() -> None:
