@@ -209,19 +209,23 @@ class HubFunction:
         options = {k: v for k, v in extra.items() if k in _JOB_OPTIONS and v is not None}
         artifact_path = extra.get("artifact_path")
         try:
-            request = JobRequest(
-                runner=runner,
-                target=self.job_target(handler, runner),
-                uid=str(extra.get("uid") or uuid.uuid4().hex),
-                params=params,
-                inputs={k: str(getattr(v, "url", v)) for k, v in inputs.items()},
-                project=project,
-                name=name,
-                labels=labels,
-                artifact_path=str(artifact_path) if artifact_path else None,
-                # Built into the Job's image (the environment here has its own).
-                requirements=list(self.spec.requirements) if runner == "kubernetes" else [],
-                **options,
+            # model_validate, not the constructor: ``options`` are the caller's, checked here
+            # with pydantic's messages (an unknown option is refused, not a TypeError).
+            request = JobRequest.model_validate(
+                dict(
+                    runner=runner,
+                    target=self.job_target(handler, runner),
+                    uid=str(extra.get("uid") or uuid.uuid4().hex),
+                    params=params,
+                    inputs={k: str(getattr(v, "url", v)) for k, v in inputs.items()},
+                    project=project,
+                    name=name,
+                    labels=labels,
+                    artifact_path=str(artifact_path) if artifact_path else None,
+                    # Built into the Job's image (the environment here has its own).
+                    requirements=list(self.spec.requirements) if runner == "kubernetes" else [],
+                    **options,
+                )
             )
         except ValidationError as exc:
             raise HubError(f"run(runner={runner!r}): {exc.errors()[0]['msg']}") from exc

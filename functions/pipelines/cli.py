@@ -110,7 +110,7 @@ def _schedule(
     }
     if params:
         job_params["params"] = params
-    # The plugin registry (pydantic's JobRequest), for this command only: not for --help.
+    # The plugin registry, for this command only: not for --help.
     from ..runs.plugins import JobRequest, controller_client_class
 
     request = JobRequest(

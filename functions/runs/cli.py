@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .runobject import RunObject
 
 # Imported here: argparse, json and the settings' names only. Every `tickrun` command builds
-# this module's parsers (`tickrun --help` all of them), so pydantic, the plugin registry and the
+# this module's parsers (`tickrun --help` all of them), so the plugin registry and the
 # run machinery are imported by the command that runs, when it runs.
 
 # ``run --platform`` (until 0.2) → ``run --runner``.
@@ -235,7 +235,7 @@ def read_hyper_file(path: str) -> dict[str, list[Any] | dict[str, Any]]:
 
 
 def _prepare_run(args: argparse.Namespace) -> None:
-    """What a local ``tickrun run`` imports anyway (pydantic and the run request, the runner),
+    """What a local ``tickrun run`` imports anyway (the run request, the runner),
     imported while the command starts: before ``tickrun.cli.entrypoint`` freezes what start-up
     made, and before any code of the user's."""
     if getattr(args, "schedule", None) or _where(args) != "local":

@@ -196,7 +196,7 @@ class RunContext:
         if digest is None:
             rec = ArtifactRecord(**fields)
         else:
-            from .pending import PendingArtifactRecord  # built on first use (~1 ms)
+            from .pending import PendingArtifactRecord  # imported when first needed
 
             rec = PendingArtifactRecord.pending(digest, **fields)
         self._artifacts[key] = rec

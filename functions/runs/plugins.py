@@ -106,7 +106,7 @@ def configure_job_logging() -> None:
 
 def parse_job_request(argv: Sequence[str] | None) -> JobRequest:
     """A job process's one argument, the JobRequest as JSON (``sys.argv`` when ``argv`` is
-    None). Raises ValueError, or pydantic's ValidationError, for a bad request."""
+    None). Raises ValueError (pydantic's ValidationError is one) for a bad request."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
         raise ValueError("expects one argument, the job request as JSON")

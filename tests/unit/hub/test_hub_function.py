@@ -175,6 +175,11 @@ def test_run_elsewhere_refuses_what_cannot_cross_processes(private_hub: Path) ->
     fn = Hub([private_hub], bundled=False).import_function("hub://toy")
     with pytest.raises(HubError, match="cannot hand db"):
         fn.run(runner="subprocess", db=object())
+    # The job's options are checked before anything runs, with the request's own limits.
+    with pytest.raises(HubError, match="greater than or equal to 1"):
+        fn.run(runner="subprocess", parallel=0)
+    with pytest.raises(HubError, match="Input should be 'grid', 'list', 'random' or 'optuna'"):
+        fn.run(runner="subprocess", hyperparams={"x": [1]}, hyper_strategy="best")
     # platform= is the keyword's name before 0.2: still taken, with a warning.
     with pytest.warns(DeprecationWarning, match="runner"):
         with pytest.raises(HubError, match="must be a JSON value"):
