@@ -1,7 +1,6 @@
 """Object-store settings from the environment (``TICKRUN_S3_*``, defined in
 :mod:`tickrun.functions.settings`). Secrets are :class:`~tickrun.functions.datamodel.Secret`:
-never printed. The keys fall back to
-``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``.
+never printed. The keys fall back to ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``.
 """
 
 from __future__ import annotations
