@@ -238,7 +238,7 @@ class ClusterReconciler:
         self._trouble[fn.name] = message
         logger.warning("cluster call failed", extra={"function": fn.name, "error": message})
         if fn.state == "deploying":
-            self.store.update_function(fn.name, state="error", message=message)
+            self.store.update_function_if(fn.name, fn.seen(), state="error", message=message)
         self.store.add_event(fn.name, "error", message)
 
     def _mirror(self, fn: FunctionRow, cluster: ClusterPlatform, status: WorkloadStatus) -> None:
@@ -311,7 +311,8 @@ class ClusterReconciler:
         errored_here = fn.name in self._trouble
         if rolled and (fn.state == "deploying" or (fn.state == "error" and errored_here)):
             self._trouble.pop(fn.name, None)
-            self.store.update_function(fn.name, state="ready", message="")
+            if not self.store.update_function_if(fn.name, fn.seen(), state="ready", message=""):
+                return  # a deploy came in since this pass read the row: the next pass looks
             self.store.add_event(
                 fn.name, "ready", f"{status.available} pod(s) available on {cluster.name}"
             )

@@ -296,8 +296,12 @@ class Reconciler:
                 plat = self.platforms.get(row.platform, platform)
                 await self._remove(row, plat, reason="replaced by a new revision")
         self._sample(fn.name)
-        if fn.state == "deploying" and len(ready_now) >= desired:
-            self.store.update_function(fn.name, state="ready", message="")
+        if (
+            fn.state == "deploying"
+            and len(ready_now) >= desired
+            # Not over a deploy that came in during this pass's awaits.
+            and self.store.update_function_if(fn.name, fn.seen(), state="ready", message="")
+        ):
             self.store.add_event(fn.name, "ready", f"{len(ready_now)} replica(s) ready")
         self._publish(fn, self.store.list_replicas(fn.name))
 

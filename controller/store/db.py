@@ -13,12 +13,12 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy import Connection, CursorResult, Engine, delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -163,6 +163,22 @@ class Store:
                 setattr(row, k, v)
             row.updated_at = time.time()
             return row
+
+    def update_function_if(self, name: str, expect: Mapping[str, Any], **values: Any) -> bool:
+        """Update ``name`` only while its row still holds ``expect`` (e.g. the version, revision
+        and state a status pass read before its awaits); False, and nothing written, when the
+        row changed meanwhile or is gone. One conditional UPDATE: a deploy that came in since
+        the read keeps its state (a pass must not mark a version ready that it never saw)."""
+        where = [getattr(FunctionRow, column) == value for column, value in expect.items()]
+        stmt = (
+            update(FunctionRow)
+            .where(FunctionRow.name == name, *where)
+            .values(**values, updated_at=time.time())
+            .execution_options(synchronize_session=False)
+        )
+        with self.session() as s:
+            result = s.execute(stmt)
+            return isinstance(result, CursorResult) and result.rowcount == 1
 
     def delete_function(self, name: str) -> None:
         with self.session() as s:

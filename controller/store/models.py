@@ -94,6 +94,11 @@ class FunctionRow(Base):
     # The function's own TCP port on the controller host (portgateway.py); kept across restarts.
     gateway_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
+    def seen(self) -> dict[str, Any]:
+        """What a status pass read of the row, for ``Store.update_function_if``: a deploy
+        moves the version (and the state), a build or a model binding the revision."""
+        return {"version": self.version, "revision": self.revision, "state": self.state}
+
 
 class BuildRow(Base):
     __tablename__ = "builds"

@@ -240,6 +240,12 @@ def updates_deletes_and_missing_rows(url: str) -> None:
             ("f", 2, "deploying")
         ]
         assert store.update_function("f", state="ready", message="ok").message == "ok"
+        # A conditional update writes only over the row it expects, and says whether it did.
+        assert not store.update_function_if("f", {"version": 1}, state="error")
+        assert not store.update_function_if("nope", {"version": 2}, state="error")
+        assert store.get_function("f").state == "ready"
+        assert store.update_function_if("f", {"version": 2, "state": "ready"}, message="cas")
+        assert (store.get_function("f").state, store.get_function("f").message) == ("ready", "cas")
         store.add_build(build_row("b1", "f", 1.0, cached=False))
         assert store.update_build("b1", state="succeeded").state == "succeeded"
         store.delete_builds("f")
