@@ -15,6 +15,7 @@ from nuclio_sdk import Event, TriggerInfo
 
 from tickrun.functions import jsonbody
 from tickrun.functions.errors import BadRequestError, BodyTooLargeError, RequestTimeoutError
+from tickrun.functions.httpresponse import FramedResponse
 from tickrun.functions.httpserver import short_reason, warn_once
 from tickrun.functions.results import Result
 
@@ -222,12 +223,12 @@ def to_response(result: Result, event_id: str) -> web.Response:
         if content_type is not None:
             # Into the response's own (empty) header map: a dict of headers is copied into a
             # new map, each name case-folded on the way.
-            response = web.Response(body=result.body, status=status)
+            response = FramedResponse(body=result.body, status=status)
             headers = response.headers
             headers[_CONTENT_TYPE] = content_type
             headers[REQUEST_ID_HEADER] = event_id
             return response
-    return _valid_status(result, event_id) or web.Response(
+    return _valid_status(result, event_id) or FramedResponse(
         body=result.body, status=result.status, headers=_headers(result, event_id)
     )
 
