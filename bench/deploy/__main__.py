@@ -1,13 +1,15 @@
 """Deploy and gateway figures for the controller, each beside a baseline from the same run.
 
-    python -m bench.deploy [--platforms process,container] [--duration-s 4] [--connections 16]
+    python -m bench.deploy [--platforms process,container] [--duration-s 3] [--connections 16]
+                           [--rounds 5]
 
 1. deploy → first 200 through the gateway, with a cached environment/image (the function is
    deployed once to warm the caches, deleted, then deployed again and timed), beside the time to
    first 200 of the same replica started by hand (``python -c serve`` / ``podman run``).
 2. rebuild time for an unchanged function and after a code-only change (container builder).
-3. the function port (L4) and ``/fn/`` (L7) vs the replica directly, requests/s (wrk, rounds
-   alternating, same run), the ratio, goal met or not, and the CPU each process spent a request;
+3. the function port (L4) and ``/fn/`` (L7) vs the replica directly, requests/s (wrk, same
+   run, each round's target beside its own direct measurement), the median of the rounds'
+   ratios, goal met or not, and the CPU each process spent a request;
    with HAProxy installed, the same replica behind HAProxy as a reference (``gateways.py``).
 4. a Kafka lag burst (``--lag-burst N`` records, 0 to skip; starts a Kafka broker): time to the
    scale-up and to lag 0, beside the same burst on one fixed replica (``lagburst.py``).
@@ -172,9 +174,9 @@ def row(label: str, tickrun: str, baseline: str, ratio: str, goal: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.deploy")
     ap.add_argument("--platforms", default="process,container")
-    ap.add_argument("--duration-s", type=int, default=4)
+    ap.add_argument("--duration-s", type=int, default=3)
     ap.add_argument("--connections", type=int, default=16)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--lag-burst", type=int, default=3000, help="records; 0 skips the row")
     ap.add_argument("--k8s", action="store_true", help="also the Kubernetes rows (kwok nodes)")
     ap.add_argument(

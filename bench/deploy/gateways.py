@@ -1,6 +1,8 @@
 """The gateway rows of ``bench.deploy``: ``/fn/`` and the function port beside the replica
-directly, measured in the same run (wrk, rounds alternating), with the CPU each process spent
-per request, so a ratio under its goal says where the time went.
+directly, measured in the same run with wrk, with the CPU each process spent per request, so a
+ratio under its goal says where the time went. Every round measures each target beside its own
+measurement of the replica directly, back to back, the first of the pair alternating; a row is
+judged on the median of its rounds' ratios, as ``bench.http`` and ``bench.kafka`` judge theirs.
 
 On a small machine the gateway, the replica and wrk share the cores: a request through a gateway
 costs its CPU on top of the replica's, so the ratio is bounded by about
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import resource
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.rounds import in_turn
 from bench.wrk import wrk
 
 Row = Callable[[str, str, str, str, str], None]
@@ -61,7 +65,7 @@ def listener_pid(port: int) -> int | None:
     container)."""
     for conn in psutil.net_connections(kind="tcp"):
         if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-            return conn.pid
+            return int(conn.pid)
     return None
 
 
@@ -148,6 +152,15 @@ def haproxy(replica_port: int, token: str, ports: tuple[int, int]) -> Iterator[i
             proc.wait(timeout=10)
 
 
+def _median(samples: list[Measured]) -> Measured:
+    """The round with the median req/s (its CPU figures with it)."""
+    return sorted(samples, key=lambda m: m.rps)[(len(samples) - 1) // 2]
+
+
+def _rounds(ratios: list[float]) -> str:
+    return " ".join(f"{r:.2f}" for r in ratios)
+
+
 def verdict(ratio: float, goal: float) -> str:
     return f"goal >= {goal}x {'met' if ratio >= goal else 'NOT met'}"
 
@@ -205,6 +218,7 @@ def gateway_rows(
     with haproxy(replica_port, token, hp_ports) as hp_pid:
         hp = [psutil.Process(hp_pid)] if hp_pid is not None else None
         results: dict[str, list[Measured]] = {k: [] for k in ("d", "g", "p", "h7", "h4", "fd", "f")}
+        paired: dict[str, list[float]] = {k: [] for k in ("g", "p", "h7", "h4", "f")}
         front_replica: list[psutil.Process] = []
         front_proxy: list[psutil.Process] = []
         if front is not None:
@@ -222,59 +236,82 @@ def gateway_rows(
                 headers=auth if auth_on else None,
             )
 
-        for _ in range(rounds):  # alternating, so load from others hits every target alike
-            results["d"].append(run(direct, None))
-            results["g"].append(run(gateway, controller, auth_on=True))
-            results["p"].append(run(port_url, controller))
-            if hp is not None:
-                results["h7"].append(run(f"http://127.0.0.1:{hp_ports[0]}/", hp, auth_on=True))
-                results["h4"].append(run(f"http://127.0.0.1:{hp_ports[1]}/", hp))
-            if front is not None:
-                fd = measure(
-                    front.direct, duration_s, connections, proxy=None, replica=front_replica
-                )
-                results["fd"].append(fd)
-                results["f"].append(
-                    measure(
+        targets: list[tuple[str, Callable[[], Measured]]] = [
+            ("g", lambda: run(gateway, controller, auth_on=True)),
+            ("p", lambda: run(port_url, controller)),
+        ]
+        if hp is not None:
+            targets.append(("h7", lambda: run(f"http://127.0.0.1:{hp_ports[0]}/", hp, True)))
+            targets.append(("h4", lambda: run(f"http://127.0.0.1:{hp_ports[1]}/", hp)))
+        if front is not None:
+            targets.append(
+                (
+                    "f",
+                    lambda: measure(
                         front.gateway,
                         duration_s,
                         connections,
                         proxy=front_proxy,
                         replica=front_replica,
                         headers=auth,
-                    )
+                    ),
                 )
-    best = {k: max(v, key=lambda m: m.rps) for k, v in results.items() if v}
-    d = best["d"]
-    print(f"  [{platform}] replica directly: {d.rps:.0f} req/s; {cpu_note(d)}")
+            )
+
+        def direct_of(key: str) -> Measured:
+            if key == "f" and front is not None:
+                return measure(
+                    front.direct, duration_s, connections, proxy=None, replica=front_replica
+                )
+            return run(direct, None)
+
+        # Each target beside its own measurement of the replica directly, back to back, the
+        # first of the pair alternating (bench.rounds): a single row on this machine moves by
+        # more between minutes than any gateway change, so the ratio is judged on the pairs.
+        for r in range(rounds):
+            for key, target in targets:
+                base_key = "fd" if key == "f" else "d"
+                for which in in_turn(r, "direct", "target"):
+                    if which == "direct":
+                        results[base_key].append(direct_of(key))
+                    else:
+                        results[key].append(target())
+                        paired[key].append(results[key][-1].rps / results[base_key][-1].rps)
+    mid = {k: _median(v) for k, v in results.items() if v}
+    d = mid["d"]
+    print(
+        f"  [{platform}] replica directly: {d.rps:.0f} req/s (median of {len(results['d'])}); "
+        f"{cpu_note(d)}"
+    )
     for key, label, goal, what in (
         ("p", "function port (L4)", GOAL_PORT, "splice, per-connection balancing"),
         ("g", "/fn/ gateway (L7)", GOAL_FN, "token check, per-request balancing"),
         ("h4", "ref: HAProxy L4 (not used)", GOAL_PORT, "tcp mode, leastconn"),
         ("h7", "ref: HAProxy L7 (not used)", GOAL_FN, "token ACL, leastconn, http-reuse"),
     ):
-        if key not in best:
+        if key not in mid:
             continue
-        m = best[key]
-        ratio = m.rps / d.rps
+        m = mid[key]
+        ratio = statistics.median(paired[key])
         row(
             f"{label} req/s ({platform})",
             f"{m.rps:.0f}",
             f"{d.rps:.0f}",
             f"{ratio:.2f}x",
-            f"{verdict(ratio, goal)} ({what}; baseline: the replica directly)",
+            f"{verdict(ratio, goal)} ({what}; baseline: the replica directly; "
+            f"rounds {_rounds(paired[key])})",
         )
         print(f"  {'':<36} {cpu_note(m)}")
-    if "f" in best and "fd" in best:
-        m, fd = best["f"], best["fd"]
-        ratio = m.rps / fd.rps
+    if "f" in mid and "fd" in mid:
+        m, fd = mid["f"], mid["fd"]
+        ratio = statistics.median(paired["f"])
         row(
             f"/fn/ via the controller's HAProxy ({platform})",
             f"{m.rps:.0f}",
             f"{fd.rps:.0f}",
             f"{ratio:.2f}x",
             f"{verdict(ratio, GOAL_FN)} (TICKRUN_PROXY=haproxy: token, per-request balancing; "
-            "baseline: that controller's replica directly)",
+            f"baseline: that controller's replica directly; rounds {_rounds(paired['f'])})",
         )
         side = m.side_us or 0.0
         print(
