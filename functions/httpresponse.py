@@ -2,11 +2,11 @@
 
 ``web.Response.prepare`` and ``write_eof`` handle every case each time: compression, cookies,
 chunking, payload objects, statuses and methods that carry no body, HTTP/1.0 keep-alive and the
-application's prepare signals. For a no-op handler that is about a fifth of a request's CPU
-(issue 17). :class:`FramedResponse` writes the common case — a bytes body, HTTP/1.1, a status
-and method that carry a body — with the same headers aiohttp would send (Content-Length, Date,
-Server, ``Connection: close`` when the connection will close), and hands every other case to
-aiohttp unchanged. A test compares the bytes on the wire with ``web.Response``'s, case by case.
+application's prepare signals: about a fifth of a no-op request's CPU, half of it spent deciding
+(issue 17; docs/perf). :class:`FramedResponse` writes the common case (a bytes body, HTTP/1.1, a
+status and method that carry a body) with the same headers aiohttp would send (Content-Length,
+Date, Server, ``Connection: close`` when the connection will close), and hands every other case
+to aiohttp unchanged. A test compares the bytes on the wire with ``web.Response``'s, case by case.
 
 It reads aiohttp's private response state; pyproject pins the aiohttp versions it was checked on.
 """
@@ -50,11 +50,10 @@ class FramedResponse(web.Response):
             or request.version != HttpVersion11
             or request.method in ("HEAD", "CONNECT")
             or type(request)._prepare_hook is not _NO_HOOK
+            or _CONTENT_LENGTH in self._headers  # the handler's own: aiohttp's rules for it
         ):
             return await super().prepare(request)
         headers = self._headers
-        if _CONTENT_LENGTH in headers:
-            return await super().prepare(request)
         self._must_be_empty_body = False
         self._req = request
         writer = self._payload_writer = request._payload_writer
