@@ -18,12 +18,6 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 
-_CONTENT_LENGTH = hdrs.CONTENT_LENGTH
-_CONTENT_TYPE = hdrs.CONTENT_TYPE
-_DATE = hdrs.DATE
-_SERVER = hdrs.SERVER
-_CONNECTION = hdrs.CONNECTION
-_OCTETS = "application/octet-stream"
 # No prepare signals to send: a request of the low-level server (an Application's requests
 # are web.Request, whose hook sends on_response_prepare).
 _NO_HOOK = web.BaseRequest._prepare_hook
@@ -50,7 +44,7 @@ class FramedResponse(web.Response):
             or request.version != HttpVersion11
             or request.method in ("HEAD", "CONNECT")
             or type(request)._prepare_hook is not _NO_HOOK
-            or _CONTENT_LENGTH in self._headers  # the handler's own: aiohttp's rules for it
+            or hdrs.CONTENT_LENGTH in self._headers  # the handler's own: aiohttp's rules for it
         ):
             return await super().prepare(request)
         headers = self._headers
@@ -62,14 +56,14 @@ class FramedResponse(web.Response):
             keep_alive = self._keep_alive = request.keep_alive
         size = len(body)
         writer.length = size
-        headers[_CONTENT_LENGTH] = str(size)
+        headers[hdrs.CONTENT_LENGTH] = str(size)
         if size:
-            headers.setdefault(_CONTENT_TYPE, _OCTETS)
-        if _DATE not in headers:
-            headers[_DATE] = rfc822_formatted_time()
-        headers.setdefault(_SERVER, SERVER_SOFTWARE)
-        if not keep_alive and _CONNECTION not in headers:
-            headers[_CONNECTION] = "close"
+            headers.setdefault(hdrs.CONTENT_TYPE, "application/octet-stream")
+        if hdrs.DATE not in headers:
+            headers[hdrs.DATE] = rfc822_formatted_time()
+        headers.setdefault(hdrs.SERVER, SERVER_SOFTWARE)
+        if not keep_alive and hdrs.CONNECTION not in headers:
+            headers[hdrs.CONNECTION] = "close"
         self._framed = True
         await writer.write_headers(f"HTTP/1.1 {status} {self._reason}", headers)
         return writer

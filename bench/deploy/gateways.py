@@ -31,6 +31,8 @@ from bench.rounds import in_turn
 from bench.wrk import wrk
 
 Row = Callable[[str, str, str, str, str], None]
+Procs = list[psutil.Process]
+Target = tuple[str, str, str, Procs | None, Procs, dict[str, str] | None, str]
 GOAL_FN = 0.8
 GOAL_PORT = 0.9
 
@@ -226,57 +228,46 @@ def gateway_rows(
             front_replica = _tree(fpid) if fpid is not None else []
             front_proxy = [psutil.Process(front.haproxy_pid), psutil.Process(front.controller_pid)]
 
-        def run(url: str, proxy: list[psutil.Process] | None, auth_on: bool = False) -> Measured:
-            return measure(
-                url,
-                duration_s,
-                connections,
-                proxy=proxy,
-                replica=replica,
-                headers=auth if auth_on else None,
-            )
-
-        targets: list[tuple[str, Callable[[], Measured]]] = [
-            ("g", lambda: run(gateway, controller, auth_on=True)),
-            ("p", lambda: run(port_url, controller)),
+        # (key, its direct key, URL, proxy processes, replica processes, headers, direct URL)
+        targets: list[Target] = [
+            ("g", "d", gateway, controller, replica, auth, direct),
+            ("p", "d", port_url, controller, replica, None, direct),
         ]
         if hp is not None:
-            targets.append(("h7", lambda: run(f"http://127.0.0.1:{hp_ports[0]}/", hp, True)))
-            targets.append(("h4", lambda: run(f"http://127.0.0.1:{hp_ports[1]}/", hp)))
+            targets.append(
+                ("h7", "d", f"http://127.0.0.1:{hp_ports[0]}/", hp, replica, auth, direct)
+            )
+            targets.append(
+                ("h4", "d", f"http://127.0.0.1:{hp_ports[1]}/", hp, replica, None, direct)
+            )
         if front is not None:
             targets.append(
-                (
-                    "f",
-                    lambda: measure(
-                        front.gateway,
-                        duration_s,
-                        connections,
-                        proxy=front_proxy,
-                        replica=front_replica,
-                        headers=auth,
-                    ),
-                )
+                ("f", "fd", front.gateway, front_proxy, front_replica, auth, front.direct)
             )
-
-        def direct_of(key: str) -> Measured:
-            if key == "f" and front is not None:
-                return measure(
-                    front.direct, duration_s, connections, proxy=None, replica=front_replica
-                )
-            return run(direct, None)
 
         # Each target beside its own measurement of the replica directly, back to back, the
         # first of the pair alternating (bench.rounds): a single row on this machine moves by
         # more between minutes than any gateway change, so the ratio is judged on the pairs.
         for r in range(rounds):
-            for key, target in targets:
-                base_key = "fd" if key == "f" else "d"
-                for which in in_turn(r, "direct", "target"):
-                    if which == "direct":
-                        results[base_key].append(direct_of(key))
-                    else:
-                        results[key].append(target())
-                        paired[key].append(results[key][-1].rps / results[base_key][-1].rps)
+            for key, base, url, proxy, procs, headers, direct_url in targets:
+                sides = {
+                    key: (url, proxy, headers),
+                    base: (direct_url, None, None),
+                }
+                for which in in_turn(r, base, key):
+                    side_url, side_proxy, side_headers = sides[which]
+                    results[which].append(
+                        measure(
+                            side_url,
+                            duration_s,
+                            connections,
+                            proxy=side_proxy,
+                            replica=procs,
+                            headers=side_headers,
+                        )
+                    )
+                # Both sides of this pair measured: the ratio is of the pair, whichever went first.
+                paired[key].append(results[key][-1].rps / results[base][-1].rps)
     mid = {k: _median(v) for k, v in results.items() if v}
     d = mid["d"]
     print(
